@@ -1,0 +1,130 @@
+"""Content-addressed artifact store: a local directory keyed by SHA-256.
+
+Files live at ``<root>/<aa>/<bb>/<sha256>``; a JSON sidecar keeps the metadata that
+``ArtifactRef`` carries (mime type, size, width and height of images). Writing the same bytes
+twice stores them once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import mimetypes
+import os
+import tempfile
+from pathlib import Path
+
+from toolweave.model.records import ArtifactRef
+
+_SNIFF = [
+    (b"\x89PNG\r\n\x1a\n", "image/png"),
+    (b"\xff\xd8\xff", "image/jpeg"),
+    (b"GIF87a", "image/gif"),
+    (b"GIF89a", "image/gif"),
+    (b"BM", "image/bmp"),
+]
+
+
+def sniff_mime(data: bytes, filename: str | None = None) -> str:
+    """The mime type of some bytes: magic numbers first, then the file name."""
+    for magic, mime in _SNIFF:
+        if data.startswith(magic):
+            return mime
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
+    if data[4:8] == b"ftyp":
+        return "video/mp4"
+    if data[:4] == b"\x1aE\xdf\xa3":
+        return "video/webm"
+    if data[:4] in (b"RIFF",) and data[8:12] == b"WAVE":
+        return "audio/wav"
+    if data[:3] == b"ID3" or data[:2] == b"\xff\xfb":
+        return "audio/mpeg"
+    if filename:
+        guessed, _ = mimetypes.guess_type(filename)
+        if guessed:
+            return guessed
+    return "application/octet-stream"
+
+
+def image_size(data: bytes) -> tuple[int, int] | None:
+    try:
+        from PIL import Image
+
+        with Image.open(io.BytesIO(data)) as img:
+            return int(img.width), int(img.height)
+    except Exception:
+        return None
+
+
+class ArtifactStore:
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, sha256: str) -> Path:
+        if len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256):
+            raise KeyError(f"not an artifact id: {sha256!r}")
+        return self.root / sha256[:2] / sha256[2:4] / sha256
+
+    def put_bytes(self, data: bytes, mime_type: str | None = None, filename: str | None = None) -> ArtifactRef:
+        sha = hashlib.sha256(data).hexdigest()
+        mime = mime_type or sniff_mime(data, filename)
+        width = height = None
+        if mime.startswith("image/"):
+            size = image_size(data)
+            if size:
+                width, height = size
+        ref = ArtifactRef(
+            sha256=sha, mimeType=mime, size=len(data), width=width, height=height, filename=filename
+        )
+        path = self._path(sha)
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+            os.replace(tmp, path)
+            meta = ref.model_dump(by_alias=True, exclude_none=True)
+            meta_tmp = path.with_suffix(".json.tmp")
+            meta_tmp.write_text(json.dumps(meta))
+            os.replace(meta_tmp, path.with_suffix(".json"))
+        return ref
+
+    def put_file(self, source: Path, mime_type: str | None = None) -> ArtifactRef:
+        source = Path(source)
+        return self.put_bytes(source.read_bytes(), mime_type, source.name)
+
+    def exists(self, sha256: str) -> bool:
+        try:
+            return self._path(sha256).exists()
+        except KeyError:
+            return False
+
+    def path(self, ref: ArtifactRef | str) -> Path:
+        sha = ref if isinstance(ref, str) else ref.sha256
+        path = self._path(sha)
+        if not path.exists():
+            raise KeyError(f"no artifact {sha}")
+        return path
+
+    def read(self, ref: ArtifactRef | str) -> bytes:
+        return self.path(ref).read_bytes()
+
+    def ref(self, sha256: str) -> ArtifactRef:
+        """The stored metadata of an artifact."""
+        meta_path = self._path(sha256).with_suffix(".json")
+        if not meta_path.exists():
+            raise KeyError(f"no artifact {sha256}")
+        return ArtifactRef.model_validate(json.loads(meta_path.read_text()))
+
+    def export(self, ref: ArtifactRef, directory: Path, stem: str) -> Path:
+        """Copy an artifact out under a readable name; returns the new path."""
+        ext = mimetypes.guess_extension(ref.mime_type) or ""
+        if ref.filename and "." in ref.filename:
+            ext = "." + ref.filename.rsplit(".", 1)[1]
+        directory.mkdir(parents=True, exist_ok=True)
+        target = directory / f"{stem}{ext}"
+        target.write_bytes(self.read(ref))
+        return target

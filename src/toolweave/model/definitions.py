@@ -1,0 +1,374 @@
+"""Definition models: tools, jobs, steps, input mappings, costing.
+
+Field names follow the seed notes: camelCase in files (aliases), snake_case in Python.
+``inputSchema`` / ``outputSchema`` may be written as a mapping keyed by name or as a list of
+``{name, ...}``; both load into a list.
+"""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal
+from enum import StrEnum
+from typing import Any
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    field_validator,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        use_enum_values=False,
+    )
+
+    def dump(self) -> dict[str, Any]:
+        """The definition as it would be written in a file (camelCase, no unset fields)."""
+        return self.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+
+class ParamType(StrEnum):
+    STRING = "string"
+    TEXT = "text"
+    INTEGER = "integer"
+    NUMBER = "number"
+    BOOLEAN = "boolean"
+    ENUM = "enum"
+    SEED = "seed"
+    IMAGE = "image"
+    VIDEO = "video"
+    AUDIO = "audio"
+    FILE = "file"
+    JSON = "json"
+
+    @property
+    def is_media(self) -> bool:
+        return self in MEDIA_TYPES
+
+
+MEDIA_TYPES = frozenset({ParamType.IMAGE, ParamType.VIDEO, ParamType.AUDIO, ParamType.FILE})
+ALLOWED_TYPES = ", ".join(t.value for t in ParamType)
+
+
+def _param_type(value: Any) -> Any:
+    if isinstance(value, str) and value not in ParamType._value2member_map_:
+        raise ValueError(f"unknown type {value!r}; allowed types are: {ALLOWED_TYPES}")
+    return value
+
+
+class Visibility(StrEnum):
+    PUBLIC = "public"
+    INTERNAL = "internal"
+    HIDDEN = "hidden"
+
+
+class InputParam(_Model):
+    name: str
+    type: ParamType
+    required: bool = False
+    default: Any = None
+    description: str = ""
+    display_name: str | None = None
+    enum: list[Any] | None = None
+    minimum: float | None = None
+    maximum: float | None = None
+    advanced: bool = False
+    order: int | None = None
+    accepts_url: bool = False
+    """A string input that takes a URL: media outputs may be mapped into it (passed as their URL)."""
+    visible_if: str | None = None
+
+    _check_type = field_validator("type", mode="before")(_param_type)
+
+
+class OutputParam(_Model):
+    name: str
+    type: ParamType
+    description: str = ""
+
+    _check_type = field_validator("type", mode="before")(_param_type)
+
+
+class JobOutput(_Model):
+    name: str
+    type: ParamType
+    description: str = ""
+    source_step_id: str | None = None
+    source_output_name: str | None = None
+    path: str | None = None
+
+    _check_type = field_validator("type", mode="before")(_param_type)
+
+
+def _named_list(value: Any) -> Any:
+    """Accept ``{name: {...}}`` as well as ``[{name: ..., ...}]``."""
+    if value is None:
+        return []
+    if isinstance(value, dict):
+        items = []
+        for key, spec in value.items():
+            if not isinstance(spec, dict):
+                raise ValueError(f"entry {key!r} must be a mapping of its fields")
+            if "name" in spec and spec["name"] != key:
+                raise ValueError(f"entry {key!r} names itself {spec['name']!r}")
+            items.append({"name": key, **spec})
+        return items
+    return value
+
+
+class Money(_Model):
+    amount: Decimal
+    unit: str = "USD"
+
+
+class RateSource(StrEnum):
+    STATIC = "static"
+    MACHINE = "machine"
+    OUTPUT_UNIT = "output_unit"
+
+
+DEFAULT_GPU_RATES: dict[str, Decimal] = {
+    "CPU": Decimal("0.0000520"),
+    "T4": Decimal("0.00018"),
+    "L4": Decimal("0.00032"),
+    "A10G": Decimal("0.000337"),
+    "L40S": Decimal("0.000596"),
+    "A100": Decimal("0.00114"),
+    "A100-80GB": Decimal("0.001708"),
+    "H100": Decimal("0.002338"),
+}
+"""USD per second by machine class (the predecessor's rates); settings may override them."""
+
+
+class CostingModel(_Model):
+    """How a generation's cost is computed.
+
+    - ``static``: ``staticCost.amount`` per run;
+    - ``machine``: per second of measured run time, at ``rate`` or at the rate of ``machineClass``
+      looked up in the rate table;
+    - ``output_unit``: ``unitCost.amount`` per output unit (``unitOutput`` names the output counted).
+    """
+
+    rate_source: RateSource
+    static_cost: Money | None = None
+    rate: Decimal | None = None
+    machine_class: str | None = None
+    unit_cost: Money | None = None
+    unit_output: str | None = None
+
+    @model_validator(mode="after")
+    def _complete(self) -> CostingModel:
+        if self.rate_source is RateSource.STATIC and self.static_cost is None:
+            raise ValueError("a static costing model needs staticCost")
+        if self.rate_source is RateSource.MACHINE and self.rate is None and self.machine_class is None:
+            raise ValueError("a machine costing model needs a rate or a machineClass")
+        if self.rate_source is RateSource.OUTPUT_UNIT and self.unit_cost is None:
+            raise ValueError("an output_unit costing model needs unitCost")
+        return self
+
+
+class PlatformHints(_Model):
+    model_config = ConfigDict(extra="allow")
+
+    primary_input: str | None = None
+    handler_type: str | None = None
+    category: str | None = None
+
+
+COMMAND_NAME_RE = re.compile(r"^[a-z0-9_]{1,32}$")
+
+
+def derive_command_name(display_name: str) -> str:
+    """Lowercase, ``[a-z0-9_]``, at most 32 characters (Telegram's command rules)."""
+    name = re.sub(r"[^a-z0-9]+", "_", display_name.lower()).strip("_")
+    return (name or "tool")[:32].rstrip("_") or "tool"
+
+
+class ToolDefinition(_Model):
+    tool_id: str = Field(min_length=1)
+    service: str = Field(min_length=1)
+    display_name: str = ""
+    command_name: str | None = None
+    description: str = ""
+    version: str = "1"
+    input_schema: list[InputParam] = Field(default_factory=list)
+    output_schema: list[OutputParam] = Field(default_factory=list)
+    costing_model: CostingModel | None = None
+    platform_hints: PlatformHints = Field(default_factory=PlatformHints)
+    delivery_hints: dict[str, Any] = Field(default_factory=dict)
+    visibility: Visibility = Visibility.PUBLIC
+    timeout_seconds: float | None = Field(default=None, gt=0)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+    _source: str | None = PrivateAttr(default=None)
+
+    _inputs = field_validator("input_schema", "output_schema", mode="before")(_named_list)
+
+    @model_validator(mode="after")
+    def _fill(self) -> ToolDefinition:
+        if not self.display_name:
+            self.display_name = self.tool_id
+        if self.command_name is None:
+            self.command_name = derive_command_name(self.display_name)
+        elif not COMMAND_NAME_RE.match(self.command_name):
+            raise ValueError(
+                f"commandName {self.command_name!r} must be 1-32 characters of a-z, 0-9 and _"
+            )
+        return self
+
+    @property
+    def source(self) -> str | None:
+        """The file the definition was loaded from, if any."""
+        return self._source
+
+    def input(self, name: str) -> InputParam | None:
+        return next((p for p in self.input_schema if p.name == name), None)
+
+    def output(self, name: str) -> OutputParam | None:
+        return next((p for p in self.output_schema if p.name == name), None)
+
+
+class ErrorStrategy(StrEnum):
+    HALT = "halt"
+    SKIP = "skip"
+    RETRY = "retry"
+    FALLBACK = "fallback"
+
+
+class ErrorHandling(_Model):
+    strategy: ErrorStrategy = ErrorStrategy.HALT
+    max_attempts: int = Field(default=3, ge=1, le=100)
+    backoff_seconds: float = Field(default=1.0, ge=0)
+    max_backoff_seconds: float = Field(default=60.0, ge=0)
+    then: ErrorStrategy = ErrorStrategy.HALT
+    fallback_tool_id: str | None = None
+
+    @model_validator(mode="after")
+    def _coherent(self) -> ErrorHandling:
+        if self.then is ErrorStrategy.RETRY:
+            raise ValueError("then: cannot be retry; it says what follows exhausted retries")
+        uses_fallback = ErrorStrategy.FALLBACK in (self.strategy, self.then)
+        if uses_fallback and not self.fallback_tool_id:
+            raise ValueError("the fallback strategy needs fallbackToolId")
+        return self
+
+
+class InputMapping(_Model):
+    """Where one input of a step comes from: exactly one source.
+
+    ``value`` and ``default`` may legitimately be ``null``, so whether they were given is read
+    from ``model_fields_set`` (see ``has_value`` / ``has_default``).
+    """
+
+    target_input_name: str
+    source_job_input: str | None = None
+    source_step_id: str | None = None
+    source_output_name: str | None = None
+    path: str | None = None
+    value: Any = None
+    template: str | None = None
+    default: Any = None
+
+    @property
+    def has_value(self) -> bool:
+        return "value" in self.model_fields_set
+
+    @property
+    def has_default(self) -> bool:
+        return "default" in self.model_fields_set
+
+    @property
+    def sources(self) -> list[str]:
+        """The kinds of source this mapping names (valid mappings name exactly one)."""
+        found = []
+        if self.source_job_input is not None:
+            found.append("sourceJobInput")
+        if self.source_step_id is not None or self.source_output_name is not None:
+            found.append("sourceStepId")
+        if self.has_value:
+            found.append("value")
+        if self.template is not None:
+            found.append("template")
+        return found
+
+
+class Step(_Model):
+    step_id: str = Field(min_length=1)
+    tool_id: str | None = None
+    job_id: str | None = None
+    input_mappings: list[InputMapping] = Field(default_factory=list)
+    dependencies: list[str] = Field(default_factory=list)
+    condition: str | None = None
+    error_handling: ErrorHandling | None = None
+    timeout_seconds: float | None = Field(default=None, gt=0)
+
+    @property
+    def target_id(self) -> str:
+        return self.tool_id or self.job_id or ""
+
+    @property
+    def all_dependencies(self) -> list[str]:
+        """Explicit dependencies plus those implied by mappings from other steps, in order."""
+        deps = list(self.dependencies)
+        for m in self.input_mappings:
+            if m.source_step_id is not None and m.source_step_id not in deps:
+                deps.append(m.source_step_id)
+        return deps
+
+
+class JobDefinition(_Model):
+    job_id: str = Field(min_length=1)
+    display_name: str = ""
+    command_name: str | None = None
+    description: str = ""
+    version: str = "1"
+    input_schema: list[InputParam] = Field(default_factory=list)
+    output_schema: list[JobOutput] = Field(default_factory=list)
+    steps: list[Step] = Field(min_length=1)
+    error_handling_strategy: ErrorStrategy = ErrorStrategy.HALT
+    platform_hints: PlatformHints = Field(default_factory=PlatformHints)
+    delivery_hints: dict[str, Any] = Field(default_factory=dict)
+    visibility: Visibility = Visibility.PUBLIC
+    timeout_seconds: float | None = Field(default=None, gt=0)
+    """The run deadline, counted from the run's start."""
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+    _source: str | None = PrivateAttr(default=None)
+
+    _inputs = field_validator("input_schema", "output_schema", mode="before")(_named_list)
+
+    @model_validator(mode="after")
+    def _fill(self) -> JobDefinition:
+        if not self.display_name:
+            self.display_name = self.job_id
+        if self.command_name is None:
+            self.command_name = derive_command_name(self.display_name)
+        elif not COMMAND_NAME_RE.match(self.command_name):
+            raise ValueError(
+                f"commandName {self.command_name!r} must be 1-32 characters of a-z, 0-9 and _"
+            )
+        return self
+
+    @property
+    def source(self) -> str | None:
+        return self._source
+
+    def step(self, step_id: str) -> Step | None:
+        return next((s for s in self.steps if s.step_id == step_id), None)
+
+    def input(self, name: str) -> InputParam | None:
+        return next((p for p in self.input_schema if p.name == name), None)
+
+    def error_handling_for(self, step: Step) -> ErrorHandling:
+        if step.error_handling is not None:
+            return step.error_handling
+        return ErrorHandling(strategy=self.error_handling_strategy)

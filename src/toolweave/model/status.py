@@ -1,0 +1,99 @@
+"""Status enums of runs, step runs, generations, tasks and notifications.
+
+Each enum is mirrored by a CHECK constraint in the store; a test keeps the two in sync.
+``ALLOWED_PRIOR`` lists, for every target status, the states a compare-and-set may move from.
+Terminal states have no successors.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class RunStatus(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    PARTIALLY_COMPLETED = "partially_completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in RUN_TERMINAL
+
+
+RUN_TERMINAL = frozenset(
+    {RunStatus.COMPLETED, RunStatus.PARTIALLY_COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED}
+)
+
+
+class StepStatus(StrEnum):
+    PENDING = "pending"
+    READY = "ready"
+    RUNNING = "running"
+    WAITING_RETRY = "waiting_retry"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in STEP_TERMINAL
+
+
+STEP_TERMINAL = frozenset({StepStatus.SUCCEEDED, StepStatus.FAILED, StepStatus.SKIPPED, StepStatus.CANCELLED})
+
+
+class GenerationStatus(StrEnum):
+    PENDING = "pending"
+    PROCESSING = "processing"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    TIMEOUT = "timeout"
+
+    @property
+    def terminal(self) -> bool:
+        return self in GENERATION_TERMINAL
+
+
+GENERATION_TERMINAL = frozenset(
+    {GenerationStatus.COMPLETED, GenerationStatus.FAILED, GenerationStatus.CANCELLED, GenerationStatus.TIMEOUT}
+)
+
+
+class TaskKind(StrEnum):
+    ADVANCE = "advance"
+    DISPATCH = "dispatch"
+    POLL = "poll"
+    CANCEL = "cancel"
+    NOTIFY = "notify"
+
+
+class NotificationStatus(StrEnum):
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+
+
+# target status -> statuses it may be reached from (compare-and-set guards)
+RUN_ALLOWED_PRIOR: dict[RunStatus, frozenset[RunStatus]] = {
+    RunStatus.PENDING: frozenset(),
+    RunStatus.RUNNING: frozenset({RunStatus.PENDING} | RUN_TERMINAL - {RunStatus.CANCELLED}),
+    RunStatus.COMPLETED: frozenset({RunStatus.PENDING, RunStatus.RUNNING}),
+    RunStatus.PARTIALLY_COMPLETED: frozenset({RunStatus.PENDING, RunStatus.RUNNING}),
+    RunStatus.FAILED: frozenset({RunStatus.PENDING, RunStatus.RUNNING}),
+    RunStatus.CANCELLED: frozenset({RunStatus.PENDING, RunStatus.RUNNING}),
+}
+"""A finished run may go back to running only through an explicit retry."""
+
+GENERATION_ALLOWED_PRIOR: dict[GenerationStatus, frozenset[GenerationStatus]] = {
+    GenerationStatus.PENDING: frozenset(),
+    GenerationStatus.PROCESSING: frozenset({GenerationStatus.PENDING, GenerationStatus.PROCESSING}),
+    GenerationStatus.COMPLETED: frozenset({GenerationStatus.PENDING, GenerationStatus.PROCESSING}),
+    GenerationStatus.FAILED: frozenset({GenerationStatus.PENDING, GenerationStatus.PROCESSING}),
+    GenerationStatus.CANCELLED: frozenset({GenerationStatus.PENDING, GenerationStatus.PROCESSING}),
+    GenerationStatus.TIMEOUT: frozenset({GenerationStatus.PENDING, GenerationStatus.PROCESSING}),
+}

@@ -1,0 +1,130 @@
+"""The one protocol every backend adapter implements, and what the engine gives it.
+
+A service turns a prepared generation into a platform run and reports back one normalised
+``RunUpdate``. Synchronous services (``builtin``) return the final update from ``submit``;
+asynchronous ones return their platform run id, which the engine stores before anything waits.
+Later updates come from ``poll`` (the engine schedules poll tasks with backoff) or from webhooks
+that the engine hands to ``parse_webhook``; long-lived streams (ComfyUI's websocket) push
+updates through ``ServiceHost.report``. All three paths end in the same engine entry point.
+
+Foreign errors are converted here, at the boundary, into ``ServiceError`` — retryable or not.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+import httpx
+
+from toolweave.artifacts import ArtifactStore
+from toolweave.model.definitions import ToolDefinition
+from toolweave.model.records import ArtifactRef, RunUpdate, ServiceErrorInfo
+
+
+class ServiceError(Exception):
+    """A failure at a backend, classified: ``retryable`` errors may succeed if tried again."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retryable: bool = False,
+        code: str | None = None,
+        node: str | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.retryable = retryable
+        self.code = code
+        self.node = node
+        self.details = details
+
+    def info(self) -> ServiceErrorInfo:
+        return ServiceErrorInfo(
+            message=self.message, retryable=self.retryable, code=self.code, node=self.node, details=self.details
+        )
+
+
+class WebhookRejected(Exception):
+    """A webhook body that is not a valid update (garbage, wrong shape). Nothing is changed."""
+
+
+@dataclass(frozen=True)
+class GenerationContext:
+    """Everything a service needs about one generation (one attempt of one tool)."""
+
+    generation_id: str
+    run_id: str
+    step_id: str
+    attempt: int
+    account_id: str
+    tool: ToolDefinition
+    inputs: dict[str, Any]
+    """Resolved inputs; media values are ``ArtifactRef.as_value()`` dicts or http(s) URLs."""
+    platform_run_id: str | None = None
+    """Set when polling, cancelling or re-attaching to a submitted run."""
+    webhook_url: str | None = None
+    """Where the backend should send updates about this generation (None: no public URL)."""
+    timeout_seconds: float = 600.0
+
+
+@dataclass
+class Submission:
+    platform_run_id: str | None = None
+    update: RunUpdate | None = None
+    """A synchronous service's final update; None means: wait for poll, webhook or stream."""
+    poll_after_seconds: float | None = None
+    """When to poll first (None: the engine's default)."""
+
+
+@dataclass
+class WebhookUpdate:
+    """What a webhook says, once parsed: which platform run, and the update."""
+
+    platform_run_id: str
+    update: RunUpdate
+    event_key: str | None = None
+    """A key that identifies this exact event, for deduplication (None: derived from the body)."""
+
+
+class ServiceHost(Protocol):
+    """What the engine gives a service."""
+
+    artifacts: ArtifactStore
+    http: httpx.AsyncClient
+
+    async def report(self, generation_id: str, update: RunUpdate) -> None:
+        """Hand an update about a generation to the engine (same entry point as webhooks)."""
+
+    async def load_media(self, value: Any) -> tuple[bytes, str]:
+        """Bytes and mime type of a media input: an artifact ref, an http(s) URL, a data: URI."""
+
+    def media_url(self, ref: ArtifactRef) -> str:
+        """A URL a remote backend can fetch the artifact from (public URL, else a data: URI)."""
+
+
+@runtime_checkable
+class Service(Protocol):
+    name: str
+
+    async def submit(self, gen: GenerationContext) -> Submission: ...
+
+    async def poll(self, gen: GenerationContext) -> RunUpdate: ...
+
+    async def cancel(self, gen: GenerationContext) -> None: ...
+
+    def parse_webhook(self, headers: Mapping[str, str], body: bytes) -> WebhookUpdate: ...
+
+    async def close(self) -> None: ...
+
+
+@dataclass
+class ServiceConfig:
+    """Options of one configured service instance (from settings)."""
+
+    name: str
+    kind: str
+    options: dict[str, Any] = field(default_factory=dict)

@@ -1,0 +1,120 @@
+"""Settings from environment variables ``TOOLWEAVE_*`` and an optional ``toolweave.toml``.
+
+Precedence: explicit arguments, then environment variables, then ``toolweave.toml`` (looked up
+in the working directory, then in ``TOOLWEAVE_HOME``), then defaults. All state lives under one
+data folder, ``TOOLWEAVE_HOME``.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field, fields
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from toolweave.model.definitions import DEFAULT_GPU_RATES
+
+
+@dataclass
+class ComfyServer:
+    name: str
+    base_url: str
+    concurrency: int = 1
+
+
+@dataclass
+class Settings:
+    home: Path = field(default_factory=lambda: Path.home() / ".toolweave")
+    database_url: str | None = None
+    """SQLAlchemy URL; None means the embedded SQLite file under ``home``."""
+    definitions: list[Path] = field(default_factory=list)
+    """Folders and files of tool and job definitions (``TOOLWEAVE_DEFINITIONS``, os.pathsep-separated)."""
+    public_base_url: str | None = None
+    """The URL at which backends can reach this server (webhooks, media URLs)."""
+    secret_key: str | None = None
+    """Signs webhook tokens; generated and kept under ``home`` when not set."""
+    admin_key: str | None = None
+    comfyui_servers: list[ComfyServer] = field(default_factory=list)
+    comfyui_default_server: str | None = None
+    comfydeploy_api_key: str | None = None
+    comfydeploy_base_url: str = "https://api.comfydeploy.com/api"
+    telegram_token: str | None = None
+    telegram_webhook_secret: str | None = None
+    telegram_max_runs_in_flight: int = 3
+    machine_rates: dict[str, Decimal] = field(default_factory=lambda: dict(DEFAULT_GPU_RATES))
+    worker_slots: int = 8
+    test_tools: bool = False
+    """Register the test-only tools (instant, sleep, fail-n-times, slow asynchronous)."""
+    media_max_bytes: int = 50 * 1024 * 1024
+    http_timeout_seconds: float = 30.0
+
+    @property
+    def db_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.home / 'toolweave.db'}"
+
+    @property
+    def artifacts_dir(self) -> Path:
+        return self.home / "artifacts"
+
+    @classmethod
+    def load(cls, env: dict[str, str] | None = None, **overrides: Any) -> Settings:
+        env = dict(os.environ if env is None else env)
+        data: dict[str, Any] = {}
+        home = Path(env.get("TOOLWEAVE_HOME", str(Path.home() / ".toolweave"))).expanduser()
+        for candidate in (Path.cwd() / "toolweave.toml", home / "toolweave.toml"):
+            if candidate.is_file():
+                data.update(tomllib.loads(candidate.read_text()).get("toolweave", {}) or {})
+                break
+        data["home"] = str(home)
+        names = {f.name for f in fields(cls)}
+        for name in names:
+            key = f"TOOLWEAVE_{name.upper()}"
+            if key in env:
+                data[name] = env[key]
+        data.update(overrides)
+        unknown = set(data) - names
+        if unknown:
+            raise ValueError(f"unknown settings: {', '.join(sorted(unknown))}")
+        return cls._from_raw(data)
+
+    @classmethod
+    def _from_raw(cls, data: dict[str, Any]) -> Settings:
+        out: dict[str, Any] = {}
+        for key, value in data.items():
+            if key == "home":
+                out[key] = Path(value).expanduser()
+            elif key == "definitions":
+                if isinstance(value, str):
+                    value = [v for v in value.split(os.pathsep) if v]
+                out[key] = [Path(v).expanduser() for v in value]
+            elif key == "comfyui_servers":
+                out[key] = _parse_servers(value)
+            elif key == "machine_rates":
+                rates = dict(DEFAULT_GPU_RATES)
+                rates.update({k: Decimal(str(v)) for k, v in dict(value).items()})
+                out[key] = rates
+            elif key in ("worker_slots", "telegram_max_runs_in_flight", "media_max_bytes"):
+                out[key] = int(value)
+            elif key == "http_timeout_seconds":
+                out[key] = float(value)
+            elif key == "test_tools":
+                out[key] = str(value).lower() in ("1", "true", "yes", "on")
+            else:
+                out[key] = value
+        return cls(**out)
+
+
+def _parse_servers(value: Any) -> list[ComfyServer]:
+    """``name=url[@concurrency],...`` from the environment, or a list of tables from TOML."""
+    if isinstance(value, str):
+        servers = []
+        for item in filter(None, (v.strip() for v in value.split(","))):
+            name, _, rest = item.partition("=")
+            url, _, conc = rest.rpartition("@") if "@" in rest.split("//", 1)[-1] else (rest, "", "")
+            servers.append(ComfyServer(name=name, base_url=url or rest, concurrency=int(conc or 1)))
+        return servers
+    return [ComfyServer(**dict(v)) for v in value]
