@@ -69,6 +69,10 @@ class GenerationContext:
     webhook_url: str | None = None
     """Where the backend should send updates about this generation (None: no public URL)."""
     timeout_seconds: float = 600.0
+    recovering: bool = False
+    """True when an earlier submit of this generation may have reached the backend (a worker died
+    between recording the intent and recording the platform run id). A service that accepts
+    client-chosen ids must re-attach instead of submitting again."""
 
 
 @dataclass
