@@ -48,6 +48,10 @@ class Settings:
     test_tools: bool = False
     """Register the test-only tools (instant, sleep, fail-n-times, slow asynchronous)."""
     media_max_bytes: int = 50 * 1024 * 1024
+    media_local_roots: list[Path] = field(default_factory=list)
+    """Folders ``media.fetch`` may read local files from (none by default: local paths refused)."""
+    media_allow_private_urls: bool = False
+    """Let ``media.fetch`` reach loopback, private and link-local addresses (off: SSRF guard)."""
     http_timeout_seconds: float = 30.0
 
     @property
@@ -87,7 +91,7 @@ class Settings:
         for key, value in data.items():
             if key == "home":
                 out[key] = Path(value).expanduser()
-            elif key == "definitions":
+            elif key in ("definitions", "media_local_roots"):
                 if isinstance(value, str):
                     value = [v for v in value.split(os.pathsep) if v]
                 out[key] = [Path(v).expanduser() for v in value]
@@ -101,7 +105,7 @@ class Settings:
                 out[key] = int(value)
             elif key == "http_timeout_seconds":
                 out[key] = float(value)
-            elif key == "test_tools":
+            elif key in ("test_tools", "media_allow_private_urls"):
                 out[key] = str(value).lower() in ("1", "true", "yes", "on")
             else:
                 out[key] = value
