@@ -1,0 +1,897 @@
+"""The ``comfyui`` service: workflows on a self-hosted ComfyUI server, through its native API.
+
+A tool names its workflow (API format) in ``metadata.workflow`` — a dict, or a path resolved
+against the definition file's folder — and says where its inputs go in ``metadata.inputMap``
+(``{toolInput: {"node": id, "input": name}}``, or a list of such targets). Without an input map,
+the workflow's ComfyUI Deploy ``External*`` nodes are the inputs, keyed by their ``input_id``, so
+one workflow file serves both backends. ``metadata.outputMap`` (``{toolOutput: {"node": id,
+"kind": "images"}}``) picks outputs; without it, outputs are matched to the tool's outputSchema
+by type. ``metadata.server`` names a configured server (else the default one).
+
+How a generation runs:
+
+- ``submit`` uploads media inputs through ``/upload/image`` (content-hash file names, so a repeat
+  upload is a no-op), then posts the prompt with ``prompt_id`` = the generation id and the
+  service's ``client_id``. A non-empty ``node_errors`` is a failure even with HTTP 200. When the
+  engine says it is ``recovering``, the service first looks for the prompt in history and queue
+  and re-attaches instead of submitting again.
+- One websocket per configured server (started lazily, reconnecting with backoff) turns
+  progress messages into ``RunUpdate``s pushed through ``host.report``; ``executing`` with
+  ``node: null`` for one of our prompts means it finished: history and outputs are fetched and
+  the terminal update is reported. No coroutine waits per run.
+- ``poll`` is the fallback: ``/history/{id}``, then ``/queue``; a prompt in neither (history is
+  in the server's memory) raises a retryable ``ServiceError`` with code ``lost``.
+- ``cancel`` deletes the prompt from the queue and interrupts it if it is running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import hashlib
+import json
+import logging
+import mimetypes
+import random
+import uuid
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import websockets
+
+from toolweave.model.definitions import ParamType, ToolDefinition
+from toolweave.model.records import ArtifactRef, RunUpdate
+from toolweave.model.status import GenerationStatus
+from toolweave.services.base import (
+    GenerationContext,
+    ServiceError,
+    ServiceHost,
+    Submission,
+    WebhookRejected,
+    WebhookUpdate,
+)
+from toolweave.settings import ComfyServer, Settings
+
+log = logging.getLogger(__name__)
+
+UPLOAD_SUBFOLDER = "toolweave"
+_TRACKED_MAX = 10_000
+"""How many in-flight prompts the websocket listeners remember (a cache; polling is the truth)."""
+
+EXTERNAL_PREFIX = "ComfyUIDeployExternal"
+# Where ComfyUI Deploy's own apply_inputs puts a value, per External* node type (see the
+# comfyui-deploy custom nodes); types not listed take it in ``input_id``.
+_EXTERNAL_TARGETS: dict[str, tuple[str, ...]] = {
+    "ComfyUIDeployExternalText": ("input_id", "default_value"),
+    "ComfyUIDeployExternalTextAny": ("input_id", "default_value"),
+    "ComfyUIDeployExternalBoolean": ("default_value",),
+    "ComfyUIDeployExternalSeed": ("default_value",),
+    "ComfyUIDeployExternalEnum": ("default_value",),
+    "ComfyUIDeployExternalCheckpoint": ("default_value",),
+    "ComfyUIDeployExternalImageBatch": ("images",),
+    "ComfyUIDeployExternalLora": ("lora_url",),
+    "ComfyUIDeployExternalFaceModel": ("face_model_url",),
+    "ComfyUIDeployExternalAudio": ("audio_file",),
+    "ComfyUIDeployExternalEXR": ("exr_file",),
+    "ComfyUIDeployExternalFile": ("file_url",),
+}
+
+
+# --- workflow inputs ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class InputTarget:
+    node: str
+    input: str
+
+
+def load_workflow(tool: ToolDefinition) -> dict[str, Any]:
+    """The tool's API-format workflow (a deep copy), from ``metadata.workflow``."""
+    spec = tool.metadata.get("workflow")
+    if isinstance(spec, str):
+        path = Path(spec)
+        if not path.is_absolute() and tool.source:
+            path = Path(tool.source).parent / path
+        try:
+            data = json.loads(path.read_text())
+        except OSError as exc:
+            raise ServiceError(
+                f"tool {tool.tool_id}: cannot read workflow file {spec!r}: {exc.strerror}"
+            ) from exc
+        except ValueError as exc:
+            raise ServiceError(f"tool {tool.tool_id}: workflow file {spec!r} is not JSON: {exc}") from exc
+    elif isinstance(spec, dict):
+        data = copy.deepcopy(spec)
+    else:
+        raise ServiceError(
+            f"tool {tool.tool_id}: metadata.workflow must be an API-format workflow or a file path"
+        )
+    if (
+        not isinstance(data, dict)
+        or not data
+        or not all(isinstance(node, dict) and "class_type" in node for node in data.values())
+    ):
+        raise ServiceError(
+            f"tool {tool.tool_id}: the workflow is not in API format "
+            "(a mapping of node id to {class_type, inputs}); export it with 'Save (API)'"
+        )
+    return data
+
+
+def external_input_map(workflow: Mapping[str, Any]) -> dict[str, list[InputTarget]]:
+    """Inputs declared by ComfyUI Deploy ``External*`` nodes: ``input_id`` → where values go."""
+    found: dict[str, list[InputTarget]] = {}
+    for node_id, node in workflow.items():
+        class_type = str(node.get("class_type", ""))
+        if not class_type.startswith(EXTERNAL_PREFIX):
+            continue
+        input_id = (node.get("inputs") or {}).get("input_id")
+        if not isinstance(input_id, str) or not input_id:
+            continue
+        for name in _EXTERNAL_TARGETS.get(class_type, ("input_id",)):
+            found.setdefault(input_id, []).append(InputTarget(str(node_id), name))
+    return found
+
+
+def input_map(tool: ToolDefinition, workflow: Mapping[str, Any]) -> dict[str, list[InputTarget]]:
+    """``metadata.inputMap`` normalised to lists of targets, or the External* nodes' map."""
+    raw = tool.metadata.get("inputMap")
+    if raw is None:
+        return external_input_map(workflow)
+    if not isinstance(raw, dict):
+        raise ServiceError(f"tool {tool.tool_id}: metadata.inputMap must map input names to {{node, input}}")
+    out: dict[str, list[InputTarget]] = {}
+    for name, spec in raw.items():
+        specs = spec if isinstance(spec, list) else [spec]
+        targets = []
+        for item in specs:
+            if not isinstance(item, dict) or "node" not in item or "input" not in item:
+                raise ServiceError(
+                    f"tool {tool.tool_id}: inputMap.{name} must be {{node: <id>, input: <name>}}"
+                )
+            targets.append(InputTarget(str(item["node"]), str(item["input"])))
+        out[str(name)] = targets
+    return out
+
+
+def apply_inputs(
+    workflow: dict[str, Any], targets: Mapping[str, list[InputTarget]], values: Mapping[str, Any]
+) -> dict[str, Any]:
+    """Write input values into the workflow (in place; returned for convenience).
+
+    Values that are lists are wrapped as ``{"__value__": [...]}`` (ComfyUI reads bare lists as
+    links). A target node that does not exist is an error naming the input and the node.
+    """
+    for name, value in values.items():
+        for target in targets.get(name, []):
+            node = workflow.get(target.node)
+            if not isinstance(node, dict):
+                raise ServiceError(
+                    f"input {name!r} maps to node {target.node}, which the workflow does not have",
+                    node=target.node,
+                    code="bad_input_map",
+                )
+            literal = {"__value__": value} if isinstance(value, list) else value
+            node.setdefault("inputs", {})[target.input] = literal
+    return workflow
+
+
+# --- outputs ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class OutputItem:
+    """One item a workflow produced: a file on the server (or at a URL), or a text."""
+
+    node: str
+    kind: str
+    media: str
+    """image, video, audio, file or text."""
+    item: Any
+    output_id: str | None = None
+    temp: bool = False
+
+
+def _media_of(kind: str, item: Any) -> str:
+    if kind in ("text", "text_file") and isinstance(item, str):
+        return "text"
+    if not isinstance(item, dict):
+        return "text" if isinstance(item, str) else "other"
+    fmt = str(item.get("format") or item.get("type") or "")
+    if "/" in fmt:
+        major = fmt.split("/", 1)[0]
+        if major in ("image", "video", "audio"):
+            return "image" if fmt == "image/gif" or major == "image" else major
+    name = str(item.get("filename") or item.get("url") or "").split("?", 1)[0]
+    guessed, _ = mimetypes.guess_type(name)
+    if guessed:
+        major = guessed.split("/", 1)[0]
+        if major in ("image", "video", "audio"):
+            return major
+    if kind == "audio":
+        return "audio"
+    return "file"
+
+
+def items_from_history(outputs: Mapping[str, Any]) -> list[OutputItem]:
+    """Every item of a ComfyUI history ``outputs`` map, saved outputs before temp previews."""
+    items: list[OutputItem] = []
+
+    def order(node_id: str) -> tuple[int, ...]:
+        try:
+            return tuple(int(p) for p in node_id.split(":"))
+        except ValueError:
+            return (1 << 30,)
+
+    for node_id in sorted(outputs, key=order):
+        node_out = outputs[node_id]
+        if not isinstance(node_out, dict):
+            continue
+        for kind, values in node_out.items():
+            if kind == "animated" or not isinstance(values, list):
+                continue
+            for value in values:
+                if isinstance(value, bool) or not isinstance(value, (dict, str)):
+                    continue
+                media = _media_of(kind, value)
+                if media == "other":
+                    continue
+                temp = isinstance(value, dict) and value.get("type") == "temp"
+                output_id = value.get("output_id") if isinstance(value, dict) else None
+                items.append(OutputItem(str(node_id), kind, media, value, output_id, temp))
+    items.sort(key=lambda i: i.temp)
+    return items
+
+
+_PARAM_MEDIA = {
+    ParamType.IMAGE: ("image",),
+    ParamType.VIDEO: ("video",),
+    ParamType.AUDIO: ("audio",),
+    ParamType.FILE: ("file", "image", "video", "audio"),
+    ParamType.STRING: ("text",),
+    ParamType.TEXT: ("text",),
+    ParamType.JSON: ("text",),
+}
+
+
+def select_outputs(items: list[OutputItem], tool: ToolDefinition) -> dict[str, OutputItem | list[OutputItem]]:
+    """Name the items per ``metadata.outputMap``, else per the outputSchema's types.
+
+    Raises a non-retryable ``ServiceError`` naming the output when one the tool declares was
+    not produced. A tool without outputs declared gets ``image``/``video``/``audio``/``text``
+    (the first of each) and ``images``/``videos``/``audios``/``texts`` (all of them).
+    """
+    output_map = tool.metadata.get("outputMap")
+    chosen: dict[str, OutputItem | list[OutputItem]] = {}
+    if isinstance(output_map, dict) and output_map:
+        for name, spec in output_map.items():
+            if not isinstance(spec, dict):
+                raise ServiceError(f"tool {tool.tool_id}: outputMap.{name} must be {{node, kind}}")
+            node = spec.get("node")
+            kind = spec.get("kind")
+            output_id = spec.get("outputId")
+            matches = [
+                i
+                for i in items
+                if (node is None or i.node == str(node))
+                and (kind is None or i.kind == kind or i.media == kind)
+                and (output_id is None or i.output_id == output_id)
+            ]
+            if not matches:
+                where = f"node {node}" if node is not None else f"output {output_id or kind}"
+                raise ServiceError(
+                    f"output {name!r}: {where} produced no {kind or 'items'}",
+                    code="missing_output",
+                    node=str(node) if node is not None else None,
+                )
+            chosen[str(name)] = matches if spec.get("all") else matches[0]
+        return chosen
+    if tool.output_schema:
+        used: set[int] = set()
+        for param in tool.output_schema:
+            wanted = _PARAM_MEDIA.get(param.type, ("text",))
+            pick = next((n for n, i in enumerate(items) if n not in used and i.media in wanted), None)
+            if pick is None:
+                raise ServiceError(
+                    f"output {param.name!r}: the workflow produced no {param.type.value}",
+                    code="missing_output",
+                )
+            used.add(pick)
+            chosen[param.name] = items[pick]
+        return chosen
+    for media in ("image", "video", "audio", "text", "file"):
+        of_kind = [i for i in items if i.media == media]
+        if of_kind:
+            chosen[media] = of_kind[0]
+            chosen[media + "s"] = of_kind
+    return chosen
+
+
+# --- the service ---------------------------------------------------------------------------------
+
+
+def _error_summary(node_errors: Mapping[str, Any]) -> tuple[str | None, str]:
+    """The first failing node and a readable message naming every node's problems."""
+    parts = []
+    first: str | None = None
+    for node_id, entry in node_errors.items():
+        first = first or str(node_id)
+        class_type = entry.get("class_type", "?") if isinstance(entry, dict) else "?"
+        errors = entry.get("errors", []) if isinstance(entry, dict) else []
+        messages = []
+        for err in errors:
+            if not isinstance(err, dict):
+                continue
+            text = str(err.get("message", "error"))
+            details = err.get("details")
+            messages.append(f"{text}: {details}" if details else text)
+        parts.append(f"node {node_id} ({class_type}): {'; '.join(messages) or 'invalid'}")
+    return first, "; ".join(parts)
+
+
+@dataclass
+class _Tracked:
+    gen: GenerationContext
+    server: ComfyServer
+    class_types: dict[str, str]
+    done: set[str] = field(default_factory=set)
+    current: str | None = None
+    last: tuple[float | None, str | None] = (None, None)
+
+    @property
+    def total(self) -> int:
+        return max(1, len(self.class_types))
+
+
+class ComfyUIService:
+    """The native ComfyUI API. One instance serves every configured server."""
+
+    name = "comfyui"
+
+    def __init__(self, host: ServiceHost, settings: Settings) -> None:
+        self.host = host
+        self.settings = settings
+        self.timeout = settings.http_timeout_seconds
+        self.client_id = uuid.uuid4().hex
+        self.servers = {s.name: s for s in settings.comfyui_servers}
+        self.default_server = settings.comfyui_default_server or (
+            settings.comfyui_servers[0].name if settings.comfyui_servers else None
+        )
+        self._listeners: dict[str, _Listener] = {}
+        self._tracked: OrderedDict[str, _Tracked] = OrderedDict()
+        self._finishing: set[asyncio.Task[None]] = set()
+        self._closed = False
+
+    # servers -----------------------------------------------------------------------------------
+
+    def server_for(self, tool: ToolDefinition) -> ComfyServer:
+        name = tool.metadata.get("server") or self.default_server
+        if not self.servers:
+            raise ServiceError(
+                "no ComfyUI server is configured (set comfyui_servers, e.g. TOOLWEAVE_COMFYUI_SERVERS=local=http://127.0.0.1:8188)",
+                code="not_configured",
+            )
+        if name not in self.servers:
+            known = ", ".join(sorted(self.servers))
+            raise ServiceError(
+                f"tool {tool.tool_id} names ComfyUI server {name!r}, which is not configured (known: {known})",
+                code="not_configured",
+            )
+        return self.servers[str(name)]
+
+    def capacity(self, tool: ToolDefinition) -> tuple[str, int]:
+        """The concurrency key and limit of the server this tool runs on."""
+        server = self.server_for(tool)
+        return f"comfyui:{server.name}", max(1, server.concurrency)
+
+    # HTTP --------------------------------------------------------------------------------------
+
+    async def _request(self, server: ComfyServer, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        url = server.base_url.rstrip("/") + path
+        try:
+            response = await self.host.http.request(method, url, timeout=self.timeout, **kwargs)
+        except httpx.HTTPError as exc:
+            raise ServiceError(
+                f"ComfyUI server {server.name} did not answer {method} {path}: {type(exc).__name__}",
+                retryable=True,
+                code="unreachable",
+            ) from exc
+        if response.status_code >= 500:
+            raise ServiceError(
+                f"ComfyUI server {server.name} failed {method} {path} with HTTP {response.status_code}",
+                retryable=True,
+                code="server_error",
+            )
+        return response
+
+    @staticmethod
+    def _json(response: httpx.Response, server: ComfyServer, what: str) -> Any:
+        try:
+            return response.json()
+        except ValueError as exc:
+            raise ServiceError(
+                f"ComfyUI server {server.name} answered {what} with something that is not JSON",
+                retryable=True,
+                code="bad_response",
+            ) from exc
+
+    # submit ------------------------------------------------------------------------------------
+
+    async def submit(self, gen: GenerationContext) -> Submission:
+        server = self.server_for(gen.tool)
+        prompt_id = gen.generation_id
+        listener = self._listener(server)
+        listener.start()
+        workflow = load_workflow(gen.tool)
+        if gen.recovering:
+            found = await self._find(server, prompt_id)
+            if found is not None:
+                self._track(gen, server, workflow)
+                if found == "history":
+                    return Submission(platform_run_id=prompt_id, update=await self._from_history(gen, server))
+                return Submission(
+                    platform_run_id=prompt_id,
+                    update=self._processing(prompt_id, found),
+                    poll_after_seconds=self._poll_after(listener),
+                )
+        targets = input_map(gen.tool, workflow)
+        values = {}
+        for name, value in gen.inputs.items():
+            if name not in targets or value is None:
+                continue
+            values[name] = await self._input_value(server, gen.tool, name, value, workflow, targets[name])
+        apply_inputs(workflow, targets, values)
+        await listener.wait_connected(min(5.0, self.timeout))
+        self._track(gen, server, workflow)
+        body = {"prompt": workflow, "client_id": self.client_id, "prompt_id": prompt_id}
+        response = await self._request(server, "POST", "/prompt", json=body)
+        data = self._json(response, server, "POST /prompt") if response.content else {}
+        if not isinstance(data, dict):
+            data = {}
+        node_errors = data.get("node_errors") or {}
+        if response.status_code >= 400 or node_errors:
+            self._untrack(prompt_id)
+            if response.status_code < 400:
+                # Partially accepted: the valid outputs would run. Take it back.
+                with contextlib.suppress(ServiceError):
+                    await self._cancel_prompt(server, prompt_id)
+            raise self._rejection(response.status_code, data, node_errors)
+        return Submission(
+            platform_run_id=str(data.get("prompt_id") or prompt_id),
+            update=RunUpdate(
+                status=GenerationStatus.PROCESSING,
+                progress=0.0,
+                live_status="queued",
+                platform_run_id=prompt_id,
+                raw={"server": server.name, "number": data.get("number")},
+            ),
+            poll_after_seconds=self._poll_after(listener),
+        )
+
+    @staticmethod
+    def _rejection(status: int, data: Mapping[str, Any], node_errors: Mapping[str, Any]) -> ServiceError:
+        error = data.get("error") if isinstance(data.get("error"), dict) else {}
+        assert isinstance(error, dict)
+        node, detail = _error_summary(node_errors) if node_errors else (None, "")
+        head = str(error.get("message") or ("validation failed" if node_errors else f"HTTP {status}"))
+        if error.get("details") and not node_errors:
+            head = f"{head} ({error['details']})"
+        message = f"ComfyUI rejected the workflow: {head}" + (f": {detail}" if detail else "")
+        return ServiceError(
+            message,
+            retryable=False,
+            code=str(error.get("type") or "node_errors"),
+            node=node,
+            details={"node_errors": dict(node_errors)} if node_errors else None,
+        )
+
+    def _poll_after(self, listener: _Listener) -> float:
+        return 30.0 if listener.connected.is_set() else 3.0
+
+    @staticmethod
+    def _processing(prompt_id: str, where: str) -> RunUpdate:
+        return RunUpdate(status=GenerationStatus.PROCESSING, live_status=where, platform_run_id=prompt_id)
+
+    async def _input_value(
+        self,
+        server: ComfyServer,
+        tool: ToolDefinition,
+        name: str,
+        value: Any,
+        workflow: Mapping[str, Any],
+        targets: list[InputTarget],
+    ) -> Any:
+        param = tool.input(name)
+        is_media = (param is not None and param.type.is_media) or ArtifactRef.is_ref(value)
+        if not is_media:
+            return value
+        external = all(
+            str(workflow.get(t.node, {}).get("class_type", "")).startswith(EXTERNAL_PREFIX) for t in targets
+        )
+        if external:
+            # The comfyui-deploy nodes fetch a URL (or decode a data: URI) themselves.
+            ref = ArtifactRef.from_value(value)
+            return self.host.media_url(ref) if ref is not None else value
+        return await self.upload(server, value)
+
+    async def upload(self, server: ComfyServer, value: Any) -> str:
+        """Upload a media value; returns the name a loader node takes (``subfolder/name``)."""
+        try:
+            data, mime = await self.host.load_media(value)
+        except ServiceError:
+            raise
+        except Exception as exc:
+            raise ServiceError(f"cannot read a media input: {exc}", code="bad_input") from exc
+        ext = mimetypes.guess_extension(mime) or ".bin"
+        filename = f"tw_{hashlib.sha256(data).hexdigest()[:24]}{ext}"
+        response = await self._request(
+            server,
+            "POST",
+            "/upload/image",
+            files={"image": (filename, data, mime)},
+            data={"type": "input", "subfolder": UPLOAD_SUBFOLDER, "overwrite": "true"},
+        )
+        if response.status_code >= 400:
+            raise ServiceError(
+                f"ComfyUI server {server.name} refused the upload of {filename} (HTTP {response.status_code})",
+                code="upload_failed",
+            )
+        body = self._json(response, server, "POST /upload/image")
+        if not isinstance(body, dict) or "name" not in body:
+            raise ServiceError(
+                f"ComfyUI server {server.name} answered the upload without a name", retryable=True
+            )
+        sub = body.get("subfolder") or ""
+        return f"{sub}/{body['name']}" if sub else str(body["name"])
+
+    # poll --------------------------------------------------------------------------------------
+
+    async def _history(self, server: ComfyServer, prompt_id: str) -> dict[str, Any] | None:
+        response = await self._request(server, "GET", f"/history/{prompt_id}")
+        data = self._json(response, server, "GET /history")
+        entry = data.get(prompt_id) if isinstance(data, dict) else None
+        return entry if isinstance(entry, dict) else None
+
+    async def _queue_place(self, server: ComfyServer, prompt_id: str) -> str | None:
+        response = await self._request(server, "GET", "/queue")
+        data = self._json(response, server, "GET /queue")
+        if not isinstance(data, dict):
+            return None
+        if any(
+            isinstance(i, list) and len(i) > 1 and i[1] == prompt_id for i in data.get("queue_running", [])
+        ):
+            return "running"
+        pending = [i for i in data.get("queue_pending", []) if isinstance(i, list) and len(i) > 1]
+        pending.sort(key=lambda i: i[0] if isinstance(i[0], (int, float)) else 0)
+        for position, item in enumerate(pending, start=1):
+            if item[1] == prompt_id:
+                return f"queued ({position} of {len(pending)})"
+        return None
+
+    async def _find(self, server: ComfyServer, prompt_id: str) -> str | None:
+        if await self._history(server, prompt_id) is not None:
+            return "history"
+        return await self._queue_place(server, prompt_id)
+
+    async def poll(self, gen: GenerationContext) -> RunUpdate:
+        server = self.server_for(gen.tool)
+        prompt_id = gen.platform_run_id or gen.generation_id
+        if await self._history(server, prompt_id) is not None:
+            return await self._from_history(gen, server)
+        place = await self._queue_place(server, prompt_id)
+        if place is not None:
+            self._listener(server).start()
+            return self._processing(prompt_id, place)
+        # It may have finished between the two reads.
+        if await self._history(server, prompt_id) is not None:
+            return await self._from_history(gen, server)
+        raise ServiceError(
+            f"prompt {prompt_id} is neither queued nor in the history of ComfyUI server {server.name}: "
+            "lost after a server restart (history lives in the server's memory)",
+            retryable=True,
+            code="lost",
+        )
+
+    async def _from_history(self, gen: GenerationContext, server: ComfyServer) -> RunUpdate:
+        prompt_id = gen.platform_run_id or gen.generation_id
+        entry = await self._history(server, prompt_id)
+        if entry is None:
+            raise ServiceError(f"prompt {prompt_id} has no history yet", retryable=True, code="not_ready")
+        status = entry.get("status") if isinstance(entry.get("status"), dict) else {}
+        assert isinstance(status, dict)
+        messages = [m for m in status.get("messages", []) if isinstance(m, list) and len(m) == 2]
+        raw: dict[str, Any] = {"server": server.name, "statusStr": status.get("status_str")}
+        stamps: list[float] = [
+            m[1]["timestamp"]
+            for m in messages
+            if isinstance(m[1], dict) and isinstance(m[1].get("timestamp"), (int, float))
+        ]
+        if len(stamps) >= 2:
+            raw["durationSeconds"] = (max(stamps) - min(stamps)) / 1000.0
+        last_type, last_data = (messages[-1][0], messages[-1][1]) if messages else (None, {})
+        if not isinstance(last_data, dict):
+            last_data = {}
+        if last_type == "execution_interrupted":
+            node = last_data.get("node_id")
+            return RunUpdate(
+                status=GenerationStatus.CANCELLED,
+                platform_run_id=prompt_id,
+                live_status=f"interrupted at node {node} ({last_data.get('node_type')})"
+                if node
+                else "interrupted",
+                raw=raw,
+            )
+        if last_type == "execution_error" or status.get("status_str") == "error":
+            node = last_data.get("node_id")
+            message = str(last_data.get("exception_message") or "the workflow failed").strip()
+            where = f"node {node} ({last_data.get('node_type')})" if node else "the workflow"
+            return RunUpdate(
+                status=GenerationStatus.FAILED,
+                platform_run_id=prompt_id,
+                error=ServiceError(
+                    f"{where} failed: {message}",
+                    code=str(last_data.get("exception_type") or "execution_error"),
+                    node=str(node) if node else None,
+                    details={"node_type": last_data.get("node_type"), "executed": last_data.get("executed")},
+                ).info(),
+                raw=raw,
+            )
+        outputs = entry.get("outputs") if isinstance(entry.get("outputs"), dict) else {}
+        assert isinstance(outputs, dict)
+        items = items_from_history(outputs)
+        try:
+            chosen = select_outputs(items, gen.tool)
+        except ServiceError as exc:
+            return RunUpdate(
+                status=GenerationStatus.FAILED, platform_run_id=prompt_id, error=exc.info(), raw=raw
+            )
+        values: dict[str, Any] = {}
+        fetched: dict[int, Any] = {}
+        for name, pick in chosen.items():
+            picks = pick if isinstance(pick, list) else [pick]
+            got = []
+            for item in picks:
+                if id(item) not in fetched:
+                    fetched[id(item)] = await self._fetch(server, item)
+                got.append(fetched[id(item)])
+            values[name] = got if isinstance(pick, list) else got[0]
+        raw["outputNodes"] = sorted(outputs)
+        return RunUpdate(
+            status=GenerationStatus.COMPLETED,
+            progress=1.0,
+            outputs=values,
+            platform_run_id=prompt_id,
+            raw=raw,
+        )
+
+    async def _fetch(self, server: ComfyServer, item: OutputItem) -> Any:
+        if item.media == "text" or not isinstance(item.item, dict):
+            return item.item
+        params = {
+            "filename": str(item.item.get("filename", "")),
+            "subfolder": str(item.item.get("subfolder", "")),
+            "type": str(item.item.get("type", "output")),
+        }
+        response = await self._request(server, "GET", "/view", params=params)
+        if response.status_code >= 400:
+            raise ServiceError(
+                f"ComfyUI server {server.name} has no output file {params['filename']} "
+                f"(node {item.node}, HTTP {response.status_code})",
+                retryable=response.status_code == 404,
+                code="output_missing",
+                node=item.node,
+            )
+        if len(response.content) > self.settings.media_max_bytes:
+            raise ServiceError(f"output {params['filename']} is larger than media_max_bytes", node=item.node)
+        mime = response.headers.get("content-type", "").split(";", 1)[0].strip() or None
+        if mime in (None, "application/octet-stream"):
+            mime = None
+        ref = self.host.artifacts.put_bytes(response.content, mime, params["filename"])
+        return ref.as_value()
+
+    # cancel ------------------------------------------------------------------------------------
+
+    async def _cancel_prompt(self, server: ComfyServer, prompt_id: str) -> None:
+        await self._request(server, "POST", "/queue", json={"delete": [prompt_id]})
+        await self._request(server, "POST", "/interrupt", json={"prompt_id": prompt_id})
+
+    async def cancel(self, gen: GenerationContext) -> None:
+        """Remove the prompt from the queue, and interrupt it if it is running.
+
+        Interruption is cooperative (it lands at the next node boundary); the websocket then
+        reports the cancelled state. A prompt deleted while pending never reaches history.
+        """
+        server = self.server_for(gen.tool)
+        await self._cancel_prompt(server, gen.platform_run_id or gen.generation_id)
+
+    # webhooks ----------------------------------------------------------------------------------
+
+    def parse_webhook(self, headers: Mapping[str, str], body: bytes) -> WebhookUpdate:
+        raise WebhookRejected("the comfyui service takes no webhooks; it listens on the server's websocket")
+
+    async def finalize(self, gen: GenerationContext, update: RunUpdate) -> RunUpdate:
+        return update
+
+    # websocket listeners -----------------------------------------------------------------------
+
+    def _listener(self, server: ComfyServer) -> _Listener:
+        listener = self._listeners.get(server.name)
+        if listener is None:
+            listener = _Listener(self, server)
+            self._listeners[server.name] = listener
+        return listener
+
+    def _track(self, gen: GenerationContext, server: ComfyServer, workflow: Mapping[str, Any]) -> None:
+        class_types = {
+            str(k): str(v.get("class_type", "")) for k, v in workflow.items() if isinstance(v, dict)
+        }
+        self._tracked[gen.generation_id] = _Tracked(gen, server, class_types)
+        self._tracked.move_to_end(gen.generation_id)
+        while len(self._tracked) > _TRACKED_MAX:
+            self._tracked.popitem(last=False)
+
+    def _untrack(self, prompt_id: str) -> None:
+        self._tracked.pop(prompt_id, None)
+
+    async def _report(self, prompt_id: str, update: RunUpdate) -> None:
+        try:
+            await self.host.report(prompt_id, update)
+        except Exception:
+            log.exception("reporting an update of prompt %s failed", prompt_id)
+
+    async def _on_message(self, server: ComfyServer, message: Mapping[str, Any]) -> None:
+        kind = message.get("type")
+        data = message.get("data")
+        if not isinstance(data, dict):
+            return
+        prompt_id = data.get("prompt_id")
+        tracked = self._tracked.get(prompt_id) if isinstance(prompt_id, str) else None
+        if tracked is None or tracked.server.name != server.name:
+            return
+        assert isinstance(prompt_id, str)
+        progress: float | None = None
+        live: str | None = None
+        if kind == "execution_start":
+            progress, live = 0.0, "started"
+        elif kind == "execution_cached":
+            tracked.done.update(str(n) for n in data.get("nodes") or [])
+            progress, live = len(tracked.done) / tracked.total, "started"
+        elif kind == "executing":
+            node = data.get("node")
+            if node is None:
+                self._untrack(prompt_id)
+                self._finish(tracked)
+                return
+            if tracked.current is not None:
+                tracked.done.add(tracked.current)
+            tracked.current = str(node)
+            live = f"executing node {node} {tracked.class_types.get(str(node), '')}".rstrip()
+            progress = min(len(tracked.done), tracked.total - 1) / tracked.total
+        elif kind == "progress":
+            node = str(data.get("node"))
+            value, maximum = data.get("value"), data.get("max")
+            if isinstance(value, (int, float)) and isinstance(maximum, (int, float)) and maximum > 0:
+                within = min(1.0, value / maximum)
+                progress = (min(len(tracked.done), tracked.total - 1) + within) / tracked.total
+                live = (
+                    f"executing node {node} {tracked.class_types.get(node, '')} {int(value)}/{int(maximum)}"
+                )
+        elif kind == "executed":
+            tracked.done.add(str(data.get("node")))
+            return
+        else:
+            return
+        if progress is None:
+            return
+        progress = round(progress, 4)
+        if (progress, live) == tracked.last:
+            return
+        tracked.last = (progress, live)
+        await self._report(
+            prompt_id,
+            RunUpdate(
+                status=GenerationStatus.PROCESSING,
+                progress=progress,
+                live_status=live,
+                platform_run_id=prompt_id,
+            ),
+        )
+
+    def _finish(self, tracked: _Tracked) -> None:
+        task = asyncio.get_running_loop().create_task(self._finish_one(tracked))
+        self._finishing.add(task)
+        task.add_done_callback(self._finishing.discard)
+
+    async def _finish_one(self, tracked: _Tracked) -> None:
+        prompt_id = tracked.gen.generation_id
+        try:
+            update = await self._from_history(tracked.gen, tracked.server)
+        except ServiceError as exc:
+            # Leave it to polling: the engine's poll task reads history again.
+            log.warning("prompt %s finished but its result could not be read: %s", prompt_id, exc.message)
+            return
+        await self._report(prompt_id, update)
+
+    async def close(self) -> None:
+        self._closed = True
+        listeners = list(self._listeners.values())
+        self._listeners.clear()
+        for listener in listeners:
+            await listener.stop()
+        for task in list(self._finishing):
+            task.cancel()
+        for task in list(self._finishing):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+
+class _Listener:
+    """The one websocket of one server: connects lazily, reconnects with backoff and jitter."""
+
+    def __init__(self, service: ComfyUIService, server: ComfyServer) -> None:
+        self.service = service
+        self.server = server
+        self.connected = asyncio.Event()
+        self.connects = 0
+        self._task: asyncio.Task[None] | None = None
+        base = server.base_url.rstrip("/")
+        scheme, _, rest = base.partition("://")
+        ws_scheme = "wss" if scheme == "https" else "ws"
+        self.url = f"{ws_scheme}://{rest}/ws?clientId={service.client_id}"
+
+    def start(self) -> None:
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(
+                self._run(), name=f"comfyui-ws-{self.server.name}"
+            )
+
+    async def wait_connected(self, seconds: float) -> bool:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.connected.wait(), seconds)
+        return self.connected.is_set()
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+            self._task = None
+        self.connected.clear()
+
+    async def _run(self) -> None:
+        delay = 0.2
+        while True:
+            try:
+                async with websockets.connect(
+                    self.url, open_timeout=self.service.timeout, max_size=None, ping_interval=20
+                ) as ws:
+                    self.connects += 1
+                    self.connected.set()
+                    delay = 0.2
+                    async for frame in ws:
+                        if isinstance(frame, bytes):
+                            continue  # binary previews
+                        try:
+                            message = json.loads(frame)
+                        except ValueError:
+                            continue
+                        if isinstance(message, dict):
+                            try:
+                                await self.service._on_message(self.server, message)
+                            except Exception:
+                                log.exception("handling a ComfyUI message failed")
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.info(
+                    "websocket of ComfyUI server %s: %s; reconnecting", self.server.name, type(exc).__name__
+                )
+            self.connected.clear()
+            await asyncio.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, 30.0)
