@@ -26,7 +26,7 @@ class _Server(uvicorn.Server):
 
 
 @contextlib.asynccontextmanager
-async def serve_asgi(app: Any, *, graceful_seconds: float = 1.0) -> AsyncIterator[str]:
+async def serve_asgi(app: Any, *, graceful_seconds: int = 1) -> AsyncIterator[str]:
     """Serve ``app`` on a free loopback port for the duration of the block; yields the base URL."""
     config = uvicorn.Config(
         app,

@@ -1,0 +1,83 @@
+"""text.template: sandboxed Jinja rendering and its limits."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tests.helpers import LocalHost, generation_context
+
+from toolweave.services.base import ServiceError
+from toolweave.services.builtin import BuiltinService
+from toolweave.services.builtin.text import render
+
+
+@pytest.fixture
+async def service(tmp_path: Path) -> AsyncIterator[BuiltinService]:
+    async with LocalHost(tmp_path) as host:
+        yield BuiltinService(host)
+
+
+async def render_tool(service: BuiltinService, inputs: dict[str, Any]) -> str:
+    sub = await service.submit(generation_context(service.tool("text.template").definition, inputs))
+    assert sub.update is not None and sub.update.outputs is not None
+    text = sub.update.outputs["text"]
+    assert isinstance(text, str)
+    return text
+
+
+async def test_renders_variables_filters_and_loops(service: BuiltinService) -> None:
+    text = await render_tool(service, {
+        "template": "A photo of {{ subject | upper }}, {{ style | default('film') }}"
+                    "{% for t in tags %}, {{ t }}{% endfor %}  ",
+        "variables": {"subject": "a fox", "tags": ["snow", "dusk"]},
+    })
+    assert text == "A photo of A FOX, film, snow, dusk"
+    kept = await render_tool(service, {"template": " x ", "strip": False})
+    assert kept == " x "
+
+
+async def test_undefined_variable_is_named(service: BuiltinService) -> None:
+    with pytest.raises(ServiceError) as err:
+        await render_tool(service, {"template": "Hello {{ name }}"})
+    assert err.value.code == "template_undefined" and "'name'" in err.value.message
+    assert not err.value.retryable
+
+
+async def test_syntax_error_names_the_line(service: BuiltinService) -> None:
+    with pytest.raises(ServiceError) as err:
+        await render_tool(service, {"template": "line one\n{% for x in %}"})
+    assert err.value.code == "template_syntax" and "line 2" in err.value.message
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        "{{ ''.__class__.__mro__ }}",
+        "{{ cycler.__init__.__globals__ }}",
+        "{{ x.__class__.__subclasses__() }}",
+    ],
+)
+async def test_sandbox_blocks_internals(service: BuiltinService, template: str) -> None:
+    with pytest.raises(ServiceError) as err:
+        await render_tool(service, {"template": template, "variables": {"x": 1}})
+    assert not err.value.retryable
+    assert err.value.code in ("template_security", "template_undefined")
+
+
+async def test_output_and_time_limits() -> None:
+    with pytest.raises(ServiceError) as err:
+        render("{% for i in range(100000) %}xxxxxxxxxxxxxxxxxxxx{% endfor %}", {}, max_chars=1000)
+    assert err.value.code == "template_too_long"
+    with pytest.raises(ServiceError) as err:
+        render("{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}", {},
+               seconds=0.2)
+    assert err.value.code == "template_timeout"
+
+
+async def test_variables_must_be_an_object(service: BuiltinService) -> None:
+    with pytest.raises(ServiceError) as err:
+        await render_tool(service, {"template": "x", "variables": [1, 2]})
+    assert "'variables'" in err.value.message
