@@ -198,7 +198,7 @@ class OutputItem:
     temp: bool = False
 
 
-def _media_of(kind: str, item: Any) -> str:
+def media_of(kind: str, item: Any) -> str:
     if kind in ("text", "text_file") and isinstance(item, str):
         return "text"
     if not isinstance(item, dict):
@@ -239,7 +239,7 @@ def items_from_history(outputs: Mapping[str, Any]) -> list[OutputItem]:
             for value in values:
                 if isinstance(value, bool) or not isinstance(value, (dict, str)):
                     continue
-                media = _media_of(kind, value)
+                media = media_of(kind, value)
                 if media == "other":
                     continue
                 temp = isinstance(value, dict) and value.get("type") == "temp"
