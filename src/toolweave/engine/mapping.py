@@ -1,0 +1,275 @@
+"""Resolve a step's input mappings: job inputs, earlier outputs, static values and templates.
+
+Templates are Jinja2, rendered in a ``SandboxedEnvironment`` with ``StrictUndefined``: they see
+``job`` (the run's inputs) and ``steps`` (``steps.<id>.status`` and ``steps.<id>.outputs.<name>``);
+an artifact renders as its ``artifact:<sha256>`` URI. Compiled templates are cached.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from jinja2 import StrictUndefined, TemplateSyntaxError, meta, nodes
+from jinja2.exceptions import SecurityError, TemplateError, UndefinedError
+from jinja2.sandbox import SandboxedEnvironment
+
+from toolweave.model.definitions import InputMapping, Step
+from toolweave.model.records import ArtifactRef
+
+SUCCEEDED = "succeeded"
+UNAVAILABLE = frozenset({"skipped", "failed", "cancelled"})
+TEMPLATE_VARIABLES = frozenset({"job", "steps"})
+
+
+class MappingError(ValueError):
+    """A mapping that cannot be resolved: a bad template or path, a missing output."""
+
+
+class SourceUnavailable(MappingError):
+    """The step a mapping reads from did not succeed, and the mapping has no ``default``."""
+
+
+def _finalize(value: Any) -> Any:
+    if ArtifactRef.is_ref(value):
+        return value.get("uri") or f"artifact:{value['sha256']}"
+    return value
+
+
+@functools.lru_cache(maxsize=1)
+def _environment() -> SandboxedEnvironment:
+    return SandboxedEnvironment(undefined=StrictUndefined, autoescape=False, finalize=_finalize)
+
+
+@functools.lru_cache(maxsize=2048)
+def compile_template(src: str) -> Any:
+    """Parse a template once; raise ``MappingError`` with a plain sentence on syntax errors."""
+    if not isinstance(src, str):
+        raise MappingError("a template must be text")
+    env = _environment()
+    try:
+        return env.from_string(src)
+    except TemplateSyntaxError as exc:
+        raise MappingError(f"template {src!r} does not parse: {exc.message} (line {exc.lineno})") from None
+
+
+@functools.lru_cache(maxsize=2048)
+def template_references(src: str) -> tuple[frozenset[str], frozenset[str], bool]:
+    """Parse ``src`` and return ``(free variables, step ids read, reads steps dynamically)``.
+
+    Raises ``MappingError`` when it does not parse.
+    """
+    compile_template(src)
+    try:
+        ast = _environment().parse(src)
+    except TemplateSyntaxError as exc:  # pragma: no cover - compile_template raised already
+        raise MappingError(f"template {src!r} does not parse: {exc.message}") from None
+    free = frozenset(meta.find_undeclared_variables(ast))
+    refs: set[str] = set()
+    steps_uses = sum(1 for n in ast.find_all(nodes.Name) if n.name == "steps" and n.ctx == "load")
+    fixed = 0
+    for node in ast.find_all((nodes.Getattr, nodes.Getitem)):
+        if isinstance(node, nodes.Getattr):
+            if isinstance(node.node, nodes.Name) and node.node.name == "steps":
+                refs.add(node.attr)
+                fixed += 1
+        elif isinstance(node, nodes.Getitem):
+            if isinstance(node.node, nodes.Name) and node.node.name == "steps":
+                if isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str):
+                    refs.add(node.arg.value)
+                    fixed += 1
+    return free, frozenset(refs), steps_uses != fixed
+
+
+def render_template(src: str, *, job: Mapping[str, Any], steps: Mapping[str, Mapping[str, Any]]) -> str:
+    """Render a template against the run's inputs and the steps' statuses and outputs."""
+    template = compile_template(src)
+    try:
+        return str(template.render(job=job, steps=steps))
+    except UndefinedError as exc:
+        raise MappingError(f"template {src!r} could not be rendered: {exc.message}") from None
+    except SecurityError as exc:
+        raise MappingError(f"template {src!r} tried something the sandbox forbids: {exc}") from None
+    except TemplateError as exc:
+        raise MappingError(f"template {src!r} could not be rendered: {exc}") from None
+    except (TypeError, ValueError, ArithmeticError, LookupError) as exc:
+        raise MappingError(f"template {src!r} could not be rendered: {exc}") from None
+
+
+_PATH_TOKEN = re.compile(r"""\.?([A-Za-z_][\w-]*)|\[(\d+)\]|\[(-\d+)\]|\[(['"])(.*?)\4\]""")
+
+
+@functools.lru_cache(maxsize=1024)
+def parse_path(path: str) -> tuple[str | int, ...]:
+    """``a.b[0]["c d"]`` → ``("a", "b", 0, "c d")``; raise ``MappingError`` on a malformed path."""
+    if not isinstance(path, str) or not path.strip():
+        raise MappingError("a path must be non-empty, like a.b[0]")
+    parts: list[str | int] = []
+    pos = 0
+    while pos < len(path):
+        match = _PATH_TOKEN.match(path, pos)
+        if not match or match.end() == pos or (pos == 0 and path.startswith(".")):
+            raise MappingError(f"path {path!r} is malformed at character {pos + 1}; write it like a.b[0]")
+        name, index, negative, _, quoted = match.groups()
+        if name is not None:
+            parts.append(name)
+        elif index is not None:
+            parts.append(int(index))
+        elif negative is not None:
+            parts.append(int(negative))
+        else:
+            parts.append(quoted)
+        pos = match.end()
+    return tuple(parts)
+
+
+_MISSING = object()
+
+
+def follow_path(value: Any, path: str) -> Any:
+    """The part of ``value`` at ``path``; raise ``MappingError`` naming the first missing part."""
+    current = value
+    for part in parse_path(path):
+        if isinstance(part, int) and isinstance(current, list):
+            if -len(current) <= part < len(current):
+                current = current[part]
+                continue
+            raise MappingError(f"path {path!r}: index {part} is out of range (the list has {len(current)})")
+        if isinstance(part, str) and isinstance(current, Mapping):
+            found = current.get(part, _MISSING)
+            if found is _MISSING:
+                raise MappingError(f"path {path!r}: there is no key {part!r}")
+            current = found
+            continue
+        raise MappingError(f"path {path!r}: cannot take {part!r} of {type(current).__name__}")
+    return current
+
+
+def _status(steps: Mapping[str, Mapping[str, Any]], step_id: str) -> str:
+    state = steps.get(step_id)
+    if state is None:
+        return "pending"
+    return str(state.get("status", "pending"))
+
+
+def _step_source(step: Step, mapping: InputMapping, steps: Mapping[str, Mapping[str, Any]]) -> Any:
+    source = mapping.source_step_id or ""
+    output = mapping.source_output_name or ""
+    status = _status(steps, source)
+    if status != SUCCEEDED:
+        if mapping.has_default:
+            return copy.deepcopy(mapping.default)
+        raise SourceUnavailable(
+            f"input {mapping.target_input_name!r} of step {step.step_id!r} needs output {output!r} "
+            f"of step {source!r}, which {_was(status)}"
+        )
+    outputs = steps[source].get("outputs") or {}
+    if output not in outputs:
+        if mapping.has_default:
+            return copy.deepcopy(mapping.default)
+        raise MappingError(
+            f"input {mapping.target_input_name!r} of step {step.step_id!r} needs output {output!r} "
+            f"of step {source!r}, which did not produce it"
+        )
+    value = outputs[output]
+    if mapping.path:
+        try:
+            value = follow_path(value, mapping.path)
+        except MappingError as exc:
+            if mapping.has_default:
+                return copy.deepcopy(mapping.default)
+            raise MappingError(
+                f"input {mapping.target_input_name!r} of step {step.step_id!r}: output {output!r} "
+                f"of step {source!r}: {exc}"
+            ) from None
+    return value
+
+
+def _was(status: str) -> str:
+    if status in ("pending", "ready", "running", "waiting_retry"):
+        return "has not finished"
+    return "failed" if status == "failed" else f"was {status}"
+
+
+def resolve_step_inputs(
+    step: Step, *, job: Mapping[str, Any], steps: Mapping[str, Mapping[str, Any]]
+) -> dict[str, Any]:
+    """The inputs of ``step`` from its mappings (before ``prepare_inputs`` checks them against the tool).
+
+    - ``sourceJobInput``: the job's value; an absent (or null) value leaves the input out, so the
+      tool's default applies;
+    - ``sourceStepId`` + ``sourceOutputName`` (+ ``path``): the output, or ``default`` when the source
+      step did not succeed (``SourceUnavailable`` when there is no default);
+    - ``value``: a copy of the value; ``template``: the rendered text.
+
+    Artifact dicts pass through unchanged.
+    """
+    resolved: dict[str, Any] = {}
+    for mapping in step.input_mappings:
+        target = mapping.target_input_name
+        if mapping.source_job_input is not None:
+            value = job.get(mapping.source_job_input)
+            if value is None:
+                if mapping.has_default:
+                    resolved[target] = copy.deepcopy(mapping.default)
+                continue
+            resolved[target] = value
+        elif mapping.source_step_id is not None:
+            resolved[target] = _step_source(step, mapping, steps)
+        elif mapping.has_value:
+            resolved[target] = copy.deepcopy(mapping.value)
+        elif mapping.template is not None:
+            try:
+                resolved[target] = render_template(mapping.template, job=job, steps=steps)
+            except SourceUnavailable:
+                raise
+            except MappingError as exc:
+                raise MappingError(f"input {target!r} of step {step.step_id!r}: {exc}") from None
+        else:
+            raise MappingError(f"input {target!r} of step {step.step_id!r} has no source")
+    return resolved
+
+
+def mapping_unavailable(step: Step, steps: Mapping[str, Mapping[str, Any]]) -> str | None:
+    """Why ``step`` cannot run because a source step was skipped, failed or cancelled, or None.
+
+    Mappings with a ``default`` never make a step unavailable. Templates that read a step that
+    did not succeed count too.
+    """
+    for mapping in step.input_mappings:
+        if mapping.source_step_id is not None and not mapping.has_default:
+            status = _status(steps, mapping.source_step_id)
+            if status in UNAVAILABLE:
+                return (
+                    f"input {mapping.target_input_name!r} needs output {mapping.source_output_name!r} "
+                    f"of step {mapping.source_step_id!r}, which {_was(status)}"
+                )
+        if mapping.template is not None:
+            try:
+                _, refs, _ = template_references(mapping.template)
+            except MappingError:
+                continue
+            for ref in sorted(refs):
+                status = _status(steps, ref)
+                if status in UNAVAILABLE:
+                    return (
+                        f"input {mapping.target_input_name!r} is a template that reads step {ref!r}, "
+                        f"which {_was(status)}"
+                    )
+    return None
+
+
+__all__ = [
+    "MappingError",
+    "SourceUnavailable",
+    "compile_template",
+    "follow_path",
+    "mapping_unavailable",
+    "parse_path",
+    "render_template",
+    "resolve_step_inputs",
+    "template_references",
+]

@@ -1,0 +1,399 @@
+"""Validate, coerce and default inputs against an input schema (the seed's ``prepareToolRunPayload``).
+
+``prepare_inputs`` is used for a single tool call as well as for a job's own inputs. It reports every
+problem at once, each with the field's name, in an ``InputError``.
+
+Coercion (``coerce_text=True``) accepts text as it arrives from a chat or a command line:
+``"5"`` becomes ``5`` for an integer, ``"true"``/``"yes"``/``"on"``/``"1"`` become ``True`` for a
+boolean, enum values match case-insensitively and come back in the spelling of the schema.
+Media inputs (image, video, audio, file) take an http(s) URL, a ``data:`` URI, a local path, or an
+artifact reference (``{"kind": "artifact", "sha256": ...}``) produced by an earlier step.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from toolweave.model.definitions import InputParam, ParamType
+from toolweave.model.records import ArtifactRef
+
+SEED_MAX = 2**32 - 1
+"""Random seeds are drawn from ``0..SEED_MAX``; every backend we know accepts that range."""
+
+_TRUE = frozenset({"true", "yes", "y", "on", "1"})
+_FALSE = frozenset({"false", "no", "n", "off", "0"})
+_INT_RE = re.compile(r"^[+-]?\d+$")
+_DATA_URI_RE = re.compile(
+    r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(;[\w.+-]+=[^;,]*)*)(?P<b64>;base64)?,", re.I
+)
+_MEDIA_FAMILY = {ParamType.IMAGE: "image/", ParamType.VIDEO: "video/", ParamType.AUDIO: "audio/"}
+
+
+@dataclass(frozen=True)
+class FieldProblem:
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.field}: {self.message}"
+
+
+class InputError(ValueError):
+    """Inputs that do not fit the schema; ``problems`` lists every one of them."""
+
+    def __init__(self, problems: list[FieldProblem]) -> None:
+        self.problems = list(problems)
+        count = len(self.problems)
+        head = "1 problem with the inputs" if count == 1 else f"{count} problems with the inputs"
+        super().__init__(head + ": " + "; ".join(str(p) for p in self.problems))
+
+
+class _Invalid(Exception):
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+def classify_media(value: Any) -> Literal["url", "data", "path"]:
+    """Say which form a media value has: an http(s) ``url``, a ``data`` URI or a local ``path``.
+
+    Raises ``ValueError`` for anything else (other URL schemes, empty text, non-text values).
+    """
+    if not isinstance(value, str):
+        raise ValueError(f"a media value must be text (a URL, a data: URI or a path), not {_kind(value)}")
+    text = value.strip()
+    if not text:
+        raise ValueError("a media value must not be empty")
+    lowered = text.lower()
+    if lowered.startswith("data:"):
+        if not _DATA_URI_RE.match(text):
+            raise ValueError("the data: URI is malformed (expected data:<type>[;base64],<data>)")
+        return "data"
+    if lowered.startswith(("http://", "https://")):
+        if not urlsplit(text).netloc:
+            raise ValueError(f"the URL {text!r} has no host")
+        return "url"
+    scheme = urlsplit(text).scheme
+    if scheme and len(scheme) > 1:  # one letter is a Windows drive, not a scheme
+        raise ValueError(f"the URL scheme {scheme!r} is not supported; use http(s), a data: URI or a path")
+    return "path"
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "text"
+    if isinstance(value, list | tuple):
+        return "a list"
+    if isinstance(value, dict):
+        return "an object"
+    return type(value).__name__
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _as_int(value: Any, coerce_text: bool) -> int:
+    if isinstance(value, bool):
+        raise _Invalid(f"must be a whole number, not {_kind(value)}")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        if value.is_integer():
+            return int(value)
+        raise _Invalid(f"must be a whole number (got {value!r})")
+    if isinstance(value, str) and coerce_text:
+        text = value.strip()
+        if _INT_RE.match(text):
+            return int(text)
+        try:
+            number = float(text)
+        except ValueError:
+            number = math.nan
+        if math.isfinite(number) and number.is_integer():
+            return int(number)
+        raise _Invalid(f"must be a whole number (got {_show(value)})")
+    raise _Invalid(f"must be a whole number, not {_kind(value)}")
+
+
+def _as_number(value: Any, coerce_text: bool) -> int | float:
+    if isinstance(value, bool):
+        raise _Invalid(f"must be a number, not {_kind(value)}")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise _Invalid("must be a finite number")
+        return value
+    if isinstance(value, str) and coerce_text:
+        text = value.strip()
+        if _INT_RE.match(text):
+            return int(text)
+        try:
+            number = float(text)
+        except ValueError:
+            raise _Invalid(f"must be a number (got {_show(value)})") from None
+        if not math.isfinite(number):
+            raise _Invalid("must be a finite number")
+        return number
+    raise _Invalid(f"must be a number, not {_kind(value)}")
+
+
+def _as_bool(value: Any, coerce_text: bool) -> bool:
+    if isinstance(value, bool):
+        return value
+    if coerce_text and isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if coerce_text and isinstance(value, str):
+        text = value.strip().lower()
+        if text in _TRUE:
+            return True
+        if text in _FALSE:
+            return False
+        raise _Invalid(f"must be true or false (got {_show(value)})")
+    raise _Invalid(f"must be true or false, not {_kind(value)}")
+
+
+def _as_text(value: Any, coerce_text: bool) -> str:
+    if isinstance(value, str):
+        return value
+    if coerce_text and isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)
+    raise _Invalid(f"must be text, not {_kind(value)}")
+
+
+def _as_enum(param: InputParam, value: Any, coerce_text: bool) -> Any:
+    choices = list(param.enum or [])
+    if value in choices and not (isinstance(value, bool) and not any(isinstance(c, bool) for c in choices)):
+        return value
+    if coerce_text:
+        wanted = str(value).strip().casefold()
+        for choice in choices:
+            if str(choice).casefold() == wanted:
+                return choice
+    raise _Invalid(f"must be one of {', '.join(str(c) for c in choices)} (got {_show(value)})")
+
+
+def _as_media(param: InputParam, value: Any, allow_paths: bool) -> Any:
+    if ArtifactRef.is_ref(value):
+        return value
+    try:
+        form = classify_media(value)
+    except ValueError as exc:
+        raise _Invalid(str(exc)) from None
+    text = str(value).strip()
+    if form == "data":
+        match = _DATA_URI_RE.match(text)
+        mime = (match.group("mime") or "") if match else ""
+        family = _MEDIA_FAMILY.get(param.type)
+        if family and mime and not mime.lower().startswith(family):
+            raise _Invalid(f"the data: URI holds {mime}, not {param.type.value}")
+    elif form == "path":
+        if not allow_paths:
+            raise _Invalid("local paths are not accepted here; give an http(s) URL or a data: URI")
+        path = Path(text).expanduser()
+        if not path.is_file():
+            raise _Invalid(f"no such file: {text}")
+        return str(path)
+    return text
+
+
+def _as_json(value: Any, coerce_text: bool) -> Any:
+    if coerce_text and isinstance(value, str) and value.strip()[:1] in ("{", "["):
+        try:
+            return json.loads(value)
+        except ValueError:
+            raise _Invalid("is not valid JSON") from None
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        raise _Invalid("must be a JSON value") from None
+    return value
+
+
+def check_value(param: InputParam, value: Any, *, coerce_text: bool = True, allow_paths: bool = True) -> Any:
+    """Coerce one present, non-null value to ``param``'s type and check its bounds and choices.
+
+    Returns the coerced value; raises ``ValueError`` with a plain sentence (without the field name).
+    """
+    try:
+        return _check(param, value, coerce_text, allow_paths)
+    except _Invalid as exc:
+        raise ValueError(exc.message) from None
+
+
+def _check(param: InputParam, value: Any, coerce_text: bool, allow_paths: bool) -> Any:
+    kind = param.type
+    out: Any
+    if kind in (ParamType.STRING, ParamType.TEXT):
+        out = _as_text(value, coerce_text)
+    elif kind is ParamType.INTEGER:
+        out = _as_int(value, coerce_text)
+    elif kind is ParamType.SEED:
+        out = _as_int(value, coerce_text)
+        if out < 0:
+            raise _Invalid(f"a seed must be 0 or more (got {out})")
+    elif kind is ParamType.NUMBER:
+        out = _as_number(value, coerce_text)
+    elif kind is ParamType.BOOLEAN:
+        out = _as_bool(value, coerce_text)
+    elif kind is ParamType.ENUM:
+        if not param.enum:
+            raise _Invalid("has no allowed values in its definition")
+        return _as_enum(param, value, coerce_text)
+    elif kind.is_media:
+        return _as_media(param, value, allow_paths)
+    else:  # JSON
+        out = _as_json(value, coerce_text)
+    if param.enum and kind is not ParamType.JSON:
+        out = _as_enum(param, out, coerce_text)
+    if isinstance(out, int | float) and not isinstance(out, bool):
+        if param.minimum is not None and out < param.minimum:
+            raise _Invalid(f"must be at least {_num(param.minimum)} (got {out})")
+        if param.maximum is not None and out > param.maximum:
+            raise _Invalid(f"must be at most {_num(param.maximum)} (got {out})")
+    return out
+
+
+def _num(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else str(value)
+
+
+def _absent(param: InputParam, value: Any) -> bool:
+    if value is None:
+        return True
+    # Chat text: an empty answer for a non-text field means "not given".
+    return (
+        isinstance(value, str) and not value.strip() and param.type not in (ParamType.STRING, ParamType.TEXT)
+    )
+
+
+def prepare_inputs(
+    schema: list[InputParam],
+    raw: Mapping[str, Any] | None,
+    *,
+    coerce_text: bool = True,
+    allow_paths: bool = True,
+    rng: random.Random | None = None,
+) -> dict[str, Any]:
+    """Merge defaults, coerce, reject unknown fields and check bounds, choices and media forms.
+
+    - a field that is absent (or null) takes its default; a required field without one is a problem;
+      an optional one without a default is left out, so the tool's own default applies;
+    - a ``seed`` that is absent (or ``-1``) gets a random value in ``0..SEED_MAX``;
+    - ``allow_paths=False`` refuses local paths for media (for inputs from the network).
+
+    Returns the prepared inputs in schema order; raises ``InputError`` listing every problem.
+    """
+    raw = dict(raw or {})
+    problems: list[FieldProblem] = []
+    known = {p.name for p in schema}
+    for name in raw:
+        if name not in known:
+            expected = ", ".join(p.name for p in schema) or "no fields"
+            problems.append(FieldProblem(str(name), f"is not an input of this tool (expected: {expected})"))
+    out: dict[str, Any] = {}
+    for param in schema:
+        value = raw.get(param.name)
+        if param.type is ParamType.SEED and (_absent(param, value) or value in (-1, "-1")):
+            out[param.name] = (rng or random).randint(0, SEED_MAX)
+            continue
+        if _absent(param, value):
+            if param.default is not None:
+                value = param.default
+            elif param.required:
+                problems.append(FieldProblem(param.name, "is required"))
+                continue
+            else:
+                continue
+        try:
+            out[param.name] = _check(param, value, coerce_text, allow_paths)
+        except _Invalid as exc:
+            problems.append(FieldProblem(param.name, exc.message))
+    if problems:
+        raise InputError(problems)
+    return out
+
+
+_JSON_TYPES: dict[ParamType, str] = {
+    ParamType.STRING: "string",
+    ParamType.TEXT: "string",
+    ParamType.INTEGER: "integer",
+    ParamType.SEED: "integer",
+    ParamType.NUMBER: "number",
+    ParamType.BOOLEAN: "boolean",
+}
+
+_ARTIFACT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {"kind": {"const": "artifact"}, "sha256": {"type": "string"}},
+    "required": ["kind", "sha256"],
+}
+
+
+def _param_schema(param: InputParam) -> dict[str, Any]:
+    prop: dict[str, Any] = {}
+    if param.display_name:
+        prop["title"] = param.display_name
+    if param.description:
+        prop["description"] = param.description
+    kind = param.type
+    if kind in _JSON_TYPES:
+        prop["type"] = _JSON_TYPES[kind]
+    if kind is ParamType.SEED:
+        prop["minimum"] = 0
+        prop["description"] = (prop.get("description", "") + " (random when omitted)").strip()
+    if kind.is_media:
+        prop["anyOf"] = [
+            {"type": "string", "description": "an http(s) URL, a data: URI or a local path"},
+            _ARTIFACT_SCHEMA,
+        ]
+    if param.enum:
+        prop["enum"] = list(param.enum)
+    if param.minimum is not None and kind in (ParamType.INTEGER, ParamType.NUMBER, ParamType.SEED):
+        prop["minimum"] = param.minimum
+    if param.maximum is not None and kind in (ParamType.INTEGER, ParamType.NUMBER, ParamType.SEED):
+        prop["maximum"] = param.maximum
+    if param.default is not None:
+        prop["default"] = param.default
+    prop["x-toolweave-type"] = kind.value
+    return prop
+
+
+def json_schema(schema: list[InputParam]) -> dict[str, Any]:
+    """The inputs as a JSON Schema (draft 2020-12) object schema."""
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "type": "object",
+        "properties": {p.name: _param_schema(p) for p in schema},
+        "required": [
+            p.name for p in schema if p.required and p.default is None and p.type is not ParamType.SEED
+        ],
+        "additionalProperties": False,
+    }
+
+
+__all__ = [
+    "SEED_MAX",
+    "FieldProblem",
+    "InputError",
+    "check_value",
+    "classify_media",
+    "json_schema",
+    "prepare_inputs",
+]
