@@ -90,3 +90,13 @@ async def test_numbers_arrive_as_strings(host: LocalHost) -> None:
     sub = await service.submit(generation_context(service.tool("text.template").definition,
                                                   {"template": "{{ a }}", "variables": {"a": 1}, "strip": "false"}))
     assert sub.update is not None and sub.update.outputs == {"text": "1"}
+
+
+def test_reference_documents_every_tool_and_input() -> None:
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "builtin-tools.md").read_text()
+    for definition in builtin_tool_definitions(test_tools=True):
+        section = doc.split(f"### `{definition.tool_id}`", 1)
+        assert len(section) == 2, f"{definition.tool_id} is not documented"
+        body = section[1].split("\n### ", 1)[0]
+        for param in [*definition.input_schema, *definition.output_schema]:
+            assert f"`{param.name}`" in body, f"{definition.tool_id}.{param.name} is not documented"
