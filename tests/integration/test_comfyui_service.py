@@ -436,3 +436,31 @@ async def test_unreachable_server_is_retryable(host: FakeHost, tmp_path: Path) -
         assert err.value.retryable and err.value.code == "unreachable"
     finally:
         await svc.close()
+
+
+async def test_tools_built_by_the_importer_run(service: ComfyUIService, host: FakeHost) -> None:
+    from toolweave.comfy import tool_from_workflow
+
+    workflow = sample("run4_text_anim_video.json")["request"]["prompt"]
+    tool = tool_from_workflow(workflow, service="comfyui", object_info=None, name="media")
+    gen = gen_for(tool, {"string_20": "salut"})
+    await service.submit(gen)
+    final = await host.wait_for(gen.generation_id, is_terminal)
+    assert final.status is GenerationStatus.COMPLETED, final.error
+    outputs = final.outputs or {}
+    assert outputs["text"] == "salut world"
+    assert ArtifactRef.from_value(outputs["video"]).mime_type == "video/mp4"  # type: ignore[union-attr]
+    assert ArtifactRef.from_value(outputs["image_24"]).mime_type == "image/webp"  # type: ignore[union-attr]
+
+    scale = tool_from_workflow(
+        sample("run3_upload_scale.json")["request"]["prompt"],
+        service="comfyui",
+        object_info=None,
+        name="scale",
+    )
+    ref = host.artifacts.put_bytes(SAMPLE_PNG)
+    gen = gen_for(scale, {"image": ref.as_value()})
+    await service.submit(gen)
+    final = await host.wait_for(gen.generation_id, is_terminal)
+    assert final.status is GenerationStatus.COMPLETED, final.error
+    assert host.artifacts.read(ArtifactRef.from_value(final.outputs["image"])) == SAMPLE_PNG  # type: ignore[arg-type,index]

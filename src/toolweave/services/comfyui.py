@@ -44,6 +44,7 @@ from typing import Any
 import httpx
 import websockets
 
+from toolweave import comfy
 from toolweave.model.definitions import ParamType, ToolDefinition
 from toolweave.model.records import ArtifactRef, RunUpdate
 from toolweave.model.status import GenerationStatus
@@ -140,7 +141,10 @@ def external_input_map(workflow: Mapping[str, Any]) -> dict[str, list[InputTarge
 
 
 def input_map(tool: ToolDefinition, workflow: Mapping[str, Any]) -> dict[str, list[InputTarget]]:
-    """``metadata.inputMap`` normalised to lists of targets, or the External* nodes' map."""
+    """``metadata.inputMap`` normalised to lists of targets, or the External* nodes' map.
+
+    Values are written by ``toolweave.comfy.apply_inputs`` (which also honours ``encode: json``).
+    """
     raw = tool.metadata.get("inputMap")
     if raw is None:
         return external_input_map(workflow)
@@ -158,28 +162,6 @@ def input_map(tool: ToolDefinition, workflow: Mapping[str, Any]) -> dict[str, li
             targets.append(InputTarget(str(item["node"]), str(item["input"])))
         out[str(name)] = targets
     return out
-
-
-def apply_inputs(
-    workflow: dict[str, Any], targets: Mapping[str, list[InputTarget]], values: Mapping[str, Any]
-) -> dict[str, Any]:
-    """Write input values into the workflow (in place; returned for convenience).
-
-    Values that are lists are wrapped as ``{"__value__": [...]}`` (ComfyUI reads bare lists as
-    links). A target node that does not exist is an error naming the input and the node.
-    """
-    for name, value in values.items():
-        for target in targets.get(name, []):
-            node = workflow.get(target.node)
-            if not isinstance(node, dict):
-                raise ServiceError(
-                    f"input {name!r} maps to node {target.node}, which the workflow does not have",
-                    node=target.node,
-                    code="bad_input_map",
-                )
-            literal = {"__value__": value} if isinstance(value, list) else value
-            node.setdefault("inputs", {})[target.input] = literal
-    return workflow
 
 
 # --- outputs ---------------------------------------------------------------------------------------
@@ -280,7 +262,7 @@ def select_outputs(items: list[OutputItem], tool: ToolDefinition) -> dict[str, O
                 i
                 for i in items
                 if (node is None or i.node == str(node))
-                and (kind is None or i.kind == kind or i.media == kind)
+                and (kind in (None, "*") or i.kind == kind or i.media == kind)
                 and (output_id is None or i.output_id == output_id)
             ]
             if not matches:
@@ -446,7 +428,13 @@ class ComfyUIService:
             if name not in targets or value is None:
                 continue
             values[name] = await self._input_value(server, gen.tool, name, value, workflow, targets[name])
-        apply_inputs(workflow, targets, values)
+        raw_map = gen.tool.metadata.get("inputMap")
+        if raw_map is None:
+            raw_map = {n: [{"node": t.node, "input": t.input} for t in ts] for n, ts in targets.items()}
+        try:
+            workflow = comfy.apply_inputs(workflow, raw_map, values)
+        except ValueError as exc:
+            raise ServiceError(f"tool {gen.tool.tool_id}: {exc}", code="bad_input_map") from None
         await listener.wait_connected(min(5.0, self.timeout))
         self._track(gen, server, workflow)
         body = {"prompt": workflow, "client_id": self.client_id, "prompt_id": prompt_id}
