@@ -100,3 +100,22 @@ def test_reference_documents_every_tool_and_input() -> None:
         body = section[1].split("\n### ", 1)[0]
         for param in [*definition.input_schema, *definition.output_schema]:
             assert f"`{param.name}`" in body, f"{definition.tool_id}.{param.name} is not documented"
+
+
+def test_the_registry_accepts_every_builtin_definition() -> None:
+    from toolweave.registry.registry import Registry
+
+    registry = Registry()
+    registry.add_tools(builtin_tool_definitions(test_tools=True))
+    assert registry.get_tool("image.grid") is not None
+
+
+async def test_json_inputs_may_arrive_as_text(host: LocalHost) -> None:
+    service = BuiltinService(host)
+    sub = await service.submit(generation_context(service.tool("text.template").definition,
+                                                  {"template": "{{ a }}-{{ b }}", "variables": '{"a": 1, "b": 2}'}))
+    assert sub.update is not None and sub.update.outputs == {"text": "1-2"}
+    with pytest.raises(ServiceError) as err:
+        await service.submit(generation_context(service.tool("text.template").definition,
+                                                {"template": "x", "variables": "{nope"}))
+    assert "'variables' is not valid JSON" in err.value.message

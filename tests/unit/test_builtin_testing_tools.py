@@ -91,7 +91,7 @@ async def test_fail_n_times_without_state_uses_the_attempt(host: LocalHost) -> N
         await service.submit(ctx(service, "test.fail_n_times", {"n": 1, "retryable": False}, attempt=1))
     assert not err.value.retryable
     sub = await service.submit(ctx(service, "test.fail_n_times", {"n": 1}, attempt=2))
-    assert sub.update is not None and sub.update.outputs == {"attempts": 2, "key": "default"}
+    assert sub.update is not None and sub.update.outputs == {"attempts": 2, "key": "run-1/step-1"}
 
 
 def test_state_dir_comes_from_env_or_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

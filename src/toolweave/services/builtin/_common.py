@@ -9,6 +9,7 @@ is reported at once in one non-retryable ``ServiceError`` that names the inputs.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
@@ -142,8 +143,13 @@ def _coerce(param: InputParam, value: Any) -> tuple[Any, str | None]:
         if not (ArtifactRef.is_ref(value) or isinstance(value, str)):
             return None, f"must be an artifact or a URL, got {type(value).__name__}"
         out = value
-    else:  # json
+    else:  # json: text that looks like JSON is parsed (as the engine's input check does)
         out = value
+        if isinstance(value, str) and value.strip()[:1] in ("{", "["):
+            try:
+                out = json.loads(value)
+            except ValueError:
+                return None, "is not valid JSON"
     if param.enum is not None and out not in param.enum:
         allowed = ", ".join(repr(v) for v in param.enum)
         return None, f"must be one of {allowed}, got {out!r}"

@@ -117,8 +117,8 @@ FAIL_N_TIMES = _definition(
     [
         InputParam(name="n", type=ParamType.INTEGER, default=1, minimum=0, maximum=1000,
                    description="How many attempts fail before one succeeds."),
-        InputParam(name="key", type=ParamType.STRING, default="default",
-                   description="Attempts are counted per key."),
+        InputParam(name="key", type=ParamType.STRING,
+                   description="Attempts are counted per key (default: per run and step)."),
         InputParam(name="retryable", type=ParamType.BOOLEAN, default=True,
                    description="Whether the failures are retryable."),
     ],
@@ -143,7 +143,8 @@ def count_attempt(state_dir: Path, key: str) -> int:
 
 
 async def run_fail_n_times(ctx: ToolContext) -> dict[str, Any]:
-    n, key, retryable = ctx.inputs["n"], ctx.inputs["key"], ctx.inputs["retryable"]
+    n, retryable = ctx.inputs["n"], ctx.inputs["retryable"]
+    key = ctx.inputs["key"] or f"{ctx.gen.run_id}/{ctx.gen.step_id}"
     if ctx.state_dir is not None:
         attempt = await asyncio.to_thread(count_attempt, ctx.state_dir, key)
     else:
