@@ -30,6 +30,229 @@ err_console = Console(stderr=True)
 
 # --- definitions: validate, tools, jobs -------------------------------------------------------
 
+import json as _json  # noqa: E402
+from pathlib import Path as _Path  # noqa: E402
+
+from rich.table import Table as _Table  # noqa: E402
+from rich.text import Text as _Text  # noqa: E402
+
+from toolweave.registry import Problem as _Problem  # noqa: E402
+from toolweave.registry import Registry as _Registry  # noqa: E402
+from toolweave.registry.describe import job_dag_lines as _job_dag_lines  # noqa: E402
+from toolweave.registry.describe import param_line as _param_line  # noqa: E402
+from toolweave.registry.describe import tool_lines as _tool_lines  # noqa: E402
+from toolweave.settings import Settings as _Settings  # noqa: E402
+
+_JSON_HELP = "Print JSON instead of text."
+
+
+def _defs_settings() -> _Settings:
+    try:
+        return _Settings.load()
+    except (ValueError, OSError) as exc:
+        typer.echo(f"error: the settings cannot be read: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
+def _defs_builtins(registry: _Registry, settings: _Settings | None) -> None:
+    """Register the builtin tools, so that job files may use them (``image.resize`` ...)."""
+    try:
+        from toolweave.services.builtin import builtin_tool_definitions
+    except ImportError:
+        return
+    registry.add_tools(builtin_tool_definitions(bool(settings and settings.test_tools)))
+
+
+def _defs_registry(paths: list[_Path] | None) -> tuple[_Registry, list[_Problem], list[_Path]]:
+    settings = _defs_settings()
+    chosen = list(paths or settings.definitions)
+    registry = _Registry()
+    _defs_builtins(registry, settings)
+    problems = registry.load(chosen) if chosen else []
+    return registry, problems, chosen
+
+
+def _defs_warn(problems: list[_Problem]) -> None:
+    if problems:
+        count = len(problems)
+        typer.echo(
+            f"warning: {count} problem{'s' if count != 1 else ''} in the definitions; "
+            "the definitions concerned were left out (run `toolweave validate` for details)",
+            err=True,
+        )
+
+
+def _defs_print_json(data: object) -> None:
+    typer.echo(_json.dumps(data, indent=2, ensure_ascii=False, default=str))
+
+
+@app.command("validate")
+def validate_definitions(
+    paths: list[_Path] | None = typer.Argument(
+        None, help="Definition files or folders (default: the configured definition folders)."
+    ),
+    json_output: bool = typer.Option(False, "--json", help=_JSON_HELP),
+) -> None:
+    """Check tool and job definitions; exit 1 listing every problem."""
+    settings = _defs_settings()
+    chosen = list(paths or settings.definitions)
+    if not chosen:
+        typer.echo("error: give a file or folder, or set TOOLWEAVE_DEFINITIONS", err=True)
+        raise typer.Exit(2)
+    registry = _Registry()
+    _defs_builtins(registry, settings)
+    entries, problems = registry.load_entries(chosen)
+    found = []
+    for entry in entries:
+        defn = entry.definition
+        is_tool = hasattr(defn, "tool_id")
+        found.append(
+            {
+                "kind": "tool" if is_tool else "job",
+                "id": getattr(defn, "tool_id", None) or getattr(defn, "job_id", ""),
+                "version": defn.version,
+                "command": defn.command_name,
+                "detail": getattr(defn, "service", None) if is_tool else f"{len(getattr(defn, 'steps', []))} steps",
+                "file": entry.file + entry.pointer,
+                "valid": registry.is_registered(defn),
+            }
+        )
+    if json_output:
+        _defs_print_json({"ok": not problems, "definitions": found, "problems": [p.as_dict() for p in problems]})
+        raise typer.Exit(1 if problems else 0)
+    if found:
+        table = _Table(title="Definitions found")
+        for column in ("kind", "id", "version", "command", "service / steps", "file", "status"):
+            table.add_column(column, no_wrap=column in ("id", "command", "status"))
+        for row in found:
+            status = _Text("ok", style="green") if row["valid"] else _Text("refused", style="red")
+            table.add_row(
+                *(_Text(str(row[k])) for k in ("kind", "id", "version")),
+                _Text(f"/{row['command']}"),
+                _Text(str(row["detail"])),
+                _Text(str(row["file"])),
+                status,
+            )
+        console.print(table)
+    if problems:
+        for problem in problems:
+            typer.echo(str(problem), err=True)
+        count = len(problems)
+        typer.echo(f"{count} problem{'s' if count != 1 else ''} found.", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"{len(found)} definition{'s' if len(found) != 1 else ''} valid.")
+
+
+_PATHS_OPTION_HELP = "Definition files or folders (default: the configured definition folders)."
+
+
+@tools_app.command("list")
+def tools_list(
+    json_output: bool = typer.Option(False, "--json", help=_JSON_HELP),
+    paths: list[_Path] | None = typer.Option(None, "--definitions", "-d", help=_PATHS_OPTION_HELP),
+) -> None:
+    """List the tools (latest version of each)."""
+    registry, problems, _ = _defs_registry(paths)
+    _defs_warn(problems)
+    tools = registry.tools()
+    if json_output:
+        _defs_print_json([t.dump() for t in tools])
+        return
+    table = _Table(title=f"{len(tools)} tools")
+    for column in ("id", "version", "service", "command", "inputs", "outputs", "description"):
+        table.add_column(column, no_wrap=column in ("id", "command"), max_width=40)
+    for tool in tools:
+        table.add_row(
+            _Text(tool.tool_id),
+            _Text(tool.version),
+            _Text(tool.service),
+            _Text(f"/{tool.command_name}"),
+            _Text(", ".join(p.name for p in tool.input_schema)),
+            _Text(", ".join(o.name for o in tool.output_schema)),
+            _Text(tool.description),
+        )
+    console.print(table)
+
+
+@tools_app.command("show")
+def tools_show(
+    tool_id: str = typer.Argument(..., help="The tool's id."),
+    version: str | None = typer.Option(None, "--version", help="A version (default: the latest)."),
+    json_output: bool = typer.Option(False, "--json", help=_JSON_HELP),
+    paths: list[_Path] | None = typer.Option(None, "--definitions", "-d", help=_PATHS_OPTION_HELP),
+) -> None:
+    """Show one tool: inputs, outputs, costing."""
+    registry, problems, _ = _defs_registry(paths)
+    try:
+        tool = registry.tool(tool_id, version)
+    except KeyError as exc:
+        _defs_warn(problems)
+        typer.echo(f"error: {exc.args[0]}", err=True)
+        raise typer.Exit(1) from None
+    if json_output:
+        _defs_print_json(tool.dump())
+        return
+    console.print(_Text(f"{tool.tool_id} v{tool.version} — {tool.display_name}", style="bold"))
+    for line in _tool_lines(tool):
+        console.print(_Text(line), soft_wrap=True)
+
+
+@jobs_app.command("list")
+def jobs_list(
+    json_output: bool = typer.Option(False, "--json", help=_JSON_HELP),
+    paths: list[_Path] | None = typer.Option(None, "--definitions", "-d", help=_PATHS_OPTION_HELP),
+) -> None:
+    """List the jobs (latest version of each)."""
+    registry, problems, _ = _defs_registry(paths)
+    _defs_warn(problems)
+    jobs = registry.jobs()
+    if json_output:
+        _defs_print_json([j.dump() for j in jobs])
+        return
+    table = _Table(title=f"{len(jobs)} jobs")
+    for column in ("id", "version", "command", "steps", "inputs", "outputs", "description"):
+        table.add_column(column, no_wrap=column in ("id", "command"), max_width=40)
+    for job in jobs:
+        table.add_row(
+            _Text(job.job_id),
+            _Text(job.version),
+            _Text(f"/{job.command_name}"),
+            _Text(" → ".join(registry.topological_order(job))),
+            _Text(", ".join(p.name for p in job.input_schema)),
+            _Text(", ".join(o.name for o in job.output_schema)),
+            _Text(job.description),
+        )
+    console.print(table)
+
+
+@jobs_app.command("show")
+def jobs_show(
+    job_id: str = typer.Argument(..., help="The job's id."),
+    version: str | None = typer.Option(None, "--version", help="A version (default: the latest)."),
+    json_output: bool = typer.Option(False, "--json", help=_JSON_HELP),
+    paths: list[_Path] | None = typer.Option(None, "--definitions", "-d", help=_PATHS_OPTION_HELP),
+) -> None:
+    """Show one job: its inputs, and its steps drawn as a graph."""
+    registry, problems, _ = _defs_registry(paths)
+    try:
+        job = registry.job(job_id, version)
+    except KeyError as exc:
+        _defs_warn(problems)
+        typer.echo(f"error: {exc.args[0]}", err=True)
+        raise typer.Exit(1) from None
+    if json_output:
+        _defs_print_json({**job.dump(), "order": registry.topological_order(job)})
+        return
+    console.print(_Text(f"{job.job_id} v{job.version} — {job.display_name}", style="bold"))
+    if job.description:
+        console.print(_Text(job.description), soft_wrap=True)
+    console.print(_Text(f"command: /{job.command_name}"))
+    for param in job.input_schema:
+        console.print(_Text(f"  input {_param_line(param)}"), soft_wrap=True)
+    for line in _job_dag_lines(job):
+        console.print(_Text(line), soft_wrap=True)
+
+
 
 # --- engine: run, runs, worker, demo, db ------------------------------------------------------
 
