@@ -360,7 +360,7 @@ async def test_external_nodes_are_the_inputs_without_an_input_map(
     final = await host.wait_for(gen.generation_id, is_terminal)
     assert final.outputs == {"text": "a dog!"}
     node = fake.posted_prompts()[0]["prompt"]["5"]["inputs"]
-    assert node["input_id"] == "a dog" and node["default_value"] == "a dog"
+    assert node["input_id"] == "subject" and node["default_value"] == "a dog"
 
 
 async def test_workflow_file_relative_to_the_definition(

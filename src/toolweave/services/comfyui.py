@@ -65,23 +65,6 @@ _TRACKED_MAX = 10_000
 """How many in-flight prompts the websocket listeners remember (a cache; polling is the truth)."""
 
 EXTERNAL_PREFIX = "ComfyUIDeployExternal"
-# Where ComfyUI Deploy's own apply_inputs puts a value, per External* node type (see the
-# comfyui-deploy custom nodes); types not listed take it in ``input_id``.
-_EXTERNAL_TARGETS: dict[str, tuple[str, ...]] = {
-    "ComfyUIDeployExternalText": ("input_id", "default_value"),
-    "ComfyUIDeployExternalTextAny": ("input_id", "default_value"),
-    "ComfyUIDeployExternalBoolean": ("default_value",),
-    "ComfyUIDeployExternalSeed": ("default_value",),
-    "ComfyUIDeployExternalEnum": ("default_value",),
-    "ComfyUIDeployExternalCheckpoint": ("default_value",),
-    "ComfyUIDeployExternalImageBatch": ("images",),
-    "ComfyUIDeployExternalLora": ("lora_url",),
-    "ComfyUIDeployExternalFaceModel": ("face_model_url",),
-    "ComfyUIDeployExternalAudio": ("audio_file",),
-    "ComfyUIDeployExternalEXR": ("exr_file",),
-    "ComfyUIDeployExternalFile": ("file_url",),
-}
-
 
 # --- workflow inputs ----------------------------------------------------------------------------
 
@@ -125,9 +108,13 @@ def load_workflow(tool: ToolDefinition) -> dict[str, Any]:
     return data
 
 
-def external_input_map(workflow: Mapping[str, Any]) -> dict[str, list[InputTarget]]:
-    """Inputs declared by ComfyUI Deploy ``External*`` nodes: ``input_id`` → where values go."""
-    found: dict[str, list[InputTarget]] = {}
+def external_input_map(workflow: Mapping[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    """Inputs declared by ComfyUI Deploy ``External*`` nodes: ``input_id`` → inputMap targets.
+
+    The node input each value goes into is the importer's (``toolweave.comfy.EXTERNAL_KINDS``),
+    so a tool without an ``inputMap`` behaves as if it had been imported.
+    """
+    found: dict[str, list[dict[str, Any]]] = {}
     for node_id, node in workflow.items():
         class_type = str(node.get("class_type", ""))
         if not class_type.startswith(EXTERNAL_PREFIX):
@@ -135,8 +122,11 @@ def external_input_map(workflow: Mapping[str, Any]) -> dict[str, list[InputTarge
         input_id = (node.get("inputs") or {}).get("input_id")
         if not isinstance(input_id, str) or not input_id:
             continue
-        for name in _EXTERNAL_TARGETS.get(class_type, ("input_id",)):
-            found.setdefault(input_id, []).append(InputTarget(str(node_id), name))
+        kind = comfy.EXTERNAL_KINDS.get(class_type)
+        target: dict[str, Any] = {"node": str(node_id), "input": kind.target if kind else "input_id"}
+        if kind is not None and kind.encode:
+            target["encode"] = kind.encode
+        found.setdefault(input_id.strip(), []).append(target)
     return found
 
 
@@ -147,7 +137,7 @@ def input_map(tool: ToolDefinition, workflow: Mapping[str, Any]) -> dict[str, li
     """
     raw = tool.metadata.get("inputMap")
     if raw is None:
-        return external_input_map(workflow)
+        raw = external_input_map(workflow)
     if not isinstance(raw, dict):
         raise ServiceError(f"tool {tool.tool_id}: metadata.inputMap must map input names to {{node, input}}")
     out: dict[str, list[InputTarget]] = {}
@@ -430,7 +420,7 @@ class ComfyUIService:
             values[name] = await self._input_value(server, gen.tool, name, value, workflow, targets[name])
         raw_map = gen.tool.metadata.get("inputMap")
         if raw_map is None:
-            raw_map = {n: [{"node": t.node, "input": t.input} for t in ts] for n, ts in targets.items()}
+            raw_map = external_input_map(workflow)
         try:
             workflow = comfy.apply_inputs(workflow, raw_map, values)
         except ValueError as exc:
