@@ -342,3 +342,26 @@ async def test_exif_orientation_is_applied(service: BuiltinService, host: LocalH
     img.save(buf, "JPEG", exif=exif.tobytes())
     out = await run(service, "image.upscale", {"image": host.put_bytes(buf.getvalue()), "scale": 1})
     assert host.open_image(out["image"]).size == (20, 40)
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG that claims a size in its header and holds no pixels (a decompression-bomb stand-in)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+
+
+async def test_huge_inputs_are_refused_before_decoding(service: BuiltinService, host: LocalHost) -> None:
+    bomb = host.put_bytes(png_header_only(9000, 9000), "image/png")
+    with pytest.raises(ServiceError) as err:
+        await run(service, "image.resize", {"image": bomb, "width": 10})
+    assert err.value.code == "too_large" and "9000x9000" in err.value.message
+    giant = host.put_bytes(png_header_only(30000, 30000), "image/png")  # past Pillow's own bomb check
+    with pytest.raises(ServiceError) as err:
+        await run(service, "image.resize", {"image": giant, "width": 10})
+    assert err.value.code == "too_large" and not err.value.retryable

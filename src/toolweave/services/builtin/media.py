@@ -144,13 +144,13 @@ def _is_ip(host: str) -> bool:
 
 
 async def _fetch_http(
-    ctx: ToolContext, url: str, prefixes: list[str], limit: int
+    ctx: ToolContext, url: str, prefixes: list[str], limit: int, request_seconds: float
 ) -> tuple[bytes, str, str | None]:
     allow_private = ctx.settings.media_allow_private_urls
     current = httpx.URL(url)
     for _hop in range(MAX_REDIRECTS + 1):
         await _check_host(current, allow_private)
-        async with ctx.host.http.stream("GET", current, follow_redirects=False) as resp:
+        async with ctx.host.http.stream("GET", current, follow_redirects=False, timeout=request_seconds) as resp:
             if resp.is_redirect and "location" in resp.headers:
                 current = current.join(resp.headers["location"])
                 continue
@@ -245,7 +245,7 @@ async def run_fetch(ctx: ToolContext) -> dict[str, Any]:
     if scheme in ("http", "https"):
         try:
             async with asyncio.timeout(i["timeout_seconds"]):
-                data, mime, filename = await _fetch_http(ctx, source, prefixes, limit)
+                data, mime, filename = await _fetch_http(ctx, source, prefixes, limit, i["timeout_seconds"])
         except TimeoutError as exc:
             raise ServiceError(f"input 'source': no complete answer within {i['timeout_seconds']:g} seconds",
                                retryable=True, code="timeout") from exc
