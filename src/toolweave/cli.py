@@ -36,6 +36,7 @@ from pathlib import Path as _Path  # noqa: E402
 from rich.table import Table as _Table  # noqa: E402
 from rich.text import Text as _Text  # noqa: E402
 
+from toolweave.registry import DefinitionError as _DefinitionError  # noqa: E402
 from toolweave.registry import Problem as _Problem  # noqa: E402
 from toolweave.registry import Registry as _Registry  # noqa: E402
 from toolweave.registry.describe import job_dag_lines as _job_dag_lines  # noqa: E402
@@ -60,7 +61,11 @@ def _defs_builtins(registry: _Registry, settings: _Settings | None) -> None:
         from toolweave.services.builtin import builtin_tool_definitions
     except ImportError:
         return
-    registry.add_tools(builtin_tool_definitions(bool(settings and settings.test_tools)))
+    try:
+        registry.add_tools(builtin_tool_definitions(bool(settings and settings.test_tools)))
+    except _DefinitionError as exc:
+        typer.echo(f"error: the builtin tools are invalid: {exc}", err=True)
+        raise typer.Exit(2) from None
 
 
 def _defs_registry(paths: list[_Path] | None) -> tuple[_Registry, list[_Problem], list[_Path]]:

@@ -723,3 +723,24 @@ def test_a_job_referring_to_a_refused_job_says_so(tmp_path: Any) -> None:
         f"{tmp_path / 'jobs.yaml'}: [1].steps[0].toolId: tool 'nope' is not registered",
         f"{tmp_path / 'jobs.yaml'}: [0].steps[0].jobId: job 'inner' was refused (see its own problems)",
     ]
+
+
+def test_conditions_and_templates_may_only_read_declared_job_inputs() -> None:
+    definition = job(
+        [
+            gen_step("a", condition="has(job.negative) || job.promt != ''"),
+            {
+                "stepId": "b",
+                "toolId": "gen",
+                "inputMappings": [
+                    {"template": "{{ job.prompt }} {{ job['style'] }}", "targetInputName": "prompt"}
+                ],
+            },
+        ],
+        inputSchema=PROMPT,
+    )
+    assert check(definition) == [
+        "steps[0].condition: the condition reads job input 'negative', which the job does not declare",
+        "steps[0].condition: the condition reads job input 'promt', which the job does not declare; did you mean 'prompt'?",
+        "steps[1].inputMappings[0].template: the template reads job input 'style', which the job does not declare",
+    ]

@@ -49,6 +49,8 @@ class CompiledCondition:
     """The step ids the expression reads as ``steps.<id>`` or ``steps["<id>"]``."""
     dynamic_steps: bool = False
     """True when the expression reads ``steps`` other than by a fixed id (then all steps are passed)."""
+    job_refs: frozenset[str] = frozenset()
+    """The job inputs the expression reads as ``job.<name>``."""
 
 
 @functools.lru_cache(maxsize=1)
@@ -79,8 +81,8 @@ def _string_literal(tree: Any) -> str | None:
     return None
 
 
-def _analyse(ast: lark.Tree[Any], expr: str) -> tuple[frozenset[str], bool]:
-    """Check the free variables and collect the step ids read; returns ``(step_refs, dynamic)``."""
+def _analyse(ast: lark.Tree[Any], expr: str) -> tuple[frozenset[str], bool, frozenset[str]]:
+    """Check the free variables and collect what is read: ``(step ids, dynamic, job input names)``."""
     bound: set[str] = set()
     for node in ast.iter_subtrees():
         if node.data == "member_dot_arg" and len(node.children) >= 3 and str(node.children[1]) in _MACROS:
@@ -93,6 +95,7 @@ def _analyse(ast: lark.Tree[Any], expr: str) -> tuple[frozenset[str], bool]:
                 if name:
                     bound.add(name)
     refs: set[str] = set()
+    job_refs: set[str] = set()
     steps_uses = 0
     fixed_uses = 0
     for node in ast.iter_subtrees():
@@ -107,7 +110,10 @@ def _analyse(ast: lark.Tree[Any], expr: str) -> tuple[frozenset[str], bool]:
                 if name == "steps":
                     steps_uses += 1
         if node.data in ("member_dot", "member_index") and len(node.children) == 2:
-            if _ident(node.children[0]) != "steps":
+            root = _ident(node.children[0])
+            if root == "job" and node.data == "member_dot":
+                job_refs.add(str(node.children[1]))
+            if root != "steps":
                 continue
             if node.data == "member_dot":
                 refs.add(str(node.children[1]))
@@ -117,7 +123,7 @@ def _analyse(ast: lark.Tree[Any], expr: str) -> tuple[frozenset[str], bool]:
                 if key is not None:
                     refs.add(key)
                     fixed_uses += 1
-    return frozenset(refs), steps_uses != fixed_uses
+    return frozenset(refs), steps_uses != fixed_uses, frozenset(job_refs)
 
 
 def compile_condition(expr: str) -> CompiledCondition:
@@ -140,8 +146,10 @@ def _compile(expr: str) -> CompiledCondition:
         raise ConditionError(f"condition {expr!r} does not parse{where}") from None
     except Exception as exc:  # the parser may raise lark errors for odd input
         raise ConditionError(f"condition {expr!r} does not parse ({type(exc).__name__})") from None
-    refs, dynamic = _analyse(ast, expr)
-    return CompiledCondition(expr=expr, program=env.program(ast), step_refs=refs, dynamic_steps=dynamic)
+    refs, dynamic, job_refs = _analyse(ast, expr)
+    return CompiledCondition(
+        expr=expr, program=env.program(ast), step_refs=refs, dynamic_steps=dynamic, job_refs=job_refs
+    )
 
 
 def to_cel(value: Any) -> Any:

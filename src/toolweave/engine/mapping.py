@@ -102,6 +102,23 @@ def render_template(src: str, *, job: Mapping[str, Any], steps: Mapping[str, Map
 _PATH_TOKEN = re.compile(r"""\.?([A-Za-z_][\w-]*)|\[(\d+)\]|\[(-\d+)\]|\[(['"])(.*?)\4\]""")
 
 
+@functools.lru_cache(maxsize=2048)
+def template_job_references(src: str) -> frozenset[str]:
+    """The job inputs a template reads as ``job.<name>`` or ``job["<name>"]``."""
+    compile_template(src)
+    ast = _environment().parse(src)
+    names: set[str] = set()
+    for node in ast.find_all((nodes.Getattr, nodes.Getitem)):
+        if isinstance(node, nodes.Getattr):
+            if isinstance(node.node, nodes.Name) and node.node.name == "job":
+                names.add(node.attr)
+        elif isinstance(node, nodes.Getitem):
+            if isinstance(node.node, nodes.Name) and node.node.name == "job":
+                if isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str):
+                    names.add(node.arg.value)
+    return frozenset(names)
+
+
 @functools.lru_cache(maxsize=1024)
 def parse_path(path: str) -> tuple[str | int, ...]:
     """``a.b[0]["c d"]`` → ``("a", "b", 0, "c d")``; raise ``MappingError`` on a malformed path."""
@@ -271,5 +288,6 @@ __all__ = [
     "parse_path",
     "render_template",
     "resolve_step_inputs",
+    "template_job_references",
     "template_references",
 ]

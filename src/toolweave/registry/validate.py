@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from toolweave.engine.conditions import ConditionError, compile_condition
-from toolweave.engine.mapping import MappingError, parse_path, template_references
+from toolweave.engine.mapping import MappingError, parse_path, template_job_references, template_references
 from toolweave.inputs import check_value, classify_media
 from toolweave.model.definitions import (
     MEDIA_TYPES,
@@ -649,6 +649,7 @@ class _JobCheck:
                 f"template {src!r} uses {_quote_list(unknown)}; only job and steps are available",
             )
         self._step_refs(f"{path}.template", step, refs, "template")
+        self._job_refs(f"{path}.template", template_job_references(src), "template")
         if param is not None and param.type.is_media:
             self.sink.add(
                 path, f"a template gives text, but input {param.name!r} takes {_article(param.type)}"
@@ -669,6 +670,15 @@ class _JobCheck:
                     path,
                     f"the {what} reads step {ref!r}, which step {step.step_id!r} does not depend on; "
                     "add it to dependencies",
+                )
+
+    def _job_refs(self, path: str, names: Iterable[str], what: str) -> None:
+        for name in sorted(names):
+            if name not in self.job_inputs:
+                self.sink.add(
+                    path,
+                    f"the {what} reads job input {name!r}, which the job does not declare"
+                    + _suggest(name, self.job_inputs),
                 )
 
     def _required(self, path: str, step: Step, target: _Target, mapped: Mapping[str, InputMapping]) -> None:
@@ -722,6 +732,7 @@ class _JobCheck:
             self.sink.add(path, str(exc))
             return
         self._step_refs(path, step, compiled.step_refs, "condition")
+        self._job_refs(path, compiled.job_refs, "condition")
 
     # the whole job -----------------------------------------------------------------------------
 
