@@ -338,6 +338,66 @@ def import_comfyui(
     err_console.print(f"wrote {output}: tool {tool.tool_id} (inputs: {inputs}; outputs: {outputs})", highlight=False)
 
 
+@sync_app.command("comfydeploy")
+def sync_comfydeploy(
+    folder: Path = typer.Argument(..., help="The folder of tool definitions to write into."),
+    environment: str = typer.Option(
+        "production", "--environment", help="The deployment environment to sync ('all': every one)."
+    ),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Say what would change; write nothing."),
+) -> None:
+    """Write, refresh and remove one tool definition per ComfyUI Deploy deployment.
+
+    Only files this command wrote (they start with a 'Synced from ComfyUI Deploy' line) are
+    changed or removed; a synced tool keeps its toolId when its workflow is renamed.
+    """
+    import asyncio
+    from typing import Any, cast
+
+    import httpx
+
+    from toolweave.services.base import ServiceError, ServiceHost
+    from toolweave.services.comfydeploy import ComfyDeployService, SyncReport, sync_deployments
+    from toolweave.settings import Settings
+
+    try:
+        settings = Settings.load()
+    except (ValueError, OSError) as exc:
+        err_console.print(f"[red]error[/red]: the settings cannot be read: {exc}", highlight=False)
+        raise typer.Exit(2) from None
+
+    class _Host:
+        artifacts: Any = None
+
+        def __init__(self, http: httpx.AsyncClient) -> None:
+            self.http = http
+
+    async def _run() -> SyncReport:
+        async with httpx.AsyncClient() as http:
+            service = ComfyDeployService(cast(ServiceHost, _Host(http)), settings)
+            return await sync_deployments(
+                service, folder, environment=None if environment == "all" else environment, dry_run=dry_run
+            )
+
+    try:
+        report = asyncio.run(_run())
+    except (ServiceError, OSError) as exc:
+        err_console.print(f"[red]error[/red]: {getattr(exc, 'message', exc)}", highlight=False)
+        raise typer.Exit(1) from None
+    verb = "would write" if dry_run else "wrote"
+    for path in report.written:
+        console.print(f"{verb} {path}", highlight=False)
+    for path in report.removed:
+        console.print(f"{'would remove' if dry_run else 'removed'} {path}", highlight=False)
+    for reason in report.skipped:
+        err_console.print(f"skipped {reason}", highlight=False)
+    console.print(
+        f"{len(report.written)} written, {len(report.unchanged)} unchanged, {len(report.removed)} removed, "
+        f"{len(report.skipped)} skipped",
+        highlight=False,
+    )
+
+
 # --- api: serve, keys ------------------------------------------------------------------------
 
 

@@ -1,0 +1,658 @@
+"""Wiring: one ``App`` built from settings and passed explicitly (no global singletons).
+
+Front ends (CLI, HTTP API, Telegram) talk to this facade only: ``submit``, ``get_run``,
+``list_runs``, ``cancel``, ``retry``, ``events``/``watch``, ``handle_webhook``, accounts and keys,
+artifacts, and the definitions in the registry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import logging
+import os
+import secrets
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from toolweave.artifacts import ArtifactStore
+from toolweave.engine.core import Conflict, Engine, NotFound, SubmitRequest, tool_job
+from toolweave.engine.worker import Worker
+from toolweave.inputs import FieldProblem, InputError, prepare_inputs
+from toolweave.model.definitions import JobDefinition, ToolDefinition, Visibility
+from toolweave.model.records import ArtifactRef, RunUpdate
+from toolweave.model.status import RunStatus
+from toolweave.notify.dispatcher import Channel, Notifier
+from toolweave.registry import Problem, Registry
+from toolweave.services.base import Service, WebhookRejected
+from toolweave.settings import Settings
+from toolweave.store import accounts as accounts_q
+from toolweave.store import events as events_q
+from toolweave.store import generations as gens_q
+from toolweave.store import notifications as notes_q
+from toolweave.store import runs as runs_q
+from toolweave.store import tasks as tasks_q
+from toolweave.store.db import Store, Tx
+from toolweave.store.ids import new_id
+
+log = logging.getLogger("toolweave")
+
+__all__ = ["App", "Conflict", "InputError", "NotFound", "UnknownDefinition"]
+
+
+class UnknownDefinition(LookupError):
+    """No tool or job has that id."""
+
+
+class MediaError(ValueError):
+    """A media input that could not be read (a file, a data: URI or an artifact id)."""
+
+
+@dataclass
+class Page:
+    items: list[dict[str, Any]]
+    next_cursor: str | None
+
+
+class EngineHost:
+    """What services get from the engine (the ``ServiceHost`` protocol)."""
+
+    def __init__(self, app: App) -> None:
+        self._app = app
+        self.artifacts = app.artifacts
+        self.http = app.http
+
+    async def report(self, generation_id: str, update: RunUpdate) -> None:
+        await self._app.apply_update(generation_id, update)
+
+    async def load_media(self, value: Any) -> tuple[bytes, str]:
+        ref = ArtifactRef.from_value(value)
+        if ref is not None:
+            return await asyncio.to_thread(self.artifacts.read, ref), ref.mime_type
+        text = str(value)
+        if text.startswith("data:"):
+            return _decode_data_uri(text)
+        if text.startswith(("http://", "https://")):
+            limit = self._app.settings.media_max_bytes
+            async with self.http.stream("GET", text, follow_redirects=True) as response:
+                response.raise_for_status()
+                chunks: list[bytes] = []
+                size = 0
+                async for chunk in response.aiter_bytes():
+                    size += len(chunk)
+                    if size > limit:
+                        raise MediaError(f"{text} is larger than {limit} bytes")
+                    chunks.append(chunk)
+                mime = response.headers.get("content-type", "application/octet-stream").split(";")[0]
+                return b"".join(chunks), mime
+        raise MediaError(f"cannot read media from {text[:80]!r}")
+
+    def media_url(self, ref: ArtifactRef) -> str:
+        base = self._app.settings.public_base_url
+        if base:
+            token = self._app.engine.webhook_token("artifact", ref.sha256)
+            return f"{base.rstrip('/')}/media/{ref.sha256}?token={token}"
+        data = self.artifacts.read(ref)
+        return f"data:{ref.mime_type};base64,{base64.b64encode(data).decode()}"
+
+
+class App:
+    def __init__(self, settings: Settings, *, store: Store | None = None, migrate: bool = True) -> None:
+        self.settings = settings
+        settings.home.mkdir(parents=True, exist_ok=True)
+        self.store = store or Store(settings.db_url, pool_size=max(4, settings.worker_slots + 2))
+        if migrate:
+            self.store.upgrade()
+        self.artifacts = ArtifactStore(settings.artifacts_dir)
+        self.http = httpx.AsyncClient(timeout=settings.http_timeout_seconds)
+        self.engine = Engine(rates=settings.machine_rates, secret=self._secret())
+        self.host = EngineHost(self)
+        self.services: dict[str, Service] = {}
+        self.registry = Registry()
+        self.notifier = Notifier(self.store, {})
+        self.definition_problems: list[Problem] = []
+        self._build_services()
+        self.reload_definitions()
+
+    # --- set-up --------------------------------------------------------------------------------
+
+    @classmethod
+    def from_env(cls, **overrides: Any) -> App:
+        return cls(Settings.load(**overrides))
+
+    def _secret(self) -> bytes:
+        if self.settings.secret_key:
+            return self.settings.secret_key.encode()
+        path = self.settings.home / "secret.key"
+        if not path.exists():
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(secrets.token_hex(32))
+        return path.read_text().strip().encode()
+
+    def _build_services(self) -> None:
+        from toolweave.services.builtin import BuiltinService
+        from toolweave.services.comfydeploy import ComfyDeployService
+        from toolweave.services.comfyui import ComfyUIService
+
+        self.add_service(BuiltinService(self.host, test_tools=self.settings.test_tools, settings=self.settings))
+        self.add_service(ComfyUIService(self.host, self.settings))
+        self.add_service(ComfyDeployService(self.host, self.settings))
+
+    def add_service(self, service: Service) -> None:
+        self.services[service.name] = service
+
+    def add_channel(self, channel: Channel) -> None:
+        self.notifier.add_channel(channel)
+
+    def add_notification_rule(self, rule: Callable[[Any, RunStatus], list[tuple[str, dict[str, Any]]]]) -> None:
+        self.engine.notification_rules.append(rule)
+
+    def reload_definitions(self) -> list[Problem]:
+        from toolweave.services.builtin import builtin_tool_definitions
+
+        registry = Registry()
+        registry.add_tools(builtin_tool_definitions(self.settings.test_tools))
+        problems = registry.load(self.settings.definitions) if self.settings.definitions else []
+        self.registry = registry
+        self.definition_problems = problems
+        return problems
+
+    async def aclose(self) -> None:
+        for service in self.services.values():
+            try:
+                await service.close()
+            except Exception:
+                log.exception("closing service %s failed", service.name)
+        await self.http.aclose()
+        self.store.close()
+
+    def make_worker(self, slots: int | None = None, **options: Any) -> Worker:
+        return Worker(
+            self.store,
+            self.engine,
+            self.services,
+            slots=slots or self.settings.worker_slots,
+            webhook_url=self.webhook_url,
+            deliver=self.notifier.deliver,
+            **options,
+        )
+
+    # --- definitions ---------------------------------------------------------------------------
+
+    def list_tools(self, *, include_hidden: bool = False) -> list[ToolDefinition]:
+        tools = self.registry.tools()
+        return [t for t in tools if include_hidden or t.visibility is Visibility.PUBLIC]
+
+    def list_jobs(self, *, include_hidden: bool = False) -> list[JobDefinition]:
+        jobs = self.registry.jobs()
+        return [j for j in jobs if include_hidden or j.visibility is Visibility.PUBLIC]
+
+    def definition(self, target_id: str, version: str | None = None) -> ToolDefinition | JobDefinition:
+        try:
+            found: ToolDefinition | JobDefinition = self.registry.find(target_id) if version is None else (
+                self.registry.job(target_id, version) if self.registry.get_job(target_id) else self.registry.tool(target_id, version)
+            )
+        except KeyError:
+            raise UnknownDefinition(f"no tool or job named {target_id!r}") from None
+        return found
+
+    def job_for(self, target_id: str, version: str | None = None) -> JobDefinition:
+        definition = self.definition(target_id, version)
+        return tool_job(definition) if isinstance(definition, ToolDefinition) else definition
+
+    # --- runs ----------------------------------------------------------------------------------
+
+    async def submit(
+        self,
+        target_id: str,
+        inputs: Mapping[str, Any] | None = None,
+        *,
+        account_id: str,
+        origin: dict[str, Any] | None = None,
+        session_id: str | None = None,
+        initiating_event_id: str | None = None,
+        idempotency_key: str | None = None,
+        callback_url: str | None = None,
+        priority: int = 0,
+        coerce_text: bool = True,
+        allow_local_paths: bool = False,
+        version: str | None = None,
+    ) -> str:
+        """Validate and coerce the inputs, then create the run; returns its id.
+
+        Raises ``UnknownDefinition``, ``InputError`` (every bad field at once) or ``MediaError``.
+        """
+        job = self.job_for(target_id, version)
+        prepared = prepare_inputs(job.input_schema, dict(inputs or {}), coerce_text=coerce_text, allow_paths=allow_local_paths)
+        prepared = await self._store_media(job, prepared, account_id)
+        tools, nested = self._closure(job)
+        request = SubmitRequest(
+            job=job,
+            tools=tools,
+            nested_jobs=nested,
+            inputs=prepared,
+            account_id=account_id,
+            origin=origin or {},
+            session_id=session_id,
+            initiating_event_id=initiating_event_id,
+            idempotency_key=idempotency_key,
+            callback_url=callback_url,
+            priority=priority,
+        )
+        run_id, _created = await self.store.tx(self.engine.submit_tx, request, time.time())
+        return run_id
+
+    def _closure(self, job: JobDefinition) -> tuple[dict[str, ToolDefinition], dict[str, JobDefinition]]:
+        """Every tool and nested job a job may run, from the registry (snapshotted with the run)."""
+        tools: dict[str, ToolDefinition] = {}
+        nested: dict[str, JobDefinition] = {}
+        pending = [job]
+        while pending:
+            current = pending.pop()
+            for step in current.steps:
+                handling = current.error_handling_for(step)
+                for tool_id in (step.tool_id, handling.fallback_tool_id):
+                    if tool_id and tool_id not in tools:
+                        tools[tool_id] = self.registry.tool(tool_id)
+                if step.job_id and step.job_id not in nested:
+                    nested[step.job_id] = self.registry.job(step.job_id)
+                    pending.append(nested[step.job_id])
+        return tools, nested
+
+    async def _store_media(self, job: JobDefinition, inputs: dict[str, Any], account_id: str) -> dict[str, Any]:
+        media = {p.name for p in job.input_schema if p.type.is_media}
+        out = dict(inputs)
+        for name in media & set(inputs):
+            value = inputs[name]
+            ref = ArtifactRef.from_value(value)
+            if ref is not None:
+                owned = await self.store.tx(accounts_q.artifact_owned, ref.sha256, account_id)
+                if owned is None or not self.artifacts.exists(ref.sha256):
+                    raise InputError([FieldProblem(name, f"artifact {ref.sha256[:12]}… is not one of yours")])
+                out[name] = self.artifacts.ref(ref.sha256).as_value()
+                continue
+            text = str(value)
+            if text.startswith("data:"):
+                data, mime = _decode_data_uri(text)
+                out[name] = await self.put_media(data, account_id, mime_type=mime)
+            elif not text.startswith(("http://", "https://")):
+                path = Path(text).expanduser()
+                data = await asyncio.to_thread(path.read_bytes)
+                out[name] = await self.put_media(data, account_id, filename=path.name)
+        return out
+
+    async def put_media(
+        self, data: bytes, account_id: str, *, filename: str | None = None, mime_type: str | None = None
+    ) -> dict[str, Any]:
+        """Store uploaded bytes as an artifact owned by ``account_id``; returns the artifact value."""
+        ref = await asyncio.to_thread(self.artifacts.put_bytes, data, mime_type, filename)
+        value = ref.as_value()
+        await self.store.tx(_own, account_id, value, time.time())
+        return value
+
+    async def apply_update(self, generation_id: str, update: RunUpdate) -> bool:
+        gen = await self.store.tx(gens_q.get, generation_id)
+        if gen is None:
+            return False
+        _dispatches, applied = await self.store.tx(
+            self.engine.apply_update_tx, gen.run_id, generation_id, update, time.time()
+        )
+        return bool(applied)
+
+    async def get_run(self, run_id: str, account_id: str | None = None) -> dict[str, Any]:
+        """The run with its steps, generations, outputs, cost, timings; NotFound for another account's."""
+        detail: dict[str, Any] = await self.store.tx(_run_detail, run_id, account_id)
+        return detail
+
+    async def list_runs(
+        self,
+        account_id: str | None,
+        *,
+        status: list[str] | None = None,
+        job_id: str | None = None,
+        since: float | None = None,
+        cursor: str | None = None,
+        limit: int = 50,
+    ) -> Page:
+        before = _decode_cursor(cursor) if cursor else None
+        rows = await self.store.tx(
+            lambda tx: runs_q.list_runs(
+                tx, account_id, status=status, job_id=job_id, since=since, before=before, limit=limit + 1
+            )
+        )
+        more = len(rows) > limit
+        rows = rows[:limit]
+        items = [_run_summary(r) for r in rows]
+        next_cursor = _encode_cursor(rows[-1].created_at, rows[-1].run_id) if more and rows else None
+        return Page(items, next_cursor)
+
+    async def cancel(self, run_id: str, account_id: str | None = None) -> str:
+        status: str = await self.store.tx(self.engine.cancel_tx, run_id, account_id, time.time())
+        return status
+
+    async def retry(self, run_id: str, account_id: str | None = None) -> None:
+        await self.store.tx(self.engine.retry_tx, run_id, account_id, time.time())
+
+    async def events(self, run_id: str, account_id: str | None = None, after: int = 0) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = await self.store.tx(_events_for, run_id, account_id, after)
+        return found
+
+    async def watch(
+        self, run_id: str, account_id: str | None = None, after: int = 0, interval: float = 0.25
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Events of a run as they are appended, from ``after``; ends after the run's final event."""
+        last = after
+        while True:
+            batch = await self.events(run_id, account_id, last)
+            for item in batch:
+                last = item["id"]
+                yield item
+            if any(e["type"] in _FINAL_EVENTS for e in batch):
+                run = await self.get_run(run_id, account_id)
+                if RunStatus(run["status"]).terminal:
+                    return
+            if not batch:
+                run = await self.get_run(run_id, account_id)
+                if RunStatus(run["status"]).terminal:
+                    rest = await self.events(run_id, account_id, last)
+                    for item in rest:
+                        yield item
+                    return
+                await asyncio.sleep(interval)
+
+    async def wait(self, run_id: str, timeout: float = 300.0, interval: float = 0.1) -> dict[str, Any]:
+        deadline = time.time() + timeout
+        while True:
+            run = await self.get_run(run_id)
+            if RunStatus(run["status"]).terminal:
+                return run
+            if time.time() >= deadline:
+                raise TimeoutError(f"run {run_id} is still {run['status']} after {timeout:.0f} s")
+            await asyncio.sleep(interval)
+
+    async def in_flight(self, account_id: str) -> int:
+        count: int = await self.store.tx(runs_q.in_flight_count, account_id)
+        return count
+
+    # --- webhooks ------------------------------------------------------------------------------
+
+    def webhook_url(self, service: str, generation_id: str) -> str | None:
+        base = self.settings.public_base_url
+        if not base:
+            return None
+        token = self.engine.webhook_token(service, generation_id)
+        return f"{base.rstrip('/')}/webhooks/{service}/{generation_id}?token={token}"
+
+    async def handle_webhook(
+        self, service_name: str, generation_id: str, token: str, headers: Mapping[str, str], body: bytes
+    ) -> bool:
+        """Apply a backend's webhook. NotFound for an unknown service, generation or bad token;
+        WebhookRejected for a body that is not an update. Duplicates and late updates are no-ops;
+        returns whether anything changed."""
+        service = self.services.get(service_name)
+        if service is None or not self.engine.check_webhook_token(service_name, generation_id, token):
+            raise NotFound(generation_id)
+        gen = await self.store.tx(gens_q.get, generation_id)
+        if gen is None or gen.service_name != service_name:
+            raise NotFound(generation_id)
+        parsed = service.parse_webhook(headers, body)
+        if gen.platform_specific_run_id and parsed.platform_run_id != gen.platform_specific_run_id:
+            raise WebhookRejected("the webhook names another run than this generation's")
+        from toolweave.model.status import GenerationStatus
+
+        if GenerationStatus(gen.status).terminal:
+            return False
+        update = parsed.update
+        if update.status.terminal:
+            finalize = getattr(service, "finalize", None)
+            if finalize is not None:
+                work = await self.store.tx(self.engine.generation_work_tx, generation_id)
+                update = await finalize(work.context(self.webhook_url(service_name, generation_id)), update)
+        key = parsed.event_key or hashlib.sha256(body).hexdigest()
+        _d, applied = await self.store.tx(
+            self.engine.apply_update_tx, gen.run_id, generation_id, update, time.time(), None, None, (service_name, key)
+        )
+        return bool(applied)
+
+    # --- accounts, keys, artifacts, state ------------------------------------------------------
+
+    async def ensure_account(self, account_id: str, name: str | None = None) -> str:
+        await self.store.tx(accounts_q.ensure, account_id, name or account_id, time.time())
+        return account_id
+
+    async def account_for(self, platform: str, external_id: str, name: str) -> str:
+        """The account linked to a chat user, created on first use."""
+        result: str = await self.store.tx(_account_for, platform, external_id, name, time.time())
+        return result
+
+    async def create_key(self, account_id: str, name: str = "") -> tuple[str, str]:
+        """A new API key for an account: returns (key id, the secret shown once)."""
+        secret = "tw_" + secrets.token_urlsafe(32)
+        key_id = new_id("key_")
+        await self.store.tx(_create_key, key_id, account_id, name, secret, time.time())
+        return key_id, secret
+
+    async def authenticate(self, secret: str) -> str | None:
+        """The account of an API key (None for an unknown or revoked key). The admin key's account is ``admin``."""
+        if self.settings.admin_key and secrets.compare_digest(secret, self.settings.admin_key):
+            return "admin"
+        account: str | None = await self.store.tx(_authenticate, secret, time.time())
+        return account
+
+    async def list_keys(self, account_id: str | None = None) -> list[dict[str, Any]]:
+        rows = await self.store.tx(accounts_q.list_keys, account_id)
+        return [
+            {
+                "keyId": r.key_id, "accountId": r.account_id, "prefix": r.prefix, "name": r.name,
+                "createdAt": r.created_at, "lastUsedAt": r.last_used_at, "revokedAt": r.revoked_at,
+            }
+            for r in rows
+        ]
+
+    async def revoke_key(self, key_id_or_prefix: str) -> int:
+        count: int = await self.store.tx(accounts_q.revoke_key, key_id_or_prefix, time.time())
+        return count
+
+    async def artifact(self, sha256: str, account_id: str | None) -> tuple[Path, ArtifactRef]:
+        """An artifact's file and metadata; NotFound unless ``account_id`` owns it (None: any)."""
+        if account_id is not None:
+            owned = await self.store.tx(accounts_q.artifact_owned, sha256, account_id)
+            if owned is None:
+                raise NotFound(sha256)
+        try:
+            return self.artifacts.path(sha256), self.artifacts.ref(sha256)
+        except KeyError:
+            raise NotFound(sha256) from None
+
+    async def kv_get(self, namespace: str, key: str) -> Any:
+        return await self.store.tx(accounts_q.kv_get, namespace, key, time.time())
+
+    async def kv_set(self, namespace: str, key: str, value: Any, ttl: float | None = None) -> None:
+        now = time.time()
+        await self.store.tx(accounts_q.kv_set, namespace, key, value, now, now + ttl if ttl else None)
+
+    async def stats(self) -> dict[str, Any]:
+        """Runs by status, queue depth by task kind and queue lag (for /metrics)."""
+        return await self.store.tx(_stats, time.time())
+
+
+_FINAL_EVENTS = {f"run.{s.value}" for s in RunStatus if s.terminal}
+
+
+def _decode_data_uri(text: str) -> tuple[bytes, str]:
+    header, _, payload = text.partition(",")
+    mime = header[5:].split(";")[0] or "application/octet-stream"
+    try:
+        data = base64.b64decode(payload, validate=False) if ";base64" in header else payload.encode()
+    except ValueError as exc:
+        raise MediaError(f"the data: URI is not valid base64: {exc}") from None
+    return data, mime
+
+
+def _encode_cursor(created_at: float, run_id: str) -> str:
+    return base64.urlsafe_b64encode(f"{created_at!r}|{run_id}".encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[float, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        created, _, run_id = raw.partition("|")
+        return float(created), run_id
+    except (ValueError, UnicodeDecodeError):
+        raise ValueError("the cursor is not one this server gave out") from None
+
+
+def _iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _run_summary(r: Any) -> dict[str, Any]:
+    return {
+        "jobRunId": r.run_id,
+        "jobDefinitionId": r.job_definition_id,
+        "version": r.definition_version,
+        "masterAccountId": r.master_account_id,
+        "status": r.status,
+        "costUsd": str(r.cost_usd),
+        "createdAt": _iso(r.created_at),
+        "startedAt": _iso(r.started_at),
+        "finishedAt": _iso(r.finished_at),
+        "durationMs": int((r.finished_at - r.started_at) * 1000) if r.finished_at and r.started_at else None,
+        "error": r.error,
+        "parentRunId": r.parent_run_id,
+    }
+
+
+def _run_detail(tx: Tx, run_id: str, account_id: str | None) -> dict[str, Any]:
+    run = runs_q.get(tx, run_id)
+    if run is None or (account_id is not None and run.master_account_id != account_id):
+        raise NotFound(run_id)
+    detail = _run_summary(run)
+    detail.update(
+        {
+            "sessionId": run.session_id,
+            "initiatingEventId": run.initiating_event_id,
+            "origin": run.origin,
+            "jobInputs": run.job_inputs,
+            "finalOutputs": run.final_outputs,
+            "cancelRequested": run.cancel_requested,
+            "callbackUrl": run.callback_url,
+        }
+    )
+    gens = gens_q.for_run(tx, run_id)
+    detail["stepStatuses"] = [
+        {
+            "stepId": s.step_id,
+            "status": s.status,
+            "attempt": s.attempt,
+            "toolId": s.tool_id,
+            "usingFallback": s.using_fallback,
+            "generationId": s.generation_id,
+            "generationIds": s.generation_ids,
+            "childRunId": s.child_run_id,
+            "outputs": s.outputs,
+            "reason": s.reason,
+            "error": s.error,
+            "progress": s.progress,
+            "nextAttemptAt": _iso(s.next_attempt_at),
+            "startedAt": _iso(s.started_at),
+            "finishedAt": _iso(s.finished_at),
+            "durationMs": int((s.finished_at - s.started_at) * 1000) if s.finished_at and s.started_at else None,
+        }
+        for s in runs_q.steps(tx, run_id)
+    ]
+    detail["generations"] = [
+        {
+            "generationId": g.generation_id,
+            "stepId": g.step_id,
+            "attempt": g.attempt,
+            "serviceName": g.service_name,
+            "toolId": g.tool_id,
+            "platformSpecificRunId": g.platform_specific_run_id,
+            "status": g.status,
+            "progress": g.progress,
+            "liveStatus": g.live_status,
+            "requestTimestamp": _iso(g.request_timestamp),
+            "responseTimestamp": _iso(g.response_timestamp),
+            "durationMs": g.duration_ms,
+            "costUsd": str(g.cost_usd) if g.cost_usd is not None else None,
+            "error": g.error,
+            "outputs": g.outputs,
+        }
+        for g in gens
+    ]
+    detail["notifications"] = [
+        {
+            "notificationId": n.notification_id,
+            "channel": n.channel,
+            "eventType": n.event_type,
+            "status": n.status,
+            "attempts": n.attempts,
+            "lastError": n.last_error,
+            "deliveredAt": _iso(n.delivered_at),
+        }
+        for n in notes_q.for_run(tx, run_id)
+    ]
+    return detail
+
+
+def _events_for(tx: Tx, run_id: str, account_id: str | None, after: int) -> list[dict[str, Any]]:
+    run = runs_q.get(tx, run_id)
+    if run is None or (account_id is not None and run.master_account_id != account_id):
+        raise NotFound(run_id)
+    return [e.as_dict() for e in events_q.since(tx, run_id, after)]
+
+
+def _own(tx: Tx, account_id: str, value: dict[str, Any], now: float) -> None:
+    accounts_q.ensure(tx, account_id, account_id, now)
+    accounts_q.own_artifact(tx, account_id, value, None, now)
+
+
+def _account_for(tx: Tx, platform: str, external_id: str, name: str, now: float) -> str:
+    found = accounts_q.linked(tx, platform, external_id)
+    if found is not None:
+        return found
+    account_id = f"{platform}-{external_id}"
+    accounts_q.ensure(tx, account_id, name, now)
+    accounts_q.link(tx, platform, external_id, account_id, now)
+    return account_id
+
+
+def _key_hash(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def _create_key(tx: Tx, key_id: str, account_id: str, name: str, secret: str, now: float) -> None:
+    accounts_q.ensure(tx, account_id, account_id, now)
+    accounts_q.insert_key(
+        tx, key_id=key_id, account_id=account_id, prefix=secret[:10], key_hash=_key_hash(secret), name=name, created_at=now
+    )
+
+
+def _authenticate(tx: Tx, secret: str, now: float) -> str | None:
+    row = accounts_q.key_by_hash(tx, _key_hash(secret))
+    if row is None or row.revoked_at is not None:
+        return None
+    if row.last_used_at is None or now - row.last_used_at > 60:
+        accounts_q.touch_key(tx, row.key_id, now)
+    account: str = row.account_id
+    return account
+
+
+def _stats(tx: Tx, now: float) -> dict[str, Any]:
+    return {
+        "runs": runs_q.count_by_status(tx),
+        "queue": tasks_q.depth(tx, now),
+        "queueLagSeconds": tasks_q.oldest_due(tx, now),
+    }

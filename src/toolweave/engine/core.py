@@ -1,0 +1,792 @@
+"""The engine's transactions: submit, advance, apply an update, cancel, retry.
+
+Every function named ``*_tx`` runs inside one store transaction (``await store.tx(fn, ...)``):
+the state change, the tasks that follow from it and its events commit together. The planner
+(``plan.decide``) chooses what happens; ``_apply`` writes it, each status change a
+compare-and-set from the states allowed before it.
+
+A transaction that starts steps may lease their ``dispatch`` tasks straight to the calling
+worker (``Lease``), which runs them at once: a synchronous step's successor starts without a
+round trip through the queue.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from hashlib import sha256
+from typing import Any
+
+from toolweave.engine import plan
+from toolweave.model.definitions import (
+    CostingModel,
+    InputMapping,
+    JobDefinition,
+    JobOutput,
+    RateSource,
+    Step,
+    ToolDefinition,
+)
+from toolweave.model.records import ArtifactRef, RunUpdate
+from toolweave.services.base import GenerationContext
+from toolweave.model.status import (
+    GenerationStatus,
+    RunStatus,
+    StepStatus,
+    TaskKind,
+)
+from toolweave.store import accounts as accounts_q
+from toolweave.store import events as events_q
+from toolweave.store import generations as gens_q
+from toolweave.store import notifications as notes_q
+from toolweave.store import runs as runs_q
+from toolweave.store import tasks as tasks_q
+from toolweave.store.db import Tx
+from toolweave.store.ids import new_id
+
+log = logging.getLogger("toolweave.engine")
+
+DEFAULT_POLL_SECONDS = 2.0
+DEFAULT_TIMEOUT_SECONDS = 3600.0
+
+
+class NotFound(LookupError):
+    """No such run (or not this account's): front ends answer 404."""
+
+
+class Conflict(RuntimeError):
+    """The request does not fit the run's state (e.g. retrying a run that is still running)."""
+
+
+@dataclass(frozen=True)
+class Lease:
+    """Lets a transaction hand up to ``capacity`` new dispatch tasks straight to a worker."""
+
+    owner: str
+    capacity: int
+    seconds: float
+
+
+@dataclass
+class DispatchWork:
+    """A leased dispatch task with everything needed to call the service."""
+
+    task_id: int
+    task_attempts: int
+    generation_id: str
+    run_id: str
+    step_id: str
+    attempt: int
+    account_id: str
+    tool: ToolDefinition
+    inputs: dict[str, Any]
+    deadline_at: float | None
+    platform_run_id: str | None = None
+
+    @property
+    def recovering(self) -> bool:
+        """An earlier lease of this task may have reached the backend."""
+        return self.task_attempts > 1
+
+    def context(self, webhook_url: str | None, now: float | None = None) -> GenerationContext:
+        remaining = (self.deadline_at - (now or time.time())) if self.deadline_at else DEFAULT_TIMEOUT_SECONDS
+        return GenerationContext(
+            generation_id=self.generation_id,
+            run_id=self.run_id,
+            step_id=self.step_id,
+            attempt=self.attempt,
+            account_id=self.account_id,
+            tool=self.tool,
+            inputs=self.inputs,
+            platform_run_id=self.platform_run_id,
+            webhook_url=webhook_url,
+            timeout_seconds=max(1.0, remaining),
+            recovering=self.recovering,
+        )
+
+
+@dataclass
+class SubmitRequest:
+    job: JobDefinition
+    tools: dict[str, ToolDefinition]
+    """Every tool the job may call (steps and fallbacks), by id, and nested jobs as ``job:<id>``."""
+    nested_jobs: dict[str, JobDefinition]
+    inputs: dict[str, Any]
+    account_id: str
+    origin: dict[str, Any] = field(default_factory=dict)
+    session_id: str | None = None
+    initiating_event_id: str | None = None
+    idempotency_key: str | None = None
+    callback_url: str | None = None
+    priority: int = 0
+
+
+@dataclass
+class _Ctx:
+    """What one transaction accumulates: dispatches leased to the caller, the lease budget."""
+
+    now: float
+    lease: Lease | None
+    dispatches: list[DispatchWork] = field(default_factory=list)
+
+    def can_lease(self) -> bool:
+        return self.lease is not None and len(self.dispatches) < self.lease.capacity
+
+
+def tool_job(tool: ToolDefinition) -> JobDefinition:
+    """A single tool call as a one-step job (a run of a tool is a run of this job)."""
+    step = Step(
+        step_id=tool.tool_id,
+        tool_id=tool.tool_id,
+        input_mappings=[InputMapping(target_input_name=p.name, source_job_input=p.name) for p in tool.input_schema],
+    )
+    return JobDefinition(
+        job_id=tool.tool_id,
+        display_name=tool.display_name,
+        command_name=tool.command_name,
+        description=tool.description,
+        version=tool.version,
+        input_schema=[p.model_copy() for p in tool.input_schema],
+        output_schema=[
+            JobOutput(name=o.name, type=o.type, description=o.description, source_step_id=tool.tool_id, source_output_name=o.name)
+            for o in tool.output_schema
+        ],
+        steps=[step],
+        platform_hints=tool.platform_hints,
+        delivery_hints=tool.delivery_hints,
+        visibility=tool.visibility,
+        metadata={"toolRun": True},
+    )
+
+
+def generation_cost(
+    model: CostingModel | None, duration_s: float, outputs: Mapping[str, Any] | None, rates: Mapping[str, Decimal]
+) -> Decimal:
+    """The cost of one generation from the tool's costing model and its measured duration."""
+    if model is None:
+        return Decimal(0)
+    if model.rate_source is RateSource.STATIC and model.static_cost is not None:
+        return model.static_cost.amount
+    if model.rate_source is RateSource.MACHINE:
+        rate = model.rate
+        if rate is None and model.machine_class is not None:
+            rate = rates.get(model.machine_class)
+        if rate is None:
+            return Decimal(0)
+        return (rate * Decimal(str(round(duration_s, 3)))).quantize(Decimal("0.00000001"))
+    if model.rate_source is RateSource.OUTPUT_UNIT and model.unit_cost is not None:
+        units = 0
+        for name, value in (outputs or {}).items():
+            if model.unit_output and name != model.unit_output:
+                continue
+            units += len(value) if isinstance(value, list) else 1
+        return model.unit_cost.amount * units
+    return Decimal(0)
+
+
+def _work_status_of_child(status: str) -> GenerationStatus | None:
+    return {
+        RunStatus.COMPLETED.value: GenerationStatus.COMPLETED,
+        RunStatus.PARTIALLY_COMPLETED.value: GenerationStatus.COMPLETED,
+        RunStatus.FAILED.value: GenerationStatus.FAILED,
+        RunStatus.CANCELLED.value: GenerationStatus.CANCELLED,
+    }.get(status)
+
+
+class Engine:
+    """Transaction functions over the store, with caches of definition snapshots."""
+
+    def __init__(self, *, rates: Mapping[str, Decimal], secret: bytes, lease_seconds: float = 30.0) -> None:
+        self.rates = dict(rates)
+        self.secret = secret
+        self.lease_seconds = lease_seconds
+        self._jobs: dict[str, tuple[JobDefinition, tuple[str, ...]]] = {}
+        self._tools: dict[str, ToolDefinition] = {}
+        self.notification_rules: list[Any] = []
+        """Callables ``(run_row, status) -> list[(channel, target)]`` deciding who hears of a run's end."""
+
+    # --- snapshots -----------------------------------------------------------------------------
+
+    def _job(self, tx: Tx, sha: str) -> tuple[JobDefinition, tuple[str, ...]]:
+        cached = self._jobs.get(sha)
+        if cached is None:
+            job = JobDefinition.model_validate(runs_q.get_snapshot(tx, sha))
+            cached = (job, tuple(plan.topological_order(job)))
+            self._jobs[sha] = cached
+        return cached
+
+    def _tool(self, tx: Tx, sha: str) -> ToolDefinition:
+        tool = self._tools.get(sha)
+        if tool is None:
+            tool = ToolDefinition.model_validate(runs_q.get_snapshot(tx, sha))
+            self._tools[sha] = tool
+        return tool
+
+    def _snapshot(self, tx: Tx, kind: str, definition: ToolDefinition | JobDefinition, now: float) -> str:
+        body = definition.dump()
+        sha = runs_q.snapshot_sha(body)
+        known = self._tools if kind == "tool" else self._jobs
+        if sha not in known:
+            def_id = definition.tool_id if isinstance(definition, ToolDefinition) else definition.job_id
+            runs_q.put_snapshot(tx, sha, kind, def_id, definition.version, body, now)
+            if isinstance(definition, ToolDefinition):
+                self._tools[sha] = definition
+            else:
+                self._jobs[sha] = (definition, tuple(plan.topological_order(definition)))
+        return sha
+
+    # --- submit --------------------------------------------------------------------------------
+
+    def submit_tx(self, tx: Tx, req: SubmitRequest, now: float) -> tuple[str, bool]:
+        """Create a run with its steps and start what can start. Returns (run_id, created)."""
+        if req.idempotency_key:
+            existing = runs_q.by_idempotency_key(tx, req.account_id, req.idempotency_key)
+            if existing is not None:
+                return existing.run_id, False
+        accounts_q.ensure(tx, req.account_id, req.account_id, now)
+        tool_shas = {tid: self._snapshot(tx, "tool", t, now) for tid, t in req.tools.items()}
+        for jid, nested in req.nested_jobs.items():
+            tool_shas[f"job:{jid}"] = self._snapshot(tx, "job", nested, now)
+        run_id = self._create_run(tx, req.job, tool_shas, req, now, parent=None)
+        self._advance(tx, run_id, _Ctx(now, None))
+        return run_id, True
+
+    def _create_run(
+        self,
+        tx: Tx,
+        job: JobDefinition,
+        tool_shas: dict[str, str],
+        req: SubmitRequest,
+        now: float,
+        parent: tuple[str, str] | None,
+    ) -> str:
+        job_sha = self._snapshot(tx, "job", job, now)
+        run_id = new_id("run_")
+        runs_q.insert_run(
+            tx,
+            run_id=run_id,
+            job_definition_id=job.job_id,
+            definition_version=job.version,
+            definition_sha=job_sha,
+            tool_shas=tool_shas,
+            master_account_id=req.account_id,
+            session_id=req.session_id,
+            initiating_event_id=req.initiating_event_id,
+            origin=req.origin,
+            status=RunStatus.PENDING.value,
+            job_inputs=req.inputs,
+            callback_url=req.callback_url if parent is None else None,
+            idempotency_key=req.idempotency_key if parent is None else None,
+            parent_run_id=parent[0] if parent else None,
+            parent_step_id=parent[1] if parent else None,
+            priority=req.priority,
+            deadline_at=(now + job.timeout_seconds) if job.timeout_seconds else None,
+            created_at=now,
+            updated_at=now,
+        )
+        runs_q.insert_steps(tx, run_id, [s.step_id for s in job.steps])
+        for value in _artifact_values(req.inputs):
+            accounts_q.own_artifact(tx, req.account_id, value, run_id, now)
+        events_q.append(tx, run_id, "run.created", now, jobId=job.job_id, version=job.version, parentRunId=parent[0] if parent else None)
+        return run_id
+
+    # --- advance -------------------------------------------------------------------------------
+
+    def advance_tx(self, tx: Tx, run_id: str, task_id: int | None, now: float, lease: Lease | None) -> list[DispatchWork]:
+        ctx = _Ctx(now, lease)
+        if task_id is not None:
+            tasks_q.finish(tx, task_id)
+        self._advance(tx, run_id, ctx)
+        return ctx.dispatches
+
+    def _load_view(self, tx: Tx, run_id: str, run: Any = None) -> tuple[Any, plan.RunView, dict[str, Any]] | None:
+        if run is None:
+            run = runs_q.get(tx, run_id, lock=True)
+        if run is None:
+            return None
+        job, order = self._job(tx, run.definition_sha)
+        step_rows = {r.step_id: r for r in runs_q.steps_with_work(tx, run_id)}
+        views: dict[str, plan.StepView] = {}
+        for sid, row in step_rows.items():
+            work_status = work_outputs = work_error = None
+            if row.status == StepStatus.RUNNING.value:
+                if row.child_run_id:
+                    child = runs_q.get(tx, row.child_run_id)
+                    if child is not None:
+                        work_status = _work_status_of_child(child.status)
+                        work_outputs = child.final_outputs
+                        work_error = child.error
+                elif row.work_status is not None:
+                    work_status = GenerationStatus(row.work_status)
+                    work_outputs = row.work_outputs
+                    work_error = row.work_error
+            views[sid] = plan.StepView(
+                step_id=sid,
+                status=StepStatus(row.status),
+                attempt=row.attempt,
+                tool_id=row.tool_id,
+                using_fallback=row.using_fallback,
+                outputs=row.outputs,
+                skipped_by_error=row.skipped_by_error,
+                reason=row.reason,
+                next_attempt_at=row.next_attempt_at,
+                started_at=row.started_at,
+                work_status=work_status,
+                work_outputs=work_outputs,
+                work_error=work_error,
+            )
+        tools = {tid: self._tool(tx, sha) for tid, sha in run.tool_shas.items() if not tid.startswith("job:")}
+        view = plan.RunView(
+            run_id=run_id,
+            status=RunStatus(run.status),
+            job=job,
+            inputs=run.job_inputs,
+            steps=views,
+            tools=tools,
+            cancel_requested=run.cancel_requested,
+            deadline_at=run.deadline_at,
+            order=order,
+        )
+        return run, view, step_rows
+
+    def _advance(self, tx: Tx, run_id: str, ctx: _Ctx, run: Any = None) -> None:
+        loaded = self._load_view(tx, run_id, run)
+        if loaded is None:
+            return
+        run, view, step_rows = loaded
+        actions = plan.decide(view, ctx.now)
+        if actions:
+            self._apply(tx, run, view, step_rows, actions, ctx)
+
+    def _apply(
+        self, tx: Tx, run: Any, view: plan.RunView, step_rows: dict[str, Any], actions: list[plan.Action], ctx: _Ctx
+    ) -> None:
+        now = ctx.now
+        run_id = run.run_id
+        evs: list[dict[str, Any]] = []
+
+        def event(type_: str, step_id: str | None = None, **data: Any) -> None:
+            evs.append({"run_id": run_id, "type": type_, "step_id": step_id, "data": data, "created_at": now})
+
+        for action in actions:
+            if isinstance(action, plan.StartRun):
+                if runs_q.set_status(tx, run_id, RunStatus.RUNNING, now, started_at=now):
+                    event("run.started")
+            elif isinstance(action, plan.StartStep):
+                self._start_step(tx, run, view, step_rows[action.step_id], action, ctx, event)
+            elif isinstance(action, plan.CompleteStep):
+                row = step_rows[action.step_id]
+                if runs_q.update_step(
+                    tx, run_id, action.step_id, (StepStatus.RUNNING,),
+                    status=StepStatus.SUCCEEDED, outputs=action.outputs, finished_at=now, progress=1.0,
+                ):
+                    event("step.succeeded", action.step_id, outputs=action.outputs, attempt=row.attempt,
+                          durationMs=_ms(now - (row.started_at or now)))
+            elif isinstance(action, plan.SkipStep):
+                if runs_q.update_step(
+                    tx, run_id, action.step_id,
+                    (StepStatus.PENDING, StepStatus.READY, StepStatus.RUNNING, StepStatus.WAITING_RETRY),
+                    status=StepStatus.SKIPPED, reason=action.reason, error=action.error,
+                    skipped_by_error=action.by_error, finished_at=now,
+                ):
+                    event("step.skipped", action.step_id, reason=action.reason, byError=action.by_error)
+            elif isinstance(action, plan.FailStep):
+                if runs_q.update_step(
+                    tx, run_id, action.step_id,
+                    (StepStatus.PENDING, StepStatus.READY, StepStatus.RUNNING, StepStatus.WAITING_RETRY),
+                    status=StepStatus.FAILED, reason=action.reason, error=action.error, finished_at=now,
+                ):
+                    event("step.failed", action.step_id, reason=action.reason, error=action.error)
+            elif isinstance(action, plan.RetryStep):
+                if runs_q.update_step(
+                    tx, run_id, action.step_id, (StepStatus.RUNNING, StepStatus.PENDING),
+                    status=StepStatus.WAITING_RETRY, next_attempt_at=action.at, error=action.error,
+                ):
+                    event("step.retry_scheduled", action.step_id, at=action.at, nextAttempt=action.next_attempt,
+                          error=action.error)
+            elif isinstance(action, plan.CancelStep):
+                row = step_rows[action.step_id]
+                if runs_q.update_step(
+                    tx, run_id, action.step_id,
+                    (StepStatus.PENDING, StepStatus.READY, StepStatus.RUNNING, StepStatus.WAITING_RETRY),
+                    status=StepStatus.CANCELLED, reason=action.reason, finished_at=now,
+                ):
+                    event("step.cancelled", action.step_id, reason=action.reason)
+                    if action.was_running:
+                        self._stop_work(tx, row, GenerationStatus.CANCELLED, action.reason, ctx)
+            elif isinstance(action, plan.ExpireWork):
+                self._stop_work(tx, step_rows[action.step_id], GenerationStatus.TIMEOUT, "timed out", ctx)
+            elif isinstance(action, plan.FinishRun):
+                self._finish_run(tx, run, action, ctx, event)
+            elif isinstance(action, plan.Wake):
+                tasks_q.schedule_advance(tx, run_id, action.at, now)
+        events_q.append_many(tx, evs)
+
+    def _start_step(
+        self, tx: Tx, run: Any, view: plan.RunView, row: Any, action: plan.StartStep, ctx: _Ctx, event: Any
+    ) -> None:
+        now = ctx.now
+        prior = (StepStatus.PENDING, StepStatus.READY, StepStatus.WAITING_RETRY, StepStatus.RUNNING)
+        if action.job_id:
+            nested, _ = self._job(tx, run.tool_shas[f"job:{action.job_id}"])
+            req = SubmitRequest(
+                job=nested, tools={}, nested_jobs={}, inputs=action.inputs, account_id=run.master_account_id,
+                origin=run.origin, session_id=run.session_id, initiating_event_id=run.initiating_event_id,
+                priority=run.priority,
+            )
+            child_id = self._create_run(tx, nested, run.tool_shas, req, now, parent=(run.run_id, action.step_id))
+            if not runs_q.update_step(
+                tx, run.run_id, action.step_id, prior, status=StepStatus.RUNNING, attempt=action.attempt,
+                child_run_id=child_id, started_at=now, progress=0.0, next_attempt_at=None,
+            ):
+                return
+            event("step.started", action.step_id, attempt=action.attempt, childRunId=child_id, jobId=action.job_id)
+            self._advance(tx, child_id, ctx)
+            return
+        assert action.tool_id is not None
+        tool = view.tools.get(action.tool_id)
+        if tool is None:
+            raise RuntimeError(f"run {run.run_id} has no snapshot of tool {action.tool_id}")
+        gen_id = new_id("gen_")
+        if not runs_q.update_step(
+            tx, run.run_id, action.step_id, prior,
+            status=StepStatus.RUNNING, attempt=action.attempt, tool_id=action.tool_id,
+            using_fallback=action.using_fallback, generation_id=gen_id,
+            generation_ids=[*(row.generation_ids or []), gen_id], started_at=now, progress=0.0,
+            next_attempt_at=None, child_run_id=None,
+        ):
+            return
+        deadline = action.deadline_at or now + (tool.timeout_seconds or DEFAULT_TIMEOUT_SECONDS)
+        gens_q.insert(
+            tx,
+            generation_id=gen_id,
+            run_id=run.run_id,
+            step_id=action.step_id,
+            attempt=action.attempt,
+            master_account_id=run.master_account_id,
+            session_id=run.session_id,
+            initiating_event_id=run.initiating_event_id,
+            service_name=tool.service,
+            tool_id=tool.tool_id,
+            status=GenerationStatus.PENDING.value,
+            request_payload=action.inputs,
+            notification_platform=(run.origin or {}).get("platform"),
+            created_at=now,
+            deadline_at=deadline,
+        )
+        lease = ctx.lease if ctx.can_lease() else None
+        task = tasks_q.enqueue(
+            tx, TaskKind.DISPATCH, run_id=run.run_id, ref_id=gen_id, now=now, priority=run.priority,
+            lease_owner=lease.owner if lease else None, lease_seconds=lease.seconds if lease else 0,
+        )
+        if lease is not None:
+            ctx.dispatches.append(
+                DispatchWork(
+                    task_id=task.task_id, task_attempts=task.attempts, generation_id=gen_id, run_id=run.run_id,
+                    step_id=action.step_id, attempt=action.attempt, account_id=run.master_account_id, tool=tool,
+                    inputs=action.inputs, deadline_at=deadline,
+                )
+            )
+        event("step.started", action.step_id, attempt=action.attempt, toolId=tool.tool_id, generationId=gen_id,
+              fallback=action.using_fallback)
+
+    def _stop_work(self, tx: Tx, row: Any, status: GenerationStatus, reason: str, ctx: _Ctx) -> None:
+        """Stop a step's running work: CAS its generation and cancel it at the backend (or the child run)."""
+        if row.child_run_id:
+            if runs_q.request_cancel(tx, row.child_run_id, ctx.now):
+                self._advance(tx, row.child_run_id, ctx)
+            return
+        if not row.generation_id:
+            return
+        gen = gens_q.get(tx, row.generation_id)
+        if gen is None:
+            return
+        if gens_q.set_status(
+            tx, gen.generation_id, status, error={"message": reason, "retryable": status is GenerationStatus.TIMEOUT},
+            response_timestamp=ctx.now,
+        ):
+            tasks_q.delete_for(tx, gen.generation_id, (TaskKind.POLL,))
+            if gen.platform_specific_run_id:
+                tasks_q.delete_for(tx, gen.generation_id, (TaskKind.DISPATCH,))
+                tasks_q.enqueue(tx, TaskKind.CANCEL, run_id=gen.run_id, ref_id=gen.generation_id, now=ctx.now)
+            elif not tasks_q.is_leased(tx, gen.generation_id, TaskKind.DISPATCH):
+                # not yet submitted: a queued dispatch task must not submit it; a leased one finds
+                # the generation terminal when it records its submission, and cancels it then.
+                tasks_q.delete_for(tx, gen.generation_id, (TaskKind.DISPATCH,))
+
+    def _finish_run(self, tx: Tx, run: Any, action: plan.FinishRun, ctx: _Ctx, event: Any) -> None:
+        now = ctx.now
+        if not runs_q.set_status(
+            tx, run.run_id, action.status, now, final_outputs=action.outputs, error=action.error, finished_at=now
+        ):
+            return
+        event(f"run.{action.status.value}", outputs=action.outputs, error=action.error)
+        for value in _artifact_values(action.outputs):
+            accounts_q.own_artifact(tx, run.master_account_id, value, run.run_id, now)
+        if run.parent_run_id:
+            self._advance(tx, run.parent_run_id, ctx)
+            return
+        self._notify(tx, run, action, now)
+
+    def _notify(self, tx: Tx, run: Any, action: plan.FinishRun, now: float) -> None:
+        targets: list[tuple[str, dict[str, Any]]] = []
+        if run.callback_url:
+            targets.append(("callback", {"url": run.callback_url}))
+        for rule in self.notification_rules:
+            targets.extend(rule(run, action.status))
+        event_type = {
+            RunStatus.COMPLETED: "run.completed",
+            RunStatus.PARTIALLY_COMPLETED: "run.completed",
+            RunStatus.FAILED: "run.failed",
+            RunStatus.CANCELLED: "run.cancelled",
+        }[action.status]
+        for channel, target in targets:
+            nid = new_id("ntf_")
+            notes_q.insert(
+                tx, notification_id=nid, run_id=run.run_id, account_id=run.master_account_id, channel=channel,
+                event_type=event_type, target=target,
+                payload={"runId": run.run_id, "status": action.status.value, "jobId": run.job_definition_id,
+                         "outputs": action.outputs, "error": action.error},
+                created_at=now,
+            )
+            tasks_q.enqueue(tx, TaskKind.NOTIFY, run_id=run.run_id, ref_id=nid, now=now)
+
+    # --- updates from services -----------------------------------------------------------------
+
+    def record_submission_tx(
+        self,
+        tx: Tx,
+        work: DispatchWork,
+        platform_run_id: str | None,
+        update: RunUpdate | None,
+        requested_at: float,
+        poll_after: float | None,
+        now: float,
+        lease: Lease | None,
+    ) -> tuple[list[DispatchWork], bool]:
+        """Record what ``submit`` returned. Returns (dispatches, cancel_needed): the latter when the
+        generation was stopped while the call was under way and the backend run must be cancelled."""
+        ctx = _Ctx(now, lease)
+        tasks_q.finish(tx, work.task_id)
+        if update is not None and update.status.terminal:
+            self._apply_update(
+                tx, work.run_id, work.generation_id, update, ctx,
+                requested_at=requested_at, platform_run_id=platform_run_id, clear_polls=False,
+            )
+            return ctx.dispatches, False
+        row = gens_q.set_status(
+            tx, work.generation_id, GenerationStatus.PROCESSING, platform_specific_run_id=platform_run_id,
+            request_timestamp=requested_at, progress=update.progress if update else None,
+        )
+        if row is None:  # stopped (cancelled, timed out) while the call was under way
+            if platform_run_id:
+                gens_q.update(tx, work.generation_id, platform_specific_run_id=platform_run_id)
+                tasks_q.enqueue(tx, TaskKind.CANCEL, run_id=work.run_id, ref_id=work.generation_id, now=now)
+            return [], platform_run_id is not None
+        tasks_q.enqueue(
+            tx, TaskKind.POLL, run_id=work.run_id, ref_id=work.generation_id, now=now,
+            at=now + (poll_after if poll_after is not None else DEFAULT_POLL_SECONDS),
+        )
+        events_q.append(tx, work.run_id, "step.submitted", now, step_id=work.step_id,
+                        generationId=work.generation_id, platformRunId=platform_run_id)
+        return ctx.dispatches, False
+
+    def apply_update_tx(
+        self, tx: Tx, run_id: str, generation_id: str, update: RunUpdate, now: float, lease: Lease | None = None,
+        task_id: int | None = None, receipt: tuple[str, str] | None = None,
+    ) -> tuple[list[DispatchWork], bool]:
+        """The one entry point for updates (poll, webhook, stream). Returns (dispatches, applied)."""
+        ctx = _Ctx(now, lease)
+        if task_id is not None:
+            tasks_q.finish(tx, task_id)
+        if receipt is not None and not gens_q.record_webhook_receipt(tx, receipt[0], receipt[1], generation_id, now):
+            return [], False
+        applied = self._apply_update(tx, run_id, generation_id, update, ctx)
+        return ctx.dispatches, applied
+
+    def _apply_update(
+        self,
+        tx: Tx,
+        run_id: str,
+        gid: str,
+        update: RunUpdate,
+        ctx: _Ctx,
+        *,
+        requested_at: float | None = None,
+        platform_run_id: str | None = None,
+        clear_polls: bool = True,
+    ) -> bool:
+        now = ctx.now
+        run = runs_q.get(tx, run_id, lock=True)  # every transaction locks the run before its parts
+        if run is None:
+            return False
+        if not update.status.terminal:
+            gen = gens_q.get(tx, gid)
+            if gen is None or GenerationStatus(gen.status).terminal:
+                return False
+            if update.progress == gen.progress and update.live_status == gen.live_status:
+                return False
+            gens_q.set_status(tx, gid, GenerationStatus.PROCESSING, progress=update.progress, live_status=update.live_status)
+            runs_q.update_step(tx, run_id, gen.step_id, (StepStatus.RUNNING,), progress=update.progress)
+            events_q.append(tx, run_id, "step.progress", now, step_id=gen.step_id, progress=update.progress,
+                            liveStatus=update.live_status)
+            return True
+        completed = update.status is GenerationStatus.COMPLETED
+        row = gens_q.finish(
+            tx, gid, update.status, now,
+            outputs=update.outputs if completed else None,
+            error=update.error.model_dump() if update.error else None,
+            raw=update.raw,
+            progress=1.0 if completed else None,
+            requested_at=requested_at,
+            platform_run_id=platform_run_id,
+        )
+        if row is None:
+            return False
+        if clear_polls:
+            tasks_q.delete_for(tx, gid, (TaskKind.POLL,))
+        cost = update.cost_usd
+        if cost is None and completed:
+            sha = run.tool_shas.get(row.tool_id)
+            model = self._tool(tx, sha).costing_model if sha else None
+            if model is not None:
+                cost = generation_cost(model, (row.duration_ms or 0) / 1000, update.outputs, self.rates)
+        if cost:
+            gens_q.update(tx, gid, cost_usd=cost)
+            runs_q.add_cost(tx, run_id, cost, now)
+        for value in _artifact_values(update.outputs):
+            accounts_q.own_artifact(tx, row.master_account_id, value, run_id, now)
+        self._advance(tx, run_id, ctx, run=run)
+        return True
+
+    def reschedule_poll_tx(
+        self, tx: Tx, task_id: int, at: float, update: RunUpdate | None, run_id: str, generation_id: str, now: float
+    ) -> None:
+        """A poll found the generation still busy: record progress (if any) and poll again later."""
+        if update is not None:
+            self._apply_update(tx, run_id, generation_id, update, _Ctx(now, None))
+        tasks_q.reschedule(tx, task_id, at)
+
+    def finish_task_tx(self, tx: Tx, task_id: int) -> None:
+        tasks_q.finish(tx, task_id)
+
+    # --- claims --------------------------------------------------------------------------------
+
+    def claim_tx(self, tx: Tx, owner: str, limit: int, now: float) -> tuple[list[Any], float | None]:
+        """Lease due tasks and load what each needs. Returns (work items, next due time if idle)."""
+        claimed = tasks_q.claim(tx, owner, limit, now, self.lease_seconds)
+        items: list[Any] = []
+        for task in claimed:
+            if task.kind in (TaskKind.DISPATCH, TaskKind.POLL, TaskKind.CANCEL):
+                work = self._generation_work(tx, task)
+                if work is None:
+                    tasks_q.finish(tx, task.task_id)
+                    continue
+                items.append((task, work))
+            else:
+                items.append((task, None))
+        next_due = None
+        if len(claimed) < limit:
+            next_due = tasks_q.next_due(tx, now)
+        return items, next_due
+
+    def _generation_work(self, tx: Tx, task: tasks_q.Task) -> DispatchWork | None:
+        gen = gens_q.get(tx, task.ref_id or "")
+        if gen is None:
+            return None
+        if task.kind in (TaskKind.DISPATCH, TaskKind.POLL) and GenerationStatus(gen.status).terminal:
+            return None
+        return self._work(tx, gen, task.task_id, task.attempts)
+
+    def generation_work_tx(self, tx: Tx, generation_id: str) -> DispatchWork:
+        """A generation as a service sees it (for webhooks that need the service's help)."""
+        gen = gens_q.get(tx, generation_id)
+        work = self._work(tx, gen, 0, 1) if gen is not None else None
+        if work is None:
+            raise NotFound(generation_id)
+        return work
+
+    def _work(self, tx: Tx, gen: Any, task_id: int, task_attempts: int) -> DispatchWork | None:
+        run = runs_q.get(tx, gen.run_id)
+        if run is None or gen.tool_id not in run.tool_shas:
+            return None
+        return DispatchWork(
+            task_id=task_id, task_attempts=task_attempts, generation_id=gen.generation_id, run_id=gen.run_id,
+            step_id=gen.step_id, attempt=gen.attempt, account_id=gen.master_account_id,
+            tool=self._tool(tx, run.tool_shas[gen.tool_id]), inputs=gen.request_payload or {},
+            deadline_at=gen.deadline_at, platform_run_id=gen.platform_specific_run_id,
+        )
+
+    # --- cancel and retry ----------------------------------------------------------------------
+
+    def cancel_tx(self, tx: Tx, run_id: str, account_id: str | None, now: float) -> str:
+        run = runs_q.get(tx, run_id, lock=True)
+        if run is None or (account_id is not None and run.master_account_id != account_id):
+            raise NotFound(run_id)
+        if RunStatus(run.status).terminal:
+            return str(run.status)
+        runs_q.request_cancel(tx, run_id, now)
+        events_q.append(tx, run_id, "run.cancel_requested", now)
+        self._advance(tx, run_id, _Ctx(now, None))
+        status: str = runs_q.get(tx, run_id).status  # type: ignore[union-attr]
+        return status
+
+    def retry_tx(self, tx: Tx, run_id: str, account_id: str | None, now: float) -> None:
+        """Run a finished run again from its failed, cancelled and skipped steps; succeeded steps
+        keep their outputs and are not executed again."""
+        run = runs_q.get(tx, run_id, lock=True)
+        if run is None or (account_id is not None and run.master_account_id != account_id):
+            raise NotFound(run_id)
+        if run.parent_run_id:
+            raise Conflict("a nested run is retried through its parent run")
+        if run.status not in (RunStatus.FAILED.value, RunStatus.PARTIALLY_COMPLETED.value, RunStatus.CANCELLED.value):
+            raise Conflict(f"only a failed, partially completed or cancelled run can be retried; this one is {run.status}")
+        reset = 0
+        for row in runs_q.steps(tx, run_id):
+            if row.status != StepStatus.SUCCEEDED.value:
+                runs_q.update_step(
+                    tx, run_id, row.step_id, tuple(StepStatus), status=StepStatus.PENDING, attempt=0,
+                    outputs=None, reason=None, error=None, skipped_by_error=False, finished_at=None,
+                    next_attempt_at=None, progress=None, child_run_id=None, using_fallback=False,
+                )
+                reset += 1
+        runs_q.update(
+            tx, run_id, status=RunStatus.RUNNING.value, cancel_requested=False, error=None, final_outputs=None,
+            finished_at=None, updated_at=now,
+            deadline_at=(now + (run.deadline_at - run.started_at)) if run.deadline_at and run.started_at else None,
+        )
+        events_q.append(tx, run_id, "run.retried", now, stepsReset=reset)
+        self._advance(tx, run_id, _Ctx(now, None))
+
+    # --- webhooks ------------------------------------------------------------------------------
+
+    def webhook_token(self, service: str, generation_id: str) -> str:
+        return hmac.new(self.secret, f"{service}:{generation_id}".encode(), sha256).hexdigest()[:32]
+
+    def check_webhook_token(self, service: str, generation_id: str, token: str) -> bool:
+        return hmac.compare_digest(self.webhook_token(service, generation_id), token or "")
+
+
+def _artifact_values(values: Any) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = []
+
+    def walk(v: Any) -> None:
+        if ArtifactRef.is_ref(v):
+            found.append(v)
+        elif isinstance(v, dict):
+            for item in v.values():
+                walk(item)
+        elif isinstance(v, list):
+            for item in v:
+                walk(item)
+
+    walk(values)
+    return found
+
+
+def _ms(seconds: float) -> int:
+    return int(round(seconds * 1000))

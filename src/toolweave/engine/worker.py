@@ -1,0 +1,281 @@
+"""The worker: claims tasks, applies the planner's actions, calls services, heartbeats.
+
+Services are called outside transactions. An asynchronous service's run is a row and a poll
+task once submitted; the slot is free again at once. ``slots`` bounds the tasks handled at the
+same time; a transaction that starts steps leases their dispatch tasks to this worker only up to
+the slots it has free. SIGTERM (``stop()``) finishes what is in flight and hands back the rest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from toolweave.engine.core import DispatchWork, Engine, Lease
+from toolweave.model.records import RunUpdate, ServiceErrorInfo
+from toolweave.model.status import GenerationStatus, TaskKind
+from toolweave.services.base import GenerationContext, Service, ServiceError
+from toolweave.store import tasks as tasks_q
+from toolweave.store.db import Store
+from toolweave.store.ids import new_id
+
+log = logging.getLogger("toolweave.worker")
+
+MAX_POLL_INTERVAL = 30.0
+
+
+class Worker:
+    def __init__(
+        self,
+        store: Store,
+        engine: Engine,
+        services: Mapping[str, Service],
+        *,
+        slots: int = 8,
+        lease_seconds: float | None = None,
+        heartbeat_seconds: float | None = None,
+        idle_poll_seconds: float = 1.0,
+        webhook_url: Callable[[str, str], str | None] | None = None,
+        deliver: Callable[[str], Any] | None = None,
+        worker_id: str | None = None,
+    ) -> None:
+        self.store = store
+        self.engine = engine
+        self.services = services
+        self.slots = max(1, slots)
+        self.lease_seconds = lease_seconds or engine.lease_seconds
+        self.heartbeat_seconds = heartbeat_seconds or self.lease_seconds / 3
+        self.idle_poll_seconds = idle_poll_seconds
+        self.webhook_url = webhook_url
+        self.deliver = deliver
+        self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{new_id()[-6:]}"
+        self._inflight: set[asyncio.Task[None]] = set()
+        self._reserved = 0
+        self._stopping = asyncio.Event()
+        self._slot_freed = asyncio.Event()
+        self.handled = 0
+
+    # --- life cycle ----------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._slot_freed.set()
+
+    @property
+    def free(self) -> int:
+        return self.slots - len(self._inflight) - self._reserved
+
+    async def run(self) -> None:
+        heartbeat = asyncio.create_task(self._heartbeat(), name="toolweave-heartbeat")
+        try:
+            while not self._stopping.is_set():
+                free = self.free
+                next_due: float | None = None
+                if free > 0:
+                    items, next_due = await self.store.tx(self.engine.claim_tx, self.worker_id, free, time.time())
+                    for task, work in items:
+                        self._spawn(self._handle(task, work))
+                    if len(items) == free:
+                        continue
+                await self._wait(next_due)
+            if self._inflight:
+                await asyncio.gather(*self._inflight, return_exceptions=True)
+        finally:
+            heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await heartbeat
+            with contextlib.suppress(Exception):
+                await self.store.tx(tasks_q.release_all, self.worker_id, time.time())
+
+    async def run_until_idle(self, timeout: float = 60.0) -> None:
+        """Work until no task is due or in flight (tests and the one-shot CLI)."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            items, next_due = await self.store.tx(self.engine.claim_tx, self.worker_id, self.free, time.time())
+            for task, work in items:
+                self._spawn(self._handle(task, work))
+            if self._inflight:
+                await asyncio.wait(self._inflight, return_when=asyncio.FIRST_COMPLETED)
+                continue
+            if not items:
+                if next_due is None or next_due > deadline:
+                    return
+                await asyncio.sleep(max(0.0, min(next_due - time.time(), 0.5)))
+
+    async def _wait(self, next_due: float | None) -> None:
+        timeout = self.idle_poll_seconds
+        if next_due is not None:
+            timeout = max(0.0, min(timeout, next_due - time.time()))
+        if self.free <= 0:
+            self._slot_freed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._slot_freed.wait(), timeout)
+            return
+        await self.store.wait_for_work(timeout)
+
+    async def _heartbeat(self) -> None:
+        while True:
+            await asyncio.sleep(self.heartbeat_seconds)
+            try:
+                await self.store.tx(tasks_q.heartbeat, self.worker_id, time.time(), self.lease_seconds)
+            except Exception:
+                log.exception("heartbeat failed")
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._inflight.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._inflight.discard(task)
+        self.handled += 1
+        self._slot_freed.set()
+        if not task.cancelled() and task.exception() is not None:
+            log.error("task handler failed", exc_info=task.exception())
+
+    def _lease(self) -> tuple[Lease, int]:
+        """Reserve free slots for dispatches a transaction may hand back (plus the caller's own)."""
+        reserve = max(0, self.free)
+        self._reserved += reserve
+        return Lease(self.worker_id, reserve + 1, self.lease_seconds), reserve
+
+    async def _with_lease(self, fn: Callable[..., Any], *args: Any) -> list[DispatchWork]:
+        lease, reserved = self._lease()
+        try:
+            result = await self.store.tx(fn, *args, lease)
+        finally:
+            self._reserved -= reserved
+        dispatches: list[DispatchWork] = result[0] if isinstance(result, tuple) else result
+        return dispatches
+
+    async def _run_dispatches(self, dispatches: list[DispatchWork]) -> None:
+        """Run the first dispatch in this slot, the rest in slots of their own."""
+        for work in dispatches[1:]:
+            self._spawn(self._dispatch(work))
+        if dispatches:
+            await self._dispatch(dispatches[0])
+
+    # --- handlers ------------------------------------------------------------------------------
+
+    async def _handle(self, task: tasks_q.Task, work: DispatchWork | None) -> None:
+        try:
+            if task.kind is TaskKind.ADVANCE:
+                dispatches = await self._with_lease(self.engine.advance_tx, task.ref_id, task.task_id, time.time())
+                await self._run_dispatches(dispatches)
+            elif task.kind is TaskKind.DISPATCH and work is not None:
+                await self._dispatch(work)
+            elif task.kind is TaskKind.POLL and work is not None:
+                await self._poll(task, work)
+            elif task.kind is TaskKind.CANCEL and work is not None:
+                await self._cancel(task, work)
+            elif task.kind is TaskKind.NOTIFY:
+                await self._notify(task)
+        except Exception:
+            log.exception("handling %s task %s failed; it will be retried when its lease expires", task.kind, task.task_id)
+
+    def _context(self, work: DispatchWork) -> GenerationContext:
+        return work.context(self.webhook_url(work.tool.service, work.generation_id) if self.webhook_url else None)
+
+    async def _dispatch(self, work: DispatchWork) -> None:
+        service = self.services.get(work.tool.service)
+        requested_at = time.time()
+        platform_id: str | None = None
+        poll_after: float | None = None
+        update: RunUpdate | None
+        if service is None:
+            update = _failed(f"no service named {work.tool.service!r} is configured", retryable=False)
+        else:
+            ctx = self._context(work)
+            try:
+                submission = await asyncio.wait_for(service.submit(ctx), timeout=ctx.timeout_seconds)
+                platform_id, update, poll_after = (
+                    submission.platform_run_id, submission.update, submission.poll_after_seconds
+                )
+            except ServiceError as exc:
+                update = RunUpdate(status=GenerationStatus.FAILED, error=exc.info())
+            except TimeoutError:
+                update = RunUpdate(
+                    status=GenerationStatus.TIMEOUT,
+                    error=ServiceErrorInfo(message=f"no answer within {ctx.timeout_seconds:.0f} s", retryable=True, code="timeout"),
+                )
+            except Exception as exc:  # a bug in an adapter must not kill the worker
+                log.exception("service %s failed on submit", work.tool.service)
+                update = _failed(f"{type(exc).__name__}: {exc}", retryable=False)
+        result = await self._with_lease(
+            self.engine.record_submission_tx, work, platform_id, update, requested_at, poll_after, time.time()
+        )
+        await self._run_dispatches(result)
+
+    async def _poll(self, task: tasks_q.Task, work: DispatchWork) -> None:
+        service = self.services.get(work.tool.service)
+        now = time.time()
+        if service is None:
+            update = _failed(f"no service named {work.tool.service!r} is configured", retryable=False)
+        elif work.deadline_at is not None and now >= work.deadline_at:
+            update = RunUpdate(
+                status=GenerationStatus.TIMEOUT,
+                error=ServiceErrorInfo(message="the backend did not finish in time", retryable=True, code="timeout"),
+            )
+            with contextlib.suppress(Exception):
+                await service.cancel(self._context(work))
+        else:
+            try:
+                update = await asyncio.wait_for(service.poll(self._context(work)), timeout=60)
+            except (ServiceError, TimeoutError) as exc:
+                # a poll that could not get an answer is tried again until the generation's
+                # deadline; a service that knows the run failed returns a FAILED update instead
+                info = exc.info() if isinstance(exc, ServiceError) else ServiceErrorInfo(message="poll timed out", retryable=True)
+                if info.retryable:
+                    log.warning("poll of %s failed (%s); polling again", work.generation_id, info.message)
+                    await self.store.tx(
+                        self.engine.reschedule_poll_tx, task.task_id, now + _poll_interval(task.attempts), None,
+                        work.run_id, work.generation_id, now,
+                    )
+                    return
+                update = RunUpdate(status=GenerationStatus.FAILED, error=info)
+            except Exception as exc:
+                log.exception("service %s failed on poll", work.tool.service)
+                update = _failed(f"{type(exc).__name__}: {exc}", retryable=True)
+        if update.status.terminal:
+            dispatches = await self._with_lease(
+                self.engine.apply_update_tx, work.run_id, work.generation_id, update, time.time()
+            )
+            await self.store.tx(self.engine.finish_task_tx, task.task_id)
+            await self._run_dispatches(dispatches)
+            return
+        await self.store.tx(
+            self.engine.reschedule_poll_tx, task.task_id, now + _poll_interval(task.attempts), update, work.run_id,
+            work.generation_id, now,
+        )
+
+    async def _cancel(self, task: tasks_q.Task, work: DispatchWork) -> None:
+        service = self.services.get(work.tool.service)
+        if service is not None:
+            try:
+                await asyncio.wait_for(service.cancel(self._context(work)), timeout=30)
+            except Exception as exc:
+                if task.attempts < 5:
+                    log.warning("cancel of %s failed (%s); trying again", work.generation_id, exc)
+                    await self.store.tx(tasks_q.reschedule, task.task_id, time.time() + 2.0 * task.attempts)
+                    return
+                log.error("giving up cancelling %s at the backend: %s", work.generation_id, exc)
+        await self.store.tx(self.engine.finish_task_tx, task.task_id)
+
+    async def _notify(self, task: tasks_q.Task) -> None:
+        if self.deliver is None:
+            return  # leave it for a worker that has channels; its lease expires
+        await self.deliver(task)
+
+
+def _poll_interval(attempt: int) -> float:
+    return min(MAX_POLL_INTERVAL, 1.0 * (1.5 ** max(0, attempt - 1)))
+
+
+def _failed(message: str, *, retryable: bool) -> RunUpdate:
+    return RunUpdate(status=GenerationStatus.FAILED, error=ServiceErrorInfo(message=message, retryable=retryable))

@@ -1,0 +1,98 @@
+"""Accounts, their links to chat platforms, API keys, artifact ownership and small front-end state."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from toolweave.store.db import Row, Tx
+
+
+def ensure(tx: Tx, account_id: str, name: str, now: float) -> None:
+    if tx.one("SELECT account_id FROM accounts WHERE account_id = :id", {"id": account_id}) is None:
+        tx.q("INSERT INTO accounts (account_id, name, created_at) VALUES (:id, :name, :now)", {"id": account_id, "name": name, "now": now})
+
+
+def get(tx: Tx, account_id: str) -> Row | None:
+    return tx.one("SELECT * FROM accounts WHERE account_id = :id", {"id": account_id})
+
+
+def linked(tx: Tx, platform: str, external_id: str) -> str | None:
+    row = tx.one(
+        "SELECT account_id FROM account_links WHERE platform = :p AND external_id = :e", {"p": platform, "e": external_id}
+    )
+    return None if row is None else str(row.account_id)
+
+
+def link(tx: Tx, platform: str, external_id: str, account_id: str, now: float) -> None:
+    tx.q(
+        "INSERT INTO account_links (platform, external_id, account_id, created_at) VALUES (:p, :e, :a, :now)",
+        {"p": platform, "e": external_id, "a": account_id, "now": now},
+    )
+
+
+def insert_key(tx: Tx, *, key_id: str, account_id: str, prefix: str, key_hash: str, name: str, created_at: float) -> None:
+    tx.q(
+        "INSERT INTO api_keys (key_id, account_id, prefix, key_hash, name, created_at) "
+        "VALUES (:key_id, :account_id, :prefix, :key_hash, :name, :created_at)",
+        {"key_id": key_id, "account_id": account_id, "prefix": prefix, "key_hash": key_hash, "name": name, "created_at": created_at},
+    )
+
+
+def key_by_hash(tx: Tx, key_hash: str) -> Row | None:
+    return tx.one("SELECT * FROM api_keys WHERE key_hash = :h", {"h": key_hash})
+
+
+def touch_key(tx: Tx, key_id: str, now: float) -> None:
+    tx.q("UPDATE api_keys SET last_used_at = :now WHERE key_id = :id", {"now": now, "id": key_id})
+
+
+def list_keys(tx: Tx, account_id: str | None = None) -> list[Row]:
+    if account_id is None:
+        return tx.all("SELECT * FROM api_keys ORDER BY created_at")
+    return tx.all("SELECT * FROM api_keys WHERE account_id = :a ORDER BY created_at", {"a": account_id})
+
+
+def revoke_key(tx: Tx, key_id_or_prefix: str, now: float) -> int:
+    return tx.rowcount(
+        "UPDATE api_keys SET revoked_at = :now WHERE (key_id = :k OR prefix = :k) AND revoked_at IS NULL",
+        {"now": now, "k": key_id_or_prefix},
+    )
+
+
+def own_artifact(tx: Tx, account_id: str, ref: dict[str, Any], run_id: str | None, now: float) -> None:
+    """Record that ``account_id`` may read the artifact ``ref`` (idempotent)."""
+    exists = tx.one(
+        "SELECT sha256 FROM artifacts WHERE sha256 = :sha AND account_id = :a", {"sha": ref["sha256"], "a": account_id}
+    )
+    if exists is None:
+        tx.q(
+            "INSERT INTO artifacts (sha256, account_id, mime_type, size, width, height, filename, run_id, created_at) "
+            "VALUES (:sha, :a, :mime, :size, :w, :h, :fn, :run, :now)",
+            {
+                "sha": ref["sha256"], "a": account_id, "mime": ref.get("mimeType", "application/octet-stream"),
+                "size": int(ref.get("size", 0)), "w": ref.get("width"), "h": ref.get("height"),
+                "fn": ref.get("filename"), "run": run_id, "now": now,
+            },
+        )
+
+
+def artifact_owned(tx: Tx, sha256: str, account_id: str) -> Row | None:
+    return tx.one("SELECT * FROM artifacts WHERE sha256 = :sha AND account_id = :a", {"sha": sha256, "a": account_id})
+
+
+def kv_get(tx: Tx, namespace: str, key: str, now: float) -> Any:
+    row = tx.one("SELECT value, expires_at FROM kv WHERE namespace = :ns AND key = :k", {"ns": namespace, "k": key})
+    if row is None or (row.expires_at is not None and row.expires_at <= now):
+        return None
+    return row.value
+
+
+def kv_set(tx: Tx, namespace: str, key: str, value: Any, now: float, expires_at: float | None = None) -> None:
+    """Set (or with ``value`` None, delete) a small JSON value."""
+    tx.q("DELETE FROM kv WHERE namespace = :ns AND key = :k", {"ns": namespace, "k": key})
+    if value is not None:
+        tx.q(
+            "INSERT INTO kv (namespace, key, value, expires_at, updated_at) VALUES (:ns, :k, :v, :exp, :now)",
+            {"ns": namespace, "k": key, "v": json.dumps(value), "exp": expires_at, "now": now},
+        )

@@ -1,0 +1,300 @@
+"""The store's engine, transactions and wake-ups; the only place that knows the SQL dialect.
+
+All database work is plain synchronous SQLAlchemy Core inside *transaction functions*
+``fn(tx, *args)``; ``await store.tx(fn, ...)`` runs one such function as one transaction on a
+database thread. The event loop therefore pays one thread hop per transaction, not per
+statement. SQLite (WAL) runs every transaction on one thread with ``BEGIN IMMEDIATE``;
+PostgreSQL uses a pool of threads and connections sized to the worker's slots.
+
+Wake-ups: a transaction that enqueues work calls ``tx.wake()``. On PostgreSQL that becomes a
+``NOTIFY`` delivered at commit to every listening process; on SQLite an in-process signal is set
+after commit (other processes fall back to polling).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import json
+import re
+import threading
+from collections.abc import Callable, Mapping
+from decimal import Decimal
+from enum import Enum
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, ParamSpec, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy import event
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+NOTIFY_CHANNEL = "toolweave_tasks"
+
+
+JSON_COLUMNS = frozenset(
+    {
+        "tool_shas", "origin", "job_inputs", "final_outputs", "error", "generation_ids", "outputs",
+        "request_payload", "response_payload", "data", "target", "payload", "value", "body", "work_outputs",
+        "work_error",
+    }
+)
+BOOL_COLUMNS = frozenset({"cancel_requested", "using_fallback", "skipped_by_error"})
+DECIMAL_COLUMNS = frozenset({"cost_usd"})
+_NAMED = re.compile(r"(?<![:\w]):([a-zA-Z_]\w*)")
+
+
+class Row(dict[str, Any]):
+    """A result row: a dict that also answers attribute access (``row.status``)."""
+
+    __slots__ = ()
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+class Tx:
+    """One transaction: the connection plus what should happen after it commits.
+
+    ``q``/``one``/``all`` run plain SQL (``:name`` parameters) straight on the DB-API cursor: the
+    hot path of the engine pays no statement construction. Dict and list parameters are stored as
+    JSON, Decimals as text; rows come back as ``Row`` with JSON, boolean and decimal columns
+    decoded. ``execute`` runs SQLAlchemy Core statements for the rest.
+    """
+
+    __slots__ = ("conn", "cursor", "dialect", "woken")
+
+    def __init__(self, conn: sa.Connection, dialect: str) -> None:
+        self.conn = conn
+        self.dialect = dialect
+        self.woken = False
+        self.cursor: Any = None
+
+    def execute(self, statement: Any, params: Any = None) -> sa.CursorResult[Any]:
+        return self.conn.execute(statement, params) if params is not None else self.conn.execute(statement)
+
+    def _cursor(self) -> Any:
+        if self.cursor is None:
+            self.cursor = self.conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        return self.cursor
+
+    def q(self, sql: str, params: Mapping[str, Any] | None = None) -> Any:
+        cur = self._cursor()
+        cur.execute(_sql_for(sql, self.dialect), _encode(params) if params else {})
+        return cur
+
+    def many(self, sql: str, rows: list[Mapping[str, Any]]) -> None:
+        if rows:
+            self._cursor().executemany(_sql_for(sql, self.dialect), [_encode(r) for r in rows])
+
+    def all(self, sql: str, params: Mapping[str, Any] | None = None) -> list[Row]:
+        cur = self.q(sql, params)
+        if cur.description is None:
+            return []
+        names = [d[0] for d in cur.description]
+        return [_decode(names, r) for r in cur.fetchall()]
+
+    def one(self, sql: str, params: Mapping[str, Any] | None = None) -> Row | None:
+        cur = self.q(sql, params)
+        if cur.description is None:
+            return None
+        r = cur.fetchone()
+        if r is None:
+            return None
+        rest = cur.fetchall()
+        if rest:
+            raise RuntimeError("one() found more than one row")
+        return _decode([d[0] for d in cur.description], r)
+
+    def rowcount(self, sql: str, params: Mapping[str, Any] | None = None) -> int:
+        count: int = self.q(sql, params).rowcount
+        return count
+
+    def wake(self) -> None:
+        """Wake workers once this transaction commits (new or re-queued work)."""
+        if not self.woken:
+            self.woken = True
+            if self.dialect == "postgresql":
+                self.q(f"NOTIFY {NOTIFY_CHANNEL}")
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.dialect == "postgresql"
+
+
+@functools.lru_cache(maxsize=512)
+def _sql_for(sql: str, dialect: str) -> str:
+    if dialect == "postgresql":
+        return _NAMED.sub(r"%(\1)s", sql.replace("%", "%%"))
+    return sql.replace(" FOR UPDATE SKIP LOCKED", "").replace(" FOR UPDATE", "")
+
+
+def _encode(params: Mapping[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in params.items():
+        if isinstance(value, (dict, list)):
+            value = json.dumps(value, separators=(",", ":"), default=str)
+        elif isinstance(value, Decimal):
+            value = str(value)
+        elif isinstance(value, Enum):
+            value = value.value
+        out[key] = value
+    return out
+
+
+def _decode(names: list[str], values: Any) -> Row:
+    row = Row(zip(names, values, strict=True))
+    for name in names:
+        value = row[name]
+        if value is None:
+            continue
+        if name in JSON_COLUMNS and isinstance(value, str):
+            row[name] = json.loads(value)
+        elif name in BOOL_COLUMNS:
+            row[name] = bool(value)
+        elif name in DECIMAL_COLUMNS:
+            row[name] = Decimal(value)
+    return row
+
+
+def normalise_url(url: str) -> str:
+    if url.startswith("postgres://"):
+        url = "postgresql://" + url[len("postgres://") :]
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url[len("postgresql://") :]
+    return url
+
+
+class Store:
+    def __init__(self, url: str, *, pool_size: int = 4, inline: bool | None = None) -> None:
+        self.url = normalise_url(url)
+        self.dialect = "postgresql" if self.url.startswith("postgresql") else "sqlite"
+        self.inline = self.dialect == "sqlite" if inline is None else inline
+        self._wake_event: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._listener: threading.Thread | None = None
+        self._closing = threading.Event()
+        if self.dialect == "sqlite":
+            path = self.url.split("///", 1)[-1]
+            if path and path != ":memory:":
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            self.engine = sa.create_engine(
+                self.url,
+                connect_args={"check_same_thread": False, "timeout": 30},
+                poolclass=sa.pool.SingletonThreadPool if path == ":memory:" else sa.pool.QueuePool,
+                pool_size=1,
+                max_overflow=4,
+            )
+            event.listen(self.engine, "connect", _sqlite_connect)
+            event.listen(self.engine, "begin", _sqlite_begin)
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="toolweave-db")
+        else:
+            self.engine = sa.create_engine(
+                self.url, pool_size=pool_size, max_overflow=2, pool_pre_ping=True
+            )
+            self._executor = ThreadPoolExecutor(max_workers=pool_size, thread_name_prefix="toolweave-db")
+
+    # --- transactions --------------------------------------------------------------------------
+
+    def run_sync(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a transaction function on the calling thread (CLI set-up, migrations, tests)."""
+        with self.engine.connect() as conn:
+            tx = Tx(conn, self.dialect)
+            with conn.begin():
+                result = fn(tx, *args)
+            if tx.woken:
+                self._signal()
+            return result
+
+    async def tx(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(tx, *args)`` as one transaction.
+
+        SQLite transactions are short and local, so they run on the event loop's own thread: a
+        hop to another thread would cost more than the transaction (see docs/benchmarks.md).
+        PostgreSQL transactions wait on the network and run on the pool's threads."""
+        loop = asyncio.get_running_loop()
+        self._bind(loop)
+        if self.inline:
+            return self.run_sync(fn, *args)
+        return await loop.run_in_executor(self._executor, self.run_sync, fn, *args)
+
+    # --- wake-ups ------------------------------------------------------------------------------
+
+    def _bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self._loop is not loop:
+            self._loop = loop
+            self._wake_event = asyncio.Event()
+
+    def _signal(self) -> None:
+        loop, ev = self._loop, self._wake_event
+        if loop is not None and ev is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(ev.set)
+
+    async def wait_for_work(self, timeout: float) -> bool:
+        """Wait until a wake-up arrives or ``timeout`` passes; True when woken."""
+        loop = asyncio.get_running_loop()
+        self._bind(loop)
+        assert self._wake_event is not None
+        if self.dialect == "postgresql" and self._listener is None:
+            self._start_listener()
+        try:
+            await asyncio.wait_for(self._wake_event.wait(), timeout)
+            return True
+        except TimeoutError:
+            return False
+        finally:
+            self._wake_event.clear()
+
+    def _start_listener(self) -> None:
+        """A thread that LISTENs on PostgreSQL and turns notifications into wake-ups."""
+
+        def listen() -> None:
+            import psycopg
+
+            dsn = self.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+            while not self._closing.is_set():
+                try:
+                    with psycopg.connect(dsn, autocommit=True) as conn:
+                        conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
+                        while not self._closing.is_set():
+                            for _ in conn.notifies(timeout=1.0, stop_after=1):
+                                self._signal()
+                except Exception:
+                    self._closing.wait(1.0)
+
+        self._listener = threading.Thread(target=listen, name="toolweave-listen", daemon=True)
+        self._listener.start()
+
+    # --- life cycle ----------------------------------------------------------------------------
+
+    def upgrade(self) -> None:
+        """Bring the schema to the newest migration."""
+        from toolweave.store.migrate import upgrade
+
+        upgrade(self.engine)
+
+    def close(self) -> None:
+        self._closing.set()
+        self._executor.shutdown(wait=True)
+        self.engine.dispose()
+
+
+def _sqlite_connect(dbapi_conn: Any, _record: Any) -> None:
+    dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.close()
+
+
+def _sqlite_begin(conn: sa.Connection) -> None:
+    conn.exec_driver_sql("BEGIN IMMEDIATE")

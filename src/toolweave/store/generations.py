@@ -1,0 +1,92 @@
+"""Generation records: one attempt of one tool on one service (the seed's generationRecord)."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+from toolweave.model.status import GENERATION_ALLOWED_PRIOR, GenerationStatus
+from toolweave.store.db import Row, Tx
+
+
+def insert(tx: Tx, **values: Any) -> None:
+    columns = ", ".join(values)
+    params = ", ".join(f":{k}" for k in values)
+    tx.q(f"INSERT INTO generations ({columns}) VALUES ({params})", values)
+
+
+def get(tx: Tx, generation_id: str) -> Row | None:
+    return tx.one("SELECT * FROM generations WHERE generation_id = :id", {"id": generation_id})
+
+
+def for_run(tx: Tx, run_id: str) -> list[Row]:
+    return tx.all("SELECT * FROM generations WHERE run_id = :id ORDER BY created_at, attempt", {"id": run_id})
+
+
+@functools.lru_cache(maxsize=128)
+def _set_status_sql(status: GenerationStatus, columns: tuple[str, ...]) -> str:
+    prior = ", ".join(f"'{s.value}'" for s in GENERATION_ALLOWED_PRIOR[status])
+    sets = ", ".join(["status = :status", *(f"{c} = :{c}" for c in columns)])
+    return f"UPDATE generations SET {sets} WHERE generation_id = :id_ AND status IN ({prior}) RETURNING *"
+
+
+def set_status(tx: Tx, generation_id: str, status: GenerationStatus, **values: Any) -> Row | None:
+    """Compare-and-set from the statuses allowed to reach ``status``; the updated row, or None
+    when it did not apply (the generation had already moved on)."""
+    return tx.one(_set_status_sql(status, tuple(values)), {"id_": generation_id, "status": status.value, **values})
+
+
+_FINISH = (
+    "UPDATE generations SET status = :status, outputs = :outputs, error = :error, response_payload = :raw, "
+    "response_timestamp = :now, progress = COALESCE(:progress, progress), "
+    "request_timestamp = COALESCE(:requested, request_timestamp), "
+    "platform_specific_run_id = COALESCE(:platform_id, platform_specific_run_id), "
+    "duration_ms = CAST((:now - COALESCE(:requested, request_timestamp, created_at)) * 1000 AS INTEGER) "
+    "WHERE generation_id = :id AND status IN ('pending', 'processing') "
+    "RETURNING generation_id, run_id, step_id, tool_id, master_account_id, duration_ms"
+)
+
+
+def finish(
+    tx: Tx,
+    generation_id: str,
+    status: GenerationStatus,
+    now: float,
+    *,
+    outputs: Any = None,
+    error: Any = None,
+    raw: Any = None,
+    progress: float | None = None,
+    requested_at: float | None = None,
+    platform_run_id: str | None = None,
+) -> Row | None:
+    """Move a generation to a terminal status (compare-and-set); None when it was already terminal."""
+    assert status.terminal
+    return tx.one(
+        _FINISH,
+        {
+            "status": status.value, "outputs": outputs, "error": error, "raw": raw, "now": now, "progress": progress,
+            "requested": requested_at, "platform_id": platform_run_id, "id": generation_id,
+        },
+    )
+
+
+def update(tx: Tx, generation_id: str, **values: Any) -> None:
+    sets = ", ".join(f"{c} = :{c}" for c in values)
+    tx.q(f"UPDATE generations SET {sets} WHERE generation_id = :id_", {"id_": generation_id, **values})
+
+
+def record_webhook_receipt(tx: Tx, service: str, key: str, generation_id: str, now: float) -> bool:
+    """Remember a webhook delivery; False when the same delivery was applied before."""
+    seen = tx.one(
+        "SELECT event_key FROM webhook_receipts WHERE service = :service AND event_key = :key",
+        {"service": service, "key": key},
+    )
+    if seen is not None:
+        return False
+    tx.q(
+        "INSERT INTO webhook_receipts (service, event_key, generation_id, received_at) "
+        "VALUES (:service, :key, :gen, :now)",
+        {"service": service, "key": key, "gen": generation_id, "now": now},
+    )
+    return True

@@ -1,0 +1,40 @@
+"""The notification outbox: rows written with the state change they announce, delivered later."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from toolweave.store.db import Row, Tx
+
+
+def insert(tx: Tx, **values: Any) -> None:
+    values = {"status": "pending", "attempts": 0, **values}
+    columns = ", ".join(values)
+    params = ", ".join(f":{k}" for k in values)
+    tx.q(f"INSERT INTO notifications ({columns}) VALUES ({params})", values)
+
+
+def get(tx: Tx, notification_id: str) -> Row | None:
+    return tx.one("SELECT * FROM notifications WHERE notification_id = :id", {"id": notification_id})
+
+
+def for_run(tx: Tx, run_id: str) -> list[Row]:
+    return tx.all("SELECT * FROM notifications WHERE run_id = :id ORDER BY created_at", {"id": run_id})
+
+
+def mark_delivered(tx: Tx, notification_id: str, now: float) -> None:
+    tx.q(
+        "UPDATE notifications SET status = 'delivered', delivered_at = :now, attempts = attempts + 1, "
+        "last_error = NULL, next_attempt_at = NULL WHERE notification_id = :id",
+        {"now": now, "id": notification_id},
+    )
+
+
+def mark_attempt_failed(tx: Tx, notification_id: str, error: str, next_at: float | None) -> None:
+    """Record a failed attempt; ``next_at`` None means give up (status failed)."""
+    status = "pending" if next_at is not None else "failed"
+    tx.q(
+        "UPDATE notifications SET attempts = attempts + 1, last_error = :error, next_attempt_at = :next, "
+        "status = :status WHERE notification_id = :id",
+        {"error": error[:2000], "next": next_at, "status": status, "id": notification_id},
+    )

@@ -1,0 +1,180 @@
+"""Runs, their step runs and the definition snapshots they execute."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+from decimal import Decimal
+from typing import Any
+
+import sqlalchemy as sa
+
+from toolweave.model.status import RUN_ALLOWED_PRIOR, RunStatus, StepStatus
+from toolweave.store.db import Row, Tx
+from toolweave.store.schema import runs
+
+_STEP_COLUMNS = (
+    "run_id, step_id, position, status, attempt, tool_id, using_fallback, generation_id, generation_ids, "
+    "child_run_id, outputs, reason, error, skipped_by_error, progress, next_attempt_at, started_at, finished_at"
+)
+
+
+def snapshot_sha(body: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def put_snapshot(tx: Tx, sha: str, kind: str, definition_id: str, version: str, body: dict[str, Any], now: float) -> None:
+    if tx.one("SELECT sha256 FROM snapshots WHERE sha256 = :sha", {"sha": sha}) is None:
+        tx.q(
+            "INSERT INTO snapshots (sha256, kind, definition_id, version, body, created_at) "
+            "VALUES (:sha, :kind, :def_id, :version, :body, :now)",
+            {"sha": sha, "kind": kind, "def_id": definition_id, "version": version, "body": body, "now": now},
+        )
+
+
+def get_snapshot(tx: Tx, sha: str) -> dict[str, Any]:
+    row = tx.one("SELECT body FROM snapshots WHERE sha256 = :sha", {"sha": sha})
+    if row is None:
+        raise KeyError(f"no definition snapshot {sha}")
+    body: dict[str, Any] = row.body
+    return body
+
+
+def insert_run(tx: Tx, **values: Any) -> None:
+    columns = ", ".join(values)
+    params = ", ".join(f":{k}" for k in values)
+    tx.q(f"INSERT INTO runs ({columns}) VALUES ({params})", values)
+
+
+def insert_steps(tx: Tx, run_id: str, step_ids: list[str]) -> None:
+    tx.many(
+        "INSERT INTO step_runs (run_id, step_id, position, status, attempt, using_fallback, generation_ids, "
+        "skipped_by_error) VALUES (:run_id, :step_id, :position, 'pending', 0, :f, '[]', :f)",
+        [{"run_id": run_id, "step_id": sid, "position": i, "f": False} for i, sid in enumerate(step_ids)],
+    )
+
+
+def get(tx: Tx, run_id: str, *, lock: bool = False) -> Row | None:
+    sql = "SELECT * FROM runs WHERE run_id = :id FOR UPDATE" if lock else "SELECT * FROM runs WHERE run_id = :id"
+    return tx.one(sql, {"id": run_id})
+
+
+def by_idempotency_key(tx: Tx, account_id: str, key: str) -> Row | None:
+    return tx.one(
+        "SELECT * FROM runs WHERE master_account_id = :account AND idempotency_key = :key",
+        {"account": account_id, "key": key},
+    )
+
+
+def steps(tx: Tx, run_id: str) -> list[Row]:
+    return tx.all(f"SELECT {_STEP_COLUMNS} FROM step_runs WHERE run_id = :id ORDER BY position", {"id": run_id})
+
+
+def steps_with_work(tx: Tx, run_id: str) -> list[Row]:
+    """Step runs with the status, outputs and error of each one's current generation."""
+    return tx.all(
+        "SELECT s.run_id, s.step_id, s.position, s.status, s.attempt, s.tool_id, s.using_fallback, "
+        "s.generation_id, s.generation_ids, s.child_run_id, s.outputs, s.reason, s.error, s.skipped_by_error, "
+        "s.progress, s.next_attempt_at, s.started_at, s.finished_at, "
+        "g.status AS work_status, g.outputs AS work_outputs, g.error AS work_error "
+        "FROM step_runs s LEFT JOIN generations g ON g.generation_id = s.generation_id "
+        "WHERE s.run_id = :id ORDER BY s.position",
+        {"id": run_id},
+    )
+
+
+def _in(values: Any) -> str:
+    return ", ".join(f"'{v.value}'" for v in values)
+
+
+@functools.lru_cache(maxsize=64)
+def _set_status_sql(status: RunStatus, columns: tuple[str, ...]) -> str:
+    sets = ", ".join(["status = :status", "updated_at = :now", *(f"{c} = :{c}" for c in columns)])
+    return f"UPDATE runs SET {sets} WHERE run_id = :id AND status IN ({_in(RUN_ALLOWED_PRIOR[status])})"
+
+
+def set_status(tx: Tx, run_id: str, status: RunStatus, now: float, **values: Any) -> bool:
+    """Compare-and-set the run's status from the states allowed to reach ``status``."""
+    sql = _set_status_sql(status, tuple(sorted(values)))
+    return tx.rowcount(sql, {"id": run_id, "status": status.value, "now": now, **values}) == 1
+
+
+def update(tx: Tx, run_id: str, **values: Any) -> None:
+    sets = ", ".join(f"{c} = :{c}" for c in values)
+    tx.q(f"UPDATE runs SET {sets} WHERE run_id = :id_", {"id_": run_id, **values})
+
+
+def add_cost(tx: Tx, run_id: str, amount: Decimal, now: float) -> None:
+    row = tx.one("SELECT cost_usd FROM runs WHERE run_id = :id", {"id": run_id})
+    current = row.cost_usd if row is not None and row.cost_usd is not None else Decimal(0)
+    tx.q("UPDATE runs SET cost_usd = :cost, updated_at = :now WHERE run_id = :id", {"cost": current + amount, "now": now, "id": run_id})
+
+
+def request_cancel(tx: Tx, run_id: str, now: float) -> bool:
+    return (
+        tx.rowcount(
+            "UPDATE runs SET cancel_requested = :t, updated_at = :now WHERE run_id = :id AND status IN ('pending', 'running')",
+            {"t": True, "now": now, "id": run_id},
+        )
+        == 1
+    )
+
+
+@functools.lru_cache(maxsize=256)
+def _update_step_sql(prior: tuple[StepStatus, ...], columns: tuple[str, ...]) -> str:
+    sets = ", ".join(f"{c} = :{c}" for c in columns)
+    return f"UPDATE step_runs SET {sets} WHERE run_id = :run_id_ AND step_id = :step_id_ AND status IN ({_in(prior)})"
+
+
+def update_step(tx: Tx, run_id: str, step_id: str, prior: tuple[StepStatus, ...], **values: Any) -> bool:
+    """Compare-and-set one step run from the given prior states."""
+    sql = _update_step_sql(prior, tuple(values))
+    return tx.rowcount(sql, {"run_id_": run_id, "step_id_": step_id, **values}) == 1
+
+
+def list_runs(
+    tx: Tx,
+    account_id: str | None,
+    *,
+    status: list[str] | None = None,
+    job_id: str | None = None,
+    since: float | None = None,
+    before: tuple[float, str] | None = None,
+    limit: int = 50,
+    top_level: bool = True,
+) -> list[Any]:
+    """Newest first; ``before`` is the (created_at, run_id) cursor of the last row already seen."""
+    stmt = sa.select(runs)
+    if account_id is not None:
+        stmt = stmt.where(runs.c.master_account_id == account_id)
+    if status:
+        stmt = stmt.where(runs.c.status.in_(status))
+    if job_id:
+        stmt = stmt.where(runs.c.job_definition_id == job_id)
+    if since is not None:
+        stmt = stmt.where(runs.c.created_at >= since)
+    if top_level:
+        stmt = stmt.where(runs.c.parent_run_id.is_(None))
+    if before is not None:
+        stmt = stmt.where(
+            sa.or_(
+                runs.c.created_at < before[0],
+                sa.and_(runs.c.created_at == before[0], runs.c.run_id < before[1]),
+            )
+        )
+    stmt = stmt.order_by(runs.c.created_at.desc(), runs.c.run_id.desc()).limit(limit)
+    return list(tx.execute(stmt).all())
+
+
+def count_by_status(tx: Tx) -> dict[str, int]:
+    return {r.status: int(r.n) for r in tx.all("SELECT status, COUNT(*) AS n FROM runs GROUP BY status")}
+
+
+def in_flight_count(tx: Tx, account_id: str) -> int:
+    row = tx.one(
+        "SELECT COUNT(*) AS n FROM runs WHERE master_account_id = :account AND status IN ('pending', 'running') "
+        "AND parent_run_id IS NULL",
+        {"account": account_id},
+    )
+    return int(row.n) if row is not None else 0

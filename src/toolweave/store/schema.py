@@ -1,0 +1,273 @@
+"""Tables of the store (SQLAlchemy Core). One metadata; Alembic migrations are written from it.
+
+Times are epoch seconds (float): cheap to compare on both SQLite and PostgreSQL, converted to
+ISO 8601 at the edges. Money is kept as decimal text (``DecimalText``) so SQLite loses nothing.
+Status columns carry CHECK constraints built from the enums in ``toolweave.model.status``; a
+test keeps them in sync.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.types import TypeDecorator
+
+from toolweave.model.status import GenerationStatus, NotificationStatus, RunStatus, StepStatus, TaskKind
+
+metadata = sa.MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+
+class DecimalText(TypeDecorator[Decimal]):
+    """A Decimal stored as text, exact on every backend."""
+
+    impl = sa.String(40)
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: sa.Dialect) -> str | None:
+        return None if value is None else str(Decimal(value))
+
+    def process_result_value(self, value: Any, dialect: sa.Dialect) -> Decimal | None:
+        return None if value is None else Decimal(value)
+
+
+JSON = sa.JSON().with_variant(JSONB(), "postgresql")
+
+
+def _check(column: str, enum: type) -> sa.CheckConstraint:
+    values = ", ".join(f"'{v.value}'" for v in enum)
+    return sa.CheckConstraint(f"{column} IN ({values})", name=f"{column}_valid")
+
+
+accounts = sa.Table(
+    "accounts",
+    metadata,
+    sa.Column("account_id", sa.String(64), primary_key=True),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+
+account_links = sa.Table(
+    "account_links",
+    metadata,
+    sa.Column("platform", sa.String(32), primary_key=True),
+    sa.Column("external_id", sa.String(128), primary_key=True),
+    sa.Column("account_id", sa.String(64), sa.ForeignKey("accounts.account_id"), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+
+api_keys = sa.Table(
+    "api_keys",
+    metadata,
+    sa.Column("key_id", sa.String(32), primary_key=True),
+    sa.Column("account_id", sa.String(64), sa.ForeignKey("accounts.account_id"), nullable=False),
+    sa.Column("prefix", sa.String(16), nullable=False),
+    sa.Column("key_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("name", sa.String(200), nullable=False, server_default=""),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("last_used_at", sa.Float),
+    sa.Column("revoked_at", sa.Float),
+)
+
+snapshots = sa.Table(
+    "snapshots",
+    metadata,
+    sa.Column("sha256", sa.String(64), primary_key=True),
+    sa.Column("kind", sa.String(8), nullable=False),
+    sa.Column("definition_id", sa.String(200), nullable=False),
+    sa.Column("version", sa.String(64), nullable=False),
+    sa.Column("body", JSON, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.CheckConstraint("kind IN ('tool', 'job')", name="kind_valid"),
+)
+"""Each distinct definition a run used, stored once by content hash."""
+
+runs = sa.Table(
+    "runs",
+    metadata,
+    sa.Column("run_id", sa.String(40), primary_key=True),
+    sa.Column("job_definition_id", sa.String(200), nullable=False),
+    sa.Column("definition_version", sa.String(64), nullable=False),
+    sa.Column("definition_sha", sa.String(64), sa.ForeignKey("snapshots.sha256"), nullable=False),
+    sa.Column("tool_shas", JSON, nullable=False),
+    sa.Column("master_account_id", sa.String(64), nullable=False),
+    sa.Column("session_id", sa.String(128)),
+    sa.Column("initiating_event_id", sa.String(128)),
+    sa.Column("origin", JSON, nullable=False),
+    sa.Column("status", sa.String(24), nullable=False),
+    sa.Column("job_inputs", JSON, nullable=False),
+    sa.Column("final_outputs", JSON),
+    sa.Column("cost_usd", DecimalText, nullable=False, server_default="0"),
+    sa.Column("error", JSON),
+    sa.Column("cancel_requested", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("callback_url", sa.String(2000)),
+    sa.Column("idempotency_key", sa.String(200)),
+    sa.Column("parent_run_id", sa.String(40)),
+    sa.Column("parent_step_id", sa.String(200)),
+    sa.Column("priority", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("deadline_at", sa.Float),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("started_at", sa.Float),
+    sa.Column("finished_at", sa.Float),
+    sa.Column("updated_at", sa.Float, nullable=False),
+    _check("status", RunStatus),
+    sa.UniqueConstraint("master_account_id", "idempotency_key"),
+)
+sa.Index("ix_runs_account_created", runs.c.master_account_id, runs.c.created_at)
+sa.Index("ix_runs_parent", runs.c.parent_run_id)
+
+step_runs = sa.Table(
+    "step_runs",
+    metadata,
+    sa.Column("run_id", sa.String(40), sa.ForeignKey("runs.run_id"), primary_key=True),
+    sa.Column("step_id", sa.String(200), primary_key=True),
+    sa.Column("position", sa.Integer, nullable=False),
+    sa.Column("status", sa.String(24), nullable=False),
+    sa.Column("attempt", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("tool_id", sa.String(200)),
+    sa.Column("using_fallback", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("generation_id", sa.String(40)),
+    sa.Column("generation_ids", JSON, nullable=False),
+    sa.Column("child_run_id", sa.String(40)),
+    sa.Column("outputs", JSON),
+    sa.Column("reason", sa.Text),
+    sa.Column("error", JSON),
+    sa.Column("skipped_by_error", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("progress", sa.Float),
+    sa.Column("next_attempt_at", sa.Float),
+    sa.Column("started_at", sa.Float),
+    sa.Column("finished_at", sa.Float),
+    _check("status", StepStatus),
+)
+
+generations = sa.Table(
+    "generations",
+    metadata,
+    sa.Column("generation_id", sa.String(40), primary_key=True),
+    sa.Column("run_id", sa.String(40), sa.ForeignKey("runs.run_id"), nullable=False),
+    sa.Column("step_id", sa.String(200), nullable=False),
+    sa.Column("attempt", sa.Integer, nullable=False),
+    sa.Column("master_account_id", sa.String(64), nullable=False),
+    sa.Column("session_id", sa.String(128)),
+    sa.Column("initiating_event_id", sa.String(128)),
+    sa.Column("service_name", sa.String(64), nullable=False),
+    sa.Column("tool_id", sa.String(200), nullable=False),
+    sa.Column("platform_specific_run_id", sa.String(200)),
+    sa.Column("status", sa.String(24), nullable=False),
+    sa.Column("request_payload", JSON),
+    sa.Column("response_payload", JSON),
+    sa.Column("outputs", JSON),
+    sa.Column("error", JSON),
+    sa.Column("progress", sa.Float),
+    sa.Column("live_status", sa.String(500)),
+    sa.Column("cost_usd", DecimalText),
+    sa.Column("notification_platform", sa.String(32)),
+    sa.Column("delivery_status", sa.String(32)),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("request_timestamp", sa.Float),
+    sa.Column("response_timestamp", sa.Float),
+    sa.Column("duration_ms", sa.Integer),
+    sa.Column("deadline_at", sa.Float),
+    _check("status", GenerationStatus),
+)
+sa.Index("ix_generations_run", generations.c.run_id)
+sa.Index("ix_generations_platform", generations.c.service_name, generations.c.platform_specific_run_id)
+
+tasks = sa.Table(
+    "tasks",
+    metadata,
+    sa.Column("task_id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("run_id", sa.String(40)),
+    sa.Column("ref_id", sa.String(40)),
+    sa.Column("priority", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("available_at", sa.Float, nullable=False),
+    sa.Column("lease_owner", sa.String(64)),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("created_at", sa.Float, nullable=False),
+    _check("kind", TaskKind),
+)
+"""The queue. A task is claimable when ``available_at <= now``: for a queued task that is when it
+is due; for a leased one it is when its lease expires (heartbeats push it forward), so an expired
+lease is simply claimable again, with the attempt counted. Finished tasks are deleted."""
+sa.Index("ix_tasks_available", tasks.c.available_at, tasks.c.priority)
+sa.Index("ix_tasks_ref", tasks.c.kind, tasks.c.ref_id)
+
+events = sa.Table(
+    "events",
+    metadata,
+    sa.Column("event_id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("run_id", sa.String(40), nullable=False),
+    sa.Column("type", sa.String(40), nullable=False),
+    sa.Column("step_id", sa.String(200)),
+    sa.Column("data", JSON, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+"""Append-only; a run's feed is its events in ``event_id`` order."""
+sa.Index("ix_events_run", events.c.run_id, events.c.event_id)
+
+artifacts = sa.Table(
+    "artifacts",
+    metadata,
+    sa.Column("sha256", sa.String(64), primary_key=True),
+    sa.Column("account_id", sa.String(64), primary_key=True),
+    sa.Column("mime_type", sa.String(120), nullable=False),
+    sa.Column("size", sa.BigInteger, nullable=False),
+    sa.Column("width", sa.Integer),
+    sa.Column("height", sa.Integer),
+    sa.Column("filename", sa.String(500)),
+    sa.Column("run_id", sa.String(40)),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+"""Who may read an artifact: one row per (content hash, owning account)."""
+
+notifications = sa.Table(
+    "notifications",
+    metadata,
+    sa.Column("notification_id", sa.String(40), primary_key=True),
+    sa.Column("run_id", sa.String(40), nullable=False),
+    sa.Column("account_id", sa.String(64), nullable=False),
+    sa.Column("channel", sa.String(32), nullable=False),
+    sa.Column("event_type", sa.String(40), nullable=False),
+    sa.Column("target", JSON, nullable=False),
+    sa.Column("payload", JSON, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("last_error", sa.Text),
+    sa.Column("next_attempt_at", sa.Float),
+    sa.Column("delivered_at", sa.Float),
+    sa.Column("created_at", sa.Float, nullable=False),
+    _check("status", NotificationStatus),
+)
+sa.Index("ix_notifications_run", notifications.c.run_id)
+
+webhook_receipts = sa.Table(
+    "webhook_receipts",
+    metadata,
+    sa.Column("service", sa.String(64), primary_key=True),
+    sa.Column("event_key", sa.String(128), primary_key=True),
+    sa.Column("generation_id", sa.String(40), nullable=False),
+    sa.Column("received_at", sa.Float, nullable=False),
+)
+"""Webhook deliveries already applied (deduplication)."""
+
+kv = sa.Table(
+    "kv",
+    metadata,
+    sa.Column("namespace", sa.String(64), primary_key=True),
+    sa.Column("key", sa.String(200), primary_key=True),
+    sa.Column("value", JSON, nullable=False),
+    sa.Column("expires_at", sa.Float),
+    sa.Column("updated_at", sa.Float, nullable=False),
+)
+"""Small durable state of front ends (e.g. a chat waiting for a missing input)."""
