@@ -369,3 +369,153 @@ async def test_configuration_errors_are_clear(
         await service.submit(gen_for(deploy_tool(), recovering=True))
     assert err.value.code == "unknown_outcome"
     assert fake.calls == []
+
+
+def _deployments() -> dict[str, dict[str, Any]]:
+    graph = {
+        "1": {
+            "class_type": "ComfyUIDeployExternalText",
+            "inputs": {"input_id": "prompt", "default_value": "a cat", "description": "What to draw"},
+        },
+        "2": {"class_type": "ComfyUIDeployExternalImage", "inputs": {"input_id": "input_image"}},
+        "3": {"class_type": "ImageInvert", "inputs": {"image": ["2", 0]}},
+        "9": {
+            "class_type": "ComfyDeployOutputImage",
+            "inputs": {
+                "images": ["3", 0],
+                "output_id": "output_images",
+                "filename_prefix": "x",
+                "file_type": "png",
+                "quality": 80,
+            },
+        },
+    }
+    return {
+        "d-graph": {
+            "id": "d-graph",
+            "environment": "production",
+            "workflow": {"id": "w1", "name": "Invert Photo"},
+            "version": {"workflow_api": graph},
+        },
+        "d-types": {
+            "id": "d-types",
+            "environment": "production",
+            "workflow": {"id": "w2", "name": "Flux Dev"},
+            "description": "Text to image",
+            "input_types": [
+                {
+                    "type": "string",
+                    "class_type": "ComfyUIDeployExternalText",
+                    "input_id": "prompt",
+                    "default_value": "a fox",
+                    "display_name": "Prompt",
+                    "description": "",
+                },
+                {
+                    "type": "number",
+                    "class_type": "ComfyUIDeployExternalNumberSliderInt",
+                    "input_id": "steps",
+                    "default_value": 20,
+                    "min_value": 1,
+                    "max_value": 50,
+                    "display_name": "",
+                    "description": "",
+                },
+            ],
+            "output_types": [{"class_type": "ComfyDeployOutputImage", "output_id": "output_images"}],
+        },
+        "d-empty": {
+            "id": "d-empty",
+            "environment": "production",
+            "workflow": {"id": "w3", "name": "Nothing"},
+        },
+        "d-staging": {
+            "id": "d-staging",
+            "environment": "staging",
+            "workflow": {"id": "w4", "name": "Draft"},
+            "input_types": [],
+        },
+    }
+
+
+async def test_sync_writes_refreshes_and_removes_tool_files(
+    service: ComfyDeployService, fake: FakeComfyDeploy, tmp_path: Path
+) -> None:
+    import yaml
+
+    from toolweave.services.comfydeploy import sync_deployments
+
+    folder = tmp_path / "tools"
+    folder.mkdir()
+    (folder / "mine.yaml").write_text("toolId: mine\nservice: builtin\n")
+    fake.deployments = _deployments()
+
+    report = await sync_deployments(service, folder)
+    assert sorted(Path(p).name for p in report.written) == ["cd-flux-dev.yaml", "cd-invert-photo.yaml"]
+    assert [s.split(":")[0] for s in report.skipped] == ["d-empty"]
+    flux = ToolDefinition.model_validate(yaml.safe_load((folder / "cd-flux-dev.yaml").read_text()))
+    assert flux.metadata["deploymentId"] == "d-types"
+    assert [(p.name, p.type.value, p.default) for p in flux.input_schema] == [
+        ("prompt", "text", "a fox"),
+        ("steps", "integer", 20),
+    ]
+    invert = ToolDefinition.model_validate(yaml.safe_load((folder / "cd-invert-photo.yaml").read_text()))
+    assert {p.name for p in invert.input_schema} == {"prompt", "input_image"}
+    assert invert.metadata["deploymentId"] == "d-graph"
+
+    again = await sync_deployments(service, folder)
+    assert again.written == [] and len(again.unchanged) == 2
+
+    # A rename keeps the tool id (and file); a deleted deployment's file goes; mine stays.
+    fake.deployments["d-types"]["workflow"]["name"] = "Flux Dev v2"
+    del fake.deployments["d-graph"]
+    third = await sync_deployments(service, folder)
+    assert [Path(p).name for p in third.written] == ["cd-flux-dev.yaml"]
+    assert [Path(p).name for p in third.removed] == ["cd-invert-photo.yaml"]
+    assert sorted(p.name for p in folder.iterdir()) == ["cd-flux-dev.yaml", "mine.yaml"]
+    renamed = yaml.safe_load((folder / "cd-flux-dev.yaml").read_text())
+    assert renamed["toolId"] == "cd-flux-dev" and renamed["displayName"] == "Flux Dev v2"
+
+    # A synced tool runs.
+    gen = await submitted(service, gen_for(flux, {"prompt": "hello", "steps": 4}))
+    final = (await poll_until_terminal(service, gen))[-1]
+    assert final.status is GenerationStatus.COMPLETED
+    assert ArtifactRef.is_ref((final.outputs or {})["output_images"])
+
+
+async def test_sync_command_line(fake: FakeComfyDeploy, tmp_path: Path) -> None:
+    import asyncio
+    import os
+    import sys
+
+    fake.deployments = _deployments()
+    folder = tmp_path / "tools"
+
+    async def run(key: str) -> tuple[int, str]:
+        env = {
+            **os.environ,
+            "TOOLWEAVE_HOME": str(tmp_path / "home"),
+            "TOOLWEAVE_COMFYDEPLOY_BASE_URL": fake.api_url,
+            "TOOLWEAVE_COMFYDEPLOY_API_KEY": key,
+        }
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "toolweave.cli",
+            "sync",
+            "comfydeploy",
+            str(folder),
+            env=env,
+            cwd=tmp_path,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        out, _ = await proc.communicate()
+        return proc.returncode or 0, out.decode()
+
+    code, out = await run(API_KEY)
+    assert code == 0, out
+    assert "2 written, 0 unchanged, 0 removed, 1 skipped" in out
+    assert (folder / "cd-flux-dev.yaml").exists()
+    code, out = await run("wrong")
+    assert code == 1 and "rejected the API key" in out and "Traceback" not in out
