@@ -464,3 +464,20 @@ async def test_tools_built_by_the_importer_run(service: ComfyUIService, host: Fa
     final = await host.wait_for(gen.generation_id, is_terminal)
     assert final.status is GenerationStatus.COMPLETED, final.error
     assert host.artifacts.read(ArtifactRef.from_value(final.outputs["image"])) == SAMPLE_PNG  # type: ignore[arg-type,index]
+
+
+async def test_an_output_file_gone_from_the_server_is_a_failure(
+    service: ComfyUIService, fake: FakeComfyUI
+) -> None:
+    fake.script(Case.success(hold=True))
+    gen = gen_for(invert_tool())
+    await service.submit(gen)
+    await fake.wait_running(gen.generation_id)
+    service._untrack(gen.generation_id)  # as after a restart of ours: only polling follows it
+    fake.release()
+    while gen.generation_id not in fake.history:
+        await fake_sleep()
+    fake.files.clear()
+    update = await service.poll(gen)
+    assert update.status is GenerationStatus.FAILED
+    assert update.error is not None and update.error.code == "output_missing" and update.error.node == "3"

@@ -564,7 +564,8 @@ class ComfyUIService:
             return await self._from_history(gen, server)
         place = await self._queue_place(server, prompt_id)
         if place is not None:
-            self._listener(server).start()
+            # Prompts of an earlier process of ours went out under another client_id: their
+            # websocket events go nowhere now, so polling carries them to the end.
             return self._processing(prompt_id, place)
         # It may have finished between the two reads.
         if await self._history(server, prompt_id) is not None:
@@ -636,7 +637,17 @@ class ComfyUIService:
             got = []
             for item in picks:
                 if id(item) not in fetched:
-                    fetched[id(item)] = await self._fetch(server, item)
+                    try:
+                        fetched[id(item)] = await self._fetch(server, item)
+                    except ServiceError as exc:
+                        if exc.retryable:
+                            raise
+                        return RunUpdate(
+                            status=GenerationStatus.FAILED,
+                            platform_run_id=prompt_id,
+                            error=exc.info(),
+                            raw=raw,
+                        )
                 got.append(fetched[id(item)])
             values[name] = got if isinstance(pick, list) else got[0]
         raw["outputNodes"] = sorted(outputs)
@@ -661,7 +672,7 @@ class ComfyUIService:
             raise ServiceError(
                 f"ComfyUI server {server.name} has no output file {params['filename']} "
                 f"(node {item.node}, HTTP {response.status_code})",
-                retryable=response.status_code == 404,
+                retryable=False,
                 code="output_missing",
                 node=item.node,
             )
