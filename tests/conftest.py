@@ -1,0 +1,31 @@
+"""Fixtures shared by every test folder: real stores on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.helpers.databases import PostgresDatabase, require_postgres
+
+
+@pytest.fixture(scope="session")
+def postgres_db() -> Iterator[PostgresDatabase]:
+    require_postgres()
+    db = PostgresDatabase()
+    try:
+        yield db
+    finally:
+        db.drop()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A database URL for each store kind; PostgreSQL is emptied before each test."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'toolweave.db'}"
+        return
+    db: PostgresDatabase = request.getfixturevalue("postgres_db")
+    db.truncate()
+    yield db.url

@@ -1,0 +1,434 @@
+"""The engine end to end on real stores (SQLite and PostgreSQL) with a real worker and real tools."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from toolweave.app import App, Conflict, NotFound
+from toolweave.inputs import InputError
+from toolweave.model.definitions import JobDefinition, ToolDefinition
+from toolweave.settings import Settings
+
+
+def chain(job_id: str = "chain", steps: int = 3, tool: str = "test.instant") -> JobDefinition:
+    items: list[dict[str, Any]] = [
+        {"stepId": "s1", "toolId": tool, "inputMappings": [{"sourceJobInput": "value", "targetInputName": "value"}]}
+    ]
+    for i in range(2, steps + 1):
+        items.append(
+            {
+                "stepId": f"s{i}",
+                "toolId": tool,
+                "inputMappings": [{"sourceStepId": f"s{i - 1}", "sourceOutputName": "value", "targetInputName": "value"}],
+            }
+        )
+    return JobDefinition.model_validate(
+        {
+            "jobId": job_id,
+            "inputSchema": {"value": {"type": "integer", "default": 1}},
+            "outputSchema": {"value": {"type": "integer", "sourceStepId": f"s{steps}", "sourceOutputName": "value"}},
+            "steps": items,
+        }
+    )
+
+
+def job(data: dict[str, Any]) -> JobDefinition:
+    return JobDefinition.model_validate(data)
+
+
+@pytest.fixture
+async def app(db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[App]:
+    monkeypatch.setenv("TOOLWEAVE_TEST_STATE", str(tmp_path / "state"))
+    monkeypatch.setenv("TOOLWEAVE_TEST_LEDGER", str(tmp_path / "ledger"))
+    instance = App(Settings(home=tmp_path / "home", database_url=db_url, test_tools=True))
+    yield instance
+    await instance.aclose()
+
+
+def register(app: App, *definitions: JobDefinition | ToolDefinition) -> None:
+    for definition in definitions:
+        problems = app.registry.register(definition)
+        assert problems == [], [str(p) for p in problems]
+
+
+async def run_all(app: App, timeout: float = 30.0) -> None:
+    worker = app.make_worker(4)
+    await worker.run_until_idle(timeout)
+
+
+def steps_by_id(run: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {s["stepId"]: s for s in run["stepStatuses"]}
+
+
+async def test_chain_passes_outputs_from_step_to_step(app: App) -> None:
+    register(app, chain())
+    run_id = await app.submit("chain", {"value": 5}, account_id="acme")
+    await run_all(app)
+    run = await app.get_run(run_id)
+    assert run["status"] == "completed"
+    assert run["finalOutputs"]["value"] == 8
+    assert [s["status"] for s in run["stepStatuses"]] == ["succeeded"] * 3
+    assert [g["status"] for g in run["generations"]] == ["completed"] * 3
+    types = [e["type"] for e in await app.events(run_id)]
+    assert types[0] == "run.created" and types[-1] == "run.completed"
+    assert types.count("step.started") == 3 and types.count("step.succeeded") == 3
+
+
+async def test_fan_out_runs_branches_in_parallel_and_fans_in(app: App) -> None:
+    branches = [
+        {"stepId": f"b{i}", "toolId": "test.sleep", "inputMappings": [{"value": 0.3, "targetInputName": "seconds"}],
+         "dependencies": ["root"]}
+        for i in range(4)
+    ]
+    register(
+        app,
+        job(
+            {
+                "jobId": "fan",
+                "steps": [
+                    {"stepId": "root", "toolId": "test.instant", "inputMappings": [{"value": 1, "targetInputName": "value"}]},
+                    *branches,
+                    {"stepId": "join", "toolId": "test.instant", "dependencies": [f"b{i}" for i in range(4)],
+                     "inputMappings": [{"sourceStepId": "root", "sourceOutputName": "value", "targetInputName": "value"}]},
+                ],
+            }
+        ),
+    )
+    run_id = await app.submit("fan", {}, account_id="acme")
+    started = time.monotonic()
+    await run_all(app)
+    elapsed = time.monotonic() - started
+    run = await app.get_run(run_id)
+    assert run["status"] == "completed"
+    by_id = steps_by_id(run)
+    join_start = by_id["join"]["startedAt"]
+    assert all(by_id[f"b{i}"]["finishedAt"] <= join_start for i in range(4))
+    # four 0.3 s branches on four slots overlap: far less than 1.2 s in sequence
+    assert elapsed < 1.1, elapsed
+
+
+async def test_retryable_failure_is_retried_then_succeeds(app: App) -> None:
+    register(
+        app,
+        job(
+            {
+                "jobId": "flaky",
+                "steps": [
+                    {
+                        "stepId": "f",
+                        "toolId": "test.fail_n_times",
+                        "inputMappings": [{"value": 2, "targetInputName": "n"}],
+                        "errorHandling": {"strategy": "retry", "maxAttempts": 3, "backoffSeconds": 0.05},
+                    }
+                ],
+            }
+        ),
+    )
+    run_id = await app.submit("flaky", {}, account_id="acme")
+    await run_all(app)
+    run = await app.get_run(run_id)
+    assert run["status"] == "completed", run
+    step = steps_by_id(run)["f"]
+    assert step["attempt"] == 3
+    assert [g["status"] for g in run["generations"]] == ["failed", "failed", "completed"]
+    types = [e["type"] for e in await app.events(run_id)]
+    assert types.count("step.retry_scheduled") == 2
+
+
+async def test_exhausted_retries_then_skip_gives_partial_completion(app: App) -> None:
+    register(
+        app,
+        job(
+            {
+                "jobId": "partial",
+                "steps": [
+                    {"stepId": "ok", "toolId": "test.instant", "inputMappings": [{"value": 1, "targetInputName": "value"}]},
+                    {
+                        "stepId": "bad",
+                        "toolId": "test.fail_n_times",
+                        "inputMappings": [{"value": 9, "targetInputName": "n"}],
+                        "errorHandling": {"strategy": "retry", "maxAttempts": 2, "backoffSeconds": 0.01, "then": "skip"},
+                    },
+                ],
+            }
+        ),
+    )
+    run_id = await app.submit("partial", {}, account_id="acme")
+    await run_all(app)
+    run = await app.get_run(run_id)
+    assert run["status"] == "partially_completed"
+    bad = steps_by_id(run)["bad"]
+    assert bad["status"] == "skipped" and bad["attempt"] == 2
+    assert "value" in run["finalOutputs"]
+
+
+async def test_non_retryable_failure_halts_the_run_and_names_the_step(app: App) -> None:
+    register(
+        app,
+        job(
+            {
+                "jobId": "halts",
+                "steps": [
+                    {
+                        "stepId": "broken",
+                        "toolId": "test.fail_n_times",
+                        "inputMappings": [{"value": 5, "targetInputName": "n"}, {"value": False, "targetInputName": "retryable"}],
+                        "errorHandling": {"strategy": "retry", "maxAttempts": 5, "backoffSeconds": 0.01},
+                    },
+                    {"stepId": "after", "toolId": "test.instant", "dependencies": ["broken"],
+                     "inputMappings": [{"value": 1, "targetInputName": "value"}]},
+                ],
+            }
+        ),
+    )
+    run_id = await app.submit("halts", {}, account_id="acme")
+    await run_all(app)
+    run = await app.get_run(run_id)
+    assert run["status"] == "failed"
+    assert "broken" in run["error"]["message"]
+    by_id = steps_by_id(run)
+    assert by_id["broken"]["attempt"] == 1  # not retried: the error is not retryable
+    assert by_id["after"]["status"] == "cancelled"
+
+
+async def test_false_condition_skips_and_dependents_use_mapping_defaults(app: App) -> None:
+    register(
+        app,
+        job(
+            {
+                "jobId": "cond",
+                "inputSchema": {"value": {"type": "integer", "required": True}},
+                "steps": [
+                    {"stepId": "first", "toolId": "test.instant",
+                     "inputMappings": [{"sourceJobInput": "value", "targetInputName": "value"}]},
+                    {"stepId": "big", "toolId": "test.instant", "condition": "steps.first.outputs.value > 100",
+                     "inputMappings": [{"sourceStepId": "first", "sourceOutputName": "value", "targetInputName": "value"}]},
+                    {"stepId": "uses_default", "toolId": "test.instant",
+                     "inputMappings": [{"sourceStepId": "big", "sourceOutputName": "value", "targetInputName": "value",
+                                        "default": -1}]},
+                    {"stepId": "needs_big", "toolId": "test.instant",
+                     "inputMappings": [{"sourceStepId": "big", "sourceOutputName": "value", "targetInputName": "value"}]},
+                ],
+            }
+        ),
+    )
+    run_id = await app.submit("cond", {"value": "3"}, account_id="acme")
+    await run_all(app)
+    run = await app.get_run(run_id)
+    by_id = steps_by_id(run)
+    assert run["status"] == "completed"
+    assert by_id["big"]["status"] == "skipped" and "condition" in by_id["big"]["reason"]
+    assert by_id["uses_default"]["status"] == "succeeded" and by_id["uses_default"]["outputs"]["value"] == 0
+    assert by_id["needs_big"]["status"] == "skipped" and "big" in by_id["needs_big"]["reason"]
+
+
+async def test_asynchronous_step_waits_as_a_row_and_completes_by_polling(app: App) -> None:
+    register(app, job({"jobId": "slow", "steps": [
+        {"stepId": "wait", "toolId": "test.slow_async", "inputMappings": [{"value": 0.5, "targetInputName": "seconds"}]}]}))
+    run_id = await app.submit("slow", {}, account_id="acme")
+    worker = app.make_worker(2)
+    task = asyncio.create_task(worker.run())
+    try:
+        deadline = time.time() + 20
+        while True:
+            run = await app.get_run(run_id)
+            if run["generations"] and run["generations"][0]["platformSpecificRunId"]:
+                break
+            await asyncio.sleep(0.05)
+        assert run["generations"][0]["status"] == "processing"
+        # waiting costs no slot: the worker has nothing in flight while the backend works
+        await asyncio.sleep(0.05)
+        assert worker.free == worker.slots or run["status"] != "running"
+        while run["status"] == "running" and time.time() < deadline:
+            await asyncio.sleep(0.1)
+            run = await app.get_run(run_id)
+        assert run["status"] == "completed"
+    finally:
+        worker.stop()
+        await task
+
+
+async def test_cancel_stops_the_run_and_cancels_work_at_the_backend(app: App) -> None:
+    register(app, job({"jobId": "slow", "steps": [
+        {"stepId": "wait", "toolId": "test.slow_async", "inputMappings": [{"value": 60, "targetInputName": "seconds"}]},
+        {"stepId": "after", "toolId": "test.instant", "dependencies": ["wait"],
+         "inputMappings": [{"value": 1, "targetInputName": "value"}]}]}))
+    run_id = await app.submit("slow", {}, account_id="acme")
+    worker = app.make_worker(2)
+    task = asyncio.create_task(worker.run())
+    try:
+        for _ in range(200):
+            run = await app.get_run(run_id)
+            if run["generations"] and run["generations"][0]["status"] == "processing":
+                break
+            await asyncio.sleep(0.05)
+        with pytest.raises(NotFound):
+            await app.cancel(run_id, account_id="someone-else")
+        assert await app.cancel(run_id, account_id="acme") == "cancelled"
+        await asyncio.sleep(0.5)
+    finally:
+        worker.stop()
+        await task
+    run = await app.get_run(run_id)
+    assert run["status"] == "cancelled"
+    assert [s["status"] for s in run["stepStatuses"]] == ["cancelled", "cancelled"]
+    assert run["generations"][0]["status"] == "cancelled"
+    builtin = app.services["builtin"]
+    poll = await builtin.poll(_context_of(app, run))
+    assert poll.status.value == "cancelled"  # the backend was told
+
+
+def _context_of(app: App, run: dict[str, Any]) -> Any:
+    from toolweave.services.base import GenerationContext
+
+    gen = run["generations"][0]
+    return GenerationContext(
+        generation_id=gen["generationId"], run_id=run["jobRunId"], step_id=gen["stepId"], attempt=1,
+        account_id="acme", tool=app.registry.tool(gen["toolId"]), inputs={},
+        platform_run_id=gen["platformSpecificRunId"],
+    )
+
+
+async def test_retry_of_a_failed_run_reuses_succeeded_steps(app: App) -> None:
+    register(app, job({"jobId": "again", "steps": [
+        {"stepId": "first", "toolId": "test.instant", "inputMappings": [{"value": 1, "targetInputName": "value"}]},
+        {"stepId": "second", "toolId": "test.fail_n_times", "dependencies": ["first"],
+         "inputMappings": [{"value": 1, "targetInputName": "n"}, {"value": False, "targetInputName": "retryable"}]},
+    ]}))
+    run_id = await app.submit("again", {}, account_id="acme")
+    await run_all(app)
+    run = await app.get_run(run_id)
+    assert run["status"] == "failed"
+    first_generation = steps_by_id(run)["first"]["generationId"]
+    with pytest.raises(NotFound):
+        await app.retry(run_id, account_id="globex")
+    await app.retry(run_id, account_id="acme")
+    await run_all(app)
+    run = await app.get_run(run_id)
+    assert run["status"] == "completed", run
+    by_id = steps_by_id(run)
+    assert by_id["first"]["generationIds"] == [first_generation]  # not executed again
+    assert len(by_id["second"]["generationIds"]) == 2
+    with pytest.raises(Conflict):
+        await app.retry(run_id, account_id="acme")  # a completed run is not retried
+
+
+async def test_idempotency_key_returns_the_same_run(app: App) -> None:
+    register(app, chain())
+    first = await app.submit("chain", {"value": 1}, account_id="acme", idempotency_key="k1")
+    again = await app.submit("chain", {"value": 1}, account_id="acme", idempotency_key="k1")
+    other = await app.submit("chain", {"value": 1}, account_id="other", idempotency_key="k1")
+    assert first == again != other
+
+
+async def test_bad_inputs_name_every_field_and_store_nothing(app: App) -> None:
+    register(app, chain())
+    with pytest.raises(InputError) as caught:
+        await app.submit("chain", {"value": "many", "extra": 1}, account_id="acme")
+    fields = {p.field for p in caught.value.problems}
+    assert fields == {"value", "extra"}
+    page = await app.list_runs("acme")
+    assert page.items == []
+
+
+async def test_nested_job_runs_as_a_child_run(app: App) -> None:
+    register(app, chain("inner", 2))
+    register(app, job({"jobId": "outer", "steps": [
+        {"stepId": "pre", "toolId": "test.instant", "inputMappings": [{"value": 10, "targetInputName": "value"}]},
+        {"stepId": "nested", "jobId": "inner",
+         "inputMappings": [{"sourceStepId": "pre", "sourceOutputName": "value", "targetInputName": "value"}]},
+        {"stepId": "post", "toolId": "test.instant",
+         "inputMappings": [{"sourceStepId": "nested", "sourceOutputName": "value", "targetInputName": "value"}]},
+    ]}))
+    run_id = await app.submit("outer", {}, account_id="acme")
+    await run_all(app)
+    run = await app.get_run(run_id)
+    assert run["status"] == "completed", run
+    assert run["finalOutputs"]["value"] == 14
+    child_id = steps_by_id(run)["nested"]["childRunId"]
+    child = await app.get_run(child_id)
+    assert child["status"] == "completed" and child["parentRunId"] == run_id
+    assert [r["jobRunId"] for r in (await app.list_runs("acme")).items] == [run_id]
+
+
+async def test_step_timeout_times_out_the_generation(app: App) -> None:
+    register(app, job({"jobId": "late", "steps": [
+        {"stepId": "wait", "toolId": "test.slow_async", "timeoutSeconds": 0.5,
+         "inputMappings": [{"value": 60, "targetInputName": "seconds"}]}]}))
+    run_id = await app.submit("late", {}, account_id="acme")
+    worker = app.make_worker(2, idle_poll_seconds=0.1)
+    task = asyncio.create_task(worker.run())
+    try:
+        run = await app.wait(run_id, timeout=15)
+    finally:
+        worker.stop()
+        await task
+    assert run["status"] == "failed"
+    assert run["generations"][0]["status"] == "timeout"
+    assert "timed out" in run["error"]["message"]
+
+
+async def test_cost_of_generations_adds_up_on_the_run(app: App) -> None:
+    priced = ToolDefinition.model_validate(
+        {
+            **app.registry.tool("test.instant").dump(),
+            "version": "2",
+            "costingModel": {"rateSource": "static", "staticCost": {"amount": "0.0125"}},
+        }
+    )
+    register(app, priced, chain("priced_chain", 3))
+    run_id = await app.submit("priced_chain", {"value": 1}, account_id="acme")
+    await run_all(app)
+    run = await app.get_run(run_id)
+    assert run["status"] == "completed"
+    assert [g["costUsd"] for g in run["generations"]] == ["0.0125"] * 3
+    assert Decimal(run["costUsd"]) == Decimal("0.0375")
+
+
+async def test_a_repeated_or_late_update_changes_nothing(app: App) -> None:
+    from toolweave.model.records import RunUpdate
+    from toolweave.model.status import GenerationStatus
+
+    register(app, chain("one", 1))
+    run_id = await app.submit("one", {"value": 1}, account_id="acme")
+    await run_all(app)
+    run = await app.get_run(run_id)
+    gen_id = run["generations"][0]["generationId"]
+    before = await app.events(run_id)
+    assert await app.apply_update(gen_id, RunUpdate(status=GenerationStatus.FAILED)) is False
+    assert await app.apply_update(gen_id, RunUpdate(status=GenerationStatus.COMPLETED, outputs={"value": 99})) is False
+    after = await app.get_run(run_id)
+    assert after["finalOutputs"] == run["finalOutputs"] and after["status"] == "completed"
+    assert await app.events(run_id) == before
+
+
+async def test_runs_are_scoped_to_their_account(app: App) -> None:
+    register(app, chain())
+    mine = await app.submit("chain", {"value": 1}, account_id="acme")
+    await app.submit("chain", {"value": 1}, account_id="globex")
+    with pytest.raises(NotFound):
+        await app.get_run(mine, account_id="globex")
+    with pytest.raises(NotFound):
+        await app.events(mine, account_id="globex")
+    assert [r["jobRunId"] for r in (await app.list_runs("acme")).items] == [mine]
+
+
+async def test_list_runs_pages_with_a_cursor(app: App) -> None:
+    register(app, chain())
+    ids = [await app.submit("chain", {"value": i}, account_id="acme") for i in range(5)]
+    seen: list[str] = []
+    cursor = None
+    while True:
+        page = await app.list_runs("acme", cursor=cursor, limit=2)
+        seen.extend(r["jobRunId"] for r in page.items)
+        cursor = page.next_cursor
+        if cursor is None:
+            break
+    assert sorted(seen) == sorted(ids) and len(seen) == 5

@@ -1,0 +1,42 @@
+"""The status enums and the database CHECK constraints say the same thing."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from toolweave.model.status import GenerationStatus, NotificationStatus, RunStatus, StepStatus, TaskKind
+from toolweave.store.schema import metadata
+
+CASES = [
+    ("runs", "status", RunStatus),
+    ("step_runs", "status", StepStatus),
+    ("generations", "status", GenerationStatus),
+    ("notifications", "status", NotificationStatus),
+    ("tasks", "kind", TaskKind),
+]
+
+
+@pytest.mark.parametrize(("table", "column", "enum"), CASES)
+def test_check_constraint_lists_exactly_the_enum_values(table: str, column: str, enum: type) -> None:
+    checks = [
+        c for c in metadata.tables[table].constraints if getattr(c, "sqltext", None) is not None and column in str(c.sqltext)
+    ]
+    assert len(checks) == 1, f"{table}.{column} needs one CHECK constraint"
+    allowed = set(re.findall(r"'([^']*)'", str(checks[0].sqltext)))
+    assert allowed == {e.value for e in enum}
+
+
+def test_migration_creates_the_same_constraints(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import sqlite3
+
+    from toolweave.store.db import Store
+
+    store = Store(f"sqlite:///{tmp_path / 'x.db'}")
+    store.upgrade()
+    store.close()
+    ddl = "\n".join(r[0] for r in sqlite3.connect(tmp_path / "x.db").execute("SELECT sql FROM sqlite_master WHERE sql IS NOT NULL"))
+    for _table, _column, enum in CASES:
+        for value in enum:
+            assert f"'{value.value}'" in ddl
