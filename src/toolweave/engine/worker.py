@@ -28,6 +28,8 @@ from toolweave.store.ids import new_id
 log = logging.getLogger("toolweave.worker")
 
 MAX_POLL_INTERVAL = 30.0
+LOST = "lost"
+"""The ServiceError code of a poll whose backend no longer knows the run (e.g. ComfyUI restarted)."""
 
 
 class Worker:
@@ -229,9 +231,9 @@ class Worker:
                 update = await asyncio.wait_for(service.poll(self._context(work)), timeout=60)
             except (ServiceError, TimeoutError) as exc:
                 # a poll that could not get an answer is tried again until the generation's
-                # deadline; a service that knows the run failed returns a FAILED update instead
+                # deadline; a backend that lost the run ("lost") fails the generation, retryably
                 info = exc.info() if isinstance(exc, ServiceError) else ServiceErrorInfo(message="poll timed out", retryable=True)
-                if info.retryable:
+                if info.retryable and info.code != LOST:
                     log.warning("poll of %s failed (%s); polling again", work.generation_id, info.message)
                     await self.store.tx(
                         self.engine.reschedule_poll_tx, task.task_id, now + _poll_interval(task.attempts), None,

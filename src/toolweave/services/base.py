@@ -24,7 +24,12 @@ from toolweave.model.records import ArtifactRef, RunUpdate, ServiceErrorInfo
 
 
 class ServiceError(Exception):
-    """A failure at a backend, classified: ``retryable`` errors may succeed if tried again."""
+    """A failure at a backend, classified: ``retryable`` errors may succeed if tried again.
+
+    Raised from ``poll``, a retryable error means "no answer this time, poll again" — except
+    with ``code="lost"``: the backend no longer knows the run, and the generation fails
+    (retryably, so a retry policy may submit it again).
+    """
 
     def __init__(
         self,
