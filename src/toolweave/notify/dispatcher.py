@@ -87,7 +87,7 @@ class Notifier:
 
 def _load(tx: Tx, notification_id: str) -> dict[str, Any] | None:
     row = notes_q.get(tx, notification_id)
-    return dict(row._mapping) if row is not None else None
+    return dict(row) if row is not None else None
 
 
 def _failed_attempt(tx: Tx, notification_id: str, error: str, next_at: float | None, task_id: int) -> None:
