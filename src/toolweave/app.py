@@ -119,6 +119,11 @@ class App:
         self.definition_problems: list[Problem] = []
         self._build_services()
         self.reload_definitions()
+        if settings.telegram_token:
+            from toolweave.telegram.channel import TelegramChannel, telegram_notification_rule
+
+            self.add_channel(TelegramChannel(self))
+            self.add_notification_rule(telegram_notification_rule)
 
     # --- set-up --------------------------------------------------------------------------------
 
@@ -478,6 +483,11 @@ class App:
         now = time.time()
         await self.store.tx(accounts_q.kv_set, namespace, key, value, now, now + ttl if ttl else None)
 
+    async def kv_items(self, namespace: str) -> list[tuple[str, Any]]:
+        """Every unexpired (key, value) of a namespace, by key."""
+        items: list[tuple[str, Any]] = await self.store.tx(_kv_items, namespace, time.time())
+        return items
+
     async def stats(self) -> dict[str, Any]:
         """Runs by status, queue depth by task kind and queue lag (for /metrics)."""
         return await self.store.tx(_stats, time.time())
@@ -648,6 +658,14 @@ def _authenticate(tx: Tx, secret: str, now: float) -> str | None:
         accounts_q.touch_key(tx, row.key_id, now)
     account: str = row.account_id
     return account
+
+
+def _kv_items(tx: Tx, namespace: str, now: float) -> list[tuple[str, Any]]:
+    rows = tx.all(
+        "SELECT key, value FROM kv WHERE namespace = :ns AND (expires_at IS NULL OR expires_at > :now) ORDER BY key",
+        {"ns": namespace, "now": now},
+    )
+    return [(str(r.key), r.value) for r in rows]
 
 
 def _stats(tx: Tx, now: float) -> dict[str, Any]:

@@ -43,6 +43,12 @@ class Settings:
     telegram_token: str | None = None
     telegram_webhook_secret: str | None = None
     telegram_max_runs_in_flight: int = 3
+    telegram_api_url: str = "https://api.telegram.org"
+    """The Bot API server (a local Bot API server or a test double may stand in)."""
+    telegram_prompt_timeout_seconds: float = 300.0
+    """How long the bot waits for a missing input it asked for."""
+    telegram_edit_interval_seconds: float = 2.0
+    """At most one edit of a run's status message per this many seconds (Telegram's limits)."""
     machine_rates: dict[str, Decimal] = field(default_factory=lambda: dict(DEFAULT_GPU_RATES))
     worker_slots: int = 8
     test_tools: bool = False
@@ -103,7 +109,7 @@ class Settings:
                 out[key] = rates
             elif key in ("worker_slots", "telegram_max_runs_in_flight", "media_max_bytes"):
                 out[key] = int(value)
-            elif key == "http_timeout_seconds":
+            elif key in ("http_timeout_seconds", "telegram_prompt_timeout_seconds", "telegram_edit_interval_seconds"):
                 out[key] = float(value)
             elif key in ("test_tools", "media_allow_private_urls"):
                 out[key] = str(value).lower() in ("1", "true", "yes", "on")

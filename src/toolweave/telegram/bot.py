@@ -1,0 +1,554 @@
+"""The Telegram bot: every public tool and job as a command.
+
+``TelegramBot(app)`` wraps a python-telegram-bot ``Application`` (no updater: updates come from
+``poll`` — long polling with ``getUpdates`` — or from the webhook route in ``webhook.py``, both
+through ``process_raw``, which parses each update on its own so that one malformed update cannot
+block the others). Runs are submitted through the ``App`` facade; the status message is kept up
+to date by ``StatusTracker``; results arrive through the ``telegram`` notification channel.
+
+Durable state (nothing that matters lives only in memory):
+- ``origin`` of each run: ``{"platform": "telegram", "chatId", "userId", "messageId"}``;
+- ``kv("telegram.status", run_id)``: the run's status message (see ``status.py``);
+- ``kv("telegram.pending", "<chat>:<user>")``: a command waiting for a missing input (with a TTL);
+- ``kv("telegram.rejected", "<update_id>")``: updates that could not be parsed, kept for a week.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import mimetypes
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import httpx
+from telegram import (
+    BotCommand,
+    ForceReply,
+    Message,
+    ReplyParameters,
+    Update,
+    User,
+)
+from telegram.error import TelegramError
+from telegram.ext import Application, CallbackQueryHandler, ContextTypes, MessageHandler, filters
+
+from toolweave.inputs import InputError
+from toolweave.model.definitions import JobDefinition, ParamType
+from toolweave.telegram.botapi import BotAPI, BotAPIError, redact_token_in_logs
+from toolweave.telegram.commands import (
+    RESERVED,
+    ArgumentError,
+    CommandEntry,
+    CommandSpec,
+    check_answer,
+    classify,
+    command_table,
+    media_kind_ok,
+    missing_inputs,
+    parse_arguments,
+)
+from toolweave.telegram.status import STATUS_NAMESPACE, StatusTracker, cancel_keyboard, render_status
+
+if TYPE_CHECKING:
+    from toolweave.app import App
+
+log = logging.getLogger("toolweave.telegram")
+
+PENDING_NAMESPACE = "telegram.pending"
+REJECTED_NAMESPACE = "telegram.rejected"
+PROMPT_MARK = "❓"
+MAX_DOWNLOAD = 20 * 1024 * 1024
+"""The Bot API lets bots download files of at most 20 MB."""
+
+_ALLOWED_UPDATES = ["message", "callback_query"]
+
+
+@dataclass
+class _Media:
+    file_id: str
+    mime_type: str
+    filename: str
+    size: int | None
+    what: str  # "a photo", "a video", "a file"
+
+
+class UserFacingError(Exception):
+    """A problem to tell the user in plain words."""
+
+
+def _find_media(message: Message | None) -> _Media | None:
+    if message is None:
+        return None
+    if message.photo:
+        photo = message.photo[-1]
+        return _Media(photo.file_id, "image/jpeg", f"photo_{photo.file_unique_id}.jpg", photo.file_size, "a photo")
+    if message.video:
+        v = message.video
+        return _Media(v.file_id, v.mime_type or "video/mp4", v.file_name or f"video_{v.file_unique_id}.mp4", v.file_size, "a video")
+    if message.animation:
+        a = message.animation
+        return _Media(a.file_id, a.mime_type or "video/mp4", a.file_name or f"animation_{a.file_unique_id}.mp4", a.file_size, "an animation")
+    if message.document:
+        d = message.document
+        mime = d.mime_type or (mimetypes.guess_type(d.file_name or "")[0]) or "application/octet-stream"
+        return _Media(d.file_id, mime, d.file_name or f"file_{d.file_unique_id}", d.file_size, "a file")
+    return None
+
+
+def _split_command(text: str, username: str | None) -> tuple[str | None, str]:
+    """``/name@bot rest`` → (``name``, ``rest``); (None, text) when the text is not a command or
+    is addressed to another bot."""
+    stripped = text.lstrip()
+    if not stripped.startswith("/"):
+        return None, text
+    head, _, rest = stripped[1:].partition(" ")
+    first_line, newline, after = head.partition("\n")
+    if newline:
+        head, rest = first_line, after + (" " + rest if rest else "")
+    name, _, addressee = head.partition("@")
+    if addressee and username and addressee.lower() != username.lower():
+        return None, text
+    if not name:
+        return None, text
+    return name.lower(), rest.strip()
+
+
+def _user_name(user: User) -> str:
+    return user.full_name or user.username or str(user.id)
+
+
+class TelegramBot:
+    """The bot front end. ``await start()``, feed it updates, ``await stop()``."""
+
+    def __init__(self, app: App, *, tracker_interval: float = 0.5) -> None:
+        token = app.settings.telegram_token
+        if not token:
+            raise ValueError("set the Telegram bot token first (TOOLWEAVE_TELEGRAM_TOKEN or telegram_token in toolweave.toml)")
+        redact_token_in_logs(token)
+        self.app = app
+        self._token = token
+        base = app.settings.telegram_api_url.rstrip("/")
+        self.application: Application[Any, Any, Any, Any, Any, Any] = (
+            Application.builder()
+            .token(token)
+            .base_url(f"{base}/bot")
+            .base_file_url(f"{base}/file/bot")
+            .updater(None)
+            .build()
+        )
+        self.application.add_handler(CallbackQueryHandler(self._on_callback))
+        self.application.add_handler(MessageHandler(filters.UpdateType.MESSAGE, self._on_message))
+        self.application.add_error_handler(self._on_error)
+        self.tracker = StatusTracker(app, self.application.bot, interval=tracker_interval)
+        self._started = False
+        self._lock = asyncio.Lock()
+
+    @property
+    def bot(self) -> Any:
+        return self.application.bot
+
+    # --- life cycle -------------------------------------------------------------------------------
+
+    async def start(self, *, set_commands: bool = True) -> None:
+        async with self._lock:
+            if self._started:
+                return
+            await self.application.initialize()
+            if set_commands:
+                await self.set_commands()
+            self.tracker.start()
+            self._started = True
+
+    async def stop(self) -> None:
+        async with self._lock:
+            if not self._started:
+                return
+            self._started = False
+            await self.tracker.stop()
+            await self.application.shutdown()
+
+    def commands(self) -> dict[str, CommandEntry]:
+        return command_table(self.app.list_tools(), self.app.list_jobs())
+
+    async def set_commands(self) -> None:
+        own = [
+            BotCommand("start", "What this bot does"),
+            BotCommand("help", "List the commands"),
+            BotCommand("status", "Your recent runs"),
+            BotCommand("cancel", "Cancel your latest run"),
+        ]
+        table = self.commands()
+        await self.bot.set_my_commands(own + [BotCommand(e.command, e.description) for e in table.values()])
+
+    # --- updates in -------------------------------------------------------------------------------
+
+    async def process_raw(self, data: Any) -> bool:
+        """Parse and handle one update as received from Telegram. Never raises: an update that
+        cannot be parsed is logged and kept under ``kv("telegram.rejected")``; returns whether it
+        was handled."""
+        if not self._started:
+            await self.start()
+        update_id = data.get("update_id") if isinstance(data, dict) else None
+        try:
+            if not isinstance(data, dict) or not isinstance(update_id, int):
+                raise ValueError("not an update object with an integer update_id")
+            update = Update.de_json(data, self.bot)
+        except Exception as exc:
+            log.warning("rejected an update that cannot be parsed (%s: %s)", type(exc).__name__, exc)
+            with contextlib.suppress(Exception):
+                key = str(update_id) if update_id is not None else f"t{time.time():.6f}"
+                await self.app.kv_set(REJECTED_NAMESPACE, key, {"error": f"{type(exc).__name__}: {exc}"[:500],
+                                                                "update": _clip(data)}, ttl=7 * 86400)
+            return False
+        await self.application.process_update(update)
+        return True
+
+    async def poll(self, stop: asyncio.Event, *, timeout: int = 25) -> None:  # noqa: ASYNC109 (the long-poll length)
+        """Long polling with ``getUpdates`` until ``stop`` is set. An update is confirmed (by the
+        next call's offset) only after it was handled, so a crash hands it out again; submissions
+        carry an idempotency key, so a repeated command does not run twice."""
+        await self.start()
+        async with httpx.AsyncClient() as http:
+            api = BotAPI(http, self._token, self.app.settings.telegram_api_url, timeout=timeout + 15)
+            with contextlib.suppress(BotAPIError):
+                await api.call("deleteWebhook", {"drop_pending_updates": False})
+            offset: int | None = None
+            failures = 0
+            while not stop.is_set():
+                call = asyncio.create_task(
+                    api.call("getUpdates", {"offset": offset, "timeout": timeout, "allowed_updates": _ALLOWED_UPDATES})
+                )
+                stopper = asyncio.create_task(stop.wait())
+                done, _ = await asyncio.wait({call, stopper}, return_when=asyncio.FIRST_COMPLETED)
+                stopper.cancel()
+                if call not in done:
+                    call.cancel()
+                    with contextlib.suppress(BaseException):
+                        await call
+                    break
+                try:
+                    updates = call.result()
+                except BotAPIError as exc:
+                    failures += 1
+                    delay = exc.retry_after or min(30.0, 0.5 * 2 ** min(failures, 6))
+                    log.warning("getUpdates failed (%s); again in %.1f s", exc, delay)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), delay)
+                    continue
+                failures = 0
+                for raw in updates if isinstance(updates, list) else []:
+                    uid = raw.get("update_id") if isinstance(raw, dict) else None
+                    if isinstance(uid, int):
+                        offset = max(offset or 0, uid + 1)
+                    await self.process_raw(raw)
+
+    # --- handlers ---------------------------------------------------------------------------------
+
+    async def _on_error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
+        error = context.error
+        log.error("handling an update failed: %s: %s", type(error).__name__, error, exc_info=error)
+        message = update.effective_message if isinstance(update, Update) else None
+        if message is not None:
+            with contextlib.suppress(Exception):
+                await message.reply_text("Sorry, something went wrong on our side. Please try again.")
+
+    async def _reply(self, message: Message, text: str, **kwargs: Any) -> Message:
+        sent: Message = await self.bot.send_message(
+            message.chat_id, text[:4096],
+            reply_parameters=ReplyParameters(message.message_id, allow_sending_without_reply=True),
+            **kwargs,
+        )
+        return sent
+
+    async def _on_message(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        message = update.message
+        user = update.effective_user
+        if message is None or user is None or user.is_bot or message.chat is None:
+            return
+        text = message.text or message.caption or ""
+        command, rest = _split_command(text, self.bot.username)
+        private = message.chat.type == "private"
+        try:
+            if command is None:
+                await self._on_plain(message, user, private)
+            elif command in ("start", "help"):
+                await self._help(message)
+            elif command == "status":
+                await self._status(message, user)
+            elif command == "cancel":
+                await self._cancel_latest(message, user)
+            else:
+                entry = self.commands().get(command)
+                if entry is None:
+                    if private:
+                        await self._reply(message, f"I don't know /{command}. Send /help for the list of commands.")
+                    return
+                await self._command(entry, rest, message, user)
+        except UserFacingError as exc:
+            await self._reply(message, str(exc))
+
+    async def _help(self, message: Message) -> None:
+        table = self.commands()
+        lines = ["I run tools and jobs for you. Send a command with your text; reply with a command to a photo "
+                 "to use that photo. Give other inputs as name=value.", ""]
+        for entry in table.values():
+            lines.append(f"/{entry.command} — {entry.description}")
+        if not table:
+            lines.append("(No tools or jobs are available yet.)")
+        lines += ["", "/status — your recent runs", "/cancel — cancel your latest run"]
+        await self._reply(message, "\n".join(lines))
+
+    async def _account(self, user: User) -> str:
+        return await self.app.account_for("telegram", str(user.id), _user_name(user))
+
+    def _name(self, target_id: str) -> str:
+        try:
+            return self.app.definition(target_id).display_name
+        except Exception:
+            return target_id
+
+    async def _status(self, message: Message, user: User) -> None:
+        account = await self._account(user)
+        page = await self.app.list_runs(account, limit=5)
+        if not page.items:
+            await self._reply(message, "You have no runs yet. Send /help to see what I can do.")
+            return
+        lines = ["Your recent runs:"]
+        for item in page.items:
+            when = str(item.get("createdAt") or "")[:16].replace("T", " ")
+            lines.append(f"• {self._name(item['jobDefinitionId'])} — {item['status']} ({when} UTC, {item['jobRunId']})")
+        await self._reply(message, "\n".join(lines))
+
+    async def _cancel_latest(self, message: Message, user: User) -> None:
+        key = f"{message.chat_id}:{user.id}"
+        if await self.app.kv_get(PENDING_NAMESPACE, key):
+            await self.app.kv_set(PENDING_NAMESPACE, key, None)
+            await self._reply(message, "OK, I stopped waiting for that input.")
+            return
+        account = await self._account(user)
+        page = await self.app.list_runs(account, status=["pending", "running"], limit=1)
+        if not page.items:
+            await self._reply(message, "You have no run in progress.")
+            return
+        run_id = page.items[0]["jobRunId"]
+        await self.app.cancel(run_id, account)
+        await self._reply(message, f"Cancelling {self._name(page.items[0]['jobDefinitionId'])} ({run_id}).")
+
+    # --- running a command ------------------------------------------------------------------------
+
+    async def _command(self, entry: CommandEntry, rest: str, message: Message, user: User) -> None:
+        await self.app.kv_set(PENDING_NAMESPACE, f"{message.chat_id}:{user.id}", None)
+        definition = self.app.job_for(entry.target_id)
+        spec = classify(definition)
+        try:
+            inputs: dict[str, Any] = dict(parse_arguments(rest, spec)[0])
+        except ArgumentError as exc:
+            raise UserFacingError(f"/{entry.command}: {exc}.") from None
+        for name, value in inputs.items():
+            param = spec.param(name)
+            problem = check_answer(param, value) if param is not None else None
+            if problem:
+                raise UserFacingError(f"/{entry.command}: {problem}.")
+        account = await self._account(user)
+        media = _find_media(message) or _find_media(message.reply_to_message)
+        if media is not None and spec.media_input is not None and spec.media_input not in inputs:
+            inputs[spec.media_input] = await self._download(media, spec, account)
+        await self._continue(entry, spec, inputs, message, user, account, command_message_id=message.message_id)
+
+    async def _continue(self, entry: CommandEntry, spec: CommandSpec, inputs: dict[str, Any], message: Message,
+                        user: User, account: str, *, command_message_id: int) -> None:
+        missing = missing_inputs(spec, inputs)
+        if missing:
+            await self._ask(entry, spec, inputs, missing[0], message, user, command_message_id)
+            return
+        await self.app.kv_set(PENDING_NAMESPACE, f"{message.chat_id}:{user.id}", None)
+        await self.submit(entry.target_id, inputs, account=account, chat_id=message.chat_id, user_id=user.id,
+                          reply_to=command_message_id, idempotency_key=f"tg:{message.chat_id}:{message.message_id}")
+
+    async def _ask(self, entry: CommandEntry, spec: CommandSpec, inputs: dict[str, Any], param: Any,
+                   message: Message, user: User, command_message_id: int) -> None:
+        timeout = self.app.settings.telegram_prompt_timeout_seconds
+        if param.type.is_media:
+            what = {"image": "a photo (or an image file)", "video": "a video"}.get(param.type.value, "a file")
+            ask = f"{PROMPT_MARK} /{entry.command} needs {param.name}: please send {what}."
+        else:
+            ask = f"{PROMPT_MARK} /{entry.command} needs {param.name}: please reply with it."
+        if param.description:
+            ask += f"\n({param.description})"
+        minutes = max(1, round(timeout / 60))
+        ask += f"\nI'll wait {minutes} min. /cancel to stop."
+        prompt = await self._reply(message, ask, reply_markup=ForceReply(selective=True))
+        await self.app.kv_set(
+            PENDING_NAMESPACE, f"{message.chat_id}:{user.id}",
+            {"command": entry.command, "targetId": entry.target_id, "inputs": inputs, "asking": param.name,
+             "promptMessageId": prompt.message_id, "commandMessageId": command_message_id},
+            ttl=timeout,
+        )
+
+    async def _on_plain(self, message: Message, user: User, private: bool) -> None:
+        key = f"{message.chat_id}:{user.id}"
+        pending = await self.app.kv_get(PENDING_NAMESPACE, key)
+        replied = message.reply_to_message
+        to_prompt = bool(replied and replied.from_user and replied.from_user.id == self.bot.id
+                         and (replied.text or "").startswith(PROMPT_MARK))
+        if not pending:
+            if to_prompt:
+                await self._reply(message, "That question has expired. Please send the command again.")
+            elif private and (message.text or _find_media(message)):
+                await self._reply(message, "Send a command to run something; /help lists them.")
+            return
+        if not private and not (replied and replied.message_id == pending.get("promptMessageId")):
+            return
+        entry = self.commands().get(str(pending.get("command")))
+        if entry is None or entry.target_id != pending.get("targetId"):
+            await self.app.kv_set(PENDING_NAMESPACE, key, None)
+            await self._reply(message, "That command is no longer available.")
+            return
+        spec = classify(self.app.job_for(entry.target_id))
+        name = str(pending.get("asking"))
+        param = spec.param(name)
+        inputs = dict(pending.get("inputs") or {})
+        account = await self._account(user)
+        if param is None:
+            await self.app.kv_set(PENDING_NAMESPACE, key, None)
+            return
+        if param.type.is_media:
+            media = _find_media(message)
+            if media is None:
+                raise UserFacingError(f"{name} needs {'a photo' if param.type is ParamType.IMAGE else 'a file'}; please send one, or /cancel.")
+            inputs[name] = await self._download(media, spec, account, param_name=name)
+        else:
+            value = message.text or message.caption or ""
+            if not value.strip():
+                raise UserFacingError(f"Please reply with a value for {name}, or /cancel.")
+            problem = check_answer(param, value)
+            if problem:
+                raise UserFacingError(f"{problem}. Please try again, or /cancel.")
+            inputs[name] = value.strip() if param.type not in (ParamType.STRING, ParamType.TEXT) else value
+        await self._continue(entry, spec, inputs, message, user, account,
+                             command_message_id=int(pending.get("commandMessageId") or message.message_id))
+
+    async def _download(self, media: _Media, spec: CommandSpec, account: str, *, param_name: str | None = None) -> dict[str, Any]:
+        name = param_name or spec.media_input or "media"
+        param = spec.param(name)
+        kind = param.type if param is not None else spec.media_type
+        if not media_kind_ok(kind, media.mime_type):
+            wanted = {ParamType.IMAGE: "an image", ParamType.VIDEO: "a video"}.get(kind, "a file") if kind else "a file"
+            raise UserFacingError(f"{name} needs {wanted}, but you sent {media.what} ({media.mime_type}).")
+        limit = min(MAX_DOWNLOAD, self.app.settings.media_max_bytes)
+        if media.size is not None and media.size > limit:
+            raise UserFacingError(f"{name}: the file is too large ({media.size / 1048576:.1f} MB; at most {limit / 1048576:.0f} MB).")
+        try:
+            file = await self.bot.get_file(media.file_id)
+            data = bytes(await file.download_as_bytearray())
+        except TelegramError as exc:
+            log.warning("downloading a file from Telegram failed: %s", exc)
+            raise UserFacingError(f"I could not download the file for {name} from Telegram; please send it again.") from None
+        if len(data) > limit:
+            raise UserFacingError(f"{name}: the file is too large ({len(data) / 1048576:.1f} MB).")
+        # Only the bytes are kept: the download URL holds the bot token and is never stored or passed on.
+        return await self.app.put_media(data, account, filename=media.filename, mime_type=media.mime_type)
+
+    async def submit(self, target_id: str, inputs: Mapping[str, Any], *, account: str, chat_id: int, user_id: int,
+                     reply_to: int | None, idempotency_key: str) -> str | None:
+        """Submit a run for a chat user and post its status message; returns the run id (None when
+        refused, after telling the user why)."""
+        from toolweave.app import MediaError, UnknownDefinition
+
+        limit = self.app.settings.telegram_max_runs_in_flight
+        running = await self.app.in_flight(account)
+        if running >= limit:
+            raise UserFacingError(
+                f"You already have {running} run{'s' if running != 1 else ''} in progress (the limit is {limit}). "
+                "Wait for one to finish, or /cancel the latest."
+            )
+        origin = {"platform": "telegram", "chatId": chat_id, "userId": user_id, "messageId": reply_to}
+        try:
+            run_id = await self.app.submit(target_id, inputs, account_id=account, origin=origin,
+                                           idempotency_key=idempotency_key, coerce_text=True, allow_local_paths=False)
+        except InputError as exc:
+            lines = [f"• {p.field} {p.message}" for p in exc.problems]
+            raise UserFacingError("That did not work:\n" + "\n".join(lines)) from None
+        except MediaError as exc:
+            raise UserFacingError(f"A file could not be read: {exc}") from None
+        except UnknownDefinition:
+            raise UserFacingError("That command is no longer available.") from None
+        if await self.app.kv_get(STATUS_NAMESPACE, run_id):
+            return run_id  # the same update again: its status message exists already
+        name = self._name(target_id)
+        run = await self.app.get_run(run_id, account)
+        text = render_status(run, name)
+        sent = await self.bot.send_message(
+            chat_id, text, reply_markup=cancel_keyboard(run_id),
+            reply_parameters=ReplyParameters(reply_to, allow_sending_without_reply=True) if reply_to else None,
+        )
+        await self.tracker.track(run_id, chat_id, sent.message_id, account, name, text)
+        return run_id
+
+    # --- buttons ----------------------------------------------------------------------------------
+
+    async def _on_callback(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        from toolweave.app import Conflict, NotFound
+
+        query = update.callback_query
+        if query is None:
+            return
+        data = query.data or ""
+        action, _, run_id = data.partition(":")
+        if action not in ("c", "r") or not run_id:
+            await query.answer("This button is no longer supported.")
+            return
+        account = await self._account(query.from_user)
+        try:
+            run = await self.app.get_run(run_id, account)
+        except NotFound:
+            await query.answer("That run is not yours.", show_alert=True)
+            return
+        if action == "c":
+            try:
+                status = await self.app.cancel(run_id, account)
+            except Conflict:
+                await query.answer("It has already finished.")
+                return
+            await query.answer("Cancelling…" if status not in ("completed", "failed", "cancelled", "partially_completed") else "It has already finished.")
+            self.tracker.wake()
+            return
+        chat = query.message.chat if query.message is not None else None
+        if chat is None:
+            await query.answer("I cannot tell which chat this is.")
+            return
+        inputs = dict(run.get("jobInputs") or {})
+        try:
+            definition: JobDefinition = self.app.job_for(run["jobDefinitionId"])
+        except Exception:
+            await query.answer("That tool or job is no longer available.", show_alert=True)
+            return
+        for param in definition.input_schema:
+            if param.type is ParamType.SEED:
+                inputs.pop(param.name, None)  # a new random seed
+        origin = run.get("origin") or {}
+        reply_to = origin.get("messageId") if origin.get("chatId") == chat.id else None
+        try:
+            await self.submit(run["jobDefinitionId"], inputs, account=account, chat_id=chat.id, user_id=query.from_user.id,
+                              reply_to=reply_to, idempotency_key=f"tg-rerun:{query.id}")
+        except UserFacingError as exc:
+            await query.answer(str(exc)[:200], show_alert=True)
+            return
+        await query.answer("Running it again.")
+
+
+def _clip(data: Any, limit: int = 4000) -> Any:
+    import json
+
+    try:
+        text = json.dumps(data, default=str)
+    except (TypeError, ValueError):
+        text = repr(data)
+    return text if len(text) <= limit else text[:limit]
+
+
+__all__ = ["RESERVED", "TelegramBot"]

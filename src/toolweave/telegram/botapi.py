@@ -1,0 +1,128 @@
+"""A very small Bot API client over httpx, for deliveries from workers (no bot process needed).
+
+Errors leave as ``BotAPIError`` with the HTTP status, Telegram's description and ``retry_after``;
+messages never contain the URL, so the token cannot leak into a stored error or a log line.
+Also here: ``redact_token_in_logs``, which keeps the token out of every log record of the process
+(httpx logs request URLs, which hold the token).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import httpx
+
+log = logging.getLogger("toolweave.telegram")
+
+
+class BotAPIError(Exception):
+    def __init__(self, message: str, *, status: int | None = None, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.retry_after = retry_after
+
+    @property
+    def retryable(self) -> bool:
+        """429, 5xx and network trouble (status None) are worth retrying; other 4xx are not."""
+        return self.status is None or self.status == 429 or self.status >= 500
+
+
+class BotAPI:
+    def __init__(self, http: httpx.AsyncClient, token: str, base_url: str = "https://api.telegram.org",
+                 timeout: float = 60.0) -> None:
+        self._http = http
+        self._token = token
+        self._base = base_url.rstrip("/")
+        self._timeout = timeout
+
+    def _scrub(self, text: str) -> str:
+        return text.replace(self._token, "<token>") if self._token else text
+
+    async def call(
+        self,
+        method: str,
+        params: Mapping[str, Any] | None = None,
+        files: Mapping[str, tuple[str, bytes, str]] | None = None,
+    ) -> Any:
+        """Call a Bot API method; returns ``result``. Nested values are sent as JSON text."""
+        url = f"{self._base}/bot{self._token}/{method}"
+        try:
+            if files:
+                data = {k: v if isinstance(v, str) else json.dumps(v) for k, v in (params or {}).items() if v is not None}
+                response = await self._http.post(url, data=data, files=dict(files), timeout=self._timeout)
+            else:
+                body = {k: v for k, v in (params or {}).items() if v is not None}
+                response = await self._http.post(url, json=body, timeout=self._timeout)
+        except httpx.HTTPError as exc:
+            raise BotAPIError(f"{method}: network error ({type(exc).__name__}: {self._scrub(str(exc))})") from None
+        try:
+            payload = response.json()
+        except ValueError:
+            payload = {}
+        if not isinstance(payload, dict):
+            payload = {}
+        if response.status_code == 200 and payload.get("ok") is True:
+            return payload.get("result")
+        status = response.status_code if response.status_code != 200 else int(payload.get("error_code") or 500)
+        description = self._scrub(str(payload.get("description") or response.reason_phrase or "no description"))
+        parameters = payload.get("parameters") if isinstance(payload.get("parameters"), dict) else {}
+        retry_after = parameters.get("retry_after") if parameters else None
+        try:
+            retry = float(retry_after) if retry_after is not None else None
+        except (TypeError, ValueError):
+            retry = None
+        raise BotAPIError(f"{method}: HTTP {status}: {description}", status=status, retry_after=retry)
+
+
+class _Redact(logging.Filter):
+    def __init__(self) -> None:
+        super().__init__()
+        self.tokens: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not self.tokens:
+            return True
+        try:
+            message = record.getMessage()
+        except Exception:
+            return True
+        hits = [t for t in self.tokens if t in message]
+        if hits:
+            for token in hits:
+                message = message.replace(token, "<token>")
+            record.msg, record.args = message, None
+        if record.exc_info and not record.exc_text:
+            text = logging.Formatter().formatException(record.exc_info)
+            if any(t in text for t in self.tokens):
+                for token in self.tokens:
+                    text = text.replace(token, "<token>")
+                record.exc_text = text
+        return True
+
+
+_REDACT_ATTR = "_toolweave_token_redaction"
+
+
+def redact_token_in_logs(token: str) -> None:
+    """Replace ``token`` by ``<token>`` in every log record created from now on, whatever the
+    logger or handler (httpx logs request URLs, python-telegram-bot logs its base URL)."""
+    if not token:
+        return
+    factory = logging.getLogRecordFactory()
+    redact: _Redact | None = getattr(factory, _REDACT_ATTR, None)
+    if redact is None:
+        redact = _Redact()
+        previous = factory
+
+        def make_record(*args: Any, **kwargs: Any) -> logging.LogRecord:
+            record = previous(*args, **kwargs)
+            assert redact is not None
+            redact.filter(record)
+            return record
+
+        setattr(make_record, _REDACT_ATTR, redact)
+        logging.setLogRecordFactory(make_record)
+    redact.tokens.add(token)

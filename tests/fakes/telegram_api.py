@@ -1,0 +1,456 @@
+"""A fake Telegram Bot API server for tests (real HTTP on loopback, via ``serve_asgi``).
+
+    fake = FakeTelegram(token="123:abc")
+    async with serve_asgi(fake.asgi()) as url:
+        # python-telegram-bot: .base_url(f"{url}/bot").base_file_url(f"{url}/file/bot")
+        # toolweave: Settings(telegram_api_url=url, telegram_token=fake.token)
+
+It answers the methods the bot uses (getMe, setMyCommands, deleteWebhook, setWebhook, getUpdates,
+sendMessage, editMessageText, editMessageReplyMarkup, sendPhoto, sendMediaGroup, sendVideo,
+sendDocument, getFile and the file download, answerCallbackQuery, sendChatAction), in JSON,
+url-encoded or multipart form (values of nested fields as JSON text, as the real API takes them).
+Every call is recorded in ``calls``; every message the bot sent lives in ``messages`` with its
+current text and buttons, and edits are appended to ``edits``. ``fail(method, status, times,
+retry_after)`` scripts failures (429 with ``parameters.retry_after``, 500, 400 ...).
+Updates for the bot are built with ``message_update`` / ``callback_update`` and either queued for
+``getUpdates`` with ``push`` or handed to the bot directly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+BOT_USER = {"id": 7000001, "is_bot": True, "first_name": "Toolweave", "username": "toolweave_test_bot",
+            "can_join_groups": True, "can_read_all_group_messages": False, "supports_inline_queries": False}
+
+_JSON_FIELDS = {"reply_markup", "media", "commands", "reply_parameters", "allowed_updates", "entities",
+                "caption_entities", "link_preview_options", "scope"}
+
+
+@dataclass
+class Call:
+    method: str
+    params: dict[str, Any]
+    files: dict[str, tuple[str, str, bytes]] = field(default_factory=dict)
+    """field name → (filename, content type, bytes)."""
+    status: int = 200
+    at: float = 0.0
+
+
+@dataclass
+class _Failure:
+    status: int
+    times: int
+    retry_after: int | None
+    description: str
+
+
+class FakeTelegram:
+    def __init__(self, token: str = "123456:TEST-token-abcdefghijklmnopqrstuv") -> None:
+        self.token = token
+        self.calls: list[Call] = []
+        self.messages: dict[tuple[int, int], dict[str, Any]] = {}
+        self.edits: list[dict[str, Any]] = []
+        self.files: dict[str, tuple[str, bytes]] = {}
+        self.downloads: list[str] = []
+        self.updates: list[dict[str, Any]] = []
+        self.webhook: dict[str, Any] | None = None
+        self._failures: dict[str, list[_Failure]] = {}
+        self._ids = itertools.count(1000)
+        self._update_ids = itertools.count(1)
+        self._file_ids = itertools.count(1)
+        self._new_update = asyncio.Event()
+        self._changed = asyncio.Event()
+
+    # --- scripting --------------------------------------------------------------------------------
+
+    def fail(self, method: str, status: int = 500, *, times: int = 1, retry_after: int | None = None,
+             description: str | None = None) -> None:
+        """The next ``times`` calls of ``method`` answer ``status`` (429 carries ``retry_after``)."""
+        text = description or {429: f"Too Many Requests: retry after {retry_after}", 400: "Bad Request: scripted",
+                               403: "Forbidden: bot was blocked by the user"}.get(status, "Internal Server Error")
+        self._failures.setdefault(method, []).append(_Failure(status, times, retry_after, text))
+
+    def add_file(self, data: bytes, path: str) -> str:
+        """Keep a file the bot may download; returns its file_id."""
+        file_id = f"FILE{next(self._file_ids):04d}"
+        self.files[file_id] = (path, data)
+        return file_id
+
+    def push(self, *updates: dict[str, Any]) -> None:
+        """Queue raw updates for getUpdates."""
+        self.updates.extend(updates)
+        self._new_update.set()
+
+    def next_update_id(self) -> int:
+        return next(self._update_ids)
+
+    @staticmethod
+    def user(user_id: int, first_name: str = "Ada") -> dict[str, Any]:
+        return {"id": user_id, "is_bot": False, "first_name": first_name, "language_code": "en"}
+
+    @staticmethod
+    def chat(chat_id: int) -> dict[str, Any]:
+        if chat_id > 0:
+            return {"id": chat_id, "type": "private", "first_name": "Ada"}
+        return {"id": chat_id, "type": "group", "title": "Test group"}
+
+    def user_message(
+        self,
+        text: str | None = None,
+        *,
+        user_id: int = 42,
+        chat_id: int | None = None,
+        photo: bytes | None = None,
+        document: tuple[bytes, str, str] | None = None,
+        video: bytes | None = None,
+        reply_to: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """A message from a user (text, or caption with media); ``document`` is (bytes, mime, name)."""
+        chat_id = user_id if chat_id is None else chat_id
+        message: dict[str, Any] = {
+            "message_id": next(self._ids), "date": int(time.time()), "chat": self.chat(chat_id),
+            "from": self.user(user_id),
+        }
+        key = "caption" if (photo or document or video) else "text"
+        if text is not None:
+            message[key] = text
+            if text.startswith("/"):
+                length = len(text.split()[0]) if text.split() else 1
+                message[f"{key}_entities" if key == "caption" else "entities"] = [
+                    {"type": "bot_command", "offset": 0, "length": length}
+                ]
+        if photo is not None:
+            fid = self.add_file(photo, f"photos/file_{len(self.files)}.jpg")
+            message["photo"] = [
+                {"file_id": fid + "s", "file_unique_id": fid + "us", "width": 90, "height": 90, "file_size": 100},
+                {"file_id": fid, "file_unique_id": "u" + fid, "width": 800, "height": 600, "file_size": len(photo)},
+            ]
+        if document is not None:
+            data, mime, name = document
+            fid = self.add_file(data, f"documents/{name}")
+            message["document"] = {"file_id": fid, "file_unique_id": "u" + fid, "file_name": name,
+                                   "mime_type": mime, "file_size": len(data)}
+        if video is not None:
+            fid = self.add_file(video, f"videos/file_{len(self.files)}.mp4")
+            message["video"] = {"file_id": fid, "file_unique_id": "u" + fid, "width": 64, "height": 64,
+                                "duration": 1, "mime_type": "video/mp4", "file_size": len(video)}
+        if reply_to is not None:
+            message["reply_to_message"] = reply_to
+        return message
+
+    def message_update(self, text: str | None = None, **kwargs: Any) -> dict[str, Any]:
+        return {"update_id": self.next_update_id(), "message": self.user_message(text, **kwargs)}
+
+    def callback_update(self, data: str, *, user_id: int = 42, message: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "update_id": self.next_update_id(),
+            "callback_query": {"id": f"cbq{next(self._ids)}", "from": self.user(user_id), "chat_instance": "ci1",
+                               "data": data, "message": message},
+        }
+
+    # --- reading what the bot did -----------------------------------------------------------------
+
+    def calls_of(self, *methods: str) -> list[Call]:
+        return [c for c in self.calls if c.method in methods and c.status == 200]
+
+    def sent_to(self, chat_id: int) -> list[dict[str, Any]]:
+        return [m for (c, _), m in sorted(self.messages.items()) if c == chat_id]
+
+    def message(self, chat_id: int, message_id: int) -> dict[str, Any]:
+        return self.messages[(chat_id, message_id)]
+
+    async def wait_for(self, predicate: Any, timeout: float = 20.0) -> Any:  # noqa: ASYNC109
+        """Wait until ``predicate()`` is truthy (checked after every call); returns its value."""
+        deadline = time.monotonic() + timeout
+        while True:
+            value = predicate()
+            if value:
+                return value
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError("the fake Telegram server did not see what the test waited for")
+            self._changed.clear()
+            try:
+                await asyncio.wait_for(self._changed.wait(), min(remaining, 0.2))
+            except TimeoutError:
+                pass
+
+    # --- the server -------------------------------------------------------------------------------
+
+    def asgi(self) -> Starlette:
+        return Starlette(routes=[
+            Route("/bot{token}/{method}", self._method, methods=["GET", "POST"]),
+            Route("/file/bot{token}/{path:path}", self._download, methods=["GET"]),
+        ])
+
+    async def _params(self, request: Request) -> tuple[dict[str, Any], dict[str, tuple[str, str, bytes]]]:
+        params: dict[str, Any] = dict(request.query_params)
+        files: dict[str, tuple[str, str, bytes]] = {}
+        ctype = request.headers.get("content-type", "")
+        if ctype.startswith("application/json"):
+            body = await request.body()
+            if body:
+                params.update(json.loads(body))
+            return params, files
+        if ctype.startswith(("multipart/form-data", "application/x-www-form-urlencoded")):
+            form = await request.form()
+            for key, value in form.multi_items():
+                if hasattr(value, "read"):
+                    files[key] = (value.filename or "", value.content_type or "", await value.read())
+                elif key in _JSON_FIELDS:
+                    params[key] = json.loads(value)
+                else:
+                    params[key] = value
+        for key in ("chat_id", "message_id", "offset", "timeout", "limit"):
+            if isinstance(params.get(key), str) and params[key].lstrip("-").isdigit():
+                params[key] = int(params[key])
+        return params, files
+
+    def _error(self, status: int, description: str, retry_after: int | None = None) -> JSONResponse:
+        body: dict[str, Any] = {"ok": False, "error_code": status, "description": description}
+        if retry_after is not None:
+            body["parameters"] = {"retry_after": retry_after}
+        return JSONResponse(body, status_code=status)
+
+    async def _method(self, request: Request) -> Response:
+        method = request.path_params["method"]
+        if request.path_params["token"] != self.token:
+            return self._error(401, "Unauthorized")
+        params, files = await self._params(request)
+        call = Call(method, params, files, at=time.time())
+        self.calls.append(call)
+        try:
+            queue = self._failures.get(method) or []
+            if queue:
+                failure = queue[0]
+                failure.times -= 1
+                if failure.times <= 0:
+                    queue.pop(0)
+                call.status = failure.status
+                return self._error(failure.status, failure.description, failure.retry_after)
+            handler = getattr(self, "_m_" + method, None)
+            if handler is None:
+                call.status = 404
+                return self._error(404, "Not Found")
+            result = await handler(params, files)
+            if isinstance(result, JSONResponse):
+                call.status = result.status_code
+                return result
+            return JSONResponse({"ok": True, "result": result})
+        finally:
+            self._changed.set()
+
+    async def _download(self, request: Request) -> Response:
+        if request.path_params["token"] != self.token:
+            return Response(status_code=401)
+        path = request.path_params["path"]
+        self.downloads.append(path)
+        for stored_path, data in self.files.values():
+            if stored_path == path:
+                return Response(data, media_type="application/octet-stream")
+        return Response(status_code=404)
+
+    # --- methods ----------------------------------------------------------------------------------
+
+    async def _m_getMe(self, params: dict[str, Any], files: Any) -> Any:
+        return BOT_USER
+
+    async def _m_setMyCommands(self, params: dict[str, Any], files: Any) -> Any:
+        return True
+
+    async def _m_deleteWebhook(self, params: dict[str, Any], files: Any) -> Any:
+        self.webhook = None
+        return True
+
+    async def _m_setWebhook(self, params: dict[str, Any], files: Any) -> Any:
+        self.webhook = params
+        return True
+
+    async def _m_sendChatAction(self, params: dict[str, Any], files: Any) -> Any:
+        return True
+
+    async def _m_answerCallbackQuery(self, params: dict[str, Any], files: Any) -> Any:
+        return True
+
+    async def _m_getUpdates(self, params: dict[str, Any], files: Any) -> Any:
+        offset = int(params.get("offset") or 0)
+        if offset:
+            self.updates = [u for u in self.updates if not isinstance(u.get("update_id"), int) or u["update_id"] >= offset]
+        timeout = min(float(params.get("timeout") or 0), 0.5)
+        if not self.updates and timeout > 0:
+            self._new_update.clear()
+            try:
+                await asyncio.wait_for(self._new_update.wait(), timeout)
+            except TimeoutError:
+                pass
+        return list(self.updates)
+
+    async def _m_getFile(self, params: dict[str, Any], files: Any) -> Any:
+        file_id = str(params.get("file_id"))
+        if file_id not in self.files:
+            return self._error(400, "Bad Request: invalid file_id")
+        path, data = self.files[file_id]
+        return {"file_id": file_id, "file_unique_id": "u" + file_id, "file_size": len(data), "file_path": path}
+
+    def _store(self, params: dict[str, Any], **content: Any) -> dict[str, Any] | JSONResponse:
+        chat_id = params.get("chat_id")
+        if not isinstance(chat_id, int):
+            return self._error(400, "Bad Request: chat_id is missing or not a number")
+        message: dict[str, Any] = {"message_id": next(self._ids), "date": int(time.time()),
+                                   "chat": self.chat(chat_id), "from": BOT_USER, **content}
+        reply = params.get("reply_parameters") or {}
+        if isinstance(reply, dict) and reply.get("message_id"):
+            message["_reply_to"] = reply["message_id"]
+        if params.get("reply_markup"):
+            message["reply_markup"] = params["reply_markup"]
+        self.messages[(chat_id, message["message_id"])] = message
+        return {k: v for k, v in message.items() if not k.startswith("_")}
+
+    async def _m_sendMessage(self, params: dict[str, Any], files: Any) -> Any:
+        text = params.get("text")
+        if not text:
+            return self._error(400, "Bad Request: message text is empty")
+        return self._store(params, text=text)
+
+    def _upload(self, kind: str, params: dict[str, Any], files: dict[str, tuple[str, str, bytes]], field_name: str) -> Any:
+        if field_name not in files:
+            return self._error(400, f"Bad Request: there is no {field_name} in the request")
+        filename, ctype, data = files[field_name]
+        fid = self.add_file(data, f"sent/{filename}")
+        meta: dict[str, Any] = {"file_id": fid, "file_unique_id": "u" + fid, "file_size": len(data)}
+        if kind == "photo":
+            content: dict[str, Any] = {"photo": [{**meta, "width": 1, "height": 1}]}
+        elif kind == "video":
+            content = {"video": {**meta, "width": 1, "height": 1, "duration": 1, "mime_type": ctype}}
+        else:
+            content = {"document": {**meta, "file_name": filename, "mime_type": ctype}}
+        stored = self._store(params, **content, _upload={"filename": filename, "contentType": ctype, "size": len(data)})
+        return stored
+
+    async def _m_sendPhoto(self, params: dict[str, Any], files: Any) -> Any:
+        return self._upload("photo", params, files, "photo")
+
+    async def _m_sendVideo(self, params: dict[str, Any], files: Any) -> Any:
+        return self._upload("video", params, files, "video")
+
+    async def _m_sendDocument(self, params: dict[str, Any], files: Any) -> Any:
+        return self._upload("document", params, files, "document")
+
+    async def _m_sendMediaGroup(self, params: dict[str, Any], files: dict[str, tuple[str, str, bytes]]) -> Any:
+        media = params.get("media")
+        if not isinstance(media, list) or not 2 <= len(media) <= 10:
+            return self._error(400, "Bad Request: media must be a list of 2-10 items")
+        group = f"mg{next(self._ids)}"
+        out = []
+        for item in media:
+            ref = str(item.get("media", ""))
+            name = ref.removeprefix("attach://")
+            if not ref.startswith("attach://") or name not in files:
+                return self._error(400, f"Bad Request: media {ref!r} not found in the request")
+            kind = item.get("type", "photo")
+            stored = self._upload(kind, params, {kind: files[name]}, kind)
+            self.messages[(params["chat_id"], stored["message_id"])]["media_group_id"] = group
+            out.append({**stored, "media_group_id": group})
+        return out
+
+    async def _m_editMessageText(self, params: dict[str, Any], files: Any) -> Any:
+        key = (params.get("chat_id"), params.get("message_id"))
+        message = self.messages.get(key)  # type: ignore[arg-type]
+        if message is None:
+            return self._error(400, "Bad Request: message to edit not found")
+        markup = params.get("reply_markup")
+        if message.get("text") == params.get("text") and message.get("reply_markup") == markup:
+            return self._error(400, "Bad Request: message is not modified: specified new message content and "
+                                    "reply markup are exactly the same as a current content and reply markup of the message")
+        message["text"] = params.get("text")
+        if markup:
+            message["reply_markup"] = markup
+        else:
+            message.pop("reply_markup", None)
+        self.edits.append({"chat_id": key[0], "message_id": key[1], "text": params.get("text"),
+                           "reply_markup": markup, "at": time.time()})
+        return {k: v for k, v in message.items() if not k.startswith("_")}
+
+    async def _m_editMessageReplyMarkup(self, params: dict[str, Any], files: Any) -> Any:
+        key = (params.get("chat_id"), params.get("message_id"))
+        message = self.messages.get(key)  # type: ignore[arg-type]
+        if message is None:
+            return self._error(400, "Bad Request: message to edit not found")
+        message["reply_markup"] = params.get("reply_markup")
+        return {k: v for k, v in message.items() if not k.startswith("_")}
+
+
+# --- a whole bot on a fake server, for the integration tests -------------------------------------------
+
+import contextlib  # noqa: E402
+from collections.abc import AsyncIterator  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+DEFINITIONS = Path(__file__).resolve().parents[1] / "integration" / "telegram_defs"
+
+
+@dataclass
+class TelegramEnv:
+    fake: FakeTelegram
+    url: str
+    app: Any  # toolweave.app.App
+    bot: Any  # toolweave.telegram.bot.TelegramBot
+    worker: Any
+
+    async def send(self, update: dict[str, Any]) -> None:
+        """Hand one raw update to the bot, as the webhook route or the poller does."""
+        await self.bot.process_raw(update)
+
+    def replies(self, chat_id: int = 42) -> list[dict[str, Any]]:
+        return self.fake.sent_to(chat_id)
+
+    def texts(self, chat_id: int = 42) -> list[str]:
+        return [m.get("text") or "" for m in self.fake.sent_to(chat_id)]
+
+    async def run_of(self, account: str, index: int = 0) -> dict[str, Any]:
+        page = await self.app.list_runs(account, limit=10)
+        return page.items[index]
+
+
+@contextlib.asynccontextmanager
+async def telegram_env(home: Path, *, worker: bool = True, start_bot: bool = True, **overrides: Any) -> AsyncIterator[TelegramEnv]:
+    """A real App (SQLite under ``home``, builtin tools, the test jobs), a real worker, the bot, and
+    the fake Bot API server on loopback."""
+    from tests.helpers.loopback import serve_asgi
+    from toolweave.app import App
+    from toolweave.settings import Settings
+    from toolweave.telegram.bot import TelegramBot
+
+    fake = FakeTelegram()
+    async with serve_asgi(fake.asgi()) as url:
+        options: dict[str, Any] = {
+            "home": home, "test_tools": False, "definitions": [DEFINITIONS], "telegram_token": fake.token,
+            "telegram_api_url": url, "telegram_edit_interval_seconds": 0.0, "worker_slots": 4,
+        }
+        options.update(overrides)
+        app = App(Settings(**options))
+        bot = TelegramBot(app, tracker_interval=0.05)
+        run_worker = app.make_worker(4) if worker else None
+        task = asyncio.create_task(run_worker.run()) if run_worker else None
+        try:
+            if start_bot:
+                await bot.start()
+            yield TelegramEnv(fake, url, app, bot, run_worker)
+        finally:
+            if run_worker is not None and task is not None:
+                run_worker.stop()
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(task, 10)
+            await bot.stop()
+            await app.aclose()
