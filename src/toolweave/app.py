@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import logging
 import os
 import secrets
+import socket
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
@@ -42,6 +44,9 @@ from toolweave.store.db import Store, Tx
 from toolweave.store.ids import new_id
 
 log = logging.getLogger("toolweave")
+
+WORKERS_NAMESPACE = "workers"
+WORKER_TTL_SECONDS = 15.0
 
 __all__ = ["App", "Conflict", "InputError", "NotFound", "UnknownDefinition"]
 
@@ -116,6 +121,10 @@ class App:
         self.services: dict[str, Service] = {}
         self.registry = Registry()
         self.notifier = Notifier(self.store, {})
+        from toolweave.notify.callback import CallbackChannel
+
+        signing = settings.callback_signing_secret.encode() if settings.callback_signing_secret else self._secret()
+        self.add_channel(CallbackChannel(self.http, signing, allow_private=settings.callback_allow_private_urls))
         self.definition_problems: list[Problem] = []
         self._build_services()
         self.reload_definitions()
@@ -164,7 +173,10 @@ class App:
 
         registry = Registry()
         registry.add_tools(builtin_tool_definitions(self.settings.test_tools))
-        problems = registry.load(self.settings.definitions) if self.settings.definitions else []
+        paths = list(self.settings.definitions)
+        if self.registered_dir.is_dir():
+            paths.append(self.registered_dir)
+        problems = registry.load(paths) if paths else []
         self.registry = registry
         self.definition_problems = problems
         return problems
@@ -190,6 +202,45 @@ class App:
         )
 
     # --- definitions ---------------------------------------------------------------------------
+
+    @property
+    def registered_dir(self) -> Path:
+        """Where jobs registered through the API are kept (loaded with the definition folders)."""
+        return self.settings.home / "registered"
+
+    def check_definition(self, raw: Any) -> tuple[JobDefinition | None, list[Problem]]:
+        """Validate a posted job definition (a mapping) against the registry without registering it."""
+        from toolweave.registry.loader import _build
+        from toolweave.registry.validate import validate_job
+
+        problems: list[Problem] = []
+        if isinstance(raw, dict) and ("toolId" in raw or "tool_id" in raw):
+            return None, [Problem(None, "toolId", "only jobs can be registered here; tools come from definition files")]
+        defn = _build(raw, "", "", problems)
+        if defn is None or problems:
+            return None, problems
+        assert isinstance(defn, JobDefinition)
+        defn._source = None
+        existing = self.registry.get_job(defn.job_id)
+        if existing is not None and existing.version == defn.version and existing.dump() != defn.dump():
+            return defn, [Problem(None, "version", f"job {defn.job_id!r} version {defn.version!r} is already "
+                                  "registered with different content; change its version")]
+        return defn, validate_job(defn, self.registry, file="")
+
+    def register_job(self, raw: Any) -> tuple[JobDefinition | None, list[Problem]]:
+        """Validate a job definition, register it and keep it under ``registered_dir``."""
+        import json
+
+        defn, problems = self.check_definition(raw)
+        if defn is None or problems:
+            return defn, problems
+        problems = self.registry.register(defn, file="")
+        if problems:
+            return defn, problems
+        self.registered_dir.mkdir(parents=True, exist_ok=True)
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in f"{defn.job_id}@{defn.version}")
+        (self.registered_dir / f"{safe}.json").write_text(json.dumps(defn.dump(), indent=2), encoding="utf-8")
+        return defn, []
 
     def list_tools(self, *, include_hidden: bool = False) -> list[ToolDefinition]:
         tools = self.registry.tools()
@@ -288,9 +339,8 @@ class App:
                 data, mime = _decode_data_uri(text)
                 out[name] = await self.put_media(data, account_id, mime_type=mime)
             elif not text.startswith(("http://", "https://")):
-                path = Path(text).expanduser()
-                data = await asyncio.to_thread(path.read_bytes)
-                out[name] = await self.put_media(data, account_id, filename=path.name)
+                data = await asyncio.to_thread(_read_local, text)
+                out[name] = await self.put_media(data, account_id, filename=Path(text).name)
         return out
 
     async def put_media(
@@ -492,8 +542,64 @@ class App:
         """Runs by status, queue depth by task kind and queue lag (for /metrics)."""
         return await self.store.tx(_stats, time.time())
 
+    # --- worker presence and the schema revision -----------------------------------------------
+
+    async def run_worker(self, worker: Worker, *, kind: str = "worker", ttl: float = WORKER_TTL_SECONDS) -> None:
+        """Run ``worker`` until ``worker.stop()``, announced meanwhile in ``live_workers()`` (a
+        ``kv`` row in namespace ``workers`` that expires ``ttl`` seconds after its last refresh,
+        refreshed every ``ttl / 3``; removed when the worker ends)."""
+        info = {
+            "workerId": worker.worker_id, "kind": kind, "host": socket.gethostname(), "pid": os.getpid(),
+            "slots": worker.slots, "startedAt": _iso(time.time()),
+        }
+
+        async def announce() -> None:
+            while True:
+                try:
+                    await self.kv_set(WORKERS_NAMESPACE, worker.worker_id, info, ttl=ttl)
+                except Exception:
+                    log.exception("announcing worker %s failed", worker.worker_id)
+                await asyncio.sleep(ttl / 3)
+
+        presence = asyncio.create_task(announce(), name="toolweave-presence")
+        try:
+            await worker.run()
+        finally:
+            presence.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await presence
+            with contextlib.suppress(Exception):
+                await self.kv_set(WORKERS_NAMESPACE, worker.worker_id, None)
+
+    async def live_workers(self) -> list[dict[str, Any]]:
+        """The workers started through ``run_worker`` (any process, any machine) that are alive."""
+        found: list[dict[str, Any]] = await self.store.tx(_live_workers, time.time())
+        return found
+
+    def db_revision(self) -> str | None:
+        """The store's current schema revision (Alembic)."""
+        from toolweave.store.migrate import current
+
+        return current(self.store.engine)
+
+    async def work_stats(self, buckets: tuple[float, ...]) -> dict[str, Any]:
+        """Finished steps by status as cumulative duration buckets (seconds) with sum and count,
+        and failed or timed-out generations by service (for /metrics; computed in the database, so
+        every worker's work is counted)."""
+        result: dict[str, Any] = await self.store.tx(_work_stats, buckets)
+        return result
+
 
 _FINAL_EVENTS = {f"run.{s.value}" for s in RunStatus if s.terminal}
+
+
+def _live_workers(tx: Tx, now: float) -> list[dict[str, Any]]:
+    rows = tx.all(
+        "SELECT key, value, expires_at FROM kv WHERE namespace = :ns AND (expires_at IS NULL OR expires_at > :now)"
+        " ORDER BY key",
+        {"ns": WORKERS_NAMESPACE, "now": now},
+    )
+    return [dict(r.value, expiresAt=_iso(r.expires_at)) for r in rows]
 
 
 def _decode_data_uri(text: str) -> tuple[bytes, str]:
@@ -504,6 +610,10 @@ def _decode_data_uri(text: str) -> tuple[bytes, str]:
     except ValueError as exc:
         raise MediaError(f"the data: URI is not valid base64: {exc}") from None
     return data, mime
+
+
+def _read_local(text: str) -> bytes:
+    return Path(text).expanduser().read_bytes()
 
 
 def _encode_cursor(created_at: float, run_id: str) -> str:
@@ -674,3 +784,26 @@ def _stats(tx: Tx, now: float) -> dict[str, Any]:
         "queue": tasks_q.depth(tx, now),
         "queueLagSeconds": tasks_q.oldest_due(tx, now),
     }
+
+
+def _work_stats(tx: Tx, buckets: tuple[float, ...]) -> dict[str, Any]:
+    cases = ", ".join(
+        f"SUM(CASE WHEN finished_at - started_at <= {float(b)!r} THEN 1 ELSE 0 END) AS b{i}" for i, b in enumerate(buckets)
+    )
+    rows = tx.all(
+        f"SELECT status, COUNT(*) AS n, SUM(finished_at - started_at) AS total{', ' + cases if cases else ''} "
+        "FROM step_runs WHERE finished_at IS NOT NULL AND started_at IS NOT NULL GROUP BY status"
+    )
+    steps = {
+        r.status: {
+            "count": int(r.n),
+            "sum": float(r.total or 0.0),
+            "buckets": [int(r[f"b{i}"] or 0) for i in range(len(buckets))],
+        }
+        for r in rows
+    }
+    errors = tx.all(
+        "SELECT service_name, status, COUNT(*) AS n FROM generations WHERE status IN ('failed', 'timeout') "
+        "GROUP BY service_name, status"
+    )
+    return {"steps": steps, "backendErrors": [(r.service_name, r.status, int(r.n)) for r in errors]}

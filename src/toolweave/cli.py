@@ -401,6 +401,131 @@ def sync_comfydeploy(
 # --- api: serve, keys ------------------------------------------------------------------------
 
 
+def _api_settings(**overrides: _Any) -> _Settings:
+    try:
+        return _Settings.load(**overrides)
+    except (ValueError, OSError) as exc:
+        err_console.print(_Text(f"error: the settings cannot be read: {exc}", style="red"), soft_wrap=True)
+        raise typer.Exit(2) from None
+
+
+@app.command("serve")
+def serve(
+    host: str = typer.Option("127.0.0.1", "--host", help="The address to listen on (0.0.0.0: every interface)."),
+    port: int = typer.Option(8000, "--port", min=0, max=65535, help="The port to listen on."),
+    workers_in_process: int | None = typer.Option(
+        None, "--workers-in-process", min=1, help="Slots of the embedded worker (default: the worker_slots setting)."
+    ),
+    no_worker: bool = typer.Option(
+        False, "--no-worker", help="Run no embedded worker: separate `toolweave worker` processes do the work."
+    ),
+    log_level: str = typer.Option("info", "--log-level", help="debug, info, warning or error."),
+) -> None:
+    """Serve the HTTP API, the live event streams and the web page (with an embedded worker by default)."""
+    import asyncio
+    import logging
+
+    import uvicorn
+
+    from toolweave.api import create_app
+    from toolweave.app import App
+
+    settings = _api_settings()
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    async def _main() -> None:
+        tw_app = App(settings)
+        for problem in tw_app.definition_problems:
+            err_console.print(_Text(f"warning: {problem}", style="yellow"), soft_wrap=True)
+        try:
+            api = create_app(tw_app, run_worker=not no_worker, slots=workers_in_process or settings.worker_slots)
+            config = uvicorn.Config(api, host=host, port=port, log_level=log_level.lower(), proxy_headers=True)
+            server = uvicorn.Server(config)
+            mode = "no embedded worker" if no_worker else f"embedded worker, {workers_in_process or settings.worker_slots} slots"
+            err_console.print(_Text(f"toolweave serving on http://{host}:{port} ({mode}); data in {settings.home}"))
+            await server.serve()
+        finally:
+            await tw_app.aclose()
+
+    try:
+        asyncio.run(_main())
+    except KeyboardInterrupt:
+        pass
+    except OSError as exc:
+        err_console.print(_Text(f"error: cannot serve on {host}:{port}: {exc.strerror or exc}", style="red"))
+        raise typer.Exit(1) from None
+
+
+def _api_with_app(fn: _Any) -> _Any:
+    import asyncio
+
+    from toolweave.app import App
+
+    async def _main() -> _Any:
+        tw_app = App(_api_settings())
+        try:
+            return await fn(tw_app)
+        finally:
+            await tw_app.aclose()
+
+    return asyncio.run(_main())
+
+
+@keys_app.command("create")
+def keys_create(
+    account: str = typer.Option(..., "--account", help="The account the key acts for (created when new)."),
+    name: str = typer.Option("", "--name", help="A label to recognise the key by."),
+) -> None:
+    """Create an API key; it is printed once and only its hash is kept."""
+    account = account.strip()
+    if not account or len(account) > 64 or account == "admin":
+        err_console.print(_Text("error: give an account name of 1 to 64 characters (not 'admin')", style="red"))
+        raise typer.Exit(2)
+    key_id, secret = _api_with_app(lambda a: a.create_key(account, name))
+    err_console.print(_Text(f"Created key {key_id} (prefix {secret[:10]}) for account {account!r}. "
+                            "Keep it now: it is not shown again.", style="green"), soft_wrap=True)
+    typer.echo(secret)
+
+
+@keys_app.command("list")
+def keys_list(
+    account: str | None = typer.Option(None, "--account", help="Only this account's keys."),
+    json_output: bool = typer.Option(False, "--json", help=_JSON_HELP),
+) -> None:
+    """List API keys by prefix (the keys themselves are never stored)."""
+    keys = _api_with_app(lambda a: a.list_keys(account))
+    if json_output:
+        _defs_print_json(keys)
+        return
+    from datetime import UTC, datetime
+
+    def _t(ts: float | None) -> str:
+        return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M") if ts else "—"
+
+    table = _Table(title=f"{len(keys)} API keys")
+    for column in ("prefix", "key id", "account", "name", "created", "last used", "status"):
+        table.add_column(column, no_wrap=True)
+    for k in keys:
+        status = _Text("revoked", style="red") if k["revokedAt"] else _Text("active", style="green")
+        table.add_row(_Text(k["prefix"] + "…"), _Text(k["keyId"]), _Text(k["accountId"]), _Text(k["name"] or ""),
+                      _Text(_t(k["createdAt"])), _Text(_t(k["lastUsedAt"])), status)
+    console.print(table)
+
+
+@keys_app.command("revoke")
+def keys_revoke(key: str = typer.Argument(..., help="The key id or its prefix (as `keys list` shows it).")) -> None:
+    """Revoke an API key: it stops working at once."""
+    key = key.strip().removesuffix("…")
+    if len(key) < 6:
+        err_console.print(_Text("error: give the key id or a prefix of at least 6 characters", style="red"))
+        raise typer.Exit(2)
+    count = _api_with_app(lambda a: a.revoke_key(key))
+    if not count:
+        err_console.print(_Text(f"error: no active key matches {key!r}", style="red"))
+        raise typer.Exit(1)
+    typer.echo(f"Revoked {count} key{'s' if count != 1 else ''}.")
+
+
 # --- telegram --------------------------------------------------------------------------------
 
 

@@ -36,6 +36,10 @@ class Settings:
     secret_key: str | None = None
     """Signs webhook tokens; generated and kept under ``home`` when not set."""
     admin_key: str | None = None
+    callback_signing_secret: str | None = None
+    """Signs run callbacks (HMAC-SHA256); None means the app secret (``secret_key`` or the generated one)."""
+    callback_allow_private_urls: bool = False
+    """Let run callbacks go to loopback, private and link-local addresses (off: SSRF guard)."""
     comfyui_servers: list[ComfyServer] = field(default_factory=list)
     comfyui_default_server: str | None = None
     comfydeploy_api_key: str | None = None
@@ -111,7 +115,7 @@ class Settings:
                 out[key] = int(value)
             elif key in ("http_timeout_seconds", "telegram_prompt_timeout_seconds", "telegram_edit_interval_seconds"):
                 out[key] = float(value)
-            elif key in ("test_tools", "media_allow_private_urls"):
+            elif key in ("test_tools", "media_allow_private_urls", "callback_allow_private_urls"):
                 out[key] = str(value).lower() in ("1", "true", "yes", "on")
             else:
                 out[key] = value

@@ -32,13 +32,13 @@ from toolweave.model.definitions import (
     ToolDefinition,
 )
 from toolweave.model.records import ArtifactRef, RunUpdate
-from toolweave.services.base import GenerationContext
 from toolweave.model.status import (
     GenerationStatus,
     RunStatus,
     StepStatus,
     TaskKind,
 )
+from toolweave.services.base import GenerationContext
 from toolweave.store import accounts as accounts_q
 from toolweave.store import events as events_q
 from toolweave.store import generations as gens_q
@@ -62,13 +62,14 @@ class Conflict(RuntimeError):
     """The request does not fit the run's state (e.g. retrying a run that is still running)."""
 
 
-@dataclass(frozen=True)
+@dataclass
 class Lease:
     """Lets a transaction hand up to ``capacity`` new dispatch tasks straight to a worker."""
 
     owner: str
     capacity: int
     seconds: float
+    used: int = 0
 
 
 @dataclass
@@ -134,7 +135,7 @@ class _Ctx:
     dispatches: list[DispatchWork] = field(default_factory=list)
 
     def can_lease(self) -> bool:
-        return self.lease is not None and len(self.dispatches) < self.lease.capacity
+        return self.lease is not None and self.lease.used < self.lease.capacity
 
 
 def tool_job(tool: ToolDefinition) -> JobDefinition:
@@ -479,11 +480,14 @@ class Engine:
             deadline_at=deadline,
         )
         lease = ctx.lease if ctx.can_lease() else None
+        # queued work is ordered by its run's age: steps of runs under way go before new runs
         task = tasks_q.enqueue(
-            tx, TaskKind.DISPATCH, run_id=run.run_id, ref_id=gen_id, now=now, priority=run.priority,
-            lease_owner=lease.owner if lease else None, lease_seconds=lease.seconds if lease else 0,
+            tx, TaskKind.DISPATCH, run_id=run.run_id, ref_id=gen_id, now=now, at=min(now, run.created_at),
+            priority=run.priority, lease_owner=lease.owner if lease else None,
+            lease_seconds=lease.seconds if lease else 0,
         )
         if lease is not None:
+            lease.used += 1
             ctx.dispatches.append(
                 DispatchWork(
                     task_id=task.task_id, task_attempts=task.attempts, generation_id=gen_id, run_id=run.run_id,
@@ -556,6 +560,14 @@ class Engine:
             tasks_q.enqueue(tx, TaskKind.NOTIFY, run_id=run.run_id, ref_id=nid, now=now)
 
     # --- updates from services -----------------------------------------------------------------
+
+    def record_submissions_tx(
+        self, tx: Tx, items: list[tuple[Any, ...]], now: float, lease: Lease | None
+    ) -> list[tuple[list[DispatchWork], bool]]:
+        """Record several submissions in one transaction (group commit). Items are the arguments of
+        ``record_submission_tx`` between ``tx`` and ``now``. If one of them fails, the transaction
+        is rolled back and the worker records them one by one (``record_one_tx``)."""
+        return [self.record_submission_tx(tx, *item, now, lease) for item in items]
 
     def record_submission_tx(
         self,
@@ -789,4 +801,4 @@ def _artifact_values(values: Any) -> list[dict[str, Any]]:
 
 
 def _ms(seconds: float) -> int:
-    return int(round(seconds * 1000))
+    return round(seconds * 1000)

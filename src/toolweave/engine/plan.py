@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import Any
 
@@ -180,7 +180,7 @@ def topological_order(job: JobDefinition) -> list[str]:
 
 def retry_delay(run_id: str, step_id: str, attempt: int, base: float, cap: float) -> float:
     """Exponential backoff with equal jitter, derived deterministically from the attempt."""
-    delay = min(cap, base * (2 ** max(0, attempt - 1)))
+    delay = min(cap, base * 2.0 ** max(0, attempt - 1))
     digest = hashlib.blake2b(f"{run_id}:{step_id}:{attempt}".encode(), digest_size=8).digest()
     fraction = int.from_bytes(digest, "big") / 2**64
     return delay / 2 + fraction * delay / 2
@@ -274,7 +274,10 @@ class _Planner:
         try:
             inputs = resolve_step_inputs(step, job=self.run.inputs, steps=self.step_context())
         except MappingError as exc:
-            self.failure(step, view, _error(f"inputs could not be resolved: {exc}"), attempt=attempt)
+            # the failed attempt is the one with ``tool_id``: a fallback that cannot resolve its
+            # inputs must not start the fallback again (that recursed without end)
+            attempted = replace(view, tool_id=tool_id, using_fallback=fallback)
+            self.failure(step, attempted, _error(f"inputs could not be resolved: {exc}"), attempt=attempt)
             return
         timeout = self.timeout_for(step, view) if tool_id == view.tool_id else step.timeout_seconds
         if timeout is None and tool_id is not None:
@@ -296,7 +299,11 @@ class _Planner:
         )
         self.status[step.step_id] = StepStatus.RUNNING
 
-    def failure(self, step: Step, view: StepView, error: dict[str, Any], *, attempt: int) -> None:
+    def failure(
+        self, step: Step, view: StepView, error: dict[str, Any], *, attempt: int, tool_may_help: bool = True
+    ) -> None:
+        """Handle a failed attempt. ``tool_may_help`` is False when the error is not the tool's (a
+        condition that cannot be evaluated): another tool would not fix it, so no fallback."""
         handling = self.job.error_handling_for(step)
         strategy = handling.strategy
         retryable = bool(error.get("retryable"))
@@ -311,7 +318,7 @@ class _Planner:
                 return
             strategy = handling.then
         if strategy is ErrorStrategy.FALLBACK:
-            if not view.using_fallback and handling.fallback_tool_id:
+            if tool_may_help and not view.using_fallback and handling.fallback_tool_id:
                 self.start(step, view, attempt + 1, tool_id=handling.fallback_tool_id, fallback=True)
                 return
             strategy = handling.then if handling.then is not ErrorStrategy.FALLBACK else ErrorStrategy.HALT
@@ -383,7 +390,8 @@ class _Planner:
             try:
                 ok = evaluate_condition(_compiled(step.condition), job=self.run.inputs, steps=context)
             except ConditionError as exc:
-                self.failure(step, view, _error(f"condition could not be evaluated: {exc}"), attempt=view.attempt + 1)
+                error = _error(f"condition could not be evaluated: {exc}")
+                self.failure(step, view, error, attempt=view.attempt + 1, tool_may_help=False)
                 return
             if not ok:
                 self.actions.append(SkipStep(sid, f"condition is false: {step.condition}"))
@@ -393,7 +401,14 @@ class _Planner:
 
     def cancel_rest(self, reason: str) -> None:
         for sid, status in self.status.items():
-            if not status.terminal:
+            view = self.run.steps.get(sid)
+            if status is StepStatus.RUNNING and view is not None and view.work_status is GenerationStatus.COMPLETED:
+                # its work finished already: keep it, so a retry of the run reuses it instead of
+                # paying for it again
+                self.actions.append(CompleteStep(sid, dict(view.work_outputs or {})))
+                self.status[sid] = StepStatus.SUCCEEDED
+                self.outputs[sid] = dict(view.work_outputs or {})
+            elif not status.terminal:
                 self.actions.append(CancelStep(sid, reason, was_running=status is StepStatus.RUNNING))
                 self.status[sid] = StepStatus.CANCELLED
 
@@ -434,6 +449,12 @@ class _Planner:
             if self.failed is not None:
                 break
         if self.failed is not None:
+            # no step starts in a call that halts the run: drop the starts made before the failure
+            # was seen, so the cancellation below does not leave a new generation behind
+            started = {a.step_id for a in self.actions if isinstance(a, StartStep)}
+            self.actions = [a for a in self.actions if not isinstance(a, StartStep)]
+            for sid in started:
+                self.status[sid] = run.steps[sid].status
             step_id, message, error = self.failed
             self.cancel_rest(f"step {step_id} failed")
             err = {**(error or {}), "message": f"step {step_id} failed: {message}", "step_id": step_id}

@@ -61,6 +61,9 @@ class Worker:
         self._reserved = 0
         self._stopping = asyncio.Event()
         self._slot_freed = asyncio.Event()
+        self._to_record: list[tuple[tuple[Any, ...], asyncio.Future[Any]]] = []
+        self._flush_scheduled = False
+        self._flushes: set[asyncio.Task[None]] = set()
         self.handled = 0
 
     # --- life cycle ----------------------------------------------------------------------------
@@ -141,11 +144,11 @@ class Worker:
         if not task.cancelled() and task.exception() is not None:
             log.error("task handler failed", exc_info=task.exception())
 
-    def _lease(self) -> tuple[Lease, int]:
-        """Reserve free slots for dispatches a transaction may hand back (plus the caller's own)."""
+    def _lease(self, own_slots: int = 1) -> tuple[Lease, int]:
+        """Reserve free slots for dispatches a transaction may hand back (plus the callers' own)."""
         reserve = max(0, self.free)
         self._reserved += reserve
-        return Lease(self.worker_id, reserve + 1, self.lease_seconds), reserve
+        return Lease(self.worker_id, reserve + own_slots, self.lease_seconds), reserve
 
     async def _with_lease(self, fn: Callable[..., Any], *args: Any) -> list[DispatchWork]:
         lease, reserved = self._lease()
@@ -209,10 +212,56 @@ class Worker:
             except Exception as exc:  # a bug in an adapter must not kill the worker
                 log.exception("service %s failed on submit", work.tool.service)
                 update = _failed(f"{type(exc).__name__}: {exc}", retryable=False)
-        result = await self._with_lease(
-            self.engine.record_submission_tx, work, platform_id, update, requested_at, poll_after, time.time()
-        )
+        result = await self._record((work, platform_id, update, requested_at, poll_after))
         await self._run_dispatches(result)
+
+    async def _record(self, item: tuple[Any, ...]) -> list[DispatchWork]:
+        """Record a submission; those finishing together share one transaction (group commit)."""
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._to_record.append((item, future))
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(lambda: self._spawn_flush())
+        dispatches, _cancel_needed = await future
+        return list(dispatches)
+
+    def _spawn_flush(self) -> None:
+        self._flush_scheduled = False
+        batch, self._to_record = self._to_record, []
+        if batch:
+            task = asyncio.create_task(self._flush(batch))
+            self._flushes.add(task)
+            task.add_done_callback(self._flushes.discard)
+
+    async def _flush(self, batch: list[tuple[tuple[Any, ...], asyncio.Future[Any]]]) -> None:
+        lease, reserved = self._lease(own_slots=len(batch))
+        try:
+            try:
+                results = await self.store.tx(
+                    self.engine.record_submissions_tx, [item for item, _ in batch], time.time(), lease
+                )
+            except Exception:
+                if len(batch) == 1:
+                    raise
+                # one item spoiled the batch: record each on its own, so the others still land
+                lease.used = 0
+                for item, future in batch:
+                    try:
+                        one = await self.store.tx(self.engine.record_submissions_tx, [item], time.time(), lease)
+                        future.set_result(one[0])
+                    except Exception as exc:
+                        future.set_exception(exc)
+                return
+        except Exception as exc:
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        finally:
+            self._reserved -= reserved
+        for (_, future), result in zip(batch, results, strict=True):
+            if not future.done():
+                future.set_result(result)
 
     async def _poll(self, task: tasks_q.Task, work: DispatchWork) -> None:
         service = self.services.get(work.tool.service)

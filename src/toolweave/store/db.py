@@ -20,9 +20,9 @@ import json
 import re
 import threading
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from enum import Enum
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
@@ -97,7 +97,7 @@ class Tx:
         cur = self.q(sql, params)
         if cur.description is None:
             return []
-        names = [d[0] for d in cur.description]
+        names = tuple(d[0] for d in cur.description)
         return [_decode(names, r) for r in cur.fetchall()]
 
     def one(self, sql: str, params: Mapping[str, Any] | None = None) -> Row | None:
@@ -110,7 +110,7 @@ class Tx:
         rest = cur.fetchall()
         if rest:
             raise RuntimeError("one() found more than one row")
-        return _decode([d[0] for d in cur.description], r)
+        return _decode(tuple(d[0] for d in cur.description), r)
 
     def rowcount(self, sql: str, params: Mapping[str, Any] | None = None) -> int:
         count: int = self.q(sql, params).rowcount
@@ -135,31 +135,46 @@ def _sql_for(sql: str, dialect: str) -> str:
     return sql.replace(" FOR UPDATE SKIP LOCKED", "").replace(" FOR UPDATE", "")
 
 
+_PLAIN = frozenset({str, int, float, type(None), bool})
+
+
+def _encode_value(value: Any) -> Any:
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, separators=(",", ":"), default=str)
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, Enum):
+        return value.value
+    return value
+
+
 def _encode(params: Mapping[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in params.items():
-        if isinstance(value, (dict, list)):
-            value = json.dumps(value, separators=(",", ":"), default=str)
-        elif isinstance(value, Decimal):
-            value = str(value)
-        elif isinstance(value, Enum):
-            value = value.value
-        out[key] = value
-    return out
+    return {k: v if type(v) in _PLAIN else _encode_value(v) for k, v in params.items()}
 
 
-def _decode(names: list[str], values: Any) -> Row:
-    row = Row(zip(names, values, strict=True))
+@functools.lru_cache(maxsize=256)
+def _decoders(names: tuple[str, ...]) -> tuple[tuple[str, Callable[[Any], Any]], ...]:
+    plan: list[tuple[str, Callable[[Any], Any]]] = []
     for name in names:
-        value = row[name]
-        if value is None:
-            continue
-        if name in JSON_COLUMNS and isinstance(value, str):
-            row[name] = json.loads(value)
+        if name in JSON_COLUMNS:
+            plan.append((name, _json_value))
         elif name in BOOL_COLUMNS:
-            row[name] = bool(value)
+            plan.append((name, bool))
         elif name in DECIMAL_COLUMNS:
-            row[name] = Decimal(value)
+            plan.append((name, Decimal))
+    return tuple(plan)
+
+
+def _json_value(value: Any) -> Any:
+    return json.loads(value) if isinstance(value, str) else value
+
+
+def _decode(names: tuple[str, ...], values: Any) -> Row:
+    row = Row(zip(names, values, strict=True))
+    for name, decoder in _decoders(names):
+        value = row[name]
+        if value is not None:
+            row[name] = decoder(value)
     return row
 
 
@@ -176,6 +191,8 @@ class Store:
         self.url = normalise_url(url)
         self.dialect = "postgresql" if self.url.startswith("postgresql") else "sqlite"
         self.inline = self.dialect == "sqlite" if inline is None else inline
+        self._held: sa.Connection | None = None
+        self._owner_thread = threading.get_ident()
         self._wake_event: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._listener: threading.Thread | None = None
@@ -203,14 +220,25 @@ class Store:
     # --- transactions --------------------------------------------------------------------------
 
     def run_sync(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run a transaction function on the calling thread (CLI set-up, migrations, tests)."""
+        """Run a transaction function on the calling thread."""
+        if self.inline and threading.get_ident() == self._owner_thread:
+            return self._run_on(self._held_connection(), fn, args)
         with self.engine.connect() as conn:
-            tx = Tx(conn, self.dialect)
-            with conn.begin():
-                result = fn(tx, *args)
-            if tx.woken:
-                self._signal()
-            return result
+            return self._run_on(conn, fn, args)
+
+    def _run_on(self, conn: sa.Connection, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
+        tx = Tx(conn, self.dialect)
+        with conn.begin():
+            result = fn(tx, *args)
+        if tx.woken:
+            self._signal()
+        return result
+
+    def _held_connection(self) -> sa.Connection:
+        """Inline (SQLite) transactions reuse one connection instead of a pool checkout each."""
+        if self._held is None or self._held.closed:
+            self._held = self.engine.connect()
+        return self._held
 
     async def tx(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn(tx, *args)`` as one transaction.
@@ -230,6 +258,7 @@ class Store:
         if self._loop is not loop:
             self._loop = loop
             self._wake_event = asyncio.Event()
+            self._owner_thread = threading.get_ident()
 
     def _signal(self) -> None:
         loop, ev = self._loop, self._wake_event
@@ -281,6 +310,9 @@ class Store:
         upgrade(self.engine)
 
     def close(self) -> None:
+        if self._held is not None:
+            self._held.close()
+            self._held = None
         self._closing.set()
         self._executor.shutdown(wait=True)
         self.engine.dispose()

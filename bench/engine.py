@@ -1,0 +1,260 @@
+"""Engine throughput, step latency and memory, measured with one worker process.
+
+    python bench/engine.py --n 1000 --variant chain  --store sqlite --json
+    python bench/engine.py --n 1000 --variant fanout --store postgres --json
+    python bench/engine.py --n 10000 --variant waiting --store sqlite --json
+
+- ``chain``: 3 steps of ``test.instant``, each output feeding the next.
+- ``fanout``: 1 → 4 parallel → 1.
+- ``waiting``: one ``test.slow_async`` step that does not finish during the measurement: every run
+  is parked on the backend (a generation row and a poll task), and the figure that matters is the
+  worker's memory.
+
+The runs are submitted first (reported as ``submit_per_s``); then one worker process starts and
+the clock runs from the first step's start to the last run's end, as recorded in the store.
+``step_gap`` is the time from a step's end to the moment its successor's tool is called (for a
+fan-in, from the last of its dependencies). ``peak_rss_mb`` is the worker process's high-water
+resident memory (VmHWM).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "src"))
+
+from toolweave.app import App  # noqa: E402
+from toolweave.model.definitions import JobDefinition  # noqa: E402
+from toolweave.settings import Settings  # noqa: E402
+
+PG_ADMIN = os.environ.get("TOOLWEAVE_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def job_for(variant: str) -> JobDefinition:
+    instant = "test.instant"
+    if variant == "chain":
+        steps: list[dict[str, Any]] = [
+            {"stepId": "s1", "toolId": instant, "inputMappings": [{"sourceJobInput": "value", "targetInputName": "value"}]},
+            {"stepId": "s2", "toolId": instant,
+             "inputMappings": [{"sourceStepId": "s1", "sourceOutputName": "value", "targetInputName": "value"}]},
+            {"stepId": "s3", "toolId": instant,
+             "inputMappings": [{"sourceStepId": "s2", "sourceOutputName": "value", "targetInputName": "value"}]},
+        ]
+    elif variant == "fanout":
+        steps = [{"stepId": "root", "toolId": instant, "inputMappings": [{"sourceJobInput": "value", "targetInputName": "value"}]}]
+        steps += [
+            {"stepId": f"b{i}", "toolId": instant,
+             "inputMappings": [{"sourceStepId": "root", "sourceOutputName": "value", "targetInputName": "value"}]}
+            for i in range(4)
+        ]
+        steps.append(
+            {"stepId": "join", "toolId": instant, "dependencies": [f"b{i}" for i in range(4)],
+             "inputMappings": [{"sourceStepId": "b0", "sourceOutputName": "value", "targetInputName": "value"}]}
+        )
+    else:
+        steps = [{"stepId": "wait", "toolId": "test.slow_async",
+                  "inputMappings": [{"value": 86400, "targetInputName": "seconds"}]}]
+    return JobDefinition.model_validate(
+        {"jobId": f"bench_{variant}", "inputSchema": {"value": {"type": "integer", "default": 0}}, "steps": steps}
+    )
+
+
+def make_app(home: Path, url: str | None) -> App:
+    app = App(Settings(home=home, database_url=url, test_tools=True))
+    problems = app.registry.register(job_for("chain")) + app.registry.register(job_for("fanout"))
+    problems += app.registry.register(job_for("waiting"))
+    assert not problems, problems
+    return app
+
+
+# --- the worker process -------------------------------------------------------------------------
+
+
+async def worker_main(home: Path, url: str | None, slots: int) -> None:
+    app = make_app(home, url)
+    worker = app.make_worker(slots)
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, worker.stop)
+    print("ready", flush=True)
+    profile = os.environ.get("TOOLWEAVE_BENCH_PROFILE")
+    if profile:
+        import cProfile
+
+        profiler = cProfile.Profile()
+        profiler.enable()
+    await worker.run()
+    if profile:
+        profiler.disable()
+        profiler.dump_stats(profile)
+    await app.aclose()
+
+
+# --- the measuring process ----------------------------------------------------------------------
+
+
+def vm_hwm_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    values = sorted(values)
+    return values[min(len(values) - 1, round(q * (len(values) - 1)))]
+
+
+def measure(app: App, variant: str, run_ids: list[str]) -> dict[str, Any]:
+    def collect(tx: Any) -> dict[str, Any]:
+        first = tx.one("SELECT MIN(started_at) AS t FROM step_runs").t
+        last = tx.one("SELECT MAX(finished_at) AS t FROM runs").t
+        done = tx.one("SELECT COUNT(*) AS n FROM runs WHERE status = 'completed'").n
+        finished = {(r.run_id, r.step_id): r.finished_at for r in tx.all("SELECT run_id, step_id, finished_at FROM step_runs")}
+        calls = tx.all("SELECT run_id, step_id, request_timestamp FROM generations")
+        return {"first": first, "last": last, "done": done, "finished": finished, "calls": calls}
+
+    data = app.store.run_sync(collect)
+    job = job_for(variant)
+    deps = {s.step_id: s.all_dependencies for s in job.steps}
+    gaps = []
+    for call in data["calls"]:
+        before = deps.get(call.step_id) or []
+        if not before or call.request_timestamp is None:
+            continue
+        ends = [data["finished"].get((call.run_id, d)) for d in before]
+        if any(e is None for e in ends):
+            continue
+        gaps.append((call.request_timestamp - max(ends)) * 1000)  # type: ignore[type-var]
+    elapsed = (data["last"] or 0) - (data["first"] or 0)
+    return {
+        "completed": data["done"],
+        "elapsed_s": round(elapsed, 3),
+        "jobs_per_s": round(data["done"] / elapsed, 1) if elapsed > 0 else None,
+        "step_gap_p50_ms": round(percentile(gaps, 0.5), 3),
+        "step_gap_p95_ms": round(percentile(gaps, 0.95), 3),
+    }
+
+
+def parked(app: App) -> int:
+    row = app.store.run_sync(lambda tx: tx.one("SELECT COUNT(*) AS n FROM generations WHERE status = 'processing'"))
+    return int(row.n)
+
+
+def unfinished(app: App) -> int:
+    row = app.store.run_sync(lambda tx: tx.one("SELECT COUNT(*) AS n FROM runs WHERE status IN ('pending', 'running')"))
+    return int(row.n)
+
+
+def create_pg_database() -> tuple[str, str]:
+    import psycopg
+
+    name = f"toolweave_bench_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return PG_ADMIN.rsplit("/", 1)[0] + "/" + name, name
+
+
+def drop_pg_database(name: str) -> None:
+    import psycopg
+
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n", type=int, default=1000)
+    parser.add_argument("--variant", choices=["chain", "fanout", "waiting"], default="chain")
+    parser.add_argument("--store", choices=["sqlite", "postgres"], default="sqlite")
+    parser.add_argument("--slots", type=int, default=8)
+    parser.add_argument("--json", action="store_true", help="print one JSON line")
+    parser.add_argument("--worker", nargs=2, metavar=("HOME", "URL"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        home, url = args.worker
+        asyncio.run(worker_main(Path(home), None if url == "-" else url, args.slots))
+        return
+
+    home = Path(tempfile.mkdtemp(prefix="toolweave-bench-"))
+    pg_name = None
+    url = None
+    if args.store == "postgres":
+        url, pg_name = create_pg_database()
+    try:
+        app = make_app(home, url)
+        job_id = f"bench_{args.variant}"
+
+        async def submit_all() -> list[str]:
+            return [await app.submit(job_id, {"value": i}, account_id="bench") for i in range(args.n)]
+
+        started = time.perf_counter()
+        run_ids = asyncio.run(submit_all())
+        submit_s = time.perf_counter() - started
+
+        env = {k: v for k, v in os.environ.items() if k != "TOOLWEAVE_TEST_LEDGER"}
+        env.update(PYTHONPATH=str(ROOT / "src"), TOOLWEAVE_TEST_STATE=str(home / "state"))
+        proc = subprocess.Popen(
+            [sys.executable, __file__, "--worker", str(home), url or "-", "--slots", str(args.slots)],
+            stdout=subprocess.PIPE, env=env, text=True,
+        )
+        assert proc.stdout is not None
+        proc.stdout.readline()  # ready
+        cpu_at_start = cpu_seconds(proc.pid)
+        deadline = time.time() + max(120.0, args.n / 20)
+        waiting = args.variant == "waiting"
+        while time.time() < deadline:
+            remaining = args.n - parked(app) if waiting else unfinished(app)
+            if remaining <= 0:
+                break
+            time.sleep(0.05)
+        if waiting:
+            time.sleep(2.0)  # let the parked runs be polled a few times
+        rss = vm_hwm_mb(proc.pid)
+        worker_cpu = cpu_seconds(proc.pid) - cpu_at_start
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+        result: dict[str, Any] = {
+            "variant": args.variant,
+            "store": args.store,
+            "n": args.n,
+            "slots": args.slots,
+            "submit_per_s": round(args.n / submit_s, 1),
+        }
+        if waiting:
+            result["parked"] = parked(app)
+        else:
+            result.update(measure(app, args.variant, run_ids))
+        result["worker_cpu_ms_per_job"] = round(worker_cpu * 1000 / args.n, 3)
+        result["peak_rss_mb"] = round(rss, 1)
+        asyncio.run(app.aclose())
+    finally:
+        if pg_name:
+            drop_pg_database(pg_name)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        for key, value in result.items():
+            print(f"{key:>16}: {value}")
+
+
+if __name__ == "__main__":
+    main()
