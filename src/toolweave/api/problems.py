@@ -1,0 +1,175 @@
+"""One error shape for every response: RFC 9457 problem details (``application/problem+json``).
+
+``{"type": ..., "title": ..., "status": ..., "detail": ..., "instance": ..., "errors": [{"field", "message"}]}``
+``errors`` names each bad field by its path (``inputs.width``, ``query.limit``) for input errors.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from toolweave.app import Conflict, MediaError, NotFound, UnknownDefinition
+from toolweave.inputs import InputError
+
+log = logging.getLogger("toolweave.api")
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+_TYPE_BASE = "urn:toolweave:problem:"
+
+_TITLES = {
+    400: "Bad request",
+    401: "Not authenticated",
+    403: "Forbidden",
+    404: "Not found",
+    405: "Method not allowed",
+    406: "Not acceptable",
+    409: "Conflict",
+    413: "Content too large",
+    415: "Unsupported media type",
+    422: "Invalid input",
+    429: "Too many requests",
+    500: "Internal server error",
+    503: "Service unavailable",
+}
+
+
+class FieldError(BaseModel):
+    field: str
+    message: str
+
+
+class ProblemDetails(BaseModel):
+    """An error (RFC 9457)."""
+
+    model_config = ConfigDict(extra="allow")
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str | None = None
+    instance: str | None = None
+    errors: list[FieldError] | None = None
+
+
+class ApiProblem(Exception):
+    """Raise in a route to answer with a problem document."""
+
+    def __init__(
+        self,
+        status: int,
+        detail: str | None = None,
+        *,
+        kind: str | None = None,
+        title: str | None = None,
+        errors: list[FieldError] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(detail or title or _TITLES.get(status, "Error"))
+        self.status = status
+        self.detail = detail
+        self.kind = kind
+        self.title = title or _TITLES.get(status, "Error")
+        self.errors = errors
+        self.headers = headers
+
+
+def problem_response(
+    request: Request,
+    status: int,
+    detail: str | None = None,
+    *,
+    kind: str | None = None,
+    title: str | None = None,
+    errors: list[FieldError] | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    body: dict[str, Any] = {
+        "type": _TYPE_BASE + kind if kind else "about:blank",
+        "title": title or _TITLES.get(status, "Error"),
+        "status": status,
+    }
+    if detail:
+        body["detail"] = detail
+    body["instance"] = request.url.path
+    if errors is not None:
+        body["errors"] = [e.model_dump() for e in errors]
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=headers)
+
+
+def field_path(loc: tuple[Any, ...] | list[Any]) -> str:
+    """``("body", "inputs", 0, "x")`` → ``inputs[0].x``; the location kind (body, query) is kept
+    for parameters (``query.limit``), dropped for the body."""
+    parts = list(loc)
+    out = ""
+    if parts and parts[0] == "body":
+        parts = parts[1:]
+    for part in parts:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "body"
+
+
+def _validation_message(error: dict[str, Any]) -> str:
+    message = str(error.get("msg", "is invalid"))
+    for prefix in ("Value error, ", "Assertion failed, "):
+        if message.startswith(prefix):
+            message = message[len(prefix) :]
+    return message
+
+
+def install(api: FastAPI) -> None:
+    @api.exception_handler(ApiProblem)
+    async def _api_problem(request: Request, exc: ApiProblem) -> JSONResponse:
+        return problem_response(
+            request, exc.status, exc.detail, kind=exc.kind, title=exc.title, errors=exc.errors, headers=exc.headers
+        )
+
+    @api.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        raw = list(exc.errors())
+        if any(e.get("type") == "json_invalid" for e in raw):
+            return problem_response(request, 400, "the request body is not valid JSON", kind="malformed-body")
+        errors = [FieldError(field=field_path(tuple(e.get("loc", ()))), message=_validation_message(dict(e))) for e in raw]
+        detail = "; ".join(f"{e.field}: {e.message}" for e in errors)
+        return problem_response(request, 422, detail, kind="invalid-request", errors=errors)
+
+    @api.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        detail = exc.detail if isinstance(exc.detail, str) else None
+        if detail == _TITLES.get(exc.status_code):
+            detail = None
+        return problem_response(request, exc.status_code, detail, headers=dict(exc.headers or {}) or None)
+
+    @api.exception_handler(NotFound)
+    async def _not_found(request: Request, exc: NotFound) -> JSONResponse:
+        return problem_response(request, 404, "no such resource (or it is not yours)", kind="not-found")
+
+    @api.exception_handler(UnknownDefinition)
+    async def _unknown(request: Request, exc: UnknownDefinition) -> JSONResponse:
+        return problem_response(request, 404, str(exc), kind="unknown-definition")
+
+    @api.exception_handler(InputError)
+    async def _inputs(request: Request, exc: InputError) -> JSONResponse:
+        errors = [FieldError(field=f"inputs.{p.field}", message=p.message) for p in exc.problems]
+        return problem_response(request, 422, str(exc), kind="invalid-inputs", errors=errors)
+
+    @api.exception_handler(MediaError)
+    async def _media(request: Request, exc: MediaError) -> JSONResponse:
+        return problem_response(request, 422, str(exc), kind="invalid-media")
+
+    @api.exception_handler(Conflict)
+    async def _conflict(request: Request, exc: Conflict) -> JSONResponse:
+        return problem_response(request, 409, str(exc), kind="conflict")
+
+    @api.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return problem_response(request, 500, "an unexpected error happened; it has been logged", kind="internal")

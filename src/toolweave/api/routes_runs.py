@@ -1,0 +1,282 @@
+"""Runs (submit, list, show, cancel, retry), their event stream, and artifacts."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
+from fastapi.responses import FileResponse, StreamingResponse
+from starlette.formparsers import MultiPartException
+
+from toolweave.api import submit as submit_mod
+from toolweave.api.auth import Caller, require_caller, tw
+from toolweave.api.problems import ApiProblem, FieldError
+from toolweave.api.schemas import RunDetail, RunPage
+from toolweave.api.sse import stream
+from toolweave.app import NotFound
+from toolweave.model.status import RunStatus
+
+router = APIRouter(prefix="/api/v1")
+
+RunId = Annotated[str, Path(min_length=1, max_length=40, pattern=r"^[A-Za-z0-9_-]+$", description="The run's id")]
+Sha256 = Annotated[str, Path(pattern=r"^[0-9a-f]{64}$", description="The artifact's SHA-256 (hex)")]
+StatusName = Literal["pending", "running", "completed", "partially_completed", "failed", "cancelled"]
+
+_SUBMIT_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": {"$ref": "#/components/schemas/SubmitRunRequest"}},
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "toolId": {"type": "string", "minLength": 1, "maxLength": 200},
+                        "jobId": {"type": "string", "minLength": 1, "maxLength": 200},
+                        "inputs": {"type": "string", "description": "a JSON object of input values"},
+                        "callbackUrl": {"type": "string", "maxLength": 2000},
+                        "priority": {"type": "integer", "minimum": -100, "maximum": 100},
+                    },
+                    "additionalProperties": {
+                        "description": "an input: a text value, or a file for a media input",
+                        "oneOf": [{"type": "string"}, {"type": "string", "format": "binary"}],
+                    },
+                }
+            },
+        },
+    }
+}
+
+
+@router.post(
+    "/runs",
+    status_code=201,
+    response_model=RunDetail,
+    summary="Submit a run of a tool or a job",
+    tags=["runs"],
+    openapi_extra=_SUBMIT_BODY,
+    responses={
+        200: {"description": "A run submitted before with the same Idempotency-Key", "model": RunDetail},
+        413: {"description": "An uploaded file is too large"},
+        415: {"description": "The body is neither JSON nor multipart/form-data"},
+    },
+)
+async def submit_run(
+    request: Request,
+    response: Response,
+    caller: Caller = Depends(require_caller),
+    idempotency_key: Annotated[
+        str | None,
+        Header(alias="Idempotency-Key", max_length=200, description="Repeat a submit safely: the same key returns the same run"),
+    ] = None,
+) -> dict[str, Any]:
+    """Submit a run. JSON: ``{"toolId"|"jobId": ..., "inputs": {...}, "callbackUrl": ..., "priority": 0}``.
+
+    Multipart: the same fields, plus one field per input (text), or a file for a media input
+    (``image=@photo.png``); ``inputs`` may hold a JSON object of further values. Media inputs in
+    JSON take an http(s) URL, a ``data:`` URI or an artifact value returned by an earlier run.
+    """
+    app = tw(request)
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type == "multipart/form-data" or content_type == "application/x-www-form-urlencoded":
+        try:
+            form = await request.form(max_files=32, max_fields=200)
+        except (MultiPartException, ValueError, KeyError, AssertionError) as exc:
+            raise ApiProblem(400, f"the form cannot be read: {exc}", kind="malformed-body") from None
+        fields: dict[str, Any] = {}
+        for key in ("toolId", "jobId", "callbackUrl"):
+            value = form.get(key)
+            if isinstance(value, str) and value != "":
+                fields[key] = value
+        priority = form.get("priority")
+        if isinstance(priority, str) and priority.strip():
+            try:
+                fields["priority"] = int(priority)
+            except ValueError:
+                raise ApiProblem(422, "priority: must be a whole number", kind="invalid-request",
+                                 errors=[FieldError(field="priority", message="must be a whole number")]) from None
+        body = submit_mod.parse_submit(fields)
+        definition = submit_mod.target_of(app, body)
+        inputs = await submit_mod.form_inputs(app, form, definition, caller.account_id,
+                                              max_bytes=app.settings.media_max_bytes)
+    elif content_type in ("application/json", "") or content_type.endswith("+json"):
+        raw = await request.body()
+        try:
+            data = json.loads(raw) if raw else None
+        except (ValueError, UnicodeDecodeError):
+            raise ApiProblem(400, "the request body is not valid JSON", kind="malformed-body") from None
+        body = submit_mod.parse_submit(data)
+        definition = submit_mod.target_of(app, body)
+        inputs = body.inputs
+    else:
+        raise ApiProblem(415, "send application/json or multipart/form-data", kind="unsupported-media-type")
+    started = submit_mod.now()
+    run_id = await app.submit(
+        body.toolId or body.jobId or "",
+        inputs,
+        account_id=caller.account_id,
+        origin={"platform": "api"},
+        idempotency_key=idempotency_key or None,
+        callback_url=body.callbackUrl,
+        priority=body.priority,
+        coerce_text=True,
+        allow_local_paths=False,
+    )
+    run = await app.get_run(run_id, caller.account_id)
+    if idempotency_key and submit_mod.replayed(run, started):
+        response.status_code = 200
+    response.headers["Location"] = f"/api/v1/runs/{run_id}"
+    return run
+
+
+def _since(value: str | None) -> float | None:
+    if value is None or value == "":
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise ApiProblem(
+            422, "since: give an ISO 8601 time or seconds since the epoch", kind="invalid-request",
+            errors=[FieldError(field="query.since", message="give an ISO 8601 time or seconds since the epoch")],
+        ) from None
+    if parsed.tzinfo is None:
+        from datetime import UTC
+
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.timestamp()
+
+
+@router.get("/runs", response_model=RunPage, summary="List runs", tags=["runs"])
+async def list_runs(
+    request: Request,
+    caller: Caller = Depends(require_caller),
+    status: Annotated[list[StatusName] | None, Query(description="Only runs in these statuses (repeatable)")] = None,
+    job: Annotated[str | None, Query(max_length=200, description="Only runs of this tool or job id")] = None,
+    since: Annotated[str | None, Query(max_length=64, description="Only runs created at or after (ISO 8601 or epoch seconds)")] = None,
+    cursor: Annotated[str | None, Query(max_length=500, description="`nextCursor` of the previous page")] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> dict[str, Any]:
+    """Your runs, newest first, with cursor pagination."""
+    try:
+        page = await tw(request).list_runs(
+            caller.scope, status=list(status) if status else None, job_id=job or None, since=_since(since),
+            cursor=cursor or None, limit=limit,
+        )
+    except ValueError as exc:
+        raise ApiProblem(400, str(exc), kind="bad-cursor",
+                         errors=[FieldError(field="query.cursor", message=str(exc))]) from None
+    return {"items": page.items, "nextCursor": page.next_cursor}
+
+
+@router.get("/runs/{run_id}", response_model=RunDetail, summary="Show a run", tags=["runs"],
+            responses={404: {"description": "No such run, or not yours"}})
+async def show_run(request: Request, run_id: RunId, caller: Caller = Depends(require_caller)) -> dict[str, Any]:
+    """A run with its steps, generations, outputs, cost, timings and callback deliveries."""
+    return await tw(request).get_run(run_id, caller.scope)
+
+
+@router.post("/runs/{run_id}/cancel", response_model=RunDetail, status_code=202, summary="Cancel a run", tags=["runs"],
+             responses={404: {"description": "No such run, or not yours"}})
+async def cancel_run(request: Request, run_id: RunId, caller: Caller = Depends(require_caller)) -> dict[str, Any]:
+    """Ask a run to stop: running generations are cancelled at their backend. A finished run is
+    left as it is."""
+    app = tw(request)
+    await app.cancel(run_id, caller.scope)
+    return await app.get_run(run_id, caller.scope)
+
+
+@router.post("/runs/{run_id}/retry", response_model=RunDetail, status_code=202, summary="Retry a run", tags=["runs"],
+             responses={404: {"description": "No such run, or not yours"},
+                        409: {"description": "The run is not failed, partially completed or cancelled"}})
+async def retry_run(request: Request, run_id: RunId, caller: Caller = Depends(require_caller)) -> dict[str, Any]:
+    """Run a failed, partially completed or cancelled run again from its unfinished steps;
+    succeeded steps keep their outputs."""
+    app = tw(request)
+    await app.retry(run_id, caller.scope)
+    return await app.get_run(run_id, caller.scope)
+
+
+@router.get(
+    "/runs/{run_id}/events",
+    summary="Follow a run's events (Server-Sent Events)",
+    tags=["runs"],
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "description": "An event stream: `id` (for Last-Event-ID), `event` (the type) and `data` (the event as JSON)",
+            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        },
+        204: {"description": "The run has ended and there is nothing after Last-Event-ID (stop reconnecting)"},
+        404: {"description": "No such run, or not yours"},
+    },
+)
+async def run_events(
+    request: Request,
+    run_id: RunId,
+    caller: Caller = Depends(require_caller),
+    last_event_id: Annotated[
+        str | None, Header(alias="Last-Event-ID", max_length=20, description="Resume after this event id")
+    ] = None,
+    after: Annotated[int | None, Query(ge=0, le=2**53, description="Resume after this event id (for clients that cannot set headers)")] = None,
+) -> Response:
+    """Every event of the run after ``Last-Event-ID`` (or ``after``), then new ones as they happen;
+    the stream ends after the run's final event (run.completed, run.failed, ...)."""
+    app = tw(request)
+    start = after or 0
+    if last_event_id:
+        try:
+            start = max(start, int(last_event_id))
+        except ValueError:
+            raise ApiProblem(422, "Last-Event-ID must be an event id (a whole number)", kind="invalid-request",
+                             errors=[FieldError(field="header.Last-Event-ID", message="must be a whole number")]) from None
+    pending = await app.events(run_id, caller.scope, start)  # 404 here, before the stream starts
+    if not pending:
+        run = await app.get_run(run_id, caller.scope)
+        if RunStatus(run["status"]).terminal:
+            return Response(status_code=204)
+    return StreamingResponse(
+        stream(app, run_id, caller.scope, start),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )
+
+
+@router.get(
+    "/artifacts/{sha256}",
+    summary="Download an artifact",
+    tags=["artifacts"],
+    response_class=FileResponse,
+    responses={
+        200: {"description": "The file", "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}}},
+        404: {"description": "No such artifact, or not yours"},
+    },
+)
+async def download_artifact(
+    request: Request,
+    sha256: Sha256,
+    caller: Caller = Depends(require_caller),
+    download: Annotated[bool, Query(description="Send as an attachment instead of inline")] = False,
+) -> Response:
+    """An input or output file of one of your runs (by the sha256 in its artifact value)."""
+    try:
+        path, ref = await tw(request).artifact(sha256, caller.scope)
+    except NotFound:
+        raise
+    filename = ref.filename or f"{sha256[:12]}"
+    return FileResponse(
+        path,
+        media_type=ref.mime_type or "application/octet-stream",
+        filename=filename,
+        content_disposition_type="attachment" if download else "inline",
+        headers={
+            "X-Content-Type-Options": "nosniff",
+            "Content-Security-Policy": "sandbox; default-src 'none'; img-src 'self'; media-src 'self'",
+            "Cache-Control": "private, max-age=86400, immutable",
+        },
+    )

@@ -1,0 +1,126 @@
+"""Health, readiness, metrics, backend webhooks and media URLs for backends."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Query, Request, Response
+from fastapi.responses import FileResponse
+
+from toolweave.api.auth import tw
+from toolweave.api.metrics import CONTENT_TYPE
+from toolweave.api.problems import ApiProblem
+from toolweave.api.schemas import Health, WebhookResult
+from toolweave.app import NotFound
+from toolweave.services.base import WebhookRejected
+
+log = logging.getLogger("toolweave.api")
+router = APIRouter()
+
+MAX_WEBHOOK_BYTES = 2 * 1024 * 1024
+
+
+@router.get("/healthz", response_model=Health, summary="Liveness", tags=["operations"])
+async def healthz() -> dict[str, str]:
+    """200 while the process serves requests."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz", response_model=Health, summary="Readiness", tags=["operations"],
+            responses={503: {"description": "The store cannot be reached"}})
+async def readyz(request: Request) -> dict[str, str]:
+    """200 when the store answers; 503 otherwise."""
+    try:
+        await tw(request).stats()
+    except Exception as exc:
+        log.warning("readiness check failed: %s", exc)
+        raise ApiProblem(503, "the store does not answer", kind="not-ready") from None
+    return {"status": "ready"}
+
+
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics",
+    tags=["operations"],
+    response_class=Response,
+    responses={200: {"description": "Prometheus text format", "content": {"text/plain": {"schema": {"type": "string"}}}}},
+)
+async def metrics(request: Request) -> Response:
+    """Runs by status, queue depth and lag, step durations, webhook handling time, backend errors."""
+    body = await request.app.state.metrics.render(tw(request))
+    return Response(body, media_type=CONTENT_TYPE)
+
+
+@router.post(
+    "/webhooks/{service}/{generation_id}",
+    response_model=WebhookResult,
+    summary="Receive a backend's webhook",
+    tags=["webhooks"],
+    openapi_extra={
+        "requestBody": {
+            "required": False,
+            "content": {"application/json": {"schema": {"description": "the backend's own payload"}}},
+        }
+    },
+    responses={
+        400: {"description": "The body is not an update this service sends"},
+        404: {"description": "Unknown service or generation, or a bad token"},
+        413: {"description": "The body is too large"},
+    },
+)
+async def webhook(
+    request: Request,
+    service: Annotated[str, Path(max_length=64)],
+    generation_id: Annotated[str, Path(max_length=64)],
+    token: Annotated[str, Query(max_length=128, description="The token in the webhook URL the backend was given")],
+) -> dict[str, Any]:
+    """Where backends (ComfyUI Deploy ...) report on a generation. The URL, with its token, is the
+    one toolweave gave the backend; repeats and late updates are answered 200 and change nothing."""
+    app = tw(request)
+    body = await request.body()
+    if len(body) > MAX_WEBHOOK_BYTES:
+        raise ApiProblem(413, "the webhook body is too large", kind="too-large")
+    started = time.perf_counter()
+    outcome = "error"
+    try:
+        applied = await app.handle_webhook(service, generation_id, token, dict(request.headers), body)
+        outcome = "applied" if applied else "duplicate"
+        return {"applied": applied}
+    except NotFound:
+        outcome = "not_found"
+        raise ApiProblem(404, "no such webhook", kind="not-found") from None
+    except WebhookRejected as exc:
+        outcome = "rejected"
+        raise ApiProblem(400, str(exc) or "the body is not a valid update", kind="webhook-rejected") from None
+    finally:
+        label = service if service in app.services else "unknown"
+        request.app.state.metrics.webhook_seconds.labels(label, outcome).observe(time.perf_counter() - started)
+
+
+@router.get(
+    "/media/{sha256}",
+    summary="An artifact for a backend",
+    tags=["webhooks"],
+    response_class=FileResponse,
+    responses={
+        200: {"description": "The file", "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}}},
+        404: {"description": "Unknown artifact or a bad token"},
+    },
+)
+async def media(
+    request: Request,
+    sha256: Annotated[str, Path(pattern=r"^[0-9a-f]{64}$")],
+    token: Annotated[str, Query(max_length=128)],
+) -> Response:
+    """Serves input files to remote backends by the signed URL toolweave handed them."""
+    app = tw(request)
+    if not app.engine.check_webhook_token("artifact", sha256, token):
+        raise ApiProblem(404, "no such file", kind="not-found")
+    try:
+        path, ref = await app.artifact(sha256, None)
+    except NotFound:
+        raise ApiProblem(404, "no such file", kind="not-found") from None
+    return FileResponse(path, media_type=ref.mime_type or "application/octet-stream",
+                        headers={"X-Content-Type-Options": "nosniff", "Content-Security-Policy": "sandbox"})

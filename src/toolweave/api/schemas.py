@@ -1,0 +1,204 @@
+"""Request and response bodies of the HTTP API (their JSON Schemas go into the OpenAPI document)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from toolweave.inputs import json_schema
+from toolweave.model.definitions import JobDefinition, ToolDefinition
+
+
+class _Open(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class OutputInfo(BaseModel):
+    name: str
+    type: str
+    description: str = ""
+
+
+class ToolSummary(_Open):
+    toolId: str
+    displayName: str
+    description: str
+    service: str
+    version: str
+    commandName: str | None
+    category: str | None = None
+    inputSchema: dict[str, Any] = Field(description="The tool's inputs as a JSON Schema (draft 2020-12)")
+    outputs: list[OutputInfo]
+
+
+class ToolDetail(ToolSummary):
+    definition: dict[str, Any] = Field(description="The whole definition, as in its file")
+
+
+class StepInfo(BaseModel):
+    stepId: str
+    toolId: str | None
+    jobId: str | None
+    dependencies: list[str]
+    condition: str | None = None
+
+
+class JobSummary(_Open):
+    jobId: str
+    displayName: str
+    description: str
+    version: str
+    commandName: str | None
+    inputSchema: dict[str, Any] = Field(description="The job's inputs as a JSON Schema (draft 2020-12)")
+    outputs: list[OutputInfo]
+    steps: list[StepInfo]
+
+
+class JobDetail(JobSummary):
+    definition: dict[str, Any]
+
+
+class DefinitionProblem(BaseModel):
+    path: str
+    message: str
+
+
+class ValidationResult(BaseModel):
+    valid: bool
+    jobId: str | None = None
+    version: str | None = None
+    problems: list[DefinitionProblem]
+
+
+class SubmitRunRequest(BaseModel):
+    """What to run: exactly one of ``toolId`` and ``jobId``."""
+
+    model_config = ConfigDict(extra="forbid")
+    toolId: str | None = Field(default=None, min_length=1, max_length=200)
+    jobId: str | None = Field(default=None, min_length=1, max_length=200)
+    inputs: dict[str, Any] = Field(default_factory=dict, description="Input values by name (see the input schema)")
+    callbackUrl: str | None = Field(
+        default=None, max_length=2000, description="Where to POST the signed run.completed/failed/cancelled callback"
+    )
+    priority: int = Field(default=0, ge=-100, le=100)
+
+    @field_validator("callbackUrl")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http(s) URL with a host")
+        return value
+
+
+class RunSummary(_Open):
+    jobRunId: str
+    jobDefinitionId: str
+    version: str
+    masterAccountId: str
+    status: str
+    costUsd: str
+    createdAt: str | None
+    startedAt: str | None
+    finishedAt: str | None
+    durationMs: int | None
+    error: Any = None
+    parentRunId: str | None = None
+
+
+class StepStatusInfo(_Open):
+    stepId: str
+    status: str
+    attempt: int
+    toolId: str | None
+    outputs: Any = None
+    error: Any = None
+    progress: float | None = None
+    startedAt: str | None = None
+    finishedAt: str | None = None
+    durationMs: int | None = None
+
+
+class NotificationInfo(_Open):
+    notificationId: str
+    channel: str
+    eventType: str
+    status: str
+    attempts: int
+    lastError: str | None = None
+    deliveredAt: str | None = None
+
+
+class RunDetail(RunSummary):
+    jobInputs: dict[str, Any]
+    finalOutputs: Any = None
+    stepStatuses: list[StepStatusInfo]
+    generations: list[dict[str, Any]]
+    notifications: list[NotificationInfo]
+
+
+class RunPage(BaseModel):
+    items: list[RunSummary]
+    nextCursor: str | None = Field(description="Pass as `cursor` for the next page; null on the last page")
+
+
+class RunEvent(BaseModel):
+    id: int
+    runId: str
+    type: str
+    stepId: str | None
+    data: Any = None
+    at: float
+
+
+class WebhookResult(BaseModel):
+    applied: bool = Field(description="false for a duplicate or late update (nothing changed)")
+
+
+class Health(BaseModel):
+    status: str
+
+
+def _outputs(defn: ToolDefinition | JobDefinition) -> list[OutputInfo]:
+    return [OutputInfo(name=o.name, type=o.type.value, description=o.description) for o in defn.output_schema]
+
+
+def tool_summary(tool: ToolDefinition) -> dict[str, Any]:
+    return {
+        "toolId": tool.tool_id,
+        "displayName": tool.display_name or tool.tool_id,
+        "description": tool.description,
+        "service": tool.service,
+        "version": tool.version,
+        "commandName": tool.command_name,
+        "category": tool.platform_hints.category,
+        "inputSchema": json_schema(tool.input_schema),
+        "outputs": [o.model_dump() for o in _outputs(tool)],
+    }
+
+
+def job_summary(job: JobDefinition) -> dict[str, Any]:
+    return {
+        "jobId": job.job_id,
+        "displayName": job.display_name or job.job_id,
+        "description": job.description,
+        "version": job.version,
+        "commandName": job.command_name,
+        "inputSchema": json_schema(job.input_schema),
+        "outputs": [o.model_dump() for o in _outputs(job)],
+        "steps": [
+            {
+                "stepId": s.step_id,
+                "toolId": s.tool_id,
+                "jobId": s.job_id,
+                "dependencies": s.all_dependencies,
+                "condition": s.condition,
+            }
+            for s in job.steps
+        ],
+    }

@@ -1,0 +1,129 @@
+"""The FastAPI application: ``create_app(app, run_worker=..., slots=...)``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+from fastapi.staticfiles import StaticFiles
+
+from toolweave.api import problems
+from toolweave.api.metrics import Metrics
+from toolweave.api.problems import ProblemDetails
+from toolweave.api.schemas import SubmitRunRequest
+from toolweave.api.version import __version__
+from toolweave.app import App
+
+log = logging.getLogger("toolweave.api")
+
+_PROBLEM = {"$ref": "#/components/schemas/ProblemDetails"}
+_ERROR_DESCRIPTIONS = {
+    "400": "Malformed request",
+    "401": "No valid API key",
+    "403": "Not allowed",
+    "404": "Not found",
+    "405": "Method not allowed",
+    "409": "Conflict with the resource's state",
+    "413": "Too large",
+    "415": "Unsupported media type",
+    "422": "Invalid input: `errors` names every bad field",
+}
+
+
+def _openapi(api: FastAPI) -> dict[str, Any]:
+    if api.openapi_schema:
+        return api.openapi_schema
+    schema = get_openapi(
+        title="toolweave",
+        version=__version__,
+        description=(
+            "Run generative-AI tools and durable multi-step jobs. Authenticate with "
+            "`Authorization: Bearer <API key>`. Every error is an RFC 9457 problem document "
+            "(`application/problem+json`)."
+        ),
+        routes=api.routes,
+    )
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    for model in (ProblemDetails, SubmitRunRequest):
+        body = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        for name, sub in body.pop("$defs", {}).items():
+            components[name] = sub
+        components[model.__name__] = body
+    components.pop("HTTPValidationError", None)
+    components.pop("ValidationError", None)
+    for path_item in schema.get("paths", {}).values():
+        for operation in path_item.values():
+            if not isinstance(operation, dict) or "responses" not in operation:
+                continue
+            responses = operation["responses"]
+            for status, response in list(responses.items()):
+                if status.startswith(("4", "5")):
+                    response["content"] = {"application/problem+json": {"schema": _PROBLEM}}
+                    response.setdefault("description", _ERROR_DESCRIPTIONS.get(status, "Error"))
+            responses["default"] = {
+                "description": "An error (RFC 9457 problem details)",
+                "content": {"application/problem+json": {"schema": _PROBLEM}},
+            }
+    api.openapi_schema = schema
+    return schema
+
+
+def create_app(app: App, *, run_worker: bool = True, slots: int | None = None) -> FastAPI:
+    """The HTTP server for ``app``. With ``run_worker`` an embedded worker of ``slots`` slots
+    runs for the server's lifetime (started and stopped by the lifespan). The caller closes ``app``."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(api: FastAPI) -> AsyncIterator[None]:
+        worker = app.make_worker(slots) if run_worker else None
+        task = asyncio.create_task(worker.run(), name="toolweave-embedded-worker") if worker else None
+        api.state.worker = worker
+        try:
+            yield
+        finally:
+            if worker is not None and task is not None:
+                worker.stop()
+                try:
+                    await asyncio.wait_for(task, 30)
+                except (TimeoutError, asyncio.CancelledError):
+                    task.cancel()
+                except Exception:
+                    log.exception("the embedded worker stopped with an error")
+
+    api = FastAPI(
+        title="toolweave",
+        version=__version__,
+        lifespan=lifespan,
+        docs_url="/api/docs",
+        redoc_url=None,
+        openapi_url="/api/v1/openapi.json",
+    )
+    api.state.toolweave = app
+    api.state.metrics = Metrics()
+    api.state.worker = None
+    problems.install(api)
+
+    from toolweave.api import routes_definitions, routes_runs, routes_system, web
+
+    api.include_router(routes_definitions.router)
+    api.include_router(routes_runs.router)
+    api.include_router(routes_system.router)
+    api.include_router(web.router)
+    from pathlib import Path
+
+    api.mount("/static", StaticFiles(directory=Path(__file__).parent / "static"), name="static")
+    api.openapi = lambda: _openapi(api)  # type: ignore[method-assign]
+
+    @api.middleware("http")
+    async def _security_headers(request: Any, call_next: Any) -> Any:
+        response = await call_next(request)
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Referrer-Policy", "same-origin")
+        response.headers.setdefault("X-Frame-Options", "DENY")
+        return response
+
+    return api

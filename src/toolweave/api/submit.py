@@ -1,0 +1,116 @@
+"""Turning a request (JSON, or multipart with files) into a call to ``App.submit``."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from pydantic import ValidationError
+from starlette.datastructures import FormData, UploadFile
+
+from toolweave.api.problems import ApiProblem, FieldError, field_path
+from toolweave.api.schemas import SubmitRunRequest
+from toolweave.app import App, UnknownDefinition
+from toolweave.model.definitions import JobDefinition, ToolDefinition
+
+_RESERVED = {"toolId", "jobId", "inputs", "callbackUrl", "priority", "csrf"}
+
+
+def parse_submit(data: Any) -> SubmitRunRequest:
+    """Validate the JSON body; every problem named by its field path."""
+    if not isinstance(data, dict):
+        raise ApiProblem(422, "the body must be a JSON object", kind="invalid-request",
+                         errors=[FieldError(field="body", message="must be a JSON object")])
+    try:
+        request = SubmitRunRequest.model_validate(data)
+    except ValidationError as exc:
+        errors = [FieldError(field=field_path(tuple(e["loc"])), message=str(e["msg"]).removeprefix("Value error, "))
+                  for e in exc.errors()]
+        raise ApiProblem(422, "; ".join(f"{e.field}: {e.message}" for e in errors), kind="invalid-request",
+                         errors=errors) from None
+    if (request.toolId is None) == (request.jobId is None):
+        raise ApiProblem(422, "give exactly one of toolId and jobId", kind="invalid-request",
+                         errors=[FieldError(field="toolId", message="give exactly one of toolId and jobId")])
+    return request
+
+
+def target_of(app: App, request: SubmitRunRequest) -> ToolDefinition | JobDefinition:
+    if request.toolId is not None:
+        tool = app.registry.get_tool(request.toolId)
+        if tool is None:
+            raise UnknownDefinition(f"no tool named {request.toolId!r}")
+        return tool
+    job = app.registry.get_job(request.jobId or "")
+    if job is None:
+        raise UnknownDefinition(f"no job named {request.jobId!r}")
+    return job
+
+
+async def form_inputs(
+    app: App, form: FormData, definition: ToolDefinition | JobDefinition, account_id: str, *, max_bytes: int
+) -> dict[str, Any]:
+    """Inputs from form fields and uploaded files.
+
+    A field named like an input gives its value (text, coerced by the schema); a file field stores
+    the upload as an artifact of the account. For media inputs a text field ``<name>__url`` may give
+    a URL instead of a file. A field ``inputs`` may hold a JSON object of further values.
+    """
+    params = {p.name: p for p in definition.input_schema}
+    inputs: dict[str, Any] = {}
+    raw_json = form.get("inputs")
+    if isinstance(raw_json, str) and raw_json.strip():
+        try:
+            parsed = json.loads(raw_json)
+        except ValueError:
+            parsed = None
+        if not isinstance(parsed, dict):
+            raise ApiProblem(422, "the field `inputs` must hold a JSON object", kind="invalid-request",
+                             errors=[FieldError(field="inputs", message="must hold a JSON object")])
+        inputs.update(parsed)
+    for key in {k for k in form.keys() if k not in _RESERVED}:
+        values = form.getlist(key)
+        name = key.removesuffix("__url")
+        param = params.get(name)
+        value = values[-1]
+        if isinstance(value, UploadFile):
+            if param is None:
+                inputs[name] = "(an uploaded file)"  # reported as an unknown input by validation
+                continue
+            if not value.filename:
+                continue  # an empty file field of a browser form
+            data = await value.read(max_bytes + 1)
+            if len(data) > max_bytes:
+                raise ApiProblem(413, f"the file for {name!r} is larger than {max_bytes} bytes", kind="too-large")
+            if not data:
+                continue
+            inputs[name] = await app.put_media(
+                data, account_id, filename=value.filename, mime_type=value.content_type or None
+            )
+            continue
+        if key.endswith("__url"):
+            if param is not None and param.type.is_media and name not in inputs and value.strip():
+                inputs[name] = value.strip()
+            continue
+        if param is not None and param.type.is_media and not value.strip():
+            continue
+        inputs[name] = value
+    return inputs
+
+
+def replayed(run: dict[str, Any], started: float) -> bool:
+    """Whether ``submit`` answered with an existing run (an Idempotency-Key seen before)."""
+    from datetime import datetime
+
+    created = run.get("createdAt")
+    if not created:
+        return False
+    try:
+        at = datetime.fromisoformat(str(created).replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return False
+    return at < started - 0.001
+
+
+def now() -> float:
+    return time.time()

@@ -1,0 +1,409 @@
+"""The web pages: log in with an API key, the catalog, a run form built from the input schema,
+the run page (the job's DAG with live step states from the SSE stream) and the list of runs.
+
+Server-rendered with Jinja2; a little plain JavaScript (``static/run.js``) follows the event stream.
+Pages read and write through the App facade with the caller's account, like the API.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.templating import Jinja2Templates
+from starlette.formparsers import MultiPartException
+
+from toolweave.api import submit as submit_mod
+from toolweave.api.auth import (
+    SESSION_COOKIE,
+    SESSION_TTL,
+    Caller,
+    create_session,
+    csrf_ok,
+    end_session,
+    key_caller,
+    session_caller,
+    tw,
+)
+from toolweave.api.problems import ApiProblem
+from toolweave.app import Conflict, MediaError, NotFound, UnknownDefinition
+from toolweave.inputs import InputError
+from toolweave.model.definitions import InputParam, JobDefinition, ParamType, ToolDefinition
+from toolweave.model.status import RunStatus
+
+router = APIRouter(include_in_schema=False)
+templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
+
+_ACCEPT = {ParamType.IMAGE: "image/*", ParamType.VIDEO: "video/*", ParamType.AUDIO: "audio/*"}
+STATUS_LABELS = {
+    "pending": "Queued", "ready": "Ready", "running": "Running", "waiting_retry": "Retrying",
+    "succeeded": "Done", "completed": "Completed", "partially_completed": "Partly completed",
+    "failed": "Failed", "skipped": "Skipped", "cancelled": "Cancelled",
+}
+
+
+class _LoginRequired(Exception):
+    pass
+
+
+async def _caller(request: Request) -> Caller:
+    caller = await session_caller(tw(request), request.cookies.get(SESSION_COOKIE))
+    if caller is None:
+        raise _LoginRequired
+    return caller
+
+
+def _login_redirect(request: Request) -> RedirectResponse:
+    target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    return RedirectResponse(f"/login?next={quote(target)}", status_code=303)
+
+
+def _render(request: Request, name: str, caller: Caller | None, status_code: int = 200, **context: Any) -> HTMLResponse:
+    context.update(caller=caller, csrf=caller.csrf if caller else "", labels=STATUS_LABELS)
+    return templates.TemplateResponse(request, name, context, status_code=status_code)
+
+
+def _safe_next(value: str | None) -> str:
+    if value and value.startswith("/") and not value.startswith("//") and "\\" not in value:
+        return value
+    return "/"
+
+
+# --- formatting helpers for templates ---------------------------------------------------------
+
+
+def _when(value: str | None) -> str:
+    if not value:
+        return "—"
+    try:
+        at = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return value
+    return at.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _duration(ms: int | None) -> str:
+    if ms is None:
+        return "—"
+    if ms < 1000:
+        return f"{ms} ms"
+    seconds = ms / 1000
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, rest = divmod(int(seconds), 60)
+    return f"{minutes} min {rest} s"
+
+
+def _cost(value: str | None) -> str:
+    try:
+        amount = float(value or 0)
+    except ValueError:
+        return str(value)
+    return "free" if amount == 0 else f"${amount:.4f}"
+
+
+def _is_artifact(value: Any) -> bool:
+    return isinstance(value, dict) and value.get("kind") == "artifact" and isinstance(value.get("sha256"), str)
+
+
+def _short(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
+    return text if len(text) <= 400 else text[:400] + "…"
+
+
+templates.env.filters.update(when=_when, duration=_duration, cost=_cost, short=_short)
+templates.env.tests["artifact"] = _is_artifact
+
+
+# --- the DAG ----------------------------------------------------------------------------------
+
+NODE_W, NODE_H, GAP_X, GAP_Y, PAD = 190, 70, 70, 22, 16
+
+
+def dag_layout(job: JobDefinition | None, step_ids: list[str]) -> dict[str, Any]:
+    """Columns by dependency depth; edges as curves from a step to those that depend on it."""
+    deps: dict[str, list[str]] = {}
+    tools: dict[str, str] = {}
+    if job is not None:
+        for step in job.steps:
+            deps[step.step_id] = [d for d in step.all_dependencies if d in step_ids]
+            tools[step.step_id] = step.tool_id or f"job {step.job_id}"
+    for sid in step_ids:
+        deps.setdefault(sid, [])
+    depth: dict[str, int] = {}
+
+    def depth_of(sid: str, seen: frozenset[str] = frozenset()) -> int:
+        if sid in depth:
+            return depth[sid]
+        if sid in seen:
+            return 0
+        value = 1 + max((depth_of(d, seen | {sid}) for d in deps[sid]), default=-1)
+        depth[sid] = value
+        return value
+
+    columns: dict[int, list[str]] = {}
+    for sid in step_ids:
+        columns.setdefault(depth_of(sid), []).append(sid)
+    tallest = max((len(c) for c in columns.values()), default=1)
+    height = PAD * 2 + tallest * NODE_H + (tallest - 1) * GAP_Y
+    nodes: dict[str, dict[str, Any]] = {}
+    for col, members in columns.items():
+        block = len(members) * NODE_H + (len(members) - 1) * GAP_Y
+        top = (height - block) / 2
+        for row, sid in enumerate(members):
+            nodes[sid] = {"id": sid, "tool": tools.get(sid, ""), "x": PAD + col * (NODE_W + GAP_X),
+                          "y": top + row * (NODE_H + GAP_Y)}
+    edges = []
+    for sid, ds in deps.items():
+        for d in ds:
+            a, b = nodes[d], nodes[sid]
+            x1, y1 = a["x"] + NODE_W, a["y"] + NODE_H / 2
+            x2, y2 = b["x"], b["y"] + NODE_H / 2
+            mid = (x1 + x2) / 2
+            edges.append({"from": d, "to": sid, "d": f"M{x1},{y1} C{mid},{y1} {mid},{y2} {x2 - 6},{y2}"})
+    width = PAD * 2 + max(len(columns), 1) * NODE_W + (max(len(columns), 1) - 1) * GAP_X
+    return {"nodes": [nodes[s] for s in step_ids], "edges": edges, "width": width, "height": height,
+            "w": NODE_W, "h": NODE_H}
+
+
+# --- form fields ------------------------------------------------------------------------------
+
+
+def _field(param: InputParam) -> dict[str, Any]:
+    kind = param.type
+    widget = "text"
+    if kind is ParamType.TEXT or kind is ParamType.JSON:
+        widget = "textarea"
+    elif kind in (ParamType.INTEGER, ParamType.NUMBER, ParamType.SEED):
+        widget = "number"
+    elif kind is ParamType.BOOLEAN:
+        widget = "checkbox"
+    elif kind is ParamType.ENUM or param.enum:
+        widget = "select"
+    elif kind.is_media:
+        widget = "media"
+    default = param.default
+    if kind is ParamType.JSON and default is not None and not isinstance(default, str):
+        default = json.dumps(default)
+    step = "1" if kind in (ParamType.INTEGER, ParamType.SEED) else "any"
+    return {
+        "name": param.name,
+        "label": param.display_name or param.name.replace("_", " ").capitalize(),
+        "type": kind.value,
+        "widget": widget,
+        "required": param.required and param.default is None and kind is not ParamType.SEED,
+        "default": default,
+        "description": param.description + (" Leave empty for a random seed." if kind is ParamType.SEED else ""),
+        "choices": list(param.enum or []),
+        "min": None if param.minimum is None or not math.isfinite(param.minimum) else param.minimum,
+        "max": None if param.maximum is None or not math.isfinite(param.maximum) else param.maximum,
+        "step": step,
+        "accept": _ACCEPT.get(kind, ""),
+        "advanced": param.advanced,
+    }
+
+
+def _fields(definition: ToolDefinition | JobDefinition) -> list[dict[str, Any]]:
+    params = sorted(definition.input_schema, key=lambda p: (p.order if p.order is not None else 10_000))
+    return [_field(p) for p in params]
+
+
+def _definition(request: Request, target_id: str) -> ToolDefinition | JobDefinition:
+    app = tw(request)
+    found: ToolDefinition | JobDefinition | None = app.registry.get_job(target_id) or app.registry.get_tool(target_id)
+    if found is None:
+        raise NotFound(target_id)
+    return found
+
+
+# --- routes -----------------------------------------------------------------------------------
+
+
+@router.get("/login")
+async def login_page(request: Request, next: str | None = None) -> Response:
+    return _render(request, "login.html", None, next=_safe_next(next), error=None)
+
+
+@router.post("/login")
+async def login(request: Request) -> Response:
+    form = await request.form()
+    key = str(form.get("api_key") or "").strip()
+    target = _safe_next(str(form.get("next") or "/"))
+    caller = await key_caller(tw(request), key) if key else None
+    if caller is None:
+        return _render(request, "login.html", None, status_code=401, next=target,
+                       error="That key is not valid. Check it, or ask for a new one (toolweave keys create).")
+    token, _csrf = await create_session(tw(request), caller.account_id)
+    response = RedirectResponse(target, status_code=303)
+    response.set_cookie(SESSION_COOKIE, token, max_age=int(SESSION_TTL), httponly=True, samesite="lax",
+                        secure=request.url.scheme == "https", path="/")
+    return response
+
+
+@router.post("/logout")
+async def logout(request: Request) -> Response:
+    token = request.cookies.get(SESSION_COOKIE)
+    if token:
+        caller = await session_caller(tw(request), token)
+        form = await request.form()
+        if caller is not None and csrf_ok(caller, str(form.get("csrf") or "")):
+            await end_session(tw(request), token)
+    response = RedirectResponse("/login", status_code=303)
+    response.delete_cookie(SESSION_COOKIE, path="/")
+    return response
+
+
+@router.get("/")
+async def catalog(request: Request) -> Response:
+    try:
+        caller = await _caller(request)
+    except _LoginRequired:
+        return _login_redirect(request)
+    app = tw(request)
+    jobs = app.list_jobs()
+    tools = [t for t in app.list_tools() if not t.tool_id.startswith("test.")]
+    return _render(request, "catalog.html", caller, jobs=jobs, tools=tools)
+
+
+@router.get("/new/{target_id}")
+async def run_form(request: Request, target_id: str) -> Response:
+    try:
+        caller = await _caller(request)
+        definition = _definition(request, target_id)
+    except _LoginRequired:
+        return _login_redirect(request)
+    except NotFound:
+        return _render(request, "error.html", await session_caller(tw(request), request.cookies.get(SESSION_COOKIE)),
+                       status_code=404, title="Not found", message=f"There is no tool or job named “{target_id}”.")
+    return _form(request, caller, definition, {}, [])
+
+
+def _form(request: Request, caller: Caller, definition: ToolDefinition | JobDefinition, values: dict[str, Any],
+          errors: list[tuple[str, str]], status_code: int = 200) -> HTMLResponse:
+    is_job = isinstance(definition, JobDefinition)
+    dag = dag_layout(definition, [s.step_id for s in definition.steps]) if isinstance(definition, JobDefinition) else None
+    return _render(
+        request, "form.html", caller, status_code=status_code, definition=definition, is_job=is_job,
+        target_id=definition.job_id if isinstance(definition, JobDefinition) else definition.tool_id,
+        fields=_fields(definition), values=values, errors=errors, error_fields={f for f, _ in errors}, dag=dag,
+    )
+
+
+@router.post("/new/{target_id}")
+async def submit_form(request: Request, target_id: str) -> Response:
+    try:
+        caller = await _caller(request)
+        definition = _definition(request, target_id)
+    except _LoginRequired:
+        return _login_redirect(request)
+    except NotFound:
+        return _render(request, "error.html", None, status_code=404, title="Not found",
+                       message=f"There is no tool or job named “{target_id}”.")
+    app = tw(request)
+    try:
+        form = await request.form(max_files=32, max_fields=200)
+    except (MultiPartException, ValueError, KeyError, AssertionError) as exc:
+        return _form(request, caller, definition, {}, [("form", f"the form could not be read: {exc}")], 400)
+    if not csrf_ok(caller, str(form.get("csrf") or "")):
+        return _render(request, "error.html", caller, status_code=403, title="Please try again",
+                       message="This form has expired. Reload the page and submit it again.")
+    values = {k: v for k, v in form.items() if isinstance(v, str)}
+    try:
+        inputs = await submit_mod.form_inputs(app, form, definition, caller.account_id,
+                                              max_bytes=app.settings.media_max_bytes)
+        run_id = await app.submit(target_id, inputs, account_id=caller.account_id, origin={"platform": "web"},
+                                  coerce_text=True, allow_local_paths=False)
+    except InputError as exc:
+        return _form(request, caller, definition, values, [(p.field, p.message) for p in exc.problems], 422)
+    except (MediaError, UnknownDefinition) as exc:
+        return _form(request, caller, definition, values, [("form", str(exc))], 422)
+    except ApiProblem as exc:
+        return _form(request, caller, definition, values, [("form", exc.detail or exc.title)], exc.status)
+    return RedirectResponse(f"/runs/{run_id}", status_code=303)
+
+
+@router.get("/runs")
+async def runs_page(request: Request, status: str | None = None, cursor: str | None = None) -> Response:
+    try:
+        caller = await _caller(request)
+    except _LoginRequired:
+        return _login_redirect(request)
+    statuses = [status] if status in {s.value for s in RunStatus} else None
+    try:
+        page = await tw(request).list_runs(caller.scope, status=statuses, cursor=cursor or None, limit=25)
+    except ValueError:
+        page = await tw(request).list_runs(caller.scope, status=statuses, limit=25)
+    names = _display_names(request)
+    return _render(request, "runs.html", caller, runs=page.items, next_cursor=page.next_cursor,
+                   status=statuses[0] if statuses else None, names=names,
+                   statuses=[s.value for s in RunStatus])
+
+
+def _display_names(request: Request) -> dict[str, str]:
+    app = tw(request)
+    names = {t.tool_id: t.display_name or t.tool_id for t in app.list_tools(include_hidden=True)}
+    names.update({j.job_id: j.display_name or j.job_id for j in app.list_jobs(include_hidden=True)})
+    return names
+
+
+@router.get("/runs/{run_id}")
+async def run_page(request: Request, run_id: str) -> Response:
+    try:
+        caller = await _caller(request)
+    except _LoginRequired:
+        return _login_redirect(request)
+    app = tw(request)
+    try:
+        run = await app.get_run(run_id, caller.scope)
+        events = await app.events(run_id, caller.scope)
+    except NotFound:
+        return _render(request, "error.html", caller, status_code=404, title="Run not found",
+                       message="There is no such run among yours.")
+    job: JobDefinition | None
+    try:
+        job = app.job_for(run["jobDefinitionId"], run["version"])
+    except UnknownDefinition:
+        job = None
+    steps = run["stepStatuses"]
+    dag = dag_layout(job, [s["stepId"] for s in steps])
+    finished = sum(1 for s in steps if s["status"] in ("succeeded", "failed", "skipped", "cancelled"))
+    progress = 100 if RunStatus(run["status"]).terminal else int(100 * finished / max(1, len(steps)))
+    names = _display_names(request)
+    return _render(
+        request, "run.html", caller, run=run, dag=dag, steps={s["stepId"]: s for s in steps}, step_list=steps,
+        progress=progress, terminal=RunStatus(run["status"]).terminal,
+        last_event=events[-1]["id"] if events else 0, title=names.get(run["jobDefinitionId"], run["jobDefinitionId"]),
+        retryable=run["status"] in ("failed", "partially_completed", "cancelled") and not run.get("parentRunId"),
+    )
+
+
+@router.post("/runs/{run_id}/{action}")
+async def run_action(request: Request, run_id: str, action: str) -> Response:
+    try:
+        caller = await _caller(request)
+    except _LoginRequired:
+        return _login_redirect(request)
+    form = await request.form()
+    if not csrf_ok(caller, str(form.get("csrf") or "")):
+        return _render(request, "error.html", caller, status_code=403, title="Please try again",
+                       message="This page has expired. Reload it and try again.")
+    app = tw(request)
+    try:
+        if action == "cancel":
+            await app.cancel(run_id, caller.scope)
+        elif action == "retry":
+            await app.retry(run_id, caller.scope)
+        else:
+            return _render(request, "error.html", caller, status_code=404, title="Not found", message="No such action.")
+    except NotFound:
+        return _render(request, "error.html", caller, status_code=404, title="Run not found",
+                       message="There is no such run among yours.")
+    except Conflict as exc:
+        return _render(request, "error.html", caller, status_code=409, title="Cannot retry", message=str(exc))
+    return RedirectResponse(f"/runs/{run_id}", status_code=303)
