@@ -260,6 +260,352 @@ def jobs_show(
 
 
 # --- engine: run, runs, worker, demo, db ------------------------------------------------------
+# The work is in toolweave.cli_engine; exit codes: 0 completed, 1 failed, 2 partially completed,
+# 3 cancelled, 4 refused (unknown name or id, bad inputs), 130 interrupted (the run goes on).
+
+from collections.abc import Coroutine as _Coroutine  # noqa: E402
+from typing import TYPE_CHECKING as _TYPE_CHECKING  # noqa: E402
+from typing import Any as _Any  # noqa: E402
+
+from toolweave import cli_engine as _eng  # noqa: E402
+
+if _TYPE_CHECKING:
+    from toolweave.app import App as _App
+
+_ACCOUNT_HELP = "The account to act as (the command line is the local operator, 'local')."
+_VIEW_HELP = "How to show progress: auto (live table on a terminal, event lines otherwise), live, lines, quiet."
+
+
+def _eng_run(main: _Coroutine[_Any, _Any, int]) -> None:
+    """Run a coroutine; turn CliError and Ctrl-C into messages and exit codes."""
+    import asyncio
+
+    try:
+        code = asyncio.run(main)
+    except _eng.CliError as exc:
+        err_console.print(_Text(f"error: {exc.message}", style="red"), soft_wrap=True)
+        for line in exc.details:
+            err_console.print(_Text(f"  {line}"), soft_wrap=True)
+        raise typer.Exit(exc.code) from None
+    except _eng.Interrupted as exc:
+        for line in _eng.interrupted_hint(exc.run_id):
+            err_console.print(_Text(line), soft_wrap=True)
+        raise typer.Exit(_eng.EXIT_INTERRUPTED) from None
+    except KeyboardInterrupt:
+        err_console.print("interrupted")
+        raise typer.Exit(_eng.EXIT_INTERRUPTED) from None
+    raise typer.Exit(code or 0)
+
+
+def _eng_view(view: str, json_output: bool) -> str:
+    if view not in ("auto", "live", "lines", "quiet"):
+        raise _eng.CliError(f"--view must be auto, live, lines or quiet, not {view!r}")
+    return "quiet" if json_output else view
+
+
+async def _eng_finish(
+    app: _App, run: dict[str, _Any], account: str, json_output: bool, output: _Path | None
+) -> int:
+    if json_output:
+        if output is not None:
+            await _eng.output_files(app, run, account, output)
+        _defs_print_json(run)
+    else:
+        await _eng.summary(app, run, account, console, output)
+    return _eng.exit_code(run["status"])
+
+
+@app.command("run")
+def run_command(
+    name: str = typer.Argument(..., help="The tool or job to run (its id)."),
+    inputs: list[str] | None = typer.Option(
+        None, "--input", "-i", help="An input as key=value (text, coerced to the input's type); key=@file reads a file."
+    ),
+    wait: bool = typer.Option(False, "--wait", help="Follow the run until it ends; exit with its status."),
+    json_output: bool = typer.Option(False, "--json", help="Print the final run as JSON (without --wait: the run id)."),
+    output: _Path | None = typer.Option(None, "--output", "-o", help="Copy the output files into this folder (implies --wait)."),
+    account: str = typer.Option(_eng.LOCAL_ACCOUNT, "--account", help=_ACCOUNT_HELP),
+    view: str = typer.Option("auto", "--view", help=_VIEW_HELP),
+    worker: str = typer.Option(
+        "auto", "--worker", help="With --wait: auto (run a worker in this process when none is alive), always, never."
+    ),
+    paths: list[_Path] | None = typer.Option(None, "--definitions", "-d", help="Extra definition files or folders."),
+) -> None:
+    """Run a tool or a job. Without --wait, submit it and print its id."""
+
+    async def main() -> int:
+        shown = _eng_view(view, json_output)
+        if worker not in ("auto", "always", "never"):
+            raise _eng.CliError(f"--worker must be auto, always or never, not {worker!r}")
+        async with _eng.app_session(paths) as tw:
+            run_id = await _eng.submit(tw, name, list(inputs or []), account)
+            if not (wait or output is not None):
+                if json_output:
+                    _defs_print_json({"jobRunId": run_id})
+                else:
+                    console.print(run_id, highlight=False)
+                if not await tw.live_workers():
+                    err_console.print(
+                        "note: no worker is running, so the run waits; start one with `toolweave worker`, "
+                        f"or follow it with a worker in this terminal: `toolweave runs watch {run_id} --worker auto`",
+                        highlight=False, soft_wrap=True,
+                    )
+                return 0
+            if shown != "quiet":
+                err_console.print(f"run {run_id} submitted; Ctrl-C stops following (the run goes on)", highlight=False)
+            run = await _eng.follow(tw, run_id, account, console, worker=worker, view=shown)
+            return await _eng_finish(tw, run, account, json_output, output)
+
+    _eng_run(main())
+
+
+@runs_app.command("list")
+def runs_list(
+    status: list[str] | None = typer.Option(None, "--status", help="Only runs with this status (repeatable)."),
+    job: str | None = typer.Option(None, "--job", help="Only runs of this tool or job id."),
+    limit: int = typer.Option(20, "--limit", min=1, max=500, help="At most this many runs (newest first)."),
+    json_output: bool = typer.Option(False, "--json", help=_JSON_HELP),
+    account: str = typer.Option(_eng.LOCAL_ACCOUNT, "--account", help=_ACCOUNT_HELP),
+) -> None:
+    """List runs, newest first."""
+    from toolweave.model.status import RunStatus
+
+    async def main() -> int:
+        known = {s.value for s in RunStatus}
+        bad = [s for s in status or [] if s not in known]
+        if bad:
+            raise _eng.CliError(f"unknown status {', '.join(bad)} (one of: {', '.join(sorted(known))})")
+        async with _eng.app_session() as tw:
+            page = await tw.list_runs(account, status=list(status) if status else None, job_id=job, limit=limit)
+        if json_output:
+            _defs_print_json({"items": page.items, "nextCursor": page.next_cursor})
+        else:
+            console.print(_eng.runs_table(page.items))
+        return 0
+
+    _eng_run(main())
+
+
+def _eng_not_found(run_id: str) -> _eng.CliError:
+    return _eng.CliError(f"no run {run_id!r} (for account, see --account; `toolweave runs list` shows yours)")
+
+
+@runs_app.command("show")
+def runs_show(
+    run_id: str = typer.Argument(..., help="The run's id."),
+    json_output: bool = typer.Option(False, "--json", help=_JSON_HELP),
+    account: str = typer.Option(_eng.LOCAL_ACCOUNT, "--account", help=_ACCOUNT_HELP),
+) -> None:
+    """Show a run: steps, generations, outputs (with their files), cost, timings, errors."""
+    from toolweave.app import NotFound
+
+    async def main() -> int:
+        async with _eng.app_session() as tw:
+            try:
+                run = await tw.get_run(run_id, account)
+            except NotFound:
+                raise _eng_not_found(run_id) from None
+            if json_output:
+                _defs_print_json(run)
+            else:
+                await _eng.show(tw, run, account, console)
+        return 0
+
+    _eng_run(main())
+
+
+@runs_app.command("cancel")
+def runs_cancel(
+    run_id: str = typer.Argument(..., help="The run's id."),
+    account: str = typer.Option(_eng.LOCAL_ACCOUNT, "--account", help=_ACCOUNT_HELP),
+) -> None:
+    """Cancel a run: its pending steps are cancelled, running generations are cancelled at the backend."""
+    from toolweave.app import NotFound
+
+    async def main() -> int:
+        async with _eng.app_session() as tw:
+            try:
+                before = (await tw.get_run(run_id, account))["status"]
+                status = await tw.cancel(run_id, account)
+            except NotFound:
+                raise _eng_not_found(run_id) from None
+        from toolweave.model.status import RunStatus
+
+        if RunStatus(before).terminal:
+            console.print(f"run {run_id} had already ended: {before}", highlight=False)
+        elif status == RunStatus.CANCELLED:
+            console.print(f"run {run_id} cancelled", highlight=False)
+        else:
+            console.print(
+                f"cancel requested for run {run_id} (now {status}); a worker finishes cancelling its running steps",
+                highlight=False,
+            )
+        return 0
+
+    _eng_run(main())
+
+
+@runs_app.command("retry")
+def runs_retry(
+    run_id: str = typer.Argument(..., help="The run's id."),
+    wait: bool = typer.Option(False, "--wait", help="Follow the run until it ends; exit with its status."),
+    json_output: bool = typer.Option(False, "--json", help="With --wait: print the final run as JSON."),
+    account: str = typer.Option(_eng.LOCAL_ACCOUNT, "--account", help=_ACCOUNT_HELP),
+    view: str = typer.Option("auto", "--view", help=_VIEW_HELP),
+) -> None:
+    """Run a failed, partially completed or cancelled run again from its unfinished steps."""
+    from toolweave.app import Conflict, NotFound
+
+    async def main() -> int:
+        shown = _eng_view(view, json_output)
+        async with _eng.app_session() as tw:
+            try:
+                seen = await tw.events(run_id, account)
+                await tw.retry(run_id, account)
+            except NotFound:
+                raise _eng_not_found(run_id) from None
+            except Conflict as exc:
+                raise _eng.CliError(str(exc)) from None
+            if not wait:
+                console.print(f"run {run_id} retried", highlight=False)
+                return 0
+            after = seen[-1]["id"] if seen else 0
+            run = await _eng.follow(tw, run_id, account, console, worker="auto", view=shown, after=after)
+            return await _eng_finish(tw, run, account, json_output, None)
+
+    _eng_run(main())
+
+
+@runs_app.command("watch")
+def runs_watch(
+    run_id: str = typer.Argument(..., help="The run's id."),
+    account: str = typer.Option(_eng.LOCAL_ACCOUNT, "--account", help=_ACCOUNT_HELP),
+    view: str = typer.Option("lines", "--view", help=_VIEW_HELP),
+    worker: str = typer.Option(
+        "never", "--worker", help="never (only watch), auto (run a worker here when none is alive), always."
+    ),
+) -> None:
+    """Follow a run's events until it ends; exit with its status."""
+    from toolweave.app import NotFound
+
+    async def main() -> int:
+        shown = _eng_view(view, False)
+        if worker not in ("auto", "always", "never"):
+            raise _eng.CliError(f"--worker must be auto, always or never, not {worker!r}")
+        async with _eng.app_session() as tw:
+            try:
+                await tw.get_run(run_id, account)
+            except NotFound:
+                raise _eng_not_found(run_id) from None
+            if worker == "never" and not await tw.live_workers():
+                err_console.print(
+                    "note: no worker is running; an unfinished run waits until one starts (`toolweave worker`)",
+                    highlight=False,
+                )
+            run = await _eng.follow(tw, run_id, account, console, worker=worker, view=shown)
+            return await _eng_finish(tw, run, account, False, None)
+
+    _eng_run(main())
+
+
+@app.command("worker")
+def worker_command(
+    slots: int = typer.Option(0, "--slots", min=0, help="Tasks handled at once (default: the worker_slots setting)."),
+    until_idle: bool = typer.Option(False, "--until-idle", help="Exit when no task is due or in flight."),
+    timeout: float = typer.Option(600.0, "--timeout", help="With --until-idle: give up after this many seconds."),
+    log_level: str = typer.Option("INFO", "--log-level", help="DEBUG, INFO, WARNING or ERROR."),
+) -> None:
+    """Run a worker until SIGTERM or Ctrl-C (it finishes the tasks in hand, then hands back the rest)."""
+    import logging
+    import signal as _signal
+
+    async def main() -> int:
+        import asyncio
+
+        level = getattr(logging, log_level.upper(), None)
+        if not isinstance(level, int):
+            raise _eng.CliError(f"--log-level must be DEBUG, INFO, WARNING or ERROR, not {log_level!r}")
+        logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        async with _eng.app_session() as tw:
+            w = tw.make_worker(slots or None)
+            where = _eng.safe_url(tw.settings.db_url)
+            if until_idle:
+                await w.run_until_idle(timeout)
+                err_console.print(f"worker {w.worker_id}: idle after {w.handled} task(s)", highlight=False)
+                return 0
+            loop = asyncio.get_running_loop()
+            for sig in (_signal.SIGTERM, _signal.SIGINT):
+                try:
+                    loop.add_signal_handler(sig, w.stop)
+                except (NotImplementedError, RuntimeError, ValueError):
+                    pass
+            err_console.print(
+                f"worker {w.worker_id}: {w.slots} slot(s) on {where}; SIGTERM or Ctrl-C stops it", highlight=False
+            )
+            try:
+                await tw.run_worker(w, kind="worker")
+            finally:
+                for sig in (_signal.SIGTERM, _signal.SIGINT):
+                    try:
+                        loop.remove_signal_handler(sig)
+                    except (NotImplementedError, RuntimeError, ValueError):
+                        pass
+            err_console.print(f"worker {w.worker_id}: stopped after {w.handled} task(s)", highlight=False)
+        return 0
+
+    _eng_run(main())
+
+
+@app.command("demo")
+def demo_command(
+    output: _Path = typer.Option(_Path("demo-output"), "--output", "-o", help="Where to copy the output images."),
+    account: str = typer.Option(_eng.LOCAL_ACCOUNT, "--account", help=_ACCOUNT_HELP),
+    view: str = typer.Option("auto", "--view", help=_VIEW_HELP),
+) -> None:
+    """Run the bundled demo job offline: parallel branches, a condition, a retry and a contact sheet."""
+
+    folder = output.resolve()
+
+    async def main() -> int:
+        shown = _eng_view(view, False)
+        async with _eng.app_session() as tw:
+            console.print(
+                f"toolweave demo — data folder {tw.settings.home} (set TOOLWEAVE_HOME to use another)", highlight=False
+            )
+            run, files, server = await _eng.run_demo(
+                tw, account, console, folder, view=shown, say=lambda line: console.print(line, highlight=False)
+            )
+            console.print(_eng.run_header(run))
+            console.print(_eng.steps_table(run))
+            _eng.print_error(console, run)
+            retries = sum(max(0, int(s.get("attempt") or 1) - 1) for s in run.get("stepStatuses") or [])
+            console.print(
+                f"the image host answered {', '.join(str(s) for s in server.requests)}; "
+                f"{retries} retr{'y' if retries == 1 else 'ies'} needed",
+                highlight=False,
+            )
+            if files:
+                console.print(_Text(f"output files (in {folder})", style="bold"))
+                for name, description, path in files:
+                    console.print(f"  {name}: {path}  ({description})", highlight=False, soft_wrap=True)
+            console.print(f"details: toolweave runs show {run['jobRunId']}", highlight=False)
+            return _eng.exit_code(run["status"])
+
+    _eng_run(main())
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Create or migrate the store to the latest schema; print its revision."""
+
+    async def main() -> int:
+        async with _eng.app_session() as tw:
+            console.print(
+                f"store {_eng.safe_url(tw.settings.db_url)} is at revision {tw.db_revision()}", highlight=False
+            )
+        return 0
+
+    _eng_run(main())
 
 
 # --- comfy: import, sync ---------------------------------------------------------------------

@@ -1,0 +1,338 @@
+"""The engine commands end to end on a real SQLite store: run, runs, worker, demo, db.
+
+In-process commands go through typer's ``CliRunner``; what needs a second process (cancelling a
+run another terminal is waiting on, Ctrl-C, SIGTERM) runs ``python -m toolweave.cli`` in a
+subprocess. Every test has its own ``TOOLWEAVE_HOME``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner, Result
+
+from toolweave.cli import app
+from toolweave.cli_engine import CliError, event_line, parse_pairs
+
+ROOT = Path(__file__).resolve().parents[2]
+SAMPLE = ROOT / "examples" / "assets" / "sample.png"
+DEMO_DIR = ROOT / "examples" / "demo"
+PACKAGE_DATA = ROOT / "src" / "toolweave" / "data"
+
+
+@pytest.fixture
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    home = tmp_path / "home"
+    values = {"TOOLWEAVE_HOME": str(home), "TOOLWEAVE_TEST_TOOLS": "1", "COLUMNS": "160"}
+    for key in list(os.environ):
+        if key.startswith("TOOLWEAVE_"):
+            monkeypatch.delenv(key)
+    for key, value in values.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.chdir(tmp_path)  # no toolweave.toml of the repository's working directory
+    return values
+
+
+def cli(*args: str) -> Result:
+    return CliRunner().invoke(app, list(args), catch_exceptions=False)
+
+
+def cli_json(*args: str) -> Any:
+    result = cli(*args, "--json")
+    assert result.exit_code in (0, 1, 2, 3), result.output
+    return json.loads(result.stdout)
+
+
+def run_id_of(result: Result) -> str:
+    return result.stdout.strip().splitlines()[-1]
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 60.0, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture
+def spawn(env: dict[str, str]) -> Iterator[Callable[..., subprocess.Popen[str]]]:
+    started: list[subprocess.Popen[str]] = []
+
+    def start(*args: str) -> subprocess.Popen[str]:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "toolweave.cli", *args],
+            env={**os.environ, **env},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+
+
+# --- pure helpers ---------------------------------------------------------------------------------
+
+
+def test_parse_pairs_reports_every_malformed_input() -> None:
+    assert parse_pairs(["a=1", "b=x=y", "c="]) == {"a": "1", "b": "x=y", "c": ""}
+    with pytest.raises(CliError) as caught:
+        parse_pairs(["novalue", "=1", "a=1", "a=2"])
+    assert caught.value.code == 4
+    assert len(caught.value.details) == 3
+    assert "a: given twice" in caught.value.details[2]
+
+
+def test_event_line_names_the_retry() -> None:
+    line = event_line({
+        "id": 3, "runId": "r", "type": "step.retry_scheduled", "stepId": "source", "at": 100.0,
+        "data": {"at": 100.5, "nextAttempt": 2, "error": {"message": "HTTP 503"}},
+    })
+    assert "step.retry_scheduled  source  attempt 2 in 0.50s  — HTTP 503" in line
+
+
+# --- the demo ---------------------------------------------------------------------------------
+
+
+def test_the_packaged_demo_job_and_image_are_the_examples() -> None:
+    assert (PACKAGE_DATA / "demo_variants.yaml").read_bytes() == (DEMO_DIR / "variants.yaml").read_bytes()
+    assert (PACKAGE_DATA / "sample.png").read_bytes() == SAMPLE.read_bytes()
+
+
+def test_demo_runs_offline_with_a_retry_and_leaves_the_images(env: dict[str, str], tmp_path: Path) -> None:
+    result = cli("demo", "--output", str(tmp_path / "out"))
+    assert result.exit_code == 0, result.output
+    out = result.stdout
+    assert "step.retry_scheduled  source  attempt 2" in out
+    assert "the image host answered 503, 200; 1 retry needed" in out
+    names = {"contact_sheet", "thumbnail", "vivid", "mono", "stamped", "upscaled"}
+    for name in names:
+        path = tmp_path / "out" / f"{name}.png"
+        assert path.is_file() and path.stat().st_size > 1000
+        assert str(path) in out
+    run_id = out.split("details: toolweave runs show ")[1].split()[0]
+    run = cli_json("runs", "show", run_id)
+    steps = {s["stepId"]: s for s in run["stepStatuses"]}
+    assert run["status"] == "completed"
+    assert steps["source"]["attempt"] == 2 and steps["upscale"]["status"] == "succeeded"
+    assert run["finalOutputs"]["upscaled"]["width"] == 1280  # the 640 px sample is under min_width
+    assert run["finalOutputs"]["contact_sheet"]["width"] == 2 * 320 + 3 * 8
+
+
+def test_demo_default_output_folder_is_demo_output(env: dict[str, str], tmp_path: Path) -> None:
+    result = cli("demo", "--view", "quiet")
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "demo-output" / "contact_sheet.png").is_file()
+
+
+# --- run ---------------------------------------------------------------------------------------
+
+
+def test_run_wait_exports_outputs_and_skips_the_upscale_by_condition(env: dict[str, str], tmp_path: Path) -> None:
+    result = cli(
+        "run", "demo_variants", "-d", str(DEMO_DIR), "-i", f"image=@{SAMPLE}", "-i", "min_width=100",
+        "--wait", "--output", str(tmp_path / "out"), "--json",
+    )
+    assert result.exit_code == 0, result.output
+    run = json.loads(result.stdout)
+    assert run["status"] == "completed"
+    steps = {s["stepId"]: s for s in run["stepStatuses"]}
+    assert steps["upscale"]["status"] == "skipped" and "condition" in steps["upscale"]["reason"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "contact_sheet.png", "mono.png", "stamped.png", "thumbnail.png", "vivid.png",
+    ]
+    assert run["jobInputs"]["min_width"] == 100  # text coerced to the input's type
+
+
+def test_run_without_wait_submits_then_a_worker_runs_it(env: dict[str, str]) -> None:
+    result = cli("run", "image.resize", "-i", f"image=@{SAMPLE}", "-i", "width=64")
+    assert result.exit_code == 0, result.output
+    run_id = run_id_of(result)
+    assert "no worker is running" in result.stderr
+    shown = cli_json("runs", "show", run_id)
+    assert shown["status"] in ("pending", "running") and shown["masterAccountId"] == "local"
+    text = cli("runs", "show", run_id)
+    assert text.exit_code == 0 and run_id in text.stdout and "image.resize" in text.stdout
+
+    worker = cli("worker", "--until-idle", "--timeout", "60")
+    assert worker.exit_code == 0, worker.output
+    shown = cli_json("runs", "show", run_id)
+    assert shown["status"] == "completed"
+    assert shown["finalOutputs"]["image"]["width"] == 64
+    assert shown["generations"][0]["status"] == "completed"
+    listed = cli_json("runs", "list", "--status", "completed")
+    assert [r["jobRunId"] for r in listed["items"]] == [run_id]
+    assert cli_json("runs", "list", "--job", "other")["items"] == []
+    assert cli("runs", "list").exit_code == 0
+
+
+def test_run_json_without_wait_prints_the_run_id(env: dict[str, str]) -> None:
+    result = cli("run", "test.instant", "-i", "value=1", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["jobRunId"].startswith("run_")
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["image.resize", "-i", "width=abc", "-i", "bogus=1"], ["bogus:", "image: is required", "width:"]),
+        (["image.resize", "-i", "image=@missing.png"], ["image: no such file: missing.png"]),
+        (["image.resize", "-i", "width"], ["-i 'width': write it as key=value"]),
+        (["no.such.tool"], ["no tool or job named 'no.such.tool'"]),
+    ],
+)
+def test_input_errors_exit_4_naming_each_field(env: dict[str, str], args: list[str], expected: list[str]) -> None:
+    result = cli("run", *args, "--wait")
+    assert result.exit_code == 4
+    for text in expected:
+        assert text in result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_exit_codes_follow_the_final_status(env: dict[str, str]) -> None:
+    failed = cli("run", "test.fail_n_times", "-i", "n=5", "-i", "retryable=false", "--wait")
+    assert failed.exit_code == 1, failed.output
+    assert "error:" in failed.stdout
+    ok = cli("run", "test.instant", "-i", "value=41", "--wait", "--json")
+    assert ok.exit_code == 0
+    assert json.loads(ok.stdout)["finalOutputs"]["value"] == 42
+
+
+def test_retry_a_failed_run_from_the_cli(env: dict[str, str]) -> None:
+    failed = cli("run", "test.fail_n_times", "-i", "n=1", "-i", "retryable=false", "--wait", "--json")
+    assert failed.exit_code == 1, failed.output
+    run = json.loads(failed.stdout)
+    assert run["status"] == "failed" and run["stepStatuses"][0]["error"]["code"] == "test_failure"
+
+    retried = cli("runs", "retry", run["jobRunId"], "--wait")
+    assert retried.exit_code == 0, retried.output
+    assert "run.retried" in retried.stdout and "run.created" not in retried.stdout  # only new events
+    again = cli_json("runs", "show", run["jobRunId"])
+    assert again["status"] == "completed"
+    assert [g["status"] for g in again["generations"]] == ["failed", "completed"]
+
+    refused = cli("runs", "retry", run["jobRunId"])
+    assert refused.exit_code == 4 and "only a failed" in refused.stderr
+
+
+def test_unknown_runs_and_other_accounts_runs_are_refused(env: dict[str, str]) -> None:
+    assert cli("run", "test.instant", "--wait").exit_code == 0
+    listed = cli_json("runs", "list")
+    run_id = listed["items"][0]["jobRunId"]
+    for command in (["runs", "show"], ["runs", "cancel"], ["runs", "retry"], ["runs", "watch"]):
+        missing = cli(*command, "run_nope")
+        assert missing.exit_code == 4 and "no run 'run_nope'" in missing.stderr
+        other = cli(*command, run_id, "--account", "someone-else")
+        assert other.exit_code == 4
+    assert cli_json("runs", "list", "--account", "someone-else")["items"] == []
+    bad = cli("runs", "list", "--status", "finished")
+    assert bad.exit_code == 4 and "unknown status finished" in bad.stderr
+
+
+def test_watch_a_finished_run_replays_its_events(env: dict[str, str]) -> None:
+    failed = cli("run", "test.fail_n_times", "-i", "n=3", "-i", "retryable=false", "--wait", "--json")
+    run_id = json.loads(failed.stdout)["jobRunId"]
+    watched = cli("runs", "watch", run_id)
+    assert watched.exit_code == 1
+    lines = watched.stdout
+    assert lines.index("run.created") < lines.index("step.failed") < lines.index("run.failed")
+
+
+def test_cancel_a_finished_run_says_so(env: dict[str, str]) -> None:
+    run_id = json.loads(cli("run", "test.instant", "--wait", "--json").stdout)["jobRunId"]
+    result = cli("runs", "cancel", run_id)
+    assert result.exit_code == 0 and "had already ended: completed" in result.stdout
+
+
+def test_db_upgrade_prints_the_revision(env: dict[str, str], tmp_path: Path) -> None:
+    result = cli("db", "upgrade")
+    assert result.exit_code == 0, result.output
+    assert "is at revision" in result.stdout and "None" not in result.stdout
+    assert (tmp_path / "home" / "toolweave.db").is_file()
+
+
+# --- several processes --------------------------------------------------------------------------
+
+
+def _running_run(run_id: str | None = None) -> str | None:
+    items = cli_json("runs", "list", "--status", "running")["items"]
+    for item in items:
+        if run_id in (None, item["jobRunId"]):
+            run = cli_json("runs", "show", item["jobRunId"])
+            if any(s["status"] == "running" for s in run["stepStatuses"]):
+                return str(item["jobRunId"])
+    return None
+
+
+def test_a_waited_run_can_be_watched_and_cancelled_from_another_terminal(
+    env: dict[str, str], spawn: Callable[..., subprocess.Popen[str]]
+) -> None:
+    waiting = spawn("run", "test.slow_async", "-i", "seconds=600", "--wait", "--view", "lines")
+    run_id = wait_for(_running_run, what="the run to start")
+    cancelled = cli("runs", "cancel", run_id)
+    assert cancelled.exit_code == 0, cancelled.output
+    assert run_id in cancelled.stdout
+    out, err = waiting.communicate(timeout=60)
+    assert waiting.returncode == 3, err
+    assert "run.cancelled" in out and "cancelled" in out
+    assert cli_json("runs", "show", run_id)["status"] == "cancelled"
+
+    # ... and retried from the CLI: it starts again from the cancelled step
+    retried = cli("runs", "retry", run_id)
+    assert retried.exit_code == 0 and "retried" in retried.stdout
+    assert cli_json("runs", "show", run_id)["status"] == "running"
+    assert cli("runs", "cancel", run_id).exit_code == 0
+
+
+def test_ctrl_c_stops_following_but_the_run_goes_on(
+    env: dict[str, str], spawn: Callable[..., subprocess.Popen[str]]
+) -> None:
+    waiting = spawn("run", "test.slow_async", "-i", "seconds=600", "--wait", "--view", "lines")
+    run_id = wait_for(_running_run, what="the run to start")
+    waiting.send_signal(signal.SIGINT)
+    _out, err = waiting.communicate(timeout=60)
+    assert waiting.returncode == 130, err
+    assert f"toolweave runs cancel {run_id}" in err and f"toolweave runs watch {run_id}" in err
+    assert "Traceback" not in err
+    assert cli_json("runs", "show", run_id)["status"] == "running"
+    assert cli("runs", "cancel", run_id).exit_code == 0
+    assert cli_json("runs", "show", run_id)["status"] == "cancelled"
+
+
+def test_worker_announces_itself_and_stops_on_sigterm(
+    env: dict[str, str], spawn: Callable[..., subprocess.Popen[str]]
+) -> None:
+    worker = spawn("worker", "--slots", "2")
+    submitted = wait_for(
+        lambda: (r := cli("run", "test.instant", "-i", "value=1")).exit_code == 0
+        and "no worker is running" not in r.stderr and r,
+        what="the worker to announce itself",
+    )
+    run_id = run_id_of(submitted)
+    wait_for(lambda: cli_json("runs", "show", run_id)["status"] == "completed", what="the worker to run it")
+    # a run --wait leaves the work to the live worker (--worker auto)
+    waited = cli("run", "test.instant", "-i", "value=2", "--wait", "--json")
+    assert waited.exit_code == 0 and json.loads(waited.stdout)["finalOutputs"]["value"] == 3
+    worker.send_signal(signal.SIGTERM)
+    _out, err = worker.communicate(timeout=60)
+    assert worker.returncode == 0, err
+    assert "stopped after" in err
+    after = cli("run", "test.instant")
+    assert "no worker is running" in after.stderr
