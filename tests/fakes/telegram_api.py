@@ -156,7 +156,7 @@ class FakeTelegram:
         return {
             "update_id": self.next_update_id(),
             "callback_query": {"id": f"cbq{next(self._ids)}", "from": self.user(user_id), "chat_instance": "ci1",
-                               "data": data, "message": message},
+                               "data": data, "message": self.public(message)},
         }
 
     # --- reading what the bot did -----------------------------------------------------------------
@@ -170,7 +170,7 @@ class FakeTelegram:
     def message(self, chat_id: int, message_id: int) -> dict[str, Any]:
         return self.messages[(chat_id, message_id)]
 
-    async def wait_for(self, predicate: Any, timeout: float = 20.0) -> Any:  # noqa: ASYNC109
+    async def wait_for(self, predicate: Any, timeout: float = 20.0) -> Any:
         """Wait until ``predicate()`` is truthy (checked after every call); returns its value."""
         deadline = time.monotonic() + timeout
         while True:
@@ -315,7 +315,15 @@ class FakeTelegram:
         if params.get("reply_markup"):
             message["reply_markup"] = params["reply_markup"]
         self.messages[(chat_id, message["message_id"])] = message
-        return {k: v for k, v in message.items() if not k.startswith("_")}
+        return self.public(message)
+
+    @staticmethod
+    def public(message: dict[str, Any]) -> dict[str, Any]:
+        """A message as the API returns it: only inline keyboards come back as reply_markup."""
+        out = {k: v for k, v in message.items() if not k.startswith("_")}
+        if "inline_keyboard" not in (out.get("reply_markup") or {}):
+            out.pop("reply_markup", None)
+        return out
 
     async def _m_sendMessage(self, params: dict[str, Any], files: Any) -> Any:
         text = params.get("text")
@@ -380,7 +388,7 @@ class FakeTelegram:
             message.pop("reply_markup", None)
         self.edits.append({"chat_id": key[0], "message_id": key[1], "text": params.get("text"),
                            "reply_markup": markup, "at": time.time()})
-        return {k: v for k, v in message.items() if not k.startswith("_")}
+        return self.public(message)
 
     async def _m_editMessageReplyMarkup(self, params: dict[str, Any], files: Any) -> Any:
         key = (params.get("chat_id"), params.get("message_id"))
@@ -388,7 +396,7 @@ class FakeTelegram:
         if message is None:
             return self._error(400, "Bad Request: message to edit not found")
         message["reply_markup"] = params.get("reply_markup")
-        return {k: v for k, v in message.items() if not k.startswith("_")}
+        return self.public(message)
 
 
 # --- a whole bot on a fake server, for the integration tests -------------------------------------------

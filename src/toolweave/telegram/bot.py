@@ -207,7 +207,7 @@ class TelegramBot:
         await self.application.process_update(update)
         return True
 
-    async def poll(self, stop: asyncio.Event, *, timeout: int = 25) -> None:  # noqa: ASYNC109 (the long-poll length)
+    async def poll(self, stop: asyncio.Event, *, timeout: int = 25) -> None:
         """Long polling with ``getUpdates`` until ``stop`` is set. An update is confirmed (by the
         next call's offset) only after it was handled, so a crash hands it out again; submissions
         carry an idempotency key, so a repeated command does not run twice."""
