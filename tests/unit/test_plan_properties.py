@@ -23,6 +23,7 @@ from typing import Any
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from toolweave.engine.conditions import compile_condition
 from toolweave.engine.mapping import template_references
 from toolweave.engine.plan import (
     Action,
@@ -49,6 +50,10 @@ SETTINGS = settings(max_examples=400, deadline=None, suppress_health_check=[Heal
 MAX_CALLS = 300
 UNAVAILABLE = (StepStatus.SKIPPED, StepStatus.FAILED, StepStatus.CANCELLED)
 EPS = 1e-9
+
+# cel-python raises the recursion limit when its environment is built; build it now, not inside a
+# hypothesis test (which warns that it cannot restore the limit)
+compile_condition("true")
 
 
 # --- random jobs -------------------------------------------------------------------------------
