@@ -68,8 +68,8 @@ class CommandSpec:
 def _describe(definition: ToolDefinition | JobDefinition) -> str:
     text = (definition.description or definition.display_name or definition.command_name or "").strip()
     text = " ".join(text.split())
-    if len(text) < 3:  # Telegram wants 3-256 characters
-        text = (definition.display_name or "Run it").strip() or "Run it"
+    if not text:  # Telegram wants 1-256 characters
+        text = "Run it"
     return text if len(text) <= 256 else text[:255] + "…"
 
 
