@@ -336,3 +336,23 @@ def test_worker_announces_itself_and_stops_on_sigterm(
     assert "stopped after" in err
     after = cli("run", "test.instant")
     assert "no worker is running" in after.stderr
+
+
+# --- the README -----------------------------------------------------------------------------------
+
+
+def test_the_readme_lists_every_setting_and_links_existing_docs() -> None:
+    import dataclasses
+    import re
+
+    from toolweave.settings import Settings
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    missing = [
+        f.name for f in dataclasses.fields(Settings)
+        if f"TOOLWEAVE_{f.name.upper()}`" not in readme and f"`{f.name}` (toml only)" not in readme
+    ]
+    assert missing == [], "settings missing from the README's configuration table"
+    for link in re.findall(r"\]\(([^)#]+)\)", readme):
+        if not link.startswith("http"):
+            assert (ROOT / link).exists(), link
