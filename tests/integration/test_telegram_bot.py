@@ -340,3 +340,31 @@ async def test_rerun_button_runs_the_same_inputs_with_a_new_seed(tmp_path: Path)
         assert a["seed"] != b["seed"]
         assert len(status_messages(env)) == 2
         assert len(fake.downloads) == 1  # the photo is reused, not downloaded again
+
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+async def test_the_example_job_from_a_reply_to_a_photo(tmp_path: Path) -> None:
+    """The acceptance path: reply to a photo with the example job's command, watch the status
+    message move through the steps, receive the images."""
+    demo = EXAMPLES / "demo"
+    if not (demo / "variants.yaml").is_file():
+        import pytest
+
+        pytest.skip("examples/demo is not there")
+    async with telegram_env(tmp_path, definitions=[demo]) as env:
+        fake = env.fake
+        photo = fake.user_message(photo=(EXAMPLES / "assets" / "sample.png").read_bytes())
+        await env.send({"update_id": fake.next_update_id(), "message": photo})
+        await env.send(fake.message_update("/demo_variants label=Hi min_width=8", reply_to=photo))
+        (done,) = await finished(env)
+        assert done["text"].startswith("✅ Demo variants is done.")
+        (group,) = fake.calls_of("sendMediaGroup")
+        assert len(group.params["media"]) == 5  # contact sheet, thumbnail, vivid, mono, stamped (no upscale)
+        (status,) = status_messages(env)
+        final = await fake.wait_for(lambda: (fake.message(42, status["message_id"]).get("text") or "").startswith("✅")
+                                    and fake.message(42, status["message_id"])["text"])
+        for step in ("source", "thumbnail", "vivid", "mono", "stamped", "contact_sheet"):
+            assert f"{step} — done" in final
+        assert "upscale — skipped" in final
