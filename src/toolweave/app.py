@@ -116,7 +116,7 @@ class App:
             self.store.upgrade()
         self.artifacts = ArtifactStore(settings.artifacts_dir)
         self.http = httpx.AsyncClient(timeout=settings.http_timeout_seconds)
-        self.engine = Engine(rates=settings.machine_rates, secret=self._secret())
+        self.engine = Engine(rates=settings.machine_rates, secret=self._secret(), lease_seconds=settings.lease_seconds)
         self.host = EngineHost(self)
         self.services: dict[str, Service] = {}
         self.registry = Registry()

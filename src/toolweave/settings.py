@@ -55,6 +55,9 @@ class Settings:
     """At most one edit of a run's status message per this many seconds (Telegram's limits)."""
     machine_rates: dict[str, Decimal] = field(default_factory=lambda: dict(DEFAULT_GPU_RATES))
     worker_slots: int = 8
+    lease_seconds: float = 30.0
+    """How long a worker's claim on a task lasts without a heartbeat; a dead worker's tasks are
+    taken over by others after this long."""
     test_tools: bool = False
     """Register the test-only tools (instant, sleep, fail-n-times, slow asynchronous)."""
     media_max_bytes: int = 50 * 1024 * 1024
@@ -113,7 +116,9 @@ class Settings:
                 out[key] = rates
             elif key in ("worker_slots", "telegram_max_runs_in_flight", "media_max_bytes"):
                 out[key] = int(value)
-            elif key in ("http_timeout_seconds", "telegram_prompt_timeout_seconds", "telegram_edit_interval_seconds"):
+            elif key in (
+                "http_timeout_seconds", "telegram_prompt_timeout_seconds", "telegram_edit_interval_seconds", "lease_seconds"
+            ):
                 out[key] = float(value)
             elif key in ("test_tools", "media_allow_private_urls", "callback_allow_private_urls"):
                 out[key] = str(value).lower() in ("1", "true", "yes", "on")

@@ -432,3 +432,39 @@ async def test_list_runs_pages_with_a_cursor(app: App) -> None:
         if cursor is None:
             break
     assert sorted(seen) == sorted(ids) and len(seen) == 5
+
+
+async def test_a_submit_cut_short_by_a_crash_reattaches_instead_of_paying_twice(
+    db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker dies after the backend accepted the generation but before the platform run id
+    was recorded: the next worker re-dispatches the same generation, flagged as recovering, and
+    a backend that accepts client-chosen ids re-attaches to the run it already has."""
+    ledger = tmp_path / "ledger"
+    monkeypatch.setenv("TOOLWEAVE_TEST_LEDGER", str(ledger))
+    monkeypatch.setenv("TOOLWEAVE_TEST_STATE", str(tmp_path / "state"))
+    app = App(Settings(home=tmp_path / "home", database_url=db_url, test_tools=True, lease_seconds=0.5))
+    try:
+        register(app, job({"jobId": "slow", "steps": [
+            {"stepId": "wait", "toolId": "test.slow_async", "inputMappings": [{"value": 0.3, "targetInputName": "seconds"}]}]}))
+        run_id = await app.submit("slow", {}, account_id="acme")
+        items, _next = await app.store.tx(app.engine.claim_tx, "doomed-worker", 1, time.time())
+        [(task, work)] = items
+        assert task.kind.value == "dispatch" and not work.recovering
+        await app.services["builtin"].submit(work.context(None))  # the backend has it now...
+        await asyncio.sleep(0.6)  # ...and the worker is gone: its lease runs out
+        run = await app.get_run(run_id)
+        assert run["generations"][0]["platformSpecificRunId"] is None
+        worker = app.make_worker(2, idle_poll_seconds=0.1)
+        runner = asyncio.create_task(worker.run())
+        try:
+            run = await app.wait(run_id, timeout=20)
+        finally:
+            worker.stop()
+            await runner
+        assert run["status"] == "completed"
+        assert len(run["generations"]) == 1
+        assert (ledger / "submissions.log").read_text().split() == [work.generation_id]
+        assert (ledger / "reattached.log").read_text().split() == [work.generation_id]
+    finally:
+        await app.aclose()

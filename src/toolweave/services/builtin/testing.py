@@ -36,6 +36,8 @@ from toolweave.services.base import ServiceError, Submission
 from toolweave.services.builtin._common import SERVICE_NAME, BuiltinTool, ToolContext, bad_input, free
 
 LEDGER_NAME = "submissions.log"
+REATTACHED_NAME = "reattached.log"
+"""Where a resubmission of a known generation (a re-attachment) is written, one line each."""
 RUN_PREFIX = "slow-"
 
 
@@ -270,11 +272,11 @@ class SlowAsync:
             fh.write(run.to_json())
         os.replace(tmp, path)
 
-    def _append_ledger(self, generation_id: str) -> None:
+    def _append_ledger(self, generation_id: str, name: str = LEDGER_NAME) -> None:
         if self.ledger_dir is None:
             return
         self.ledger_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.ledger_dir / LEDGER_NAME, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        fd = os.open(self.ledger_dir / name, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
             os.write(fd, f"{generation_id}\n".encode())
         finally:
@@ -294,8 +296,7 @@ class SlowAsync:
             fail=i["fail"],
         )
         run, created = self._create(run)
-        if created:
-            self._append_ledger(gen_id)
+        self._append_ledger(gen_id, LEDGER_NAME if created else REATTACHED_NAME)
         return Submission(platform_run_id=run.platform_run_id, update=None,
                           poll_after_seconds=min(self.poll_after_seconds, max(run.seconds, 0.01)))
 
