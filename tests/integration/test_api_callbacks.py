@@ -66,7 +66,7 @@ async def test_a_callback_arrives_signed_and_is_retried_when_the_receiver_first_
     note = run["notifications"][0]
     assert note["channel"] == "callback" and note["eventType"] == "run.completed" and note["attempts"] == 2
     assert len(receiver.received) == 2
-    (first_headers, first_body), (headers, body) = receiver.received
+    (first_headers, _first_body), (headers, body) = receiver.received
     assert headers["x-toolweave-delivery"] == first_headers["x-toolweave-delivery"] == note["notificationId"]
     assert headers["x-toolweave-event"] == "run.completed"
     assert verify(SECRET.encode(), headers["x-toolweave-signature"], body)

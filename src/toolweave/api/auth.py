@@ -75,11 +75,11 @@ async def session_caller(app: App, token: str | None) -> Caller | None:
 
 
 def csrf_ok(caller: Caller, presented: str | None) -> bool:
-    return bool(caller.csrf and presented and hmac.compare_digest(caller.csrf, presented))
+    return bool(caller.csrf and presented and hmac.compare_digest(caller.csrf.encode(), presented.encode()))
 
 
 async def key_caller(app: App, secret: str) -> Caller | None:
-    if not secret or len(secret) > 500:
+    if not secret or len(secret) > 500 or not secret.isascii():
         return None
     account = await app.authenticate(secret)
     if account is None:

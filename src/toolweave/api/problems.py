@@ -125,6 +125,21 @@ def _validation_message(error: dict[str, Any]) -> str:
     return message
 
 
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method some route answers at this path (Starlette names only the first route's)."""
+    from starlette.routing import Match
+
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        match, _ = route.matches({**request.scope, "method": "GET"})
+        if match is Match.NONE:
+            continue
+        route_methods = getattr(route, "methods", None)
+        if route_methods:
+            methods.update(route_methods)
+    return sorted(methods)
+
+
 def install(api: FastAPI) -> None:
     @api.exception_handler(ApiProblem)
     async def _api_problem(request: Request, exc: ApiProblem) -> JSONResponse:
@@ -143,10 +158,13 @@ def install(api: FastAPI) -> None:
 
     @api.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        detail = exc.detail if isinstance(exc.detail, str) else None
-        if detail == _TITLES.get(exc.status_code):
+        detail: str | None = exc.detail if isinstance(exc.detail, str) else None
+        if detail and detail.lower() == _TITLES.get(exc.status_code, "").lower():
             detail = None
-        return problem_response(request, exc.status_code, detail, headers=dict(exc.headers or {}) or None)
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            headers["Allow"] = ", ".join(_allowed_methods(request))
+        return problem_response(request, exc.status_code, detail, headers=headers or None)
 
     @api.exception_handler(NotFound)
     async def _not_found(request: Request, exc: NotFound) -> JSONResponse:

@@ -39,6 +39,7 @@ _SUBMIT_BODY: dict[str, Any] = {
                         "callbackUrl": {"type": "string", "maxLength": 2000},
                         "priority": {"type": "integer", "minimum": -100, "maximum": 100},
                     },
+                    "oneOf": [{"required": ["toolId"]}, {"required": ["jobId"]}],
                     "additionalProperties": {
                         "description": "an input: a text value, or a file for a media input",
                         "oneOf": [{"type": "string"}, {"type": "string", "format": "binary"}],
@@ -221,7 +222,7 @@ async def run_events(
     run_id: RunId,
     caller: Caller = Depends(require_caller),
     last_event_id: Annotated[
-        str | None, Header(alias="Last-Event-ID", max_length=20, description="Resume after this event id")
+        str | None, Header(alias="Last-Event-ID", max_length=20, pattern=r"^[0-9]+$", description="Resume after this event id")
     ] = None,
     after: Annotated[int | None, Query(ge=0, le=2**53, description="Resume after this event id (for clients that cannot set headers)")] = None,
 ) -> Response:

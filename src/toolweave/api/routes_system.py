@@ -72,9 +72,9 @@ async def metrics(request: Request) -> Response:
 )
 async def webhook(
     request: Request,
-    service: Annotated[str, Path(max_length=64)],
-    generation_id: Annotated[str, Path(max_length=64)],
-    token: Annotated[str, Query(max_length=128, description="The token in the webhook URL the backend was given")],
+    service: Annotated[str, Path(max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")],
+    generation_id: Annotated[str, Path(max_length=64, pattern=r"^[A-Za-z0-9_-]+$")],
+    token: Annotated[str, Query(max_length=128, pattern=r"^[A-Za-z0-9_-]*$", description="The token in the webhook URL the backend was given")],
 ) -> dict[str, Any]:
     """Where backends (ComfyUI Deploy ...) report on a generation. The URL, with its token, is the
     one toolweave gave the backend; repeats and late updates are answered 200 and change nothing."""
@@ -112,7 +112,7 @@ async def webhook(
 async def media(
     request: Request,
     sha256: Annotated[str, Path(pattern=r"^[0-9a-f]{64}$")],
-    token: Annotated[str, Query(max_length=128)],
+    token: Annotated[str, Query(max_length=128, pattern=r"^[A-Za-z0-9_-]*$")],
 ) -> Response:
     """Serves input files to remote backends by the signed URL toolweave handed them."""
     app = tw(request)

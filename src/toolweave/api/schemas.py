@@ -71,12 +71,22 @@ class ValidationResult(BaseModel):
     problems: list[DefinitionProblem]
 
 
+def _not_null(schema: dict[str, Any]) -> None:
+    """Document an optional field as a plain string (absent, never null)."""
+    schema.pop("anyOf", None)
+    schema.pop("default", None)
+    schema.update({"type": "string", "minLength": 1, "maxLength": 200})
+
+
 class SubmitRunRequest(BaseModel):
     """What to run: exactly one of ``toolId`` and ``jobId``."""
 
-    model_config = ConfigDict(extra="forbid")
-    toolId: str | None = Field(default=None, min_length=1, max_length=200)
-    jobId: str | None = Field(default=None, min_length=1, max_length=200)
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"oneOf": [{"required": ["toolId"]}, {"required": ["jobId"]}]},
+    )
+    toolId: str | None = Field(default=None, min_length=1, max_length=200, json_schema_extra=_not_null)
+    jobId: str | None = Field(default=None, min_length=1, max_length=200, json_schema_extra=_not_null)
     inputs: dict[str, Any] = Field(default_factory=dict, description="Input values by name (see the input schema)")
     callbackUrl: str | None = Field(
         default=None, max_length=2000, description="Where to POST the signed run.completed/failed/cancelled callback"
