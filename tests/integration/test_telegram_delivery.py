@@ -197,3 +197,17 @@ async def test_the_token_stays_out_of_logs_the_store_and_backends(tmp_path: Path
         if path.is_file():
             with contextlib.suppress(OSError):
                 assert fake.token.encode() not in path.read_bytes(), path.name
+
+
+async def test_a_worker_process_without_the_bot_redacts_the_token_too(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from toolweave.app import App
+    from toolweave.settings import Settings
+
+    token = "987654:WORKER-only-token-xyz"
+    app = App(Settings(home=tmp_path, telegram_token=token))  # registers the telegram channel
+    try:
+        with caplog.at_level(logging.INFO):
+            logging.getLogger("httpx").info("HTTP Request: POST %s", f"https://api.telegram.org/bot{token}/sendPhoto")
+        assert token not in caplog.text and "bot<token>/sendPhoto" in caplog.text
+    finally:
+        await app.aclose()

@@ -22,7 +22,7 @@ from toolweave.model.definitions import JobDefinition
 from toolweave.model.records import ArtifactRef
 from toolweave.model.status import RunStatus
 from toolweave.notify.dispatcher import DeliveryError
-from toolweave.telegram.botapi import BotAPI, BotAPIError
+from toolweave.telegram.botapi import BotAPI, BotAPIError, redact_token_in_logs
 
 if TYPE_CHECKING:
     from toolweave.app import App
@@ -155,6 +155,7 @@ class TelegramChannel:
         token = app.settings.telegram_token
         if not token:
             raise ValueError("the telegram channel needs settings.telegram_token")
+        redact_token_in_logs(token)  # workers log request URLs (httpx), which hold the token
         self.app = app
         self.api = api or BotAPI(app.http, token, app.settings.telegram_api_url, timeout=max(60.0, app.settings.http_timeout_seconds))
 
