@@ -110,6 +110,17 @@ class DispatchWork:
         )
 
 
+@dataclass(frozen=True)
+class Outcome:
+    """What a service's ``submit`` came back with, for one dispatch."""
+
+    work: DispatchWork
+    platform_run_id: str | None
+    update: RunUpdate | None
+    requested_at: float
+    poll_after: float | None
+
+
 @dataclass
 class SubmitRequest:
     job: JobDefinition
@@ -562,12 +573,16 @@ class Engine:
     # --- updates from services -----------------------------------------------------------------
 
     def record_submissions_tx(
-        self, tx: Tx, items: list[tuple[Any, ...]], now: float, lease: Lease | None
+        self, tx: Tx, outcomes: list[Outcome], now: float, lease: Lease | None
     ) -> list[tuple[list[DispatchWork], bool]]:
-        """Record several submissions in one transaction (group commit). Items are the arguments of
-        ``record_submission_tx`` between ``tx`` and ``now``. If one of them fails, the transaction
-        is rolled back and the worker records them one by one (``record_one_tx``)."""
-        return [self.record_submission_tx(tx, *item, now, lease) for item in items]
+        """Record several submissions in one transaction (group commit). If one of them fails, the
+        whole transaction rolls back and the worker records them one at a time."""
+        return [
+            self.record_submission_tx(
+                tx, o.work, o.platform_run_id, o.update, o.requested_at, o.poll_after, now, lease
+            )
+            for o in outcomes
+        ]
 
     def record_submission_tx(
         self,

@@ -14,13 +14,14 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from toolweave.engine.core import DispatchWork, Engine, Lease
+from toolweave.engine.core import DispatchWork, Engine, Lease, Outcome
 from toolweave.model.records import RunUpdate, ServiceErrorInfo
 from toolweave.model.status import GenerationStatus, TaskKind
 from toolweave.services.base import GenerationContext, Service, ServiceError
+from toolweave.store import generations as gens_q
 from toolweave.store import tasks as tasks_q
 from toolweave.store.db import Store
 from toolweave.store.ids import new_id
@@ -28,6 +29,8 @@ from toolweave.store.ids import new_id
 log = logging.getLogger("toolweave.worker")
 
 MAX_POLL_INTERVAL = 30.0
+CAPACITY_RETRY_SECONDS = 0.5
+"""How soon a dispatch that found its service's concurrency limit reached is tried again."""
 LOST = "lost"
 """The ServiceError code of a poll whose backend no longer knows the run (e.g. ComfyUI restarted)."""
 
@@ -44,7 +47,7 @@ class Worker:
         heartbeat_seconds: float | None = None,
         idle_poll_seconds: float = 1.0,
         webhook_url: Callable[[str, str], str | None] | None = None,
-        deliver: Callable[[str], Any] | None = None,
+        deliver: Callable[[tasks_q.Task], Awaitable[None]] | None = None,
         worker_id: str | None = None,
     ) -> None:
         self.store = store
@@ -61,7 +64,7 @@ class Worker:
         self._reserved = 0
         self._stopping = asyncio.Event()
         self._slot_freed = asyncio.Event()
-        self._to_record: list[tuple[tuple[Any, ...], asyncio.Future[Any]]] = []
+        self._to_record: list[tuple[Outcome, asyncio.Future[Any]]] = []
         self._flush_scheduled = False
         self._flushes: set[asyncio.Task[None]] = set()
         self.handled = 0
@@ -189,6 +192,8 @@ class Worker:
 
     async def _dispatch(self, work: DispatchWork) -> None:
         service = self.services.get(work.tool.service)
+        if False:
+            return
         requested_at = time.time()
         platform_id: str | None = None
         poll_after: float | None = None
@@ -212,10 +217,26 @@ class Worker:
             except Exception as exc:  # a bug in an adapter must not kill the worker
                 log.exception("service %s failed on submit", work.tool.service)
                 update = _failed(f"{type(exc).__name__}: {exc}", retryable=False)
-        result = await self._record((work, platform_id, update, requested_at, poll_after))
+        result = await self._record(Outcome(work, platform_id, update, requested_at, poll_after))
         await self._run_dispatches(result)
 
-    async def _record(self, item: tuple[Any, ...]) -> list[DispatchWork]:
+    async def _take_capacity(self, service: Service, work: DispatchWork) -> bool:
+        """Honour the service's concurrency limit (``capacity(tool) -> (key, limit)``, e.g. one
+        ComfyUI server's): take a slot in the store, or hand the dispatch task back to be tried
+        again shortly without calling the backend. The count lives in the database, so the limit
+        holds across workers and processes."""
+        capacity = getattr(service, "capacity", None)
+        if capacity is None:
+            return True
+        try:
+            key, limit = capacity(work.tool)
+        except ServiceError:
+            return True  # a configuration problem: submit reports it
+        now = time.time()
+        taken: bool = await self.store.tx(_take_capacity_tx, work, key, limit, now + CAPACITY_RETRY_SECONDS)
+        return taken
+
+    async def _record(self, item: Outcome) -> list[DispatchWork]:
         """Record a submission; those finishing together share one transaction (group commit)."""
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._to_record.append((item, future))
@@ -233,7 +254,7 @@ class Worker:
             self._flushes.add(task)
             task.add_done_callback(self._flushes.discard)
 
-    async def _flush(self, batch: list[tuple[tuple[Any, ...], asyncio.Future[Any]]]) -> None:
+    async def _flush(self, batch: list[tuple[Outcome, asyncio.Future[Any]]]) -> None:
         lease, reserved = self._lease(own_slots=len(batch))
         try:
             try:
@@ -322,6 +343,13 @@ class Worker:
         if self.deliver is None:
             return  # leave it for a worker that has channels; its lease expires
         await self.deliver(task)
+
+
+def _take_capacity_tx(tx: Any, work: DispatchWork, key: str, limit: int, retry_at: float) -> bool:
+    if gens_q.take_capacity(tx, work.generation_id, key, limit):
+        return True
+    tasks_q.put_back(tx, work.task_id, retry_at)
+    return False
 
 
 def _poll_interval(attempt: int) -> float:

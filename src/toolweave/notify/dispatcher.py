@@ -43,7 +43,7 @@ class Channel(Protocol):
 def backoff(attempt: int, retry_after: float | None = None) -> float:
     delay = min(MAX_BACKOFF, BASE_BACKOFF * 2 ** max(0, attempt - 1))
     delay = delay / 2 + random.random() * delay / 2
-    return max(delay, retry_after or 0.0)
+    return float(max(delay, retry_after or 0.0))
 
 
 class Notifier:
@@ -79,8 +79,10 @@ class Notifier:
         except Exception as exc:
             log.exception("channel %s failed", row["channel"])
             attempt = int(row["attempts"]) + 1
-            at = time.time() + backoff(attempt) if attempt < self.max_attempts else None
-            await self.store.tx(_failed_attempt, row["notification_id"], f"{type(exc).__name__}: {exc}", at, task.task_id)
+            retry_at = time.time() + backoff(attempt) if attempt < self.max_attempts else None
+            await self.store.tx(
+                _failed_attempt, row["notification_id"], f"{type(exc).__name__}: {exc}", retry_at, task.task_id
+            )
             return
         await self.store.tx(_delivered, row["notification_id"], time.time(), task.task_id)
 

@@ -19,7 +19,7 @@ import functools
 import json
 import re
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from enum import Enum
@@ -89,7 +89,7 @@ class Tx:
         cur.execute(_sql_for(sql, self.dialect), _encode(params) if params else {})
         return cur
 
-    def many(self, sql: str, rows: list[Mapping[str, Any]]) -> None:
+    def many(self, sql: str, rows: Sequence[Mapping[str, Any]]) -> None:
         if rows:
             self._cursor().executemany(_sql_for(sql, self.dialect), [_encode(r) for r in rows])
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,7 +37,7 @@ def append(tx: Tx, run_id: str, type_: str, now: float, *, step_id: str | None =
     tx.q(_INSERT, {"run_id": run_id, "type": type_, "step_id": step_id, "data": data, "created_at": now})
 
 
-def append_many(tx: Tx, rows: list[dict[str, Any]]) -> None:
+def append_many(tx: Tx, rows: Sequence[Mapping[str, Any]]) -> None:
     """Rows of ``{run_id, type, step_id, data, created_at}``, in one statement."""
     tx.many(_INSERT, rows)
 

@@ -90,3 +90,28 @@ def record_webhook_receipt(tx: Tx, service: str, key: str, generation_id: str, n
         {"service": service, "key": key, "gen": generation_id, "now": now},
     )
     return True
+
+
+def take_capacity(tx: Tx, generation_id: str, key: str, limit: int) -> bool:
+    """Let a pending generation take one of ``limit`` slots of ``key`` (e.g. ``comfyui:local``)
+    before it is submitted; False when every slot is held.
+
+    A slot is held by each pending or processing generation carrying the key, so it is given
+    back when the generation reaches a terminal state, whichever process finishes it. Takers of
+    the same key are serialised (a transaction-scoped advisory lock on PostgreSQL; SQLite
+    transactions are serialised already), so two workers never both take the last slot. A
+    generation that holds the key already (a dispatch recovered after a crash) keeps it.
+    """
+    if tx.is_postgres:
+        tx.q("SELECT pg_advisory_xact_lock(hashtext(:key))", {"key": key})
+    row = tx.one("SELECT status, capacity_key FROM generations WHERE generation_id = :id", {"id": generation_id})
+    if row is None or row.status != GenerationStatus.PENDING.value or row.capacity_key == key:
+        return True  # nothing to hold a slot for (it finished meanwhile), or it holds one
+    busy = tx.one(
+        "SELECT COUNT(*) AS n FROM generations WHERE capacity_key = :key AND status IN ('pending', 'processing')",
+        {"key": key},
+    )
+    if busy is not None and int(busy.n) >= limit:
+        return False
+    tx.q("UPDATE generations SET capacity_key = :key WHERE generation_id = :id", {"key": key, "id": generation_id})
+    return True

@@ -9,6 +9,7 @@ test keeps them in sync.
 from __future__ import annotations
 
 from decimal import Decimal
+from enum import StrEnum
 from typing import Any
 
 import sqlalchemy as sa
@@ -44,7 +45,7 @@ class DecimalText(TypeDecorator[Decimal]):
 JSON = sa.JSON().with_variant(JSONB(), "postgresql")
 
 
-def _check(column: str, enum: type) -> sa.CheckConstraint:
+def _check(column: str, enum: type[StrEnum]) -> sa.CheckConstraint:
     values = ", ".join(f"'{v.value}'" for v in enum)
     return sa.CheckConstraint(f"{column} IN ({values})", name=f"{column}_valid")
 
@@ -178,9 +179,13 @@ generations = sa.Table(
     sa.Column("response_timestamp", sa.Float),
     sa.Column("duration_ms", sa.Integer),
     sa.Column("deadline_at", sa.Float),
+    sa.Column("capacity_key", sa.String(200)),
     _check("status", GenerationStatus),
 )
+"""``capacity_key``: the concurrency slot (e.g. ``comfyui:<server>``) a generation took before it was
+submitted; pending and processing generations with a key are what a service's ``capacity`` limit counts."""
 sa.Index("ix_generations_run", generations.c.run_id)
+sa.Index("ix_generations_capacity", generations.c.capacity_key, generations.c.status)
 sa.Index("ix_generations_platform", generations.c.service_name, generations.c.platform_specific_run_id)
 
 tasks = sa.Table(

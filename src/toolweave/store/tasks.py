@@ -100,6 +100,15 @@ def reschedule(tx: Tx, task_id: int, at: float) -> None:
     tx.q("UPDATE tasks SET lease_owner = NULL, available_at = :at WHERE task_id = :id", {"at": at, "id": task_id})
 
 
+def put_back(tx: Tx, task_id: int, at: float) -> None:
+    """Hand a leased task back unrun, due at ``at``; the claim does not count as an attempt
+    (a dispatch waiting for a concurrency slot never reached its backend)."""
+    tx.q(
+        "UPDATE tasks SET lease_owner = NULL, available_at = :at, attempts = attempts - 1 WHERE task_id = :id",
+        {"at": at, "id": task_id},
+    )
+
+
 def delete_for(tx: Tx, ref_id: str, kinds: tuple[TaskKind, ...]) -> None:
     names = ", ".join(f"'{k.value}'" for k in kinds)
     tx.q(f"DELETE FROM tasks WHERE ref_id = :ref AND kind IN ({names})", {"ref": ref_id})
