@@ -192,7 +192,7 @@ class Worker:
 
     async def _dispatch(self, work: DispatchWork) -> None:
         service = self.services.get(work.tool.service)
-        if False:
+        if service is not None and not await self._take_capacity(service, work):
             return
         requested_at = time.time()
         platform_id: str | None = None
