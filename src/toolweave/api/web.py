@@ -376,7 +376,7 @@ async def run_page(request: Request, run_id: str) -> Response:
     progress = 100 if RunStatus(run["status"]).terminal else int(100 * finished / max(1, len(steps)))
     names = _display_names(request)
     return _render(
-        request, "run.html", caller, run=run, dag=dag, steps={s["stepId"]: s for s in steps}, step_list=steps,
+        request, "run.html", caller, run=run, dag=dag, step_tools={n["id"]: n["tool"] for n in dag["nodes"]}, steps={s["stepId"]: s for s in steps}, step_list=steps,
         progress=progress, terminal=RunStatus(run["status"]).terminal,
         last_event=events[-1]["id"] if events else 0, title=names.get(run["jobDefinitionId"], run["jobDefinitionId"]),
         retryable=run["status"] in ("failed", "partially_completed", "cancelled") and not run.get("parentRunId"),
