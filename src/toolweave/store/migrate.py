@@ -3,6 +3,7 @@ themselves when the CLI or server opens them)."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -20,6 +21,7 @@ def config(engine: sa.Engine | None = None) -> Config:
 
 
 def upgrade(engine: sa.Engine, revision: str = "head") -> None:
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # its INFO lines would fill every worker log
     command.upgrade(config(engine), revision)
 
 
