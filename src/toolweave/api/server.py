@@ -80,7 +80,11 @@ def create_app(app: App, *, run_worker: bool = True, slots: int | None = None) -
     @contextlib.asynccontextmanager
     async def lifespan(api: FastAPI) -> AsyncIterator[None]:
         worker = app.make_worker(slots) if run_worker else None
-        task = asyncio.create_task(worker.run(), name="toolweave-embedded-worker") if worker else None
+        task = (
+            asyncio.create_task(app.run_worker(worker, kind="serve"), name="toolweave-embedded-worker")
+            if worker
+            else None
+        )
         api.state.worker = worker
         try:
             yield
