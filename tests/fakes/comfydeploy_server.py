@@ -3,7 +3,9 @@ and send webhooks the way the backend does — or duplicated, out of order, late
 
 Each queued run plays the next case of the script (``script(...)``; a success when empty). A
 case is a list of states ``(status, progress, live_status)``; every ``GET /api/run/{id}`` moves
-the run one state on (``advance`` does it by hand), so tests never depend on timing. The last
+the run one state on (``advance`` does it by hand), so tests never depend on timing; ``play``
+moves a run through its states and POSTs the backend's webhook of each to the URL the run was
+queued with (``send=False`` loses them, as when webhooks never arrive). The last
 state of a successful case carries the outputs: a ``ComfyDeployOutputImage`` row whose
 ``MediaItem.url`` points at this server's ``/files/...`` (as signed storage URLs do), and a text
 row. Shapes follow the v2 backend's ``WorkflowRunModel`` and ``send_webhook`` (reference notes
@@ -12,6 +14,7 @@ row. Shapes follow the v2 backend's ``WorkflowRunModel`` and ``send_webhook`` (r
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
 import uuid
@@ -71,6 +74,8 @@ class FakeRun:
     case: DeployCase
     step: int = 0
     cancelled: bool = False
+    played: int = -1
+    """The last state ``play`` moved the run to (and sent the webhook of)."""
     created_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
 
     @property
@@ -90,6 +95,8 @@ class FakeComfyDeploy:
         self.calls: list[tuple[str, str, Any]] = []
         self.file_requests: list[dict[str, str]] = []
         self.deployments: dict[str, dict[str, Any]] = {}
+        self.webhooks_sent: list[tuple[str, dict[str, Any], int | None]] = []
+        """``(url, body, final HTTP status or None when unreachable)`` of every webhook ``play`` sent."""
         self.server = LoopbackServer(self._app())
 
     @property
@@ -215,6 +222,45 @@ class FakeComfyDeploy:
     def webhook_bodies(self, run_id: str) -> list[dict[str, Any]]:
         """Every webhook of a run in order: one per state of its case."""
         return [self.webhook_body(run_id, i) for i in range(len(self.runs[run_id].case.states))]
+
+    async def play(self, run_id: str, until: int | None = None, *, send: bool = True) -> list[int | None]:
+        """Move a run through its next states (up to index ``until``, default the last) the way
+        the backend reports them: for each state the run's ``send_webhook`` body is POSTed to the
+        webhook URL given at queue time — every state with ``webhook_intermediate_status``, else
+        only status changes — with the backend's retries (3 tries, 0.5 s then 1 s apart, on
+        non-2xx or errors). ``send=False`` moves the run on and loses the webhooks. Returns the
+        final status code of each webhook sent (None: unreachable)."""
+        run = self.runs[run_id]
+        last = len(run.case.states) - 1 if until is None else min(until, len(run.case.states) - 1)
+        codes: list[int | None] = []
+        async with httpx.AsyncClient(timeout=20) as client:
+            for index in range(run.played + 1, last + 1):
+                previous = run.case.states[run.played][0] if run.played >= 0 else None
+                run.step = run.played = index
+                if not (send and run.webhook):
+                    continue
+                if not run.intermediate and run.state[0] == previous:
+                    continue
+                body = self.webhook_body(run_id)
+                code = await self._send_webhook(client, run.webhook, body)
+                self.webhooks_sent.append((run.webhook, body, code))
+                codes.append(code)
+        return codes
+
+    @staticmethod
+    async def _send_webhook(client: httpx.AsyncClient, url: str, body: dict[str, Any]) -> int | None:
+        code: int | None = None
+        for attempt, pause in enumerate((0.5, 1.0, None)):
+            try:
+                response = await client.post(url, json=body)
+                code = response.status_code
+                if 200 <= code < 300:
+                    return code
+            except httpx.HTTPError:
+                code = None
+            if pause is not None and attempt < 2:
+                await asyncio.sleep(pause)
+        return code
 
     # HTTP -----------------------------------------------------------------------------------
 
