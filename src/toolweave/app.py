@@ -30,9 +30,10 @@ from toolweave.inputs import FieldProblem, InputError, prepare_inputs
 from toolweave.model.definitions import JobDefinition, ToolDefinition, Visibility
 from toolweave.model.records import ArtifactRef, RunUpdate
 from toolweave.model.status import RunStatus
+from toolweave.netguard import ForbiddenURL, UnresolvableHost, check_url
 from toolweave.notify.dispatcher import Channel, Notifier
 from toolweave.registry import Problem, Registry
-from toolweave.services.base import Service, WebhookRejected
+from toolweave.services.base import Service, ServiceError, WebhookRejected
 from toolweave.settings import Settings
 from toolweave.store import accounts as accounts_q
 from toolweave.store import events as events_q
@@ -49,6 +50,9 @@ WORKERS_NAMESPACE = "workers"
 WORKER_TTL_SECONDS = 15.0
 
 __all__ = ["App", "Conflict", "InputError", "NotFound", "UnknownDefinition"]
+
+
+MAX_REDIRECTS = 5
 
 
 class UnknownDefinition(LookupError):
@@ -84,19 +88,36 @@ class EngineHost:
         if text.startswith("data:"):
             return _decode_data_uri(text)
         if text.startswith(("http://", "https://")):
-            limit = self._app.settings.media_max_bytes
-            async with self.http.stream("GET", text, follow_redirects=True) as response:
+            return await self._fetch(text)
+        raise MediaError(f"cannot read media from {text[:80]!r}")
+
+    async def _fetch(self, url: str) -> tuple[bytes, str]:
+        """GET a media URL a user gave: public hosts only (unless allowed), every redirect checked,
+        at most ``media_max_bytes``."""
+        settings = self._app.settings
+        current = httpx.URL(url)
+        for _hop in range(MAX_REDIRECTS + 1):
+            try:
+                await check_url(current, allow_private=settings.media_allow_private_urls)
+            except ForbiddenURL as exc:
+                raise MediaError(str(exc)) from None
+            except UnresolvableHost as exc:
+                raise ServiceError(str(exc), retryable=True, code="network") from exc
+            async with self.http.stream("GET", current, follow_redirects=False) as response:
+                if response.is_redirect and "location" in response.headers:
+                    current = current.join(response.headers["location"])
+                    continue
                 response.raise_for_status()
                 chunks: list[bytes] = []
                 size = 0
                 async for chunk in response.aiter_bytes():
                     size += len(chunk)
-                    if size > limit:
-                        raise MediaError(f"{text} is larger than {limit} bytes")
+                    if size > settings.media_max_bytes:
+                        raise MediaError(f"{url} is larger than {settings.media_max_bytes} bytes")
                     chunks.append(chunk)
                 mime = response.headers.get("content-type", "application/octet-stream").split(";")[0]
                 return b"".join(chunks), mime
-        raise MediaError(f"cannot read media from {text[:80]!r}")
+        raise MediaError(f"{url}: more than {MAX_REDIRECTS} redirects")
 
     def media_url(self, ref: ArtifactRef) -> str:
         base = self._app.settings.public_base_url

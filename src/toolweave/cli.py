@@ -568,9 +568,12 @@ def demo_command(
 
     async def main() -> int:
         shown = _eng_view(view, False)
-        async with _eng.app_session() as tw:
+        # the demo's image host is on loopback, which user-given URLs may not reach: the demo runs
+        # in a data folder of its own, where that is allowed, so no other run gets the exemption
+        home = _Settings.load().home / "demo"
+        async with _eng.app_session(home=home, media_allow_private_urls=True) as tw:
             console.print(
-                f"toolweave demo — data folder {tw.settings.home} (set TOOLWEAVE_HOME to use another)", highlight=False
+                f"toolweave demo — data folder {tw.settings.home} (under TOOLWEAVE_HOME)", highlight=False
             )
             run, files, server = await _eng.run_demo(
                 tw, account, console, folder, view=shown, say=lambda line: console.print(line, highlight=False)
@@ -588,7 +591,7 @@ def demo_command(
                 console.print(_Text(f"output files (in {folder})", style="bold"))
                 for name, description, path in files:
                     console.print(f"  {name}: {path}  ({description})", highlight=False, soft_wrap=True)
-            console.print(f"details: toolweave runs show {run['jobRunId']}", highlight=False)
+            console.print(f"details: TOOLWEAVE_HOME={home} toolweave runs show {run['jobRunId']}", highlight=False)
             return _eng.exit_code(run["status"])
 
     _eng_run(main())

@@ -42,12 +42,12 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     return values
 
 
-def cli(*args: str) -> Result:
-    return CliRunner().invoke(app, list(args), catch_exceptions=False)
+def cli(*args: str, env: dict[str, str] | None = None) -> Result:
+    return CliRunner().invoke(app, list(args), catch_exceptions=False, env=env)
 
 
-def cli_json(*args: str) -> Any:
-    result = cli(*args, "--json")
+def cli_json(*args: str, env: dict[str, str] | None = None) -> Any:
+    result = cli(*args, "--json", env=env)
     assert result.exit_code in (0, 1, 2, 3), result.output
     return json.loads(result.stdout)
 
@@ -127,8 +127,10 @@ def test_demo_runs_offline_with_a_retry_and_leaves_the_images(env: dict[str, str
         path = tmp_path / "out" / f"{name}.png"
         assert path.is_file() and path.stat().st_size > 1000
         assert str(path) in out
-    run_id = out.split("details: toolweave runs show ")[1].split()[0]
-    run = cli_json("runs", "show", run_id)
+    # the demo has a data folder of its own (it may fetch from loopback; other runs may not)
+    home, _, rest = out.split("details: TOOLWEAVE_HOME=")[1].partition(" toolweave runs show ")
+    assert Path(home) == Path(env["TOOLWEAVE_HOME"]) / "demo"
+    run = cli_json("runs", "show", rest.split()[0], env={"TOOLWEAVE_HOME": home})
     steps = {s["stepId"]: s for s in run["stepStatuses"]}
     assert run["status"] == "completed"
     assert steps["source"]["attempt"] == 2 and steps["upscale"]["status"] == "succeeded"

@@ -468,3 +468,17 @@ async def test_a_submit_cut_short_by_a_crash_reattaches_instead_of_paying_twice(
         assert (ledger / "reattached.log").read_text().split() == [work.generation_id]
     finally:
         await app.aclose()
+
+
+async def test_a_media_url_on_the_private_network_is_refused(app: App) -> None:
+    """A user's image URL must not make the server fetch from its own network (SSRF)."""
+    register(app, job({"jobId": "shrink", "inputSchema": {"image": {"type": "image", "required": True}},
+                       "steps": [{"stepId": "resize", "toolId": "image.resize", "inputMappings": [
+                           {"sourceJobInput": "image", "targetInputName": "image"},
+                           {"value": 10, "targetInputName": "width"}]}]}))
+    run_id = await app.submit("shrink", {"image": "http://127.0.0.1:9/secret.png"}, account_id="acme")
+    await run_all(app)
+    run = await app.get_run(run_id)
+    assert run["status"] == "failed"
+    assert "private or local address" in run["error"]["message"]
+    assert run["generations"][0]["error"]["retryable"] is False

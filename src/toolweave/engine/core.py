@@ -394,7 +394,7 @@ class Engine:
                 row = step_rows[action.step_id]
                 if runs_q.update_step(
                     tx, run_id, action.step_id, (StepStatus.RUNNING,),
-                    status=StepStatus.SUCCEEDED, outputs=action.outputs, finished_at=now, progress=1.0,
+                    status=StepStatus.SUCCEEDED, outputs=action.outputs, finished_at=now, progress=1.0, error=None,
                 ):
                     event("step.succeeded", action.step_id, outputs=action.outputs, attempt=row.attempt,
                           durationMs=_ms(now - (row.started_at or now)))
@@ -609,11 +609,17 @@ class Engine:
             tx, work.generation_id, GenerationStatus.PROCESSING, platform_specific_run_id=platform_run_id,
             request_timestamp=requested_at, progress=update.progress if update else None,
         )
-        if row is None:  # stopped (cancelled, timed out) while the call was under way
+        if row is None:  # terminal already: stopped by us, or finished by the backend's own report
+            gen = gens_q.get(tx, work.generation_id)
+            # A fast backend may report the end (websocket, webhook) before this commit: only a
+            # generation we stopped (cancelled, timed out) while the call was under way is
+            # cancelled at the backend.
+            stopped = gen is not None and gen.status in (GenerationStatus.CANCELLED.value, GenerationStatus.TIMEOUT.value)
             if platform_run_id:
                 gens_q.update(tx, work.generation_id, platform_specific_run_id=platform_run_id)
-                tasks_q.enqueue(tx, TaskKind.CANCEL, run_id=work.run_id, ref_id=work.generation_id, now=now)
-            return [], platform_run_id is not None
+                if stopped:
+                    tasks_q.enqueue(tx, TaskKind.CANCEL, run_id=work.run_id, ref_id=work.generation_id, now=now)
+            return [], stopped and platform_run_id is not None
         tasks_q.enqueue(
             tx, TaskKind.POLL, run_id=work.run_id, ref_id=work.generation_id, now=now,
             at=now + (poll_after if poll_after is not None else DEFAULT_POLL_SECONDS),

@@ -22,11 +22,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import ipaddress
 import mimetypes
 import os
 import re
-import socket
 from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -36,6 +34,7 @@ import httpx
 from toolweave.artifacts import sniff_mime
 from toolweave.model.definitions import InputParam, OutputParam, ParamType, PlatformHints, ToolDefinition
 from toolweave.model.records import ArtifactRef
+from toolweave.netguard import ForbiddenURL, UnresolvableHost, check_url
 from toolweave.services.base import ServiceError
 from toolweave.services.builtin._common import SERVICE_NAME, BuiltinTool, ToolContext, bad_input, free, store
 
@@ -103,44 +102,14 @@ def _filename_from(url: str, disposition: str | None) -> str | None:
     return name or None
 
 
-def _is_public(address: str) -> bool:
-    ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return ip.is_global and not ip.is_multicast
-
-
 async def _check_host(url: httpx.URL, allow_private: bool) -> None:
-    if url.scheme not in ("http", "https"):
-        raise bad_input(f"input 'source': only http and https URLs can be fetched, not {url.scheme!r}",
-                        code="bad_url")
-    host = url.host
-    if not host:
-        raise bad_input(f"input 'source': the URL {url!s} has no host", code="bad_url")
-    if allow_private:
-        return
     try:
-        addresses = [host] if _is_ip(host) else [
-            info[4][0] for info in await asyncio.get_running_loop().getaddrinfo(
-                host, url.port or (443 if url.scheme == "https" else 80), type=socket.SOCK_STREAM)
-        ]
-    except socket.gaierror as exc:
-        raise ServiceError(f"input 'source': cannot resolve host {host!r}: {exc.strerror}", retryable=True,
-                           code="network") from exc
-    for address in addresses:
-        if not _is_public(str(address)):
-            raise bad_input(
-                f"input 'source': host {host!r} is a private or local address ({address}); "
-                "fetching it is not allowed on this server", code="forbidden_address"
-            )
-
-
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host.split("%", 1)[0])
-    except ValueError:
-        return False
-    return True
+        await check_url(url, allow_private=allow_private)
+    except ForbiddenURL as exc:
+        code = "bad_url" if url.scheme not in ("http", "https") or not url.host else "forbidden_address"
+        raise bad_input(f"input 'source': {exc}", code=code) from None
+    except UnresolvableHost as exc:
+        raise ServiceError(f"input 'source': {exc}", retryable=True, code="network") from exc
 
 
 async def _fetch_http(
