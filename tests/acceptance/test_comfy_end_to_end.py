@@ -116,6 +116,9 @@ async def test_a_comfyui_job_runs_end_to_end_through_the_cli_with_progress(
         # Outputs are artifacts; the ComfyUI one holds exactly the bytes the server served.
         posted = comfy.posted_prompts()
         assert len(posted) == 1
+        # The prompt may finish (websocket) before its submission is recorded; it must not be
+        # "cancelled" at the server for that: no queue deletion, no interrupt.
+        assert [r.path for r in comfy.requests if r.path in ("/queue", "/interrupt") and r.method == "POST"] == []
         generation = next(g for g in run["generations"] if g["stepId"] == "invert")
         assert posted[0]["prompt_id"] == generation["generationId"]
         assert posted[0]["prompt"]["1"]["inputs"]["image"].startswith("toolweave/tw_")
