@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 import yaml
-
 from tests.fakes.comfyui_server import Case, FakeComfyUI
+
 from toolweave.app import App
 from toolweave.model.definitions import ToolDefinition
 from toolweave.services.base import ServiceError
@@ -169,3 +169,62 @@ async def test_an_unknown_server_is_not_held_back_but_fails_with_its_name(
     assert run["status"] == "failed"
     assert "gpu-box" in run["error"]["message"]
     assert comfy.posted_prompts() == []
+
+
+async def test_a_comfydeploy_dispatch_that_waited_for_a_slot_is_queued_normally(db_url: str, tmp_path: Path) -> None:
+    """A wait for a slot is not an attempt: the dispatch is not taken for a cut-short submit
+    (which ComfyUI Deploy, without client-chosen ids, would refuse as ``unknown_outcome``)."""
+    from tests.fakes.comfydeploy_server import FakeComfyDeploy
+
+    fake = await FakeComfyDeploy().start()
+    defs = tmp_path / "defs"
+    defs.mkdir()
+    (defs / "tool.yaml").write_text(yaml.safe_dump({
+        "toolId": "cd-one-at-a-time",
+        "service": "comfydeploy",
+        "inputSchema": {"prompt": {"type": "text", "default": "x"}},
+        "outputSchema": {"image": {"type": "image"}},
+        "metadata": {"deploymentId": "d-1", "concurrency": 1},
+    }))
+    app = App(Settings(home=tmp_path / "home", database_url=db_url, definitions=[defs],
+                       comfydeploy_api_key=fake.api_key, comfydeploy_base_url=fake.api_url))
+    worker = app.make_worker(4, idle_poll_seconds=0.1)
+    task = asyncio.create_task(worker.run())
+
+    def queued() -> list[Any]:
+        return [c for c in fake.calls if c[1] == "/run/deployment/queue"]
+
+    def polls_due(tx: Any, now: float) -> int:
+        return int(tx.rowcount("UPDATE tasks SET available_at = :now WHERE kind = 'poll' AND lease_owner IS NULL",
+                               {"now": now}))
+
+    try:
+        run_ids = [await app.submit("cd-one-at-a-time", {}, account_id="acme") for _ in range(2)]
+
+        async def one_queued() -> bool:
+            return len(queued()) == 1
+
+        await until(one_queued)
+        await asyncio.sleep(1.5)
+        assert len(queued()) == 1
+        for n in (1, 2):
+            async def queued_runs(count: int = n) -> bool:  # the second is queued once the first is done
+                return len(fake.runs) >= count
+
+            await until(queued_runs)
+            fake.finish(list(fake.runs)[n - 1])  # the backend finishes; no webhook (none was asked for)
+
+            async def polled_and_done(count: int = n) -> bool:
+                await app.store.tx(polls_due, time.time())
+                runs = [await app.get_run(r) for r in run_ids]
+                return sum(r["status"] == "completed" for r in runs) == count
+
+            await until(polled_and_done)
+        final = [await app.get_run(r) for r in run_ids]
+    finally:
+        worker.stop()
+        await task
+        await app.aclose()
+        await fake.stop()
+    assert [r["status"] for r in final] == ["completed", "completed"]
+    assert all(len(r["generations"]) == 1 for r in final)
