@@ -1,0 +1,146 @@
+"""Our engine against Celery, measured in one go on the same machine, reported as ratios.
+
+    python bench/compare.py --n 1000
+    python bench/compare.py --n 1000 --store postgres --pools threads,solo --repeat 3
+
+For each repeat and each variant (``chain``, ``fanout``), runs ``bench/engine.py`` and then
+``bench/celery_reference.py`` once per Celery pool, back to back, so each ratio compares two
+measurements taken a few seconds apart. Prints one JSON line per measurement and per ratio, then a
+markdown table. Ratios are ours / Celery for every column: above 1 is better for jobs/s, below 1 is
+better for CPU per job and peak memory. The 1-minute load average before each measurement is
+recorded: on a shared machine, figures taken under different loads do not compare.
+
+Celery is skipped, with a message, when it is not installed (``pip install -e '.[bench]'``) or its
+reference run fails (for instance, no Redis); the engine's figures are still printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+VARIANTS = ("chain", "fanout")
+POOLS = ("threads", "solo", "prefork")
+
+
+class RunFailed(Exception):
+    pass
+
+
+def run_json(script: str, args: list[str]) -> dict[str, Any]:
+    load = os.getloadavg()[0]
+    proc = subprocess.run(
+        [sys.executable, str(HERE / script), *args, "--json"], capture_output=True, text=True, check=False
+    )
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        detail = (proc.stderr.strip() or proc.stdout.strip() or "no output").splitlines()[-1]
+        raise RunFailed(f"{script} {' '.join(args)} failed (exit {proc.returncode}): {detail}")
+    result: dict[str, Any] = json.loads(lines[-1])
+    result.setdefault("system", "toolweave")
+    result["load_avg_1m_before"] = round(load, 2)
+    return result
+
+
+def ratio(ours: Any, theirs: Any) -> float | None:
+    if not isinstance(ours, int | float) or not isinstance(theirs, int | float) or theirs == 0:
+        return None
+    return round(ours / theirs, 2)
+
+
+def compare(ours: dict[str, Any], celery: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "kind": "ratio",
+        "variant": ours["variant"],
+        "store": ours.get("store"),
+        "celery_pool": celery["pool"],
+        "ours_jobs_per_s": ours.get("jobs_per_s"),
+        "celery_jobs_per_s": celery.get("jobs_per_s"),
+        "jobs_per_s_ratio": ratio(ours.get("jobs_per_s"), celery.get("jobs_per_s")),
+        "cpu_ms_per_job_ratio": ratio(ours.get("worker_cpu_ms_per_job"), celery.get("worker_cpu_ms_per_job")),
+        "peak_rss_ratio": ratio(ours.get("peak_rss_mb"), celery.get("peak_rss_mb")),
+        "load_avg_1m": [ours["load_avg_1m_before"], celery["load_avg_1m_before"]],
+    }
+
+
+def markdown(rows: list[dict[str, Any]]) -> str:
+    head = (
+        "| variant | Celery pool | ours jobs/s | Celery jobs/s | jobs/s ours/Celery "
+        "| CPU ms/job ours/Celery | peak RSS ours/Celery | load (1 min) |\n"
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |\n"
+    )
+    body = "".join(
+        f"| {r['variant']} | {r['celery_pool']} | {r['ours_jobs_per_s']} | {r['celery_jobs_per_s']} "
+        f"| {r['jobs_per_s_ratio']} | {r['cpu_ms_per_job_ratio']} | {r['peak_rss_ratio']} "
+        f"| {r['load_avg_1m'][0]} / {r['load_avg_1m'][1]} |\n"
+        for r in rows
+    )
+    return head + body
+
+
+def pool_list(text: str) -> list[str]:
+    pools = [p.strip() for p in text.split(",") if p.strip()]
+    bad = [p for p in pools if p not in POOLS]
+    if bad or not pools:
+        raise argparse.ArgumentTypeError(
+            f"unknown Celery pool(s) {', '.join(map(repr, bad)) or '(none given)'}; choose from {', '.join(POOLS)}"
+        )
+    return pools
+
+
+def positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return int(text)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n", type=positive, default=1000)
+    parser.add_argument("--store", choices=["sqlite", "postgres"], default="sqlite", help="our engine's store")
+    parser.add_argument("--pools", type=pool_list, default=["threads"], help="Celery pools, comma-separated")
+    parser.add_argument("--concurrency", type=positive, default=8, help="our slots and Celery's concurrency")
+    parser.add_argument("--repeat", type=positive, default=1)
+    args = parser.parse_args()
+
+    celery_ok = importlib.util.find_spec("celery") is not None and importlib.util.find_spec("redis") is not None
+    if not celery_ok:
+        print("compare: Celery is not installed (pip install -e '.[bench]'): measuring our engine only",
+              file=sys.stderr)
+    rows: list[dict[str, Any]] = []
+    try:
+        for repeat in range(args.repeat):
+            for variant in VARIANTS:
+                common = ["--n", str(args.n), "--variant", variant]
+                ours = run_json("engine.py", [*common, "--store", args.store, "--slots", str(args.concurrency)])
+                print(json.dumps({"kind": "measurement", "repeat": repeat, **ours}), flush=True)
+                for pool in args.pools if celery_ok else []:
+                    try:
+                        theirs = run_json(
+                            "celery_reference.py", [*common, "--pool", pool, "--concurrency", str(args.concurrency)]
+                        )
+                    except RunFailed as exc:
+                        print(f"compare: skipping Celery: {exc}", file=sys.stderr)
+                        celery_ok = False
+                        break
+                    print(json.dumps({"kind": "measurement", "repeat": repeat, **theirs}), flush=True)
+                    row = {"repeat": repeat, **compare(ours, theirs)}
+                    rows.append(row)
+                    print(json.dumps(row), flush=True)
+    except RunFailed as exc:
+        print(f"compare: {exc}", file=sys.stderr)
+        sys.exit(1)
+    if rows:
+        print()
+        print(markdown(rows), end="")
+
+
+if __name__ == "__main__":
+    main()
