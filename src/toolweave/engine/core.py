@@ -712,45 +712,44 @@ class Engine:
     def claim_tx(self, tx: Tx, owner: str, limit: int, now: float) -> tuple[list[Any], float | None]:
         """Lease due tasks and load what each needs. Returns (work items, next due time if idle)."""
         claimed = tasks_q.claim(tx, owner, limit, now, self.lease_seconds)
+        needs_generation = [t for t in claimed if t.kind in (TaskKind.DISPATCH, TaskKind.POLL, TaskKind.CANCEL)]
+        found = gens_q.with_tool_shas(tx, [t.ref_id or "" for t in needs_generation])
         items: list[Any] = []
         for task in claimed:
-            if task.kind in (TaskKind.DISPATCH, TaskKind.POLL, TaskKind.CANCEL):
-                work = self._generation_work(tx, task)
-                if work is None:
-                    tasks_q.finish(tx, task.task_id)
-                    continue
-                items.append((task, work))
-            else:
+            if task not in needs_generation:
                 items.append((task, None))
+                continue
+            gen = found.get(task.ref_id or "")
+            stale = gen is None or (
+                task.kind in (TaskKind.DISPATCH, TaskKind.POLL) and GenerationStatus(gen.status).terminal
+            )
+            work = None if stale else self._work(tx, gen, task.task_id, task.attempts)
+            if work is None:
+                tasks_q.finish(tx, task.task_id)
+                continue
+            items.append((task, work))
         next_due = None
         if len(claimed) < limit:
             next_due = tasks_q.next_due(tx, now)
         return items, next_due
 
-    def _generation_work(self, tx: Tx, task: tasks_q.Task) -> DispatchWork | None:
-        gen = gens_q.get(tx, task.ref_id or "")
-        if gen is None:
-            return None
-        if task.kind in (TaskKind.DISPATCH, TaskKind.POLL) and GenerationStatus(gen.status).terminal:
-            return None
-        return self._work(tx, gen, task.task_id, task.attempts)
-
     def generation_work_tx(self, tx: Tx, generation_id: str) -> DispatchWork:
         """A generation as a service sees it (for webhooks that need the service's help)."""
-        gen = gens_q.get(tx, generation_id)
+        gen = gens_q.with_tool_shas(tx, [generation_id]).get(generation_id)
         work = self._work(tx, gen, 0, 1) if gen is not None else None
         if work is None:
             raise NotFound(generation_id)
         return work
 
     def _work(self, tx: Tx, gen: Any, task_id: int, task_attempts: int) -> DispatchWork | None:
-        run = runs_q.get(tx, gen.run_id)
-        if run is None or gen.tool_id not in run.tool_shas:
+        """``gen`` carries its run's ``tool_shas`` (``generations.with_tool_shas``)."""
+        sha = (gen.tool_shas or {}).get(gen.tool_id)
+        if sha is None:
             return None
         return DispatchWork(
             task_id=task_id, task_attempts=task_attempts, generation_id=gen.generation_id, run_id=gen.run_id,
             step_id=gen.step_id, attempt=gen.attempt, account_id=gen.master_account_id,
-            tool=self._tool(tx, run.tool_shas[gen.tool_id]), inputs=gen.request_payload or {},
+            tool=self._tool(tx, sha), inputs=gen.request_payload or {},
             deadline_at=gen.deadline_at, platform_run_id=gen.platform_specific_run_id,
         )
 

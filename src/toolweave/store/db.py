@@ -68,13 +68,24 @@ class Tx:
     decoded. ``execute`` runs SQLAlchemy Core statements for the rest.
     """
 
-    __slots__ = ("conn", "cursor", "dialect", "woken")
+    __slots__ = ("conn", "cursor", "deferred", "dialect", "woken")
 
     def __init__(self, conn: sa.Connection, dialect: str) -> None:
         self.conn = conn
         self.dialect = dialect
         self.woken = False
         self.cursor: Any = None
+        self.deferred: dict[str, list[Mapping[str, Any]]] = {}
+
+    def defer(self, sql: str, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Queue insert rows that nothing reads back in this transaction; they are written with one
+        ``executemany`` per statement just before the commit (e.g. events of a whole batch)."""
+        self.deferred.setdefault(sql, []).extend(rows)
+
+    def flush_deferred(self) -> None:
+        for sql, rows in self.deferred.items():
+            self.many(sql, rows)
+        self.deferred.clear()
 
     def execute(self, statement: Any, params: Any = None) -> sa.CursorResult[Any]:
         return self.conn.execute(statement, params) if params is not None else self.conn.execute(statement)
@@ -230,6 +241,7 @@ class Store:
         tx = Tx(conn, self.dialect)
         with conn.begin():
             result = fn(tx, *args)
+            tx.flush_deferred()
         if tx.woken:
             self._signal()
         return result

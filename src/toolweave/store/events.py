@@ -34,12 +34,12 @@ class Event:
 
 
 def append(tx: Tx, run_id: str, type_: str, now: float, *, step_id: str | None = None, **data: Any) -> None:
-    tx.q(_INSERT, {"run_id": run_id, "type": type_, "step_id": step_id, "data": data, "created_at": now})
+    append_many(tx, [{"run_id": run_id, "type": type_, "step_id": step_id, "data": data, "created_at": now}])
 
 
 def append_many(tx: Tx, rows: Sequence[Mapping[str, Any]]) -> None:
-    """Rows of ``{run_id, type, step_id, data, created_at}``, in one statement."""
-    tx.many(_INSERT, rows)
+    """Rows of ``{run_id, type, step_id, data, created_at}``; written together at commit, in order."""
+    tx.defer(_INSERT, rows)
 
 
 def since(tx: Tx, run_id: str, after: int = 0, limit: int = 1000) -> list[Event]:

@@ -19,6 +19,19 @@ def get(tx: Tx, generation_id: str) -> Row | None:
     return tx.one("SELECT * FROM generations WHERE generation_id = :id", {"id": generation_id})
 
 
+def with_tool_shas(tx: Tx, generation_ids: list[str]) -> dict[str, Row]:
+    """Generations by id, each with its run's ``tool_shas`` (what a worker needs to call the tool)."""
+    if not generation_ids:
+        return {}
+    names = {f"g{i}": gid for i, gid in enumerate(generation_ids)}
+    rows = tx.all(
+        "SELECT g.*, r.tool_shas FROM generations g JOIN runs r ON r.run_id = g.run_id "
+        f"WHERE g.generation_id IN ({', '.join(':' + n for n in names)})",
+        names,
+    )
+    return {r.generation_id: r for r in rows}
+
+
 def for_run(tx: Tx, run_id: str) -> list[Row]:
     return tx.all("SELECT * FROM generations WHERE run_id = :id ORDER BY created_at, attempt", {"id": run_id})
 
