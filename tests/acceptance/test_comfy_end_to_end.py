@@ -435,3 +435,48 @@ async def _answers(url: str, bodies: list[dict[str, Any]]) -> list[Any]:
             response = await client.post(url, content=json.dumps(body), headers={"Content-Type": "application/json"})
             out.append(response.json())
     return out
+
+
+async def test_the_comfydeploy_example_job_runs_against_the_fake_backend(db_url: str, tmp_path: Path) -> None:
+    """examples/comfydeploy as shipped (only the API's address and key differ), without a public
+    URL: no webhook is asked for and the engine polls the run."""
+    fake = await FakeComfyDeploy().start()
+    app = App(
+        Settings(
+            home=tmp_path / "home",
+            database_url=db_url,
+            definitions=[ROOT / "examples" / "comfydeploy"],
+            comfydeploy_api_key=fake.api_key,
+            comfydeploy_base_url=fake.api_url,
+        )
+    )
+    worker = app.make_worker(4, idle_poll_seconds=0.1)
+    task = asyncio.create_task(worker.run())
+    try:
+        assert app.definition_problems == []
+        run_id = await app.submit("cd_poster", {"prompt": "a lighthouse", "caption": "Dawn"}, account_id="acme")
+
+        async def queued() -> bool:
+            return len(fake.runs) == 1
+
+        await until(queued)
+        body = fake.calls[0][2]
+        assert body["inputs"] == {"input_text": "a lighthouse, poster, high detail"}
+        assert body["gpu"] == "A10G" and "webhook" not in body
+        fake.finish(next(iter(fake.runs)))
+
+        async def done() -> bool:
+            await app.store.tx(make_polls_due, time.time())
+            return (await app.get_run(run_id))["status"] != "running"
+
+        await until(done)
+        run = await app.get_run(run_id)
+    finally:
+        worker.stop()
+        await task
+        await app.aclose()
+        await fake.stop()
+    assert run["status"] == "completed", run["error"]
+    assert set(run["finalOutputs"]) == {"poster", "thumbnail", "original"}
+    generate = next(g for g in run["generations"] if g["stepId"] == "generate")
+    assert generate["costUsd"] is not None and float(generate["costUsd"]) > 0  # 12.5 GPU seconds on an A10G
