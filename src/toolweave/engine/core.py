@@ -144,6 +144,9 @@ class _Ctx:
     now: float
     lease: Lease | None
     dispatches: list[DispatchWork] = field(default_factory=list)
+    spare_task: int | None = None
+    """A finished task of the caller's that a new dispatch may take over (an UPDATE instead of a
+    DELETE and an INSERT); whatever is left spare is deleted at the end."""
 
     def can_lease(self) -> bool:
         return self.lease is not None and self.lease.used < self.lease.capacity
@@ -492,11 +495,18 @@ class Engine:
         )
         lease = ctx.lease if ctx.can_lease() else None
         # queued work is ordered by its run's age: steps of runs under way go before new runs
-        task = tasks_q.enqueue(
-            tx, TaskKind.DISPATCH, run_id=run.run_id, ref_id=gen_id, now=now, at=min(now, run.created_at),
-            priority=run.priority, lease_owner=lease.owner if lease else None,
-            lease_seconds=lease.seconds if lease else 0,
-        )
+        if lease is not None and ctx.spare_task is not None:
+            task = tasks_q.reuse(
+                tx, ctx.spare_task, TaskKind.DISPATCH, run_id=run.run_id, ref_id=gen_id, priority=run.priority,
+                lease_owner=lease.owner, expires=now + lease.seconds,
+            )
+            ctx.spare_task = None
+        else:
+            task = tasks_q.enqueue(
+                tx, TaskKind.DISPATCH, run_id=run.run_id, ref_id=gen_id, now=now, at=min(now, run.created_at),
+                priority=run.priority, lease_owner=lease.owner if lease else None,
+                lease_seconds=lease.seconds if lease else 0,
+            )
         if lease is not None:
             lease.used += 1
             ctx.dispatches.append(
@@ -597,14 +607,17 @@ class Engine:
     ) -> tuple[list[DispatchWork], bool]:
         """Record what ``submit`` returned. Returns (dispatches, cancel_needed): the latter when the
         generation was stopped while the call was under way and the backend run must be cancelled."""
-        ctx = _Ctx(now, lease)
-        tasks_q.finish(tx, work.task_id)
         if update is not None and update.status.terminal:
+            ctx = _Ctx(now, lease, spare_task=work.task_id)
             self._apply_update(
                 tx, work.run_id, work.generation_id, update, ctx,
                 requested_at=requested_at, platform_run_id=platform_run_id, clear_polls=False,
             )
+            if ctx.spare_task is not None:
+                tasks_q.finish(tx, ctx.spare_task)
             return ctx.dispatches, False
+        ctx = _Ctx(now, lease)
+        tasks_q.finish(tx, work.task_id)
         row = gens_q.set_status(
             tx, work.generation_id, GenerationStatus.PROCESSING, platform_specific_run_id=platform_run_id,
             request_timestamp=requested_at, progress=update.progress if update else None,

@@ -64,6 +64,21 @@ def enqueue(
     return Task(int(row[0]), kind, run_id, ref_id, attempts)
 
 
+def reuse(
+    tx: Tx, task_id: int, kind: TaskKind, *, run_id: str | None, ref_id: str | None, priority: int,
+    lease_owner: str, expires: float,
+) -> Task:
+    """Turn a finished task of ``lease_owner``'s into a new one leased to it (one UPDATE instead of
+    a DELETE and an INSERT on the engine's hot path)."""
+    tx.q(
+        "UPDATE tasks SET kind = :kind, run_id = :run_id, ref_id = :ref_id, priority = :priority, "
+        "available_at = :expires, lease_owner = :owner, attempts = 1 WHERE task_id = :id",
+        {"kind": kind.value, "run_id": run_id, "ref_id": ref_id, "priority": priority, "expires": expires,
+         "owner": lease_owner, "id": task_id},
+    )
+    return Task(task_id, kind, run_id, ref_id, 1)
+
+
 def claim(tx: Tx, owner: str, limit: int, now: float, lease_seconds: float) -> list[Task]:
     """Lease up to ``limit`` due tasks, highest priority first."""
     if limit <= 0:
