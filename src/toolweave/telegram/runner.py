@@ -22,7 +22,9 @@ async def run_polling(app: App, stop: asyncio.Event, *, slots: int | None = None
     bot = TelegramBot(app)
     await bot.start()
     embedded = app.make_worker(slots) if worker else None
-    worker_task = asyncio.create_task(embedded.run(), name="toolweave-worker") if embedded else None
+    worker_task = (
+        asyncio.create_task(app.run_worker(embedded, kind="telegram"), name="toolweave-worker") if embedded else None
+    )
     me = bot.bot.username
     log.info("bot @%s is polling for updates%s", me, " with an embedded worker" if embedded else "")
     try:
