@@ -128,12 +128,48 @@ class Settings:
 
 
 def _parse_servers(value: Any) -> list[ComfyServer]:
-    """``name=url[@concurrency],...`` from the environment, or a list of tables from TOML."""
+    """``name=url[@concurrency],...`` from the environment, or a list of tables from TOML.
+
+    Raises ``ValueError`` naming the entry that cannot be used.
+    """
+    servers: list[ComfyServer] = []
     if isinstance(value, str):
-        servers = []
         for item in filter(None, (v.strip() for v in value.split(","))):
-            name, _, rest = item.partition("=")
-            url, _, conc = rest.rpartition("@") if "@" in rest.split("//", 1)[-1] else (rest, "", "")
-            servers.append(ComfyServer(name=name, base_url=url or rest, concurrency=int(conc or 1)))
-        return servers
-    return [ComfyServer(**dict(v)) for v in value]
+            name, sep, rest = item.partition("=")
+            url, conc = rest.strip(), ""
+            head, at, tail = url.rpartition("@")
+            if at and tail.lstrip("-").isdigit():  # "@2" is the concurrency; "user@host" stays in the URL
+                url, conc = head, tail
+            servers.append(_server(name.strip() if sep else "", url, conc or 1, item))
+    elif isinstance(value, list):
+        for item in value:
+            if not isinstance(item, dict):
+                raise ValueError(f"comfyui_servers: each server is a table {{name, base_url, concurrency}}, not {item!r}")
+            unknown = set(item) - {"name", "base_url", "concurrency"}
+            if unknown:
+                raise ValueError(f"comfyui_servers: unknown keys {', '.join(sorted(unknown))} in {item!r}")
+            servers.append(
+                _server(str(item.get("name", "")), str(item.get("base_url", "")), item.get("concurrency", 1), item)
+            )
+    else:
+        raise ValueError("comfyui_servers must be 'name=url[@concurrency],...' or a list of tables")
+    names = [s.name for s in servers]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ValueError(f"comfyui_servers: server {duplicates[0]!r} is named twice")
+    return servers
+
+
+def _server(name: str, url: str, concurrency: Any, entry: Any) -> ComfyServer:
+    where = f"comfyui_servers entry {entry!r}"
+    if not name:
+        raise ValueError(f"{where}: write it as name=http://host:port[@concurrency]")
+    if not url.startswith(("http://", "https://")) or len(url.split("//", 1)[1]) == 0:
+        raise ValueError(f"{where}: the server's URL must start with http:// or https://")
+    try:
+        limit = int(concurrency)
+    except (TypeError, ValueError):
+        limit = 0
+    if limit < 1 or isinstance(concurrency, bool):
+        raise ValueError(f"{where}: the concurrency (after @) must be a whole number of at least 1")
+    return ComfyServer(name=name, base_url=url, concurrency=limit)
