@@ -348,6 +348,14 @@ async def test_duplicated_reordered_late_and_forged_webhooks_change_nothing(depl
     assert await post_webhooks(url, bodies_so_far) == [200] * len(bodies_so_far)
     assert await deploy.state(run_id) == before
 
+    # Reordered: earlier states arriving after a later one (a retried delivery) change nothing.
+    await fake.play(platform_id, until=4)
+    await until(lambda: _has_live(app, run_id, "Executing KSampler"))
+    before = await deploy.state(run_id)
+    stale = [fake.webhook_body(platform_id, step) for step in (3, 1, 0)]
+    assert await post_webhooks(url, stale) == [200] * len(stale)
+    assert await deploy.state(run_id) == before
+
     # The run finishes through its webhooks.
     await fake.play(platform_id)
     done = await app.wait(run_id, timeout=30)

@@ -676,6 +676,8 @@ class Engine:
                 return False
             if update.progress == gen.progress and update.live_status == gen.live_status:
                 return False
+            if update.progress is not None and gen.progress is not None and update.progress < gen.progress:
+                return False  # an older update arriving late (reordered webhooks): progress only goes forward
             gens_q.set_status(tx, gid, GenerationStatus.PROCESSING, progress=update.progress, live_status=update.live_status)
             runs_q.update_step(tx, run_id, gen.step_id, (StepStatus.RUNNING,), progress=update.progress)
             events_q.append(tx, run_id, "step.progress", now, step_id=gen.step_id, progress=update.progress,
