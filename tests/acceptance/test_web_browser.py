@@ -1,8 +1,9 @@
 """The web page end to end in real headless Chromium: log in with an API key, submit the example
 job from its form with an uploaded image, watch the DAG go live to completion, see the output image.
 
-Screenshots land in docs/screenshots/. Outside CI the test skips (with the reason) when no Chromium
-is installed; in CI (CI=true) a missing browser is a failure.
+Screenshots go to a temporary folder, or to docs/screenshots/ when TOOLWEAVE_SCREENSHOTS=1 (to
+refresh the ones in the docs). Outside CI the test skips (with the reason) when no Chromium is
+installed; in CI (CI=true) a missing browser is a failure.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from tests.integration.test_api import running_server
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / "examples" / "demo"
 SAMPLE = ROOT / "examples" / "assets" / "sample.png"
-SHOTS = ROOT / "docs" / "screenshots"
+DOCS_SHOTS = ROOT / "docs" / "screenshots"
 ARGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -39,7 +40,8 @@ def _chromium() -> str:
 async def test_log_in_submit_the_example_job_watch_it_complete_and_see_the_output(tmp_path: Path) -> None:
     executable = _chromium()
     playwright_api = pytest.importorskip("playwright.async_api")
-    SHOTS.mkdir(parents=True, exist_ok=True)
+    shots = DOCS_SHOTS if os.environ.get("TOOLWEAVE_SCREENSHOTS") == "1" else tmp_path / "screenshots"
+    shots.mkdir(parents=True, exist_ok=True)
     async with running_server(tmp_path / "home", definitions=[DEMO]) as server, playwright_api.async_playwright() as pw:
         browser = await pw.chromium.launch(executable_path=executable, args=ARGS)
         try:
@@ -55,7 +57,7 @@ async def test_log_in_submit_the_example_job_watch_it_complete_and_see_the_outpu
             await page.click("button[type=submit]")
             await page.wait_for_selector("article.item[data-id=demo_variants]")
             assert await page.inner_text(".who") == "alice"
-            await page.screenshot(path=str(SHOTS / "catalog.png"), full_page=True)
+            await page.screenshot(path=str(shots / "catalog.png"), full_page=True)
 
             await page.click("article.item[data-id=demo_variants] a.button")
             await page.wait_for_selector("#run-form")
@@ -68,7 +70,7 @@ async def test_log_in_submit_the_example_job_watch_it_complete_and_see_the_outpu
             await page.evaluate("document.getElementById('run-form').noValidate = true")
             await page.set_input_files("#in-image", str(SAMPLE))
             await page.fill("#in-label", "made in the browser")
-            await page.screenshot(path=str(SHOTS / "run-form.png"), full_page=True)
+            await page.screenshot(path=str(shots / "run-form.png"), full_page=True)
             streams: list[str] = []
             page.on("request", lambda request: streams.append(request.url) if "/events" in request.url else None)
             await page.click("#submit-run")
@@ -78,7 +80,7 @@ async def test_log_in_submit_the_example_job_watch_it_complete_and_see_the_outpu
             await page.wait_for_selector(".dag .node")
             live = await page.get_attribute("#run", "data-terminal") == "false"
             if live:
-                await page.screenshot(path=str(SHOTS / "run-live.png"), full_page=True)
+                await page.screenshot(path=str(shots / "run-live.png"), full_page=True)
             # live states arrive over the event stream; the page reloads itself when the run ends
             # (data-terminal=true only comes from the server, after that reload)
             await page.wait_for_selector("#run[data-terminal=true] #run-status.st-completed", timeout=60_000)
@@ -92,11 +94,11 @@ async def test_log_in_submit_the_example_job_watch_it_complete_and_see_the_outpu
             if live:  # the page followed the run over its event stream
                 assert any(f"/api/v1/runs/{run_id}/events" in url for url in streams), streams
             await page.evaluate("window.scrollTo(0, 0)")
-            await page.screenshot(path=str(SHOTS / "run-completed.png"), full_page=True)
+            await page.screenshot(path=str(shots / "run-completed.png"), full_page=True)
 
             await page.click("nav a[href='/runs']")
             await page.wait_for_selector(f"tr[data-run={run_id}] .pill.st-completed")
-            await page.screenshot(path=str(SHOTS / "runs.png"), full_page=True)
+            await page.screenshot(path=str(shots / "runs.png"), full_page=True)
         finally:
             await browser.close()
 

@@ -211,3 +211,18 @@ async def test_a_worker_process_without_the_bot_redacts_the_token_too(tmp_path: 
         assert token not in caplog.text and "bot<token>/sendPhoto" in caplog.text
     finally:
         await app.aclose()
+
+
+async def test_the_http_server_mounts_the_webhook_route_when_configured(tmp_path: Path) -> None:
+    from toolweave.api.server import create_app
+
+    async with telegram_env(tmp_path, start_bot=False, worker=False, telegram_webhook_secret="s3cret-Token_1") as env:
+        server = create_app(env.app, run_worker=True, slots=2)
+        async with server.router.lifespan_context(server), serve_asgi(server) as base, httpx.AsyncClient(
+            base_url=base
+        ) as http:
+            update = env.fake.message_update("/card through the server")
+            assert (await http.post("/telegram/webhook", json=update)).status_code == 403
+            ok = await http.post("/telegram/webhook", json=update, headers={SECRET_HEADER: "s3cret-Token_1"})
+            assert ok.status_code == 200 and ok.json()["handled"] is True
+            await env.fake.wait_for(lambda: results(env))

@@ -86,9 +86,13 @@ def create_app(app: App, *, run_worker: bool = True, slots: int | None = None) -
             else None
         )
         api.state.worker = worker
+        if telegram is not None:
+            await telegram.start()
         try:
             yield
         finally:
+            if telegram is not None:
+                await telegram.stop()
             if worker is not None and task is not None:
                 worker.stop()
                 try:
@@ -117,6 +121,13 @@ def create_app(app: App, *, run_worker: bool = True, slots: int | None = None) -
     api.include_router(routes_runs.router)
     api.include_router(routes_system.router)
     api.include_router(web.router)
+    # Telegram in webhook mode: the bot's route, with Telegram's secret-token header checked
+    telegram = None
+    if app.settings.telegram_token and app.settings.telegram_webhook_secret:
+        from toolweave.telegram.webhook import TelegramWebhook
+
+        telegram = TelegramWebhook(app)
+        api.include_router(telegram.router)
     from pathlib import Path
 
     api.mount("/static", StaticFiles(directory=Path(__file__).parent / "static"), name="static")

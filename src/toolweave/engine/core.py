@@ -815,7 +815,8 @@ class Engine:
         return hmac.new(self.secret, f"{service}:{generation_id}".encode(), sha256).hexdigest()[:32]
 
     def check_webhook_token(self, service: str, generation_id: str, token: str) -> bool:
-        return hmac.compare_digest(self.webhook_token(service, generation_id), token or "")
+        expected = self.webhook_token(service, generation_id).encode()
+        return hmac.compare_digest(expected, (token or "").encode("utf-8", "surrogateescape"))
 
 
 def _artifact_values(values: Any) -> list[dict[str, Any]]:
