@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/toolweave demo
 
-test: $(STAMP)
+test: lint
 	$(PY) -m pytest -q -p no:cacheprovider
 
 lint: $(STAMP)

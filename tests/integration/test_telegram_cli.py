@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 
 from PIL import Image
-
 from tests.fakes.telegram_api import DEFINITIONS, FakeTelegram
 from tests.helpers.loopback import serve_asgi
 
