@@ -20,9 +20,22 @@ def config(engine: sa.Engine | None = None) -> Config:
     return cfg
 
 
+MIGRATION_LOCK = 7_466_011_870  # a PostgreSQL advisory lock key: one migration at a time
+
+
 def upgrade(engine: sa.Engine, revision: str = "head") -> None:
     logging.getLogger("alembic").setLevel(logging.WARNING)  # its INFO lines would fill every worker log
-    command.upgrade(config(engine), revision)
+    if engine.dialect.name != "postgresql":
+        command.upgrade(config(engine), revision)
+        return
+    with engine.connect() as conn:
+        conn.execute(sa.text("SELECT pg_advisory_lock(:key)"), {"key": MIGRATION_LOCK})
+        try:
+            command.upgrade(config(engine), revision)
+        finally:
+            conn.execute(sa.text("SELECT pg_advisory_unlock(:key)"), {"key": MIGRATION_LOCK})
+            conn.commit()
+
 
 
 def current(engine: sa.Engine) -> str | None:
