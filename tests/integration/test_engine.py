@@ -83,7 +83,7 @@ async def test_chain_passes_outputs_from_step_to_step(app: App) -> None:
 
 async def test_fan_out_runs_branches_in_parallel_and_fans_in(app: App) -> None:
     branches = [
-        {"stepId": f"b{i}", "toolId": "test.sleep", "inputMappings": [{"value": 0.3, "targetInputName": "seconds"}],
+        {"stepId": f"b{i}", "toolId": "test.sleep", "inputMappings": [{"value": 1.0, "targetInputName": "seconds"}],
          "dependencies": ["root"]}
         for i in range(4)
     ]
@@ -102,16 +102,14 @@ async def test_fan_out_runs_branches_in_parallel_and_fans_in(app: App) -> None:
         ),
     )
     run_id = await app.submit("fan", {}, account_id="acme")
-    started = time.monotonic()
     await run_all(app)
-    elapsed = time.monotonic() - started
     run = await app.get_run(run_id)
     assert run["status"] == "completed"
     by_id = steps_by_id(run)
-    join_start = by_id["join"]["startedAt"]
-    assert all(by_id[f"b{i}"]["finishedAt"] <= join_start for i in range(4))
-    # four 0.3 s branches on four slots overlap: far less than 1.2 s in sequence
-    assert elapsed < 1.1, elapsed
+    branches = [by_id[f"b{i}"] for i in range(4)]
+    # the four branches ran at the same time: each started before any of them finished
+    assert max(b["startedAt"] for b in branches) < min(b["finishedAt"] for b in branches)
+    assert all(b["finishedAt"] <= by_id["join"]["startedAt"] for b in branches)
 
 
 async def test_retryable_failure_is_retried_then_succeeds(app: App) -> None:
