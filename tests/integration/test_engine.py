@@ -241,9 +241,12 @@ async def test_asynchronous_step_waits_as_a_row_and_completes_by_polling(app: Ap
                 break
             await asyncio.sleep(0.05)
         assert run["generations"][0]["status"] == "processing"
-        # waiting costs no slot: the worker has nothing in flight while the backend works
-        await asyncio.sleep(0.05)
-        assert worker.free == worker.slots or run["status"] != "running"
+        # waiting is a row and a poll task, not a held slot: no dispatch task is left
+        gen_id = run["generations"][0]["generationId"]
+        kinds = app.store.run_sync(
+            lambda tx: [r.kind for r in tx.all("SELECT kind FROM tasks WHERE ref_id = :g", {"g": gen_id})]
+        )
+        assert kinds == ["poll"]
         while run["status"] == "running" and time.time() < deadline:
             await asyncio.sleep(0.1)
             run = await app.get_run(run_id)
