@@ -11,7 +11,7 @@
   worker's memory.
 
 The runs are submitted first (reported as ``submit_per_s``); then one worker process starts and
-the clock runs from the first step's start to the last run's end, as recorded in the store.
+the clock runs from the worker's first tool call to the last run's end, as recorded in the store.
 ``step_gap`` is the time from a step's end to the moment its successor's tool is called (for a
 fan-in, from the last of its dependencies). ``peak_rss_mb`` is the worker process's high-water
 resident memory (VmHWM).
@@ -125,14 +125,16 @@ def percentile(values: list[float], q: float) -> float:
 
 def measure(app: App, variant: str, run_ids: list[str]) -> dict[str, Any]:
     def collect(tx: Any) -> dict[str, Any]:
-        first = tx.one("SELECT MIN(started_at) AS t FROM step_runs").t
+        # the clock starts when the worker first calls a tool (a run's first step is marked
+        # started when it is submitted, before any worker is there)
+        first = tx.one("SELECT MIN(request_timestamp) AS t FROM generations").t
         last = tx.one("SELECT MAX(finished_at) AS t FROM runs").t
         done = tx.one("SELECT COUNT(*) AS n FROM runs WHERE status = 'completed'").n
         finished = {(r.run_id, r.step_id): r.finished_at for r in tx.all("SELECT run_id, step_id, finished_at FROM step_runs")}
         calls = tx.all("SELECT run_id, step_id, request_timestamp FROM generations")
         return {"first": first, "last": last, "done": done, "finished": finished, "calls": calls}
 
-    data = app.store.run_sync(collect)
+    data = app.store.read_sync(collect)
     job = job_for(variant)
     deps = {s.step_id: s.all_dependencies for s in job.steps}
     gaps = []
@@ -155,12 +157,12 @@ def measure(app: App, variant: str, run_ids: list[str]) -> dict[str, Any]:
 
 
 def parked(app: App) -> int:
-    row = app.store.run_sync(lambda tx: tx.one("SELECT COUNT(*) AS n FROM generations WHERE status = 'processing'"))
+    row = app.store.read_sync(lambda tx: tx.one("SELECT COUNT(*) AS n FROM generations WHERE status = 'processing'"))
     return int(row.n)
 
 
 def unfinished(app: App) -> int:
-    row = app.store.run_sync(lambda tx: tx.one("SELECT COUNT(*) AS n FROM runs WHERE status IN ('pending', 'running')"))
+    row = app.store.read_sync(lambda tx: tx.one("SELECT COUNT(*) AS n FROM runs WHERE status IN ('pending', 'running')"))
     return int(row.n)
 
 

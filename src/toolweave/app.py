@@ -350,7 +350,7 @@ class App:
             value = inputs[name]
             ref = ArtifactRef.from_value(value)
             if ref is not None:
-                owned = await self.store.tx(accounts_q.artifact_owned, ref.sha256, account_id)
+                owned = await self.store.read(accounts_q.artifact_owned, ref.sha256, account_id)
                 if owned is None or not self.artifacts.exists(ref.sha256):
                     raise InputError([FieldProblem(name, f"artifact {ref.sha256[:12]}… is not one of yours")])
                 out[name] = self.artifacts.ref(ref.sha256).as_value()
@@ -374,7 +374,7 @@ class App:
         return value
 
     async def apply_update(self, generation_id: str, update: RunUpdate) -> bool:
-        gen = await self.store.tx(gens_q.get, generation_id)
+        gen = await self.store.read(gens_q.get, generation_id)
         if gen is None:
             return False
         _dispatches, applied = await self.store.tx(
@@ -384,7 +384,7 @@ class App:
 
     async def get_run(self, run_id: str, account_id: str | None = None) -> dict[str, Any]:
         """The run with its steps, generations, outputs, cost, timings; NotFound for another account's."""
-        detail: dict[str, Any] = await self.store.tx(_run_detail, run_id, account_id)
+        detail: dict[str, Any] = await self.store.read(_run_detail, run_id, account_id)
         return detail
 
     async def list_runs(
@@ -398,7 +398,7 @@ class App:
         limit: int = 50,
     ) -> Page:
         before = _decode_cursor(cursor) if cursor else None
-        rows = await self.store.tx(
+        rows = await self.store.read(
             lambda tx: runs_q.list_runs(
                 tx, account_id, status=status, job_id=job_id, since=since, before=before, limit=limit + 1
             )
@@ -417,7 +417,7 @@ class App:
         await self.store.tx(self.engine.retry_tx, run_id, account_id, time.time())
 
     async def events(self, run_id: str, account_id: str | None = None, after: int = 0) -> list[dict[str, Any]]:
-        found: list[dict[str, Any]] = await self.store.tx(_events_for, run_id, account_id, after)
+        found: list[dict[str, Any]] = await self.store.read(_events_for, run_id, account_id, after)
         return found
 
     async def watch(
@@ -454,7 +454,7 @@ class App:
             await asyncio.sleep(interval)
 
     async def in_flight(self, account_id: str) -> int:
-        count: int = await self.store.tx(runs_q.in_flight_count, account_id)
+        count: int = await self.store.read(runs_q.in_flight_count, account_id)
         return count
 
     # --- webhooks ------------------------------------------------------------------------------
@@ -475,7 +475,7 @@ class App:
         service = self.services.get(service_name)
         if service is None or not self.engine.check_webhook_token(service_name, generation_id, token):
             raise NotFound(generation_id)
-        gen = await self.store.tx(gens_q.get, generation_id)
+        gen = await self.store.read(gens_q.get, generation_id)
         if gen is None or gen.service_name != service_name:
             raise NotFound(generation_id)
         parsed = service.parse_webhook(headers, body)
@@ -489,7 +489,7 @@ class App:
         if update.status.terminal:
             finalize = getattr(service, "finalize", None)
             if finalize is not None:
-                work = await self.store.tx(self.engine.generation_work_tx, generation_id)
+                work = await self.store.read(self.engine.generation_work_tx, generation_id)
                 update = await finalize(work.context(self.webhook_url(service_name, generation_id)), update)
         key = parsed.event_key or hashlib.sha256(body).hexdigest()
         _d, applied = await self.store.tx(
@@ -523,7 +523,7 @@ class App:
         return account
 
     async def list_keys(self, account_id: str | None = None) -> list[dict[str, Any]]:
-        rows = await self.store.tx(accounts_q.list_keys, account_id)
+        rows = await self.store.read(accounts_q.list_keys, account_id)
         return [
             {
                 "keyId": r.key_id, "accountId": r.account_id, "prefix": r.prefix, "name": r.name,
@@ -539,7 +539,7 @@ class App:
     async def artifact(self, sha256: str, account_id: str | None) -> tuple[Path, ArtifactRef]:
         """An artifact's file and metadata; NotFound unless ``account_id`` owns it (None: any)."""
         if account_id is not None:
-            owned = await self.store.tx(accounts_q.artifact_owned, sha256, account_id)
+            owned = await self.store.read(accounts_q.artifact_owned, sha256, account_id)
             if owned is None:
                 raise NotFound(sha256)
         try:
@@ -548,7 +548,7 @@ class App:
             raise NotFound(sha256) from None
 
     async def kv_get(self, namespace: str, key: str) -> Any:
-        return await self.store.tx(accounts_q.kv_get, namespace, key, time.time())
+        return await self.store.read(accounts_q.kv_get, namespace, key, time.time())
 
     async def kv_set(self, namespace: str, key: str, value: Any, ttl: float | None = None) -> None:
         now = time.time()
@@ -556,12 +556,12 @@ class App:
 
     async def kv_items(self, namespace: str) -> list[tuple[str, Any]]:
         """Every unexpired (key, value) of a namespace, by key."""
-        items: list[tuple[str, Any]] = await self.store.tx(_kv_items, namespace, time.time())
+        items: list[tuple[str, Any]] = await self.store.read(_kv_items, namespace, time.time())
         return items
 
     async def stats(self) -> dict[str, Any]:
         """Runs by status, queue depth by task kind and queue lag (for /metrics)."""
-        return await self.store.tx(_stats, time.time())
+        return await self.store.read(_stats, time.time())
 
     # --- worker presence and the schema revision -----------------------------------------------
 
@@ -594,7 +594,7 @@ class App:
 
     async def live_workers(self) -> list[dict[str, Any]]:
         """The workers started through ``run_worker`` (any process, any machine) that are alive."""
-        found: list[dict[str, Any]] = await self.store.tx(_live_workers, time.time())
+        found: list[dict[str, Any]] = await self.store.read(_live_workers, time.time())
         return found
 
     def db_revision(self) -> str | None:
@@ -607,7 +607,7 @@ class App:
         """Finished steps by status as cumulative duration buckets (seconds) with sum and count,
         and failed or timed-out generations by service (for /metrics; computed in the database, so
         every worker's work is counted)."""
-        result: dict[str, Any] = await self.store.tx(_work_stats, buckets)
+        result: dict[str, Any] = await self.store.read(_work_stats, buckets)
         return result
 
 

@@ -84,7 +84,7 @@ class WorkerProcess:
 
 
 def unfinished(app: App) -> int:
-    row = app.store.run_sync(
+    row = app.store.read_sync(
         lambda tx: tx.one("SELECT COUNT(*) AS n FROM runs WHERE status IN ('pending', 'running')")
     )
     return int(row.n)

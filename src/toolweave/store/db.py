@@ -203,6 +203,7 @@ class Store:
         self.dialect = "postgresql" if self.url.startswith("postgresql") else "sqlite"
         self.inline = self.dialect == "sqlite" if inline is None else inline
         self._held: sa.Connection | None = None
+        self._begin_readonly = threading.local()
         self._owner_thread = threading.get_ident()
         self._wake_event: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -220,7 +221,7 @@ class Store:
                 max_overflow=4,
             )
             event.listen(self.engine, "connect", _sqlite_connect)
-            event.listen(self.engine, "begin", _sqlite_begin)
+            event.listen(self.engine, "begin", self._sqlite_begin)
             self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="toolweave-db")
         else:
             self.engine = sa.create_engine(
@@ -232,25 +233,49 @@ class Store:
 
     def run_sync(self, fn: Callable[..., T], *args: Any) -> T:
         """Run a transaction function on the calling thread."""
-        if self.inline and threading.get_ident() == self._owner_thread:
-            return self._run_on(self._held_connection(), fn, args)
-        with self.engine.connect() as conn:
-            return self._run_on(conn, fn, args)
+        return self._run(fn, args, readonly=False)
 
-    def _run_on(self, conn: sa.Connection, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
+    def read_sync(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a transaction that only reads. On SQLite it does not take the write lock, so readers
+        (the API, a monitor) never make a worker wait."""
+        return self._run(fn, args, readonly=True)
+
+    def _run(self, fn: Callable[..., T], args: tuple[Any, ...], *, readonly: bool) -> T:
+        if self.inline and threading.get_ident() == self._owner_thread:
+            return self._run_on(self._held_connection(), fn, args, readonly)
+        with self.engine.connect() as conn:
+            return self._run_on(conn, fn, args, readonly)
+
+    def _run_on(self, conn: sa.Connection, fn: Callable[..., T], args: tuple[Any, ...], readonly: bool) -> T:
         tx = Tx(conn, self.dialect)
-        with conn.begin():
-            result = fn(tx, *args)
-            tx.flush_deferred()
+        self._begin_readonly.value = readonly
+        try:
+            with conn.begin():
+                result = fn(tx, *args)
+                tx.flush_deferred()
+        finally:
+            self._begin_readonly.value = False
         if tx.woken:
             self._signal()
         return result
+
+    def _sqlite_begin(self, conn: sa.Connection) -> None:
+        # a writer takes the lock up front (no deadlock-prone upgrade from a read); a reader does not
+        conn.exec_driver_sql("BEGIN" if getattr(self._begin_readonly, "value", False) else "BEGIN IMMEDIATE")
 
     def _held_connection(self) -> sa.Connection:
         """Inline (SQLite) transactions reuse one connection instead of a pool checkout each."""
         if self._held is None or self._held.closed:
             self._held = self.engine.connect()
         return self._held
+
+    async def read(self, fn: Callable[..., T], *args: Any) -> T:
+        """Like ``tx``, for a transaction that only reads (see ``read_sync``)."""
+        loop = asyncio.get_running_loop()
+        self._bind(loop)
+        if self.inline:
+            return self.read_sync(fn, *args)
+        return await loop.run_in_executor(self._executor, self.read_sync, fn, *args)
 
     async def tx(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn(tx, *args)`` as one transaction.
@@ -339,6 +364,3 @@ def _sqlite_connect(dbapi_conn: Any, _record: Any) -> None:
     cur.execute("PRAGMA foreign_keys=ON")
     cur.close()
 
-
-def _sqlite_begin(conn: sa.Connection) -> None:
-    conn.exec_driver_sql("BEGIN IMMEDIATE")
