@@ -238,9 +238,10 @@ def test_inputs_come_from_job_inputs_outputs_paths_values_and_templates() -> Non
     assert start.inputs == {"text": "cat", "seed": 2, "image": WIDE, "scale": 4, "t": "cat, x"}
 
 
-def test_topological_order_keeps_file_order_between_independent_steps() -> None:
+def test_topological_order_takes_the_step_declared_first_among_those_ready() -> None:
     job = make_job(st("c", inputMappings=[src("b")]), st("b"), st("a"))
-    assert topological_order(job) == ["b", "a", "c"]
+    # b is the only one ready at first; then c (declared before a) and a are: c goes first
+    assert topological_order(job) == ["b", "c", "a"]
 
 
 def test_a_completed_generation_completes_its_step_with_a_copy_of_its_outputs() -> None:

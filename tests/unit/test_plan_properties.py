@@ -41,9 +41,9 @@ from toolweave.engine.plan import (
     Wake,
     decide,
     retry_delay,
-    sink_steps,
 )
 from toolweave.model.definitions import ErrorHandling, ErrorStrategy, JobDefinition, Step, ToolDefinition
+from toolweave.model.graph import sink_steps
 from toolweave.model.status import GenerationStatus, RunStatus, StepStatus
 
 SETTINGS = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -497,7 +497,7 @@ class Simulation:
                 for o in self.job.output_schema
                 if o.source_step_id in done
             }
-        sinks = [sid for sid in sink_steps(self.job) if sid in done]
+        sinks = [sid for sid in sink_steps(self.job.steps) if sid in done]
         merged: dict[str, Any] = {}
         for sid in sinks:
             for name, value in (self.steps[sid].outputs or {}).items():

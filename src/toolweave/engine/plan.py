@@ -27,6 +27,7 @@ from typing import Any
 from toolweave.engine.conditions import ConditionError, compile_condition, evaluate_condition
 from toolweave.engine.mapping import MappingError, mapping_unavailable, resolve_step_inputs
 from toolweave.model.definitions import ErrorStrategy, JobDefinition, Step, ToolDefinition
+from toolweave.model.graph import output_source, sink_steps, step_order
 from toolweave.model.status import GenerationStatus, RunStatus, StepStatus
 
 # --- state -----------------------------------------------------------------------------------
@@ -158,24 +159,8 @@ def _compiled(expr: str) -> Any:
 
 
 def topological_order(job: JobDefinition) -> list[str]:
-    """Step ids in dependency order; ties keep the order of the file. Assumes a validated DAG."""
-    position = {s.step_id: i for i, s in enumerate(job.steps)}
-    deps = {s.step_id: [d for d in s.all_dependencies if d in position] for s in job.steps}
-    done: list[str] = []
-    seen: set[str] = set()
-    remaining = list(position)
-    while remaining:
-        progressed = False
-        for sid in list(remaining):
-            if all(d in seen for d in deps[sid]):
-                done.append(sid)
-                seen.add(sid)
-                remaining.remove(sid)
-                progressed = True
-        if not progressed:  # a cycle: validation refuses these; keep going deterministically
-            done.extend(remaining)
-            break
-    return done
+    """Step ids in dependency order; ties keep the order of the file (a validated job has no cycle)."""
+    return step_order(job.steps)
 
 
 def retry_delay(run_id: str, step_id: str, attempt: int, base: float, cap: float) -> float:
@@ -184,11 +169,6 @@ def retry_delay(run_id: str, step_id: str, attempt: int, base: float, cap: float
     digest = hashlib.blake2b(f"{run_id}:{step_id}:{attempt}".encode(), digest_size=8).digest()
     fraction = int.from_bytes(digest, "big") / 2**64
     return delay / 2 + fraction * delay / 2
-
-
-def sink_steps(job: JobDefinition) -> list[str]:
-    used = {d for s in job.steps for d in s.all_dependencies}
-    return [s.step_id for s in job.steps if s.step_id not in used]
 
 
 def _follow_path(value: Any, path: str | None) -> Any:
@@ -207,21 +187,18 @@ def resolve_job_outputs(job: JobDefinition, steps: Mapping[str, StepView]) -> di
     (prefixed ``stepId.`` where two sinks share a name).
     """
     result: dict[str, Any] = {}
-    sinks = sink_steps(job)
+    sinks = sink_steps(job.steps)
     if job.output_schema:
         for out in job.output_schema:
-            source = out.source_step_id
-            name = out.source_output_name or out.name
-            if source is None:
-                candidates = [s for s in sinks if name in (steps[s].outputs or {})]
-                source = candidates[0] if len(candidates) == 1 else None
-                if source is None and len(sinks) == 1:
-                    source = sinks[0]
-            view = steps.get(source) if source else None
+            found = output_source(job, out)
+            if found is None:
+                continue
+            source, name, path = found
+            view = steps.get(source)
             if view is None or view.status is not StepStatus.SUCCEEDED or name not in (view.outputs or {}):
                 continue
             try:
-                result[out.name] = _follow_path((view.outputs or {})[name], out.path)
+                result[out.name] = _follow_path((view.outputs or {})[name], path)
             except (KeyError, IndexError, TypeError, MappingError):
                 continue
         return result

@@ -8,7 +8,6 @@ mappings is ``compatible`` below; docs/definitions.md documents it.
 from __future__ import annotations
 
 import difflib
-import heapq
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -27,6 +26,7 @@ from toolweave.model.definitions import (
     Step,
     ToolDefinition,
 )
+from toolweave.model.graph import dependency_graph, output_source, sink_steps, step_order
 from toolweave.registry.problems import DefinitionError, Problem, join_path
 
 T = ParamType
@@ -130,18 +130,6 @@ def _article(kind: ParamType) -> str:
 # --- graph helpers ------------------------------------------------------------------------------
 
 
-def dependency_graph(steps: Sequence[Step]) -> dict[str, list[str]]:
-    """``step id → the step ids it waits for`` (explicit and implied by mappings), known ids only."""
-    known = {s.step_id for s in steps}
-    graph: dict[str, list[str]] = {}
-    for step in steps:
-        graph.setdefault(step.step_id, [])
-        for dep in step.all_dependencies:
-            if dep in known and dep not in graph[step.step_id]:
-                graph[step.step_id].append(dep)
-    return graph
-
-
 def find_cycles(graph: Mapping[str, Sequence[str]], order: Sequence[str]) -> list[list[str]]:
     """One cycle per strongly connected component that has one, each starting at its earliest step.
 
@@ -233,26 +221,9 @@ def topological_order(steps: Sequence[Step]) -> list[str]:
 
     Raises ``DefinitionError`` when the steps form a cycle.
     """
-    order = [s.step_id for s in steps]
-    graph = dependency_graph(steps)
-    position = {sid: i for i, sid in enumerate(order)}
-    waiting = {sid: len(deps) for sid, deps in graph.items()}
-    dependents: dict[str, list[str]] = {sid: [] for sid in graph}
-    for sid, deps in graph.items():
-        for dep in deps:
-            dependents[dep].append(sid)
-    ready = [position[sid] for sid, count in waiting.items() if count == 0]
-    heapq.heapify(ready)
-    out: list[str] = []
-    while ready:
-        sid = order[heapq.heappop(ready)]
-        out.append(sid)
-        for dependent in dependents[sid]:
-            waiting[dependent] -= 1
-            if waiting[dependent] == 0:
-                heapq.heappush(ready, position[dependent])
-    if len(out) != len(graph):
-        cycles = find_cycles(graph, order)
+    out = step_order(steps)
+    if len(out) != len(steps):
+        cycles = find_cycles(dependency_graph(steps), [s.step_id for s in steps])
         raise DefinitionError([Problem(None, "steps", _cycle_message(c)) for c in cycles])
     return out
 
@@ -276,31 +247,6 @@ def ancestors(graph: Mapping[str, Sequence[str]], step_id: str) -> set[str]:
         seen.add(node)
         todo.extend(graph.get(node, []))
     return seen
-
-
-def sink_steps(steps: Sequence[Step]) -> list[str]:
-    """Steps no other step depends on, in declaration order."""
-    graph = dependency_graph(steps)
-    needed = {dep for deps in graph.values() for dep in deps}
-    return [s.step_id for s in steps if s.step_id not in needed]
-
-
-def output_source(job: JobDefinition, output: JobOutput) -> tuple[str, str, str | None] | None:
-    """``(step id, output name, path)`` a job output comes from, or None when it cannot be told.
-
-    Without ``sourceStepId`` a job output comes from the job's single sink step (the one no other
-    step depends on), from its output named ``sourceOutputName`` or else the job output's own name.
-    """
-    name = output.source_output_name or output.name
-    if output.source_step_id is not None:
-        return output.source_step_id, name, output.path
-    sinks = sink_steps(job.steps)
-    if len(sinks) == 1:
-        return sinks[0], name, output.path
-    return None
-
-
-# --- tools --------------------------------------------------------------------------------------
 
 
 def _check_default(sink: _Sink, path: str, param: InputParam) -> None:
