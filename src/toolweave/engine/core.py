@@ -586,13 +586,17 @@ class Engine:
         self, tx: Tx, outcomes: list[Outcome], now: float, lease: Lease | None
     ) -> list[tuple[list[DispatchWork], bool]]:
         """Record several submissions in one transaction (group commit). If one of them fails, the
-        whole transaction rolls back and the worker records them one at a time."""
-        return [
-            self.record_submission_tx(
+        whole transaction rolls back and the worker records them one at a time.
+
+        They are recorded in the order of their runs' ids, so two batches that touch the same runs
+        lock them in the same order and cannot deadlock (PostgreSQL)."""
+        results: list[tuple[list[DispatchWork], bool]] = [([], False)] * len(outcomes)
+        for index in sorted(range(len(outcomes)), key=lambda i: outcomes[i].work.run_id):
+            o = outcomes[index]
+            results[index] = self.record_submission_tx(
                 tx, o.work, o.platform_run_id, o.update, o.requested_at, o.poll_after, now, lease
             )
-            for o in outcomes
-        ]
+        return results
 
     def record_submission_tx(
         self,

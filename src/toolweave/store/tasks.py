@@ -89,8 +89,11 @@ def claim(tx: Tx, owner: str, limit: int, now: float, lease_seconds: float) -> l
 
 def heartbeat(tx: Tx, owner: str, now: float, lease_seconds: float) -> int:
     """Extend every lease held by ``owner``."""
+    # rows another transaction holds right now (a step being recorded) are skipped, not waited
+    # for: waiting could deadlock with that transaction, and the next heartbeat comes soon enough
     return tx.rowcount(
-        "UPDATE tasks SET available_at = :expires WHERE lease_owner = :owner",
+        "UPDATE tasks SET available_at = :expires WHERE task_id IN "
+        "(SELECT task_id FROM tasks WHERE lease_owner = :owner FOR UPDATE SKIP LOCKED)",
         {"expires": now + lease_seconds, "owner": owner},
     )
 
