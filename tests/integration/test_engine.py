@@ -483,3 +483,34 @@ async def test_a_media_url_on_the_private_network_is_refused(app: App) -> None:
     assert run["status"] == "failed"
     assert "private or local address" in run["error"]["message"]
     assert run["generations"][0]["error"]["retryable"] is False
+
+
+async def test_heavy_fan_out_with_constant_heartbeats_logs_no_errors(
+    app: App, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Heartbeats, claims and group commits touch the same task and run rows all the time; on
+    PostgreSQL a wrong lock order shows up as deadlocks (logged errors and lost work)."""
+    steps: list[dict[str, Any]] = [
+        {"stepId": "root", "toolId": "test.instant", "inputMappings": [{"value": 1, "targetInputName": "value"}]}
+    ]
+    steps += [
+        {"stepId": f"b{i}", "toolId": "test.instant",
+         "inputMappings": [{"sourceStepId": "root", "sourceOutputName": "value", "targetInputName": "value"}]}
+        for i in range(4)
+    ]
+    steps.append({"stepId": "join", "toolId": "test.instant", "dependencies": [f"b{i}" for i in range(4)],
+                  "inputMappings": [{"sourceStepId": "b0", "sourceOutputName": "value", "targetInputName": "value"}]})
+    register(app, job({"jobId": "wide", "steps": steps}))
+    run_ids = [await app.submit("wide", {}, account_id="acme") for _ in range(120)]
+    worker = app.make_worker(8, heartbeat_seconds=0.002)
+    with caplog.at_level("ERROR"):
+        runner = asyncio.create_task(worker.run())
+        try:
+            for run_id in run_ids:
+                await app.wait(run_id, timeout=120)
+        finally:
+            worker.stop()
+            await runner
+    assert [r.getMessage() for r in caplog.records if r.levelname == "ERROR"] == []
+    statuses = {(await app.get_run(run_id))["status"] for run_id in run_ids}
+    assert statuses == {"completed"}
