@@ -31,7 +31,9 @@ err_console = Console(stderr=True)
 # --- definitions: validate, tools, jobs -------------------------------------------------------
 
 import json as _json  # noqa: E402
+from collections.abc import Callable as _Callable  # noqa: E402
 from pathlib import Path as _Path  # noqa: E402
+from typing import TypeVar as _TypeVar  # noqa: E402
 
 from rich.table import Table as _Table  # noqa: E402
 from rich.text import Text as _Text  # noqa: E402
@@ -43,6 +45,8 @@ from toolweave.registry.describe import job_dag_lines as _job_dag_lines  # noqa:
 from toolweave.registry.describe import param_line as _param_line  # noqa: E402
 from toolweave.registry.describe import tool_lines as _tool_lines  # noqa: E402
 from toolweave.settings import Settings as _Settings  # noqa: E402
+
+_T = _TypeVar("_T")
 
 _JSON_HELP = "Print JSON instead of text."
 
@@ -85,6 +89,17 @@ def _defs_warn(problems: list[_Problem]) -> None:
             "the definitions concerned were left out (run `toolweave validate` for details)",
             err=True,
         )
+
+
+def _defs_lookup(paths: list[_Path] | None, find: _Callable[[_Registry], _T]) -> tuple[_Registry, _T]:
+    """Load the definitions and find one; an unknown id is a one-line error and exit 1."""
+    registry, problems, _ = _defs_registry(paths)
+    try:
+        return registry, find(registry)
+    except KeyError as exc:
+        _defs_warn(problems)
+        typer.echo(f"error: {exc.args[0]}", err=True)
+        raise typer.Exit(1) from None
 
 
 def _defs_print_json(data: object) -> None:
@@ -187,13 +202,7 @@ def tools_show(
     paths: list[_Path] | None = typer.Option(None, "--definitions", "-d", help=_PATHS_OPTION_HELP),
 ) -> None:
     """Show one tool: inputs, outputs, costing."""
-    registry, problems, _ = _defs_registry(paths)
-    try:
-        tool = registry.tool(tool_id, version)
-    except KeyError as exc:
-        _defs_warn(problems)
-        typer.echo(f"error: {exc.args[0]}", err=True)
-        raise typer.Exit(1) from None
+    _, tool = _defs_lookup(paths, lambda r: r.tool(tool_id, version))
     if json_output:
         _defs_print_json(tool.dump())
         return
@@ -238,13 +247,7 @@ def jobs_show(
     paths: list[_Path] | None = typer.Option(None, "--definitions", "-d", help=_PATHS_OPTION_HELP),
 ) -> None:
     """Show one job: its inputs, and its steps drawn as a graph."""
-    registry, problems, _ = _defs_registry(paths)
-    try:
-        job = registry.job(job_id, version)
-    except KeyError as exc:
-        _defs_warn(problems)
-        typer.echo(f"error: {exc.args[0]}", err=True)
-        raise typer.Exit(1) from None
+    registry, job = _defs_lookup(paths, lambda r: r.job(job_id, version))
     if json_output:
         _defs_print_json({**job.dump(), "order": registry.topological_order(job)})
         return
