@@ -23,7 +23,7 @@ from typing import Any
 
 import httpx
 
-from toolweave.artifacts import ArtifactStore
+from toolweave.artifacts import ArtifactStore, decode_data_uri
 from toolweave.engine.core import Conflict, Engine, NotFound, SubmitRequest, tool_job
 from toolweave.engine.worker import Worker
 from toolweave.inputs import FieldProblem, InputError, prepare_inputs
@@ -86,7 +86,7 @@ class EngineHost:
             return await asyncio.to_thread(self.artifacts.read, ref), ref.mime_type
         text = str(value)
         if text.startswith("data:"):
-            return _decode_data_uri(text)
+            return _decode_data_uri(text, self._app.settings.media_max_bytes)
         if text.startswith(("http://", "https://")):
             return await self._fetch(text)
         raise MediaError(f"cannot read media from {text[:80]!r}")
@@ -357,7 +357,7 @@ class App:
                 continue
             text = str(value)
             if text.startswith("data:"):
-                data, mime = _decode_data_uri(text)
+                data, mime = _decode_data_uri(text, self.settings.media_max_bytes)
                 out[name] = await self.put_media(data, account_id, mime_type=mime)
             elif not text.startswith(("http://", "https://")):
                 data = await asyncio.to_thread(_read_local, text)
@@ -623,14 +623,11 @@ def _live_workers(tx: Tx, now: float) -> list[dict[str, Any]]:
     return [dict(r.value, expiresAt=_iso(r.expires_at)) for r in rows]
 
 
-def _decode_data_uri(text: str) -> tuple[bytes, str]:
-    header, _, payload = text.partition(",")
-    mime = header[5:].split(";")[0] or "application/octet-stream"
+def _decode_data_uri(text: str, limit: int) -> tuple[bytes, str]:
     try:
-        data = base64.b64decode(payload, validate=False) if ";base64" in header else payload.encode()
+        return decode_data_uri(text, limit)
     except ValueError as exc:
-        raise MediaError(f"the data: URI is not valid base64: {exc}") from None
-    return data, mime
+        raise MediaError(f"the data: URI {exc}") from None
 
 
 def _read_local(text: str) -> bytes:

@@ -7,6 +7,7 @@ twice stores them once.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import io
 import json
@@ -14,6 +15,7 @@ import mimetypes
 import os
 import tempfile
 from pathlib import Path
+from urllib.parse import unquote
 
 from toolweave.model.records import ArtifactRef
 
@@ -56,6 +58,34 @@ def image_size(data: bytes) -> tuple[int, int] | None:
             return int(img.width), int(img.height)
     except Exception:
         return None
+
+
+class DataURITooLarge(ValueError):
+    """A ``data:`` URI holding more bytes than allowed."""
+
+    def __init__(self, limit: int, size: int | None = None) -> None:
+        super().__init__(f"is larger than the limit of {limit} bytes" + (f" ({size} bytes)" if size is not None else ""))
+        self.limit = limit
+        self.size = size
+
+
+def decode_data_uri(uri: str, limit: int | None = None) -> tuple[bytes, str]:
+    """Bytes and mime type of a ``data:`` URI (base64 or percent-encoded). Raises ``ValueError``
+    with a phrase to follow the input's name (``DataURITooLarge`` past ``limit`` bytes)."""
+    header, sep, payload = uri[5:].partition(",")
+    if not sep:
+        raise ValueError("is a data: URI without a comma")
+    parts = header.split(";")
+    mime = (parts[0] or "text/plain").lower()
+    if limit is not None and len(payload) * 3 // 4 > limit + 3:
+        raise DataURITooLarge(limit)
+    try:
+        data = base64.b64decode(payload, validate=True) if "base64" in parts[1:] else unquote(payload).encode()
+    except ValueError:
+        raise ValueError("is a data: URI with invalid base64") from None
+    if limit is not None and len(data) > limit:
+        raise DataURITooLarge(limit, len(data))
+    return data, mime
 
 
 class ArtifactStore:

@@ -21,7 +21,6 @@ Timeouts, network errors and HTTP 408/429/5xx are retryable; everything else is 
 from __future__ import annotations
 
 import asyncio
-import base64
 import mimetypes
 import os
 import re
@@ -31,7 +30,7 @@ from urllib.parse import unquote, urlsplit
 
 import httpx
 
-from toolweave.artifacts import sniff_mime
+from toolweave.artifacts import DataURITooLarge, decode_data_uri, sniff_mime
 from toolweave.model.definitions import InputParam, OutputParam, ParamType, PlatformHints, ToolDefinition
 from toolweave.model.records import ArtifactRef
 from toolweave.netguard import ForbiddenURL, UnresolvableHost, check_url
@@ -149,20 +148,12 @@ async def _fetch_http(
 
 
 def _decode_data_uri(uri: str, limit: int) -> tuple[bytes, str]:
-    header, sep, payload = uri[5:].partition(",")
-    if not sep:
-        raise bad_input("input 'source' is a data: URI without a comma", code="bad_url")
-    parts = header.split(";")
-    mime = (parts[0] or "text/plain").lower()
-    if len(payload) * 3 // 4 > limit + 3:
-        raise _too_large(limit)
     try:
-        data = base64.b64decode(payload, validate=True) if "base64" in parts[1:] else unquote(payload).encode()
+        return decode_data_uri(uri, limit)
+    except DataURITooLarge as exc:
+        raise _too_large(limit, exc.size) from None
     except ValueError as exc:
-        raise bad_input("input 'source' is a data: URI with invalid base64", code="bad_url") from exc
-    if len(data) > limit:
-        raise _too_large(limit, len(data))
-    return data, mime
+        raise bad_input(f"input 'source' {exc}", code="bad_url") from None
 
 
 def _read_local(source: str, roots: list[Path], limit: int) -> tuple[bytes, str]:
