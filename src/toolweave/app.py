@@ -459,6 +459,10 @@ class App:
 
     # --- webhooks ------------------------------------------------------------------------------
 
+    def media_token_valid(self, sha256: str, token: str) -> bool:
+        """Whether ``token`` is the one ``ServiceHost.media_url`` signed for this artifact."""
+        return self.engine.check_webhook_token("artifact", sha256, token)
+
     def webhook_url(self, service: str, generation_id: str) -> str | None:
         base = self.settings.public_base_url
         if not base:

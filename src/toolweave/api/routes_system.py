@@ -116,7 +116,7 @@ async def media(
 ) -> Response:
     """Serves input files to remote backends by the signed URL toolweave handed them."""
     app = tw(request)
-    if not app.engine.check_webhook_token("artifact", sha256, token):
+    if not app.media_token_valid(sha256, token):
         raise ApiProblem(404, "no such file", kind="not-found")
     try:
         path, ref = await app.artifact(sha256, None)
