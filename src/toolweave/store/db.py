@@ -1,10 +1,11 @@
 """The store's engine, transactions and wake-ups; the only place that knows the SQL dialect.
 
-All database work is plain synchronous SQLAlchemy Core inside *transaction functions*
-``fn(tx, *args)``; ``await store.tx(fn, ...)`` runs one such function as one transaction on a
-database thread. The event loop therefore pays one thread hop per transaction, not per
-statement. SQLite (WAL) runs every transaction on one thread with ``BEGIN IMMEDIATE``;
-PostgreSQL uses a pool of threads and connections sized to the worker's slots.
+All database work is plain SQL inside *transaction functions* ``fn(tx, *args)``;
+``await store.tx(fn, ...)`` runs one such function as one transaction on a DB-API connection.
+SQLite (WAL) transactions run inline on the event loop's thread on one held connection
+(``BEGIN IMMEDIATE`` for writers, ``BEGIN`` for readers); PostgreSQL transactions run on a pool
+of threads and connections sized to the worker's slots. SQLAlchemy provides the engines, the
+connection pools and the schema (migrations run through Alembic).
 
 Wake-ups: a transaction that enqueues work calls ``tx.wake()``. On PostgreSQL that becomes a
 ``NOTIFY`` delivered at commit to every listening process; on SQLite an in-process signal is set
@@ -60,21 +61,20 @@ class Row(dict[str, Any]):
 
 
 class Tx:
-    """One transaction: the connection plus what should happen after it commits.
+    """One transaction: a DB-API connection plus what should happen after it commits.
 
     ``q``/``one``/``all`` run plain SQL (``:name`` parameters) straight on the DB-API cursor: the
     hot path of the engine pays no statement construction. Dict and list parameters are stored as
     JSON, Decimals as text; rows come back as ``Row`` with JSON, boolean and decimal columns
-    decoded. ``execute`` runs SQLAlchemy Core statements for the rest.
+    decoded.
     """
 
-    __slots__ = ("conn", "cursor", "deferred", "dialect", "woken")
+    __slots__ = ("cursor", "deferred", "dialect", "woken")
 
-    def __init__(self, conn: sa.Connection, dialect: str) -> None:
-        self.conn = conn
+    def __init__(self, cursor: Any, dialect: str) -> None:
+        self.cursor = cursor
         self.dialect = dialect
         self.woken = False
-        self.cursor: Any = None
         self.deferred: dict[str, list[Mapping[str, Any]]] = {}
 
     def defer(self, sql: str, rows: Sequence[Mapping[str, Any]]) -> None:
@@ -87,22 +87,14 @@ class Tx:
             self.many(sql, rows)
         self.deferred.clear()
 
-    def execute(self, statement: Any, params: Any = None) -> sa.CursorResult[Any]:
-        return self.conn.execute(statement, params) if params is not None else self.conn.execute(statement)
-
-    def _cursor(self) -> Any:
-        if self.cursor is None:
-            self.cursor = self.conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-        return self.cursor
-
     def q(self, sql: str, params: Mapping[str, Any] | None = None) -> Any:
-        cur = self._cursor()
+        cur = self.cursor
         cur.execute(_sql_for(sql, self.dialect), _encode(params) if params else {})
         return cur
 
     def many(self, sql: str, rows: Sequence[Mapping[str, Any]]) -> None:
         if rows:
-            self._cursor().executemany(_sql_for(sql, self.dialect), [_encode(r) for r in rows])
+            self.cursor.executemany(_sql_for(sql, self.dialect), [_encode(r) for r in rows])
 
     def all(self, sql: str, params: Mapping[str, Any] | None = None) -> list[Row]:
         cur = self.q(sql, params)
@@ -203,7 +195,6 @@ class Store:
         self.dialect = "postgresql" if self.url.startswith("postgresql") else "sqlite"
         self.inline = self.dialect == "sqlite" if inline is None else inline
         self._held: sa.Connection | None = None
-        self._begin_readonly = threading.local()
         self._owner_thread = threading.get_ident()
         self._wake_event: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -221,7 +212,7 @@ class Store:
                 max_overflow=4,
             )
             event.listen(self.engine, "connect", _sqlite_connect)
-            event.listen(self.engine, "begin", self._sqlite_begin)
+            event.listen(self.engine, "begin", _sqlite_begin)  # SQLAlchemy's own transactions (migrations)
             self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="toolweave-db")
         else:
             self.engine = sa.create_engine(
@@ -244,30 +235,38 @@ class Store:
         if self.inline and threading.get_ident() == self._owner_thread:
             return self._run_on(self._held_connection(), fn, args, readonly)
         with self.engine.connect() as conn:
-            return self._run_on(conn, fn, args, readonly)
+            return self._run_on(conn.connection.dbapi_connection, fn, args, readonly)
 
-    def _run_on(self, conn: sa.Connection, fn: Callable[..., T], args: tuple[Any, ...], readonly: bool) -> T:
-        tx = Tx(conn, self.dialect)
-        self._begin_readonly.value = readonly
+    def _run_on(self, dbapi: Any, fn: Callable[..., T], args: tuple[Any, ...], readonly: bool) -> T:
+        """One transaction straight on the DB-API connection: SQLAlchemy's transaction machinery
+        cost more per transaction than the statements of a step (see docs/benchmarks.md).
+
+        On SQLite a writer takes the lock up front (``BEGIN IMMEDIATE``: no deadlock-prone upgrade
+        from a read); a reader does not, so readers never make a worker wait. psycopg opens the
+        transaction at the first statement."""
+        cursor = dbapi.cursor()
+        tx = Tx(cursor, self.dialect)
         try:
-            with conn.begin():
-                result = fn(tx, *args)
-                tx.flush_deferred()
+            if self.dialect == "sqlite":
+                cursor.execute("BEGIN" if readonly else "BEGIN IMMEDIATE")
+            result = fn(tx, *args)
+            tx.flush_deferred()
+            dbapi.commit()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                dbapi.rollback()
+            raise
         finally:
-            self._begin_readonly.value = False
+            cursor.close()
         if tx.woken:
             self._signal()
         return result
 
-    def _sqlite_begin(self, conn: sa.Connection) -> None:
-        # a writer takes the lock up front (no deadlock-prone upgrade from a read); a reader does not
-        conn.exec_driver_sql("BEGIN" if getattr(self._begin_readonly, "value", False) else "BEGIN IMMEDIATE")
-
-    def _held_connection(self) -> sa.Connection:
+    def _held_connection(self) -> Any:
         """Inline (SQLite) transactions reuse one connection instead of a pool checkout each."""
         if self._held is None or self._held.closed:
             self._held = self.engine.connect()
-        return self._held
+        return self._held.connection.dbapi_connection
 
     async def read(self, fn: Callable[..., T], *args: Any) -> T:
         """Like ``tx``, for a transaction that only reads (see ``read_sync``)."""
@@ -353,6 +352,10 @@ class Store:
         self._closing.set()
         self._executor.shutdown(wait=True)
         self.engine.dispose()
+
+
+def _sqlite_begin(conn: sa.Connection) -> None:
+    conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def _sqlite_connect(dbapi_conn: Any, _record: Any) -> None:

@@ -8,11 +8,8 @@ import json
 from decimal import Decimal
 from typing import Any
 
-import sqlalchemy as sa
-
 from toolweave.model.status import RUN_ALLOWED_PRIOR, RunStatus, StepStatus
 from toolweave.store.db import Row, Tx
-from toolweave.store.schema import runs
 
 _STEP_COLUMNS = (
     "run_id, step_id, position, status, attempt, tool_id, using_fallback, generation_id, generation_ids, "
@@ -143,28 +140,30 @@ def list_runs(
     before: tuple[float, str] | None = None,
     limit: int = 50,
     top_level: bool = True,
-) -> list[Any]:
+) -> list[Row]:
     """Newest first; ``before`` is the (created_at, run_id) cursor of the last row already seen."""
-    stmt = sa.select(runs)
+    where: list[str] = []
+    params: dict[str, Any] = {"limit": limit}
     if account_id is not None:
-        stmt = stmt.where(runs.c.master_account_id == account_id)
+        where.append("master_account_id = :account")
+        params["account"] = account_id
     if status:
-        stmt = stmt.where(runs.c.status.in_(status))
+        names = [f"status_{i}" for i in range(len(status))]
+        where.append(f"status IN ({', '.join(':' + n for n in names)})")
+        params.update(zip(names, status, strict=True))
     if job_id:
-        stmt = stmt.where(runs.c.job_definition_id == job_id)
+        where.append("job_definition_id = :job")
+        params["job"] = job_id
     if since is not None:
-        stmt = stmt.where(runs.c.created_at >= since)
+        where.append("created_at >= :since")
+        params["since"] = since
     if top_level:
-        stmt = stmt.where(runs.c.parent_run_id.is_(None))
+        where.append("parent_run_id IS NULL")
     if before is not None:
-        stmt = stmt.where(
-            sa.or_(
-                runs.c.created_at < before[0],
-                sa.and_(runs.c.created_at == before[0], runs.c.run_id < before[1]),
-            )
-        )
-    stmt = stmt.order_by(runs.c.created_at.desc(), runs.c.run_id.desc()).limit(limit)
-    return list(tx.execute(stmt).all())
+        where.append("(created_at < :before_at OR (created_at = :before_at AND run_id < :before_id))")
+        params.update(before_at=before[0], before_id=before[1])
+    clause = f" WHERE {' AND '.join(where)}" if where else ""
+    return tx.all(f"SELECT * FROM runs{clause} ORDER BY created_at DESC, run_id DESC LIMIT :limit", params)
 
 
 def count_by_status(tx: Tx) -> dict[str, int]:
