@@ -203,7 +203,8 @@ class Worker:
         else:
             ctx = self._context(work)
             try:
-                submission = await asyncio.wait_for(service.submit(ctx), timeout=ctx.timeout_seconds)
+                async with asyncio.timeout(ctx.timeout_seconds):  # no task of its own, unlike wait_for
+                    submission = await service.submit(ctx)
                 platform_id, update, poll_after = (
                     submission.platform_run_id, submission.update, submission.poll_after_seconds
                 )

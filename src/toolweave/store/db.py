@@ -27,6 +27,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
+import orjson
 import sqlalchemy as sa
 from sqlalchemy import event
 
@@ -141,9 +142,25 @@ def _sql_for(sql: str, dialect: str) -> str:
 _PLAIN = frozenset({str, int, float, type(None), bool})
 
 
+def dumps(value: Any) -> str:
+    """JSON text for a column: orjson (a tenth of the stdlib's time, which showed in every step),
+    the standard library for what orjson refuses (integers beyond 64 bits)."""
+    try:
+        return orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
+    except TypeError:
+        return json.dumps(value, separators=(",", ":"), default=str)
+
+
+def loads(text: str | bytes) -> Any:
+    try:
+        return orjson.loads(text)
+    except ValueError:  # what orjson does not read (NaN, integers beyond 64 bits)
+        return json.loads(text)
+
+
 def _encode_value(value: Any) -> Any:
     if isinstance(value, (dict, list)):
-        return json.dumps(value, separators=(",", ":"), default=str)
+        return dumps(value)
     if isinstance(value, Decimal):
         return str(value)
     if isinstance(value, Enum):
@@ -169,7 +186,7 @@ def _decoders(names: tuple[str, ...]) -> tuple[tuple[str, Callable[[Any], Any]],
 
 
 def _json_value(value: Any) -> Any:
-    return json.loads(value) if isinstance(value, str) else value
+    return loads(value) if isinstance(value, str) else value
 
 
 def _decode(names: tuple[str, ...], values: Any) -> Row:
