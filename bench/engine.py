@@ -12,8 +12,9 @@
 
 The runs are submitted first (reported as ``submit_per_s``); then one worker process starts and
 the clock runs from the worker's first tool call to the last run's end, as recorded in the store.
-``step_gap`` is the time from a step's end to the moment its successor's tool is called (for a
-fan-in, from the last of its dependencies). ``peak_rss_mb`` is the worker process's high-water
+``step_gap`` is the time from a step's end (the moment its tool answered) to the moment its
+successor's tool is called (for a fan-in, from the last of its dependencies): recording the step,
+starting the successor and any wait for the worker in between. ``peak_rss_mb`` is the worker process's high-water
 resident memory (VmHWM).
 """
 
@@ -130,11 +131,12 @@ def measure(app: App, variant: str, run_ids: list[str]) -> dict[str, Any]:
         first = tx.one("SELECT MIN(request_timestamp) AS t FROM generations").t
         last = tx.one("SELECT MAX(finished_at) AS t FROM runs").t
         done = tx.one("SELECT COUNT(*) AS n FROM runs WHERE status = 'completed'").n
-        finished = {(r.run_id, r.step_id): r.finished_at for r in tx.all("SELECT run_id, step_id, finished_at FROM step_runs")}
-        calls = tx.all("SELECT run_id, step_id, request_timestamp FROM generations")
-        return {"first": first, "last": last, "done": done, "finished": finished, "calls": calls}
+        calls = tx.all("SELECT run_id, step_id, request_timestamp, response_timestamp FROM generations")
+        return {"first": first, "last": last, "done": done, "calls": calls}
 
     data = app.store.read_sync(collect)
+    # a step ends when its tool answers (every step here has one generation)
+    ended = {(c.run_id, c.step_id): c.response_timestamp for c in data["calls"]}
     job = job_for(variant)
     deps = {s.step_id: s.all_dependencies for s in job.steps}
     gaps = []
@@ -142,7 +144,7 @@ def measure(app: App, variant: str, run_ids: list[str]) -> dict[str, Any]:
         before = deps.get(call.step_id) or []
         if not before or call.request_timestamp is None:
             continue
-        ends = [data["finished"].get((call.run_id, d)) for d in before]
+        ends = [ended.get((call.run_id, d)) for d in before]
         if any(e is None for e in ends):
             continue
         gaps.append((call.request_timestamp - max(ends)) * 1000)  # type: ignore[type-var]

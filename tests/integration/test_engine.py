@@ -514,3 +514,20 @@ async def test_heavy_fan_out_with_constant_heartbeats_logs_no_errors(
     assert [r.getMessage() for r in caplog.records if r.levelname == "ERROR"] == []
     statuses = {(await app.get_run(run_id))["status"] for run_id in run_ids}
     assert statuses == {"completed"}
+
+
+async def test_a_worker_whose_loop_is_the_bottleneck_leaves_queued_work_to_others(app: App) -> None:
+    """While the event loop's thread is busy all the time, more claimed tasks would only queue for
+    it: the worker keeps two in hand and leaves the rest queued; once the loop is idle again it
+    claims up to its free slots."""
+    from toolweave.engine.worker import BUSY_WINDOW_SECONDS, SATURATED_IN_FLIGHT
+
+    worker = app.make_worker(8)
+    await asyncio.sleep(BUSY_WINDOW_SECONDS * 1.5)
+    assert worker.claimable() == 8
+    spin_until = time.thread_time() + BUSY_WINDOW_SECONDS * 1.5
+    while time.thread_time() < spin_until:  # the loop's thread on the CPU the whole window
+        pass
+    assert worker.claimable() == SATURATED_IN_FLIGHT
+    await asyncio.sleep(BUSY_WINDOW_SECONDS * 1.5)
+    assert worker.claimable() == 8

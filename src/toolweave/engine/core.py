@@ -118,6 +118,9 @@ class Outcome:
     platform_run_id: str | None
     update: RunUpdate | None
     requested_at: float
+    """When the service was called."""
+    answered_at: float
+    """When it answered: a generation finished by its submit ends here, not when it is recorded."""
     poll_after: float | None
 
 
@@ -592,30 +595,20 @@ class Engine:
         lock them in the same order and cannot deadlock (PostgreSQL)."""
         results: list[tuple[list[DispatchWork], bool]] = [([], False)] * len(outcomes)
         for index in sorted(range(len(outcomes)), key=lambda i: outcomes[i].work.run_id):
-            o = outcomes[index]
-            results[index] = self.record_submission_tx(
-                tx, o.work, o.platform_run_id, o.update, o.requested_at, o.poll_after, now, lease
-            )
+            results[index] = self._record_submission(tx, outcomes[index], now, lease)
         return results
 
-    def record_submission_tx(
-        self,
-        tx: Tx,
-        work: DispatchWork,
-        platform_run_id: str | None,
-        update: RunUpdate | None,
-        requested_at: float,
-        poll_after: float | None,
-        now: float,
-        lease: Lease | None,
+    def _record_submission(
+        self, tx: Tx, outcome: Outcome, now: float, lease: Lease | None
     ) -> tuple[list[DispatchWork], bool]:
         """Record what ``submit`` returned. Returns (dispatches, cancel_needed): the latter when the
         generation was stopped while the call was under way and the backend run must be cancelled."""
+        work, update, platform_run_id = outcome.work, outcome.update, outcome.platform_run_id
         if update is not None and update.status.terminal:
             ctx = _Ctx(now, lease, spare_task=work.task_id)
             self._apply_update(
-                tx, work.run_id, work.generation_id, update, ctx,
-                requested_at=requested_at, platform_run_id=platform_run_id, clear_polls=False,
+                tx, work.run_id, work.generation_id, update, ctx, requested_at=outcome.requested_at,
+                answered_at=outcome.answered_at, platform_run_id=platform_run_id, clear_polls=False,
             )
             if ctx.spare_task is not None:
                 tasks_q.finish(tx, ctx.spare_task)
@@ -624,7 +617,7 @@ class Engine:
         tasks_q.finish(tx, work.task_id)
         row = gens_q.set_status(
             tx, work.generation_id, GenerationStatus.PROCESSING, platform_specific_run_id=platform_run_id,
-            request_timestamp=requested_at, progress=update.progress if update else None,
+            request_timestamp=outcome.requested_at, progress=update.progress if update else None,
         )
         if row is None:  # terminal already: stopped by us, or finished by the backend's own report
             gen = gens_q.get(tx, work.generation_id)
@@ -639,7 +632,7 @@ class Engine:
             return [], stopped and platform_run_id is not None
         tasks_q.enqueue(
             tx, TaskKind.POLL, run_id=work.run_id, ref_id=work.generation_id, now=now,
-            at=now + (poll_after if poll_after is not None else DEFAULT_POLL_SECONDS),
+            at=now + (outcome.poll_after if outcome.poll_after is not None else DEFAULT_POLL_SECONDS),
         )
         events_q.append(tx, work.run_id, "step.submitted", now, step_id=work.step_id,
                         generationId=work.generation_id, platformRunId=platform_run_id)
@@ -667,6 +660,7 @@ class Engine:
         ctx: _Ctx,
         *,
         requested_at: float | None = None,
+        answered_at: float | None = None,
         platform_run_id: str | None = None,
         clear_polls: bool = True,
     ) -> bool:
@@ -695,6 +689,7 @@ class Engine:
             raw=update.raw,
             progress=1.0 if completed else None,
             requested_at=requested_at,
+            answered_at=answered_at,
             platform_run_id=platform_run_id,
         )
         if row is None:

@@ -31,6 +31,11 @@ log = logging.getLogger("toolweave.worker")
 MAX_POLL_INTERVAL = 30.0
 CAPACITY_RETRY_SECONDS = 0.5
 """How soon a dispatch that found its service's concurrency limit reached is tried again."""
+SATURATED_IN_FLIGHT = 2
+"""Tasks kept in hand while the event loop is the bottleneck: one being recorded, one in its call."""
+SATURATED_BUSY = 0.9
+"""The share of wall time the event loop's thread spends on the CPU above which it is the bottleneck."""
+BUSY_WINDOW_SECONDS = 0.1
 LOST = "lost"
 """The ServiceError code of a poll whose backend no longer knows the run (e.g. ComfyUI restarted)."""
 
@@ -68,6 +73,8 @@ class Worker:
         self._flush_scheduled = False
         self._flushes: set[asyncio.Task[None]] = set()
         self.handled = 0
+        self._busy = 0.0
+        self._busy_sample = (time.monotonic(), time.thread_time())
 
     # --- life cycle ----------------------------------------------------------------------------
 
@@ -79,19 +86,40 @@ class Worker:
     def free(self) -> int:
         return self.slots - len(self._inflight) - self._reserved
 
+    def claimable(self) -> int:
+        """How many queued tasks to claim now: as many as there are free slots, unless the event
+        loop's own thread is the bottleneck (in-process tools, SQLite transactions inline). Then
+        more tasks would only wait in line for the loop, stretching every step's latency while
+        another worker might have started them at once; so only ``SATURATED_IN_FLIGHT`` are kept
+        in hand. Successors of runs already in hand are not held back (see ``_lease``)."""
+        free = self.free
+        if free <= 0 or self._loop_busy() < SATURATED_BUSY:
+            return max(0, free)
+        return max(0, min(free, SATURATED_IN_FLIGHT - len(self._inflight) - self._reserved))
+
+    def _loop_busy(self) -> float:
+        """The loop thread's CPU time over wall time, in windows of ``BUSY_WINDOW_SECONDS``."""
+        at, cpu = self._busy_sample
+        now = time.monotonic()
+        if now - at >= BUSY_WINDOW_SECONDS:
+            spent = time.thread_time()
+            self._busy = (spent - cpu) / (now - at)
+            self._busy_sample = (now, spent)
+        return self._busy
+
     async def run(self) -> None:
         heartbeat = asyncio.create_task(self._heartbeat(), name="toolweave-heartbeat")
         try:
             while not self._stopping.is_set():
-                free = self.free
+                want = self.claimable()
                 next_due: float | None = None
-                if free > 0:
-                    items, next_due = await self.store.tx(self.engine.claim_tx, self.worker_id, free, time.time())
+                if want > 0:
+                    items, next_due = await self.store.tx(self.engine.claim_tx, self.worker_id, want, time.time())
                     for task, work in items:
                         self._spawn(self._handle(task, work))
-                    if len(items) == free:
+                    if len(items) == want:
                         continue
-                await self._wait(next_due)
+                await self._wait(next_due, held_back=want < self.free)
             if self._inflight:
                 await asyncio.gather(*self._inflight, return_exceptions=True)
         finally:
@@ -116,11 +144,11 @@ class Worker:
                     return
                 await asyncio.sleep(max(0.0, min(next_due - time.time(), 0.5)))
 
-    async def _wait(self, next_due: float | None) -> None:
+    async def _wait(self, next_due: float | None, *, held_back: bool = False) -> None:
         timeout = self.idle_poll_seconds
         if next_due is not None:
             timeout = max(0.0, min(timeout, next_due - time.time()))
-        if self.free <= 0:
+        if self.free <= 0 or held_back:
             self._slot_freed.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._slot_freed.wait(), timeout)
@@ -218,7 +246,7 @@ class Worker:
             except Exception as exc:  # a bug in an adapter must not kill the worker
                 log.exception("service %s failed on submit", work.tool.service)
                 update = _failed(f"{type(exc).__name__}: {exc}", retryable=False)
-        result = await self._record(Outcome(work, platform_id, update, requested_at, poll_after))
+        result = await self._record(Outcome(work, platform_id, update, requested_at, time.time(), poll_after))
         await self._run_dispatches(result)
 
     async def _take_capacity(self, service: Service, work: DispatchWork) -> bool:

@@ -51,10 +51,10 @@ def set_status(tx: Tx, generation_id: str, status: GenerationStatus, **values: A
 
 _FINISH = (
     "UPDATE generations SET status = :status, outputs = :outputs, error = :error, response_payload = :raw, "
-    "response_timestamp = :now, progress = COALESCE(:progress, progress), "
+    "response_timestamp = :answered, progress = COALESCE(:progress, progress), "
     "request_timestamp = COALESCE(:requested, request_timestamp), "
     "platform_specific_run_id = COALESCE(:platform_id, platform_specific_run_id), "
-    "duration_ms = CAST((:now - COALESCE(:requested, request_timestamp, created_at)) * 1000 AS INTEGER) "
+    "duration_ms = CAST((:answered - COALESCE(:requested, request_timestamp, created_at)) * 1000 AS INTEGER) "
     "WHERE generation_id = :id AND status IN ('pending', 'processing') "
     "RETURNING generation_id, run_id, step_id, tool_id, master_account_id, duration_ms"
 )
@@ -71,15 +71,19 @@ def finish(
     raw: Any = None,
     progress: float | None = None,
     requested_at: float | None = None,
+    answered_at: float | None = None,
     platform_run_id: str | None = None,
 ) -> Row | None:
-    """Move a generation to a terminal status (compare-and-set); None when it was already terminal."""
+    """Move a generation to a terminal status (compare-and-set); None when it was already terminal.
+    Its response timestamp (and so its duration) is ``answered_at`` when the service's answer came
+    before this transaction, else ``now``."""
     assert status.terminal
     return tx.one(
         _FINISH,
         {
-            "status": status.value, "outputs": outputs, "error": error, "raw": raw, "now": now, "progress": progress,
-            "requested": requested_at, "platform_id": platform_run_id, "id": generation_id,
+            "status": status.value, "outputs": outputs, "error": error, "raw": raw, "progress": progress,
+            "answered": answered_at if answered_at is not None else now, "requested": requested_at,
+            "platform_id": platform_run_id, "id": generation_id,
         },
     )
 
