@@ -13,6 +13,7 @@ round trip through the queue.
 from __future__ import annotations
 
 import hmac
+import itertools
 import logging
 import time
 from collections.abc import Mapping
@@ -147,8 +148,8 @@ class _Ctx:
     now: float
     lease: Lease | None
     dispatches: list[DispatchWork] = field(default_factory=list)
-    spare_task: int | None = None
-    """A finished task of the caller's that a new dispatch may take over (an UPDATE instead of a
+    spare_tasks: list[int] = field(default_factory=list)
+    """Finished tasks of the caller's that new dispatches may take over (an UPDATE instead of a
     DELETE and an INSERT); whatever is left spare is deleted at the end."""
 
     def can_lease(self) -> bool:
@@ -498,12 +499,11 @@ class Engine:
         )
         lease = ctx.lease if ctx.can_lease() else None
         # queued work is ordered by its run's age: steps of runs under way go before new runs
-        if lease is not None and ctx.spare_task is not None:
+        if lease is not None and ctx.spare_tasks:
             task = tasks_q.reuse(
-                tx, ctx.spare_task, TaskKind.DISPATCH, run_id=run.run_id, ref_id=gen_id, priority=run.priority,
+                tx, ctx.spare_tasks.pop(), TaskKind.DISPATCH, run_id=run.run_id, ref_id=gen_id, priority=run.priority,
                 lease_owner=lease.owner, expires=now + lease.seconds,
             )
-            ctx.spare_task = None
         else:
             task = tasks_q.enqueue(
                 tx, TaskKind.DISPATCH, run_id=run.run_id, ref_id=gen_id, now=now, at=min(now, run.created_at),
@@ -591,29 +591,51 @@ class Engine:
         """Record several submissions in one transaction (group commit). If one of them fails, the
         whole transaction rolls back and the worker records them one at a time.
 
-        They are recorded in the order of their runs' ids, so two batches that touch the same runs
-        lock them in the same order and cannot deadlock (PostgreSQL)."""
+        They are recorded run by run in the order of the runs' ids, so two batches that touch the
+        same runs lock them in the same order and cannot deadlock (PostgreSQL). Steps of one run
+        that finished together (the branches of a fan-out) are recorded with one lock of the run
+        and one pass of the planner; the successors they start go back with the first of them."""
         results: list[tuple[list[DispatchWork], bool]] = [([], False)] * len(outcomes)
-        for index in sorted(range(len(outcomes)), key=lambda i: outcomes[i].work.run_id):
-            results[index] = self._record_submission(tx, outcomes[index], now, lease)
+        order = sorted(range(len(outcomes)), key=lambda i: outcomes[i].work.run_id)
+        for run_id, group in itertools.groupby(order, key=lambda i: outcomes[i].work.run_id):
+            finished: list[int] = []
+            for index in group:
+                update = outcomes[index].update
+                if update is not None and update.status.terminal:
+                    finished.append(index)
+                else:
+                    results[index] = self._record_submitted(tx, outcomes[index], now)
+            if finished:
+                results[finished[0]] = (self._record_finished(tx, run_id, [outcomes[i] for i in finished], now, lease), False)
         return results
 
-    def _record_submission(
-        self, tx: Tx, outcome: Outcome, now: float, lease: Lease | None
-    ) -> tuple[list[DispatchWork], bool]:
-        """Record what ``submit`` returned. Returns (dispatches, cancel_needed): the latter when the
-        generation was stopped while the call was under way and the backend run must be cancelled."""
+    def _record_finished(
+        self, tx: Tx, run_id: str, outcomes: list[Outcome], now: float, lease: Lease | None
+    ) -> list[DispatchWork]:
+        """Generations of one run that their ``submit`` finished: each one's compare-and-set, then
+        the planner once; their dispatch tasks are handed on to the successors or deleted."""
+        ctx = _Ctx(now, lease, spare_tasks=[o.work.task_id for o in outcomes])
+        run = runs_q.get(tx, run_id, lock=True)  # every transaction locks the run before its parts
+        if run is not None:
+            applied = [
+                self._finish_generation(
+                    tx, run, o.work.generation_id, o.update, ctx, requested_at=o.requested_at,
+                    answered_at=o.answered_at, platform_run_id=o.platform_run_id, clear_polls=False,
+                )
+                for o in outcomes
+                if o.update is not None
+            ]
+            if any(applied):
+                self._advance(tx, run_id, ctx, run=run)
+        tasks_q.finish_many(tx, ctx.spare_tasks)
+        return ctx.dispatches
+
+    def _record_submitted(self, tx: Tx, outcome: Outcome, now: float) -> tuple[list[DispatchWork], bool]:
+        """Record an asynchronous backend's acceptance (its platform run id): the generation is
+        processing and a poll task follows it. Returns (dispatches, cancel_needed): the latter when
+        the generation was stopped while the call was under way and the backend run must be
+        cancelled."""
         work, update, platform_run_id = outcome.work, outcome.update, outcome.platform_run_id
-        if update is not None and update.status.terminal:
-            ctx = _Ctx(now, lease, spare_task=work.task_id)
-            self._apply_update(
-                tx, work.run_id, work.generation_id, update, ctx, requested_at=outcome.requested_at,
-                answered_at=outcome.answered_at, platform_run_id=platform_run_id, clear_polls=False,
-            )
-            if ctx.spare_task is not None:
-                tasks_q.finish(tx, ctx.spare_task)
-            return ctx.dispatches, False
-        ctx = _Ctx(now, lease)
         tasks_q.finish(tx, work.task_id)
         row = gens_q.set_status(
             tx, work.generation_id, GenerationStatus.PROCESSING, platform_specific_run_id=platform_run_id,
@@ -636,7 +658,7 @@ class Engine:
         )
         events_q.append(tx, work.run_id, "step.submitted", now, step_id=work.step_id,
                         generationId=work.generation_id, platformRunId=platform_run_id)
-        return ctx.dispatches, False
+        return [], False
 
     def apply_update_tx(
         self, tx: Tx, run_id: str, generation_id: str, update: RunUpdate, now: float, lease: Lease | None = None,
@@ -651,10 +673,35 @@ class Engine:
         applied = self._apply_update(tx, run_id, generation_id, update, ctx)
         return ctx.dispatches, applied
 
-    def _apply_update(
+    def _apply_update(self, tx: Tx, run_id: str, gid: str, update: RunUpdate, ctx: _Ctx) -> bool:
+        run = runs_q.get(tx, run_id, lock=True)  # every transaction locks the run before its parts
+        if run is None:
+            return False
+        if not update.status.terminal:
+            return self._record_progress(tx, run_id, gid, update, ctx.now)
+        if not self._finish_generation(tx, run, gid, update, ctx):
+            return False
+        self._advance(tx, run_id, ctx, run=run)
+        return True
+
+    def _record_progress(self, tx: Tx, run_id: str, gid: str, update: RunUpdate, now: float) -> bool:
+        gen = gens_q.get(tx, gid)
+        if gen is None or GenerationStatus(gen.status).terminal:
+            return False
+        if update.progress == gen.progress and update.live_status == gen.live_status:
+            return False
+        if update.progress is not None and gen.progress is not None and update.progress < gen.progress:
+            return False  # an older update arriving late (reordered webhooks): progress only goes forward
+        gens_q.set_status(tx, gid, GenerationStatus.PROCESSING, progress=update.progress, live_status=update.live_status)
+        runs_q.update_step(tx, run_id, gen.step_id, (StepStatus.RUNNING,), progress=update.progress)
+        events_q.append(tx, run_id, "step.progress", now, step_id=gen.step_id, progress=update.progress,
+                        liveStatus=update.live_status)
+        return True
+
+    def _finish_generation(
         self,
         tx: Tx,
-        run_id: str,
+        run: Any,
         gid: str,
         update: RunUpdate,
         ctx: _Ctx,
@@ -664,23 +711,10 @@ class Engine:
         platform_run_id: str | None = None,
         clear_polls: bool = True,
     ) -> bool:
+        """A terminal update's compare-and-set of the generation, its cost and its artifacts; the
+        caller holds the run's lock and advances the run. False when it was terminal already."""
         now = ctx.now
-        run = runs_q.get(tx, run_id, lock=True)  # every transaction locks the run before its parts
-        if run is None:
-            return False
-        if not update.status.terminal:
-            gen = gens_q.get(tx, gid)
-            if gen is None or GenerationStatus(gen.status).terminal:
-                return False
-            if update.progress == gen.progress and update.live_status == gen.live_status:
-                return False
-            if update.progress is not None and gen.progress is not None and update.progress < gen.progress:
-                return False  # an older update arriving late (reordered webhooks): progress only goes forward
-            gens_q.set_status(tx, gid, GenerationStatus.PROCESSING, progress=update.progress, live_status=update.live_status)
-            runs_q.update_step(tx, run_id, gen.step_id, (StepStatus.RUNNING,), progress=update.progress)
-            events_q.append(tx, run_id, "step.progress", now, step_id=gen.step_id, progress=update.progress,
-                            liveStatus=update.live_status)
-            return True
+        run_id = run.run_id
         completed = update.status is GenerationStatus.COMPLETED
         row = gens_q.finish(
             tx, gid, update.status, now,
@@ -707,7 +741,6 @@ class Engine:
             runs_q.add_cost(tx, run_id, cost, now)
         for value in _artifact_values(update.outputs):
             accounts_q.own_artifact(tx, row.master_account_id, value, run_id, now)
-        self._advance(tx, run_id, ctx, run=run)
         return True
 
     def reschedule_poll_tx(

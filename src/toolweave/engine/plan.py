@@ -33,9 +33,10 @@ from toolweave.model.status import GenerationStatus, RunStatus, StepStatus
 # --- state -----------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class StepView:
-    """One step run as the planner sees it."""
+    """One step run as the planner sees it (read-only; not frozen because a frozen dataclass
+    costs five times as much to build, and the engine builds one per step per transition)."""
 
     step_id: str
     status: StepStatus = StepStatus.PENDING

@@ -113,6 +113,14 @@ def finish(tx: Tx, task_id: int) -> None:
     tx.q("DELETE FROM tasks WHERE task_id = :id", {"id": task_id})
 
 
+def finish_many(tx: Tx, task_ids: list[int]) -> None:
+    if len(task_ids) == 1:
+        finish(tx, task_ids[0])
+    elif task_ids:
+        names = {f"t{i}": task_id for i, task_id in enumerate(task_ids)}
+        tx.q(f"DELETE FROM tasks WHERE task_id IN ({', '.join(':' + n for n in names)})", names)
+
+
 def reschedule(tx: Tx, task_id: int, at: float) -> None:
     """Put a leased task back in the queue, due at ``at`` (a poll that found the run still busy)."""
     tx.q("UPDATE tasks SET lease_owner = NULL, available_at = :at WHERE task_id = :id", {"at": at, "id": task_id})
