@@ -207,6 +207,10 @@ def generation_cost(
     return Decimal(0)
 
 
+_STEP_STATUS = {s.value: s for s in StepStatus}
+_GENERATION_STATUS = {s.value: s for s in GenerationStatus}
+
+
 def _work_status_of_child(status: str) -> GenerationStatus | None:
     return {
         RunStatus.COMPLETED.value: GenerationStatus.COMPLETED,
@@ -328,35 +332,27 @@ class Engine:
         if run is None:
             return None
         job, order = self._job(tx, run.definition_sha)
-        step_rows = {r.step_id: r for r in runs_q.steps_with_work(tx, run_id)}
+        step_rows = {r["step_id"]: r for r in runs_q.steps_with_work(tx, run_id)}
         views: dict[str, plan.StepView] = {}
         for sid, row in step_rows.items():
+            status = _STEP_STATUS[row["status"]]
             work_status = work_outputs = work_error = None
-            if row.status == StepStatus.RUNNING.value:
-                if row.child_run_id:
-                    child = runs_q.get(tx, row.child_run_id)
+            if status is StepStatus.RUNNING:
+                if row["child_run_id"]:
+                    child = runs_q.get(tx, row["child_run_id"])
                     if child is not None:
                         work_status = _work_status_of_child(child.status)
                         work_outputs = child.final_outputs
                         work_error = child.error
-                elif row.work_status is not None:
-                    work_status = GenerationStatus(row.work_status)
-                    work_outputs = row.work_outputs
-                    work_error = row.work_error
+                elif row["work_status"] is not None:
+                    work_status = _GENERATION_STATUS[row["work_status"]]
+                    work_outputs = row["work_outputs"]
+                    work_error = row["work_error"]
             views[sid] = plan.StepView(
-                step_id=sid,
-                status=StepStatus(row.status),
-                attempt=row.attempt,
-                tool_id=row.tool_id,
-                using_fallback=row.using_fallback,
-                outputs=row.outputs,
-                skipped_by_error=row.skipped_by_error,
-                reason=row.reason,
-                next_attempt_at=row.next_attempt_at,
-                started_at=row.started_at,
-                work_status=work_status,
-                work_outputs=work_outputs,
-                work_error=work_error,
+                step_id=sid, status=status, attempt=row["attempt"], tool_id=row["tool_id"],
+                using_fallback=row["using_fallback"], outputs=row["outputs"], skipped_by_error=row["skipped_by_error"],
+                reason=row["reason"], next_attempt_at=row["next_attempt_at"], started_at=row["started_at"],
+                work_status=work_status, work_outputs=work_outputs, work_error=work_error,
             )
         tools = {tid: self._tool(tx, sha) for tid, sha in run.tool_shas.items() if not tid.startswith("job:")}
         view = plan.RunView(

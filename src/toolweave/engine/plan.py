@@ -419,8 +419,9 @@ class _Planner:
             self.cancel_rest("the run passed its deadline")
             self.actions.append(FinishRun(RunStatus.FAILED, {}, _error("the run passed its deadline", code="deadline")))
             return self.actions
+        steps = {s.step_id: s for s in self.job.steps}
         for sid in run.order or topological_order(self.job):
-            step = self.job.step(sid)
+            step = steps.get(sid)
             if step is None:
                 continue
             self.visit(step)

@@ -101,8 +101,8 @@ class Tx:
         cur = self.q(sql, params)
         if cur.description is None:
             return []
-        names = tuple(d[0] for d in cur.description)
-        return [_decode(names, r) for r in cur.fetchall()]
+        names, decoders = _row_plan(sql, cur.description)
+        return [_decode(names, decoders, r) for r in cur.fetchall()]
 
     def one(self, sql: str, params: Mapping[str, Any] | None = None) -> Row | None:
         cur = self.q(sql, params)
@@ -114,7 +114,8 @@ class Tx:
         rest = cur.fetchall()
         if rest:
             raise RuntimeError("one() found more than one row")
-        return _decode(tuple(d[0] for d in cur.description), r)
+        names, decoders = _row_plan(sql, cur.description)
+        return _decode(names, decoders, r)
 
     def rowcount(self, sql: str, params: Mapping[str, Any] | None = None) -> int:
         count: int = self.q(sql, params).rowcount
@@ -172,26 +173,37 @@ def _encode(params: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v if type(v) in _PLAIN else _encode_value(v) for k, v in params.items()}
 
 
-@functools.lru_cache(maxsize=256)
-def _decoders(names: tuple[str, ...]) -> tuple[tuple[str, Callable[[Any], Any]], ...]:
-    plan: list[tuple[str, Callable[[Any], Any]]] = []
+_Decoders = tuple[tuple[str, Callable[[Any], Any]], ...]
+_ROW_PLANS: dict[str, tuple[tuple[str, ...], _Decoders]] = {}
+"""Column names and decoders by statement: the same SQL gives the same columns (the cache is
+emptied when the schema is upgraded)."""
+
+
+def _row_plan(sql: str, description: Sequence[Any]) -> tuple[tuple[str, ...], _Decoders]:
+    found = _ROW_PLANS.get(sql)
+    if found is not None and len(found[0]) == len(description):
+        return found
+    names = tuple(d[0] for d in description)
+    decoders: list[tuple[str, Callable[[Any], Any]]] = []
     for name in names:
         if name in JSON_COLUMNS:
-            plan.append((name, _json_value))
+            decoders.append((name, _json_value))
         elif name in BOOL_COLUMNS:
-            plan.append((name, bool))
+            decoders.append((name, bool))
         elif name in DECIMAL_COLUMNS:
-            plan.append((name, Decimal))
-    return tuple(plan)
+            decoders.append((name, Decimal))
+    if len(_ROW_PLANS) < 1024:  # dynamic statements (IN lists) stay few
+        _ROW_PLANS[sql] = (names, tuple(decoders))
+    return names, tuple(decoders)
 
 
 def _json_value(value: Any) -> Any:
     return loads(value) if isinstance(value, str) else value
 
 
-def _decode(names: tuple[str, ...], values: Any) -> Row:
+def _decode(names: tuple[str, ...], decoders: _Decoders, values: Any) -> Row:
     row = Row(zip(names, values, strict=True))
-    for name, decoder in _decoders(names):
+    for name, decoder in decoders:
         value = row[name]
         if value is not None:
             row[name] = decoder(value)
@@ -361,6 +373,7 @@ class Store:
         from toolweave.store.migrate import upgrade
 
         upgrade(self.engine)
+        _ROW_PLANS.clear()
 
     def close(self) -> None:
         if self._held is not None:
