@@ -133,7 +133,7 @@ class Worker:
         """Work until no task is due or in flight (tests and the one-shot CLI)."""
         deadline = time.time() + timeout
         while time.time() < deadline:
-            items, next_due = await self.store.tx(self.engine.claim_tx, self.worker_id, self.free, time.time())
+            items, next_due = await self.store.tx(self.engine.claim_tx, self.worker_id, self.claimable(), time.time())
             for task, work in items:
                 self._spawn(self._handle(task, work))
             if self._inflight:

@@ -10,9 +10,12 @@ from toolweave.store.db import Row, Tx
 
 
 def insert(tx: Tx, **values: Any) -> None:
-    columns = ", ".join(values)
-    params = ", ".join(f":{k}" for k in values)
-    tx.q(f"INSERT INTO generations ({columns}) VALUES ({params})", values)
+    tx.q(_insert_sql(tuple(values)), values)
+
+
+@functools.lru_cache(maxsize=16)
+def _insert_sql(columns: tuple[str, ...]) -> str:
+    return f"INSERT INTO generations ({', '.join(columns)}) VALUES ({', '.join(':' + c for c in columns)})"
 
 
 def get(tx: Tx, generation_id: str) -> Row | None:
