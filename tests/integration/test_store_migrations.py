@@ -18,7 +18,7 @@ def test_sqlite_store_is_created_at_the_newest_revision(tmp_path: Path) -> None:
     store = Store(f"sqlite:///{tmp_path / 'new.db'}")
     store.upgrade()
     store.upgrade()  # a second time is a no-op
-    assert current(store.engine) == "0002"
+    assert current(store.engine) == "0003"
     store.close()
 
 
@@ -46,9 +46,54 @@ def test_concurrent_upgrades_of_one_postgres_database_do_not_collide() -> None:
         for thread in threads:
             thread.join(60)
         assert errors == []
-        assert current(stores[0].engine) == "0002"
+        assert current(stores[0].engine) == "0003"
     finally:
         for store in stores:
             store.close()
         with psycopg.connect(admin_url(), autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def test_migration_0003_goes_down_and_up_again(tmp_path: Path) -> None:
+    from alembic import command
+
+    from toolweave.store.migrate import config, upgrade
+
+    store = Store(f"sqlite:///{tmp_path / 'mig.db'}")
+    upgrade(store.engine, "0002")
+    assert "ix_tasks_due" not in _indexes(store)
+    store.upgrade()
+    assert {"ix_tasks_due", "ix_generations_capacity"} <= _indexes(store)
+    assert "ix_generations_platform" not in _indexes(store)
+    command.downgrade(config(store.engine), "0002")
+    assert current(store.engine) == "0002"
+    assert "ix_generations_platform" in _indexes(store)
+    store.upgrade()
+    assert current(store.engine) == "0003"
+    store.close()
+
+
+def test_a_claim_reads_the_queue_in_order_and_stops_at_its_limit(tmp_path: Path) -> None:
+    """The claim walks ix_tasks_due in the order it takes tasks, so its cost does not grow with the
+    backlog (no sort of every due task); the capacity count reads its partial index."""
+    from toolweave.store import tasks as tasks_q
+
+    store = Store(f"sqlite:///{tmp_path / 'plan.db'}")
+    store.upgrade()
+
+    def plan(tx: object, sql: str, params: dict[str, object]) -> str:
+        return " | ".join(str(r[3]) for r in tx.q("EXPLAIN QUERY PLAN " + sql, params).fetchall())  # type: ignore[attr-defined]
+
+    claim = store.run_sync(plan, tasks_q._CLAIM, {"owner": "w", "expires": 1.0, "now": 1.0, "limit": 2})
+    assert "ix_tasks_due" in claim and "TEMP B-TREE" not in claim, claim
+    count = store.run_sync(
+        plan, "SELECT COUNT(*) AS n FROM generations WHERE capacity_key = :key AND status IN ('pending', 'processing')",
+        {"key": "comfyui:a"},
+    )
+    assert "ix_generations_capacity" in count, count
+    store.close()
+
+
+def _indexes(store: Store) -> set[str]:
+    rows = store.read_sync(lambda tx: tx.all("SELECT name FROM sqlite_master WHERE type = 'index'"))
+    return {r.name for r in rows}

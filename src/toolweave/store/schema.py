@@ -185,8 +185,11 @@ generations = sa.Table(
 """``capacity_key``: the concurrency slot (e.g. ``comfyui:<server>``) a generation took before it was
 submitted; pending and processing generations with a key are what a service's ``capacity`` limit counts."""
 sa.Index("ix_generations_run", generations.c.run_id)
-sa.Index("ix_generations_capacity", generations.c.capacity_key, generations.c.status)
-sa.Index("ix_generations_platform", generations.c.service_name, generations.c.platform_specific_run_id)
+# partial: in-process tools have no capacity key (migration 0003)
+sa.Index(
+    "ix_generations_capacity", generations.c.capacity_key, generations.c.status,
+    sqlite_where=generations.c.capacity_key.isnot(None), postgresql_where=generations.c.capacity_key.isnot(None),
+)
 
 tasks = sa.Table(
     "tasks",
@@ -206,6 +209,8 @@ tasks = sa.Table(
 is due; for a leased one it is when its lease expires (heartbeats push it forward), so an expired
 lease is simply claimable again, with the attempt counted. Finished tasks are deleted."""
 sa.Index("ix_tasks_available", tasks.c.available_at, tasks.c.priority)
+sa.Index("ix_tasks_due", tasks.c.priority.desc(), tasks.c.available_at)
+"""The order claims take tasks in: a claim stops at its limit however long the queue is."""
 sa.Index("ix_tasks_ref", tasks.c.kind, tasks.c.ref_id)
 
 events = sa.Table(
