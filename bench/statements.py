@@ -1,0 +1,124 @@
+"""Where a worker's database time goes: every SQL statement per job, with its count and time.
+
+    python bench/statements.py --n 1000 --variant chain
+    python bench/statements.py --n 1000 --variant fanout --wal
+
+Submits N runs of a ``bench/engine.py`` job to a fresh SQLite store, then works them in this
+process (``Worker.run_until_idle``, 8 slots) with a timer around each statement the worker's
+transactions execute. ``--wal`` also reports the transactions and the WAL pages written per job
+(SQLite's automatic checkpoints off for the measurement). The times include what else the machine
+is doing; the counts do not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import glob
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from engine import make_app
+
+from toolweave.store import db
+
+WAL_FRAME = 4096 + 24
+
+
+class _TimedCursor:
+    def __init__(self, cursor: Any, totals: collections.Counter[str], counts: collections.Counter[str]) -> None:
+        self._cursor, self._totals, self._counts = cursor, totals, counts
+
+    def execute(self, sql: str, params: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            return self._cursor.execute(sql, params)
+        finally:
+            self._note(sql, started)
+
+    def executemany(self, sql: str, rows: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            return self._cursor.executemany(sql, rows)
+        finally:
+            self._note("(many) " + sql, started)
+
+    def _note(self, sql: str, started: float) -> None:
+        key = " ".join(sql.split())[:90]
+        self._totals[key] += time.perf_counter() - started
+        self._counts[key] += 1
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._cursor, name)
+
+
+async def work(variant: str, n: int, wal: bool) -> None:
+    home = Path(tempfile.mkdtemp(prefix="toolweave-statements-"))
+    os.environ.setdefault("TOOLWEAVE_TEST_STATE", str(home / "state"))
+    if wal:
+        plain_connect = db._sqlite_connect
+
+        def connect(conn: Any, record: Any) -> None:
+            plain_connect(conn, record)
+            conn.execute("PRAGMA wal_autocheckpoint=0")
+
+        db._sqlite_connect = connect
+    app = make_app(home, None)
+    for i in range(n):
+        await app.submit(f"bench_{variant}", {"value": i}, account_id="bench")
+    wal_file = next(iter(glob.glob(str(home / "**" / "*-wal"), recursive=True)), None)
+    wal_before = _size(wal_file)
+
+    totals: collections.Counter[str] = collections.Counter()
+    counts: collections.Counter[str] = collections.Counter()
+    transactions = 0
+    plain_init, plain_run_on = db.Tx.__init__, db.Store._run_on
+
+    def init(tx: db.Tx, cursor: Any, dialect: str) -> None:
+        plain_init(tx, _TimedCursor(cursor, totals, counts), dialect)
+
+    def run_on(store: db.Store, *args: Any) -> Any:
+        nonlocal transactions
+        transactions += 1
+        return plain_run_on(store, *args)
+
+    db.Tx.__init__ = init  # type: ignore[method-assign]
+    db.Store._run_on = run_on  # type: ignore[method-assign]
+    try:
+        started = time.perf_counter()
+        await app.make_worker(8).run_until_idle(600)
+        elapsed = time.perf_counter() - started
+    finally:
+        db.Tx.__init__ = plain_init  # type: ignore[method-assign]
+        db.Store._run_on = plain_run_on  # type: ignore[method-assign]
+    print(f"{variant}: {n} runs, {elapsed * 1000 / n:.2f} ms per job in this process, "
+          f"{sum(totals.values()) * 1e6 / n:.0f} µs of it in {sum(counts.values()) / n:.1f} statements")
+    if wal and wal_file:
+        pages = (_size(wal_file) - wal_before) / WAL_FRAME
+        print(f"{transactions / n:.2f} transactions and {pages / n:.1f} WAL pages per job")
+    for key, total in totals.most_common():
+        print(f"{total * 1e6 / n:8.1f} µs/job {counts[key] / n:6.2f}/job {total * 1e6 / counts[key]:7.1f} µs each  {key}")
+    await app.aclose()
+
+
+def _size(path: str | None) -> int:
+    return os.path.getsize(path) if path else 0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n", type=int, default=1000)
+    parser.add_argument("--variant", choices=["chain", "fanout"], default="chain")
+    parser.add_argument("--wal", action="store_true", help="also count transactions and WAL pages")
+    args = parser.parse_args()
+    asyncio.run(work(args.variant, args.n, args.wal))
+
+
+if __name__ == "__main__":
+    main()
