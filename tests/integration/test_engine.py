@@ -531,3 +531,38 @@ async def test_a_worker_whose_loop_is_the_bottleneck_leaves_queued_work_to_other
     assert worker.claimable() == SATURATED_IN_FLIGHT
     await asyncio.sleep(BUSY_WINDOW_SECONDS * 1.5)
     assert worker.claimable() == 8
+
+
+async def test_recording_a_finished_run_claims_the_next_task_in_the_same_transaction(app: App) -> None:
+    """A batch that ends runs frees their slots; the same transaction claims queued work into them,
+    up to the room the worker gives it (its claim rule)."""
+    from toolweave.engine.core import Outcome
+    from toolweave.model.records import RunUpdate
+    from toolweave.model.status import GenerationStatus
+
+    register(app, chain("one", steps=1))
+    first = await app.submit("one", {"value": 1}, account_id="acme")
+    await app.submit("one", {"value": 2}, account_id="acme")
+    await app.submit("one", {"value": 3}, account_id="acme")
+    engine = app.engine
+    items, _ = await app.store.tx(engine.claim_tx, "w", 1, time.time())
+    ((_task, work),) = items
+    assert work.run_id == first
+    done = RunUpdate(status=GenerationStatus.COMPLETED, progress=1.0, outputs={"value": 2})
+
+    def outcome(w: Any) -> Outcome:
+        return Outcome(w, None, done, time.time(), time.time(), None)
+
+    results, claimed = await app.store.tx(engine.record_and_claim_tx, [outcome(work)], time.time(), None, "w", 1)
+    assert results == [([], False)]  # the run ended: no successor, its slot is free
+    assert len(claimed) == 1 and claimed[0][1].run_id != first
+    leased = await app.store.read(
+        lambda tx: tx.one("SELECT lease_owner FROM tasks WHERE task_id = :id", {"id": claimed[0][0].task_id})
+    )
+    assert leased.lease_owner == "w"
+    # no room (the worker holds what its rule allows): nothing is claimed
+    _, none = await app.store.tx(engine.record_and_claim_tx, [outcome(claimed[0][1])], time.time(), None, "w", 0)
+    assert none == []
+    queued = await app.store.read(lambda tx: tx.one("SELECT COUNT(*) AS n FROM tasks WHERE lease_owner IS NULL"))
+    assert queued.n == 1
+    assert (await app.get_run(first))["status"] == "completed"

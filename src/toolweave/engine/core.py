@@ -754,6 +754,26 @@ class Engine:
 
     def claim_tx(self, tx: Tx, owner: str, limit: int, now: float) -> tuple[list[Any], float | None]:
         """Lease due tasks and load what each needs. Returns (work items, next due time if idle)."""
+        items = self._claim(tx, owner, limit, now)
+        next_due = None
+        if len(items) < limit:
+            next_due = tasks_q.next_due(tx, now)
+        return items, next_due
+
+    def record_and_claim_tx(
+        self, tx: Tx, outcomes: list[Outcome], now: float, lease: Lease | None, owner: str | None, room: int
+    ) -> tuple[list[tuple[list[DispatchWork], bool]], list[Any]]:
+        """``record_submissions_tx``, then, in the same transaction, claim for ``owner`` queued tasks
+        into the slots the batch leaves free: a worker that finishes a run takes its next task
+        without a transaction of its own. ``room`` is how many tasks the batch and the claims may
+        hold together (the worker's claim rule); the dispatches the batch goes on with count first."""
+        results = self.record_submissions_tx(tx, outcomes, now, lease)
+        freed = sum(1 for dispatches, _ in results if not dispatches)
+        limit = min(freed, room - sum(len(dispatches) for dispatches, _ in results))
+        claimed = self._claim(tx, owner, limit, now) if owner is not None and limit > 0 else []
+        return results, claimed
+
+    def _claim(self, tx: Tx, owner: str, limit: int, now: float) -> list[Any]:
         claimed = tasks_q.claim(tx, owner, limit, now, self.lease_seconds)
         needs_generation = [t for t in claimed if t.kind in (TaskKind.DISPATCH, TaskKind.POLL, TaskKind.CANCEL)]
         found = gens_q.with_tool_shas(tx, [t.ref_id or "" for t in needs_generation])
@@ -771,10 +791,7 @@ class Engine:
                 tasks_q.finish(tx, task.task_id)
                 continue
             items.append((task, work))
-        next_due = None
-        if len(claimed) < limit:
-            next_due = tasks_q.next_due(tx, now)
-        return items, next_due
+        return items
 
     def generation_work_tx(self, tx: Tx, generation_id: str) -> DispatchWork:
         """A generation as a service sees it (for webhooks that need the service's help)."""

@@ -97,6 +97,10 @@ class Worker:
             return max(0, free)
         return max(0, min(free, SATURATED_IN_FLIGHT - len(self._inflight) - self._reserved))
 
+    def _in_hand_limit(self) -> int:
+        """How many tasks the claim rule lets this worker hold (``claimable``)."""
+        return self.slots if self._loop_busy() < SATURATED_BUSY else SATURATED_IN_FLIGHT
+
     def _loop_busy(self) -> float:
         """The loop thread's CPU time over wall time, in windows of ``BUSY_WINDOW_SECONDS``."""
         at, cpu = self._busy_sample
@@ -133,7 +137,11 @@ class Worker:
         """Work until no task is due or in flight (tests and the one-shot CLI)."""
         deadline = time.time() + timeout
         while time.time() < deadline:
-            items, next_due = await self.store.tx(self.engine.claim_tx, self.worker_id, self.claimable(), time.time())
+            want = self.claimable()
+            items: list[Any] = []
+            next_due: float | None = None
+            if want > 0 or not self._inflight:
+                items, next_due = await self.store.tx(self.engine.claim_tx, self.worker_id, want, time.time())
             for task, work in items:
                 self._spawn(self._handle(task, work))
             if self._inflight:
@@ -285,10 +293,13 @@ class Worker:
 
     async def _flush(self, batch: list[tuple[Outcome, asyncio.Future[Any]]]) -> None:
         lease, reserved = self._lease(own_slots=len(batch))
+        owner = None if self._stopping.is_set() else self.worker_id
+        # the batch's tasks are in _inflight; what others hold stays theirs
+        room = self._in_hand_limit() - (len(self._inflight) - len(batch)) - (self._reserved - reserved)
         try:
             try:
-                results = await self.store.tx(
-                    self.engine.record_submissions_tx, [item for item, _ in batch], time.time(), lease
+                results, claimed = await self.store.tx(
+                    self.engine.record_and_claim_tx, [item for item, _ in batch], time.time(), lease, owner, room
                 )
             except Exception:
                 if len(batch) == 1:
@@ -309,6 +320,8 @@ class Worker:
             return
         finally:
             self._reserved -= reserved
+        for task, work in claimed:
+            self._spawn(self._handle(task, work))
         for (_, future), result in zip(batch, results, strict=True):
             if not future.done():
                 future.set_result(result)
