@@ -3,7 +3,9 @@
 Services are called outside transactions. An asynchronous service's run is a row and a poll
 task once submitted; the slot is free again at once. ``slots`` bounds the tasks handled at the
 same time; a transaction that starts steps leases their dispatch tasks to this worker only up to
-the slots it has free. SIGTERM (``stop()``) finishes what is in flight and hands back the rest.
+the slots it has free. While the event loop itself is the bottleneck, only two queued tasks are
+claimed at a time (``claimable``). SIGTERM (``stop()``) finishes what is in flight and hands back
+the rest.
 """
 
 from __future__ import annotations
@@ -93,12 +95,12 @@ class Worker:
         another worker might have started them at once; so only ``SATURATED_IN_FLIGHT`` are kept
         in hand. Successors of runs already in hand are not held back (see ``_lease``)."""
         free = self.free
-        if free <= 0 or self._loop_busy() < SATURATED_BUSY:
-            return max(0, free)
-        return max(0, min(free, SATURATED_IN_FLIGHT - len(self._inflight) - self._reserved))
+        if free <= 0:
+            return 0
+        return max(0, min(free, self._in_hand_limit() - len(self._inflight) - self._reserved))
 
     def _in_hand_limit(self) -> int:
-        """How many tasks the claim rule lets this worker hold (``claimable``)."""
+        """How many tasks the claim rule lets this worker hold (see ``claimable``)."""
         return self.slots if self._loop_busy() < SATURATED_BUSY else SATURATED_IN_FLIGHT
 
     def _loop_busy(self) -> float:
