@@ -30,7 +30,7 @@ from toolweave.inputs import FieldProblem, InputError, prepare_inputs
 from toolweave.model.definitions import JobDefinition, ToolDefinition, Visibility
 from toolweave.model.records import ArtifactRef, RunUpdate
 from toolweave.model.status import RunStatus
-from toolweave.netguard import ForbiddenURL, UnresolvableHost, check_url
+from toolweave.netguard import ForbiddenURL, TooManyRedirects, UnresolvableHost, stream_public
 from toolweave.notify.dispatcher import Channel, Notifier
 from toolweave.registry import Problem, Registry
 from toolweave.services.base import Service, ServiceError, WebhookRejected
@@ -50,9 +50,6 @@ WORKERS_NAMESPACE = "workers"
 WORKER_TTL_SECONDS = 15.0
 
 __all__ = ["App", "Conflict", "InputError", "NotFound", "UnknownDefinition"]
-
-
-MAX_REDIRECTS = 5
 
 
 class UnknownDefinition(LookupError):
@@ -95,18 +92,8 @@ class EngineHost:
         """GET a media URL a user gave: public hosts only (unless allowed), every redirect checked,
         at most ``media_max_bytes``."""
         settings = self._app.settings
-        current = httpx.URL(url)
-        for _hop in range(MAX_REDIRECTS + 1):
-            try:
-                await check_url(current, allow_private=settings.media_allow_private_urls)
-            except ForbiddenURL as exc:
-                raise MediaError(str(exc)) from None
-            except UnresolvableHost as exc:
-                raise ServiceError(str(exc), retryable=True, code="network") from exc
-            async with self.http.stream("GET", current, follow_redirects=False) as response:
-                if response.is_redirect and "location" in response.headers:
-                    current = current.join(response.headers["location"])
-                    continue
+        try:
+            async with stream_public(self.http, url, allow_private=settings.media_allow_private_urls) as response:
                 response.raise_for_status()
                 chunks: list[bytes] = []
                 size = 0
@@ -117,7 +104,12 @@ class EngineHost:
                     chunks.append(chunk)
                 mime = response.headers.get("content-type", "application/octet-stream").split(";")[0]
                 return b"".join(chunks), mime
-        raise MediaError(f"{url}: more than {MAX_REDIRECTS} redirects")
+        except TooManyRedirects as exc:
+            raise MediaError(f"{url}: {exc}") from None
+        except ForbiddenURL as exc:
+            raise MediaError(str(exc)) from None
+        except UnresolvableHost as exc:
+            raise ServiceError(str(exc), retryable=True, code="network") from exc
 
     def media_url(self, ref: ArtifactRef) -> str:
         base = self._app.settings.public_base_url

@@ -3,16 +3,21 @@
 A URL a user gives (an image input, a ``media.fetch`` source) must not make the server reach its
 own private network: hosts that resolve to loopback, private, link-local or otherwise reserved
 addresses are refused unless the settings allow them (``media_allow_private_urls``). Every hop of a
-redirect is checked again.
+redirect is checked again (``stream_public``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import socket
+from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
+
+MAX_REDIRECTS = 5
 
 
 class ForbiddenURL(ValueError):
@@ -21,6 +26,14 @@ class ForbiddenURL(ValueError):
 
 class UnresolvableHost(OSError):
     """The host name does not resolve (may be temporary)."""
+
+
+class NotFetchable(ForbiddenURL):
+    """Not an http(s) URL with a host."""
+
+
+class TooManyRedirects(ForbiddenURL):
+    """More than ``MAX_REDIRECTS`` hops."""
 
 
 def is_ip(host: str) -> bool:
@@ -41,10 +54,10 @@ def is_public(address: str) -> bool:
 async def check_url(url: httpx.URL, *, allow_private: bool) -> None:
     """Raise ``ForbiddenURL`` for a URL that is not http(s) or whose host is not public."""
     if url.scheme not in ("http", "https"):
-        raise ForbiddenURL(f"only http and https URLs can be fetched, not {url.scheme!r}")
+        raise NotFetchable(f"only http and https URLs can be fetched, not {url.scheme!r}")
     host = url.host
     if not host:
-        raise ForbiddenURL(f"the URL {url!s} has no host")
+        raise NotFetchable(f"the URL {url!s} has no host")
     if allow_private:
         return
     try:
@@ -61,3 +74,22 @@ async def check_url(url: httpx.URL, *, allow_private: bool) -> None:
             raise ForbiddenURL(
                 f"host {host!r} is a private or local address ({address}); fetching it is not allowed on this server"
             )
+
+
+@contextlib.asynccontextmanager
+async def stream_public(
+    http: httpx.AsyncClient, url: str, *, allow_private: bool, timeout: Any = httpx.USE_CLIENT_DEFAULT
+) -> AsyncIterator[httpx.Response]:
+    """GET a URL a user gave, following redirects by hand so that every hop passes ``check_url``;
+    yields the final response, its body not yet read. Raises ``ForbiddenURL`` (``TooManyRedirects``
+    past ``MAX_REDIRECTS`` hops) or ``UnresolvableHost``."""
+    current = httpx.URL(url)
+    for _hop in range(MAX_REDIRECTS + 1):
+        await check_url(current, allow_private=allow_private)
+        async with http.stream("GET", current, follow_redirects=False, timeout=timeout) as response:
+            if response.is_redirect and "location" in response.headers:
+                current = current.join(response.headers["location"])
+                continue
+            yield response
+            return
+    raise TooManyRedirects(f"more than {MAX_REDIRECTS} redirects")

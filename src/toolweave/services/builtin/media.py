@@ -5,7 +5,7 @@ Safety rules (see docs/builtin-tools.md):
 - http(s) is streamed with a total deadline (`timeout_seconds`) and a byte limit enforced while
   reading (the smaller of input `max_bytes` and the server's ``media_max_bytes``); a declared
   ``Content-Length`` over the limit is refused before reading.
-- Redirects are followed by hand (at most ``MAX_REDIRECTS``) so that every hop is checked.
+- Redirects are followed by hand (at most ``netguard.MAX_REDIRECTS``) so that every hop is checked.
 - Hosts that resolve to loopback, private, link-local or otherwise reserved addresses are refused
   unless the server allows them (``media_allow_private_urls``), so a user cannot make the server
   read its own metadata endpoints or internal services. (The address is checked when the request
@@ -33,11 +33,10 @@ import httpx
 from toolweave.artifacts import DataURITooLarge, decode_data_uri, sniff_mime
 from toolweave.model.definitions import InputParam, OutputParam, ParamType, PlatformHints, ToolDefinition
 from toolweave.model.records import ArtifactRef
-from toolweave.netguard import ForbiddenURL, UnresolvableHost, check_url
+from toolweave.netguard import ForbiddenURL, NotFetchable, TooManyRedirects, UnresolvableHost, stream_public
 from toolweave.services.base import ServiceError
 from toolweave.services.builtin._common import SERVICE_NAME, BuiltinTool, ToolContext, bad_input, free, store
 
-MAX_REDIRECTS = 5
 DEFAULT_ALLOWED = ["image/", "video/", "audio/"]
 _CHUNK = 64 * 1024
 
@@ -101,27 +100,12 @@ def _filename_from(url: str, disposition: str | None) -> str | None:
     return name or None
 
 
-async def _check_host(url: httpx.URL, allow_private: bool) -> None:
-    try:
-        await check_url(url, allow_private=allow_private)
-    except ForbiddenURL as exc:
-        code = "bad_url" if url.scheme not in ("http", "https") or not url.host else "forbidden_address"
-        raise bad_input(f"input 'source': {exc}", code=code) from None
-    except UnresolvableHost as exc:
-        raise ServiceError(f"input 'source': {exc}", retryable=True, code="network") from exc
-
-
 async def _fetch_http(
     ctx: ToolContext, url: str, prefixes: list[str], limit: int, request_seconds: float
 ) -> tuple[bytes, str, str | None]:
     allow_private = ctx.settings.media_allow_private_urls
-    current = httpx.URL(url)
-    for _hop in range(MAX_REDIRECTS + 1):
-        await _check_host(current, allow_private)
-        async with ctx.host.http.stream("GET", current, follow_redirects=False, timeout=request_seconds) as resp:
-            if resp.is_redirect and "location" in resp.headers:
-                current = current.join(resp.headers["location"])
-                continue
+    try:
+        async with stream_public(ctx.host.http, url, allow_private=allow_private, timeout=request_seconds) as resp:
             status = resp.status_code
             if status >= 400:
                 retryable = status >= 500 or status in (408, 425, 429)
@@ -141,10 +125,17 @@ async def _fetch_http(
                     raise _too_large(limit)
                 chunks.append(chunk)
             data = b"".join(chunks)
-            filename = _filename_from(str(current), resp.headers.get("content-disposition"))
+            filename = _filename_from(str(resp.url), resp.headers.get("content-disposition"))
             mime = declared if declared and declared != "application/octet-stream" else sniff_mime(data, filename)
             return data, mime, filename
-    raise bad_input(f"input 'source': more than {MAX_REDIRECTS} redirects", code="too_many_redirects")
+    except TooManyRedirects as exc:
+        raise bad_input(f"input 'source': {exc}", code="too_many_redirects") from None
+    except NotFetchable as exc:
+        raise bad_input(f"input 'source': {exc}", code="bad_url") from None
+    except ForbiddenURL as exc:
+        raise bad_input(f"input 'source': {exc}", code="forbidden_address") from None
+    except UnresolvableHost as exc:
+        raise ServiceError(f"input 'source': {exc}", retryable=True, code="network") from exc
 
 
 def _decode_data_uri(uri: str, limit: int) -> tuple[bytes, str]:
