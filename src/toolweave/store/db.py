@@ -140,6 +140,12 @@ def _sql_for(sql: str, dialect: str) -> str:
     return sql.replace(" FOR UPDATE SKIP LOCKED", "").replace(" FOR UPDATE", "")
 
 
+def in_list(prefix: str, values: Sequence[Any]) -> tuple[str, dict[str, Any]]:
+    """``(:p0, :p1, …)`` and its parameters, for ``column IN`` a list of values."""
+    params = {f"{prefix}{i}": value for i, value in enumerate(values)}
+    return "(" + ", ".join(":" + name for name in params) + ")", params
+
+
 _PLAIN = frozenset({str, int, float, type(None), bool})
 
 
@@ -299,11 +305,7 @@ class Store:
 
     async def read(self, fn: Callable[..., T], *args: Any) -> T:
         """Like ``tx``, for a transaction that only reads (see ``read_sync``)."""
-        loop = asyncio.get_running_loop()
-        self._bind(loop)
-        if self.inline:
-            return self.read_sync(fn, *args)
-        return await loop.run_in_executor(self._executor, self.read_sync, fn, *args)
+        return await self._call(self.read_sync, fn, args)
 
     async def tx(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn(tx, *args)`` as one transaction.
@@ -311,11 +313,14 @@ class Store:
         SQLite transactions are short and local, so they run on the event loop's own thread: a
         hop to another thread would cost more than the transaction (see docs/benchmarks.md).
         PostgreSQL transactions wait on the network and run on the pool's threads."""
+        return await self._call(self.run_sync, fn, args)
+
+    async def _call(self, run: Callable[..., T], fn: Callable[..., T], args: tuple[Any, ...]) -> T:
         loop = asyncio.get_running_loop()
         self._bind(loop)
         if self.inline:
-            return self.run_sync(fn, *args)
-        return await loop.run_in_executor(self._executor, self.run_sync, fn, *args)
+            return run(fn, *args)
+        return await loop.run_in_executor(self._executor, run, fn, *args)
 
     # --- wake-ups ------------------------------------------------------------------------------
 

@@ -6,7 +6,7 @@ import functools
 from typing import Any
 
 from toolweave.model.status import GENERATION_ALLOWED_PRIOR, GenerationStatus
-from toolweave.store.db import Row, Tx
+from toolweave.store.db import Row, Tx, in_list
 
 
 def insert(tx: Tx, **values: Any) -> None:
@@ -26,11 +26,10 @@ def with_tool_shas(tx: Tx, generation_ids: list[str]) -> dict[str, Row]:
     """Generations by id, each with its run's ``tool_shas`` (what a worker needs to call the tool)."""
     if not generation_ids:
         return {}
-    names = {f"g{i}": gid for i, gid in enumerate(generation_ids)}
+    ids, params = in_list("g", generation_ids)
     rows = tx.all(
-        "SELECT g.*, r.tool_shas FROM generations g JOIN runs r ON r.run_id = g.run_id "
-        f"WHERE g.generation_id IN ({', '.join(':' + n for n in names)})",
-        names,
+        f"SELECT g.*, r.tool_shas FROM generations g JOIN runs r ON r.run_id = g.run_id WHERE g.generation_id IN {ids}",
+        params,
     )
     return {r.generation_id: r for r in rows}
 

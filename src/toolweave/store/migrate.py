@@ -37,7 +37,6 @@ def upgrade(engine: sa.Engine, revision: str = "head") -> None:
             conn.commit()
 
 
-
 def current(engine: sa.Engine) -> str | None:
     from alembic.runtime.migration import MigrationContext
 

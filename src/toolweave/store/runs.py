@@ -9,7 +9,7 @@ from decimal import Decimal
 from typing import Any
 
 from toolweave.model.status import RUN_ALLOWED_PRIOR, RunStatus, StepStatus
-from toolweave.store.db import Row, Tx
+from toolweave.store.db import Row, Tx, in_list
 
 _STEP_COLUMNS = (
     "run_id, step_id, position, status, attempt, tool_id, using_fallback, generation_id, generation_ids, "
@@ -148,9 +148,9 @@ def list_runs(
         where.append("master_account_id = :account")
         params["account"] = account_id
     if status:
-        names = [f"status_{i}" for i in range(len(status))]
-        where.append(f"status IN ({', '.join(':' + n for n in names)})")
-        params.update(zip(names, status, strict=True))
+        statuses, status_params = in_list("status_", status)
+        where.append(f"status IN {statuses}")
+        params.update(status_params)
     if job_id:
         where.append("job_definition_id = :job")
         params["job"] = job_id

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from toolweave.model.status import TaskKind
-from toolweave.store.db import Tx
+from toolweave.store.db import Tx, in_list
 
 
 @dataclass(frozen=True)
@@ -117,8 +117,8 @@ def finish_many(tx: Tx, task_ids: list[int]) -> None:
     if len(task_ids) == 1:
         finish(tx, task_ids[0])
     elif task_ids:
-        names = {f"t{i}": task_id for i, task_id in enumerate(task_ids)}
-        tx.q(f"DELETE FROM tasks WHERE task_id IN ({', '.join(':' + n for n in names)})", names)
+        ids, params = in_list("t", task_ids)
+        tx.q(f"DELETE FROM tasks WHERE task_id IN {ids}", params)
 
 
 def reschedule(tx: Tx, task_id: int, at: float) -> None:
