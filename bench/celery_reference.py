@@ -52,6 +52,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from procstat import cpu_seconds, positive, vm_hwm_mb
+
 REDIS_URL = os.environ.get("TOOLWEAVE_BENCH_REDIS", "redis://127.0.0.1:6379/15")
 POOLS = ("threads", "solo", "prefork")
 READY_KEY = "toolweave-bench:ready"  # worker_ready: {"t": wall clock, "cpu": worker CPU seconds}
@@ -148,25 +150,6 @@ def children(pid: int) -> list[int]:
             found.append(child)
             todo.append(child)
     return found
-
-
-def cpu_seconds(pid: int) -> float:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def vm_hwm_mb(pid: int) -> float:
-    try:
-        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
-    except OSError:
-        return 0.0
-    for line in lines:
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def redis_cpu_seconds(client: Any) -> float:
@@ -303,16 +286,6 @@ def run(n: int, variant: str, pool: str, concurrency: int, acks_late: bool, url:
         "redis_cpu_ms_per_job": round(redis_cpu * 1000 / n, 3),
         "load_avg_1m": [round(load_before, 2), round(load_after, 2)],
     }
-
-
-def positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
 
 
 def main() -> None:

@@ -26,6 +26,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from procstat import positive
+
 HERE = Path(__file__).resolve().parent
 VARIANTS = ("chain", "fanout")
 POOLS = ("threads", "solo", "prefork")
@@ -99,12 +101,6 @@ def pool_list(text: str) -> list[str]:
             f"unknown Celery pool(s) {', '.join(map(repr, bad)) or '(none given)'}; choose from {', '.join(POOLS)}"
         )
     return pools
-
-
-def positive(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return int(text)
 
 
 def main() -> None:

@@ -36,6 +36,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
+from procstat import cpu_seconds, vm_hwm_mb  # noqa: E402
+
 from toolweave.app import App  # noqa: E402
 from toolweave.model.definitions import JobDefinition  # noqa: E402
 from toolweave.settings import Settings  # noqa: E402
@@ -103,18 +105,6 @@ async def worker_main(home: Path, url: str | None, slots: int) -> None:
 
 
 # --- the measuring process ----------------------------------------------------------------------
-
-
-def vm_hwm_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def percentile(values: list[float], q: float) -> float:
