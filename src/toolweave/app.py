@@ -264,12 +264,25 @@ class App:
         return [j for j in jobs if include_hidden or j.visibility is Visibility.PUBLIC]
 
     def definition(self, target_id: str, version: str | None = None) -> ToolDefinition | JobDefinition:
+        """The tool or job with this id: the given version, or the latest. ``UnknownDefinition``
+        names the registered versions when the id is known but the version is not."""
+        if self.registry.get_job(target_id) is None and self.registry.get_tool(target_id) is None:
+            raise UnknownDefinition(f"no tool or job named {target_id!r}")
+        if version is None:
+            return self.registry.find(target_id)
         try:
-            found: ToolDefinition | JobDefinition = self.registry.find(target_id) if version is None else (
+            found: ToolDefinition | JobDefinition = (
                 self.registry.job(target_id, version) if self.registry.get_job(target_id) else self.registry.tool(target_id, version)
             )
-        except KeyError:
-            raise UnknownDefinition(f"no tool or job named {target_id!r}") from None
+        except KeyError as exc:
+            raise UnknownDefinition(str(exc.args[0])) from None
+        return found
+
+    def versions(self, target_id: str) -> list[ToolDefinition | JobDefinition]:
+        """Every registered version of a tool or job, oldest first (``UnknownDefinition`` if none)."""
+        found = [self.definition(target_id, v) for v in self.registry.versions(target_id)]
+        if not found:
+            raise UnknownDefinition(f"no tool or job named {target_id!r}")
         return found
 
     def job_for(self, target_id: str, version: str | None = None) -> JobDefinition:
@@ -340,12 +353,12 @@ class App:
         out = dict(inputs)
         for name in media & set(inputs):
             value = inputs[name]
-            ref = ArtifactRef.from_value(value)
-            if ref is not None:
-                owned = await self.store.read(accounts_q.artifact_owned, ref.sha256, account_id)
-                if owned is None or not self.artifacts.exists(ref.sha256):
-                    raise InputError([FieldProblem(name, f"artifact {ref.sha256[:12]}… is not one of yours")])
-                out[name] = self.artifacts.ref(ref.sha256).as_value()
+            if ArtifactRef.is_ref(value):  # only its sha256 counts: the rest is read from the store
+                sha = str(value["sha256"])
+                owned = await self.store.read(accounts_q.artifact_owned, sha, account_id)
+                if owned is None or not self.artifacts.exists(sha):
+                    raise InputError([FieldProblem(name, f"artifact {sha[:12]}… is not one of yours")])
+                out[name] = self.artifacts.ref(sha).as_value()
                 continue
             text = str(value)
             if text.startswith("data:"):

@@ -239,6 +239,45 @@ def jobs_list(
     console.print(table)
 
 
+def _defs_versions(kind: str, ident: str, json_output: bool, paths: list[_Path] | None) -> None:
+    registry, latest = _defs_lookup(paths, lambda r: r.job(ident) if kind == "job" else r.tool(ident))
+    found = [registry.job(ident, v) if kind == "job" else registry.tool(ident, v) for v in registry.versions(ident)]
+    if json_output:
+        _defs_print_json([
+            {"version": d.version, "displayName": d.display_name, "description": d.description,
+             "latest": d.version == latest.version, "file": d.source}
+            for d in found
+        ])
+        return
+    table = _Table(title=f"{len(found)} version{'s' if len(found) != 1 else ''} of {kind} {ident}")
+    for column in ("version", "name", "file", "description"):
+        table.add_column(column, no_wrap=column == "version", max_width=50)
+    for d in found:
+        mark = " (latest)" if d.version == latest.version else ""
+        table.add_row(_Text(d.version + mark), _Text(d.display_name), _Text(d.source or "-"), _Text(d.description))
+    console.print(table)
+
+
+@tools_app.command("versions")
+def tools_versions(
+    tool_id: str = typer.Argument(..., help="The tool's id."),
+    json_output: bool = typer.Option(False, "--json", help=_JSON_HELP),
+    paths: list[_Path] | None = typer.Option(None, "--definitions", "-d", help=_PATHS_OPTION_HELP),
+) -> None:
+    """List the registered versions of a tool, oldest first."""
+    _defs_versions("tool", tool_id, json_output, paths)
+
+
+@jobs_app.command("versions")
+def jobs_versions(
+    job_id: str = typer.Argument(..., help="The job's id."),
+    json_output: bool = typer.Option(False, "--json", help=_JSON_HELP),
+    paths: list[_Path] | None = typer.Option(None, "--definitions", "-d", help=_PATHS_OPTION_HELP),
+) -> None:
+    """List the registered versions of a job, oldest first; run one with `toolweave run ID --version V`."""
+    _defs_versions("job", job_id, json_output, paths)
+
+
 @jobs_app.command("show")
 def jobs_show(
     job_id: str = typer.Argument(..., help="The job's id."),
@@ -333,6 +372,9 @@ def run_command(
         "auto", "--worker", help="With --wait: auto (run a worker in this process when none is alive), always, never."
     ),
     paths: list[_Path] | None = typer.Option(None, "--definitions", "-d", help="Extra definition files or folders."),
+    version: str | None = typer.Option(
+        None, "--version", help="The definition version to run (default: the latest; `toolweave jobs versions ID`)."
+    ),
 ) -> None:
     """Run a tool or a job. Without --wait, submit it and print its id."""
 
@@ -341,7 +383,7 @@ def run_command(
         if worker not in ("auto", "always", "never"):
             raise _eng.CliError(f"--worker must be auto, always or never, not {worker!r}")
         async with _eng.app_session(paths) as tw:
-            run_id = await _eng.submit(tw, name, list(inputs or []), account)
+            run_id = await _eng.submit(tw, name, list(inputs or []), account, version)
             if not (wait or output is not None):
                 if json_output:
                     _defs_print_json({"jobRunId": run_id})

@@ -163,12 +163,14 @@ def parse_pairs(pairs: list[str]) -> dict[str, str]:
     return out
 
 
-def read_at_files(app: App, target_id: str, raw: dict[str, str]) -> tuple[dict[str, Any], bool]:
+def read_at_files(
+    app: App, target_id: str, raw: dict[str, str], version: str | None = None
+) -> tuple[dict[str, Any], bool]:
     """Resolve ``key=@file`` values: a media input gets the local file, any other input its text.
 
     Returns the inputs and whether local paths were given (``allow_local_paths``).
     """
-    job = app.job_for(target_id)
+    job = app.job_for(target_id, version)
     media = {p.name for p in job.input_schema if p.type.is_media}
     out: dict[str, Any] = {}
     problems: list[str] = []
@@ -194,18 +196,19 @@ def read_at_files(app: App, target_id: str, raw: dict[str, str]) -> tuple[dict[s
     return out, paths
 
 
-async def submit(app: App, target_id: str, pairs: list[str], account: str) -> str:
-    """Submit a run of a tool or job from ``-i`` options; input problems become ``CliError`` (exit 4)."""
+async def submit(app: App, target_id: str, pairs: list[str], account: str, version: str | None = None) -> str:
+    """Submit a run of a tool or job (in ``version``, default the latest) from ``-i`` options;
+    input problems become ``CliError`` (exit 4)."""
     from toolweave.app import MediaError, UnknownDefinition
     from toolweave.inputs import InputError
 
     raw = parse_pairs(pairs)
     try:
-        inputs, paths = read_at_files(app, target_id, raw)
+        inputs, paths = read_at_files(app, target_id, raw, version)
         await app.ensure_account(account)
         return await app.submit(
             target_id, inputs, account_id=account, origin={"platform": "cli"}, coerce_text=True,
-            allow_local_paths=paths,
+            allow_local_paths=paths, version=version,
         )
     except UnknownDefinition as exc:
         raise CliError(f"{exc.args[0]} (see `toolweave tools list` and `toolweave jobs list`)") from None

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, Request
+from fastapi import APIRouter, Body, Depends, Query, Request
 
 from toolweave.api.auth import Caller, require_admin, require_caller, tw
 from toolweave.api.problems import ApiProblem
@@ -14,13 +14,18 @@ from toolweave.api.schemas import (
     ToolDetail,
     ToolSummary,
     ValidationResult,
+    VersionInfo,
     job_summary,
     tool_summary,
+    version_info,
 )
+from toolweave.app import UnknownDefinition
 from toolweave.model.definitions import JobDefinition, ToolDefinition
 from toolweave.registry import Problem
 
 router = APIRouter(prefix="/api/v1", dependencies=[Depends(require_caller)])
+
+_Version = Annotated[str | None, Query(min_length=1, max_length=64, description="A version (default: the latest)")]
 
 _DEFINITION_BODY = Body(
     ...,
@@ -51,14 +56,42 @@ async def list_tools(request: Request) -> list[dict[str, Any]]:
     return [tool_summary(t) for t in tw(request).list_tools()]
 
 
-@router.get("/tools/{tool_id}", response_model=ToolDetail, summary="Show a tool", tags=["tools"])
-async def show_tool(request: Request, tool_id: str) -> dict[str, Any]:
-    """One tool: its inputs as a JSON Schema, its outputs and its whole definition."""
-    app = tw(request)
-    tool = app.registry.get_tool(tool_id)
-    if tool is None:
-        raise ApiProblem(404, f"no tool named {tool_id!r}", kind="unknown-definition")
+def _found(defn: ToolDefinition | JobDefinition | None, kind: str, ident: str) -> Any:
+    if defn is None:
+        raise ApiProblem(404, f"no {kind} named {ident!r}", kind="unknown-definition")
+    return defn
+
+
+def _in_version(request: Request, defn: ToolDefinition | JobDefinition, version: str | None) -> Any:
+    """``defn`` in ``version`` (404 naming the registered versions when there is no such version)."""
+    if version is None:
+        return defn
+    ident = defn.tool_id if isinstance(defn, ToolDefinition) else defn.job_id
+    try:
+        return tw(request).definition(ident, version)
+    except UnknownDefinition as exc:
+        raise ApiProblem(404, str(exc), kind="unknown-definition") from None
+
+
+def _versions(request: Request, defn: ToolDefinition | JobDefinition) -> list[dict[str, Any]]:
+    ident = defn.tool_id if isinstance(defn, ToolDefinition) else defn.job_id
+    return [version_info(v, defn.version) for v in tw(request).versions(ident)]
+
+
+@router.get("/tools/{tool_id}", response_model=ToolDetail, summary="Show a tool", tags=["tools"],
+            responses={404: {"description": "No such tool, or no such version of it"}})
+async def show_tool(request: Request, tool_id: str, version: _Version = None) -> dict[str, Any]:
+    """One tool (the latest version, or ``version``): its inputs as a JSON Schema, its outputs and
+    its whole definition."""
+    tool = _in_version(request, _found(tw(request).registry.get_tool(tool_id), "tool", tool_id), version)
     return {**tool_summary(tool), "definition": tool.dump()}
+
+
+@router.get("/tools/{tool_id}/versions", response_model=list[VersionInfo], summary="List a tool's versions",
+            tags=["tools"], responses={404: {"description": "No such tool"}})
+async def tool_versions(request: Request, tool_id: str) -> list[dict[str, Any]]:
+    """Every registered version of the tool, oldest first (natural order: 2 < 10)."""
+    return _versions(request, _found(tw(request).registry.get_tool(tool_id), "tool", tool_id))
 
 
 @router.get("/jobs", response_model=list[JobSummary], summary="List the jobs", tags=["jobs"])
@@ -67,13 +100,21 @@ async def list_jobs(request: Request) -> list[dict[str, Any]]:
     return [job_summary(j) for j in tw(request).list_jobs()]
 
 
-@router.get("/jobs/{job_id}", response_model=JobDetail, summary="Show a job", tags=["jobs"])
-async def show_job(request: Request, job_id: str) -> dict[str, Any]:
-    """One job: its inputs as a JSON Schema, its steps (the DAG) and its whole definition."""
-    job = tw(request).registry.get_job(job_id)
-    if job is None:
-        raise ApiProblem(404, f"no job named {job_id!r}", kind="unknown-definition")
+@router.get("/jobs/{job_id}", response_model=JobDetail, summary="Show a job", tags=["jobs"],
+            responses={404: {"description": "No such job, or no such version of it"}})
+async def show_job(request: Request, job_id: str, version: _Version = None) -> dict[str, Any]:
+    """One job (the latest version, or ``version``): its inputs as a JSON Schema, its steps (the
+    DAG) and its whole definition."""
+    job = _in_version(request, _found(tw(request).registry.get_job(job_id), "job", job_id), version)
     return {**job_summary(job), "definition": job.dump()}
+
+
+@router.get("/jobs/{job_id}/versions", response_model=list[VersionInfo], summary="List a job's versions",
+            tags=["jobs"], responses={404: {"description": "No such job"}})
+async def job_versions(request: Request, job_id: str) -> list[dict[str, Any]]:
+    """Every registered version of the job, oldest first (natural order: 2 < 10). Submit one with
+    ``version`` in ``POST /runs``."""
+    return _versions(request, _found(tw(request).registry.get_job(job_id), "job", job_id))
 
 
 def _problems(problems: list[Problem]) -> list[dict[str, str]]:

@@ -38,6 +38,7 @@ _SUBMIT_BODY: dict[str, Any] = {
                         "inputs": {"type": "string", "description": "a JSON object of input values"},
                         "callbackUrl": {"type": "string", "maxLength": 2000},
                         "priority": {"type": "integer", "minimum": -100, "maximum": 100},
+                        "version": {"type": "string", "minLength": 1, "maxLength": 64},
                     },
                     "oneOf": [{"required": ["toolId"]}, {"required": ["jobId"]}],
                     "additionalProperties": {
@@ -73,7 +74,8 @@ async def submit_run(
         Header(alias="Idempotency-Key", max_length=200, description="Repeat a submit safely: the same key returns the same run"),
     ] = None,
 ) -> dict[str, Any]:
-    """Submit a run. JSON: ``{"toolId"|"jobId": ..., "inputs": {...}, "callbackUrl": ..., "priority": 0}``.
+    """Submit a run. JSON: ``{"toolId"|"jobId": ..., "version": ..., "inputs": {...}, "callbackUrl": ..., "priority": 0}``
+    (``version`` picks a registered version; the latest runs without it).
 
     Multipart: the same fields, plus one field per input (text), or a file for a media input
     (``image=@photo.png``); ``inputs`` may hold a JSON object of further values. Media inputs in
@@ -87,7 +89,7 @@ async def submit_run(
         except (MultiPartException, ValueError, KeyError, AssertionError) as exc:
             raise ApiProblem(400, f"the form cannot be read: {exc}", kind="malformed-body") from None
         fields: dict[str, Any] = {}
-        for key in ("toolId", "jobId", "callbackUrl"):
+        for key in ("toolId", "jobId", "callbackUrl", "version"):
             value = form.get(key)
             if isinstance(value, str) and value != "":
                 fields[key] = value
@@ -124,6 +126,7 @@ async def submit_run(
         priority=body.priority,
         coerce_text=True,
         allow_local_paths=False,
+        version=definition.version,
     )
     run = await app.get_run(run_id, caller.account_id)
     if idempotency_key and submit_mod.replayed(run, started):

@@ -59,6 +59,14 @@ class JobDetail(JobSummary):
     definition: dict[str, Any]
 
 
+class VersionInfo(BaseModel):
+    version: str
+    displayName: str
+    description: str
+    latest: bool
+    steps: int | None = Field(default=None, description="How many steps (jobs only)")
+
+
 class DefinitionProblem(BaseModel):
     path: str
     message: str
@@ -92,6 +100,10 @@ class SubmitRunRequest(BaseModel):
         default=None, max_length=2000, description="Where to POST the signed run.completed/failed/cancelled callback"
     )
     priority: int = Field(default=0, ge=-100, le=100)
+    version: str | None = Field(
+        default=None, min_length=1, max_length=64, json_schema_extra=_not_null,
+        description="The definition version to run (default: the latest; see GET /jobs/{id}/versions)",
+    )
 
     @field_validator("callbackUrl")
     @classmethod
@@ -176,6 +188,16 @@ class Health(BaseModel):
 
 def _outputs(defn: ToolDefinition | JobDefinition) -> list[OutputInfo]:
     return [OutputInfo(name=o.name, type=o.type.value, description=o.description) for o in defn.output_schema]
+
+
+def version_info(defn: ToolDefinition | JobDefinition, latest: str) -> dict[str, Any]:
+    return {
+        "version": defn.version,
+        "displayName": defn.display_name,
+        "description": defn.description,
+        "latest": defn.version == latest,
+        "steps": len(defn.steps) if isinstance(defn, JobDefinition) else None,
+    }
 
 
 def tool_summary(tool: ToolDefinition) -> dict[str, Any]:

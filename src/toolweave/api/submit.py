@@ -14,7 +14,7 @@ from toolweave.api.schemas import SubmitRunRequest
 from toolweave.app import App, UnknownDefinition
 from toolweave.model.definitions import JobDefinition, ToolDefinition
 
-_RESERVED = {"toolId", "jobId", "inputs", "callbackUrl", "priority", "csrf"}
+_RESERVED = {"toolId", "jobId", "version", "inputs", "callbackUrl", "priority", "csrf"}
 
 
 def parse_submit(data: Any) -> SubmitRunRequest:
@@ -36,15 +36,13 @@ def parse_submit(data: Any) -> SubmitRunRequest:
 
 
 def target_of(app: App, request: SubmitRunRequest) -> ToolDefinition | JobDefinition:
+    """The definition a request names, in the version it asks for (default: the latest)."""
     if request.toolId is not None:
-        tool = app.registry.get_tool(request.toolId)
-        if tool is None:
+        if app.registry.get_tool(request.toolId) is None:
             raise UnknownDefinition(f"no tool named {request.toolId!r}")
-        return tool
-    job = app.registry.get_job(request.jobId or "")
-    if job is None:
+    elif app.registry.get_job(request.jobId or "") is None:
         raise UnknownDefinition(f"no job named {request.jobId!r}")
-    return job
+    return app.definition(request.toolId or request.jobId or "", request.version)
 
 
 async def form_inputs(
@@ -54,10 +52,13 @@ async def form_inputs(
 
     A field named like an input gives its value (text, coerced by the schema); a file field stores
     the upload as an artifact of the account. For media inputs a text field ``<name>__url`` may give
-    a URL instead of a file. A field ``inputs`` may hold a JSON object of further values.
+    a URL instead of a file, and ``<name>__artifact`` the sha256 of an artifact of the account's
+    (the form of "Run again" sends the earlier run's file back this way; ``App.submit`` checks that
+    the account owns it). A field ``inputs`` may hold a JSON object of further values.
     """
     params = {p.name: p for p in definition.input_schema}
     inputs: dict[str, Any] = {}
+    kept: dict[str, Any] = {}  # earlier files sent back: a new file or URL for the same input wins
     raw_json = form.get("inputs")
     if isinstance(raw_json, str) and raw_json.strip():
         try:
@@ -92,9 +93,17 @@ async def form_inputs(
             if param is not None and param.type.is_media and name not in inputs and value.strip():
                 inputs[name] = value.strip()
             continue
+        if key.endswith("__artifact"):
+            name = key.removesuffix("__artifact")
+            param = params.get(name)
+            if param is not None and param.type.is_media and value.strip():
+                kept[name] = {"kind": "artifact", "sha256": value.strip()}
+            continue
         if param is not None and param.type.is_media and not value.strip():
             continue
         inputs[name] = value
+    for name, value in kept.items():
+        inputs.setdefault(name, value)
     return inputs
 
 

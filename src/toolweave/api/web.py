@@ -214,12 +214,34 @@ def _fields(definition: ToolDefinition | JobDefinition) -> list[dict[str, Any]]:
     return [_field(p) for p in params]
 
 
-def _definition(request: Request, target_id: str) -> ToolDefinition | JobDefinition:
-    app = tw(request)
-    found: ToolDefinition | JobDefinition | None = app.registry.get_job(target_id) or app.registry.get_tool(target_id)
-    if found is None:
-        raise NotFound(target_id)
-    return found
+def _definition(request: Request, target_id: str, version: str | None = None) -> ToolDefinition | JobDefinition:
+    try:
+        return tw(request).definition(target_id, version or None)
+    except UnknownDefinition:
+        raise NotFound(target_id) from None
+
+
+def _prefill(definition: ToolDefinition | JobDefinition, inputs: dict[str, Any]) -> dict[str, Any]:
+    """Form values from an earlier run's inputs: text as typed, json as JSON, an artifact as a
+    reference the form sends back (``<name>__artifact``), so the same file is used again."""
+    values: dict[str, Any] = {}
+    params = {p.name: p for p in definition.input_schema}
+    for name, value in inputs.items():
+        param = params.get(name)
+        if param is None or value is None:
+            continue
+        if param.type.is_media:
+            if _is_artifact(value):
+                values[f"{name}__artifact"] = value
+            elif isinstance(value, str):
+                values[f"{name}__url"] = value
+        elif param.type is ParamType.JSON:
+            values[name] = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+        elif param.type is ParamType.BOOLEAN:
+            values[name] = "true" if value else "false"
+        else:
+            values[name] = str(value)
+    return values
 
 
 # --- routes -----------------------------------------------------------------------------------
@@ -272,26 +294,40 @@ async def catalog(request: Request) -> Response:
 
 
 @router.get("/new/{target_id}")
-async def run_form(request: Request, target_id: str) -> Response:
+async def run_form(request: Request, target_id: str, version: str | None = None, again: str | None = None) -> Response:
+    """The run form; ``version`` picks a registered version, ``again`` (a run id of the caller's)
+    prefills the form with that run's inputs and version."""
     try:
         caller = await _caller(request)
-        definition = _definition(request, target_id)
+        values: dict[str, Any] = {}
+        origin: dict[str, Any] | None = None
+        if again:
+            origin = await tw(request).get_run(again, caller.scope)
+            version = version or origin["version"]
+        definition = _definition(request, target_id, version)
+        if origin is not None:
+            values = _prefill(definition, origin.get("jobInputs") or {})
     except _LoginRequired:
         return _login_redirect(request)
     except NotFound:
         return _render(request, "error.html", await session_caller(tw(request), request.cookies.get(SESSION_COOKIE)),
-                       status_code=404, title="Not found", message=f"There is no tool or job named “{target_id}”.")
-    return _form(request, caller, definition, {}, [])
+                       status_code=404, title="Not found",
+                       message=f"There is no tool or job named “{target_id}”" + (f" in version {version}" if version else "")
+                       + (" or no such run among yours" if again else "") + ".")
+    return _form(request, caller, definition, values, [], again=origin)
 
 
 def _form(request: Request, caller: Caller, definition: ToolDefinition | JobDefinition, values: dict[str, Any],
-          errors: list[tuple[str, str]], status_code: int = 200) -> HTMLResponse:
+          errors: list[tuple[str, str]], status_code: int = 200, again: dict[str, Any] | None = None) -> HTMLResponse:
     is_job = isinstance(definition, JobDefinition)
     dag = dag_layout(definition, [s.step_id for s in definition.steps]) if isinstance(definition, JobDefinition) else None
+    target_id = definition.job_id if isinstance(definition, JobDefinition) else definition.tool_id
+    versions = tw(request).registry.versions(target_id)
     return _render(
         request, "form.html", caller, status_code=status_code, definition=definition, is_job=is_job,
-        target_id=definition.job_id if isinstance(definition, JobDefinition) else definition.tool_id,
-        fields=_fields(definition), values=values, errors=errors, error_fields={f for f, _ in errors}, dag=dag,
+        target_id=target_id, fields=_fields(definition), values=values, errors=errors,
+        error_fields={f for f, _ in errors}, dag=dag, versions=versions, latest=versions[-1] if versions else None,
+        again=again,
     )
 
 
@@ -313,12 +349,21 @@ async def submit_form(request: Request, target_id: str) -> Response:
     if not csrf_ok(caller, str(form.get("csrf") or "")):
         return _render(request, "error.html", caller, status_code=403, title="Please try again",
                        message="This form has expired. Reload the page and submit it again.")
-    values = {k: v for k, v in form.items() if isinstance(v, str)}
+    version = form.get("version")
+    if isinstance(version, str) and version and version != definition.version:
+        try:
+            definition = _definition(request, target_id, version)
+        except NotFound:
+            return _form(request, caller, definition, {}, [("version", f"there is no version {version!r}")], 422)
+    values: dict[str, Any] = {k: v for k, v in form.items() if isinstance(v, str)}
+    for key, value in values.items():
+        if key.endswith("__artifact") and value:
+            values[key] = {"kind": "artifact", "sha256": value}
     try:
         inputs = await submit_mod.form_inputs(app, form, definition, caller.account_id,
                                               max_bytes=app.settings.media_max_bytes)
         run_id = await app.submit(target_id, inputs, account_id=caller.account_id, origin={"platform": "web"},
-                                  coerce_text=True, allow_local_paths=False)
+                                  coerce_text=True, allow_local_paths=False, version=definition.version)
     except InputError as exc:
         return _form(request, caller, definition, values, [(p.field, p.message) for p in exc.problems], 422)
     except (MediaError, UnknownDefinition) as exc:

@@ -1,0 +1,112 @@
+"""Definition versions over HTTP: list them, submit a chosen one, see it pinned on the run; the web
+form offers the versions and "Run again" prefills the form with the run's inputs."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from tests.integration.test_api import ADMIN_KEY, SAMPLE, Server, assert_problem, server, submit_postcard
+
+__all__ = ["server"]  # the fixture
+
+POSTCARD_V2_CAPTION = "made by version 2"
+
+
+def _postcard_v2(v1: dict[str, Any]) -> dict[str, Any]:
+    """Version 2 of the postcard job: the same graph with another default caption."""
+    v2 = copy.deepcopy(v1)
+    v2["version"] = "2"
+    next(p for p in v2["inputSchema"] if p["name"] == "caption")["default"] = POSTCARD_V2_CAPTION
+    return v2
+
+
+async def _register_v2(server: Server) -> None:
+    async with server.client(server.alice) as c:
+        v1 = (await c.get("/api/v1/jobs/postcard")).json()["definition"]
+    async with server.client(ADMIN_KEY) as admin:
+        response = await admin.post("/api/v1/jobs", json=_postcard_v2(v1))
+        assert response.status_code == 201, response.text
+
+
+async def test_versions_are_listed_and_a_chosen_one_runs_and_is_pinned(server: Server) -> None:
+    await _register_v2(server)
+    async with server.client(server.alice) as c:
+        versions = (await c.get("/api/v1/jobs/postcard/versions")).json()
+        assert [(v["version"], v["latest"]) for v in versions] == [("1", False), ("2", True)]
+        assert versions[0]["steps"] == 3
+        old = (await c.get("/api/v1/jobs/postcard", params={"version": "1"})).json()
+        caption = next(p for p in old["definition"]["inputSchema"] if p["name"] == "caption")
+        assert old["version"] == "1" and caption["default"] != POSTCARD_V2_CAPTION
+        assert (await c.get("/api/v1/jobs/postcard")).json()["version"] == "2"
+
+        latest = await submit_postcard(c)
+        pinned = await submit_postcard(c, version="1")
+        assert latest["version"] == "2" and pinned["version"] == "1"
+        done_latest = await server.app.wait(latest["jobRunId"], 30)
+        done_pinned = await server.app.wait(pinned["jobRunId"], 30)
+        assert done_latest["jobInputs"]["caption"] == POSTCARD_V2_CAPTION
+        assert done_pinned["jobInputs"]["caption"] != POSTCARD_V2_CAPTION
+        listed = (await c.get("/api/v1/runs")).json()["items"]
+        assert {r["jobRunId"]: r["version"] for r in listed} == {latest["jobRunId"]: "2", pinned["jobRunId"]: "1"}
+
+        photo = "data:image/png;base64," + __import__("base64").b64encode(SAMPLE.read_bytes()).decode()
+        by_json = await c.post("/api/v1/runs", json={"jobId": "postcard", "version": "1", "inputs": {"photo": photo}})
+        assert by_json.status_code == 201 and by_json.json()["version"] == "1"
+
+
+async def test_an_unknown_version_is_a_404_naming_the_registered_ones(server: Server) -> None:
+    await _register_v2(server)
+    async with server.client(server.alice) as c:
+        body = assert_problem(await c.post("/api/v1/runs", json={"jobId": "postcard", "version": "7", "inputs": {}}), 404)
+        assert "'7'" in body["detail"] and "1, 2" in body["detail"]
+        body = assert_problem(await c.get("/api/v1/jobs/postcard", params={"version": "7"}), 404)
+        assert "1, 2" in body["detail"]
+        assert_problem(await c.get("/api/v1/jobs/nothing/versions"), 404)
+        assert [v["version"] for v in (await c.get("/api/v1/tools/image.resize/versions")).json()] == ["1"]
+        body = assert_problem(await c.post("/api/v1/runs", json={"jobId": "postcard", "version": "", "inputs": {}}), 422)
+        assert body["errors"][0]["field"] == "version"
+        assert (await c.get("/api/v1/runs")).json()["items"] == []  # nothing was created
+
+
+async def test_the_web_form_offers_versions_and_run_again_prefills_the_inputs(server: Server) -> None:
+    await _register_v2(server)
+    async with server.client(follow_redirects=False) as c:
+        await c.post("/login", data={"api_key": server.alice})
+        page = (await c.get("/new/postcard")).text
+        assert 'id="version-pick"' in page and '<option value="1"' in page and "(latest)" in page
+        assert 'name="version" value="2"' in page
+        csrf = page.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+        files = {"photo": ("sample.png", SAMPLE.read_bytes(), "image/png")}
+        response = await c.post(
+            "/new/postcard", data={"csrf": csrf, "version": "1", "caption": "first", "width": "200"}, files=files
+        )
+        assert response.status_code == 303, response.text
+        run_id = response.headers["location"].rsplit("/", 1)[1]
+        run = await server.app.wait(run_id, 30)
+        assert run["version"] == "1" and run["jobInputs"]["caption"] == "first"
+
+        run_page = (await c.get(f"/runs/{run_id}")).text
+        assert f'href="/new/postcard?again={run_id}"' in run_page
+        again = (await c.get(f"/new/postcard?again={run_id}")).text
+        assert 'id="run-again-note"' in again and 'name="version" value="1"' in again
+        assert 'value="first"' in again and 'value="200"' in again
+        sha = run["jobInputs"]["photo"]["sha256"]
+        assert f'name="photo__artifact" value="{sha}"' in again
+        # sent back as it is: the same photo (by reference), the same version, one changed input
+        response = await c.post(
+            "/new/postcard", data={"csrf": csrf, "version": "1", "photo__artifact": sha, "caption": "second", "width": "200"}
+        )
+        assert response.status_code == 303, response.text
+        second = await server.app.wait(response.headers["location"].rsplit("/", 1)[1], 30)
+        assert second["status"] == "completed" and second["version"] == "1"
+        assert second["jobInputs"]["photo"]["sha256"] == sha and second["jobInputs"]["caption"] == "second"
+
+    async with server.client(follow_redirects=False) as bob:
+        await bob.post("/login", data={"api_key": server.bob})
+        page = (await bob.get("/new/postcard")).text
+        csrf = page.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+        # another account cannot prefill from alice's run, nor send her file back as its own
+        assert (await bob.get(f"/new/postcard?again={run_id}")).status_code == 404
+        stolen = await bob.post("/new/postcard", data={"csrf": csrf, "photo__artifact": sha, "width": "200"})
+        assert stolen.status_code == 422 and "is not one of yours" in stolen.text

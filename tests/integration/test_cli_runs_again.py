@@ -1,0 +1,50 @@
+"""The command line for jobs that change shape: versions, fork and replay, batches, pruning."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+from tests.integration.test_cli_engine import cli, cli_json, env
+
+__all__ = ["env"]  # the fixture
+
+GREETING = {
+    "jobId": "greeting",
+    "inputSchema": {"name": {"type": "string", "required": True}},
+    "outputSchema": {"text": {"type": "string", "sourceStepId": "say", "sourceOutputName": "text"}},
+    "steps": [
+        {"stepId": "say", "toolId": "text.template",
+         "inputMappings": [{"template": "Hello, {{ job.name }}!", "targetInputName": "template"}]},
+    ],
+}
+
+
+def write_versions(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    v2: dict[str, Any] = json.loads(json.dumps(GREETING))
+    v2["version"] = "2"
+    v2["steps"][0]["inputMappings"][0]["template"] = "Good day, {{ job.name }}."
+    (folder / "greeting-1.yaml").write_text(yaml.safe_dump(GREETING))
+    (folder / "greeting-2.yaml").write_text(yaml.safe_dump(v2))
+    return folder
+
+
+def test_versions_are_listed_and_run_version_pins_one(env: dict[str, str], tmp_path: Path) -> None:
+    folder = write_versions(tmp_path / "defs")
+    listed = cli_json("jobs", "versions", "greeting", "-d", str(folder))
+    assert [(v["version"], v["latest"]) for v in listed] == [("1", False), ("2", True)]
+    table = cli("jobs", "versions", "greeting", "-d", str(folder), env={"COLUMNS": "160"})
+    assert table.exit_code == 0 and "2 (latest)" in table.stdout
+
+    latest = cli_json("run", "greeting", "-d", str(folder), "-i", "name=Ada", "--wait")
+    pinned = cli_json("run", "greeting", "-d", str(folder), "-i", "name=Ada", "--wait", "--version", "1")
+    assert latest["version"] == "2" and latest["finalOutputs"] == {"text": "Good day, Ada."}
+    assert pinned["version"] == "1" and pinned["finalOutputs"] == {"text": "Hello, Ada!"}
+    shown = cli("runs", "show", pinned["jobRunId"])
+    assert "greeting v1" in shown.stdout
+
+    missing = cli("run", "greeting", "-d", str(folder), "-i", "name=Ada", "--version", "9")
+    assert missing.exit_code == 4 and "no version '9'" in missing.stderr and "1, 2" in missing.stderr
