@@ -516,21 +516,79 @@ async def test_heavy_fan_out_with_constant_heartbeats_logs_no_errors(
     assert statuses == {"completed"}
 
 
+class _LoopClocks:
+    """Wall time and the loop thread's CPU time, moved by the test instead of by the machine."""
+
+    def __init__(self) -> None:
+        self.wall = 100.0
+        self.cpu = 10.0
+
+    def idle(self, seconds: float) -> None:
+        self.wall += seconds
+
+    def spin(self, seconds: float) -> None:
+        self.wall += seconds
+        self.cpu += seconds
+
+
 async def test_a_worker_whose_loop_is_the_bottleneck_leaves_queued_work_to_others(app: App) -> None:
     """While the event loop's thread is busy all the time, more claimed tasks would only queue for
     it: the worker keeps two in hand and leaves the rest queued; once the loop is idle again it
-    claims up to its free slots."""
+    claims up to its free slots. The clocks are the test's, so a busy machine changes nothing."""
+    from toolweave.engine.worker import BUSY_WINDOW_SECONDS, SATURATED_BUSY, SATURATED_IN_FLIGHT
+
+    clocks = _LoopClocks()
+    worker = app.make_worker(8, wall_clock=lambda: clocks.wall, cpu_clock=lambda: clocks.cpu)
+    clocks.idle(BUSY_WINDOW_SECONDS * 1.5)
+    assert worker.claimable() == 8
+    clocks.spin(BUSY_WINDOW_SECONDS * 1.5)  # the loop's thread on the CPU the whole window
+    assert worker.claimable() == SATURATED_IN_FLIGHT
+    clocks.spin(BUSY_WINDOW_SECONDS / 2)  # a window not yet over keeps the last measure
+    clocks.idle(BUSY_WINDOW_SECONDS / 4)
+    assert worker.claimable() == SATURATED_IN_FLIGHT
+    clocks.idle(BUSY_WINDOW_SECONDS * 1.5)
+    assert worker.claimable() == 8
+    # just under the threshold the loop still has room; just over it, it is the bottleneck
+    clocks.spin(BUSY_WINDOW_SECONDS * (SATURATED_BUSY - 0.05))
+    clocks.idle(BUSY_WINDOW_SECONDS * (1 - SATURATED_BUSY + 0.05))
+    assert worker.claimable() == 8
+    clocks.spin(BUSY_WINDOW_SECONDS * (SATURATED_BUSY + 0.05))
+    clocks.idle(BUSY_WINDOW_SECONDS * (1 - SATURATED_BUSY - 0.05))
+    assert worker.claimable() == SATURATED_IN_FLIGHT
+
+
+async def test_a_saturated_worker_claims_only_what_it_keeps_in_hand(app: App) -> None:
+    """The worker's own loop honours the rule: measured busy, it takes two of five queued runs and
+    leaves three queued for other workers while those two are in its hands."""
     from toolweave.engine.worker import BUSY_WINDOW_SECONDS, SATURATED_IN_FLIGHT
 
-    worker = app.make_worker(8)
-    await asyncio.sleep(BUSY_WINDOW_SECONDS * 1.5)
-    assert worker.claimable() == 8
-    spin_until = time.thread_time() + BUSY_WINDOW_SECONDS * 1.5
-    while time.thread_time() < spin_until:  # the loop's thread on the CPU the whole window
-        pass
-    assert worker.claimable() == SATURATED_IN_FLIGHT
-    await asyncio.sleep(BUSY_WINDOW_SECONDS * 1.5)
-    assert worker.claimable() == 8
+    register(app, job({"jobId": "nap", "steps": [
+        {"stepId": "s", "toolId": "test.sleep", "inputMappings": [{"value": 60, "targetInputName": "seconds"}]}]}))
+    for _ in range(5):
+        await app.submit("nap", {}, account_id="acme")
+    clocks = _LoopClocks()
+    worker = app.make_worker(8, wall_clock=lambda: clocks.wall, cpu_clock=lambda: clocks.cpu)
+    clocks.spin(BUSY_WINDOW_SECONDS * 2)
+    runner = asyncio.create_task(worker.run())
+
+    async def tasks_by_kind_and_lease() -> dict[tuple[str, bool], int]:
+        rows = await app.store.read(lambda tx: tx.all(
+            "SELECT kind, lease_owner IS NOT NULL AS leased, COUNT(*) AS n FROM tasks GROUP BY kind, leased"))
+        return {(row.kind, bool(row.leased)): row.n for row in rows}
+
+    try:
+        deadline = time.monotonic() + 60
+        while (await tasks_by_kind_and_lease()).get(("dispatch", True), 0) < SATURATED_IN_FLIGHT:
+            assert time.monotonic() < deadline, "the worker never started two steps"
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.3)  # time for a wrong rule to claim more
+        assert await tasks_by_kind_and_lease() == {
+            ("dispatch", True): SATURATED_IN_FLIGHT, ("dispatch", False): 5 - SATURATED_IN_FLIGHT}
+    finally:
+        runner.cancel()
+        for handler in list(worker._inflight):
+            handler.cancel()
+        await asyncio.gather(runner, *worker._inflight, return_exceptions=True)
 
 
 async def test_recording_a_finished_run_claims_the_next_task_in_the_same_transaction(app: App) -> None:

@@ -56,7 +56,11 @@ class Worker:
         webhook_url: Callable[[str, str], str | None] | None = None,
         deliver: Callable[[tasks_q.Task], Awaitable[None]] | None = None,
         worker_id: str | None = None,
+        wall_clock: Callable[[], float] = time.monotonic,
+        cpu_clock: Callable[[], float] = time.thread_time,
     ) -> None:
+        """``wall_clock`` and ``cpu_clock`` (the loop thread's CPU time) measure how busy the event
+        loop is for the claim rule; tests pass their own to drive it."""
         self.store = store
         self.engine = engine
         self.services = services
@@ -75,8 +79,10 @@ class Worker:
         self._flush_scheduled = False
         self._flushes: set[asyncio.Task[None]] = set()
         self.handled = 0
+        self._wall_clock = wall_clock
+        self._cpu_clock = cpu_clock
         self._busy = 0.0
-        self._busy_sample = (time.monotonic(), time.thread_time())
+        self._busy_sample = (wall_clock(), cpu_clock())
 
     # --- life cycle ----------------------------------------------------------------------------
 
@@ -106,9 +112,9 @@ class Worker:
     def _loop_busy(self) -> float:
         """The loop thread's CPU time over wall time, in windows of ``BUSY_WINDOW_SECONDS``."""
         at, cpu = self._busy_sample
-        now = time.monotonic()
+        now = self._wall_clock()
         if now - at >= BUSY_WINDOW_SECONDS:
-            spent = time.thread_time()
+            spent = self._cpu_clock()
             self._busy = (spent - cpu) / (now - at)
             self._busy_sample = (now, spent)
         return self._busy
