@@ -204,6 +204,7 @@ class App:
         self.store.close()
 
     def make_worker(self, slots: int | None = None, **options: Any) -> Worker:
+        options.setdefault("sweep_seconds", self.settings.sweep_seconds)
         return Worker(
             self.store,
             self.engine,

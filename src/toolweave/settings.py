@@ -58,6 +58,9 @@ class Settings:
     lease_seconds: float = 30.0
     """How long a worker's claim on a task lasts without a heartbeat; a dead worker's tasks are
     taken over by others after this long."""
+    sweep_seconds: float = 60.0
+    """How often a worker looks for stranded runs (unfinished, with nothing that will move them)
+    and repairs them; 0 turns the sweep off."""
     test_tools: bool = False
     """Register the test-only tools (instant, sleep, fail-n-times, slow asynchronous)."""
     media_max_bytes: int = 50 * 1024 * 1024
@@ -117,7 +120,8 @@ class Settings:
             elif key in ("worker_slots", "telegram_max_runs_in_flight", "media_max_bytes"):
                 out[key] = int(value)
             elif key in (
-                "http_timeout_seconds", "telegram_prompt_timeout_seconds", "telegram_edit_interval_seconds", "lease_seconds"
+                "http_timeout_seconds", "telegram_prompt_timeout_seconds", "telegram_edit_interval_seconds", "lease_seconds",
+                "sweep_seconds",
             ):
                 out[key] = float(value)
             elif key in ("test_tools", "media_allow_private_urls", "callback_allow_private_urls"):

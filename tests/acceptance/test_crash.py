@@ -8,7 +8,10 @@ moments, at least 20 times. Afterwards:
 - every run is terminal (and completed: nothing in the job fails on its own);
 - every succeeded step's outputs are intact (the values each step computes are checked);
 - no succeeded step was executed again (one generation and one start per step);
-- no generation was submitted twice to the backend (the ledger has each generation once).
+- no generation was submitted twice to the backend (the ledger has each generation once);
+- no run was ever stranded: after every kill, and at the end, every unfinished run has something
+  that will move it (``engine.sweep.stranded``). The workers' sweep is off, so that it cannot
+  repair (and hide) a run the engine stranded.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from tests.helpers.invariants import assert_no_stranded_runs
 
 from toolweave.app import App
 from toolweave.settings import Settings
@@ -106,6 +110,7 @@ async def test_killed_workers_lose_nothing_and_pay_nothing_twice(db_url: str, tm
         "TOOLWEAVE_TEST_LEDGER": str(ledger),
         "TOOLWEAVE_TEST_STATE": str(tmp_path / "state"),
         "TOOLWEAVE_LEASE_SECONDS": str(LEASE_SECONDS),
+        "TOOLWEAVE_SWEEP_SECONDS": "0",
     }
     app = App(Settings(home=tmp_path / "home", database_url=db_url, definitions=[definitions], test_tools=True))
     try:
@@ -134,6 +139,7 @@ async def test_killed_workers_lose_nothing_and_pay_nothing_twice(db_url: str, tm
                     continue
                 victim = rng.randrange(len(workers))
                 workers[victim].kill()
+                assert_no_stranded_runs(app.store)
                 kills_with_work_in_flight += 1
                 workers[victim] = WorkerProcess(env, logs)
                 workers[victim].wait_ready()
@@ -150,6 +156,7 @@ async def test_killed_workers_lose_nothing_and_pay_nothing_twice(db_url: str, tm
         )
         assert kills_with_work_in_flight >= KILLS
         assert len(run_ids) == RUNS
+        assert_no_stranded_runs(app.store)
 
         runs = [await app.get_run(run_id) for run_id in run_ids]
         statuses = Counter(r["status"] for r in runs)

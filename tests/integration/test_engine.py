@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.helpers.invariants import assert_no_stranded_runs
+from tests.helpers.worker import work_until_done
 
 from toolweave.app import App, Conflict, NotFound
 from toolweave.inputs import InputError
@@ -364,13 +366,7 @@ async def test_step_timeout_times_out_the_generation(app: App) -> None:
         {"stepId": "wait", "toolId": "test.slow_async", "timeoutSeconds": 0.5,
          "inputMappings": [{"value": 60, "targetInputName": "seconds"}]}]}))
     run_id = await app.submit("late", {}, account_id="acme")
-    worker = app.make_worker(2, idle_poll_seconds=0.1)
-    task = asyncio.create_task(worker.run())
-    try:
-        run = await app.wait(run_id, timeout=15)
-    finally:
-        worker.stop()
-        await task
+    run = await work_until_done(app, run_id, timeout=15)
     assert run["status"] == "failed"
     assert run["generations"][0]["status"] == "timeout"
     assert "timed out" in run["error"]["message"]
@@ -456,17 +452,12 @@ async def test_a_submit_cut_short_by_a_crash_reattaches_instead_of_paying_twice(
         await asyncio.sleep(0.6)  # ...and the worker is gone: its lease runs out
         run = await app.get_run(run_id)
         assert run["generations"][0]["platformSpecificRunId"] is None
-        worker = app.make_worker(2, idle_poll_seconds=0.1)
-        runner = asyncio.create_task(worker.run())
-        try:
-            run = await app.wait(run_id, timeout=20)
-        finally:
-            worker.stop()
-            await runner
+        run = await work_until_done(app, run_id)
         assert run["status"] == "completed"
         assert len(run["generations"]) == 1
         assert (ledger / "submissions.log").read_text().split() == [work.generation_id]
         assert (ledger / "reattached.log").read_text().split() == [work.generation_id]
+        assert_no_stranded_runs(app.store)
     finally:
         await app.aclose()
 

@@ -8,17 +8,20 @@ import uuid
 from pathlib import Path
 
 import psycopg
+from alembic.script import ScriptDirectory
 from tests.helpers.databases import admin_url, require_postgres
 
 from toolweave.store.db import Store
-from toolweave.store.migrate import current
+from toolweave.store.migrate import config, current
+
+HEAD = ScriptDirectory.from_config(config()).get_current_head()
 
 
 def test_sqlite_store_is_created_at_the_newest_revision(tmp_path: Path) -> None:
     store = Store(f"sqlite:///{tmp_path / 'new.db'}")
     store.upgrade()
     store.upgrade()  # a second time is a no-op
-    assert current(store.engine) == "0003"
+    assert current(store.engine) == HEAD
     store.close()
 
 
@@ -46,7 +49,7 @@ def test_concurrent_upgrades_of_one_postgres_database_do_not_collide() -> None:
         for thread in threads:
             thread.join(60)
         assert errors == []
-        assert current(stores[0].engine) == "0003"
+        assert current(stores[0].engine) == HEAD
     finally:
         for store in stores:
             store.close()
@@ -57,7 +60,7 @@ def test_concurrent_upgrades_of_one_postgres_database_do_not_collide() -> None:
 def test_migration_0003_goes_down_and_up_again(tmp_path: Path) -> None:
     from alembic import command
 
-    from toolweave.store.migrate import config, upgrade
+    from toolweave.store.migrate import upgrade
 
     store = Store(f"sqlite:///{tmp_path / 'mig.db'}")
     upgrade(store.engine, "0002")
@@ -69,7 +72,7 @@ def test_migration_0003_goes_down_and_up_again(tmp_path: Path) -> None:
     assert current(store.engine) == "0002"
     assert "ix_generations_platform" in _indexes(store)
     store.upgrade()
-    assert current(store.engine) == "0003"
+    assert current(store.engine) == HEAD
     store.close()
 
 
@@ -84,7 +87,7 @@ def test_a_claim_reads_the_queue_in_order_and_stops_at_its_limit(tmp_path: Path)
     def plan(tx: object, sql: str, params: dict[str, object]) -> str:
         return " | ".join(str(r[3]) for r in tx.q("EXPLAIN QUERY PLAN " + sql, params).fetchall())  # type: ignore[attr-defined]
 
-    claim = store.run_sync(plan, tasks_q._CLAIM, {"owner": "w", "expires": 1.0, "now": 1.0, "limit": 2})
+    claim = store.run_sync(plan, tasks_q._CLAIM, {"owner": "w", "token": "t", "expires": 1.0, "now": 1.0, "limit": 2})
     assert "ix_tasks_due" in claim and "TEMP B-TREE" not in claim, claim
     count = store.run_sync(
         plan, "SELECT COUNT(*) AS n FROM generations WHERE capacity_key = :key AND status IN ('pending', 'processing')",
@@ -97,3 +100,32 @@ def test_a_claim_reads_the_queue_in_order_and_stops_at_its_limit(tmp_path: Path)
 def _indexes(store: Store) -> set[str]:
     rows = store.read_sync(lambda tx: tx.all("SELECT name FROM sqlite_master WHERE type = 'index'"))
     return {r.name for r in rows}
+
+
+def test_migration_0004_keeps_queued_tasks_and_never_reuses_an_id(tmp_path: Path) -> None:
+    """SQLite reused the id of a task deleted a moment before; migration 0004 rebuilds the queue with
+    AUTOINCREMENT and keeps the tasks that were queued."""
+    from alembic import command
+
+    from toolweave.store.migrate import upgrade
+
+    store = Store(f"sqlite:///{tmp_path / 'mig4.db'}")
+    upgrade(store.engine, "0003")
+    store.run_sync(lambda tx: tx.q(
+        "INSERT INTO tasks (kind, run_id, ref_id, available_at, attempts, created_at) "
+        "VALUES ('advance', 'run_a', 'run_a', 1, 0, 1), ('advance', 'run_b', 'run_b', 1, 0, 1)"
+    ))
+    upgrade(store.engine, "0004")
+    rows = store.read_sync(lambda tx: tx.all("SELECT task_id, ref_id, claim_token FROM tasks ORDER BY task_id"))
+    assert [(r.task_id, r.ref_id, r.claim_token) for r in rows] == [(1, "run_a", None), (2, "run_b", None)]
+    assert "ix_tasks_due" in _indexes(store)
+    store.run_sync(lambda tx: tx.q("DELETE FROM tasks WHERE task_id = 2"))
+    new_id = store.run_sync(lambda tx: tx.q(
+        "INSERT INTO tasks (kind, available_at, attempts, created_at) VALUES ('advance', 1, 0, 1) RETURNING task_id"
+    ).fetchone()[0])
+    assert new_id == 3
+    command.downgrade(config(store.engine), "0003")
+    assert "claim_token" not in {r.name for r in store.read_sync(lambda tx: tx.all("SELECT name FROM pragma_table_info('tasks')"))}
+    store.upgrade()
+    assert current(store.engine) == HEAD
+    store.close()

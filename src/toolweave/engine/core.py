@@ -88,6 +88,12 @@ class DispatchWork:
     inputs: dict[str, Any]
     deadline_at: float | None
     platform_run_id: str | None = None
+    claim_token: str = ""
+    """The token of the claim that holds the dispatch task (``tasks.Claim``)."""
+
+    @property
+    def claim(self) -> tasks_q.Claim:
+        return tasks_q.Claim(self.task_id, self.claim_token)
 
     @property
     def recovering(self) -> bool:
@@ -148,9 +154,6 @@ class _Ctx:
     now: float
     lease: Lease | None
     dispatches: list[DispatchWork] = field(default_factory=list)
-    spare_tasks: list[int] = field(default_factory=list)
-    """Finished tasks of the caller's that new dispatches may take over (an UPDATE instead of a
-    DELETE and an INSERT); whatever is left spare is deleted at the end."""
 
     def can_lease(self) -> bool:
         return self.lease is not None and self.lease.used < self.lease.capacity
@@ -319,10 +322,12 @@ class Engine:
 
     # --- advance -------------------------------------------------------------------------------
 
-    def advance_tx(self, tx: Tx, run_id: str, task_id: int | None, now: float, lease: Lease | None) -> list[DispatchWork]:
+    def advance_tx(
+        self, tx: Tx, run_id: str, claim: tasks_q.Claim | None, now: float, lease: Lease | None
+    ) -> list[DispatchWork]:
         ctx = _Ctx(now, lease)
-        if task_id is not None:
-            tasks_q.finish(tx, task_id)
+        if claim is not None:
+            tasks_q.finish(tx, claim)
         self._advance(tx, run_id, ctx)
         return ctx.dispatches
 
@@ -495,24 +500,18 @@ class Engine:
         )
         lease = ctx.lease if ctx.can_lease() else None
         # queued work is ordered by its run's age: steps of runs under way go before new runs
-        if lease is not None and ctx.spare_tasks:
-            task = tasks_q.reuse(
-                tx, ctx.spare_tasks.pop(), TaskKind.DISPATCH, run_id=run.run_id, ref_id=gen_id, priority=run.priority,
-                lease_owner=lease.owner, expires=now + lease.seconds,
-            )
-        else:
-            task = tasks_q.enqueue(
-                tx, TaskKind.DISPATCH, run_id=run.run_id, ref_id=gen_id, now=now, at=min(now, run.created_at),
-                priority=run.priority, lease_owner=lease.owner if lease else None,
-                lease_seconds=lease.seconds if lease else 0,
-            )
+        task = tasks_q.enqueue(
+            tx, TaskKind.DISPATCH, run_id=run.run_id, ref_id=gen_id, now=now, at=min(now, run.created_at),
+            priority=run.priority, lease_owner=lease.owner if lease else None,
+            lease_seconds=lease.seconds if lease else 0,
+        )
         if lease is not None:
             lease.used += 1
             ctx.dispatches.append(
                 DispatchWork(
                     task_id=task.task_id, task_attempts=task.attempts, generation_id=gen_id, run_id=run.run_id,
                     step_id=action.step_id, attempt=action.attempt, account_id=run.master_account_id, tool=tool,
-                    inputs=action.inputs, deadline_at=deadline,
+                    inputs=action.inputs, deadline_at=deadline, claim_token=task.token,
                 )
             )
         event("step.started", action.step_id, attempt=action.attempt, toolId=tool.tool_id, generationId=gen_id,
@@ -609,8 +608,9 @@ class Engine:
         self, tx: Tx, run_id: str, outcomes: list[Outcome], now: float, lease: Lease | None
     ) -> list[DispatchWork]:
         """Generations of one run that their ``submit`` finished: each one's compare-and-set, then
-        the planner once; their dispatch tasks are handed on to the successors or deleted."""
-        ctx = _Ctx(now, lease, spare_tasks=[o.work.task_id for o in outcomes])
+        the planner once; their dispatch tasks are finished."""
+        ctx = _Ctx(now, lease)
+        tasks_q.finish_many(tx, [o.work.claim for o in outcomes])
         run = runs_q.get(tx, run_id, lock=True)  # every transaction locks the run before its parts
         if run is not None:
             applied = [
@@ -623,7 +623,6 @@ class Engine:
             ]
             if any(applied):
                 self._advance(tx, run_id, ctx, run=run)
-        tasks_q.finish_many(tx, ctx.spare_tasks)
         return ctx.dispatches
 
     def _record_submitted(self, tx: Tx, outcome: Outcome, now: float) -> tuple[list[DispatchWork], bool]:
@@ -632,7 +631,7 @@ class Engine:
         the generation was stopped while the call was under way and the backend run must be
         cancelled."""
         work, update, platform_run_id = outcome.work, outcome.update, outcome.platform_run_id
-        tasks_q.finish(tx, work.task_id)
+        tasks_q.finish(tx, work.claim)
         row = gens_q.set_status(
             tx, work.generation_id, GenerationStatus.PROCESSING, platform_specific_run_id=platform_run_id,
             request_timestamp=outcome.requested_at, progress=update.progress if update else None,
@@ -658,12 +657,12 @@ class Engine:
 
     def apply_update_tx(
         self, tx: Tx, run_id: str, generation_id: str, update: RunUpdate, now: float, lease: Lease | None = None,
-        task_id: int | None = None, receipt: tuple[str, str] | None = None,
+        claim: tasks_q.Claim | None = None, receipt: tuple[str, str] | None = None,
     ) -> tuple[list[DispatchWork], bool]:
         """The one entry point for updates (poll, webhook, stream). Returns (dispatches, applied)."""
         ctx = _Ctx(now, lease)
-        if task_id is not None:
-            tasks_q.finish(tx, task_id)
+        if claim is not None:
+            tasks_q.finish(tx, claim)
         if receipt is not None and not gens_q.record_webhook_receipt(tx, receipt[0], receipt[1], generation_id, now):
             return [], False
         applied = self._apply_update(tx, run_id, generation_id, update, ctx)
@@ -740,15 +739,16 @@ class Engine:
         return True
 
     def reschedule_poll_tx(
-        self, tx: Tx, task_id: int, at: float, update: RunUpdate | None, run_id: str, generation_id: str, now: float
+        self, tx: Tx, claim: tasks_q.Claim, at: float, update: RunUpdate | None, run_id: str, generation_id: str,
+        now: float,
     ) -> None:
         """A poll found the generation still busy: record progress (if any) and poll again later."""
         if update is not None:
             self._apply_update(tx, run_id, generation_id, update, _Ctx(now, None))
-        tasks_q.reschedule(tx, task_id, at)
+        tasks_q.reschedule(tx, claim, at)
 
-    def finish_task_tx(self, tx: Tx, task_id: int) -> None:
-        tasks_q.finish(tx, task_id)
+    def finish_task_tx(self, tx: Tx, claim: tasks_q.Claim) -> None:
+        tasks_q.finish(tx, claim)
 
     # --- claims --------------------------------------------------------------------------------
 
@@ -786,9 +786,9 @@ class Engine:
             stale = gen is None or (
                 task.kind in (TaskKind.DISPATCH, TaskKind.POLL) and GenerationStatus(gen.status).terminal
             )
-            work = None if stale else self._work(tx, gen, task.task_id, task.attempts)
+            work = None if stale else self._work(tx, gen, task)
             if work is None:
-                tasks_q.finish(tx, task.task_id)
+                tasks_q.finish(tx, task.claim)
                 continue
             items.append((task, work))
         return items
@@ -796,21 +796,21 @@ class Engine:
     def generation_work_tx(self, tx: Tx, generation_id: str) -> DispatchWork:
         """A generation as a service sees it (for webhooks that need the service's help)."""
         gen = gens_q.with_tool_shas(tx, [generation_id]).get(generation_id)
-        work = self._work(tx, gen, 0, 1) if gen is not None else None
+        work = self._work(tx, gen, tasks_q.Task(0, TaskKind.DISPATCH, None, generation_id, 1)) if gen is not None else None
         if work is None:
             raise NotFound(generation_id)
         return work
 
-    def _work(self, tx: Tx, gen: Any, task_id: int, task_attempts: int) -> DispatchWork | None:
+    def _work(self, tx: Tx, gen: Any, task: tasks_q.Task) -> DispatchWork | None:
         """``gen`` carries its run's ``tool_shas`` (``generations.with_tool_shas``)."""
         sha = (gen.tool_shas or {}).get(gen.tool_id)
         if sha is None:
             return None
         return DispatchWork(
-            task_id=task_id, task_attempts=task_attempts, generation_id=gen.generation_id, run_id=gen.run_id,
+            task_id=task.task_id, task_attempts=task.attempts, generation_id=gen.generation_id, run_id=gen.run_id,
             step_id=gen.step_id, attempt=gen.attempt, account_id=gen.master_account_id,
             tool=self._tool(tx, sha), inputs=gen.request_payload or {},
-            deadline_at=gen.deadline_at, platform_run_id=gen.platform_specific_run_id,
+            deadline_at=gen.deadline_at, platform_run_id=gen.platform_specific_run_id, claim_token=task.token,
         )
 
     # --- cancel and retry ----------------------------------------------------------------------

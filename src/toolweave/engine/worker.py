@@ -14,11 +14,13 @@ import asyncio
 import contextlib
 import logging
 import os
+import random
 import socket
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+from toolweave.engine import sweep
 from toolweave.engine.core import DispatchWork, Engine, Lease, Outcome
 from toolweave.model.records import RunUpdate, ServiceErrorInfo
 from toolweave.model.status import GenerationStatus, TaskKind
@@ -53,6 +55,7 @@ class Worker:
         lease_seconds: float | None = None,
         heartbeat_seconds: float | None = None,
         idle_poll_seconds: float = 1.0,
+        sweep_seconds: float = 60.0,
         webhook_url: Callable[[str, str], str | None] | None = None,
         deliver: Callable[[tasks_q.Task], Awaitable[None]] | None = None,
         worker_id: str | None = None,
@@ -68,6 +71,7 @@ class Worker:
         self.lease_seconds = lease_seconds or engine.lease_seconds
         self.heartbeat_seconds = heartbeat_seconds or self.lease_seconds / 3
         self.idle_poll_seconds = idle_poll_seconds
+        self.sweep_seconds = sweep_seconds
         self.webhook_url = webhook_url
         self.deliver = deliver
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{new_id()[-6:]}"
@@ -121,6 +125,7 @@ class Worker:
 
     async def run(self) -> None:
         heartbeat = asyncio.create_task(self._heartbeat(), name="toolweave-heartbeat")
+        sweeper = asyncio.create_task(self._sweep(), name="toolweave-sweep") if self.sweep_seconds > 0 else None
         try:
             while not self._stopping.is_set():
                 want = self.claimable()
@@ -135,9 +140,11 @@ class Worker:
             if self._inflight:
                 await asyncio.gather(*self._inflight, return_exceptions=True)
         finally:
-            heartbeat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await heartbeat
+            for background in (heartbeat, sweeper):
+                if background is not None:
+                    background.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await background
             with contextlib.suppress(Exception):
                 await self.store.tx(tasks_q.release_all, self.worker_id, time.time())
 
@@ -179,6 +186,16 @@ class Worker:
             except Exception:
                 log.exception("heartbeat failed")
 
+    async def _sweep(self) -> None:
+        """Repair stranded runs: once at start (a worker that comes after a crash looks at once),
+        then every ``sweep_seconds`` (with jitter, so workers started together spread out)."""
+        while True:
+            try:
+                await sweep.sweep(self.store, self.engine, time.time())
+            except Exception:
+                log.exception("the sweep for stranded runs failed")
+            await asyncio.sleep(self.sweep_seconds * random.uniform(0.9, 1.1))
+
     def _spawn(self, coro: Any) -> None:
         task = asyncio.create_task(coro)
         self._inflight.add(task)
@@ -218,7 +235,7 @@ class Worker:
     async def _handle(self, task: tasks_q.Task, work: DispatchWork | None) -> None:
         try:
             if task.kind is TaskKind.ADVANCE:
-                dispatches = await self._with_lease(self.engine.advance_tx, task.ref_id, task.task_id, time.time())
+                dispatches = await self._with_lease(self.engine.advance_tx, task.ref_id, task.claim, time.time())
                 await self._run_dispatches(dispatches)
             elif task.kind is TaskKind.DISPATCH and work is not None:
                 await self._dispatch(work)
@@ -356,7 +373,7 @@ class Worker:
                 if info.retryable and info.code != LOST:
                     log.warning("poll of %s failed (%s); polling again", work.generation_id, info.message)
                     await self.store.tx(
-                        self.engine.reschedule_poll_tx, task.task_id, now + _poll_interval(task.attempts), None,
+                        self.engine.reschedule_poll_tx, task.claim, now + _poll_interval(task.attempts), None,
                         work.run_id, work.generation_id, now,
                     )
                     return
@@ -368,11 +385,11 @@ class Worker:
             dispatches = await self._with_lease(
                 self.engine.apply_update_tx, work.run_id, work.generation_id, update, time.time()
             )
-            await self.store.tx(self.engine.finish_task_tx, task.task_id)
+            await self.store.tx(self.engine.finish_task_tx, task.claim)
             await self._run_dispatches(dispatches)
             return
         await self.store.tx(
-            self.engine.reschedule_poll_tx, task.task_id, now + _poll_interval(task.attempts), update, work.run_id,
+            self.engine.reschedule_poll_tx, task.claim, now + _poll_interval(task.attempts), update, work.run_id,
             work.generation_id, now,
         )
 
@@ -384,10 +401,10 @@ class Worker:
             except Exception as exc:
                 if task.attempts < 5:
                     log.warning("cancel of %s failed (%s); trying again", work.generation_id, exc)
-                    await self.store.tx(tasks_q.reschedule, task.task_id, time.time() + 2.0 * task.attempts)
+                    await self.store.tx(tasks_q.reschedule, task.claim, time.time() + 2.0 * task.attempts)
                     return
                 log.error("giving up cancelling %s at the backend: %s", work.generation_id, exc)
-        await self.store.tx(self.engine.finish_task_tx, task.task_id)
+        await self.store.tx(self.engine.finish_task_tx, task.claim)
 
     async def _notify(self, task: tasks_q.Task) -> None:
         if self.deliver is None:
@@ -398,7 +415,7 @@ class Worker:
 def _take_capacity_tx(tx: Any, work: DispatchWork, key: str, limit: int, retry_at: float) -> bool:
     if gens_q.take_capacity(tx, work.generation_id, key, limit):
         return True
-    tasks_q.put_back(tx, work.task_id, retry_at)
+    tasks_q.put_back(tx, work.claim, retry_at)
     return False
 
 

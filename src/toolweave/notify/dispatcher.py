@@ -58,13 +58,13 @@ class Notifier:
     async def deliver(self, task: tasks_q.Task) -> None:
         row = await self.store.tx(_load, task.ref_id or "")
         if row is None or row["status"] != NotificationStatus.PENDING.value:
-            await self.store.tx(tasks_q.finish, task.task_id)
+            await self.store.tx(tasks_q.finish, task.claim)
             return
         channel = self.channels.get(row["channel"])
         if channel is None:
             # another process (the server, the bot) may own this channel: leave it for its lease
             log.debug("no channel %s here; leaving notification %s", row["channel"], row["notification_id"])
-            await self.store.tx(tasks_q.reschedule, task.task_id, time.time() + 5.0)
+            await self.store.tx(tasks_q.reschedule, task.claim, time.time() + 5.0)
             return
         try:
             await channel.deliver(row)
@@ -72,19 +72,19 @@ class Notifier:
             attempt = int(row["attempts"]) + 1
             if exc.retryable and attempt < self.max_attempts:
                 at = time.time() + backoff(attempt, exc.retry_after)
-                await self.store.tx(_failed_attempt, row["notification_id"], str(exc), at, task.task_id)
+                await self.store.tx(_failed_attempt, row["notification_id"], str(exc), at, task.claim)
             else:
-                await self.store.tx(_failed_attempt, row["notification_id"], str(exc), None, task.task_id)
+                await self.store.tx(_failed_attempt, row["notification_id"], str(exc), None, task.claim)
             return
         except Exception as exc:
             log.exception("channel %s failed", row["channel"])
             attempt = int(row["attempts"]) + 1
             retry_at = time.time() + backoff(attempt) if attempt < self.max_attempts else None
             await self.store.tx(
-                _failed_attempt, row["notification_id"], f"{type(exc).__name__}: {exc}", retry_at, task.task_id
+                _failed_attempt, row["notification_id"], f"{type(exc).__name__}: {exc}", retry_at, task.claim
             )
             return
-        await self.store.tx(_delivered, row["notification_id"], time.time(), task.task_id)
+        await self.store.tx(_delivered, row["notification_id"], time.time(), task.claim)
 
 
 def _load(tx: Tx, notification_id: str) -> dict[str, Any] | None:
@@ -92,14 +92,14 @@ def _load(tx: Tx, notification_id: str) -> dict[str, Any] | None:
     return dict(row) if row is not None else None
 
 
-def _failed_attempt(tx: Tx, notification_id: str, error: str, next_at: float | None, task_id: int) -> None:
+def _failed_attempt(tx: Tx, notification_id: str, error: str, next_at: float | None, claim: tasks_q.Claim) -> None:
     notes_q.mark_attempt_failed(tx, notification_id, error, next_at)
     if next_at is None:
-        tasks_q.finish(tx, task_id)
+        tasks_q.finish(tx, claim)
     else:
-        tasks_q.reschedule(tx, task_id, next_at)
+        tasks_q.reschedule(tx, claim, next_at)
 
 
-def _delivered(tx: Tx, notification_id: str, now: float, task_id: int) -> None:
+def _delivered(tx: Tx, notification_id: str, now: float, claim: tasks_q.Claim) -> None:
     notes_q.mark_delivered(tx, notification_id, now)
-    tasks_q.finish(tx, task_id)
+    tasks_q.finish(tx, claim)

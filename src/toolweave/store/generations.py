@@ -34,6 +34,16 @@ def with_tool_shas(tx: Tx, generation_ids: list[str]) -> dict[str, Row]:
     return {r.generation_id: r for r in rows}
 
 
+def waiting_without_task(tx: Tx, run_id: str) -> list[Row]:
+    """The run's unfinished generations that have no dispatch or poll task to finish them."""
+    return tx.all(
+        "SELECT generation_id, status FROM generations g WHERE g.run_id = :id AND g.status IN ('pending', 'processing') "
+        "AND NOT EXISTS (SELECT 1 FROM tasks t WHERE t.kind IN ('dispatch', 'poll') AND t.ref_id = g.generation_id) "
+        "ORDER BY g.created_at",
+        {"id": run_id},
+    )
+
+
 def for_run(tx: Tx, run_id: str) -> list[Row]:
     return tx.all("SELECT * FROM generations WHERE run_id = :id ORDER BY created_at, attempt", {"id": run_id})
 

@@ -177,3 +177,26 @@ def in_flight_count(tx: Tx, account_id: str) -> int:
         {"account": account_id},
     )
     return int(row.n) if row is not None else 0
+
+
+_STRANDED = (
+    "SELECT r.run_id FROM runs r WHERE r.status IN ('pending', 'running') {only} "
+    # an advance task (due now or later: a retry's backoff, a deadline)
+    "AND NOT EXISTS (SELECT 1 FROM tasks t WHERE t.kind = 'advance' AND t.ref_id = r.run_id) "
+    # a waiting generation: one not yet finished, with the dispatch or poll task that will finish it
+    "AND NOT EXISTS (SELECT 1 FROM generations g JOIN tasks t ON t.kind IN ('dispatch', 'poll') "
+    "AND t.ref_id = g.generation_id WHERE g.run_id = r.run_id AND g.status IN ('pending', 'processing')) "
+    # a running child run (its end advances this run)
+    "AND NOT EXISTS (SELECT 1 FROM step_runs s JOIN runs c ON c.run_id = s.child_run_id "
+    "WHERE s.run_id = r.run_id AND s.status = 'running' AND c.status IN ('pending', 'running')) "
+    "ORDER BY r.created_at LIMIT :limit"
+)
+
+
+def stranded(tx: Tx, limit: int = 100, run_id: str | None = None) -> list[str]:
+    """Unfinished runs that nothing will move: no advance task, no waiting generation (one not yet
+    finished that has its dispatch or poll task), no unfinished child run. The engine's invariant
+    is that this is always empty; the worker's sweep repairs what breaks it."""
+    only = "AND r.run_id = :run_id" if run_id is not None else ""
+    rows = tx.all(_STRANDED.format(only=only), {"limit": limit, "run_id": run_id})
+    return [r.run_id for r in rows]

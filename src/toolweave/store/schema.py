@@ -43,6 +43,8 @@ class DecimalText(TypeDecorator[Decimal]):
 
 
 JSON = sa.JSON().with_variant(JSONB(), "postgresql")
+TASK_ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+"""SQLite's AUTOINCREMENT needs the column to be exactly ``INTEGER`` (the rowid)."""
 
 
 def _check(column: str, enum: type[StrEnum]) -> sa.CheckConstraint:
@@ -126,6 +128,11 @@ runs = sa.Table(
 )
 sa.Index("ix_runs_account_created", runs.c.master_account_id, runs.c.created_at)
 sa.Index("ix_runs_parent", runs.c.parent_run_id)
+sa.Index(
+    "ix_runs_unfinished", runs.c.created_at,
+    sqlite_where=runs.c.status.in_(["pending", "running"]), postgresql_where=runs.c.status.in_(["pending", "running"]),
+)
+"""Partial: the sweep for stranded runs reads only unfinished runs, however many have finished (0004)."""
 
 step_runs = sa.Table(
     "step_runs",
@@ -194,20 +201,27 @@ sa.Index(
 tasks = sa.Table(
     "tasks",
     metadata,
-    sa.Column("task_id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("task_id", TASK_ID, primary_key=True, autoincrement=True),
     sa.Column("kind", sa.String(16), nullable=False),
     sa.Column("run_id", sa.String(40)),
     sa.Column("ref_id", sa.String(40)),
     sa.Column("priority", sa.Integer, nullable=False, server_default="0"),
     sa.Column("available_at", sa.Float, nullable=False),
     sa.Column("lease_owner", sa.String(64)),
+    sa.Column("claim_token", sa.String(32)),
     sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
     sa.Column("created_at", sa.Float, nullable=False),
     _check("kind", TaskKind),
+    sqlite_autoincrement=True,
 )
 """The queue. A task is claimable when ``available_at <= now``: for a queued task that is when it
 is due; for a leased one it is when its lease expires (heartbeats push it forward), so an expired
-lease is simply claimable again, with the attempt counted. Finished tasks are deleted."""
+lease is simply claimable again, with the attempt counted. Finished tasks are deleted.
+
+``claim_token`` is written by each claim; only that claim may finish or hand back the task. Task
+ids are never reused: a worker holding a finished task's id must never reach a newer task
+(``AUTOINCREMENT`` on SQLite, whose plain rowids are reused after a delete; 64 bits on PostgreSQL,
+whose sequence would otherwise run out within weeks at full speed) (migration 0004)."""
 sa.Index("ix_tasks_available", tasks.c.available_at, tasks.c.priority)
 sa.Index("ix_tasks_due", tasks.c.priority.desc(), tasks.c.available_at)
 """The order claims take tasks in: a claim stops at its limit however long the queue is."""

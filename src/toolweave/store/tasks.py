@@ -4,14 +4,30 @@ A task is claimable when ``available_at <= now``. Claiming sets the lease owner 
 ``available_at`` to the lease's expiry, so a worker that dies simply lets its tasks become
 claimable again (the attempt is counted). Heartbeats push the expiry of a worker's leases;
 finishing a task deletes it.
+
+Every claim writes a fresh ``claim_token``; finishing, rescheduling or handing back a task names
+the ``Claim`` (task id and token) it holds, so only the claim that holds a task can end it: a
+worker whose lease expired and was taken over, or one that kept the id of a task finished by
+someone else, changes nothing. Task ids are never reused (``AUTOINCREMENT`` on SQLite, a
+sequence on PostgreSQL).
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from typing import Any
 
 from toolweave.model.status import TaskKind
-from toolweave.store.db import Tx, in_list
+from toolweave.store.db import Tx
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One lease of one task: what its holder finishes it, reschedules it or hands it back by."""
+
+    task_id: int
+    token: str
 
 
 @dataclass(frozen=True)
@@ -21,16 +37,27 @@ class Task:
     run_id: str | None
     ref_id: str | None
     attempts: int
+    token: str = ""
+    """The claim token of a leased task (empty for a queued one)."""
+
+    @property
+    def claim(self) -> Claim:
+        return Claim(self.task_id, self.token)
+
+
+def new_token() -> str:
+    return os.urandom(8).hex()
+
 
 
 _INSERT = (
-    "INSERT INTO tasks (kind, run_id, ref_id, priority, available_at, lease_owner, attempts, created_at) "
-    "VALUES (:kind, :run_id, :ref_id, :priority, :available_at, :lease_owner, :attempts, :created_at) "
+    "INSERT INTO tasks (kind, run_id, ref_id, priority, available_at, lease_owner, claim_token, attempts, created_at) "
+    "VALUES (:kind, :run_id, :ref_id, :priority, :available_at, :lease_owner, :token, :attempts, :created_at) "
     "RETURNING task_id"
 )
 
 _CLAIM = (
-    "UPDATE tasks SET lease_owner = :owner, available_at = :expires, attempts = attempts + 1 "
+    "UPDATE tasks SET lease_owner = :owner, claim_token = :token, available_at = :expires, attempts = attempts + 1 "
     "WHERE task_id IN (SELECT task_id FROM tasks WHERE available_at <= :now "
     "ORDER BY priority DESC, available_at LIMIT :limit FOR UPDATE SKIP LOCKED) "
     "RETURNING task_id, kind, run_id, ref_id, attempts"
@@ -48,43 +75,34 @@ def enqueue(
     priority: int = 0,
     lease_owner: str | None = None,
     lease_seconds: float = 30.0,
+    attempted: bool = False,
 ) -> Task:
-    """Add a task. With ``lease_owner`` it is created already claimed by that worker."""
+    """Add a task. With ``lease_owner`` it is created already claimed by that worker. ``attempted``:
+    an earlier task may have done this work already (a dispatch made again by the sweep), so its
+    first claim counts as a second attempt and the service re-attaches rather than submits."""
     available = (now + lease_seconds) if lease_owner else (at if at is not None else now)
-    attempts = 1 if lease_owner else 0
+    attempts = (1 if lease_owner else 0) + (1 if attempted else 0)
+    token = new_token() if lease_owner else None
     row = tx.q(
         _INSERT,
         {
             "kind": kind.value, "run_id": run_id, "ref_id": ref_id, "priority": priority,
-            "available_at": available, "lease_owner": lease_owner, "attempts": attempts, "created_at": now,
+            "available_at": available, "lease_owner": lease_owner, "token": token, "attempts": attempts,
+            "created_at": now,
         },
     ).fetchone()
     if lease_owner is None:
         tx.wake()
-    return Task(int(row[0]), kind, run_id, ref_id, attempts)
-
-
-def reuse(
-    tx: Tx, task_id: int, kind: TaskKind, *, run_id: str | None, ref_id: str | None, priority: int,
-    lease_owner: str, expires: float,
-) -> Task:
-    """Turn a finished task of ``lease_owner``'s into a new one leased to it (one UPDATE instead of
-    a DELETE and an INSERT on the engine's hot path)."""
-    tx.q(
-        "UPDATE tasks SET kind = :kind, run_id = :run_id, ref_id = :ref_id, priority = :priority, "
-        "available_at = :expires, lease_owner = :owner, attempts = 1 WHERE task_id = :id",
-        {"kind": kind.value, "run_id": run_id, "ref_id": ref_id, "priority": priority, "expires": expires,
-         "owner": lease_owner, "id": task_id},
-    )
-    return Task(task_id, kind, run_id, ref_id, 1)
+    return Task(int(row[0]), kind, run_id, ref_id, attempts, token or "")
 
 
 def claim(tx: Tx, owner: str, limit: int, now: float, lease_seconds: float) -> list[Task]:
-    """Lease up to ``limit`` due tasks, highest priority first."""
+    """Lease up to ``limit`` due tasks, highest priority first, under one new claim token."""
     if limit <= 0:
         return []
-    rows = tx.all(_CLAIM, {"owner": owner, "expires": now + lease_seconds, "now": now, "limit": limit})
-    return [Task(r.task_id, TaskKind(r.kind), r.run_id, r.ref_id, r.attempts) for r in rows]
+    token = new_token()
+    rows = tx.all(_CLAIM, {"owner": owner, "token": token, "expires": now + lease_seconds, "now": now, "limit": limit})
+    return [Task(r.task_id, TaskKind(r.kind), r.run_id, r.ref_id, r.attempts, token) for r in rows]
 
 
 def heartbeat(tx: Tx, owner: str, now: float, lease_seconds: float) -> int:
@@ -101,7 +119,7 @@ def heartbeat(tx: Tx, owner: str, now: float, lease_seconds: float) -> int:
 def release_all(tx: Tx, owner: str, now: float) -> int:
     """Hand back every lease of a worker that is stopping (claimable at once by others)."""
     count = tx.rowcount(
-        "UPDATE tasks SET lease_owner = NULL, available_at = :now WHERE lease_owner = :owner",
+        "UPDATE tasks SET lease_owner = NULL, claim_token = NULL, available_at = :now WHERE lease_owner = :owner",
         {"now": now, "owner": owner},
     )
     if count:
@@ -109,30 +127,42 @@ def release_all(tx: Tx, owner: str, now: float) -> int:
     return count
 
 
-def finish(tx: Tx, task_id: int) -> None:
-    tx.q("DELETE FROM tasks WHERE task_id = :id", {"id": task_id})
+def finish(tx: Tx, claim: Claim) -> bool:
+    """Delete the task ``claim`` holds. False when that claim no longer holds it (its lease
+    expired and another worker took the task over, or it was finished already)."""
+    return tx.rowcount(
+        "DELETE FROM tasks WHERE task_id = :id AND claim_token = :token", {"id": claim.task_id, "token": claim.token}
+    ) > 0
 
 
-def finish_many(tx: Tx, task_ids: list[int]) -> None:
-    if len(task_ids) == 1:
-        finish(tx, task_ids[0])
-    elif task_ids:
-        ids, params = in_list("t", task_ids)
-        tx.q(f"DELETE FROM tasks WHERE task_id IN {ids}", params)
+def finish_many(tx: Tx, claims: list[Claim]) -> None:
+    if len(claims) == 1:
+        finish(tx, claims[0])
+    elif claims:
+        pairs = " OR ".join(f"(task_id = :t{i} AND claim_token = :k{i})" for i in range(len(claims)))
+        params: dict[str, Any] = {}
+        for i, c in enumerate(claims):
+            params[f"t{i}"], params[f"k{i}"] = c.task_id, c.token
+        tx.q(f"DELETE FROM tasks WHERE {pairs}", params)
 
 
-def reschedule(tx: Tx, task_id: int, at: float) -> None:
+def reschedule(tx: Tx, claim: Claim, at: float) -> bool:
     """Put a leased task back in the queue, due at ``at`` (a poll that found the run still busy)."""
-    tx.q("UPDATE tasks SET lease_owner = NULL, available_at = :at WHERE task_id = :id", {"at": at, "id": task_id})
+    return tx.rowcount(
+        "UPDATE tasks SET lease_owner = NULL, claim_token = NULL, available_at = :at "
+        "WHERE task_id = :id AND claim_token = :token",
+        {"at": at, "id": claim.task_id, "token": claim.token},
+    ) > 0
 
 
-def put_back(tx: Tx, task_id: int, at: float) -> None:
+def put_back(tx: Tx, claim: Claim, at: float) -> bool:
     """Hand a leased task back unrun, due at ``at``; the claim does not count as an attempt
     (a dispatch waiting for a concurrency slot never reached its backend)."""
-    tx.q(
-        "UPDATE tasks SET lease_owner = NULL, available_at = :at, attempts = attempts - 1 WHERE task_id = :id",
-        {"at": at, "id": task_id},
-    )
+    return tx.rowcount(
+        "UPDATE tasks SET lease_owner = NULL, claim_token = NULL, available_at = :at, attempts = attempts - 1 "
+        "WHERE task_id = :id AND claim_token = :token",
+        {"at": at, "id": claim.task_id, "token": claim.token},
+    ) > 0
 
 
 def delete_for(tx: Tx, ref_id: str, kinds: tuple[TaskKind, ...]) -> None:
