@@ -21,7 +21,9 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from toolweave.cli import app
-from toolweave.cli_engine import CliError, event_line, parse_pairs
+from toolweave.cli.common import CliError
+from toolweave.cli.render import event_line
+from toolweave.cli.runs import parse_pairs
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "examples" / "assets" / "sample.png"

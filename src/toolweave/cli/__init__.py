@@ -1,0 +1,35 @@
+"""The command line: ``toolweave ...``. Talks to the ``App`` facade, never to the store.
+
+One module per noun: ``definitions`` (validate, tools, jobs), ``runs`` (run, runs; submitting and
+following), ``render`` (tables and run views), ``worker``, ``demo``, ``db``, ``importing`` (import,
+sync), ``serve``, ``keys``, ``telegram``; ``common`` holds what they share (consoles, settings,
+exit codes, the app session). This module builds the command tree; the app itself (store,
+services) and the servers are imported only by the commands that need them, so ``--help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from toolweave.cli import db, definitions, demo, importing, keys, runs, serve, telegram, worker
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help="Run generative-AI tools and durable jobs.")
+
+app.command("validate")(definitions.validate_definitions)
+app.command("run")(runs.run_command)
+app.command("worker")(worker.worker_command)
+app.command("demo")(demo.demo_command)
+app.command("serve")(serve.serve)
+app.command("telegram")(telegram.telegram_command)
+
+app.add_typer(definitions.tools_app, name="tools")
+app.add_typer(definitions.jobs_app, name="jobs")
+app.add_typer(runs.runs_app, name="runs")
+app.add_typer(db.db_app, name="db")
+app.add_typer(keys.keys_app, name="keys")
+app.add_typer(importing.import_app, name="import")
+app.add_typer(importing.sync_app, name="sync")
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,183 @@
+"""What every command of the command line shares: the consoles, settings loading, opening the
+``App``, exit codes and ``CliError``, and running a command's coroutine.
+
+The commands talk to the ``App`` facade only. The app (store, services) is imported when a command
+needs it, so ``--help`` stays fast. Problems a person can fix leave as ``CliError`` (a message,
+detail lines and an exit code), never as a traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator, Coroutine
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import typer
+from rich.console import Console
+from rich.text import Text
+
+from toolweave.model.status import RunStatus
+from toolweave.settings import Settings
+
+if TYPE_CHECKING:
+    from toolweave.app import App
+
+console = Console()
+err_console = Console(stderr=True)
+
+JSON_HELP = "Print JSON instead of text."
+PATHS_OPTION_HELP = "Definition files or folders (default: the configured definition folders)."
+ACCOUNT_HELP = "The account to act as (the command line is the local operator, 'local')."
+VIEW_HELP = "How to show progress: auto (live table on a terminal, event lines otherwise), live, lines, quiet."
+
+LOCAL_ACCOUNT = "local"
+"""The account the command line acts as (the local operator), unless ``--account`` says otherwise."""
+
+# exit codes: 0 completed, 1 failed, 2 partially completed, 3 cancelled, 4 refused (unknown name
+# or id, bad inputs), 130 interrupted (the run goes on)
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_PARTIAL = 2
+EXIT_CANCELLED = 3
+EXIT_REFUSED = 4
+EXIT_INTERRUPTED = 130
+
+EXIT_CODES = {
+    RunStatus.COMPLETED: EXIT_OK,
+    RunStatus.PARTIALLY_COMPLETED: EXIT_PARTIAL,
+    RunStatus.FAILED: EXIT_FAILED,
+    RunStatus.CANCELLED: EXIT_CANCELLED,
+}
+
+
+class CliError(Exception):
+    """A problem the person can fix: printed as ``error: message`` plus detail lines."""
+
+    def __init__(self, message: str, *, details: list[str] | None = None, code: int = EXIT_REFUSED) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details or []
+        self.code = code
+
+
+class Interrupted(Exception):
+    """Ctrl-C while following a run; the run itself goes on."""
+
+    def __init__(self, run_id: str) -> None:
+        super().__init__(run_id)
+        self.run_id = run_id
+
+
+def exit_code(status: str) -> int:
+    return EXIT_CODES.get(RunStatus(status), EXIT_FAILED)
+
+
+def interrupted_hint(run_id: str) -> list[str]:
+    return [
+        f"stopped following run {run_id}; it is durable and goes on when a worker runs.",
+        f"  watch it:   toolweave runs watch {run_id}",
+        f"  cancel it:  toolweave runs cancel {run_id}",
+        "  run it:     toolweave worker      (or any `toolweave run ... --wait`)",
+    ]
+
+
+def print_json(data: object) -> None:
+    typer.echo(json.dumps(data, indent=2, ensure_ascii=False, default=str))
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """The settings (``TOOLWEAVE_*``, ``toolweave.toml``); unreadable ones are a one-line error, exit 2."""
+    try:
+        return Settings.load(**overrides)
+    except (ValueError, OSError) as exc:
+        err_console.print(Text(f"error: the settings cannot be read: {exc}", style="red"), soft_wrap=True)
+        raise typer.Exit(2) from None
+
+
+def run_main(main: Coroutine[Any, Any, int]) -> None:
+    """Run a command's coroutine; turn CliError and Ctrl-C into messages and exit codes."""
+    try:
+        code = asyncio.run(main)
+    except CliError as exc:
+        err_console.print(Text(f"error: {exc.message}", style="red"), soft_wrap=True)
+        for line in exc.details:
+            err_console.print(Text(f"  {line}"), soft_wrap=True)
+        raise typer.Exit(exc.code) from None
+    except Interrupted as exc:
+        for line in interrupted_hint(exc.run_id):
+            err_console.print(Text(line), soft_wrap=True)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    except KeyboardInterrupt:
+        err_console.print("interrupted")
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    raise typer.Exit(code or 0)
+
+
+def check_view(view: str, json_output: bool) -> str:
+    """The ``--view`` option, checked; ``--json`` silences progress."""
+    if view not in ("auto", "live", "lines", "quiet"):
+        raise CliError(f"--view must be auto, live, lines or quiet, not {view!r}")
+    return "quiet" if json_output else view
+
+
+def check_worker_policy(worker: str) -> None:
+    if worker not in ("auto", "always", "never"):
+        raise CliError(f"--worker must be auto, always or never, not {worker!r}")
+
+
+# --- opening the app -----------------------------------------------------------------------------
+
+
+def open_app(definitions: list[Path] | None = None, **overrides: Any) -> App:
+    """An ``App`` from the environment (``TOOLWEAVE_*``, ``toolweave.toml``), with extra definitions."""
+    from toolweave.app import App
+
+    try:
+        settings = Settings.load(**overrides)
+    except (ValueError, OSError) as exc:
+        raise CliError(f"the settings cannot be read: {exc}") from None
+    if definitions:
+        missing = [str(p) for p in definitions if not p.exists()]
+        if missing:
+            raise CliError(f"no such definition file or folder: {', '.join(missing)}")
+        settings.definitions = [*settings.definitions, *definitions]
+    try:
+        return App(settings)
+    except Exception as exc:
+        raise CliError(f"the store at {safe_url(settings.db_url)} cannot be opened: {exc}", code=EXIT_FAILED) from None
+
+
+def safe_url(url: str) -> str:
+    """A database URL with its password hidden."""
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return url.split("@")[-1]
+
+
+@contextlib.asynccontextmanager
+async def app_session(definitions: list[Path] | None = None, **overrides: Any) -> AsyncIterator[App]:
+    app = open_app(definitions, **overrides)
+    try:
+        yield app
+    finally:
+        await app.aclose()
+
+
+def with_app(fn: Any) -> Any:
+    """Run ``await fn(app)`` with an ``App`` from the settings (unreadable settings: exit 2)."""
+    from toolweave.app import App
+
+    async def _main() -> Any:
+        tw_app = App(load_settings())
+        try:
+            return await fn(tw_app)
+        finally:
+            await tw_app.aclose()
+
+    return asyncio.run(_main())

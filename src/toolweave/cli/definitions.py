@@ -1,0 +1,253 @@
+"""``toolweave validate``, ``toolweave tools ...`` and ``toolweave jobs ...``: the definitions,
+read from files (no store needed)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+import typer
+from rich.table import Table
+from rich.text import Text
+
+from toolweave.cli.common import JSON_HELP, PATHS_OPTION_HELP, console, load_settings, print_json
+from toolweave.registry import DefinitionError, Problem, Registry
+from toolweave.registry.describe import job_dag_lines, param_line, tool_lines
+from toolweave.settings import Settings
+
+T = TypeVar("T")
+
+tools_app = typer.Typer(no_args_is_help=True, help="Tool definitions.")
+jobs_app = typer.Typer(no_args_is_help=True, help="Job definitions.")
+
+
+def _add_builtins(registry: Registry, settings: Settings | None) -> None:
+    """Register the builtin tools, so that job files may use them (``image.resize`` ...)."""
+    try:
+        from toolweave.services.builtin import builtin_tool_definitions
+    except ImportError:
+        return
+    try:
+        registry.add_tools(builtin_tool_definitions(bool(settings and settings.test_tools)))
+    except DefinitionError as exc:
+        typer.echo(f"error: the builtin tools are invalid: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
+def _load_registry(paths: list[Path] | None) -> tuple[Registry, list[Problem], list[Path]]:
+    settings = load_settings()
+    chosen = list(paths or settings.definitions)
+    registry = Registry()
+    _add_builtins(registry, settings)
+    problems = registry.load(chosen) if chosen else []
+    return registry, problems, chosen
+
+
+def _warn(problems: list[Problem]) -> None:
+    if problems:
+        count = len(problems)
+        typer.echo(
+            f"warning: {count} problem{'s' if count != 1 else ''} in the definitions; "
+            "the definitions concerned were left out (run `toolweave validate` for details)",
+            err=True,
+        )
+
+
+def _lookup(paths: list[Path] | None, find: Callable[[Registry], T]) -> tuple[Registry, T]:
+    """Load the definitions and find one; an unknown id is a one-line error and exit 1."""
+    registry, problems, _ = _load_registry(paths)
+    try:
+        return registry, find(registry)
+    except KeyError as exc:
+        _warn(problems)
+        typer.echo(f"error: {exc.args[0]}", err=True)
+        raise typer.Exit(1) from None
+
+
+def validate_definitions(
+    paths: list[Path] | None = typer.Argument(None, help=PATHS_OPTION_HELP),
+    json_output: bool = typer.Option(False, "--json", help=JSON_HELP),
+) -> None:
+    """Check tool and job definitions; exit 1 listing every problem."""
+    settings = load_settings()
+    chosen = list(paths or settings.definitions)
+    if not chosen:
+        typer.echo("error: give a file or folder, or set TOOLWEAVE_DEFINITIONS", err=True)
+        raise typer.Exit(2)
+    registry = Registry()
+    _add_builtins(registry, settings)
+    entries, problems = registry.load_entries(chosen)
+    found = []
+    for entry in entries:
+        defn = entry.definition
+        is_tool = hasattr(defn, "tool_id")
+        found.append(
+            {
+                "kind": "tool" if is_tool else "job",
+                "id": getattr(defn, "tool_id", None) or getattr(defn, "job_id", ""),
+                "version": defn.version,
+                "command": defn.command_name,
+                "detail": getattr(defn, "service", None) if is_tool else f"{len(getattr(defn, 'steps', []))} steps",
+                "file": entry.file + entry.pointer,
+                "valid": registry.is_registered(defn),
+            }
+        )
+    if json_output:
+        print_json({"ok": not problems, "definitions": found, "problems": [p.as_dict() for p in problems]})
+        raise typer.Exit(1 if problems else 0)
+    if found:
+        table = Table(title="Definitions found")
+        for column in ("kind", "id", "version", "command", "service / steps", "file", "status"):
+            table.add_column(column, no_wrap=column in ("id", "command", "status"))
+        for row in found:
+            status = Text("ok", style="green") if row["valid"] else Text("refused", style="red")
+            table.add_row(
+                *(Text(str(row[k])) for k in ("kind", "id", "version")),
+                Text(f"/{row['command']}"),
+                Text(str(row["detail"])),
+                Text(str(row["file"])),
+                status,
+            )
+        console.print(table)
+    if problems:
+        for problem in problems:
+            typer.echo(str(problem), err=True)
+        count = len(problems)
+        typer.echo(f"{count} problem{'s' if count != 1 else ''} found.", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"{len(found)} definition{'s' if len(found) != 1 else ''} valid.")
+
+
+@tools_app.command("list")
+def tools_list(
+    json_output: bool = typer.Option(False, "--json", help=JSON_HELP),
+    paths: list[Path] | None = typer.Option(None, "--definitions", "-d", help=PATHS_OPTION_HELP),
+) -> None:
+    """List the tools (latest version of each)."""
+    registry, problems, _ = _load_registry(paths)
+    _warn(problems)
+    tools = registry.tools()
+    if json_output:
+        print_json([t.dump() for t in tools])
+        return
+    table = Table(title=f"{len(tools)} tools")
+    for column in ("id", "version", "service", "command", "inputs", "outputs", "description"):
+        table.add_column(column, no_wrap=column in ("id", "command"), max_width=40)
+    for tool in tools:
+        table.add_row(
+            Text(tool.tool_id),
+            Text(tool.version),
+            Text(tool.service),
+            Text(f"/{tool.command_name}"),
+            Text(", ".join(p.name for p in tool.input_schema)),
+            Text(", ".join(o.name for o in tool.output_schema)),
+            Text(tool.description),
+        )
+    console.print(table)
+
+
+@tools_app.command("show")
+def tools_show(
+    tool_id: str = typer.Argument(..., help="The tool's id."),
+    version: str | None = typer.Option(None, "--version", help="A version (default: the latest)."),
+    json_output: bool = typer.Option(False, "--json", help=JSON_HELP),
+    paths: list[Path] | None = typer.Option(None, "--definitions", "-d", help=PATHS_OPTION_HELP),
+) -> None:
+    """Show one tool: inputs, outputs, costing."""
+    _, tool = _lookup(paths, lambda r: r.tool(tool_id, version))
+    if json_output:
+        print_json(tool.dump())
+        return
+    console.print(Text(f"{tool.tool_id} v{tool.version} — {tool.display_name}", style="bold"))
+    for line in tool_lines(tool):
+        console.print(Text(line), soft_wrap=True)
+
+
+@jobs_app.command("list")
+def jobs_list(
+    json_output: bool = typer.Option(False, "--json", help=JSON_HELP),
+    paths: list[Path] | None = typer.Option(None, "--definitions", "-d", help=PATHS_OPTION_HELP),
+) -> None:
+    """List the jobs (latest version of each)."""
+    registry, problems, _ = _load_registry(paths)
+    _warn(problems)
+    jobs = registry.jobs()
+    if json_output:
+        print_json([j.dump() for j in jobs])
+        return
+    table = Table(title=f"{len(jobs)} jobs")
+    for column in ("id", "version", "command", "steps", "inputs", "outputs", "description"):
+        table.add_column(column, no_wrap=column in ("id", "command"), max_width=40)
+    for job in jobs:
+        table.add_row(
+            Text(job.job_id),
+            Text(job.version),
+            Text(f"/{job.command_name}"),
+            Text(" → ".join(registry.topological_order(job))),
+            Text(", ".join(p.name for p in job.input_schema)),
+            Text(", ".join(o.name for o in job.output_schema)),
+            Text(job.description),
+        )
+    console.print(table)
+
+
+def _versions(kind: str, ident: str, json_output: bool, paths: list[Path] | None) -> None:
+    registry, latest = _lookup(paths, lambda r: r.job(ident) if kind == "job" else r.tool(ident))
+    found = [registry.job(ident, v) if kind == "job" else registry.tool(ident, v) for v in registry.versions(ident)]
+    if json_output:
+        print_json([
+            {"version": d.version, "displayName": d.display_name, "description": d.description,
+             "latest": d.version == latest.version, "file": d.source}
+            for d in found
+        ])
+        return
+    table = Table(title=f"{len(found)} version{'s' if len(found) != 1 else ''} of {kind} {ident}")
+    for column in ("version", "name", "file", "description"):
+        table.add_column(column, no_wrap=column == "version", max_width=50)
+    for d in found:
+        mark = " (latest)" if d.version == latest.version else ""
+        table.add_row(Text(d.version + mark), Text(d.display_name), Text(d.source or "-"), Text(d.description))
+    console.print(table)
+
+
+@tools_app.command("versions")
+def tools_versions(
+    tool_id: str = typer.Argument(..., help="The tool's id."),
+    json_output: bool = typer.Option(False, "--json", help=JSON_HELP),
+    paths: list[Path] | None = typer.Option(None, "--definitions", "-d", help=PATHS_OPTION_HELP),
+) -> None:
+    """List the registered versions of a tool, oldest first."""
+    _versions("tool", tool_id, json_output, paths)
+
+
+@jobs_app.command("versions")
+def jobs_versions(
+    job_id: str = typer.Argument(..., help="The job's id."),
+    json_output: bool = typer.Option(False, "--json", help=JSON_HELP),
+    paths: list[Path] | None = typer.Option(None, "--definitions", "-d", help=PATHS_OPTION_HELP),
+) -> None:
+    """List the registered versions of a job, oldest first; run one with `toolweave run ID --version V`."""
+    _versions("job", job_id, json_output, paths)
+
+
+@jobs_app.command("show")
+def jobs_show(
+    job_id: str = typer.Argument(..., help="The job's id."),
+    version: str | None = typer.Option(None, "--version", help="A version (default: the latest)."),
+    json_output: bool = typer.Option(False, "--json", help=JSON_HELP),
+    paths: list[Path] | None = typer.Option(None, "--definitions", "-d", help=PATHS_OPTION_HELP),
+) -> None:
+    """Show one job: its inputs, and its steps drawn as a graph."""
+    registry, job = _lookup(paths, lambda r: r.job(job_id, version))
+    if json_output:
+        print_json({**job.dump(), "order": registry.topological_order(job)})
+        return
+    console.print(Text(f"{job.job_id} v{job.version} — {job.display_name}", style="bold"))
+    if job.description:
+        console.print(Text(job.description), soft_wrap=True)
+    console.print(Text(f"command: /{job.command_name}"))
+    for param in job.input_schema:
+        console.print(Text(f"  input {param_line(param)}"), soft_wrap=True)
+    for line in job_dag_lines(job):
+        console.print(Text(line), soft_wrap=True)

@@ -1,0 +1,285 @@
+"""How the command line shows runs: status colours, the steps, runs and generations tables, event
+lines, the final summary and ``runs show``; and the run's output files (exported on request)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from rich import box
+from rich.console import Console, Group
+from rich.table import Table
+from rich.text import Text
+
+from toolweave.model.records import ArtifactRef
+from toolweave.model.status import RunStatus
+
+if TYPE_CHECKING:
+    from toolweave.app import App
+
+STATUS_STYLES = {
+    "pending": "dim",
+    "ready": "cyan",
+    "running": "yellow",
+    "waiting_retry": "magenta",
+    "succeeded": "green",
+    "completed": "green",
+    "partially_completed": "dark_orange",
+    "failed": "red",
+    "skipped": "bright_black",
+    "cancelled": "bright_black",
+}
+
+
+def styled(status: str | None) -> Text:
+    text = status or "-"
+    return Text(text, style=STATUS_STYLES.get(text, ""))
+
+
+def seconds(ms: int | float | None) -> str:
+    if ms is None:
+        return "-"
+    return f"{ms / 1000:.2f}s"
+
+
+def _elapsed(started_iso: str | None, finished_iso: str | None) -> str:
+    if not started_iso:
+        return "-"
+    start = datetime.fromisoformat(started_iso.replace("Z", "+00:00")).timestamp()
+    end = datetime.fromisoformat(finished_iso.replace("Z", "+00:00")).timestamp() if finished_iso else time.time()
+    return f"{max(0.0, end - start):.2f}s"
+
+
+def _progress(value: float | None) -> str:
+    return "-" if value is None else f"{round(value * 100)}%"
+
+
+def _table(title: str | None) -> Table:
+    return Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
+
+
+def steps_table(run: dict[str, Any], *, title: str | None = None) -> Table:
+    table = _table(title)
+    table.add_column("step", no_wrap=True)
+    table.add_column("tool", no_wrap=True)
+    table.add_column("status", no_wrap=True)
+    ongoing = not RunStatus(run["status"]).terminal
+    for column in ("try", "done", "time") if ongoing else ("try", "time"):  # attempt, progress, duration
+        table.add_column(column, no_wrap=True, justify="right")
+    table.add_column("note", overflow="fold", ratio=1)
+    for step in run.get("stepStatuses") or []:
+        note = step.get("reason") or ""
+        error = step.get("error")
+        if error and step["status"] in ("failed", "waiting_retry", "cancelled"):
+            note = error.get("message", "") if isinstance(error, dict) else str(error)
+        elif error and step["status"] == "succeeded" and int(step.get("attempt") or 0) > 1:
+            message = error.get("message", "") if isinstance(error, dict) else str(error)
+            note = f"earlier attempt: {message}"
+        if step["status"] == "waiting_retry" and step.get("nextAttemptAt"):
+            note = f"retry at {step['nextAttemptAt'][11:23]}; {note}"
+        duration = step.get("durationMs")
+        table.add_row(
+            Text(step["stepId"]),
+            Text(step.get("toolId") or (f"job {step['childRunId']}" if step.get("childRunId") else "-")),
+            styled(step["status"]),
+            Text(str(step.get("attempt") or 0)),
+            *([Text(_progress(step.get("progress")))] if ongoing else []),
+            Text(seconds(duration) if duration is not None else _elapsed(step.get("startedAt"), None)
+                 if step["status"] == "running" else "-"),
+            Text(note),
+        )
+    return table
+
+
+def run_header(run: dict[str, Any]) -> Text:
+    text = Text()
+    text.append(f"run {run['jobRunId']}", style="bold")
+    text.append(f"  {run['jobDefinitionId']} v{run['version']}  ")
+    text.append_text(styled(run["status"]))
+    duration = run.get("durationMs")
+    text.append(f"  {seconds(duration) if duration is not None else _elapsed(run.get('startedAt'), None)}")
+    text.append(f"  cost ${run.get('costUsd') or '0'}")
+    return text
+
+
+def render_progress(run: dict[str, Any], started: float) -> Group:
+    return Group(run_header(run), steps_table(run))
+
+
+def event_line(event: dict[str, Any]) -> str:
+    stamp = datetime.fromtimestamp(float(event["at"])).strftime("%H:%M:%S.%f")[:-3]
+    data = event.get("data") or {}
+    parts = [stamp, event["type"]]
+    if event.get("stepId"):
+        parts.append(event["stepId"])
+    if "attempt" in data:
+        parts.append(f"attempt {data['attempt']}")
+    if event["type"] == "step.retry_scheduled":
+        delay = float(data.get("at", event["at"])) - float(event["at"])
+        parts.append(f"attempt {data.get('nextAttempt')} in {max(0.0, delay):.2f}s")
+    if "progress" in data and data["progress"] is not None:
+        parts.append(_progress(data["progress"]))
+    if data.get("durationMs") is not None:
+        parts.append(seconds(data["durationMs"]))
+    if data.get("reason"):
+        parts.append(f"({data['reason']})")
+    error = data.get("error")
+    if error:
+        parts.append("— " + (error.get("message", "") if isinstance(error, dict) else str(error)))
+    return "  ".join(str(p) for p in parts)
+
+
+def runs_table(items: list[dict[str, Any]]) -> Table:
+    table = _table(f"{len(items)} run{'s' if len(items) != 1 else ''}")
+    table.add_column("run", no_wrap=True)
+    table.add_column("job", overflow="ellipsis", no_wrap=True)
+    table.add_column("status", no_wrap=True)
+    table.add_column("created", no_wrap=True)
+    table.add_column("time", no_wrap=True, justify="right")
+    errors = any(item.get("error") for item in items)
+    if errors:
+        table.add_column("error", overflow="fold", ratio=1)
+    for item in items:
+        error = item.get("error")
+        message = error.get("message", "") if isinstance(error, dict) else (error or "")
+        version = "" if item["version"] == "1" else f" v{item['version']}"
+        table.add_row(
+            Text(item["jobRunId"]),
+            Text(f"{item['jobDefinitionId']}{version}"),
+            styled(item["status"]),
+            Text(_local_time(item.get("createdAt"))),
+            Text(seconds(item.get("durationMs"))),
+            *([Text(str(message))] if errors else []),
+        )
+    return table
+
+
+def _local_time(iso: str | None) -> str:
+    if not iso:
+        return "-"
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).astimezone().strftime("%m-%d %H:%M")
+
+
+def generations_table(run: dict[str, Any]) -> Table:
+    table = _table("generations (one per attempt)")
+    table.add_column("step", no_wrap=True)
+    table.add_column("try", no_wrap=True, justify="right")
+    table.add_column("service", no_wrap=True)
+    table.add_column("status", no_wrap=True)
+    table.add_column("time", no_wrap=True, justify="right")
+    table.add_column("cost", no_wrap=True, justify="right")
+    table.add_column("error", overflow="fold", ratio=1)
+    for gen in run.get("generations") or []:
+        error = gen.get("error")
+        table.add_row(
+            Text(gen["stepId"]),
+            Text(str(gen.get("attempt"))),
+            Text(gen.get("serviceName") or ""),
+            styled(gen.get("status")),
+            Text(seconds(gen.get("durationMs"))),
+            Text(f"${gen['costUsd']}" if gen.get("costUsd") is not None else "-"),
+            Text(error.get("message", "") if isinstance(error, dict) else str(error or "")),
+        )
+    return table
+
+
+def _artifact_values(value: Any) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(suffix, artifact value) for an output that is an artifact or a list of them."""
+    if ArtifactRef.is_ref(value):
+        yield "", value
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            if ArtifactRef.is_ref(item):
+                yield f"-{index + 1}", item
+
+
+def _describe_artifact(value: dict[str, Any]) -> str:
+    parts = [str(value.get("mimeType") or "")]
+    if value.get("width") and value.get("height"):
+        parts.append(f"{value['width']}×{value['height']}")
+    if value.get("size") is not None:
+        parts.append(f"{int(value['size']):,} bytes")
+    return ", ".join(p for p in parts if p)
+
+
+async def output_files(
+    app: App, run: dict[str, Any], account: str, directory: Path | None = None
+) -> list[tuple[str, str, Path]]:
+    """(output name, description, file) of each media output: exported to ``directory`` under the
+    output's name (overwriting), or else where the artifact store keeps it."""
+    from toolweave.app import NotFound
+
+    found: list[tuple[str, str, Path]] = []
+    for name, value in (run.get("finalOutputs") or {}).items():
+        for suffix, artifact in _artifact_values(value):
+            try:
+                path, ref = await app.artifact(artifact["sha256"], account)
+            except NotFound:
+                continue
+            if directory is not None:
+                path = await asyncio.to_thread(app.artifacts.export, ref, directory, f"{name}{suffix}")
+            found.append((f"{name}{suffix}", _describe_artifact(artifact), path))
+    return found
+
+
+def print_outputs(console: Console, run: dict[str, Any], files: list[tuple[str, str, Path]]) -> None:
+    media = {name for name, _, _ in files}
+    other = {
+        k: v for k, v in (run.get("finalOutputs") or {}).items()
+        if k not in media and not any(n.startswith(f"{k}-") for n in media)
+    }
+    if not files and not other:
+        return
+    console.print(Text("outputs", style="bold"))
+    for name, description, path in files:
+        console.print(Text(f"  {name}: {path}  ({description})"), soft_wrap=True)
+    for name, value in other.items():
+        console.print(Text(f"  {name}: {value!r}"), soft_wrap=True)
+
+
+def print_error(console: Console, run: dict[str, Any]) -> None:
+    error = run.get("error")
+    if error:
+        message = error.get("message", "") if isinstance(error, dict) else str(error)
+        console.print(Text(f"error: {message}", style="red"), soft_wrap=True)
+
+
+async def summary(
+    app: App, run: dict[str, Any], account: str, console: Console, output_dir: Path | None = None
+) -> list[tuple[str, str, Path]]:
+    """The final view of a run: header, steps, error, output files (exported when asked)."""
+    console.print(run_header(run))
+    console.print(steps_table(run))
+    print_error(console, run)
+    files = await output_files(app, run, account, output_dir)
+    print_outputs(console, run, files)
+    return files
+
+
+async def show(app: App, run: dict[str, Any], account: str, console: Console) -> None:
+    """Everything about one run (``runs show``)."""
+    console.print(run_header(run))
+    for label, key in (("created", "createdAt"), ("started", "startedAt"), ("finished", "finishedAt")):
+        console.print(Text(f"  {label}: {run.get(key) or '-'}"))
+    console.print(Text(f"  account: {run.get('masterAccountId')}  origin: {run.get('origin') or {}}"))
+    inputs = run.get("jobInputs") or {}
+    if inputs:
+        console.print(Text("inputs", style="bold"))
+        for name, value in inputs.items():
+            shown = _describe_artifact(value) if ArtifactRef.is_ref(value) else repr(value)
+            console.print(Text(f"  {name}: {shown}"), soft_wrap=True)
+    console.print(steps_table(run, title="steps"))
+    if run.get("generations"):
+        console.print(generations_table(run))
+    print_error(console, run)
+    print_outputs(console, run, await output_files(app, run, account))
+    for note in run.get("notifications") or []:
+        console.print(
+            Text(f"notification {note['channel']} {note['eventType']}: {note['status']} after "
+                 f"{note['attempts']} attempt(s){' — ' + note['lastError'] if note.get('lastError') else ''}"),
+            soft_wrap=True,
+        )

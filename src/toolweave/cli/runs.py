@@ -1,0 +1,449 @@
+"""``toolweave run`` and ``toolweave runs ...``: submitting a run from ``-i key=value`` options,
+following it (events or a live table, with a worker in this process when none is alive), and
+listing, showing, cancelling, retrying and watching runs."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import typer
+from rich.console import Console
+from rich.live import Live
+
+from toolweave.cli.common import (
+    ACCOUNT_HELP,
+    JSON_HELP,
+    LOCAL_ACCOUNT,
+    VIEW_HELP,
+    CliError,
+    Interrupted,
+    app_session,
+    check_view,
+    check_worker_policy,
+    console,
+    err_console,
+    exit_code,
+    print_json,
+    run_main,
+)
+from toolweave.cli.render import event_line, output_files, render_progress, runs_table, show, summary
+from toolweave.inputs import InputError
+from toolweave.model.status import RunStatus
+
+if TYPE_CHECKING:
+    from toolweave.app import App
+
+POLL_SECONDS = 0.2
+LIVENESS_CHECK_SECONDS = 5.0
+
+runs_app = typer.Typer(no_args_is_help=True, help="Runs of tools and jobs.")
+
+
+# --- inputs ----------------------------------------------------------------------------------------
+
+
+def parse_pairs(pairs: list[str]) -> dict[str, str]:
+    """``-i key=value`` options → a mapping; every malformed one is reported at once."""
+    out: dict[str, str] = {}
+    problems: list[str] = []
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            problems.append(f"-i {pair!r}: write it as key=value (or key=@file)")
+        elif key in out:
+            problems.append(f"-i {key}: given twice")
+        else:
+            out[key] = value
+    if problems:
+        raise CliError("the inputs are malformed", details=problems)
+    return out
+
+
+def read_at_files(
+    app: App, target_id: str, raw: dict[str, str], version: str | None = None
+) -> tuple[dict[str, Any], bool]:
+    """Resolve ``key=@file`` values: a media input gets the local file, any other input its text.
+
+    Returns the inputs and whether local paths were given (``allow_local_paths``).
+    """
+    job = app.job_for(target_id, version)
+    media = {p.name for p in job.input_schema if p.type.is_media}
+    out: dict[str, Any] = {}
+    problems: list[str] = []
+    paths = False
+    for key, value in raw.items():
+        if not value.startswith("@"):
+            out[key] = value
+            continue
+        path = Path(value[1:]).expanduser()
+        if not path.is_file():
+            problems.append(f"{key}: no such file: {value[1:]}")
+            continue
+        if key in media:
+            out[key] = str(path.resolve())
+            paths = True
+        else:
+            try:
+                out[key] = path.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as exc:
+                problems.append(f"{key}: cannot read {value[1:]} as text: {exc}")
+    if problems:
+        raise CliError("some inputs cannot be read", details=problems)
+    return out, paths
+
+
+async def submit(app: App, target_id: str, pairs: list[str], account: str, version: str | None = None) -> str:
+    """Submit a run of a tool or job (in ``version``, default the latest) from ``-i`` options;
+    input problems become ``CliError`` (exit 4)."""
+    from toolweave.app import MediaError, UnknownDefinition
+
+    raw = parse_pairs(pairs)
+    try:
+        inputs, paths = read_at_files(app, target_id, raw, version)
+        await app.ensure_account(account)
+        return await app.submit(
+            target_id, inputs, account_id=account, origin={"platform": "cli"}, coerce_text=True,
+            allow_local_paths=paths, version=version,
+        )
+    except UnknownDefinition as exc:
+        raise CliError(f"{exc.args[0]} (see `toolweave tools list` and `toolweave jobs list`)") from None
+    except InputError as exc:
+        raise CliError(
+            f"the inputs of {target_id} are not valid", details=[f"{p.field}: {p.message}" for p in exc.problems]
+        ) from None
+    except MediaError as exc:
+        raise CliError(f"a media input cannot be read: {exc}") from None
+
+
+# --- following a run -------------------------------------------------------------------------------
+
+
+class _SigintCatcher:
+    """Turn Ctrl-C into an event while following a run (the default handler elsewhere)."""
+
+    def __init__(self) -> None:
+        self.event = asyncio.Event()
+        self._installed = False
+
+    def __enter__(self) -> _SigintCatcher:
+        loop = asyncio.get_running_loop()
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(signal.SIGINT, self.event.set)
+            self._installed = True
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._installed:
+            with contextlib.suppress(Exception):
+                asyncio.get_running_loop().remove_signal_handler(signal.SIGINT)
+
+
+class InProcessWorker:
+    """A worker in this process, started when no other worker is alive, stopped gracefully."""
+
+    def __init__(self, app: App, slots: int | None = None) -> None:
+        self.app = app
+        self.slots = slots
+        self.task: asyncio.Task[None] | None = None
+        self.worker: Any = None
+
+    @property
+    def running(self) -> bool:
+        return self.task is not None and not self.task.done()
+
+    def start(self) -> None:
+        if self.running:
+            return
+        self.worker = self.app.make_worker(self.slots)
+        self.task = asyncio.create_task(self.app.run_worker(self.worker, kind="cli"), name="toolweave-cli-worker")
+
+    async def ensure(self, policy: str) -> None:
+        """``always``: run one; ``auto``: run one when no worker is alive; ``never``: don't."""
+        if self.running or policy == "never":
+            return
+        if policy == "always" or not await self.app.live_workers():
+            self.start()
+
+    async def stop(self, grace: float = 30.0) -> None:
+        if self.task is None:
+            return
+        self.worker.stop()
+        try:
+            await asyncio.wait_for(asyncio.shield(self.task), grace)
+        except TimeoutError:
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self.task
+        except Exception:  # the worker's own failure was logged; the run state is in the store
+            pass
+
+
+async def follow(
+    app: App,
+    run_id: str,
+    account: str,
+    console: Console,
+    *,
+    worker: str = "auto",
+    view: str = "auto",
+    slots: int | None = None,
+    after: int = 0,
+) -> dict[str, Any]:
+    """Follow a run until it ends and return its final detail.
+
+    ``worker``: ``auto`` runs an in-process worker whenever no live worker is announced (checked
+    again every few seconds), ``always``/``never`` as named. ``view``: ``live`` (a table redrawn in
+    place), ``lines`` (one line per event), ``quiet``; ``auto`` picks ``live`` on a terminal.
+    Events are printed from after event id ``after``. Ctrl-C raises ``Interrupted`` after
+    stopping the in-process worker; the run goes on.
+    """
+    if view == "auto":
+        view = "live" if console.is_terminal else "lines"
+    own = InProcessWorker(app, slots)
+    last_event = after
+    started = time.monotonic()
+    with _SigintCatcher() as sigint:
+        await own.ensure(worker)
+        next_check = time.monotonic() + LIVENESS_CHECK_SECONDS
+        live: Live | None = None
+        try:
+            run = await app.get_run(run_id, account)
+            if view == "live":
+                live = Live(render_progress(run, started), console=console, refresh_per_second=8, transient=True)
+                live.start()
+            while True:
+                events = await app.events(run_id, account, last_event)
+                if events:
+                    last_event = events[-1]["id"]
+                    if view == "lines":
+                        for event in events:
+                            console.print(event_line(event), highlight=False, soft_wrap=True)
+                run = await app.get_run(run_id, account)
+                if live is not None:
+                    live.update(render_progress(run, started))
+                if RunStatus(run["status"]).terminal:
+                    if view == "lines":  # the last events may have been appended with the status
+                        for event in await app.events(run_id, account, last_event):
+                            console.print(event_line(event), highlight=False, soft_wrap=True)
+                    return run
+                if worker == "auto" and time.monotonic() >= next_check:
+                    next_check = time.monotonic() + LIVENESS_CHECK_SECONDS
+                    await own.ensure(worker)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(sigint.event.wait(), POLL_SECONDS)
+                if sigint.event.is_set():
+                    raise Interrupted(run_id)
+        finally:
+            if live is not None:
+                live.stop()
+            await own.stop()
+
+
+# --- the commands ----------------------------------------------------------------------------------
+
+
+async def _finish(app: App, run: dict[str, Any], account: str, json_output: bool, output: Path | None) -> int:
+    if json_output:
+        if output is not None:
+            await output_files(app, run, account, output)
+        print_json(run)
+    else:
+        await summary(app, run, account, console, output)
+    return exit_code(run["status"])
+
+
+def _not_found(run_id: str) -> CliError:
+    return CliError(f"no run {run_id!r} (for account, see --account; `toolweave runs list` shows yours)")
+
+
+def run_command(
+    name: str = typer.Argument(..., help="The tool or job to run (its id)."),
+    inputs: list[str] | None = typer.Option(
+        None, "--input", "-i", help="An input as key=value (text, coerced to the input's type); key=@file reads a file."
+    ),
+    wait: bool = typer.Option(False, "--wait", help="Follow the run until it ends; exit with its status."),
+    json_output: bool = typer.Option(False, "--json", help="Print the final run as JSON (without --wait: the run id)."),
+    output: Path | None = typer.Option(None, "--output", "-o", help="Copy the output files into this folder (implies --wait)."),
+    account: str = typer.Option(LOCAL_ACCOUNT, "--account", help=ACCOUNT_HELP),
+    view: str = typer.Option("auto", "--view", help=VIEW_HELP),
+    worker: str = typer.Option(
+        "auto", "--worker", help="With --wait: auto (run a worker in this process when none is alive), always, never."
+    ),
+    paths: list[Path] | None = typer.Option(None, "--definitions", "-d", help="Extra definition files or folders."),
+    version: str | None = typer.Option(
+        None, "--version", help="The definition version to run (default: the latest; `toolweave jobs versions ID`)."
+    ),
+) -> None:
+    """Run a tool or a job. Without --wait, submit it and print its id."""
+
+    async def main() -> int:
+        shown = check_view(view, json_output)
+        check_worker_policy(worker)
+        async with app_session(paths) as tw:
+            run_id = await submit(tw, name, list(inputs or []), account, version)
+            if not (wait or output is not None):
+                if json_output:
+                    print_json({"jobRunId": run_id})
+                else:
+                    console.print(run_id, highlight=False)
+                if not await tw.live_workers():
+                    err_console.print(
+                        "note: no worker is running, so the run waits; start one with `toolweave worker`, "
+                        f"or follow it with a worker in this terminal: `toolweave runs watch {run_id} --worker auto`",
+                        highlight=False, soft_wrap=True,
+                    )
+                return 0
+            if shown != "quiet":
+                err_console.print(f"run {run_id} submitted; Ctrl-C stops following (the run goes on)", highlight=False)
+            run = await follow(tw, run_id, account, console, worker=worker, view=shown)
+            return await _finish(tw, run, account, json_output, output)
+
+    run_main(main())
+
+
+@runs_app.command("list")
+def runs_list(
+    status: list[str] | None = typer.Option(None, "--status", help="Only runs with this status (repeatable)."),
+    job: str | None = typer.Option(None, "--job", help="Only runs of this tool or job id."),
+    limit: int = typer.Option(20, "--limit", min=1, max=500, help="At most this many runs (newest first)."),
+    json_output: bool = typer.Option(False, "--json", help=JSON_HELP),
+    account: str = typer.Option(LOCAL_ACCOUNT, "--account", help=ACCOUNT_HELP),
+) -> None:
+    """List runs, newest first."""
+
+    async def main() -> int:
+        known = {s.value for s in RunStatus}
+        bad = [s for s in status or [] if s not in known]
+        if bad:
+            raise CliError(f"unknown status {', '.join(bad)} (one of: {', '.join(sorted(known))})")
+        async with app_session() as tw:
+            page = await tw.list_runs(account, status=list(status) if status else None, job_id=job, limit=limit)
+        if json_output:
+            print_json({"items": page.items, "nextCursor": page.next_cursor})
+        else:
+            console.print(runs_table(page.items))
+        return 0
+
+    run_main(main())
+
+
+@runs_app.command("show")
+def runs_show(
+    run_id: str = typer.Argument(..., help="The run's id."),
+    json_output: bool = typer.Option(False, "--json", help=JSON_HELP),
+    account: str = typer.Option(LOCAL_ACCOUNT, "--account", help=ACCOUNT_HELP),
+) -> None:
+    """Show a run: steps, generations, outputs (with their files), cost, timings, errors."""
+    from toolweave.app import NotFound
+
+    async def main() -> int:
+        async with app_session() as tw:
+            try:
+                run = await tw.get_run(run_id, account)
+            except NotFound:
+                raise _not_found(run_id) from None
+            if json_output:
+                print_json(run)
+            else:
+                await show(tw, run, account, console)
+        return 0
+
+    run_main(main())
+
+
+@runs_app.command("cancel")
+def runs_cancel(
+    run_id: str = typer.Argument(..., help="The run's id."),
+    account: str = typer.Option(LOCAL_ACCOUNT, "--account", help=ACCOUNT_HELP),
+) -> None:
+    """Cancel a run: its pending steps are cancelled, running generations are cancelled at the backend."""
+    from toolweave.app import NotFound
+
+    async def main() -> int:
+        async with app_session() as tw:
+            try:
+                before = (await tw.get_run(run_id, account))["status"]
+                status = await tw.cancel(run_id, account)
+            except NotFound:
+                raise _not_found(run_id) from None
+
+        if RunStatus(before).terminal:
+            console.print(f"run {run_id} had already ended: {before}", highlight=False)
+        elif status == RunStatus.CANCELLED:
+            console.print(f"run {run_id} cancelled", highlight=False)
+        else:
+            console.print(
+                f"cancel requested for run {run_id} (now {status}); a worker finishes cancelling its running steps",
+                highlight=False,
+            )
+        return 0
+
+    run_main(main())
+
+
+@runs_app.command("retry")
+def runs_retry(
+    run_id: str = typer.Argument(..., help="The run's id."),
+    wait: bool = typer.Option(False, "--wait", help="Follow the run until it ends; exit with its status."),
+    json_output: bool = typer.Option(False, "--json", help="With --wait: print the final run as JSON."),
+    account: str = typer.Option(LOCAL_ACCOUNT, "--account", help=ACCOUNT_HELP),
+    view: str = typer.Option("auto", "--view", help=VIEW_HELP),
+) -> None:
+    """Run a failed, partially completed or cancelled run again from its unfinished steps."""
+    from toolweave.app import Conflict, NotFound
+
+    async def main() -> int:
+        shown = check_view(view, json_output)
+        async with app_session() as tw:
+            try:
+                seen = await tw.events(run_id, account)
+                await tw.retry(run_id, account)
+            except NotFound:
+                raise _not_found(run_id) from None
+            except Conflict as exc:
+                raise CliError(str(exc)) from None
+            if not wait:
+                console.print(f"run {run_id} retried", highlight=False)
+                return 0
+            after = seen[-1]["id"] if seen else 0
+            run = await follow(tw, run_id, account, console, worker="auto", view=shown, after=after)
+            return await _finish(tw, run, account, json_output, None)
+
+    run_main(main())
+
+
+@runs_app.command("watch")
+def runs_watch(
+    run_id: str = typer.Argument(..., help="The run's id."),
+    account: str = typer.Option(LOCAL_ACCOUNT, "--account", help=ACCOUNT_HELP),
+    view: str = typer.Option("lines", "--view", help=VIEW_HELP),
+    worker: str = typer.Option(
+        "never", "--worker", help="never (only watch), auto (run a worker here when none is alive), always."
+    ),
+) -> None:
+    """Follow a run's events until it ends; exit with its status."""
+    from toolweave.app import NotFound
+
+    async def main() -> int:
+        shown = check_view(view, False)
+        check_worker_policy(worker)
+        async with app_session() as tw:
+            try:
+                await tw.get_run(run_id, account)
+            except NotFound:
+                raise _not_found(run_id) from None
+            if worker == "never" and not await tw.live_workers():
+                err_console.print(
+                    "note: no worker is running; an unfinished run waits until one starts (`toolweave worker`)",
+                    highlight=False,
+                )
+            run = await follow(tw, run_id, account, console, worker=worker, view=shown)
+            return await _finish(tw, run, account, False, None)
+
+    run_main(main())

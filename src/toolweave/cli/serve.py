@@ -1,0 +1,55 @@
+"""``toolweave serve``: the HTTP API, the live event streams and the web page, with an embedded
+worker unless told otherwise."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import typer
+from rich.text import Text
+
+from toolweave.cli.common import err_console, load_settings
+
+
+def serve(
+    host: str = typer.Option("127.0.0.1", "--host", help="The address to listen on (0.0.0.0: every interface)."),
+    port: int = typer.Option(8000, "--port", min=0, max=65535, help="The port to listen on."),
+    workers_in_process: int | None = typer.Option(
+        None, "--workers-in-process", min=1, help="Slots of the embedded worker (default: the worker_slots setting)."
+    ),
+    no_worker: bool = typer.Option(
+        False, "--no-worker", help="Run no embedded worker: separate `toolweave worker` processes do the work."
+    ),
+    log_level: str = typer.Option("info", "--log-level", help="debug, info, warning or error."),
+) -> None:
+    """Serve the HTTP API, the live event streams and the web page (with an embedded worker by default)."""
+    import uvicorn
+
+    from toolweave.api import create_app
+    from toolweave.app import App
+
+    settings = load_settings()
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    async def _main() -> None:
+        tw_app = App(settings)
+        for problem in tw_app.definition_problems:
+            err_console.print(Text(f"warning: {problem}", style="yellow"), soft_wrap=True)
+        try:
+            api = create_app(tw_app, run_worker=not no_worker, slots=workers_in_process or settings.worker_slots)
+            config = uvicorn.Config(api, host=host, port=port, log_level=log_level.lower(), proxy_headers=True)
+            server = uvicorn.Server(config)
+            mode = "no embedded worker" if no_worker else f"embedded worker, {workers_in_process or settings.worker_slots} slots"
+            err_console.print(Text(f"toolweave serving on http://{host}:{port} ({mode}); data in {settings.home}"))
+            await server.serve()
+        finally:
+            await tw_app.aclose()
+
+    try:
+        asyncio.run(_main())
+    except KeyboardInterrupt:
+        pass
+    except OSError as exc:
+        err_console.print(Text(f"error: cannot serve on {host}:{port}: {exc.strerror or exc}", style="red"))
+        raise typer.Exit(1) from None
