@@ -2,19 +2,19 @@
 
 Front ends (CLI, HTTP API, Telegram) talk to this facade only: ``submit``, ``get_run``,
 ``list_runs``, ``cancel``, ``retry``, ``events``/``watch``, ``handle_webhook``, accounts and keys,
-artifacts, and the definitions in the registry.
+artifacts, and the definitions in the registry. The SQL it runs is in ``store/`` (one module per
+entity; ``store/kv.py``, ``store/stats.py``), the records front ends see in ``run_views.py``, what
+services get from the engine (``EngineHost``, media inputs) in ``host.py`` and worker presence in
+``presence.py``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import contextlib
 import hashlib
 import logging
 import os
 import secrets
-import socket
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
@@ -23,101 +23,42 @@ from typing import Any
 
 import httpx
 
-from toolweave.artifacts import ArtifactStore, decode_data_uri
+from toolweave import presence
+from toolweave.artifacts import ArtifactStore
 from toolweave.engine.core import Conflict, Engine, NotFound, SubmitRequest, tool_job
 from toolweave.engine.worker import Worker
+from toolweave.host import EngineHost, MediaError, decode_media_data_uri
 from toolweave.inputs import FieldProblem, InputError, prepare_inputs
 from toolweave.model.definitions import JobDefinition, ToolDefinition, Visibility
 from toolweave.model.records import ArtifactRef, RunUpdate
 from toolweave.model.status import RunStatus
-from toolweave.netguard import ForbiddenURL, TooManyRedirects, UnresolvableHost, stream_public
 from toolweave.notify.dispatcher import Channel, Notifier
+from toolweave.presence import WORKER_TTL_SECONDS
 from toolweave.registry import Problem, Registry
-from toolweave.services.base import Service, ServiceError, WebhookRejected
+from toolweave.run_views import decode_cursor, encode_cursor, run_detail, run_events, run_summary
+from toolweave.services.base import Service, WebhookRejected
 from toolweave.settings import Settings
 from toolweave.store import accounts as accounts_q
-from toolweave.store import events as events_q
 from toolweave.store import generations as gens_q
-from toolweave.store import notifications as notes_q
+from toolweave.store import kv as kv_q
 from toolweave.store import runs as runs_q
-from toolweave.store import tasks as tasks_q
-from toolweave.store.db import Store, Tx
+from toolweave.store import stats as stats_q
+from toolweave.store.db import Store
 from toolweave.store.ids import new_id
 
 log = logging.getLogger("toolweave")
 
-WORKERS_NAMESPACE = "workers"
-WORKER_TTL_SECONDS = 15.0
-
-__all__ = ["App", "Conflict", "InputError", "NotFound", "UnknownDefinition"]
+__all__ = ["App", "Conflict", "EngineHost", "InputError", "MediaError", "NotFound", "UnknownDefinition"]
 
 
 class UnknownDefinition(LookupError):
     """No tool or job has that id."""
 
 
-class MediaError(ValueError):
-    """A media input that could not be read (a file, a data: URI or an artifact id)."""
-
-
 @dataclass
 class Page:
     items: list[dict[str, Any]]
     next_cursor: str | None
-
-
-class EngineHost:
-    """What services get from the engine (the ``ServiceHost`` protocol)."""
-
-    def __init__(self, app: App) -> None:
-        self._app = app
-        self.artifacts = app.artifacts
-        self.http = app.http
-
-    async def report(self, generation_id: str, update: RunUpdate) -> None:
-        await self._app.apply_update(generation_id, update)
-
-    async def load_media(self, value: Any) -> tuple[bytes, str]:
-        ref = ArtifactRef.from_value(value)
-        if ref is not None:
-            return await asyncio.to_thread(self.artifacts.read, ref), ref.mime_type
-        text = str(value)
-        if text.startswith("data:"):
-            return _decode_data_uri(text, self._app.settings.media_max_bytes)
-        if text.startswith(("http://", "https://")):
-            return await self._fetch(text)
-        raise MediaError(f"cannot read media from {text[:80]!r}")
-
-    async def _fetch(self, url: str) -> tuple[bytes, str]:
-        """GET a media URL a user gave: public hosts only (unless allowed), every redirect checked,
-        at most ``media_max_bytes``."""
-        settings = self._app.settings
-        try:
-            async with stream_public(self.http, url, allow_private=settings.media_allow_private_urls) as response:
-                response.raise_for_status()
-                chunks: list[bytes] = []
-                size = 0
-                async for chunk in response.aiter_bytes():
-                    size += len(chunk)
-                    if size > settings.media_max_bytes:
-                        raise MediaError(f"{url} is larger than {settings.media_max_bytes} bytes")
-                    chunks.append(chunk)
-                mime = response.headers.get("content-type", "application/octet-stream").split(";")[0]
-                return b"".join(chunks), mime
-        except TooManyRedirects as exc:
-            raise MediaError(f"{url}: {exc}") from None
-        except ForbiddenURL as exc:
-            raise MediaError(str(exc)) from None
-        except UnresolvableHost as exc:
-            raise ServiceError(str(exc), retryable=True, code="network") from exc
-
-    def media_url(self, ref: ArtifactRef) -> str:
-        base = self._app.settings.public_base_url
-        if base:
-            token = self._app.engine.webhook_token("artifact", ref.sha256)
-            return f"{base.rstrip('/')}/media/{ref.sha256}?token={token}"
-        data = self.artifacts.read(ref)
-        return f"data:{ref.mime_type};base64,{base64.b64encode(data).decode()}"
 
 
 class App:
@@ -363,7 +304,7 @@ class App:
                 continue
             text = str(value)
             if text.startswith("data:"):
-                data, mime = _decode_data_uri(text, self.settings.media_max_bytes)
+                data, mime = decode_media_data_uri(text, self.settings.media_max_bytes)
                 out[name] = await self.put_media(data, account_id, mime_type=mime)
             elif not text.startswith(("http://", "https://")):
                 data = await asyncio.to_thread(_read_local, text)
@@ -376,7 +317,7 @@ class App:
         """Store uploaded bytes as an artifact owned by ``account_id``; returns the artifact value."""
         ref = await asyncio.to_thread(self.artifacts.put_bytes, data, mime_type, filename)
         value = ref.as_value()
-        await self.store.tx(_own, account_id, value, time.time())
+        await self.store.tx(accounts_q.own_upload, account_id, value, time.time())
         return value
 
     async def apply_update(self, generation_id: str, update: RunUpdate) -> bool:
@@ -390,7 +331,7 @@ class App:
 
     async def get_run(self, run_id: str, account_id: str | None = None) -> dict[str, Any]:
         """The run with its steps, generations, outputs, cost, timings; NotFound for another account's."""
-        detail: dict[str, Any] = await self.store.read(_run_detail, run_id, account_id)
+        detail: dict[str, Any] = await self.store.read(run_detail, run_id, account_id)
         return detail
 
     async def list_runs(
@@ -403,7 +344,7 @@ class App:
         cursor: str | None = None,
         limit: int = 50,
     ) -> Page:
-        before = _decode_cursor(cursor) if cursor else None
+        before = decode_cursor(cursor) if cursor else None
         rows = await self.store.read(
             lambda tx: runs_q.list_runs(
                 tx, account_id, status=status, job_id=job_id, since=since, before=before, limit=limit + 1
@@ -411,8 +352,8 @@ class App:
         )
         more = len(rows) > limit
         rows = rows[:limit]
-        items = [_run_summary(r) for r in rows]
-        next_cursor = _encode_cursor(rows[-1].created_at, rows[-1].run_id) if more and rows else None
+        items = [run_summary(r) for r in rows]
+        next_cursor = encode_cursor(rows[-1].created_at, rows[-1].run_id) if more and rows else None
         return Page(items, next_cursor)
 
     async def cancel(self, run_id: str, account_id: str | None = None) -> str:
@@ -423,7 +364,7 @@ class App:
         await self.store.tx(self.engine.retry_tx, run_id, account_id, time.time())
 
     async def events(self, run_id: str, account_id: str | None = None, after: int = 0) -> list[dict[str, Any]]:
-        found: list[dict[str, Any]] = await self.store.read(_events_for, run_id, account_id, after)
+        found: list[dict[str, Any]] = await self.store.read(run_events, run_id, account_id, after)
         return found
 
     async def watch(
@@ -515,21 +456,21 @@ class App:
 
     async def account_for(self, platform: str, external_id: str, name: str) -> str:
         """The account linked to a chat user, created on first use."""
-        result: str = await self.store.tx(_account_for, platform, external_id, name, time.time())
+        result: str = await self.store.tx(accounts_q.for_platform_user, platform, external_id, name, time.time())
         return result
 
     async def create_key(self, account_id: str, name: str = "") -> tuple[str, str]:
         """A new API key for an account: returns (key id, the secret shown once)."""
         secret = "tw_" + secrets.token_urlsafe(32)
         key_id = new_id("key_")
-        await self.store.tx(_create_key, key_id, account_id, name, secret, time.time())
+        await self.store.tx(accounts_q.create_key, key_id, account_id, name, secret, time.time())
         return key_id, secret
 
     async def authenticate(self, secret: str) -> str | None:
         """The account of an API key (None for an unknown or revoked key). The admin key's account is ``admin``."""
         if self.settings.admin_key and secrets.compare_digest(secret, self.settings.admin_key):
             return "admin"
-        account: str | None = await self.store.tx(_authenticate, secret, time.time())
+        account: str | None = await self.store.tx(accounts_q.authenticate, secret, time.time())
         return account
 
     async def list_keys(self, account_id: str | None = None) -> list[dict[str, Any]]:
@@ -558,20 +499,20 @@ class App:
             raise NotFound(sha256) from None
 
     async def kv_get(self, namespace: str, key: str) -> Any:
-        return await self.store.read(accounts_q.kv_get, namespace, key, time.time())
+        return await self.store.read(kv_q.get, namespace, key, time.time())
 
     async def kv_set(self, namespace: str, key: str, value: Any, ttl: float | None = None) -> None:
         now = time.time()
-        await self.store.tx(accounts_q.kv_set, namespace, key, value, now, now + ttl if ttl else None)
+        await self.store.tx(kv_q.put, namespace, key, value, now, now + ttl if ttl else None)
 
     async def kv_items(self, namespace: str) -> list[tuple[str, Any]]:
         """Every unexpired (key, value) of a namespace, by key."""
-        items: list[tuple[str, Any]] = await self.store.read(_kv_items, namespace, time.time())
+        items: list[tuple[str, Any]] = await self.store.read(kv_q.items, namespace, time.time())
         return items
 
     async def stats(self) -> dict[str, Any]:
         """Runs by status, queue depth by task kind and queue lag (for /metrics)."""
-        return await self.store.read(_stats, time.time())
+        return await self.store.read(stats_q.overview, time.time())
 
     # --- worker presence and the schema revision -----------------------------------------------
 
@@ -579,33 +520,11 @@ class App:
         """Run ``worker`` until ``worker.stop()``, announced meanwhile in ``live_workers()`` (a
         ``kv`` row in namespace ``workers`` that expires ``ttl`` seconds after its last refresh,
         refreshed every ``ttl / 3``; removed when the worker ends)."""
-        info = {
-            "workerId": worker.worker_id, "kind": kind, "host": socket.gethostname(), "pid": os.getpid(),
-            "slots": worker.slots, "startedAt": _iso(time.time()),
-        }
-
-        async def announce() -> None:
-            while True:
-                try:
-                    await self.kv_set(WORKERS_NAMESPACE, worker.worker_id, info, ttl=ttl)
-                except Exception:
-                    log.exception("announcing worker %s failed", worker.worker_id)
-                await asyncio.sleep(ttl / 3)
-
-        presence = asyncio.create_task(announce(), name="toolweave-presence")
-        try:
-            await worker.run()
-        finally:
-            presence.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await presence
-            with contextlib.suppress(Exception):
-                await self.kv_set(WORKERS_NAMESPACE, worker.worker_id, None)
+        await presence.run_announced(self, worker, kind=kind, ttl=ttl)
 
     async def live_workers(self) -> list[dict[str, Any]]:
         """The workers started through ``run_worker`` (any process, any machine) that are alive."""
-        found: list[dict[str, Any]] = await self.store.read(_live_workers, time.time())
-        return found
+        return await presence.live_workers(self.store)
 
     def db_revision(self) -> str | None:
         """The store's current schema revision (Alembic)."""
@@ -617,221 +536,12 @@ class App:
         """Finished steps by status as cumulative duration buckets (seconds) with sum and count,
         and failed or timed-out generations by service (for /metrics; computed in the database, so
         every worker's work is counted)."""
-        result: dict[str, Any] = await self.store.read(_work_stats, buckets)
+        result: dict[str, Any] = await self.store.read(stats_q.work, buckets)
         return result
 
 
 _FINAL_EVENTS = {f"run.{s.value}" for s in RunStatus if s.terminal}
 
 
-def _live_workers(tx: Tx, now: float) -> list[dict[str, Any]]:
-    rows = tx.all(
-        "SELECT key, value, expires_at FROM kv WHERE namespace = :ns AND (expires_at IS NULL OR expires_at > :now)"
-        " ORDER BY key",
-        {"ns": WORKERS_NAMESPACE, "now": now},
-    )
-    return [dict(r.value, expiresAt=_iso(r.expires_at)) for r in rows]
-
-
-def _decode_data_uri(text: str, limit: int) -> tuple[bytes, str]:
-    try:
-        return decode_data_uri(text, limit)
-    except ValueError as exc:
-        raise MediaError(f"the data: URI {exc}") from None
-
-
 def _read_local(text: str) -> bytes:
     return Path(text).expanduser().read_bytes()
-
-
-def _encode_cursor(created_at: float, run_id: str) -> str:
-    return base64.urlsafe_b64encode(f"{created_at!r}|{run_id}".encode()).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str) -> tuple[float, str]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        created, _, run_id = raw.partition("|")
-        return float(created), run_id
-    except (ValueError, UnicodeDecodeError):
-        raise ValueError("the cursor is not one this server gave out") from None
-
-
-def _iso(ts: float | None) -> str | None:
-    if ts is None:
-        return None
-    from datetime import UTC, datetime
-
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def _run_summary(r: Any) -> dict[str, Any]:
-    return {
-        "jobRunId": r.run_id,
-        "jobDefinitionId": r.job_definition_id,
-        "version": r.definition_version,
-        "masterAccountId": r.master_account_id,
-        "status": r.status,
-        "costUsd": str(r.cost_usd),
-        "createdAt": _iso(r.created_at),
-        "startedAt": _iso(r.started_at),
-        "finishedAt": _iso(r.finished_at),
-        "durationMs": int((r.finished_at - r.started_at) * 1000) if r.finished_at and r.started_at else None,
-        "error": r.error,
-        "parentRunId": r.parent_run_id,
-    }
-
-
-def _run_detail(tx: Tx, run_id: str, account_id: str | None) -> dict[str, Any]:
-    run = runs_q.get(tx, run_id)
-    if run is None or (account_id is not None and run.master_account_id != account_id):
-        raise NotFound(run_id)
-    detail = _run_summary(run)
-    detail.update(
-        {
-            "sessionId": run.session_id,
-            "initiatingEventId": run.initiating_event_id,
-            "origin": run.origin,
-            "jobInputs": run.job_inputs,
-            "finalOutputs": run.final_outputs,
-            "cancelRequested": run.cancel_requested,
-            "callbackUrl": run.callback_url,
-        }
-    )
-    gens = gens_q.for_run(tx, run_id)
-    detail["stepStatuses"] = [
-        {
-            "stepId": s.step_id,
-            "status": s.status,
-            "attempt": s.attempt,
-            "toolId": s.tool_id,
-            "usingFallback": s.using_fallback,
-            "generationId": s.generation_id,
-            "generationIds": s.generation_ids,
-            "childRunId": s.child_run_id,
-            "outputs": s.outputs,
-            "reason": s.reason,
-            "error": s.error,
-            "progress": s.progress,
-            "nextAttemptAt": _iso(s.next_attempt_at),
-            "startedAt": _iso(s.started_at),
-            "finishedAt": _iso(s.finished_at),
-            "durationMs": int((s.finished_at - s.started_at) * 1000) if s.finished_at and s.started_at else None,
-        }
-        for s in runs_q.steps(tx, run_id)
-    ]
-    detail["generations"] = [
-        {
-            "generationId": g.generation_id,
-            "stepId": g.step_id,
-            "attempt": g.attempt,
-            "serviceName": g.service_name,
-            "toolId": g.tool_id,
-            "platformSpecificRunId": g.platform_specific_run_id,
-            "status": g.status,
-            "progress": g.progress,
-            "liveStatus": g.live_status,
-            "requestTimestamp": _iso(g.request_timestamp),
-            "responseTimestamp": _iso(g.response_timestamp),
-            "durationMs": g.duration_ms,
-            "costUsd": str(g.cost_usd) if g.cost_usd is not None else None,
-            "error": g.error,
-            "outputs": g.outputs,
-        }
-        for g in gens
-    ]
-    detail["notifications"] = [
-        {
-            "notificationId": n.notification_id,
-            "channel": n.channel,
-            "eventType": n.event_type,
-            "status": n.status,
-            "attempts": n.attempts,
-            "lastError": n.last_error,
-            "deliveredAt": _iso(n.delivered_at),
-        }
-        for n in notes_q.for_run(tx, run_id)
-    ]
-    return detail
-
-
-def _events_for(tx: Tx, run_id: str, account_id: str | None, after: int) -> list[dict[str, Any]]:
-    run = runs_q.get(tx, run_id)
-    if run is None or (account_id is not None and run.master_account_id != account_id):
-        raise NotFound(run_id)
-    return [e.as_dict() for e in events_q.since(tx, run_id, after)]
-
-
-def _own(tx: Tx, account_id: str, value: dict[str, Any], now: float) -> None:
-    accounts_q.ensure(tx, account_id, account_id, now)
-    accounts_q.own_artifact(tx, account_id, value, None, now)
-
-
-def _account_for(tx: Tx, platform: str, external_id: str, name: str, now: float) -> str:
-    found = accounts_q.linked(tx, platform, external_id)
-    if found is not None:
-        return found
-    account_id = f"{platform}-{external_id}"
-    accounts_q.ensure(tx, account_id, name, now)
-    accounts_q.link(tx, platform, external_id, account_id, now)
-    return account_id
-
-
-def _key_hash(secret: str) -> str:
-    return hashlib.sha256(secret.encode()).hexdigest()
-
-
-def _create_key(tx: Tx, key_id: str, account_id: str, name: str, secret: str, now: float) -> None:
-    accounts_q.ensure(tx, account_id, account_id, now)
-    accounts_q.insert_key(
-        tx, key_id=key_id, account_id=account_id, prefix=secret[:10], key_hash=_key_hash(secret), name=name, created_at=now
-    )
-
-
-def _authenticate(tx: Tx, secret: str, now: float) -> str | None:
-    row = accounts_q.key_by_hash(tx, _key_hash(secret))
-    if row is None or row.revoked_at is not None:
-        return None
-    if row.last_used_at is None or now - row.last_used_at > 60:
-        accounts_q.touch_key(tx, row.key_id, now)
-    account: str = row.account_id
-    return account
-
-
-def _kv_items(tx: Tx, namespace: str, now: float) -> list[tuple[str, Any]]:
-    rows = tx.all(
-        "SELECT key, value FROM kv WHERE namespace = :ns AND (expires_at IS NULL OR expires_at > :now) ORDER BY key",
-        {"ns": namespace, "now": now},
-    )
-    return [(str(r.key), r.value) for r in rows]
-
-
-def _stats(tx: Tx, now: float) -> dict[str, Any]:
-    return {
-        "runs": runs_q.count_by_status(tx),
-        "queue": tasks_q.depth(tx, now),
-        "queueLagSeconds": tasks_q.oldest_due(tx, now),
-    }
-
-
-def _work_stats(tx: Tx, buckets: tuple[float, ...]) -> dict[str, Any]:
-    cases = ", ".join(
-        f"SUM(CASE WHEN finished_at - started_at <= {float(b)!r} THEN 1 ELSE 0 END) AS b{i}" for i, b in enumerate(buckets)
-    )
-    rows = tx.all(
-        f"SELECT status, COUNT(*) AS n, SUM(finished_at - started_at) AS total{', ' + cases if cases else ''} "
-        "FROM step_runs WHERE finished_at IS NOT NULL AND started_at IS NOT NULL GROUP BY status"
-    )
-    steps = {
-        r.status: {
-            "count": int(r.n),
-            "sum": float(r.total or 0.0),
-            "buckets": [int(r[f"b{i}"] or 0) for i in range(len(buckets))],
-        }
-        for r in rows
-    }
-    errors = tx.all(
-        "SELECT service_name, status, COUNT(*) AS n FROM generations WHERE status IN ('failed', 'timeout') "
-        "GROUP BY service_name, status"
-    )
-    return {"steps": steps, "backendErrors": [(r.service_name, r.status, int(r.n)) for r in errors]}

@@ -1,8 +1,8 @@
-"""Accounts, their links to chat platforms, API keys, artifact ownership and small front-end state."""
+"""Accounts, their links to chat platforms, API keys and artifact ownership."""
 
 from __future__ import annotations
 
-import json
+import hashlib
 from typing import Any
 
 from toolweave.store.db import Row, Tx
@@ -81,18 +81,42 @@ def artifact_owned(tx: Tx, sha256: str, account_id: str) -> Row | None:
     return tx.one("SELECT * FROM artifacts WHERE sha256 = :sha AND account_id = :a", {"sha": sha256, "a": account_id})
 
 
-def kv_get(tx: Tx, namespace: str, key: str, now: float) -> Any:
-    row = tx.one("SELECT value, expires_at FROM kv WHERE namespace = :ns AND key = :k", {"ns": namespace, "k": key})
-    if row is None or (row.expires_at is not None and row.expires_at <= now):
+def own_upload(tx: Tx, account_id: str, value: dict[str, Any], now: float) -> None:
+    """An upload: the account (created when new) may read the artifact ``value``."""
+    ensure(tx, account_id, account_id, now)
+    own_artifact(tx, account_id, value, None, now)
+
+
+def for_platform_user(tx: Tx, platform: str, external_id: str, name: str, now: float) -> str:
+    """The account linked to a chat user, created and linked on first use."""
+    found = linked(tx, platform, external_id)
+    if found is not None:
+        return found
+    account_id = f"{platform}-{external_id}"
+    ensure(tx, account_id, name, now)
+    link(tx, platform, external_id, account_id, now)
+    return account_id
+
+
+def key_hash(secret: str) -> str:
+    """What is kept of an API key: its SHA-256, never the key."""
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def create_key(tx: Tx, key_id: str, account_id: str, name: str, secret: str, now: float) -> None:
+    """Keep a new key (its prefix and hash) for an account, created when new."""
+    ensure(tx, account_id, account_id, now)
+    insert_key(
+        tx, key_id=key_id, account_id=account_id, prefix=secret[:10], key_hash=key_hash(secret), name=name, created_at=now
+    )
+
+
+def authenticate(tx: Tx, secret: str, now: float) -> str | None:
+    """The account of an API key (None for an unknown or revoked one); its use is recorded at most once a minute."""
+    row = key_by_hash(tx, key_hash(secret))
+    if row is None or row.revoked_at is not None:
         return None
-    return row.value
-
-
-def kv_set(tx: Tx, namespace: str, key: str, value: Any, now: float, expires_at: float | None = None) -> None:
-    """Set (or with ``value`` None, delete) a small JSON value."""
-    tx.q("DELETE FROM kv WHERE namespace = :ns AND key = :k", {"ns": namespace, "k": key})
-    if value is not None:
-        tx.q(
-            "INSERT INTO kv (namespace, key, value, expires_at, updated_at) VALUES (:ns, :k, :v, :exp, :now)",
-            {"ns": namespace, "k": key, "v": json.dumps(value), "exp": expires_at, "now": now},
-        )
+    if row.last_used_at is None or now - row.last_used_at > 60:
+        touch_key(tx, row.key_id, now)
+    account: str = row.account_id
+    return account

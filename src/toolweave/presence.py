@@ -1,0 +1,59 @@
+"""Worker presence: a worker run through ``App.run_worker`` is announced in the ``kv`` table
+(namespace ``workers``) by a row that expires ``ttl`` seconds after its last refresh, refreshed every
+``ttl / 3`` and removed when the worker ends; ``live_workers`` lists the unexpired ones, from any
+process on any machine (the command line starts a worker of its own when none is alive)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+from typing import TYPE_CHECKING, Any
+
+from toolweave.run_views import iso
+from toolweave.store import kv as kv_q
+from toolweave.store.db import Store
+
+if TYPE_CHECKING:
+    from toolweave.app import App
+    from toolweave.engine.worker import Worker
+
+log = logging.getLogger("toolweave")
+
+WORKERS_NAMESPACE = "workers"
+WORKER_TTL_SECONDS = 15.0
+
+
+async def run_announced(app: App, worker: Worker, *, kind: str, ttl: float) -> None:
+    """Run ``worker`` until ``worker.stop()``, announced meanwhile."""
+    info = {
+        "workerId": worker.worker_id, "kind": kind, "host": socket.gethostname(), "pid": os.getpid(),
+        "slots": worker.slots, "startedAt": iso(time.time()),
+    }
+
+    async def announce() -> None:
+        while True:
+            try:
+                await app.kv_set(WORKERS_NAMESPACE, worker.worker_id, info, ttl=ttl)
+            except Exception:
+                log.exception("announcing worker %s failed", worker.worker_id)
+            await asyncio.sleep(ttl / 3)
+
+    presence = asyncio.create_task(announce(), name="toolweave-presence")
+    try:
+        await worker.run()
+    finally:
+        presence.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await presence
+        with contextlib.suppress(Exception):
+            await app.kv_set(WORKERS_NAMESPACE, worker.worker_id, None)
+
+
+async def live_workers(store: Store) -> list[dict[str, Any]]:
+    """The announced workers that are alive, by worker id."""
+    rows = await store.read(kv_q.entries, WORKERS_NAMESPACE, time.time())
+    return [dict(r.value, expiresAt=iso(r.expires_at)) for r in rows]

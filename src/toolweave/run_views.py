@@ -1,0 +1,131 @@
+"""What front ends see of runs: a run's summary and detail (camelCase names, ISO times) and its
+events, read in one transaction and scoped to an account; the cursors of run listings."""
+
+from __future__ import annotations
+
+import base64
+from datetime import UTC, datetime
+from typing import Any
+
+from toolweave.engine.core import NotFound
+from toolweave.store import events as events_q
+from toolweave.store import generations as gens_q
+from toolweave.store import notifications as notes_q
+from toolweave.store import runs as runs_q
+from toolweave.store.db import Tx
+
+
+def iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def run_summary(r: Any) -> dict[str, Any]:
+    return {
+        "jobRunId": r.run_id,
+        "jobDefinitionId": r.job_definition_id,
+        "version": r.definition_version,
+        "masterAccountId": r.master_account_id,
+        "status": r.status,
+        "costUsd": str(r.cost_usd),
+        "createdAt": iso(r.created_at),
+        "startedAt": iso(r.started_at),
+        "finishedAt": iso(r.finished_at),
+        "durationMs": int((r.finished_at - r.started_at) * 1000) if r.finished_at and r.started_at else None,
+        "error": r.error,
+        "parentRunId": r.parent_run_id,
+    }
+
+
+def run_detail(tx: Tx, run_id: str, account_id: str | None) -> dict[str, Any]:
+    run = runs_q.get(tx, run_id)
+    if run is None or (account_id is not None and run.master_account_id != account_id):
+        raise NotFound(run_id)
+    detail = run_summary(run)
+    detail.update(
+        {
+            "sessionId": run.session_id,
+            "initiatingEventId": run.initiating_event_id,
+            "origin": run.origin,
+            "jobInputs": run.job_inputs,
+            "finalOutputs": run.final_outputs,
+            "cancelRequested": run.cancel_requested,
+            "callbackUrl": run.callback_url,
+        }
+    )
+    gens = gens_q.for_run(tx, run_id)
+    detail["stepStatuses"] = [
+        {
+            "stepId": s.step_id,
+            "status": s.status,
+            "attempt": s.attempt,
+            "toolId": s.tool_id,
+            "usingFallback": s.using_fallback,
+            "generationId": s.generation_id,
+            "generationIds": s.generation_ids,
+            "childRunId": s.child_run_id,
+            "outputs": s.outputs,
+            "reason": s.reason,
+            "error": s.error,
+            "progress": s.progress,
+            "nextAttemptAt": iso(s.next_attempt_at),
+            "startedAt": iso(s.started_at),
+            "finishedAt": iso(s.finished_at),
+            "durationMs": int((s.finished_at - s.started_at) * 1000) if s.finished_at and s.started_at else None,
+        }
+        for s in runs_q.steps(tx, run_id)
+    ]
+    detail["generations"] = [
+        {
+            "generationId": g.generation_id,
+            "stepId": g.step_id,
+            "attempt": g.attempt,
+            "serviceName": g.service_name,
+            "toolId": g.tool_id,
+            "platformSpecificRunId": g.platform_specific_run_id,
+            "status": g.status,
+            "progress": g.progress,
+            "liveStatus": g.live_status,
+            "requestTimestamp": iso(g.request_timestamp),
+            "responseTimestamp": iso(g.response_timestamp),
+            "durationMs": g.duration_ms,
+            "costUsd": str(g.cost_usd) if g.cost_usd is not None else None,
+            "error": g.error,
+            "outputs": g.outputs,
+        }
+        for g in gens
+    ]
+    detail["notifications"] = [
+        {
+            "notificationId": n.notification_id,
+            "channel": n.channel,
+            "eventType": n.event_type,
+            "status": n.status,
+            "attempts": n.attempts,
+            "lastError": n.last_error,
+            "deliveredAt": iso(n.delivered_at),
+        }
+        for n in notes_q.for_run(tx, run_id)
+    ]
+    return detail
+
+
+def run_events(tx: Tx, run_id: str, account_id: str | None, after: int) -> list[dict[str, Any]]:
+    run = runs_q.get(tx, run_id)
+    if run is None or (account_id is not None and run.master_account_id != account_id):
+        raise NotFound(run_id)
+    return [e.as_dict() for e in events_q.since(tx, run_id, after)]
+
+
+def encode_cursor(created_at: float, run_id: str) -> str:
+    return base64.urlsafe_b64encode(f"{created_at!r}|{run_id}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[float, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        created, _, run_id = raw.partition("|")
+        return float(created), run_id
+    except (ValueError, UnicodeDecodeError):
+        raise ValueError("the cursor is not one this server gave out") from None
