@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import zipfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -141,6 +142,13 @@ async def test_submit_with_a_file_follow_the_stream_and_download_the_output(serv
             assert image.width == 320
         download = await c.get(f"/api/v1/artifacts/{postcard['sha256']}?download=true")
         assert download.headers["content-disposition"].startswith("attachment")
+        archive = await c.get(f"/api/v1/runs/{run['jobRunId']}/outputs.zip")
+        assert archive.status_code == 200 and archive.headers["content-type"] == "application/zip"
+        assert f"postcard-{run['jobRunId']}.zip" in archive.headers["content-disposition"]
+        with zipfile.ZipFile(io.BytesIO(archive.content)) as bundle:
+            assert sorted(bundle.namelist()) == ["outputs.json", "postcard.png", "thumbnail.png"]
+            assert bundle.read("postcard.png") == response.content
+            assert json.loads(bundle.read("outputs.json"))["postcard"]["sha256"] == postcard["sha256"]
 
 
 async def test_the_stream_replays_from_last_event_id_and_says_204_when_nothing_is_left(server: Server) -> None:
@@ -186,6 +194,7 @@ async def test_another_account_sees_404_for_runs_events_artifacts_and_actions(se
             ("POST", f"/api/v1/runs/{run_id}/retry"),
             ("GET", f"/api/v1/artifacts/{sha}"),
             ("GET", f"/api/v1/artifacts/{input_sha}"),
+            ("GET", f"/api/v1/runs/{run_id}/outputs.zip"),
         ]:
             assert_problem(await bob.request(method, path), 404)
         assert (await bob.get("/api/v1/runs")).json()["items"] == []
@@ -364,6 +373,9 @@ async def test_web_login_session_and_csrf(server: Server) -> None:
         assert (await server.app.wait(run_id, 30))["status"] == "completed"
         page = (await c.get(f"/runs/{run_id}")).text
         assert "Completed" in page and 'data-output="postcard"' in page
+        live = await c.get(f"/runs/{run_id}/live")  # what the page swaps in as the run moves
+        assert live.status_code == 200 and 'data-step-row="stamp"' in live.text and "<html" not in live.text
+        assert (await c.get("/runs/run_not_mine/live")).status_code == 404
         bad = await c.post("/new/postcard", data={"csrf": csrf, "width": "huge"})
         assert bad.status_code == 422 and "must be a whole number" in bad.text and "is required" in bad.text
         assert (await c.post("/new/postcard", data={"csrf": "forged", "width": "1"})).status_code == 403

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import mimetypes
+import os
+import tempfile
+import zipfile
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 from fastapi.responses import FileResponse, StreamingResponse
+from starlette.background import BackgroundTask
 from starlette.formparsers import MultiPartException
 
 from toolweave.api import submit as submit_mod
@@ -284,3 +290,42 @@ async def download_artifact(
             "Cache-Control": "private, max-age=86400, immutable",
         },
     )
+
+
+@router.get(
+    "/runs/{run_id}/outputs.zip",
+    summary="Download a run's outputs",
+    tags=["artifacts"],
+    response_class=FileResponse,
+    responses={
+        200: {"description": "A zip archive", "content": {"application/zip": {"schema": {"type": "string", "format": "binary"}}}},
+        404: {"description": "No such run, or not yours"},
+    },
+)
+async def download_outputs(request: Request, run_id: RunId, caller: Caller = Depends(require_caller)) -> Response:
+    """Every file among the run's final outputs in one zip archive, named after its output
+    (``image.png``; ``frames-0.png``, ``frames-1.png`` for a list), with ``outputs.json`` holding
+    every output value as the API shows it."""
+    app = tw(request)
+    run = await app.get_run(run_id, caller.scope)
+    files: list[tuple[str, Any]] = []
+    for name, value in (run.get("finalOutputs") or {}).items():
+        values = value if isinstance(value, list) else [value]
+        refs = [v for v in values if isinstance(v, dict) and v.get("kind") == "artifact" and v.get("sha256")]
+        for index, ref in enumerate(refs):
+            stem = name if len(refs) == 1 and not isinstance(value, list) else f"{name}-{index}"
+            path, stored = await app.artifact(str(ref["sha256"]), caller.scope)
+            files.append((stem + (mimetypes.guess_extension(stored.mime_type or "") or ""), path))
+    archive = await asyncio.to_thread(_zip, files, json.dumps(run.get("finalOutputs") or {}, indent=2, default=str))
+    filename = f"{run['jobDefinitionId']}-{run_id}.zip"
+    return FileResponse(archive, media_type="application/zip", filename=filename,
+                        background=BackgroundTask(os.unlink, archive))
+
+
+def _zip(files: list[tuple[str, Any]], summary: str) -> str:
+    handle, name = tempfile.mkstemp(prefix="toolweave-outputs-", suffix=".zip")
+    with os.fdopen(handle, "wb") as raw, zipfile.ZipFile(raw, "w", zipfile.ZIP_STORED) as archive:
+        archive.writestr("outputs.json", summary, compress_type=zipfile.ZIP_DEFLATED)
+        for arcname, path in files:
+            archive.write(path, arcname)  # media are compressed already: stored as they are
+    return name

@@ -6,10 +6,14 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
+import fastapi_offline
 from fastapi import FastAPI
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
+from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
 from toolweave.api import problems
@@ -21,6 +25,8 @@ from toolweave.app import App
 
 log = logging.getLogger("toolweave.api")
 
+DOCS_ASSETS = Path(fastapi_offline.__file__).parent / "static"
+"""Swagger UI's script and style sheet, from the fastapi-offline package: /api/docs needs no CDN."""
 _PROBLEM = {"$ref": "#/components/schemas/ProblemDetails"}
 _ERROR_DESCRIPTIONS = {
     "400": "Malformed request",
@@ -106,7 +112,7 @@ def create_app(app: App, *, run_worker: bool = True, slots: int | None = None) -
         title="toolweave",
         version=__version__,
         lifespan=lifespan,
-        docs_url="/api/docs",
+        docs_url=None,
         redoc_url=None,
         openapi_url="/api/v1/openapi.json",
     )
@@ -115,12 +121,13 @@ def create_app(app: App, *, run_worker: bool = True, slots: int | None = None) -
     api.state.worker = None
     problems.install(api)
 
-    from toolweave.api import routes_definitions, routes_runs, routes_system, web
+    from toolweave.api import routes_definitions, routes_runs, routes_system, web, web_run
 
     api.include_router(routes_definitions.router)
     api.include_router(routes_runs.router)
     api.include_router(routes_system.router)
     api.include_router(web.router)
+    api.include_router(web_run.router)
     # Telegram in webhook mode: the bot's route, with Telegram's secret-token header checked
     # (kept out of the OpenAPI document: Telegram calls it, not API clients; ``app`` is None when
     # only the document is built, see tests/integration/test_schemathesis.py)
@@ -131,9 +138,20 @@ def create_app(app: App, *, run_worker: bool = True, slots: int | None = None) -
 
         telegram = TelegramWebhook(app)
         api.include_router(telegram.router, include_in_schema=False)
-    from pathlib import Path
-
     api.mount("/static", StaticFiles(directory=Path(__file__).parent / "static"), name="static")
+    api.mount("/api/docs/assets", StaticFiles(directory=DOCS_ASSETS), name="docs-assets")
+
+    @api.get("/api/docs", include_in_schema=False)
+    async def api_docs() -> HTMLResponse:
+        """The interactive API reference (Swagger UI), served from this process: works offline."""
+        page = get_swagger_ui_html(
+            openapi_url="/api/v1/openapi.json", title="toolweave API",
+            swagger_js_url="/api/docs/assets/swagger-ui-bundle.js",
+            swagger_css_url="/api/docs/assets/swagger-ui.css", swagger_favicon_url="/static/logo.svg",
+        )
+        # a phone-wide screen: long paths and schemas wrap instead of widening the page
+        body = bytes(page.body).replace(b"</head>", b'<link rel="stylesheet" href="/static/api-docs.css"></head>', 1)
+        return HTMLResponse(body)
     api.openapi = lambda: _openapi(api)  # type: ignore[method-assign]
 
     @api.middleware("http")

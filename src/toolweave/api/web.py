@@ -1,8 +1,11 @@
-"""The web pages: log in with an API key, the catalog, a run form built from the input schema,
-the run page (the job's DAG with live step states from the SSE stream) and the list of runs.
+"""The web pages: log in with an API key, the catalog, a run form built from the input schema
+and the list of runs; the run page is in ``web_run``. Shared here: the templates, their filters
+(times as ``<time>`` elements that ``static/common.js`` shows in the viewer's time zone, Markdown
+descriptions), who is calling, and the DAG layout.
 
-Server-rendered with Jinja2; a little plain JavaScript (``static/run.js``) follows the event stream.
-Pages read and write through the App facade with the caller's account, like the API.
+Server-rendered with Jinja2 and a little plain JavaScript. Every page fits a 390 px wide phone
+screen (tests/acceptance/test_web_browser.py measures it). Pages read and write through the App
+facade with the caller's account, like the API.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ from urllib.parse import quote
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
+from markdown_it import MarkdownIt
+from markupsafe import Markup
 from starlette.formparsers import MultiPartException
 
 from toolweave.api import submit as submit_mod
@@ -32,7 +37,7 @@ from toolweave.api.auth import (
     tw,
 )
 from toolweave.api.problems import ApiProblem
-from toolweave.app import Conflict, MediaError, NotFound, UnknownDefinition
+from toolweave.app import MediaError, NotFound, UnknownDefinition
 from toolweave.inputs import InputError
 from toolweave.model.definitions import InputParam, JobDefinition, ParamType, ToolDefinition
 from toolweave.model.status import RunStatus
@@ -42,9 +47,10 @@ templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 
 _ACCEPT = {ParamType.IMAGE: "image/*", ParamType.VIDEO: "video/*", ParamType.AUDIO: "audio/*"}
 STATUS_LABELS = {
-    "pending": "Queued", "ready": "Ready", "running": "Running", "waiting_retry": "Retrying",
+    "pending": "Waiting", "queued": "Queued", "ready": "Ready", "running": "Running", "waiting_retry": "Retrying",
     "succeeded": "Done", "completed": "Completed", "partially_completed": "Partly completed",
     "failed": "Failed", "skipped": "Skipped", "cancelled": "Cancelled",
+    "processing": "Running", "timeout": "Timed out",
 }
 
 
@@ -78,14 +84,27 @@ def _safe_next(value: str | None) -> str:
 # --- formatting helpers for templates ---------------------------------------------------------
 
 
-def _when(value: str | None) -> str:
+def _when(value: str | None, style: str = "datetime") -> Markup | str:
+    """A ``<time>`` element: UTC in the page as sent, the viewer's own time zone once
+    ``static/common.js`` has run (``style``: ``datetime`` or ``time``)."""
     if not value:
         return "—"
     try:
         at = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         return value
-    return at.strftime("%Y-%m-%d %H:%M:%S UTC")
+    shown = at.strftime("%H:%M:%S UTC" if style == "time" else "%Y-%m-%d %H:%M:%S UTC")
+    return Markup('<time datetime="{}" data-style="{}">{}</time>').format(value, style, shown)
+
+
+_MARKDOWN = MarkdownIt("commonmark", {"html": False, "linkify": False}).enable("table")
+
+
+def _markdown(text: str | None) -> Markup:
+    """A definition's description (Markdown; raw HTML in it is shown as text)."""
+    if not text:
+        return Markup("")
+    return Markup(_MARKDOWN.render(str(text)))
 
 
 def _duration(ms: int | None) -> str:
@@ -117,7 +136,7 @@ def _short(value: Any) -> str:
     return text if len(text) <= 400 else text[:400] + "…"
 
 
-templates.env.filters.update(when=_when, duration=_duration, cost=_cost, short=_short)
+templates.env.filters.update(when=_when, duration=_duration, cost=_cost, short=_short, markdown=_markdown)
 templates.env.tests["artifact"] = _is_artifact
 
 
@@ -395,60 +414,3 @@ def _display_names(request: Request) -> dict[str, str]:
     names = {t.tool_id: t.display_name or t.tool_id for t in app.list_tools(include_hidden=True)}
     names.update({j.job_id: j.display_name or j.job_id for j in app.list_jobs(include_hidden=True)})
     return names
-
-
-@router.get("/runs/{run_id}")
-async def run_page(request: Request, run_id: str) -> Response:
-    try:
-        caller = await _caller(request)
-    except _LoginRequired:
-        return _login_redirect(request)
-    app = tw(request)
-    try:
-        run = await app.get_run(run_id, caller.scope)
-        events = await app.events(run_id, caller.scope)
-    except NotFound:
-        return _render(request, "error.html", caller, status_code=404, title="Run not found",
-                       message="There is no such run among yours.")
-    job: JobDefinition | None
-    try:
-        job = app.job_for(run["jobDefinitionId"], run["version"])
-    except UnknownDefinition:
-        job = None
-    steps = run["stepStatuses"]
-    dag = dag_layout(job, [s["stepId"] for s in steps])
-    finished = sum(1 for s in steps if s["status"] in ("succeeded", "failed", "skipped", "cancelled"))
-    progress = 100 if RunStatus(run["status"]).terminal else int(100 * finished / max(1, len(steps)))
-    names = _display_names(request)
-    return _render(
-        request, "run.html", caller, run=run, dag=dag, step_tools={n["id"]: n["tool"] for n in dag["nodes"]}, steps={s["stepId"]: s for s in steps}, step_list=steps,
-        progress=progress, terminal=RunStatus(run["status"]).terminal,
-        last_event=events[-1]["id"] if events else 0, title=names.get(run["jobDefinitionId"], run["jobDefinitionId"]),
-        retryable=run["status"] in ("failed", "partially_completed", "cancelled") and not run.get("parentRunId"),
-    )
-
-
-@router.post("/runs/{run_id}/{action}")
-async def run_action(request: Request, run_id: str, action: str) -> Response:
-    try:
-        caller = await _caller(request)
-    except _LoginRequired:
-        return _login_redirect(request)
-    form = await request.form()
-    if not csrf_ok(caller, str(form.get("csrf") or "")):
-        return _render(request, "error.html", caller, status_code=403, title="Please try again",
-                       message="This page has expired. Reload it and try again.")
-    app = tw(request)
-    try:
-        if action == "cancel":
-            await app.cancel(run_id, caller.scope)
-        elif action == "retry":
-            await app.retry(run_id, caller.scope)
-        else:
-            return _render(request, "error.html", caller, status_code=404, title="Not found", message="No such action.")
-    except NotFound:
-        return _render(request, "error.html", caller, status_code=404, title="Run not found",
-                       message="There is no such run among yours.")
-    except Conflict as exc:
-        return _render(request, "error.html", caller, status_code=409, title="Cannot retry", message=str(exc))
-    return RedirectResponse(f"/runs/{run_id}", status_code=303)

@@ -1,0 +1,162 @@
+"""The run page: the whole story of one run.
+
+Every step with every attempt (its status, error, duration and cost), the time until a step's next
+attempt, live progress, the job's graph, and the outputs as a gallery with a larger view and a
+"download all" archive. ``static/run.js`` follows the run's event stream and swaps in the live part
+of the page (``GET /runs/{id}/live``, the same template the page renders), so there is one way to
+draw a step. Other features add per-step controls in ``_step_actions.html``.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+
+from toolweave.api.auth import Caller, csrf_ok, tw
+from toolweave.api.web import (
+    STATUS_LABELS,
+    _caller,
+    _display_names,
+    _is_artifact,
+    _login_redirect,
+    _LoginRequired,
+    _render,
+    dag_layout,
+    templates,
+)
+from toolweave.app import Conflict, NotFound, UnknownDefinition
+from toolweave.model.definitions import JobDefinition
+from toolweave.model.status import RunStatus, StepStatus
+
+router = APIRouter(include_in_schema=False)
+
+_FINISHED_STEP = ("succeeded", "failed", "skipped", "cancelled")
+
+
+def _money(value: Any) -> Decimal:
+    try:
+        return Decimal(str(value)) if value is not None else Decimal(0)
+    except InvalidOperation:
+        return Decimal(0)
+
+
+def step_views(run: dict[str, Any], step_tools: dict[str, str]) -> list[dict[str, Any]]:
+    """Each step of ``run`` (an ``App.get_run`` detail) with its attempts (generations, oldest
+    first) and its cost summed over them."""
+    attempts: dict[str, list[dict[str, Any]]] = {}
+    for gen in run.get("generations") or []:
+        attempts.setdefault(gen["stepId"], []).append(gen)
+    views = []
+    for step in run["stepStatuses"]:
+        tries = sorted(attempts.get(step["stepId"], []), key=lambda g: (g["attempt"], g["requestTimestamp"] or ""))
+        cost = sum((_money(g.get("costUsd")) for g in tries), Decimal(0))
+        views.append(
+            dict(
+                step,
+                tool=step.get("toolId") or step_tools.get(step["stepId"]) or "",
+                attempts=tries,
+                costUsd=str(cost) if tries else None,
+                live=step["status"] in (StepStatus.RUNNING.value, StepStatus.READY.value),
+            )
+        )
+    return views
+
+
+def _counts(steps: list[dict[str, Any]]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for step in steps:
+        counts[step["status"]] = counts.get(step["status"], 0) + 1
+    return counts
+
+
+def _progress(run: dict[str, Any], steps: list[dict[str, Any]]) -> int:
+    if RunStatus(run["status"]).terminal:
+        return 100
+    done = sum(1.0 if s["status"] in _FINISHED_STEP else (s.get("progress") or 0.0) if s["live"] else 0.0 for s in steps)
+    return int(100 * done / max(1, len(steps)))
+
+
+async def _run_context(request: Request, caller: Caller, run_id: str) -> dict[str, Any]:
+    app = tw(request)
+    run = await app.get_run(run_id, caller.scope)
+    events = await app.events(run_id, caller.scope)
+    job: JobDefinition | None
+    try:
+        job = app.job_for(run["jobDefinitionId"], run["version"])
+    except UnknownDefinition:
+        job = None
+    dag = dag_layout(job, [s["stepId"] for s in run["stepStatuses"]])
+    steps = step_views(run, {n["id"]: n["tool"] for n in dag["nodes"]})
+    terminal = RunStatus(run["status"]).terminal
+    names = _display_names(request)
+    outputs = run.get("finalOutputs") or {}
+    return {
+        "run": run, "dag": dag, "steps": {s["stepId"]: s for s in steps}, "step_list": steps,
+        "counts": _counts(steps), "progress": _progress(run, steps), "terminal": terminal,
+        "last_event": events[-1]["id"] if events else 0,
+        "title": names.get(run["jobDefinitionId"], run["jobDefinitionId"]),
+        "retryable": run["status"] in ("failed", "partially_completed", "cancelled") and not run.get("parentRunId"),
+        "has_files": any(_is_artifact(v) or (isinstance(v, list) and any(_is_artifact(i) for i in v))
+                         for v in outputs.values()),
+    }
+
+
+def _not_found(request: Request, caller: Caller) -> HTMLResponse:
+    return _render(request, "error.html", caller, status_code=404, title="Run not found",
+                   message="There is no such run among yours.")
+
+
+@router.get("/runs/{run_id}")
+async def run_page(request: Request, run_id: str) -> Response:
+    try:
+        caller = await _caller(request)
+    except _LoginRequired:
+        return _login_redirect(request)
+    try:
+        context = await _run_context(request, caller, run_id)
+    except NotFound:
+        return _not_found(request, caller)
+    return _render(request, "run.html", caller, **context)
+
+
+@router.get("/runs/{run_id}/live")
+async def run_live(request: Request, run_id: str) -> Response:
+    """The live part of the run page (what ``static/run.js`` swaps in as the run moves)."""
+    try:
+        caller = await _caller(request)
+        context = await _run_context(request, caller, run_id)
+    except (_LoginRequired, NotFound):
+        return Response(status_code=404)
+    context.update(caller=caller, csrf=caller.csrf or "", labels=STATUS_LABELS)
+    response = templates.TemplateResponse(request, "_run_live.html", context)
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["X-Run-Status"] = context["run"]["status"]
+    return response
+
+
+@router.post("/runs/{run_id}/{action}")
+async def run_action(request: Request, run_id: str, action: str) -> Response:
+    try:
+        caller = await _caller(request)
+    except _LoginRequired:
+        return _login_redirect(request)
+    form = await request.form()
+    if not csrf_ok(caller, str(form.get("csrf") or "")):
+        return _render(request, "error.html", caller, status_code=403, title="Please try again",
+                       message="This page has expired. Reload it and try again.")
+    app = tw(request)
+    try:
+        if action == "cancel":
+            await app.cancel(run_id, caller.scope)
+        elif action == "retry":
+            await app.retry(run_id, caller.scope)
+        else:
+            return _render(request, "error.html", caller, status_code=404, title="Not found", message="No such action.")
+    except NotFound:
+        return _not_found(request, caller)
+    except Conflict as exc:
+        return _render(request, "error.html", caller, status_code=409, title="Cannot retry", message=str(exc))
+    return RedirectResponse(f"/runs/{run_id}", status_code=303)
