@@ -233,7 +233,13 @@ class App:
 
     # --- runs ----------------------------------------------------------------------------------
 
-    async def submit(
+    async def submit(self, target_id: str, inputs: Mapping[str, Any] | None = None, **options: Any) -> str:
+        """Validate and coerce the inputs, then create the run; returns its id (``submit_run``
+        takes the same options)."""
+        run_id, _created = await self.submit_run(target_id, inputs, **options)
+        return run_id
+
+    async def submit_run(
         self,
         target_id: str,
         inputs: Mapping[str, Any] | None = None,
@@ -248,8 +254,10 @@ class App:
         coerce_text: bool = True,
         allow_local_paths: bool = False,
         version: str | None = None,
-    ) -> str:
-        """Validate and coerce the inputs, then create the run; returns its id.
+    ) -> tuple[str, bool]:
+        """Validate and coerce the inputs, then create the run. Returns (run id, created): False
+        when ``idempotency_key`` was used before by the account (also by a request running at
+        the same time), and the id is of the run that key made.
 
         Raises ``UnknownDefinition``, ``InputError`` (every bad field at once) or ``MediaError``.
         """
@@ -270,8 +278,8 @@ class App:
             callback_url=callback_url,
             priority=priority,
         )
-        run_id, _created = await self.store.tx(self.engine.submit_tx, request, time.time())
-        return run_id
+        created: tuple[str, bool] = await self.store.tx(self.engine.submit_tx, request, time.time())
+        return created
 
     def _closure(self, job: JobDefinition) -> tuple[dict[str, ToolDefinition], dict[str, JobDefinition]]:
         """Every tool and nested job a job may run, from the registry (snapshotted with the run)."""

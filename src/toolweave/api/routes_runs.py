@@ -121,8 +121,7 @@ async def submit_run(
         inputs = body.inputs
     else:
         raise ApiProblem(415, "send application/json or multipart/form-data", kind="unsupported-media-type")
-    started = submit_mod.now()
-    run_id = await app.submit(
+    run_id, created = await app.submit_run(
         body.toolId or body.jobId or "",
         inputs,
         account_id=caller.account_id,
@@ -135,7 +134,7 @@ async def submit_run(
         version=definition.version,
     )
     run = await app.get_run(run_id, caller.account_id)
-    if idempotency_key and submit_mod.replayed(run, started):
+    if not created:  # the Idempotency-Key's run, made before (or by a request running alongside)
         response.status_code = 200
     response.headers["Location"] = f"/api/v1/runs/{run_id}"
     return run

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from typing import Any
 
 from pydantic import ValidationError
@@ -105,21 +104,3 @@ async def form_inputs(
     for name, value in kept.items():
         inputs.setdefault(name, value)
     return inputs
-
-
-def replayed(run: dict[str, Any], started: float) -> bool:
-    """Whether ``submit`` answered with an existing run (an Idempotency-Key seen before)."""
-    from datetime import datetime
-
-    created = run.get("createdAt")
-    if not created:
-        return False
-    try:
-        at = datetime.fromisoformat(str(created).replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return False
-    return at < started - 0.001
-
-
-def now() -> float:
-    return time.time()

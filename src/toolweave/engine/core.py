@@ -232,6 +232,10 @@ class Engine:
         self.lease_seconds = lease_seconds
         self._jobs: dict[str, tuple[JobDefinition, tuple[str, ...]]] = {}
         self._tools: dict[str, ToolDefinition] = {}
+        self._stored: set[str] = set()
+        """Snapshots known to be committed: a submit skips inserting these. A snapshot enters it only
+        after the transaction that inserted it committed, so a concurrent submit never relies on
+        a row another transaction may still roll back (or has not yet made visible)."""
         self.notification_rules: list[Any] = []
         """Callables ``(run_row, status) -> list[(channel, target)]`` deciding who hears of a run's end."""
 
@@ -255,20 +259,22 @@ class Engine:
     def _snapshot(self, tx: Tx, kind: str, definition: ToolDefinition | JobDefinition, now: float) -> str:
         body = definition.dump()
         sha = runs_q.snapshot_sha(body)
-        known = self._tools if kind == "tool" else self._jobs
-        if sha not in known:
+        if sha not in self._stored:
             def_id = definition.tool_id if isinstance(definition, ToolDefinition) else definition.job_id
             runs_q.put_snapshot(tx, sha, kind, def_id, definition.version, body, now)
+            tx.after_commit(lambda: self._stored.add(sha))
             if isinstance(definition, ToolDefinition):
-                self._tools[sha] = definition
-            else:
+                self._tools.setdefault(sha, definition)
+            elif sha not in self._jobs:
                 self._jobs[sha] = (definition, tuple(plan.topological_order(definition)))
         return sha
 
     # --- submit --------------------------------------------------------------------------------
 
     def submit_tx(self, tx: Tx, req: SubmitRequest, now: float) -> tuple[str, bool]:
-        """Create a run with its steps and start what can start. Returns (run_id, created)."""
+        """Create a run with its steps and start what can start. Returns (run_id, created): with an
+        idempotency key the account used before (or a concurrent request is using: the insert
+        waits for it on PostgreSQL), the run that key made and False."""
         if req.idempotency_key:
             existing = runs_q.by_idempotency_key(tx, req.account_id, req.idempotency_key)
             if existing is not None:
@@ -278,6 +284,11 @@ class Engine:
         for jid, nested in req.nested_jobs.items():
             tool_shas[f"job:{jid}"] = self._snapshot(tx, "job", nested, now)
         run_id = self._create_run(tx, req.job, tool_shas, req, now, parent=None)
+        if run_id is None:  # a concurrent request with the same key won
+            winner = runs_q.by_idempotency_key(tx, req.account_id, req.idempotency_key or "")
+            if winner is None:
+                raise RuntimeError("an idempotency key conflicted with a run that cannot be read")
+            return winner.run_id, False
         self._advance(tx, run_id, _Ctx(now, None))
         return run_id, True
 
@@ -289,10 +300,11 @@ class Engine:
         req: SubmitRequest,
         now: float,
         parent: tuple[str, str] | None,
-    ) -> str:
+    ) -> str | None:
+        """Insert the run and its steps; None when its idempotency key is taken already."""
         job_sha = self._snapshot(tx, "job", job, now)
         run_id = new_id("run_")
-        runs_q.insert_run(
+        inserted = runs_q.insert_run(
             tx,
             run_id=run_id,
             job_definition_id=job.job_id,
@@ -314,6 +326,8 @@ class Engine:
             created_at=now,
             updated_at=now,
         )
+        if not inserted:
+            return None
         runs_q.insert_steps(tx, run_id, [s.step_id for s in job.steps])
         for value in _artifact_values(req.inputs):
             accounts_q.own_artifact(tx, req.account_id, value, run_id, now)
@@ -459,6 +473,7 @@ class Engine:
                 priority=run.priority,
             )
             child_id = self._create_run(tx, nested, run.tool_shas, req, now, parent=(run.run_id, action.step_id))
+            assert child_id is not None  # a child run has no idempotency key
             if not runs_q.update_step(
                 tx, run.run_id, action.step_id, prior, status=StepStatus.RUNNING, attempt=action.attempt,
                 child_run_id=child_id, started_at=now, progress=0.0, next_attempt_at=None,

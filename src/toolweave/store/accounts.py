@@ -9,8 +9,11 @@ from toolweave.store.db import Row, Tx
 
 
 def ensure(tx: Tx, account_id: str, name: str, now: float) -> None:
-    if tx.one("SELECT account_id FROM accounts WHERE account_id = :id", {"id": account_id}) is None:
-        tx.q("INSERT INTO accounts (account_id, name, created_at) VALUES (:id, :name, :now)", {"id": account_id, "name": name, "now": now})
+    """Create the account unless it exists (idempotent under concurrent first requests)."""
+    tx.q(
+        "INSERT INTO accounts (account_id, name, created_at) VALUES (:id, :name, :now) ON CONFLICT (account_id) DO NOTHING",
+        {"id": account_id, "name": name, "now": now},
+    )
 
 
 def get(tx: Tx, account_id: str) -> Row | None:
@@ -25,8 +28,10 @@ def linked(tx: Tx, platform: str, external_id: str) -> str | None:
 
 
 def link(tx: Tx, platform: str, external_id: str, account_id: str, now: float) -> None:
+    """Link a chat user to an account unless they are linked already (the first link stays)."""
     tx.q(
-        "INSERT INTO account_links (platform, external_id, account_id, created_at) VALUES (:p, :e, :a, :now)",
+        "INSERT INTO account_links (platform, external_id, account_id, created_at) VALUES (:p, :e, :a, :now) "
+        "ON CONFLICT (platform, external_id) DO NOTHING",
         {"p": platform, "e": external_id, "a": account_id, "now": now},
     )
 
@@ -61,20 +66,17 @@ def revoke_key(tx: Tx, key_id_or_prefix: str, now: float) -> int:
 
 
 def own_artifact(tx: Tx, account_id: str, ref: dict[str, Any], run_id: str | None, now: float) -> None:
-    """Record that ``account_id`` may read the artifact ``ref`` (idempotent)."""
-    exists = tx.one(
-        "SELECT sha256 FROM artifacts WHERE sha256 = :sha AND account_id = :a", {"sha": ref["sha256"], "a": account_id}
+    """Record that ``account_id`` may read the artifact ``ref`` (idempotent, also when concurrent
+    requests of one account bring the same file)."""
+    tx.q(
+        "INSERT INTO artifacts (sha256, account_id, mime_type, size, width, height, filename, run_id, created_at) "
+        "VALUES (:sha, :a, :mime, :size, :w, :h, :fn, :run, :now) ON CONFLICT (sha256, account_id) DO NOTHING",
+        {
+            "sha": ref["sha256"], "a": account_id, "mime": ref.get("mimeType", "application/octet-stream"),
+            "size": int(ref.get("size", 0)), "w": ref.get("width"), "h": ref.get("height"),
+            "fn": ref.get("filename"), "run": run_id, "now": now,
+        },
     )
-    if exists is None:
-        tx.q(
-            "INSERT INTO artifacts (sha256, account_id, mime_type, size, width, height, filename, run_id, created_at) "
-            "VALUES (:sha, :a, :mime, :size, :w, :h, :fn, :run, :now)",
-            {
-                "sha": ref["sha256"], "a": account_id, "mime": ref.get("mimeType", "application/octet-stream"),
-                "size": int(ref.get("size", 0)), "w": ref.get("width"), "h": ref.get("height"),
-                "fn": ref.get("filename"), "run": run_id, "now": now,
-            },
-        )
 
 
 def artifact_owned(tx: Tx, sha256: str, account_id: str) -> Row | None:
@@ -94,8 +96,8 @@ def for_platform_user(tx: Tx, platform: str, external_id: str, name: str, now: f
         return found
     account_id = f"{platform}-{external_id}"
     ensure(tx, account_id, name, now)
-    link(tx, platform, external_id, account_id, now)
-    return account_id
+    link(tx, platform, external_id, account_id, now)  # a concurrent first message may have linked it
+    return linked(tx, platform, external_id) or account_id
 
 
 def key_hash(secret: str) -> str:

@@ -70,13 +70,20 @@ class Tx:
     decoded.
     """
 
-    __slots__ = ("cursor", "deferred", "dialect", "woken")
+    __slots__ = ("committed", "cursor", "deferred", "dialect", "woken")
 
     def __init__(self, cursor: Any, dialect: str) -> None:
         self.cursor = cursor
         self.dialect = dialect
         self.woken = False
         self.deferred: dict[str, list[Mapping[str, Any]]] = {}
+        self.committed: list[Callable[[], None]] = []
+
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once this transaction has committed (never if it rolls back): what a
+        process remembers about the database (a cache of rows known to exist) must not run ahead
+        of it."""
+        self.committed.append(callback)
 
     def defer(self, sql: str, rows: Sequence[Mapping[str, Any]]) -> None:
         """Queue insert rows that nothing reads back in this transaction; they are written with one
@@ -293,6 +300,8 @@ class Store:
             raise
         finally:
             cursor.close()
+        for callback in tx.committed:
+            callback()
         if tx.woken:
             self._signal()
         return result

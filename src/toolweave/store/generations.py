@@ -106,19 +106,14 @@ def update(tx: Tx, generation_id: str, **values: Any) -> None:
 
 
 def record_webhook_receipt(tx: Tx, service: str, key: str, generation_id: str, now: float) -> bool:
-    """Remember a webhook delivery; False when the same delivery was applied before."""
-    seen = tx.one(
-        "SELECT event_key FROM webhook_receipts WHERE service = :service AND event_key = :key",
-        {"service": service, "key": key},
-    )
-    if seen is not None:
-        return False
-    tx.q(
+    """Remember a webhook delivery; False when the same delivery was applied before (or is being
+    applied by a concurrent request: PostgreSQL makes this one wait for it)."""
+    row = tx.q(
         "INSERT INTO webhook_receipts (service, event_key, generation_id, received_at) "
-        "VALUES (:service, :key, :gen, :now)",
+        "VALUES (:service, :key, :gen, :now) ON CONFLICT (service, event_key) DO NOTHING RETURNING event_key",
         {"service": service, "key": key, "gen": generation_id, "now": now},
-    )
-    return True
+    ).fetchone()
+    return row is not None
 
 
 def take_capacity(tx: Tx, generation_id: str, key: str, limit: int) -> bool:

@@ -17,13 +17,16 @@ def get(tx: Tx, namespace: str, key: str, now: float) -> Any:
 
 
 def put(tx: Tx, namespace: str, key: str, value: Any, now: float, expires_at: float | None = None) -> None:
-    """Set (or with ``value`` None, delete) a small JSON value."""
-    tx.q("DELETE FROM kv WHERE namespace = :ns AND key = :k", {"ns": namespace, "k": key})
-    if value is not None:
-        tx.q(
-            "INSERT INTO kv (namespace, key, value, expires_at, updated_at) VALUES (:ns, :k, :v, :exp, :now)",
-            {"ns": namespace, "k": key, "v": json.dumps(value), "exp": expires_at, "now": now},
-        )
+    """Set (or with ``value`` None, delete) a small JSON value; the last of concurrent writers wins."""
+    if value is None:
+        tx.q("DELETE FROM kv WHERE namespace = :ns AND key = :k", {"ns": namespace, "k": key})
+        return
+    tx.q(
+        "INSERT INTO kv (namespace, key, value, expires_at, updated_at) VALUES (:ns, :k, :v, :exp, :now) "
+        "ON CONFLICT (namespace, key) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at, "
+        "updated_at = excluded.updated_at",
+        {"ns": namespace, "k": key, "v": json.dumps(value), "exp": expires_at, "now": now},
+    )
 
 
 def entries(tx: Tx, namespace: str, now: float) -> list[Row]:

@@ -22,12 +22,13 @@ def snapshot_sha(body: dict[str, Any]) -> str:
 
 
 def put_snapshot(tx: Tx, sha: str, kind: str, definition_id: str, version: str, body: dict[str, Any], now: float) -> None:
-    if tx.one("SELECT sha256 FROM snapshots WHERE sha256 = :sha", {"sha": sha}) is None:
-        tx.q(
-            "INSERT INTO snapshots (sha256, kind, definition_id, version, body, created_at) "
-            "VALUES (:sha, :kind, :def_id, :version, :body, :now)",
-            {"sha": sha, "kind": kind, "def_id": definition_id, "version": version, "body": body, "now": now},
-        )
+    """Store a definition snapshot once (idempotent: concurrent first submits of one definition
+    each insert it, and all but one find it there)."""
+    tx.q(
+        "INSERT INTO snapshots (sha256, kind, definition_id, version, body, created_at) "
+        "VALUES (:sha, :kind, :def_id, :version, :body, :now) ON CONFLICT (sha256) DO NOTHING",
+        {"sha": sha, "kind": kind, "def_id": definition_id, "version": version, "body": body, "now": now},
+    )
 
 
 def get_snapshot(tx: Tx, sha: str) -> dict[str, Any]:
@@ -38,10 +39,18 @@ def get_snapshot(tx: Tx, sha: str) -> dict[str, Any]:
     return body
 
 
-def insert_run(tx: Tx, **values: Any) -> None:
+def insert_run(tx: Tx, **values: Any) -> bool:
+    """Insert a run; False (nothing inserted) when its account already has a run with its
+    idempotency key. On PostgreSQL a concurrent insert of the same key makes this wait for that
+    transaction: it then finds the other's run committed (or inserts, if the other rolled back)."""
     columns = ", ".join(values)
     params = ", ".join(f":{k}" for k in values)
-    tx.q(f"INSERT INTO runs ({columns}) VALUES ({params})", values)
+    row = tx.q(
+        f"INSERT INTO runs ({columns}) VALUES ({params}) "
+        "ON CONFLICT (master_account_id, idempotency_key) DO NOTHING RETURNING run_id",
+        values,
+    ).fetchone()
+    return row is not None
 
 
 def insert_steps(tx: Tx, run_id: str, step_ids: list[str]) -> None:
