@@ -26,6 +26,7 @@ import httpx
 from toolweave import presence
 from toolweave.artifacts import ArtifactStore
 from toolweave.engine.core import Conflict, Engine, NotFound, SubmitRequest, tool_job
+from toolweave.engine.replay import BadRequest
 from toolweave.engine.worker import Worker
 from toolweave.host import EngineHost, MediaError, decode_media_data_uri
 from toolweave.inputs import FieldProblem, InputError, prepare_inputs
@@ -48,7 +49,7 @@ from toolweave.store.ids import new_id
 
 log = logging.getLogger("toolweave")
 
-__all__ = ["App", "Conflict", "EngineHost", "InputError", "MediaError", "NotFound", "UnknownDefinition"]
+__all__ = ["App", "BadRequest", "Conflict", "EngineHost", "InputError", "MediaError", "NotFound", "UnknownDefinition"]
 
 
 class UnknownDefinition(LookupError):
@@ -370,6 +371,40 @@ class App:
 
     async def retry(self, run_id: str, account_id: str | None = None) -> None:
         await self.store.tx(self.engine.retry_tx, run_id, account_id, time.time())
+
+    async def run_definition(self, run_id: str, account_id: str | None = None) -> JobDefinition:
+        """The definition version a run pinned (as it was when the run started); NotFound for
+        another account's run."""
+        job, _inputs, _owner = await self.store.read(self.engine.run_job_tx, run_id, account_id)
+        return job
+
+    async def fork(
+        self,
+        run_id: str,
+        account_id: str | None = None,
+        *,
+        from_step: str | None = None,
+        inputs: Mapping[str, Any] | None = None,
+        origin: dict[str, Any] | None = None,
+        coerce_text: bool = True,
+        allow_local_paths: bool = False,
+    ) -> str:
+        """Run a finished run again as a new run of the same definition version, from ``from_step``
+        and/or with some ``inputs`` changed; every step upstream of both keeps its outcome. Returns
+        the new run's id. NotFound for another account's run, Conflict when there is nothing to run
+        again or the run has not ended, InputError for bad inputs, BadRequest for an unknown step."""
+        job, before, owner = await self.store.read(self.engine.run_job_tx, run_id, account_id)
+        if inputs:
+            prepared = prepare_inputs(
+                job.input_schema, {**before, **inputs}, coerce_text=coerce_text, allow_paths=allow_local_paths
+            )
+            inputs_now = await self._store_media(job, prepared, owner)
+        else:
+            inputs_now = before
+        new_id: str = await self.store.tx(
+            self.engine.fork_tx, run_id, account_id, from_step, inputs_now, origin or {}, time.time()
+        )
+        return new_id
 
     async def events(self, run_id: str, account_id: str | None = None, after: int = 0) -> list[dict[str, Any]]:
         found: list[dict[str, Any]] = await self.store.read(run_events, run_id, account_id, after)

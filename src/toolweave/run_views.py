@@ -35,6 +35,8 @@ def run_summary(r: Any) -> dict[str, Any]:
         "durationMs": int((r.finished_at - r.started_at) * 1000) if r.finished_at and r.started_at else None,
         "error": r.error,
         "parentRunId": r.parent_run_id,
+        "forkedFromRunId": r.forked_from_run_id,
+        "forkedFromStep": r.forked_from_step,
     }
 
 
@@ -73,6 +75,7 @@ def run_detail(tx: Tx, run_id: str, account_id: str | None) -> dict[str, Any]:
             "startedAt": iso(s.started_at),
             "finishedAt": iso(s.finished_at),
             "durationMs": int((s.finished_at - s.started_at) * 1000) if s.finished_at and s.started_at else None,
+            "reusedFromRunId": s.reused_from_run_id,
         }
         for s in runs_q.steps(tx, run_id)
     ]

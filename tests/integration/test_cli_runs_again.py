@@ -48,3 +48,29 @@ def test_versions_are_listed_and_run_version_pins_one(env: dict[str, str], tmp_p
 
     missing = cli("run", "greeting", "-d", str(folder), "-i", "name=Ada", "--version", "9")
     assert missing.exit_code == 4 and "no version '9'" in missing.stderr and "1, 2" in missing.stderr
+
+
+def test_runs_retry_from_a_step_or_with_an_input_forks_the_run(env: dict[str, str], tmp_path: Path) -> None:
+    folder = write_versions(tmp_path / "defs")
+    done = cli_json("run", "greeting", "-d", str(folder), "-i", "name=Ada", "--wait", "--version", "1")
+    assert done["status"] == "completed"
+    in_place = cli("runs", "retry", done["jobRunId"])
+    assert in_place.exit_code == 4 and "step to run again from" in in_place.stderr
+
+    forked = cli_json("runs", "retry", done["jobRunId"], "-i", "name=Grace", "--wait")
+    assert forked["forkedFromRunId"] == done["jobRunId"] and forked["version"] == "1"
+    assert forked["finalOutputs"] == {"text": "Hello, Grace!"} and forked["jobInputs"] == {"name": "Grace"}
+    again = cli("runs", "retry", done["jobRunId"], "--from", "say")
+    assert again.exit_code == 0 and f"forked from {done['jobRunId']}" in again.stderr
+    new_id = again.stdout.strip()
+    shown = cli_json("runs", "show", new_id)
+    assert shown["forkedFromStep"] == "say" and shown["forkedFromRunId"] == done["jobRunId"]
+    text = cli("runs", "show", new_id).stdout
+    assert f"forked from run {done['jobRunId']} from step say" in text
+
+    unknown = cli("runs", "retry", done["jobRunId"], "--from", "nope")
+    assert unknown.exit_code == 4 and "has no step 'nope'" in unknown.stderr
+    other = cli("runs", "retry", done["jobRunId"], "--from", "say", "--account", "mallory")
+    assert other.exit_code == 4 and "no run" in other.stderr
+    bad = cli("runs", "retry", done["jobRunId"], "-i", "colour=red")
+    assert bad.exit_code == 4 and "colour" in bad.stderr

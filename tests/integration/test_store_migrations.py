@@ -8,6 +8,7 @@ import uuid
 from pathlib import Path
 
 import psycopg
+import pytest
 from alembic.script import ScriptDirectory
 from tests.helpers.databases import admin_url, require_postgres
 
@@ -23,6 +24,30 @@ def test_sqlite_store_is_created_at_the_newest_revision(tmp_path: Path) -> None:
     store.upgrade()  # a second time is a no-op
     assert current(store.engine) == HEAD
     store.close()
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+def test_the_migrations_build_the_tables_of_schema_py(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    """Every table, column, index and constraint of ``store/schema.py`` comes out of the migrations."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    from toolweave.store.schema import metadata
+
+    if kind == "sqlite":
+        url = f"sqlite:///{tmp_path / 'cmp.db'}"
+    else:
+        db = request.getfixturevalue("postgres_db")
+        db.truncate()
+        url = db.url
+    store = Store(url)
+    try:
+        store.upgrade()
+        with store.engine.connect() as conn:
+            diffs = compare_metadata(MigrationContext.configure(conn), metadata)
+        assert diffs == []
+    finally:
+        store.close()
 
 
 def test_concurrent_upgrades_of_one_postgres_database_do_not_collide() -> None:

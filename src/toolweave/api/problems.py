@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from toolweave.app import Conflict, MediaError, NotFound, UnknownDefinition
+from toolweave.app import BadRequest, Conflict, MediaError, NotFound, UnknownDefinition
 from toolweave.inputs import InputError
 
 log = logging.getLogger("toolweave.api")
@@ -182,6 +182,11 @@ def install(api: FastAPI) -> None:
     @api.exception_handler(MediaError)
     async def _media(request: Request, exc: MediaError) -> JSONResponse:
         return problem_response(request, 422, str(exc), kind="invalid-media")
+
+    @api.exception_handler(BadRequest)
+    async def _bad_request(request: Request, exc: BadRequest) -> JSONResponse:
+        return problem_response(request, 422, exc.message, kind="invalid-request",
+                                errors=[FieldError(field=exc.field, message=exc.message)])
 
     @api.exception_handler(Conflict)
     async def _conflict(request: Request, exc: Conflict) -> JSONResponse:

@@ -19,7 +19,7 @@ from starlette.formparsers import MultiPartException
 from toolweave.api import submit as submit_mod
 from toolweave.api.auth import Caller, require_caller, tw
 from toolweave.api.problems import ApiProblem, FieldError
-from toolweave.api.schemas import RunDetail, RunPage
+from toolweave.api.schemas import RetryRunRequest, RunDetail, RunPage
 from toolweave.api.sse import stream
 from toolweave.app import NotFound
 from toolweave.model.status import RunStatus
@@ -200,15 +200,41 @@ async def cancel_run(request: Request, run_id: RunId, caller: Caller = Depends(r
     return await app.get_run(run_id, caller.scope)
 
 
-@router.post("/runs/{run_id}/retry", response_model=RunDetail, status_code=202, summary="Retry a run", tags=["runs"],
-             responses={404: {"description": "No such run, or not yours"},
-                        409: {"description": "The run is not failed, partially completed or cancelled"}})
-async def retry_run(request: Request, run_id: RunId, caller: Caller = Depends(require_caller)) -> dict[str, Any]:
-    """Run a failed, partially completed or cancelled run again from its unfinished steps;
-    succeeded steps keep their outputs."""
+@router.post(
+    "/runs/{run_id}/retry", response_model=RunDetail, status_code=202, summary="Retry a run, or fork it",
+    tags=["runs"],
+    responses={
+        201: {"description": "A fork: the new run (its `Location`), reusing the steps it need not run again",
+              "model": RunDetail},
+        404: {"description": "No such run, or not yours"},
+        409: {"description": "The run has not ended, or (without fromStep and inputs) it is not failed, "
+                             "partially completed or cancelled, or nothing would run again"},
+        422: {"description": "An unknown fromStep, or bad inputs"},
+    },
+)
+async def retry_run(
+    request: Request, response: Response, run_id: RunId, caller: Caller = Depends(require_caller),
+    body: RetryRunRequest | None = None,
+) -> dict[str, Any]:
+    """Without a body (or an empty one): run a failed, partially completed or cancelled run again
+    in place, from its unfinished steps; succeeded steps keep their outputs (202).
+
+    With ``fromStep`` and/or ``inputs``: start a new run of the same definition version — for a
+    failed or a completed run alike — that runs again ``fromStep``, the steps reading a changed
+    input, the steps that did not succeed, and everything downstream of them, and takes over the
+    outcome of every other step. 201 with the new run, which names the run it came from
+    (``forkedFromRunId``)."""
     app = tw(request)
-    await app.retry(run_id, caller.scope)
-    return await app.get_run(run_id, caller.scope)
+    if body is None or (body.fromStep is None and not body.inputs):
+        await app.retry(run_id, caller.scope)
+        return await app.get_run(run_id, caller.scope)
+    new_id = await app.fork(
+        run_id, caller.scope, from_step=body.fromStep, inputs=body.inputs, origin={"platform": "api"},
+        coerce_text=True, allow_local_paths=False,
+    )
+    response.status_code = 201
+    response.headers["Location"] = f"/api/v1/runs/{new_id}"
+    return await app.get_run(new_id, caller.scope)
 
 
 @router.get(

@@ -118,6 +118,20 @@ class SubmitRunRequest(BaseModel):
         return value
 
 
+class RetryRunRequest(BaseModel):
+    """Run a run again. Empty: in place, from its failed steps. With ``fromStep`` and/or ``inputs``: as
+    a new run (a fork) of the same version that reuses every step upstream of both."""
+
+    model_config = ConfigDict(extra="forbid")
+    fromStep: str | None = Field(
+        default=None, min_length=1, max_length=200, json_schema_extra=_not_null,
+        description="Run again from this step: it and every step downstream of it run again",
+    )
+    inputs: dict[str, Any] = Field(
+        default_factory=dict, description="Inputs to change (the others keep the run's values)"
+    )
+
+
 class RunSummary(_Open):
     jobRunId: str
     jobDefinitionId: str
@@ -131,6 +145,8 @@ class RunSummary(_Open):
     durationMs: int | None
     error: Any = None
     parentRunId: str | None = None
+    forkedFromRunId: str | None = Field(default=None, description="The run this one was forked from")
+    forkedFromStep: str | None = None
 
 
 class StepStatusInfo(_Open):

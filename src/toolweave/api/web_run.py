@@ -27,7 +27,7 @@ from toolweave.api.web import (
     dag_layout,
     templates,
 )
-from toolweave.app import Conflict, NotFound, UnknownDefinition
+from toolweave.app import BadRequest, Conflict, NotFound, UnknownDefinition
 from toolweave.model.definitions import JobDefinition
 from toolweave.model.status import RunStatus, StepStatus
 
@@ -99,6 +99,7 @@ async def _run_context(request: Request, caller: Caller, run_id: str) -> dict[st
         "last_event": events[-1]["id"] if events else 0,
         "title": names.get(run["jobDefinitionId"], run["jobDefinitionId"]),
         "retryable": run["status"] in ("failed", "partially_completed", "cancelled") and not run.get("parentRunId"),
+        "forkable": terminal and not run.get("parentRunId"),
         "has_files": any(_is_artifact(v) or (isinstance(v, list) and any(_is_artifact(i) for i in v))
                          for v in outputs.values()),
     }
@@ -148,15 +149,20 @@ async def run_action(request: Request, run_id: str, action: str) -> Response:
         return _render(request, "error.html", caller, status_code=403, title="Please try again",
                        message="This page has expired. Reload it and try again.")
     app = tw(request)
+    target = run_id
     try:
         if action == "cancel":
             await app.cancel(run_id, caller.scope)
         elif action == "retry":
             await app.retry(run_id, caller.scope)
+        elif action == "again":  # "Run again from this step": a fork, shown at once
+            step = str(form.get("step") or "") or None
+            target = await app.fork(run_id, caller.scope, from_step=step, origin={"platform": "web"})
         else:
             return _render(request, "error.html", caller, status_code=404, title="Not found", message="No such action.")
     except NotFound:
         return _not_found(request, caller)
-    except Conflict as exc:
-        return _render(request, "error.html", caller, status_code=409, title="Cannot retry", message=str(exc))
-    return RedirectResponse(f"/runs/{run_id}", status_code=303)
+    except (Conflict, BadRequest) as exc:
+        return _render(request, "error.html", caller, status_code=409 if isinstance(exc, Conflict) else 422,
+                       title="Cannot run it again", message=str(exc))
+    return RedirectResponse(f"/runs/{target}", status_code=303)

@@ -81,6 +81,8 @@ def steps_table(run: dict[str, Any], *, title: str | None = None) -> Table:
             note = f"earlier attempt: {message}"
         if step["status"] == "waiting_retry" and step.get("nextAttemptAt"):
             note = f"retry at {step['nextAttemptAt'][11:23]}; {note}"
+        if step.get("reusedFromRunId"):
+            note = f"reused from {step['reusedFromRunId']}" + (f"; {note}" if note else "")
         duration = step.get("durationMs")
         table.add_row(
             Text(step["stepId"]),
@@ -266,6 +268,9 @@ async def show(app: App, run: dict[str, Any], account: str, console: Console) ->
     for label, key in (("created", "createdAt"), ("started", "startedAt"), ("finished", "finishedAt")):
         console.print(Text(f"  {label}: {run.get(key) or '-'}"))
     console.print(Text(f"  account: {run.get('masterAccountId')}  origin: {run.get('origin') or {}}"))
+    if run.get("forkedFromRunId"):
+        step = f" from step {run['forkedFromStep']}" if run.get("forkedFromStep") else ""
+        console.print(Text(f"  forked from run {run['forkedFromRunId']}{step}"))
     inputs = run.get("jobInputs") or {}
     if inputs:
         console.print(Text("inputs", style="bold"))

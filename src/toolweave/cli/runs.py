@@ -37,6 +37,7 @@ from toolweave.model.status import RunStatus
 
 if TYPE_CHECKING:
     from toolweave.app import App
+    from toolweave.model.definitions import JobDefinition
 
 POLL_SECONDS = 0.2
 LIVENESS_CHECK_SECONDS = 5.0
@@ -65,14 +66,12 @@ def parse_pairs(pairs: list[str]) -> dict[str, str]:
     return out
 
 
-def read_at_files(
-    app: App, target_id: str, raw: dict[str, str], version: str | None = None
-) -> tuple[dict[str, Any], bool]:
-    """Resolve ``key=@file`` values: a media input gets the local file, any other input its text.
+def read_at_files(job: JobDefinition, raw: dict[str, str]) -> tuple[dict[str, Any], bool]:
+    """Resolve ``key=@file`` values: a media input of ``job`` gets the local file, any other input
+    its text.
 
     Returns the inputs and whether local paths were given (``allow_local_paths``).
     """
-    job = app.job_for(target_id, version)
     media = {p.name for p in job.input_schema if p.type.is_media}
     out: dict[str, Any] = {}
     problems: list[str] = []
@@ -105,7 +104,7 @@ async def submit(app: App, target_id: str, pairs: list[str], account: str, versi
 
     raw = parse_pairs(pairs)
     try:
-        inputs, paths = read_at_files(app, target_id, raw, version)
+        inputs, paths = read_at_files(app.job_for(target_id, version), raw)
         await app.ensure_account(account)
         return await app.submit(
             target_id, inputs, account_id=account, origin={"platform": "cli"}, coerce_text=True,
@@ -117,6 +116,35 @@ async def submit(app: App, target_id: str, pairs: list[str], account: str, versi
         raise CliError(
             f"the inputs of {target_id} are not valid", details=[f"{p.field}: {p.message}" for p in exc.problems]
         ) from None
+    except MediaError as exc:
+        raise CliError(f"a media input cannot be read: {exc}") from None
+
+
+async def retry_or_fork(
+    app: App, run_id: str, account: str, from_step: str | None, pairs: list[str]
+) -> tuple[str, int]:
+    """``runs retry``: in place without ``from_step`` and inputs, else a fork. Returns the run to
+    follow and the event id to follow it from."""
+    from toolweave.app import BadRequest, Conflict, MediaError, NotFound
+
+    try:
+        if from_step is None and not pairs:
+            seen = await app.events(run_id, account)
+            await app.retry(run_id, account)
+            return run_id, seen[-1]["id"] if seen else 0
+        raw = parse_pairs(pairs)
+        inputs, paths = read_at_files(await app.run_definition(run_id, account), raw) if raw else ({}, False)
+        new_id = await app.fork(
+            run_id, account, from_step=from_step, inputs=inputs, origin={"platform": "cli", "command": "retry"},
+            coerce_text=True, allow_local_paths=paths,
+        )
+        return new_id, 0
+    except NotFound:
+        raise _not_found(run_id) from None
+    except (Conflict, BadRequest) as exc:
+        raise CliError(str(exc)) from None
+    except InputError as exc:
+        raise CliError("the inputs are not valid", details=[f"{p.field}: {p.message}" for p in exc.problems]) from None
     except MediaError as exc:
         raise CliError(f"a media input cannot be read: {exc}") from None
 
@@ -390,30 +418,38 @@ def runs_cancel(
 @runs_app.command("retry")
 def runs_retry(
     run_id: str = typer.Argument(..., help="The run's id."),
+    from_step: str | None = typer.Option(
+        None, "--from", help="Run again as a new run from this step (it and what depends on it run again; the rest is reused)."
+    ),
+    inputs: list[str] | None = typer.Option(
+        None, "--input", "-i", help="Change an input (key=value or key=@file) in a new run; steps not reading it are reused."
+    ),
     wait: bool = typer.Option(False, "--wait", help="Follow the run until it ends; exit with its status."),
-    json_output: bool = typer.Option(False, "--json", help="With --wait: print the final run as JSON."),
+    json_output: bool = typer.Option(False, "--json", help="Print the run as JSON (without --wait: its id)."),
+    output: Path | None = typer.Option(None, "--output", "-o", help="Copy the output files into this folder (implies --wait)."),
     account: str = typer.Option(LOCAL_ACCOUNT, "--account", help=ACCOUNT_HELP),
     view: str = typer.Option("auto", "--view", help=VIEW_HELP),
 ) -> None:
-    """Run a failed, partially completed or cancelled run again from its unfinished steps."""
-    from toolweave.app import Conflict, NotFound
+    """Run a run again. Alone: in place, from its failed steps (a failed, partially completed or
+    cancelled run). With --from STEP and/or -i: as a new run of the same version (failed or completed
+    runs alike) that reuses every step upstream of STEP and of the changed inputs."""
 
     async def main() -> int:
         shown = check_view(view, json_output)
         async with app_session() as tw:
-            try:
-                seen = await tw.events(run_id, account)
-                await tw.retry(run_id, account)
-            except NotFound:
-                raise _not_found(run_id) from None
-            except Conflict as exc:
-                raise CliError(str(exc)) from None
-            if not wait:
-                console.print(f"run {run_id} retried", highlight=False)
+            forked = from_step is not None or bool(inputs)
+            target, after = await retry_or_fork(tw, run_id, account, from_step, list(inputs or []))
+            if not (wait or output is not None):
+                if json_output:
+                    print_json({"jobRunId": target, "forkedFromRunId": run_id if forked else None})
+                elif forked:
+                    console.print(target, highlight=False)
+                    err_console.print(f"run {target} forked from {run_id}", highlight=False)
+                else:
+                    console.print(f"run {run_id} retried", highlight=False)
                 return 0
-            after = seen[-1]["id"] if seen else 0
-            run = await follow(tw, run_id, account, console, worker="auto", view=shown, after=after)
-            return await _finish(tw, run, account, json_output, None)
+            run = await follow(tw, target, account, console, worker="auto", view=shown, after=after)
+            return await _finish(tw, run, account, json_output, output)
 
     run_main(main())
 

@@ -50,7 +50,9 @@ class CompiledCondition:
     dynamic_steps: bool = False
     """True when the expression reads ``steps`` other than by a fixed id (then all steps are passed)."""
     job_refs: frozenset[str] = frozenset()
-    """The job inputs the expression reads as ``job.<name>``."""
+    """The job inputs the expression reads as ``job.<name>`` or ``job["<name>"]``."""
+    dynamic_job: bool = False
+    """True when the expression reads ``job`` other than by a fixed name (it may read any input)."""
 
 
 @functools.lru_cache(maxsize=1)
@@ -81,8 +83,9 @@ def _string_literal(tree: Any) -> str | None:
     return None
 
 
-def _analyse(ast: lark.Tree[Any], expr: str) -> tuple[frozenset[str], bool, frozenset[str]]:
-    """Check the free variables and collect what is read: ``(step ids, dynamic, job input names)``."""
+def _analyse(ast: lark.Tree[Any], expr: str) -> tuple[frozenset[str], bool, frozenset[str], bool]:
+    """Check the free variables and collect what is read: ``(step ids, steps read dynamically, job
+    input names, job read dynamically)``."""
     bound: set[str] = set()
     for node in ast.iter_subtrees():
         if node.data == "member_dot_arg" and len(node.children) >= 3 and str(node.children[1]) in _MACROS:
@@ -98,6 +101,8 @@ def _analyse(ast: lark.Tree[Any], expr: str) -> tuple[frozenset[str], bool, froz
     job_refs: set[str] = set()
     steps_uses = 0
     fixed_uses = 0
+    job_uses = 0
+    fixed_job_uses = 0
     for node in ast.iter_subtrees():
         if node.data == "primary" and node.children:
             ident = node.children[0]
@@ -109,10 +114,15 @@ def _analyse(ast: lark.Tree[Any], expr: str) -> tuple[frozenset[str], bool, froz
                     )
                 if name == "steps":
                     steps_uses += 1
+                elif name == "job":
+                    job_uses += 1
         if node.data in ("member_dot", "member_index") and len(node.children) == 2:
             root = _ident(node.children[0])
-            if root == "job" and node.data == "member_dot":
-                job_refs.add(str(node.children[1]))
+            if root == "job":
+                key = str(node.children[1]) if node.data == "member_dot" else _string_literal(node.children[1])
+                if key is not None:
+                    job_refs.add(key)
+                    fixed_job_uses += 1
             if root != "steps":
                 continue
             if node.data == "member_dot":
@@ -123,7 +133,7 @@ def _analyse(ast: lark.Tree[Any], expr: str) -> tuple[frozenset[str], bool, froz
                 if key is not None:
                     refs.add(key)
                     fixed_uses += 1
-    return frozenset(refs), steps_uses != fixed_uses, frozenset(job_refs)
+    return frozenset(refs), steps_uses != fixed_uses, frozenset(job_refs), job_uses != fixed_job_uses
 
 
 def compile_condition(expr: str) -> CompiledCondition:
@@ -146,9 +156,10 @@ def _compile(expr: str) -> CompiledCondition:
         raise ConditionError(f"condition {expr!r} does not parse{where}") from None
     except Exception as exc:  # the parser may raise lark errors for odd input
         raise ConditionError(f"condition {expr!r} does not parse ({type(exc).__name__})") from None
-    refs, dynamic, job_refs = _analyse(ast, expr)
+    refs, dynamic, job_refs, dynamic_job = _analyse(ast, expr)
     return CompiledCondition(
-        expr=expr, program=env.program(ast), step_refs=refs, dynamic_steps=dynamic, job_refs=job_refs
+        expr=expr, program=env.program(ast), step_refs=refs, dynamic_steps=dynamic, job_refs=job_refs,
+        dynamic_job=dynamic_job,
     )
 
 

@@ -22,7 +22,7 @@ from decimal import Decimal
 from hashlib import sha256
 from typing import Any
 
-from toolweave.engine import plan
+from toolweave.engine import plan, replay
 from toolweave.model.definitions import (
     CostingModel,
     InputMapping,
@@ -851,7 +851,10 @@ class Engine:
         if run.parent_run_id:
             raise Conflict("a nested run is retried through its parent run")
         if run.status not in (RunStatus.FAILED.value, RunStatus.PARTIALLY_COMPLETED.value, RunStatus.CANCELLED.value):
-            raise Conflict(f"only a failed, partially completed or cancelled run can be retried; this one is {run.status}")
+            raise Conflict(
+                f"only a failed, partially completed or cancelled run can be retried in place; this one is "
+                f"{run.status} (to run it again as a new run, name a step to run again from, or change an input)"
+            )
         reset = 0
         for row in runs_q.steps(tx, run_id):
             if row.status != StepStatus.SUCCEEDED.value:
@@ -868,6 +871,22 @@ class Engine:
         )
         events_q.append(tx, run_id, "run.retried", now, stepsReset=reset)
         self._advance(tx, run_id, _Ctx(now, None))
+
+    def run_job_tx(self, tx: Tx, run_id: str, account_id: str | None) -> tuple[JobDefinition, dict[str, Any], str]:
+        """The definition version a run pinned, its inputs and its account (NotFound for another
+        account's run)."""
+        run = runs_q.get(tx, run_id)
+        if run is None or (account_id is not None and run.master_account_id != account_id):
+            raise NotFound(run_id)
+        job, _ = self._job(tx, run.definition_sha)
+        return job, dict(run.job_inputs), str(run.master_account_id)
+
+    def fork_tx(
+        self, tx: Tx, run_id: str, account_id: str | None, from_step: str | None, inputs: dict[str, Any],
+        origin: dict[str, Any], now: float,
+    ) -> str:
+        """A new run of a finished run's version, reusing every step it need not run again (``replay``)."""
+        return replay.fork_tx(self, tx, run_id, account_id, from_step=from_step, inputs=inputs, origin=origin, now=now)
 
     # --- webhooks ------------------------------------------------------------------------------
 

@@ -102,21 +102,30 @@ def render_template(src: str, *, job: Mapping[str, Any], steps: Mapping[str, Map
 _PATH_TOKEN = re.compile(r"""\.?([A-Za-z_][\w-]*)|\[(\d+)\]|\[(-\d+)\]|\[(['"])(.*?)\4\]""")
 
 
-@functools.lru_cache(maxsize=2048)
 def template_job_references(src: str) -> frozenset[str]:
     """The job inputs a template reads as ``job.<name>`` or ``job["<name>"]``."""
+    return template_job_access(src)[0]
+
+
+@functools.lru_cache(maxsize=2048)
+def template_job_access(src: str) -> tuple[frozenset[str], bool]:
+    """``(the job inputs a template reads by a fixed name, whether it reads job otherwise too)``."""
     compile_template(src)
     ast = _environment().parse(src)
     names: set[str] = set()
+    fixed = 0
     for node in ast.find_all((nodes.Getattr, nodes.Getitem)):
         if isinstance(node, nodes.Getattr):
             if isinstance(node.node, nodes.Name) and node.node.name == "job":
                 names.add(node.attr)
+                fixed += 1
         elif isinstance(node, nodes.Getitem):
             if isinstance(node.node, nodes.Name) and node.node.name == "job":
                 if isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str):
                     names.add(node.arg.value)
-    return frozenset(names)
+                    fixed += 1
+    uses = sum(1 for n in ast.find_all(nodes.Name) if n.name == "job" and n.ctx == "load")
+    return frozenset(names), uses != fixed
 
 
 @functools.lru_cache(maxsize=1024)
@@ -288,6 +297,7 @@ __all__ = [
     "parse_path",
     "render_template",
     "resolve_step_inputs",
+    "template_job_access",
     "template_job_references",
     "template_references",
 ]

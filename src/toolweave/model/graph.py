@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import heapq
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from toolweave.model.definitions import JobDefinition, JobOutput, Step
 
@@ -18,6 +18,28 @@ def dependency_graph(steps: Sequence[Step]) -> dict[str, list[str]]:
             if dep in known and dep not in graph[step.step_id]:
                 graph[step.step_id].append(dep)
     return graph
+
+
+def reachable(edges: Mapping[str, Sequence[str]], starts: Iterable[str]) -> set[str]:
+    """``starts`` and every node reached from them along ``edges`` (cycle-safe)."""
+    seen: set[str] = set()
+    todo = list(starts)
+    while todo:
+        node = todo.pop()
+        if node in seen:
+            continue
+        seen.add(node)
+        todo.extend(edges.get(node, []))
+    return seen
+
+
+def descendants(steps: Sequence[Step], roots: Iterable[str]) -> set[str]:
+    """``roots`` and every step that depends on one of them, directly or not."""
+    dependents: dict[str, list[str]] = {}
+    for sid, deps in dependency_graph(steps).items():
+        for dep in deps:
+            dependents.setdefault(dep, []).append(sid)
+    return reachable(dependents, roots)
 
 
 def step_order(steps: Sequence[Step]) -> list[str]:

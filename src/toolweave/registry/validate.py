@@ -26,7 +26,7 @@ from toolweave.model.definitions import (
     Step,
     ToolDefinition,
 )
-from toolweave.model.graph import dependency_graph, output_source, sink_steps, step_order
+from toolweave.model.graph import dependency_graph, output_source, reachable, sink_steps, step_order
 from toolweave.registry.problems import DefinitionError, Problem, join_path
 
 T = ParamType
@@ -238,15 +238,7 @@ def _cycle_message(cycle: list[str]) -> str:
 
 def ancestors(graph: Mapping[str, Sequence[str]], step_id: str) -> set[str]:
     """Every step ``step_id`` waits for, directly or not (cycle-safe)."""
-    seen: set[str] = set()
-    todo = list(graph.get(step_id, []))
-    while todo:
-        node = todo.pop()
-        if node in seen:
-            continue
-        seen.add(node)
-        todo.extend(graph.get(node, []))
-    return seen
+    return reachable(graph, graph.get(step_id, []))
 
 
 def _check_default(sink: _Sink, path: str, param: InputParam) -> None:

@@ -123,9 +123,13 @@ runs = sa.Table(
     sa.Column("started_at", sa.Float),
     sa.Column("finished_at", sa.Float),
     sa.Column("updated_at", sa.Float, nullable=False),
+    sa.Column("forked_from_run_id", sa.String(40)),
+    sa.Column("forked_from_step", sa.String(200)),
     _check("status", RunStatus),
     sa.UniqueConstraint("master_account_id", "idempotency_key"),
 )
+"""``forked_from_run_id``: the run this one was forked from (``runs retry --from``), reusing its
+steps that the fork did not have to run again; ``forked_from_step`` the step it ran again from."""
 sa.Index("ix_runs_account_created", runs.c.master_account_id, runs.c.created_at)
 sa.Index("ix_runs_parent", runs.c.parent_run_id)
 sa.Index(
@@ -155,8 +159,11 @@ step_runs = sa.Table(
     sa.Column("next_attempt_at", sa.Float),
     sa.Column("started_at", sa.Float),
     sa.Column("finished_at", sa.Float),
+    sa.Column("reused_from_run_id", sa.String(40)),
     _check("status", StepStatus),
 )
+"""``reused_from_run_id``: a forked run's step whose outcome was taken over from that run (where it
+actually ran) instead of running again."""
 
 generations = sa.Table(
     "generations",

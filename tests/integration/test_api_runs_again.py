@@ -1,5 +1,6 @@
-"""Definition versions over HTTP: list them, submit a chosen one, see it pinned on the run; the web
-form offers the versions and "Run again" prefills the form with the run's inputs."""
+"""Running things again over HTTP: definition versions (list, submit a chosen one, pinned on the
+run), forks (retry with fromStep or changed inputs), and the web page's "Run again" and "Run again
+from here"."""
 
 from __future__ import annotations
 
@@ -110,3 +111,67 @@ async def test_the_web_form_offers_versions_and_run_again_prefills_the_inputs(se
         assert (await bob.get(f"/new/postcard?again={run_id}")).status_code == 404
         stolen = await bob.post("/new/postcard", data={"csrf": csrf, "photo__artifact": sha, "width": "200"})
         assert stolen.status_code == 422 and "is not one of yours" in stolen.text
+
+
+async def test_fork_over_http_from_a_step_or_with_changed_inputs(server: Server) -> None:
+    async with server.client(server.alice) as c:
+        origin = await submit_postcard(c, caption="first")
+        done = await server.app.wait(origin["jobRunId"], 30)
+        assert done["status"] == "completed"
+        # a completed run is not retried in place; the problem says how to run it again
+        body = assert_problem(await c.post(f"/api/v1/runs/{origin['jobRunId']}/retry"), 409)
+        assert "step to run again from" in body["detail"]
+
+        response = await c.post(f"/api/v1/runs/{origin['jobRunId']}/retry", json={"fromStep": "stamp"})
+        assert response.status_code == 201, response.text
+        fork = response.json()
+        assert response.headers["location"] == f"/api/v1/runs/{fork['jobRunId']}"
+        assert fork["forkedFromRunId"] == origin["jobRunId"] and fork["forkedFromStep"] == "stamp"
+        finished = await server.app.wait(fork["jobRunId"], 30)
+        reused = {s["stepId"]: s["reusedFromRunId"] for s in finished["stepStatuses"]}
+        assert reused == {"resize": origin["jobRunId"], "stamp": None, "thumbnail": origin["jobRunId"]}
+        assert [g["stepId"] for g in finished["generations"]] == ["stamp"]
+
+        changed = await c.post(f"/api/v1/runs/{origin['jobRunId']}/retry", json={"inputs": {"caption": "second"}})
+        assert changed.status_code == 201
+        second = await server.app.wait(changed.json()["jobRunId"], 30)
+        assert second["jobInputs"]["caption"] == "second" and [g["stepId"] for g in second["generations"]] == ["stamp"]
+
+        body = assert_problem(await c.post(f"/api/v1/runs/{origin['jobRunId']}/retry", json={"fromStep": "nope"}), 422)
+        assert body["errors"][0]["field"] == "fromStep" and "resize, stamp, thumbnail" in body["detail"]
+        body = assert_problem(
+            await c.post(f"/api/v1/runs/{origin['jobRunId']}/retry", json={"inputs": {"width": "wide"}}), 422
+        )
+        assert body["errors"][0]["field"] == "inputs.width"
+        assert_problem(await c.post(f"/api/v1/runs/{origin['jobRunId']}/retry", json={"fromStep": "stamp", "x": 1}), 422)
+
+    async with server.client(server.bob) as bob:
+        assert_problem(await bob.post(f"/api/v1/runs/{origin['jobRunId']}/retry", json={"fromStep": "stamp"}), 404)
+        assert_problem(await bob.post(f"/api/v1/runs/{origin['jobRunId']}/retry", json={"inputs": {"caption": "x"}}), 404)
+        assert (await bob.get("/api/v1/runs")).json()["items"] == []
+
+
+async def test_the_run_page_offers_run_again_from_each_step(server: Server) -> None:
+    async with server.client(server.alice) as c:
+        origin = await submit_postcard(c)
+        await server.app.wait(origin["jobRunId"], 30)
+    async with server.client(follow_redirects=False) as c:
+        await c.post("/login", data={"api_key": server.alice})
+        page = (await c.get(f"/runs/{origin['jobRunId']}")).text
+        assert 'data-again-from="stamp"' in page and 'data-again-from="resize"' in page
+        csrf = page.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+        response = await c.post(f"/runs/{origin['jobRunId']}/again", data={"csrf": csrf, "step": "thumbnail"})
+        assert response.status_code == 303
+        fork_id = response.headers["location"].rsplit("/", 1)[1]
+        assert fork_id != origin["jobRunId"]
+        fork = await server.app.wait(fork_id, 30)
+        assert [g["stepId"] for g in fork["generations"]] == ["thumbnail"]
+        page = (await c.get(f"/runs/{fork_id}")).text
+        assert 'id="forked-from"' in page and "Reused from run" in page
+        assert (await c.post(f"/runs/{origin['jobRunId']}/again", data={"csrf": csrf, "step": "nope"})).status_code == 422
+        assert (await c.post(f"/runs/{origin['jobRunId']}/again", data={"csrf": "forged", "step": "stamp"})).status_code == 403
+    async with server.client(follow_redirects=False) as bob:
+        await bob.post("/login", data={"api_key": server.bob})
+        page = (await bob.get("/")).text
+        csrf = page.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+        assert (await bob.post(f"/runs/{origin['jobRunId']}/again", data={"csrf": csrf, "step": "stamp"})).status_code == 404
