@@ -142,6 +142,7 @@ def fork_tx(
         session_id=run.session_id, priority=run.priority,
     )
     new_id = engine._create_run(tx, job, dict(run.tool_shas), req, now, parent=None)
+    assert new_id is not None  # a fork has no idempotency key, so its insert cannot yield to another's
     runs_q.update(tx, new_id, forked_from_run_id=run_id, forked_from_step=from_step)
     reused = [sid for sid in step_ids if sid not in again and sid in rows]
     for sid in reused:
