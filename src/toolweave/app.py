@@ -24,7 +24,7 @@ from typing import Any
 import httpx
 
 from toolweave import presence
-from toolweave.artifacts import ArtifactStore
+from toolweave.artifacts import ArtifactStore, media_problem
 from toolweave.engine.core import Conflict, Engine, NotFound, SubmitRequest, tool_job
 from toolweave.engine.replay import BadRequest
 from toolweave.engine.worker import Worker
@@ -300,24 +300,43 @@ class App:
         return tools, nested
 
     async def _store_media(self, job: JobDefinition, inputs: dict[str, Any], account_id: str) -> dict[str, Any]:
-        media = {p.name for p in job.input_schema if p.type.is_media}
+        """Store media inputs given as files or data: URIs as artifacts, check artifact ids given
+        as inputs belong to the account, and refuse media that is not of its input's type (a text
+        file for an image input) before anything reaches a backend. URLs are fetched at dispatch."""
         out = dict(inputs)
-        for name in media & set(inputs):
-            value = inputs[name]
+        problems: list[FieldProblem] = []
+        for param in job.input_schema:
+            if not param.type.is_media or param.name not in inputs:
+                continue
+            name, value = param.name, inputs[param.name]
             if ArtifactRef.is_ref(value):  # only its sha256 counts: the rest is read from the store
                 sha = str(value["sha256"])
                 owned = await self.store.read(accounts_q.artifact_owned, sha, account_id)
                 if owned is None or not self.artifacts.exists(sha):
-                    raise InputError([FieldProblem(name, f"artifact {sha[:12]}… is not one of yours")])
-                out[name] = self.artifacts.ref(sha).as_value()
+                    problems.append(FieldProblem(name, f"artifact {sha[:12]}… is not one of yours"))
+                    continue
+                ref = self.artifacts.ref(sha)
+                head = await asyncio.to_thread(self.artifacts.head, ref, 65536)
+                problem = media_problem(param.type.value, head, width=ref.width)
+                if problem:
+                    problems.append(FieldProblem(name, f"the artifact {problem}"))
+                out[name] = ref.as_value()
                 continue
             text = str(value)
+            if text.startswith(("http://", "https://")):
+                continue
             if text.startswith("data:"):
                 data, mime = decode_media_data_uri(text, self.settings.media_max_bytes)
-                out[name] = await self.put_media(data, account_id, mime_type=mime)
-            elif not text.startswith(("http://", "https://")):
-                data = await asyncio.to_thread(_read_local, text)
-                out[name] = await self.put_media(data, account_id, filename=Path(text).name)
+                filename = None
+            else:
+                data, mime, filename = await asyncio.to_thread(_read_local, text), None, Path(text).name
+            problem = media_problem(param.type.value, data)
+            if problem:
+                problems.append(FieldProblem(name, f"{filename or 'the data: URI'} {problem}"))
+                continue
+            out[name] = await self.put_media(data, account_id, filename=filename, mime_type=mime)
+        if problems:
+            raise InputError(problems)
         return out
 
     async def put_media(

@@ -50,6 +50,50 @@ def sniff_mime(data: bytes, filename: str | None = None) -> str:
     return "application/octet-stream"
 
 
+_IMAGE_BRANDS = (b"heic", b"heix", b"heif", b"mif1", b"msf1", b"avif", b"avis")
+"""ISO-BMFF brands of still images (HEIF, AVIF): ``ftyp`` boxes that are not video."""
+
+
+def _looks_like_text(data: bytes) -> bool:
+    head = data[:4096]
+    if not head or b"\x00" in head:
+        return False
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if exc.start < len(head) - 4:  # a character cut at the end of the sample is fine
+            return False
+    return True
+
+
+def media_problem(kind: str, data: bytes, *, width: int | None = None) -> str | None:
+    """Why ``data`` cannot be a media value of ``kind`` (``image``, ``video``, ``audio``), or None.
+
+    A phrase to follow the input's name (``"is text, not an image"``). Images must be recognised by
+    their magic number or readable by Pillow (``width`` known from an earlier read counts); videos
+    and audio are refused only when they are plainly something else (an image, text), because
+    their containers are too many to list. Other kinds (``file``) take anything.
+    """
+    if kind not in ("image", "video", "audio"):
+        return None
+    magic = sniff_mime(data)
+    brand = data[8:12] if data[4:8] == b"ftyp" else b""
+    if kind == "image":
+        if magic.startswith("image/") or width is not None or brand in _IMAGE_BRANDS:
+            return None
+        if image_size(data) is not None:
+            return None
+        if _looks_like_text(data):
+            return "is text, not an image"
+        found = magic if magic != "application/octet-stream" else "data in no image format toolweave reads"
+        return f"is {found}, not an image"
+    if magic.startswith("image/") or brand in _IMAGE_BRANDS:
+        return f"is an image ({magic}), not {'a video' if kind == 'video' else 'audio'}"
+    if _looks_like_text(data):
+        return f"is text, not {'a video' if kind == 'video' else 'audio'}"
+    return None
+
+
 def image_size(data: bytes) -> tuple[int, int] | None:
     try:
         from PIL import Image
@@ -141,6 +185,11 @@ class ArtifactStore:
 
     def read(self, ref: ArtifactRef | str) -> bytes:
         return self.path(ref).read_bytes()
+
+    def head(self, ref: ArtifactRef | str, size: int) -> bytes:
+        """The first ``size`` bytes of an artifact (enough to recognise its format)."""
+        with self.path(ref).open("rb") as fh:
+            return fh.read(size)
 
     def ref(self, sha256: str) -> ArtifactRef:
         """The stored metadata of an artifact."""

@@ -295,6 +295,21 @@ async def test_media_inputs_are_uploaded(service: ComfyUIService, fake: FakeComf
     assert fake.posted_prompts()[1]["prompt"]["10"]["inputs"]["image"] == loaded
 
 
+async def test_a_non_image_for_an_image_input_is_refused_before_upload(
+    service: ComfyUIService, fake: FakeComfyUI, host: FakeHost
+) -> None:
+    # A text file named like an image (the artifact store believes the name), and a data: URI.
+    text = host.artifacts.put_bytes(b"just some text, not pixels\n", None, "photo.png")
+    assert text.mime_type == "image/png"
+    for value in (text.as_value(), "data:image/png;base64,aGVsbG8gd29ybGQ="):
+        with pytest.raises(ServiceError) as caught:
+            await service.submit(gen_for(upload_tool(), {"image": value}))
+        assert caught.value.code == "bad_input" and not caught.value.retryable
+        assert "input 'image' is text, not an image; nothing was uploaded" in caught.value.message
+    assert not [r for r in fake.requests if r.path == "/upload/image"]
+    assert fake.posted_prompts() == []
+
+
 async def test_text_animation_and_video_outputs(service: ComfyUIService, host: FakeHost) -> None:
     gen = gen_for(media_tool(), {"greeting": "bonjour"})
     await service.submit(gen)

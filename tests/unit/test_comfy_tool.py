@@ -135,9 +135,9 @@ def test_previews_are_outputs_when_nothing_else_is(info: ObjectInfo) -> None:
     assert len(tool.output_schema) == 18
     assert all(o.type is ParamType.IMAGE for o in tool.output_schema)
     assert tool.metadata["outputMap"]["image_326"] == {"node": "326", "kind": "images"}
-    # A plain workflow for the native server: its LoadImage becomes an image input.
-    assert [(p.name, p.type, p.required) for p in tool.input_schema] == [("image", ParamType.IMAGE, True)]
-    assert tool.metadata["inputMap"]["image"] == {"node": "374", "input": "image"}
+    # Its LoadImage (node 374) feeds nothing: ComfyUI never runs it, so it is not an input.
+    assert tool.metadata["workflow"]["374"]["class_type"] == "LoadImage"
+    assert tool.input_schema == [] and tool.metadata["inputMap"] == {}
     assert tool.description.startswith("Masks are grayscale maps")
 
 
@@ -316,3 +316,92 @@ def test_extract_outputs_kinds() -> None:
     ]
     assert result["text"] == [{"text": "hello world"}]
     assert [i["filename"] for i in result["any"]] == ["a.flac", "f.bin"]
+
+
+def scale_and_mirror_prompt() -> dict[str, Any]:
+    """A loader that feeds the graph, one that feeds nothing, a titled scale primitive, a titled save."""
+    return {
+        "1": {"class_type": "LoadImage", "inputs": {"image": "a.png"}, "_meta": {"title": "Photo"}},
+        "2": {"class_type": "LoadImage", "inputs": {"image": "unused.png"}, "_meta": {"title": "Load Image"}},
+        "3": {"class_type": "PrimitiveFloat", "inputs": {"value": 2.0}, "_meta": {"title": "scale"}},
+        "4": {
+            "class_type": "ImageScaleBy",
+            "inputs": {"image": ["1", 0], "upscale_method": "bilinear", "scale_by": ["3", 0]},
+        },
+        "5": {"class_type": "ImageFlip", "inputs": {"image": ["4", 0], "flip_method": "x-axis (vertically)"}},
+        "6": {"class_type": "SaveImage", "inputs": {"images": ["5", 0], "filename_prefix": "m"}, "_meta": {"title": "mirrored"}},
+        "7": {"class_type": "PrimitiveInt", "inputs": {"value": 3}, "_meta": {"title": "unused number"}},
+    }
+
+
+def test_only_nodes_the_server_runs_become_inputs(info: ObjectInfo) -> None:
+    prompt = scale_and_mirror_prompt()
+    if not info.has("ImageFlip"):
+        prompt["5"] = {"class_type": "ImageInvert", "inputs": {"image": ["4", 0]}}
+    tool = tool_from_workflow(prompt, service="comfyui", object_info=info, tool_id="mirror")
+    names = [p.name for p in tool.input_schema]
+    # Node 2 loads an image nobody uses and node 7 feeds nothing: ComfyUI never runs them.
+    assert names == ["photo", "scale"]
+    assert tool.metadata["inputMap"]["photo"] == {"node": "1", "input": "image"}
+
+
+def test_primitives_take_the_bounds_of_the_widget_they_feed(info: ObjectInfo) -> None:
+    from toolweave.inputs import InputError, prepare_inputs
+    from toolweave.registry.validate import validate_tool
+
+    tool = tool_from_workflow(scale_and_mirror_prompt(), service="comfyui", object_info=info, tool_id="mirror")
+    scale = tool.input("scale")
+    assert scale is not None
+    spec = info.input_spec("ImageScaleBy", "scale_by")
+    assert spec is not None
+    assert (scale.type, scale.minimum, scale.maximum, scale.default) == (
+        ParamType.NUMBER, spec.options["min"], spec.options["max"], 2.0
+    )
+    assert "scale_by" in scale.description
+    assert validate_tool(tool) == []
+    photo = "data:image/png;base64,iVBORw0KGgo="
+    with pytest.raises(InputError) as caught:
+        prepare_inputs(tool.input_schema, {"photo": photo, "scale": "0"})
+    assert "scale: must be at least 0.01 (got 0)" in str(caught.value)
+    with pytest.raises(InputError) as caught:
+        prepare_inputs(tool.input_schema, {"photo": photo, "scale": 9})
+    assert "scale: must be at most 8 (got 9)" in str(caught.value)
+    assert prepare_inputs(tool.input_schema, {"photo": photo, "scale": "8"})["scale"] == 8
+
+
+def test_primitive_bounds_intersect_clamp_and_follow_int_and_combo_widgets(info: ObjectInfo) -> None:
+    prompt = {
+        "1": {"class_type": "PrimitiveFloat", "inputs": {"value": 20.0}, "_meta": {"title": "size"}},
+        "2": {"class_type": "EmptyImage", "inputs": {"width": ["3", 0], "height": ["3", 0], "batch_size": 1, "color": 0}},
+        "3": {"class_type": "PrimitiveInt", "inputs": {"value": 0}, "_meta": {"title": "side"}},
+        "4": {"class_type": "ImageScaleBy", "inputs": {"image": ["2", 0], "upscale_method": ["5", 0], "scale_by": ["1", 0]}},
+        "5": {"class_type": "PrimitiveString", "inputs": {"value": "lanczos"}, "_meta": {"title": "method"}},
+        "6": {"class_type": "SaveImage", "inputs": {"images": ["4", 0], "filename_prefix": "x"}},
+    }
+    tool = tool_from_workflow(prompt, service="comfyui", object_info=info, tool_id="sized")
+    params = {p.name: p for p in tool.input_schema}
+    # 20 is past ImageScaleBy's maximum of 8: the default is clamped into the widget's bounds.
+    assert (params["size"].maximum, params["size"].default) == (8.0, 8.0)
+    width = info.input_spec("EmptyImage", "width")
+    assert width is not None
+    assert (params["side"].type, params["side"].minimum, params["side"].default) == (
+        ParamType.INTEGER, width.options["min"], width.options["min"]
+    )
+    assert params["method"].type is ParamType.ENUM and "lanczos" in (params["method"].enum or [])
+    assert params["method"].default == "lanczos"
+
+
+def test_output_names_come_from_node_titles(info: ObjectInfo) -> None:
+    tool = tool_from_workflow(scale_and_mirror_prompt(), service="comfyui", object_info=info, tool_id="mirror")
+    assert [o.name for o in tool.output_schema] == ["mirrored"]
+    assert tool.metadata["outputMap"] == {"mirrored": {"node": "6", "kind": "images"}}
+
+
+def test_imported_deploy_tools_validate(info: ObjectInfo) -> None:
+    from toolweave.registry.validate import validate_tool
+
+    tool = tool_from_workflow(deploy_workflow(), service="comfydeploy", object_info=info, deployment_id="dep-1")
+    image = tool.input("input_image")
+    assert image is not None and image.type is ParamType.IMAGE and not image.accepts_url
+    assert validate_tool(tool) == []
+    assert validate_tool(ToolDefinition.model_validate(tool.dump())) == []

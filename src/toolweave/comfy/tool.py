@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from toolweave.comfy.check import reachable_from_outputs
 from toolweave.comfy.convert import NOTE_TYPES, to_api, workflow_format
 from toolweave.comfy.errors import WorkflowImportError
 from toolweave.comfy.objectinfo import ObjectInfo
@@ -377,8 +378,8 @@ def _external_param(
         default = None
     has_linked_default = any(_is_link(inputs.get(k)) for k in ("default_value", "default_image"))
     if kind.type.is_media:
+        # A media input takes a URL by its nature; acceptsUrl is for string inputs only.
         fields["required"] = default is None and not has_linked_default
-        fields["accepts_url"] = True
     if kind.accepts_url:
         fields["accepts_url"] = True
     if default is not None:
@@ -386,19 +387,91 @@ def _external_param(
     return InputParam(**fields)
 
 
+_UNBOUNDED = 2.0**53
+"""Bounds at or beyond this are ``/object_info``'s way of saying "no bound" (e.g. ±2^63 - 1)."""
+
+
+def _consumers(prompt: Mapping[str, Any], node_id: str) -> list[tuple[str, str]]:
+    """``(class_type, input name)`` of every input linked to an output of ``node_id``."""
+    found = []
+    for nid in sorted(prompt, key=_id_key):
+        for input_name, value in (prompt[nid].get("inputs") or {}).items():
+            if _is_link(value) and value[0] == node_id:
+                found.append((str(prompt[nid].get("class_type")), str(input_name)))
+    return found
+
+
+def _primitive_param(
+    name: str, ptype: ParamType, value: Any, title: str | None, consumers: list[tuple[str, str]], info: ObjectInfo
+) -> InputParam:
+    """A primitive node's input, with the type, bounds and choices of the widgets it feeds: what
+    the server would refuse (or silently clamp) at run time is refused when the run is submitted."""
+    fields: dict[str, Any] = {"name": name, "type": ptype, "display_name": title}
+    low: float | None = None
+    high: float | None = None
+    choices: list[Any] | None = None
+    fed: list[str] = []
+    for class_type, input_name in consumers:
+        spec = info.input_spec(class_type, input_name)
+        if spec is None:
+            continue
+        fed.append(f"{info.display_name(class_type)}.{input_name}")
+        if spec.type == "INT" and ptype is ParamType.NUMBER:
+            ptype = ParamType.INTEGER
+        if spec.type == "COMBO" and spec.choices:
+            allowed = [c for c in spec.choices if isinstance(c, str | int | float)]
+            choices = allowed if choices is None else [c for c in choices if c in allowed]
+        minimum, maximum = spec.options.get("min"), spec.options.get("max")
+        if isinstance(minimum, int | float) and not isinstance(minimum, bool) and abs(minimum) < _UNBOUNDED:
+            low = minimum if low is None else max(low, minimum)
+        if isinstance(maximum, int | float) and not isinstance(maximum, bool) and abs(maximum) < _UNBOUNDED:
+            high = maximum if high is None else min(high, maximum)
+    fields["type"] = ptype
+    default = _literal(value)
+    if ptype in (ParamType.INTEGER, ParamType.NUMBER):
+        if low is not None:
+            fields["minimum"] = low
+        if high is not None:
+            fields["maximum"] = high
+        if isinstance(default, int | float) and not isinstance(default, bool):
+            if low is not None and default < low:
+                default = low
+            if high is not None and default > high:
+                default = high
+            if ptype is ParamType.INTEGER:
+                default = int(default)
+    if choices and ptype in (ParamType.STRING, ParamType.TEXT):
+        fields["type"] = ParamType.ENUM
+        fields["enum"] = choices
+        if default not in choices:
+            default = choices[0]
+    fields["default"] = default
+    if fed:
+        fields["description"] = "Feeds " + ", ".join(fed) + "."
+    return InputParam(**fields)
+
+
 def _native_inputs(prompt: Mapping[str, Any], object_info: ObjectInfo) -> list[_Input]:
-    """Inputs of a plain workflow for the native server: loaders, primitives, prompt encoders."""
+    """Inputs of a plain workflow for the native server: loaders, primitives, prompt encoders.
+
+    Only nodes the server would execute count (output nodes and what they depend on): a loader
+    whose output feeds nothing never runs, so it asks for nothing.
+    """
     result: list[_Input] = []
     taken: set[str] = set()
-    ordered = sorted(prompt, key=_id_key)
+    live = set(reachable_from_outputs(prompt, object_info))
+    ordered = [nid for nid in sorted(prompt, key=_id_key) if nid in live]
     # 1. Files the workflow loads: the adapter uploads them and passes the uploaded name.
-    loaders = [nid for nid in ordered if str(prompt[nid].get("class_type")) in LOADER_INPUTS]
+    loaders = [
+        nid
+        for nid in ordered
+        if str(prompt[nid].get("class_type")) in LOADER_INPUTS
+        and not _is_link((prompt[nid].get("inputs") or {}).get(LOADER_INPUTS[str(prompt[nid]["class_type"])][0]))
+    ]
     for nid in loaders:
         node = prompt[nid]
         kind = str(node["class_type"])
         field, ptype = LOADER_INPUTS[kind]
-        if _is_link((node.get("inputs") or {}).get(field)):
-            continue
         title = _custom_title(node, object_info)
         if title and _slug(title):
             base = _slug(title)
@@ -423,11 +496,10 @@ def _native_inputs(prompt: Mapping[str, Any], object_info: ObjectInfo) -> list[_
         value = (node.get("inputs") or {}).get("value")
         if primitive is None or _is_link(value):
             continue
-        ptype = primitive
         title = _custom_title(node, object_info)
-        name = _unique(_slug(title) if title and _slug(title) else f"{ptype.value}_{_slug(nid)}", taken, nid)
+        name = _unique(_slug(title) if title and _slug(title) else f"{primitive.value}_{_slug(nid)}", taken, nid)
         taken.add(name)
-        param = InputParam(name=name, type=ptype, default=_literal(value), display_name=title)
+        param = _primitive_param(name, primitive, value, title, _consumers(prompt, nid), object_info)
         result.append(_Input(param, [{"node": nid, "input": "value"}]))
     # 3. Text encoders feeding a sampler's positive / negative input.
     roles: dict[str, str] = {}
@@ -459,6 +531,8 @@ def _native_inputs(prompt: Mapping[str, Any], object_info: ObjectInfo) -> list[_
 
 
 def _outputs(prompt: Mapping[str, Any], object_info: ObjectInfo) -> tuple[list[OutputParam], dict[str, Any]]:
+    """Output nodes become outputs, named by their ``output_id`` (ComfyUI Deploy), else by their
+    title when a person gave one (like inputs), else by their type."""
     found: list[tuple[str, OutputKind, str | None]] = []
     for nid in sorted(prompt, key=_id_key):
         kind_name = str(prompt[nid].get("class_type"))
@@ -468,20 +542,24 @@ def _outputs(prompt: Mapping[str, Any], object_info: ObjectInfo) -> tuple[list[O
         if kind is None:
             continue
         output_id = _literal((prompt[nid].get("inputs") or {}).get("output_id"))
-        found.append(
-            (nid, kind, output_id.strip() if isinstance(output_id, str) and output_id.strip() else None)
-        )
+        given: str | None = None
+        if isinstance(output_id, str) and output_id.strip():
+            given = output_id.strip()
+        else:
+            custom = _custom_title(prompt[nid], object_info)
+            given = _slug(custom) if custom and _slug(custom) else None
+        found.append((nid, kind, given))
     if any(not k.preview for _, k, _ in found):
         found = [f for f in found if not f[1].preview]
     per_type: dict[ParamType, int] = {}
-    for _, kind, output_id in found:
-        if output_id is None:
+    for _, kind, named in found:
+        if named is None:
             per_type[kind.type] = per_type.get(kind.type, 0) + 1
     params: list[OutputParam] = []
     output_map: dict[str, Any] = {}
-    for nid, kind, output_id in found:
-        if output_id is not None:
-            name = output_id
+    for nid, kind, named in found:
+        if named is not None:
+            name = named
         elif per_type[kind.type] == 1:
             name = kind.type.value
         else:

@@ -45,6 +45,7 @@ import httpx
 import websockets
 
 from toolweave import comfy
+from toolweave.artifacts import media_problem
 from toolweave.model.definitions import ParamType, ToolDefinition
 from toolweave.model.records import ArtifactRef, RunUpdate
 from toolweave.model.status import GenerationStatus
@@ -496,16 +497,22 @@ class ComfyUIService:
             # The comfyui-deploy nodes fetch a URL (or decode a data: URI) themselves.
             ref = ArtifactRef.from_value(value)
             return self.host.media_url(ref) if ref is not None else value
-        return await self.upload(server, value)
+        return await self.upload(server, value, name=name, kind=param.type.value if param is not None else "file")
 
-    async def upload(self, server: ComfyServer, value: Any) -> str:
-        """Upload a media value; returns the name a loader node takes (``subfolder/name``)."""
+    async def upload(self, server: ComfyServer, value: Any, *, name: str = "media", kind: str = "file") -> str:
+        """Upload a media value; returns the name a loader node takes (``subfolder/name``).
+
+        The bytes are checked against the input's ``kind`` first: a file that is not an image
+        is refused here rather than left on the server to fail when LoadImage opens it."""
         try:
             data, mime = await self.host.load_media(value)
         except ServiceError:
             raise
         except Exception as exc:
             raise ServiceError(f"cannot read a media input: {exc}", code="bad_input") from exc
+        problem = media_problem(kind, data)
+        if problem:
+            raise ServiceError(f"input {name!r} {problem}; nothing was uploaded", code="bad_input")
         ext = mimetypes.guess_extension(mime) or ".bin"
         filename = f"tw_{hashlib.sha256(data).hexdigest()[:24]}{ext}"
         response = await self._request(
