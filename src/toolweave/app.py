@@ -106,13 +106,11 @@ class App:
         return path.read_text().strip().encode()
 
     def _build_services(self) -> None:
-        from toolweave.services.builtin import BuiltinService
-        from toolweave.services.comfydeploy import ComfyDeployService
-        from toolweave.services.comfyui import ComfyUIService
+        from toolweave.services.catalog import ServiceCatalog
 
-        self.add_service(BuiltinService(self.host, test_tools=self.settings.test_tools, settings=self.settings))
-        self.add_service(ComfyUIService(self.host, self.settings))
-        self.add_service(ComfyDeployService(self.host, self.settings))
+        self.catalog = ServiceCatalog(self.settings)
+        for name, service in self.catalog.build(self.host, test_tools=self.settings.test_tools).items():
+            self.services[name] = service
 
     def add_service(self, service: Service) -> None:
         self.services[service.name] = service
@@ -126,7 +124,7 @@ class App:
     def reload_definitions(self) -> list[Problem]:
         from toolweave.services.builtin import builtin_tool_definitions
 
-        registry = Registry()
+        registry = Registry(service_check=self.catalog.check_tool)
         registry.add_tools(builtin_tool_definitions(self.settings.test_tools))
         paths = list(self.settings.definitions)
         if self.registered_dir.is_dir():
@@ -197,6 +195,14 @@ class App:
         safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in f"{defn.job_id}@{defn.version}")
         (self.registered_dir / f"{safe}.json").write_text(json.dumps(defn.dump(), indent=2), encoding="utf-8")
         return defn, []
+
+    def list_services(self) -> list[dict[str, Any]]:
+        """Every service known here: name, kind, where it comes from, whether it is configured (and
+        why not), and how many registered tools name it."""
+        counts: dict[str, int] = {}
+        for tool in self.registry.tools():
+            counts[tool.service] = counts.get(tool.service, 0) + 1
+        return [dict(row, tools=counts.get(row["name"], 0)) for row in self.catalog.rows()]
 
     def list_tools(self, *, include_hidden: bool = False) -> list[ToolDefinition]:
         tools = self.registry.tools()
@@ -491,7 +497,12 @@ class App:
         gen = await self.store.read(gens_q.get, generation_id)
         if gen is None or gen.service_name != service_name:
             raise NotFound(generation_id)
-        parsed = service.parse_webhook(headers, body)
+        parse_for = getattr(service, "parse_webhook_for", None)
+        if parse_for is not None:  # a service whose webhooks read by the generation's tool (http)
+            work = await self.store.read(self.engine.generation_work_tx, generation_id)
+            parsed = parse_for(work.context(self.webhook_url(service_name, generation_id)), headers, body)
+        else:
+            parsed = service.parse_webhook(headers, body)
         if gen.platform_specific_run_id and parsed.platform_run_id != gen.platform_specific_run_id:
             raise WebhookRejected("the webhook names another run than this generation's")
         from toolweave.model.status import GenerationStatus

@@ -69,6 +69,11 @@ class Settings:
     media_allow_private_urls: bool = False
     """Let ``media.fetch`` reach loopback, private and link-local addresses (off: SSRF guard)."""
     http_timeout_seconds: float = 30.0
+    services: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Service instances and plugin options by name (``[toolweave.services.NAME]`` tables in TOML,
+    ``TOOLWEAVE_SERVICES__NAME__OPTION`` in the environment): ``kind`` (``http`` or a plugin's) and
+    its options. Values may name environment variables as ``${VAR}`` or ``${VAR:-default}``; they
+    are read when the service is built, never stored here."""
 
     @property
     def db_url(self) -> str:
@@ -95,6 +100,12 @@ class Settings:
             key = f"TOOLWEAVE_{name.upper()}"
             if key in env:
                 data[name] = env[key]
+        from_env = _services_from_env(env)
+        if from_env:
+            merged = {k: dict(v) for k, v in (data.get("services") or {}).items()}
+            for service, options in from_env.items():
+                merged.setdefault(service, {}).update(options)
+            data["services"] = merged
         data.update(overrides)
         unknown = set(data) - names
         if unknown:
@@ -113,6 +124,8 @@ class Settings:
                 out[key] = [Path(v).expanduser() for v in value]
             elif key == "comfyui_servers":
                 out[key] = _parse_servers(value)
+            elif key == "services":
+                out[key] = _parse_services(value)
             elif key == "machine_rates":
                 rates = dict(DEFAULT_GPU_RATES)
                 rates.update({k: Decimal(str(v)) for k, v in dict(value).items()})
@@ -129,6 +142,42 @@ class Settings:
             else:
                 out[key] = value
         return cls(**out)
+
+
+SERVICES_ENV_PREFIX = "TOOLWEAVE_SERVICES__"
+
+
+def _services_from_env(env: dict[str, str]) -> dict[str, dict[str, Any]]:
+    """``TOOLWEAVE_SERVICES__OPENAI__BASE_URL=…`` → ``{"openai": {"base_url": "…"}}``. A value that
+    is a JSON object (``headers``) is parsed; names are lower case."""
+    import json
+
+    found: dict[str, dict[str, Any]] = {}
+    for key, value in env.items():
+        if not key.startswith(SERVICES_ENV_PREFIX):
+            continue
+        service, sep, option = key[len(SERVICES_ENV_PREFIX) :].partition("__")
+        if not sep or not service or not option:
+            raise ValueError(f"{key}: write it as {SERVICES_ENV_PREFIX}<SERVICE>__<OPTION>")
+        parsed: Any = value
+        if value.strip().startswith("{"):
+            try:
+                parsed = json.loads(value)
+            except ValueError:
+                raise ValueError(f"{key}: the value looks like JSON but does not parse") from None
+        found.setdefault(service.lower(), {})[option.lower()] = parsed
+    return found
+
+
+def _parse_services(value: Any) -> dict[str, dict[str, Any]]:
+    if not isinstance(value, dict):
+        raise ValueError("services must be a table of tables: [toolweave.services.NAME]")
+    out: dict[str, dict[str, Any]] = {}
+    for name, options in value.items():
+        if not isinstance(options, dict):
+            raise ValueError(f"services.{name} must be a table of options, not {options!r}")
+        out[str(name)] = dict(options)
+    return out
 
 
 def _parse_servers(value: Any) -> list[ComfyServer]:

@@ -158,6 +158,12 @@ async def test_an_unknown_server_is_not_held_back_but_fails_with_its_name(
     defs.mkdir()
     (defs / "tool.yaml").write_text(yaml.safe_dump(tool(server="gpu-box")))
     app = make_app(tmp_path / "home", db_url, defs, comfy.base_url, 1)
+    # Validation refuses it, naming the server...
+    assert [p.message for p in app.definition_problems] == [
+        "ComfyUI server 'gpu-box' is not configured (servers: local)"
+    ]
+    # ...and a run of it (its server removed from the settings since) fails with its name.
+    app.registry.add_tools([ToolDefinition.model_validate(tool(server="gpu-box"))])
     with pytest.raises(ServiceError):
         app.services["comfyui"].capacity(ToolDefinition.model_validate(tool(server="gpu-box")))  # type: ignore[attr-defined]
     try:

@@ -458,6 +458,21 @@ def test_a_retryable_error_schedules_a_retry_with_jittered_backoff() -> None:
     assert not of(actions, FinishRun)
 
 
+def test_a_retry_waits_at_least_what_the_backend_asked_for_up_to_an_hour() -> None:
+    job = make_job(st("a", errorHandling=RETRY))
+    for asked, earliest in ((42.5, 142.5), (3.0, 105.0), (10**9, 100.0 + 3600.0), (-5, 105.0), ("soon", 105.0)):
+        failed = running("a", work=GenerationStatus.FAILED, attempt=1,
+                         error={"message": "slow down", "retryable": True, "code": "rate_limited",
+                                "retry_after_seconds": asked})
+        (retry,) = of(decide(view(job, failed), 100.0), RetryStep)
+        if isinstance(asked, float) and asked > 10:
+            assert retry.at == earliest
+        elif asked == 10**9:
+            assert retry.at == earliest
+        else:
+            assert 105.0 <= retry.at <= 110.0  # the step's own backoff
+
+
 def test_a_waiting_retry_starts_only_when_due_with_the_next_attempt_and_same_tool() -> None:
     job = make_job(st("a", errorHandling=RETRY))
     waiting = StepView("a", StepStatus.WAITING_RETRY, attempt=1, tool_id="t", next_attempt_at=107.0)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import functools
-import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -17,7 +16,9 @@ from jinja2 import StrictUndefined, TemplateSyntaxError, meta, nodes
 from jinja2.exceptions import SecurityError, TemplateError, UndefinedError
 from jinja2.sandbox import SandboxedEnvironment
 
+from toolweave.model import paths
 from toolweave.model.definitions import InputMapping, Step
+from toolweave.model.paths import PathError
 from toolweave.model.records import ArtifactRef
 
 SUCCEEDED = "succeeded"
@@ -99,9 +100,6 @@ def render_template(src: str, *, job: Mapping[str, Any], steps: Mapping[str, Map
         raise MappingError(f"template {src!r} could not be rendered: {exc}") from None
 
 
-_PATH_TOKEN = re.compile(r"""\.?([A-Za-z_][\w-]*)|\[(\d+)\]|\[(-\d+)\]|\[(['"])(.*?)\4\]""")
-
-
 def template_job_references(src: str) -> frozenset[str]:
     """The job inputs a template reads as ``job.<name>`` or ``job["<name>"]``."""
     return template_job_access(src)[0]
@@ -128,50 +126,20 @@ def template_job_access(src: str) -> tuple[frozenset[str], bool]:
     return frozenset(names), uses != fixed
 
 
-@functools.lru_cache(maxsize=1024)
 def parse_path(path: str) -> tuple[str | int, ...]:
     """``a.b[0]["c d"]`` → ``("a", "b", 0, "c d")``; raise ``MappingError`` on a malformed path."""
-    if not isinstance(path, str) or not path.strip():
-        raise MappingError("a path must be non-empty, like a.b[0]")
-    parts: list[str | int] = []
-    pos = 0
-    while pos < len(path):
-        match = _PATH_TOKEN.match(path, pos)
-        if not match or match.end() == pos or (pos == 0 and path.startswith(".")):
-            raise MappingError(f"path {path!r} is malformed at character {pos + 1}; write it like a.b[0]")
-        name, index, negative, _, quoted = match.groups()
-        if name is not None:
-            parts.append(name)
-        elif index is not None:
-            parts.append(int(index))
-        elif negative is not None:
-            parts.append(int(negative))
-        else:
-            parts.append(quoted)
-        pos = match.end()
-    return tuple(parts)
-
-
-_MISSING = object()
+    try:
+        return paths.parse_path(path)
+    except PathError as exc:
+        raise MappingError(str(exc)) from None
 
 
 def follow_path(value: Any, path: str) -> Any:
     """The part of ``value`` at ``path``; raise ``MappingError`` naming the first missing part."""
-    current = value
-    for part in parse_path(path):
-        if isinstance(part, int) and isinstance(current, list):
-            if -len(current) <= part < len(current):
-                current = current[part]
-                continue
-            raise MappingError(f"path {path!r}: index {part} is out of range (the list has {len(current)})")
-        if isinstance(part, str) and isinstance(current, Mapping):
-            found = current.get(part, _MISSING)
-            if found is _MISSING:
-                raise MappingError(f"path {path!r}: there is no key {part!r}")
-            current = found
-            continue
-        raise MappingError(f"path {path!r}: cannot take {part!r} of {type(current).__name__}")
-    return current
+    try:
+        return paths.follow_path(value, path)
+    except PathError as exc:
+        raise MappingError(str(exc)) from None
 
 
 def _status(steps: Mapping[str, Mapping[str, Any]], step_id: str) -> str:

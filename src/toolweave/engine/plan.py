@@ -172,6 +172,18 @@ def retry_delay(run_id: str, step_id: str, attempt: int, base: float, cap: float
     return delay / 2 + fraction * delay / 2
 
 
+MAX_RETRY_AFTER_SECONDS = 3600.0
+"""A backend's ``Retry-After`` is honoured up to this (a hostile or broken header cannot park a
+step for days; the run's deadline still applies)."""
+
+
+def _retry_after(error: dict[str, Any]) -> float:
+    value = error.get("retry_after_seconds")
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        return 0.0
+    return min(float(value), MAX_RETRY_AFTER_SECONDS)
+
+
 def _follow_path(value: Any, path: str | None) -> Any:
     if not path:
         return value
@@ -290,6 +302,7 @@ class _Planner:
                 delay = retry_delay(
                     self.run.run_id, step.step_id, attempt, handling.backoff_seconds, handling.max_backoff_seconds
                 )
+                delay = max(delay, _retry_after(error))
                 self.actions.append(RetryStep(step.step_id, self.now + delay, attempt + 1, error))
                 self.status[step.step_id] = StepStatus.WAITING_RETRY
                 self.wake_at(self.now + delay)

@@ -372,8 +372,9 @@ class Worker:
                 info = exc.info() if isinstance(exc, ServiceError) else ServiceErrorInfo(message="poll timed out", retryable=True)
                 if info.retryable and info.code != LOST:
                     log.warning("poll of %s failed (%s); polling again", work.generation_id, info.message)
+                    wait = max(_poll_interval(task.attempts), min(info.retry_after_seconds or 0.0, MAX_POLL_INTERVAL * 10))
                     await self.store.tx(
-                        self.engine.reschedule_poll_tx, task.claim, now + _poll_interval(task.attempts), None,
+                        self.engine.reschedule_poll_tx, task.claim, now + wait, None,
                         work.run_id, work.generation_id, now,
                     )
                     return

@@ -134,6 +134,8 @@ class RateSource(StrEnum):
     STATIC = "static"
     MACHINE = "machine"
     OUTPUT_UNIT = "output_unit"
+    TABLE = "table"
+    USAGE = "usage"
 
 
 DEFAULT_GPU_RATES: dict[str, Decimal] = {
@@ -149,13 +151,37 @@ DEFAULT_GPU_RATES: dict[str, Decimal] = {
 """USD per second by machine class (the predecessor's rates); settings may override them."""
 
 
+class PriceTable(_Model):
+    """Prices keyed by input values, nested in the order of ``by`` (the predecessor's ``costTable``):
+    ``{by: [model, size, quality], prices: {dall-e-3: {1024x1024: {standard: 0.04, hd: 0.08}}}}``.
+    ``default`` is the price of a combination the table does not list (none: the cost is unknown);
+    ``multiplyBy`` names a numeric input the price is multiplied by (``n`` images)."""
+
+    by: list[str] = Field(min_length=1)
+    prices: dict[str, Any]
+    default: Decimal | None = None
+    multiply_by: str | None = None
+
+
+class UsagePrice(_Model):
+    """A price per unit of something the backend's response reports (``path`` into it), e.g.
+    ``{path: usage.prompt_tokens, price: 0.15, per: 1000000}``. A response reporting its cost
+    directly is ``{path: usage.cost, price: 1}``."""
+
+    path: str = Field(min_length=1)
+    price: Decimal
+    per: int = Field(default=1, ge=1)
+
+
 class CostingModel(_Model):
     """How a generation's cost is computed.
 
     - ``static``: ``staticCost.amount`` per run;
     - ``machine``: per second of measured run time, at ``rate`` or at the rate of ``machineClass``
       looked up in the rate table;
-    - ``output_unit``: ``unitCost.amount`` per output unit (``unitOutput`` names the output counted).
+    - ``output_unit``: ``unitCost.amount`` per output unit (``unitOutput`` names the output counted);
+    - ``table``: a price looked up by input values (``priceTable``), known before the run;
+    - ``usage``: from what the response reports (``usage``: tokens, seconds, a cost), summed.
     """
 
     rate_source: RateSource
@@ -164,6 +190,8 @@ class CostingModel(_Model):
     machine_class: str | None = None
     unit_cost: Money | None = None
     unit_output: str | None = None
+    price_table: PriceTable | None = None
+    usage: list[UsagePrice] | None = None
 
     @model_validator(mode="after")
     def _complete(self) -> CostingModel:
@@ -173,6 +201,10 @@ class CostingModel(_Model):
             raise ValueError("a machine costing model needs a rate or a machineClass")
         if self.rate_source is RateSource.OUTPUT_UNIT and self.unit_cost is None:
             raise ValueError("an output_unit costing model needs unitCost")
+        if self.rate_source is RateSource.TABLE and self.price_table is None:
+            raise ValueError("a table costing model needs priceTable")
+        if self.rate_source is RateSource.USAGE and not self.usage:
+            raise ValueError("a usage costing model needs usage: [{path, price, per}]")
         return self
 
 

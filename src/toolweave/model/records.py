@@ -57,6 +57,8 @@ class ServiceErrorInfo(BaseModel):
     code: str | None = None
     node: str | None = None
     details: dict[str, Any] | None = None
+    retry_after_seconds: float | None = None
+    """The backend asked to be tried again no sooner than this (HTTP ``Retry-After``)."""
 
 
 class RunUpdate(BaseModel):

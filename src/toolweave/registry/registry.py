@@ -14,6 +14,7 @@ from toolweave.model.definitions import JobDefinition, ToolDefinition
 from toolweave.registry.loader import Definition, Loaded, load_files
 from toolweave.registry.problems import DefinitionError, Problem
 from toolweave.registry.validate import (
+    ServiceCheck,
     find_cycles,
     nested_job_ids,
     topological_order,
@@ -38,7 +39,10 @@ def _ident(defn: Definition) -> tuple[str, str]:
 class Registry:
     """Tool and job definitions by ``(id, version)``; the latest version answers when none is asked."""
 
-    def __init__(self) -> None:
+    def __init__(self, service_check: ServiceCheck | None = None) -> None:
+        """``service_check(tool)`` says what is wrong with the service a tool names (unknown, not
+        configured, bad metadata for it) as ``(path, sentence)`` pairs; None checks nothing."""
+        self.service_check = service_check
         self._tools: dict[str, dict[str, ToolDefinition]] = {}
         self._jobs: dict[str, dict[str, JobDefinition]] = {}
         self._refused: set[str] = set()
@@ -96,7 +100,7 @@ class Registry:
         if problems is not None:
             return problems
         if isinstance(defn, ToolDefinition):
-            problems = validate_tool(defn, self, file=source, prefix=prefix)
+            problems = validate_tool(defn, self, file=source, prefix=prefix, services=self.service_check)
         else:
             problems = validate_job(defn, self, file=source, prefix=prefix)
         if problems:

@@ -8,7 +8,7 @@ mappings is ``compatible`` below; docs/definitions.md documents it.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -289,11 +289,24 @@ def _check_command(sink: _Sink, kind: str, ident: str, command: str | None, cata
         )
 
 
+ServiceCheck = Callable[[ToolDefinition], list[tuple[str, str]]]
+"""What is wrong with the service a tool names, as ``(JSON path, sentence)`` pairs."""
+
+
 def validate_tool(
-    tool: ToolDefinition, catalog: Catalog | None = None, *, file: str | None = None, prefix: str = ""
+    tool: ToolDefinition,
+    catalog: Catalog | None = None,
+    *,
+    file: str | None = None,
+    prefix: str = "",
+    services: ServiceCheck | None = None,
 ) -> list[Problem]:
-    """Problems of one tool definition on its own (and its command name against ``catalog``)."""
+    """Problems of one tool definition on its own (and its command name against ``catalog``, its
+    service against ``services``)."""
     sink = _Sink(file if file is not None else tool.source, prefix)
+    if services is not None:
+        for path, message in services(tool):
+            sink.add(path, message)
     _check_params(sink, "inputSchema", tool.input_schema)
     _check_outputs(sink, "outputSchema", tool.output_schema)
     inputs = [p.name for p in tool.input_schema]

@@ -28,7 +28,8 @@ class ServiceError(Exception):
 
     Raised from ``poll``, a retryable error means "no answer this time, poll again" — except
     with ``code="lost"``: the backend no longer knows the run, and the generation fails
-    (retryably, so a retry policy may submit it again).
+    (retryably, so a retry policy may submit it again). ``retry_after`` is the backend's own word
+    on when to try again (HTTP ``Retry-After``): a step retry and the next poll wait at least that.
     """
 
     def __init__(
@@ -39,6 +40,7 @@ class ServiceError(Exception):
         code: str | None = None,
         node: str | None = None,
         details: dict[str, Any] | None = None,
+        retry_after: float | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -46,10 +48,12 @@ class ServiceError(Exception):
         self.code = code
         self.node = node
         self.details = details
+        self.retry_after = retry_after
 
     def info(self) -> ServiceErrorInfo:
         return ServiceErrorInfo(
-            message=self.message, retryable=self.retryable, code=self.code, node=self.node, details=self.details
+            message=self.message, retryable=self.retryable, code=self.code, node=self.node, details=self.details,
+            retry_after_seconds=self.retry_after,
         )
 
 
