@@ -82,6 +82,21 @@ class Built:
         return kwargs
 
 
+def with_defaults(tool: ToolDefinition, inputs: Mapping[str, Any]) -> dict[str, Any]:
+    """The inputs with the schema's defaults for those absent (the engine applies them before a
+    run; a service does not count on its caller)."""
+    merged = {p.name: p.default for p in tool.input_schema if p.default is not None}
+    merged.update({k: v for k, v in inputs.items() if v is not None})
+    return merged
+
+
+def _origin(url: str) -> str:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}".lower()
+
+
 def _text(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -101,7 +116,7 @@ class Renderer:
         media_max_bytes: int,
     ) -> None:
         self.tool = tool
-        self.inputs = dict(inputs)
+        self.inputs = with_defaults(tool, inputs)
         self.host = host
         self.media_max_bytes = media_max_bytes
         shown: dict[str, Any] = {}
@@ -215,6 +230,12 @@ class Renderer:
             url = endpoint.base_url.rstrip("/") + "/" + self.text(spec.path, f"{where}.path").lstrip("/")
         if not url.startswith(("http://", "https://")):
             raise ServiceError(f"tool {self.tool.tool_id}: {where}: {url[:80]!r} is not an http(s) URL", code="bad_definition")
+        if endpoint.base_url and (endpoint.headers or endpoint.query) and _origin(url) != _origin(endpoint.base_url):
+            raise ServiceError(
+                f"tool {self.tool.tool_id}: {where} goes to {_origin(url)}, not to service {endpoint.name!r} "
+                f"({_origin(endpoint.base_url)}); its credentials are not sent elsewhere",
+                code="bad_definition",
+            )
         params = dict(endpoint.query)
         for key, template in {**spec.query, **dict(extra_query or {})}.items():
             rendered = await self.value(template, f"{where}.query.{key}", part="query")

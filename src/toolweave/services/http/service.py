@@ -55,6 +55,7 @@ from toolweave.services.http.call import (
     read_body,
     select,
     summary,
+    with_defaults,
 )
 from toolweave.services.http.spec import (
     AsyncSpec,
@@ -69,6 +70,7 @@ from toolweave.settings import Settings
 log = logging.getLogger(__name__)
 
 DOWNLOAD_ATTEMPTS = 3
+WEBHOOK_FALLBACK_POLL_SECONDS = 60.0
 _BODY = "_body"
 """Where a parsed webhook keeps the success body until ``finalize`` reads it (never stored)."""
 
@@ -217,7 +219,8 @@ class HttpService:
                 update = await self._finish(gen, call, seen, None if asynchronous.result else body)
             elif seen is not None:
                 update = seen.model_copy(update={"raw": raw})
-        first_poll = asynchronous.first_poll_seconds or (60.0 if hook else 2.0)
+        # With a webhook, polls are the fallback for lost ones: the first comes a minute later.
+        first_poll = WEBHOOK_FALLBACK_POLL_SECONDS if hook else (asynchronous.first_poll_seconds or 2.0)
         return Submission(platform_run_id=platform_id, update=update, poll_after_seconds=first_poll)
 
     @staticmethod
@@ -417,6 +420,16 @@ class HttpService:
     async def _completed(
         self, gen: GenerationContext, call: HttpCall, body: Body, raw: dict[str, Any], *, base: RunUpdate | None = None
     ) -> RunUpdate:
+        for refusal in call.refusals:
+            try:
+                found = select(body.value, refusal.path)
+            except PathError:
+                continue
+            if found in (None, "", False, [], {}) or (refusal.equals is not None and str(found) != refusal.equals):
+                continue
+            detail = found if isinstance(found, str) and refusal.equals is None else f"{refusal.path} is {found!r}"
+            raise ServiceError(f"{self._what(gen.tool)} refused on content grounds (moderation): "
+                               f"{self.endpoint.scrub(str(detail))[:500]}", code="moderation")
         outputs: dict[str, Any] = {}
         for param in gen.tool.output_schema:
             spec = call.outputs.get(param.name)
@@ -518,7 +531,7 @@ class HttpService:
         if model.rate_source is RateSource.STATIC and model.static_cost is not None:
             return model.static_cost.amount
         if model.rate_source is RateSource.TABLE and model.price_table is not None:
-            return table_price(model.price_table, gen.inputs)
+            return table_price(model.price_table, with_defaults(gen.tool, gen.inputs))
         if model.rate_source is RateSource.USAGE:
             return usage_cost(model, body.value)
         return None  # per second and per output unit: the engine computes them

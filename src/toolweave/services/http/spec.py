@@ -150,7 +150,8 @@ class AsyncSpec(_Spec):
     cancel: RequestSpec | None = None
     webhook: WebhookSpec | None = None
     first_poll_seconds: float | None = Field(default=None, gt=0)
-    """When to poll first (with a webhook, polls are only the fallback)."""
+    """When to poll first without a webhook (default 2 s; with one, polls are the fallback for a
+    lost webhook and the first comes after a minute)."""
 
     @model_validator(mode="after")
     def _status_given(self) -> AsyncSpec:
@@ -161,6 +162,14 @@ class AsyncSpec(_Spec):
         return self
 
 
+class RefusalSpec(_Spec):
+    """A success that is really a refusal of the content: a non-empty value at ``path`` (chat's
+    ``choices[0].message.refusal``), or the value ``equals`` (``finish_reason: content_filter``)."""
+
+    path: str
+    equals: str | None = None
+
+
 class HttpCall(_Spec):
     request: RequestSpec
     outputs: dict[str, OutputSpec] = Field(default_factory=dict)
@@ -169,6 +178,7 @@ class HttpCall(_Spec):
     """How the response carrying the outputs is read (auto: from its content type). ``sse``: an
     event stream (Gradio), read as the data of its ``complete`` event."""
     errors: ErrorSpec = Field(default_factory=ErrorSpec)
+    refusals: list[RefusalSpec] = Field(default_factory=list)
     async_: AsyncSpec | None = Field(default=None, alias="async")
     idempotent: bool = False
     """Sending the request again is harmless (a free local server; an API given an idempotency key):
@@ -314,6 +324,8 @@ def check_call(tool: ToolDefinition, *, has_base_url: bool) -> list[tuple[str, s
     for key in ("message", "code"):
         for index, item in enumerate(getattr(call.errors, key)):
             path(f"metadata.http.errors.{key}[{index}]", item)
+    for index, refusal in enumerate(call.refusals):
+        path(f"metadata.http.refusals[{index}].path", refusal.path)
     asynchronous = call.async_
     if asynchronous is not None:
         path("metadata.http.async.id", asynchronous.id)

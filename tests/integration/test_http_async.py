@@ -1,0 +1,370 @@
+"""Asynchronous hosted APIs through the engine: Replicate predictions and fal.ai's queue, by
+webhook (through the real HTTP API's webhook route) and by polling, on both stores; Hugging Face
+Inference synchronously. The fakes are strict (tests/fakes/*_api.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from tests.fakes.fal_api import FakeFal
+from tests.fakes.hf_api import FakeHuggingFace
+from tests.fakes.replicate_api import FakeReplicate
+from tests.helpers.loopback import serve_asgi
+
+from toolweave.api.server import create_app
+from toolweave.app import App
+from toolweave.engine.worker import Worker
+from toolweave.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+PRESETS = ROOT / "examples" / "http"
+
+
+@dataclass
+class World:
+    app: App
+    replicate: FakeReplicate
+    fal: FakeFal
+    hf: FakeHuggingFace
+    base_url: str | None
+    worker: Worker
+
+
+async def until(check: Any, timeout: float = 20.0) -> Any:
+    """The first truthy value of ``check()`` (a plain or async callable), polled."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if inspect.isawaitable(value):
+            value = await value
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError("the condition never held")
+        await asyncio.sleep(0.05)
+
+
+@pytest.fixture
+async def fakes() -> AsyncIterator[tuple[FakeReplicate, FakeFal, FakeHuggingFace]]:
+    replicate, fal, hf = FakeReplicate(), FakeFal(), FakeHuggingFace()
+    for fake in (replicate, fal, hf):
+        await fake.start()
+    yield replicate, fal, hf
+    for fake in (replicate, fal, hf):
+        await fake.stop()
+
+
+def make_app(tmp_path: Path, db_url: str, fakes: tuple[FakeReplicate, FakeFal, FakeHuggingFace]) -> App:
+    replicate, fal, hf = fakes
+    return App(Settings(
+        home=tmp_path / "home", database_url=db_url, definitions=[PRESETS],
+        media_allow_private_urls=True,  # the fakes serve their files on loopback
+        services={"replicate": {"base_url": f"{replicate.base_url}/v1"}, "fal": {"base_url": fal.base_url},
+                  "huggingface": {"base_url": hf.base_url}},
+    ))
+
+
+@pytest.fixture
+def credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REPLICATE_API_TOKEN", "r8_test_replicate")
+    monkeypatch.setenv("FAL_KEY", "fal-key-id:fal-key-secret")
+    monkeypatch.setenv("HF_TOKEN", "hf_test_token")
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+
+
+async def _world(tmp_path: Path, db_url: str, fakes: Any, *, webhooks: bool) -> AsyncIterator[World]:
+    app = make_app(tmp_path, db_url, fakes)
+    assert [p for p in app.definition_problems if "openai" not in p.file] == []
+    worker = app.make_worker(4, idle_poll_seconds=0.05)
+    task: asyncio.Task[None] | None = None
+    try:
+        if webhooks:
+            async with serve_asgi(create_app(app, run_worker=False)) as base_url:
+                app.settings.public_base_url = base_url
+                task = asyncio.create_task(worker.run())
+                yield World(app, *fakes, base_url, worker)
+                worker.stop()
+                await task
+        else:
+            task = asyncio.create_task(worker.run())
+            yield World(app, *fakes, None, worker)
+            worker.stop()
+            await task
+    finally:
+        if task is not None and not task.done():
+            worker.stop()
+            await task
+        await app.aclose()
+
+
+@pytest.fixture
+async def hooked(tmp_path: Path, db_url: str, fakes: Any, credentials: None) -> AsyncIterator[World]:
+    async for world in _world(tmp_path, db_url, fakes, webhooks=True):
+        yield world
+
+
+@pytest.fixture
+async def polled(tmp_path: Path, db_url: str, fakes: Any, credentials: None) -> AsyncIterator[World]:
+    async for world in _world(tmp_path, db_url, fakes, webhooks=False):
+        yield world
+
+
+async def wait_run(app: App, run_id: str) -> dict[str, Any]:
+    return await app.wait(run_id, timeout=30)
+
+
+# --- Replicate -----------------------------------------------------------------------------------
+
+
+async def test_replicate_by_webhook(hooked: World) -> None:
+    app, replicate = hooked.app, hooked.replicate
+    run_id = await app.submit("replicate.flux-schnell", {"prompt": "a lighthouse", "seed": 7}, account_id="acme")
+    prediction = await until(lambda: _one(replicate.predictions))
+    created = replicate.requests[0]
+    assert (created.method, created.path) == ("POST", "/v1/models/black-forest-labs/flux-schnell/predictions")
+    assert created.headers["authorization"] == "Bearer r8_test_replicate"
+    body = created.json
+    assert body["input"] == {"prompt": "a lighthouse", "aspect_ratio": "1:1", "output_format": "png", "seed": 7,
+                             "num_outputs": 1}
+    assert body["webhook_events_filter"] == ["start", "completed"]
+    gen_id = (await app.get_run(run_id))["generations"][0]["generationId"]
+    assert body["webhook"].startswith(f"{hooked.base_url}/webhooks/replicate/{gen_id}?token=")
+    assert await replicate.play(prediction.id) == [200, 200]  # start, completed
+    run = await wait_run(app, run_id)
+    assert run["status"] == "completed", run["error"]
+    image = run["finalOutputs"]["image"]
+    assert image["mimeType"] == "image/png" and image["width"] == 48
+    generation = run["generations"][0]
+    assert generation["platformSpecificRunId"] == prediction.id and generation["costUsd"] == "0.003"
+    assert run["costUsd"] == "0.003"
+    # No status poll was needed: the webhooks carried it all (the first poll is a fallback).
+    assert [r.path for r in replicate.requests if r.method == "GET" and r.path.startswith("/v1/")] == []
+    # A repeated webhook changes nothing.
+    url = body["webhook"]
+    async with httpx.AsyncClient() as client:
+        again = await client.post(url, json=replicate.prediction_body(prediction))
+    assert again.status_code == 200
+    assert (await app.get_run(run_id))["costUsd"] == "0.003"
+
+
+async def test_replicate_by_polling_when_there_is_no_public_url(polled: World) -> None:
+    app, replicate = polled.app, polled.replicate
+    run_id = await app.submit("replicate.flux-schnell", {"prompt": "a lighthouse"}, account_id="acme")
+    run = await wait_run(app, run_id)
+    assert run["status"] == "completed", run["error"]
+    created = replicate.requests[0].json
+    assert "webhook" not in created and "webhook_events_filter" not in created
+    prediction = _one(replicate.predictions)
+    polls = [r.path for r in replicate.requests if r.method == "GET" and r.path.startswith("/v1/")]
+    assert polls and set(polls) == {f"/v1/predictions/{prediction.id}"}
+
+
+async def test_replicate_refusal_is_moderation(polled: World) -> None:
+    run_id = await polled.app.submit("replicate.flux-schnell", {"prompt": "NSFW please"}, account_id="acme")
+    run = await wait_run(polled.app, run_id)
+    assert run["status"] == "failed"
+    error = run["generations"][0]["error"]
+    assert error["code"] == "moderation" and error["retryable"] is False
+    assert "NSFW content detected" in error["message"]
+    assert run["generations"][0]["costUsd"] is None
+
+
+async def test_replicate_garbage_and_forged_webhooks_change_nothing(hooked: World) -> None:
+    app, replicate = hooked.app, hooked.replicate
+    run_id = await app.submit("replicate.flux-schnell", {"prompt": "a lighthouse"}, account_id="acme")
+    prediction = await until(lambda: _one(replicate.predictions))
+    url = replicate.requests[0].json["webhook"]
+    forged = url.split("?token=")[0] + "?token=forged"
+    async with httpx.AsyncClient() as client:
+        codes = [
+            (await client.post(forged, json=replicate.prediction_body(prediction))).status_code,
+            (await client.post(url, content=b"{not json")).status_code,
+            (await client.post(url, json={"id": prediction.id, "status": "exploded"})).status_code,
+            (await client.post(url, json={**replicate.prediction_body(prediction), "id": "someone-else"})).status_code,
+        ]
+    assert codes[0] == 404 and all(400 <= c < 500 for c in codes[1:]), codes
+    assert (await app.get_run(run_id))["status"] == "running"
+    await replicate.play(prediction.id)
+    assert (await wait_run(app, run_id))["status"] == "completed"
+
+
+async def test_replicate_cancel_reaches_the_backend(polled: World) -> None:
+    app, replicate = polled.app, polled.replicate
+    run_id = await app.submit("replicate.flux-schnell", {"prompt": "slow"}, account_id="acme")
+    prediction = await until(lambda: _one(replicate.predictions))
+    prediction.states = ["starting", "processing", "processing", "processing", "processing", "succeeded"] * 10
+    await app.cancel(run_id, "acme")
+    run = await wait_run(app, run_id)
+    assert run["status"] == "cancelled"
+    await until(lambda: any(r.path == f"/v1/predictions/{prediction.id}/cancel" for r in replicate.requests))
+
+
+async def test_a_crash_between_sending_and_recording_is_not_paid_twice(
+    tmp_path: Path, db_url: str, fakes: Any, credentials: None
+) -> None:
+    """The worker dies after Replicate accepted the prediction but before its id was recorded: the
+    next worker finds the generation recovering and fails it, naming the unknown outcome, instead
+    of creating a second prediction."""
+    replicate = fakes[0]
+    app = make_app(tmp_path, db_url, fakes)
+    app.settings.lease_seconds = 0.5
+    app.engine.lease_seconds = 0.5
+    try:
+        run_id = await app.submit("replicate.flux-schnell", {"prompt": "once"}, account_id="acme")
+        items, _ = await app.store.tx(app.engine.claim_tx, "doomed-worker", 1, time.time())
+        [(_task, work)] = items
+        await app.services["replicate"].submit(work.context(None))  # Replicate has it now...
+        await asyncio.sleep(0.6)  # ...and the worker is gone
+        worker = app.make_worker(2, idle_poll_seconds=0.05)
+        runner = asyncio.create_task(worker.run())
+        try:
+            run = await wait_run(app, run_id)
+        finally:
+            worker.stop()
+            await runner
+        assert run["status"] == "failed"
+        assert run["generations"][0]["error"]["code"] == "unknown_outcome"
+        assert len(replicate.predictions) == 1
+    finally:
+        await app.aclose()
+
+
+async def test_an_output_url_on_a_private_address_is_not_fetched(
+    tmp_path: Path, fakes: Any, credentials: None
+) -> None:
+    """The API's answer names where to download the output; a URL on this machine's own network is
+    refused like a user's would be (the fake serves on loopback; media_allow_private_urls is off)."""
+    app = make_app(tmp_path, f"sqlite:///{tmp_path / 'db.sqlite'}", fakes)
+    app.settings.media_allow_private_urls = False
+    try:
+        run_id = await app.submit("replicate.flux-schnell", {"prompt": "a lighthouse"}, account_id="acme")
+        await app.make_worker(2, idle_poll_seconds=0.05).run_until_idle(30)
+        run = await app.get_run(run_id)
+    finally:
+        await app.aclose()
+    assert run["status"] == "failed"
+    error = run["generations"][0]["error"]
+    assert error["code"] == "download_refused" and error["retryable"] is False
+    assert "private or local address" in error["message"]
+    assert fakes[0].downloads == 0
+
+
+# --- fal ------------------------------------------------------------------------------------------
+
+
+async def test_fal_by_webhook_reads_the_payload(hooked: World) -> None:
+    app, fal = hooked.app, hooked.fal
+    run_id = await app.submit("fal.flux-schnell", {"prompt": "a lemon", "seed": 3}, account_id="acme")
+    queued = await until(lambda: _one(fal.queued))
+    submit = fal.requests[0]
+    assert (submit.method, submit.path) == ("POST", "/fal-ai/flux/schnell")
+    assert submit.headers["authorization"] == "Key fal-key-id:fal-key-secret"
+    assert submit.query["fal_webhook"].startswith(f"{hooked.base_url}/webhooks/fal/")
+    assert submit.json == {"prompt": "a lemon", "image_size": "landscape_4_3", "num_inference_steps": 4,
+                           "seed": 3, "num_images": 1, "enable_safety_checker": True}
+    assert await fal.play(queued.id) == 200
+    run = await wait_run(app, run_id)
+    assert run["status"] == "completed", run["error"]
+    assert run["finalOutputs"]["image"]["mimeType"] == "image/jpeg"
+    # The payload carried the outputs: the result endpoint was not needed.
+    assert not [r for r in fal.requests if r.path == f"/fal-ai/flux/requests/{queued.id}"]
+
+
+async def test_fal_by_polling_fetches_the_result(polled: World) -> None:
+    app, fal = polled.app, polled.fal
+    run_id = await app.submit("fal.flux-schnell", {"prompt": "a lemon"}, account_id="acme")
+    run = await wait_run(app, run_id)
+    assert run["status"] == "completed", run["error"]
+    queued = _one(fal.queued)
+    paths = [r.path for r in fal.requests]
+    assert paths[0] == "/fal-ai/flux/schnell" and "fal_webhook" not in fal.requests[0].query
+    assert f"/fal-ai/flux/requests/{queued.id}/status" in paths
+    assert paths.count(f"/fal-ai/flux/requests/{queued.id}") == 1
+    assert run["generations"][0]["costUsd"] == "0.003"
+
+
+async def test_fal_safety_checker_is_a_refusal(polled: World) -> None:
+    run_id = await polled.app.submit("fal.flux-schnell", {"prompt": "NSFW"}, account_id="acme")
+    run = await wait_run(polled.app, run_id)
+    assert run["status"] == "failed"
+    error = run["generations"][0]["error"]
+    assert error["code"] == "moderation" and "has_nsfw_concepts[0]" in error["message"]
+
+
+async def test_fal_error_webhook_fails_the_generation(hooked: World) -> None:
+    app, fal = hooked.app, hooked.fal
+    run_id = await app.submit("fal.flux-schnell", {"prompt": "a lemon"}, account_id="acme")
+    queued = await until(lambda: _one(fal.queued))
+    queued.body = {**queued.body, "num_images": 9}  # the model refuses it when it runs
+    assert await fal.play(queued.id) == 200
+    run = await wait_run(app, run_id)
+    assert run["status"] == "failed"
+    assert "Invalid status code: 422" in run["generations"][0]["error"]["message"]
+
+
+# --- Hugging Face -------------------------------------------------------------------------------------
+
+
+async def test_hf_text_to_image_answers_the_image_itself(polled: World) -> None:
+    run_id = await polled.app.submit("hf.flux-schnell", {"prompt": "violet", "width": 512, "height": 256},
+                                     account_id="acme")
+    run = await wait_run(polled.app, run_id)
+    assert run["status"] == "completed", run["error"]
+    image = run["finalOutputs"]["image"]
+    assert (image["mimeType"], image["width"], image["height"]) == ("image/jpeg", 32, 16)
+    sent = polled.hf.requests[0]
+    assert sent.json["parameters"]["width"] == 512 and sent.headers["authorization"] == "Bearer hf_test_token"
+
+
+async def test_hf_loading_model_is_retried_after_its_estimate(polled: World) -> None:
+    app, hf = polled.app, polled.hf
+    app.register_job({
+        "jobId": "patient", "inputSchema": {"prompt": {"type": "text", "required": True}},
+        "outputSchema": {"image": {"type": "image", "sourceStepId": "draw", "sourceOutputName": "image"}},
+        "steps": [{"stepId": "draw", "toolId": "hf.flux-schnell",
+                   "errorHandling": {"strategy": "retry", "maxAttempts": 3, "backoffSeconds": 0.01},
+                   "inputMappings": [{"sourceJobInput": "prompt", "targetInputName": "prompt"},
+                                     {"value": 256, "targetInputName": "width"},
+                                     {"value": 256, "targetInputName": "height"}]}],
+    })
+    hf.loading = 1
+    started = time.monotonic()
+    run_id = await app.submit("patient", {"prompt": "violet"}, account_id="acme")
+    run = await wait_run(app, run_id)
+    assert run["status"] == "completed", run["error"]
+    first, second = run["generations"]
+    assert first["error"]["code"] == "server_error" and first["error"]["retryable"] is True
+    assert "is currently loading" in first["error"]["message"]
+    # The 503 said estimated_time 3 s: the retry waited for it, not for the 10 ms backoff.
+    assert time.monotonic() - started >= 3.0
+    assert second["status"] == "completed"
+
+
+async def test_hf_caption_sends_the_image_bytes(polled: World) -> None:
+    from tests.fakes.apis import png
+
+    app, hf = polled.app, polled.hf
+    image = await app.put_media(png((1, 1, 1), (30, 20)), "acme", filename="x.png")
+    run_id = await app.submit("hf.blip-caption", {"image": image}, account_id="acme")
+    run = await wait_run(app, run_id)
+    assert run["status"] == "completed", run["error"]
+    assert run["finalOutputs"]["caption"] == "a picture of 30x20 pixels"
+    sent = hf.requests[0]
+    assert sent.headers["content-type"] == "image/png" and sent.content == app.artifacts.read(image["sha256"])
+
+
+# --- helpers --------------------------------------------------------------------------------------------
+
+
+def _one(items: dict[str, Any]) -> Any:
+    values = list(items.values())
+    assert len(values) <= 1, values
+    return values[0] if values else None
