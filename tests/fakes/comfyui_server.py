@@ -136,6 +136,8 @@ class FakeComfyUI:
         self._wake = asyncio.Event()
         self._executor: asyncio.Task[None] | None = None
         self._current_node: str | None = None
+        self.missing_classes: set[str] = set()
+        """Node classes this server's ``/object_info`` leaves out (a server without some nodes)."""
         self.server = LoopbackServer(self._app())
 
     # lifecycle ------------------------------------------------------------------------------
@@ -208,9 +210,18 @@ class FakeComfyUI:
                 Route(prefix + "/interrupt", self.post_interrupt, methods=["POST"]),
                 Route(prefix + "/upload/image", self.upload_image, methods=["POST"]),
                 Route(prefix + "/view", self.view, methods=["GET"]),
+                Route(prefix + "/object_info", self.object_info, methods=["GET"]),
                 WebSocketRoute(prefix + "/ws", self.websocket),
             ]
         return Starlette(routes=routes)
+
+    async def object_info(self, request: Request) -> Response:
+        """The captured 0.3.64 ``/object_info`` (the bundled copy), less ``missing_classes``."""
+        from toolweave.comfy import ObjectInfo
+
+        self.requests.append(Recorded("GET", "/object_info", None))
+        info = {k: v for k, v in ObjectInfo.default().raw().items() if k not in self.missing_classes}
+        return JSONResponse(info)
 
     async def _json_body(self, request: Request) -> Any:
         raw = await request.body()

@@ -210,6 +210,16 @@ def test_input_errors_exit_4_naming_each_field(env: dict[str, str], args: list[s
     assert "Traceback" not in result.output
 
 
+def test_a_file_given_to_a_name_the_tool_does_not_have_is_named_not_read(env: dict[str, str], tmp_path: Path) -> None:
+    """`-i photo=@x.png` for a tool whose input is `image`: the name is the problem, not the bytes."""
+    binary = tmp_path / "x.png"
+    binary.write_bytes(SAMPLE.read_bytes())
+    result = cli("run", "image.resize", "-i", f"photo=@{binary}", "-i", "width=10", "--wait")
+    assert result.exit_code == 4
+    assert "photo: is not an input of this tool (expected: image, width, height, mode, resample, background)" in result.stderr
+    assert "utf-8" not in result.stderr and "cannot read" not in result.stderr
+
+
 def test_exit_codes_follow_the_final_status(env: dict[str, str]) -> None:
     failed = cli("run", "test.fail_n_times", "-i", "n=5", "-i", "retryable=false", "--wait")
     assert failed.exit_code == 1, failed.output

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -496,3 +497,31 @@ async def test_an_output_file_gone_from_the_server_is_a_failure(
     update = await service.poll(gen)
     assert update.status is GenerationStatus.FAILED
     assert update.error is not None and update.error.code == "output_missing" and update.error.node == "3"
+
+
+async def test_validate_live_checks_tools_against_their_servers_object_info(
+    fake: FakeComfyUI, tmp_path: Path
+) -> None:
+    """`toolweave validate --live`: a tool using a node class its configured server lacks is a
+    problem when it is validated, not when it runs."""
+    import os
+    import subprocess
+    import sys
+
+    example = Path(__file__).resolve().parents[2] / "examples" / "comfyui" / "comfy-invert.yaml"
+    env = {**os.environ, "TOOLWEAVE_HOME": str(tmp_path / "home"),
+           "TOOLWEAVE_COMFYUI_SERVERS": f"gpu={fake.base_url}"}
+
+    def validate() -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "toolweave.cli", "validate", str(example), "--live"],
+                              env=env, capture_output=True, text=True, timeout=60, check=False)
+
+    ok = await asyncio.to_thread(validate)
+    assert ok.returncode == 0, ok.stderr
+    fake.missing_classes = {"ImageInvert"}
+    refused = await asyncio.to_thread(validate)
+    assert refused.returncode == 1
+    assert refused.stderr.splitlines()[0] == (
+        f"{example}: metadata.workflow: node 2 uses ImageInvert, which {fake.base_url}/object_info does not have"
+    )
+    assert [r.path for r in fake.requests].count("/object_info") == 2

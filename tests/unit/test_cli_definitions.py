@@ -60,6 +60,26 @@ def broken(tmp_path: Path) -> Path:
 runner = CliRunner()
 
 
+CONFIGURED = {
+    "TOOLWEAVE_COMFYUI_SERVERS": "local=http://127.0.0.1:9",
+    "TOOLWEAVE_COMFYDEPLOY_API_KEY": "cd-key",
+    "OPENAI_API_KEY": "sk-x", "REPLICATE_API_TOKEN": "r8_x", "FAL_KEY": "f:x", "HF_TOKEN": "hf_x",
+}
+"""Every service the examples name, configured (validation checks that they are)."""
+
+
+@pytest.fixture(autouse=True)
+def configured(monkeypatch: pytest.MonkeyPatch) -> None:
+    for key, value in CONFIGURED.items():
+        monkeypatch.setenv(key, value)
+
+
+@pytest.fixture
+def unconfigured(monkeypatch: pytest.MonkeyPatch) -> None:
+    for key in CONFIGURED:
+        monkeypatch.delenv(key, raising=False)
+
+
 def test_validate_examples_exits_0_with_a_table() -> None:
     result = runner.invoke(app, ["validate", str(EXAMPLES)])
     assert result.exit_code == 0, result.output
@@ -184,3 +204,48 @@ def test_a_diamond_is_drawn_in_layers() -> None:
         "layer 3",
         " └─ bottom · tool t · after left, right",
     ]
+
+
+def test_a_tool_naming_an_unknown_or_unconfigured_service_is_a_problem_naming_it(
+    tmp_path: Path, unconfigured: None
+) -> None:
+    folder = tmp_path / "defs"
+    folder.mkdir()
+    (folder / "string.yaml").write_text("toolId: string-primitive\nservice: string\n")
+    (folder / "typo.yaml").write_text("toolId: t\nservice: comfyiu\n")
+    (folder / "dalle.yaml").write_text((EXAMPLES / "http" / "openai-dall-e-3.yaml").read_text())
+    (folder / "invert.yaml").write_text((EXAMPLES / "comfyui" / "comfy-invert.yaml").read_text())
+    result = runner.invoke(app, ["validate", str(folder)])
+    assert result.exit_code == 1
+    lines = result.stderr.splitlines()
+    assert f"{folder / 'string.yaml'}: service: no service named 'string' is known here (services: " in lines[2]
+    assert f"{folder / 'typo.yaml'}: service: no service named 'comfyiu' is known here; did you mean 'comfyui'?" in lines[3]
+    assert lines[:2] == [
+        f"{folder / 'dalle.yaml'}: service: service 'openai' is not configured: environment variable "
+        "OPENAI_API_KEY is not set",
+        f"{folder / 'invert.yaml'}: service: service 'comfyui' is not configured: no ComfyUI server is "
+        "configured (set comfyui_servers / TOOLWEAVE_COMFYUI_SERVERS)",
+    ]
+    assert lines[-1] == "4 problems found."
+
+
+def test_validate_against_an_object_info_that_lacks_a_node_class(tmp_path: Path) -> None:
+    from toolweave.comfy import ObjectInfo
+
+    info = ObjectInfo.default().raw()
+    del info["ImageInvert"]
+    saved = tmp_path / "object_info.json"
+    saved.write_text(json.dumps(info))
+    tool = EXAMPLES / "comfyui" / "comfy-invert.yaml"
+    result = runner.invoke(app, ["validate", str(tool), "--object-info", str(saved)])
+    assert result.exit_code == 1
+    assert result.stderr.splitlines() == [
+        f"{tool}: metadata.workflow: node 2 uses ImageInvert, which {saved} does not have",
+        "1 problem found.",
+    ]
+    assert "refused" in result.stdout
+    (tmp_path / "full.json").write_text(json.dumps(ObjectInfo.default().raw()))
+    ok = runner.invoke(app, ["validate", str(tool), "--object-info", str(tmp_path / "full.json")])
+    assert ok.exit_code == 0, ok.output
+    broken = runner.invoke(app, ["validate", str(tool), "--object-info", str(tmp_path / "nope.json")])
+    assert broken.exit_code == 1 and "cannot check against" in broken.stderr and "cannot read object_info" in broken.stderr

@@ -77,3 +77,15 @@ def test_import_errors_are_one_clear_line(tmp_path: Path) -> None:
     assert "missing_nodes" in result.output and "NoSuchNode" in result.output
     result = runner.invoke(app, ["import", "comfyui", str(tmp_path / "nope.json"), "--service", "comfyui"])
     assert result.exit_code == 1 and "cannot read" in result.output
+
+
+def test_a_refusal_stays_one_line_when_piped(tmp_path: Path) -> None:
+    """Piped output is 80 columns to rich; a refusal is still one line for grep and logs."""
+    deep = tmp_path / ("a-folder-with-a-rather-long-name-" * 3)
+    deep.mkdir()
+    missing = deep / "workflow-that-does-not-exist.json"
+    result = runner.invoke(app, ["import", "comfyui", str(missing), "--service", "comfyui"])
+    assert result.exit_code == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and len(lines[0]) > 120, lines
+    assert lines[0].startswith("error (invalid_json): cannot read ") and lines[0].endswith("No such file or directory")

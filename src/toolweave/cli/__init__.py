@@ -2,7 +2,7 @@
 
 One module per noun: ``definitions`` (validate, tools, jobs), ``runs`` (run, runs; submitting and
 following), ``render`` (tables and run views), ``worker``, ``demo``, ``db``, ``importing`` (import,
-sync), ``serve``, ``keys``, ``telegram``; ``common`` holds what they share (consoles, settings,
+sync), ``services``, ``serve``, ``keys``, ``telegram``; ``common`` holds what they share (consoles, settings,
 exit codes, the app session). This module builds the command tree; the app itself (store,
 services) and the servers are imported only by the commands that need them, so ``--help`` stays fast.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import typer
 
-from toolweave.cli import db, definitions, demo, importing, keys, runs, serve, telegram, worker
+from toolweave.cli import db, definitions, demo, importing, keys, runs, serve, services, telegram, worker
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Run generative-AI tools and durable jobs.")
 
@@ -29,6 +29,7 @@ app.add_typer(db.db_app, name="db")
 app.add_typer(keys.keys_app, name="keys")
 app.add_typer(importing.import_app, name="import")
 app.add_typer(importing.sync_app, name="sync")
+app.add_typer(services.services_app, name="services")
 
 
 def main() -> None:

@@ -25,8 +25,10 @@ from toolweave.settings import Settings
 if TYPE_CHECKING:
     from toolweave.app import App
 
-console = Console()
-err_console = Console(stderr=True)
+# soft_wrap: a line is never broken at the terminal's width (80 columns when piped); a refusal
+# stays one line that grep and logs see whole. Tables still fit themselves to the width.
+console = Console(soft_wrap=True)
+err_console = Console(stderr=True, soft_wrap=True)
 
 JSON_HELP = "Print JSON instead of text."
 PATHS_OPTION_HELP = "Definition files or folders (default: the configured definition folders)."

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import typer
 from rich.table import Table
@@ -35,11 +35,20 @@ def _add_builtins(registry: Registry, settings: Settings | None) -> None:
         raise typer.Exit(2) from None
 
 
+def _registry(settings: Settings) -> Registry:
+    """A registry that checks what a tool's service needs (known, configured, its metadata), with
+    the builtin tools registered."""
+    from toolweave.services.catalog import ServiceCatalog
+
+    registry = Registry(service_check=ServiceCatalog(settings).check_tool)
+    _add_builtins(registry, settings)
+    return registry
+
+
 def _load_registry(paths: list[Path] | None) -> tuple[Registry, list[Problem], list[Path]]:
     settings = load_settings()
     chosen = list(paths or settings.definitions)
-    registry = Registry()
-    _add_builtins(registry, settings)
+    registry = _registry(settings)
     problems = registry.load(chosen) if chosen else []
     return registry, problems, chosen
 
@@ -68,18 +77,32 @@ def _lookup(paths: list[Path] | None, find: Callable[[Registry], T]) -> tuple[Re
 def validate_definitions(
     paths: list[Path] | None = typer.Argument(None, help=PATHS_OPTION_HELP),
     json_output: bool = typer.Option(False, "--json", help=JSON_HELP),
+    object_info: str | None = typer.Option(
+        None, "--object-info",
+        help="Check ComfyUI tools against this /object_info (a server's URL or a saved JSON file): "
+        "node classes it lacks, required inputs, link types.",
+    ),
+    live: bool = typer.Option(
+        False, "--live", help="Check each ComfyUI tool against the /object_info of the configured server it runs on."
+    ),
 ) -> None:
-    """Check tool and job definitions; exit 1 listing every problem."""
+    """Check tool and job definitions; exit 1 listing every problem.
+
+    Tools are checked against the services configured here: a tool naming an unknown service, or
+    one not configured (a missing API key), is a problem naming it."""
     settings = load_settings()
     chosen = list(paths or settings.definitions)
     if not chosen:
         typer.echo("error: give a file or folder, or set TOOLWEAVE_DEFINITIONS", err=True)
         raise typer.Exit(2)
-    registry = Registry()
-    _add_builtins(registry, settings)
+    registry = _registry(settings)
     entries, problems = registry.load_entries(chosen)
+    refused: set[int] = set()
+    if object_info is not None or live:
+        refused, extra = _check_workflows(entries, registry, settings, object_info, live)
+        problems.extend(extra)
     found = []
-    for entry in entries:
+    for index, entry in enumerate(entries):
         defn = entry.definition
         is_tool = hasattr(defn, "tool_id")
         found.append(
@@ -90,7 +113,7 @@ def validate_definitions(
                 "command": defn.command_name,
                 "detail": getattr(defn, "service", None) if is_tool else f"{len(getattr(defn, 'steps', []))} steps",
                 "file": entry.file + entry.pointer,
-                "valid": registry.is_registered(defn),
+                "valid": registry.is_registered(defn) and index not in refused,
             }
         )
     if json_output:
@@ -117,6 +140,56 @@ def validate_definitions(
         typer.echo(f"{count} problem{'s' if count != 1 else ''} found.", err=True)
         raise typer.Exit(1)
     typer.echo(f"{len(found)} definition{'s' if len(found) != 1 else ''} valid.")
+
+
+def _check_workflows(
+    entries: list[Any], registry: Registry, settings: Settings, object_info: str | None, live: bool
+) -> tuple[set[int], list[Problem]]:
+    """ComfyUI tools checked against a server's ``/object_info`` (given, or each tool's configured
+    server): the indexes of the entries refused and their problems."""
+    import asyncio
+
+    from toolweave.comfy import ObjectInfo, WorkflowImportError
+    from toolweave.model.definitions import ToolDefinition
+    from toolweave.services.comfyui import workflow_problems
+
+    infos: dict[str, ObjectInfo | str] = {}
+
+    def fetch(source: str) -> ObjectInfo | str:
+        if source not in infos:
+            try:
+                infos[source] = (
+                    asyncio.run(ObjectInfo.from_url(source, request_timeout=settings.http_timeout_seconds))
+                    if source.startswith(("http://", "https://")) else ObjectInfo.from_file(source)
+                )
+            except WorkflowImportError as exc:
+                infos[source] = str(exc)
+        return infos[source]
+
+    servers = {s.name: s.base_url for s in settings.comfyui_servers}
+    default = settings.comfyui_default_server or next(iter(servers), None)
+    refused: set[int] = set()
+    problems: list[Problem] = []
+    for index, entry in enumerate(entries):
+        tool = entry.definition
+        if not isinstance(tool, ToolDefinition) or tool.service not in ("comfyui", "comfydeploy"):
+            continue
+        if not registry.is_registered(tool):
+            continue  # already refused, its problems said
+        sources = [object_info] if object_info else []
+        if live and tool.service == "comfyui":
+            server = tool.metadata.get("server") or default
+            if server in servers:
+                sources.append(servers[str(server)])
+        for source in sources:
+            info = fetch(source)
+            found = [("metadata.workflow", f"cannot check against {source}: {info}")] if isinstance(info, str) \
+                else workflow_problems(tool, info.with_fallback(ObjectInfo.comfydeploy_nodes())
+                                       if tool.service == "comfydeploy" else info)
+            for path, message in found:
+                problems.append(Problem(entry.file, f"{entry.pointer}.{path}" if entry.pointer else path, message))
+                refused.add(index)
+    return refused, problems
 
 
 @tools_app.command("list")

@@ -73,11 +73,15 @@ def read_at_files(job: JobDefinition, raw: dict[str, str]) -> tuple[dict[str, An
     Returns the inputs and whether local paths were given (``allow_local_paths``).
     """
     media = {p.name for p in job.input_schema if p.type.is_media}
+    known = [p.name for p in job.input_schema]
     out: dict[str, Any] = {}
     problems: list[str] = []
     paths = False
     for key, value in raw.items():
         if not value.startswith("@"):
+            out[key] = value
+            continue
+        if key not in known:  # not read: the input check names it with the others ("is not an input")
             out[key] = value
             continue
         path = Path(value[1:]).expanduser()

@@ -41,16 +41,18 @@ class ServiceCatalog:
         self.kinds: dict[str, ServiceKind] = {"http": HttpKind()}
         self.origins: dict[str, str] = {"http": "builtin"}
         self.broken: dict[str, str] = {}
+        """Plugin kinds that could not be used, with the reason."""
         for kind, dist, obj in load_entry_points() if plugins is None else plugins:
+            self.origins.setdefault(kind, f"plugin {dist}")
             if isinstance(obj, BaseException):
                 self.broken[kind] = f"plugin {dist} could not be loaded: {type(obj).__name__}: {obj}"
             elif kind in (*CORE, "http"):
                 self.broken[kind] = f"plugin {dist} names kind {kind!r}, which is toolweave's own"
+                self.origins[kind] = "builtin"
             elif not all(hasattr(obj, a) for a in ("create", "options")):
                 self.broken[kind] = f"plugin {dist}: {kind} has no create() and options (see toolweave.services.plugins)"
             else:
                 self.kinds[kind] = obj
-                self.origins[kind] = f"plugin {dist}"
         self.instances: dict[str, ServiceInstance] = {}
         self._core()
         configured = dict(settings.services)
@@ -67,6 +69,10 @@ class ServiceCatalog:
             if kind != "http" and kind not in self.instances:
                 given = configured.pop(kind, {})
                 self._instance(kind, kind, self.origins[kind], {k: v for k, v in given.items() if k != "kind"})
+        for kind, reason in self.broken.items():
+            if kind not in self.instances:
+                configured.pop(kind, None)
+                self.instances[kind] = ServiceInstance(kind, kind, self.origins[kind], problem=reason)
         for name, given in configured.items():
             kind = str(given.get("kind") or "")
             if name in CORE:
@@ -120,8 +126,6 @@ class ServiceCatalog:
         name = tool.service
         instance = self.instances.get(name)
         if instance is None:
-            if name in self.broken:
-                return [("service", f"service {name!r} cannot be used: {self.broken[name]}")]
             close = difflib.get_close_matches(name, list(self.instances), n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
             return [("service", f"no service named {name!r} is known here{hint} (services: "

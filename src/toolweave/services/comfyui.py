@@ -109,6 +109,25 @@ def load_workflow(tool: ToolDefinition) -> dict[str, Any]:
     return data
 
 
+def workflow_problems(tool: ToolDefinition, object_info: comfy.ObjectInfo) -> list[tuple[str, str]]:
+    """Why a server with this ``/object_info`` would refuse the tool's workflow, as ``(path,
+    sentence)`` pairs: node classes it lacks, required inputs missing, links of the wrong type.
+    ``toolweave validate --object-info`` uses it so that this shows before a run, not during."""
+    try:
+        workflow = load_workflow(tool)
+    except ServiceError as exc:
+        return [("metadata.workflow", exc.message)]
+    where = object_info.source or "the server"
+    found = []
+    for problem in comfy.check_prompt(workflow, object_info):
+        node, sep, rest = problem.partition(": unknown node class ")
+        if sep:
+            found.append(("metadata.workflow", f"{node} uses {rest}, which {where} does not have"))
+        else:
+            found.append(("metadata.workflow", f"{problem} (checked against {where})"))
+    return found
+
+
 def external_input_map(workflow: Mapping[str, Any]) -> dict[str, list[dict[str, Any]]]:
     """Inputs declared by ComfyUI Deploy ``External*`` nodes: ``input_id`` → inputMap targets.
 
