@@ -47,6 +47,9 @@ async def service(fake: FakeComfyUI, host: FakeHost, tmp_path: Path) -> AsyncIte
     await svc.close()
 
 
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "comfyui"
+
+
 def invert_tool(**metadata: Any) -> ToolDefinition:
     return ToolDefinition.model_validate(
         {
@@ -508,7 +511,7 @@ async def test_validate_live_checks_tools_against_their_servers_object_info(
     import subprocess
     import sys
 
-    example = Path(__file__).resolve().parents[2] / "examples" / "comfyui" / "comfy-invert.yaml"
+    example = EXAMPLES / "comfy-invert.yaml"
     env = {**os.environ, "TOOLWEAVE_HOME": str(tmp_path / "home"),
            "TOOLWEAVE_COMFYUI_SERVERS": f"gpu={fake.base_url}"}
 
