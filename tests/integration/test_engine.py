@@ -18,6 +18,8 @@ from toolweave.inputs import InputError
 from toolweave.model.definitions import JobDefinition, ToolDefinition
 from toolweave.settings import Settings
 
+REPOSITORY = Path(__file__).resolve().parents[2]
+
 
 def chain(job_id: str = "chain", steps: int = 3, tool: str = "test.instant") -> JobDefinition:
     items: list[dict[str, Any]] = [
@@ -615,3 +617,51 @@ async def test_recording_a_finished_run_claims_the_next_task_in_the_same_transac
     queued = await app.store.read(lambda tx: tx.one("SELECT COUNT(*) AS n FROM tasks WHERE lease_owner IS NULL"))
     assert queued.n == 1
     assert (await app.get_run(first))["status"] == "completed"
+
+
+async def test_stop_wakes_an_idle_worker_at_once(app: App) -> None:
+    """An idle worker waits for work up to ``idle_poll_seconds``; ``stop()`` must not sit that out
+    (a CLI run's in-process worker is stopped as soon as its run ends)."""
+    worker = app.make_worker(2, idle_poll_seconds=120.0, sweep_seconds=0)
+    task = asyncio.create_task(worker.run())
+    await asyncio.sleep(0.3)  # now waiting for work
+    assert not task.done()
+    worker.stop()
+    await asyncio.wait_for(task, 30)  # far below the 120 s it would otherwise wait
+
+
+async def test_a_submit_in_another_process_wakes_an_idle_worker(db_url: str, tmp_path: Path) -> None:
+    """Wake-ups cross processes on both stores (NOTIFY on PostgreSQL, a datagram on SQLite): a
+    worker waiting out a long idle poll starts a run another process submitted."""
+    import subprocess
+    import sys
+
+    home = tmp_path / "home"
+    app = App(Settings(home=home, database_url=db_url, test_tools=True))
+    register(app, chain())
+    worker = app.make_worker(2, idle_poll_seconds=600.0, sweep_seconds=0)
+    task = asyncio.create_task(worker.run())
+    try:
+        await asyncio.sleep(0.5)  # waiting for work
+        script = (
+            "import asyncio, sys\n"
+            "from toolweave.app import App\nfrom toolweave.settings import Settings\n"
+            "from tests.integration.test_engine import chain\n"
+            "from pathlib import Path\napp = App(Settings(home=Path(sys.argv[1]), database_url=sys.argv[2], test_tools=True))\n"
+            "app.registry.register(chain())\n"
+            "async def main():\n"
+            "    print(await app.submit('chain', {'value': 2}, account_id='acme'))\n"
+            "    await app.aclose()\n"
+            "asyncio.run(main())\n"
+        )
+        done = await asyncio.to_thread(
+            subprocess.run, [sys.executable, "-c", script, str(home), db_url], capture_output=True, text=True,
+            timeout=120, cwd=REPOSITORY,
+        )
+        assert done.returncode == 0, done.stderr
+        run = await app.wait(done.stdout.strip(), timeout=60)  # long before the 600 s idle poll
+        assert run["status"] == "completed" and run["finalOutputs"] == {"value": 5}
+    finally:
+        worker.stop()
+        await asyncio.wait_for(task, 30)
+        await app.aclose()

@@ -176,7 +176,14 @@ class Worker:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._slot_freed.wait(), timeout)
             return
-        await self.store.wait_for_work(timeout)
+        # new work or stop(), whichever comes first: a stopping worker must not sit out the timeout
+        waiting = asyncio.ensure_future(self.store.wait_for_work(timeout))
+        stopping = asyncio.ensure_future(self._stopping.wait())
+        try:
+            await asyncio.wait((waiting, stopping), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in (waiting, stopping):
+                waiter.cancel()
 
     async def _heartbeat(self) -> None:
         while True:

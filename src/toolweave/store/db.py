@@ -9,7 +9,7 @@ connection pools and the schema (migrations run through Alembic).
 
 Wake-ups: a transaction that enqueues work calls ``tx.wake()``. On PostgreSQL that becomes a
 ``NOTIFY`` delivered at commit to every listening process; on SQLite an in-process signal is set
-after commit (other processes fall back to polling).
+after commit, and a datagram wakes the other processes waiting on the same file (``store/wake.py``).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import contextlib
 import functools
 import json
 import re
+import sqlite3
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -30,6 +31,8 @@ from typing import Any, ParamSpec, TypeVar
 import orjson
 import sqlalchemy as sa
 from sqlalchemy import event
+
+from toolweave.store.wake import Wakeups
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -153,6 +156,14 @@ def in_list(prefix: str, values: Sequence[Any]) -> tuple[str, dict[str, Any]]:
     return "(" + ", ".join(":" + name for name in params) + ")", params
 
 
+def is_unique_violation(exc: BaseException) -> bool:
+    """Whether a transaction failed on a unique key another transaction took first (a retry
+    finds that row committed)."""
+    if getattr(exc, "sqlstate", None) == "23505":  # PostgreSQL
+        return True
+    return isinstance(exc, sqlite3.IntegrityError) and "UNIQUE" in str(exc)
+
+
 _PLAIN = frozenset({str, int, float, type(None), bool})
 
 
@@ -242,10 +253,12 @@ class Store:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._listener: threading.Thread | None = None
         self._closing = threading.Event()
+        self._wakeups: Wakeups | None = None
         if self.dialect == "sqlite":
             path = self.url.split("///", 1)[-1]
             if path and path != ":memory:":
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
+                self._wakeups = Wakeups(path)
             self.engine = sa.create_engine(
                 self.url,
                 connect_args={"check_same_thread": False, "timeout": 30},
@@ -304,6 +317,8 @@ class Store:
             callback()
         if tx.woken:
             self._signal()
+            if self._wakeups is not None:
+                self._wakeups.notify()
         return result
 
     def _held_connection(self) -> Any:
@@ -339,6 +354,11 @@ class Store:
             self._wake_event = asyncio.Event()
             self._owner_thread = threading.get_ident()
 
+    def _wake_here(self) -> None:
+        """A wake-up arriving on the event loop's own thread (another process's datagram)."""
+        if self._wake_event is not None:
+            self._wake_event.set()
+
     def _signal(self) -> None:
         loop, ev = self._loop, self._wake_event
         if loop is not None and ev is not None and not loop.is_closed():
@@ -352,6 +372,8 @@ class Store:
         assert self._wake_event is not None
         if self.dialect == "postgresql" and self._listener is None:
             self._start_listener()
+        elif self._wakeups is not None:
+            self._wakeups.listen(loop, self._wake_here)
         try:
             await asyncio.wait_for(self._wake_event.wait(), timeout)
             return True
@@ -390,6 +412,8 @@ class Store:
         _ROW_PLANS.clear()
 
     def close(self) -> None:
+        if self._wakeups is not None:
+            self._wakeups.close(self._loop)
         if self._held is not None:
             self._held.close()
             self._held = None
