@@ -24,10 +24,12 @@ nearest to our one worker process with 8 slots. ``--pool solo`` is one process r
 time. ``--pool prefork`` is a parent plus ``concurrency`` child processes: not one process, and
 reported for completeness (its CPU time and peak memory are summed over the parent and children).
 
-All runs are submitted first (``submit_per_s``); then the worker starts. The clock runs from the
-first task's start (recorded by the worker in Redis, from ``task_prerun``) to the last run's end (the
-``date_done`` Celery stores with the last task's result). ``elapsed_from_ready_s`` is measured from
-the worker's ``worker_ready`` signal instead, for those who prefer that. ``worker_cpu_ms_per_job`` is
+The worker starts first; once it is ready (its ``worker_ready`` signal, recorded in Redis) the runs
+are submitted, one ``apply_async`` each, while it works. The clock runs from the first submit to the
+last run's end (the ``date_done`` Celery stores with the last task's result) — the clock
+``bench/engine.py`` uses too; submission is reported on its own (``submit_s``, ``submit_per_s``), and
+``jobs_per_s_from_first_call`` runs from the first task's start instead (recorded by the worker in
+Redis, from ``task_prerun``). ``worker_cpu_ms_per_job`` is
 the worker's user+system CPU time (``/proc/<pid>/stat``) from ``worker_ready`` to the last result;
 ``peak_rss_mb`` its high-water resident memory (``VmHWM``). ``redis_cpu_ms_per_job`` is the Redis
 server's CPU time over the same span (``INFO cpu``; it includes this script's polling for results,
@@ -225,13 +227,6 @@ def run(n: int, variant: str, pool: str, concurrency: int, acks_late: bool, url:
     client = redis_client(url)
     client.flushdb()
     bench = make_celery(url, acks_late)
-    load_before = os.getloadavg()[0]
-
-    started = time.perf_counter()
-    final_ids = [workflow(bench, variant, i).apply_async().id for i in range(n)]
-    submit_s = time.perf_counter() - started
-    gc.collect()  # drop the AsyncResults now (each unsubscribes from its result channel), not at exit
-    keys = [META_PREFIX + task_id for task_id in final_ids]
 
     log = Path(tempfile.mkstemp(prefix="toolweave-celery-bench-", suffix=".log")[1])
     args = [sys.executable, __file__, "--worker", "--pool", pool, "--concurrency", str(concurrency)]
@@ -243,6 +238,14 @@ def run(n: int, variant: str, pool: str, concurrency: int, acks_late: bool, url:
     try:
         wait_for(lambda: client.exists(READY_KEY), 120, "the worker to be ready", proc, log)
         ready = json.loads(client.get(READY_KEY))
+        load_before = os.getloadavg()[0]
+
+        first_submit = time.time()
+        started = time.perf_counter()
+        final_ids = [workflow(bench, variant, i).apply_async().id for i in range(n)]
+        submit_s = time.perf_counter() - started
+        gc.collect()  # drop the AsyncResults now (each unsubscribes from its result channel), not at exit
+        keys = [META_PREFIX + task_id for task_id in final_ids]
 
         def all_done() -> bool:
             # EXISTS on a batch of keys returns how many of them exist; batches keep each call short
@@ -260,10 +263,9 @@ def run(n: int, variant: str, pool: str, concurrency: int, acks_late: bool, url:
     metas = [json.loads(raw) for raw in client.mget(keys)]
     completed = sum(1 for i, m in enumerate(metas) if m["status"] == "SUCCESS" and m["result"] == i + 3)
     last = max(datetime.fromisoformat(m["date_done"]).timestamp() for m in metas)
-    firsts = [float(v) for v in client.hgetall(FIRST_KEY).values()]
-    first = min(firsts)
-    elapsed = last - first
-    from_ready = last - ready["t"]
+    first_call = min(float(v) for v in client.hgetall(FIRST_KEY).values())
+    elapsed = last - first_submit
+    from_first_call = last - first_call
     log.unlink(missing_ok=True)
     import celery
 
@@ -276,11 +278,12 @@ def run(n: int, variant: str, pool: str, concurrency: int, acks_late: bool, url:
         "processes": len(pids),
         "acks_late": acks_late,
         "n": n,
+        "submit_s": round(submit_s, 3),
         "submit_per_s": round(n / submit_s, 1),
         "completed": completed,
         "elapsed_s": round(elapsed, 3),
         "jobs_per_s": round(completed / elapsed, 1) if elapsed > 0 else None,
-        "elapsed_from_ready_s": round(from_ready, 3),
+        "jobs_per_s_from_first_call": round(completed / from_first_call, 1) if from_first_call > 0 else None,
         "worker_cpu_ms_per_job": round(worker_cpu * 1000 / n, 3),
         "peak_rss_mb": round(rss, 1),
         "redis_cpu_ms_per_job": round(redis_cpu * 1000 / n, 3),

@@ -5,11 +5,15 @@
 
 For each repeat and each variant (``chain``, ``fanout``), runs ``bench/engine.py`` and then
 ``bench/celery_reference.py`` once per Celery pool, back to back, so each ratio compares two
-measurements taken a few seconds apart. Prints one JSON line per measurement and per ratio, then a
-markdown table. Ratios are ours / Celery for every column: above 1 is better for jobs/s, below 1 is
-better for CPU per job and peak memory. "with Redis" adds the Redis server's CPU to Celery's worker
-CPU (our engine's store work runs inside its worker; Celery's queue and results run in Redis). The 1-minute load average before each measurement is
-recorded: on a shared machine, figures taken under different loads do not compare.
+measurements taken a few seconds apart. Both use the same clock: the worker is started and ready,
+then the runs are submitted while it works, and the clock runs from the first submit to the last
+run's end (submission included; its rate is reported on its own, and the ratio from each system's
+first tool call too). Prints one JSON line per measurement and per ratio, then a markdown table.
+Ratios are ours / Celery: above 1 is better for jobs/s, below 1 is better for CPU per job and peak
+memory. "with servers" adds the database server's CPU to each side's worker CPU: PostgreSQL's
+backends for ours (none on SQLite, whose work runs inside our worker), Redis for Celery (which hands
+its queue and results to Redis). The 1-minute load average before each measurement is recorded: on
+a shared machine, figures taken under different loads do not compare.
 
 Celery is skipped, with a message, when it is not installed (``pip install -e '.[bench]'``) or its
 reference run fails (for instance, no Redis); the engine's figures are still printed.
@@ -59,6 +63,9 @@ def ratio(ours: Any, theirs: Any) -> float | None:
 
 
 def compare(ours: dict[str, Any], celery: dict[str, Any]) -> dict[str, Any]:
+    ours_cpu = ours.get("worker_cpu_ms_per_job")
+    ours_cpu_all = (ours_cpu or 0) + (ours.get("postgres_cpu_ms_per_job") or 0)
+    celery_cpu = celery.get("worker_cpu_ms_per_job")
     return {
         "kind": "ratio",
         "variant": ours["variant"],
@@ -67,10 +74,17 @@ def compare(ours: dict[str, Any], celery: dict[str, Any]) -> dict[str, Any]:
         "ours_jobs_per_s": ours.get("jobs_per_s"),
         "celery_jobs_per_s": celery.get("jobs_per_s"),
         "jobs_per_s_ratio": ratio(ours.get("jobs_per_s"), celery.get("jobs_per_s")),
-        "cpu_ms_per_job_ratio": ratio(ours.get("worker_cpu_ms_per_job"), celery.get("worker_cpu_ms_per_job")),
-        "cpu_ms_per_job_ratio_with_redis": ratio(
-            ours.get("worker_cpu_ms_per_job"),
-            (celery.get("worker_cpu_ms_per_job") or 0) + (celery.get("redis_cpu_ms_per_job") or 0),
+        "from_first_call_ratio": ratio(ours.get("jobs_per_s_from_first_call"), celery.get("jobs_per_s_from_first_call")),
+        "ours_submit_per_s": ours.get("submit_per_s"),
+        "celery_submit_per_s": celery.get("submit_per_s"),
+        "ours_step_gap_p50_ms": ours.get("step_gap_p50_ms"),
+        "ours_cpu_ms_per_job": ours_cpu,
+        "ours_postgres_cpu_ms_per_job": ours.get("postgres_cpu_ms_per_job"),
+        "celery_cpu_ms_per_job": celery_cpu,
+        "celery_redis_cpu_ms_per_job": celery.get("redis_cpu_ms_per_job"),
+        "cpu_ms_per_job_ratio": ratio(ours_cpu, celery_cpu),
+        "cpu_ms_per_job_ratio_with_servers": ratio(
+            ours_cpu_all, (celery_cpu or 0) + (celery.get("redis_cpu_ms_per_job") or 0)
         ),
         "peak_rss_ratio": ratio(ours.get("peak_rss_mb"), celery.get("peak_rss_mb")),
         "load_avg_1m": [ours["load_avg_1m_before"], celery["load_avg_1m_before"]],
@@ -79,14 +93,22 @@ def compare(ours: dict[str, Any], celery: dict[str, Any]) -> dict[str, Any]:
 
 def markdown(rows: list[dict[str, Any]]) -> str:
     head = (
-        "| variant | Celery pool | ours jobs/s | Celery jobs/s | jobs/s ours/Celery "
-        "| CPU ms/job ours/Celery | same, Celery + Redis | peak RSS ours/Celery | load (1 min) |\n"
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |\n"
+        "| variant | Celery pool | ours jobs/s | Celery jobs/s | ours/Celery | same, from the first call "
+        "| submits/s ours / Celery | ours step gap p50 | CPU ms/job ours (+ PostgreSQL) / Celery (+ Redis) "
+        "| CPU ours/Celery with servers | peak RSS ours/Celery | load (1 min) |\n"
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |\n"
     )
+
+    def plus(value: Any, extra: Any) -> str:
+        return f"{value}" if extra is None else f"{value} (+ {extra})"
+
     body = "".join(
         f"| {r['variant']} | {r['celery_pool']} | {r['ours_jobs_per_s']} | {r['celery_jobs_per_s']} "
-        f"| {r['jobs_per_s_ratio']} | {r['cpu_ms_per_job_ratio']} | {r['cpu_ms_per_job_ratio_with_redis']} "
-        f"| {r['peak_rss_ratio']} "
+        f"| **{r['jobs_per_s_ratio']}** | {r['from_first_call_ratio']} "
+        f"| {r['ours_submit_per_s']} / {r['celery_submit_per_s']} | {r['ours_step_gap_p50_ms']} ms "
+        f"| {plus(r['ours_cpu_ms_per_job'], r['ours_postgres_cpu_ms_per_job'])} / "
+        f"{plus(r['celery_cpu_ms_per_job'], r['celery_redis_cpu_ms_per_job'])} "
+        f"| {r['cpu_ms_per_job_ratio_with_servers']} | {r['peak_rss_ratio']} "
         f"| {r['load_avg_1m'][0]} / {r['load_avg_1m'][1]} |\n"
         for r in rows
     )
@@ -110,6 +132,8 @@ def main() -> None:
     parser.add_argument("--pools", type=pool_list, default=["threads"], help="Celery pools, comma-separated")
     parser.add_argument("--concurrency", type=positive, default=8, help="our slots and Celery's concurrency")
     parser.add_argument("--repeat", type=positive, default=1)
+    parser.add_argument("--submit", choices=["batch", "one"], default="batch",
+                        help="how our runs are submitted (bench/engine.py --submit)")
     parser.add_argument("--celery-acks-late", action="store_true", help="Celery acknowledges after each task")
     args = parser.parse_args()
 
@@ -122,7 +146,10 @@ def main() -> None:
         for repeat in range(args.repeat):
             for variant in VARIANTS:
                 common = ["--n", str(args.n), "--variant", variant]
-                ours = run_json("engine.py", [*common, "--store", args.store, "--slots", str(args.concurrency)])
+                ours = run_json(
+                    "engine.py",
+                    [*common, "--store", args.store, "--slots", str(args.concurrency), "--submit", args.submit],
+                )
                 print(json.dumps({"kind": "measurement", "repeat": repeat, **ours}), flush=True)
                 for pool in args.pools if celery_ok else []:
                     try:

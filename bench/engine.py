@@ -1,7 +1,8 @@
-"""Engine throughput, step latency and memory, measured with one worker process.
+"""Engine throughput, step latency and memory, measured with worker processes.
 
     python bench/engine.py --n 1000 --variant chain  --store sqlite --json
     python bench/engine.py --n 1000 --variant fanout --store postgres --json
+    python bench/engine.py --n 1000 --variant chain --store postgres --workers 2 --json
     python bench/engine.py --n 10000 --variant waiting --store sqlite --json
 
 - ``chain``: 3 steps of ``test.instant``, each output feeding the next.
@@ -10,12 +11,18 @@
   is parked on the backend (a generation row and a poll task), and the figure that matters is the
   worker's memory.
 
-The runs are submitted first (reported as ``submit_per_s``); then one worker process starts and
-the clock runs from the worker's first tool call to the last run's end, as recorded in the store.
+The worker processes (``--workers``, 8 slots each) start first and say they are ready; then this
+process submits the runs — ``App.submit_many`` in chunks of ``--chunk`` (``--submit batch``, the
+default) or one ``App.submit`` per run (``--submit one``) — while the workers already work. The
+clock runs from the first submit to the last run's end as recorded in the store: ``jobs_per_s``,
+the clock ``bench/celery_reference.py`` uses too. Submission is reported on its own (``submit_s``,
+``submit_per_s``), and ``jobs_per_s_from_first_call`` runs from the first tool call instead.
 ``step_gap`` is the time from a step's end (the moment its tool answered) to the moment its
 successor's tool is called (for a fan-in, from the last of its dependencies): recording the step,
-starting the successor and any wait for the worker in between. ``peak_rss_mb`` is the worker process's high-water
-resident memory (VmHWM).
+starting the successor and any wait for the worker in between. ``worker_cpu_ms_per_job`` is the
+workers' CPU time (all of them) divided by the runs; on PostgreSQL ``postgres_cpu_ms_per_job`` is
+the CPU time of the server processes serving the benchmark's database (the worker's and this
+process's connections). ``peak_rss_mb`` is the largest worker's high-water resident memory (VmHWM).
 """
 
 from __future__ import annotations
@@ -36,7 +43,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
-from procstat import cpu_seconds, vm_hwm_mb  # noqa: E402
+from procstat import PgBackends, cpu_seconds, positive, vm_hwm_mb  # noqa: E402
 
 from toolweave.app import App  # noqa: E402
 from toolweave.model.definitions import JobDefinition  # noqa: E402
@@ -114,10 +121,8 @@ def percentile(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, round(q * (len(values) - 1)))]
 
 
-def measure(app: App, variant: str, run_ids: list[str]) -> dict[str, Any]:
+def measure(app: App, variant: str, first_submit: float) -> dict[str, Any]:
     def collect(tx: Any) -> dict[str, Any]:
-        # the clock starts when the worker first calls a tool (a run's first step is marked
-        # started when it is submitted, before any worker is there)
         first = tx.one("SELECT MIN(request_timestamp) AS t FROM generations").t
         last = tx.one("SELECT MAX(finished_at) AS t FROM runs").t
         done = tx.one("SELECT COUNT(*) AS n FROM runs WHERE status = 'completed'").n
@@ -138,11 +143,14 @@ def measure(app: App, variant: str, run_ids: list[str]) -> dict[str, Any]:
         if any(e is None for e in ends):
             continue
         gaps.append((call.request_timestamp - max(ends)) * 1000)  # type: ignore[type-var]
-    elapsed = (data["last"] or 0) - (data["first"] or 0)
+    last = data["last"] or 0
+    elapsed = last - first_submit
+    from_first_call = last - (data["first"] or 0)
     return {
         "completed": data["done"],
         "elapsed_s": round(elapsed, 3),
         "jobs_per_s": round(data["done"] / elapsed, 1) if elapsed > 0 else None,
+        "jobs_per_s_from_first_call": round(data["done"] / from_first_call, 1) if from_first_call > 0 else None,
         "step_gap_p50_ms": round(percentile(gaps, 0.5), 3),
         "step_gap_p95_ms": round(percentile(gaps, 0.95), 3),
     }
@@ -155,6 +163,11 @@ def parked(app: App) -> int:
 
 def unfinished(app: App) -> int:
     row = app.store.read_sync(lambda tx: tx.one("SELECT COUNT(*) AS n FROM runs WHERE status IN ('pending', 'running')"))
+    return int(row.n)
+
+
+def created(app: App) -> int:
+    row = app.store.read_sync(lambda tx: tx.one("SELECT COUNT(*) AS n FROM runs"))
     return int(row.n)
 
 
@@ -174,12 +187,46 @@ def drop_pg_database(name: str) -> None:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+async def submit_all(app: App, job_id: str, n: int, mode: str, chunk: int) -> list[str]:
+    """Submit ``n`` runs: ``one`` call of ``App.submit`` per run, or ``batch``: ``App.submit_many``
+    with ``chunk`` runs per call (the library's bulk submission)."""
+    if mode == "one":
+        return [await app.submit(job_id, {"value": i}, account_id="bench") for i in range(n)]
+    run_ids: list[str] = []
+    for first in range(0, n, chunk):
+        rows = [{"value": i} for i in range(first, min(n, first + chunk))]
+        for item in await app.submit_many(job_id, rows, account_id="bench"):
+            assert item.run_id is not None, item.error
+            run_ids.append(item.run_id)
+    return run_ids
+
+
+def start_workers(home: Path, url: str | None, count: int, slots: int) -> list[subprocess.Popen[str]]:
+    env = {k: v for k, v in os.environ.items() if k != "TOOLWEAVE_TEST_LEDGER"}
+    env.update(PYTHONPATH=str(ROOT / "src"), TOOLWEAVE_TEST_STATE=str(home / "state"))
+    procs = [
+        subprocess.Popen(
+            [sys.executable, __file__, "--worker", str(home), url or "-", "--slots", str(slots)],
+            stdout=subprocess.PIPE, env=env, text=True,
+        )
+        for _ in range(count)
+    ]
+    for proc in procs:
+        assert proc.stdout is not None
+        proc.stdout.readline()  # ready
+    return procs
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--n", type=int, default=1000)
+    parser.add_argument("--n", type=positive, default=1000)
     parser.add_argument("--variant", choices=["chain", "fanout", "waiting"], default="chain")
     parser.add_argument("--store", choices=["sqlite", "postgres"], default="sqlite")
-    parser.add_argument("--slots", type=int, default=8)
+    parser.add_argument("--slots", type=positive, default=8)
+    parser.add_argument("--workers", type=positive, default=1, help="worker processes")
+    parser.add_argument("--submit", choices=["batch", "one"], default="batch",
+                        help="App.submit_many in chunks (default) or one App.submit per run")
+    parser.add_argument("--chunk", type=positive, default=500, help="runs per App.submit_many call")
     parser.add_argument("--json", action="store_true", help="print one JSON line")
     parser.add_argument("--worker", nargs=2, metavar=("HOME", "URL"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -195,50 +242,55 @@ def main() -> None:
         url, pg_name = create_pg_database()
     try:
         app = make_app(home, url)
-        job_id = f"bench_{args.variant}"
+        procs = start_workers(home, url, args.workers, args.slots)
+        backends = PgBackends(PG_ADMIN, pg_name) if pg_name else None
+        cpu_at_start = [cpu_seconds(p.pid) for p in procs]
+        load = os.getloadavg()[0]
 
-        async def submit_all() -> list[str]:
-            return [await app.submit(job_id, {"value": i}, account_id="bench") for i in range(args.n)]
-
+        first_submit = time.time()
         started = time.perf_counter()
-        run_ids = asyncio.run(submit_all())
+        asyncio.run(submit_all(app, f"bench_{args.variant}", args.n, args.submit, args.chunk))
         submit_s = time.perf_counter() - started
 
-        env = {k: v for k, v in os.environ.items() if k != "TOOLWEAVE_TEST_LEDGER"}
-        env.update(PYTHONPATH=str(ROOT / "src"), TOOLWEAVE_TEST_STATE=str(home / "state"))
-        proc = subprocess.Popen(
-            [sys.executable, __file__, "--worker", str(home), url or "-", "--slots", str(args.slots)],
-            stdout=subprocess.PIPE, env=env, text=True,
-        )
-        assert proc.stdout is not None
-        proc.stdout.readline()  # ready
-        cpu_at_start = cpu_seconds(proc.pid)
         deadline = time.time() + max(120.0, args.n / 20)
         waiting = args.variant == "waiting"
         while time.time() < deadline:
+            if backends is not None:
+                backends.sample()
             remaining = args.n - parked(app) if waiting else unfinished(app)
             if remaining <= 0:
                 break
             time.sleep(0.05)
         if waiting:
             time.sleep(2.0)  # let the parked runs be polled a few times
-        rss = vm_hwm_mb(proc.pid)
-        worker_cpu = cpu_seconds(proc.pid) - cpu_at_start
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=60)
+        if backends is not None:
+            backends.sample()
+        rss = max(vm_hwm_mb(p.pid) for p in procs)
+        worker_cpu = sum(cpu_seconds(p.pid) - at for p, at in zip(procs, cpu_at_start, strict=True))
+        for proc in procs:
+            proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            proc.wait(timeout=60)
         result: dict[str, Any] = {
             "variant": args.variant,
             "store": args.store,
             "n": args.n,
+            "workers": args.workers,
             "slots": args.slots,
+            "submit": args.submit,
+            "submit_s": round(submit_s, 3),
             "submit_per_s": round(args.n / submit_s, 1),
         }
         if waiting:
             result["parked"] = parked(app)
         else:
-            result.update(measure(app, args.variant, run_ids))
+            result.update(measure(app, args.variant, first_submit))
         result["worker_cpu_ms_per_job"] = round(worker_cpu * 1000 / args.n, 3)
+        if backends is not None:
+            result["postgres_cpu_ms_per_job"] = round(backends.cpu_seconds() * 1000 / args.n, 3)
+            backends.close()
         result["peak_rss_mb"] = round(rss, 1)
+        result["load_avg_1m"] = [round(load, 2), round(os.getloadavg()[0], 2)]
         asyncio.run(app.aclose())
     finally:
         if pg_name:
@@ -247,7 +299,7 @@ def main() -> None:
         print(json.dumps(result))
     else:
         for key, value in result.items():
-            print(f"{key:>16}: {value}")
+            print(f"{key:>24}: {value}")
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ import logging
 import os
 import secrets
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -60,6 +60,21 @@ class UnknownDefinition(LookupError):
 class Page:
     items: list[dict[str, Any]]
     next_cursor: str | None
+
+
+SUBMIT_CHUNK = 500
+"""Runs per transaction in a bulk submission (``App.submit_many``)."""
+
+
+@dataclass
+class Submitted:
+    """One row of a bulk submission: its run (``created`` False when its idempotency key named a
+    run already), or the error that kept it from starting."""
+
+    index: int
+    run_id: str | None = None
+    created: bool = False
+    error: Exception | None = None
 
 
 class App:
@@ -269,10 +284,70 @@ class App:
         Raises ``UnknownDefinition``, ``InputError`` (every bad field at once) or ``MediaError``.
         """
         job = self.job_for(target_id, version)
+        request = await self._request(
+            job, inputs, account_id, coerce_text=coerce_text, allow_local_paths=allow_local_paths, origin=origin,
+            session_id=session_id, initiating_event_id=initiating_event_id, idempotency_key=idempotency_key,
+            callback_url=callback_url, priority=priority,
+        )
+        created: tuple[str, bool] = await self.store.tx(self.engine.submit_tx, request, time.time())
+        return created
+
+    async def submit_many(
+        self,
+        target_id: str,
+        rows: Sequence[Mapping[str, Any]],
+        *,
+        account_id: str,
+        idempotency_keys: Sequence[str | None] | None = None,
+        origin: dict[str, Any] | None = None,
+        callback_url: str | None = None,
+        priority: int = 0,
+        coerce_text: bool = True,
+        version: str | None = None,
+        chunk: int = SUBMIT_CHUNK,
+    ) -> list[Submitted]:
+        """Submit one run of ``target_id`` per row of inputs (bulk submission), ``chunk`` runs per
+        transaction. Returns one ``Submitted`` per row, in order: its run, or the error that kept
+        it from starting (a bad row does not stop the others). ``idempotency_keys`` gives each row
+        its own key (a row whose key names a run already gets that run, ``created`` False).
+
+        Raises ``UnknownDefinition`` when the target itself is unknown."""
+        job = self.job_for(target_id, version)
+        keys = list(idempotency_keys) if idempotency_keys is not None else [None] * len(rows)
+        if len(keys) != len(rows):
+            raise ValueError(f"{len(keys)} idempotency keys for {len(rows)} rows")
+        results = [Submitted(index) for index in range(len(rows))]
+        pending: list[tuple[int, SubmitRequest]] = []
+        for index, (inputs, key) in enumerate(zip(rows, keys, strict=True)):
+            try:
+                request = await self._request(
+                    job, inputs, account_id, coerce_text=coerce_text, allow_local_paths=False, origin=origin,
+                    idempotency_key=key, callback_url=callback_url, priority=priority,
+                )
+            except (InputError, MediaError) as exc:
+                results[index].error = exc
+                continue
+            pending.append((index, request))
+        for first in range(0, len(pending), max(1, chunk)):
+            part = pending[first:first + max(1, chunk)]
+            requests = [request for _, request in part]
+            made = await self.store.tx(self.engine.submit_many_tx, requests, time.time())
+            for (index, _), (run_id, created) in zip(part, made, strict=True):
+                results[index].run_id, results[index].created = run_id, created
+        return results
+
+    async def _request(
+        self, job: JobDefinition, inputs: Mapping[str, Any] | None, account_id: str, *, coerce_text: bool,
+        allow_local_paths: bool, origin: dict[str, Any] | None = None, session_id: str | None = None,
+        initiating_event_id: str | None = None, idempotency_key: str | None = None, callback_url: str | None = None,
+        priority: int = 0,
+    ) -> SubmitRequest:
+        """A run's request: its inputs checked and coerced (``InputError``), media stored as
+        artifacts (``MediaError``), and every definition it may run."""
         prepared = prepare_inputs(job.input_schema, dict(inputs or {}), coerce_text=coerce_text, allow_paths=allow_local_paths)
         prepared = await self._store_media(job, prepared, account_id)
         tools, nested = self._closure(job)
-        request = SubmitRequest(
+        return SubmitRequest(
             job=job,
             tools=tools,
             nested_jobs=nested,
@@ -285,8 +360,6 @@ class App:
             callback_url=callback_url,
             priority=priority,
         )
-        created: tuple[str, bool] = await self.store.tx(self.engine.submit_tx, request, time.time())
-        return created
 
     def _closure(self, job: JobDefinition) -> tuple[dict[str, ToolDefinition], dict[str, JobDefinition]]:
         """Every tool and nested job a job may run, from the registry (snapshotted with the run)."""

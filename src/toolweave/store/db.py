@@ -19,7 +19,6 @@ import contextlib
 import functools
 import json
 import re
-import sqlite3
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -154,14 +153,6 @@ def in_list(prefix: str, values: Sequence[Any]) -> tuple[str, dict[str, Any]]:
     """``(:p0, :p1, …)`` and its parameters, for ``column IN`` a list of values."""
     params = {f"{prefix}{i}": value for i, value in enumerate(values)}
     return "(" + ", ".join(":" + name for name in params) + ")", params
-
-
-def is_unique_violation(exc: BaseException) -> bool:
-    """Whether a transaction failed on a unique key another transaction took first (a retry
-    finds that row committed)."""
-    if getattr(exc, "sqlstate", None) == "23505":  # PostgreSQL
-        return True
-    return isinstance(exc, sqlite3.IntegrityError) and "UNIQUE" in str(exc)
 
 
 _PLAIN = frozenset({str, int, float, type(None), bool})

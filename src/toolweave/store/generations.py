@@ -13,6 +13,12 @@ def insert(tx: Tx, **values: Any) -> None:
     tx.q(_insert_sql(tuple(values)), values)
 
 
+def insert_many(tx: Tx, rows: list[dict[str, Any]]) -> None:
+    """Insert generation rows that all have the same columns (one ``executemany``)."""
+    if rows:
+        tx.many(_insert_sql(tuple(rows[0])), rows)
+
+
 @functools.lru_cache(maxsize=16)
 def _insert_sql(columns: tuple[str, ...]) -> str:
     return f"INSERT INTO generations ({', '.join(columns)}) VALUES ({', '.join(':' + c for c in columns)})"

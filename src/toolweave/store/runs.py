@@ -44,14 +44,45 @@ def insert_run(tx: Tx, **values: Any) -> bool:
     """Insert a run; False (nothing inserted) when its account already has a run with its
     idempotency key. On PostgreSQL a concurrent insert of the same key makes this wait for that
     transaction: it then finds the other's run committed (or inserts, if the other rolled back)."""
-    columns = ", ".join(values)
-    params = ", ".join(f":{k}" for k in values)
-    row = tx.q(
-        f"INSERT INTO runs ({columns}) VALUES ({params}) "
-        "ON CONFLICT (master_account_id, idempotency_key) DO NOTHING RETURNING run_id",
-        values,
-    ).fetchone()
+    row = tx.q(_insert_sql("runs", tuple(values)) + _YIELD_TO_KEY, values).fetchone()
     return row is not None
+
+
+_YIELD_TO_KEY = " ON CONFLICT (master_account_id, idempotency_key) DO NOTHING RETURNING run_id"
+_KEYED_ROWS = 100
+"""Runs with an idempotency key per multi-row INSERT (its parameters stay far below every limit)."""
+
+
+def insert_runs(tx: Tx, rows: list[dict[str, Any]]) -> set[str]:
+    """Insert run rows that all have the same columns: those without an idempotency key with one
+    ``executemany``, those with one by multi-row INSERTs that yield to a run already holding the
+    key (as ``insert_run`` does). Returns the ids of the runs not inserted for that reason."""
+    if not rows:
+        return set()
+    columns = tuple(rows[0])
+    plain = [r for r in rows if not r.get("idempotency_key")]
+    if plain:
+        tx.many(_insert_sql("runs", columns), plain)
+    keyed = [r for r in rows if r.get("idempotency_key")]
+    lost: set[str] = set()
+    for first in range(0, len(keyed), _KEYED_ROWS):
+        part = keyed[first:first + _KEYED_ROWS]
+        values = ", ".join("(" + ", ".join(f":{c}_{i}" for c in columns) + ")" for i in range(len(part)))
+        params = {f"{c}_{i}": row[c] for i, row in enumerate(part) for c in columns}
+        inserted = {r.run_id for r in tx.all(f"INSERT INTO runs ({', '.join(columns)}) VALUES {values}{_YIELD_TO_KEY}", params)}
+        lost.update(r["run_id"] for r in part if r["run_id"] not in inserted)
+    return lost
+
+
+def insert_step_rows(tx: Tx, rows: list[dict[str, Any]]) -> None:
+    """Insert step-run rows that all have the same columns (one ``executemany``)."""
+    if rows:
+        tx.many(_insert_sql("step_runs", tuple(rows[0])), rows)
+
+
+@functools.lru_cache(maxsize=32)
+def _insert_sql(table: str, columns: tuple[str, ...]) -> str:
+    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join(':' + c for c in columns)})"
 
 
 def insert_steps(tx: Tx, run_id: str, step_ids: list[str]) -> None:
@@ -72,6 +103,21 @@ def by_idempotency_key(tx: Tx, account_id: str, key: str) -> Row | None:
         "SELECT * FROM runs WHERE master_account_id = :account AND idempotency_key = :key",
         {"account": account_id, "key": key},
     )
+
+
+def by_idempotency_keys(tx: Tx, account_id: str, keys: list[str]) -> dict[str, str]:
+    """Run ids by idempotency key, for the keys of ``account_id`` that name a run already."""
+    if not keys:
+        return {}
+    found: dict[str, str] = {}
+    for first in range(0, len(keys), 500):  # bounded IN lists
+        names, params = in_list("k", keys[first:first + 500])
+        rows = tx.all(
+            f"SELECT idempotency_key, run_id FROM runs WHERE master_account_id = :account AND idempotency_key IN {names}",
+            {"account": account_id, **params},
+        )
+        found.update((r.idempotency_key, r.run_id) for r in rows)
+    return found
 
 
 def steps(tx: Tx, run_id: str) -> list[Row]:

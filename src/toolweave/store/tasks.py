@@ -56,6 +56,11 @@ _INSERT = (
     "RETURNING task_id"
 )
 
+_INSERT_QUEUED = (
+    "INSERT INTO tasks (kind, run_id, ref_id, priority, available_at, attempts, created_at) "
+    "VALUES (:kind, :run_id, :ref_id, :priority, :available_at, 0, :created_at)"
+)
+
 _CLAIM = (
     "UPDATE tasks SET lease_owner = :owner, claim_token = :token, available_at = :expires, attempts = attempts + 1 "
     "WHERE task_id IN (SELECT task_id FROM tasks WHERE available_at <= :now "
@@ -94,6 +99,14 @@ def enqueue(
     if lease_owner is None:
         tx.wake()
     return Task(int(row[0]), kind, run_id, ref_id, attempts, token or "")
+
+
+def enqueue_many(tx: Tx, rows: list[dict[str, Any]]) -> None:
+    """Queue unleased tasks, each ``{kind, run_id, ref_id, priority, available_at, created_at}``,
+    with one ``executemany`` (bulk submission); wakes the workers once."""
+    if rows:
+        tx.many(_INSERT_QUEUED, rows)
+        tx.wake()
 
 
 def claim(tx: Tx, owner: str, limit: int, now: float, lease_seconds: float) -> list[Task]:
