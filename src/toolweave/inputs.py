@@ -283,6 +283,52 @@ def _absent(param: InputParam, value: Any) -> bool:
     )
 
 
+def visibility(
+    schema: list[InputParam], values: Mapping[str, Any], *, coerce_text: bool = True
+) -> dict[str, bool]:
+    """Which inputs are shown, by name: an input with ``visibleIf`` is visible when the input it
+    names is itself visible and has (after coercion, defaults applied) one of the listed values.
+    Every surface asks this one question (the inputs check, the web form, the chat bot)."""
+    params = {p.name: p for p in schema}
+    memo: dict[str, bool] = {}
+
+    def visible(name: str, path: tuple[str, ...]) -> bool:
+        if name in memo:
+            return memo[name]
+        condition = params[name].visible_if
+        if condition is None:
+            result = True
+        elif condition.field not in params or condition.field in path:
+            result = True  # a definition that refers nowhere, or in a circle, is refused when registered
+        else:
+            control = params[condition.field]
+            value = values.get(control.name)
+            if _absent(control, value):
+                value = control.default
+            result = visible(control.name, (*path, name)) and _matches(control, value, condition.values, coerce_text)
+        memo[name] = result
+        return result
+
+    return {name: visible(name, ()) for name in params}
+
+
+def _matches(control: InputParam, value: Any, wanted: list[Any], coerce_text: bool) -> bool:
+    if value is None:
+        return False
+    try:
+        given = _check(control, value, coerce_text, True)
+    except _Invalid:
+        return False
+    for option in wanted:
+        try:
+            if _check(control, option, True, True) == given:
+                return True
+        except _Invalid:
+            if option == given:
+                return True
+    return False
+
+
 def prepare_inputs(
     schema: list[InputParam],
     raw: Mapping[str, Any] | None,
@@ -296,7 +342,8 @@ def prepare_inputs(
     - a field that is absent (or null) takes its default; a required field without one is a problem;
       an optional one without a default is left out, so the tool's own default applies;
     - a ``seed`` that is absent (or ``-1``) gets a random value in ``0..SEED_MAX``;
-    - ``allow_paths=False`` refuses local paths for media (for inputs from the network).
+    - ``allow_paths=False`` refuses local paths for media (for inputs from the network);
+    - an input hidden by its ``visibleIf`` is left out: not demanded, and a value given is ignored.
 
     Returns the prepared inputs in schema order; raises ``InputError`` listing every problem.
     """
@@ -307,8 +354,11 @@ def prepare_inputs(
         if name not in known:
             expected = ", ".join(p.name for p in schema) or "no fields"
             problems.append(FieldProblem(str(name), f"is not an input of this tool (expected: {expected})"))
+    shown = visibility(schema, raw, coerce_text=coerce_text)
     out: dict[str, Any] = {}
     for param in schema:
+        if not shown[param.name]:
+            continue
         value = raw.get(param.name)
         if param.type is ParamType.SEED and (_absent(param, value) or value in (-1, "-1")):
             out[param.name] = (rng or random).randint(0, SEED_MAX)
@@ -372,20 +422,34 @@ def _param_schema(param: InputParam) -> dict[str, Any]:
     if param.default is not None:
         prop["default"] = param.default
     prop["x-toolweave-type"] = kind.value
+    if param.visible_if is not None:
+        prop["x-toolweave-visible-if"] = param.visible_if.model_dump()
     return prop
 
 
+def _demanded(param: InputParam) -> bool:
+    return param.required and param.default is None and param.type is not ParamType.SEED
+
+
 def json_schema(schema: list[InputParam]) -> dict[str, Any]:
-    """The inputs as a JSON Schema (draft 2020-12) object schema."""
-    return {
+    """The inputs as a JSON Schema (draft 2020-12) object schema. An input required only when
+    visible is required under an ``if``/``then`` on the input its ``visibleIf`` names."""
+    out: dict[str, Any] = {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "type": "object",
         "properties": {p.name: _param_schema(p) for p in schema},
-        "required": [
-            p.name for p in schema if p.required and p.default is None and p.type is not ParamType.SEED
-        ],
+        "required": [p.name for p in schema if _demanded(p) and p.visible_if is None],
         "additionalProperties": False,
     }
+    conditional = [
+        {"if": {"properties": {p.visible_if.field: {"enum": list(p.visible_if.values)}},
+                "required": [p.visible_if.field]},
+         "then": {"required": [p.name]}}
+        for p in schema if _demanded(p) and p.visible_if is not None
+    ]
+    if conditional:
+        out["allOf"] = conditional
+    return out
 
 
 __all__ = [
@@ -396,4 +460,5 @@ __all__ = [
     "classify_media",
     "json_schema",
     "prepare_inputs",
+    "visibility",
 ]

@@ -284,3 +284,50 @@ async def test_the_run_page_tells_the_whole_story(tmp_path: Path) -> None:
             assert await description.locator("a").get_attribute("href") == "https://example.invalid/"
         finally:
             await browser.close()
+
+
+async def test_the_form_shows_an_input_only_while_its_visible_if_holds(tmp_path: Path) -> None:
+    """The predecessor's string tool, converted: 'Append Text' shows for concat, 'Search For' and
+    'Replace With' for replace; a hidden required field neither blocks nor feeds the submit."""
+    import json as _json
+
+    from toolweave.registry.predecessor import convert
+
+    executable = _chromium()
+    playwright_api = pytest.importorskip("playwright.async_api")
+    source = ROOT / "tests" / "data" / "predecessor-tools" / "string-primitive.json"
+    defs = tmp_path / "defs"
+    defs.mkdir()
+    (defs / "string.json").write_text(_json.dumps(convert(_json.loads(source.read_text())).definitions))
+    async with running_server(tmp_path / "home", definitions=[defs]) as server, playwright_api.async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=executable, args=ARGS)
+        try:
+            page = await browser.new_page(viewport={"width": 1280, "height": 860})
+            page.set_default_timeout(30_000)
+            await page.goto(f"{server.url}/login")
+            await page.fill("#api_key", server.alice)
+            await page.click("button[type=submit]")
+            await page.goto(f"{server.url}/new/string-primitive")
+            await page.wait_for_selector("#run-form")
+
+            def shown(name: str) -> Any:
+                return page.locator(f'.field[data-field="{name}"]').is_visible()
+
+            assert await page.input_value("#in-operation") == "concat"
+            assert (await shown("appendText"), await shown("searchText"), await shown("replacementText")) == (
+                True, False, False)
+            await page.select_option("#in-operation", "replace")
+            assert (await shown("appendText"), await shown("searchText"), await shown("replacementText")) == (
+                False, True, True)
+            await page.fill("#in-inputText", "a-b-c")
+            await page.fill("#in-searchText", "-")
+            await page.fill("#in-replacementText", "+")
+            await page.click("#submit-run")  # the hidden required 'Append Text' does not block it
+            await page.wait_for_url("**/runs/run_*")
+            run_id = page.url.rsplit("/", 1)[1]
+        finally:
+            await browser.close()
+        run = await server.app.wait(run_id, 30)
+    assert run["status"] == "completed", run["error"]
+    assert run["finalOutputs"] == {"result": "a+b+c"}
+    assert "appendText" not in run["jobInputs"]

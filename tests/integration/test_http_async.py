@@ -1,6 +1,8 @@
-"""Asynchronous hosted APIs through the engine: Replicate predictions and fal.ai's queue, by
-webhook (through the real HTTP API's webhook route) and by polling, on both stores; Hugging Face
-Inference synchronously. The fakes are strict (tests/fakes/*_api.py)."""
+"""Hosted APIs through the engine, on both stores: Replicate predictions and fal.ai's queue, by
+webhook (through the real HTTP API's webhook route) and by polling; Hugging Face Inference
+synchronously; and the example job across services (examples/http/illustrate.yaml: an OpenAI chat
+→ Replicate → builtin upscale and watermark → an OpenAI vision caption). The fakes are strict
+(tests/fakes/*_api.py)."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import inspect
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +19,7 @@ import httpx
 import pytest
 from tests.fakes.fal_api import FakeFal
 from tests.fakes.hf_api import FakeHuggingFace
+from tests.fakes.openai_api import FakeOpenAI
 from tests.fakes.replicate_api import FakeReplicate
 from tests.helpers.loopback import serve_asgi
 
@@ -34,6 +38,7 @@ class World:
     replicate: FakeReplicate
     fal: FakeFal
     hf: FakeHuggingFace
+    openai: FakeOpenAI
     base_url: str | None
     worker: Worker
 
@@ -52,23 +57,26 @@ async def until(check: Any, timeout: float = 20.0) -> Any:
         await asyncio.sleep(0.05)
 
 
+Fakes = tuple[FakeReplicate, FakeFal, FakeHuggingFace, FakeOpenAI]
+
+
 @pytest.fixture
-async def fakes() -> AsyncIterator[tuple[FakeReplicate, FakeFal, FakeHuggingFace]]:
-    replicate, fal, hf = FakeReplicate(), FakeFal(), FakeHuggingFace()
-    for fake in (replicate, fal, hf):
+async def fakes() -> AsyncIterator[Fakes]:
+    started: Fakes = (FakeReplicate(), FakeFal(), FakeHuggingFace(), FakeOpenAI("sk-test-openai"))
+    for fake in started:
         await fake.start()
-    yield replicate, fal, hf
-    for fake in (replicate, fal, hf):
+    yield started
+    for fake in started:
         await fake.stop()
 
 
-def make_app(tmp_path: Path, db_url: str, fakes: tuple[FakeReplicate, FakeFal, FakeHuggingFace]) -> App:
-    replicate, fal, hf = fakes
+def make_app(tmp_path: Path, db_url: str, fakes: Fakes) -> App:
+    replicate, fal, hf, openai = fakes
     return App(Settings(
         home=tmp_path / "home", database_url=db_url, definitions=[PRESETS],
         media_allow_private_urls=True,  # the fakes serve their files on loopback
         services={"replicate": {"base_url": f"{replicate.base_url}/v1"}, "fal": {"base_url": fal.base_url},
-                  "huggingface": {"base_url": hf.base_url}},
+                  "huggingface": {"base_url": hf.base_url}, "openai": {"base_url": f"{openai.base_url}/v1"}},
     ))
 
 
@@ -77,12 +85,12 @@ def credentials(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("REPLICATE_API_TOKEN", "r8_test_replicate")
     monkeypatch.setenv("FAL_KEY", "fal-key-id:fal-key-secret")
     monkeypatch.setenv("HF_TOKEN", "hf_test_token")
-    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-openai")
 
 
 async def _world(tmp_path: Path, db_url: str, fakes: Any, *, webhooks: bool) -> AsyncIterator[World]:
     app = make_app(tmp_path, db_url, fakes)
-    assert [p for p in app.definition_problems if "openai" not in p.file] == []
+    assert app.definition_problems == []
     worker = app.make_worker(4, idle_poll_seconds=0.05)
     task: asyncio.Task[None] | None = None
     try:
@@ -359,6 +367,62 @@ async def test_hf_caption_sends_the_image_bytes(polled: World) -> None:
     assert run["finalOutputs"]["caption"] == "a picture of 30x20 pixels"
     sent = hf.requests[0]
     assert sent.headers["content-type"] == "image/png" and sent.content == app.artifacts.read(image["sha256"])
+
+
+# --- the example job across services ----------------------------------------------------------------
+
+
+async def test_the_example_job_across_services(hooked: World) -> None:
+    """examples/http/illustrate.yaml end to end: chat prompt enhancement (OpenAI) → image generation
+    (Replicate, completed by its webhook through the real API route) → builtin upscale and
+    watermark → a vision caption (OpenAI) of the signed image."""
+    app, replicate, openai = hooked.app, hooked.replicate, hooked.openai
+    run_id = await app.submit("illustrate", {"idea": "a lighthouse in a storm", "signature": "tw"}, account_id="acme")
+
+    async def prediction() -> Any:
+        return _one(replicate.predictions)
+
+    created = await until(prediction)
+    assert await replicate.play(created.id) == [200, 200]
+    run = await wait_run(app, run_id)
+    assert run["status"] == "completed", run["error"]
+    steps = {s["stepId"]: s for s in run["stepStatuses"]}
+    assert [s["status"] for s in steps.values()] == ["succeeded"] * 5
+    # 1. the chat model's prompt went to Replicate
+    prompt = run["finalOutputs"]["prompt"]
+    assert prompt.startswith("a lighthouse in a storm, golden hour")
+    assert replicate.requests[0].json["input"]["prompt"] == prompt
+    assert replicate.requests[0].json["input"]["aspect_ratio"] == "3:2"
+    # 2. Replicate's 48×32 image, enlarged twice and signed in-process
+    drawn = steps["draw"]["outputs"]["image"]
+    signed = run["finalOutputs"]["image"]
+    assert (drawn["width"], drawn["height"]) == (48, 32)
+    assert (signed["width"], signed["height"]) == (96, 64) and signed["sha256"] != drawn["sha256"]
+    # 3. the vision model saw the signed image itself (sent inline) and described it
+    vision = openai.requests[-1].json["messages"][0]["content"][1]["image_url"]["url"]
+    import base64
+
+    assert base64.b64decode(vision.split(",", 1)[1]) == app.artifacts.read(signed["sha256"])
+    assert "96 by 64 pixels" in run["finalOutputs"]["caption"]
+    # Cost: the two chat calls by their token usage, the image at Replicate's price.
+    costs = {g["stepId"]: g["costUsd"] for g in run["generations"]}
+    assert costs["draw"] == "0.003" and costs["enlarge"] in ("0", None)
+    assert Decimal(costs["enhance"]) > 0 and Decimal(costs["caption"]) > 0
+    assert Decimal(run["costUsd"]) == sum(Decimal(c) for c in costs.values() if c)
+
+
+async def test_the_example_job_rides_out_a_rate_limit(polled: World) -> None:
+    """The image step meets a 429 with Retry-After: 1; its retry waits that long and the job completes."""
+    app, replicate = polled.app, polled.replicate
+    replicate.fail_next(429, {"title": "Request was throttled", "detail": "Request was throttled. Expected "
+                                                                          "available in 1 second.", "status": 429},
+                        headers={"Retry-After": "1"}, path="/v1/models/black-forest-labs/flux-schnell/predictions")
+    run_id = await app.submit("illustrate", {"idea": "a fox"}, account_id="acme")
+    run = await wait_run(app, run_id)
+    assert run["status"] == "completed", run["error"]
+    draws = [g for g in run["generations"] if g["stepId"] == "draw"]
+    assert [g["status"] for g in draws] == ["failed", "completed"]
+    assert draws[0]["error"]["code"] == "rate_limited" and draws[0]["error"]["retry_after_seconds"] == 1.0
 
 
 # --- helpers --------------------------------------------------------------------------------------------

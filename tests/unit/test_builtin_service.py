@@ -14,7 +14,7 @@ from toolweave.services.builtin import BuiltinService, builtin_tool_definitions
 
 EXPECTED = {
     "image.resize", "image.upscale", "image.crop", "image.adjust", "image.watermark", "image.grid",
-    "image.convert", "text.template", "media.fetch",
+    "image.convert", "text.template", "text.concat", "text.replace", "media.fetch",
 }
 
 

@@ -1,4 +1,4 @@
-"""text.template: sandboxed Jinja rendering and its limits."""
+"""The text tools: text.template (sandboxed Jinja rendering and its limits), text.concat, text.replace."""
 
 from __future__ import annotations
 
@@ -81,3 +81,31 @@ async def test_variables_must_be_an_object(service: BuiltinService) -> None:
     with pytest.raises(ServiceError) as err:
         await render_tool(service, {"template": "x", "variables": [1, 2]})
     assert "'variables'" in err.value.message
+
+
+
+async def text_of(service: BuiltinService, tool_id: str, inputs: dict[str, Any]) -> Any:
+    sub = await service.submit(generation_context(service.tool(tool_id).definition, inputs))
+    assert sub.update is not None and sub.update.outputs is not None
+    return sub.update.outputs["text"]
+
+
+async def test_concat_and_replace(service: BuiltinService) -> None:
+    from toolweave.services.builtin.text import MAX_OUTPUT_CHARS
+
+    assert await text_of(service, "text.concat", {"text": "tool", "append": "weave"}) == "toolweave"
+    assert await text_of(service, "text.concat", {"text": "a", "append": "b", "separator": ", "}) == "a, b"
+    assert await text_of(service, "text.concat", {"text": "", "append": "b", "separator": ", "}) == "b"
+    assert await text_of(service, "text.replace", {"text": "a-b-c", "search": "-", "replacement": "+"}) == "a+b+c"
+    assert await text_of(service, "text.replace", {"text": "a-b-c", "search": "-", "count": 1}) == "ab-c"
+    assert await text_of(service, "text.replace", {"text": "a-b-c", "search": "x", "replacement": "y"}) == "a-b-c"
+    for inputs, code in (
+        ({"text": "abc", "search": ""}, "bad_input"),
+        ({"text": "a" * 1000, "search": "a", "replacement": "b" * 2000}, "too_long"),
+    ):
+        with pytest.raises(ServiceError) as caught:
+            await text_of(service, "text.replace", inputs)
+        assert caught.value.code == code and not caught.value.retryable
+    with pytest.raises(ServiceError) as caught:
+        await text_of(service, "text.concat", {"text": "a" * MAX_OUTPUT_CHARS, "append": "b"})
+    assert caught.value.code == "too_long"

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from toolweave.inputs import SEED_MAX, InputError, classify_media, json_schema, prepare_inputs
+from toolweave.inputs import SEED_MAX, InputError, classify_media, json_schema, prepare_inputs, visibility
 from toolweave.model.definitions import InputParam
 
 
@@ -171,3 +171,51 @@ def test_json_schema() -> None:
     assert props["image"]["anyOf"][0]["type"] == "string"
     assert props["seed"]["minimum"] == 0
     assert props["extra"] == {"x-toolweave-type": "json"}
+
+
+# --- visibleIf ---------------------------------------------------------------------------------------
+
+
+STRING_OPS = [
+    InputParam.model_validate({"name": "operation", "type": "enum", "enum": ["concat", "replace"], "required": True}),
+    InputParam.model_validate({"name": "text", "type": "string", "required": True}),
+    InputParam.model_validate({"name": "append", "type": "string", "required": True,
+                               "visibleIf": {"field": "operation", "values": ["concat"]}}),
+    InputParam.model_validate({"name": "search", "type": "string", "required": True,
+                               "visibleIf": {"field": "operation", "value": "replace"}}),
+    InputParam.model_validate({"name": "flags", "type": "string", "default": "g",
+                               "visibleIf": {"field": "search", "values": ["x"]}}),
+]
+
+
+def test_an_input_required_only_when_visible_is_not_demanded_when_hidden() -> None:
+    assert prepare_inputs(STRING_OPS, {"operation": "concat", "text": "a", "append": "b"}) == {
+        "operation": "concat", "text": "a", "append": "b"}
+    # A value given for a hidden input is ignored, not an error; case-insensitive enums count.
+    assert prepare_inputs(STRING_OPS, {"operation": "REPLACE", "text": "a", "search": "x", "append": 5}) == {
+        "operation": "replace", "text": "a", "search": "x", "flags": "g"}
+    with pytest.raises(InputError) as caught:
+        prepare_inputs(STRING_OPS, {"operation": "replace", "text": "a"})
+    assert [str(p) for p in caught.value.problems] == ["search: is required"]
+
+
+def test_visibility_follows_chains_and_an_absent_control_hides() -> None:
+    assert visibility(STRING_OPS, {"operation": "replace", "search": "x"}) == {
+        "operation": True, "text": True, "append": False, "search": True, "flags": True}
+    assert visibility(STRING_OPS, {"operation": "concat", "search": "x"})["flags"] is False  # search is hidden
+    assert visibility(STRING_OPS, {})["append"] is False
+    with pytest.raises(InputError) as caught:
+        prepare_inputs(STRING_OPS, {"text": "a"})
+    assert [str(p) for p in caught.value.problems] == ["operation: is required"]
+
+
+def test_the_json_schema_requires_a_visible_input_under_its_condition() -> None:
+    schema = json_schema(STRING_OPS)
+    assert schema["required"] == ["operation", "text"]
+    assert schema["allOf"] == [
+        {"if": {"properties": {"operation": {"enum": ["concat"]}}, "required": ["operation"]},
+         "then": {"required": ["append"]}},
+        {"if": {"properties": {"operation": {"enum": ["replace"]}}, "required": ["operation"]},
+         "then": {"required": ["search"]}},
+    ]
+    assert schema["properties"]["append"]["x-toolweave-visible-if"] == {"field": "operation", "values": ["concat"]}

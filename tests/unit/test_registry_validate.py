@@ -648,6 +648,48 @@ def test_tool_defaults_enums_and_bounds() -> None:
     ]
 
 
+def test_visible_if_names_another_input_and_values_it_can_take() -> None:
+    bad = tool(
+        "t",
+        {
+            "mode": {"type": "enum", "enum": ["a", "b"]},
+            "x": {"type": "string", "visibleIf": {"field": "mdoe", "values": ["a"]}},
+            "y": {"type": "string", "visibleIf": {"field": "mode", "values": ["c"]}},
+            "z": {"type": "string", "visibleIf": {"field": "z", "values": ["a"]}},
+            "p": {"type": "string", "visibleIf": {"field": "q", "values": ["1"]}},
+            "q": {"type": "string", "visibleIf": {"field": "p", "values": ["1"]}},
+        },
+    )
+    assert messages(validate_tool(bad)) == [
+        "inputSchema.x.visibleIf: visibleIf names 'mdoe', which is not another input of this schema; did you mean 'mode'?",
+        "inputSchema.y.visibleIf: the value 'c' can never be input 'mode''s: must be one of a, b (got 'c')",
+        "inputSchema.z.visibleIf: visibleIf names 'z', which is not another input of this schema",
+        "inputSchema.p.visibleIf: visibleIf goes round in a circle: p → q → p",
+        "inputSchema.q.visibleIf: visibleIf goes round in a circle: q → p → q",
+    ]
+
+
+def test_a_tool_input_required_only_when_visible_need_not_be_mapped() -> None:
+    ops = tool("ops", {
+        "operation": {"type": "enum", "enum": ["concat", "replace"], "required": True},
+        "append": {"type": "string", "required": True, "visibleIf": {"field": "operation", "values": ["concat"]}},
+    })
+    catalog = MemoryCatalog(tools=[ops])
+    only_replace = job([{"stepId": "s", "toolId": "ops",
+                         "inputMappings": [{"value": "replace", "targetInputName": "operation"}]}])
+    assert validate_job(only_replace, catalog) == []
+
+
+def test_price_tables_name_inputs() -> None:
+    priced = tool("t", {"size": {"type": "enum", "enum": ["s"]}, "n": {"type": "string"}},
+                  costingModel={"rateSource": "table", "priceTable": {"by": ["size", "qualty"], "prices": {},
+                                                                      "multiplyBy": "n"}})
+    assert messages(validate_tool(priced)) == [
+        "costingModel.priceTable.by: 'qualty' is not an input of this tool",
+        "costingModel.priceTable.multiplyBy: multiplyBy 'n' is not a number input of this tool",
+    ]
+
+
 def test_registration_refuses_invalid_and_keeps_valid_by_id_and_version() -> None:
     registry = Registry()
     registry.add_tools([GEN, UPSCALE])

@@ -10,6 +10,7 @@ from toolweave.model.definitions import (
     ParamType,
     PlatformHints,
     ToolDefinition,
+    VisibleIf,
 )
 from toolweave.telegram.channel import failure_text, telegram_notification_rule
 from toolweave.telegram.commands import (
@@ -96,6 +97,17 @@ def test_missing_inputs_and_answers() -> None:
     assert check_answer(n, "3") is None
     assert check_answer(n, "seven") == "n must be a whole number (got 'seven')"
     assert check_answer(n, "9") == "n must be at most 4 (got 9)"
+
+
+def test_a_question_is_asked_only_for_a_visible_input() -> None:
+    """The predecessor's string tool: append is asked for after 'concat', search after 'replace'."""
+    operation = p("operation", "enum", True, enum=["concat", "replace"])
+    append = p("append", "string", True, visible_if=VisibleIf(field="operation", values=["concat"]))
+    search = p("search", "string", True, visible_if=VisibleIf(field="operation", values=["replace"]))
+    spec = classify(tool("s", operation, p("text", "string", True), append, search))
+    assert [x.name for x in missing_inputs(spec, {})] == ["operation", "text"]
+    assert [x.name for x in missing_inputs(spec, {"operation": "Replace", "text": "a"})] == ["search"]
+    assert [x.name for x in missing_inputs(spec, {"operation": "concat", "text": "a"})] == ["append"]
 
 
 def test_notification_rule() -> None:

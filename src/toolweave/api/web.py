@@ -225,6 +225,7 @@ def _field(param: InputParam) -> dict[str, Any]:
         "step": step,
         "accept": _ACCEPT.get(kind, ""),
         "advanced": param.advanced,
+        "visible_if": param.visible_if.model_dump() if param.visible_if is not None else None,
     }
 
 

@@ -1,5 +1,6 @@
-"""``toolweave import comfyui`` and ``toolweave sync comfydeploy``: tool definitions written from
-ComfyUI workflows and from a ComfyUI Deploy account's deployments."""
+"""``toolweave import comfyui``, ``toolweave import predecessor`` and ``toolweave sync comfydeploy``:
+tool definitions written from ComfyUI workflows, from the predecessor's tool definitions, and from a
+ComfyUI Deploy account's deployments."""
 
 from __future__ import annotations
 
@@ -9,11 +10,27 @@ from typing import Any, cast
 
 import typer
 import yaml
+from rich.text import Text
 
 from toolweave.cli.common import console, err_console, load_settings
 
 import_app = typer.Typer(no_args_is_help=True, help="Import workflows as tool definitions.")
 sync_app = typer.Typer(no_args_is_help=True, help="Refresh tool definitions from a backend account.")
+
+
+class _Dumper(yaml.SafeDumper):
+    """YAML as a person writes it: key order kept, multi-line text as blocks."""
+
+
+def _block_strings(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style="|" if "\n" in value else None)
+
+
+_Dumper.add_representer(str, _block_strings)
+
+
+def _yaml(data: Any) -> str:
+    return yaml.dump(data, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=100)
 
 
 @import_app.command("comfyui")
@@ -60,15 +77,7 @@ def import_comfyui(
         f"# Imported from {workflow_file.name} by `toolweave import comfyui`.\n"
         "# Review before use: input names, defaults, descriptions, costingModel.\n"
     )
-    class _Dumper(yaml.SafeDumper):
-        pass
-
-    def _str(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
-        style = "|" if "\n" in value else None
-        return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
-
-    _Dumper.add_representer(str, _str)
-    body = header + yaml.dump(tool.dump(), Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=100)
+    body = header + _yaml(tool.dump())
     if output is None:
         typer.echo(body, nl=False)
         return
@@ -81,6 +90,55 @@ def import_comfyui(
     inputs = ", ".join(p.name for p in tool.input_schema) or "none"
     outputs = ", ".join(p.name for p in tool.output_schema)
     err_console.print(f"wrote {output}: tool {tool.tool_id} (inputs: {inputs}; outputs: {outputs})", highlight=False)
+
+
+@import_app.command("predecessor")
+def import_predecessor(
+    files: list[Path] = typer.Argument(..., help="The predecessor's tool definition files (JSON)."),
+    output: Path | None = typer.Option(
+        None, "-o", "--output", help="A folder to write one YAML file per definition into (default: stdout, one YAML list)."
+    ),
+) -> None:
+    """Convert the predecessor's tool definitions; say on stderr what changed and what was not kept."""
+    import json
+
+    from toolweave.registry.predecessor import ConversionError, convert
+
+    failed = 0
+    written: list[tuple[str, dict[str, Any], list[str]]] = []
+    for path in files:
+        try:
+            conversion = convert(json.loads(path.read_text(encoding="utf-8")), path.name)
+        except OSError as exc:
+            err_console.print(Text(f"error: cannot read {path}: {exc.strerror or exc}", style="red"))
+            failed += 1
+            continue
+        except ValueError as exc:  # not JSON, or ConversionError
+            reason = str(exc) if isinstance(exc, ConversionError) else f"not JSON ({exc})"
+            err_console.print(Text(f"error: {path}: {reason}", style="red"))
+            failed += 1
+            continue
+        for note in conversion.notes:
+            err_console.print(Text(f"{path.name}: {note}"))
+        written.extend((path.name, definition, conversion.notes) for definition in conversion.definitions)
+    if output is None:
+        if written:
+            sources = sorted({source for source, _, _ in written})
+            typer.echo(f"# Converted from {', '.join(sources)} by `toolweave import predecessor`.\n"
+                       + _yaml([definition for _, definition, _ in written]), nl=False)
+    for source, definition, notes in written if output is not None else []:
+        assert output is not None
+        target = output / f"{definition.get('toolId') or definition.get('jobId')}.yaml"
+        header = f"# Converted from {source} by `toolweave import predecessor`.\n" + "".join(f"# - {n}\n" for n in notes)
+        try:
+            output.mkdir(parents=True, exist_ok=True)
+            target.write_text(header + _yaml(definition), encoding="utf-8")
+        except OSError as exc:
+            err_console.print(Text(f"error: cannot write {target}: {exc.strerror or exc}", style="red"))
+            raise typer.Exit(1) from None
+        err_console.print(Text(f"wrote {target}"))
+    if failed:
+        raise typer.Exit(1)
 
 
 @sync_app.command("comfydeploy")

@@ -16,6 +16,7 @@ from toolweave.model.definitions import (
     Step,
     ToolDefinition,
     Visibility,
+    VisibleIf,
 )
 from toolweave.model.records import ArtifactRef, RunUpdate, ServiceErrorInfo
 from toolweave.model.status import (
@@ -50,4 +51,5 @@ __all__ = [
     "TaskKind",
     "ToolDefinition",
     "Visibility",
+    "VisibleIf",
 ]

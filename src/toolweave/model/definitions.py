@@ -71,6 +71,22 @@ class Visibility(StrEnum):
     HIDDEN = "hidden"
 
 
+class VisibleIf(_Model):
+    """Show (and ask for) an input only when another input has one of ``values``:
+    ``{field: operation, values: [concat]}`` (``value: x`` is short for ``values: [x]``). A hidden
+    input is not demanded even when required, and a value given for it is ignored."""
+
+    field: str = Field(min_length=1)
+    values: list[Any] = Field(min_length=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_value(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "value" in data and "values" not in data:
+            data = {k: v for k, v in data.items() if k != "value"} | {"values": [data["value"]]}
+        return data
+
+
 class InputParam(_Model):
     name: str
     type: ParamType
@@ -85,7 +101,7 @@ class InputParam(_Model):
     order: int | None = None
     accepts_url: bool = False
     """A string input that takes a URL: media outputs may be mapped into it (passed as their URL)."""
-    visible_if: str | None = None
+    visible_if: VisibleIf | None = None
 
     _check_type = field_validator("type", mode="before")(_param_type)
 

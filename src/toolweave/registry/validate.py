@@ -267,6 +267,39 @@ def _check_params(sink: _Sink, where: str, params: Sequence[InputParam]) -> None
         if param.accepts_url and param.type not in _TEXT:
             sink.add(path, f"acceptsUrl only applies to string or text inputs, not {param.type.value}")
         _check_default(sink, path, param)
+    _check_visible_if(sink, where, params)
+
+
+def _check_visible_if(sink: _Sink, where: str, params: Sequence[InputParam]) -> None:
+    """``visibleIf`` names another input, lists values that input can take, and no input hides
+    behind itself through others."""
+    by_name = {p.name: p for p in params}
+    for param in params:
+        condition = param.visible_if
+        if condition is None:
+            continue
+        path = f"{where}.{param.name}.visibleIf"
+        control = by_name.get(condition.field)
+        if control is None or control is param:
+            others = [n for n in by_name if n != param.name]
+            sink.add(path, f"visibleIf names {condition.field!r}, which is not another input of this schema"
+                     f"{_suggest(condition.field, others)}")
+            continue
+        for value in condition.values:
+            try:
+                check_value(control, value, coerce_text=True, allow_paths=False)
+            except ValueError as exc:
+                sink.add(path, f"the value {value!r} can never be input {control.name!r}'s: {exc}")
+        chain = [param.name]
+        current = control
+        while current.visible_if is not None and current.visible_if.field in by_name:
+            if current.name in chain:
+                break
+            chain.append(current.name)
+            current = by_name[current.visible_if.field]
+            if current.name == param.name:
+                sink.add(path, f"visibleIf goes round in a circle: {' → '.join([*chain, param.name])}")
+                break
 
 
 def _check_outputs(sink: _Sink, where: str, outputs: Sequence[OutputParam | JobOutput]) -> None:
@@ -323,6 +356,15 @@ def validate_tool(
             "costingModel.unitOutput",
             f"unitOutput {costing.unit_output!r} is not an output of this tool{_suggest(costing.unit_output, outputs)}",
         )
+    table = costing.price_table if costing is not None else None
+    if table is not None:
+        for name in table.by:
+            if name not in inputs:
+                sink.add("costingModel.priceTable.by", f"{name!r} is not an input of this tool{_suggest(name, inputs)}")
+        factor = tool.input(table.multiply_by) if table.multiply_by else None
+        if table.multiply_by and (factor is None or factor.type not in (T.INTEGER, T.NUMBER)):
+            sink.add("costingModel.priceTable.multiplyBy",
+                     f"multiplyBy {table.multiply_by!r} is not a number input of this tool")
     if catalog is not None and catalog.get_job(tool.tool_id) is not None:
         sink.add("toolId", f"the id {tool.tool_id!r} is already used by a job")
     _check_command(sink, "tool", tool.tool_id, tool.command_name, catalog)
@@ -636,6 +678,8 @@ class _JobCheck:
         for param in target.inputs:
             if not param.required or param.default is not None or param.type is ParamType.SEED:
                 continue
+            if param.visible_if is not None:
+                continue  # required only when shown; whether it is depends on the run's values
             mapping = mapped.get(param.name)
             if mapping is None:
                 self.sink.add(

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from toolweave.inputs import check_value
+from toolweave.inputs import check_value, visibility
 from toolweave.model.definitions import InputParam, JobDefinition, ParamType, ToolDefinition
 
 RESERVED = ("start", "help", "status", "cancel")
@@ -194,10 +194,12 @@ def parse_arguments(text: str, spec: CommandSpec) -> tuple[dict[str, str], list[
 
 
 def missing_inputs(spec: CommandSpec, given: Mapping[str, Any]) -> list[InputParam]:
-    """Required inputs without a default that ``given`` leaves empty, media first then schema order."""
+    """Required inputs without a default that ``given`` leaves empty, media first then schema order.
+    An input hidden by its ``visibleIf`` (with the answers so far) is not asked for."""
+    shown = visibility(list(spec.params), given)
     out = [
         p for p in spec.params
-        if p.required and p.default is None and p.type is not ParamType.SEED
+        if p.required and p.default is None and p.type is not ParamType.SEED and shown.get(p.name, True)
         and (given.get(p.name) is None or (isinstance(given.get(p.name), str) and not str(given[p.name]).strip()))
     ]
     out.sort(key=lambda p: 0 if p.type.is_media else 1)

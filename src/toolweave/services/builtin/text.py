@@ -1,4 +1,5 @@
-"""``text.template``: render a Jinja template in a sandbox.
+"""Text tools: ``text.template`` (a Jinja template rendered in a sandbox), ``text.concat`` and
+``text.replace`` (the predecessor's string operations).
 
 The template runs in jinja2's ``SandboxedEnvironment`` (no attribute access to internals, no
 unsafe calls, ``range`` capped) with ``StrictUndefined`` (a missing variable is an error, not an
@@ -46,6 +47,65 @@ TEMPLATE = ToolDefinition(
     platform_hints=PlatformHints(primary_input="template", category="text-to-text"),
     metadata={"provider": "builtin"},
 )
+
+
+CONCAT = ToolDefinition(
+    tool_id="text.concat",
+    service=SERVICE_NAME,
+    display_name="Join text",
+    description="Join two texts, with an optional separator between them (empty parts add nothing "
+    "but the separator is kept only between two non-empty parts).",
+    input_schema=[
+        InputParam(name="text", type=ParamType.TEXT, required=True, order=0, description="The first text."),
+        InputParam(name="append", type=ParamType.TEXT, required=True, order=1, description="The text added after it."),
+        InputParam(name="separator", type=ParamType.STRING, default="", order=2, advanced=True,
+                   description="Put between the two when both are non-empty (e.g. `, ` or a newline)."),
+    ],
+    output_schema=[OutputParam(name="text", type=ParamType.TEXT, description="The joined text.")],
+    costing_model=free(),
+    platform_hints=PlatformHints(primary_input="text", category="text-to-text"),
+    metadata={"provider": "builtin"},
+)
+
+REPLACE = ToolDefinition(
+    tool_id="text.replace",
+    service=SERVICE_NAME,
+    display_name="Replace text",
+    description="Replace every occurrence of a text (or the first `count`) with another; literal, "
+    "case-sensitive. An empty replacement deletes.",
+    input_schema=[
+        InputParam(name="text", type=ParamType.TEXT, required=True, order=0, description="The text to change."),
+        InputParam(name="search", type=ParamType.STRING, required=True, order=1, description="What to look for."),
+        InputParam(name="replacement", type=ParamType.STRING, default="", order=2,
+                   description="What to put instead (empty: delete)."),
+        InputParam(name="count", type=ParamType.INTEGER, default=0, minimum=0, order=3, advanced=True,
+                   description="Replace only this many, from the start (0: all)."),
+    ],
+    output_schema=[OutputParam(name="text", type=ParamType.TEXT, description="The text with the replacements.")],
+    costing_model=free(),
+    platform_hints=PlatformHints(primary_input="text", category="text-to-text"),
+    metadata={"provider": "builtin"},
+)
+
+
+async def run_concat(ctx: ToolContext) -> dict[str, Any]:
+    first, second, separator = ctx.inputs["text"], ctx.inputs["append"], ctx.inputs["separator"] or ""
+    joined = f"{first}{separator}{second}" if first and second else f"{first}{second}"
+    if len(joined) > MAX_OUTPUT_CHARS:
+        raise bad_input(f"the joined text would be longer than {MAX_OUTPUT_CHARS} characters", code="too_long")
+    return {"text": joined}
+
+
+async def run_replace(ctx: ToolContext) -> dict[str, Any]:
+    text, search = ctx.inputs["text"], ctx.inputs["search"]
+    replacement, count = ctx.inputs["replacement"] or "", int(ctx.inputs["count"] or 0)
+    if not search:
+        raise bad_input("input 'search' must not be empty (it would match between every character)")
+    found = text.count(search)
+    made = min(found, count) if count else found
+    if len(text) + made * (len(replacement) - len(search)) > MAX_OUTPUT_CHARS:
+        raise bad_input(f"the result would be longer than {MAX_OUTPUT_CHARS} characters", code="too_long")
+    return {"text": text.replace(search, replacement, count or -1)}
 
 
 class _RenderTimeout(Exception):
@@ -122,4 +182,8 @@ async def run_template(ctx: ToolContext) -> dict[str, Any]:
 
 
 def text_tools() -> list[BuiltinTool]:
-    return [BuiltinTool(TEMPLATE.model_copy(deep=True), run_template)]
+    return [
+        BuiltinTool(TEMPLATE.model_copy(deep=True), run_template),
+        BuiltinTool(CONCAT.model_copy(deep=True), run_concat),
+        BuiltinTool(REPLACE.model_copy(deep=True), run_replace),
+    ]
