@@ -265,6 +265,34 @@ async def test_an_output_url_on_a_private_address_is_not_fetched(
     assert fakes[0].downloads == 0
 
 
+async def test_a_key_never_reaches_a_stored_row_or_a_log_line(
+    polled: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Even when the provider echoes the key back in its error, and when a run succeeds: no run,
+    step, generation, event or log line holds it."""
+    import logging
+
+    from toolweave.store.db import Tx
+
+    app, replicate = polled.app, polled.replicate
+    key = "r8_test_replicate"
+    caplog.set_level(logging.DEBUG)
+    replicate.fail_next(401, {"title": "Unauthenticated", "detail": f"Invalid token {key}", "status": 401})
+    failed = await wait_run(app, await app.submit("replicate.flux-schnell", {"prompt": "a"}, account_id="acme"))
+    done = await wait_run(app, await app.submit("replicate.flux-schnell", {"prompt": "b"}, account_id="acme"))
+    assert failed["status"] == "failed" and done["status"] == "completed"
+    assert "***" in failed["error"]["message"] and failed["generations"][0]["error"]["code"] == "unauthorized"
+
+    def everything(tx: Tx) -> str:
+        tables = ("runs", "step_runs", "generations", "events", "tasks", "notifications")
+        return "\n".join(repr(list(tx.all(f"SELECT * FROM {table}"))) for table in tables)
+
+    stored = await app.store.read(everything)
+    assert "Invalid token" in stored  # the error was recorded...
+    assert key not in stored  # ...without the key
+    assert key not in caplog.text
+
+
 # --- fal ------------------------------------------------------------------------------------------
 
 
