@@ -241,6 +241,8 @@ def _check(param: InputParam, value: Any, coerce_text: bool, allow_paths: bool) 
     kind = param.type
     out: Any
     if kind in (ParamType.STRING, ParamType.TEXT):
+        if param.accepts_url and ArtifactRef.is_ref(value):
+            return value  # a media output mapped into a URL input: the service passes its URL
         out = _as_text(value, coerce_text)
     elif kind is ParamType.INTEGER:
         out = _as_int(value, coerce_text)

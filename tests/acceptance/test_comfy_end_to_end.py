@@ -35,6 +35,7 @@ from tests.helpers.loopback import serve_asgi
 
 from toolweave.api.server import create_app
 from toolweave.app import App
+from toolweave.inputs import SEED_MAX
 from toolweave.settings import Settings
 from toolweave.store import generations as gens_q
 from toolweave.store.db import Tx
@@ -469,6 +470,9 @@ async def test_the_comfydeploy_example_job_runs_against_the_fake_backend(db_url:
 
         await until(queued)
         body = fake.calls[0][2]
+        # the tool's contract is kept inside the job: its unmapped seed is drawn, as for a direct run
+        seed = body["inputs"].pop("input_seed")
+        assert isinstance(seed, int) and 0 <= seed <= SEED_MAX
         assert body["inputs"] == {"input_text": "a lighthouse, poster, high detail"}
         assert body["gpu"] == "A10G" and "webhook" not in body
         fake.finish(next(iter(fake.runs)))

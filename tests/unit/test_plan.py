@@ -846,3 +846,51 @@ def test_report_decide_speed(capsys: pytest.CaptureFixture[str]) -> None:
         for name, us in figures.items():
             print(f"\ndecide(): {name}: {us:.1f} µs per call", end="")
         print()
+
+
+# --- the tool's contract inside a job ------------------------------------------------------------
+
+
+def contract_tool() -> ToolDefinition:
+    return ToolDefinition.model_validate({
+        "toolId": "t", "service": "comfydeploy",
+        "inputSchema": {
+            "width": {"type": "integer", "default": 1024, "minimum": 256, "maximum": 2048},
+            "style": {"type": "enum", "enum": ["Film", "Anime"], "default": "Film"},
+            "seed": {"type": "seed"},
+        },
+    })
+
+
+def test_a_step_s_inputs_are_coerced_defaulted_and_given_a_seed_like_a_direct_run() -> None:
+    job = make_job(st("a", inputMappings=[{"template": "{{ job.w * 2 }}", "targetInputName": "width"},
+                                          {"value": "anime", "targetInputName": "style"}]))
+    [start] = of(decide(view(job, inputs={"w": 600}, tools={"t": contract_tool()}), 100.0), StartStep)
+    seed = start.inputs.pop("seed")
+    assert start.inputs == {"width": 1200, "style": "Anime"}
+    assert isinstance(seed, int) and seed >= 0
+    # the planner stays deterministic: the same attempt draws the same seed; another run another
+    [again] = of(decide(view(job, inputs={"w": 600}, tools={"t": contract_tool()}), 100.0), StartStep)
+    assert again.inputs["seed"] == seed
+
+
+def test_a_value_the_tool_refuses_fails_the_step_with_an_input_error_and_is_not_retried() -> None:
+    job = make_job(st("a", inputMappings=[{"value": 4999, "targetInputName": "width"}],
+                      errorHandling={"strategy": "retry", "maxAttempts": 3}))
+    actions = decide(view(job, tools={"t": contract_tool()}), 100.0)
+    assert of(actions, StartStep) == [] and of(actions, RetryStep) == []
+    [fail] = of(actions, FailStep)
+    assert fail.error["code"] == "invalid_input" and fail.error["retryable"] is False
+    assert fail.error["fields"] == [{"field": "width", "message": "must be at most 2048 (got 4999)"}]
+    assert "tool 't' refused its inputs: width: must be at most 2048 (got 4999)" in fail.reason
+
+
+def test_a_fallback_tool_is_held_to_its_own_contract() -> None:
+    small = ToolDefinition.model_validate({"toolId": "small", "service": "builtin",
+                                           "inputSchema": {"width": {"type": "integer", "maximum": 512}}})
+    wide = ToolDefinition.model_validate({"toolId": "wide", "service": "builtin",
+                                          "inputSchema": {"width": {"type": "integer", "maximum": 8192}}})
+    job = make_job(st("a", tool="small", inputMappings=[{"value": 4999, "targetInputName": "width"}],
+                      errorHandling={"strategy": "fallback", "fallbackToolId": "wide"}))
+    [start] = of(decide(view(job, tools={"small": small, "wide": wide}), 100.0), StartStep)
+    assert (start.tool_id, start.using_fallback, start.inputs) == ("wide", True, {"width": 4999})

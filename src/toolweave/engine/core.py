@@ -488,7 +488,13 @@ class Engine:
                 reason=row["reason"], next_attempt_at=row["next_attempt_at"], started_at=row["started_at"],
                 work_status=work_status, work_outputs=work_outputs, work_error=work_error,
             )
-        tools = {tid: self._tool(tx, sha) for tid, sha in run.tool_shas.items() if not tid.startswith("job:")}
+        tools: dict[str, ToolDefinition] = {}
+        jobs: dict[str, JobDefinition] = {}
+        for tid, sha in run.tool_shas.items():
+            if tid.startswith("job:"):
+                jobs[tid[4:]] = self._job(tx, sha)[0]
+            else:
+                tools[tid] = self._tool(tx, sha)
         view = plan.RunView(
             run_id=run_id,
             status=RunStatus(run.status),
@@ -496,6 +502,7 @@ class Engine:
             inputs=run.job_inputs,
             steps=views,
             tools=tools,
+            jobs=jobs,
             cancel_requested=run.cancel_requested,
             deadline_at=run.deadline_at,
             order=order,

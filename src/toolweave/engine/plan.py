@@ -19,6 +19,7 @@ out of one call. Every scheduling rule of the design lives here:
 from __future__ import annotations
 
 import hashlib
+import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
@@ -26,6 +27,7 @@ from typing import Any
 
 from toolweave.engine.conditions import ConditionError, compile_condition, evaluate_condition
 from toolweave.engine.mapping import MappingError, mapping_unavailable, resolve_step_inputs
+from toolweave.inputs import InputError, prepare_inputs
 from toolweave.model.definitions import ErrorStrategy, JobDefinition, Step, ToolDefinition
 from toolweave.model.graph import output_source, sink_steps, step_order
 from toolweave.model.status import GenerationStatus, RunStatus, StepStatus
@@ -62,6 +64,8 @@ class RunView:
     inputs: dict[str, Any]
     steps: Mapping[str, StepView]
     tools: Mapping[str, ToolDefinition] = field(default_factory=dict)
+    jobs: Mapping[str, JobDefinition] = field(default_factory=dict)
+    """The nested jobs its steps run, by id (their input schemas are the steps' contracts)."""
     cancel_requested: bool = False
     deadline_at: float | None = None
     order: tuple[str, ...] = ()
@@ -184,6 +188,13 @@ def _retry_after(error: dict[str, Any]) -> float:
     return min(float(value), MAX_RETRY_AFTER_SECONDS)
 
 
+def _seeded(run_id: str, step_id: str, attempt: int) -> random.Random:
+    """The random source of one attempt's unmapped seeds: random-looking, and the same every time
+    the planner decides that attempt (``decide`` stays deterministic)."""
+    digest = hashlib.blake2b(f"seed:{run_id}:{step_id}:{attempt}".encode(), digest_size=8).digest()
+    return random.Random(int.from_bytes(digest, "big"))
+
+
 def _follow_path(value: Any, path: str | None) -> Any:
     if not path:
         return value
@@ -259,6 +270,15 @@ class _Planner:
         tool = self.run.tools.get(view.tool_id or step.tool_id or "")
         return tool.timeout_seconds if tool is not None else None
 
+    def contract(self, step: Step, tool_id: str | None) -> tuple[str, list[Any]] | None:
+        """(what to name in an error, input schema) of what the step runs; None when the run
+        carries no definition of it (a view built without its tools)."""
+        if tool_id is not None:
+            tool = self.run.tools.get(tool_id)
+            return None if tool is None else (f"tool {tool_id!r}", tool.input_schema)
+        nested = self.run.jobs.get(step.job_id or "")
+        return None if nested is None else (f"job {nested.job_id!r}", nested.input_schema)
+
     # each handler updates self.status so later steps see the effect
     def start(self, step: Step, view: StepView, attempt: int, *, tool_id: str | None, fallback: bool) -> None:
         try:
@@ -269,6 +289,21 @@ class _Planner:
             attempted = replace(view, tool_id=tool_id, using_fallback=fallback)
             self.failure(step, attempted, _error(f"inputs could not be resolved: {exc}"), attempt=attempt)
             return
+        contract = self.contract(step, tool_id)
+        if contract is not None:
+            # the step gets its tool's (or nested job's) contract exactly as a direct run does:
+            # coerced, defaulted, bounds and choices checked, unmapped seeds drawn; a value the
+            # tool refuses fails the attempt here and never reaches the backend
+            name, schema = contract
+            try:
+                inputs = prepare_inputs(schema, inputs, coerce_text=True, allow_paths=False,
+                                        rng=_seeded(self.run.run_id, step.step_id, attempt))
+            except InputError as exc:
+                attempted = replace(view, tool_id=tool_id, using_fallback=fallback)
+                error = _error(f"{name} refused its inputs: {'; '.join(map(str, exc.problems))}", code="invalid_input")
+                error["fields"] = [{"field": p.field, "message": p.message} for p in exc.problems]
+                self.failure(step, attempted, error, attempt=attempt)
+                return
         timeout = self.timeout_for(step, view) if tool_id == view.tool_id else step.timeout_seconds
         if timeout is None and tool_id is not None:
             tool = self.run.tools.get(tool_id)

@@ -1,15 +1,14 @@
 """What every builtin tool shares: the tool record, input reading, error conversion.
 
 A builtin tool is a ``ToolDefinition`` plus an async ``run(ctx) -> outputs``. Inputs are checked
-again here against the definition (the engine validates them too, but a service must not trust
-its caller): defaults are applied, numbers coerced, bounds and enums enforced, and every problem
-is reported at once in one non-retryable ``ServiceError`` that names the inputs.
+again here against the definition with the engine's own preparation (a service must not trust its
+caller): defaults are applied, numbers coerced, bounds and enums enforced, and every problem is
+reported at once in one non-retryable ``ServiceError`` that names the inputs.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
@@ -18,15 +17,14 @@ from typing import Any, Protocol
 
 import httpx
 
+from toolweave.inputs import InputError, prepare_inputs
 from toolweave.model.definitions import (
     CostingModel,
-    InputParam,
     Money,
-    ParamType,
     RateSource,
     ToolDefinition,
 )
-from toolweave.model.records import ArtifactRef, RunUpdate
+from toolweave.model.records import RunUpdate
 from toolweave.services.base import GenerationContext, ServiceError, ServiceHost, Submission
 from toolweave.settings import Settings
 
@@ -86,120 +84,15 @@ def bad_input(message: str, *, code: str = "bad_input", **details: Any) -> Servi
 
 # --- input checking ----------------------------------------------------------------------------
 
-_TRUE = {"true", "1", "yes", "on"}
-_FALSE = {"false", "0", "no", "off"}
-
-
-def _coerce(param: InputParam, value: Any) -> tuple[Any, str | None]:
-    """The coerced value, or an error message (without the input's name)."""
-    t = param.type
-    if t in (ParamType.INTEGER, ParamType.SEED):
-        if isinstance(value, bool):
-            return None, f"must be an integer, got {value!r}"
-        if isinstance(value, int):
-            out: Any = value
-        elif isinstance(value, float) and value.is_integer():
-            out = int(value)
-        elif isinstance(value, str):
-            try:
-                out = int(value.strip())
-            except ValueError:
-                return None, f"must be an integer, got {value!r}"
-        else:
-            return None, f"must be an integer, got {value!r}"
-    elif t is ParamType.NUMBER:
-        if isinstance(value, bool):
-            return None, f"must be a number, got {value!r}"
-        if isinstance(value, int | float | Decimal):
-            out = float(value)
-        elif isinstance(value, str):
-            try:
-                out = float(value.strip())
-            except ValueError:
-                return None, f"must be a number, got {value!r}"
-        else:
-            return None, f"must be a number, got {value!r}"
-        if out != out or out in (float("inf"), float("-inf")):
-            return None, "must be a finite number"
-    elif t is ParamType.BOOLEAN:
-        if isinstance(value, bool):
-            out = value
-        elif isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
-            out = value.strip().lower() in _TRUE
-        elif isinstance(value, int) and value in (0, 1):
-            out = bool(value)
-        else:
-            return None, f"must be true or false, got {value!r}"
-    elif t in (ParamType.STRING, ParamType.TEXT):
-        if isinstance(value, str) or (param.accepts_url and ArtifactRef.is_ref(value)):
-            out = value
-        elif isinstance(value, int | float) and not isinstance(value, bool):
-            out = str(value)
-        else:
-            return None, f"must be text, got {type(value).__name__}"
-    elif t is ParamType.ENUM:
-        out = value
-    elif t.is_media:
-        if not (ArtifactRef.is_ref(value) or isinstance(value, str)):
-            return None, f"must be an artifact or a URL, got {type(value).__name__}"
-        out = value
-    else:  # json: text that looks like JSON is parsed (as the engine's input check does)
-        out = value
-        if isinstance(value, str) and value.strip()[:1] in ("{", "["):
-            try:
-                out = json.loads(value)
-            except ValueError:
-                return None, "is not valid JSON"
-    if param.enum is not None and out not in param.enum:
-        allowed = ", ".join(repr(v) for v in param.enum)
-        return None, f"must be one of {allowed}, got {out!r}"
-    if isinstance(out, int | float) and not isinstance(out, bool):
-        if param.minimum is not None and out < param.minimum:
-            return None, f"must be at least {_num(param.minimum)}, got {_num(out)}"
-        if param.maximum is not None and out > param.maximum:
-            return None, f"must be at most {_num(param.maximum)}, got {_num(out)}"
-    return out, None
-
-
-def _num(value: float) -> str:
-    return str(int(value)) if float(value).is_integer() else str(value)
-
 
 def check_inputs(tool: ToolDefinition, raw: Mapping[str, Any]) -> dict[str, Any]:
-    """Every declared input, defaulted and coerced; raises one ``ServiceError`` naming every problem."""
-    problems: list[str] = []
-    known = {p.name for p in tool.input_schema}
-    for name in raw:
-        if name not in known:
-            problems.append(f"unknown input {name!r} (inputs of {tool.tool_id}: {', '.join(sorted(known))})")
-    out: dict[str, Any] = {}
-    for param in tool.input_schema:
-        value = raw.get(param.name)
-        if value is None or (isinstance(value, str) and value == "" and param.type not in _TEXTUAL):
-            value = _copy_default(param.default)
-        if value is None:
-            if param.required:
-                problems.append(f"input {param.name!r} is required")
-            out[param.name] = None
-            continue
-        coerced, error = _coerce(param, value)
-        if error:
-            problems.append(f"input {param.name!r} {error}")
-        out[param.name] = coerced
-    if problems:
-        raise bad_input(f"{tool.tool_id}: " + "; ".join(problems), code="bad_input")
-    return out
-
-
-_TEXTUAL = frozenset({ParamType.STRING, ParamType.TEXT})
-
-
-def _copy_default(value: Any) -> Any:
-    if isinstance(value, list):
-        return list(value)
-    if isinstance(value, dict):
-        return dict(value)
-    return value
+    """Every declared input, prepared as the engine prepares a step's (``inputs.prepare_inputs``)
+    and present (None when absent); raises one ``ServiceError`` naming every problem."""
+    try:
+        prepared = prepare_inputs(tool.input_schema, raw, coerce_text=True, allow_paths=False)
+    except InputError as exc:
+        raise bad_input(f"{tool.tool_id}: {exc}", code="bad_input") from None
+    return {p.name: prepared.get(p.name) for p in tool.input_schema}
 
 
 # --- media -------------------------------------------------------------------------------------
