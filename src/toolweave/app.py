@@ -570,10 +570,18 @@ class App:
         gen = await self.store.read(gens_q.get, generation_id)
         if gen is None or gen.service_name != service_name:
             raise NotFound(generation_id)
+        context = None
+
+        async def generation() -> Any:  # what the service knows of it: its tool, inputs, run id
+            nonlocal context
+            if context is None:
+                work = await self.store.read(self.engine.generation_work_tx, generation_id)
+                context = work.context(self.webhook_url(service_name, generation_id))
+            return context
+
         parse_for = getattr(service, "parse_webhook_for", None)
         if parse_for is not None:  # a service whose webhooks read by the generation's tool (http)
-            work = await self.store.read(self.engine.generation_work_tx, generation_id)
-            parsed = parse_for(work.context(self.webhook_url(service_name, generation_id)), headers, body)
+            parsed = parse_for(await generation(), headers, body)
         else:
             parsed = service.parse_webhook(headers, body)
         if gen.platform_specific_run_id and parsed.platform_run_id != gen.platform_specific_run_id:
@@ -586,8 +594,7 @@ class App:
         if update.status.terminal:
             finalize = getattr(service, "finalize", None)
             if finalize is not None:
-                work = await self.store.read(self.engine.generation_work_tx, generation_id)
-                update = await finalize(work.context(self.webhook_url(service_name, generation_id)), update)
+                update = await finalize(await generation(), update)
         key = parsed.event_key or hashlib.sha256(body).hexdigest()
         _d, applied = await self.store.tx(
             self.engine.apply_update_tx, gen.run_id, generation_id, update, time.time(), None, None, (service_name, key)

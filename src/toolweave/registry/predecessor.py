@@ -251,12 +251,14 @@ def _openai_image(tool: dict[str, Any], conv: Conversion) -> None:
     conv.definitions.append(tool)
 
 
-def _gradio_call(space: str, api: str, data: list[Any], tool_id: str) -> dict[str, Any]:
+def _gradio_call(space: str, api: str, data: list[Any], output: str) -> dict[str, Any]:
+    """A call of a Gradio app's ``api``: POST its inputs, then read the event stream its result
+    ends (its first output as ``output``)."""
     return {
         "request": {"url": f"{space}/gradio_api/call/{api}", "json": {"data": data}},
         "async": {"id": "event_id", "poll": {"method": "GET", "url": f"{space}/gradio_api/call/{api}/{{{{ id }}}}"},
                   "pollFormat": "sse", "firstPollSeconds": 1},
-        "outputs": {},
+        "outputs": {output: {"path": "[0]"}},
     }
 
 
@@ -291,9 +293,8 @@ def _joycaption(tool: dict[str, Any], space: str, conv: Conversion) -> None:
         "metadata": {"http": _gradio_call(space, "build_prompt", [
             {"$input": "captionType", "default": "Descriptive"}, {"$input": "captionLength", "default": "long"},
             {"$input": "extraOptions", "split": "\n", "default": ""}, {"$input": "personName", "default": ""},
-        ], job_id)},
+        ], "prompt")},
     }
-    prompt_tool["metadata"]["http"]["outputs"] = {"prompt": {"path": "[0]"}}
     caption_in = [{"name": "image", "type": "image", "required": True}, {"name": "prompt", "type": "text", "required": True}]
     for name, default in (("temperature", 0.6), ("topP", 0.9), ("maxNewTokens", 512), ("logPrompt", False)):
         param = inputs.get(name, {"type": "number"})
@@ -311,9 +312,8 @@ def _joycaption(tool: dict[str, Any], space: str, conv: Conversion) -> None:
             {"path": {"$input": "image", "as": "url"}, "meta": {"_type": "gradio.FileData"}},
             {"$input": "prompt"}, {"$input": "temperature"}, {"$input": "topP"}, {"$input": "maxNewTokens"},
             {"$input": "logPrompt"},
-        ], job_id)},
+        ], "caption")},
     }
-    caption_tool["metadata"]["http"]["outputs"] = {"caption": {"path": "[0]"}}
     job: dict[str, Any] = {
         "jobId": job_id, **{k: tool[k] for k in ("version", "displayName", "commandName", "description", "visibility")
                             if k in tool},
