@@ -232,3 +232,17 @@ async def test_joycaption_without_a_public_url_fails_naming_why(app: App, space:
     assert result["status"] == "failed"
     assert "is not in the upload folder and cannot be accessed" in result["error"]["message"]
 
+
+
+def test_visible_if_on_the_command_line(converted: tuple[Path, Any], tmp_path: Path) -> None:
+    folder, _ = converted
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TOOLWEAVE_")}
+    env.update(TOOLWEAVE_HOME=str(tmp_path / "home"), OPENAI_API_KEY="sk-x")
+    base = ["run", "string-primitive", "-d", str(folder), "-i", "operation=replace", "-i", "inputText=a-b-c"]
+    refused = toolweave(*base, "--wait", env=env, cwd=tmp_path)
+    assert refused.returncode == 4
+    assert "searchText: is required" in refused.stderr and "replacementText: is required" in refused.stderr
+    assert "appendText" not in refused.stderr  # hidden for replace: not demanded
+    ran = toolweave(*base, "-i", "searchText=-", "-i", "replacementText=+", "--wait", "--json", env=env, cwd=tmp_path)
+    assert ran.returncode == 0, ran.stderr
+    assert json.loads(ran.stdout)["finalOutputs"] == {"result": "a+b+c"}
