@@ -77,7 +77,7 @@ def test_broken_files_report_file_path_and_sentence(tmp_path: Path) -> None:
     (tmp_path / "a_syntax.json").write_text('{"toolId": "x",\n "service": }')
     (tmp_path / "b_syntax.yaml").write_text("toolId: [x\n")
     (tmp_path / "c_fields.yaml").write_text(
-        "toolId: t\nservice: builtin\nsevrice: x\ninputSchema:\n  prompt: {type: img}\n  n: {type: integer, minimum: low}\n"
+        "toolId: t\nservice: builtin\nsevrice: x\ncategory: y\ninputSchema:\n  prompt: {type: img}\n  n: {type: integer, minimum: low}\n"
     )
     (tmp_path / "d_kind.yaml").write_text(
         "- {name: x}\n- {toolId: ok, service: builtin}\n- {jobId: j, steps: []}\n"
@@ -93,6 +93,7 @@ def test_broken_files_report_file_path_and_sentence(tmp_path: Path) -> None:
         "number, boolean, enum, seed, image, video, audio, file, json",
         "D/c_fields.yaml: inputSchema.n.minimum: should be a valid number, unable to parse string as a number (got 'low')",
         "D/c_fields.yaml: sevrice: 'sevrice' is not a known field; did you mean 'service'?",
+        "D/c_fields.yaml: category: 'category' is not a known field here; it belongs under platformHints",
         "D/d_kind.yaml: [0]: a definition needs a toolId (for a tool) or a jobId (for a job)",
         "D/d_kind.yaml: [2].steps: should have at least 1 item after validation, not 0",
         "D/e_empty.yaml: the file holds no definitions",

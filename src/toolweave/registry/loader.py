@@ -51,6 +51,8 @@ _MODELS: tuple[type[BaseModel], ...] = (
     PlatformHints,
 )
 _KNOWN_FIELDS = sorted({f.alias or n for m in _MODELS for n, f in m.model_fields.items()})
+_HOME: dict[str, str] = {"category": "platformHints", "primaryInput": "platformHints", "handlerType": "platformHints"}
+"""Fields people put at the top of a tool that belong in a section of it."""
 
 
 @dataclass
@@ -204,7 +206,9 @@ def _message(error: dict[str, Any]) -> str:
     if kind == "missing":
         return f"{name} is required" if name else "a required field is missing"
     if kind == "extra_forbidden":
-        close = difflib.get_close_matches(name, _KNOWN_FIELDS, n=1)
+        if name in _HOME and len(loc) == 1:
+            return f"{name!r} is not a known field here; it belongs under {_HOME[name]}"
+        close = difflib.get_close_matches(name, [f for f in _KNOWN_FIELDS if f != name], n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         return f"{name!r} is not a known field{hint}"
     msg = str(error.get("msg", "is invalid"))
