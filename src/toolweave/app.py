@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import hmac
 import logging
 import os
 import secrets
@@ -23,13 +24,13 @@ from typing import Any
 
 import httpx
 
-from toolweave import presence
+from toolweave import admission, presence
 from toolweave.artifacts import ArtifactStore, media_problem
 from toolweave.engine.core import Conflict, Engine, NotFound, SubmitRequest, tool_job
 from toolweave.engine.replay import BadRequest
 from toolweave.engine.worker import Worker
-from toolweave.host import EngineHost, MediaError, decode_media_data_uri
-from toolweave.inputs import FieldProblem, InputError, prepare_inputs
+from toolweave.host import EngineHost, MediaError, decode_media_data_uri, media_path, media_signature
+from toolweave.inputs import FieldProblem, InputError, Upload, field_name, prepare_inputs
 from toolweave.model.definitions import JobDefinition, ToolDefinition, Visibility
 from toolweave.model.records import ArtifactRef, RunUpdate
 from toolweave.model.status import RunStatus
@@ -281,7 +282,11 @@ class App:
         when ``idempotency_key`` was used before by the account (also by a request running at
         the same time), and the id is of the run that key made.
 
-        Raises ``UnknownDefinition``, ``InputError`` (every bad field at once) or ``MediaError``.
+        Every check comes before anything is stored (``toolweave.admission``): values that cannot
+        be stored, URLs the server may not reach, artifacts the account does not hold (anywhere in
+        the inputs). Only then are uploads, ``data:`` URIs and local files stored as artifacts of
+        the account. Raises ``UnknownDefinition``, ``InputError`` (every bad field at once) or
+        ``MediaError``.
         """
         job = self.job_for(target_id, version)
         request = await self._request(
@@ -342,10 +347,12 @@ class App:
         initiating_event_id: str | None = None, idempotency_key: str | None = None, callback_url: str | None = None,
         priority: int = 0,
     ) -> SubmitRequest:
-        """A run's request: its inputs checked and coerced (``InputError``), media stored as
-        artifacts (``MediaError``), and every definition it may run."""
-        prepared = prepare_inputs(job.input_schema, dict(inputs or {}), coerce_text=coerce_text, allow_paths=allow_local_paths)
-        prepared = await self._store_media(job, prepared, account_id)
+        """A run's request: its inputs admitted (``_admit``: checked, coerced, media stored as
+        artifacts; ``InputError``, ``MediaError``), and every definition it may run."""
+        prepared = await self._admit(
+            job, dict(inputs or {}), account_id, coerce_text=coerce_text, allow_local_paths=allow_local_paths,
+            callback_url=callback_url, idempotency_key=idempotency_key,
+        )
         tools, nested = self._closure(job)
         return SubmitRequest(
             job=job,
@@ -360,6 +367,27 @@ class App:
             callback_url=callback_url,
             priority=priority,
         )
+
+    async def _admit(
+        self,
+        job: JobDefinition,
+        raw: dict[str, Any],
+        account_id: str,
+        *,
+        coerce_text: bool,
+        allow_local_paths: bool,
+        callback_url: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> dict[str, Any]:
+        """The inputs of a new run (a submit or a fork), checked (``toolweave.admission``), then
+        with uploads, ``data:`` URIs and local files stored as artifacts of the account."""
+        depth = self.settings.input_max_depth
+        admission.check_storable(raw, depth, callback_url=callback_url, idempotency_key=idempotency_key)
+        prepared = prepare_inputs(job.input_schema, raw, coerce_text=coerce_text, allow_paths=allow_local_paths)
+        admission.check_storable(prepared, depth)  # text that prepare_inputs read as JSON
+        admission.check_urls(job, prepared, callback_url, self.settings)
+        prepared = await admission.resolve_artifacts(prepared, account_id, self.store, self.artifacts)
+        return await self._store_media(job, prepared, account_id)
 
     def _closure(self, job: JobDefinition) -> tuple[dict[str, ToolDefinition], dict[str, JobDefinition]]:
         """Every tool and nested job a job may run, from the registry (snapshotted with the run)."""
@@ -379,43 +407,46 @@ class App:
         return tools, nested
 
     async def _store_media(self, job: JobDefinition, inputs: dict[str, Any], account_id: str) -> dict[str, Any]:
-        """Store media inputs given as files or data: URIs as artifacts, check artifact ids given
-        as inputs belong to the account, and refuse media that is not of its input's type (a text
-        file for an image input) before anything reaches a backend. URLs are fetched at dispatch."""
+        """Refuse media that is not of its input's type (a text file for an image input), then
+        store uploads, ``data:`` URIs and local files as artifacts of the account — none unless
+        every media input passes (the last step of admission). Artifact values were checked and
+        written out by ``admission.resolve_artifacts``; URLs are fetched at dispatch."""
         out = dict(inputs)
         problems: list[FieldProblem] = []
+        pending: list[tuple[str, bytes, str | None, str | None]] = []
         for param in job.input_schema:
             if not param.type.is_media or param.name not in inputs:
                 continue
             name, value = param.name, inputs[param.name]
-            if ArtifactRef.is_ref(value):  # only its sha256 counts: the rest is read from the store
-                sha = str(value["sha256"])
-                owned = await self.store.read(accounts_q.artifact_owned, sha, account_id)
-                if owned is None or not self.artifacts.exists(sha):
-                    problems.append(FieldProblem(name, f"artifact {sha[:12]}… is not one of yours"))
-                    continue
-                ref = self.artifacts.ref(sha)
+            if ArtifactRef.is_ref(value):
+                ref = ArtifactRef.model_validate(value)
                 head = await asyncio.to_thread(self.artifacts.head, ref, 65536)
                 problem = media_problem(param.type.value, head, width=ref.width)
                 if problem:
                     problems.append(FieldProblem(name, f"the artifact {problem}"))
-                out[name] = ref.as_value()
                 continue
-            text = str(value)
-            if text.startswith(("http://", "https://")):
-                continue
-            if text.startswith("data:"):
-                data, mime = decode_media_data_uri(text, self.settings.media_max_bytes)
-                filename = None
+            if isinstance(value, Upload):
+                data, mime, filename = value.data, value.mime_type, value.filename
+                label = filename or "the uploaded file"
             else:
-                data, mime, filename = await asyncio.to_thread(_read_local, text), None, Path(text).name
+                text = str(value)
+                if text.startswith(("http://", "https://")):
+                    continue
+                if text.startswith("data:"):
+                    data, mime = decode_media_data_uri(text, self.settings.media_max_bytes)
+                    filename, label = None, "the data: URI"
+                else:
+                    data, mime, filename = await asyncio.to_thread(_read_local, text), None, Path(text).name
+                    label = filename
             problem = media_problem(param.type.value, data)
             if problem:
-                problems.append(FieldProblem(name, f"{filename or 'the data: URI'} {problem}"))
+                problems.append(FieldProblem(name, f"{label} {problem}"))
                 continue
-            out[name] = await self.put_media(data, account_id, filename=filename, mime_type=mime)
+            pending.append((name, data, filename, mime))
         if problems:
             raise InputError(problems)
+        for name, data, filename, mime in pending:
+            out[name] = await self.put_media(data, account_id, filename=filename, mime_type=mime)
         return out
 
     async def put_media(
@@ -493,10 +524,9 @@ class App:
         again or the run has not ended, InputError for bad inputs, BadRequest for an unknown step."""
         job, before, owner = await self.store.read(self.engine.run_job_tx, run_id, account_id)
         if inputs:
-            prepared = prepare_inputs(
-                job.input_schema, {**before, **inputs}, coerce_text=coerce_text, allow_paths=allow_local_paths
+            inputs_now = await self._admit(
+                job, {**before, **inputs}, owner, coerce_text=coerce_text, allow_local_paths=allow_local_paths
             )
-            inputs_now = await self._store_media(job, prepared, owner)
         else:
             inputs_now = before
         new_id: str = await self.store.tx(
@@ -547,9 +577,19 @@ class App:
 
     # --- webhooks ------------------------------------------------------------------------------
 
-    def media_token_valid(self, sha256: str, token: str) -> bool:
-        """Whether ``token`` is the one ``ServiceHost.media_url`` signed for this artifact."""
-        return self.engine.check_webhook_token("artifact", sha256, token)
+    def media_path(self, sha256: str, mime_type: str, now: float | None = None) -> str:
+        """The signed path (``/media/<sha256>?type=…&expires=…&token=…``) at which a backend may
+        fetch an artifact, served with that content type, for ``media_url_ttl_seconds``."""
+        expires = int((time.time() if now is None else now) + self.settings.media_url_ttl_seconds)
+        return media_path(self.engine.secret, sha256, mime_type, expires)
+
+    def media_token_valid(self, sha256: str, mime_type: str, expires: int, token: str, now: float | None = None) -> bool:
+        """Whether a ``/media`` request carries the token ``media_path`` signed for exactly this
+        artifact, content type and expiry, and has not expired."""
+        if expires <= (time.time() if now is None else now):
+            return False
+        expected = media_signature(self.engine.secret, sha256, mime_type, expires)
+        return hmac.compare_digest(expected.encode(), token.encode("utf-8", "surrogateescape"))
 
     def webhook_url(self, service: str, generation_id: str) -> str | None:
         base = self.settings.public_base_url
@@ -619,12 +659,24 @@ class App:
         await self.store.tx(accounts_q.create_key, key_id, account_id, name, secret, time.time())
         return key_id, secret
 
-    async def authenticate(self, secret: str) -> str | None:
-        """The account of an API key (None for an unknown or revoked key). The admin key's account is ``admin``."""
+    async def authenticate(self, secret: str) -> tuple[str, str] | None:
+        """``(account, key id)`` of an API key; None for an unknown or revoked key. The admin key's
+        account is ``admin`` and its key id ``admin:<fingerprint>`` (a new admin key is a new id)."""
         if self.settings.admin_key and secrets.compare_digest(secret, self.settings.admin_key):
-            return "admin"
-        account: str | None = await self.store.tx(accounts_q.authenticate, secret, time.time())
-        return account
+            return "admin", self._admin_key_id()
+        found: tuple[str, str] | None = await self.store.tx(accounts_q.authenticate, secret, time.time())
+        return found
+
+    async def key_active(self, key_id: str) -> bool:
+        """Whether a key (by id, as ``authenticate`` gave it) still works: not revoked, and for the
+        admin key, still the configured one. Web sessions ask this on every request."""
+        if key_id.startswith("admin:"):
+            return bool(self.settings.admin_key) and secrets.compare_digest(key_id, self._admin_key_id())
+        row = await self.store.read(accounts_q.key_by_id, key_id)
+        return row is not None and row.revoked_at is None
+
+    def _admin_key_id(self) -> str:
+        return "admin:" + hashlib.sha256((self.settings.admin_key or "").encode()).hexdigest()[:16]
 
     async def list_keys(self, account_id: str | None = None) -> list[dict[str, Any]]:
         rows = await self.store.read(accounts_q.list_keys, account_id)
@@ -641,15 +693,29 @@ class App:
         return count
 
     async def artifact(self, sha256: str, account_id: str | None) -> tuple[Path, ArtifactRef]:
-        """An artifact's file and metadata; NotFound unless ``account_id`` owns it (None: any)."""
+        """An artifact's file and metadata as ``account_id`` knows it (its file name, the type it
+        gave); NotFound unless the account holds it. ``None`` (the admin): any artifact, with the
+        metadata its content gives (no file name)."""
+        ref: ArtifactRef | None = None
         if account_id is not None:
             owned = await self.store.read(accounts_q.artifact_owned, sha256, account_id)
             if owned is None:
                 raise NotFound(sha256)
+            ref = accounts_q.artifact_ref(owned)
         try:
-            return self.artifacts.path(sha256), self.artifacts.ref(sha256)
+            return self.artifacts.path(sha256), ref or self.artifacts.ref(sha256)
         except KeyError:
             raise NotFound(sha256) from None
+
+    async def grant_artifact(self, sha256: str, from_account: str, to_account: str) -> None:
+        """Let ``to_account`` use (read, and pass as an input) an artifact ``from_account`` holds,
+        under ``from_account``'s file name. NotFound unless ``from_account`` holds it; InputError
+        (field ``accountId``) when ``to_account`` does not exist."""
+        outcome = await self.store.tx(accounts_q.grant_artifact, sha256, from_account, to_account, time.time())
+        if outcome == "no-artifact":
+            raise NotFound(sha256)
+        if outcome == "no-account":
+            raise InputError([FieldProblem("accountId", f"there is no account {field_name(to_account)!r}")], root="")
 
     async def kv_get(self, namespace: str, key: str) -> Any:
         return await self.store.read(kv_q.get, namespace, key, time.time())

@@ -1,8 +1,10 @@
 """Content-addressed artifact store: a local directory keyed by SHA-256.
 
-Files live at ``<root>/<aa>/<bb>/<sha256>``; a JSON sidecar keeps the metadata that
-``ArtifactRef`` carries (mime type, size, width and height of images). Writing the same bytes
-twice stores them once.
+Files live at ``<root>/<aa>/<bb>/<sha256>``; a JSON sidecar keeps what the content says about
+itself (mime type, size, width and height of images). Writing the same bytes twice stores them
+once. What an account calls a file (its name, the type it declared) is the account's own, kept in
+the store's ``artifacts`` table (one row per account holding it), never in the sidecar: two
+accounts uploading the same bytes do not see each other's file names.
 """
 
 from __future__ import annotations
@@ -160,7 +162,7 @@ class ArtifactStore:
             with os.fdopen(fd, "wb") as fh:
                 fh.write(data)
             os.replace(tmp, path)
-            meta = ref.model_dump(by_alias=True, exclude_none=True)
+            meta = ref.model_dump(by_alias=True, exclude_none=True, exclude={"filename"})
             meta_tmp = path.with_suffix(".json.tmp")
             meta_tmp.write_text(json.dumps(meta))
             os.replace(meta_tmp, path.with_suffix(".json"))
@@ -192,11 +194,13 @@ class ArtifactStore:
             return fh.read(size)
 
     def ref(self, sha256: str) -> ArtifactRef:
-        """The stored metadata of an artifact."""
+        """What the content says about itself (no file name: names belong to accounts)."""
         meta_path = self._path(sha256).with_suffix(".json")
         if not meta_path.exists():
             raise KeyError(f"no artifact {sha256}")
-        return ArtifactRef.model_validate(json.loads(meta_path.read_text()))
+        meta = json.loads(meta_path.read_text())
+        meta.pop("filename", None)  # sidecars written before names moved to the accounts' records
+        return ArtifactRef.model_validate(meta)
 
     def export(self, ref: ArtifactRef, directory: Path, stem: str) -> Path:
         """Copy an artifact out under a readable name; returns the new path."""

@@ -1,12 +1,15 @@
 """What services get from the engine (the ``ServiceHost`` protocol): the artifact store, the HTTP
 client, progress reports, media inputs read from artifacts, ``data:`` URIs and public URLs, and
-URLs a backend can fetch an artifact from."""
+URLs a backend can fetch an artifact from (signed, expiring: ``media_path``)."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
+import hmac
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode
 
 from toolweave.artifacts import decode_data_uri
 from toolweave.model.records import ArtifactRef, RunUpdate
@@ -77,7 +80,19 @@ class EngineHost:
     def media_url(self, ref: ArtifactRef) -> str:
         base = self._app.settings.public_base_url
         if base:
-            token = self._app.engine.webhook_token("artifact", ref.sha256)
-            return f"{base.rstrip('/')}/media/{ref.sha256}?token={token}"
+            return f"{base.rstrip('/')}{self._app.media_path(ref.sha256, ref.mime_type)}"
         data = self.artifacts.read(ref)
         return f"data:{ref.mime_type};base64,{base64.b64encode(data).decode()}"
+
+
+def media_signature(secret: bytes, sha256: str, mime_type: str, expires: int) -> str:
+    """HMAC-SHA256 over what a media URL serves: the artifact, its content type and the expiry
+    (with a purpose tag of its own, so no other token of the server's can stand in for it)."""
+    message = f"toolweave-media-url\n{sha256}\n{mime_type}\n{expires}".encode("utf-8", "surrogateescape")
+    return hmac.new(secret, message, hashlib.sha256).hexdigest()
+
+
+def media_path(secret: bytes, sha256: str, mime_type: str, expires: int) -> str:
+    """``/media/<sha256>?type=…&expires=…&token=…``, signed with ``secret``."""
+    token = media_signature(secret, sha256, mime_type, expires)
+    return f"/media/{sha256}?{urlencode({'type': mime_type, 'expires': expires, 'token': token})}"

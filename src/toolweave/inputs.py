@@ -16,7 +16,7 @@ import json
 import math
 import random
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -47,13 +47,29 @@ class FieldProblem:
 
 
 class InputError(ValueError):
-    """Inputs that do not fit the schema; ``problems`` lists every one of them."""
+    """Inputs that do not fit the schema; ``problems`` lists every one of them. ``root`` says where
+    the fields are in a request: ``inputs`` (the input values), or ``""`` for fields of the
+    request itself (``callbackUrl``)."""
 
-    def __init__(self, problems: list[FieldProblem]) -> None:
+    def __init__(self, problems: list[FieldProblem], *, root: str = "inputs") -> None:
         self.problems = list(problems)
+        self.root = root
         count = len(self.problems)
         head = "1 problem with the inputs" if count == 1 else f"{count} problems with the inputs"
         super().__init__(head + ": " + "; ".join(str(p) for p in self.problems))
+
+
+@dataclass(frozen=True)
+class Upload:
+    """Bytes a front end received for a media input (a multipart file, a chat photo). ``App.submit``
+    stores them as an artifact of the account only once every input has been accepted."""
+
+    data: bytes
+    filename: str | None = None
+    mime_type: str | None = None
+
+    def __repr__(self) -> str:
+        return f"Upload({self.filename!r}, {len(self.data)} bytes, {self.mime_type!r})"
 
 
 class _Invalid(Exception):
@@ -108,6 +124,13 @@ def _show(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+def _int_of(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:  # more digits than Python converts (sys.get_int_max_str_digits)
+        raise _Invalid(f"is a number too long to use ({len(text)} digits)") from None
+
+
 def _as_int(value: Any, coerce_text: bool) -> int:
     if isinstance(value, bool):
         raise _Invalid(f"must be a whole number, not {_kind(value)}")
@@ -120,7 +143,7 @@ def _as_int(value: Any, coerce_text: bool) -> int:
     if isinstance(value, str) and coerce_text:
         text = value.strip()
         if _INT_RE.match(text):
-            return int(text)
+            return _int_of(text)
         try:
             number = float(text)
         except ValueError:
@@ -143,7 +166,7 @@ def _as_number(value: Any, coerce_text: bool) -> int | float:
     if isinstance(value, str) and coerce_text:
         text = value.strip()
         if _INT_RE.match(text):
-            return int(text)
+            return _int_of(text)
         try:
             number = float(text)
         except ValueError:
@@ -192,6 +215,10 @@ def _as_enum(param: InputParam, value: Any, coerce_text: bool) -> Any:
 def _as_media(param: InputParam, value: Any, allow_paths: bool) -> Any:
     if ArtifactRef.is_ref(value):
         return value
+    if isinstance(value, Upload):
+        if not value.data:
+            raise _Invalid("the uploaded file is empty")
+        return value
     try:
         form = classify_media(value)
     except ValueError as exc:
@@ -219,9 +246,11 @@ def _as_json(value: Any, coerce_text: bool) -> Any:
             return json.loads(value)
         except ValueError:
             raise _Invalid("is not valid JSON") from None
+        except RecursionError:
+            raise _Invalid("is JSON nested too deeply to read") from None
     try:
         json.dumps(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, RecursionError):
         raise _Invalid("must be a JSON value") from None
     return value
 
@@ -382,6 +411,85 @@ def prepare_inputs(
     return out
 
 
+DEFAULT_MAX_DEPTH = 32
+"""How deeply lists and objects may nest inside one input value (setting ``input_max_depth``)."""
+_MAX_STORABLE_PROBLEMS = 20
+
+
+def field_name(key: Any) -> str:
+    """A key as it can be shown in an error: lone surrogates and control characters escaped."""
+    text = str(key)
+    if text.isprintable():
+        try:
+            text.encode("utf-8")
+            return text
+        except UnicodeEncodeError:
+            pass
+    return text.encode("utf-8", "backslashreplace").decode("utf-8").encode("unicode_escape").decode("ascii")
+
+
+def _text_problem(text: str) -> str | None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        bad = text[exc.start]
+        return f"holds {bad.encode('utf-8', 'backslashreplace').decode()}, a lone surrogate that is not Unicode text"
+    if "\x00" in text:
+        return "holds a NUL character (U+0000), which cannot be stored"
+    return None
+
+
+def storable_problems(values: Mapping[str, Any], *, max_depth: int = DEFAULT_MAX_DEPTH, prefix: str = "") -> list[FieldProblem]:
+    """What in a mapping of JSON values cannot be stored and read back: text with lone surrogates or
+    NUL characters (keys too), NaN and infinite numbers, lists and objects nested deeper than
+    ``max_depth`` inside one value. Each problem names its field (``images[0].caption``); at most
+    20 are reported. Iterative: safe on any depth."""
+    problems: list[FieldProblem] = []
+    stack: list[tuple[str, Any, int]] = []
+    for key, value in reversed(list(values.items())):
+        name = f"{prefix}{field_name(key)}"
+        if isinstance(key, str) and _text_problem(key):
+            problems.append(FieldProblem(name, f"the name {_text_problem(key)}"))
+            continue
+        stack.append((name, value, 0))
+    while stack and len(problems) < _MAX_STORABLE_PROBLEMS:
+        where, item, depth = stack.pop()
+        if isinstance(item, str):
+            problem = _text_problem(item)
+            if problem:
+                problems.append(FieldProblem(where, problem))
+        elif isinstance(item, float):
+            if not math.isfinite(item):
+                problems.append(FieldProblem(where, f"is {item!r}; only finite numbers can be stored (JSON has no NaN or Infinity)"))
+        elif isinstance(item, dict | list | tuple):
+            if depth >= max_depth:
+                problems.append(FieldProblem(where, f"is nested deeper than {max_depth} levels (the limit, setting input_max_depth)"))
+                continue
+            if isinstance(item, dict):
+                for key, sub in reversed(list(item.items())):
+                    path = f"{where}.{field_name(key)}"
+                    if isinstance(key, str) and _text_problem(key):
+                        problems.append(FieldProblem(path, f"the key {_text_problem(key)}"))
+                    else:
+                        stack.append((path, sub, depth + 1))
+            else:
+                stack.extend((f"{where}[{i}]", sub, depth + 1) for i, sub in reversed(list(enumerate(item))))
+    return problems[:_MAX_STORABLE_PROBLEMS]
+
+
+def strings_in(value: Any, path: str) -> Iterator[tuple[str, str]]:
+    """Every text inside a JSON value, with its path (``images[0].url``)."""
+    stack: list[tuple[str, Any]] = [(path, value)]
+    while stack:
+        where, item = stack.pop()
+        if isinstance(item, str):
+            yield where, item
+        elif isinstance(item, dict):
+            stack.extend((f"{where}.{field_name(k)}", v) for k, v in reversed(list(item.items())))
+        elif isinstance(item, list | tuple):
+            stack.extend((f"{where}[{i}]", v) for i, v in reversed(list(enumerate(item))))
+
+
 _JSON_TYPES: dict[ParamType, str] = {
     ParamType.STRING: "string",
     ParamType.TEXT: "string",
@@ -458,9 +566,13 @@ __all__ = [
     "SEED_MAX",
     "FieldProblem",
     "InputError",
+    "Upload",
     "check_value",
     "classify_media",
+    "field_name",
     "json_schema",
     "prepare_inputs",
+    "storable_problems",
+    "strings_in",
     "visibility",
 ]

@@ -1,9 +1,21 @@
-"""Which URLs the server may fetch on a user's behalf.
+"""Which URLs the server may fetch or post to on a user's behalf.
 
-A URL a user gives (an image input, a ``media.fetch`` source) must not make the server reach its
-own private network: hosts that resolve to loopback, private, link-local or otherwise reserved
-addresses are refused unless the settings allow them (``media_allow_private_urls``). Every hop of a
-redirect is checked again (``stream_public``).
+A URL a user gives (an image input, a ``media.fetch`` source, a run's callback URL) must not make
+the server reach its own private network: hosts that are, or resolve to, loopback, private,
+link-local or otherwise reserved addresses are refused unless a setting allows them
+(``media_allow_private_urls``, ``callback_allow_private_urls``).
+
+Two checks, one rule:
+
+- ``check_literal`` looks at the URL alone (no DNS), so a front end can refuse a URL when the run
+  is submitted: not http(s), no host, an IPv4 address in any form but the dotted quad (``0177.0.0.1``,
+  ``2130706433``, ``0x7f.1``, ``127.1`` — forms that C resolvers read as addresses, and that httpx
+  either refuses to parse or passes to the resolver), a literal private address (IPv6 forms that
+  embed an IPv4 address are checked on that address), or a ``localhost`` name.
+- ``check_url`` adds the DNS answer: every address the host resolves to must be public. It runs
+  before every connection, and ``stream_public`` runs it again on every redirect hop. (The address
+  is checked when the request is made; a DNS answer that changes between the check and the
+  connection is not caught.)
 """
 
 from __future__ import annotations
@@ -11,13 +23,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import re
 import socket
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
 MAX_REDIRECTS = 5
+
+_NUMERIC_LABEL = re.compile(r"^(0x[0-9a-f]*|[0-9]+)$", re.IGNORECASE)
+_DOTTED_QUAD = re.compile(r"^(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(\.(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])){3}$")
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+_NOT_IN_HOSTS = frozenset('<>"{}|\\^`/?#@')
 
 
 class ForbiddenURL(ValueError):
@@ -29,7 +48,7 @@ class UnresolvableHost(OSError):
 
 
 class NotFetchable(ForbiddenURL):
-    """Not an http(s) URL with a host."""
+    """Not an http(s) URL with a host, or not a URL at all."""
 
 
 class TooManyRedirects(ForbiddenURL):
@@ -44,36 +63,98 @@ def is_ip(host: str) -> bool:
     return True
 
 
+def _embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 address carries (mapped, 6to4, Teredo, NAT64, IPv4-compatible)."""
+    if ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    if ip.sixtofour is not None:
+        return ip.sixtofour
+    if ip.teredo is not None:
+        return ip.teredo[1]
+    if ip in _NAT64 or (int(ip) >> 32 == 0 and int(ip) > 1):
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    return None
+
+
 def is_public(address: str) -> bool:
+    """Whether an IP address (text) is one the public internet routes to."""
     ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+    if isinstance(ip, ipaddress.IPv6Address):
+        embedded = _embedded_ipv4(ip)
+        if embedded is not None and not (embedded.is_global and not embedded.is_multicast):
+            return False
     return ip.is_global and not ip.is_multicast
 
 
-async def check_url(url: httpx.URL, *, allow_private: bool) -> None:
-    """Raise ``ForbiddenURL`` for a URL that is not http(s) or whose host is not public."""
-    if url.scheme not in ("http", "https"):
-        raise NotFetchable(f"only http and https URLs can be fetched, not {url.scheme!r}")
-    host = url.host
+def looks_like_ipv4(host: str) -> bool:
+    """Whether a URL host is an IPv4 address in some form: its last label is a number (decimal,
+    octal with a leading 0, or hex with 0x), which is how URL parsers and C resolvers read it."""
+    labels = host.rstrip(".").split(".")
+    return bool(labels) and _NUMERIC_LABEL.match(labels[-1]) is not None
+
+
+def check_literal(url: str, *, allow_private: bool) -> None:
+    """Raise ``ForbiddenURL`` for a URL that is refused by its text alone (no DNS): see the module."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError as exc:
+        raise NotFetchable(f"{_show(url)} is not a valid URL: {exc}") from None
+    if parts.scheme.lower() not in ("http", "https"):
+        raise NotFetchable(f"only http and https URLs are allowed, not {_show(url)}")
     if not host:
-        raise NotFetchable(f"the URL {url!s} has no host")
+        raise NotFetchable(f"the URL {_show(url)} has no host")
+    if any(c.isspace() or not c.isprintable() or c in _NOT_IN_HOSTS for c in host):
+        raise NotFetchable(f"the URL {_show(url)} has a host name with characters no host name has")
+    if not is_ip(host) and looks_like_ipv4(host):
+        if not _DOTTED_QUAD.match(host.rstrip(".")):
+            raise ForbiddenURL(
+                f"host {host!r} is an IPv4 address in an octal, hexadecimal, integer or shortened form; "
+                "write the address as four decimal numbers (a.b.c.d)"
+            )
+        host = host.rstrip(".")
+    try:
+        httpx.URL(url)
+    except (httpx.InvalidURL, ValueError) as exc:
+        raise NotFetchable(f"{_show(url)} is not a valid URL: {exc}") from None
     if allow_private:
         return
+    if is_ip(host):
+        if not is_public(host):
+            raise ForbiddenURL(f"host {host!r} is a private or local address; it is not allowed on this server")
+    elif host.rstrip(".").lower() == "localhost" or host.rstrip(".").lower().endswith(".localhost"):
+        raise ForbiddenURL(f"host {host!r} is this machine; it is not allowed on this server")
+
+
+async def check_url(url: httpx.URL | str, *, allow_private: bool) -> None:
+    """``check_literal``, then every address the host resolves to must be public. Raises
+    ``ForbiddenURL`` or ``UnresolvableHost`` (the only error that may go away by itself)."""
+    text = str(url)
+    check_literal(text, allow_private=allow_private)
+    if allow_private:
+        return
+    parsed = httpx.URL(text)
+    host = parsed.host.rstrip(".")
+    if is_ip(host):
+        return
     try:
-        addresses = [host] if is_ip(host) else [
-            str(info[4][0])
-            for info in await asyncio.get_running_loop().getaddrinfo(
-                host, url.port or (443 if url.scheme == "https" else 80), type=socket.SOCK_STREAM
-            )
-        ]
-    except socket.gaierror as exc:
-        raise UnresolvableHost(f"cannot resolve host {host!r}: {exc.strerror}") from exc
-    for address in addresses:
+        infos = await asyncio.get_running_loop().getaddrinfo(
+            host, parsed.port or (443 if parsed.scheme == "https" else 80), type=socket.SOCK_STREAM
+        )
+    except (socket.gaierror, UnicodeError) as exc:
+        reason = exc.strerror if isinstance(exc, socket.gaierror) else str(exc)
+        raise UnresolvableHost(f"cannot resolve host {host!r}: {reason}") from exc
+    for info in infos:
+        address = str(info[4][0])
         if not is_public(address):
             raise ForbiddenURL(
-                f"host {host!r} is a private or local address ({address}); fetching it is not allowed on this server"
+                f"host {host!r} is a private or local address ({address}); it is not allowed on this server"
             )
+
+
+def _show(url: str) -> str:
+    return repr(url if len(url) <= 200 else url[:200] + "…")
 
 
 @contextlib.asynccontextmanager
@@ -83,12 +164,17 @@ async def stream_public(
     """GET a URL a user gave, following redirects by hand so that every hop passes ``check_url``;
     yields the final response, its body not yet read. Raises ``ForbiddenURL`` (``TooManyRedirects``
     past ``MAX_REDIRECTS`` hops) or ``UnresolvableHost``."""
+    await check_url(url, allow_private=allow_private)
     current = httpx.URL(url)
-    for _hop in range(MAX_REDIRECTS + 1):
-        await check_url(current, allow_private=allow_private)
+    for hop in range(MAX_REDIRECTS + 1):
+        if hop:
+            await check_url(current, allow_private=allow_private)
         async with http.stream("GET", current, follow_redirects=False, timeout=timeout) as response:
             if response.is_redirect and "location" in response.headers:
-                current = current.join(response.headers["location"])
+                try:
+                    current = current.join(response.headers["location"])
+                except (httpx.InvalidURL, ValueError) as exc:
+                    raise NotFetchable(f"the server redirected to an invalid URL: {exc}") from None
                 continue
             yield response
             return

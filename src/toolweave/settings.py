@@ -68,6 +68,15 @@ class Settings:
     """Folders ``media.fetch`` may read local files from (none by default: local paths refused)."""
     media_allow_private_urls: bool = False
     """Let ``media.fetch`` reach loopback, private and link-local addresses (off: SSRF guard)."""
+    media_url_ttl_seconds: float = 6 * 3600.0
+    """How long a signed media URL handed to a backend (``/media/...``) stays valid."""
+    input_max_depth: int = 32
+    """How deeply lists and objects may nest inside one input value; deeper is refused at submit."""
+    request_max_json_bytes: int = 8 * 1024 * 1024
+    """The largest JSON (or form-encoded) request body the HTTP API reads; larger answers 413.
+    Send bigger files as multipart uploads."""
+    request_max_bytes: int = 64 * 1024 * 1024
+    """The largest request body of any kind (multipart uploads); larger answers 413."""
     http_timeout_seconds: float = 30.0
     services: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Service instances and plugin options by name (``[toolweave.services.NAME]`` tables in TOML,
@@ -130,11 +139,15 @@ class Settings:
                 rates = dict(DEFAULT_GPU_RATES)
                 rates.update({k: Decimal(str(v)) for k, v in dict(value).items()})
                 out[key] = rates
-            elif key in ("worker_slots", "telegram_max_runs_in_flight", "media_max_bytes"):
+            elif key in (
+                "worker_slots", "telegram_max_runs_in_flight", "media_max_bytes", "input_max_depth",
+                "request_max_json_bytes", "request_max_bytes",
+            ):
                 out[key] = int(value)
             elif key in (
                 "http_timeout_seconds", "telegram_prompt_timeout_seconds", "telegram_edit_interval_seconds", "lease_seconds",
                 "sweep_seconds",
+                "media_url_ttl_seconds",
             ):
                 out[key] = float(value)
             elif key in ("test_tools", "media_allow_private_urls", "callback_allow_private_urls"):

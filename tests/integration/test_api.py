@@ -291,9 +291,8 @@ async def test_webhooks_reject_unknown_generations_and_bad_tokens(server: Server
         assert_problem(await c.post("/webhooks/comfydeploy/gen_x?token=abc", json={}), 404)
         assert_problem(await c.post("/webhooks/nothing/gen_x?token=abc", json={}), 404)
         assert_problem(await c.post("/webhooks/comfydeploy/gen_x"), 422)
-        token = server.app.engine.webhook_token("artifact", "0" * 64)
-        assert_problem(await c.get(f"/media/{'0' * 64}?token={token}"), 404)
-        assert_problem(await c.get(f"/media/{'0' * 64}?token=wrong"), 404)
+        assert_problem(await c.get(server.app.media_path("0" * 64, "image/png")), 404)  # signed, but no such file
+        assert_problem(await c.get(f"/media/{'0' * 64}?type=image/png&expires=9999999999&token=wrong"), 404)
 
 
 async def test_health_readiness_metrics_and_openapi(server: Server) -> None:
@@ -357,8 +356,12 @@ async def test_web_login_session_and_csrf(server: Server) -> None:
     async with server.client(follow_redirects=False) as c:
         response = await c.get("/runs")
         assert response.status_code == 303 and response.headers["location"].startswith("/login")
-        assert (await c.post("/login", data={"api_key": "tw_wrong"})).status_code == 401
-        response = await c.post("/login", data={"api_key": server.alice, "next": "https://evil.example/"})
+        assert (await c.post("/login", data={"api_key": server.alice})).status_code == 403  # no login CSRF token
+        login_form = (await c.get("/login")).text
+        login_csrf = login_form.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+        assert (await c.post("/login", data={"api_key": "tw_wrong", "csrf": login_csrf})).status_code == 401
+        login_csrf = c.cookies["tw_login_csrf"]  # the 401 page came with a fresh form
+        response = await c.post("/login", data={"api_key": server.alice, "next": "https://evil.example/", "csrf": login_csrf})
         assert response.status_code == 303 and response.headers["location"] == "/"
         assert "httponly" in response.headers["set-cookie"].lower()
         assert (await c.get("/")).status_code == 200

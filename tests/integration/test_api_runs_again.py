@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from tests.helpers.accounts import web_login
 from tests.integration.test_api import ADMIN_KEY, SAMPLE, Server, assert_problem, server, submit_postcard
 
 __all__ = ["server"]  # the fixture
@@ -73,7 +74,7 @@ async def test_an_unknown_version_is_a_404_naming_the_registered_ones(server: Se
 async def test_the_web_form_offers_versions_and_run_again_prefills_the_inputs(server: Server) -> None:
     await _register_v2(server)
     async with server.client(follow_redirects=False) as c:
-        await c.post("/login", data={"api_key": server.alice})
+        await web_login(c, server.alice)
         page = (await c.get("/new/postcard")).text
         assert 'id="version-pick"' in page and '<option value="1"' in page and "(latest)" in page
         assert 'name="version" value="2"' in page
@@ -104,7 +105,7 @@ async def test_the_web_form_offers_versions_and_run_again_prefills_the_inputs(se
         assert second["jobInputs"]["photo"]["sha256"] == sha and second["jobInputs"]["caption"] == "second"
 
     async with server.client(follow_redirects=False) as bob:
-        await bob.post("/login", data={"api_key": server.bob})
+        await web_login(bob, server.bob)
         page = (await bob.get("/new/postcard")).text
         csrf = page.split('name="csrf" value="', 1)[1].split('"', 1)[0]
         # another account cannot prefill from alice's run, nor send her file back as its own
@@ -156,7 +157,7 @@ async def test_the_run_page_offers_run_again_from_each_step(server: Server) -> N
         origin = await submit_postcard(c)
         await server.app.wait(origin["jobRunId"], 30)
     async with server.client(follow_redirects=False) as c:
-        await c.post("/login", data={"api_key": server.alice})
+        await web_login(c, server.alice)
         page = (await c.get(f"/runs/{origin['jobRunId']}")).text
         assert 'data-again-from="stamp"' in page and 'data-again-from="resize"' in page
         csrf = page.split('name="csrf" value="', 1)[1].split('"', 1)[0]
@@ -171,7 +172,7 @@ async def test_the_run_page_offers_run_again_from_each_step(server: Server) -> N
         assert (await c.post(f"/runs/{origin['jobRunId']}/again", data={"csrf": csrf, "step": "nope"})).status_code == 422
         assert (await c.post(f"/runs/{origin['jobRunId']}/again", data={"csrf": "forged", "step": "stamp"})).status_code == 403
     async with server.client(follow_redirects=False) as bob:
-        await bob.post("/login", data={"api_key": server.bob})
+        await web_login(bob, server.bob)
         page = (await bob.get("/")).text
         csrf = page.split('name="csrf" value="', 1)[1].split('"', 1)[0]
         assert (await bob.post(f"/runs/{origin['jobRunId']}/again", data={"csrf": csrf, "step": "stamp"})).status_code == 404

@@ -465,12 +465,19 @@ async def test_a_submit_cut_short_by_a_crash_reattaches_instead_of_paying_twice(
 
 
 async def test_a_media_url_on_the_private_network_is_refused(app: App) -> None:
-    """A user's image URL must not make the server fetch from its own network (SSRF)."""
+    """A user's image URL must not make the server fetch from its own network (SSRF): refused at
+    submit when the URL is given, and when the step runs when a template builds it."""
     register(app, job({"jobId": "shrink", "inputSchema": {"image": {"type": "image", "required": True}},
                        "steps": [{"stepId": "resize", "toolId": "image.resize", "inputMappings": [
                            {"sourceJobInput": "image", "targetInputName": "image"},
                            {"value": 10, "targetInputName": "width"}]}]}))
-    run_id = await app.submit("shrink", {"image": "http://127.0.0.1:9/secret.png"}, account_id="acme")
+    with pytest.raises(InputError) as refused:
+        await app.submit("shrink", {"image": "http://127.0.0.1:9/secret.png"}, account_id="acme")
+    assert refused.value.problems[0].field == "image" and "private or local" in refused.value.problems[0].message
+    register(app, job({"jobId": "grid_of", "inputSchema": {"host": {"type": "string", "required": True}},
+                       "steps": [{"stepId": "resize", "toolId": "image.grid", "inputMappings": [
+                           {"template": '["http://{{ job.host }}:9/secret.png"]', "targetInputName": "images"}]}]}))
+    run_id = await app.submit("grid_of", {"host": "127.0.0.1"}, account_id="acme")
     await run_all(app)
     run = await app.get_run(run_id)
     assert run["status"] == "failed"

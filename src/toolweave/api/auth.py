@@ -2,8 +2,11 @@
 
 Keys are checked by the facade (stored hashed). A web session is created by logging in with a key:
 a random token in an HttpOnly cookie; the server keeps only its hash (in the facade's key-value
-state, so any server process can read it). Requests that change something with a session cookie
-must carry the session's CSRF token (form field ``csrf`` or header ``X-CSRF-Token``).
+state, so any server process can read it) with the id of the key that made it. Every request on a
+session asks whether that key still works, so revoking a key ends its sessions at once. Requests
+that change something with a session cookie must carry the session's CSRF token (form field
+``csrf`` or header ``X-CSRF-Token``); the login form itself carries a token that must match a
+cookie set with the form (``LOGIN_CSRF_COOKIE``), so another site cannot sign a browser in.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from toolweave.api.problems import ApiProblem
 from toolweave.app import App
 
 SESSION_COOKIE = "tw_session"
+LOGIN_CSRF_COOKIE = "tw_login_csrf"
 SESSION_NAMESPACE = "web-session"
 SESSION_TTL = 7 * 24 * 3600.0
 CSRF_HEADER = "X-CSRF-Token"
@@ -36,6 +40,8 @@ class Caller:
     admin: bool = False
     csrf: str | None = None
     """The session's CSRF token (web sessions only)."""
+    key_id: str | None = None
+    """The API key that authenticated the call (or made the session)."""
 
     @property
     def scope(self) -> str | None:
@@ -52,11 +58,12 @@ def _session_key(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-async def create_session(app: App, account_id: str) -> tuple[str, str]:
-    """A new session for an account: returns (cookie token, CSRF token)."""
+async def create_session(app: App, caller: Caller) -> tuple[str, str]:
+    """A new session for a caller authenticated by a key: returns (cookie token, CSRF token)."""
     token = secrets.token_urlsafe(32)
     csrf = secrets.token_urlsafe(24)
-    await app.kv_set(SESSION_NAMESPACE, _session_key(token), {"account": account_id, "csrf": csrf}, ttl=SESSION_TTL)
+    value = {"account": caller.account_id, "csrf": csrf, "key": caller.key_id}
+    await app.kv_set(SESSION_NAMESPACE, _session_key(token), value, ttl=SESSION_TTL)
     return token, csrf
 
 
@@ -68,23 +75,34 @@ async def session_caller(app: App, token: str | None) -> Caller | None:
     if not token or len(token) > 200:
         return None
     value: Any = await app.kv_get(SESSION_NAMESPACE, _session_key(token))
-    if not isinstance(value, dict) or "account" not in value:
+    if not isinstance(value, dict) or "account" not in value or not isinstance(value.get("key"), str):
+        return None
+    if not await app.key_active(value["key"]):  # the key was revoked (or the admin key replaced)
+        await end_session(app, token)
         return None
     account = str(value["account"])
-    return Caller(account_id=account, admin=account == "admin", csrf=str(value.get("csrf", "")))
+    return Caller(account_id=account, admin=account == "admin", csrf=str(value.get("csrf", "")), key_id=value["key"])
 
 
 def csrf_ok(caller: Caller, presented: str | None) -> bool:
-    return bool(caller.csrf and presented and hmac.compare_digest(caller.csrf.encode(), presented.encode()))
+    return tokens_match(caller.csrf, presented)
+
+
+def tokens_match(expected: str | None, presented: str | None) -> bool:
+    """Constant-time comparison of two tokens; False when either is missing."""
+    if not expected or not presented:
+        return False
+    return hmac.compare_digest(expected.encode("utf-8", "surrogateescape"), presented.encode("utf-8", "surrogateescape"))
 
 
 async def key_caller(app: App, secret: str) -> Caller | None:
     if not secret or len(secret) > 500 or not secret.isascii():
         return None
-    account = await app.authenticate(secret)
-    if account is None:
+    found = await app.authenticate(secret)
+    if found is None:
         return None
-    return Caller(account_id=account, admin=account == "admin")
+    account, key_id = found
+    return Caller(account_id=account, admin=account == "admin", key_id=key_id)
 
 
 _UNAUTHENTICATED = {"WWW-Authenticate": 'Bearer realm="toolweave"'}

@@ -95,11 +95,20 @@ def problem_response(
         "status": status,
     }
     if detail:
-        body["detail"] = detail
-    body["instance"] = request.url.path
+        body["detail"] = _text(detail)
+    body["instance"] = _text(request.url.path)
     if errors is not None:
-        body["errors"] = [e.model_dump() for e in errors]
+        body["errors"] = [{"field": _text(e.field), "message": _text(e.message)} for e in errors]
     return JSONResponse(body, status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=headers)
+
+
+def _text(value: str) -> str:
+    """Text that can be sent as UTF-8: a lone surrogate (echoed from a bad request) is escaped."""
+    try:
+        value.encode("utf-8")
+        return value
+    except UnicodeEncodeError:
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def field_path(loc: tuple[Any, ...] | list[Any]) -> str:
@@ -176,7 +185,8 @@ def install(api: FastAPI) -> None:
 
     @api.exception_handler(InputError)
     async def _inputs(request: Request, exc: InputError) -> JSONResponse:
-        errors = [FieldError(field=f"inputs.{p.field}", message=p.message) for p in exc.problems]
+        prefix = f"{exc.root}." if exc.root else ""
+        errors = [FieldError(field=f"{prefix}{p.field}", message=p.message) for p in exc.problems]
         return problem_response(request, 422, str(exc), kind="invalid-inputs", errors=errors)
 
     @api.exception_handler(MediaError)

@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 from fastapi.responses import FileResponse, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.background import BackgroundTask
 from starlette.formparsers import MultiPartException
 
@@ -108,14 +109,9 @@ async def submit_run(
                                  errors=[FieldError(field="priority", message="must be a whole number")]) from None
         body = submit_mod.parse_submit(fields)
         definition = submit_mod.target_of(app, body)
-        inputs = await submit_mod.form_inputs(app, form, definition, caller.account_id,
-                                              max_bytes=app.settings.media_max_bytes)
+        inputs = await submit_mod.form_inputs(form, definition, max_bytes=app.settings.media_max_bytes)
     elif content_type in ("application/json", "") or content_type.endswith("+json"):
-        raw = await request.body()
-        try:
-            data = json.loads(raw) if raw else None
-        except (ValueError, UnicodeDecodeError):
-            raise ApiProblem(400, "the request body is not valid JSON", kind="malformed-body") from None
+        data = submit_mod.read_json(await request.body(), app.settings.input_max_depth)
         body = submit_mod.parse_submit(data)
         definition = submit_mod.target_of(app, body)
         inputs = body.inputs
@@ -354,3 +350,31 @@ def _zip(files: list[tuple[str, Any]], summary: str) -> str:
         for arcname, path in files:
             archive.write(path, arcname)  # media are compressed already: stored as they are
     return name
+
+
+class ArtifactGrant(BaseModel):
+    """Whom to let use an artifact."""
+
+    model_config = ConfigDict(extra="forbid")
+    accountId: str = Field(min_length=1, max_length=64, description="The account to share the artifact with")
+
+
+@router.post(
+    "/artifacts/{sha256}/grants",
+    status_code=204,
+    summary="Share an artifact with another account",
+    tags=["artifacts"],
+    response_class=Response,
+    responses={
+        204: {"description": "The account may now read the artifact and use it as an input"},
+        404: {"description": "No such artifact, or not yours"},
+        422: {"description": "No such account"},
+    },
+)
+async def grant_artifact(request: Request, sha256: Sha256, grant: ArtifactGrant,
+                         caller: Caller = Depends(require_caller)) -> Response:
+    """Let another account read one of your artifacts and pass it as an input to its runs (it sees
+    your file name). An account reaches an artifact only through its own uploads, its own runs'
+    outputs, or such a grant."""
+    await tw(request).grant_artifact(sha256, caller.account_id, grant.accountId)
+    return Response(status_code=204)

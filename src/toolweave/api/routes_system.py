@@ -106,21 +106,25 @@ async def webhook(
     response_class=FileResponse,
     responses={
         200: {"description": "The file", "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}}},
-        404: {"description": "Unknown artifact or a bad token"},
+        404: {"description": "Unknown artifact, a bad token, or an expired URL"},
     },
 )
 async def media(
     request: Request,
     sha256: Annotated[str, Path(pattern=r"^[0-9a-f]{64}$")],
     token: Annotated[str, Query(max_length=128, pattern=r"^[A-Za-z0-9_-]*$")],
+    expires: Annotated[int, Query(ge=0, le=2**53, description="When the URL stops working (Unix seconds)")],
+    type: Annotated[str, Query(max_length=120, pattern=r"^[\w.+-]+/[\w.+-]+$", description="The content type it is served with")],
 ) -> Response:
-    """Serves input files to remote backends by the signed URL toolweave handed them."""
+    """Serves input files to remote backends by the signed URL toolweave handed them: the token
+    covers the artifact, the content type and the expiry (``media_url_ttl_seconds``)."""
     app = tw(request)
-    if not app.media_token_valid(sha256, token):
-        raise ApiProblem(404, "no such file", kind="not-found")
+    if not app.media_token_valid(sha256, type, expires, token):
+        raise ApiProblem(404, "no such file, or the link has expired", kind="not-found")
     try:
-        path, ref = await app.artifact(sha256, None)
+        path, _ref = await app.artifact(sha256, None)
     except NotFound:
         raise ApiProblem(404, "no such file", kind="not-found") from None
-    return FileResponse(path, media_type=ref.mime_type or "application/octet-stream",
-                        headers={"X-Content-Type-Options": "nosniff", "Content-Security-Policy": "sandbox"})
+    return FileResponse(path, media_type=type,
+                        headers={"X-Content-Type-Options": "nosniff", "Content-Security-Policy": "sandbox",
+                                 "Cache-Control": "private, no-store"})

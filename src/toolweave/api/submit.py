@@ -11,9 +11,29 @@ from starlette.datastructures import FormData, UploadFile
 from toolweave.api.problems import ApiProblem, FieldError, field_path
 from toolweave.api.schemas import SubmitRunRequest
 from toolweave.app import App, UnknownDefinition
+from toolweave.inputs import Upload, storable_problems
 from toolweave.model.definitions import JobDefinition, ToolDefinition
 
 _RESERVED = {"toolId", "jobId", "version", "inputs", "callbackUrl", "priority", "csrf"}
+
+
+def read_json(raw: bytes, max_depth: int) -> Any:
+    """A JSON request body, or a 4xx problem: 400 when it is not JSON, 422 naming each field that
+    holds something that cannot be stored (lone surrogates, NUL, NaN, Infinity, nesting deeper
+    than ``max_depth`` inside an input)."""
+    try:
+        data = json.loads(raw) if raw else None
+    except (ValueError, UnicodeDecodeError):
+        raise ApiProblem(400, "the request body is not valid JSON", kind="malformed-body") from None
+    except RecursionError:
+        errors = [FieldError(field="body", message=f"is nested deeper than {max_depth} levels (setting input_max_depth)")]
+        raise ApiProblem(422, f"body: {errors[0].message}", kind="invalid-request", errors=errors) from None
+    if isinstance(data, dict):
+        problems = storable_problems(data, max_depth=max_depth + 1)  # + 1: the `inputs` object itself
+        if problems:
+            errors = [FieldError(field=p.field, message=p.message) for p in problems]
+            raise ApiProblem(422, "; ".join(str(p) for p in problems), kind="invalid-request", errors=errors)
+    return data
 
 
 def parse_submit(data: Any) -> SubmitRunRequest:
@@ -44,16 +64,15 @@ def target_of(app: App, request: SubmitRunRequest) -> ToolDefinition | JobDefini
     return app.definition(request.toolId or request.jobId or "", request.version)
 
 
-async def form_inputs(
-    app: App, form: FormData, definition: ToolDefinition | JobDefinition, account_id: str, *, max_bytes: int
-) -> dict[str, Any]:
+async def form_inputs(form: FormData, definition: ToolDefinition | JobDefinition, *, max_bytes: int) -> dict[str, Any]:
     """Inputs from form fields and uploaded files.
 
-    A field named like an input gives its value (text, coerced by the schema); a file field stores
-    the upload as an artifact of the account. For media inputs a text field ``<name>__url`` may give
-    a URL instead of a file, and ``<name>__artifact`` the sha256 of an artifact of the account's
-    (the form of "Run again" sends the earlier run's file back this way; ``App.submit`` checks that
-    the account owns it). A field ``inputs`` may hold a JSON object of further values.
+    A field named like an input gives its value (text, coerced by the schema); a file field gives
+    an ``Upload`` (``App.submit`` stores it as an artifact of the account once every input is
+    accepted). For media inputs a text field ``<name>__url`` may give a URL instead of a file, and
+    ``<name>__artifact`` the sha256 of an artifact of the account's (the form of "Run again" sends
+    the earlier run's file back this way; ``App.submit`` checks that the account holds it). A field
+    ``inputs`` may hold a JSON object of further values.
     """
     params = {p.name: p for p in definition.input_schema}
     inputs: dict[str, Any] = {}
@@ -84,9 +103,7 @@ async def form_inputs(
                 raise ApiProblem(413, f"the file for {name!r} is larger than {max_bytes} bytes", kind="too-large")
             if not data:
                 continue
-            inputs[name] = await app.put_media(
-                data, account_id, filename=value.filename, mime_type=value.content_type or None
-            )
+            inputs[name] = Upload(data, filename=value.filename, mime_type=value.content_type or None)
             continue
         if key.endswith("__url"):
             if param is not None and param.type.is_media and name not in inputs and value.strip():

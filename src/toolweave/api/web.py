@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import secrets
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from starlette.formparsers import MultiPartException
 
 from toolweave.api import submit as submit_mod
 from toolweave.api.auth import (
+    LOGIN_CSRF_COOKIE,
     SESSION_COOKIE,
     SESSION_TTL,
     Caller,
@@ -34,6 +36,7 @@ from toolweave.api.auth import (
     end_session,
     key_caller,
     session_caller,
+    tokens_match,
     tw,
 )
 from toolweave.api.problems import ApiProblem
@@ -45,6 +48,8 @@ from toolweave.model.status import RunStatus
 router = APIRouter(include_in_schema=False)
 templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 
+LOGIN_CSRF_TTL = 3600
+"""How long a login form may stay open before it must be reloaded (seconds)."""
 _ACCEPT = {ParamType.IMAGE: "image/*", ParamType.VIDEO: "video/*", ParamType.AUDIO: "audio/*"}
 STATUS_LABELS = {
     "pending": "Waiting", "queued": "Queued", "ready": "Ready", "running": "Running", "waiting_retry": "Retrying",
@@ -267,9 +272,18 @@ def _prefill(definition: ToolDefinition | JobDefinition, inputs: dict[str, Any])
 # --- routes -----------------------------------------------------------------------------------
 
 
+def _login_form(request: Request, target: str, error: str | None, status_code: int = 200) -> Response:
+    """The login form with a fresh CSRF token, also set as a cookie that only this form's POST sends."""
+    token = secrets.token_urlsafe(24)
+    response = _render(request, "login.html", None, status_code=status_code, next=target, error=error, login_csrf=token)
+    response.set_cookie(LOGIN_CSRF_COOKIE, token, max_age=LOGIN_CSRF_TTL, httponly=True, samesite="strict",
+                        secure=request.url.scheme == "https", path="/login")
+    return response
+
+
 @router.get("/login")
 async def login_page(request: Request, next: str | None = None) -> Response:
-    return _render(request, "login.html", None, next=_safe_next(next), error=None)
+    return _login_form(request, _safe_next(next), None)
 
 
 @router.post("/login")
@@ -277,14 +291,16 @@ async def login(request: Request) -> Response:
     form = await request.form()
     key = str(form.get("api_key") or "").strip()
     target = _safe_next(str(form.get("next") or "/"))
+    if not tokens_match(request.cookies.get(LOGIN_CSRF_COOKIE), str(form.get("csrf") or "")):
+        return _login_form(request, target, "This sign-in form has expired. Please sign in again.", 403)
     caller = await key_caller(tw(request), key) if key else None
     if caller is None:
-        return _render(request, "login.html", None, status_code=401, next=target,
-                       error="That key is not valid. Check it, or ask for a new one (toolweave keys create).")
-    token, _csrf = await create_session(tw(request), caller.account_id)
+        return _login_form(request, target, "That key is not valid. Check it, or ask for a new one (toolweave keys create).", 401)
+    token, _csrf = await create_session(tw(request), caller)
     response = RedirectResponse(target, status_code=303)
     response.set_cookie(SESSION_COOKIE, token, max_age=int(SESSION_TTL), httponly=True, samesite="lax",
                         secure=request.url.scheme == "https", path="/")
+    response.delete_cookie(LOGIN_CSRF_COOKIE, path="/login")
     return response
 
 
@@ -380,8 +396,7 @@ async def submit_form(request: Request, target_id: str) -> Response:
         if key.endswith("__artifact") and value:
             values[key] = {"kind": "artifact", "sha256": value}
     try:
-        inputs = await submit_mod.form_inputs(app, form, definition, caller.account_id,
-                                              max_bytes=app.settings.media_max_bytes)
+        inputs = await submit_mod.form_inputs(form, definition, max_bytes=app.settings.media_max_bytes)
         run_id = await app.submit(target_id, inputs, account_id=caller.account_id, origin={"platform": "web"},
                                   coerce_text=True, allow_local_paths=False, version=definition.version)
     except InputError as exc:

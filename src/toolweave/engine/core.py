@@ -444,8 +444,6 @@ class Engine:
         if not inserted:
             return None
         runs_q.insert_steps(tx, run_id, [s.step_id for s in job.steps])
-        for value in _artifact_values(req.inputs):
-            accounts_q.own_artifact(tx, req.account_id, value, run_id, now)
         events_q.append(tx, run_id, "run.created", now, jobId=job.job_id, version=job.version, parentRunId=parent[0] if parent else None)
         return run_id
 

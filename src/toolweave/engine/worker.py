@@ -22,9 +22,10 @@ from typing import Any
 
 from toolweave.engine import sweep
 from toolweave.engine.core import DispatchWork, Engine, Lease, Outcome
-from toolweave.model.records import RunUpdate, ServiceErrorInfo
+from toolweave.model.records import RunUpdate, ServiceErrorInfo, artifact_mentions
 from toolweave.model.status import GenerationStatus, TaskKind
 from toolweave.services.base import GenerationContext, Service, ServiceError
+from toolweave.store import accounts as accounts_q
 from toolweave.store import generations as gens_q
 from toolweave.store import tasks as tasks_q
 from toolweave.store.db import Store
@@ -266,8 +267,11 @@ class Worker:
         platform_id: str | None = None
         poll_after: float | None = None
         update: RunUpdate | None
+        refused = await self._unheld_artifact(work) if service is not None else None
         if service is None:
             update = _failed(f"no service named {work.tool.service!r} is configured", retryable=False)
+        elif refused is not None:
+            update = _failed(refused, retryable=False, code="forbidden_artifact")
         else:
             ctx = self._context(work)
             try:
@@ -288,6 +292,20 @@ class Worker:
                 update = _failed(f"{type(exc).__name__}: {exc}", retryable=False)
         result = await self._record(Outcome(work, platform_id, update, requested_at, time.time(), poll_after))
         await self._run_dispatches(result)
+
+    async def _unheld_artifact(self, work: DispatchWork) -> str | None:
+        """Why a step may not run: one of its inputs refers to an artifact its run's account does not
+        hold (a template can build an ``artifact:`` URI or artifact JSON from a user's text; the
+        submit check sees only the text). None when every reference is held."""
+        mentions = list(artifact_mentions(work.inputs, json_text=True))
+        if not mentions:
+            return None
+        shas = [m.sha256 for m in mentions if m.sha256 is not None]
+        held = await self.store.read(accounts_q.artifacts_held, work.account_id, shas) if shas else {}
+        for m in mentions:
+            if m.sha256 is None or m.sha256 not in held:
+                return f"input {m.path!r} refers to an artifact that is not one of this run's account's"
+        return None
 
     async def _take_capacity(self, service: Service, work: DispatchWork) -> bool:
         """Honour the service's concurrency limit (``capacity(tool) -> (key, limit)``, e.g. one
@@ -431,5 +449,7 @@ def _poll_interval(attempt: int) -> float:
     return min(MAX_POLL_INTERVAL, 1.0 * (1.5 ** max(0, attempt - 1)))
 
 
-def _failed(message: str, *, retryable: bool) -> RunUpdate:
-    return RunUpdate(status=GenerationStatus.FAILED, error=ServiceErrorInfo(message=message, retryable=retryable))
+def _failed(message: str, *, retryable: bool, code: str | None = None) -> RunUpdate:
+    return RunUpdate(
+        status=GenerationStatus.FAILED, error=ServiceErrorInfo(message=message, retryable=retryable, code=code)
+    )

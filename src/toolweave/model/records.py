@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
@@ -10,6 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from toolweave.model.status import GenerationStatus
 
 ARTIFACT_KIND = "artifact"
+ARTIFACT_URI_PREFIX = "artifact:"
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
 class ArtifactRef(BaseModel):
@@ -47,6 +53,43 @@ class ArtifactRef(BaseModel):
         if cls.is_ref(value):
             return cls.model_validate(value)
         return None
+
+
+@dataclass(frozen=True)
+class ArtifactMention:
+    """A reference to an artifact somewhere inside a value: an artifact value
+    (``{"kind": "artifact", "sha256": ...}``, the short form included) or an ``artifact:<sha256>``
+    URI. ``sha256`` is None for an artifact value whose ``sha256`` is not a valid artifact id."""
+
+    path: str
+    sha256: str | None
+    uri: bool = False
+
+
+def artifact_mentions(value: Any, path: str = "", *, json_text: bool = False) -> Iterator[ArtifactMention]:
+    """Every artifact reference in ``value`` at any depth, with its path (``images[0].src``).
+
+    With ``json_text``, text that holds a JSON object or list mentioning an artifact is read too
+    (a tool taking JSON parses such text before use)."""
+    stack: list[tuple[str, Any]] = [(path, value)]
+    while stack:
+        where, item = stack.pop()
+        if isinstance(item, dict):
+            if item.get("kind") == ARTIFACT_KIND and "sha256" in item:
+                sha = item["sha256"]
+                yield ArtifactMention(where, sha if isinstance(sha, str) and _SHA256.match(sha) else None)
+                continue
+            stack.extend((f"{where}.{key}" if where else str(key), sub) for key, sub in reversed(list(item.items())))
+        elif isinstance(item, list | tuple):
+            stack.extend((f"{where}[{i}]", sub) for i, sub in reversed(list(enumerate(item))))
+        elif isinstance(item, str):
+            if item.startswith(ARTIFACT_URI_PREFIX) and _SHA256.match(item[len(ARTIFACT_URI_PREFIX):]):
+                yield ArtifactMention(where, item[len(ARTIFACT_URI_PREFIX):], uri=True)
+            elif json_text and ARTIFACT_KIND in item and item.lstrip()[:1] in ("{", "["):
+                try:
+                    stack.append((where, json.loads(item)))
+                except (ValueError, RecursionError):
+                    pass
 
 
 class ServiceErrorInfo(BaseModel):

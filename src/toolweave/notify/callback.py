@@ -19,12 +19,9 @@ own network).
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
-import ipaddress
 import json
-import socket
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -33,6 +30,7 @@ from typing import Any
 
 import httpx
 
+from toolweave import netguard
 from toolweave.notify.dispatcher import DeliveryError
 
 SIGNATURE_HEADER = "X-Toolweave-Signature"
@@ -78,36 +76,15 @@ def _retry_after(value: str | None) -> float | None:
     return min(MAX_RETRY_AFTER, max(0.0, when.timestamp() - time.time()))
 
 
-def _public(address: str) -> bool:
-    ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return ip.is_global and not ip.is_multicast
-
-
 async def check_url(url: str, *, allow_private: bool) -> None:
-    """Refuse (not retryable) a URL that is not http(s) or that points into a private network."""
-    parsed = httpx.URL(url)
-    if parsed.scheme not in ("http", "https") or not parsed.host:
-        raise DeliveryError(f"callback URL {url!r} is not an http(s) URL", retryable=False)
-    if allow_private:
-        return
-    host = parsed.host
+    """Refuse (not retryable) a URL that is not http(s) or that points into a private network
+    (``netguard.check_url``); a host that does not resolve is retried."""
     try:
-        addresses = [str(ipaddress.ip_address(host))]
-    except ValueError:
-        try:
-            infos = await asyncio.get_running_loop().getaddrinfo(
-                host, parsed.port or (443 if parsed.scheme == "https" else 80), type=socket.SOCK_STREAM
-            )
-        except socket.gaierror as exc:
-            raise DeliveryError(f"cannot resolve callback host {host!r}: {exc.strerror}", retryable=True) from None
-        addresses = [str(info[4][0]) for info in infos]
-    for address in addresses:
-        if not _public(address):
-            raise DeliveryError(
-                f"callback host {host!r} is a private or local address ({address}); refused", retryable=False
-            )
+        await netguard.check_url(url, allow_private=allow_private)
+    except netguard.UnresolvableHost as exc:
+        raise DeliveryError(f"callback URL: {exc}", retryable=True) from None
+    except netguard.ForbiddenURL as exc:
+        raise DeliveryError(f"callback URL refused: {exc}", retryable=False) from None
 
 
 def callback_body(notification: Mapping[str, Any], now: float | None = None) -> bytes:

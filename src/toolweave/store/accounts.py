@@ -5,7 +5,8 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from toolweave.store.db import Row, Tx
+from toolweave.model.records import ArtifactRef
+from toolweave.store.db import Row, Tx, in_list
 
 
 def ensure(tx: Tx, account_id: str, name: str, now: float) -> None:
@@ -48,6 +49,10 @@ def key_by_hash(tx: Tx, key_hash: str) -> Row | None:
     return tx.one("SELECT * FROM api_keys WHERE key_hash = :h", {"h": key_hash})
 
 
+def key_by_id(tx: Tx, key_id: str) -> Row | None:
+    return tx.one("SELECT * FROM api_keys WHERE key_id = :id", {"id": key_id})
+
+
 def touch_key(tx: Tx, key_id: str, now: float) -> None:
     tx.q("UPDATE api_keys SET last_used_at = :now WHERE key_id = :id", {"now": now, "id": key_id})
 
@@ -80,7 +85,38 @@ def own_artifact(tx: Tx, account_id: str, ref: dict[str, Any], run_id: str | Non
 
 
 def artifact_owned(tx: Tx, sha256: str, account_id: str) -> Row | None:
+    """The account's own record of an artifact (its file name and metadata), None unless it holds it."""
     return tx.one("SELECT * FROM artifacts WHERE sha256 = :sha AND account_id = :a", {"sha": sha256, "a": account_id})
+
+
+def artifacts_held(tx: Tx, account_id: str, shas: list[str]) -> dict[str, Row]:
+    """The account's records of those of ``shas`` it holds, by hash (one query)."""
+    if not shas:
+        return {}
+    marks, params = in_list("s", sorted(set(shas)))
+    rows = tx.all(f"SELECT * FROM artifacts WHERE account_id = :a AND sha256 IN {marks}", {"a": account_id, **params})
+    return {str(r.sha256): r for r in rows}
+
+
+def artifact_ref(row: Row) -> ArtifactRef:
+    """The artifact as an account knows it (its file name, the type it gave) from its record."""
+    return ArtifactRef(
+        sha256=row.sha256, mimeType=row.mime_type, size=int(row.size), width=row.width, height=row.height,
+        filename=row.filename,
+    )
+
+
+def grant_artifact(tx: Tx, sha256: str, from_account: str, to_account: str, now: float) -> str:
+    """Let ``to_account`` use an artifact ``from_account`` holds (with its file name). Returns
+    ``granted``, ``no-account`` (``to_account`` does not exist) or ``no-artifact`` (``from_account``
+    does not hold it)."""
+    if get(tx, to_account) is None:
+        return "no-account"
+    row = artifact_owned(tx, sha256, from_account)
+    if row is None:
+        return "no-artifact"
+    own_artifact(tx, to_account, artifact_ref(row).as_value(), None, now)
+    return "granted"
 
 
 def own_upload(tx: Tx, account_id: str, value: dict[str, Any], now: float) -> None:
@@ -113,12 +149,12 @@ def create_key(tx: Tx, key_id: str, account_id: str, name: str, secret: str, now
     )
 
 
-def authenticate(tx: Tx, secret: str, now: float) -> str | None:
-    """The account of an API key (None for an unknown or revoked one); its use is recorded at most once a minute."""
+def authenticate(tx: Tx, secret: str, now: float) -> tuple[str, str] | None:
+    """``(account, key id)`` of an API key (None for an unknown or revoked one); its use is recorded
+    at most once a minute."""
     row = key_by_hash(tx, key_hash(secret))
     if row is None or row.revoked_at is not None:
         return None
     if row.last_used_at is None or now - row.last_used_at > 60:
         touch_key(tx, row.key_id, now)
-    account: str = row.account_id
-    return account
+    return str(row.account_id), str(row.key_id)
