@@ -36,11 +36,12 @@ from toolweave.model.records import ArtifactRef, RunUpdate
 from toolweave.model.status import RunStatus
 from toolweave.notify.dispatcher import Channel, Notifier
 from toolweave.presence import WORKER_TTL_SECONDS
-from toolweave.registry import Problem, Registry
+from toolweave.registry import Problem, Registry, load_definitions
 from toolweave.run_views import decode_cursor, encode_cursor, run_detail, run_events, run_summary
 from toolweave.services.base import Service, WebhookRejected
 from toolweave.settings import Settings
 from toolweave.store import accounts as accounts_q
+from toolweave.store import definitions as registered_q
 from toolweave.store import generations as gens_q
 from toolweave.store import kv as kv_q
 from toolweave.store import runs as runs_q
@@ -97,6 +98,8 @@ class App:
         signing = settings.callback_signing_secret.encode() if settings.callback_signing_secret else self._secret()
         self.add_channel(CallbackChannel(self.http, signing, allow_private=settings.callback_allow_private_urls))
         self.definition_problems: list[Problem] = []
+        self._registered_seq = 0
+        """The last registration (``registered_jobs.seq``) this process has taken in."""
         self._build_services()
         self.reload_definitions()
         if settings.telegram_token:
@@ -143,12 +146,48 @@ class App:
         registry = Registry(service_check=self.catalog.check_tool)
         registry.add_tools(builtin_tool_definitions(self.settings.test_tools))
         paths = list(self.settings.definitions)
-        if self.registered_dir.is_dir():
-            paths.append(self.registered_dir)
         problems = registry.load(paths) if paths else []
         self.registry = registry
         self.definition_problems = problems
-        return problems
+        self._registered_seq = 0
+        self._import_registered_files()
+        self._apply_registered(self.store.read_sync(registered_q.since, 0))
+        return self.definition_problems
+
+    def _import_registered_files(self) -> None:
+        """Jobs registered through the API before they lived in the store were files under
+        ``$TOOLWEAVE_HOME/registered``: they are brought into the store (once; the same id and
+        version again is a no-op)."""
+        folder = self.settings.home / "registered"
+        if not folder.is_dir():
+            return
+        loaded, problems = load_definitions([folder])
+        self.definition_problems.extend(problems)
+        for defn in loaded:
+            if isinstance(defn, JobDefinition):
+                self.store.run_sync(registered_q.register, defn.job_id, defn.version, defn.dump(), time.time())
+
+    def _apply_registered(self, rows: list[Any]) -> None:
+        """Register jobs read from the store, in the order they were registered."""
+        for row in rows:
+            self._registered_seq = max(self._registered_seq, int(row.seq))
+            try:
+                defn = JobDefinition.model_validate(row.body)
+            except ValueError as exc:
+                self.definition_problems.append(Problem("store", f"registered job {row.job_id}", str(exc)))
+                continue
+            problems = self.registry.register(defn, file="store")
+            if problems:
+                log.warning("registered job %s version %s is refused now: %s", row.job_id, row.version,
+                            "; ".join(str(p) for p in problems))
+                self.definition_problems.extend(problems)
+
+    async def sync_definitions(self) -> None:
+        """Take in the jobs other processes registered since this one last looked (one indexed
+        read; the front ends call it before they answer with definitions)."""
+        rows = await self.store.read(registered_q.since, self._registered_seq)
+        if rows:
+            self._apply_registered(rows)
 
     async def aclose(self) -> None:
         for service in self.services.values():
@@ -173,11 +212,6 @@ class App:
 
     # --- definitions ---------------------------------------------------------------------------
 
-    @property
-    def registered_dir(self) -> Path:
-        """Where jobs registered through the API are kept (loaded with the definition folders)."""
-        return self.settings.home / "registered"
-
     def check_definition(self, raw: Any) -> tuple[JobDefinition | None, list[Problem]]:
         """Validate a posted job definition (a mapping) against the registry without registering it."""
         from toolweave.registry.loader import _build
@@ -197,19 +231,18 @@ class App:
                                   "registered with different content; change its version")]
         return defn, validate_job(defn, self.registry, file="")
 
-    def register_job(self, raw: Any) -> tuple[JobDefinition | None, list[Problem]]:
-        """Validate a job definition, register it and keep it under ``registered_dir``."""
-        import json
-
+    async def register_job(self, raw: Any) -> tuple[JobDefinition | None, list[Problem]]:
+        """Validate a job definition, keep it in the store (every process then knows it) and
+        register it here."""
+        await self.sync_definitions()
         defn, problems = self.check_definition(raw)
         if defn is None or problems:
             return defn, problems
-        problems = self.registry.register(defn, file="")
-        if problems:
-            return defn, problems
-        self.registered_dir.mkdir(parents=True, exist_ok=True)
-        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in f"{defn.job_id}@{defn.version}")
-        (self.registered_dir / f"{safe}.json").write_text(json.dumps(defn.dump(), indent=2), encoding="utf-8")
+        row = await self.store.tx(registered_q.register, defn.job_id, defn.version, defn.dump(), time.time())
+        if row.body != defn.dump():  # another process registered this version first, differently
+            return defn, [Problem(None, "version", f"job {defn.job_id!r} version {defn.version!r} is already "
+                                  "registered with different content; change its version")]
+        await self.sync_definitions()
         return defn, []
 
     def list_services(self) -> list[dict[str, Any]]:
@@ -288,6 +321,7 @@ class App:
         the account. Raises ``UnknownDefinition``, ``InputError`` (every bad field at once) or
         ``MediaError``.
         """
+        await self.sync_definitions()
         job = self.job_for(target_id, version)
         request = await self._request(
             job, inputs, account_id, coerce_text=coerce_text, allow_local_paths=allow_local_paths, origin=origin,

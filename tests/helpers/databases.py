@@ -16,7 +16,7 @@ import pytest
 DEFAULT_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"
 TABLES = (
     "tasks", "events", "notifications", "webhook_receipts", "generations", "step_runs", "runs",
-    "snapshots", "artifacts", "api_keys", "account_links", "accounts", "kv",
+    "snapshots", "artifacts", "api_keys", "account_links", "accounts", "kv", "registered_jobs",
 )
 
 

@@ -23,7 +23,13 @@ from toolweave.app import UnknownDefinition
 from toolweave.model.definitions import JobDefinition, ToolDefinition
 from toolweave.registry import Problem
 
-router = APIRouter(prefix="/api/v1", dependencies=[Depends(require_caller)])
+
+async def fresh_definitions(request: Request) -> None:
+    """Take in jobs another process registered before answering with definitions."""
+    await tw(request).sync_definitions()
+
+
+router = APIRouter(prefix="/api/v1", dependencies=[Depends(require_caller), Depends(fresh_definitions)])
 
 _Version = Annotated[str | None, Query(min_length=1, max_length=64, description="A version (default: the latest)")]
 
@@ -152,9 +158,9 @@ async def validate_job(request: Request, definition: dict[str, Any] = _DEFINITIO
 async def register_job(
     request: Request, definition: dict[str, Any] = _DEFINITION_BODY, caller: Caller = Depends(require_admin)
 ) -> dict[str, Any]:
-    """Register a job (admin key only). It is kept under the server's data folder and loaded again
-    at start-up. Registering the same id and version again with the same content is a no-op."""
-    defn, problems = tw(request).register_job(definition)
+    """Register a job (admin key only). It is kept in the store, so every server sharing it knows
+    the job at once. Registering the same id and version again with the same content is a no-op."""
+    defn, problems = await tw(request).register_job(definition)
     if problems or not isinstance(defn, JobDefinition):
         from toolweave.api.problems import FieldError
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from markdown_it import MarkdownIt
@@ -40,12 +40,13 @@ from toolweave.api.auth import (
     tw,
 )
 from toolweave.api.problems import ApiProblem
+from toolweave.api.routes_definitions import fresh_definitions
 from toolweave.app import MediaError, NotFound, UnknownDefinition
 from toolweave.inputs import InputError
 from toolweave.model.definitions import InputParam, JobDefinition, ParamType, ToolDefinition
 from toolweave.model.status import RunStatus
 
-router = APIRouter(include_in_schema=False)
+router = APIRouter(include_in_schema=False, dependencies=[Depends(fresh_definitions)])
 templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 
 LOGIN_CSRF_TTL = 3600

@@ -233,6 +233,18 @@ class PlatformHints(_Model):
 
 
 COMMAND_NAME_RE = re.compile(r"^[a-z0-9_]{1,32}$")
+ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,199}$")
+"""Tool, job and step ids: they name files, URL paths and CEL fields, so no path characters."""
+
+
+def _check_id(value: str) -> str:
+    if not isinstance(value, str) or not ID_RE.match(value):
+        shown = value if len(str(value)) <= 80 else str(value)[:77] + "..."
+        raise ValueError(
+            f"the id {shown!r} may use only letters, digits, '_', '-' and '.', must start with a letter or "
+            "digit and be at most 200 characters"
+        )
+    return value
 
 
 def derive_command_name(display_name: str) -> str:
@@ -243,6 +255,7 @@ def derive_command_name(display_name: str) -> str:
 
 class ToolDefinition(_Model):
     tool_id: str = Field(min_length=1)
+    _check_tool_id = field_validator("tool_id")(_check_id)
     service: str = Field(min_length=1)
     display_name: str = ""
     command_name: str | None = None
@@ -351,6 +364,7 @@ class InputMapping(_Model):
 
 class Step(_Model):
     step_id: str = Field(min_length=1)
+    _check_step_id = field_validator("step_id")(_check_id)
     tool_id: str | None = None
     job_id: str | None = None
     input_mappings: list[InputMapping] = Field(default_factory=list)
@@ -375,6 +389,7 @@ class Step(_Model):
 
 class JobDefinition(_Model):
     job_id: str = Field(min_length=1)
+    _check_job_id = field_validator("job_id")(_check_id)
     display_name: str = ""
     command_name: str | None = None
     description: str = ""

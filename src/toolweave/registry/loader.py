@@ -4,6 +4,9 @@
 - A file holds one definition (a mapping) or a list of them.
 - A mapping with ``toolId`` is a tool, one with ``jobId`` a job.
 - JSON may carry ``//`` and ``/* */`` comments and trailing commas (as the seed's example does).
+- YAML aliases may not expand the document past ``MAX_EXPANDED_NODES`` values, nor refer to
+  themselves: a few hundred bytes of nested aliases (a "billion laughs") would otherwise become
+  gigabytes once validated, printed or stored.
 
 Problems (unreadable files, syntax errors, fields that do not fit the models) are collected, each with
 its file and a JSON path; cross-references are checked later by ``toolweave.registry.validate``.
@@ -36,6 +39,9 @@ from toolweave.model.definitions import (
 from toolweave.registry.problems import Problem, join_path
 
 SUFFIXES = (".yaml", ".yml", ".json")
+MAX_EXPANDED_NODES = 100_000
+"""The most values (scalars, lists, mappings, with every alias counted as the copy it stands for)
+one YAML document may expand to; a large workflow definition has a few thousand."""
 Definition = ToolDefinition | JobDefinition
 
 _MODELS: tuple[type[BaseModel], ...] = (
@@ -135,8 +141,61 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return out
 
 
+class _AliasBomb(ValueError):
+    pass
+
+
+def _check_expansion(root: yaml.Node) -> None:
+    """Count the values ``root`` stands for with every alias expanded (each distinct node once,
+    without building anything); raise ``_AliasBomb`` past ``MAX_EXPANDED_NODES`` or on an alias
+    inside its own anchor."""
+    sizes: dict[int, int] = {}
+    open_nodes: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        key = id(node)
+        children: list[yaml.Node] = []
+        if isinstance(node, yaml.SequenceNode):
+            children = list(node.value)
+        elif isinstance(node, yaml.MappingNode):
+            children = [part for pair in node.value for part in pair]
+        if children_done:
+            open_nodes.discard(key)
+            sizes[key] = 1 + sum(sizes[id(child)] for child in children)
+            if sizes[key] > MAX_EXPANDED_NODES:
+                raise _AliasBomb(
+                    f"its aliases expand to more than {MAX_EXPANDED_NODES:,} values (an alias bomb?); "
+                    "write the repeated parts out, or use fewer levels of aliases"
+                )
+            continue
+        if key in sizes:
+            continue
+        if key in open_nodes:
+            line = node.start_mark.line + 1 if node.start_mark is not None else "?"
+            raise _AliasBomb(f"an alias refers to the anchor that contains it (line {line})")
+        open_nodes.add(key)
+        stack.append((node, True))
+        stack.extend((child, False) for child in children if id(child) not in sizes)
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """``yaml.safe_load`` with the alias expansion checked before anything is built."""
+
+    def construct_document(self, node: yaml.Node) -> Any:
+        _check_expansion(node)
+        return super().construct_document(node)
+
+
 def parse_text(text: str, suffix: str) -> Any:
     """Parse a file's text by its suffix; raise ``ValueError`` with a plain sentence."""
+    try:
+        return _parse(text, suffix)
+    except RecursionError:
+        raise ValueError("is nested too deeply to read") from None
+
+
+def _parse(text: str, suffix: str) -> Any:
     if suffix == ".json":
         try:
             return json.loads(strip_json_comments(text), object_pairs_hook=_no_duplicates)
@@ -147,7 +206,9 @@ def parse_text(text: str, suffix: str) -> Any:
                 f"is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
             ) from None
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_BoundedLoader)  # a SafeLoader, with the expansion bounded
+    except _AliasBomb as exc:
+        raise ValueError(f"cannot be read: {exc}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         problem = getattr(exc, "problem", None) or "syntax error"
@@ -298,6 +359,7 @@ def load_definitions(paths: Iterable[Path]) -> tuple[list[Definition], list[Prob
 
 
 __all__ = [
+    "MAX_EXPANDED_NODES",
     "SUFFIXES",
     "Definition",
     "LoadResult",

@@ -292,6 +292,21 @@ webhook_receipts = sa.Table(
 )
 """Webhook deliveries already applied (deduplication)."""
 
+registered_jobs = sa.Table(
+    "registered_jobs",
+    metadata,
+    sa.Column("seq", TASK_ID, primary_key=True, autoincrement=True),
+    sa.Column("job_id", sa.String(200), nullable=False),
+    sa.Column("version", sa.String(64), nullable=False),
+    sa.Column("body", JSON, nullable=False),
+    sa.Column("registered_at", sa.Float, nullable=False),
+    sa.UniqueConstraint("job_id", "version"),
+    sqlite_autoincrement=True,
+)
+"""Jobs registered through the API, in the order they came (``seq``): every process reads what it
+has not seen yet before it answers with definitions, so a job registered through one server is
+known to all of them at once (migration 0006)."""
+
 kv = sa.Table(
     "kv",
     metadata,
