@@ -43,8 +43,8 @@ class DecimalText(TypeDecorator[Decimal]):
 
 
 JSON = sa.JSON().with_variant(JSONB(), "postgresql")
-TASK_ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
-"""SQLite's AUTOINCREMENT needs the column to be exactly ``INTEGER`` (the rowid)."""
+SERIAL_ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+"""A never-reused 64-bit id (SQLite's AUTOINCREMENT needs the column to be exactly ``INTEGER``, the rowid)."""
 
 
 def _check(column: str, enum: type[StrEnum]) -> sa.CheckConstraint:
@@ -208,7 +208,7 @@ sa.Index(
 tasks = sa.Table(
     "tasks",
     metadata,
-    sa.Column("task_id", TASK_ID, primary_key=True, autoincrement=True),
+    sa.Column("task_id", SERIAL_ID, primary_key=True, autoincrement=True),
     sa.Column("kind", sa.String(16), nullable=False),
     sa.Column("run_id", sa.String(40)),
     sa.Column("ref_id", sa.String(40)),
@@ -295,7 +295,7 @@ webhook_receipts = sa.Table(
 registered_jobs = sa.Table(
     "registered_jobs",
     metadata,
-    sa.Column("seq", TASK_ID, primary_key=True, autoincrement=True),
+    sa.Column("seq", SERIAL_ID, primary_key=True, autoincrement=True),
     sa.Column("job_id", sa.String(200), nullable=False),
     sa.Column("version", sa.String(64), nullable=False),
     sa.Column("body", JSON, nullable=False),
