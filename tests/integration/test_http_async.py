@@ -362,7 +362,7 @@ async def test_hf_text_to_image_answers_the_image_itself(polled: World) -> None:
 
 async def test_hf_loading_model_is_retried_after_its_estimate(polled: World) -> None:
     app, hf = polled.app, polled.hf
-    app.register_job({
+    _, problems = await app.register_job({
         "jobId": "patient", "inputSchema": {"prompt": {"type": "text", "required": True}},
         "outputSchema": {"image": {"type": "image", "sourceStepId": "draw", "sourceOutputName": "image"}},
         "steps": [{"stepId": "draw", "toolId": "hf.flux-schnell",
@@ -371,6 +371,7 @@ async def test_hf_loading_model_is_retried_after_its_estimate(polled: World) -> 
                                      {"value": 256, "targetInputName": "width"},
                                      {"value": 256, "targetInputName": "height"}]}],
     })
+    assert problems == []
     hf.loading = 1
     started = time.monotonic()
     run_id = await app.submit("patient", {"prompt": "violet"}, account_id="acme")
