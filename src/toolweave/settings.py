@@ -14,7 +14,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from toolweave.model.definitions import DEFAULT_GPU_RATES
+from toolweave.model.rates import DEFAULT_GPU_RATES
 
 
 @dataclass

@@ -13,9 +13,25 @@ from alembic.script import ScriptDirectory
 from tests.helpers.databases import admin_url, require_postgres
 
 from toolweave.store.db import Store
-from toolweave.store.migrate import config, current
+from toolweave.store.migrate import config, current, head_revision
 
 HEAD = ScriptDirectory.from_config(config()).get_current_head()
+
+
+def test_the_newest_revision_read_from_the_files_is_alembics_head() -> None:
+    """A store at this revision is opened without Alembic (``Store.upgrade``): it must be the head."""
+    assert head_revision() == HEAD
+
+
+def test_a_store_behind_the_newest_revision_is_upgraded_when_opened(tmp_path: Path) -> None:
+    store = Store(f"sqlite:///{tmp_path / 'old.db'}")
+    from toolweave.store.migrate import upgrade
+
+    upgrade(store.engine, "0002")
+    assert store._revision() == "0002"
+    store.upgrade()  # not at the head: Alembic runs
+    assert store._revision() == HEAD == current(store.engine)
+    store.close()
 
 
 def test_sqlite_store_is_created_at_the_newest_revision(tmp_path: Path) -> None:

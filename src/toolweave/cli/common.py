@@ -154,11 +154,15 @@ def open_app(definitions: list[Path] | None = None, **overrides: Any) -> App:
 
 def safe_url(url: str) -> str:
     """A database URL with its password hidden."""
-    try:
-        from sqlalchemy.engine import make_url
+    from urllib.parse import urlsplit, urlunsplit
 
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:
+    try:
+        parts = urlsplit(url)
+        if parts.password is None:
+            return url
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+        return urlunsplit(parts._replace(netloc=netloc))
+    except ValueError:
         return url.split("@")[-1]
 
 

@@ -5,16 +5,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import typer
 from rich.table import Table
 from rich.text import Text
 
 from toolweave.cli.common import JSON_HELP, PATHS_OPTION_HELP, console, load_settings, print_json
-from toolweave.registry import DefinitionError, Problem, Registry
-from toolweave.registry.describe import job_dag_lines, param_line, tool_lines
 from toolweave.settings import Settings
+
+if TYPE_CHECKING:  # loaded by the commands that use them: `toolweave --help` must stay fast
+    from toolweave.registry import Problem, Registry
 
 T = TypeVar("T")
 
@@ -24,6 +25,8 @@ jobs_app = typer.Typer(no_args_is_help=True, help="Job definitions.")
 
 def _add_builtins(registry: Registry, settings: Settings | None) -> None:
     """Register the builtin tools, so that job files may use them (``image.resize`` ...)."""
+    from toolweave.registry import DefinitionError
+
     try:
         from toolweave.services.builtin import builtin_tool_definitions
     except ImportError:
@@ -38,6 +41,7 @@ def _add_builtins(registry: Registry, settings: Settings | None) -> None:
 def _registry(settings: Settings) -> Registry:
     """A registry that checks what a tool's service needs (known, configured, its metadata), with
     the builtin tools registered."""
+    from toolweave.registry import Registry
     from toolweave.services.catalog import ServiceCatalog
 
     registry = Registry(service_check=ServiceCatalog(settings).check_tool)
@@ -187,6 +191,8 @@ def _check_workflows(
                 else workflow_problems(tool, info.with_fallback(ObjectInfo.comfydeploy_nodes())
                                        if tool.service == "comfydeploy" else info)
             for path, message in found:
+                from toolweave.registry import Problem
+
                 problems.append(Problem(entry.file, f"{entry.pointer}.{path}" if entry.pointer else path, message))
                 refused.add(index)
     return refused, problems
@@ -232,6 +238,8 @@ def tools_show(
     if json_output:
         print_json(tool.dump())
         return
+    from toolweave.registry.describe import tool_lines
+
     console.print(Text(f"{tool.tool_id} v{tool.version} — {tool.display_name}", style="bold"))
     for line in tool_lines(tool):
         console.print(Text(line), soft_wrap=True)
@@ -312,6 +320,8 @@ def jobs_show(
     paths: list[Path] | None = typer.Option(None, "--definitions", "-d", help=PATHS_OPTION_HELP),
 ) -> None:
     """Show one job: its inputs, and its steps drawn as a graph."""
+    from toolweave.registry.describe import job_dag_lines, param_line
+
     registry, job = _lookup(paths, lambda r: r.job(job_id, version))
     if json_output:
         print_json({**job.dump(), "order": registry.topological_order(job)})

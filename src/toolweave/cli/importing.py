@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any, cast
 
 import typer
-import yaml
 from rich.text import Text
 
 from toolweave.cli.common import console, err_console, load_settings
@@ -18,18 +17,18 @@ import_app = typer.Typer(no_args_is_help=True, help="Import workflows as tool de
 sync_app = typer.Typer(no_args_is_help=True, help="Refresh tool definitions from a backend account.")
 
 
-class _Dumper(yaml.SafeDumper):
-    """YAML as a person writes it: key order kept, multi-line text as blocks."""
-
-
-def _block_strings(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
-    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style="|" if "\n" in value else None)
-
-
-_Dumper.add_representer(str, _block_strings)
-
-
 def _yaml(data: Any) -> str:
+    """YAML as a person writes it: key order kept, multi-line text as blocks (PyYAML is loaded
+    here, not when the command line starts)."""
+    import yaml
+
+    class _Dumper(yaml.SafeDumper):
+        pass
+
+    def _block_strings(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
+        return dumper.represent_scalar("tag:yaml.org,2002:str", value, style="|" if "\n" in value else None)
+
+    _Dumper.add_representer(str, _block_strings)
     return yaml.dump(data, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=100)
 
 

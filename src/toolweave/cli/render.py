@@ -15,7 +15,6 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
-from toolweave.model.records import ArtifactRef
 from toolweave.model.status import RunStatus
 
 if TYPE_CHECKING:
@@ -191,6 +190,8 @@ def generations_table(run: dict[str, Any]) -> Table:
 
 def _artifact_values(value: Any) -> Iterator[tuple[str, dict[str, Any]]]:
     """(suffix, artifact value) for an output that is an artifact or a list of them."""
+    from toolweave.model.records import ArtifactRef
+
     if ArtifactRef.is_ref(value):
         yield "", value
     elif isinstance(value, list):
@@ -271,6 +272,8 @@ async def show(app: App, run: dict[str, Any], account: str, console: Console) ->
     if run.get("forkedFromRunId"):
         step = f" from step {run['forkedFromStep']}" if run.get("forkedFromStep") else ""
         console.print(Text(f"  forked from run {run['forkedFromRunId']}{step}"))
+    from toolweave.model.records import ArtifactRef
+
     inputs = run.get("jobInputs") or {}
     if inputs:
         console.print(Text("inputs", style="bold"))

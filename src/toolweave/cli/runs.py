@@ -32,7 +32,6 @@ from toolweave.cli.common import (
     run_main,
 )
 from toolweave.cli.render import event_line, output_files, render_progress, runs_table, show, summary
-from toolweave.inputs import InputError
 from toolweave.model.status import RunStatus
 
 if TYPE_CHECKING:
@@ -40,6 +39,9 @@ if TYPE_CHECKING:
     from toolweave.model.definitions import JobDefinition
 
 POLL_SECONDS = 0.2
+"""How often a followed run is read once it has been going a while."""
+FIRST_POLL_SECONDS = 0.005
+"""The first look again: a builtin tool's run ends within milliseconds (the wait doubles up to ``POLL_SECONDS``)."""
 LIVENESS_CHECK_SECONDS = 5.0
 
 runs_app = typer.Typer(no_args_is_help=True, help="Runs of tools and jobs.")
@@ -105,6 +107,7 @@ async def submit(app: App, target_id: str, pairs: list[str], account: str, versi
     """Submit a run of a tool or job (in ``version``, default the latest) from ``-i`` options;
     input problems become ``CliError`` (exit 4)."""
     from toolweave.app import MediaError, UnknownDefinition
+    from toolweave.inputs import InputError
 
     raw = parse_pairs(pairs)
     try:
@@ -130,6 +133,7 @@ async def retry_or_fork(
     """``runs retry``: in place without ``from_step`` and inputs, else a fork. Returns the run to
     follow and the event id to follow it from."""
     from toolweave.app import BadRequest, Conflict, MediaError, NotFound
+    from toolweave.inputs import InputError
 
     try:
         if from_step is None and not pairs:
@@ -243,6 +247,7 @@ async def follow(
     with _SigintCatcher() as sigint:
         await own.ensure(worker)
         next_check = time.monotonic() + LIVENESS_CHECK_SECONDS
+        pause = FIRST_POLL_SECONDS
         live: Live | None = None
         try:
             run = await app.get_run(run_id, account)
@@ -268,7 +273,8 @@ async def follow(
                     next_check = time.monotonic() + LIVENESS_CHECK_SECONDS
                     await own.ensure(worker)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(sigint.event.wait(), POLL_SECONDS)
+                    await asyncio.wait_for(sigint.event.wait(), pause)
+                pause = min(POLL_SECONDS, pause * 2)
                 if sigint.event.is_set():
                     raise Interrupted(run_id)
         finally:

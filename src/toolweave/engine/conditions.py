@@ -20,13 +20,14 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import celpy
-import lark
-from celpy import celtypes
-from celpy.celparser import CELParseError
-from celpy.evaluation import CELEvalError
+if TYPE_CHECKING:
+    import celpy
+    import lark
+
+# cel-python (and lark, its parser) are imported by the functions that use them: a process that
+# meets no condition (a CLI run of one tool) does not pay the 50 ms they take to load
 
 VARIABLES = frozenset({"job", "steps"})
 _MACROS = frozenset({"all", "exists", "exists_one", "map", "filter"})
@@ -57,11 +58,15 @@ class CompiledCondition:
 
 @functools.lru_cache(maxsize=1)
 def _environment() -> celpy.Environment:
+    import celpy
+
     return celpy.Environment()
 
 
 def _ident(tree: Any) -> str | None:
     """The identifier of ``member -> primary -> ident``, if ``tree`` is exactly that."""
+    import lark
+
     if isinstance(tree, lark.Tree) and tree.data == "member" and len(tree.children) == 1:
         primary = tree.children[0]
         if isinstance(primary, lark.Tree) and primary.data == "primary" and len(primary.children) == 1:
@@ -73,6 +78,8 @@ def _ident(tree: Any) -> str | None:
 
 def _string_literal(tree: Any) -> str | None:
     """The value of an expression that is just a string literal, else None."""
+    import lark
+
     node = tree
     while isinstance(node, lark.Tree) and len(node.children) == 1 and node.data != "literal":
         node = node.children[0]
@@ -86,6 +93,8 @@ def _string_literal(tree: Any) -> str | None:
 def _analyse(ast: lark.Tree[Any], expr: str) -> tuple[frozenset[str], bool, frozenset[str], bool]:
     """Check the free variables and collect what is read: ``(step ids, steps read dynamically, job
     input names, job read dynamically)``."""
+    import lark
+
     bound: set[str] = set()
     for node in ast.iter_subtrees():
         if node.data == "member_dot_arg" and len(node.children) >= 3 and str(node.children[1]) in _MACROS:
@@ -145,6 +154,8 @@ def compile_condition(expr: str) -> CompiledCondition:
 
 @functools.lru_cache(maxsize=2048)
 def _compile(expr: str) -> CompiledCondition:
+    from celpy.celparser import CELParseError
+
     env = _environment()
     try:
         ast = env.compile(expr)
@@ -165,6 +176,8 @@ def _compile(expr: str) -> CompiledCondition:
 
 def to_cel(value: Any) -> Any:
     """Convert plain data (dicts, lists, text, numbers, booleans, null, Decimal) to CEL values."""
+    from celpy import celtypes
+
     if value is None:
         return None
     if isinstance(value, bool):
@@ -194,6 +207,9 @@ def evaluate_condition(
     compiled: CompiledCondition, *, job: Mapping[str, Any], steps: Mapping[str, Mapping[str, Any]]
 ) -> bool:
     """Evaluate a compiled condition; raise ``ConditionError`` naming the expression on any error."""
+    from celpy import celtypes
+    from celpy.evaluation import CELEvalError
+
     if compiled.dynamic_steps:
         visible: Mapping[str, Any] = steps
     else:

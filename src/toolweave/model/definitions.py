@@ -154,16 +154,6 @@ class RateSource(StrEnum):
     USAGE = "usage"
 
 
-DEFAULT_GPU_RATES: dict[str, Decimal] = {
-    "CPU": Decimal("0.0000520"),
-    "T4": Decimal("0.00018"),
-    "L4": Decimal("0.00032"),
-    "A10G": Decimal("0.000337"),
-    "L40S": Decimal("0.000596"),
-    "A100": Decimal("0.00114"),
-    "A100-80GB": Decimal("0.001708"),
-    "H100": Decimal("0.002338"),
-}
 """USD per second by machine class (the predecessor's rates); settings may override them."""
 
 

@@ -4,8 +4,8 @@ All database work is plain SQL inside *transaction functions* ``fn(tx, *args)``;
 ``await store.tx(fn, ...)`` runs one such function as one transaction on a DB-API connection.
 SQLite (WAL) transactions run inline on the event loop's thread on one held connection
 (``BEGIN IMMEDIATE`` for writers, ``BEGIN`` for readers); PostgreSQL transactions run on a pool
-of threads and connections sized to the worker's slots. SQLAlchemy provides the engines, the
-connection pools and the schema (migrations run through Alembic).
+of threads sized to the worker's slots, each with a connection of its own (``_Connections``).
+SQLAlchemy provides the schema and, through Alembic, the migrations; it is not loaded otherwise.
 
 Wake-ups: a transaction that enqueues work calls ``tx.wake()``. On PostgreSQL that becomes a
 ``NOTIFY`` delivered at commit to every listening process; on SQLite an in-process signal is set
@@ -19,6 +19,7 @@ import contextlib
 import functools
 import json
 import re
+import sqlite3
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -28,8 +29,6 @@ from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
 import orjson
-import sqlalchemy as sa
-from sqlalchemy import event
 
 from toolweave.store.wake import Wakeups
 
@@ -72,11 +71,13 @@ class Tx:
     decoded.
     """
 
-    __slots__ = ("committed", "cursor", "deferred", "dialect", "woken")
+    __slots__ = ("committed", "cursor", "deferred", "dialect", "statements", "woken")
 
     def __init__(self, cursor: Any, dialect: str) -> None:
         self.cursor = cursor
         self.dialect = dialect
+        self.statements = 0
+        """Statements that have run (a transaction that failed at 0 never began)."""
         self.woken = False
         self.deferred: dict[str, list[Mapping[str, Any]]] = {}
         self.committed: list[Callable[[], None]] = []
@@ -100,11 +101,13 @@ class Tx:
     def q(self, sql: str, params: Mapping[str, Any] | None = None) -> Any:
         cur = self.cursor
         cur.execute(_sql_for(sql, self.dialect), _encode(params) if params else {})
+        self.statements += 1
         return cur
 
     def many(self, sql: str, rows: Sequence[Mapping[str, Any]]) -> None:
         if rows:
             self.cursor.executemany(_sql_for(sql, self.dialect), [_encode(r) for r in rows])
+            self.statements += 1
 
     def all(self, sql: str, params: Mapping[str, Any] | None = None) -> list[Row]:
         cur = self.q(sql, params)
@@ -226,6 +229,7 @@ def _decode(names: tuple[str, ...], decoders: _Decoders, values: Any) -> Row:
 
 
 def normalise_url(url: str) -> str:
+    """The SQLAlchemy URL of a store (``postgresql+psycopg://`` or ``sqlite:///``)."""
     if url.startswith("postgres://"):
         url = "postgresql://" + url[len("postgres://") :]
     if url.startswith("postgresql://"):
@@ -233,38 +237,98 @@ def normalise_url(url: str) -> str:
     return url
 
 
+class _Connections:
+    """The DB-API connections of a store, one per thread that runs transactions, kept open.
+
+    SQLAlchemy's pool (a checkout, a reset and, for PostgreSQL, a pre-ping round trip per
+    transaction) cost more than a step's statements, and importing it cost a CLI command a
+    sixth of its time; SQLAlchemy is loaded only for migrations (``Store.engine``)."""
+
+    def __init__(self, dialect: str, target: str) -> None:
+        self.dialect = dialect
+        self.target = target
+        """The SQLite file (or ``:memory:``), or the PostgreSQL connection string."""
+        self._local = threading.local()
+        self._all: list[Any] = []
+        self._lock = threading.Lock()
+
+    def get(self) -> Any:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None and self.dialect == "postgresql" and (conn.closed or conn.broken):
+            self.drop(conn)
+            conn = None
+        if conn is None:
+            conn = self._connect()
+            self._local.conn = conn
+            with self._lock:
+                self._all.append(conn)
+        return conn
+
+    def _connect(self) -> Any:
+        if self.dialect == "sqlite":
+            conn = sqlite3.connect(self.target, check_same_thread=False, timeout=30, isolation_level=None)
+            _sqlite_connect(conn, None)
+            return conn
+        import psycopg
+
+        return psycopg.connect(self.target, autocommit=False)
+
+    def drop(self, conn: Any) -> None:
+        """Forget a connection that failed (the next transaction on this thread opens a new one)."""
+        if getattr(self._local, "conn", None) is conn:
+            self._local.conn = None
+        with self._lock:
+            if conn in self._all:
+                self._all.remove(conn)
+        with contextlib.suppress(Exception):
+            conn.close()
+
+    def close(self) -> None:
+        with self._lock:
+            conns, self._all = self._all, []
+        for conn in conns:
+            with contextlib.suppress(Exception):
+                conn.close()
+        self._local = threading.local()
+
+
 class Store:
     def __init__(self, url: str, *, pool_size: int = 4, inline: bool | None = None) -> None:
         self.url = normalise_url(url)
         self.dialect = "postgresql" if self.url.startswith("postgresql") else "sqlite"
         self.inline = self.dialect == "sqlite" if inline is None else inline
-        self._held: sa.Connection | None = None
         self._owner_thread = threading.get_ident()
         self._wake_event: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._listener: threading.Thread | None = None
         self._closing = threading.Event()
         self._wakeups: Wakeups | None = None
+        self._engine: Any = None
         if self.dialect == "sqlite":
             path = self.url.split("///", 1)[-1]
             if path and path != ":memory:":
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
                 self._wakeups = Wakeups(path)
-            self.engine = sa.create_engine(
-                self.url,
-                connect_args={"check_same_thread": False, "timeout": 30},
-                poolclass=sa.pool.SingletonThreadPool if path == ":memory:" else sa.pool.QueuePool,
-                pool_size=1,
-                max_overflow=4,
-            )
-            event.listen(self.engine, "connect", _sqlite_connect)
-            event.listen(self.engine, "begin", _sqlite_begin)  # SQLAlchemy's own transactions (migrations)
+            self._connections = _Connections("sqlite", path or ":memory:")
             self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="toolweave-db")
         else:
-            self.engine = sa.create_engine(
-                self.url, pool_size=pool_size, max_overflow=2, pool_pre_ping=True
-            )
+            self.dsn = "postgresql://" + self.url.split("://", 1)[1]
+            self._connections = _Connections("postgresql", self.dsn)
             self._executor = ThreadPoolExecutor(max_workers=pool_size, thread_name_prefix="toolweave-db")
+
+    @property
+    def engine(self) -> Any:
+        """A SQLAlchemy engine on this store, made on first use: for migrations and tools, not
+        for the transactions (which run on ``_Connections``)."""
+        if self._engine is None:
+            import sqlalchemy as sa
+            from sqlalchemy import event
+
+            self._engine = sa.create_engine(self.url, poolclass=sa.pool.NullPool)
+            if self.dialect == "sqlite":
+                event.listen(self._engine, "connect", _sqlite_connect)
+                event.listen(self._engine, "begin", _sqlite_begin)  # SQLAlchemy's own transactions
+        return self._engine
 
     # --- transactions --------------------------------------------------------------------------
 
@@ -278,10 +342,16 @@ class Store:
         return self._run(fn, args, readonly=True)
 
     def _run(self, fn: Callable[..., T], args: tuple[Any, ...], *, readonly: bool) -> T:
-        if self.inline and threading.get_ident() == self._owner_thread:
-            return self._run_on(self._held_connection(), fn, args, readonly)
-        with self.engine.connect() as conn:
-            return self._run_on(conn.connection.dbapi_connection, fn, args, readonly)
+        try:
+            return self._run_on(self._connections.get(), fn, args, readonly)
+        except _NeverBegan as lost:
+            # the server went away (restarted, or a network cut) since this connection was last
+            # used, and the transaction failed at its first statement: it never began, so it runs
+            # once more on a new connection
+            try:
+                return self._run_on(self._connections.get(), fn, args, readonly)
+            except _NeverBegan as again:
+                raise again.__cause__ or lost.__cause__ or again from None
 
     def _run_on(self, dbapi: Any, fn: Callable[..., T], args: tuple[Any, ...], readonly: bool) -> T:
         """One transaction straight on the DB-API connection: SQLAlchemy's transaction machinery
@@ -298,6 +368,14 @@ class Store:
             result = fn(tx, *args)
             tx.flush_deferred()
             dbapi.commit()
+        except Exception as exc:
+            with contextlib.suppress(Exception):
+                dbapi.rollback()
+            if _connection_lost(dbapi, exc):
+                self._connections.drop(dbapi)
+                if tx.statements == 0:
+                    raise _NeverBegan from exc
+            raise
         except BaseException:
             with contextlib.suppress(Exception):
                 dbapi.rollback()
@@ -311,12 +389,6 @@ class Store:
             if self._wakeups is not None:
                 self._wakeups.notify()
         return result
-
-    def _held_connection(self) -> Any:
-        """Inline (SQLite) transactions reuse one connection instead of a pool checkout each."""
-        if self._held is None or self._held.closed:
-            self._held = self.engine.connect()
-        return self._held.connection.dbapi_connection
 
     async def read(self, fn: Callable[..., T], *args: Any) -> T:
         """Like ``tx``, for a transaction that only reads (see ``read_sync``)."""
@@ -379,10 +451,9 @@ class Store:
         def listen() -> None:
             import psycopg
 
-            dsn = self.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
             while not self._closing.is_set():
                 try:
-                    with psycopg.connect(dsn, autocommit=True) as conn:
+                    with psycopg.connect(self.dsn, autocommit=True) as conn:
                         conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
                         while not self._closing.is_set():
                             for _ in conn.notifies(timeout=1.0, stop_after=1):
@@ -396,24 +467,46 @@ class Store:
     # --- life cycle ----------------------------------------------------------------------------
 
     def upgrade(self) -> None:
-        """Bring the schema to the newest migration."""
-        from toolweave.store.migrate import upgrade
+        """Bring the schema to the newest migration (Alembic is loaded only when the store is not
+        at the newest revision already)."""
+        from toolweave.store.migrate import head_revision, upgrade
 
+        head = head_revision()
+        if head is not None and self._revision() == head:
+            return
         upgrade(self.engine)
         _ROW_PLANS.clear()
+
+    def _revision(self) -> str | None:
+        """The store's schema revision, read without Alembic (None when it has none yet)."""
+        try:
+            row = self.read_sync(lambda tx: tx.one("SELECT version_num FROM alembic_version"))
+        except Exception:  # no such table yet
+            return None
+        return None if row is None else str(row.version_num)
 
     def close(self) -> None:
         if self._wakeups is not None:
             self._wakeups.close(self._loop)
-        if self._held is not None:
-            self._held.close()
-            self._held = None
         self._closing.set()
         self._executor.shutdown(wait=True)
-        self.engine.dispose()
+        self._connections.close()
+        if self._engine is not None:
+            self._engine.dispose()
 
 
-def _sqlite_begin(conn: sa.Connection) -> None:
+class _NeverBegan(Exception):
+    """A transaction whose connection was found dead at its first statement (``__cause__``)."""
+
+
+def _connection_lost(conn: Any, exc: BaseException) -> bool:
+    """Whether a PostgreSQL transaction failed because its connection is gone."""
+    if getattr(conn, "broken", False):
+        return True
+    return type(exc).__name__ in ("OperationalError", "InterfaceError") and bool(getattr(conn, "closed", False))
+
+
+def _sqlite_begin(conn: Any) -> None:
     conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
