@@ -48,6 +48,7 @@ from toolweave.store import runs as runs_q
 from toolweave.store import stats as stats_q
 from toolweave.store.db import Store
 from toolweave.store.ids import new_id
+from toolweave.watching import EventHub
 
 log = logging.getLogger("toolweave")
 
@@ -90,6 +91,7 @@ class App:
         self.http = httpx.AsyncClient(timeout=settings.http_timeout_seconds)
         self.engine = Engine(rates=settings.machine_rates, secret=self._secret(), lease_seconds=settings.lease_seconds)
         self.host = EngineHost(self)
+        self.event_hub = EventHub(self.store)
         self.services: dict[str, Service] = {}
         self.registry = Registry()
         self.notifier = Notifier(self.store, {})
@@ -572,28 +574,13 @@ class App:
         found: list[dict[str, Any]] = await self.store.read(run_events, run_id, account_id, after)
         return found
 
-    async def watch(
-        self, run_id: str, account_id: str | None = None, after: int = 0, interval: float = 0.25
-    ) -> AsyncIterator[dict[str, Any]]:
-        """Events of a run as they are appended, from ``after``; ends after the run's final event."""
-        last = after
-        while True:
-            batch = await self.events(run_id, account_id, last)
-            for item in batch:
-                last = item["id"]
-                yield item
-            if any(e["type"] in _FINAL_EVENTS for e in batch):
-                run = await self.get_run(run_id, account_id)
-                if RunStatus(run["status"]).terminal:
-                    return
-            if not batch:
-                run = await self.get_run(run_id, account_id)
-                if RunStatus(run["status"]).terminal:
-                    rest = await self.events(run_id, account_id, last)
-                    for item in rest:
-                        yield item
-                    return
-                await asyncio.sleep(interval)
+    async def watch(self, run_id: str, account_id: str | None = None, after: int = 0) -> AsyncIterator[dict[str, Any]]:
+        """Events of a run as they are appended, from ``after``; ends after the run's final event.
+        NotFound (at the first step) for an unknown run or another account's. Every watcher of
+        this process shares one reader of the store (``watching.EventHub``)."""
+        backlog = await self.events(run_id, account_id, after)
+        async for item in self.event_hub.follow(run_id, after, backlog):
+            yield item
 
     async def wait(self, run_id: str, timeout: float = 300.0, interval: float = 0.1) -> dict[str, Any]:
         deadline = time.time() + timeout
@@ -793,7 +780,6 @@ class App:
         return result
 
 
-_FINAL_EVENTS = {f"run.{s.value}" for s in RunStatus if s.terminal}
 
 
 def _read_local(text: str) -> bytes:

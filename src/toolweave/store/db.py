@@ -71,13 +71,15 @@ class Tx:
     decoded.
     """
 
-    __slots__ = ("committed", "cursor", "deferred", "dialect", "statements", "woken")
+    __slots__ = ("committed", "cursor", "deferred", "dialect", "event_runs", "statements", "woken")
 
     def __init__(self, cursor: Any, dialect: str) -> None:
         self.cursor = cursor
         self.dialect = dialect
         self.statements = 0
         """Statements that have run (a transaction that failed at 0 never began)."""
+        self.event_runs: set[str] = set()
+        """Runs this transaction appends events to (``Store.on_events`` hears of them at commit)."""
         self.woken = False
         self.deferred: dict[str, list[Mapping[str, Any]]] = {}
         self.committed: list[Callable[[], None]] = []
@@ -304,6 +306,7 @@ class Store:
         self._closing = threading.Event()
         self._wakeups: Wakeups | None = None
         self._engine: Any = None
+        self._event_listeners: list[Callable[[set[str]], None]] = []
         if self.dialect == "sqlite":
             path = self.url.split("///", 1)[-1]
             if path and path != ":memory:":
@@ -384,6 +387,9 @@ class Store:
             cursor.close()
         for callback in tx.committed:
             callback()
+        if tx.event_runs:
+            for listener in self._event_listeners:
+                listener(tx.event_runs)
         if tx.woken:
             self._signal()
             if self._wakeups is not None:
@@ -410,6 +416,11 @@ class Store:
         return await loop.run_in_executor(self._executor, run, fn, *args)
 
     # --- wake-ups ------------------------------------------------------------------------------
+
+    def on_events(self, listener: Callable[[set[str]], None]) -> None:
+        """Call ``listener(run_ids)`` after each commit that appended events to those runs (on the
+        committing thread; ``watching.EventHub`` reads them at once)."""
+        self._event_listeners.append(listener)
 
     def _bind(self, loop: asyncio.AbstractEventLoop) -> None:
         if self._loop is not loop:

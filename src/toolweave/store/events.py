@@ -39,7 +39,9 @@ def append(tx: Tx, run_id: str, type_: str, now: float, *, step_id: str | None =
 
 def append_many(tx: Tx, rows: Sequence[Mapping[str, Any]]) -> None:
     """Rows of ``{run_id, type, step_id, data, created_at}``; written together at commit, in order."""
-    tx.defer(_INSERT, rows)
+    if rows:
+        tx.defer(_INSERT, rows)
+        tx.event_runs.update(r["run_id"] for r in rows)
 
 
 def since(tx: Tx, run_id: str, after: int = 0, limit: int = 1000) -> list[Event]:
