@@ -20,7 +20,7 @@ from starlette.formparsers import MultiPartException
 from toolweave.api import submit as submit_mod
 from toolweave.api.auth import Caller, require_caller, tw
 from toolweave.api.problems import ApiProblem, FieldError
-from toolweave.api.schemas import RetryRunRequest, RunDetail, RunPage
+from toolweave.api.schemas import BatchResult, RetryRunRequest, RunDetail, RunPage, SubmitBatchRequest
 from toolweave.api.sse import stream
 from toolweave.app import NotFound
 from toolweave.model.status import RunStatus
@@ -155,6 +155,44 @@ def _since(value: str | None) -> float | None:
 
         parsed = parsed.replace(tzinfo=UTC)
     return parsed.timestamp()
+
+
+@router.post(
+    "/runs/batch",
+    response_model=BatchResult,
+    summary="Submit many runs of one tool or job",
+    tags=["runs"],
+    responses={200: {"description": "One result per item, in order: its run, or why it was refused"}},
+)
+async def submit_batch(
+    request: Request, body: SubmitBatchRequest, caller: Caller = Depends(require_caller)
+) -> dict[str, Any]:
+    """One run per item, each with its own ``inputs`` and optional ``idempotencyKey`` (up to
+    1,000 items; stored 500 to a transaction). A bad item is refused with its reason and stops
+    nothing: the answer has one result per item, in order. An unknown tool or job refuses the
+    whole batch (404)."""
+    app = tw(request)
+    if (body.toolId is None) == (body.jobId is None):
+        raise ApiProblem(422, "give exactly one of toolId and jobId", kind="invalid-request",
+                         errors=[FieldError(field="toolId", message="give exactly one of toolId and jobId")])
+    results = await app.submit_many(
+        body.toolId or body.jobId or "", [item.inputs for item in body.items], account_id=caller.account_id,
+        idempotency_keys=[item.idempotencyKey for item in body.items], origin={"platform": "api"},
+        callback_url=body.callbackUrl, priority=body.priority, coerce_text=True, version=body.version,
+    )
+    items: list[dict[str, Any]] = []
+    for result in results:
+        if result.error is None:
+            items.append({"index": result.index, "jobRunId": result.run_id, "created": result.created})
+            continue
+        problems = getattr(result.error, "problems", [])
+        items.append({"index": result.index, "error": {
+            "status": 422, "title": "Unprocessable Content", "detail": str(result.error),
+            "errors": [{"field": f"items[{result.index}].inputs.{p.field}", "message": p.message} for p in problems],
+        }})
+    created = sum(1 for r in results if r.error is None and r.created)
+    refused = sum(1 for r in results if r.error is not None)
+    return {"items": items, "created": created, "existing": len(results) - created - refused, "refused": refused}
 
 
 @router.get("/runs", response_model=RunPage, summary="List runs", tags=["runs"])

@@ -108,14 +108,78 @@ class SubmitRunRequest(BaseModel):
     @field_validator("callbackUrl")
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        from urllib.parse import urlsplit
+        return _callback_url(value)
 
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError("must be an http(s) URL with a host")
-        return value
+
+def _callback_url(value: str | None) -> str | None:
+    if value is None:
+        return None
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("must be an http(s) URL with a host")
+    return value
+
+
+MAX_BATCH_ITEMS = 1000
+
+
+class BatchItem(BaseModel):
+    """One run of a batch: its inputs, and its own idempotency key."""
+
+    model_config = ConfigDict(extra="forbid")
+    inputs: dict[str, Any] = Field(default_factory=dict, description="Input values by name (see the input schema)")
+    idempotencyKey: str | None = Field(
+        default=None, min_length=1, max_length=200, json_schema_extra=_not_null,
+        description="Repeat this item safely: a key the account used before gives that run back",
+    )
+
+
+class SubmitBatchRequest(BaseModel):
+    """Many runs of one tool or job: exactly one of ``toolId`` and ``jobId``, and the items."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"oneOf": [{"required": ["toolId"]}, {"required": ["jobId"]}]},
+    )
+    toolId: str | None = Field(default=None, min_length=1, max_length=200, json_schema_extra=_not_null)
+    jobId: str | None = Field(default=None, min_length=1, max_length=200, json_schema_extra=_not_null)
+    version: str | None = Field(
+        default=None, min_length=1, max_length=64, json_schema_extra=_not_null,
+        description="The definition version every item runs (default: the latest)",
+    )
+    callbackUrl: str | None = Field(default=None, max_length=2000, description="Where each run's callback goes")
+    priority: int = Field(default=0, ge=-100, le=100)
+    items: list[BatchItem] = Field(min_length=1, max_length=MAX_BATCH_ITEMS)
+
+    @field_validator("callbackUrl")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        return _callback_url(value)
+
+
+class ItemProblem(BaseModel):
+    """Why one item of a batch was refused (RFC 9457 fields, as every error of the API)."""
+
+    status: int
+    title: str
+    detail: str
+    errors: list[dict[str, str]] = Field(default_factory=list, description="Every bad field: `field` and `message`")
+
+
+class BatchItemResult(BaseModel):
+    index: int = Field(description="The item's place in the request, from 0")
+    jobRunId: str | None = Field(default=None, description="Its run (absent when the item was refused)")
+    created: bool | None = Field(default=None, description="False when its idempotency key named an earlier run")
+    error: ItemProblem | None = Field(default=None, description="Why the item was refused (the others were not)")
+
+
+class BatchResult(BaseModel):
+    items: list[BatchItemResult]
+    created: int = Field(description="Items that made a new run")
+    existing: int = Field(description="Items whose idempotency key named an earlier run")
+    refused: int = Field(description="Items refused (each with its error)")
 
 
 class RetryRunRequest(BaseModel):
