@@ -25,7 +25,7 @@ async def test_a_batch_answers_each_item_and_a_bad_one_stops_nothing(server: Ser
         body = response.json()
         assert (body["created"], body["existing"], body["refused"]) == (23, 0, 2)
         assert [item["index"] for item in body["items"]] == list(range(25))
-        refused = {item["index"]: item["error"] for item in body["items"] if "error" in item and item["error"]}
+        refused = {item["index"]: item["error"] for item in body["items"] if item.get("error")}
         assert set(refused) == {3, 9}
         assert refused[3]["status"] == 422 and refused[3]["errors"][0]["field"] == "items[3].inputs.value"
         assert refused[9]["errors"][0]["field"] == "items[9].inputs.colour"

@@ -11,7 +11,19 @@ from __future__ import annotations
 
 import typer
 
-from toolweave.cli import db, definitions, demo, importing, keys, runs, serve, services, telegram, worker
+from toolweave.cli import (
+    cluster,
+    db,
+    definitions,
+    demo,
+    importing,
+    keys,
+    runs,
+    serve,
+    services,
+    telegram,
+    worker,
+)
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Run generative-AI tools and durable jobs.")
 
@@ -20,6 +32,7 @@ app.command("run")(runs.run_command)
 app.command("worker")(worker.worker_command)
 app.command("demo")(demo.demo_command)
 app.command("serve")(serve.serve)
+app.command("cluster")(cluster.cluster_command)
 app.command("telegram")(telegram.telegram_command)
 
 app.add_typer(definitions.tools_app, name="tools")

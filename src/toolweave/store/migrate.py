@@ -48,10 +48,10 @@ MIGRATION_LOCK = 7_466_011_870  # a PostgreSQL advisory lock key: one migration 
 
 
 def upgrade(engine: sa.Engine, revision: str = "head") -> None:
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # its INFO lines would fill every worker log
     import sqlalchemy as sa
     from alembic import command
 
-    logging.getLogger("alembic").setLevel(logging.WARNING)  # its INFO lines would fill every worker log
     if engine.dialect.name != "postgresql":
         command.upgrade(config(engine), revision)
         return
