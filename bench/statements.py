@@ -2,12 +2,14 @@
 
     python bench/statements.py --n 1000 --variant chain
     python bench/statements.py --n 1000 --variant fanout --wal
+    python bench/statements.py --n 1000 --variant chain --store postgres
 
-Submits N runs of a ``bench/engine.py`` job to a fresh SQLite store, then works them in this
-process (``Worker.run_until_idle``, 8 slots) with a timer around each statement the worker's
-transactions execute. ``--wal`` also reports the transactions and the WAL pages written per job
-(SQLite's automatic checkpoints off for the measurement). The times include what else the machine
-is doing; the counts do not.
+Submits N runs of a ``bench/engine.py`` job to a fresh store (SQLite, or a new PostgreSQL database),
+then works them in this process (``Worker.run_until_idle``, 8 slots) with a timer around each
+statement the worker's transactions execute. ``--wal`` (SQLite) also reports the WAL pages written
+per job (SQLite's automatic checkpoints off for the measurement). On PostgreSQL each statement is a
+round trip to the server, and the time around it includes that wait. The times include what else
+the machine is doing; the counts do not.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from engine import make_app
+from engine import create_pg_database, drop_pg_database, make_app
 
 from toolweave.store import db
 
@@ -58,7 +60,7 @@ class _TimedCursor:
         return getattr(self._cursor, name)
 
 
-async def work(variant: str, n: int, wal: bool) -> None:
+async def work(variant: str, n: int, wal: bool, url: str | None = None) -> None:
     home = Path(tempfile.mkdtemp(prefix="toolweave-statements-"))
     os.environ.setdefault("TOOLWEAVE_TEST_STATE", str(home / "state"))
     if wal:
@@ -69,7 +71,7 @@ async def work(variant: str, n: int, wal: bool) -> None:
             conn.execute("PRAGMA wal_autocheckpoint=0")
 
         db._sqlite_connect = connect
-    app = make_app(home, None)
+    app = make_app(home, url)
     for i in range(n):
         await app.submit(f"bench_{variant}", {"value": i}, account_id="bench")
     wal_file = next(iter(glob.glob(str(home / "**" / "*-wal"), recursive=True)), None)
@@ -102,6 +104,8 @@ async def work(variant: str, n: int, wal: bool) -> None:
     if wal and wal_file:
         pages = (_size(wal_file) - wal_before) / WAL_FRAME
         print(f"{transactions / n:.2f} transactions and {pages / n:.1f} WAL pages per job")
+    else:
+        print(f"{transactions / n:.2f} transactions per job")
     for key, total in totals.most_common():
         print(f"{total * 1e6 / n:8.1f} µs/job {counts[key] / n:6.2f}/job {total * 1e6 / counts[key]:7.1f} µs each  {key}")
     await app.aclose()
@@ -115,9 +119,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=1000)
     parser.add_argument("--variant", choices=["chain", "fanout"], default="chain")
-    parser.add_argument("--wal", action="store_true", help="also count transactions and WAL pages")
+    parser.add_argument("--wal", action="store_true", help="also count the WAL pages (SQLite)")
+    parser.add_argument("--store", choices=["sqlite", "postgres"], default="sqlite")
     args = parser.parse_args()
-    asyncio.run(work(args.variant, args.n, args.wal))
+    if args.store == "sqlite":
+        asyncio.run(work(args.variant, args.n, args.wal))
+        return
+    url, name = create_pg_database()
+    try:
+        asyncio.run(work(args.variant, args.n, False, url))
+    finally:
+        drop_pg_database(name)
 
 
 if __name__ == "__main__":
