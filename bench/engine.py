@@ -6,7 +6,8 @@
     python bench/engine.py --n 10000 --variant waiting --store sqlite --json
 
 - ``chain``: 3 steps of ``test.instant``, each output feeding the next.
-- ``fanout``: 1 → 4 parallel → 1.
+- ``fanout``: 1 → 4 parallel → 1; ``fanout32``, ``fanout256``: 1 → 32 (256) → 1, the wide ones
+  (``worker_cpu_ms_per_step`` compares them).
 - ``waiting``: one ``test.slow_async`` step that does not finish during the measurement: every run
   is parked on the backend (a generation row and a poll task), and the figure that matters is the
   worker's memory.
@@ -52,6 +53,13 @@ from toolweave.settings import Settings  # noqa: E402
 PG_ADMIN = os.environ.get("TOOLWEAVE_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 
 
+VARIANTS = ("chain", "fanout", "fanout32", "fanout256", "waiting")
+
+
+def steps_per_job(variant: str) -> int:
+    return len(job_for(variant).steps)
+
+
 def job_for(variant: str) -> JobDefinition:
     instant = "test.instant"
     if variant == "chain":
@@ -62,15 +70,16 @@ def job_for(variant: str) -> JobDefinition:
             {"stepId": "s3", "toolId": instant,
              "inputMappings": [{"sourceStepId": "s2", "sourceOutputName": "value", "targetInputName": "value"}]},
         ]
-    elif variant == "fanout":
+    elif variant.startswith("fanout"):
+        width = int(variant.removeprefix("fanout") or 4)
         steps = [{"stepId": "root", "toolId": instant, "inputMappings": [{"sourceJobInput": "value", "targetInputName": "value"}]}]
         steps += [
             {"stepId": f"b{i}", "toolId": instant,
              "inputMappings": [{"sourceStepId": "root", "sourceOutputName": "value", "targetInputName": "value"}]}
-            for i in range(4)
+            for i in range(width)
         ]
         steps.append(
-            {"stepId": "join", "toolId": instant, "dependencies": [f"b{i}" for i in range(4)],
+            {"stepId": "join", "toolId": instant, "dependencies": [f"b{i}" for i in range(width)],
              "inputMappings": [{"sourceStepId": "b0", "sourceOutputName": "value", "targetInputName": "value"}]}
         )
     else:
@@ -83,8 +92,7 @@ def job_for(variant: str) -> JobDefinition:
 
 def make_app(home: Path, url: str | None) -> App:
     app = App(Settings(home=home, database_url=url, test_tools=True))
-    problems = app.registry.register(job_for("chain")) + app.registry.register(job_for("fanout"))
-    problems += app.registry.register(job_for("waiting"))
+    problems = [p for variant in VARIANTS for p in app.registry.register(job_for(variant))]
     assert not problems, problems
     return app
 
@@ -220,7 +228,7 @@ def start_workers(home: Path, url: str | None, count: int, slots: int) -> list[s
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=positive, default=1000)
-    parser.add_argument("--variant", choices=["chain", "fanout", "waiting"], default="chain")
+    parser.add_argument("--variant", choices=VARIANTS, default="chain")
     parser.add_argument("--store", choices=["sqlite", "postgres"], default="sqlite")
     parser.add_argument("--slots", type=positive, default=8)
     parser.add_argument("--workers", type=positive, default=1, help="worker processes")
@@ -286,6 +294,7 @@ def main() -> None:
         else:
             result.update(measure(app, args.variant, first_submit))
         result["worker_cpu_ms_per_job"] = round(worker_cpu * 1000 / args.n, 3)
+        result["worker_cpu_ms_per_step"] = round(worker_cpu * 1000 / args.n / steps_per_job(args.variant), 4)
         if backends is not None:
             result["postgres_cpu_ms_per_job"] = round(backends.cpu_seconds() * 1000 / args.n, 3)
             backends.close()

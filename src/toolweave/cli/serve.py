@@ -38,7 +38,9 @@ def serve(
             err_console.print(Text(f"warning: {problem}", style="yellow"), soft_wrap=True)
         try:
             api = create_app(tw_app, run_worker=not no_worker, slots=workers_in_process or settings.worker_slots)
-            config = uvicorn.Config(api, host=host, port=port, log_level=log_level.lower(), proxy_headers=True)
+            # open event streams end on their own only at their next keep-alive; a stop waits 10 s at most
+            config = uvicorn.Config(api, host=host, port=port, log_level=log_level.lower(), proxy_headers=True,
+                                    timeout_graceful_shutdown=10)
             server = uvicorn.Server(config)
             mode = "no embedded worker" if no_worker else f"embedded worker, {workers_in_process or settings.worker_slots} slots"
             err_console.print(Text(f"toolweave serving on http://{host}:{port} ({mode}); data in {settings.home}"))

@@ -29,7 +29,7 @@ from toolweave.services.base import (
 from toolweave.services.builtin._common import SERVICE_NAME, BuiltinTool, ToolContext, check_inputs
 from toolweave.services.builtin.images import image_tools
 from toolweave.services.builtin.media import media_tools
-from toolweave.services.builtin.testing import LEDGER_NAME, make_test_tools
+from toolweave.services.builtin.testing import LEDGER_NAME, make_test_tools, parse_test_webhook
 from toolweave.services.builtin.text import text_tools
 from toolweave.settings import Settings
 
@@ -155,7 +155,12 @@ class BuiltinService:
         await _guard(tool.tool_id, tool.asynchronous.cancel(self._context(gen, tool, check=False)))
 
     def parse_webhook(self, headers: Mapping[str, str], body: bytes) -> WebhookUpdate:
-        raise WebhookRejected("the builtin service does not take webhooks")
+        """Only ``test.slow_async``'s stand-in backend posts webhooks (with test tools on), as
+        ``{"runId", "status": "processing"|"completed"|"failed", "progress", "outputs"}``: what the
+        ingress benchmark and tests send. The builtin tools themselves take none."""
+        if not self.test_tools:
+            raise WebhookRejected("the builtin service does not take webhooks")
+        return parse_test_webhook(body)
 
     async def close(self) -> None:
         return None

@@ -13,7 +13,8 @@
   Submitting the same generation again re-attaches to the same run. Every *new* submission is
   appended as one line (the generation id) to ``submissions.log`` in ``TOOLWEAVE_TEST_LEDGER``.
   Run records live in the state folder (so they survive restarts), else in memory; the platform
-  run id also carries the deadline, so a poll still completes after a restart without records.
+  run id also carries the deadline, so a poll still completes after a restart without records. Its
+  backend may also report by webhook (``parse_test_webhook``), as ``bench/ingress.py`` does.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from typing import Any
 from toolweave.model.definitions import InputParam, OutputParam, ParamType, PlatformHints, ToolDefinition
 from toolweave.model.records import RunUpdate, ServiceErrorInfo
 from toolweave.model.status import GenerationStatus
-from toolweave.services.base import ServiceError, Submission
+from toolweave.services.base import ServiceError, Submission, WebhookRejected, WebhookUpdate
 from toolweave.services.builtin._common import SERVICE_NAME, BuiltinTool, ToolContext, bad_input, free
 
 LEDGER_NAME = "submissions.log"
@@ -200,6 +201,38 @@ class _SlowRun:
     @classmethod
     def from_json(cls, text: str) -> _SlowRun:
         return cls(**json.loads(text))
+
+
+_WEBHOOK_STATUSES = {
+    "processing": GenerationStatus.PROCESSING,
+    "completed": GenerationStatus.COMPLETED,
+    "failed": GenerationStatus.FAILED,
+}
+
+
+def parse_test_webhook(body: bytes) -> WebhookUpdate:
+    """A webhook of ``test.slow_async``'s stand-in backend: ``{"runId", "status", "progress",
+    "outputs", "eventId"}`` (``WebhookRejected`` for anything else)."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        raise WebhookRejected("the body is not JSON") from None
+    if not isinstance(data, dict) or not isinstance(data.get("runId"), str) or data.get("status") not in _WEBHOOK_STATUSES:
+        raise WebhookRejected('expected {"runId": …, "status": "processing"|"completed"|"failed"}')
+    status = _WEBHOOK_STATUSES[data["status"]]
+    progress = data.get("progress")
+    if progress is not None and not (isinstance(progress, int | float) and 0 <= progress <= 1):
+        raise WebhookRejected("progress must be a number from 0 to 1")
+    outputs = data.get("outputs")
+    if status is GenerationStatus.COMPLETED and not isinstance(outputs, dict):
+        raise WebhookRejected("a completed run's webhook carries its outputs")
+    update = RunUpdate(
+        status=status, progress=progress, outputs=outputs if status is GenerationStatus.COMPLETED else None,
+        error=ServiceErrorInfo(message="the test backend reported a failure", retryable=False)
+        if status is GenerationStatus.FAILED else None,
+    )
+    event = data.get("eventId")
+    return WebhookUpdate(data["runId"], update, event_key=str(event)[:100] if event is not None else None)
 
 
 def run_id_for(generation_id: str, deadline: float) -> str:
