@@ -685,8 +685,14 @@ class App:
         account is ``admin`` and its key id ``admin:<fingerprint>`` (a new admin key is a new id)."""
         if self.settings.admin_key and secrets.compare_digest(secret, self.settings.admin_key):
             return "admin", self._admin_key_id()
-        found: tuple[str, str] | None = await self.store.tx(accounts_q.authenticate, secret, time.time())
-        return found
+        now = time.time()
+        found = await self.store.read(accounts_q.authenticate, secret, now)
+        if found is None:
+            return None
+        account, key_id, stale = found
+        if stale:  # its use is written at most once a minute, in a transaction of its own
+            await self.store.tx(accounts_q.touch_key, key_id, now)
+        return account, key_id
 
     async def key_active(self, key_id: str) -> bool:
         """Whether a key (by id, as ``authenticate`` gave it) still works: not revoked, and for the

@@ -55,3 +55,19 @@ async def test_a_batch_is_refused_whole_when_the_request_is(server: Server) -> N
         assert_problem(await c.post("/api/v1/runs/batch", json={"toolId": "test.instant", "items": [{"x": 1}]}), 422)
     async with server.client() as anonymous:
         assert_problem(await anonymous.post("/api/v1/runs/batch", json={"toolId": "test.instant", "items": [{}]}), 401)
+
+
+async def test_checking_a_key_records_its_use_at_most_once_a_minute(server: Server) -> None:
+    from toolweave.store import accounts as accounts_q
+
+    app = server.app
+    async with server.client(server.alice) as c:
+        assert (await c.get("/api/v1/runs")).status_code == 200
+        first = {k["accountId"]: k["lastUsedAt"] for k in await app.list_keys()}["alice"]
+        assert first is not None
+        assert (await c.get("/api/v1/runs")).status_code == 200
+        assert {k["accountId"]: k["lastUsedAt"] for k in await app.list_keys()}["alice"] == first
+    # checking a key only reads: a minute later its use is due again, and recorded by the next check
+    found = await app.store.read(accounts_q.authenticate, server.alice, first + accounts_q.KEY_USE_SECONDS + 1)
+    assert found is not None and found[0] == "alice" and found[2] is True
+    assert await app.store.read(accounts_q.authenticate, "tw_not_a_key", first) is None

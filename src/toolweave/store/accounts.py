@@ -149,12 +149,16 @@ def create_key(tx: Tx, key_id: str, account_id: str, name: str, secret: str, now
     )
 
 
-def authenticate(tx: Tx, secret: str, now: float) -> tuple[str, str] | None:
-    """``(account, key id)`` of an API key (None for an unknown or revoked one); its use is recorded
-    at most once a minute."""
+KEY_USE_SECONDS = 60.0
+"""How stale a key's ``last_used_at`` may be: it is written at most once in this time."""
+
+
+def authenticate(tx: Tx, secret: str, now: float) -> tuple[str, str, bool] | None:
+    """``(account, key id, whether its use is due to be recorded)`` of an API key (None for an
+    unknown or revoked one). Reads only: ``touch_key`` records the use, at most once a minute, so
+    checking a key never takes SQLite's write lock."""
     row = key_by_hash(tx, key_hash(secret))
     if row is None or row.revoked_at is not None:
         return None
-    if row.last_used_at is None or now - row.last_used_at > 60:
-        touch_key(tx, row.key_id, now)
-    return str(row.account_id), str(row.key_id)
+    stale = row.last_used_at is None or now - row.last_used_at > KEY_USE_SECONDS
+    return str(row.account_id), str(row.key_id), stale
