@@ -235,6 +235,7 @@ def main() -> None:
     parser.add_argument("--submit", choices=["batch", "one"], default="batch",
                         help="App.submit_many in chunks (default) or one App.submit per run")
     parser.add_argument("--chunk", type=positive, default=500, help="runs per App.submit_many call")
+    parser.add_argument("--submit-only", action="store_true", help="measure the submission alone (no worker)")
     parser.add_argument("--json", action="store_true", help="print one JSON line")
     parser.add_argument("--worker", nargs=2, metavar=("HOME", "URL"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -250,6 +251,16 @@ def main() -> None:
         url, pg_name = create_pg_database()
     try:
         app = make_app(home, url)
+        if args.submit_only:
+            started = time.perf_counter()
+            asyncio.run(submit_all(app, f"bench_{args.variant}", args.n, args.submit, args.chunk))
+            submit_s = time.perf_counter() - started
+            result = {"variant": args.variant, "store": args.store, "n": args.n, "submit": args.submit,
+                      "submit_s": round(submit_s, 3), "submit_per_s": round(args.n / submit_s, 1),
+                      "runs_stored": created(app), "load_avg_1m": round(os.getloadavg()[0], 2)}
+            asyncio.run(app.aclose())
+            print(json.dumps(result) if args.json else result)
+            return
         procs = start_workers(home, url, args.workers, args.slots)
         backends = PgBackends(PG_ADMIN, pg_name) if pg_name else None
         cpu_at_start = [cpu_seconds(p.pid) for p in procs]

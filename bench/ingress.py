@@ -2,6 +2,7 @@
 
     python bench/ingress.py --what webhooks --store sqlite --json
     python bench/ingress.py --what submits --store postgres --clients 50 --json
+    python bench/ingress.py --what batch --n 20000 --clients 4 --json
     python bench/ingress.py --what sse --streams 200 --seconds 20 --json
 
 One ``toolweave serve --no-worker`` process (uvicorn, as shipped) on a fresh store; this process is
@@ -16,6 +17,8 @@ answered.
   ``terminal_per_s``). Each completion ends its run (the planner runs, the run is finished).
 - ``submits``: ``--n`` ``POST /api/v1/runs`` of ``test.instant`` with an API key; no worker runs,
   so this is the intake alone.
+- ``batch``: ``--n`` runs of ``test.instant`` through ``POST /api/v1/runs/batch``, ``--items`` per
+  request, each item with its own idempotency key; ``runs_per_s`` is the figure.
 - ``sse``: ``--streams`` event streams of runs that stay parked, open for ``--seconds``: the CPU
   they cost the server process (and PostgreSQL's backends for the benchmark's database) as a share
   of one core, while nothing happens.
@@ -189,6 +192,23 @@ async def bench(args: argparse.Namespace, home: Path, url: str | None, pg_name: 
                 if backends is not None:
                     result[name]["postgres_cpu_ms_per_request"] = round(
                         (backends.cpu_seconds() - pg_before) * 1000 / measured["requests"], 3)
+        elif args.what == "batch":
+            lanes = [[] for _ in range(args.clients)]
+            for number, first in enumerate(range(0, args.n, args.items)):
+                items = [{"inputs": {"value": i}, "idempotencyKey": f"row-{i}"}
+                         for i in range(first, min(args.n, first + args.items))]
+                body = json.dumps({"toolId": "test.instant", "items": items}).encode()
+                lanes[number % args.clients].append(("POST", "/api/v1/runs/batch", body, auth))
+            before = cpu_mark()
+            pg_before = backends.cpu_seconds() if backends else 0.0
+            measured = await load(port, lanes)
+            spent = cpu_mark() - before
+            result["batch"] = {**measured, "runs_per_s": round(args.n / measured["elapsed_s"], 1),
+                               "server_cpu_ms_per_run": round(spent * 1000 / args.n, 3)}
+            if backends is not None:
+                result["batch"]["postgres_cpu_ms_per_run"] = round((backends.cpu_seconds() - pg_before) * 1000 / args.n, 3)
+            created = await app.store.read(lambda tx: tx.one("SELECT COUNT(*) AS n FROM runs").n)
+            result["batch"]["runs_stored"] = int(created)
         elif args.what == "submits":
             lanes = [[] for _ in range(args.clients)]
             for i in range(args.n):
@@ -239,12 +259,13 @@ async def bench(args: argparse.Namespace, home: Path, url: str | None, pg_name: 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--what", choices=["webhooks", "submits", "sse"], required=True)
+    parser.add_argument("--what", choices=["webhooks", "submits", "batch", "sse"], required=True)
     parser.add_argument("--store", choices=["sqlite", "postgres"], default="sqlite")
     parser.add_argument("--clients", type=positive, default=50, help="concurrent connections")
     parser.add_argument("--runs", type=positive, default=500, help="parked runs (webhooks, sse)")
     parser.add_argument("--progress", type=positive, default=4, help="progress webhooks per generation")
     parser.add_argument("--n", type=positive, default=5000, help="submissions")
+    parser.add_argument("--items", type=positive, default=500, help="runs per batch request")
     parser.add_argument("--streams", type=positive, default=200)
     parser.add_argument("--seconds", type=positive, default=20)
     parser.add_argument("--json", action="store_true", help="print one JSON line")
