@@ -753,6 +753,9 @@ class Engine:
         the generation was stopped while the call was under way and the backend run must be
         cancelled."""
         work, update, platform_run_id = outcome.work, outcome.update, outcome.platform_run_id
+        # the run's lock first, as every transaction that changes a run's parts: it also keeps the
+        # run's events in commit order, which readers of new events rely on (watching.EventHub)
+        runs_q.get(tx, work.run_id, lock=True)
         tasks_q.finish(tx, work.claim)
         row = gens_q.set_status(
             tx, work.generation_id, GenerationStatus.PROCESSING, platform_specific_run_id=platform_run_id,
