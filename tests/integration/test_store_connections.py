@@ -7,8 +7,7 @@ import threading
 from pathlib import Path
 
 import psycopg
-import pytest
-from tests.helpers.databases import admin_url
+from tests.helpers.databases import PostgresDatabase, admin_url
 
 from toolweave.store.db import Store
 
@@ -19,10 +18,9 @@ def _backend_pid(store: Store) -> int:
     return int(row.pid)
 
 
-def test_a_connection_the_server_dropped_is_replaced(db_url: str) -> None:
-    if not db_url.startswith("postgresql"):
-        pytest.skip("PostgreSQL only: a SQLite file has no server to go away")
-    store = Store(db_url)
+def test_a_connection_the_server_dropped_is_replaced(postgres_db: PostgresDatabase) -> None:
+    """PostgreSQL only: a SQLite file has no server to go away."""
+    store = Store(postgres_db.url)
     try:
         first = _backend_pid(store)
         with psycopg.connect(admin_url(), autocommit=True) as admin:
