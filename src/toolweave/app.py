@@ -37,7 +37,7 @@ from toolweave.model.status import RunStatus
 from toolweave.notify.dispatcher import Channel, Notifier
 from toolweave.presence import WORKER_TTL_SECONDS
 from toolweave.registry import Problem, Registry, load_definitions
-from toolweave.run_views import decode_cursor, encode_cursor, run_detail, run_events, run_summary
+from toolweave.run_views import decode_cursor, encode_cursor, iso, run_detail, run_events, run_summary
 from toolweave.services.base import Service, WebhookRejected
 from toolweave.settings import Settings
 from toolweave.store import accounts as accounts_q
@@ -506,6 +506,9 @@ class App:
     async def get_run(self, run_id: str, account_id: str | None = None) -> dict[str, Any]:
         """The run with its steps, generations, outputs, cost, timings; NotFound for another account's."""
         detail: dict[str, Any] = await self.store.read(run_detail, run_id, account_id)
+        detail["statusDetail"] = None
+        if detail["status"] == RunStatus.QUEUED.value:
+            detail["statusDetail"] = presence.waiting_reason(await self.live_workers())
         return detail
 
     async def list_runs(
@@ -519,6 +522,8 @@ class App:
         limit: int = 50,
     ) -> Page:
         before = decode_cursor(cursor) if cursor else None
+        if status:  # ``pending`` is the former name of ``queued``
+            status = [RunStatus.QUEUED.value if s == "pending" else s for s in status]
         rows = await self.store.read(
             lambda tx: runs_q.list_runs(
                 tx, account_id, status=status, job_id=job_id, since=since, before=before, limit=limit + 1
@@ -771,6 +776,27 @@ class App:
     async def live_workers(self) -> list[dict[str, Any]]:
         """The workers started through ``run_worker`` (any process, any machine) that are alive."""
         return await presence.live_workers(self.store)
+
+    async def queue_status(self, account_id: str | None = None) -> dict[str, Any]:
+        """Live workers (slots, tasks in hand, last heartbeat), the queue per service and the
+        oldest task waiting for a worker (its run id only when it is ``account_id``'s, or for
+        everyone with None)."""
+        now = time.time()
+        queue: dict[str, Any] = await self.store.read(stats_q.queue, now)
+        workers = await self.live_workers()
+        held = queue.pop("heldBy")
+        for worker in workers:
+            worker["tasksHeld"] = held.get(worker["workerId"], 0)
+        oldest = queue["oldestWaiting"]
+        if oldest is not None and oldest["runId"] and account_id is not None:
+            owner = await self.store.read(lambda tx: runs_q.get(tx, oldest["runId"]))
+            if owner is None or owner.master_account_id != account_id:
+                oldest["runId"] = None
+        return {
+            "checkedAt": iso(now), "workers": workers, "slots": sum(int(w.get("slots") or 0) for w in workers),
+            "waitingReason": presence.waiting_reason(workers) if queue["queuedRuns"] or oldest else None,
+            **queue,
+        }
 
     def db_revision(self) -> str | None:
         """The store's current schema revision (Alembic)."""

@@ -37,7 +37,8 @@ async def run_announced(app: App, worker: Worker, *, kind: str, ttl: float) -> N
     async def announce() -> None:
         while True:
             try:
-                await app.kv_set(WORKERS_NAMESPACE, worker.worker_id, info, ttl=ttl)
+                beat = dict(info, heartbeatAt=iso(time.time()), inFlight=worker.in_flight, handled=worker.handled)
+                await app.kv_set(WORKERS_NAMESPACE, worker.worker_id, beat, ttl=ttl)
             except Exception:
                 log.exception("announcing worker %s failed", worker.worker_id)
             await asyncio.sleep(ttl / 3)
@@ -51,6 +52,13 @@ async def run_announced(app: App, worker: Worker, *, kind: str, ttl: float) -> N
             await presence
         with contextlib.suppress(Exception):
             await app.kv_set(WORKERS_NAMESPACE, worker.worker_id, None)
+
+
+def waiting_reason(workers: list[dict[str, Any]]) -> str:
+    """Why a queued run waits, in the words every front end shows."""
+    if not workers:
+        return "no worker is running (start one with: toolweave worker)"
+    return "waiting for a free worker slot"
 
 
 async def live_workers(store: Store) -> list[dict[str, Any]]:

@@ -89,7 +89,7 @@ class WorkerProcess:
 
 def unfinished(app: App) -> int:
     row = app.store.read_sync(
-        lambda tx: tx.one("SELECT COUNT(*) AS n FROM runs WHERE status IN ('pending', 'running')")
+        lambda tx: tx.one("SELECT COUNT(*) AS n FROM runs WHERE status IN ('queued', 'running')")
     )
     return int(row.n)
 

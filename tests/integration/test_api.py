@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import io
 import json
+import time
 import zipfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -124,7 +126,7 @@ async def test_tools_and_jobs_are_listed_with_a_json_schema_of_their_inputs(serv
 async def test_submit_with_a_file_follow_the_stream_and_download_the_output(server: Server) -> None:
     async with server.client(server.alice) as c:
         run = await submit_postcard(c, caption="Hello", width="320")
-        assert run["status"] in ("pending", "running")
+        assert run["status"] in ("queued", "running")
         events = await follow(c, run["jobRunId"])
         types = [e["type"] for e in events]
         assert types[0] == "run.created" and types[-1] == "run.completed"
@@ -384,3 +386,42 @@ async def test_web_login_session_and_csrf(server: Server) -> None:
         assert (await c.post("/new/postcard", data={"csrf": "forged", "width": "1"})).status_code == 403
         await c.post("/logout", data={"csrf": csrf})
         assert (await c.get("/")).status_code == 303
+
+
+async def test_status_shows_the_embedded_worker_and_hides_other_accounts_runs(server: Server) -> None:
+    async with server.client(server.alice) as c:
+        deadline = time.monotonic() + 30
+        while not (body := (await c.get("/api/v1/status")).json())["workers"]:
+            assert time.monotonic() < deadline, "the embedded worker never announced itself"
+            await asyncio.sleep(0.1)
+        (worker,) = body["workers"]
+        assert worker["kind"] == "serve" and worker["slots"] == 4 and worker["heartbeatAt"]
+        assert body["queuedRuns"] == 0 and body["waitingReason"] is None
+    async with server.client() as anonymous:
+        assert_problem(await anonymous.get("/api/v1/status"), 401)
+
+
+async def test_with_no_worker_a_run_is_queued_on_the_api_and_the_pages(tmp_path: Path) -> None:
+    app = App(Settings(home=tmp_path / "home", definitions=[JOBS], test_tools=True))
+    try:
+        _, key = await app.create_key("alice", "tests")
+        api = create_app(app, run_worker=False)
+        async with api.router.lifespan_context(api), serve_asgi(api) as url, \
+                httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {key}"}) as c:
+            created = await c.post("/api/v1/runs", json={"toolId": "test.instant", "inputs": {"value": 1}})
+            run_id = created.json()["jobRunId"]
+            assert created.json()["status"] == "queued"
+            shown = (await c.get(f"/api/v1/runs/{run_id}")).json()
+            assert shown["status"] == "queued" and shown["statusDetail"].startswith("no worker is running")
+            assert [r["jobRunId"] for r in (await c.get("/api/v1/runs?status=queued")).json()["items"]] == [run_id]
+            status = (await c.get("/api/v1/status")).json()
+            assert status["workers"] == [] and status["queuedRuns"] == 1
+            assert status["oldestWaiting"]["runId"] == run_id
+            async with httpx.AsyncClient(base_url=url) as web:
+                await web.post("/login", data={"api_key": key})
+                page = (await web.get(f"/runs/{run_id}")).text
+                assert 'id="queue-note"' in page and "no worker is running" in page and "Queued" in page
+                overview = (await web.get("/status")).text
+                assert 'id="no-workers"' in overview and "1 run queued" in overview
+    finally:
+        await app.aclose()

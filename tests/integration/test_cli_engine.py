@@ -171,9 +171,21 @@ def test_run_without_wait_submits_then_a_worker_runs_it(env: dict[str, str]) -> 
     run_id = run_id_of(result)
     assert "no worker is running" in result.stderr
     shown = cli_json("runs", "show", run_id)
-    assert shown["status"] in ("pending", "running") and shown["masterAccountId"] == "local"
+    assert shown["status"] == "queued" and shown["masterAccountId"] == "local"
+    assert shown["statusDetail"].startswith("no worker is running")
     text = cli("runs", "show", run_id)
     assert text.exit_code == 0 and run_id in text.stdout and "image.resize" in text.stdout
+    assert "queued — no worker is running" in text.stdout
+    assert [r["jobRunId"] for r in cli_json("runs", "list", "--status", "queued")["items"]] == [run_id]
+    assert [r["jobRunId"] for r in cli_json("runs", "list", "--status", "pending")["items"]] == [run_id]  # the old name
+    status = cli("status")
+    assert status.exit_code == 0, status.output
+    assert "no worker is running" in status.stdout and "builtin" in status.stdout
+    assert f"run {run_id}" in status.stdout and "1 run(s) queued" in status.stdout
+    overview = cli_json("status")
+    assert overview["workers"] == [] and overview["queuedRuns"] == 1
+    assert overview["services"][0]["service"] == "builtin" and overview["services"][0]["waiting"] == 1
+    assert overview["oldestWaiting"]["runId"] == run_id and overview["oldestWaiting"]["kind"] == "dispatch"
 
     worker = cli("worker", "--until-idle", "--timeout", "60")
     assert worker.exit_code == 0, worker.output
@@ -311,7 +323,7 @@ def test_a_waited_run_can_be_watched_and_cancelled_from_another_terminal(
     # ... and retried from the CLI: it starts again from the cancelled step
     retried = cli("runs", "retry", run_id)
     assert retried.exit_code == 0 and "retried" in retried.stdout
-    assert cli_json("runs", "show", run_id)["status"] == "running"
+    assert cli_json("runs", "show", run_id)["status"] == "queued"  # until a worker picks it up
     assert cli("runs", "cancel", run_id).exit_code == 0
 
 
@@ -341,6 +353,10 @@ def test_worker_announces_itself_and_stops_on_sigterm(
     )
     run_id = run_id_of(submitted)
     wait_for(lambda: cli_json("runs", "show", run_id)["status"] == "completed", what="the worker to run it")
+    overview = cli_json("status")
+    (live,) = overview["workers"]
+    assert live["kind"] == "worker" and live["slots"] == 2 and live["heartbeatAt"] and live["pid"] == worker.pid
+    assert overview["waitingReason"] is None and "1 worker(s), 2 slot(s)" in cli("status").stdout
     # a run --wait leaves the work to the live worker (--worker auto)
     waited = cli("run", "test.instant", "-i", "value=2", "--wait", "--json")
     assert waited.exit_code == 0 and json.loads(waited.stdout)["finalOutputs"]["value"] == 3

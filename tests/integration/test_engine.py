@@ -672,3 +672,78 @@ async def test_a_submit_in_another_process_wakes_an_idle_worker(db_url: str, tmp
         worker.stop()
         await asyncio.wait_for(task, 30)
         await app.aclose()
+
+
+async def test_a_run_stays_queued_until_a_worker_claims_it_and_says_why(app: App) -> None:
+    """Submitted with no worker about, a run is ``queued`` (not ``running``) and says that no
+    worker is running; the queue shows its step waiting; the worker's claim makes it ``running``."""
+    register(app, chain("one", steps=1))
+    run_id = await app.submit("one", {"value": 1}, account_id="acme")
+    run = await app.get_run(run_id)
+    assert run["status"] == "queued" and run["startedAt"] is None
+    assert run["statusDetail"] == "no worker is running (start one with: toolweave worker)"
+    types = [e["type"] for e in await app.events(run_id)]
+    assert types[0] == "run.created" and "run.started" not in types
+    assert [r["jobRunId"] for r in (await app.list_runs("acme", status=["queued"])).items] == [run_id]
+    assert [r["jobRunId"] for r in (await app.list_runs("acme", status=["pending"])).items] == [run_id]
+
+    status = await app.queue_status("acme")
+    assert status["workers"] == [] and status["queuedRuns"] == 1
+    assert status["waitingReason"].startswith("no worker is running")
+    (builtin,) = status["services"]
+    assert (builtin["service"], builtin["waiting"], builtin["sending"]) == ("builtin", 1, 0)
+    assert status["oldestWaiting"]["runId"] == run_id and status["oldestWaiting"]["service"] == "builtin"
+    assert (await app.queue_status("someone_else"))["oldestWaiting"]["runId"] is None  # not theirs to see
+
+    items, _ = await app.store.tx(app.engine.claim_tx, "w1", 1, time.time())
+    assert len(items) == 1
+    run = await app.get_run(run_id)
+    assert run["status"] == "running" and run["startedAt"] is not None and run["statusDetail"] is None
+    types = [e["type"] for e in await app.events(run_id)]
+    assert types.count("run.started") == 1
+    held = await app.queue_status(None)
+    assert held["services"][0]["sending"] == 1 and held["queuedRuns"] == 0 and held["waitingReason"] is None
+
+
+async def test_a_queued_run_cancelled_never_ran_and_a_retried_run_waits_in_the_queue_again(app: App) -> None:
+    register(app, chain("one", steps=1), job({"jobId": "bad", "steps": [
+        {"stepId": "s", "toolId": "test.fail_n_times", "inputMappings": [{"value": 1, "targetInputName": "n"}]}]}))
+    run_id = await app.submit("one", {"value": 1}, account_id="acme")
+    assert await app.cancel(run_id, "acme") == "cancelled"
+    run = await app.get_run(run_id)
+    assert run["status"] == "cancelled" and run["startedAt"] is None
+    assert "run.started" not in [e["type"] for e in await app.events(run_id)]
+
+    failing = await app.submit("bad", {}, account_id="acme")
+    await run_all(app)
+    assert (await app.get_run(failing))["status"] == "failed"
+    await app.retry(failing, "acme")
+    again = await app.get_run(failing)
+    assert again["status"] == "queued" and again["statusDetail"].startswith("no worker is running")
+    await run_all(app)
+    assert (await app.get_run(failing))["status"] == "completed"  # test.fail_n_times fails once
+
+
+async def test_the_queue_shows_live_workers_with_their_slots_tasks_and_heartbeat(app: App) -> None:
+    register(app, job({"jobId": "nap", "steps": [
+        {"stepId": "s", "toolId": "test.sleep", "inputMappings": [{"value": 30, "targetInputName": "seconds"}]}]}))
+    worker = app.make_worker(3)
+    runner = asyncio.create_task(app.run_worker(worker, kind="worker", ttl=3.0))
+    try:
+        run_id = await app.submit("nap", {}, account_id="acme")
+        deadline = time.monotonic() + 30
+        while (await app.get_run(run_id))["status"] != "running":
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.05)
+        while not (status := await app.queue_status(None))["workers"] or not status["workers"][0].get("tasksHeld"):
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.05)
+        (live,) = status["workers"]
+        assert live["workerId"] == worker.worker_id and live["slots"] == 3 and live["tasksHeld"] == 1
+        assert live["heartbeatAt"] and status["slots"] == 3
+        assert status["services"][0]["sending"] == 1 and status["waitingReason"] is None
+    finally:
+        runner.cancel()
+        for handler in list(worker._inflight):
+            handler.cancel()
+        await asyncio.gather(runner, *worker._inflight, return_exceptions=True)

@@ -175,7 +175,7 @@ def finish(actions: list[Any]) -> FinishRun:
 
 def test_a_pending_run_is_started_with_its_root_steps_only() -> None:
     job = make_job(st("a"), st("b", inputMappings=[src("a")]))
-    actions = decide(view(job, status=RunStatus.PENDING), 0.0)
+    actions = decide(view(job, status=RunStatus.QUEUED), 0.0)
     assert isinstance(actions[0], StartRun)
     assert started(actions) == ["a"]
     assert of(actions, StartStep)[0].attempt == 1
@@ -669,7 +669,7 @@ def test_the_run_deadline_keeps_work_that_already_completed_but_still_fails_the_
 
 def test_a_run_cancelled_before_it_started_ends_cancelled() -> None:
     job = make_job(st("a"))
-    actions = decide(view(job, status=RunStatus.PENDING, cancel=True), 0.0)
+    actions = decide(view(job, status=RunStatus.QUEUED, cancel=True), 0.0)
     assert isinstance(actions[0], StartRun)
     assert finish(actions).status is RunStatus.CANCELLED
 

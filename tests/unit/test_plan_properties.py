@@ -237,7 +237,7 @@ class Simulation:
         self.job = scenario.job
         self.rng = rng
         self.now = 0.0
-        self.status = RunStatus.PENDING
+        self.status = RunStatus.QUEUED
         self.cancel_requested = False
         self.steps = {s.step_id: SimStep() for s in self.job.steps}
         self.finish: FinishRun | None = None
@@ -363,7 +363,7 @@ class Simulation:
         if Wake in kinds:
             assert kinds[-1] is Wake and FinishRun not in kinds
         if StartRun in kinds:
-            assert kinds.index(StartRun) == 0 and self.status is RunStatus.PENDING
+            assert kinds.index(StartRun) == 0 and self.status is RunStatus.QUEUED
         if FailStep in kinds:  # halt: nothing starts, the run ends failed in the same call
             assert StartStep not in kinds, actions
             assert FinishRun in kinds

@@ -6,13 +6,13 @@ import logging
 import time
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query, Request, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.responses import FileResponse
 
-from toolweave.api.auth import tw
+from toolweave.api.auth import Caller, require_caller, tw
 from toolweave.api.metrics import CONTENT_TYPE
 from toolweave.api.problems import ApiProblem
-from toolweave.api.schemas import Health, WebhookResult
+from toolweave.api.schemas import Health, QueueStatus, WebhookResult
 from toolweave.app import NotFound
 from toolweave.services.base import WebhookRejected
 
@@ -38,6 +38,13 @@ async def readyz(request: Request) -> dict[str, str]:
         log.warning("readiness check failed: %s", exc)
         raise ApiProblem(503, "the store does not answer", kind="not-ready") from None
     return {"status": "ready"}
+
+
+@router.get("/api/v1/status", response_model=QueueStatus, summary="Queue and workers", tags=["operations"])
+async def queue_status(request: Request, caller: Caller = Depends(require_caller)) -> dict[str, Any]:
+    """The live workers (slots, tasks in hand, last heartbeat), the queue per service, the oldest
+    task waiting for a worker, and why queued runs wait (``no worker is running``)."""
+    return await tw(request).queue_status(caller.scope)
 
 
 @router.get(

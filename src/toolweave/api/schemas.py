@@ -237,6 +237,8 @@ class NotificationInfo(_Open):
 
 
 class RunDetail(RunSummary):
+    statusDetail: str | None = Field(
+        default=None, description="Why a queued run waits, e.g. `no worker is running`; null otherwise")
     jobInputs: dict[str, Any]
     finalOutputs: Any = None
     stepStatuses: list[StepStatusInfo]
@@ -314,3 +316,49 @@ def job_summary(job: JobDefinition) -> dict[str, Any]:
             for s in job.steps
         ],
     }
+
+
+class WorkerInfo(_Open):
+    workerId: str
+    kind: str = Field(description="`worker`, or the process it runs in: `serve`, `telegram`, `cli`")
+    host: str
+    pid: int
+    slots: int
+    inFlight: int | None = Field(default=None, description="Tasks it was handling at its last heartbeat")
+    tasksHeld: int = Field(description="Tasks it holds a lease on now")
+    startedAt: str | None = None
+    heartbeatAt: str | None = Field(default=None, description="When it last said it is alive")
+
+
+class ServiceQueue(BaseModel):
+    service: str
+    waiting: int = Field(description="Steps due now that no worker has taken yet")
+    scheduled: int = Field(description="Steps due later (a retry's backoff, a backend at its concurrency limit)")
+    sending: int = Field(description="Steps a worker is sending to the backend now")
+    atBackend: int = Field(description="Steps the backend is working on (polled or told by webhook)")
+    oldestWaitingSeconds: float | None
+
+
+class OtherQueue(BaseModel):
+    kind: str
+    waiting: int
+    scheduled: int
+    running: int
+
+
+class OldestWaiting(BaseModel):
+    kind: str
+    runId: str | None = Field(description="Only when the run is yours")
+    service: str | None
+    waitingSeconds: float
+
+
+class QueueStatus(BaseModel):
+    checkedAt: str
+    workers: list[WorkerInfo]
+    slots: int = Field(description="Slots of all live workers together")
+    queuedRuns: int = Field(description="Runs no worker has picked up yet")
+    waitingReason: str | None = Field(description="Why queued work waits, e.g. `no worker is running`")
+    services: list[ServiceQueue]
+    other: list[OtherQueue]
+    oldestWaiting: OldestWaiting | None

@@ -431,3 +431,13 @@ def _display_names(request: Request) -> dict[str, str]:
     names = {t.tool_id: t.display_name or t.tool_id for t in app.list_tools(include_hidden=True)}
     names.update({j.job_id: j.display_name or j.job_id for j in app.list_jobs(include_hidden=True)})
     return names
+
+
+@router.get("/status")
+async def status_page(request: Request) -> Response:
+    """Queue and workers: who is working and what waits for them."""
+    try:
+        caller = await _caller(request)
+    except _LoginRequired:
+        return _login_redirect(request)
+    return _render(request, "status.html", caller, status=await tw(request).queue_status(caller.scope))

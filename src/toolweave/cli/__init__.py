@@ -1,8 +1,8 @@
 """The command line: ``toolweave ...``. Talks to the ``App`` facade, never to the store.
 
 One module per noun: ``definitions`` (validate, tools, jobs), ``runs`` (run, runs; submitting and
-following), ``render`` (tables and run views), ``worker``, ``demo``, ``db``, ``importing`` (import,
-sync), ``services``, ``serve``, ``keys``, ``telegram``; ``common`` holds what they share (consoles, settings,
+following), ``render`` (tables and run views), ``worker``, ``status`` (queue and workers), ``demo``, ``db``,
+``importing`` (import, sync), ``services``, ``serve``, ``keys``, ``telegram``; ``common`` holds what they share (consoles, settings,
 exit codes, the app session). This module builds the command tree; the app itself (store,
 services) and the servers are imported only by the commands that need them, so ``--help`` stays fast.
 """
@@ -21,6 +21,7 @@ from toolweave.cli import (
     runs,
     serve,
     services,
+    status,
     telegram,
     worker,
 )
@@ -30,6 +31,7 @@ app = typer.Typer(no_args_is_help=True, add_completion=False, help="Run generati
 app.command("validate")(definitions.validate_definitions)
 app.command("run")(runs.run_command)
 app.command("worker")(worker.worker_command)
+app.command("status")(status.status_command)
 app.command("demo")(demo.demo_command)
 app.command("serve")(serve.serve)
 app.command("cluster")(cluster.cluster_command)

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from toolweave.app import App
 
 STATUS_STYLES = {
+    "queued": "dark_orange",
     "pending": "dim",
     "ready": "cyan",
     "running": "yellow",
@@ -101,6 +102,8 @@ def run_header(run: dict[str, Any]) -> Text:
     text.append(f"run {run['jobRunId']}", style="bold")
     text.append(f"  {run['jobDefinitionId']} v{run['version']}  ")
     text.append_text(styled(run["status"]))
+    if run.get("statusDetail"):
+        text.append(f" — {run['statusDetail']}", style=STATUS_STYLES["queued"])
     duration = run.get("durationMs")
     text.append(f"  {seconds(duration) if duration is not None else _elapsed(run.get('startedAt'), None)}")
     text.append(f"  cost ${run.get('costUsd') or '0'}")

@@ -347,7 +347,9 @@ def run_command(
 
 @runs_app.command("list")
 def runs_list(
-    status: list[str] | None = typer.Option(None, "--status", help="Only runs with this status (repeatable)."),
+    status: list[str] | None = typer.Option(
+        None, "--status", metavar="STATUS",
+        help="Only runs with this status (repeatable): queued, running, completed, partially_completed, failed, cancelled."),
     job: str | None = typer.Option(None, "--job", help="Only runs of this tool or job id."),
     limit: int = typer.Option(20, "--limit", min=1, max=500, help="At most this many runs (newest first)."),
     json_output: bool = typer.Option(False, "--json", help=JSON_HELP),
@@ -356,7 +358,7 @@ def runs_list(
     """List runs, newest first."""
 
     async def main() -> int:
-        known = {s.value for s in RunStatus}
+        known = {s.value for s in RunStatus} | {"pending"}  # the former name of queued
         bad = [s for s in status or [] if s not in known]
         if bad:
             raise CliError(f"unknown status {', '.join(bad)} (one of: {', '.join(sorted(known))})")

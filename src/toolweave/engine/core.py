@@ -157,6 +157,9 @@ class _Ctx:
     now: float
     lease: Lease | None
     dispatches: list[DispatchWork] = field(default_factory=list)
+    picked_up: bool = True
+    """False when no worker is behind this transaction (submit, retry, cancel): a queued run stays
+    ``queued`` until a worker claims one of its tasks (``_claim``)."""
 
     def can_lease(self) -> bool:
         return self.lease is not None and self.lease.used < self.lease.capacity
@@ -311,7 +314,7 @@ class Engine:
                 if run_id is None:  # a concurrent request with the same key won
                     results.append((self._key_owner(tx, req), False))
                     continue
-                self._advance(tx, run_id, _Ctx(now, None))
+                self._advance(tx, run_id, _Ctx(now, None, picked_up=False))
             if key is not None:
                 known[key] = run_id
             results.append((run_id, True))
@@ -352,7 +355,7 @@ class Engine:
         tools = {tid: self._tool(tx, sha) for tid, sha in tool_shas.items() if not tid.startswith("job:")}
         deadline = (now + job.timeout_seconds) if job.timeout_seconds else None
         view = plan.RunView(
-            run_id=run_id, status=RunStatus.PENDING, job=job, inputs=req.inputs,
+            run_id=run_id, status=RunStatus.QUEUED, job=job, inputs=req.inputs,
             steps={s.step_id: plan.StepView(s.step_id) for s in job.steps}, tools=tools, deadline_at=deadline,
             order=order,
         )
@@ -362,11 +365,11 @@ class Engine:
         run = Row(
             run_id=run_id, job_definition_id=job.job_id, definition_version=job.version, definition_sha=job_sha,
             tool_shas=tool_shas, master_account_id=req.account_id, session_id=req.session_id,
-            initiating_event_id=req.initiating_event_id, origin=req.origin, status=RunStatus.RUNNING.value,
+            initiating_event_id=req.initiating_event_id, origin=req.origin, status=RunStatus.QUEUED.value,
             job_inputs=req.inputs, callback_url=req.callback_url, idempotency_key=req.idempotency_key,
             parent_run_id=None, parent_step_id=None, priority=req.priority, deadline_at=deadline, created_at=now,
-            started_at=now, updated_at=now,
-        )
+            started_at=None, updated_at=now,
+        )  # queued: a worker's claim of its first dispatch makes it running (``_claim``)
         steps: dict[str, dict[str, Any]] = {
             s.step_id: {
                 "run_id": run_id, "step_id": s.step_id, "position": i, "status": StepStatus.PENDING.value,
@@ -380,7 +383,7 @@ class Engine:
         events.append(_event(run_id, "run.created", None, now, jobId=job.job_id, version=job.version, parentRunId=None))
         for action in actions:
             if isinstance(action, plan.StartRun):
-                events.append(_event(run_id, "run.started", None, now))
+                continue  # no worker has the run yet
             elif isinstance(action, plan.StartStep):
                 tool = tools[action.tool_id or ""]
                 gen_id = new_id("gen_")
@@ -430,7 +433,7 @@ class Engine:
             session_id=req.session_id,
             initiating_event_id=req.initiating_event_id,
             origin=req.origin,
-            status=RunStatus.PENDING.value,
+            status=RunStatus.QUEUED.value,
             job_inputs=req.inputs,
             callback_url=req.callback_url if parent is None else None,
             idempotency_key=req.idempotency_key if parent is None else None,
@@ -528,7 +531,7 @@ class Engine:
 
         for action in actions:
             if isinstance(action, plan.StartRun):
-                if runs_q.set_status(tx, run_id, RunStatus.RUNNING, now, started_at=now):
+                if ctx.picked_up and runs_q.set_status(tx, run_id, RunStatus.RUNNING, now, started_at=now):
                     event("run.started")
             elif isinstance(action, plan.StartStep):
                 self._start_step(tx, run, view, step_rows[action.step_id], action, ctx, event)
@@ -916,6 +919,9 @@ class Engine:
                 tasks_q.finish(tx, task.claim)
                 continue
             items.append((task, work))
+        picked = sorted({w.run_id for t, w in items if t.kind is TaskKind.DISPATCH and w is not None})
+        for run_id in runs_q.mark_picked_up(tx, picked, now):
+            events_q.append(tx, run_id, "run.started", now)
         return items
 
     def generation_work_tx(self, tx: Tx, generation_id: str) -> DispatchWork:
@@ -948,7 +954,7 @@ class Engine:
             return str(run.status)
         runs_q.request_cancel(tx, run_id, now)
         events_q.append(tx, run_id, "run.cancel_requested", now)
-        self._advance(tx, run_id, _Ctx(now, None))
+        self._advance(tx, run_id, _Ctx(now, None, picked_up=False))
         status: str = runs_q.get(tx, run_id).status  # type: ignore[union-attr]
         return status
 
@@ -975,12 +981,12 @@ class Engine:
                 )
                 reset += 1
         runs_q.update(
-            tx, run_id, status=RunStatus.RUNNING.value, cancel_requested=False, error=None, final_outputs=None,
+            tx, run_id, status=RunStatus.QUEUED.value, cancel_requested=False, error=None, final_outputs=None,
             finished_at=None, updated_at=now,
             deadline_at=(now + (run.deadline_at - run.started_at)) if run.deadline_at and run.started_at else None,
         )
         events_q.append(tx, run_id, "run.retried", now, stepsReset=reset)
-        self._advance(tx, run_id, _Ctx(now, None))
+        self._advance(tx, run_id, _Ctx(now, None, picked_up=False))
 
     def run_job_tx(self, tx: Tx, run_id: str, account_id: str | None) -> tuple[JobDefinition, dict[str, Any], str]:
         """The definition version a run pinned, its inputs and its account (NotFound for another

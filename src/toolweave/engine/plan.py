@@ -457,7 +457,7 @@ class _Planner:
         run = self.run
         if run.status.terminal:
             return []
-        if run.status is RunStatus.PENDING:
+        if run.status is RunStatus.QUEUED:
             self.actions.append(StartRun())
         if run.cancel_requested:
             self.cancel_rest("the run was cancelled")

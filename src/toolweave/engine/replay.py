@@ -157,5 +157,5 @@ def fork_tx(
         tx, new_id, "run.forked", now, forkedFrom=run_id, fromStep=from_step, changedInputs=changed,
         reusedSteps=reused, stepsToRun=[sid for sid in step_ids if sid in again],
     )
-    engine._advance(tx, new_id, _Ctx(now, None))
+    engine._advance(tx, new_id, _Ctx(now, None, picked_up=False))  # queued until a worker claims it
     return new_id

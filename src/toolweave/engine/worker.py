@@ -96,6 +96,11 @@ class Worker:
         self._slot_freed.set()
 
     @property
+    def in_flight(self) -> int:
+        """Tasks this worker is handling now."""
+        return len(self._inflight)
+
+    @property
     def free(self) -> int:
         return self.slots - len(self._inflight) - self._reserved
 

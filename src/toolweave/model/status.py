@@ -11,7 +11,8 @@ from enum import StrEnum
 
 
 class RunStatus(StrEnum):
-    PENDING = "pending"
+    QUEUED = "queued"
+    """No worker has picked the run up yet (was ``pending`` before migration 0006)."""
     RUNNING = "running"
     COMPLETED = "completed"
     PARTIALLY_COMPLETED = "partially_completed"
@@ -80,14 +81,15 @@ class NotificationStatus(StrEnum):
 
 # target status -> statuses it may be reached from (compare-and-set guards)
 RUN_ALLOWED_PRIOR: dict[RunStatus, frozenset[RunStatus]] = {
-    RunStatus.PENDING: frozenset(),
-    RunStatus.RUNNING: frozenset({RunStatus.PENDING} | RUN_TERMINAL - {RunStatus.CANCELLED}),
-    RunStatus.COMPLETED: frozenset({RunStatus.PENDING, RunStatus.RUNNING}),
-    RunStatus.PARTIALLY_COMPLETED: frozenset({RunStatus.PENDING, RunStatus.RUNNING}),
-    RunStatus.FAILED: frozenset({RunStatus.PENDING, RunStatus.RUNNING}),
-    RunStatus.CANCELLED: frozenset({RunStatus.PENDING, RunStatus.RUNNING}),
+    RunStatus.QUEUED: frozenset(),
+    RunStatus.RUNNING: frozenset({RunStatus.QUEUED}),
+    RunStatus.COMPLETED: frozenset({RunStatus.QUEUED, RunStatus.RUNNING}),
+    RunStatus.PARTIALLY_COMPLETED: frozenset({RunStatus.QUEUED, RunStatus.RUNNING}),
+    RunStatus.FAILED: frozenset({RunStatus.QUEUED, RunStatus.RUNNING}),
+    RunStatus.CANCELLED: frozenset({RunStatus.QUEUED, RunStatus.RUNNING}),
 }
-"""A finished run may go back to running only through an explicit retry."""
+"""A run is queued until a worker claims one of its tasks; a finished run goes back to the queue
+only through an explicit retry (which resets it directly)."""
 
 GENERATION_ALLOWED_PRIOR: dict[GenerationStatus, frozenset[GenerationStatus]] = {
     GenerationStatus.PENDING: frozenset(),

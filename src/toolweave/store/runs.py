@@ -164,10 +164,26 @@ def add_cost(tx: Tx, run_id: str, amount: Decimal, now: float) -> None:
     tx.q("UPDATE runs SET cost_usd = :cost, updated_at = :now WHERE run_id = :id", {"cost": current + amount, "now": now, "id": run_id})
 
 
+def mark_picked_up(tx: Tx, run_ids: list[str], now: float) -> list[str]:
+    """Queued runs among ``run_ids`` become running: a worker has claimed one of their tasks.
+    Runs another transaction holds right now are left for their next advance (no waiting on a run's
+    lock while holding task locks). Returns the runs changed."""
+    if not run_ids:
+        return []
+    ids, params = in_list("r", run_ids)
+    rows = tx.all(
+        "UPDATE runs SET status = 'running', started_at = COALESCE(started_at, :now), updated_at = :now "
+        f"WHERE run_id IN (SELECT run_id FROM runs WHERE run_id IN {ids} AND status = 'queued' "
+        "FOR UPDATE SKIP LOCKED) RETURNING run_id",
+        {"now": now, **params},
+    )
+    return [str(r.run_id) for r in rows]
+
+
 def request_cancel(tx: Tx, run_id: str, now: float) -> bool:
     return (
         tx.rowcount(
-            "UPDATE runs SET cancel_requested = :t, updated_at = :now WHERE run_id = :id AND status IN ('pending', 'running')",
+            "UPDATE runs SET cancel_requested = :t, updated_at = :now WHERE run_id = :id AND status IN ('queued', 'running')",
             {"t": True, "now": now, "id": run_id},
         )
         == 1
@@ -228,7 +244,7 @@ def count_by_status(tx: Tx) -> dict[str, int]:
 
 def in_flight_count(tx: Tx, account_id: str) -> int:
     row = tx.one(
-        "SELECT COUNT(*) AS n FROM runs WHERE master_account_id = :account AND status IN ('pending', 'running') "
+        "SELECT COUNT(*) AS n FROM runs WHERE master_account_id = :account AND status IN ('queued', 'running') "
         "AND parent_run_id IS NULL",
         {"account": account_id},
     )
@@ -236,7 +252,7 @@ def in_flight_count(tx: Tx, account_id: str) -> int:
 
 
 _STRANDED = (
-    "SELECT r.run_id FROM runs r WHERE r.status IN ('pending', 'running') {only} "
+    "SELECT r.run_id FROM runs r WHERE r.status IN ('queued', 'running') {only} "
     # an advance task (due now or later: a retry's backoff, a deadline)
     "AND NOT EXISTS (SELECT 1 FROM tasks t WHERE t.kind = 'advance' AND t.ref_id = r.run_id) "
     # a waiting generation: one not yet finished, with the dispatch or poll task that will finish it
@@ -244,7 +260,7 @@ _STRANDED = (
     "AND t.ref_id = g.generation_id WHERE g.run_id = r.run_id AND g.status IN ('pending', 'processing')) "
     # a running child run (its end advances this run)
     "AND NOT EXISTS (SELECT 1 FROM step_runs s JOIN runs c ON c.run_id = s.child_run_id "
-    "WHERE s.run_id = r.run_id AND s.status = 'running' AND c.status IN ('pending', 'running')) "
+    "WHERE s.run_id = r.run_id AND s.status = 'running' AND c.status IN ('queued', 'running')) "
     "ORDER BY r.created_at LIMIT :limit"
 )
 

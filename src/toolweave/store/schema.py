@@ -134,9 +134,9 @@ sa.Index("ix_runs_account_created", runs.c.master_account_id, runs.c.created_at)
 sa.Index("ix_runs_parent", runs.c.parent_run_id)
 sa.Index(
     "ix_runs_unfinished", runs.c.created_at,
-    sqlite_where=runs.c.status.in_(["pending", "running"]), postgresql_where=runs.c.status.in_(["pending", "running"]),
+    sqlite_where=runs.c.status.in_(["queued", "running"]), postgresql_where=runs.c.status.in_(["queued", "running"]),
 )
-"""Partial: the sweep for stranded runs reads only unfinished runs, however many have finished (0004)."""
+"""Partial: the sweep for stranded runs reads only unfinished runs, however many have finished (0004, 0006)."""
 
 step_runs = sa.Table(
     "step_runs",

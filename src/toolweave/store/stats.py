@@ -16,6 +16,61 @@ def overview(tx: Tx, now: float) -> dict[str, Any]:
     }
 
 
+def queue(tx: Tx, now: float) -> dict[str, Any]:
+    """The queue as people need to see it: per service, the steps waiting for a worker (due now),
+    those scheduled later (retries, a full backend), those being sent and those waiting at their
+    backend (polled); other work by kind; the oldest task waiting for a worker; tasks each worker
+    holds; queued runs."""
+    rows = tx.all(
+        "SELECT t.kind, g.service_name, t.lease_owner IS NOT NULL AS leased, t.available_at <= :now AS due, "
+        "COUNT(*) AS n, MIN(t.available_at) AS since FROM tasks t "
+        "LEFT JOIN generations g ON g.generation_id = t.ref_id AND t.kind IN ('dispatch', 'poll', 'cancel') "
+        "GROUP BY t.kind, g.service_name, t.lease_owner IS NOT NULL, t.available_at <= :now",
+        {"now": now},
+    )
+    services: dict[str, dict[str, Any]] = {}
+    other: dict[str, dict[str, int]] = {}
+    for r in rows:
+        leased, due, n = bool(r.leased), bool(r.due), int(r.n)
+        if r.kind in ("dispatch", "poll") and r.service_name:
+            entry = services.setdefault(r.service_name, {
+                "service": r.service_name, "waiting": 0, "scheduled": 0, "sending": 0, "atBackend": 0,
+                "oldestWaitingSeconds": None})
+            if r.kind == "poll":
+                entry["atBackend"] += n
+            elif leased:
+                entry["sending"] += n
+            elif due:
+                entry["waiting"] += n
+                age = max(0.0, now - float(r.since))
+                entry["oldestWaitingSeconds"] = max(entry["oldestWaitingSeconds"] or 0.0, age)
+            else:
+                entry["scheduled"] += n
+        else:
+            counts = other.setdefault(r.kind, {"kind": r.kind, "waiting": 0, "scheduled": 0, "running": 0})
+            counts["running" if leased else "waiting" if due else "scheduled"] += n
+    oldest = tx.one(
+        "SELECT t.kind, t.run_id, t.available_at, g.service_name FROM tasks t "
+        "LEFT JOIN generations g ON g.generation_id = t.ref_id AND t.kind IN ('dispatch', 'poll', 'cancel') "
+        "WHERE t.lease_owner IS NULL AND t.available_at <= :now ORDER BY t.available_at LIMIT 1",
+        {"now": now},
+    )
+    held = tx.all(
+        "SELECT lease_owner, COUNT(*) AS n FROM tasks WHERE lease_owner IS NOT NULL GROUP BY lease_owner"
+    )
+    queued = tx.one("SELECT COUNT(*) AS n FROM runs WHERE status = 'queued'")
+    return {
+        "services": sorted(services.values(), key=lambda e: e["service"]),
+        "other": sorted(other.values(), key=lambda e: e["kind"]),
+        "oldestWaiting": None if oldest is None else {
+            "kind": oldest.kind, "runId": oldest.run_id, "service": oldest.service_name,
+            "waitingSeconds": max(0.0, now - float(oldest.available_at)),
+        },
+        "heldBy": {str(r.lease_owner): int(r.n) for r in held},
+        "queuedRuns": int(queued.n) if queued is not None else 0,
+    }
+
+
 def work(tx: Tx, buckets: tuple[float, ...]) -> dict[str, Any]:
     cases = ", ".join(
         f"SUM(CASE WHEN finished_at - started_at <= {float(b)!r} THEN 1 ELSE 0 END) AS b{i}" for i, b in enumerate(buckets)

@@ -68,8 +68,8 @@ def render_status(run: Mapping[str, Any], name: str) -> str:
     status = str(run.get("status"))
     steps = list(run.get("stepStatuses") or [])
     failed = next((s for s in steps if s.get("status") == "failed"), None)
-    if status == RunStatus.PENDING.value:
-        head = f"⏳ {name} — queued"
+    if status == RunStatus.QUEUED.value:
+        head = f"⏳ {name} — queued" + (f" ({run['statusDetail']})" if run.get("statusDetail") else "")
     elif status == RunStatus.RUNNING.value:
         head = f"🔄 {name} — cancelling…" if run.get("cancelRequested") else f"🔄 {name} — running"
     elif status == RunStatus.COMPLETED.value:
