@@ -170,7 +170,7 @@ def parked(app: App) -> int:
 
 
 def unfinished(app: App) -> int:
-    row = app.store.read_sync(lambda tx: tx.one("SELECT COUNT(*) AS n FROM runs WHERE status IN ('pending', 'running')"))
+    row = app.store.read_sync(lambda tx: tx.one("SELECT COUNT(*) AS n FROM runs WHERE status IN ('queued', 'running')"))
     return int(row.n)
 
 
