@@ -85,7 +85,8 @@ async def test_a_batch_makes_one_run_per_row_and_a_bad_row_stops_nothing(app: Ap
         run = await app.get_run(r.run_id or "", "acme")
         assert run["status"] == "completed" and run["finalOutputs"] == {"value": r.index + 2}
         types = [e["type"] for e in await app.events(r.run_id or "", "acme")]
-        assert types == ["run.created", "run.started", "step.started", "step.succeeded", "step.started",
+        # queued with its first step started at submit; running once a worker claims that step
+        assert types == ["run.created", "step.started", "run.started", "step.succeeded", "step.started",
                          "step.succeeded", "run.completed"]
     assert_no_stranded_runs(app.store)
 
@@ -147,7 +148,7 @@ async def test_a_planned_run_is_stored_as_the_run_by_run_path_stores_it(app: App
             now = time.time()
             tool_shas = {tid: app.engine._snapshot(tx, "tool", t, now) for tid, t in request.tools.items()}
             run_id = app.engine._create_run(tx, request.job, tool_shas, request, now, parent=None)
-            app.engine._advance(tx, run_id, _Ctx(now, None))
+            app.engine._advance(tx, run_id, _Ctx(now, None, picked_up=False))
             return str(run_id)
 
         reference = await app.store.tx(by_steps)
@@ -164,7 +165,7 @@ async def test_runs_that_nest_or_end_at_once_go_the_run_by_run_way_in_the_same_b
     assert ended["status"] == "completed"  # its only step skipped: the run ended in its first plan
     assert ended["stepStatuses"][0]["status"] == "skipped"
     assert [e["type"] for e in await app.events(ended["jobRunId"], "acme")] == [
-        "run.created", "run.started", "step.skipped", "run.completed"]
+        "run.created", "step.skipped", "run.completed"]  # no worker ever had it
     await app.make_worker(8).run_until_idle(60)
     statuses = [(await app.get_run(r.run_id or "", "acme"))["status"] for r in results]
     assert statuses[1:] == ["completed"] * 4
