@@ -2,7 +2,7 @@
 and a documented command that fails breaks the build.
 
 Each document runs in a session of its own: a temporary folder as the working directory (with the
-repository's ``examples/`` and ``.venv`` linked in, and a ``photo.jpg``), a temporary
+repository's ``examples/``, ``tests/`` and ``.venv`` linked in, and a ``photo.jpg``), a temporary
 ``TOOLWEAVE_HOME`` and ``HOME``, ``toolweave`` on the ``PATH``. Its blocks run in order in bash
 with ``set -e -o pipefail``; what a block exports is there for the next one. The lines of a block
 that start with ``$`` are commands (a line ending in ``\\`` and a here-document continue them); the
@@ -131,6 +131,7 @@ class Session:
         work = folder / "work"
         work.mkdir()
         (work / "examples").symlink_to(ROOT / "examples")
+        (work / "tests").symlink_to(ROOT / "tests")  # its sample data (predecessor tool files)
         (work / ".venv").symlink_to(ROOT / ".venv")
         from PIL import Image
 
