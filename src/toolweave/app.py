@@ -59,6 +59,14 @@ class UnknownDefinition(LookupError):
     """No tool or job has that id."""
 
 
+class InvalidDefinition(UnknownDefinition):
+    """A definition file declares that id, but the definition was refused: ``problems`` say why."""
+
+    def __init__(self, message: str, problems: list[Problem]) -> None:
+        super().__init__(message)
+        self.problems = problems
+
+
 @dataclass
 class Page:
     items: list[dict[str, Any]]
@@ -267,6 +275,7 @@ class App:
         """The tool or job with this id: the given version, or the latest. ``UnknownDefinition``
         names the registered versions when the id is known but the version is not."""
         if self.registry.get_job(target_id) is None and self.registry.get_tool(target_id) is None:
+            self._refused(target_id)
             raise UnknownDefinition(f"no tool or job named {target_id!r}")
         if version is None:
             return self.registry.find(target_id)
@@ -277,6 +286,20 @@ class App:
         except KeyError as exc:
             raise UnknownDefinition(str(exc.args[0])) from None
         return found
+
+    def _refused(self, target_id: str) -> None:
+        """Raise ``InvalidDefinition`` when a loaded file declares ``target_id`` but was refused."""
+        from toolweave.registry.loader import declared_ids
+
+        files = sorted({p.file for p in self.definition_problems if p.file})
+        for file in files:
+            if target_id in declared_ids(Path(file)):
+                problems = [p for p in self.definition_problems if p.file == file]
+                raise InvalidDefinition(
+                    f"{target_id!r} is defined in {file} but cannot be used: "
+                    f"{len(problems)} problem{'s' if len(problems) != 1 else ''} (see `toolweave validate {file}`)",
+                    problems,
+                )
 
     def versions(self, target_id: str) -> list[ToolDefinition | JobDefinition]:
         """Every registered version of a tool or job, oldest first (``UnknownDefinition`` if none)."""

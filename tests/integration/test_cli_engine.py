@@ -386,3 +386,43 @@ def test_the_readme_lists_every_setting_and_links_existing_docs() -> None:
     for link in re.findall(r"\]\(([^)#]+)\)", readme):
         if not link.startswith("http"):
             assert (ROOT / link).exists(), link
+
+
+def test_an_invalid_definition_is_named_with_its_problems_not_reported_missing(env: dict[str, str], tmp_path: Path) -> None:
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "wrong.yaml").write_text(
+        "jobId: wrongtype\nsteps:\n  - stepId: a\n    toolId: image.resize\n    inputMappings:\n"
+        "      - {value: 'not a number', targetInputName: width}\n"
+    )
+    result = cli("run", "wrongtype", "-d", str(bad), "--wait")
+    assert result.exit_code == 4
+    assert "'wrongtype' is defined in" in result.stderr and "wrong.yaml" in result.stderr
+    assert "cannot be used" in result.stderr and "not a number" in result.stderr
+    assert "no tool or job named" not in result.stderr
+    missing = cli("run", "nothing_like_it", "-d", str(bad))
+    assert missing.exit_code == 4 and "no tool or job named 'nothing_like_it'" in missing.stderr
+
+
+def test_listings_fit_80_columns_without_cutting_what_people_paste(env: dict[str, str]) -> None:
+    from rich.console import Console
+
+    from toolweave.cli.render import runs_table
+
+    items = [{"jobRunId": "run_01m8vtvdvstzrt4x7webdvrv5v", "jobDefinitionId": "a_rather_long_job_identifier",
+              "version": "2", "status": "partially_completed", "createdAt": "2026-12-02T16:54:21.304Z",
+              "durationMs": 1234, "error": {"message": "step enhance failed"}}]
+    narrow = Console(width=80, record=True)
+    narrow.print(runs_table(items, 80))
+    text = narrow.export_text()
+    assert "run_01m8vtvdvstzrt4x7webdvrv5v" in text and "partially_completed" in text and "…" not in text
+    assert max(len(line.rstrip()) for line in text.splitlines()) <= 80
+    narrow_env = dict(env, COLUMNS="80")
+    tools = cli("tools", "list", env=narrow_env)
+    assert tools.exit_code == 0 and "image.watermark" in tools.stdout and "…" not in tools.stdout.split("description")[0]
+    assert len(tools.stdout.splitlines()) < 60  # first sentences, not whole descriptions
+    jobs = cli("jobs", "list", "-d", str(DEMO_DIR), env=narrow_env)
+    assert jobs.exit_code == 0 and jobs.stdout.startswith("1 job\n")
+    assert "source → thumbnail, vivid, mono, stamped, upscale →" in " ".join(jobs.stdout.split())  # parallel, not a chain
+    empty = cli("jobs", "list", env=narrow_env)
+    assert "0 jobs" in empty.stdout and "TOOLWEAVE_DEFINITIONS" in empty.stderr

@@ -26,7 +26,26 @@ from toolweave.cli import (
     worker,
 )
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help="Run generative-AI tools and durable jobs.")
+app = typer.Typer(
+    no_args_is_help=True, add_completion=False, help="Run generative-AI tools and durable jobs.",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from toolweave.api.version import __version__
+
+        typer.echo(f"toolweave {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", "-V", is_eager=True, callback=_version,
+                                 help="Print the version and exit."),
+) -> None:
+    """Run generative-AI tools and durable jobs."""
 
 app.command("validate")(definitions.validate_definitions)
 app.command("run")(runs.run_command)

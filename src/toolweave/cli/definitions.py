@@ -11,7 +11,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from toolweave.cli.common import JSON_HELP, PATHS_OPTION_HELP, console, load_settings, print_json
+from toolweave.cli.common import JSON_HELP, PATHS_OPTION_HELP, console, err_console, load_settings, print_json
 from toolweave.settings import Settings
 
 if TYPE_CHECKING:  # loaded by the commands that use them: `toolweave --help` must stay fast
@@ -210,20 +210,13 @@ def tools_list(
     if json_output:
         print_json([t.dump() for t in tools])
         return
-    table = Table(title=f"{len(tools)} tools")
-    for column in ("id", "version", "service", "command", "inputs", "outputs", "description"):
-        table.add_column(column, no_wrap=column in ("id", "command"), max_width=40)
-    for tool in tools:
-        table.add_row(
-            Text(tool.tool_id),
-            Text(tool.version),
-            Text(tool.service),
-            Text(f"/{tool.command_name}"),
-            Text(", ".join(p.name for p in tool.input_schema)),
-            Text(", ".join(o.name for o in tool.output_schema)),
-            Text(tool.description),
-        )
-    console.print(table)
+    rows = [
+        {"id": t.tool_id, "version": t.version, "service": t.service, "command": f"/{t.command_name}",
+         "inputs": ", ".join(p.name for p in t.input_schema), "outputs": ", ".join(o.name for o in t.output_schema),
+         "description": _summary(t.description)}
+        for t in tools
+    ]
+    console.print(_listing(_count(len(tools), "tool"), rows, narrow=("id", "service", "description")))
 
 
 @tools_app.command("show")
@@ -257,20 +250,17 @@ def jobs_list(
     if json_output:
         print_json([j.dump() for j in jobs])
         return
-    table = Table(title=f"{len(jobs)} jobs")
-    for column in ("id", "version", "command", "steps", "inputs", "outputs", "description"):
-        table.add_column(column, no_wrap=column in ("id", "command"), max_width=40)
-    for job in jobs:
-        table.add_row(
-            Text(job.job_id),
-            Text(job.version),
-            Text(f"/{job.command_name}"),
-            Text(" → ".join(registry.topological_order(job))),
-            Text(", ".join(p.name for p in job.input_schema)),
-            Text(", ".join(o.name for o in job.output_schema)),
-            Text(job.description),
-        )
-    console.print(table)
+    if not jobs and not json_output:
+        err_console.print(Text(
+            "no jobs: give the folders of your definitions with -d DIR, or set TOOLWEAVE_DEFINITIONS "
+            "(e.g. -d examples/demo)", style="yellow"), soft_wrap=True)
+    rows = [
+        {"id": j.job_id, "version": j.version, "command": f"/{j.command_name}", "steps": _layers(j),
+         "inputs": ", ".join(p.name for p in j.input_schema), "outputs": ", ".join(o.name for o in j.output_schema),
+         "description": _summary(j.description)}
+        for j in jobs
+    ]
+    console.print(_listing(_count(len(jobs), "job"), rows, narrow=("id", "steps")))
 
 
 def _versions(kind: str, ident: str, json_output: bool, paths: list[Path] | None) -> None:
@@ -334,3 +324,49 @@ def jobs_show(
         console.print(Text(f"  input {param_line(param)}"), soft_wrap=True)
     for line in job_dag_lines(job):
         console.print(Text(line), soft_wrap=True)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def _layers(job: Any) -> str:
+    """The steps by depth: ``source → thumbnail, vivid, mono → contact_sheet`` (parallel steps
+    share a layer; a chain is one step a layer)."""
+    deps = {s.step_id: [d for d in s.all_dependencies] for s in job.steps}
+    depth: dict[str, int] = {}
+
+    def of(step_id: str, seen: frozenset[str] = frozenset()) -> int:
+        if step_id not in depth:
+            depth[step_id] = 0 if step_id in seen else 1 + max(
+                (of(d, seen | {step_id}) for d in deps.get(step_id, []) if d in deps), default=-1)
+        return depth[step_id]
+
+    layers: dict[int, list[str]] = {}
+    for step in job.steps:
+        layers.setdefault(of(step.step_id), []).append(step.step_id)
+    return " → ".join(", ".join(layers[d]) for d in sorted(layers))
+
+
+def _summary(text: str | None, limit: int = 60) -> str:
+    """A description's first sentence, at most ``limit`` characters (``tools show`` has it whole)."""
+    first = " ".join((text or "").split())
+    for end in (". ", "? ", "! "):
+        if end in first:
+            first = first.split(end, 1)[0] + end.strip()
+            break
+    return first if len(first) <= limit else first[: limit - 1].rstrip() + "…"
+
+
+def _listing(title: str, rows: list[dict[str, str]], *, narrow: tuple[str, ...]) -> Table:
+    """A table of ``rows``; on a terminal narrower than 120 columns (or piped at 80) only the
+    ``narrow`` columns, so ids are never cut (``show ID`` and ``--json`` have the rest)."""
+    columns = list(rows[0]) if rows else list(narrow)
+    if console.width < 120:
+        columns = [c for c in columns if c in narrow]
+    table = Table(title=title, title_justify="left")
+    for column in columns:
+        table.add_column(column, no_wrap=column in ("id", "command"), overflow="fold")
+    for row in rows:
+        table.add_row(*(Text(row[c]) for c in columns))
+    return table

@@ -137,14 +137,21 @@ def event_line(event: dict[str, Any]) -> str:
     return "  ".join(str(p) for p in parts)
 
 
-def runs_table(items: list[dict[str, Any]]) -> Table:
+def runs_table(items: list[dict[str, Any]], width: int = 120) -> Table:
+    """Runs, one a line. Ids, statuses and times are never cut (they are what people paste); the
+    job id comes last and folds. Below 100 columns (a pipe is 80) the creation time is left out,
+    below 120 the error (``runs show`` has both)."""
     table = _table(f"{len(items)} run{'s' if len(items) != 1 else ''}")
-    table.add_column("run", no_wrap=True)
-    table.add_column("job", overflow="ellipsis", no_wrap=True)
-    table.add_column("status", no_wrap=True)
-    table.add_column("created", no_wrap=True)
-    table.add_column("time", no_wrap=True, justify="right")
-    errors = any(item.get("error") for item in items)
+    longest = {key: max((len(str(item.get(key) or "")) for item in items), default=0)
+               for key in ("jobRunId", "status")}
+    created = width >= 100
+    errors = width >= 120 and any(item.get("error") for item in items)
+    table.add_column("run", no_wrap=True, min_width=max(3, longest["jobRunId"]))
+    table.add_column("status", no_wrap=True, min_width=max(6, longest["status"]))
+    if created:
+        table.add_column("created", no_wrap=True, min_width=11)
+    table.add_column("time", no_wrap=True, justify="right", min_width=5)
+    table.add_column("job", overflow="fold", min_width=12)
     if errors:
         table.add_column("error", overflow="fold", ratio=1)
     for item in items:
@@ -153,10 +160,10 @@ def runs_table(items: list[dict[str, Any]]) -> Table:
         version = "" if item["version"] == "1" else f" v{item['version']}"
         table.add_row(
             Text(item["jobRunId"]),
-            Text(f"{item['jobDefinitionId']}{version}"),
             styled(item["status"]),
-            Text(_local_time(item.get("createdAt"))),
+            *([Text(_local_time(item.get("createdAt")))] if created else []),
             Text(seconds(item.get("durationMs"))),
+            Text(f"{item['jobDefinitionId']}{version}"),
             *([Text(str(message))] if errors else []),
         )
     return table

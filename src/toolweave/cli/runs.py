@@ -106,7 +106,7 @@ def read_at_files(job: JobDefinition, raw: dict[str, str]) -> tuple[dict[str, An
 async def submit(app: App, target_id: str, pairs: list[str], account: str, version: str | None = None) -> str:
     """Submit a run of a tool or job (in ``version``, default the latest) from ``-i`` options;
     input problems become ``CliError`` (exit 4)."""
-    from toolweave.app import MediaError, UnknownDefinition
+    from toolweave.app import InvalidDefinition, MediaError, UnknownDefinition
     from toolweave.inputs import InputError
 
     raw = parse_pairs(pairs)
@@ -117,6 +117,8 @@ async def submit(app: App, target_id: str, pairs: list[str], account: str, versi
             target_id, inputs, account_id=account, origin={"platform": "cli"}, coerce_text=True,
             allow_local_paths=paths, version=version,
         )
+    except InvalidDefinition as exc:
+        raise CliError(str(exc.args[0]), details=[str(p) for p in exc.problems]) from None
     except UnknownDefinition as exc:
         raise CliError(f"{exc.args[0]} (see `toolweave tools list` and `toolweave jobs list`)") from None
     except InputError as exc:
@@ -367,7 +369,7 @@ def runs_list(
         if json_output:
             print_json({"items": page.items, "nextCursor": page.next_cursor})
         else:
-            console.print(runs_table(page.items))
+            console.print(runs_table(page.items, console.width))
         return 0
 
     run_main(main())

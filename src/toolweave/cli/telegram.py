@@ -22,7 +22,7 @@ def telegram_command(
         help="Register URL (the public address of the server's /telegram/webhook route) with Telegram, then exit.",
     ),
     delete_webhook: bool = typer.Option(False, "--delete-webhook", help="Unregister the webhook, then exit."),
-    log_level: str = typer.Option("INFO", "--log-level", help="DEBUG, INFO, WARNING or ERROR."),
+    log_level: str = typer.Option("info", "--log-level", metavar="LEVEL", help="debug, info, warning or error (any case)."),
 ) -> None:
     """Run the Telegram bot by long polling, with an embedded worker (one process does everything)."""
     settings = load_settings()

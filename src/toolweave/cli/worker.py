@@ -12,10 +12,11 @@ from toolweave.cli.common import CliError, app_session, err_console, run_main, s
 
 
 def worker_command(
-    slots: int = typer.Option(0, "--slots", min=0, help="Tasks handled at once (default: the worker_slots setting)."),
+    slots: int | None = typer.Option(None, "--slots", min=1, metavar="N", show_default=False,
+                                     help="Tasks handled at once (default: the worker_slots setting, 8)."),
     until_idle: bool = typer.Option(False, "--until-idle", help="Exit when no task is due or in flight."),
     timeout: float = typer.Option(600.0, "--timeout", help="With --until-idle: give up after this many seconds."),
-    log_level: str = typer.Option("INFO", "--log-level", help="DEBUG, INFO, WARNING or ERROR."),
+    log_level: str = typer.Option("info", "--log-level", metavar="LEVEL", help="debug, info, warning or error (any case)."),
 ) -> None:
     """Run a worker until SIGTERM or Ctrl-C (it finishes the tasks in hand, then hands back the rest)."""
 

@@ -310,6 +310,23 @@ def _build(raw: Any, file: str, pointer: str, problems: list[Problem]) -> Defini
     return definition
 
 
+def declared_ids(path: Path) -> set[str]:
+    """The ``toolId``/``jobId`` values a definition file declares, however invalid the rest of it is
+    (empty when it cannot be read or parsed)."""
+    try:
+        data = parse_text(path.read_text(encoding="utf-8"), path.suffix.lower())
+    except (OSError, UnicodeDecodeError, ValueError):
+        return set()
+    items = data if isinstance(data, list) else [data]
+    found: set[str] = set()
+    for item in items:
+        if isinstance(item, dict):
+            for key in ("toolId", "tool_id", "jobId", "job_id"):
+                if isinstance(item.get(key), str):
+                    found.add(item[key])
+    return found
+
+
 def load_file(path: Path, result: LoadResult) -> None:
     file = str(path)
     try:
