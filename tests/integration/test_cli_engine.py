@@ -426,3 +426,26 @@ def test_listings_fit_80_columns_without_cutting_what_people_paste(env: dict[str
     assert "source → thumbnail, vivid, mono, stamped, upscale →" in " ".join(jobs.stdout.split())  # parallel, not a chain
     empty = cli("jobs", "list", env=narrow_env)
     assert "0 jobs" in empty.stdout and "TOOLWEAVE_DEFINITIONS" in empty.stderr
+
+
+def test_an_unreachable_store_and_a_busy_port_are_one_line_each(env: dict[str, str]) -> None:
+    import socket
+
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]  # nothing listens here once the socket is closed
+    down = dict(env, TOOLWEAVE_DATABASE_URL=f"postgresql://postgres@127.0.0.1:{port}/test")
+    for args in (["keys", "create", "--account", "alice"], ["runs", "list"], ["status"], ["serve", "--port", "0"]):
+        result = CliRunner().invoke(app, args, env=down)
+        assert result.exit_code == 1, (args, result.output)
+        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        assert len(lines) == 1 and lines[0].startswith("error: the store at postgresql://"), (args, result.stderr)
+        assert "Connection refused" in lines[0] and "Background on this error" not in result.stderr
+        assert "Traceback" not in result.output
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        taken = busy.getsockname()[1]
+        result = CliRunner().invoke(app, ["serve", "--host", "127.0.0.1", "--port", str(taken)], env=env)
+    assert result.exit_code == 1
+    assert f"cannot serve on 127.0.0.1:{taken}" in result.stderr and "serving on" not in result.output

@@ -119,7 +119,7 @@ def test_validate_json(broken: Path) -> None:
 
 def test_validate_without_paths_uses_the_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     result = runner.invoke(app, ["validate"])
-    assert result.exit_code == 2
+    assert result.exit_code == 4  # refused, like every command given nothing to work on
     assert "give a file or folder, or set TOOLWEAVE_DEFINITIONS" in result.stderr
     (tmp_path / "toolweave.toml").write_text(f'[toolweave]\ndefinitions = ["{EXAMPLES / "seed"}"]\n')
     assert runner.invoke(app, ["validate"]).exit_code == 0
@@ -143,7 +143,7 @@ def test_tools_list_and_show(monkeypatch: pytest.MonkeyPatch) -> None:
     as_json = json.loads(runner.invoke(app, ["tools", "show", "comfy-RealESRGAN", "--json"]).stdout)
     assert as_json["service"] == "comfydeploy"
     missing = runner.invoke(app, ["tools", "show", "nope"])
-    assert missing.exit_code == 1
+    assert missing.exit_code == 4  # an unknown id is refused (docs/cli.md)
     assert missing.stderr.strip() == "error: no tool 'nope' is registered"
 
 
@@ -161,7 +161,7 @@ def test_jobs_list_and_show_draw_the_graph(monkeypatch: pytest.MonkeyPatch) -> N
     assert lines.index("layer 1") < lines.index("layer 2")
     as_json = json.loads(runner.invoke(app, ["jobs", "show", "generate_and_upscale_image", "--json"]).stdout)
     assert as_json["order"] == ["generate_image", "upscale_image"]
-    assert runner.invoke(app, ["jobs", "show", "nope"]).exit_code == 1
+    assert runner.invoke(app, ["jobs", "show", "nope"]).exit_code == 4
 
 
 def test_list_warns_about_refused_definitions(broken: Path) -> None:

@@ -13,7 +13,7 @@ import contextlib
 import json
 from collections.abc import AsyncIterator, Coroutine
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -91,12 +91,12 @@ def print_json(data: object) -> None:
 
 
 def load_settings(**overrides: Any) -> Settings:
-    """The settings (``TOOLWEAVE_*``, ``toolweave.toml``); unreadable ones are a one-line error, exit 2."""
+    """The settings (``TOOLWEAVE_*``, ``toolweave.toml``); unreadable ones are a one-line error, exit 4."""
     try:
         return Settings.load(**overrides)
     except (ValueError, OSError) as exc:
         err_console.print(Text(f"error: the settings cannot be read: {exc}", style="red"), soft_wrap=True)
-        raise typer.Exit(2) from None
+        raise typer.Exit(EXIT_REFUSED) from None
 
 
 def run_main(main: Coroutine[Any, Any, int]) -> None:
@@ -104,10 +104,7 @@ def run_main(main: Coroutine[Any, Any, int]) -> None:
     try:
         code = asyncio.run(main)
     except CliError as exc:
-        err_console.print(Text(f"error: {exc.message}", style="red"), soft_wrap=True)
-        for line in exc.details:
-            err_console.print(Text(f"  {line}"), soft_wrap=True)
-        raise typer.Exit(exc.code) from None
+        exit_with(exc)
     except Interrupted as exc:
         for line in interrupted_hint(exc.run_id):
             err_console.print(Text(line), soft_wrap=True)
@@ -116,6 +113,14 @@ def run_main(main: Coroutine[Any, Any, int]) -> None:
         err_console.print("interrupted")
         raise typer.Exit(EXIT_INTERRUPTED) from None
     raise typer.Exit(code or 0)
+
+
+def exit_with(exc: CliError) -> NoReturn:
+    """Print a ``CliError`` (``error: message`` and its detail lines) and exit with its code."""
+    err_console.print(Text(f"error: {exc.message}", style="red"), soft_wrap=True)
+    for line in exc.details:
+        err_console.print(Text(f"  {line}"), soft_wrap=True)
+    raise typer.Exit(exc.code) from None
 
 
 def check_view(view: str, json_output: bool) -> str:
@@ -135,7 +140,6 @@ def check_worker_policy(worker: str) -> None:
 
 def open_app(definitions: list[Path] | None = None, **overrides: Any) -> App:
     """An ``App`` from the environment (``TOOLWEAVE_*``, ``toolweave.toml``), with extra definitions."""
-    from toolweave.app import App
 
     try:
         settings = Settings.load(**overrides)
@@ -146,10 +150,26 @@ def open_app(definitions: list[Path] | None = None, **overrides: Any) -> App:
         if missing:
             raise CliError(f"no such definition file or folder: {', '.join(missing)}")
         settings.definitions = [*settings.definitions, *definitions]
+    return app_from(settings)
+
+
+def app_from(settings: Settings) -> App:
+    """An ``App`` on ``settings``; a store that cannot be opened is one line (``CliError``, exit 1)."""
+    from toolweave.app import App
+
     try:
         return App(settings)
     except Exception as exc:
-        raise CliError(f"the store at {safe_url(settings.db_url)} cannot be opened: {exc}", code=EXIT_FAILED) from None
+        raise CliError(f"the store at {safe_url(settings.db_url)} cannot be opened: {one_line(exc)}",
+                       code=EXIT_FAILED) from None
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception's message without the driver's SQL, parameters and "Background on this error" link."""
+    text = str(exc).split("\n(Background on this error", 1)[0]
+    text = text.split("\n[SQL:", 1)[0]
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return " ".join(lines[:2]) if lines else type(exc).__name__
 
 
 def safe_url(url: str) -> str:
@@ -176,14 +196,21 @@ async def app_session(definitions: list[Path] | None = None, **overrides: Any) -
 
 
 def with_app(fn: Any) -> Any:
-    """Run ``await fn(app)`` with an ``App`` from the settings (unreadable settings: exit 2)."""
-    from toolweave.app import App
+    """Run ``await fn(app)`` with an ``App`` from the settings (unreadable settings: exit 2; a
+    store that cannot be reached: one line, exit 1)."""
+    from sqlalchemy.exc import DBAPIError
 
     async def _main() -> Any:
-        tw_app = App(load_settings())
+        tw_app = app_from(load_settings())
         try:
             return await fn(tw_app)
+        except DBAPIError as exc:
+            raise CliError(f"the store at {safe_url(tw_app.settings.db_url)} failed: {one_line(exc)}",
+                           code=EXIT_FAILED) from None
         finally:
             await tw_app.aclose()
 
-    return asyncio.run(_main())
+    try:
+        return asyncio.run(_main())
+    except CliError as exc:
+        exit_with(exc)

@@ -11,7 +11,15 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from toolweave.cli.common import JSON_HELP, PATHS_OPTION_HELP, console, err_console, load_settings, print_json
+from toolweave.cli.common import (
+    EXIT_REFUSED,
+    JSON_HELP,
+    PATHS_OPTION_HELP,
+    console,
+    err_console,
+    load_settings,
+    print_json,
+)
 from toolweave.settings import Settings
 
 if TYPE_CHECKING:  # loaded by the commands that use them: `toolweave --help` must stay fast
@@ -68,14 +76,14 @@ def _warn(problems: list[Problem]) -> None:
 
 
 def _lookup(paths: list[Path] | None, find: Callable[[Registry], T]) -> tuple[Registry, T]:
-    """Load the definitions and find one; an unknown id is a one-line error and exit 1."""
+    """Load the definitions and find one; an unknown id is a one-line error and exit 4 (refused)."""
     registry, problems, _ = _load_registry(paths)
     try:
         return registry, find(registry)
     except KeyError as exc:
         _warn(problems)
         typer.echo(f"error: {exc.args[0]}", err=True)
-        raise typer.Exit(1) from None
+        raise typer.Exit(EXIT_REFUSED) from None
 
 
 def validate_definitions(
@@ -98,7 +106,7 @@ def validate_definitions(
     chosen = list(paths or settings.definitions)
     if not chosen:
         typer.echo("error: give a file or folder, or set TOOLWEAVE_DEFINITIONS", err=True)
-        raise typer.Exit(2)
+        raise typer.Exit(EXIT_REFUSED)
     registry = _registry(settings)
     entries, problems = registry.load_entries(chosen)
     refused: set[int] = set()

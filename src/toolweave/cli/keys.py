@@ -8,7 +8,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from toolweave.cli.common import JSON_HELP, console, err_console, print_json, with_app
+from toolweave.cli.common import EXIT_REFUSED, JSON_HELP, console, err_console, print_json, with_app
 
 keys_app = typer.Typer(no_args_is_help=True, help="API keys.")
 
@@ -22,7 +22,7 @@ def keys_create(
     account = account.strip()
     if not account or len(account) > 64 or account == "admin":
         err_console.print(Text("error: give an account name of 1 to 64 characters (not 'admin')", style="red"))
-        raise typer.Exit(2)
+        raise typer.Exit(EXIT_REFUSED)
     key_id, secret = with_app(lambda a: a.create_key(account, name))
     err_console.print(Text(f"Created key {key_id} (prefix {secret[:10]}) for account {account!r}. "
                             "Keep it now: it is not shown again.", style="green"), soft_wrap=True)
@@ -58,9 +58,9 @@ def keys_revoke(key: str = typer.Argument(..., help="The key id or its prefix (a
     key = key.strip().removesuffix("…")
     if len(key) < 6:
         err_console.print(Text("error: give the key id or a prefix of at least 6 characters", style="red"))
-        raise typer.Exit(2)
+        raise typer.Exit(EXIT_REFUSED)
     count = with_app(lambda a: a.revoke_key(key))
     if not count:
         err_console.print(Text(f"error: no active key matches {key!r}", style="red"))
-        raise typer.Exit(1)
+        raise typer.Exit(EXIT_REFUSED)
     typer.echo(f"Revoked {count} key{'s' if count != 1 else ''}.")

@@ -9,7 +9,7 @@ import logging
 import typer
 from rich.text import Text
 
-from toolweave.cli.common import err_console, load_settings
+from toolweave.cli.common import CliError, app_from, err_console, exit_with, load_settings
 
 
 def serve(
@@ -27,13 +27,13 @@ def serve(
     import uvicorn
 
     from toolweave.api import create_app
-    from toolweave.app import App
 
     settings = load_settings()
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     async def _main() -> None:
-        tw_app = App(settings)
+        _check_port(host, port)  # before "serving on …", not after it
+        tw_app = app_from(settings)
         for problem in tw_app.definition_problems:
             err_console.print(Text(f"warning: {problem}", style="yellow"), soft_wrap=True)
         try:
@@ -50,8 +50,24 @@ def serve(
 
     try:
         asyncio.run(_main())
+    except CliError as exc:
+        exit_with(exc)
     except KeyboardInterrupt:
         pass
     except OSError as exc:
         err_console.print(Text(f"error: cannot serve on {host}:{port}: {exc.strerror or exc}", style="red"))
         raise typer.Exit(1) from None
+
+
+def _check_port(host: str, port: int) -> None:
+    """Refuse a port something else listens on, in one line (exit 1)."""
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise CliError(f"cannot serve on {host}:{port}: {exc.strerror or exc} (another process may use it; "
+                           f"pick another with --port)", code=1) from None

@@ -9,7 +9,7 @@ import logging
 import typer
 from rich.text import Text
 
-from toolweave.cli.common import err_console, load_settings
+from toolweave.cli.common import EXIT_REFUSED, CliError, app_from, err_console, exit_with, load_settings
 
 
 def telegram_command(
@@ -30,11 +30,11 @@ def telegram_command(
         err_console.print(Text(
             "error: no bot token: set TOOLWEAVE_TELEGRAM_TOKEN (or telegram_token under [toolweave] in "
             "toolweave.toml) to the token @BotFather gave you", style="red"), soft_wrap=True)
-        raise typer.Exit(2)
+        raise typer.Exit(EXIT_REFUSED)
     level = getattr(logging, log_level.upper(), None)
     if not isinstance(level, int):
         err_console.print(Text(f"error: --log-level must be DEBUG, INFO, WARNING or ERROR, not {log_level!r}", style="red"))
-        raise typer.Exit(2)
+        raise typer.Exit(EXIT_REFUSED)
     from toolweave.telegram.botapi import redact_token_in_logs
 
     redact_token_in_logs(settings.telegram_token)
@@ -45,11 +45,10 @@ def telegram_command(
     async def _main() -> int:
         from telegram.error import InvalidToken, TelegramError
 
-        from toolweave.app import App
         from toolweave.telegram.runner import main as run_bot
         from toolweave.telegram.webhook import TelegramWebhook
 
-        tw_app = App(settings)
+        tw_app = app_from(settings)
         for problem in tw_app.definition_problems:
             err_console.print(Text(f"warning: {problem}", style="yellow"), soft_wrap=True)
         try:
@@ -90,6 +89,8 @@ def telegram_command(
 
     try:
         code = asyncio.run(_main())
+    except CliError as exc:
+        exit_with(exc)
     except KeyboardInterrupt:
         code = 0
     raise typer.Exit(code)
