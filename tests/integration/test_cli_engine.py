@@ -210,6 +210,7 @@ def test_run_json_without_wait_prints_the_run_id(env: dict[str, str]) -> None:
     [
         (["image.resize", "-i", "width=abc", "-i", "bogus=1"], ["bogus:", "image: is required", "width:"]),
         (["image.resize", "-i", "image=@missing.png"], ["image: no such file: missing.png"]),
+        (["image.resize", "-i", "image=photo.png"], ["to send the file, write -i image=@photo.png"]),
         (["image.resize", "-i", "width"], ["-i 'width': write it as key=value"]),
         (["no.such.tool"], ["no tool or job named 'no.such.tool'"]),
     ],

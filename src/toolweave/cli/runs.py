@@ -123,7 +123,7 @@ async def submit(app: App, target_id: str, pairs: list[str], account: str, versi
         raise CliError(f"{exc.args[0]} (see `toolweave tools list` and `toolweave jobs list`)") from None
     except InputError as exc:
         raise CliError(
-            f"the inputs of {target_id} are not valid", details=[f"{p.field}: {p.message}" for p in exc.problems]
+            f"the inputs of {target_id} are not valid", details=[_with_hint(p, raw) for p in exc.problems]
         ) from None
     except MediaError as exc:
         raise CliError(f"a media input cannot be read: {exc}") from None
@@ -497,3 +497,11 @@ def runs_watch(
             return await _finish(tw, run, account, False, None)
 
     run_main(main())
+
+
+def _with_hint(problem: Any, raw: dict[str, str]) -> str:
+    """An input problem as a line; a local path given without ``@`` says how to send the file."""
+    line = f"{problem.field}: {problem.message}"
+    if problem.message.startswith("local paths are not accepted") and problem.field in raw:
+        line += f" — to send the file, write -i {problem.field}=@{raw[problem.field]}"
+    return line
