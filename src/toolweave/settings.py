@@ -98,10 +98,14 @@ class Settings:
     def load(cls, env: dict[str, str] | None = None, **overrides: Any) -> Settings:
         env = dict(os.environ if env is None else env)
         data: dict[str, Any] = {}
+        origins: dict[str, str] = {}
+        """Where each setting came from, for messages: a file's table, a variable, an argument."""
         home = Path(env.get("TOOLWEAVE_HOME", str(Path.home() / ".toolweave"))).expanduser()
         for candidate in (Path.cwd() / "toolweave.toml", home / "toolweave.toml"):
             if candidate.is_file():
-                data.update(tomllib.loads(candidate.read_text()).get("toolweave", {}) or {})
+                table = tomllib.loads(candidate.read_text()).get("toolweave", {}) or {}
+                data.update(table)
+                origins.update({key: f"[toolweave] in {candidate}" for key in table})
                 break
         data["home"] = str(home)
         names = {f.name for f in fields(cls)}
@@ -109,6 +113,7 @@ class Settings:
             key = f"TOOLWEAVE_{name.upper()}"
             if key in env:
                 data[name] = env[key]
+                origins[name] = f"the environment variable {key}"
         from_env = _services_from_env(env)
         if from_env:
             merged = {k: dict(v) for k, v in (data.get("services") or {}).items()}
@@ -118,43 +123,51 @@ class Settings:
         data.update(overrides)
         unknown = set(data) - names
         if unknown:
-            raise ValueError(f"unknown settings: {', '.join(sorted(unknown))}")
-        return cls._from_raw(data)
+            import difflib
+
+            described = []
+            for name in sorted(unknown):
+                close = difflib.get_close_matches(name, names, n=1)
+                described.append(f"{name}{' (' + origins[name] + ')' if name in origins else ''}"
+                                 f"{'; did you mean ' + close[0] + '?' if close else ''}")
+            raise ValueError(f"unknown settings: {', '.join(described)}")
+        return cls._from_raw(data, origins)
 
     @classmethod
-    def _from_raw(cls, data: dict[str, Any]) -> Settings:
+    def _from_raw(cls, data: dict[str, Any], origins: dict[str, str] | None = None) -> Settings:
         out: dict[str, Any] = {}
         for key, value in data.items():
-            if key == "home":
-                out[key] = Path(value).expanduser()
-            elif key in ("definitions", "media_local_roots"):
-                if isinstance(value, str):
-                    value = [v for v in value.split(os.pathsep) if v]
-                out[key] = [Path(v).expanduser() for v in value]
-            elif key == "comfyui_servers":
-                out[key] = _parse_servers(value)
-            elif key == "services":
-                out[key] = _parse_services(value)
-            elif key == "machine_rates":
-                rates = dict(DEFAULT_GPU_RATES)
-                rates.update({k: Decimal(str(v)) for k, v in dict(value).items()})
-                out[key] = rates
-            elif key in (
-                "worker_slots", "telegram_max_runs_in_flight", "media_max_bytes", "input_max_depth",
-                "request_max_json_bytes", "request_max_bytes",
-            ):
-                out[key] = int(value)
-            elif key in (
-                "http_timeout_seconds", "telegram_prompt_timeout_seconds", "telegram_edit_interval_seconds", "lease_seconds",
-                "sweep_seconds",
-                "media_url_ttl_seconds",
-            ):
-                out[key] = float(value)
-            elif key in ("test_tools", "media_allow_private_urls", "callback_allow_private_urls"):
-                out[key] = str(value).lower() in ("1", "true", "yes", "on")
-            else:
-                out[key] = value
+            try:
+                out[key] = cls._convert(key, value)
+            except (ValueError, TypeError, ArithmeticError) as exc:
+                where = f" ({origins[key]})" if origins and key in origins else ""
+                raise ValueError(f"{key} = {value!r}{where}: {_plain(key, exc)}") from None
         return cls(**out)
+
+    @staticmethod
+    def _convert(key: str, value: Any) -> Any:
+        """One setting's value from a file or the environment, in its Python type."""
+        if key == "home":
+            return Path(value).expanduser()
+        if key in ("definitions", "media_local_roots"):
+            if isinstance(value, str):
+                value = [v for v in value.split(os.pathsep) if v]
+            return [Path(v).expanduser() for v in value]
+        if key == "comfyui_servers":
+            return _parse_servers(value)
+        if key == "services":
+            return _parse_services(value)
+        if key == "machine_rates":
+            rates = dict(DEFAULT_GPU_RATES)
+            rates.update({k: Decimal(str(v)) for k, v in dict(value).items()})
+            return rates
+        if key in _WHOLE:
+            return int(value)
+        if key in _SECONDS:
+            return float(value)
+        if key in ("test_tools", "media_allow_private_urls", "callback_allow_private_urls"):
+            return str(value).lower() in ("1", "true", "yes", "on")
+        return value
 
 
 SERVICES_ENV_PREFIX = "TOOLWEAVE_SERVICES__"
@@ -239,3 +252,18 @@ def _server(name: str, url: str, concurrency: Any, entry: Any) -> ComfyServer:
     if limit < 1 or isinstance(concurrency, bool):
         raise ValueError(f"{where}: the concurrency (after @) must be a whole number of at least 1")
     return ComfyServer(name=name, base_url=url, concurrency=limit)
+
+
+_WHOLE = ("worker_slots", "telegram_max_runs_in_flight", "media_max_bytes", "input_max_depth",
+          "request_max_json_bytes", "request_max_bytes")
+_SECONDS = ("http_timeout_seconds", "telegram_prompt_timeout_seconds", "telegram_edit_interval_seconds",
+            "lease_seconds", "sweep_seconds", "media_url_ttl_seconds")
+
+
+def _plain(key: str, exc: BaseException) -> str:
+    """A conversion error in words (not "invalid literal for int() with base 10")."""
+    if key in _WHOLE:
+        return "must be a whole number"
+    if key in _SECONDS:
+        return "must be a number of seconds"
+    return str(exc)

@@ -450,3 +450,18 @@ def test_an_unreachable_store_and_a_busy_port_are_one_line_each(env: dict[str, s
         result = CliRunner().invoke(app, ["serve", "--host", "127.0.0.1", "--port", str(taken)], env=env)
     assert result.exit_code == 1
     assert f"cannot serve on 127.0.0.1:{taken}" in result.stderr and "serving on" not in result.output
+
+
+def test_a_bad_setting_is_named_with_where_it_came_from(env: dict[str, str], tmp_path: Path) -> None:
+    (tmp_path / "toolweave.toml").write_text('[toolweave]\nworker_slots = "many"\n')
+    result = cli("runs", "list")
+    assert result.exit_code == 4
+    assert "worker_slots = 'many'" in result.stderr and "toolweave.toml" in result.stderr
+    assert "must be a whole number" in result.stderr and "invalid literal" not in result.stderr
+    (tmp_path / "toolweave.toml").write_text("[toolweave]\nworkr_slots = 3\n")
+    result = cli("runs", "list")
+    assert result.exit_code == 4 and "unknown settings: workr_slots" in result.stderr
+    assert "did you mean worker_slots?" in result.stderr
+    (tmp_path / "toolweave.toml").unlink()
+    result = cli("runs", "list", env=dict(env, TOOLWEAVE_LEASE_SECONDS="soon"))
+    assert result.exit_code == 4 and "the environment variable TOOLWEAVE_LEASE_SECONDS" in result.stderr
