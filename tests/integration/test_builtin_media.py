@@ -223,3 +223,42 @@ async def test_local_paths_only_inside_allowed_roots(host: LocalHost, tmp_path: 
     with pytest.raises(ServiceError) as err:
         await fetch(service, source=str(allowed / "nope.png"))
     assert err.value.code == "not_found"
+
+
+async def sound(request: Request) -> Response:
+    return Response(b"RIFF\x24\x00\x00\x00WAVEfmt " + b"\0" * 28, media_type="audio/wav")
+
+
+async def test_a_fetched_file_feeds_an_image_input_and_a_file_of_another_kind_is_refused(tmp_path: Path) -> None:
+    """``media.fetch``'s ``file`` output may be mapped into ``image.resize``'s ``image`` (registration
+    accepts file → image); a fetched sound is refused by the step that reads it, not retried."""
+    from toolweave.app import App
+    from toolweave.model.definitions import JobDefinition
+
+    server = Starlette(routes=[Route("/image.png", image), Route("/sound.wav", sound)])
+    app = App(Settings(home=tmp_path / "home", media_allow_private_urls=True))
+    try:
+        job = JobDefinition.model_validate({
+            "jobId": "fetch_and_resize", "inputSchema": {"url": {"type": "string", "required": True}},
+            "outputSchema": {"image": {"type": "image", "sourceStepId": "resize", "sourceOutputName": "image"}},
+            "steps": [
+                {"stepId": "fetch", "toolId": "media.fetch",
+                 "inputMappings": [{"sourceJobInput": "url", "targetInputName": "source"}]},
+                {"stepId": "resize", "toolId": "image.resize",
+                 "inputMappings": [{"sourceStepId": "fetch", "sourceOutputName": "file", "targetInputName": "image"},
+                                   {"value": 8, "targetInputName": "width"}]},
+            ],
+        })
+        assert app.registry.register(job) == []
+        async with serve_asgi(server) as url:
+            good = await app.submit("fetch_and_resize", {"url": f"{url}/image.png"}, account_id="acme")
+            bad = await app.submit("fetch_and_resize", {"url": f"{url}/sound.wav"}, account_id="acme")
+            await app.make_worker(4).run_until_idle(60)
+        done = await app.get_run(good)
+        assert done["status"] == "completed" and done["finalOutputs"]["image"]["width"] == 8
+        refused = await app.get_run(bad)
+        assert refused["status"] == "failed"
+        (resize,) = [g for g in refused["generations"] if g["stepId"] == "resize"]
+        assert resize["error"]["retryable"] is False and len([g for g in refused["generations"] if g["stepId"] == "resize"]) == 1
+    finally:
+        await app.aclose()

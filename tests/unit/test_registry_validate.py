@@ -343,7 +343,7 @@ def test_compatibility_table() -> None:
     assert not compatible(T.IMAGE, T.STRING)
     assert compatible(T.IMAGE, T.STRING, target_takes_url=True)
     assert compatible(T.IMAGE, T.FILE)
-    assert not compatible(T.FILE, T.IMAGE)
+    assert compatible(T.FILE, T.IMAGE)  # checked when the step reads it (docs/definitions.md)
     assert not compatible(T.STRING, T.IMAGE)
     assert compatible(T.BOOLEAN, T.JSON)
     assert not compatible(T.JSON, T.STRING)

@@ -45,9 +45,11 @@ COMPATIBLE: dict[ParamType, frozenset[ParamType]] = {
     T.IMAGE: frozenset({T.IMAGE, T.FILE}),
     T.VIDEO: frozenset({T.VIDEO, T.FILE}),
     T.AUDIO: frozenset({T.AUDIO, T.FILE}),
-    T.FILE: frozenset({T.FILE}),
+    T.FILE: frozenset({T.FILE, T.IMAGE, T.VIDEO, T.AUDIO}),
 }
-"""source type → the target types it may feed (before the URL rule for media, see ``compatible``)."""
+"""source type → the target types it may feed (before the URL rule for media, see ``compatible``).
+A ``file`` (e.g. ``media.fetch``'s output) may feed an image, video or audio input: what the file
+is shows only at run time, where the tool refuses a file of the wrong kind (not retryable)."""
 
 
 def compatible(source: ParamType, target: ParamType, *, target_takes_url: bool = False) -> bool:
