@@ -453,6 +453,7 @@ async def test_unreachable_server_is_retryable(host: FakeHost, tmp_path: Path) -
         with pytest.raises(ServiceError) as err:
             await svc.submit(gen_for(invert_tool()))
         assert err.value.retryable and err.value.code == "unreachable"
+        assert f"ComfyUI server gone (http://127.0.0.1:{port})" in str(err.value)  # which server, where
     finally:
         await svc.close()
 

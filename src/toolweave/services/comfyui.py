@@ -390,13 +390,14 @@ class ComfyUIService:
             response = await self.host.http.request(method, url, timeout=self.timeout, **kwargs)
         except httpx.HTTPError as exc:
             raise ServiceError(
-                f"ComfyUI server {server.name} did not answer {method} {path}: {type(exc).__name__}",
+                f"ComfyUI server {server.name} ({_shown(server.base_url)}) did not answer {method} {path}: "
+                f"{type(exc).__name__}{': ' + str(exc) if str(exc) else ''}",
                 retryable=True,
                 code="unreachable",
             ) from exc
         if response.status_code >= 500:
             raise ServiceError(
-                f"ComfyUI server {server.name} failed {method} {path} with HTTP {response.status_code}",
+                f"ComfyUI server {server.name} ({_shown(server.base_url)}) failed {method} {path} with HTTP {response.status_code}",
                 retryable=True,
                 code="server_error",
             )
@@ -910,3 +911,15 @@ class _Listener:
             self.connected.clear()
             await asyncio.sleep(delay * (0.5 + random.random()))
             delay = min(delay * 2, 30.0)
+
+
+def _shown(url: str) -> str:
+    """A server URL for messages, without any user or password in it."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    netloc = f"[{host}]" if ":" in host else host
+    if parts.port:
+        netloc += f":{parts.port}"
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
