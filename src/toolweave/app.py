@@ -276,7 +276,7 @@ class App:
         names the registered versions when the id is known but the version is not."""
         if self.registry.get_job(target_id) is None and self.registry.get_tool(target_id) is None:
             self._refused(target_id)
-            raise UnknownDefinition(f"no tool or job named {target_id!r}")
+            raise UnknownDefinition(f"no tool or job named {target_id!r}{self._did_you_mean(target_id)}")
         if version is None:
             return self.registry.find(target_id)
         try:
@@ -286,6 +286,13 @@ class App:
         except KeyError as exc:
             raise UnknownDefinition(str(exc.args[0])) from None
         return found
+
+    def _did_you_mean(self, target_id: str) -> str:
+        import difflib
+
+        known = [t.tool_id for t in self.registry.tools()] + [j.job_id for j in self.registry.jobs()]
+        close = difflib.get_close_matches(target_id, known, n=1, cutoff=0.75)
+        return f"; did you mean {close[0]!r}?" if close else ""
 
     def _refused(self, target_id: str) -> None:
         """Raise ``InvalidDefinition`` when a loaded file declares ``target_id`` but was refused."""

@@ -213,6 +213,7 @@ def test_run_json_without_wait_prints_the_run_id(env: dict[str, str]) -> None:
         (["image.resize", "-i", "image=photo.png"], ["to send the file, write -i image=@photo.png"]),
         (["image.resize", "-i", "width"], ["-i 'width': write it as key=value"]),
         (["no.such.tool"], ["no tool or job named 'no.such.tool'"]),
+        (["image.resze"], ["no tool or job named 'image.resze'; did you mean 'image.resize'?"]),
     ],
 )
 def test_input_errors_exit_4_naming_each_field(env: dict[str, str], args: list[str], expected: list[str]) -> None:
