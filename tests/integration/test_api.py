@@ -418,7 +418,9 @@ async def test_with_no_worker_a_run_is_queued_on_the_api_and_the_pages(tmp_path:
             assert status["workers"] == [] and status["queuedRuns"] == 1
             assert status["oldestWaiting"]["runId"] == run_id
             async with httpx.AsyncClient(base_url=url) as web:
-                await web.post("/login", data={"api_key": key})
+                form = (await web.get("/login")).text
+                login_csrf = form.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+                await web.post("/login", data={"api_key": key, "csrf": login_csrf})
                 page = (await web.get(f"/runs/{run_id}")).text
                 assert 'id="queue-note"' in page and "no worker is running" in page and "Queued" in page
                 overview = (await web.get("/status")).text
