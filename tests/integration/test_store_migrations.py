@@ -172,13 +172,13 @@ def test_migration_0004_keeps_queued_tasks_and_never_reuses_an_id(tmp_path: Path
     store.close()
 
 
-def test_migration_0006_turns_pending_runs_into_queued_ones_and_back(tmp_path: Path) -> None:
+def test_migration_0007_turns_pending_runs_into_queued_ones_and_back(tmp_path: Path) -> None:
     from alembic import command
 
     from toolweave.store.migrate import upgrade
 
-    store = Store(f"sqlite:///{tmp_path / 'mig6.db'}")
-    upgrade(store.engine, "0005")
+    store = Store(f"sqlite:///{tmp_path / 'mig7.db'}")
+    upgrade(store.engine, "0006")
     columns = "run_id, job_definition_id, definition_version, definition_sha, tool_shas, master_account_id, status"
     store.run_sync(lambda tx: tx.q(
         "INSERT INTO snapshots (sha256, kind, definition_id, version, body, created_at) VALUES ('s', 'job', 'j', '1', '{}', 1)"
@@ -188,7 +188,7 @@ def test_migration_0006_turns_pending_runs_into_queued_ones_and_back(tmp_path: P
         "('run_a', 'j', '1', 's', '{}', 'acme', 'pending', '{}', '{}', 1, 1), "
         "('run_b', 'j', '1', 's', '{}', 'acme', 'completed', '{}', '{}', 1, 1)"
     ))
-    upgrade(store.engine, "0006")
+    upgrade(store.engine, "0007")
 
     def statuses() -> list[tuple[str, str]]:
         rows = store.read_sync(lambda tx: tx.all("SELECT run_id, status FROM runs ORDER BY run_id"))
@@ -198,7 +198,7 @@ def test_migration_0006_turns_pending_runs_into_queued_ones_and_back(tmp_path: P
     assert "ix_runs_unfinished" in _indexes(store)
     with pytest.raises(Exception, match="CHECK"):
         store.run_sync(lambda tx: tx.q("UPDATE runs SET status = 'pending' WHERE run_id = 'run_b'"))
-    command.downgrade(config(store.engine), "0005")
+    command.downgrade(config(store.engine), "0006")
     assert statuses() == [("run_a", "pending"), ("run_b", "completed")]
     store.upgrade()
     assert statuses() == [("run_a", "queued"), ("run_b", "completed")]

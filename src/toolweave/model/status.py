@@ -12,7 +12,7 @@ from enum import StrEnum
 
 class RunStatus(StrEnum):
     QUEUED = "queued"
-    """No worker has picked the run up yet (was ``pending`` before migration 0006)."""
+    """No worker has picked the run up yet (was ``pending`` before migration 0007)."""
     RUNNING = "running"
     COMPLETED = "completed"
     PARTIALLY_COMPLETED = "partially_completed"

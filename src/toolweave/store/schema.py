@@ -136,7 +136,7 @@ sa.Index(
     "ix_runs_unfinished", runs.c.created_at,
     sqlite_where=runs.c.status.in_(["queued", "running"]), postgresql_where=runs.c.status.in_(["queued", "running"]),
 )
-"""Partial: the sweep for stranded runs reads only unfinished runs, however many have finished (0004, 0006)."""
+"""Partial: the sweep for stranded runs reads only unfinished runs, however many have finished (0004, 0007)."""
 
 step_runs = sa.Table(
     "step_runs",
