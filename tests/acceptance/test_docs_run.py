@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import signal
 import socket
 import subprocess
@@ -91,7 +92,8 @@ def commands_of(body: list[str]) -> list[str]:
             continue
         command = line[2:]
         i += 1
-        while command.rstrip().endswith("\\") and i < len(body):
+        # a trailing backslash, or a quote still open (a JSON body over several lines), continues it
+        while (command.rstrip().endswith("\\") or not _closed(command)) and i < len(body):
             command += "\n" + body[i]
             i += 1
         heredoc = re.search(r"<<-?\s*['\"]?(\w+)['\"]?", command)
@@ -104,6 +106,15 @@ def commands_of(body: list[str]) -> list[str]:
                     break
         commands.append(command)
     return commands
+
+
+def _closed(command: str) -> bool:
+    """Whether every quote of a shell command is closed."""
+    try:
+        shlex.split(command.split("<<", 1)[0], comments=True)
+    except ValueError:
+        return False
+    return True
 
 
 ALL_BLOCKS = [block for document in DOCUMENTS for block in blocks_of(document)]
