@@ -100,3 +100,39 @@ async def test_a_cluster_serves_works_restarts_a_dead_worker_and_stops_on_sigter
             await proc.wait()
         log.close()
         await app.aclose()
+
+
+async def test_the_workers_stop_when_the_cluster_process_is_killed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A supervisor killed by SIGKILL cannot stop its children: Linux does (PR_SET_PDEATHSIG)."""
+    if not sys.platform.startswith("linux"):
+        pytest.skip("the death signal is Linux's")
+    for key in list(os.environ):
+        if key.startswith("TOOLWEAVE_"):
+            monkeypatch.delenv(key)
+    monkeypatch.chdir(tmp_path)
+    db_url = f"sqlite:///{tmp_path / 'toolweave.db'}"
+    env = {**os.environ, "TOOLWEAVE_HOME": str(tmp_path / "home"), "TOOLWEAVE_DATABASE_URL": db_url,
+           "TOOLWEAVE_TEST_TOOLS": "1"}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "toolweave.cli", "cluster", "--no-serve", "--workers", "2", env=env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    app = App(Settings(home=tmp_path / "home", database_url=db_url, test_tools=True))
+    try:
+        async def workers() -> list[dict[str, object]]:
+            live = [w for w in await app.live_workers() if w["kind"] == "worker"]
+            return live if len(live) == 2 else []
+
+        pids = [int(w["pid"]) for w in await eventually(workers, 60, "two workers")]  # type: ignore[attr-defined, call-overload]
+        proc.kill()
+        await proc.wait()
+
+        async def gone() -> bool:
+            return not any(alive(pid) for pid in pids)
+
+        await eventually(gone, 60, "the workers to stop")
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        await app.aclose()

@@ -1,19 +1,46 @@
 """``toolweave cluster``: one command that runs ``toolweave serve --no-worker`` and N ``toolweave
 worker`` processes on this machine, restarts any that dies, and stops them all on SIGTERM or
-Ctrl-C. Every process reads the same settings (environment, ``toolweave.toml``), so they share the
+Ctrl-C; on Linux they also stop if the cluster process itself is killed. Every process reads the same settings (environment, ``toolweave.toml``), so they share the
 store: PostgreSQL for a real deployment (docs/deploy.md), SQLite on one machine."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 
 import typer
 
 from toolweave.cli.common import err_console
+
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> Callable[[], None] | None:
+    """A ``preexec_fn`` that has Linux send the child SIGTERM when the cluster process dies (even
+    by SIGKILL), so that no worker outlives its supervisor; None where there is no ``prctl``. The
+    libc function is looked up here, before the fork."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        import ctypes
+
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+
+    def set_death_signal() -> None:
+        prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:  # the cluster died before the signal was set
+            os._exit(1)
+
+    return set_death_signal
+
 
 RESTART_PAUSE_SECONDS = 1.0
 """How long after a process died it is started again (doubling while it keeps dying at once, up to 30 s)."""
@@ -31,7 +58,8 @@ class _Child:
     async def start(self) -> None:
         self.started_at = time.monotonic()
         self.process = await asyncio.create_subprocess_exec(
-            *self.argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, start_new_session=True
+            *self.argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, start_new_session=True,
+            preexec_fn=_die_with_parent(),
         )
         err_console.print(f"cluster: {self.name} started (pid {self.process.pid})", highlight=False)
 
