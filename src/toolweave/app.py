@@ -37,7 +37,15 @@ from toolweave.model.status import RunStatus
 from toolweave.notify.dispatcher import Channel, Notifier
 from toolweave.presence import WORKER_TTL_SECONDS
 from toolweave.registry import Problem, Registry, load_definitions
-from toolweave.run_views import decode_cursor, encode_cursor, iso, run_detail, run_events, run_summary
+from toolweave.run_views import (
+    decode_cursor,
+    encode_cursor,
+    iso,
+    run_detail,
+    run_events,
+    run_summary,
+    step_items,
+)
 from toolweave.services.base import Service, WebhookRejected
 from toolweave.settings import Settings
 from toolweave.store import accounts as accounts_q
@@ -540,6 +548,15 @@ class App:
         if detail["status"] == RunStatus.QUEUED.value:
             detail["statusDetail"] = presence.waiting_reason(await self.live_workers())
         return detail
+
+    async def step_items(
+        self, run_id: str, step_id: str, account_id: str | None = None, *, after: int = -1, limit: int = 100,
+        status: str | None = None,
+    ) -> dict[str, Any]:
+        """A page of a map step's items (``after`` an item index, at most ``limit``, optionally of one
+        status); ``nextAfter`` continues. NotFound for another account's run or an unknown step."""
+        page: dict[str, Any] = await self.store.read(step_items, run_id, step_id, account_id, after, limit, status)
+        return page
 
     async def list_runs(
         self,

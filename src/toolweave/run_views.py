@@ -10,6 +10,7 @@ from typing import Any
 from toolweave.engine.core import NotFound
 from toolweave.store import events as events_q
 from toolweave.store import generations as gens_q
+from toolweave.store import items as items_q
 from toolweave.store import notifications as notes_q
 from toolweave.store import runs as runs_q
 from toolweave.store.db import Tx
@@ -57,6 +58,8 @@ def run_detail(tx: Tx, run_id: str, account_id: str | None) -> dict[str, Any]:
         }
     )
     gens = gens_q.for_run(tx, run_id)
+    step_rows = runs_q.steps(tx, run_id)
+    in_flight = items_q.running_counts(tx, run_id) if any(s.items_total is not None for s in step_rows) else {}
     detail["stepStatuses"] = [
         {
             "stepId": s.step_id,
@@ -76,8 +79,9 @@ def run_detail(tx: Tx, run_id: str, account_id: str | None) -> dict[str, Any]:
             "finishedAt": iso(s.finished_at),
             "durationMs": int((s.finished_at - s.started_at) * 1000) if s.finished_at and s.started_at else None,
             "reusedFromRunId": s.reused_from_run_id,
+            "items": item_counts(s, in_flight.get(s.step_id, {})),
         }
-        for s in runs_q.steps(tx, run_id)
+        for s in step_rows
     ]
     detail["generations"] = [
         {
@@ -96,6 +100,7 @@ def run_detail(tx: Tx, run_id: str, account_id: str | None) -> dict[str, Any]:
             "costUsd": str(g.cost_usd) if g.cost_usd is not None else None,
             "error": g.error,
             "outputs": g.outputs,
+            "itemIndex": g.item_index,
         }
         for g in gens
     ]
@@ -112,6 +117,62 @@ def run_detail(tx: Tx, run_id: str, account_id: str | None) -> dict[str, Any]:
         for n in notes_q.for_run(tx, run_id)
     ]
     return detail
+
+
+def item_counts(step: Any, in_flight: dict[str, int]) -> dict[str, int] | None:
+    """A map step's items by status (None for other steps, and before its list is known)."""
+    if step.items_total is None:
+        return None
+    total, succeeded, failed = int(step.items_total), int(step.items_succeeded or 0), int(step.items_failed or 0)
+    running, waiting = in_flight.get("running", 0), in_flight.get("waiting_retry", 0)
+    rest = max(0, total - succeeded - failed - running - waiting)
+    open_step = step.status in ("running", "pending", "ready")
+    return {
+        "total": total, "succeeded": succeeded, "failed": failed, "running": running, "waitingRetry": waiting,
+        "pending": rest if open_step else 0, "cancelled": 0 if open_step else rest,
+    }
+
+
+def step_items(
+    tx: Tx, run_id: str, step_id: str, account_id: str | None, after: int, limit: int, status: str | None
+) -> dict[str, Any]:
+    """A page of one map step's items, each with its status, attempts, error, cost and timings."""
+    run = runs_q.get(tx, run_id)
+    if run is None or (account_id is not None and run.master_account_id != account_id):
+        raise NotFound(run_id)
+    step = runs_q.step(tx, run_id, step_id)
+    if step is None:
+        raise NotFound(step_id)
+    rows = items_q.page(tx, run_id, step_id, after=after, limit=limit + 1, status=status)
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return {
+        "runId": run_id,
+        "stepId": step_id,
+        "counts": item_counts(step, items_q.running_counts(tx, run_id).get(step_id, {})),
+        "items": [
+            {
+                "index": r.item_index,
+                "status": r.status,
+                "item": items_q.value(r),
+                "attempt": r.attempt,
+                "toolId": r.tool_id,
+                "usingFallback": r.using_fallback,
+                "generationId": r.generation_id,
+                "childRunId": r.child_run_id,
+                "outputs": r.outputs,
+                "error": r.error,
+                "costUsd": str(r.cost_usd) if r.cost_usd is not None else "0",
+                "progress": r.progress,
+                "nextAttemptAt": iso(r.next_attempt_at),
+                "startedAt": iso(r.started_at),
+                "finishedAt": iso(r.finished_at),
+                "durationMs": int((r.finished_at - r.started_at) * 1000) if r.finished_at and r.started_at else None,
+            }
+            for r in rows
+        ],
+        "nextAfter": rows[-1].item_index if more and rows else None,
+    }
 
 
 def run_events(tx: Tx, run_id: str, account_id: str | None, after: int) -> list[dict[str, Any]]:

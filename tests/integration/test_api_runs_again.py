@@ -176,3 +176,61 @@ async def test_the_run_page_offers_run_again_from_each_step(server: Server) -> N
         page = (await bob.get("/")).text
         csrf = page.split('name="csrf" value="', 1)[1].split('"', 1)[0]
         assert (await bob.post(f"/runs/{origin['jobRunId']}/again", data={"csrf": csrf, "step": "stamp"})).status_code == 404
+
+
+MAP_JOB = {
+    "jobId": "captions",
+    "inputSchema": {"photo": {"type": "image", "required": True}, "captions": {"type": "json", "required": True}},
+    "outputSchema": {"cards": {"type": "json", "sourceStepId": "stamp", "sourceOutputName": "image"},
+                     "sheet": {"type": "image", "sourceStepId": "sheet", "sourceOutputName": "image"}},
+    "steps": [
+        {"stepId": "small", "toolId": "image.resize",
+         "inputMappings": [{"sourceJobInput": "photo", "targetInputName": "image"}, {"value": 96, "targetInputName": "width"}]},
+        {"stepId": "stamp", "toolId": "image.watermark", "map": {"over": {"sourceJobInput": "captions"}, "concurrency": 2},
+         "inputMappings": [{"sourceStepId": "small", "sourceOutputName": "image", "targetInputName": "image"},
+                           {"sourceItem": True, "targetInputName": "text"}]},
+        {"stepId": "sheet", "toolId": "image.grid",
+         "inputMappings": [{"sourceStepId": "stamp", "sourceOutputName": "image", "targetInputName": "images"}]},
+    ],
+}
+
+
+async def test_map_steps_over_http_items_are_listed_and_shown_on_the_run_page(server: Server) -> None:
+    async with server.client(ADMIN_KEY) as admin:
+        assert (await admin.post("/api/v1/jobs", json=MAP_JOB)).status_code == 201
+    photo = "data:image/png;base64," + __import__("base64").b64encode(SAMPLE.read_bytes()).decode()
+    async with server.client(server.alice) as c:
+        created = await c.post("/api/v1/runs", json={"jobId": "captions", "inputs": {"photo": photo, "captions": ["one", "two", "three"]}})
+        assert created.status_code == 201, created.text
+        run = await server.app.wait(created.json()["jobRunId"], 60)
+        assert run["status"] == "completed", run["error"]
+        cards = run["finalOutputs"]["cards"]
+        assert [card["kind"] for card in cards] == ["artifact"] * 3 and len({card["sha256"] for card in cards}) == 3
+        stamp = next(s for s in run["stepStatuses"] if s["stepId"] == "stamp")
+        assert stamp["items"]["succeeded"] == 3
+        page = (await c.get(f"/api/v1/runs/{run['jobRunId']}/steps/stamp/items", params={"limit": 2})).json()
+        assert [i["item"] for i in page["items"]] == ["one", "two"] and page["nextAfter"] == 1
+        assert page["counts"]["total"] == 3
+        rest = (await c.get(f"/api/v1/runs/{run['jobRunId']}/steps/stamp/items", params={"after": 1})).json()
+        assert [i["index"] for i in rest["items"]] == [2] and rest["nextAfter"] is None
+        assert (await c.get(f"/api/v1/artifacts/{cards[1]['sha256']}")).status_code == 200
+        assert_problem(await c.get(f"/api/v1/runs/{run['jobRunId']}/steps/nope/items"), 404)
+        assert_problem(await c.get(f"/api/v1/runs/{run['jobRunId']}/steps/stamp/items", params={"status": "weird"}), 422)
+
+        # hostile inputs: not a list, and far too many items — clear errors, nothing run
+        not_list = await c.post("/api/v1/runs", json={"jobId": "captions", "inputs": {"photo": photo, "captions": "one"}})
+        failed = await server.app.wait(not_list.json()["jobRunId"], 30)
+        assert failed["status"] == "failed" and "which is text ('one'), not a list" in failed["error"]["message"]
+        huge = await c.post("/api/v1/runs", json={"jobId": "captions", "inputs": {"photo": photo, "captions": ["x"] * 10_001}})
+        too_many = await server.app.wait(huge.json()["jobRunId"], 30)
+        assert "maps over 10001 items; it takes at most 10000" in too_many["error"]["message"]
+        assert [s["stepId"] for s in too_many["stepStatuses"] if s["status"] == "failed"] == ["stamp"]
+    async with server.client(server.bob) as bob:
+        assert_problem(await bob.get(f"/api/v1/runs/{run['jobRunId']}/steps/stamp/items"), 404)
+        assert_problem(await bob.get(f"/api/v1/artifacts/{cards[1]['sha256']}"), 404)
+    async with server.client(follow_redirects=False) as web:
+        await web_login(web, server.alice)
+        page_html = (await web.get(f"/runs/{run['jobRunId']}")).text
+        assert 'class="fan"' in page_html and "× each item" in page_html  # the graph shows the fan-out
+        assert "3 of 3 items done" in page_html and 'data-item="2"' in page_html
+        assert " · 3/3" in page_html  # items done on the step's node

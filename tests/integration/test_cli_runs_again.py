@@ -74,3 +74,30 @@ def test_runs_retry_from_a_step_or_with_an_input_forks_the_run(env: dict[str, st
     assert other.exit_code == 4 and "no run" in other.stderr
     bad = cli("runs", "retry", done["jobRunId"], "-i", "colour=red")
     assert bad.exit_code == 4 and "colour" in bad.stderr
+
+
+SHOUT = {
+    "jobId": "shout_all",
+    "inputSchema": {"words": {"type": "json", "required": True}},
+    "outputSchema": {"shouted": {"type": "json", "sourceStepId": "shout", "sourceOutputName": "text"}},
+    "steps": [{"stepId": "shout", "toolId": "text.template", "map": {"over": {"sourceJobInput": "words"}, "concurrency": 2},
+               "inputMappings": [{"template": "{{ item | upper }}!", "targetInputName": "template"}]}],
+}
+
+
+def test_a_map_step_from_the_cli_and_its_items(env: dict[str, str], tmp_path: Path) -> None:
+    folder = tmp_path / "map"
+    folder.mkdir()
+    (folder / "shout.yaml").write_text(yaml.safe_dump(SHOUT))
+    done = cli_json("run", "shout_all", "-d", str(folder), "-i", 'words=["hi", "there", "you"]', "--wait")
+    assert done["status"] == "completed" and done["finalOutputs"] == {"shouted": ["HI!", "THERE!", "YOU!"]}
+    shown = cli("runs", "show", done["jobRunId"])
+    assert "items 3/3 done" in shown.stdout
+    page = cli_json("runs", "items", done["jobRunId"], "shout", "--limit", "2")
+    assert [i["item"] for i in page["items"]] == ["hi", "there"] and page["nextAfter"] == 1
+    table = cli("runs", "items", done["jobRunId"], "shout", "--after", "1")
+    assert table.exit_code == 0 and "'you'" in table.stdout and "THERE" not in table.stdout
+    missing = cli("runs", "items", done["jobRunId"], "nope")
+    assert missing.exit_code == 4 and "no run" in missing.stderr
+    bad = cli("run", "shout_all", "-d", str(folder), "-i", "words=hello", "--wait")
+    assert bad.exit_code == 1 and "not a list" in bad.stdout + bad.stderr

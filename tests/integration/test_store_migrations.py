@@ -202,4 +202,23 @@ def test_migration_0007_turns_pending_runs_into_queued_ones_and_back(tmp_path: P
     assert statuses() == [("run_a", "pending"), ("run_b", "completed")]
     store.upgrade()
     assert statuses() == [("run_a", "queued"), ("run_b", "completed")]
+def test_a_map_step_decision_reads_its_items_through_their_status_index(tmp_path: Path) -> None:
+    """The items in flight and the next pending ones are found by (run, step, status): a decision
+    never walks the items already done, however many."""
+    from toolweave.store import items as items_q
+
+    store = Store(f"sqlite:///{tmp_path / 'items.db'}")
+    store.upgrade()
+
+    def plan(tx: object, sql: str, params: dict[str, object]) -> str:
+        return " | ".join(str(r[3]) for r in tx.q("EXPLAIN QUERY PLAN " + sql, params).fetchall())  # type: ignore[attr-defined]
+
+    params: dict[str, object] = {"run_id": "r", "step_id": "s", "limit": 8}
+    for sql, index in ((items_q.ACTIVE, "ix_step_items_in_flight"), (items_q.WAITING, "ix_step_items_pending")):
+        found = store.run_sync(plan, sql, params)
+        assert f"USING INDEX {index} (run_id=? AND step_id=?)" in found, found
+        assert "TEMP B-TREE" not in found, found
+    update = items_q._update_sql(items_q.OPEN, ("progress",))
+    found = store.run_sync(plan, update, {"run_id_": "r", "step_id_": "s", "i_": 3, "progress": 0.5})
+    assert "(run_id=? AND step_id=? AND item_index=?)" in found, found
     store.close()

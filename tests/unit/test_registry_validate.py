@@ -221,7 +221,7 @@ def test_a_mapping_with_no_source() -> None:
     definition = job([{"stepId": "g", "toolId": "gen", "inputMappings": [{"targetInputName": "prompt"}]}])
     assert check(definition) == [
         "steps[0].inputMappings[0]: the mapping of 'prompt' names no source; give one of sourceJobInput, "
-        "sourceStepId with sourceOutputName, value or template"
+        "sourceStepId with sourceOutputName, value, template, sourceItem or collect"
     ]
 
 

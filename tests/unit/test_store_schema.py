@@ -12,6 +12,7 @@ from toolweave.store.schema import metadata
 CASES = [
     ("runs", "status", RunStatus),
     ("step_runs", "status", StepStatus),
+    ("step_items", "status", StepStatus),
     ("generations", "status", GenerationStatus),
     ("notifications", "status", NotificationStatus),
     ("tasks", "kind", TaskKind),

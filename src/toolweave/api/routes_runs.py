@@ -20,7 +20,14 @@ from starlette.formparsers import MultiPartException
 from toolweave.api import submit as submit_mod
 from toolweave.api.auth import Caller, require_caller, tw
 from toolweave.api.problems import ApiProblem, FieldError
-from toolweave.api.schemas import BatchResult, RetryRunRequest, RunDetail, RunPage, SubmitBatchRequest
+from toolweave.api.schemas import (
+    BatchResult,
+    ItemPage,
+    RetryRunRequest,
+    RunDetail,
+    RunPage,
+    SubmitBatchRequest,
+)
 from toolweave.api.sse import stream
 from toolweave.app import NotFound
 from toolweave.model.status import RunStatus
@@ -31,6 +38,7 @@ RunId = Annotated[str, Path(min_length=1, max_length=40, pattern=r"^[A-Za-z0-9_-
 Sha256 = Annotated[str, Path(pattern=r"^[0-9a-f]{64}$", description="The artifact's SHA-256 (hex)")]
 StatusName = Literal["queued", "running", "completed", "partially_completed", "failed", "cancelled", "pending"]
 """``pending`` is the former name of ``queued`` and still means it."""
+ItemStatusName = Literal["pending", "running", "waiting_retry", "succeeded", "failed", "cancelled"]
 
 _SUBMIT_BODY: dict[str, Any] = {
     "requestBody": {
@@ -270,6 +278,22 @@ async def retry_run(
     response.status_code = 201
     response.headers["Location"] = f"/api/v1/runs/{new_id}"
     return await app.get_run(new_id, caller.scope)
+
+
+@router.get("/runs/{run_id}/steps/{step_id}/items", response_model=ItemPage, summary="List a map step's items",
+            tags=["runs"], responses={404: {"description": "No such run or step, or not yours"}})
+async def list_step_items(
+    request: Request,
+    run_id: RunId,
+    step_id: Annotated[str, Path(min_length=1, max_length=200, description="The map step's id")],
+    caller: Caller = Depends(require_caller),
+    after: Annotated[int, Query(ge=-1, le=2**31, description="Items after this index (`nextAfter` of the previous page)")] = -1,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    status: Annotated[ItemStatusName | None, Query(description="Only items in this status")] = None,
+) -> dict[str, Any]:
+    """The items of a map step in order: each one's value, status, attempts, outputs, error, cost and
+    timings, with the step's counts by status."""
+    return await tw(request).step_items(run_id, step_id, caller.scope, after=after, limit=limit, status=status)
 
 
 @router.get(

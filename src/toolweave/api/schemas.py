@@ -213,6 +213,16 @@ class RunSummary(_Open):
     forkedFromStep: str | None = None
 
 
+class ItemCounts(BaseModel):
+    total: int
+    succeeded: int
+    failed: int
+    running: int
+    waitingRetry: int
+    pending: int
+    cancelled: int
+
+
 class StepStatusInfo(_Open):
     stepId: str
     status: str
@@ -224,6 +234,28 @@ class StepStatusInfo(_Open):
     startedAt: str | None = None
     finishedAt: str | None = None
     durationMs: int | None = None
+    items: ItemCounts | None = Field(default=None, description="A map step's items by status")
+
+
+class ItemInfo(_Open):
+    index: int
+    status: str
+    item: Any = None
+    attempt: int
+    outputs: Any = None
+    error: Any = None
+    costUsd: str
+    startedAt: str | None = None
+    finishedAt: str | None = None
+    durationMs: int | None = None
+
+
+class ItemPage(BaseModel):
+    runId: str
+    stepId: str
+    counts: ItemCounts | None = Field(description="The step's items by status (null: not a map step, or its list is not known yet)")
+    items: list[ItemInfo]
+    nextAfter: int | None = Field(description="Pass as `after` for the next page; null on the last page")
 
 
 class NotificationInfo(_Open):

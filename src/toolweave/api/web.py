@@ -155,10 +155,13 @@ def dag_layout(job: JobDefinition | None, step_ids: list[str]) -> dict[str, Any]
     """Columns by dependency depth; edges as curves from a step to those that depend on it."""
     deps: dict[str, list[str]] = {}
     tools: dict[str, str] = {}
+    fanout: set[str] = set()
     if job is not None:
         for step in job.steps:
             deps[step.step_id] = [d for d in step.all_dependencies if d in step_ids]
-            tools[step.step_id] = step.tool_id or f"job {step.job_id}"
+            tools[step.step_id] = (step.tool_id or f"job {step.job_id}") + (" × each item" if step.map else "")
+            if step.map is not None:
+                fanout.add(step.step_id)
     for sid in step_ids:
         deps.setdefault(sid, [])
     depth: dict[str, int] = {}
@@ -182,7 +185,7 @@ def dag_layout(job: JobDefinition | None, step_ids: list[str]) -> dict[str, Any]
         block = len(members) * NODE_H + (len(members) - 1) * GAP_Y
         top = (height - block) / 2
         for row, sid in enumerate(members):
-            nodes[sid] = {"id": sid, "tool": tools.get(sid, ""), "x": PAD + col * (NODE_W + GAP_X),
+            nodes[sid] = {"id": sid, "tool": tools.get(sid, ""), "fanout": sid in fanout, "x": PAD + col * (NODE_W + GAP_X),
                           "y": top + row * (NODE_H + GAP_Y)}
     edges = []
     for sid, ds in deps.items():

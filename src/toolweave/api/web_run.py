@@ -34,6 +34,8 @@ from toolweave.model.status import RunStatus, StepStatus
 router = APIRouter(include_in_schema=False)
 
 _FINISHED_STEP = ("succeeded", "failed", "skipped", "cancelled")
+ITEMS_SHOWN = 60
+"""Items of a map step listed on the run page; the rest are counted, and listed by the API."""
 
 
 def _money(value: Any) -> Decimal:
@@ -47,18 +49,22 @@ def step_views(run: dict[str, Any], step_tools: dict[str, str]) -> list[dict[str
     """Each step of ``run`` (an ``App.get_run`` detail) with its attempts (generations, oldest
     first) and its cost summed over them."""
     attempts: dict[str, list[dict[str, Any]]] = {}
+    item_costs: dict[str, Decimal] = {}
     for gen in run.get("generations") or []:
+        if gen.get("itemIndex") is not None:  # an item's attempt: shown with its item, counted in the step's cost
+            item_costs[gen["stepId"]] = item_costs.get(gen["stepId"], Decimal(0)) + _money(gen.get("costUsd"))
+            continue
         attempts.setdefault(gen["stepId"], []).append(gen)
     views = []
     for step in run["stepStatuses"]:
         tries = sorted(attempts.get(step["stepId"], []), key=lambda g: (g["attempt"], g["requestTimestamp"] or ""))
-        cost = sum((_money(g.get("costUsd")) for g in tries), Decimal(0))
+        cost = sum((_money(g.get("costUsd")) for g in tries), item_costs.get(step["stepId"], Decimal(0)))
         views.append(
             dict(
                 step,
                 tool=step.get("toolId") or step_tools.get(step["stepId"]) or "",
                 attempts=tries,
-                costUsd=str(cost) if tries else None,
+                costUsd=str(cost) if tries or step["stepId"] in item_costs else None,
                 live=step["status"] in (StepStatus.RUNNING.value, StepStatus.READY.value),
             )
         )
@@ -90,6 +96,9 @@ async def _run_context(request: Request, caller: Caller, run_id: str) -> dict[st
         job = None
     dag = dag_layout(job, [s["stepId"] for s in run["stepStatuses"]])
     steps = step_views(run, {n["id"]: n["tool"] for n in dag["nodes"]})
+    for step in steps:  # a map step shows its first items (the API and `runs items` page through all)
+        if step.get("items"):
+            step["item_page"] = await app.step_items(run_id, step["stepId"], caller.scope, limit=ITEMS_SHOWN)
     terminal = RunStatus(run["status"]).terminal
     names = _display_names(request)
     outputs = run.get("finalOutputs") or {}

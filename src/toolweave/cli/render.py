@@ -83,6 +83,8 @@ def steps_table(run: dict[str, Any], *, title: str | None = None) -> Table:
             note = f"retry at {step['nextAttemptAt'][11:23]}; {note}"
         if step.get("reusedFromRunId"):
             note = f"reused from {step['reusedFromRunId']}" + (f"; {note}" if note else "")
+        if step.get("items"):
+            note = items_note(step["items"]) + (f"; {note}" if note else "")
         duration = step.get("durationMs")
         table.add_row(
             Text(step["stepId"]),
@@ -95,6 +97,52 @@ def steps_table(run: dict[str, Any], *, title: str | None = None) -> Table:
             Text(note),
         )
     return table
+
+
+def items_note(counts: dict[str, int]) -> str:
+    """``items 7/10 done · 1 failed · 2 running`` for a map step's item counts."""
+    done = counts["succeeded"] + counts["failed"]
+    parts = [f"items {done}/{counts['total']} done"]
+    for key, label in (("failed", "failed"), ("running", "running"), ("waitingRetry", "retrying"),
+                       ("cancelled", "cancelled")):
+        if counts.get(key):
+            parts.append(f"{counts[key]} {label}")
+    return " · ".join(parts)
+
+
+def items_table(page: dict[str, Any]) -> Table:
+    """A page of a map step's items (``App.step_items``)."""
+    counts = page.get("counts")
+    title = f"step {page['stepId']}: " + (items_note(counts) if counts else "not a map step, or its list is not known yet")
+    table = _table(title)
+    for column, justify in (("item", "right"), ("status", "left"), ("try", "right"), ("time", "right"),
+                            ("cost", "right")):
+        table.add_column(column, no_wrap=True, justify=justify)  # type: ignore[arg-type]
+    table.add_column("value → outputs, or error", overflow="fold", ratio=1)
+    for item in page["items"]:
+        error = item.get("error")
+        if error:
+            note = error.get("message", "") if isinstance(error, dict) else str(error)
+        else:
+            note = f"{_brief(item.get('item'))}" + (f" → {_brief(item['outputs'])}" if item.get("outputs") else "")
+        table.add_row(
+            Text(str(item["index"])), styled(item["status"]), Text(str(item.get("attempt") or 0)),
+            Text(seconds(item.get("durationMs"))), Text(f"${item.get('costUsd') or '0'}"), Text(note),
+        )
+    if page.get("nextAfter") is not None:
+        table.caption = f"more: --after {page['nextAfter']}"
+    return table
+
+
+def _brief(value: Any) -> str:
+    from toolweave.model.records import ArtifactRef
+
+    if ArtifactRef.is_ref(value):
+        return _describe_artifact(value)
+    if isinstance(value, dict):
+        return ", ".join(f"{k}: {_brief(v)}" for k, v in value.items())
+    text = repr(value)
+    return text if len(text) <= 60 else text[:59] + "…"
 
 
 def run_header(run: dict[str, Any]) -> Text:
@@ -119,10 +167,12 @@ def event_line(event: dict[str, Any]) -> str:
     data = event.get("data") or {}
     parts = [stamp, event["type"]]
     if event.get("stepId"):
-        parts.append(event["stepId"])
+        parts.append(event["stepId"] + (f"[{data['item']}]" if data.get("item") is not None else ""))
+    if data.get("items") is not None:
+        parts.append(f"{data['items']} items")
     if "attempt" in data:
         parts.append(f"attempt {data['attempt']}")
-    if event["type"] == "step.retry_scheduled":
+    if event["type"] in ("step.retry_scheduled", "item.retry_scheduled"):
         delay = float(data.get("at", event["at"])) - float(event["at"])
         parts.append(f"attempt {data.get('nextAttempt')} in {max(0.0, delay):.2f}s")
     if "progress" in data and data["progress"] is not None:

@@ -31,7 +31,15 @@ from toolweave.cli.common import (
     print_json,
     run_main,
 )
-from toolweave.cli.render import event_line, output_files, render_progress, runs_table, show, summary
+from toolweave.cli.render import (
+    event_line,
+    items_table,
+    output_files,
+    render_progress,
+    runs_table,
+    show,
+    summary,
+)
 from toolweave.model.status import RunStatus
 
 if TYPE_CHECKING:
@@ -394,6 +402,34 @@ def runs_show(
                 print_json(run)
             else:
                 await show(tw, run, account, console)
+        return 0
+
+    run_main(main())
+
+
+@runs_app.command("items")
+def runs_items(
+    run_id: str = typer.Argument(..., help="The run's id."),
+    step_id: str = typer.Argument(..., help="The map step's id."),
+    status: str | None = typer.Option(None, "--status", help="Only items in this status (e.g. failed)."),
+    after: int = typer.Option(-1, "--after", help="Items after this index."),
+    limit: int = typer.Option(50, "--limit", min=1, max=500, help="At most this many items."),
+    json_output: bool = typer.Option(False, "--json", help=JSON_HELP),
+    account: str = typer.Option(LOCAL_ACCOUNT, "--account", help=ACCOUNT_HELP),
+) -> None:
+    """List the items of a map step: each one's status, attempts, error, cost and time."""
+    from toolweave.app import NotFound
+
+    async def main() -> int:
+        async with app_session() as tw:
+            try:
+                page = await tw.step_items(run_id, step_id, account, after=after, limit=limit, status=status)
+            except NotFound:
+                raise CliError(f"no run {run_id!r} with a step {step_id!r} (for account, see --account)") from None
+        if json_output:
+            print_json(page)
+        else:
+            console.print(items_table(page))
         return 0
 
     run_main(main())

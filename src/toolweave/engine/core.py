@@ -22,7 +22,7 @@ from decimal import Decimal
 from hashlib import sha256
 from typing import Any
 
-from toolweave.engine import plan, replay
+from toolweave.engine import items, plan, replay
 from toolweave.model.definitions import (
     CostingModel,
     InputMapping,
@@ -43,6 +43,7 @@ from toolweave.services.base import GenerationContext
 from toolweave.store import accounts as accounts_q
 from toolweave.store import events as events_q
 from toolweave.store import generations as gens_q
+from toolweave.store import items as items_q
 from toolweave.store import notifications as notes_q
 from toolweave.store import runs as runs_q
 from toolweave.store import tasks as tasks_q
@@ -56,6 +57,7 @@ DEFAULT_TIMEOUT_SECONDS = 3600.0
 UNDER_WAY_AHEAD_SECONDS = 0.001
 """How far ahead of its run's creation a step of a run under way is due: ahead of new runs' first
 steps, including those of runs created in the same transaction (a bulk submission)."""
+INPUTS_KEPT = 4096
 
 
 class NotFound(LookupError):
@@ -242,6 +244,8 @@ class Engine:
         """Snapshots known to be committed: a submit skips inserting these. A snapshot enters it only
         after the transaction that inserted it committed, so a concurrent submit never relies on
         a row another transaction may still roll back (or has not yet made visible)."""
+        self._run_inputs: dict[str, dict[str, Any]] = {}
+        """Inputs of runs in progress, by run id (at most ``INPUTS_KEPT``, the oldest dropped first)."""
         self.notification_rules: list[Any] = []
         """Callables ``(run_row, status) -> list[(channel, target)]`` deciding who hears of a run's end."""
 
@@ -274,6 +278,19 @@ class Engine:
             elif sha not in self._jobs:
                 self._jobs[sha] = (definition, tuple(plan.topological_order(definition)))
         return sha
+
+    def _inputs(self, tx: Tx, run: Any) -> dict[str, Any]:
+        """A run's inputs: from its row when it was read whole, else read once and kept (they never
+        change, and a map step's list may be long: each transition would decode it again)."""
+        if "job_inputs" in run:
+            return dict(run.job_inputs or {})
+        found = self._run_inputs.get(run.run_id)
+        if found is None:
+            found = runs_q.inputs(tx, run.run_id)
+            if len(self._run_inputs) >= INPUTS_KEPT:
+                self._run_inputs.pop(next(iter(self._run_inputs)))
+            self._run_inputs[run.run_id] = found
+        return found
 
     # --- submit --------------------------------------------------------------------------------
 
@@ -463,11 +480,12 @@ class Engine:
 
     def _load_view(self, tx: Tx, run_id: str, run: Any = None) -> tuple[Any, plan.RunView, dict[str, Any]] | None:
         if run is None:
-            run = runs_q.get(tx, run_id, lock=True)
+            run = runs_q.lock_state(tx, run_id)
         if run is None:
             return None
         job, order = self._job(tx, run.definition_sha)
         step_rows = {r["step_id"]: r for r in runs_q.steps_with_work(tx, run_id)}
+        maps = {s.step_id: s.map for s in job.steps if s.map is not None}
         views: dict[str, plan.StepView] = {}
         for sid, row in step_rows.items():
             status = _STEP_STATUS[row["status"]]
@@ -483,11 +501,13 @@ class Engine:
                     work_status = _GENERATION_STATUS[row["work_status"]]
                     work_outputs = row["work_outputs"]
                     work_error = row["work_error"]
+            spec = maps.get(sid)
             views[sid] = plan.StepView(
                 step_id=sid, status=status, attempt=row["attempt"], tool_id=row["tool_id"],
                 using_fallback=row["using_fallback"], outputs=row["outputs"], skipped_by_error=row["skipped_by_error"],
                 reason=row["reason"], next_attempt_at=row["next_attempt_at"], started_at=row["started_at"],
                 work_status=work_status, work_outputs=work_outputs, work_error=work_error,
+                map=items.map_view(tx, run_id, row, spec) if spec is not None and row["items_total"] is not None else None,
             )
         tools: dict[str, ToolDefinition] = {}
         jobs: dict[str, JobDefinition] = {}
@@ -500,7 +520,7 @@ class Engine:
             run_id=run_id,
             status=RunStatus(run.status),
             job=job,
-            inputs=run.job_inputs,
+            inputs=self._inputs(tx, run),
             steps=views,
             tools=tools,
             jobs=jobs,
@@ -511,26 +531,39 @@ class Engine:
         return run, view, step_rows
 
     def _advance(self, tx: Tx, run_id: str, ctx: _Ctx, run: Any = None) -> None:
-        loaded = self._load_view(tx, run_id, run)
-        if loaded is None:
-            return
-        run, view, step_rows = loaded
-        actions = plan.decide(view, ctx.now)
-        if actions:
-            self._apply(tx, run, view, step_rows, actions, ctx)
+        while True:
+            loaded = self._load_view(tx, run_id, run)
+            if loaded is None:
+                return
+            run, view, step_rows = loaded
+            actions = plan.decide(view, ctx.now)
+            if not actions or not self._apply(tx, run, view, step_rows, actions, ctx):
+                return
+            run = None  # a map step completed: decide again, with its gathered outputs
 
     def _apply(
         self, tx: Tx, run: Any, view: plan.RunView, step_rows: dict[str, Any], actions: list[plan.Action], ctx: _Ctx
-    ) -> None:
+    ) -> bool:
+        """Write the planner's actions; True when a map step completed (decide again)."""
         now = ctx.now
         run_id = run.run_id
         evs: list[dict[str, Any]] = []
+        writes = items.ItemWrites()
 
         def event(type_: str, step_id: str | None = None, **data: Any) -> None:
             evs.append({"run_id": run_id, "type": type_, "step_id": step_id, "data": data, "created_at": now})
 
+        def ended_map(step_id: str, reason: str) -> None:
+            step = view.job.step(step_id)
+            if step is not None and step.map is not None:
+                items.close(self, tx, run_id, step_id, reason, ctx)
+
         for action in actions:
-            if isinstance(action, plan.StartRun):
+            if isinstance(action, plan.OpenMap | plan.FinishItem | plan.CompleteMap) or (
+                isinstance(action, plan.RetryStep | plan.ExpireWork) and action.item is not None
+            ):
+                items.apply(self, tx, run, view, action, ctx, writes, event)
+            elif isinstance(action, plan.StartRun):
                 if ctx.picked_up and runs_q.set_status(tx, run_id, RunStatus.RUNNING, now, started_at=now):
                     event("run.started")
             elif isinstance(action, plan.StartStep):
@@ -551,6 +584,7 @@ class Engine:
                     skipped_by_error=action.by_error, finished_at=now,
                 ):
                     event("step.skipped", action.step_id, reason=action.reason, byError=action.by_error)
+                    ended_map(action.step_id, action.reason)
             elif isinstance(action, plan.FailStep):
                 if runs_q.update_step(
                     tx, run_id, action.step_id,
@@ -558,6 +592,7 @@ class Engine:
                     status=StepStatus.FAILED, reason=action.reason, error=action.error, finished_at=now,
                 ):
                     event("step.failed", action.step_id, reason=action.reason, error=action.error)
+                    ended_map(action.step_id, f"step {action.step_id} failed")
             elif isinstance(action, plan.RetryStep):
                 if runs_q.update_step(
                     tx, run_id, action.step_id, (StepStatus.RUNNING, StepStatus.PENDING),
@@ -573,6 +608,7 @@ class Engine:
                     status=StepStatus.CANCELLED, reason=action.reason, finished_at=now,
                 ):
                     event("step.cancelled", action.step_id, reason=action.reason)
+                    ended_map(action.step_id, action.reason)
                     if action.was_running:
                         self._stop_work(tx, row, GenerationStatus.CANCELLED, action.reason, ctx)
             elif isinstance(action, plan.ExpireWork):
@@ -581,13 +617,25 @@ class Engine:
                 self._finish_run(tx, run, action, ctx, event)
             elif isinstance(action, plan.Wake):
                 tasks_q.schedule_advance(tx, run_id, action.at, now)
+        writes.flush(tx, run_id)
         events_q.append_many(tx, evs)
+        return writes.completed
 
     def _start_step(
         self, tx: Tx, run: Any, view: plan.RunView, row: Any, action: plan.StartStep, ctx: _Ctx, event: Any
     ) -> None:
+        """Start an attempt of a step, or of one item of a map step (``action.item``)."""
         now = ctx.now
+        item = action.item
         prior = (StepStatus.PENDING, StepStatus.READY, StepStatus.WAITING_RETRY, StepStatus.RUNNING)
+
+        def claim(**values: Any) -> bool:
+            if item is None:
+                return runs_q.update_step(tx, run.run_id, action.step_id, prior, **values)
+            return items_q.update(tx, run.run_id, action.step_id, item, items.ITEM_START_PRIOR, **values)
+
+        started = "step.started" if item is None else "item.started"
+        at = {} if item is None else {"item": item}
         if action.job_id:
             nested, _ = self._job(tx, run.tool_shas[f"job:{action.job_id}"])
             req = SubmitRequest(
@@ -597,12 +645,12 @@ class Engine:
             )
             child_id = self._create_run(tx, nested, run.tool_shas, req, now, parent=(run.run_id, action.step_id))
             assert child_id is not None  # a child run has no idempotency key
-            if not runs_q.update_step(
-                tx, run.run_id, action.step_id, prior, status=StepStatus.RUNNING, attempt=action.attempt,
-                child_run_id=child_id, started_at=now, progress=0.0, next_attempt_at=None,
+            if not claim(
+                status=StepStatus.RUNNING, attempt=action.attempt, child_run_id=child_id, started_at=now,
+                progress=0.0, next_attempt_at=None,
             ):
                 return
-            event("step.started", action.step_id, attempt=action.attempt, childRunId=child_id, jobId=action.job_id)
+            event(started, action.step_id, attempt=action.attempt, childRunId=child_id, jobId=action.job_id, **at)
             self._advance(tx, child_id, ctx)
             return
         assert action.tool_id is not None
@@ -610,12 +658,11 @@ class Engine:
         if tool is None:
             raise RuntimeError(f"run {run.run_id} has no snapshot of tool {action.tool_id}")
         gen_id = new_id("gen_")
-        if not runs_q.update_step(
-            tx, run.run_id, action.step_id, prior,
+        history = {"generation_ids": [*(row.generation_ids or []), gen_id]} if item is None else {}
+        if not claim(
             status=StepStatus.RUNNING, attempt=action.attempt, tool_id=action.tool_id,
-            using_fallback=action.using_fallback, generation_id=gen_id,
-            generation_ids=[*(row.generation_ids or []), gen_id], started_at=now, progress=0.0,
-            next_attempt_at=None, child_run_id=None,
+            using_fallback=action.using_fallback, generation_id=gen_id, started_at=now, progress=0.0,
+            next_attempt_at=None, child_run_id=None, **history,
         ):
             return
         generation = _generation_row(run, action, tool, gen_id, now)
@@ -639,8 +686,8 @@ class Engine:
                     inputs=action.inputs, deadline_at=deadline, claim_token=task.token,
                 )
             )
-        event("step.started", action.step_id, attempt=action.attempt, toolId=tool.tool_id, generationId=gen_id,
-              fallback=action.using_fallback)
+        event(started, action.step_id, attempt=action.attempt, toolId=tool.tool_id, generationId=gen_id,
+              fallback=action.using_fallback, **at)
 
     def _stop_work(self, tx: Tx, row: Any, status: GenerationStatus, reason: str, ctx: _Ctx) -> None:
         """Stop a step's running work: CAS its generation and cancel it at the backend (or the child run)."""
@@ -736,7 +783,7 @@ class Engine:
         the planner once; their dispatch tasks are finished."""
         ctx = _Ctx(now, lease)
         tasks_q.finish_many(tx, [o.work.claim for o in outcomes])
-        run = runs_q.get(tx, run_id, lock=True)  # every transaction locks the run before its parts
+        run = runs_q.lock_state(tx, run_id)  # every transaction locks the run before its parts
         if run is not None:
             applied = [
                 self._finish_generation(
@@ -797,7 +844,7 @@ class Engine:
         return ctx.dispatches, applied
 
     def _apply_update(self, tx: Tx, run_id: str, gid: str, update: RunUpdate, ctx: _Ctx) -> bool:
-        run = runs_q.get(tx, run_id, lock=True)  # every transaction locks the run before its parts
+        run = runs_q.lock_state(tx, run_id)  # every transaction locks the run before its parts
         if run is None:
             return False
         if not update.status.terminal:
@@ -816,6 +863,11 @@ class Engine:
         if update.progress is not None and gen.progress is not None and update.progress < gen.progress:
             return False  # an older update arriving late (reordered webhooks): progress only goes forward
         gens_q.set_status(tx, gid, GenerationStatus.PROCESSING, progress=update.progress, live_status=update.live_status)
+        if gen.item_index is not None:  # an item's progress; its map step's progress counts items
+            items_q.update(tx, run_id, gen.step_id, gen.item_index, (StepStatus.RUNNING,), progress=update.progress)
+            events_q.append(tx, run_id, "item.progress", now, step_id=gen.step_id, item=gen.item_index,
+                            progress=update.progress, liveStatus=update.live_status)
+            return True
         runs_q.update_step(tx, run_id, gen.step_id, (StepStatus.RUNNING,), progress=update.progress)
         events_q.append(tx, run_id, "step.progress", now, step_id=gen.step_id, progress=update.progress,
                         liveStatus=update.live_status)
@@ -862,6 +914,8 @@ class Engine:
         if cost:
             gens_q.update(tx, gid, cost_usd=cost)
             runs_q.add_cost(tx, run_id, cost, now)
+            if row.item_index is not None:
+                items_q.add_cost(tx, run_id, row.step_id, row.item_index, cost)
         for value in _artifact_values(update.outputs):
             accounts_q.own_artifact(tx, row.master_account_id, value, run_id, now)
         return True
@@ -973,7 +1027,16 @@ class Engine:
             )
         reset = 0
         for row in runs_q.steps(tx, run_id):
-            if row.status != StepStatus.SUCCEEDED.value:
+            if row.status != StepStatus.SUCCEEDED.value and row.items_total is not None:
+                # a map step whose items were under way goes on from the items that did not succeed
+                items_q.reset_unfinished(tx, run_id, row.step_id)
+                runs_q.update_step(
+                    tx, run_id, row.step_id, tuple(StepStatus), status=StepStatus.RUNNING, items_failed=0,
+                    outputs=None, reason=None, error=None, skipped_by_error=False, finished_at=None,
+                    next_attempt_at=None,
+                )
+                reset += 1
+            elif row.status != StepStatus.SUCCEEDED.value:
                 runs_q.update_step(
                     tx, run_id, row.step_id, tuple(StepStatus), status=StepStatus.PENDING, attempt=0,
                     outputs=None, reason=None, error=None, skipped_by_error=False, finished_at=None,
@@ -1047,7 +1110,7 @@ class _FreshRuns:
 def _fresh_action(action: plan.Action, tools: Mapping[str, ToolDefinition]) -> bool:
     """Whether a new run's first plan can be written straight into its rows (``_FreshRuns``)."""
     if isinstance(action, plan.StartStep):
-        return action.job_id is None and action.tool_id in tools
+        return action.job_id is None and action.item is None and action.tool_id in tools
     return isinstance(action, plan.StartRun | plan.SkipStep | plan.Wake)
 
 
@@ -1068,6 +1131,7 @@ def _generation_row(run: Any, action: plan.StartStep, tool: ToolDefinition, gen_
         "notification_platform": (run.origin or {}).get("platform"),
         "created_at": now,
         "deadline_at": action.deadline_at or now + (tool.timeout_seconds or DEFAULT_TIMEOUT_SECONDS),
+        "item_index": action.item,
     }
 
 

@@ -17,13 +17,15 @@ from jinja2.exceptions import SecurityError, TemplateError, UndefinedError
 from jinja2.sandbox import SandboxedEnvironment
 
 from toolweave.model import paths
-from toolweave.model.definitions import InputMapping, Step
+from toolweave.model.definitions import Step, ValueSource
 from toolweave.model.paths import PathError
 from toolweave.model.records import ArtifactRef
 
 SUCCEEDED = "succeeded"
 UNAVAILABLE = frozenset({"skipped", "failed", "cancelled"})
 TEMPLATE_VARIABLES = frozenset({"job", "steps"})
+MAP_TEMPLATE_VARIABLES = frozenset({"item", "index"})
+"""What a map step's templates see besides ``job`` and ``steps``."""
 
 
 class MappingError(ValueError):
@@ -85,11 +87,15 @@ def template_references(src: str) -> tuple[frozenset[str], frozenset[str], bool]
     return free, frozenset(refs), steps_uses != fixed
 
 
-def render_template(src: str, *, job: Mapping[str, Any], steps: Mapping[str, Mapping[str, Any]]) -> str:
-    """Render a template against the run's inputs and the steps' statuses and outputs."""
+def render_template(
+    src: str, *, job: Mapping[str, Any], steps: Mapping[str, Mapping[str, Any]],
+    extra: Mapping[str, Any] | None = None,
+) -> str:
+    """Render a template against the run's inputs and the steps' statuses and outputs (and, in a map
+    step, ``extra``: the ``item`` and its ``index``)."""
     template = compile_template(src)
     try:
-        return str(template.render(job=job, steps=steps))
+        return str(template.render(job=job, steps=steps, **(extra or {})))
     except UndefinedError as exc:
         raise MappingError(f"template {src!r} could not be rendered: {exc.message}") from None
     except SecurityError as exc:
@@ -149,36 +155,27 @@ def _status(steps: Mapping[str, Mapping[str, Any]], step_id: str) -> str:
     return str(state.get("status", "pending"))
 
 
-def _step_source(step: Step, mapping: InputMapping, steps: Mapping[str, Mapping[str, Any]]) -> Any:
-    source = mapping.source_step_id or ""
-    output = mapping.source_output_name or ""
-    status = _status(steps, source)
+def _step_source(source: ValueSource, steps: Mapping[str, Mapping[str, Any]], what: str) -> Any:
+    step_id = source.source_step_id or ""
+    output = source.source_output_name or ""
+    status = _status(steps, step_id)
     if status != SUCCEEDED:
-        if mapping.has_default:
-            return copy.deepcopy(mapping.default)
-        raise SourceUnavailable(
-            f"input {mapping.target_input_name!r} of step {step.step_id!r} needs output {output!r} "
-            f"of step {source!r}, which {_was(status)}"
-        )
-    outputs = steps[source].get("outputs") or {}
+        if source.has_default:
+            return copy.deepcopy(source.default)
+        raise SourceUnavailable(f"{what} needs output {output!r} of step {step_id!r}, which {_was(status)}")
+    outputs = steps[step_id].get("outputs") or {}
     if output not in outputs:
-        if mapping.has_default:
-            return copy.deepcopy(mapping.default)
-        raise MappingError(
-            f"input {mapping.target_input_name!r} of step {step.step_id!r} needs output {output!r} "
-            f"of step {source!r}, which did not produce it"
-        )
+        if source.has_default:
+            return copy.deepcopy(source.default)
+        raise MappingError(f"{what} needs output {output!r} of step {step_id!r}, which did not produce it")
     value = outputs[output]
-    if mapping.path:
+    if source.path:
         try:
-            value = follow_path(value, mapping.path)
+            value = follow_path(value, source.path)
         except MappingError as exc:
-            if mapping.has_default:
-                return copy.deepcopy(mapping.default)
-            raise MappingError(
-                f"input {mapping.target_input_name!r} of step {step.step_id!r}: output {output!r} "
-                f"of step {source!r}: {exc}"
-            ) from None
+            if source.has_default:
+                return copy.deepcopy(source.default)
+            raise MappingError(f"{what}: output {output!r} of step {step_id!r}: {exc}") from None
     return value
 
 
@@ -188,8 +185,71 @@ def _was(status: str) -> str:
     return "failed" if status == "failed" else f"was {status}"
 
 
+ABSENT: Any = object()
+"""What ``resolve_source`` gives for a job input the run did not give (and no default): the input is
+left out, so the tool's own default applies."""
+NO_ITEM: Any = object()
+
+
+def resolve_source(
+    source: ValueSource, *, job: Mapping[str, Any], steps: Mapping[str, Mapping[str, Any]], what: str
+) -> Any:
+    """The value one source names (``ABSENT`` for a job input that was not given); ``what`` names
+    the receiving end in errors."""
+    if source.source_job_input is not None:
+        value = job.get(source.source_job_input)
+        if value is None:
+            return copy.deepcopy(source.default) if source.has_default else ABSENT
+        return value
+    if source.source_step_id is not None:
+        return _step_source(source, steps, what)
+    if source.has_value:
+        return copy.deepcopy(source.value)
+    raise MappingError(f"{what} has no source")
+
+
+def describe_source(source: ValueSource) -> str:
+    """``job input 'x'``, ``output 'y' of step 'z'`` or ``a static value``, for messages."""
+    if source.source_job_input is not None:
+        return f"job input {source.source_job_input!r}"
+    if source.source_step_id is not None:
+        path = f" at {source.path}" if source.path else ""
+        return f"output {source.source_output_name!r} of step {source.source_step_id!r}{path}"
+    return "a static value"
+
+
+def resolve_map_items(step: Step, *, job: Mapping[str, Any], steps: Mapping[str, Mapping[str, Any]]) -> list[Any]:
+    """The list a map step runs over; ``MappingError`` naming the source when it is not a list."""
+    assert step.map is not None
+    source = step.map.over
+    what = f"the list step {step.step_id!r} maps over"
+    value = resolve_source(source, job=job, steps=steps, what=what)
+    if value is ABSENT:
+        raise MappingError(f"step {step.step_id!r} maps over {describe_source(source)}, which the run did not give")
+    if not isinstance(value, list):
+        raise MappingError(
+            f"step {step.step_id!r} maps over {describe_source(source)}, which is {_kind(value)}, not a list"
+        )
+    return value
+
+
+def _kind(value: Any) -> str:
+    if ArtifactRef.is_ref(value):
+        return "a file"
+    if isinstance(value, str):
+        return f"text ({value[:40]!r}{'…' if len(value) > 40 else ''})"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, dict):
+        return "an object"
+    return "null" if value is None else type(value).__name__
+
+
 def resolve_step_inputs(
-    step: Step, *, job: Mapping[str, Any], steps: Mapping[str, Mapping[str, Any]]
+    step: Step, *, job: Mapping[str, Any], steps: Mapping[str, Mapping[str, Any]], item: Any = NO_ITEM,
+    index: int | None = None,
 ) -> dict[str, Any]:
     """The inputs of ``step`` from its mappings (before ``prepare_inputs`` checks them against the tool).
 
@@ -197,33 +257,47 @@ def resolve_step_inputs(
       tool's default applies;
     - ``sourceStepId`` + ``sourceOutputName`` (+ ``path``): the output, or ``default`` when the source
       step did not succeed (``SourceUnavailable`` when there is no default);
-    - ``value``: a copy of the value; ``template``: the rendered text.
+    - ``value``: a copy of the value; ``template``: the rendered text (a map step's templates also
+      see ``item`` and ``index``);
+    - ``sourceItem`` (+ ``path``): the map step's ``item``;
+    - ``collect``: a list of its sources' values, in order (a job input not given is null).
 
     Artifact dicts pass through unchanged.
     """
     resolved: dict[str, Any] = {}
     for mapping in step.input_mappings:
         target = mapping.target_input_name
-        if mapping.source_job_input is not None:
-            value = job.get(mapping.source_job_input)
-            if value is None:
-                if mapping.has_default:
-                    resolved[target] = copy.deepcopy(mapping.default)
-                continue
+        what = f"input {target!r} of step {step.step_id!r}"
+        if mapping.source_item:
+            if item is NO_ITEM:
+                raise MappingError(f"{what} reads the map item, but the step is not a map step")
+            value = item
+            if mapping.path:
+                try:
+                    value = follow_path(item, mapping.path)
+                except MappingError as exc:
+                    if not mapping.has_default:
+                        raise MappingError(f"{what}: item {index}: {exc}") from None
+                    value = copy.deepcopy(mapping.default)
             resolved[target] = value
-        elif mapping.source_step_id is not None:
-            resolved[target] = _step_source(step, mapping, steps)
-        elif mapping.has_value:
-            resolved[target] = copy.deepcopy(mapping.value)
+        elif mapping.collect is not None:
+            parts = [
+                resolve_source(part, job=job, steps=steps, what=f"{what} (collect[{k}])")
+                for k, part in enumerate(mapping.collect)
+            ]
+            resolved[target] = [None if part is ABSENT else part for part in parts]
         elif mapping.template is not None:
+            extra = {"item": item, "index": index} if item is not NO_ITEM else None
             try:
-                resolved[target] = render_template(mapping.template, job=job, steps=steps)
+                resolved[target] = render_template(mapping.template, job=job, steps=steps, extra=extra)
             except SourceUnavailable:
                 raise
             except MappingError as exc:
-                raise MappingError(f"input {target!r} of step {step.step_id!r}: {exc}") from None
+                raise MappingError(f"{what}: {exc}") from None
         else:
-            raise MappingError(f"input {target!r} of step {step.step_id!r} has no source")
+            value = resolve_source(mapping, job=job, steps=steps, what=what)
+            if value is not ABSENT:
+                resolved[target] = value
     return resolved
 
 
@@ -233,14 +307,21 @@ def mapping_unavailable(step: Step, steps: Mapping[str, Mapping[str, Any]]) -> s
     Mappings with a ``default`` never make a step unavailable. Templates that read a step that
     did not succeed count too.
     """
-    for mapping in step.input_mappings:
-        if mapping.source_step_id is not None and not mapping.has_default:
-            status = _status(steps, mapping.source_step_id)
+    if step.map is not None:
+        over = step.map.over
+        if over.source_step_id is not None and not over.has_default:
+            status = _status(steps, over.source_step_id)
             if status in UNAVAILABLE:
-                return (
-                    f"input {mapping.target_input_name!r} needs output {mapping.source_output_name!r} "
-                    f"of step {mapping.source_step_id!r}, which {_was(status)}"
-                )
+                return f"it maps over {describe_source(over)}, and step {over.source_step_id!r} {_was(status)}"
+    for mapping in step.input_mappings:
+        for source in (mapping, *(mapping.collect or [])):
+            if source.source_step_id is not None and not source.has_default:
+                status = _status(steps, source.source_step_id)
+                if status in UNAVAILABLE:
+                    return (
+                        f"input {mapping.target_input_name!r} needs output {source.source_output_name!r} "
+                        f"of step {source.source_step_id!r}, which {_was(status)}"
+                    )
         if mapping.template is not None:
             try:
                 _, refs, _ = template_references(mapping.template)
@@ -257,13 +338,18 @@ def mapping_unavailable(step: Step, steps: Mapping[str, Mapping[str, Any]]) -> s
 
 
 __all__ = [
+    "ABSENT",
+    "NO_ITEM",
     "MappingError",
     "SourceUnavailable",
     "compile_template",
+    "describe_source",
     "follow_path",
     "mapping_unavailable",
     "parse_path",
     "render_template",
+    "resolve_map_items",
+    "resolve_source",
     "resolve_step_inputs",
     "template_job_access",
     "template_job_references",

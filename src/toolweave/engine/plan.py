@@ -21,139 +21,36 @@ from __future__ import annotations
 import hashlib
 import random
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from functools import lru_cache
 from typing import Any
 
+from toolweave.engine.actions import (
+    Action,
+    CancelStep,
+    CompleteMap,
+    CompleteStep,
+    ExpireWork,
+    FailStep,
+    FinishItem,
+    FinishRun,
+    ItemView,
+    MapView,
+    OpenMap,
+    RetryStep,
+    RunView,
+    SkipStep,
+    StartRun,
+    StartStep,
+    StepView,
+    Wake,
+)
 from toolweave.engine.conditions import ConditionError, compile_condition, evaluate_condition
-from toolweave.engine.mapping import MappingError, mapping_unavailable, resolve_step_inputs
+from toolweave.engine.mapping import MappingError, mapping_unavailable, resolve_map_items, resolve_step_inputs
 from toolweave.inputs import InputError, prepare_inputs
-from toolweave.model.definitions import ErrorStrategy, JobDefinition, Step, ToolDefinition
+from toolweave.model.definitions import ErrorStrategy, JobDefinition, ParamType, Step
 from toolweave.model.graph import output_source, sink_steps, step_order
 from toolweave.model.status import GenerationStatus, RunStatus, StepStatus
-
-# --- state -----------------------------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class StepView:
-    """One step run as the planner sees it (read-only; not frozen because a frozen dataclass
-    costs five times as much to build, and the engine builds one per step per transition)."""
-
-    step_id: str
-    status: StepStatus = StepStatus.PENDING
-    attempt: int = 0
-    tool_id: str | None = None
-    using_fallback: bool = False
-    outputs: dict[str, Any] | None = None
-    skipped_by_error: bool = False
-    reason: str | None = None
-    next_attempt_at: float | None = None
-    started_at: float | None = None
-    work_status: GenerationStatus | None = None
-    """Status of the step's current generation (or child run, for a nested job)."""
-    work_outputs: dict[str, Any] | None = None
-    work_error: dict[str, Any] | None = None
-
-
-@dataclass(frozen=True)
-class RunView:
-    run_id: str
-    status: RunStatus
-    job: JobDefinition
-    inputs: dict[str, Any]
-    steps: Mapping[str, StepView]
-    tools: Mapping[str, ToolDefinition] = field(default_factory=dict)
-    jobs: Mapping[str, JobDefinition] = field(default_factory=dict)
-    """The nested jobs its steps run, by id (their input schemas are the steps' contracts)."""
-    cancel_requested: bool = False
-    deadline_at: float | None = None
-    order: tuple[str, ...] = ()
-    """Step ids in topological order (computed from ``job`` when empty; the engine caches it)."""
-
-
-# --- actions ---------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class StartRun:
-    pass
-
-
-@dataclass(frozen=True)
-class StartStep:
-    """Run the step's tool (or nested job, when ``job_id`` is set) as a new attempt."""
-
-    step_id: str
-    attempt: int
-    inputs: dict[str, Any]
-    tool_id: str | None = None
-    job_id: str | None = None
-    using_fallback: bool = False
-    deadline_at: float | None = None
-
-
-@dataclass(frozen=True)
-class CompleteStep:
-    step_id: str
-    outputs: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class SkipStep:
-    step_id: str
-    reason: str
-    by_error: bool = False
-    error: dict[str, Any] | None = None
-
-
-@dataclass(frozen=True)
-class FailStep:
-    step_id: str
-    reason: str
-    error: dict[str, Any] | None = None
-
-
-@dataclass(frozen=True)
-class RetryStep:
-    step_id: str
-    at: float
-    next_attempt: int
-    error: dict[str, Any] | None = None
-
-
-@dataclass(frozen=True)
-class CancelStep:
-    """Cancel a step; if it is running, its generation is cancelled at the backend too."""
-
-    step_id: str
-    reason: str
-    was_running: bool = False
-
-
-@dataclass(frozen=True)
-class ExpireWork:
-    """A running step passed its timeout: its generation times out and is cancelled at the backend."""
-
-    step_id: str
-
-
-@dataclass(frozen=True)
-class FinishRun:
-    status: RunStatus
-    outputs: dict[str, Any]
-    error: dict[str, Any] | None = None
-
-
-@dataclass(frozen=True)
-class Wake:
-    """Decide again at this time (a retry falls due, a timeout or the deadline passes)."""
-
-    at: float
-
-
-Action = StartRun | StartStep | CompleteStep | SkipStep | FailStep | RetryStep | CancelStep | ExpireWork | FinishRun | Wake
-
 
 # --- helpers ---------------------------------------------------------------------------------
 
@@ -181,18 +78,18 @@ MAX_RETRY_AFTER_SECONDS = 3600.0
 step for days; the run's deadline still applies)."""
 
 
-def _retry_after(error: dict[str, Any]) -> float:
-    value = error.get("retry_after_seconds")
-    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-        return 0.0
-    return min(float(value), MAX_RETRY_AFTER_SECONDS)
-
-
 def _seeded(run_id: str, step_id: str, attempt: int) -> random.Random:
     """The random source of one attempt's unmapped seeds: random-looking, and the same every time
     the planner decides that attempt (``decide`` stays deterministic)."""
     digest = hashlib.blake2b(f"seed:{run_id}:{step_id}:{attempt}".encode(), digest_size=8).digest()
     return random.Random(int.from_bytes(digest, "big"))
+
+
+def _retry_after(error: dict[str, Any]) -> float:
+    value = error.get("retry_after_seconds")
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        return 0.0
+    return min(float(value), MAX_RETRY_AFTER_SECONDS)
 
 
 def _follow_path(value: Any, path: str | None) -> Any:
@@ -254,9 +151,19 @@ class _Planner:
         self.actions: list[Action] = []
         self.status: dict[str, StepStatus] = {sid: v.status for sid, v in run.steps.items()}
         self.outputs: dict[str, dict[str, Any] | None] = {sid: v.outputs for sid, v in run.steps.items()}
-        self.by_error: dict[str, bool] = {sid: v.skipped_by_error for sid, v in run.steps.items()}
+        self.by_error: dict[str, bool] = {
+            sid: v.skipped_by_error or (v.status is StepStatus.SUCCEEDED and v.map is not None and v.map.failed > 0)
+            for sid, v in run.steps.items()
+        }
+        """Steps whose error was skipped past (a map step that succeeded with failed items counts)."""
         self.wake: float | None = None
         self.failed: tuple[str, str, dict[str, Any] | None] | None = None
+        self.gathering: set[str] = set()
+        """Map steps completed in this call: their outputs are gathered by the engine, which decides
+        again; the steps after them wait for that."""
+        self.finished_items: set[tuple[str, int]] = set()
+        self.last_item_error: tuple[int, dict[str, Any]] | None = None
+        """The last item that failed in this call, and its error (named in the map step's error)."""
 
     def step_context(self) -> dict[str, dict[str, Any]]:
         return {sid: {"status": str(st), "outputs": self.outputs.get(sid) or {}} for sid, st in self.status.items()}
@@ -264,11 +171,30 @@ class _Planner:
     def wake_at(self, at: float) -> None:
         self.wake = at if self.wake is None else min(self.wake, at)
 
-    def timeout_for(self, step: Step, view: StepView) -> float | None:
+    def timeout_for(self, step: Step, tool_id: str | None) -> float | None:
+        """The step's timeout, else that of the tool the attempt runs (``tool_id``, else the step's)."""
         if step.timeout_seconds is not None:
             return step.timeout_seconds
-        tool = self.run.tools.get(view.tool_id or step.tool_id or "")
+        tool = self.run.tools.get(tool_id or step.tool_id or "")
         return tool.timeout_seconds if tool is not None else None
+
+    def recovery(
+        self, step: Step, error: dict[str, Any], *, attempt: int, using_fallback: bool, tool_may_help: bool, key: str
+    ) -> tuple[ErrorStrategy, float | None]:
+        """What follows a failed attempt under the step's error handling: ``(RETRY, at)``,
+        ``(FALLBACK, None)``, ``(SKIP, None)`` or ``(HALT, None)``. ``key`` seeds the jitter."""
+        handling = self.job.error_handling_for(step)
+        strategy = handling.strategy
+        if strategy is ErrorStrategy.RETRY:
+            if error.get("retryable") and attempt < handling.max_attempts:
+                delay = retry_delay(self.run.run_id, key, attempt, handling.backoff_seconds, handling.max_backoff_seconds)
+                return ErrorStrategy.RETRY, self.now + max(delay, _retry_after(error))
+            strategy = handling.then
+        if strategy is ErrorStrategy.FALLBACK:
+            if tool_may_help and not using_fallback and handling.fallback_tool_id:
+                return ErrorStrategy.FALLBACK, None
+            strategy = handling.then if handling.then is not ErrorStrategy.FALLBACK else ErrorStrategy.HALT
+        return (ErrorStrategy.SKIP if strategy is ErrorStrategy.SKIP else ErrorStrategy.HALT), None
 
     def contract(self, step: Step, tool_id: str | None) -> tuple[str, list[Any]] | None:
         """(what to name in an error, input schema) of what the step runs; None when the run
@@ -279,77 +205,93 @@ class _Planner:
         nested = self.run.jobs.get(step.job_id or "")
         return None if nested is None else (f"job {nested.job_id!r}", nested.input_schema)
 
+    def attempt_inputs(
+        self, step: Step, tool_id: str | None, attempt: int, *, item: ItemView | None = None
+    ) -> tuple[dict[str, Any], tuple[str, ...]] | dict[str, Any]:
+        """The inputs of one attempt (of the step, or of one of its items) under the contract of
+        what it runs: resolved from the mappings, then coerced, defaulted, bounds and choices
+        checked, unmapped seeds drawn — exactly as a direct run's. Returns ``(inputs, the seeds
+        drawn at random)``, or the error that fails the attempt (a dict)."""
+        try:
+            if item is None:
+                inputs = resolve_step_inputs(step, job=self.run.inputs, steps=self.step_context())
+            else:
+                inputs = resolve_step_inputs(
+                    step, job=self.run.inputs, steps=self.step_context(), item=item.value, index=item.index
+                )
+        except MappingError as exc:
+            return _error(f"inputs could not be resolved: {exc}")
+        contract = self.contract(step, tool_id)
+        if contract is None:
+            return inputs, ()
+        name, schema = contract
+        key = step.step_id if item is None else f"{step.step_id}[{item.index}]"
+        try:
+            prepared = prepare_inputs(schema, inputs, coerce_text=True, allow_paths=False,
+                                      rng=_seeded(self.run.run_id, key, attempt))
+        except InputError as exc:
+            error = _error(f"{name} refused its inputs: {'; '.join(map(str, exc.problems))}", code="invalid_input")
+            error["fields"] = [{"field": p.field, "message": p.message} for p in exc.problems]
+            return error
+        drawn = tuple(
+            p.name for p in schema
+            if p.type is ParamType.SEED and (inputs.get(p.name) is None or inputs.get(p.name) in (-1, "-1"))
+        )
+        return prepared, drawn
+
     # each handler updates self.status so later steps see the effect
     def start(self, step: Step, view: StepView, attempt: int, *, tool_id: str | None, fallback: bool) -> None:
-        try:
-            inputs = resolve_step_inputs(step, job=self.run.inputs, steps=self.step_context())
-        except MappingError as exc:
+        found = self.attempt_inputs(step, tool_id, attempt)
+        if isinstance(found, dict):
             # the failed attempt is the one with ``tool_id``: a fallback that cannot resolve its
             # inputs must not start the fallback again (that recursed without end)
             attempted = replace(view, tool_id=tool_id, using_fallback=fallback)
-            self.failure(step, attempted, _error(f"inputs could not be resolved: {exc}"), attempt=attempt)
+            self.failure(step, attempted, found, attempt=attempt)
             return
-        contract = self.contract(step, tool_id)
-        if contract is not None:
-            # the step gets its tool's (or nested job's) contract exactly as a direct run does:
-            # coerced, defaulted, bounds and choices checked, unmapped seeds drawn; a value the
-            # tool refuses fails the attempt here and never reaches the backend
-            name, schema = contract
-            try:
-                inputs = prepare_inputs(schema, inputs, coerce_text=True, allow_paths=False,
-                                        rng=_seeded(self.run.run_id, step.step_id, attempt))
-            except InputError as exc:
-                attempted = replace(view, tool_id=tool_id, using_fallback=fallback)
-                error = _error(f"{name} refused its inputs: {'; '.join(map(str, exc.problems))}", code="invalid_input")
-                error["fields"] = [{"field": p.field, "message": p.message} for p in exc.problems]
-                self.failure(step, attempted, error, attempt=attempt)
-                return
-        timeout = self.timeout_for(step, view) if tool_id == view.tool_id else step.timeout_seconds
-        if timeout is None and tool_id is not None:
-            tool = self.run.tools.get(tool_id)
-            timeout = tool.timeout_seconds if tool else None
+        inputs, drawn = found
+        self.start_action(step, attempt, inputs, tool_id=tool_id, fallback=fallback, drawn=drawn)
+        self.status[step.step_id] = StepStatus.RUNNING
+
+    def start_action(
+        self, step: Step, attempt: int, inputs: dict[str, Any], *, tool_id: str | None, fallback: bool,
+        item: int | None = None, drawn: tuple[str, ...] = (),
+    ) -> None:
+        """Say ``StartStep`` (of the step, or of one of its items), with the attempt's deadline."""
+        timeout = self.timeout_for(step, tool_id)
         deadline = self.now + timeout if timeout else None
         if deadline is not None:
             self.wake_at(deadline)
         self.actions.append(
             StartStep(
-                step.step_id,
-                attempt,
-                inputs,
-                tool_id=tool_id,
-                job_id=None if tool_id else step.job_id,
-                using_fallback=fallback,
-                deadline_at=deadline,
+                step.step_id, attempt, inputs, tool_id=tool_id, job_id=None if tool_id else step.job_id,
+                using_fallback=fallback, deadline_at=deadline, item=item, drawn_seeds=drawn,
             )
         )
-        self.status[step.step_id] = StepStatus.RUNNING
 
     def failure(
         self, step: Step, view: StepView, error: dict[str, Any], *, attempt: int, tool_may_help: bool = True
     ) -> None:
         """Handle a failed attempt. ``tool_may_help`` is False when the error is not the tool's (a
         condition that cannot be evaluated): another tool would not fix it, so no fallback."""
-        handling = self.job.error_handling_for(step)
-        strategy = handling.strategy
-        retryable = bool(error.get("retryable"))
-        if strategy is ErrorStrategy.RETRY:
-            if retryable and attempt < handling.max_attempts:
-                delay = retry_delay(
-                    self.run.run_id, step.step_id, attempt, handling.backoff_seconds, handling.max_backoff_seconds
-                )
-                delay = max(delay, _retry_after(error))
-                self.actions.append(RetryStep(step.step_id, self.now + delay, attempt + 1, error))
-                self.status[step.step_id] = StepStatus.WAITING_RETRY
-                self.wake_at(self.now + delay)
-                return
-            strategy = handling.then
+        strategy, at = self.recovery(
+            step, error, attempt=attempt, using_fallback=view.using_fallback, tool_may_help=tool_may_help,
+            key=step.step_id,
+        )
+        if strategy is ErrorStrategy.RETRY and at is not None:
+            self.actions.append(RetryStep(step.step_id, at, attempt + 1, error))
+            self.status[step.step_id] = StepStatus.WAITING_RETRY
+            self.wake_at(at)
+            return
         if strategy is ErrorStrategy.FALLBACK:
-            if tool_may_help and not view.using_fallback and handling.fallback_tool_id:
-                self.start(step, view, attempt + 1, tool_id=handling.fallback_tool_id, fallback=True)
-                return
-            strategy = handling.then if handling.then is not ErrorStrategy.FALLBACK else ErrorStrategy.HALT
+            fallback = self.job.error_handling_for(step).fallback_tool_id
+            self.start(step, view, attempt + 1, tool_id=fallback, fallback=True)
+            return
+        self.give_up(step, error, skip=strategy is ErrorStrategy.SKIP)
+
+    def give_up(self, step: Step, error: dict[str, Any], *, skip: bool) -> None:
+        """The step ends with an error: skipped past it, or failed (which halts the run)."""
         message = str(error.get("message") or "failed")
-        if strategy is ErrorStrategy.SKIP:
+        if skip:
             self.actions.append(SkipStep(step.step_id, f"skipped after an error: {message}", True, error))
             self.status[step.step_id] = StepStatus.SKIPPED
             self.by_error[step.step_id] = True
@@ -359,11 +301,140 @@ class _Planner:
         if self.failed is None:
             self.failed = (step.step_id, message, error)
 
+    # map steps ------------------------------------------------------------------------------------
+
+    def open_map(self, step: Step, view: StepView) -> None:
+        """A map step is ready: resolve its list, record its items, start the first of them."""
+        assert step.map is not None
+        try:
+            items = resolve_map_items(step, job=self.run.inputs, steps=self.step_context())
+        except MappingError as exc:
+            self.failure(step, view, _error(str(exc), code="map_input"), attempt=view.attempt + 1, tool_may_help=False)
+            return
+        if len(items) > step.map.max_items:
+            message = (
+                f"step {step.step_id!r} maps over {len(items)} items; it takes at most {step.map.max_items} "
+                "(map.maxItems)"
+            )
+            self.failure(step, view, _error(message, code="map_too_long"), attempt=view.attempt + 1, tool_may_help=False)
+            return
+        self.actions.append(OpenMap(step.step_id, items))
+        self.status[step.step_id] = StepStatus.RUNNING
+        waiting = [ItemView(i, value=value) for i, value in enumerate(items[: step.map.concurrency])]
+        self.visit_map(step, MapView(total=len(items), waiting=waiting))
+
+    def visit_map(self, step: Step, view: MapView) -> None:
+        """Decide a running map step's items: those whose work ended, retries that fall due,
+        timeouts; start pending items into free places; end the step when every item has ended
+        (or when ``minSuccess`` can no longer be reached)."""
+        assert step.map is not None
+        sid = step.step_id
+        succeeded, failed, in_flight = view.succeeded, view.failed, 0
+        self.last_item_error = None
+        for item in view.active:
+            outcome = self.visit_item(step, item)
+            succeeded += outcome == "succeeded"
+            failed += outcome == "failed"
+            in_flight += outcome == "in_flight"
+        required = step.map.required(view.total)
+        for item in view.waiting:
+            if in_flight >= step.map.concurrency or view.total - failed < required:
+                break
+            outcome = self.start_item(step, item, 1, tool_id=step.tool_id, fallback=False)
+            failed += outcome == "failed"
+            in_flight += outcome == "in_flight"
+        if view.total - failed < required:
+            detail = ""
+            if self.last_item_error is not None:
+                index, last = self.last_item_error
+                detail = f" (item {index}: {last.get('message') or 'failed'})"
+            error = _error(
+                f"{failed} of {view.total} items of step {sid!r} failed{detail}; at least {required} must succeed",
+                code="map_items_failed",
+            )
+            handling = self.job.error_handling_for(step)
+            after_items = handling.then if handling.strategy in (ErrorStrategy.RETRY, ErrorStrategy.FALLBACK) else handling.strategy
+            self.give_up(step, error, skip=after_items is ErrorStrategy.SKIP)
+            return
+        pending = view.total - succeeded - failed - in_flight
+        if in_flight == 0 and pending == 0:
+            self.actions.append(CompleteMap(sid))
+            self.status[sid] = StepStatus.SUCCEEDED
+            self.gathering.add(sid)
+            self.by_error[sid] = failed > 0
+            return
+        if in_flight == 0 and pending > 0:
+            self.wake_at(self.now)  # items are left and none is in flight to bring the next decision
+        self.status[sid] = StepStatus.RUNNING
+
+    def visit_item(self, step: Step, item: ItemView) -> str:
+        """One item in flight: ``"succeeded"``, ``"failed"`` or ``"in_flight"`` afterwards."""
+        sid = step.step_id
+        if item.status is StepStatus.WAITING_RETRY:
+            due = item.next_attempt_at or self.now
+            if self.now >= due:
+                return self.start_item(step, item, item.attempt + 1, tool_id=item.tool_id or step.tool_id,
+                                       fallback=item.using_fallback)
+            self.wake_at(due)
+            return "in_flight"
+        work = item.work_status
+        if work is GenerationStatus.COMPLETED:
+            self.actions.append(FinishItem(sid, item.index, True, dict(item.work_outputs or {})))
+            self.finished_items.add((sid, item.index))
+            return "succeeded"
+        if work in (GenerationStatus.FAILED, GenerationStatus.TIMEOUT, GenerationStatus.CANCELLED):
+            error = item.work_error or _error(
+                "cancelled at the backend" if work is GenerationStatus.CANCELLED else "the backend reported a failure",
+                retryable=work is not GenerationStatus.CANCELLED,
+            )
+            if work is GenerationStatus.TIMEOUT and "code" not in error:
+                error = {**error, "code": "timeout"}
+            return self.item_failure(step, item, error, tool_may_help=True)
+        timeout = self.timeout_for(step, item.tool_id)
+        if timeout is not None and item.started_at is not None:
+            deadline = item.started_at + timeout
+            if self.now >= deadline:
+                self.actions.append(ExpireWork(sid, item=item.index))
+                err = _error(f"timed out after {timeout:g} s", retryable=True, code="timeout")
+                return self.item_failure(step, item, err, tool_may_help=True)
+            self.wake_at(deadline)
+        return "in_flight"
+
+    def start_item(self, step: Step, item: ItemView, attempt: int, *, tool_id: str | None, fallback: bool) -> str:
+        found = self.attempt_inputs(step, tool_id, attempt, item=item)
+        if isinstance(found, dict):  # the item's inputs are wrong: another attempt would not fix them
+            attempted = replace(item, attempt=attempt, tool_id=tool_id, using_fallback=fallback)
+            return self.item_failure(step, attempted, found, tool_may_help=False)
+        inputs, drawn = found
+        self.start_action(step, attempt, inputs, tool_id=tool_id, fallback=fallback, item=item.index, drawn=drawn)
+        return "in_flight"
+
+    def item_failure(self, step: Step, item: ItemView, error: dict[str, Any], *, tool_may_help: bool) -> str:
+        """A failed attempt of one item, under the step's error handling; the item's outcome."""
+        strategy, at = self.recovery(
+            step, error, attempt=item.attempt, using_fallback=item.using_fallback, tool_may_help=tool_may_help,
+            key=f"{step.step_id}[{item.index}]",
+        )
+        if strategy is ErrorStrategy.RETRY and at is not None:
+            self.actions.append(RetryStep(step.step_id, at, item.attempt + 1, error, item=item.index))
+            self.wake_at(at)
+            return "in_flight"
+        if strategy is ErrorStrategy.FALLBACK:
+            fallback = self.job.error_handling_for(step).fallback_tool_id
+            return self.start_item(step, item, item.attempt + 1, tool_id=fallback, fallback=True)
+        self.actions.append(FinishItem(step.step_id, item.index, False, None, error))
+        self.finished_items.add((step.step_id, item.index))
+        self.last_item_error = (item.index, error)
+        return "failed"
+
     def visit(self, step: Step) -> None:
         sid = step.step_id
         view = self.run.steps[sid]
         status = self.status[sid]
-        if status is StepStatus.RUNNING:
+        if status is StepStatus.RUNNING and step.map is not None:
+            if view.map is not None:
+                self.visit_map(step, view.map)
+        elif status is StepStatus.RUNNING:
             self.visit_running(step, view)
         elif status is StepStatus.WAITING_RETRY:
             due = view.next_attempt_at or self.now
@@ -391,7 +462,7 @@ class _Planner:
         if work is GenerationStatus.CANCELLED:
             self.failure(step, view, view.work_error or _error("cancelled at the backend"), attempt=view.attempt)
             return
-        timeout = self.timeout_for(step, view)
+        timeout = self.timeout_for(step, view.tool_id)
         if timeout is not None and view.started_at is not None:
             deadline = view.started_at + timeout
             if self.now >= deadline:
@@ -404,7 +475,7 @@ class _Planner:
     def visit_pending(self, step: Step, view: StepView) -> None:
         sid = step.step_id
         for dep in step.all_dependencies:
-            if dep in self.status and not self.status[dep].terminal:
+            if (dep in self.status and not self.status[dep].terminal) or dep in self.gathering:
                 return
         context = self.step_context()
         reason = mapping_unavailable(step, context)
@@ -423,12 +494,22 @@ class _Planner:
                 self.actions.append(SkipStep(sid, f"condition is false: {step.condition}"))
                 self.status[sid] = StepStatus.SKIPPED
                 return
+        if step.map is not None:
+            self.open_map(step, view)
+            return
         self.start(step, view, view.attempt + 1, tool_id=step.tool_id, fallback=False)
 
     def cancel_rest(self, reason: str) -> None:
         for sid, status in self.status.items():
             view = self.run.steps.get(sid)
-            if status is StepStatus.RUNNING and view is not None and view.work_status is GenerationStatus.COMPLETED:
+            if status is StepStatus.RUNNING and view is not None and view.map is not None:
+                # items whose work finished are kept, like a step's (a retry of the run reuses them)
+                for item in view.map.active:
+                    if item.work_status is GenerationStatus.COMPLETED and (sid, item.index) not in self.finished_items:
+                        self.actions.append(FinishItem(sid, item.index, True, dict(item.work_outputs or {})))
+                self.actions.append(CancelStep(sid, reason, was_running=True))
+                self.status[sid] = StepStatus.CANCELLED
+            elif status is StepStatus.RUNNING and view is not None and view.work_status is GenerationStatus.COMPLETED:
                 # its work finished already: keep it, so a retry of the run reuses it instead of
                 # paying for it again
                 self.actions.append(CompleteStep(sid, dict(view.work_outputs or {})))
@@ -479,8 +560,12 @@ class _Planner:
             # no step starts in a call that halts the run: drop the starts made before the failure
             # was seen, so the cancellation below does not leave a new generation behind
             started = {a.step_id for a in self.actions if isinstance(a, StartStep)}
-            self.actions = [a for a in self.actions if not isinstance(a, StartStep)]
-            for sid in started:
+            reset = {sid for sid in started if not self.status[sid].terminal}
+            self.actions = [
+                a for a in self.actions
+                if not isinstance(a, StartStep) and not (isinstance(a, OpenMap) and a.step_id in reset)
+            ]
+            for sid in reset:
                 self.status[sid] = run.steps[sid].status
             step_id, message, error = self.failed
             self.cancel_rest(f"step {step_id} failed")
@@ -488,7 +573,8 @@ class _Planner:
             self.actions.append(FinishRun(RunStatus.FAILED, {}, err))
             return self.actions
         if all(s.terminal for s in self.status.values()):
-            self.finish()
+            if not self.gathering:  # else the engine gathers the map outputs and decides again
+                self.finish()
             return self.actions
         if run.deadline_at is not None:
             self.wake_at(run.deadline_at)
@@ -500,3 +586,29 @@ class _Planner:
 def decide(run: RunView, now: float) -> list[Action]:
     """The actions that follow from ``run`` at time ``now``. Pure: no I/O, no clock, no randomness."""
     return _Planner(run, now).decide()
+
+
+__all__ = [  # the planner, and the vocabulary of engine.actions it speaks
+    "Action",
+    "CancelStep",
+    "CompleteMap",
+    "CompleteStep",
+    "ExpireWork",
+    "FailStep",
+    "FinishItem",
+    "FinishRun",
+    "ItemView",
+    "MapView",
+    "OpenMap",
+    "RetryStep",
+    "RunView",
+    "SkipStep",
+    "StartRun",
+    "StartStep",
+    "StepView",
+    "Wake",
+    "decide",
+    "resolve_job_outputs",
+    "retry_delay",
+    "topological_order",
+]

@@ -152,6 +152,7 @@ def fork_tx(
             status=row.status, attempt=row.attempt, tool_id=row.tool_id, using_fallback=row.using_fallback,
             outputs=row.outputs, reason=row.reason, progress=row.progress,
             started_at=now, finished_at=now, reused_from_run_id=row.reused_from_run_id or run_id,
+            items_total=row.items_total, items_succeeded=row.items_succeeded, items_failed=row.items_failed,
         )
     events_q.append(
         tx, new_id, "run.forked", now, forkedFrom=run_id, fromStep=from_step, changedInputs=changed,

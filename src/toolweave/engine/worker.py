@@ -265,9 +265,20 @@ class Worker:
         return work.context(self.webhook_url(work.tool.service, work.generation_id) if self.webhook_url else None)
 
     async def _dispatch(self, work: DispatchWork) -> None:
+        """Call the service for one dispatch, then go on in this slot with the first of the
+        dispatches its record leased to this worker (the rest get slots of their own). A loop, not
+        a recursion: a map step hands one slot its items one after the other, thousands of them."""
+        current: DispatchWork | None = work
+        while current is not None:
+            following = await self._dispatch_one(current)
+            for work_ in following[1:]:
+                self._spawn(self._dispatch(work_))
+            current = following[0] if following else None
+
+    async def _dispatch_one(self, work: DispatchWork) -> list[DispatchWork]:
         service = self.services.get(work.tool.service)
         if service is not None and not await self._take_capacity(service, work):
-            return
+            return []
         requested_at = time.time()
         platform_id: str | None = None
         poll_after: float | None = None
@@ -295,8 +306,7 @@ class Worker:
             except Exception as exc:  # a bug in an adapter must not kill the worker
                 log.exception("service %s failed on submit", work.tool.service)
                 update = _failed(f"{type(exc).__name__}: {exc}", retryable=False)
-        result = await self._record(Outcome(work, platform_id, update, requested_at, time.time(), poll_after))
-        await self._run_dispatches(result)
+        return await self._record(Outcome(work, platform_id, update, requested_at, time.time(), poll_after))
 
     async def _unheld_artifact(self, work: DispatchWork) -> str | None:
         """Why a step may not run: one of its inputs refers to an artifact its run's account does not

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
         InputParam,
         JobDefinition,
         JobOutput,
+        MapSpec,
         Money,
         OutputParam,
         ParamType,
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
         RateSource,
         Step,
         ToolDefinition,
+        ValueSource,
         Visibility,
         VisibleIf,
     )
@@ -59,6 +61,7 @@ __all__ = [
     "InputParam",
     "JobDefinition",
     "JobOutput",
+    "MapSpec",
     "Money",
     "NotificationStatus",
     "OutputParam",
@@ -72,6 +75,7 @@ __all__ = [
     "StepStatus",
     "TaskKind",
     "ToolDefinition",
+    "ValueSource",
     "Visibility",
     "VisibleIf",
 ]

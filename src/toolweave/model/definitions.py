@@ -7,6 +7,7 @@ Field names follow the seed notes: camelCase in files (aliases), snake_case in P
 
 from __future__ import annotations
 
+import math
 import re
 from decimal import Decimal
 from enum import StrEnum
@@ -313,20 +314,19 @@ class ErrorHandling(_Model):
         return self
 
 
-class InputMapping(_Model):
-    """Where one input of a step comes from: exactly one source.
+class ValueSource(_Model):
+    """Where one value comes from: a job input, an earlier step's output (and a ``path`` into it) or
+    a static ``value``; ``default`` stands in when a source step did not succeed.
 
     ``value`` and ``default`` may legitimately be ``null``, so whether they were given is read
     from ``model_fields_set`` (see ``has_value`` / ``has_default``).
     """
 
-    target_input_name: str
     source_job_input: str | None = None
     source_step_id: str | None = None
     source_output_name: str | None = None
     path: str | None = None
     value: Any = None
-    template: str | None = None
     default: Any = None
 
     @property
@@ -339,7 +339,7 @@ class InputMapping(_Model):
 
     @property
     def sources(self) -> list[str]:
-        """The kinds of source this mapping names (valid mappings name exactly one)."""
+        """The kinds of source this names (a valid one names exactly one)."""
         found = []
         if self.source_job_input is not None:
             found.append("sourceJobInput")
@@ -347,9 +347,70 @@ class InputMapping(_Model):
             found.append("sourceStepId")
         if self.has_value:
             found.append("value")
+        return found
+
+
+class InputMapping(ValueSource):
+    """Where one input of a step comes from: exactly one source — those of ``ValueSource``, a
+    ``template``, ``sourceItem`` (the item of a map step, or a ``path`` into it) or ``collect`` (a
+    list gathered from several sources)."""
+
+    target_input_name: str
+    template: str | None = None
+    source_item: bool | None = None
+    collect: list[ValueSource] | None = None
+
+    @property
+    def sources(self) -> list[str]:
+        found = super().sources
         if self.template is not None:
             found.append("template")
+        if self.source_item:
+            found.append("sourceItem")
+        if self.collect is not None:
+            found.append("collect")
         return found
+
+
+MAP_CONCURRENCY_LIMIT = 100
+"""The most items of one map step in flight at once: the planner looks at the items in flight and
+at most this many waiting ones on each transition, whatever the number of items."""
+MAP_ITEMS_LIMIT = 100_000
+
+_PERCENT = re.compile(r"^(\d{1,3}(?:\.\d+)?)\s*%$")
+
+
+class MapSpec(_Model):
+    """A map step runs its tool (or nested job) once per item of the list ``over`` names, with at
+    most ``concurrency`` items in flight; its outputs are lists, one entry per item in input order
+    (null for an item that failed). ``minSuccess`` (a count or a percentage of the items; default:
+    every item) says how many items must succeed for the step to succeed."""
+
+    over: ValueSource
+    concurrency: int = Field(default=8, ge=1, le=MAP_CONCURRENCY_LIMIT)
+    min_success: int | str | None = None
+    max_items: int = Field(default=10_000, ge=1, le=MAP_ITEMS_LIMIT)
+
+    @field_validator("min_success")
+    @classmethod
+    def _min_success(cls, value: int | str | None) -> int | str | None:
+        if value is None or (isinstance(value, int) and not isinstance(value, bool) and value >= 0):
+            return value
+        if isinstance(value, str):
+            match = _PERCENT.match(value.strip())
+            if match and float(match.group(1)) <= 100:
+                return value.strip()
+        raise ValueError(f"minSuccess must be a count of items (0 or more) or a percentage like '80%', not {value!r}")
+
+    def required(self, total: int) -> int:
+        """How many of ``total`` items must succeed."""
+        value = self.min_success
+        if value is None:
+            return total
+        if isinstance(value, str):
+            share = float(value.rstrip("% ")) / 100
+            return min(total, math.ceil(total * share - 1e-9))
+        return min(total, value)
 
 
 class Step(_Model):
@@ -362,18 +423,30 @@ class Step(_Model):
     condition: str | None = None
     error_handling: ErrorHandling | None = None
     timeout_seconds: float | None = Field(default=None, gt=0)
+    map: MapSpec | None = None
 
     @property
     def target_id(self) -> str:
         return self.tool_id or self.job_id or ""
 
     @property
-    def all_dependencies(self) -> list[str]:
-        """Explicit dependencies plus those implied by mappings from other steps, in order."""
-        deps = list(self.dependencies)
+    def value_sources(self) -> list[ValueSource]:
+        """Every source the step reads: its mappings, the parts of a ``collect``, its map's list."""
+        found: list[ValueSource] = []
         for m in self.input_mappings:
-            if m.source_step_id is not None and m.source_step_id not in deps:
-                deps.append(m.source_step_id)
+            found.append(m)
+            found.extend(m.collect or [])
+        if self.map is not None:
+            found.append(self.map.over)
+        return found
+
+    @property
+    def all_dependencies(self) -> list[str]:
+        """Explicit dependencies plus those implied by the step's sources, in order."""
+        deps = list(self.dependencies)
+        for source in self.value_sources:
+            if source.source_step_id is not None and source.source_step_id not in deps:
+                deps.append(source.source_step_id)
         return deps
 
 

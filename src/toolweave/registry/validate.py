@@ -13,10 +13,18 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from toolweave.engine.conditions import ConditionError, compile_condition
-from toolweave.engine.mapping import MappingError, parse_path, template_job_references, template_references
+from toolweave.engine.mapping import (
+    MAP_TEMPLATE_VARIABLES,
+    TEMPLATE_VARIABLES,
+    MappingError,
+    parse_path,
+    template_job_references,
+    template_references,
+)
 from toolweave.inputs import check_value, classify_media
 from toolweave.model.definitions import (
     MEDIA_TYPES,
+    ErrorStrategy,
     InputMapping,
     InputParam,
     JobDefinition,
@@ -25,6 +33,7 @@ from toolweave.model.definitions import (
     ParamType,
     Step,
     ToolDefinition,
+    ValueSource,
 )
 from toolweave.model.graph import dependency_graph, output_source, reachable, sink_steps, step_order
 from toolweave.registry.problems import DefinitionError, Problem, join_path
@@ -118,6 +127,10 @@ class _Sink:
 def _quote_list(names: Iterable[str]) -> str:
     items = [repr(n) for n in names]
     return ", ".join(items) if items else "none"
+
+
+def _and(names: Sequence[str]) -> str:
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
 
 
 def _suggest(name: str, choices: Iterable[str]) -> str:
@@ -515,6 +528,8 @@ class _JobCheck:
         self._fallback(path, step, mapped)
         if step.condition is not None:
             self._condition(f"{path}.condition", step)
+        if step.map is not None:
+            self._map(f"{path}.map", step)
 
     def _mapping(self, path: str, step: Step, mapping: InputMapping, target: _Target | None) -> None:
         sources = mapping.sources
@@ -522,7 +537,7 @@ class _JobCheck:
             self.sink.add(
                 path,
                 f"the mapping of {mapping.target_input_name!r} names no source; give one of "
-                "sourceJobInput, sourceStepId with sourceOutputName, value or template",
+                "sourceJobInput, sourceStepId with sourceOutputName, value, template, sourceItem or collect",
             )
             return
         if len(sources) > 1:
@@ -542,8 +557,8 @@ class _JobCheck:
                     f"{target.label} has no input {mapping.target_input_name!r} (its inputs: "
                     f"{_quote_list(names)}){_suggest(mapping.target_input_name, names)}",
                 )
-        if mapping.path is not None and mapping.source_step_id is None:
-            self.sink.add(f"{path}.path", "path only applies to a mapping from sourceStepId")
+        if mapping.path is not None and mapping.source_step_id is None and not mapping.source_item:
+            self.sink.add(f"{path}.path", "path only applies to a mapping from sourceStepId or sourceItem")
         kind = sources[0]
         if kind == "sourceJobInput":
             self._from_job_input(path, mapping, param)
@@ -551,8 +566,140 @@ class _JobCheck:
             self._from_step(path, step, mapping, param)
         elif kind == "value":
             self._from_value(path, mapping, param)
+        elif kind == "sourceItem":
+            self._from_item(path, step, mapping, param)
+        elif kind == "collect":
+            self._collect(path, step, mapping, param)
         else:
             self._from_template(path, step, mapping, param)
+
+    def _from_item(self, path: str, step: Step, mapping: InputMapping, param: InputParam | None) -> None:
+        if step.map is None:
+            self.sink.add(
+                f"{path}.sourceItem",
+                f"sourceItem reads the item of a map step, and step {step.step_id!r} has no map",
+            )
+            return
+        if mapping.path is not None:
+            try:
+                parse_path(mapping.path)
+            except MappingError as exc:
+                self.sink.add(f"{path}.path", str(exc))
+            return
+        item_type = self._item_type(step)
+        if item_type is not None:
+            self._type_check(path, f"an item of the list step {step.step_id!r} maps over", item_type, param)
+
+    def _item_type(self, step: Step) -> ParamType | None:
+        """The type of a map step's items when it can be told (a map over another map step's output)."""
+        assert step.map is not None
+        over = step.map.over
+        if over.source_step_id is None or over.path is not None:
+            return None
+        source = self.steps.get(over.source_step_id)
+        target = self.targets.get(over.source_step_id)
+        if source is None or source.map is None or target is None:
+            return None
+        output = target.output(over.source_output_name or "")
+        return output.type if output is not None else None
+
+    def _collect(self, path: str, step: Step, mapping: InputMapping, param: InputParam | None) -> None:
+        if param is not None and param.type is not ParamType.JSON:
+            self.sink.add(
+                f"{path}.collect",
+                f"collect gives a list, but input {param.name!r} takes {_article(param.type)}; "
+                "it may only feed a json input",
+            )
+        if not mapping.collect:
+            self.sink.add(f"{path}.collect", "collect lists no sources; give one or more")
+            return
+        for k, part in enumerate(mapping.collect):
+            self._source(f"{path}.collect[{k}]", step, part, f"part {k} of the list collected into {mapping.target_input_name!r}")
+
+    def _source(self, path: str, step: Step, source: ValueSource, what: str) -> None:
+        """A plain source (of a ``collect`` part or a map's list): exactly one of a job input, a step's
+        output or a value, naming things that exist."""
+        kinds = source.sources
+        if len(kinds) != 1:
+            self.sink.add(
+                path,
+                f"{what} names {len(kinds) or 'no'} source{'s' if len(kinds) != 1 else ''}"
+                f"{' (' + ', '.join(kinds) + ')' if kinds else ''}; give exactly one of sourceJobInput, "
+                "sourceStepId with sourceOutputName, or value",
+            )
+            return
+        if source.path is not None and source.source_step_id is None:
+            self.sink.add(f"{path}.path", "path only applies to a source from sourceStepId")
+        if kinds[0] == "sourceJobInput":
+            name = source.source_job_input or ""
+            if name not in self.job_inputs:
+                self.sink.add(
+                    f"{path}.sourceJobInput",
+                    f"the job has no input {name!r} (its inputs: {_quote_list(self.job_inputs)})"
+                    + _suggest(name, self.job_inputs),
+                )
+        elif kinds[0] == "sourceStepId":
+            self._step_output(path, step, source)
+
+    def _step_output(self, path: str, step: Step, source: ValueSource) -> OutputParam | JobOutput | None:
+        """Check a source from a step's output; the output when it can be found."""
+        source_id, output_name = source.source_step_id, source.source_output_name
+        if source_id is None or output_name is None:
+            missing = "sourceOutputName" if output_name is None else "sourceStepId"
+            self.sink.add(path, f"a mapping from a step needs both sourceStepId and sourceOutputName; {missing} is missing")
+            return None
+        if source_id == step.step_id:
+            self.sink.add(f"{path}.sourceStepId", f"step {step.step_id!r} cannot read its own outputs")
+            return None
+        if source_id not in self.steps:
+            self.sink.add(f"{path}.sourceStepId", f"step {source_id!r} is not in this job{_suggest(source_id, self.steps)}")
+            return None
+        if source.path is not None:
+            try:
+                parse_path(source.path)
+            except MappingError as exc:
+                self.sink.add(f"{path}.path", str(exc))
+        target = self.targets.get(source_id)
+        if target is None:
+            return None
+        output = target.output(output_name)
+        if output is None:
+            names = [o.name for o in target.outputs]
+            self.sink.add(
+                f"{path}.sourceOutputName",
+                f"step {source_id!r} ({target.label}) has no output {output_name!r} "
+                f"(its outputs: {_quote_list(names)}){_suggest(output_name, names)}",
+            )
+        return output
+
+    def _map(self, path: str, step: Step) -> None:
+        assert step.map is not None
+        over = step.map.over
+        self._source(f"{path}.over", step, over, f"the list step {step.step_id!r} maps over")
+        kinds = over.sources
+        if kinds == ["value"] and not isinstance(over.value, list):
+            self.sink.add(f"{path}.over.value", f"a map runs over a list; the value is {type(over.value).__name__}")
+        elif kinds == ["sourceJobInput"]:
+            param = self.job_inputs.get(over.source_job_input or "")
+            if param is not None and param.type is not ParamType.JSON:
+                self.sink.add(
+                    f"{path}.over",
+                    f"a map runs over a list, and job input {param.name!r} is {_article(param.type)}; "
+                    "declare it as json (a list of items)",
+                )
+        elif kinds == ["sourceStepId"] and over.path is None:
+            source = self.steps.get(over.source_step_id or "")
+            target = self.targets.get(over.source_step_id or "")
+            output = target.output(over.source_output_name or "") if target is not None else None
+            if source is not None and source.map is None and output is not None and output.type is not ParamType.JSON:
+                self.sink.add(
+                    f"{path}.over",
+                    f"a map runs over a list, and output {output.name!r} of step {source.step_id!r} is "
+                    f"{_article(output.type)}",
+                )
+        handling = step.error_handling
+        if handling is not None and ErrorStrategy.FALLBACK in (handling.strategy, handling.then) and step.job_id:
+            self.sink.add(f"{path}", "a map step of a nested job cannot fall back to a tool")
 
     def _type_check(self, path: str, what: str, source: ParamType, param: InputParam | None) -> None:
         if param is None:
@@ -579,42 +726,21 @@ class _JobCheck:
         self._type_check(path, f"job input {name!r}", source.type, param)
 
     def _from_step(self, path: str, step: Step, mapping: InputMapping, param: InputParam | None) -> None:
-        source_id = mapping.source_step_id
-        output_name = mapping.source_output_name
-        if source_id is None or output_name is None:
-            missing = "sourceOutputName" if output_name is None else "sourceStepId"
-            self.sink.add(
-                path,
-                f"a mapping from a step needs both sourceStepId and sourceOutputName; {missing} is missing",
-            )
-            return
-        if source_id == step.step_id:
-            self.sink.add(f"{path}.sourceStepId", f"step {step.step_id!r} cannot read its own outputs")
-            return
-        if source_id not in self.steps:
-            self.sink.add(
-                f"{path}.sourceStepId",
-                f"step {source_id!r} is not in this job{_suggest(source_id, self.steps)}",
-            )
-            return
-        if mapping.path is not None:
-            try:
-                parse_path(mapping.path)
-            except MappingError as exc:
-                self.sink.add(f"{path}.path", str(exc))
-        source_target = self.targets.get(source_id)
-        if source_target is None:
-            return  # its own problem is reported on that step
-        output = source_target.output(output_name)
+        output = self._step_output(path, step, mapping)
         if output is None:
-            names = [o.name for o in source_target.outputs]
-            self.sink.add(
-                f"{path}.sourceOutputName",
-                f"step {source_id!r} ({source_target.label}) has no output {output_name!r} "
-                f"(its outputs: {_quote_list(names)}){_suggest(output_name, names)}",
-            )
             return
+        source_id, output_name = mapping.source_step_id or "", mapping.source_output_name or ""
         if mapping.path is None:
+            source_step = self.steps[source_id]
+            if source_step.map is not None:
+                if param is not None and param.type is not ParamType.JSON:
+                    self.sink.add(
+                        path,
+                        f"output {output_name!r} of step {source_id!r} is a list (one {output.type.value} per item "
+                        f"of the map step), but input {param.name!r} takes {_article(param.type)}; feed it to a "
+                        "json input, map over it, or take one item with path",
+                    )
+                return
             self._type_check(path, f"output {output_name!r} of step {source_id!r}", output.type, param)
 
     def _from_value(self, path: str, mapping: InputMapping, param: InputParam | None) -> None:
@@ -637,11 +763,13 @@ class _JobCheck:
         except MappingError as exc:
             self.sink.add(f"{path}.template", str(exc))
             return
-        unknown = sorted(free - {"job", "steps"})
+        allowed = TEMPLATE_VARIABLES | (MAP_TEMPLATE_VARIABLES if step.map is not None else frozenset())
+        unknown = sorted(free - allowed)
         if unknown:
+            also = " (item and index only in a map step)" if set(unknown) & MAP_TEMPLATE_VARIABLES else ""
             self.sink.add(
                 f"{path}.template",
-                f"template {src!r} uses {_quote_list(unknown)}; only job and steps are available",
+                f"template {src!r} uses {_quote_list(unknown)}; only {_and(sorted(allowed))} are available{also}",
             )
         self._step_refs(f"{path}.template", step, refs, "template")
         self._job_refs(f"{path}.template", template_job_references(src), "template")
@@ -775,6 +903,14 @@ class _JobCheck:
                     f"step {step_id!r}{implied} ({target.label}) has no output {output_name!r} "
                     f"(its outputs: {_quote_list(names)}){_suggest(output_name, names)}",
                 )
+                continue
+            if out_path is None and self.steps[step_id].map is not None:
+                if output.type is not ParamType.JSON:
+                    self.sink.add(
+                        path,
+                        f"output {output_name!r} of step {step_id!r} is a list (one per item of the map step), "
+                        f"but the job output {output.name!r} is {_article(output.type)}; declare it as json",
+                    )
                 continue
             if out_path is None and not compatible(produced.type, output.type, target_takes_url=True):
                 self.sink.add(

@@ -9,12 +9,13 @@ from decimal import Decimal
 from typing import Any
 
 from toolweave.model.status import RUN_ALLOWED_PRIOR, RunStatus, StepStatus
+from toolweave.store import schema
 from toolweave.store.db import Row, Tx, in_list
 
 _STEP_COLUMNS = (
     "run_id, step_id, position, status, attempt, tool_id, using_fallback, generation_id, generation_ids, "
     "child_run_id, outputs, reason, error, skipped_by_error, progress, next_attempt_at, started_at, finished_at, "
-    "reused_from_run_id"
+    "reused_from_run_id, items_total, items_succeeded, items_failed"
 )
 
 
@@ -98,6 +99,21 @@ def get(tx: Tx, run_id: str, *, lock: bool = False) -> Row | None:
     return tx.one(sql, {"id": run_id})
 
 
+_STATE_COLUMNS = ", ".join(c.name for c in schema.runs.columns if c.name not in ("job_inputs", "final_outputs"))
+
+
+def lock_state(tx: Tx, run_id: str) -> Row | None:
+    """The run row without its inputs and final outputs, locked: what each transition of the run
+    needs. The inputs never change and may be large (a list a map step runs over): the engine
+    reads them once (``inputs``) and keeps them."""
+    return tx.one(f"SELECT {_STATE_COLUMNS} FROM runs WHERE run_id = :id FOR UPDATE", {"id": run_id})
+
+
+def inputs(tx: Tx, run_id: str) -> dict[str, Any]:
+    row = tx.one("SELECT job_inputs FROM runs WHERE run_id = :id", {"id": run_id})
+    return dict(row.job_inputs) if row is not None and row.job_inputs else {}
+
+
 def by_idempotency_key(tx: Tx, account_id: str, key: str) -> Row | None:
     return tx.one(
         "SELECT * FROM runs WHERE master_account_id = :account AND idempotency_key = :key",
@@ -124,12 +140,16 @@ def steps(tx: Tx, run_id: str) -> list[Row]:
     return tx.all(f"SELECT {_STEP_COLUMNS} FROM step_runs WHERE run_id = :id ORDER BY position", {"id": run_id})
 
 
+def step(tx: Tx, run_id: str, step_id: str) -> Row | None:
+    return tx.one(f"SELECT {_STEP_COLUMNS} FROM step_runs WHERE run_id = :id AND step_id = :step", {"id": run_id, "step": step_id})
+
+
 def steps_with_work(tx: Tx, run_id: str) -> list[Row]:
     """Step runs with the status, outputs and error of each one's current generation."""
     return tx.all(
         "SELECT s.run_id, s.step_id, s.position, s.status, s.attempt, s.tool_id, s.using_fallback, "
         "s.generation_id, s.generation_ids, s.child_run_id, s.outputs, s.reason, s.error, s.skipped_by_error, "
-        "s.progress, s.next_attempt_at, s.started_at, s.finished_at, "
+        "s.progress, s.next_attempt_at, s.started_at, s.finished_at, s.items_total, s.items_succeeded, s.items_failed, "
         "g.status AS work_status, g.outputs AS work_outputs, g.error AS work_error "
         "FROM step_runs s LEFT JOIN generations g ON g.generation_id = s.generation_id "
         "WHERE s.run_id = :id ORDER BY s.position",

@@ -160,10 +160,54 @@ step_runs = sa.Table(
     sa.Column("started_at", sa.Float),
     sa.Column("finished_at", sa.Float),
     sa.Column("reused_from_run_id", sa.String(40)),
+    sa.Column("items_total", sa.Integer),
+    sa.Column("items_succeeded", sa.Integer),
+    sa.Column("items_failed", sa.Integer),
     _check("status", StepStatus),
 )
 """``reused_from_run_id``: a forked run's step whose outcome was taken over from that run (where it
-actually ran) instead of running again."""
+actually ran) instead of running again. ``items_*``: a map step's item counts (null for other
+steps and before its list is known), kept with every item that ends, so that deciding a map step
+never counts its items."""
+
+step_items = sa.Table(
+    "step_items",
+    metadata,
+    sa.Column("run_id", sa.String(40), sa.ForeignKey("runs.run_id"), primary_key=True),
+    sa.Column("step_id", sa.String(200), primary_key=True),
+    sa.Column("item_index", sa.Integer, primary_key=True),
+    sa.Column("status", sa.String(24), nullable=False),
+    sa.Column("item", JSON),
+    sa.Column("attempt", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("tool_id", sa.String(200)),
+    sa.Column("using_fallback", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("generation_id", sa.String(40)),
+    sa.Column("child_run_id", sa.String(40)),
+    sa.Column("outputs", JSON),
+    sa.Column("error", JSON),
+    sa.Column("cost_usd", DecimalText, nullable=False, server_default="0"),
+    sa.Column("progress", sa.Float),
+    sa.Column("next_attempt_at", sa.Float),
+    sa.Column("started_at", sa.Float),
+    sa.Column("finished_at", sa.Float),
+    _check("status", StepStatus),
+)
+"""The items of map steps: one row per item, like a step run of its own (status, attempts, current
+generation or child run, outputs, error, cost). ``item`` is the item's value from the list."""
+_IN_FLIGHT = sa.text("status IN ('running', 'waiting_retry')")
+_PENDING = sa.text("status = 'pending'")
+sa.Index(
+    "ix_step_items_in_flight", step_items.c.run_id, step_items.c.step_id, step_items.c.item_index,
+    sqlite_where=_IN_FLIGHT, postgresql_where=_IN_FLIGHT,
+)
+sa.Index(
+    "ix_step_items_pending", step_items.c.run_id, step_items.c.step_id, step_items.c.item_index,
+    sqlite_where=_PENDING, postgresql_where=_PENDING,
+)
+"""A decision reads a map step's items in flight and its next pending ones through these partial
+indexes, which hold only such items: its cost does not grow with the items already done. (One index
+on (run, step, status, index) was not enough: without statistics on a freshly filled table,
+PostgreSQL used it to find an item by its index, reading every item of the step.)"""
 
 generations = sa.Table(
     "generations",
@@ -194,6 +238,7 @@ generations = sa.Table(
     sa.Column("duration_ms", sa.Integer),
     sa.Column("deadline_at", sa.Float),
     sa.Column("capacity_key", sa.String(200)),
+    sa.Column("item_index", sa.Integer),
     _check("status", GenerationStatus),
 )
 """``capacity_key``: the concurrency slot (e.g. ``comfyui:<server>``) a generation took before it was

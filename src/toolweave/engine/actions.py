@@ -1,0 +1,204 @@
+"""What the planner sees and what it says: the views of a run, its steps and a map step's items,
+and the actions ``plan.decide`` returns for the engine to apply. Pure data; no I/O."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from toolweave.model.definitions import JobDefinition, ToolDefinition
+from toolweave.model.status import GenerationStatus, RunStatus, StepStatus
+
+# --- state -----------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class StepView:
+    """One step run as the planner sees it (read-only; not frozen because a frozen dataclass
+    costs five times as much to build, and the engine builds one per step per transition)."""
+
+    step_id: str
+    status: StepStatus = StepStatus.PENDING
+    attempt: int = 0
+    tool_id: str | None = None
+    using_fallback: bool = False
+    outputs: dict[str, Any] | None = None
+    skipped_by_error: bool = False
+    reason: str | None = None
+    next_attempt_at: float | None = None
+    started_at: float | None = None
+    work_status: GenerationStatus | None = None
+    """Status of the step's current generation (or child run, for a nested job)."""
+    work_outputs: dict[str, Any] | None = None
+    work_error: dict[str, Any] | None = None
+    map: MapView | None = None
+    """A map step once its list is known: its items' counts and the items the planner must see."""
+
+
+@dataclass(slots=True)
+class ItemView:
+    """One item of a map step: like a step, with the item's value."""
+
+    index: int
+    status: StepStatus = StepStatus.PENDING
+    value: Any = None
+    attempt: int = 0
+    tool_id: str | None = None
+    using_fallback: bool = False
+    next_attempt_at: float | None = None
+    started_at: float | None = None
+    work_status: GenerationStatus | None = None
+    work_outputs: dict[str, Any] | None = None
+    work_error: dict[str, Any] | None = None
+
+
+@dataclass(slots=True)
+class MapView:
+    """A map step's items as the planner sees them: counts, every item in flight (running or waiting
+    for a retry; at most the step's concurrency) and the first pending items (at most its
+    concurrency). The planner never sees the rest, so a transition costs the same however many
+    items the step has."""
+
+    total: int
+    succeeded: int = 0
+    failed: int = 0
+    active: Sequence[ItemView] = ()
+    waiting: Sequence[ItemView] = ()
+
+
+@dataclass(frozen=True)
+class RunView:
+    run_id: str
+    status: RunStatus
+    job: JobDefinition
+    inputs: dict[str, Any]
+    steps: Mapping[str, StepView]
+    tools: Mapping[str, ToolDefinition] = field(default_factory=dict)
+    jobs: Mapping[str, JobDefinition] = field(default_factory=dict)
+    """The nested jobs its steps run, by id (their input schemas are the steps' contracts)."""
+    cancel_requested: bool = False
+    deadline_at: float | None = None
+    order: tuple[str, ...] = ()
+    """Step ids in topological order (computed from ``job`` when empty; the engine caches it)."""
+
+
+# --- actions ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StartRun:
+    pass
+
+
+@dataclass(frozen=True)
+class StartStep:
+    """Run the step's tool (or nested job, when ``job_id`` is set) as a new attempt; with ``item``,
+    that item of a map step."""
+
+    step_id: str
+    attempt: int
+    inputs: dict[str, Any]
+    tool_id: str | None = None
+    job_id: str | None = None
+    using_fallback: bool = False
+    deadline_at: float | None = None
+    item: int | None = None
+    drawn_seeds: tuple[str, ...] = ()
+    """Seed inputs the planner drew at random for this attempt (such an attempt is never cached)."""
+
+
+@dataclass(frozen=True)
+class OpenMap:
+    """A map step starts: its list is ``items`` (each becomes an item, pending until started)."""
+
+    step_id: str
+    items: Sequence[Any]
+
+
+@dataclass(frozen=True)
+class FinishItem:
+    """An item of a map step ends: succeeded with ``outputs``, or failed with ``error`` (after its
+    retries and fallback)."""
+
+    step_id: str
+    item: int
+    succeeded: bool
+    outputs: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class CompleteMap:
+    """Every item of a map step has ended and enough succeeded: the step succeeds with its items'
+    outputs gathered into lists (which the engine reads; the run is decided again after)."""
+
+    step_id: str
+
+
+@dataclass(frozen=True)
+class CompleteStep:
+    step_id: str
+    outputs: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class SkipStep:
+    step_id: str
+    reason: str
+    by_error: bool = False
+    error: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class FailStep:
+    step_id: str
+    reason: str
+    error: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class RetryStep:
+    step_id: str
+    at: float
+    next_attempt: int
+    error: dict[str, Any] | None = None
+    item: int | None = None
+
+
+@dataclass(frozen=True)
+class CancelStep:
+    """Cancel a step; if it is running, its generation is cancelled at the backend too."""
+
+    step_id: str
+    reason: str
+    was_running: bool = False
+
+
+@dataclass(frozen=True)
+class ExpireWork:
+    """A running step (or ``item`` of a map step) passed its timeout: its generation times out and is
+    cancelled at the backend."""
+
+    step_id: str
+    item: int | None = None
+
+
+@dataclass(frozen=True)
+class FinishRun:
+    status: RunStatus
+    outputs: dict[str, Any]
+    error: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class Wake:
+    """Decide again at this time (a retry falls due, a timeout or the deadline passes)."""
+
+    at: float
+
+
+Action = (
+    StartRun | StartStep | CompleteStep | SkipStep | FailStep | RetryStep | CancelStep | ExpireWork | FinishRun | Wake
+    | OpenMap | FinishItem | CompleteMap
+)
