@@ -30,7 +30,7 @@ from toolweave.engine.core import Conflict, Engine, NotFound, SubmitRequest, too
 from toolweave.engine.replay import BadRequest
 from toolweave.engine.worker import Worker
 from toolweave.host import EngineHost, MediaError, decode_media_data_uri, media_path, media_signature
-from toolweave.inputs import FieldProblem, InputError, Upload, field_name, prepare_inputs
+from toolweave.inputs import FieldProblem, InputError, Upload, drawn_seeds, field_name, prepare_inputs
 from toolweave.model.definitions import JobDefinition, ToolDefinition, Visibility
 from toolweave.model.records import ArtifactRef, RunUpdate
 from toolweave.model.status import RunStatus
@@ -433,6 +433,7 @@ class App:
             tools=tools,
             nested_jobs=nested,
             inputs=prepared,
+            random_inputs=drawn_seeds(job.input_schema, inputs),
             account_id=account_id,
             origin=origin or {},
             session_id=session_id,
@@ -611,14 +612,18 @@ class App:
         the new run's id. NotFound for another account's run, Conflict when there is nothing to run
         again or the run has not ended, InputError for bad inputs, BadRequest for an unknown step."""
         job, before, owner = await self.store.read(self.engine.run_job_tx, run_id, account_id)
-        if inputs:
+        given = dict(inputs or {})
+        if given:
             inputs_now = await self._admit(
-                job, {**before, **inputs}, owner, coerce_text=coerce_text, allow_local_paths=allow_local_paths
+                job, {**before, **given}, owner, coerce_text=coerce_text, allow_local_paths=allow_local_paths
             )
         else:
             inputs_now = before
+        # the seeds the fork draws anew (given as -1 or left empty); the others keep their values
+        drawn = [name for name in drawn_seeds(job.input_schema, given) if name in given]
         new_id: str = await self.store.tx(
-            self.engine.fork_tx, run_id, account_id, from_step, inputs_now, origin or {}, time.time()
+            self.engine.fork_tx, run_id, account_id, from_step, inputs_now, origin or {}, time.time(),
+            (sorted(given), drawn),
         )
         return new_id
 

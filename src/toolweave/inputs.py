@@ -360,6 +360,15 @@ def _matches(control: InputParam, value: Any, wanted: list[Any], coerce_text: bo
     return False
 
 
+def drawn_seeds(schema: list[InputParam], raw: Mapping[str, Any] | None) -> list[str]:
+    """The seed inputs ``prepare_inputs`` draws at random for ``raw``: those left empty (or -1)."""
+    given = dict(raw or {})
+    return [
+        p.name for p in schema
+        if p.type is ParamType.SEED and (_absent(p, given.get(p.name)) or given.get(p.name) in (-1, "-1"))
+    ]
+
+
 def prepare_inputs(
     schema: list[InputParam],
     raw: Mapping[str, Any] | None,

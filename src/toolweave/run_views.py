@@ -101,6 +101,8 @@ def run_detail(tx: Tx, run_id: str, account_id: str | None) -> dict[str, Any]:
             "error": g.error,
             "outputs": g.outputs,
             "itemIndex": g.item_index,
+            "cacheHit": g.cached_from is not None,
+            "cachedFrom": g.cached_from,
         }
         for g in gens
     ]

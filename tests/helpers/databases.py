@@ -15,7 +15,7 @@ import pytest
 
 DEFAULT_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"
 TABLES = (
-    "tasks", "events", "notifications", "webhook_receipts", "generations", "step_items", "step_runs", "runs",
+    "tasks", "events", "notifications", "webhook_receipts", "generations", "step_items", "step_runs", "runs", "step_cache",
     "snapshots", "artifacts", "api_keys", "account_links", "accounts", "kv", "registered_jobs",
 )
 

@@ -239,7 +239,7 @@ def generations_table(run: dict[str, Any]) -> Table:
         table.add_row(
             Text(gen["stepId"]),
             Text(str(gen.get("attempt"))),
-            Text(gen.get("serviceName") or ""),
+            Text((gen.get("serviceName") or "") + (" (cache hit)" if gen.get("cacheHit") else "")),
             styled(gen.get("status")),
             Text(seconds(gen.get("durationMs"))),
             Text(f"${gen['costUsd']}" if gen.get("costUsd") is not None else "-"),

@@ -22,7 +22,7 @@ from decimal import Decimal
 from hashlib import sha256
 from typing import Any
 
-from toolweave.engine import items, plan, replay
+from toolweave.engine import cache, items, plan, replay
 from toolweave.model.definitions import (
     CostingModel,
     InputMapping,
@@ -41,6 +41,7 @@ from toolweave.model.status import (
 )
 from toolweave.services.base import GenerationContext
 from toolweave.store import accounts as accounts_q
+from toolweave.store import cache as cache_q
 from toolweave.store import events as events_q
 from toolweave.store import generations as gens_q
 from toolweave.store import items as items_q
@@ -150,6 +151,8 @@ class SubmitRequest:
     idempotency_key: str | None = None
     callback_url: str | None = None
     priority: int = 0
+    random_inputs: list[str] = field(default_factory=list)
+    """The seed inputs drawn at random at submission (steps reading them are never cached)."""
 
 
 @dataclass
@@ -162,6 +165,8 @@ class _Ctx:
     picked_up: bool = True
     """False when no worker is behind this transaction (submit, retry, cancel): a queued run stays
     ``queued`` until a worker claims one of its tasks (``_claim``)."""
+    again: bool = False
+    """Set when an attempt was answered at once (a cache hit): the run is decided again."""
 
     def can_lease(self) -> bool:
         return self.lease is not None and self.lease.used < self.lease.capacity
@@ -377,7 +382,7 @@ class Engine:
             order=order,
         )
         actions = plan.decide(view, now)
-        if not all(_fresh_action(a, tools) for a in actions):
+        if not all(_fresh_action(a, tools, job) for a in actions):
             return None
         run = Row(
             run_id=run_id, job_definition_id=job.job_id, definition_version=job.version, definition_sha=job_sha,
@@ -385,7 +390,7 @@ class Engine:
             initiating_event_id=req.initiating_event_id, origin=req.origin, status=RunStatus.QUEUED.value,
             job_inputs=req.inputs, callback_url=req.callback_url, idempotency_key=req.idempotency_key,
             parent_run_id=None, parent_step_id=None, priority=req.priority, deadline_at=deadline, created_at=now,
-            started_at=None, updated_at=now,
+            started_at=None, updated_at=now, random_inputs=req.random_inputs or None,
         )  # queued: a worker's claim of its first dispatch makes it running (``_claim``)
         steps: dict[str, dict[str, Any]] = {
             s.step_id: {
@@ -460,6 +465,7 @@ class Engine:
             deadline_at=(now + job.timeout_seconds) if job.timeout_seconds else None,
             created_at=now,
             updated_at=now,
+            random_inputs=req.random_inputs or None,
         )
         if not inserted:
             return None
@@ -537,9 +543,10 @@ class Engine:
                 return
             run, view, step_rows = loaded
             actions = plan.decide(view, ctx.now)
-            if not actions or not self._apply(tx, run, view, step_rows, actions, ctx):
+            ctx.again = False
+            if not actions or not (self._apply(tx, run, view, step_rows, actions, ctx) or ctx.again):
                 return
-            run = None  # a map step completed: decide again, with its gathered outputs
+            run = None  # a map step completed, or a cache hit answered a step: decide again
 
     def _apply(
         self, tx: Tx, run: Any, view: plan.RunView, step_rows: dict[str, Any], actions: list[plan.Action], ctx: _Ctx
@@ -667,6 +674,24 @@ class Engine:
             return
         generation = _generation_row(run, action, tool, gen_id, now)
         deadline = generation["deadline_at"]
+        cached = self._cache_plan(run, view.job.step(action.step_id), tool, action)
+        if cached is not None:
+            key, seconds = cached
+            hit = cache_q.find(tx, run.master_account_id, key, now)
+            if hit is not None:  # the same tool on the same inputs made these outputs: no call, no cost
+                generation.update(
+                    status=GenerationStatus.COMPLETED.value, outputs=hit.outputs, cost_usd=Decimal(0),
+                    cached_from=hit.generation_id, request_timestamp=now, response_timestamp=now, duration_ms=0,
+                    progress=1.0,
+                )
+                gens_q.insert(tx, **generation)
+                for value in _artifact_values(hit.outputs):  # linked to this run too (the cache is per account)
+                    accounts_q.own_artifact(tx, run.master_account_id, value, run.run_id, now)
+                event(started, action.step_id, attempt=action.attempt, toolId=tool.tool_id, generationId=gen_id,
+                      fallback=action.using_fallback, cacheHit=True, cachedFrom=hit.generation_id, **at)
+                ctx.again = True  # decided again in this transaction: the step (or item) completes
+                return
+            generation.update(cache_key=key, cache_seconds=seconds)
         gens_q.insert(tx, **generation)
         lease = ctx.lease if ctx.can_lease() else None
         # queued work is ordered by its run's age: steps of runs under way go before new runs (also
@@ -688,6 +713,20 @@ class Engine:
             )
         event(started, action.step_id, attempt=action.attempt, toolId=tool.tool_id, generationId=gen_id,
               fallback=action.using_fallback, **at)
+
+    def _cache_plan(
+        self, run: Any, step: Step | None, tool: ToolDefinition, action: plan.StartStep
+    ) -> tuple[str, float] | None:
+        """(cache key, lifetime) of an attempt that may use the cache, or None: the step (or its
+        tool) opts in, and no seed of the attempt was drawn at random (by the planner, or at
+        submission for a job input the step reads)."""
+        if step is None or action.drawn_seeds:
+            return None
+        seconds = cache.lifetime(step, tool)
+        tool_sha = (run.tool_shas or {}).get(tool.tool_id)
+        if seconds is None or tool_sha is None or cache.reads_random(step, run.random_inputs or ()):
+            return None
+        return cache.key(tool_sha, action.inputs), seconds
 
     def _stop_work(self, tx: Tx, row: Any, status: GenerationStatus, reason: str, ctx: _Ctx) -> None:
         """Stop a step's running work: CAS its generation and cancel it at the backend (or the child run)."""
@@ -918,6 +957,12 @@ class Engine:
                 items_q.add_cost(tx, run_id, row.step_id, row.item_index, cost)
         for value in _artifact_values(update.outputs):
             accounts_q.own_artifact(tx, row.master_account_id, value, run_id, now)
+        if completed and row.cache_key and row.cache_seconds:
+            cache_q.put(
+                tx, account_id=row.master_account_id, key=row.cache_key, tool_id=row.tool_id,
+                outputs=update.outputs or {}, generation_id=gid, run_id=run_id, now=now,
+                expires_at=now + row.cache_seconds,
+            )
         return True
 
     def reschedule_poll_tx(
@@ -1062,10 +1107,13 @@ class Engine:
 
     def fork_tx(
         self, tx: Tx, run_id: str, account_id: str | None, from_step: str | None, inputs: dict[str, Any],
-        origin: dict[str, Any], now: float,
+        origin: dict[str, Any], now: float, seeds: tuple[list[str], list[str]] = ([], []),
     ) -> str:
-        """A new run of a finished run's version, reusing every step it need not run again (``replay``)."""
-        return replay.fork_tx(self, tx, run_id, account_id, from_step=from_step, inputs=inputs, origin=origin, now=now)
+        """A new run of a finished run's version, reusing every step it need not run again (``replay``);
+        ``seeds`` is (the inputs given anew, the seeds among them drawn at random)."""
+        return replay.fork_tx(
+            self, tx, run_id, account_id, from_step=from_step, inputs=inputs, origin=origin, now=now, seeds=seeds
+        )
 
     # --- webhooks ------------------------------------------------------------------------------
 
@@ -1107,10 +1155,15 @@ class _FreshRuns:
         return lost
 
 
-def _fresh_action(action: plan.Action, tools: Mapping[str, ToolDefinition]) -> bool:
-    """Whether a new run's first plan can be written straight into its rows (``_FreshRuns``)."""
+def _fresh_action(action: plan.Action, tools: Mapping[str, ToolDefinition], job: JobDefinition) -> bool:
+    """Whether a new run's first plan can be written straight into its rows (``_FreshRuns``): not
+    a nested job, a map step's item or a cached step (which looks its result up first)."""
     if isinstance(action, plan.StartStep):
-        return action.job_id is None and action.item is None and action.tool_id in tools
+        step, tool = job.step(action.step_id), tools.get(action.tool_id or "")
+        return (
+            action.job_id is None and action.item is None and tool is not None and step is not None
+            and cache.lifetime(step, tool) is None
+        )
     return isinstance(action, plan.StartRun | plan.SkipStep | plan.Wake)
 
 

@@ -47,8 +47,8 @@ from toolweave.engine.actions import (
 )
 from toolweave.engine.conditions import ConditionError, compile_condition, evaluate_condition
 from toolweave.engine.mapping import MappingError, mapping_unavailable, resolve_map_items, resolve_step_inputs
-from toolweave.inputs import InputError, prepare_inputs
-from toolweave.model.definitions import ErrorStrategy, JobDefinition, ParamType, Step
+from toolweave.inputs import InputError, drawn_seeds, prepare_inputs
+from toolweave.model.definitions import ErrorStrategy, JobDefinition, Step
 from toolweave.model.graph import output_source, sink_steps, step_order
 from toolweave.model.status import GenerationStatus, RunStatus, StepStatus
 
@@ -233,11 +233,7 @@ class _Planner:
             error = _error(f"{name} refused its inputs: {'; '.join(map(str, exc.problems))}", code="invalid_input")
             error["fields"] = [{"field": p.field, "message": p.message} for p in exc.problems]
             return error
-        drawn = tuple(
-            p.name for p in schema
-            if p.type is ParamType.SEED and (inputs.get(p.name) is None or inputs.get(p.name) in (-1, "-1"))
-        )
-        return prepared, drawn
+        return prepared, tuple(drawn_seeds(schema, inputs))
 
     # each handler updates self.status so later steps see the effect
     def start(self, step: Step, view: StepView, attempt: int, *, tool_id: str | None, fallback: bool) -> None:

@@ -55,7 +55,7 @@ def _mapping_reads(mapping: InputMapping) -> frozenset[str] | None:
 def job_inputs_read(step: Step) -> frozenset[str] | None:
     """Every job input a step reads (mappings, templates, its condition); None when a template or the
     condition reads ``job`` dynamically, so that any changed input must count."""
-    names: set[str] = set()
+    names: set[str] = {s.source_job_input for s in step.value_sources if s.source_job_input is not None}
     for mapping in step.input_mappings:
         found = _mapping_reads(mapping)
         if found is None:
@@ -107,6 +107,7 @@ def fork_tx(
     inputs: dict[str, Any],
     origin: dict[str, Any],
     now: float,
+    seeds: tuple[list[str], list[str]] = ([], []),
 ) -> str:
     """Create the fork of ``run_id`` (inputs already prepared) and start it; returns its id.
 
@@ -137,9 +138,11 @@ def fork_tx(
             f"the run {run.status} and nothing in it would run again; name a step to run again from "
             "(--from STEP, fromStep) or change an input"
         )
+    given, drawn = seeds
+    random_inputs = sorted((set(run.random_inputs or []) - set(given)) | set(drawn))
     req = SubmitRequest(
         job=job, tools={}, nested_jobs={}, inputs=inputs, account_id=run.master_account_id, origin=origin,
-        session_id=run.session_id, priority=run.priority,
+        session_id=run.session_id, priority=run.priority, random_inputs=random_inputs,
     )
     new_id = engine._create_run(tx, job, dict(run.tool_shas), req, now, parent=None)
     assert new_id is not None  # a fork has no idempotency key, so its insert cannot yield to another's

@@ -244,6 +244,57 @@ def derive_command_name(display_name: str) -> str:
     return (name or "tool")[:32].rstrip("_") or "tool"
 
 
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)?\s*$")
+_UNIT_SECONDS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
+
+
+def parse_duration(value: Any) -> float:
+    """Seconds from ``3600``, ``"90s"``, ``"15m"``, ``"12h"``, ``"30d"`` or ``"2w"``; ``ValueError`` otherwise."""
+    if isinstance(value, bool):
+        raise ValueError(f"a duration is a number of seconds or text like '30d', not {value!r}")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    else:
+        match = _DURATION.match(str(value))
+        if match is None:
+            raise ValueError(f"a duration is a number of seconds or text like '90s', '15m', '12h', '30d', '2w'; not {value!r}")
+        seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2) or "s"]
+    if not seconds > 0 or not math.isfinite(seconds):
+        raise ValueError(f"a duration must be more than 0 seconds, not {value!r}")
+    return seconds
+
+
+CACHE_DEFAULT_SECONDS = 7 * 86400.0
+CACHE_MAX_SECONDS = 366 * 86400.0
+
+
+class CachePolicy(_Model):
+    """Whether a step's results are reused, and for how long. Written ``cache: true`` (a week),
+    ``cache: 30d``, ``cache: {lifetime: 12h}``, or ``cache: false`` (a step opting out of its
+    tool's cache)."""
+
+    enabled: bool = True
+    lifetime: float = CACHE_DEFAULT_SECONDS
+    """Seconds a result may be reused after it was made (written as a number or like ``30d``)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _short_forms(cls, value: Any) -> Any:
+        if isinstance(value, bool):
+            return {"enabled": value}
+        if isinstance(value, int | float | str):
+            return {"lifetime": value}
+        return value
+
+    @field_validator("lifetime", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> float:
+        seconds = parse_duration(value)
+        if seconds > CACHE_MAX_SECONDS:
+            raise ValueError(f"a cache lifetime is at most 366 days, not {value!r}")
+        return seconds
+
+
 class ToolDefinition(_Model):
     tool_id: str = Field(min_length=1)
     _check_tool_id = field_validator("tool_id")(_check_id)
@@ -259,6 +310,8 @@ class ToolDefinition(_Model):
     delivery_hints: dict[str, Any] = Field(default_factory=dict)
     visibility: Visibility = Visibility.PUBLIC
     timeout_seconds: float | None = Field(default=None, gt=0)
+    cache: CachePolicy | None = None
+    """Reuse a result of this tool for the same inputs (a step may opt out with ``cache: false``)."""
     metadata: dict[str, Any] = Field(default_factory=dict)
 
     _source: str | None = PrivateAttr(default=None)
@@ -424,6 +477,8 @@ class Step(_Model):
     error_handling: ErrorHandling | None = None
     timeout_seconds: float | None = Field(default=None, gt=0)
     map: MapSpec | None = None
+    cache: CachePolicy | None = None
+    """Reuse a result for the same tool and inputs (overrides the tool's ``cache``)."""
 
     @property
     def target_id(self) -> str:

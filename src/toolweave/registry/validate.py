@@ -530,6 +530,11 @@ class _JobCheck:
             self._condition(f"{path}.condition", step)
         if step.map is not None:
             self._map(f"{path}.map", step)
+        if step.cache is not None and step.cache.enabled and step.job_id is not None:
+            self.sink.add(
+                f"{path}.cache",
+                f"step {step.step_id!r} runs a job; cache applies to the tools its steps run (set it there)",
+            )
 
     def _mapping(self, path: str, step: Step, mapping: InputMapping, target: _Target | None) -> None:
         sources = mapping.sources

@@ -74,7 +74,8 @@ _FINISH = (
     "platform_specific_run_id = COALESCE(:platform_id, platform_specific_run_id), "
     "duration_ms = CAST((:answered - COALESCE(:requested, request_timestamp, created_at)) * 1000 AS INTEGER) "
     "WHERE generation_id = :id AND status IN ('pending', 'processing') "
-    "RETURNING generation_id, run_id, step_id, item_index, tool_id, master_account_id, duration_ms"
+    "RETURNING generation_id, run_id, step_id, item_index, tool_id, master_account_id, duration_ms, cache_key, "
+    "cache_seconds"
 )
 
 

@@ -125,10 +125,14 @@ runs = sa.Table(
     sa.Column("updated_at", sa.Float, nullable=False),
     sa.Column("forked_from_run_id", sa.String(40)),
     sa.Column("forked_from_step", sa.String(200)),
+    sa.Column("random_inputs", JSON),
     _check("status", RunStatus),
     sa.UniqueConstraint("master_account_id", "idempotency_key"),
 )
-"""``forked_from_run_id``: the run this one was forked from (``runs retry --from``), reusing its
+"""``random_inputs``: the names of the seed inputs drawn at random when the run was submitted (the
+steps that read them are never taken from the cache).
+
+``forked_from_run_id``: the run this one was forked from (``runs retry --from``), reusing its
 steps that the fork did not have to run again; ``forked_from_step`` the step it ran again from."""
 sa.Index("ix_runs_account_created", runs.c.master_account_id, runs.c.created_at)
 sa.Index("ix_runs_parent", runs.c.parent_run_id)
@@ -239,6 +243,9 @@ generations = sa.Table(
     sa.Column("deadline_at", sa.Float),
     sa.Column("capacity_key", sa.String(200)),
     sa.Column("item_index", sa.Integer),
+    sa.Column("cache_key", sa.String(64)),
+    sa.Column("cache_seconds", sa.Float),
+    sa.Column("cached_from", sa.String(40)),
     _check("status", GenerationStatus),
 )
 """``capacity_key``: the concurrency slot (e.g. ``comfyui:<server>``) a generation took before it was
@@ -362,3 +369,21 @@ kv = sa.Table(
     sa.Column("updated_at", sa.Float, nullable=False),
 )
 """Small durable state of front ends (e.g. a chat waiting for a missing input)."""
+
+step_cache = sa.Table(
+    "step_cache",
+    metadata,
+    sa.Column("account_id", sa.String(64), primary_key=True),
+    sa.Column("cache_key", sa.String(64), primary_key=True),
+    sa.Column("tool_id", sa.String(200), nullable=False),
+    sa.Column("outputs", JSON, nullable=False),
+    sa.Column("generation_id", sa.String(40), nullable=False),
+    sa.Column("run_id", sa.String(40), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=False),
+)
+"""Results of cached steps, per account: the outputs of the generation that made them, reused by a
+later attempt with the same key (the tool's definition hash and its inputs) until ``expires_at``.
+A generation's ``cache_key``/``cache_seconds`` say that its result goes into the cache when it
+completes; ``cached_from`` marks a generation that was a cache hit (the generation it reused)."""
+sa.Index("ix_step_cache_expires", step_cache.c.expires_at)
