@@ -384,6 +384,7 @@ class App:
         coerce_text: bool = True,
         version: str | None = None,
         chunk: int = SUBMIT_CHUNK,
+        allow_local_paths: bool = False,
     ) -> list[Submitted]:
         """Submit one run of ``target_id`` per row of inputs (bulk submission), ``chunk`` runs per
         transaction. Returns one ``Submitted`` per row, in order: its run, or the error that kept
@@ -400,7 +401,7 @@ class App:
         for index, (inputs, key) in enumerate(zip(rows, keys, strict=True)):
             try:
                 request = await self._request(
-                    job, inputs, account_id, coerce_text=coerce_text, allow_local_paths=False, origin=origin,
+                    job, inputs, account_id, coerce_text=coerce_text, allow_local_paths=allow_local_paths, origin=origin,
                     idempotency_key=key, callback_url=callback_url, priority=priority,
                 )
             except (InputError, MediaError) as exc:
@@ -549,6 +550,12 @@ class App:
         if detail["status"] == RunStatus.QUEUED.value:
             detail["statusDetail"] = presence.waiting_reason(await self.live_workers())
         return detail
+
+    async def run_statuses(self, run_ids: Sequence[str], account_id: str | None = None) -> dict[str, str]:
+        """The status of each of ``run_ids`` that exists (and is the account's), in few queries:
+        following many runs at once (a batch)."""
+        found: dict[str, str] = await self.store.read(runs_q.statuses, list(run_ids), account_id)
+        return found
 
     async def step_items(
         self, run_id: str, step_id: str, account_id: str | None = None, *, after: int = -1, limit: int = 100,

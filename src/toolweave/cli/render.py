@@ -124,7 +124,7 @@ def items_table(page: dict[str, Any]) -> Table:
         if error:
             note = error.get("message", "") if isinstance(error, dict) else str(error)
         else:
-            note = f"{_brief(item.get('item'))}" + (f" → {_brief(item['outputs'])}" if item.get("outputs") else "")
+            note = f"{brief(item.get('item'))}" + (f" → {brief(item['outputs'])}" if item.get("outputs") else "")
         table.add_row(
             Text(str(item["index"])), styled(item["status"]), Text(str(item.get("attempt") or 0)),
             Text(seconds(item.get("durationMs"))), Text(f"${item.get('costUsd') or '0'}"), Text(note),
@@ -134,13 +134,13 @@ def items_table(page: dict[str, Any]) -> Table:
     return table
 
 
-def _brief(value: Any) -> str:
+def brief(value: Any) -> str:
     from toolweave.model.records import ArtifactRef
 
     if ArtifactRef.is_ref(value):
         return _describe_artifact(value)
     if isinstance(value, dict):
-        return ", ".join(f"{k}: {_brief(v)}" for k, v in value.items())
+        return ", ".join(f"{k}: {brief(v)}" for k, v in value.items())
     text = repr(value)
     return text if len(text) <= 60 else text[:59] + "…"
 

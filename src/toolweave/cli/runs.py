@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import signal
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -82,19 +83,32 @@ def read_at_files(job: JobDefinition, raw: dict[str, str]) -> tuple[dict[str, An
 
     Returns the inputs and whether local paths were given (``allow_local_paths``).
     """
+    out, paths, problems = at_files(job, raw)
+    if problems:
+        raise CliError("some inputs cannot be read", details=problems)
+    return out, paths
+
+
+def at_files(
+    job: JobDefinition, raw: Mapping[str, Any], folder: Path | None = None
+) -> tuple[dict[str, Any], bool, list[str]]:
+    """``read_at_files`` without raising: (inputs, whether local paths were given, problems). A
+    relative ``@path`` is taken from ``folder`` when given (a batch file's), else from here."""
     media = {p.name for p in job.input_schema if p.type.is_media}
     known = [p.name for p in job.input_schema]
     out: dict[str, Any] = {}
     problems: list[str] = []
     paths = False
     for key, value in raw.items():
-        if not value.startswith("@"):
+        if not (isinstance(value, str) and value.startswith("@")):
             out[key] = value
             continue
         if key not in known:  # not read: the input check names it with the others ("is not an input")
             out[key] = value
             continue
         path = Path(value[1:]).expanduser()
+        if folder is not None and not path.is_absolute():
+            path = folder / path
         if not path.is_file():
             problems.append(f"{key}: no such file: {value[1:]}")
             continue
@@ -106,9 +120,7 @@ def read_at_files(job: JobDefinition, raw: dict[str, str]) -> tuple[dict[str, An
                 out[key] = path.read_text(encoding="utf-8")
             except (OSError, UnicodeDecodeError) as exc:
                 problems.append(f"{key}: cannot read {value[1:]} as text: {exc}")
-    if problems:
-        raise CliError("some inputs cannot be read", details=problems)
-    return out, paths
+    return out, paths, problems
 
 
 async def submit(app: App, target_id: str, pairs: list[str], account: str, version: str | None = None) -> str:
@@ -327,12 +339,20 @@ def run_command(
     version: str | None = typer.Option(
         None, "--version", help="The definition version to run (default: the latest; `toolweave jobs versions ID`)."
     ),
+    batch: Path | None = typer.Option(
+        None, "--batch", help="One run per row of a .csv (a header of input names) or .jsonl file; -i values apply to every row."
+    ),
+    batch_key: str | None = typer.Option(
+        None, "--batch-id", help="With --batch: the batch's id, in each row's idempotency key (default: from the file)."
+    ),
 ) -> None:
-    """Run a tool or a job. Without --wait, submit it and print its id."""
+    """Run a tool or a job. Without --wait, submit it and print its id. With --batch, one run per row."""
 
     async def main() -> int:
         shown = check_view(view, json_output)
         check_worker_policy(worker)
+        if batch is not None:
+            return await _run_batch(name, batch, list(inputs or []))
         async with app_session(paths) as tw:
             run_id = await submit(tw, name, list(inputs or []), account, version)
             if not (wait or output is not None):
@@ -351,6 +371,18 @@ def run_command(
                 err_console.print(f"run {run_id} submitted; Ctrl-C stops following (the run goes on)", highlight=False)
             run = await follow(tw, run_id, account, console, worker=worker, view=shown)
             return await _finish(tw, run, account, json_output, output)
+
+    async def _run_batch(target: str, path: Path, pairs: list[str]) -> int:
+        from toolweave.cli import batch as batch_mod
+
+        if batch_key is not None and not (1 <= len(batch_key) <= 100):
+            raise CliError("--batch-id must be 1 to 100 characters")
+        async with app_session(paths) as tw:
+            shared = parse_pairs(pairs)
+            return await batch_mod.run_batch(
+                tw, target, path, account=account, version=version, key=batch_key, wait=wait, output=output,
+                json_output=json_output, worker=worker, show=not json_output and view != "quiet", shared=shared,
+            )
 
     run_main(main())
 

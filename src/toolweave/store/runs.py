@@ -292,3 +292,14 @@ def stranded(tx: Tx, limit: int = 100, run_id: str | None = None) -> list[str]:
     only = "AND r.run_id = :run_id" if run_id is not None else ""
     rows = tx.all(_STRANDED.format(only=only), {"limit": limit, "run_id": run_id})
     return [r.run_id for r in rows]
+
+
+def statuses(tx: Tx, run_ids: list[str], account_id: str | None = None) -> dict[str, str]:
+    """``run id → status`` for those of ``run_ids`` that exist (and are ``account_id``'s, when given)."""
+    found: dict[str, str] = {}
+    for first in range(0, len(run_ids), 500):
+        marks, params = in_list("r", run_ids[first:first + 500])
+        where = " AND master_account_id = :account" if account_id is not None else ""
+        rows = tx.all(f"SELECT run_id, status FROM runs WHERE run_id IN {marks}{where}", {**params, "account": account_id})
+        found.update({str(r.run_id): str(r.status) for r in rows})
+    return found
