@@ -8,6 +8,12 @@
 - ``chain``: 3 steps of ``test.instant``, each output feeding the next.
 - ``fanout``: 1 → 4 parallel → 1; ``fanout32``, ``fanout256``: 1 → 32 (256) → 1, the wide ones
   (``worker_cpu_ms_per_step`` compares them).
+- ``templated``: the chain, each step's input a straight-line template
+  (``"{{ steps.s1.outputs.value }}"``), which the planner renders where it stands.
+- ``looping``: the chain, each step's input a template with a loop
+  (``"{% for v in [steps.s1.outputs.value] %}{{ v }}{% endfor %}"``): a template that can loop is
+  rendered in an evaluator process, under its budget (``engine/evaluate.py``), before its step
+  starts.
 - ``waiting``: one ``test.slow_async`` step that does not finish during the measurement: every run
   is parked on the backend (a generation row and a poll task), and the figure that matters is the
   worker's memory.
@@ -53,7 +59,7 @@ from toolweave.settings import Settings  # noqa: E402
 PG_ADMIN = os.environ.get("TOOLWEAVE_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 
 
-VARIANTS = ("chain", "fanout", "fanout32", "fanout256", "waiting")
+VARIANTS = ("chain", "fanout", "fanout32", "fanout256", "templated", "looping", "waiting")
 
 
 def steps_per_job(variant: str) -> int:
@@ -70,6 +76,13 @@ def job_for(variant: str) -> JobDefinition:
             {"stepId": "s3", "toolId": instant,
              "inputMappings": [{"sourceStepId": "s2", "sourceOutputName": "value", "targetInputName": "value"}]},
         ]
+    elif variant in ("templated", "looping"):
+        steps = []
+        for i in (1, 2, 3):
+            source = f"steps.s{i - 1}.outputs.value" if i > 1 else "job.value"
+            template = f"{{{{ {source} }}}}" if variant == "templated" else f"{{% for v in [{source}] %}}{{{{ v }}}}{{% endfor %}}"
+            steps.append({"stepId": f"s{i}", "toolId": instant, "dependencies": [f"s{i - 1}"] if i > 1 else [],
+                          "inputMappings": [{"template": template, "targetInputName": "value"}]})
     elif variant.startswith("fanout"):
         width = int(variant.removeprefix("fanout") or 4)
         steps = [{"stepId": "root", "toolId": instant, "inputMappings": [{"sourceJobInput": "value", "targetInputName": "value"}]}]

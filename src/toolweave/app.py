@@ -27,6 +27,7 @@ import httpx
 from toolweave import admission, presence
 from toolweave.artifacts import ArtifactStore, media_problem
 from toolweave.engine.core import Conflict, Engine, NotFound, SubmitRequest, tool_job
+from toolweave.engine.evaluate import Budgets
 from toolweave.engine.replay import BadRequest
 from toolweave.engine.worker import Worker
 from toolweave.host import EngineHost, MediaError, decode_media_data_uri, media_path, media_signature
@@ -46,6 +47,7 @@ from toolweave.run_views import (
     run_summary,
     step_items,
 )
+from toolweave.sandbox import EvaluationPool
 from toolweave.services.base import Service, WebhookRejected
 from toolweave.settings import Settings
 from toolweave.store import accounts as accounts_q
@@ -105,6 +107,9 @@ class App:
             self.store.upgrade()
         self.artifacts = ArtifactStore(settings.artifacts_dir)
         self.http = httpx.AsyncClient(timeout=settings.http_timeout_seconds)
+        self.evaluator = EvaluationPool(settings.evaluation_processes)
+        """The evaluator processes this process's workers evaluate conditions and templates in
+        (started when first needed)."""
         self.engine = Engine(rates=settings.machine_rates, secret=self._secret(), lease_seconds=settings.lease_seconds)
         self.host = EngineHost(self)
         self.event_hub = EventHub(self.store)
@@ -214,10 +219,17 @@ class App:
             except Exception:
                 log.exception("closing service %s failed", service.name)
         await self.http.aclose()
+        self.evaluator.close()
         self.store.close()
+
+    @property
+    def budgets(self) -> Budgets:
+        return Budgets(self.settings.condition_budget_ms / 1000, self.settings.template_budget_ms / 1000)
 
     def make_worker(self, slots: int | None = None, **options: Any) -> Worker:
         options.setdefault("sweep_seconds", self.settings.sweep_seconds)
+        options.setdefault("evaluator", self.evaluator)
+        options.setdefault("budgets", self.budgets)
         return Worker(
             self.store,
             self.engine,
@@ -253,7 +265,8 @@ class App:
         """Validate a job definition, keep it in the store (every process then knows it) and
         register it here."""
         await self.sync_definitions()
-        defn, problems = self.check_definition(raw)
+        # parsing its conditions and templates is bounded (a CPU budget each) and runs off the loop
+        defn, problems = await asyncio.to_thread(self.check_definition, raw)
         if defn is None or problems:
             return defn, problems
         row = await self.store.tx(registered_q.register, defn.job_id, defn.version, defn.dump(), time.time())

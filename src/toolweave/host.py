@@ -39,6 +39,7 @@ class EngineHost:
         self._app = app
         self.artifacts = app.artifacts
         self.http = app.http
+        self.evaluator = app.evaluator
 
     async def report(self, generation_id: str, update: RunUpdate) -> None:
         await self._app.apply_update(generation_id, update)

@@ -61,6 +61,12 @@ class Settings:
     sweep_seconds: float = 60.0
     """How often a worker looks for stranded runs (unfinished, with nothing that will move them)
     and repairs them; 0 turns the sweep off."""
+    condition_budget_ms: float = 100.0
+    """CPU time a step's condition may take to evaluate; past it the step fails (``evaluation_budget``)."""
+    template_budget_ms: float = 100.0
+    """CPU time a step's templates may take to render, together; past it the step fails."""
+    evaluation_processes: int = 2
+    """Evaluator processes per worker: conditions and templates run there, never on the event loop."""
     test_tools: bool = False
     """Register the test-only tools (instant, sleep, fail-n-times, slow asynchronous)."""
     media_max_bytes: int = 50 * 1024 * 1024
@@ -255,9 +261,9 @@ def _server(name: str, url: str, concurrency: Any, entry: Any) -> ComfyServer:
 
 
 _WHOLE = ("worker_slots", "telegram_max_runs_in_flight", "media_max_bytes", "input_max_depth",
-          "request_max_json_bytes", "request_max_bytes")
+          "request_max_json_bytes", "request_max_bytes", "evaluation_processes")
 _SECONDS = ("http_timeout_seconds", "telegram_prompt_timeout_seconds", "telegram_edit_interval_seconds",
-            "lease_seconds", "sweep_seconds", "media_url_ttl_seconds")
+            "lease_seconds", "sweep_seconds", "media_url_ttl_seconds", "condition_budget_ms", "template_budget_ms")
 
 
 def _plain(key: str, exc: BaseException) -> str:

@@ -30,6 +30,7 @@ import httpx
 from toolweave.artifacts import ArtifactStore, sniff_mime
 from toolweave.model.definitions import ToolDefinition
 from toolweave.model.records import ArtifactRef, RunUpdate
+from toolweave.sandbox import EvaluationPool
 from toolweave.services.base import GenerationContext
 
 ReportPredicate = Callable[[str, RunUpdate], bool]
@@ -76,6 +77,7 @@ class LocalHost:
         self._changed = asyncio.Event()
         self.loaded: list[Any] = []
         """Every value passed to ``load_media``, in order (to check what an adapter asked for)."""
+        self.evaluator = EvaluationPool(1)
 
     # --- ServiceHost -----------------------------------------------------------------------
 
@@ -163,6 +165,7 @@ class LocalHost:
                 continue
 
     async def aclose(self) -> None:
+        self.evaluator.close()
         if self._own_http:
             await self.http.aclose()
 

@@ -68,13 +68,22 @@ async def test_sandbox_blocks_internals(service: BuiltinService, template: str) 
 
 
 async def test_output_and_time_limits() -> None:
+    """(``render`` is what the evaluator process runs; here it runs in this one.)"""
+    long = render({"source": "{% for i in range(100000) %}xxxxxxxxxxxxxxxxxxxx{% endfor %}", "variables": {},
+                   "seconds": 5.0, "max_chars": 1000})
+    assert long["code"] == "template_too_long"
+    slow = render({"source": "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
+                   "variables": {}, "seconds": 0.2})
+    assert slow["code"] == "evaluation_budget" and "0.2" not in slow["error"] and "200 ms" in slow["error"]
+    huge = render({"source": "{{ 'x' * 1000000000 }}", "variables": {}, "seconds": 5.0})
+    assert huge["code"] == "template_security"
+
+
+async def test_a_nested_loop_fails_within_the_budget_in_an_evaluator_process(service: BuiltinService) -> None:
     with pytest.raises(ServiceError) as err:
-        render("{% for i in range(100000) %}xxxxxxxxxxxxxxxxxxxx{% endfor %}", {}, max_chars=1000)
-    assert err.value.code == "template_too_long"
-    with pytest.raises(ServiceError) as err:
-        render("{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}", {},
-               seconds=0.2)
-    assert err.value.code == "template_timeout"
+        await render_tool(service, {"template": "{% for i in range(100000) %}{% for j in range(100000) %}"
+                                                "{% endfor %}{% endfor %}"})
+    assert err.value.code == "evaluation_budget" and not err.value.retryable
 
 
 async def test_variables_must_be_an_object(service: BuiltinService) -> None:

@@ -23,13 +23,18 @@ from __future__ import annotations
 
 import copy
 import time
+from dataclasses import replace
 from typing import Any
 
 import pytest
 
+from toolweave.engine import plan
+from toolweave.engine.evaluate import StepEvaluation, evaluate_step
 from toolweave.engine.plan import (
+    Action,
     CancelStep,
     CompleteStep,
+    Evaluate,
     ExpireWork,
     FailStep,
     FinishRun,
@@ -40,7 +45,6 @@ from toolweave.engine.plan import (
     StartStep,
     StepView,
     Wake,
-    decide,
     resolve_job_outputs,
     retry_delay,
     topological_order,
@@ -57,6 +61,54 @@ WIDE = {
     "height": 10,
 }
 NARROW = {**WIDE, "sha256": "cd" * 32, "width": 512}
+
+
+# --- the planner as the engine plays it ------------------------------------------------------------
+
+
+def decide(run: RunView, now: float) -> list[Action]:
+    """``plan.decide``; a step it sends to be evaluated (its condition, its templates) is evaluated
+    here, in this process, as the worker does in its evaluator processes, and the planner decides
+    again with the answer (on the view the earlier actions made), until nothing is left to evaluate.
+    Returns every call's actions but the ``Evaluate`` ones (and only the last call's ``Wake``), so a
+    case reads as one turn of the engine."""
+    done: list[Action] = []
+    for _ in range(10):
+        actions = plan.decide(run, now)
+        evaluating = [a for a in actions if isinstance(a, Evaluate)]
+        if not evaluating:
+            return done + actions
+        done += [a for a in actions if not isinstance(a, Evaluate | Wake)]
+        run = _evaluated(run, actions, evaluating, now)
+    raise AssertionError("the planner keeps asking for evaluations")
+
+
+def _evaluated(run: RunView, actions: list[Action], evaluating: list[Evaluate], now: float) -> RunView:
+    """The view after ``actions``, with the evaluations they asked for."""
+    steps = dict(run.steps)
+    status = run.status
+    for a in actions:
+        if isinstance(a, StartRun):
+            status = RunStatus.RUNNING
+        elif isinstance(a, CompleteStep):
+            steps[a.step_id] = StepView(a.step_id, StepStatus.SUCCEEDED, attempt=steps[a.step_id].attempt, outputs=a.outputs)
+        elif isinstance(a, SkipStep | FailStep | CancelStep):
+            done = {SkipStep: StepStatus.SKIPPED, FailStep: StepStatus.FAILED, CancelStep: StepStatus.CANCELLED}[type(a)]
+            steps[a.step_id] = StepView(a.step_id, done, skipped_by_error=getattr(a, "by_error", False))
+        elif isinstance(a, StartStep):
+            steps[a.step_id] = StepView(a.step_id, StepStatus.RUNNING, attempt=a.attempt, tool_id=a.tool_id,
+                                        started_at=now, work_status=GenerationStatus.PENDING)
+        elif isinstance(a, Evaluate):
+            steps[a.step_id] = StepView(a.step_id, StepStatus.READY, attempt=a.attempt, tool_id=a.tool_id,
+                                        using_fallback=a.using_fallback)
+    by_id = {s.step_id: s for s in run.job.steps}
+    evaluations = {}
+    for a in evaluating:
+        answer = evaluate_step({"step": by_id[a.step_id].dump(), "attempt": a.attempt, "job": run.inputs,
+                                "steps": a.steps, "condition_seconds": 1.0, "template_seconds": 1.0})
+        evaluations[a.step_id] = StepEvaluation(a.step_id, a.attempt, answer.get("condition"), answer.get("inputs"),
+                                                answer.get("error"))
+    return replace(run, status=status, steps=steps, evaluations=evaluations)
 
 
 # --- builders ----------------------------------------------------------------------------------

@@ -1,10 +1,10 @@
 """Hypothesis properties of the planner, checked by simulating whole runs.
 
 A small pure simulator (below, test-only) plays the engine and the backends: it calls
-``decide``, applies the actions to an in-memory run (``StartStep`` → running; ``Wake`` → the time
-the planner wants to be called again), then lets the running work complete, fail (retryable or
-not), time out or be cancelled at random, or advances the clock to the wake time, until the run
-finishes. Every action is checked against DESIGN.md's step semantics as it is applied.
+``decide``, applies the actions to an in-memory run (``StartStep`` → running; ``Evaluate`` → ready,
+with the step evaluated at once in this process; ``Wake`` → the time the planner wants to be called
+again), then lets the running work complete, fail (retryable or not), time out or be cancelled at
+random, or advances the clock to the wake time, until the run finishes. Every action is checked against DESIGN.md's step semantics as it is applied.
 
 Readings of DESIGN.md used here (see tests/unit/test_plan.py for the case-by-case versions):
 only a *mapped* source (or a template reading a step) without ``default`` propagates a skip; a
@@ -24,11 +24,13 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from toolweave.engine.conditions import compile_condition
+from toolweave.engine.evaluate import StepEvaluation, evaluate_step
 from toolweave.engine.mapping import template_references
 from toolweave.engine.plan import (
     Action,
     CancelStep,
     CompleteStep,
+    Evaluate,
     ExpireWork,
     FailStep,
     FinishRun,
@@ -247,6 +249,7 @@ class Simulation:
         self.calls = 0
         self.deadline_at = scenario.deadline
         self.seen: set[str] = set()
+        self.evaluations: dict[str, StepEvaluation] = {}
 
     # the view the engine would load
     def run_view(self) -> RunView:
@@ -257,6 +260,7 @@ class Simulation:
             inputs=dict(self.sc.inputs),
             steps={sid: s.view(sid) for sid, s in self.steps.items()},
             tools=self.sc.tools,
+            evaluations=dict(self.evaluations),
             cancel_requested=self.cancel_requested,
             deadline_at=self.deadline_at,
         )
@@ -317,6 +321,8 @@ class Simulation:
         """The world between two calls: backends report, or time passes up to the wake time."""
         wakes = [a.at for a in actions if isinstance(a, Wake)]
         in_flight = [sid for sid, s in self.steps.items() if s.in_flight]
+        if any(s.status is StepStatus.READY for s in self.steps.values()):
+            return  # their evaluations are back: the planner goes on with them
         assert in_flight or wakes, "the run stalled: nothing in flight and no wake time"
         if in_flight and (not wakes or self.rng.random() < 0.75):
             for sid in self.rng.sample(in_flight, self.rng.randint(1, len(in_flight))):
@@ -381,6 +387,20 @@ class Simulation:
         if FailStep in kinds:
             assert not any(s.in_flight or s.status is StepStatus.RUNNING for s in self.steps.values())
 
+    def on_Evaluate(self, a: Evaluate) -> None:
+        s, step = self.steps[a.step_id], self.step(a.step_id)
+        assert not s.status.terminal and not s.in_flight, f"a {s.status} step was sent to be evaluated"
+        assert a.attempt == s.attempt + 1, "attempts are numbered one by one"
+        for dep in step.all_dependencies:
+            assert self.steps[dep].status.terminal, f"{a.step_id} evaluated before dependency {dep} finished"
+        s.set_status(StepStatus.READY)
+        s.attempt, s.tool_id, s.using_fallback, s.next_attempt_at = a.attempt, a.tool_id, a.using_fallback, None
+        answer = evaluate_step({"step": step.dump(), "attempt": a.attempt, "job": dict(self.sc.inputs),
+                                "steps": a.steps, "condition_seconds": 1.0, "template_seconds": 1.0})
+        self.evaluations[a.step_id] = StepEvaluation(
+            a.step_id, a.attempt, answer.get("condition"), answer.get("inputs"), answer.get("error")
+        )
+
     def on_StartRun(self, action: StartRun) -> None:
         self.status = RunStatus.RUNNING
 
@@ -393,11 +413,12 @@ class Simulation:
             assert a.using_fallback and not s.using_fallback
         if s.status is StepStatus.WAITING_RETRY:
             assert s.next_attempt_at is not None and self.now >= s.next_attempt_at, "retry started early"
+        ready = s.status is StepStatus.READY  # evaluated: this attempt was numbered when it was sent
         for dep in step.all_dependencies:
             assert self.steps[dep].status.terminal, f"{a.step_id} started before dependency {dep} finished"
         for source in self.blocking_sources(a.step_id):
             assert self.steps[source].status is StepStatus.SUCCEEDED, f"{a.step_id} started without {source}"
-        assert a.attempt == s.attempt + 1, "attempts are numbered one by one"
+        assert a.attempt == s.attempt + (0 if ready else 1), "attempts are numbered one by one"
         assert a.attempt <= self.attempt_budget(a.step_id), "more attempts than the strategy allows"
         if a.using_fallback:
             assert a.tool_id == self.handling(a.step_id).fallback_tool_id and a.job_id is None

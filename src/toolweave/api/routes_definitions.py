@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Query, Request
@@ -143,7 +144,7 @@ async def validate_job(request: Request, definition: dict[str, Any] = _DEFINITIO
     Always 200: ``valid`` says whether it would be accepted, ``problems`` lists every problem with
     its path inside the definition.
     """
-    defn, problems = tw(request).check_definition(definition)
+    defn, problems = await asyncio.to_thread(tw(request).check_definition, definition)
     return _result(defn, problems)
 
 

@@ -68,6 +68,21 @@ class MapView:
 
 
 @dataclass(frozen=True)
+class StepEvaluation:
+    """What evaluating one attempt of a ``ready`` step gave (``engine.evaluate``)."""
+
+    step_id: str
+    attempt: int
+    condition: bool | None = None
+    """The condition's value (None: not evaluated — the step has none, or this is not its first attempt)."""
+    inputs: dict[str, Any] | None = None
+    """The resolved inputs (None: the step has no templates that loop; the planner resolves its mappings)."""
+    error: dict[str, Any] | None = None
+    """Why it could not be evaluated: ``{message, retryable, code, stage}``, ``stage`` being
+    ``condition`` or ``inputs``."""
+
+
+@dataclass(frozen=True)
 class RunView:
     run_id: str
     status: RunStatus
@@ -77,6 +92,9 @@ class RunView:
     tools: Mapping[str, ToolDefinition] = field(default_factory=dict)
     jobs: Mapping[str, JobDefinition] = field(default_factory=dict)
     """The nested jobs its steps run, by id (their input schemas are the steps' contracts)."""
+    evaluations: Mapping[str, StepEvaluation] = field(default_factory=dict)
+    """Evaluations of ``ready`` steps (their condition, their templates), made outside the
+    transaction (``engine.evaluate``), by step id."""
     cancel_requested: bool = False
     deadline_at: float | None = None
     order: tuple[str, ...] = ()
@@ -89,6 +107,19 @@ class RunView:
 @dataclass(frozen=True)
 class StartRun:
     pass
+
+
+@dataclass(frozen=True)
+class Evaluate:
+    """The step's condition or templates must be evaluated before this attempt starts: the step
+    is ``ready`` until an evaluation (``RunView.evaluations``) comes back. ``steps`` is what the
+    evaluation sees of the other steps."""
+
+    step_id: str
+    attempt: int
+    tool_id: str | None
+    using_fallback: bool
+    steps: dict[str, dict[str, Any]] = field(default_factory=dict, compare=False)
 
 
 @dataclass(frozen=True)
@@ -199,6 +230,6 @@ class Wake:
 
 
 Action = (
-    StartRun | StartStep | CompleteStep | SkipStep | FailStep | RetryStep | CancelStep | ExpireWork | FinishRun | Wake
-    | OpenMap | FinishItem | CompleteMap
+    StartRun | StartStep | Evaluate | CompleteStep | SkipStep | FailStep | RetryStep | CancelStep | ExpireWork
+    | FinishRun | Wake | OpenMap | FinishItem | CompleteMap
 )

@@ -29,8 +29,16 @@ if TYPE_CHECKING:
 # cel-python (and lark, its parser) are imported by the functions that use them: a process that
 # meets no condition (a CLI run of one tool) does not pay the 50 ms they take to load
 
+from toolweave.sandbox import BudgetExceeded, cpu_budget
+
 VARIABLES = frozenset({"job", "steps"})
+MAX_CONDITION_CHARS = 4000
+"""The longest condition a definition may hold."""
+PARSE_BUDGET_SECONDS = 1.0
+"""CPU time parsing one condition may take (it is parsed once per process, then cached)."""
 _MACROS = frozenset({"all", "exists", "exists_one", "map", "filter"})
+_LOOPING = _MACROS | {"reduce", "min"}
+"""cel-python's macros (``reduce`` and ``min`` are its extensions)."""
 
 # cel-python logs evaluation errors it then raises; we report them ourselves.
 logging.getLogger("celpy").addHandler(logging.NullHandler())
@@ -54,6 +62,11 @@ class CompiledCondition:
     """The job inputs the expression reads as ``job.<name>`` or ``job["<name>"]``."""
     dynamic_job: bool = False
     """True when the expression reads ``job`` other than by a fixed name (it may read any input)."""
+    loops: bool = False
+    """True when the expression iterates (a macro: ``all``, ``exists``, ``map``…): its cost may grow
+    with the product of its inputs' sizes, so it is evaluated in an evaluator process, under a
+    budget (``engine.evaluate``). Without loops, evaluating it costs about what reading its values
+    costs, and the planner does it directly."""
 
 
 @functools.lru_cache(maxsize=1)
@@ -149,7 +162,13 @@ def compile_condition(expr: str) -> CompiledCondition:
     """Parse ``expr``; raise ``ConditionError`` with a plain sentence when it does not parse."""
     if not isinstance(expr, str) or not expr.strip():
         raise ConditionError("a condition must be a non-empty expression")
-    return _compile(expr)
+    if len(expr) > MAX_CONDITION_CHARS:
+        raise ConditionError(f"a condition may be at most {MAX_CONDITION_CHARS:,} characters long (this one has {len(expr):,})")
+    try:
+        with cpu_budget(PARSE_BUDGET_SECONDS):
+            return _compile(expr)
+    except BudgetExceeded:
+        raise ConditionError(f"condition {expr[:60]!r}... is too complex: parsing it {BudgetExceeded(PARSE_BUDGET_SECONDS)}") from None
 
 
 @functools.lru_cache(maxsize=2048)
@@ -168,10 +187,20 @@ def _compile(expr: str) -> CompiledCondition:
     except Exception as exc:  # the parser may raise lark errors for odd input
         raise ConditionError(f"condition {expr!r} does not parse ({type(exc).__name__})") from None
     refs, dynamic, job_refs, dynamic_job = _analyse(ast, expr)
+    loops = any(
+        node.data == "member_dot_arg" and len(node.children) >= 2 and str(node.children[1]) in _LOOPING
+        for node in ast.iter_subtrees()
+    )
     return CompiledCondition(
         expr=expr, program=env.program(ast), step_refs=refs, dynamic_steps=dynamic, job_refs=job_refs,
-        dynamic_job=dynamic_job,
+        dynamic_job=dynamic_job, loops=loops,
     )
+
+
+def forget_compiled() -> None:
+    """Drop every compiled condition (and the environment) of this process."""
+    _compile.cache_clear()
+    _environment.cache_clear()
 
 
 def to_cel(value: Any) -> Any:

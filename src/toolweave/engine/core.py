@@ -23,6 +23,8 @@ from hashlib import sha256
 from typing import Any
 
 from toolweave.engine import cache, items, plan, replay
+from toolweave.engine.actions import StepEvaluation
+from toolweave.engine.evaluate import EvaluateWork
 from toolweave.model.definitions import (
     CostingModel,
     InputMapping,
@@ -155,13 +157,17 @@ class SubmitRequest:
     """The seed inputs drawn at random at submission (steps reading them are never cached)."""
 
 
+Work = DispatchWork | EvaluateWork
+"""What a transaction may hand its worker to do next: call a service, or evaluate steps."""
+
+
 @dataclass
 class _Ctx:
     """What one transaction accumulates: dispatches leased to the caller, the lease budget."""
 
     now: float
     lease: Lease | None
-    dispatches: list[DispatchWork] = field(default_factory=list)
+    dispatches: list[Work] = field(default_factory=list)
     picked_up: bool = True
     """False when no worker is behind this transaction (submit, retry, cancel): a queued run stays
     ``queued`` until a worker claims one of its tasks (``_claim``)."""
@@ -477,14 +483,16 @@ class Engine:
 
     def advance_tx(
         self, tx: Tx, run_id: str, claim: tasks_q.Claim | None, now: float, lease: Lease | None
-    ) -> list[DispatchWork]:
+    ) -> list[Work]:
         ctx = _Ctx(now, lease)
         if claim is not None:
             tasks_q.finish(tx, claim)
         self._advance(tx, run_id, ctx)
         return ctx.dispatches
 
-    def _load_view(self, tx: Tx, run_id: str, run: Any = None) -> tuple[Any, plan.RunView, dict[str, Any]] | None:
+    def _load_view(
+        self, tx: Tx, run_id: str, run: Any = None, evaluations: Mapping[str, StepEvaluation] | None = None
+    ) -> tuple[Any, plan.RunView, dict[str, Any]] | None:
         if run is None:
             run = runs_q.lock_state(tx, run_id)
         if run is None:
@@ -530,15 +538,18 @@ class Engine:
             steps=views,
             tools=tools,
             jobs=jobs,
+            evaluations=evaluations or {},
             cancel_requested=run.cancel_requested,
             deadline_at=run.deadline_at,
             order=order,
         )
         return run, view, step_rows
 
-    def _advance(self, tx: Tx, run_id: str, ctx: _Ctx, run: Any = None) -> None:
+    def _advance(
+        self, tx: Tx, run_id: str, ctx: _Ctx, run: Any = None, evaluations: Mapping[str, StepEvaluation] | None = None
+    ) -> None:
         while True:
-            loaded = self._load_view(tx, run_id, run)
+            loaded = self._load_view(tx, run_id, run, evaluations)
             if loaded is None:
                 return
             run, view, step_rows = loaded
@@ -565,6 +576,7 @@ class Engine:
             if step is not None and step.map is not None:
                 items.close(self, tx, run_id, step_id, reason, ctx)
 
+        evaluating: list[plan.Evaluate] = []
         for action in actions:
             if isinstance(action, plan.OpenMap | plan.FinishItem | plan.CompleteMap) or (
                 isinstance(action, plan.RetryStep | plan.ExpireWork) and action.item is not None
@@ -622,11 +634,57 @@ class Engine:
                 self._stop_work(tx, step_rows[action.step_id], GenerationStatus.TIMEOUT, "timed out", ctx)
             elif isinstance(action, plan.FinishRun):
                 self._finish_run(tx, run, action, ctx, event)
+            elif isinstance(action, plan.Evaluate):
+                if runs_q.update_step(
+                    tx, run_id, action.step_id,
+                    (StepStatus.PENDING, StepStatus.READY, StepStatus.RUNNING, StepStatus.WAITING_RETRY),
+                    status=StepStatus.READY, attempt=action.attempt, tool_id=action.tool_id,
+                    using_fallback=action.using_fallback, next_attempt_at=None,
+                ):
+                    evaluating.append(action)
             elif isinstance(action, plan.Wake):
                 tasks_q.schedule_advance(tx, run_id, action.at, now)
         writes.flush(tx, run_id)
+        if evaluating:
+            self._schedule_evaluation(tx, run, view, evaluating, ctx)
         events_q.append_many(tx, evs)
         return writes.completed
+
+    def _schedule_evaluation(
+        self, tx: Tx, run: Any, view: plan.RunView, evaluating: list[plan.Evaluate], ctx: _Ctx
+    ) -> None:
+        """One ``evaluate`` task for the run's ready steps: leased to the calling worker (which then
+        evaluates them at once) when it has room, else queued."""
+        lease = ctx.lease if ctx.can_lease() else None
+        task = tasks_q.schedule_evaluation(
+            tx, run.run_id, now=ctx.now, at=min(ctx.now, run.created_at), priority=run.priority,
+            lease_owner=lease.owner if lease else None, lease_seconds=lease.seconds if lease else 0,
+        )
+        if lease is not None:
+            lease.used += 1
+            # the task replaces any queued one: it takes every ready step of the run along
+            work = _ready_work(task, view, exclude={a.step_id for a in evaluating})
+            steps = {s.step_id: s for s in view.job.steps}
+            work.steps[:0] = [(steps[a.step_id], a.attempt, a.steps) for a in evaluating]
+            ctx.dispatches.append(work)
+
+    def evaluated_tx(
+        self, tx: Tx, claim: tasks_q.Claim, run_id: str, evaluations: list[StepEvaluation], now: float,
+        lease: Lease | None,
+    ) -> list[Work]:
+        """Evaluations of ready steps came back: the planner starts, skips or fails them."""
+        ctx = _Ctx(now, lease)
+        tasks_q.finish(tx, claim)
+        self._advance(tx, run_id, ctx, evaluations={e.step_id: e for e in evaluations})
+        return ctx.dispatches
+
+    def _evaluation_work(self, tx: Tx, task: tasks_q.Task) -> EvaluateWork | None:
+        """A claimed ``evaluate`` task's work: the run's ready steps, each with what it sees."""
+        loaded = self._load_view(tx, task.ref_id or "", run=runs_q.get(tx, task.ref_id or ""))
+        if loaded is None or loaded[1].status.terminal:
+            return None
+        work = _ready_work(task, loaded[1])
+        return work if work.steps else None
 
     def _start_step(
         self, tx: Tx, run: Any, view: plan.RunView, row: Any, action: plan.StartStep, ctx: _Ctx, event: Any
@@ -793,7 +851,7 @@ class Engine:
 
     def record_submissions_tx(
         self, tx: Tx, outcomes: list[Outcome], now: float, lease: Lease | None
-    ) -> list[tuple[list[DispatchWork], bool]]:
+    ) -> list[tuple[list[Work], bool]]:
         """Record several submissions in one transaction (group commit). If one of them fails, the
         whole transaction rolls back and the worker records them one at a time.
 
@@ -801,7 +859,7 @@ class Engine:
         same runs lock them in the same order and cannot deadlock (PostgreSQL). Steps of one run
         that finished together (the branches of a fan-out) are recorded with one lock of the run
         and one pass of the planner; the successors they start go back with the first of them."""
-        results: list[tuple[list[DispatchWork], bool]] = [([], False)] * len(outcomes)
+        results: list[tuple[list[Work], bool]] = [([], False)] * len(outcomes)
         order = sorted(range(len(outcomes)), key=lambda i: outcomes[i].work.run_id)
         for run_id, group in itertools.groupby(order, key=lambda i: outcomes[i].work.run_id):
             finished: list[int] = []
@@ -817,7 +875,7 @@ class Engine:
 
     def _record_finished(
         self, tx: Tx, run_id: str, outcomes: list[Outcome], now: float, lease: Lease | None
-    ) -> list[DispatchWork]:
+    ) -> list[Work]:
         """Generations of one run that their ``submit`` finished: each one's compare-and-set, then
         the planner once; their dispatch tasks are finished."""
         ctx = _Ctx(now, lease)
@@ -836,7 +894,7 @@ class Engine:
                 self._advance(tx, run_id, ctx, run=run)
         return ctx.dispatches
 
-    def _record_submitted(self, tx: Tx, outcome: Outcome, now: float) -> tuple[list[DispatchWork], bool]:
+    def _record_submitted(self, tx: Tx, outcome: Outcome, now: float) -> tuple[list[Work], bool]:
         """Record an asynchronous backend's acceptance (its platform run id): the generation is
         processing and a poll task follows it. Returns (dispatches, cancel_needed): the latter when
         the generation was stopped while the call was under way and the backend run must be
@@ -872,7 +930,7 @@ class Engine:
     def apply_update_tx(
         self, tx: Tx, run_id: str, generation_id: str, update: RunUpdate, now: float, lease: Lease | None = None,
         claim: tasks_q.Claim | None = None, receipt: tuple[str, str] | None = None,
-    ) -> tuple[list[DispatchWork], bool]:
+    ) -> tuple[list[Work], bool]:
         """The one entry point for updates (poll, webhook, stream). Returns (dispatches, applied)."""
         ctx = _Ctx(now, lease)
         if claim is not None:
@@ -980,8 +1038,15 @@ class Engine:
     # --- claims --------------------------------------------------------------------------------
 
     def claim_tx(self, tx: Tx, owner: str, limit: int, now: float) -> tuple[list[Any], float | None]:
-        """Lease due tasks and load what each needs. Returns (work items, next due time if idle)."""
-        items = self._claim(tx, owner, limit, now)
+        """Lease due tasks and load what each needs. Returns (work items, next due time if idle).
+        Tasks found to have nothing left to do (their generation or run finished) are deleted, and
+        the claim goes on in the queue for others in their place."""
+        items: list[Any] = []
+        while len(items) < limit:
+            found, taken = self._claim(tx, owner, limit - len(items), now)
+            items += found
+            if len(found) == taken:  # none dropped: the queue has no more due tasks, or the limit is met
+                break
         next_due = None
         if len(items) < limit:
             next_due = tasks_q.next_due(tx, now)
@@ -989,7 +1054,7 @@ class Engine:
 
     def record_and_claim_tx(
         self, tx: Tx, outcomes: list[Outcome], now: float, lease: Lease | None, owner: str | None, room: int
-    ) -> tuple[list[tuple[list[DispatchWork], bool]], list[Any]]:
+    ) -> tuple[list[tuple[list[Work], bool]], list[Any]]:
         """``record_submissions_tx``, then, in the same transaction, claim for ``owner`` queued tasks
         into the slots the batch leaves free: a worker that finishes a run takes its next task
         without a transaction of its own. ``room`` is how many tasks the batch and the claims may
@@ -997,15 +1062,23 @@ class Engine:
         results = self.record_submissions_tx(tx, outcomes, now, lease)
         freed = sum(1 for dispatches, _ in results if not dispatches)
         limit = min(freed, room - sum(len(dispatches) for dispatches, _ in results))
-        claimed = self._claim(tx, owner, limit, now) if owner is not None and limit > 0 else []
+        claimed = self._claim(tx, owner, limit, now)[0] if owner is not None and limit > 0 else []
         return results, claimed
 
-    def _claim(self, tx: Tx, owner: str, limit: int, now: float) -> list[Any]:
+    def _claim(self, tx: Tx, owner: str, limit: int, now: float) -> tuple[list[Any], int]:
+        """(work items, how many tasks were leased): stale tasks are finished, not handed out."""
         claimed = tasks_q.claim(tx, owner, limit, now, self.lease_seconds)
         needs_generation = [t for t in claimed if t.kind in (TaskKind.DISPATCH, TaskKind.POLL, TaskKind.CANCEL)]
         found = gens_q.with_tool_shas(tx, [t.ref_id or "" for t in needs_generation])
         items: list[Any] = []
         for task in claimed:
+            if task.kind is TaskKind.EVALUATE:
+                evaluation = self._evaluation_work(tx, task)
+                if evaluation is None:
+                    tasks_q.finish(tx, task.claim)
+                else:
+                    items.append((task, evaluation))
+                continue
             if task not in needs_generation:
                 items.append((task, None))
                 continue
@@ -1018,10 +1091,10 @@ class Engine:
                 tasks_q.finish(tx, task.claim)
                 continue
             items.append((task, work))
-        picked = sorted({w.run_id for t, w in items if t.kind is TaskKind.DISPATCH and w is not None})
+        picked = sorted({w.run_id for t, w in items if t.kind in (TaskKind.DISPATCH, TaskKind.EVALUATE) and w is not None})
         for run_id in runs_q.mark_picked_up(tx, picked, now):
             events_q.append(tx, run_id, "run.started", now)
-        return items
+        return items, len(claimed)
 
     def generation_work_tx(self, tx: Tx, generation_id: str) -> DispatchWork:
         """A generation as a service sees it (for webhooks that need the service's help)."""
@@ -1197,6 +1270,15 @@ def _task_row(
 
 def _event(run_id: str, type_: str, step_id: str | None, now: float, **data: Any) -> dict[str, Any]:
     return {"run_id": run_id, "type": type_, "step_id": step_id, "data": data, "created_at": now}
+
+
+def _ready_work(task: tasks_q.Task, view: plan.RunView, exclude: frozenset[str] | set[str] = frozenset()) -> EvaluateWork:
+    """The ``ready`` steps of a run as ``EvaluateWork`` for ``task``, each seeing the steps'
+    statuses and outputs as stored (its dependencies have all finished)."""
+    context = {sid: {"status": str(v.status), "outputs": v.outputs or {}} for sid, v in view.steps.items()}
+    ready = [s for s in view.job.steps if view.steps[s.step_id].status is StepStatus.READY and s.step_id not in exclude]
+    return EvaluateWork(task.task_id, task.token, view.run_id, dict(view.inputs),
+                        [(s, view.steps[s.step_id].attempt, context) for s in ready])
 
 
 def _artifact_values(values: Any) -> list[dict[str, Any]]:

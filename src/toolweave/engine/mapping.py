@@ -12,20 +12,26 @@ import functools
 from collections.abc import Mapping
 from typing import Any
 
-from jinja2 import StrictUndefined, TemplateSyntaxError, meta, nodes
+from jinja2 import StrictUndefined, TemplateSyntaxError, nodes
 from jinja2.exceptions import SecurityError, TemplateError, UndefinedError
-from jinja2.sandbox import SandboxedEnvironment
 
 from toolweave.model import paths
 from toolweave.model.definitions import Step, ValueSource
 from toolweave.model.paths import PathError
 from toolweave.model.records import ArtifactRef
+from toolweave.sandbox import BoundedEnvironment, BudgetExceeded, cpu_budget, undeclared_variables
 
 SUCCEEDED = "succeeded"
 UNAVAILABLE = frozenset({"skipped", "failed", "cancelled"})
 TEMPLATE_VARIABLES = frozenset({"job", "steps"})
 MAP_TEMPLATE_VARIABLES = frozenset({"item", "index"})
 """What a map step's templates see besides ``job`` and ``steps``."""
+MAX_RENDERED_CHARS = 1_000_000
+"""The longest text one template may render."""
+MAX_TEMPLATE_CHARS = 20_000
+"""The longest template a definition may hold."""
+PARSE_BUDGET_SECONDS = 1.0
+"""CPU time compiling one template may take (it is compiled once per process, then cached)."""
 
 
 class MappingError(ValueError):
@@ -43,8 +49,8 @@ def _finalize(value: Any) -> Any:
 
 
 @functools.lru_cache(maxsize=1)
-def _environment() -> SandboxedEnvironment:
-    return SandboxedEnvironment(undefined=StrictUndefined, autoescape=False, finalize=_finalize)
+def _environment() -> BoundedEnvironment:
+    return BoundedEnvironment(undefined=StrictUndefined, autoescape=False, finalize=_finalize)
 
 
 @functools.lru_cache(maxsize=2048)
@@ -52,11 +58,18 @@ def compile_template(src: str) -> Any:
     """Parse a template once; raise ``MappingError`` with a plain sentence on syntax errors."""
     if not isinstance(src, str):
         raise MappingError("a template must be text")
+    if len(src) > MAX_TEMPLATE_CHARS:
+        raise MappingError(f"a template may be at most {MAX_TEMPLATE_CHARS:,} characters long (this one has {len(src):,})")
     env = _environment()
     try:
-        return env.from_string(src)
+        with cpu_budget(PARSE_BUDGET_SECONDS):
+            return env.from_string(src)
     except TemplateSyntaxError as exc:
         raise MappingError(f"template {src!r} does not parse: {exc.message} (line {exc.lineno})") from None
+    except (SyntaxError, RecursionError, MemoryError):  # what Python refuses in the compiled template
+        raise MappingError(f"template {src[:60]!r}... nests its blocks too deeply") from None
+    except BudgetExceeded as exc:
+        raise MappingError(f"template {src[:60]!r}... is too complex: compiling it {exc}") from None
 
 
 @functools.lru_cache(maxsize=2048)
@@ -70,7 +83,7 @@ def template_references(src: str) -> tuple[frozenset[str], frozenset[str], bool]
         ast = _environment().parse(src)
     except TemplateSyntaxError as exc:  # pragma: no cover - compile_template raised already
         raise MappingError(f"template {src!r} does not parse: {exc.message}") from None
-    free = frozenset(meta.find_undeclared_variables(ast))
+    free = frozenset(undeclared_variables(ast, _environment()))
     refs: set[str] = set()
     steps_uses = sum(1 for n in ast.find_all(nodes.Name) if n.name == "steps" and n.ctx == "load")
     fixed = 0
@@ -87,6 +100,40 @@ def template_references(src: str) -> tuple[frozenset[str], frozenset[str], bool]
     return free, frozenset(refs), steps_uses != fixed
 
 
+_STRAIGHT_NODES = (
+    nodes.Template, nodes.Output, nodes.TemplateData, nodes.Name, nodes.Getattr, nodes.Getitem, nodes.Const,
+    nodes.Concat, nodes.Compare, nodes.Operand, nodes.And, nodes.Or, nodes.Not, nodes.CondExpr, nodes.Add,
+    nodes.Sub, nodes.Neg, nodes.Pos, nodes.List, nodes.Tuple, nodes.Filter, nodes.Test, nodes.If,
+)
+_STRAIGHT_FILTERS = frozenset({
+    "default", "d", "string", "lower", "upper", "trim", "capitalize", "title", "tojson", "int", "float", "abs",
+    "round", "length", "count", "first", "last", "join", "e", "escape", "safe", "list",
+})
+"""Filters whose cost grows only with the size of their input (no width or count argument)."""
+
+
+@functools.lru_cache(maxsize=2048)
+def template_loops(src: str) -> bool:
+    """Whether a template may do work that grows beyond the size of what it reads: a loop, a call,
+    ``*``, ``**`` or ``%``, a macro, a filter outside a short list of linear ones. Such a template is
+    rendered in an evaluator process, under a budget (``engine.evaluate``); a straight-line one
+    (attribute access, comparisons, ``~`` and simple filters) costs about what reading its values
+    costs, and the planner renders it directly."""
+    compile_template(src)
+    ast = _environment().parse(src)
+    for node in ast.find_all(nodes.Node):
+        if not isinstance(node, _STRAIGHT_NODES):
+            return True
+        if isinstance(node, nodes.Filter) and (node.name not in _STRAIGHT_FILTERS or node.dyn_args or node.dyn_kwargs):
+            return True
+    return False
+
+
+def forget_compiled() -> None:
+    """Drop every compiled template of this process."""
+    compile_template.cache_clear()
+
+
 def render_template(
     src: str, *, job: Mapping[str, Any], steps: Mapping[str, Mapping[str, Any]],
     extra: Mapping[str, Any] | None = None,
@@ -95,7 +142,16 @@ def render_template(
     step, ``extra``: the ``item`` and its ``index``)."""
     template = compile_template(src)
     try:
-        return str(template.render(job=job, steps=steps, **(extra or {})))
+        parts: list[str] = []
+        size = 0
+        for chunk in template.generate(job=job, steps=steps, **(extra or {})):
+            size += len(chunk)
+            if size > MAX_RENDERED_CHARS:
+                raise MappingError(f"template {src!r} renders more than {MAX_RENDERED_CHARS:,} characters")
+            parts.append(chunk)
+        return "".join(parts)
+    except MappingError:
+        raise
     except UndefinedError as exc:
         raise MappingError(f"template {src!r} could not be rendered: {exc.message}") from None
     except SecurityError as exc:

@@ -22,7 +22,6 @@ import hashlib
 import random
 from collections.abc import Mapping
 from dataclasses import replace
-from functools import lru_cache
 from typing import Any
 
 from toolweave.engine.actions import (
@@ -30,6 +29,7 @@ from toolweave.engine.actions import (
     CancelStep,
     CompleteMap,
     CompleteStep,
+    Evaluate,
     ExpireWork,
     FailStep,
     FinishItem,
@@ -42,10 +42,12 @@ from toolweave.engine.actions import (
     SkipStep,
     StartRun,
     StartStep,
+    StepEvaluation,
     StepView,
     Wake,
 )
 from toolweave.engine.conditions import ConditionError, compile_condition, evaluate_condition
+from toolweave.engine.evaluate import needs_evaluation, templates_loop
 from toolweave.engine.mapping import MappingError, mapping_unavailable, resolve_map_items, resolve_step_inputs
 from toolweave.inputs import InputError, drawn_seeds, prepare_inputs
 from toolweave.model.definitions import ErrorStrategy, JobDefinition, Step
@@ -53,11 +55,6 @@ from toolweave.model.graph import output_source, sink_steps, step_order
 from toolweave.model.status import GenerationStatus, RunStatus, StepStatus
 
 # --- helpers ---------------------------------------------------------------------------------
-
-
-@lru_cache(maxsize=4096)
-def _compiled(expr: str) -> Any:
-    return compile_condition(expr)
 
 
 def topological_order(job: JobDefinition) -> list[str]:
@@ -206,14 +203,17 @@ class _Planner:
         return None if nested is None else (f"job {nested.job_id!r}", nested.input_schema)
 
     def attempt_inputs(
-        self, step: Step, tool_id: str | None, attempt: int, *, item: ItemView | None = None
+        self, step: Step, tool_id: str | None, attempt: int, *, item: ItemView | None = None,
+        resolved: dict[str, Any] | None = None,
     ) -> tuple[dict[str, Any], tuple[str, ...]] | dict[str, Any]:
         """The inputs of one attempt (of the step, or of one of its items) under the contract of
         what it runs: resolved from the mappings, then coerced, defaulted, bounds and choices
         checked, unmapped seeds drawn — exactly as a direct run's. Returns ``(inputs, the seeds
         drawn at random)``, or the error that fails the attempt (a dict)."""
         try:
-            if item is None:
+            if resolved is not None:  # evaluated in an evaluator process (templates that loop)
+                inputs = dict(resolved)
+            elif item is None:
                 inputs = resolve_step_inputs(step, job=self.run.inputs, steps=self.step_context())
             else:
                 inputs = resolve_step_inputs(
@@ -236,8 +236,19 @@ class _Planner:
         return prepared, tuple(drawn_seeds(schema, inputs))
 
     # each handler updates self.status so later steps see the effect
-    def start(self, step: Step, view: StepView, attempt: int, *, tool_id: str | None, fallback: bool) -> None:
-        found = self.attempt_inputs(step, tool_id, attempt)
+    def evaluate(self, step: Step, attempt: int, *, tool_id: str | None, fallback: bool) -> None:
+        self.actions.append(Evaluate(step.step_id, attempt, tool_id, fallback, self.step_context()))
+        self.status[step.step_id] = StepStatus.READY
+
+    def start(
+        self, step: Step, view: StepView, attempt: int, *, tool_id: str | None, fallback: bool,
+        evaluated: StepEvaluation | None = None,
+    ) -> None:
+        resolved = evaluated.inputs if evaluated is not None else None
+        if resolved is None and templates_loop(step):
+            self.evaluate(step, attempt, tool_id=tool_id, fallback=fallback)
+            return
+        found = self.attempt_inputs(step, tool_id, attempt, resolved=resolved)
         if isinstance(found, dict):
             # the failed attempt is the one with ``tool_id``: a fallback that cannot resolve its
             # inputs must not start the fallback again (that recursed without end)
@@ -438,8 +449,10 @@ class _Planner:
                 self.start(step, view, view.attempt + 1, tool_id=view.tool_id or step.tool_id, fallback=view.using_fallback)
             else:
                 self.wake_at(due)
-        elif status in (StepStatus.PENDING, StepStatus.READY):
+        elif status is StepStatus.PENDING:
             self.visit_pending(step, view)
+        elif status is StepStatus.READY:
+            self.visit_ready(step, view)
 
     def visit_running(self, step: Step, view: StepView) -> None:
         sid = step.step_id
@@ -479,9 +492,12 @@ class _Planner:
             self.actions.append(SkipStep(sid, reason))
             self.status[sid] = StepStatus.SKIPPED
             return
-        if step.condition:
+        if needs_evaluation(step, view.attempt + 1):
+            self.evaluate(step, view.attempt + 1, tool_id=step.tool_id, fallback=False)
+            return
+        if step.condition:  # one that does not loop: as cheap as reading what it compares
             try:
-                ok = evaluate_condition(_compiled(step.condition), job=self.run.inputs, steps=context)
+                ok = evaluate_condition(compile_condition(step.condition), job=self.run.inputs, steps=context)
             except ConditionError as exc:
                 error = _error(f"condition could not be evaluated: {exc}")
                 self.failure(step, view, error, attempt=view.attempt + 1, tool_may_help=False)
@@ -494,6 +510,27 @@ class _Planner:
             self.open_map(step, view)
             return
         self.start(step, view, view.attempt + 1, tool_id=step.tool_id, fallback=False)
+
+    def visit_ready(self, step: Step, view: StepView) -> None:
+        """A step whose evaluation was asked for: go on once it is here (else wait for it)."""
+        evaluated = self.run.evaluations.get(step.step_id)
+        if evaluated is None or evaluated.attempt != view.attempt:
+            return
+        error = evaluated.error
+        if error is not None:
+            # a condition that cannot be evaluated is not the tool's fault: no fallback helps
+            stage_is_condition = error.get("stage") == "condition"
+            self.failure(step, view, {k: v for k, v in error.items() if k != "stage"}, attempt=view.attempt,
+                         tool_may_help=not stage_is_condition)
+            return
+        if evaluated.condition is False:
+            self.actions.append(SkipStep(step.step_id, f"condition is false: {step.condition}"))
+            self.status[step.step_id] = StepStatus.SKIPPED
+            return
+        if step.map is not None:  # (its attempt is counted when the map opens)
+            self.open_map(step, replace(view, attempt=view.attempt - 1))
+            return
+        self.start(step, view, view.attempt, tool_id=view.tool_id, fallback=view.using_fallback, evaluated=evaluated)
 
     def cancel_rest(self, reason: str) -> None:
         for sid, status in self.status.items():
@@ -553,13 +590,13 @@ class _Planner:
             if self.failed is not None:
                 break
         if self.failed is not None:
-            # no step starts in a call that halts the run: drop the starts made before the failure
-            # was seen, so the cancellation below does not leave a new generation behind
-            started = {a.step_id for a in self.actions if isinstance(a, StartStep)}
+            # no step starts (or goes to be evaluated) in a call that halts the run: drop the starts
+            # made before the failure was seen, so the cancellation below leaves no new work behind
+            started = {a.step_id for a in self.actions if isinstance(a, StartStep | Evaluate)}
             reset = {sid for sid in started if not self.status[sid].terminal}
             self.actions = [
                 a for a in self.actions
-                if not isinstance(a, StartStep) and not (isinstance(a, OpenMap) and a.step_id in reset)
+                if not isinstance(a, StartStep | Evaluate) and not (isinstance(a, OpenMap) and a.step_id in reset)
             ]
             for sid in reset:
                 self.status[sid] = run.steps[sid].status
@@ -589,6 +626,7 @@ __all__ = [  # the planner, and the vocabulary of engine.actions it speaks
     "CancelStep",
     "CompleteMap",
     "CompleteStep",
+    "Evaluate",
     "ExpireWork",
     "FailStep",
     "FinishItem",
@@ -601,6 +639,7 @@ __all__ = [  # the planner, and the vocabulary of engine.actions it speaks
     "SkipStep",
     "StartRun",
     "StartStep",
+    "StepEvaluation",
     "StepView",
     "Wake",
     "decide",

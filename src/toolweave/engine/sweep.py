@@ -1,11 +1,12 @@
 """No run is ever stranded: the invariant, and the sweep that repairs a run that breaks it.
 
-Every unfinished run has something that will move it: an ``advance`` task, a waiting generation
-(one not yet finished, with the ``dispatch`` or ``poll`` task that will finish it) or an unfinished
-child run. ``stranded`` lists the runs that break this (tests call it after every crash and chaos
+Every unfinished run has something that will move it: an ``advance`` or ``evaluate`` task, a
+waiting generation (one not yet finished, with the ``dispatch`` or ``poll`` task that will finish
+it) or an unfinished child run. ``stranded`` lists the runs that break this (tests call it after every crash and chaos
 test and expect it empty). The worker sweeps periodically: ``repair_tx`` gives each stranded run's
 waiting generations their task again (a lost dispatch as a recovering one, so the service
-re-attaches rather than submits twice; a lost poll due at once) and advances the run, which
+re-attaches rather than submits twice; a lost poll due at once), its ready steps their evaluate
+task, and advances the run, which
 schedules what its steps wait for (a retry's backoff, a deadline). Every repair is logged at
 WARNING: a stranded run is a bug somewhere else.
 """
@@ -16,7 +17,7 @@ import logging
 from dataclasses import dataclass, field
 
 from toolweave.engine.core import Engine
-from toolweave.model.status import GenerationStatus, TaskKind
+from toolweave.model.status import GenerationStatus, StepStatus, TaskKind
 from toolweave.store import generations as gens_q
 from toolweave.store import runs as runs_q
 from toolweave.store import tasks as tasks_q
@@ -53,6 +54,9 @@ def repair_tx(tx: Tx, engine: Engine, run_id: str, now: float) -> Repair | None:
         kind = TaskKind.DISPATCH if gen.status == GenerationStatus.PENDING.value else TaskKind.POLL
         tasks_q.enqueue(tx, kind, run_id=run_id, ref_id=gen.generation_id, now=now, attempted=kind is TaskKind.DISPATCH)
         repair.requeued.append(f"{kind.value} {gen.generation_id}")
+    if any(row.status == StepStatus.READY.value for row in runs_q.steps(tx, run_id)):
+        tasks_q.schedule_evaluation(tx, run_id, now=now, at=now, priority=0, lease_owner=None, lease_seconds=0)
+        repair.requeued.append(f"evaluate {run_id}")
     engine.advance_tx(tx, run_id, None, now, None)
     repair.moved = not runs_q.stranded(tx, 1, run_id)
     return repair

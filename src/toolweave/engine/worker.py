@@ -21,9 +21,11 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from toolweave.engine import sweep
-from toolweave.engine.core import DispatchWork, Engine, Lease, Outcome
+from toolweave.engine.core import DispatchWork, Engine, Lease, Outcome, Work
+from toolweave.engine.evaluate import Budgets, EvaluateWork, evaluate
 from toolweave.model.records import RunUpdate, ServiceErrorInfo, artifact_mentions
 from toolweave.model.status import GenerationStatus, TaskKind
+from toolweave.sandbox import EvaluationPool
 from toolweave.services.base import GenerationContext, Service, ServiceError
 from toolweave.store import accounts as accounts_q
 from toolweave.store import generations as gens_q
@@ -57,6 +59,8 @@ class Worker:
         heartbeat_seconds: float | None = None,
         idle_poll_seconds: float = 1.0,
         sweep_seconds: float = 60.0,
+        evaluator: EvaluationPool | None = None,
+        budgets: Budgets | None = None,
         webhook_url: Callable[[str, str], str | None] | None = None,
         deliver: Callable[[tasks_q.Task], Awaitable[None]] | None = None,
         worker_id: str | None = None,
@@ -73,6 +77,9 @@ class Worker:
         self.heartbeat_seconds = heartbeat_seconds or self.lease_seconds / 3
         self.idle_poll_seconds = idle_poll_seconds
         self.sweep_seconds = sweep_seconds
+        self.evaluator = evaluator or EvaluationPool(1)
+        """Where steps' conditions and templates are evaluated (processes of their own)."""
+        self.budgets = budgets or Budgets()
         self.webhook_url = webhook_url
         self.deliver = deliver
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{new_id()[-6:]}"
@@ -227,34 +234,49 @@ class Worker:
         self._reserved += reserve
         return Lease(self.worker_id, reserve + own_slots, self.lease_seconds), reserve
 
-    async def _with_lease(self, fn: Callable[..., Any], *args: Any) -> list[DispatchWork]:
+    async def _with_lease(self, fn: Callable[..., Any], *args: Any) -> list[Work]:
         lease, reserved = self._lease()
         try:
             result = await self.store.tx(fn, *args, lease)
         finally:
             self._reserved -= reserved
-        dispatches: list[DispatchWork] = result[0] if isinstance(result, tuple) else result
+        dispatches: list[Work] = result[0] if isinstance(result, tuple) else result
         return dispatches
 
-    async def _run_dispatches(self, dispatches: list[DispatchWork]) -> None:
-        """Run the first dispatch in this slot, the rest in slots of their own."""
+    async def _run_dispatches(self, dispatches: list[Work]) -> None:
+        """Run the first dispatch (or evaluation) in this slot, the rest in slots of their own."""
         for work in dispatches[1:]:
-            self._spawn(self._dispatch(work))
+            self._spawn(self._work(work))
         if dispatches:
-            await self._dispatch(dispatches[0])
+            await self._work(dispatches[0])
+
+    async def _work(self, work: Work) -> None:
+        if isinstance(work, EvaluateWork):
+            await self._evaluate(work)
+        else:
+            await self._dispatch(work)
+
+    async def _evaluate(self, work: EvaluateWork) -> None:
+        """Evaluate ready steps' conditions and templates in the evaluator processes (the event
+        loop only waits), then let the planner go on with them in one transaction."""
+        evaluations = await evaluate(self.evaluator, work, self.budgets)
+        dispatches = await self._with_lease(self.engine.evaluated_tx, work.claim, work.run_id, evaluations, time.time())
+        await self._run_dispatches(dispatches)
 
     # --- handlers ------------------------------------------------------------------------------
 
-    async def _handle(self, task: tasks_q.Task, work: DispatchWork | None) -> None:
+    async def _handle(self, task: tasks_q.Task, work: Work | None) -> None:
         try:
             if task.kind is TaskKind.ADVANCE:
                 dispatches = await self._with_lease(self.engine.advance_tx, task.ref_id, task.claim, time.time())
                 await self._run_dispatches(dispatches)
-            elif task.kind is TaskKind.DISPATCH and work is not None:
+            elif task.kind is TaskKind.EVALUATE and isinstance(work, EvaluateWork):
+                await self._evaluate(work)
+            elif task.kind is TaskKind.DISPATCH and isinstance(work, DispatchWork):
                 await self._dispatch(work)
-            elif task.kind is TaskKind.POLL and work is not None:
+            elif task.kind is TaskKind.POLL and isinstance(work, DispatchWork):
                 await self._poll(task, work)
-            elif task.kind is TaskKind.CANCEL and work is not None:
+            elif task.kind is TaskKind.CANCEL and isinstance(work, DispatchWork):
                 await self._cancel(task, work)
             elif task.kind is TaskKind.NOTIFY:
                 await self._notify(task)
@@ -268,14 +290,17 @@ class Worker:
         """Call the service for one dispatch, then go on in this slot with the first of the
         dispatches its record leased to this worker (the rest get slots of their own). A loop, not
         a recursion: a map step hands one slot its items one after the other, thousands of them."""
-        current: DispatchWork | None = work
+        current: Work | None = work
         while current is not None:
+            if isinstance(current, EvaluateWork):
+                await self._evaluate(current)
+                return
             following = await self._dispatch_one(current)
             for work_ in following[1:]:
-                self._spawn(self._dispatch(work_))
+                self._spawn(self._work(work_))
             current = following[0] if following else None
 
-    async def _dispatch_one(self, work: DispatchWork) -> list[DispatchWork]:
+    async def _dispatch_one(self, work: DispatchWork) -> list[Work]:
         service = self.services.get(work.tool.service)
         if service is not None and not await self._take_capacity(service, work):
             return []
@@ -338,7 +363,7 @@ class Worker:
         taken: bool = await self.store.tx(_take_capacity_tx, work, key, limit, now + CAPACITY_RETRY_SECONDS)
         return taken
 
-    async def _record(self, item: Outcome) -> list[DispatchWork]:
+    async def _record(self, item: Outcome) -> list[Work]:
         """Record a submission; those finishing together share one transaction (group commit)."""
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._to_record.append((item, future))

@@ -71,6 +71,7 @@ class TaskKind(StrEnum):
     POLL = "poll"
     CANCEL = "cancel"
     NOTIFY = "notify"
+    EVALUATE = "evaluate"
 
 
 class NotificationStatus(StrEnum):

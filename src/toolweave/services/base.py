@@ -21,6 +21,7 @@ import httpx
 from toolweave.artifacts import ArtifactStore
 from toolweave.model.definitions import ToolDefinition
 from toolweave.model.records import ArtifactRef, RunUpdate, ServiceErrorInfo
+from toolweave.sandbox import EvaluationPool
 
 
 class ServiceError(Exception):
@@ -108,6 +109,8 @@ class ServiceHost(Protocol):
 
     artifacts: ArtifactStore
     http: httpx.AsyncClient
+    evaluator: EvaluationPool
+    """Evaluator processes for what users write (templates): bounded, and off the event loop."""
 
     async def report(self, generation_id: str, update: RunUpdate) -> None:
         """Hand an update about a generation to the engine (same entry point as webhooks)."""

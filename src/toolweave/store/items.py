@@ -167,7 +167,9 @@ def reset_unfinished(tx: Tx, run_id: str, step_id: str) -> int:
 def open_step(tx: Tx, run_id: str, step_id: str, tool_id: str | None, total: int, now: float) -> bool:
     """A map step starts with ``total`` items (compare-and-set from the states before running)."""
     return tx.rowcount(
-        "UPDATE step_runs SET status = 'running', attempt = attempt + 1, tool_id = :tool_id, items_total = :total, "
+        "UPDATE step_runs SET status = 'running', "
+        # a step that was ready (its condition evaluated) counted its attempt then
+        "attempt = CASE WHEN status = 'ready' THEN attempt ELSE attempt + 1 END, tool_id = :tool_id, items_total = :total, "
         "items_succeeded = 0, items_failed = 0, started_at = :now, progress = 0.0, next_attempt_at = NULL "
         "WHERE run_id = :run_id AND step_id = :step_id AND status IN ('pending', 'ready')",
         {"run_id": run_id, "step_id": step_id, "tool_id": tool_id, "total": total, "now": now},

@@ -273,8 +273,9 @@ def in_flight_count(tx: Tx, account_id: str) -> int:
 
 _STRANDED = (
     "SELECT r.run_id FROM runs r WHERE r.status IN ('queued', 'running') {only} "
-    # an advance task (due now or later: a retry's backoff, a deadline)
-    "AND NOT EXISTS (SELECT 1 FROM tasks t WHERE t.kind = 'advance' AND t.ref_id = r.run_id) "
+    # an advance task (due now or later: a retry's backoff, a deadline), or an evaluate task (its
+    # ready steps' conditions and templates)
+    "AND NOT EXISTS (SELECT 1 FROM tasks t WHERE t.kind IN ('advance', 'evaluate') AND t.ref_id = r.run_id) "
     # a waiting generation: one not yet finished, with the dispatch or poll task that will finish it
     "AND NOT EXISTS (SELECT 1 FROM generations g JOIN tasks t ON t.kind IN ('dispatch', 'poll') "
     "AND t.ref_id = g.generation_id WHERE g.run_id = r.run_id AND g.status IN ('pending', 'processing')) "
@@ -286,8 +287,8 @@ _STRANDED = (
 
 
 def stranded(tx: Tx, limit: int = 100, run_id: str | None = None) -> list[str]:
-    """Unfinished runs that nothing will move: no advance task, no waiting generation (one not yet
-    finished that has its dispatch or poll task), no unfinished child run. The engine's invariant
+    """Unfinished runs that nothing will move: no advance or evaluate task, no waiting generation
+    (one not yet finished that has its dispatch or poll task), no unfinished child run. The engine's invariant
     is that this is always empty; the worker's sweep repairs what breaks it."""
     only = "AND r.run_id = :run_id" if run_id is not None else ""
     rows = tx.all(_STRANDED.format(only=only), {"limit": limit, "run_id": run_id})

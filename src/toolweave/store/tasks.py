@@ -200,6 +200,15 @@ def schedule_advance(tx: Tx, run_id: str, at: float, now: float) -> None:
     enqueue(tx, TaskKind.ADVANCE, run_id=run_id, ref_id=run_id, now=now, at=at)
 
 
+def schedule_evaluation(
+    tx: Tx, run_id: str, *, now: float, at: float, priority: int, lease_owner: str | None, lease_seconds: float
+) -> Task:
+    """The run's one queued ``evaluate`` task (a leased one is being worked on and stays)."""
+    tx.q("DELETE FROM tasks WHERE kind = 'evaluate' AND ref_id = :ref AND lease_owner IS NULL", {"ref": run_id})
+    return enqueue(tx, TaskKind.EVALUATE, run_id=run_id, ref_id=run_id, now=now, at=at, priority=priority,
+                   lease_owner=lease_owner, lease_seconds=lease_seconds)
+
+
 def next_due(tx: Tx, now: float) -> float | None:
     """When the next task falls due (leased ones included: their lease may expire)."""
     row = tx.one("SELECT MIN(available_at) AS at FROM tasks WHERE available_at > :now", {"now": now})

@@ -1,38 +1,36 @@
 """Text tools: ``text.template`` (a Jinja template rendered in a sandbox), ``text.concat`` and
 ``text.replace`` (the predecessor's string operations).
 
-The template runs in jinja2's ``SandboxedEnvironment`` (no attribute access to internals, no
-unsafe calls, ``range`` capped) with ``StrictUndefined`` (a missing variable is an error, not an
-empty string). Two more limits keep a template from holding a worker: the output is capped at
-``MAX_OUTPUT_CHARS`` while it is generated, and rendering stops after ``RENDER_SECONDS`` of work
-(checked by a trace function installed only in the rendering thread).
+The template runs in the bounded Jinja sandbox (``sandbox.BoundedEnvironment``: no attribute
+access to internals, no unsafe calls, ``range``, ``*`` and ``**`` capped) with ``StrictUndefined``
+(a missing variable is an error, not an empty string), in one of the evaluator processes
+(``ServiceHost.evaluator``), never on the worker's event loop. Its output is capped at
+``MAX_OUTPUT_CHARS`` while it is generated, and rendering stops after ``template_budget_ms`` of CPU
+time (a setting, 100 ms by default) with the error code ``evaluation_budget``.
 """
 
 from __future__ import annotations
 
-import asyncio
-import sys
-import time
-from types import FrameType
 from typing import Any
 
 from jinja2 import StrictUndefined, TemplateError, TemplateSyntaxError, UndefinedError
 from jinja2.exceptions import SecurityError
-from jinja2.sandbox import SandboxedEnvironment
 
 from toolweave.model.definitions import InputParam, OutputParam, ParamType, PlatformHints, ToolDefinition
+from toolweave.sandbox import BoundedEnvironment, BudgetExceeded, EvaluationError, cpu_budget
 from toolweave.services.builtin._common import SERVICE_NAME, BuiltinTool, ToolContext, bad_input, free
 
 MAX_TEMPLATE_CHARS = 100_000
 MAX_OUTPUT_CHARS = 1_000_000
-RENDER_SECONDS = 5.0
+RENDER = "toolweave.services.builtin.text:render"
 
 TEMPLATE = ToolDefinition(
     tool_id="text.template",
     service=SERVICE_NAME,
     display_name="Text template",
     description="Render a Jinja template with variables, in a sandbox. Missing variables are errors; "
-    f"output is limited to {MAX_OUTPUT_CHARS} characters and rendering to {RENDER_SECONDS:g} seconds.",
+    f"output is limited to {MAX_OUTPUT_CHARS} characters and rendering to the server's template budget "
+    "(100 ms of CPU time unless configured otherwise).",
     input_schema=[
         InputParam(name="template", type=ParamType.TEXT, required=True, order=0,
                    description=f"The Jinja template (at most {MAX_TEMPLATE_CHARS} characters), "
@@ -108,62 +106,44 @@ async def run_replace(ctx: ToolContext) -> dict[str, Any]:
     return {"text": text.replace(search, replacement, count or -1)}
 
 
-class _RenderTimeout(Exception):
-    pass
-
-
-class _TooLong(Exception):
-    pass
-
-
-def render(source: str, variables: dict[str, Any], *, seconds: float = RENDER_SECONDS,
-           max_chars: int = MAX_OUTPUT_CHARS) -> str:
-    """Render ``source`` in the sandbox; raises ``ServiceError`` (not retryable) naming the problem."""
-    env = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True)
+def render(request: dict[str, Any]) -> dict[str, Any]:
+    """Render ``request["source"]`` with ``request["variables"]`` (in an evaluator process):
+    ``{"text"}``, or ``{"error", "code"}`` naming the problem."""
+    source, variables = request["source"], request["variables"]
+    seconds, max_chars = float(request["seconds"]), int(request.get("max_chars", MAX_OUTPUT_CHARS))
+    env = BoundedEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True)
     try:
         template = env.from_string(source)
     except TemplateSyntaxError as exc:
-        raise bad_input(f"input 'template' has a syntax error on line {exc.lineno}: {exc.message}",
-                        code="template_syntax") from exc
-    deadline = time.monotonic() + seconds
-    ticks = 0
-
-    def tracer(frame: FrameType, event: str, arg: Any) -> Any:
-        nonlocal ticks
-        ticks += 1
-        if ticks % 256 == 0 and time.monotonic() > deadline:
-            raise _RenderTimeout
-        return tracer
-
+        return _refused(f"input 'template' has a syntax error on line {exc.lineno}: {exc.message}", "template_syntax")
+    except (SyntaxError, RecursionError):
+        return _refused("input 'template' nests its blocks too deeply", "template_syntax")
     parts: list[str] = []
     total = 0
-    previous = sys.gettrace()
-    sys.settrace(tracer)
     try:
-        for chunk in template.generate(variables):
-            total += len(chunk)
-            if total > max_chars:
-                raise _TooLong
-            parts.append(chunk)
-    except _RenderTimeout as exc:
-        raise bad_input(f"input 'template' took longer than {seconds:g} seconds to render",
-                        code="template_timeout") from exc
-    except _TooLong as exc:
-        raise bad_input(f"input 'template' renders more than {max_chars} characters", code="template_too_long") from exc
+        with cpu_budget(seconds):
+            for chunk in template.generate(variables):
+                total += len(chunk)
+                if total > max_chars:
+                    return _refused(f"input 'template' renders more than {max_chars} characters", "template_too_long")
+                parts.append(chunk)
+    except BudgetExceeded as exc:
+        return _refused(f"input 'template' {exc} to render (the template budget, template_budget_ms)",
+                        "evaluation_budget")
     except UndefinedError as exc:
-        raise bad_input(f"input 'template' uses an undefined variable: {exc.message} "
-                        "(give it in input 'variables')", code="template_undefined") from exc
+        return _refused(f"input 'template' uses an undefined variable: {exc.message} (give it in input 'variables')",
+                        "template_undefined")
     except SecurityError as exc:
-        raise bad_input(f"input 'template' tried something the sandbox forbids: {exc}",
-                        code="template_security") from exc
+        return _refused(f"input 'template' tried something the sandbox forbids: {exc}", "template_security")
     except TemplateError as exc:
-        raise bad_input(f"input 'template' failed to render: {exc}", code="template_error") from exc
+        return _refused(f"input 'template' failed to render: {exc}", "template_error")
     except (TypeError, ValueError, ArithmeticError, LookupError, AttributeError) as exc:
-        raise bad_input(f"input 'template' failed to render: {type(exc).__name__}: {exc}",
-                        code="template_error") from exc
-    finally:
-        sys.settrace(previous)
-    return "".join(parts)
+        return _refused(f"input 'template' failed to render: {type(exc).__name__}: {exc}", "template_error")
+    return {"text": "".join(parts)}
+
+
+def _refused(message: str, code: str) -> dict[str, Any]:
+    return {"error": message, "code": code}
 
 
 async def run_template(ctx: ToolContext) -> dict[str, Any]:
@@ -177,7 +157,17 @@ async def run_template(ctx: ToolContext) -> dict[str, Any]:
         raise bad_input("input 'variables' must have text keys")
     if len(source) > MAX_TEMPLATE_CHARS:
         raise bad_input(f"input 'template' is longer than {MAX_TEMPLATE_CHARS} characters")
-    text = await asyncio.to_thread(render, source, variables)
+    seconds = ctx.settings.template_budget_ms / 1000
+    try:
+        answer = await ctx.host.evaluator.call(
+            RENDER, {"source": source, "variables": variables, "seconds": seconds}, 5.0 + 20 * seconds
+        )
+    except EvaluationError as exc:
+        code = "evaluation_budget" if exc.code == "evaluation_timeout" else exc.code
+        raise bad_input(f"input 'template' could not be rendered: {exc.message}", code=code) from None
+    if "error" in answer:
+        raise bad_input(answer["error"], code=answer["code"])
+    text = str(answer["text"])
     return {"text": text.strip() if ctx.inputs["strip"] else text}
 
 

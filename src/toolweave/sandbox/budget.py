@@ -1,0 +1,52 @@
+"""A CPU-time budget for code that evaluates what users wrote.
+
+``with cpu_budget(0.1): ...`` installs a trace function in the current thread that checks, every
+few hundred trace events, how much CPU time the thread has used, and raises ``BudgetExceeded`` once
+the budget is spent. CPU time, not wall time: a machine under load slows an evaluation down without
+making it fail. Pure-Python evaluators (cel-python, Jinja's compiled templates) produce trace events
+all the time, so they stop within a few milliseconds of the budget; a single long C call (a huge
+regular-expression backtrack) does not, which is why evaluation also runs in a separate process that
+can be killed (``pool``).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import FrameType
+from typing import Any
+
+CHECK_EVERY = 256
+"""Trace events between two looks at the clock."""
+
+
+class BudgetExceeded(BaseException):
+    """The evaluation used up its CPU budget. A ``BaseException``, so that the evaluators' own
+    ``except Exception`` handlers cannot swallow it and carry on."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"took more than {seconds * 1000:g} ms of CPU time")
+        self.seconds = seconds
+
+
+@contextmanager
+def cpu_budget(seconds: float) -> Iterator[None]:
+    """Raise ``BudgetExceeded`` in this thread once it has used ``seconds`` of CPU time inside the block."""
+    deadline = time.thread_time() + seconds
+    ticks = 0
+
+    def tracer(frame: FrameType, event: str, arg: Any) -> Any:
+        nonlocal ticks
+        ticks += 1
+        if ticks % CHECK_EVERY == 0 and time.thread_time() > deadline:
+            raise BudgetExceeded(seconds)
+        return tracer
+
+    previous = sys.gettrace()
+    sys.settrace(tracer)
+    try:
+        yield
+    finally:
+        sys.settrace(previous)

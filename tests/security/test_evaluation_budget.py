@@ -1,0 +1,139 @@
+"""Bounded evaluation (issue 10, item 3).
+
+CEL conditions and Jinja templates were evaluated inside the submit transaction, on the event loop
+that serves requests, with no limit: ``job.items.all(a, job.items.all(b, a >= 0))`` over 300 items
+made a submit take 17 s and ``/healthz`` 10 s, and a nested-loop template hung the process until
+SIGKILL. Now a step whose condition or templates must be evaluated is ``ready`` with an
+``evaluate`` task; a worker evaluates it in an evaluator process under a CPU budget (settings,
+100 ms each by default) and a step past its budget fails with ``evaluation_budget``. What a budget
+cannot interrupt (one long C call) is stopped by killing the evaluator process.
+
+No test here measures time: the figures (``/healthz`` while 20 worst-case submits are in flight)
+are in docs/benchmarks.md (``bench/evaluation.py``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from tests.helpers.invariants import assert_no_stranded_runs
+from tests.helpers.loopback import serve_asgi
+from tests.helpers.worker import work_until_done
+
+from toolweave.api import create_app
+from toolweave.app import App
+from toolweave.model.definitions import JobDefinition
+from toolweave.sandbox import EvaluationError, EvaluationPool
+from toolweave.settings import Settings
+
+ITEMS = list(range(300))
+QUADRATIC = "job.items.all(a, job.items.all(b, a >= 0))"
+NESTED_LOOPS = (  # (``job.items`` would be the mapping's method in Jinja)
+    "{% for a in job['items'] %}{% for b in job['items'] %}{% for c in job['items'] %}"
+    "{% endfor %}{% endfor %}{% endfor %}"
+)
+
+
+def job(job_id: str, **step: Any) -> JobDefinition:
+    return JobDefinition.model_validate({
+        "jobId": job_id,
+        "inputSchema": {"items": {"type": "json", "required": True}},
+        "steps": [{"stepId": "s", "toolId": "test.instant", **step}],
+    })
+
+
+@pytest.fixture
+async def app(db_url: str, tmp_path: Path) -> AsyncIterator[App]:
+    instance = App(Settings(home=tmp_path / "home", database_url=db_url, test_tools=True))
+    for definition in (
+        job("quadratic_condition", condition=QUADRATIC, inputMappings=[{"value": 1, "targetInputName": "value"}]),
+        job("nested_loops", inputMappings=[{"template": NESTED_LOOPS, "targetInputName": "value"}]),
+        job("fine", condition="size(job.items) > 2",
+            inputMappings=[{"template": "{{ job['items'] | length }}", "targetInputName": "value"}]),
+    ):
+        assert instance.registry.register(definition) == []
+    yield instance
+    await instance.aclose()
+
+
+async def test_a_quadratic_condition_over_300_items_fails_its_step_with_evaluation_budget(app: App) -> None:
+    run_id = await app.submit("quadratic_condition", {"items": ITEMS}, account_id="mallory")
+    # the submit evaluated nothing: the step waits, ready, for a worker to evaluate it
+    [step] = (await app.get_run(run_id))["stepStatuses"]
+    assert step["status"] == "ready"
+    run = await work_until_done(app, run_id, timeout=60)
+    assert run["status"] == "failed"
+    [step] = run["stepStatuses"]
+    assert step["error"]["code"] == "evaluation_budget" and step["error"]["retryable"] is False
+    assert QUADRATIC in step["error"]["message"] and "condition_budget_ms" in step["error"]["message"]
+    assert run["generations"] == []
+    assert_no_stranded_runs(app.store)
+
+
+async def test_a_nested_loop_template_fails_its_step_with_evaluation_budget(app: App) -> None:
+    run_id = await app.submit("nested_loops", {"items": ITEMS}, account_id="mallory")
+    run = await work_until_done(app, run_id, timeout=60)
+    [step] = run["stepStatuses"]
+    assert run["status"] == "failed" and step["error"]["code"] == "evaluation_budget"
+    assert "template_budget_ms" in step["error"]["message"]
+
+
+async def test_conditions_and_templates_within_their_budgets_run_as_before(app: App) -> None:
+    run_id = await app.submit("fine", {"items": ITEMS}, account_id="alice")
+    run = await work_until_done(app, run_id, timeout=60)
+    assert run["status"] == "completed"  # "300" rendered, coerced to 300 by the contract; test.instant adds 1
+    assert run["stepStatuses"][0]["outputs"]["value"] == 301
+
+
+async def test_a_template_that_asks_for_gigabytes_fails_its_step_not_the_server(app: App) -> None:
+    """One C call asking for 2 GB: the evaluator process's memory limit turns it into an error."""
+    assert app.registry.register(job("greedy", inputMappings=[
+        {"template": "{{ '%*d' % (2000000000, 1) }}", "targetInputName": "value"}])) == []
+    run_id = await app.submit("greedy", {"items": []}, account_id="mallory")
+    run = await work_until_done(app, run_id, timeout=60)
+    [step] = run["stepStatuses"]
+    assert run["status"] == "failed" and step["error"]["code"] == "evaluation_memory"
+    after = await app.submit("fine", {"items": [1, 2, 3]}, account_id="alice")  # the pool goes on
+    assert (await work_until_done(app, after, timeout=60))["status"] == "completed"
+
+
+async def test_an_evaluator_stuck_in_one_call_is_killed_and_replaced() -> None:
+    """What no CPU budget can interrupt (one long C call: a sleep stands in for it here) is
+    stopped at the hard deadline by killing the evaluator process; the pool starts another."""
+    pool = EvaluationPool(1)
+    try:
+        with pytest.raises(EvaluationError) as stuck:
+            await pool.call("time:sleep", 60, 0.5)
+        assert stuck.value.code == "evaluation_timeout"
+        assert await pool.call("builtins:len", [1, 2, 3], 30) == 3
+    finally:
+        pool.close()
+
+
+async def test_the_api_answers_while_worst_case_submits_are_evaluated(db_url: str, tmp_path: Path) -> None:
+    """Through the HTTP API with its embedded worker: twenty worst-case submits are accepted, the
+    server keeps answering /healthz meanwhile, and every one of those runs fails on its budget."""
+    app = App(Settings(home=tmp_path / "home", database_url=db_url, test_tools=True, worker_slots=4))
+    try:
+        assert app.registry.register(job("quadratic_condition", condition=QUADRATIC,
+                                         inputMappings=[{"value": 1, "targetInputName": "value"}])) == []
+        _, key = await app.create_key("mallory", "tests")
+        server = create_app(app, run_worker=True, slots=4)
+        async with server.router.lifespan_context(server), serve_asgi(server) as url:
+            async with httpx.AsyncClient(base_url=url, timeout=60, headers={"Authorization": f"Bearer {key}"}) as c:
+                ids = []
+                for _ in range(20):
+                    response = await c.post("/api/v1/runs", json={"jobId": "quadratic_condition",
+                                                                  "inputs": {"items": ITEMS}})
+                    assert response.status_code == 201, response.text
+                    ids.append(response.json()["jobRunId"])
+                    assert (await c.get("/healthz")).status_code == 200
+                for run_id in ids:
+                    run = await app.wait(run_id, timeout=120)
+                    assert run["stepStatuses"][0]["error"]["code"] == "evaluation_budget", run["stepStatuses"][0]["error"]
+    finally:
+        await app.aclose()
