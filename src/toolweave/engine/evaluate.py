@@ -111,8 +111,7 @@ def evaluate_step(request: dict[str, Any]) -> dict[str, Any]:
         budget = float(request["condition_seconds"])
         try:
             compiled = compile_condition(step.condition)
-            with cpu_budget(budget):
-                out["condition"] = evaluate_condition(compiled, job=job, steps=steps)
+            out["condition"] = evaluate_condition(compiled, job=job, steps=steps, budget_seconds=budget)
         except BudgetExceeded as exc:
             _forget_compiled()
             return {"error": _error(f"condition {step.condition!r} {exc} (its budget, condition_budget_ms)",
@@ -139,10 +138,9 @@ def evaluate_step(request: dict[str, Any]) -> dict[str, Any]:
 
 
 def _forget_compiled() -> None:
-    """Drop this process's compiled conditions and templates after an evaluation was interrupted:
-    cel-python keeps state in a compiled program that an interruption can leave half-changed
-    (the next evaluation of the same condition then gave a wrong error), so the next evaluation
-    starts from freshly compiled ones (compiling again costs well under a millisecond each)."""
+    """Drop this process's compiled conditions and templates after an evaluation was interrupted,
+    so that nothing an interruption may have left half-changed is used again (compiling again
+    costs well under a millisecond each)."""
     from toolweave.engine import conditions, mapping
 
     conditions.forget_compiled()

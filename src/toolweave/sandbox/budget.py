@@ -3,10 +3,10 @@
 ``with cpu_budget(0.1): ...`` installs a trace function in the current thread that checks, every
 few hundred trace events, how much CPU time the thread has used, and raises ``BudgetExceeded`` once
 the budget is spent. CPU time, not wall time: a machine under load slows an evaluation down without
-making it fail. Pure-Python evaluators (cel-python, Jinja's compiled templates) produce trace events
-all the time, so they stop within a few milliseconds of the budget; a single long C call (a huge
-regular-expression backtrack) does not, which is why evaluation also runs in a separate process that
-can be killed (``pool``).
+making it fail. Jinja's compiled templates produce trace events all the time, so they stop within a
+few milliseconds of the budget; a single long C call does not, which is why evaluation also runs in
+a separate process that can be killed (``pool``). (CEL conditions are budgeted by their interpreter
+instead, between nodes: ``engine.conditions``.)
 """
 
 from __future__ import annotations
