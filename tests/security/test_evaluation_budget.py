@@ -89,6 +89,33 @@ async def test_conditions_and_templates_within_their_budgets_run_as_before(app: 
     assert run["stepStatuses"][0]["outputs"]["value"] == 301
 
 
+async def test_a_map_step_evaluates_each_item_s_templates_under_its_own_budget(app: App) -> None:
+    """A map step whose template loops: its items' inputs are evaluated in an evaluator process
+    when the map opens (not in the submit transaction, not by the planner), each item under
+    ``template_budget_ms``; the item a user's input makes slow fails alone with
+    ``evaluation_budget``, the others run with what was evaluated, held to the tool's contract."""
+    per_item = "{% for a in item %}{% for b in item %}{% for c in item %}{% endfor %}{% endfor %}{% endfor %}{{ item | length }}"
+    assert app.registry.register(JobDefinition.model_validate({
+        "jobId": "map_loops",
+        "inputSchema": {"items": {"type": "json", "required": True}},
+        "steps": [{"stepId": "s", "toolId": "test.instant", "map": {"over": {"sourceJobInput": "items"}, "minSuccess": 2},
+                   "inputMappings": [{"template": per_item, "targetInputName": "value"}]}],
+    })) == []
+    run_id = await app.submit("map_loops", {"items": [[1], ITEMS, [1, 2, 3]]}, account_id="mallory")
+    [step] = (await app.get_run(run_id))["stepStatuses"]
+    assert step["status"] == "ready"  # nothing of it was evaluated by the submit
+    run = await work_until_done(app, run_id, timeout=60)
+    assert run["status"] == "partially_completed"
+    [step] = run["stepStatuses"]
+    assert step["outputs"]["value"] == [2, None, 4]  # "1" and "3" rendered, coerced to numbers; test.instant adds 1
+    page = await app.step_items(run_id, "s", "mallory")
+    slow = page["items"][1]
+    assert slow["status"] == "failed" and slow["error"]["code"] == "evaluation_budget"
+    assert "item 1" in slow["error"]["message"] and "template_budget_ms" in slow["error"]["message"]
+    assert sorted(g["itemIndex"] for g in run["generations"]) == [0, 2]  # the slow item reached no backend
+    assert_no_stranded_runs(app.store)
+
+
 async def test_a_template_that_asks_for_gigabytes_fails_its_step_not_the_server(app: App) -> None:
     """One C call asking for 2 GB: the evaluator process's memory limit turns it into an error."""
     assert app.registry.register(job("greedy", inputMappings=[

@@ -38,6 +38,19 @@ JOB = {
     }],
 }
 
+MAP_JOB = {  # the same tool once per width of a list: each item is held to the contract
+    "jobId": "posters_at_widths",
+    "inputSchema": {"prompt": {"type": "string", "required": True}, "widths": {"type": "json", "required": True}},
+    "steps": [{
+        "stepId": "draw", "toolId": "comfy-fluxGeneral", "map": {"over": {"sourceJobInput": "widths"}, "minSuccess": 1},
+        "errorHandling": {"strategy": "retry", "maxAttempts": 3, "backoffSeconds": 0.05},
+        "inputMappings": [
+            {"sourceJobInput": "prompt", "targetInputName": "text_prompt"},
+            {"sourceItem": True, "targetInputName": "width"},
+        ],
+    }],
+}
+
 
 @pytest.fixture
 async def deploy() -> AsyncIterator[FakeComfyDeploy]:
@@ -53,6 +66,7 @@ async def app(db_url: str, tmp_path: Path, deploy: FakeComfyDeploy) -> AsyncIter
         comfydeploy_api_key=deploy.api_key, comfydeploy_base_url=deploy.api_url,
     ))
     assert instance.registry.register(JobDefinition.model_validate(JOB)) == []
+    assert instance.registry.register(JobDefinition.model_validate(MAP_JOB)) == []
     yield instance
     await instance.aclose()
 
@@ -90,3 +104,23 @@ async def test_a_width_the_tool_accepts_reaches_it_coerced_defaulted_and_with_a_
     assert isinstance(seed, int) and 0 <= seed <= SEED_MAX
     assert inputs == {"text_prompt": "a lighthouse", "negative_prompt": "", "width": 1500, "height": 1024,
                       "steps": 28, "guidance": 3.5}
+
+
+async def test_each_item_of_a_map_step_is_held_to_the_contract_and_a_refused_one_never_reaches_the_backend(
+    app: App, deploy: FakeComfyDeploy,
+) -> None:
+    run_id = await app.submit("posters_at_widths", {"prompt": "a lighthouse", "widths": [4999, "1500"]},
+                              account_id="acme")
+    async with running_worker(app):
+        for _ in range(200):
+            if queued(deploy):
+                break
+            await asyncio.sleep(0.05)
+        page = await app.step_items(run_id, "draw", "acme")
+    refused, accepted = page["items"]
+    assert refused["status"] == "failed" and refused["error"]["code"] == "invalid_input"
+    assert refused["error"]["retryable"] is False and refused["generationId"] is None  # no attempt made, none retried
+    assert "width: must be at most 2048 (got 4999)" in refused["error"]["message"]
+    [body] = queued(deploy)  # only the accepted item, coerced and defaulted, with a seed drawn
+    assert body["inputs"]["width"] == 1500 and body["inputs"]["height"] == 1024
+    assert isinstance(body["inputs"]["seed"], int) and accepted["status"] in ("running", "succeeded")

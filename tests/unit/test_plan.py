@@ -106,8 +106,7 @@ def _evaluated(run: RunView, actions: list[Action], evaluating: list[Evaluate], 
     for a in evaluating:
         answer = evaluate_step({"step": by_id[a.step_id].dump(), "attempt": a.attempt, "job": run.inputs,
                                 "steps": a.steps, "condition_seconds": 1.0, "template_seconds": 1.0})
-        evaluations[a.step_id] = StepEvaluation(a.step_id, a.attempt, answer.get("condition"), answer.get("inputs"),
-                                                answer.get("error"))
+        evaluations[a.step_id] = StepEvaluation.of(a.step_id, a.attempt, answer)
     return replace(run, status=status, steps=steps, evaluations=evaluations)
 
 

@@ -23,9 +23,11 @@ from typing import Any
 
 from tests.unit.test_plan import done, make_job, pending, skipped, st
 
+from toolweave.engine.evaluate import evaluate_step
 from toolweave.engine.plan import (
     CancelStep,
     CompleteMap,
+    Evaluate,
     ExpireWork,
     FailStep,
     FinishItem,
@@ -38,6 +40,7 @@ from toolweave.engine.plan import (
     SkipStep,
     StartRun,
     StartStep,
+    StepEvaluation,
     StepView,
     Wake,
     decide,
@@ -152,6 +155,63 @@ def test_a_path_into_the_item_and_a_bad_one_fails_only_that_item() -> None:
     assert [(f.item, f.succeeded) for f in failed] == [(1, False)]
     assert "there is no key 'prompt'" in failed[0].error["message"]
     assert not of(FailStep, actions)  # one success suffices
+
+
+# --- templates that loop: evaluated item by item outside the planner ---------------------------
+
+LOOPING = "{% for c in item %}{{ c }}{% endfor %}!"  # a loop: its cost is the item's, so the user's
+
+
+def evaluated_open(job: JobDefinition, inputs: dict[str, Any], budget: float = 1.0) -> list[Any]:
+    """The map step ``m`` is first sent to be evaluated; the actions once its evaluation is back."""
+    first = decide(view(job, {"m": pending("m")}, inputs), 1.0)
+    [ask] = of(Evaluate, first)
+    assert ask.attempt == 1 and not of(OpenMap, first) and not of(StartStep, first)
+    answer = evaluate_step({"step": job.step("m").dump(), "attempt": 1, "job": inputs, "steps": ask.steps,
+                            "condition_seconds": budget, "template_seconds": budget})
+    ready = StepView("m", StepStatus.READY, attempt=1, tool_id="t")
+    return decide(view(job, {"m": ready}, inputs, evaluations={"m": StepEvaluation.of("m", 1, answer)}), 2.0)
+
+
+def test_a_map_step_whose_template_loops_is_evaluated_item_by_item_before_it_opens() -> None:
+    job = job_with(map_step(map={"concurrency": 2}, inputMappings=[{"template": LOOPING, "targetInputName": "note"}]))
+    actions = evaluated_open(job, {"xs": ["ab", "cd", "ef"]})
+    [opened] = of(OpenMap, actions)
+    assert opened.items == ["ab", "cd", "ef"]
+    assert opened.evaluated == [{"inputs": {"note": "ab!"}}, {"inputs": {"note": "cd!"}}, {"inputs": {"note": "ef!"}}]
+    assert [(s.item, s.inputs) for s in of(StartStep, actions)] == [(0, {"note": "ab!"}), (1, {"note": "cd!"})]
+
+
+def test_an_item_past_its_template_budget_fails_alone_with_evaluation_budget() -> None:
+    slow = "{% for a in item %}{% for b in item %}{% for c in item %}{% endfor %}{% endfor %}{% endfor %}{{ item | length }}"
+    job = job_with(map_step(map={"minSuccess": 1}, inputMappings=[{"template": slow, "targetInputName": "note"}]))
+    actions = evaluated_open(job, {"xs": ["ab", list(range(400))]}, budget=0.05)
+    assert [(s.item, s.inputs) for s in of(StartStep, actions)] == [(0, {"note": "2"})]
+    [failed] = of(FinishItem, actions)
+    assert failed.item == 1 and not failed.succeeded
+    assert failed.error["code"] == "evaluation_budget" and failed.error["retryable"] is False
+    assert "item 1" in failed.error["message"] and "template_budget_ms" in failed.error["message"]
+    assert not of(FailStep, actions)  # one success suffices
+
+
+def test_a_pending_or_retried_item_starts_with_the_inputs_evaluated_when_the_map_opened() -> None:
+    job = job_with(map_step(map={"concurrency": 1}, inputMappings=[{"template": LOOPING, "targetInputName": "note"}],
+                            errorHandling={"strategy": "retry", "maxAttempts": 2}))
+    retried = item(0, "ab", status=StepStatus.WAITING_RETRY, next_attempt_at=5.0, work=None, inputs={"note": "ab!"})
+    m = StepView("m", StepStatus.RUNNING, attempt=1, tool_id="t", map=MapView(2, active=[retried]))
+    actions = decide(view(job, {"m": m}, {"xs": ["ab", "cd"]}), 6.0)
+    assert [(s.item, s.attempt, s.inputs) for s in of(StartStep, actions)] == [(0, 2, {"note": "ab!"})]
+    waiting = ItemView(1, value="cd", inputs={"note": "cd!"})
+    m = StepView("m", StepStatus.RUNNING, attempt=1, tool_id="t", map=MapView(2, succeeded=1, waiting=[waiting]))
+    actions = decide(view(job, {"m": m}, {"xs": ["ab", "cd"]}), 7.0)
+    assert [(s.item, s.inputs) for s in of(StartStep, actions)] == [(1, {"note": "cd!"})]
+    # an item the evaluator could not resolve fails; one that was never evaluated is not resolved here
+    broken = ItemView(1, value="cd", inputs_error={"message": "boom", "retryable": False, "code": None})
+    never = ItemView(1, value="cd")
+    for pending_item, message in ((broken, "boom"), (never, "were not evaluated")):
+        m = StepView("m", StepStatus.RUNNING, attempt=1, tool_id="t", map=MapView(2, succeeded=1, waiting=[pending_item]))
+        actions = decide(view(job, {"m": m}, {"xs": ["ab", "cd"]}), 7.0)
+        assert not of(StartStep, actions) and message in of(FinishItem, actions)[0].error["message"]
 
 
 # --- items in flight ---------------------------------------------------------------------------

@@ -397,9 +397,7 @@ class Simulation:
         s.attempt, s.tool_id, s.using_fallback, s.next_attempt_at = a.attempt, a.tool_id, a.using_fallback, None
         answer = evaluate_step({"step": step.dump(), "attempt": a.attempt, "job": dict(self.sc.inputs),
                                 "steps": a.steps, "condition_seconds": 1.0, "template_seconds": 1.0})
-        self.evaluations[a.step_id] = StepEvaluation(
-            a.step_id, a.attempt, answer.get("condition"), answer.get("inputs"), answer.get("error")
-        )
+        self.evaluations[a.step_id] = StepEvaluation.of(a.step_id, a.attempt, answer)
 
     def on_StartRun(self, action: StartRun) -> None:
         self.status = RunStatus.RUNNING

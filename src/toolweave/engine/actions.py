@@ -51,6 +51,11 @@ class ItemView:
     work_status: GenerationStatus | None = None
     work_outputs: dict[str, Any] | None = None
     work_error: dict[str, Any] | None = None
+    inputs: dict[str, Any] | None = None
+    """The item's inputs as an evaluator resolved them when the map opened (a map step whose
+    templates loop: ``engine.evaluate``); None otherwise."""
+    inputs_error: dict[str, Any] | None = None
+    """Why the evaluator could not resolve them (its budget, a template error): the item fails."""
 
 
 @dataclass(slots=True)
@@ -77,9 +82,18 @@ class StepEvaluation:
     """The condition's value (None: not evaluated — the step has none, or this is not its first attempt)."""
     inputs: dict[str, Any] | None = None
     """The resolved inputs (None: the step has no templates that loop; the planner resolves its mappings)."""
+    items: list[dict[str, Any]] | None = None
+    """A map step whose templates loop: per item of its list, in order, ``{"inputs": …}`` (resolved,
+    each item under its own budget) or ``{"error": …}`` (that item fails); None otherwise."""
     error: dict[str, Any] | None = None
     """Why it could not be evaluated: ``{message, retryable, code, stage}``, ``stage`` being
     ``condition`` or ``inputs``."""
+
+    @classmethod
+    def of(cls, step_id: str, attempt: int, answer: Mapping[str, Any]) -> StepEvaluation:
+        """From an evaluator's answer (``evaluate.evaluate_step``)."""
+        return cls(step_id, attempt, condition=answer.get("condition"), inputs=answer.get("inputs"),
+                   items=answer.get("items"), error=answer.get("error"))
 
 
 @dataclass(frozen=True)
@@ -141,10 +155,12 @@ class StartStep:
 
 @dataclass(frozen=True)
 class OpenMap:
-    """A map step starts: its list is ``items`` (each becomes an item, pending until started)."""
+    """A map step starts: its list is ``items`` (each becomes an item, pending until started);
+    ``evaluated``: each item's evaluated inputs or error (``StepEvaluation.items``), kept with it."""
 
     step_id: str
     items: Sequence[Any]
+    evaluated: Sequence[dict[str, Any]] | None = None
 
 
 @dataclass(frozen=True)

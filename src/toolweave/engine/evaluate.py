@@ -10,7 +10,9 @@ or fails the step. So a condition or template a user's inputs make slow costs an
 process its budget — never a store transaction, the event loop that serves requests, or a worker.
 
 A condition is evaluated for a step's first attempt only (as before); templates for every attempt
-(a retry and a fallback resolve the inputs again).
+(a retry and a fallback resolve the inputs again). A map step's templates are evaluated once, when
+its map opens: every item's inputs, each item under its own ``template_budget``; an item past it
+(or whose templates fail) fails alone, and its retries and fallback reuse what was resolved.
 
 Only what can loop goes this way: a CEL condition with a macro (``all``, ``exists``, ``map``…), a
 template with a loop, a call, ``*``, ``**``, ``%`` or a filter outside a short list of linear ones.
@@ -38,11 +40,12 @@ class Budgets:
     condition_seconds: float = 0.1
     template_seconds: float = 0.1
 
-    @property
-    def hard_seconds(self) -> float:
-        """How long an evaluator may go without answering before it is killed: far beyond its CPU
-        budget (the budget stops what it can; this stops what it cannot, like a C call)."""
-        return 5.0 + 20 * (self.condition_seconds + self.template_seconds)
+    def hard_seconds(self, evaluations: int = 1) -> float:
+        """How long an evaluator may go without answering before it is killed: far beyond the CPU
+        budgets of what it was asked (the condition, and ``evaluations`` templates evaluations:
+        one per item of a map step) — the budget stops what it can; this stops what it cannot,
+        like a C call."""
+        return 5.0 + 20 * (self.condition_seconds + evaluations * self.template_seconds)
 
 
 @dataclass
@@ -91,9 +94,9 @@ def condition_loops(step: Step) -> bool:
 
 def needs_evaluation(step: Step, attempt: int) -> bool:
     """Whether starting this attempt evaluates something a user's inputs can make slow (a condition
-    or template that loops): then the step goes to be evaluated, outside the transaction. (A map
-    step's templates are resolved item by item when its items start, not here.)"""
-    return (step.map is None and templates_loop(step)) or (attempt == 1 and condition_loops(step))
+    or template that loops): then the step goes to be evaluated, outside the transaction. (For a
+    map step, the attempt is its opening: every item's inputs are evaluated then.)"""
+    return templates_loop(step) or (attempt == 1 and condition_loops(step))
 
 
 def evaluate_step(request: dict[str, Any]) -> dict[str, Any]:
@@ -120,7 +123,12 @@ def evaluate_step(request: dict[str, Any]) -> dict[str, Any]:
             return {"error": _error(f"condition could not be evaluated: {exc}", None, "condition")}
         if not out["condition"]:
             return out
-    if step.map is None and templates_loop(step):
+    if step.map is not None and templates_loop(step):
+        items = _map_items(step, job, steps)
+        if items is not None:  # (else the planner names what is wrong with the list when it opens the map)
+            out["items"] = [_item_inputs(step, job, steps, i, item, float(request["template_seconds"]))
+                            for i, item in enumerate(items)]
+    elif templates_loop(step):
         budget = float(request["template_seconds"])
         try:
             for mapping in step.input_mappings:
@@ -135,6 +143,37 @@ def evaluate_step(request: dict[str, Any]) -> dict[str, Any]:
         except MappingError as exc:
             return {"error": _error(f"inputs could not be resolved: {exc}", None, "inputs")}
     return out
+
+
+def _map_items(step: Step, job: dict[str, Any], steps: dict[str, Any]) -> list[Any] | None:
+    """The list a map step runs over, or None when the planner will refuse it (no list, too long)."""
+    from toolweave.engine.mapping import MappingError, resolve_map_items
+
+    assert step.map is not None
+    try:
+        items = resolve_map_items(step, job=job, steps=steps)
+    except MappingError:
+        return None
+    return items if len(items) <= step.map.max_items else None
+
+
+def _item_inputs(step: Step, job: dict[str, Any], steps: dict[str, Any], index: int, item: Any,
+                 budget: float) -> dict[str, Any]:
+    """One item's inputs (``{"inputs": …}``) under ``budget`` of CPU time, or why not (``{"error": …}``)."""
+    from toolweave.engine.mapping import MappingError, compile_template, resolve_step_inputs
+
+    try:
+        for mapping in step.input_mappings:
+            if mapping.template is not None:
+                compile_template(mapping.template)  # (cached; compiled again after an interruption)
+        with cpu_budget(budget):
+            return {"inputs": resolve_step_inputs(step, job=job, steps=steps, item=item, index=index)}
+    except BudgetExceeded as exc:
+        _forget_compiled()
+        message = f"the templates of step {step.step_id!r} for item {index} {exc} (their budget, template_budget_ms)"
+        return {"error": {"message": message, "retryable": False, "code": BUDGET_CODE}}
+    except MappingError as exc:
+        return {"error": {"message": f"inputs could not be resolved: {exc}", "retryable": False, "code": None}}
 
 
 def _forget_compiled() -> None:
@@ -160,12 +199,13 @@ async def evaluate(pool: EvaluationPool, work: EvaluateWork, budgets: Budgets) -
             "step": step.dump(), "attempt": attempt, "job": work.job_inputs, "steps": context,
             "condition_seconds": budgets.condition_seconds, "template_seconds": budgets.template_seconds,
         }
+        items = _map_items(step, work.job_inputs, context) if step.map is not None else None
         try:
-            answer = await pool.call(EVALUATE_STEP, request, budgets.hard_seconds)
+            answer = await pool.call(EVALUATE_STEP, request, budgets.hard_seconds(max(1, len(items or ()))))
         except EvaluationError as exc:
             code = BUDGET_CODE if exc.code == "evaluation_timeout" else exc.code
             stage = "condition" if attempt == 1 and step.condition else "inputs"
             answer = {"error": _error(f"step {step.step_id!r} could not be evaluated: {exc.message}", code, stage)}
-        return StepEvaluation(step.step_id, attempt, answer.get("condition"), answer.get("inputs"), answer.get("error"))
+        return StepEvaluation.of(step.step_id, attempt, answer)
 
     return list(await asyncio.gather(*(one(step, attempt, ctx) for step, attempt, ctx in work.steps)))

@@ -44,7 +44,9 @@ def map_view(tx: Tx, run_id: str, row: Any, spec: MapSpec) -> act.MapView:
         return view
     view.active = [_item_view(r) for r in items_q.active(tx, run_id, row["step_id"])]
     view.waiting = [
-        act.ItemView(r.item_index, value=items_q.value(r)) for r in items_q.waiting(tx, run_id, row["step_id"], spec.concurrency)
+        act.ItemView(r.item_index, value=items_q.value(r), inputs=inputs, inputs_error=error)
+        for r in items_q.waiting(tx, run_id, row["step_id"], spec.concurrency)
+        for inputs, error in [items_q.evaluated(r)]
     ]
     return view
 
@@ -58,10 +60,12 @@ def _item_view(r: Row) -> act.ItemView:
         elif r.work_status is not None:
             work_status = _GENERATION_STATUS[r.work_status]
             work_outputs, work_error = r.work_outputs, r.work_error
+    inputs, inputs_error = items_q.evaluated(r)
     return act.ItemView(
         index=r.item_index, status=StepStatus(r.status), value=items_q.value(r), attempt=r.attempt, tool_id=r.tool_id,
         using_fallback=bool(r.using_fallback), next_attempt_at=r.next_attempt_at, started_at=r.started_at,
-        work_status=work_status, work_outputs=work_outputs, work_error=work_error,
+        work_status=work_status, work_outputs=work_outputs, work_error=work_error, inputs=inputs,
+        inputs_error=inputs_error,
     )
 
 
@@ -94,7 +98,7 @@ def apply(
         step = view.job.step(action.step_id)
         tool_id = step.tool_id if step is not None else None
         if items_q.open_step(tx, run_id, action.step_id, tool_id, len(action.items), now):
-            items_q.insert(tx, run_id, action.step_id, action.items)
+            items_q.insert(tx, run_id, action.step_id, action.items, action.evaluated)
             event("step.started", action.step_id, items=len(action.items))
     elif isinstance(action, act.FinishItem):
         status = StepStatus.SUCCEEDED if action.succeeded else StepStatus.FAILED

@@ -310,8 +310,9 @@ class _Planner:
 
     # map steps ------------------------------------------------------------------------------------
 
-    def open_map(self, step: Step, view: StepView) -> None:
-        """A map step is ready: resolve its list, record its items, start the first of them."""
+    def open_map(self, step: Step, view: StepView, evaluated: StepEvaluation | None = None) -> None:
+        """A map step is ready: resolve its list, record its items (with their inputs as an
+        evaluator resolved them, when its templates loop), start the first of them."""
         assert step.map is not None
         try:
             items = resolve_map_items(step, job=self.run.inputs, steps=self.step_context())
@@ -325,9 +326,18 @@ class _Planner:
             )
             self.failure(step, view, _error(message, code="map_too_long"), attempt=view.attempt + 1, tool_may_help=False)
             return
-        self.actions.append(OpenMap(step.step_id, items))
+        per_item = evaluated.items if evaluated is not None and templates_loop(step) else None
+        if per_item is not None and len(per_item) != len(items):  # (the same list, read from the same rows)
+            self.failure(step, view, _error(f"step {step.step_id!r} changed its list while it was evaluated"),
+                         attempt=view.attempt + 1, tool_may_help=False)
+            return
+        self.actions.append(OpenMap(step.step_id, items, per_item))
         self.status[step.step_id] = StepStatus.RUNNING
-        waiting = [ItemView(i, value=value) for i, value in enumerate(items[: step.map.concurrency])]
+        waiting = [
+            ItemView(i, value=value, inputs=(per_item[i].get("inputs") if per_item else None),
+                     inputs_error=(per_item[i].get("error") if per_item else None))
+            for i, value in enumerate(items[: step.map.concurrency])
+        ]
         self.visit_map(step, MapView(total=len(items), waiting=waiting))
 
     def visit_map(self, step: Step, view: MapView) -> None:
@@ -408,7 +418,13 @@ class _Planner:
         return "in_flight"
 
     def start_item(self, step: Step, item: ItemView, attempt: int, *, tool_id: str | None, fallback: bool) -> str:
-        found = self.attempt_inputs(step, tool_id, attempt, item=item)
+        found: tuple[dict[str, Any], tuple[str, ...]] | dict[str, Any]
+        if not templates_loop(step):
+            found = self.attempt_inputs(step, tool_id, attempt, item=item)
+        elif item.inputs is not None:  # resolved by an evaluator when the map opened
+            found = self.attempt_inputs(step, tool_id, attempt, item=item, resolved=item.inputs)
+        else:
+            found = item.inputs_error or _error(f"the inputs of item {item.index} were not evaluated")
         if isinstance(found, dict):  # the item's inputs are wrong: another attempt would not fix them
             attempted = replace(item, attempt=attempt, tool_id=tool_id, using_fallback=fallback)
             return self.item_failure(step, attempted, found, tool_may_help=False)
@@ -528,7 +544,7 @@ class _Planner:
             self.status[step.step_id] = StepStatus.SKIPPED
             return
         if step.map is not None:  # (its attempt is counted when the map opens)
-            self.open_map(step, replace(view, attempt=view.attempt - 1))
+            self.open_map(step, replace(view, attempt=view.attempt - 1), evaluated=evaluated)
             return
         self.start(step, view, view.attempt, tool_id=view.tool_id, fallback=view.using_fallback, evaluated=evaluated)
 

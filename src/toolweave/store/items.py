@@ -19,13 +19,26 @@ OPEN = (StepStatus.PENDING, StepStatus.RUNNING, StepStatus.WAITING_RETRY)
 """The statuses of an item that has not ended."""
 
 
-def insert(tx: Tx, run_id: str, step_id: str, values: Sequence[Any]) -> None:
-    """One pending item per value, in order, and the step's counts (all in one statement each)."""
+def insert(
+    tx: Tx, run_id: str, step_id: str, values: Sequence[Any], evaluated: Sequence[dict[str, Any]] | None = None
+) -> None:
+    """One pending item per value, in order (all in one statement), each with its evaluated inputs
+    or error (``{"inputs": …}`` / ``{"error": …}``) when given."""
     tx.many(
         "INSERT INTO step_items (run_id, step_id, item_index, status, item, attempt, using_fallback, cost_usd) "
         "VALUES (:run_id, :step_id, :i, 'pending', :item, 0, :f, '0')",
-        [{"run_id": run_id, "step_id": step_id, "i": i, "item": {"value": value}, "f": False} for i, value in enumerate(values)],
+        [
+            {"run_id": run_id, "step_id": step_id, "i": i, "f": False,
+             "item": {"value": value, **_evaluated(evaluated[i] if evaluated else None)}}
+            for i, value in enumerate(values)
+        ],
     )
+
+
+def _evaluated(answer: dict[str, Any] | None) -> dict[str, Any]:
+    if answer is None:
+        return {}
+    return {"inputs": answer["inputs"]} if "inputs" in answer else {"inputsError": answer.get("error")}
 
 
 def value(row: Row) -> Any:
@@ -33,6 +46,14 @@ def value(row: Row) -> Any:
     store, where a bare string would be told apart from JSON text differently by each driver."""
     wrapped = row.item
     return wrapped.get("value") if isinstance(wrapped, dict) else None
+
+
+def evaluated(row: Row) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """(inputs, error) an evaluator gave the item when its map opened (both None when not evaluated)."""
+    wrapped = row.item
+    if not isinstance(wrapped, dict):
+        return None, None
+    return wrapped.get("inputs"), wrapped.get("inputsError")
 
 
 ACTIVE = (
