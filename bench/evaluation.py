@@ -4,14 +4,16 @@
     python bench/evaluation.py --submits 20 --store postgres --json
 
 Starts ``toolweave serve`` (the HTTP API with its embedded worker, as shipped) on a fresh store,
-with two jobs a hostile user can feed: ``worst_condition`` (the issue's
-``job.items.all(a, job.items.all(b, a >= 0))``) and ``worst_template`` (three nested loops over the
-items), and 300 items per submit. Then, while a client asks ``/healthz`` over and over (one request
-at a time, 10 ms apart), it sends ``--submits`` submits at once, half to each job, and waits until
+with three jobs a hostile user can feed: ``worst_condition`` (the issue's
+``job.items.all(a, job.items.all(b, a >= 0))``), ``worst_template`` (three nested loops over the
+items) and ``worst_map`` (a map step over three rows whose every item's template runs those loops),
+and 300 items per submit. Then, while a client asks ``/healthz`` over and over (one request at a
+time, 10 ms apart), it sends ``--submits`` submits at once, a third to each job, and waits until
 every run has ended. It reports the latency of ``/healthz`` while the runs were in flight
 (``healthz_p50_ms``, ``healthz_p99_ms``, ``healthz_max_ms``, and when idle before, for
 comparison), how long the submits took to answer, how long until the last run ended, and how the
-runs ended (each should fail with ``evaluation_budget``).
+runs ended (each should fail with ``evaluation_budget``; a map run with ``map_items_failed``, its
+items with ``evaluation_budget``).
 """
 
 from __future__ import annotations
@@ -38,14 +40,17 @@ ROOT = Path(__file__).resolve().parent.parent
 PG_ADMIN = os.environ.get("TOOLWEAVE_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 ADMIN_KEY = "tw_bench_admin_key_0123456789abcdef"
 ITEMS = list(range(300))
+TRIPLE_LOOP = "{% for a in job['items'] %}{% for b in job['items'] %}{% for c in job['items'] %}{% endfor %}{% endfor %}{% endfor %}"
 JOBS = [
     {"jobId": "worst_condition", "inputSchema": {"items": {"type": "json", "required": True}},
      "steps": [{"stepId": "s", "toolId": "test.instant", "condition": "job.items.all(a, job.items.all(b, a >= 0))",
                 "inputMappings": [{"value": 1, "targetInputName": "value"}]}]},
     {"jobId": "worst_template", "inputSchema": {"items": {"type": "json", "required": True}},
      "steps": [{"stepId": "s", "toolId": "test.instant", "inputMappings": [{
-         "template": "{% for a in job['items'] %}{% for b in job['items'] %}{% for c in job['items'] %}"
-                     "{% endfor %}{% endfor %}{% endfor %}", "targetInputName": "value"}]}]},
+         "template": TRIPLE_LOOP, "targetInputName": "value"}]}]},
+    {"jobId": "worst_map", "inputSchema": {"items": {"type": "json", "required": True}},
+     "steps": [{"stepId": "s", "toolId": "test.instant", "map": {"over": {"value": [1, 2, 3]}},
+                "inputMappings": [{"template": TRIPLE_LOOP + "{{ item }}", "targetInputName": "value"}]}]},
 ]
 
 
@@ -87,7 +92,7 @@ async def measure(url: str, submits: int) -> dict[str, Any]:
 
         async def submit(i: int) -> tuple[float, str]:
             t0 = time.perf_counter()
-            response = await client.post("/api/v1/runs", json={"jobId": JOBS[i % 2]["jobId"], "inputs": {"items": ITEMS}})
+            response = await client.post("/api/v1/runs", json={"jobId": JOBS[i % len(JOBS)]["jobId"], "inputs": {"items": ITEMS}})
             assert response.status_code == 201, response.text
             return (time.perf_counter() - t0) * 1000, response.json()["jobRunId"]
 
@@ -99,7 +104,9 @@ async def measure(url: str, submits: int) -> dict[str, Any]:
                 if run["status"] in ("completed", "partially_completed", "failed", "cancelled"):
                     break
                 await asyncio.sleep(0.05)
-            codes[f"{run['status']}:{(run['stepStatuses'][0].get('error') or {}).get('code')}"] += 1
+            error = run["stepStatuses"][0].get("error") or {}
+            over_budget = error.get("code") == "map_items_failed" and "template_budget_ms" in str(error.get("message"))
+            codes[f"{run['status']}:{error.get('code')}{' (items: evaluation_budget)' if over_budget else ''}"] += 1
         all_done = time.perf_counter() - started
         stop.set()
         await sampler
