@@ -1,7 +1,8 @@
 """Crash test: worker processes killed with SIGKILL at random moments lose nothing.
 
 200 runs of a job whose steps wait on an asynchronous backend (``test.slow_async``, which accepts
-client-chosen ids and writes every new submission to a ledger) are worked by two real
+client-chosen ids and writes every new submission to a ledger), two of them with a condition or a
+template evaluated in the workers' evaluator processes (``evaluate`` tasks), are worked by two real
 ``toolweave worker`` processes; one of them is killed with SIGKILL and restarted at random
 moments, at least 20 times. Afterwards:
 
@@ -43,12 +44,15 @@ JOB = {
     "outputSchema": {"value": {"type": "integer", "sourceStepId": "last", "sourceOutputName": "value"}},
     "steps": [
         {"stepId": "wait1", "toolId": "test.slow_async", "inputMappings": [{"value": 1.5, "targetInputName": "seconds"}]},
+        # a condition and a template that loop: evaluated outside the transaction (``evaluate`` tasks)
         {"stepId": "add1", "toolId": "test.instant", "dependencies": ["wait1"],
+         "condition": "[job.value].all(v, v >= 0)",
          "inputMappings": [{"sourceJobInput": "value", "targetInputName": "value"}]},
         {"stepId": "wait2", "toolId": "test.slow_async", "dependencies": ["add1"],
          "inputMappings": [{"value": 1.5, "targetInputName": "seconds"}]},
-        {"stepId": "last", "toolId": "test.instant", "dependencies": ["wait2"],
-         "inputMappings": [{"sourceStepId": "add1", "sourceOutputName": "value", "targetInputName": "value"}]},
+        {"stepId": "last", "toolId": "test.instant", "dependencies": ["wait2", "add1"],
+         "inputMappings": [{"template": "{% for v in [steps.add1.outputs.value] %}{{ v }}{% endfor %}",
+                            "targetInputName": "value"}]},
     ],
 }
 

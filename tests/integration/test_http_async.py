@@ -21,6 +21,7 @@ from tests.fakes.fal_api import FakeFal
 from tests.fakes.hf_api import FakeHuggingFace
 from tests.fakes.openai_api import FakeOpenAI
 from tests.fakes.replicate_api import FakeReplicate
+from tests.helpers.invariants import assert_no_stranded_runs
 from tests.helpers.loopback import serve_asgi
 
 from toolweave.api.server import create_app
@@ -241,6 +242,7 @@ async def test_a_crash_between_sending_and_recording_is_not_paid_twice(
         assert run["status"] == "failed"
         assert run["generations"][0]["error"]["code"] == "unknown_outcome"
         assert len(replicate.predictions) == 1
+        assert_no_stranded_runs(app.store)
     finally:
         await app.aclose()
 
