@@ -87,6 +87,28 @@ async def test_twenty_first_submits_of_a_new_job_and_twenty_with_one_key_answer_
         assert run["status"] == "completed"
 
 
+async def test_twenty_batches_racing_on_the_same_item_keys_make_one_run_per_key(api: tuple[App, str, str]) -> None:
+    """POST /runs/batch, twenty at once, each with the same three item keys (and one item of its
+    own): no 5xx, each key names one run, and every batch is told that run."""
+    app, url, key = api
+    auth = {"Authorization": f"Bearer {key}"}
+    async with httpx.AsyncClient(base_url=url, timeout=60, limits=httpx.Limits(max_connections=CONCURRENT)) as client:
+        answers = await asyncio.gather(*(
+            client.post("/api/v1/runs/batch", headers=auth, json={"toolId": "test.instant", "items": [
+                *({"inputs": {"value": k}, "idempotencyKey": f"row-{k}"} for k in range(3)),
+                {"inputs": {"value": 100 + i}},
+            ]})
+            for i in range(CONCURRENT)
+        ))
+    assert Counter(r.status_code for r in answers) == {200: CONCURRENT}, [r.text[:200] for r in answers if r.status_code != 200]
+    for k in range(3):
+        named = {r.json()["items"][k]["jobRunId"] for r in answers}
+        created = [r.json()["items"][k]["created"] for r in answers]
+        assert len(named) == 1 and created.count(True) == 1, (k, named, created)
+    total = app.store.read_sync(lambda tx: tx.one("SELECT COUNT(*) AS n FROM runs"))
+    assert total is not None and total.n == 3 + CONCURRENT
+
+
 async def test_a_snapshot_is_known_only_once_its_transaction_committed(db_url: str, tmp_path: Path) -> None:
     """A submit whose transaction rolls back must not leave its definition's snapshot "known": the
     next submit would skip the insert and point its run at a row that does not exist."""
