@@ -13,11 +13,10 @@ round trip through the queue.
 from __future__ import annotations
 
 import hmac
-import itertools
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from hashlib import sha256
 from typing import Any
@@ -80,6 +79,13 @@ class Lease:
     seconds: float
     used: int = 0
 
+    def attempt(self, tx: Tx) -> Lease:
+        """This lease for one attempt at a transaction: the store may run a transaction function
+        again from the start, so what an attempt uses counts only once it commits."""
+        mine = replace(self)
+        tx.after_commit(lambda: setattr(self, "used", mine.used))
+        return mine
+
 
 @dataclass
 class DispatchWork:
@@ -102,6 +108,10 @@ class DispatchWork:
     @property
     def claim(self) -> tasks_q.Claim:
         return tasks_q.Claim(self.task_id, self.claim_token)
+
+    def leased(self, task: tasks_q.Task) -> None:
+        """The dispatch task made for this work, leased to the worker that runs it."""
+        self.task_id, self.task_attempts, self.claim_token = task.task_id, task.attempts, task.token
 
     @property
     def recovering(self) -> bool:
@@ -298,10 +308,13 @@ class Engine:
         found = self._run_inputs.get(run.run_id)
         if found is None:
             found = runs_q.inputs(tx, run.run_id)
-            if len(self._run_inputs) >= INPUTS_KEPT:
-                self._run_inputs.pop(next(iter(self._run_inputs)))
-            self._run_inputs[run.run_id] = found
+            self._keep_inputs(run.run_id, found)
         return found
+
+    def _keep_inputs(self, run_id: str, inputs: dict[str, Any]) -> None:
+        if len(self._run_inputs) >= INPUTS_KEPT:
+            self._run_inputs.pop(next(iter(self._run_inputs)))
+        self._run_inputs[run_id] = inputs
 
     # --- submit --------------------------------------------------------------------------------
 
@@ -484,21 +497,24 @@ class Engine:
     def advance_tx(
         self, tx: Tx, run_id: str, claim: tasks_q.Claim | None, now: float, lease: Lease | None
     ) -> list[Work]:
-        ctx = _Ctx(now, lease)
+        ctx = _Ctx(now, lease.attempt(tx) if lease else None)
         if claim is not None:
-            tasks_q.finish(tx, claim)
+            tasks_q.finish_many(tx, [claim])
         self._advance(tx, run_id, ctx)
         return ctx.dispatches
 
     def _load_view(
-        self, tx: Tx, run_id: str, run: Any = None, evaluations: Mapping[str, StepEvaluation] | None = None
+        self, tx: Tx, run_id: str, run: Any = None, evaluations: Mapping[str, StepEvaluation] | None = None,
+        rows: list[Row] | None = None,
     ) -> tuple[Any, plan.RunView, dict[str, Any]] | None:
+        """The run (locked) and the planner's view of it; ``run`` and its step rows with their work
+        (``rows``) when the caller read them already."""
         if run is None:
             run = runs_q.lock_state(tx, run_id)
         if run is None:
             return None
         job, order = self._job(tx, run.definition_sha)
-        step_rows = {r["step_id"]: r for r in runs_q.steps_with_work(tx, run_id)}
+        step_rows = {r["step_id"]: r for r in (runs_q.steps_with_work(tx, run_id) if rows is None else rows)}
         maps = {s.step_id: s.map for s in job.steps if s.map is not None}
         views: dict[str, plan.StepView] = {}
         for sid, row in step_rows.items():
@@ -546,10 +562,11 @@ class Engine:
         return run, view, step_rows
 
     def _advance(
-        self, tx: Tx, run_id: str, ctx: _Ctx, run: Any = None, evaluations: Mapping[str, StepEvaluation] | None = None
+        self, tx: Tx, run_id: str, ctx: _Ctx, run: Any = None, evaluations: Mapping[str, StepEvaluation] | None = None,
+        rows: list[Row] | None = None,
     ) -> None:
         while True:
-            loaded = self._load_view(tx, run_id, run, evaluations)
+            loaded = self._load_view(tx, run_id, run, evaluations, rows)
             if loaded is None:
                 return
             run, view, step_rows = loaded
@@ -557,7 +574,7 @@ class Engine:
             ctx.again = False
             if not actions or not (self._apply(tx, run, view, step_rows, actions, ctx) or ctx.again):
                 return
-            run = None  # a map step completed, or a cache hit answered a step: decide again
+            run = rows = None  # a map step completed, or a cache hit answered a step: decide again
 
     def _apply(
         self, tx: Tx, run: Any, view: plan.RunView, step_rows: dict[str, Any], actions: list[plan.Action], ctx: _Ctx
@@ -673,8 +690,8 @@ class Engine:
         lease: Lease | None,
     ) -> list[Work]:
         """Evaluations of ready steps came back: the planner starts, skips or fails them."""
-        ctx = _Ctx(now, lease)
-        tasks_q.finish(tx, claim)
+        ctx = _Ctx(now, lease.attempt(tx) if lease else None)
+        tasks_q.finish_many(tx, [claim])
         self._advance(tx, run_id, ctx, evaluations={e.step_id: e for e in evaluations})
         return ctx.dispatches
 
@@ -752,22 +769,24 @@ class Engine:
             generation.update(cache_key=key, cache_seconds=seconds)
         gens_q.insert(tx, **generation)
         lease = ctx.lease if ctx.can_lease() else None
-        # queued work is ordered by its run's age: steps of runs under way go before new runs (also
-        # before the first steps of runs submitted in the same batch, which share a creation time)
-        task = tasks_q.enqueue(
-            tx, TaskKind.DISPATCH, run_id=run.run_id, ref_id=gen_id, now=now,
-            at=min(now, run.created_at - UNDER_WAY_AHEAD_SECONDS),
-            priority=run.priority, lease_owner=lease.owner if lease else None,
-            lease_seconds=lease.seconds if lease else 0,
-        )
-        if lease is not None:
+        if lease is None:
+            # queued work is ordered by its run's age: steps of runs under way go before new runs (also
+            # before the first steps of runs submitted in the same batch, which share a creation time)
+            tasks_q.enqueue(
+                tx, TaskKind.DISPATCH, run_id=run.run_id, ref_id=gen_id, now=now,
+                at=min(now, run.created_at - UNDER_WAY_AHEAD_SECONDS), priority=run.priority,
+            )
+        else:
             lease.used += 1
-            ctx.dispatches.append(
-                DispatchWork(
-                    task_id=task.task_id, task_attempts=task.attempts, generation_id=gen_id, run_id=run.run_id,
-                    step_id=action.step_id, attempt=action.attempt, account_id=run.master_account_id, tool=tool,
-                    inputs=action.inputs, deadline_at=deadline, claim_token=task.token,
-                )
+            work = DispatchWork(
+                task_id=0, task_attempts=1, generation_id=gen_id, run_id=run.run_id, step_id=action.step_id,
+                attempt=action.attempt, account_id=run.master_account_id, tool=tool, inputs=action.inputs,
+                deadline_at=deadline,
+            )
+            ctx.dispatches.append(work)
+            tasks_q.enqueue_leased(
+                tx, TaskKind.DISPATCH, run_id=run.run_id, ref_id=gen_id, now=now, priority=run.priority,
+                owner=lease.owner, lease_seconds=lease.seconds, then=work.leased,
             )
         event(started, action.step_id, attempt=action.attempt, toolId=tool.tool_id, generationId=gen_id,
               fallback=action.using_fallback, **at)
@@ -855,55 +874,58 @@ class Engine:
         """Record several submissions in one transaction (group commit). If one of them fails, the
         whole transaction rolls back and the worker records them one at a time.
 
-        They are recorded run by run in the order of the runs' ids, so two batches that touch the
-        same runs lock them in the same order and cannot deadlock (PostgreSQL). Steps of one run
-        that finished together (the branches of a fan-out) are recorded with one lock of the run
-        and one pass of the planner; the successors they start go back with the first of them."""
+        The batch's statements are few and do not wait for each other (pipelined on PostgreSQL):
+        the finished dispatch tasks go in one statement; every run of the batch is locked in one
+        statement, in the order of their ids, so two batches that touch the same runs cannot
+        deadlock; the generations their ``submit`` finished are compare-and-set together, and the
+        step rows of their runs read in one statement. Steps of one run that finished together
+        (the branches of a fan-out) make one pass of the planner; the successors they start go
+        back with the first of them."""
+        lease = lease.attempt(tx) if lease is not None else None
         results: list[tuple[list[Work], bool]] = [([], False)] * len(outcomes)
-        order = sorted(range(len(outcomes)), key=lambda i: outcomes[i].work.run_id)
-        for run_id, group in itertools.groupby(order, key=lambda i: outcomes[i].work.run_id):
-            finished: list[int] = []
+        by_run: dict[str, list[int]] = {}
+        for index in sorted(range(len(outcomes)), key=lambda i: outcomes[i].work.run_id):
+            by_run.setdefault(outcomes[index].work.run_id, []).append(index)
+        finished = {i for i, o in enumerate(outcomes) if o.update is not None and o.update.status.terminal}
+        ending = sorted({outcomes[i].work.run_id for i in finished})
+        # sent together, read after: one round trip on PostgreSQL
+        tasks_q.finish_many(tx, [outcomes[i].work.claim for i in finished])
+        # every transaction locks a run before its parts; this also keeps each run's events in
+        # commit order, which readers of new events rely on (watching.EventHub)
+        locked = runs_q.lock_states(tx, list(by_run))
+        finishes = sorted(finished)
+        finished_rows = gens_q.finish_each(tx, [_finish_of(outcomes[i], now) for i in finishes])
+        inputs = runs_q.inputs_of(tx, [r for r in ending if r not in self._run_inputs])
+        read_steps = runs_q.steps_with_work_of(tx, ending)
+        runs = locked()
+        applied = {i: row for i, row in zip(finishes, finished_rows(), strict=True) if row is not None}
+        for run_id, found in inputs().items():
+            self._keep_inputs(run_id, found)
+        steps = read_steps()
+        for run_id, group in by_run.items():
+            run = runs.get(run_id)
+            ended = [i for i in group if i in applied]
             for index in group:
-                update = outcomes[index].update
-                if update is not None and update.status.terminal:
-                    finished.append(index)
-                else:
+                if index not in finished:
                     results[index] = self._record_submitted(tx, outcomes[index], now)
-            if finished:
-                results[finished[0]] = (self._record_finished(tx, run_id, [outcomes[i] for i in finished], now, lease), False)
+            if run is None or not ended:
+                continue
+            ctx = _Ctx(now, lease)
+            for index in ended:
+                update = outcomes[index].update
+                assert update is not None
+                self._finished_generation(tx, run, applied[index], update, ctx)
+            self._advance(tx, run_id, ctx, run=run, rows=steps[run_id])
+            results[next(i for i in group if i in finished)] = (ctx.dispatches, False)
         return results
-
-    def _record_finished(
-        self, tx: Tx, run_id: str, outcomes: list[Outcome], now: float, lease: Lease | None
-    ) -> list[Work]:
-        """Generations of one run that their ``submit`` finished: each one's compare-and-set, then
-        the planner once; their dispatch tasks are finished."""
-        ctx = _Ctx(now, lease)
-        tasks_q.finish_many(tx, [o.work.claim for o in outcomes])
-        run = runs_q.lock_state(tx, run_id)  # every transaction locks the run before its parts
-        if run is not None:
-            applied = [
-                self._finish_generation(
-                    tx, run, o.work.generation_id, o.update, ctx, requested_at=o.requested_at,
-                    answered_at=o.answered_at, platform_run_id=o.platform_run_id, clear_polls=False,
-                )
-                for o in outcomes
-                if o.update is not None
-            ]
-            if any(applied):
-                self._advance(tx, run_id, ctx, run=run)
-        return ctx.dispatches
 
     def _record_submitted(self, tx: Tx, outcome: Outcome, now: float) -> tuple[list[Work], bool]:
         """Record an asynchronous backend's acceptance (its platform run id): the generation is
-        processing and a poll task follows it. Returns (dispatches, cancel_needed): the latter when
-        the generation was stopped while the call was under way and the backend run must be
-        cancelled."""
+        processing and a poll task follows it. The caller holds the run's lock. Returns
+        (dispatches, cancel_needed): the latter when the generation was stopped while the call was
+        under way and the backend run must be cancelled."""
         work, update, platform_run_id = outcome.work, outcome.update, outcome.platform_run_id
-        # the run's lock first, as every transaction that changes a run's parts: it also keeps the
-        # run's events in commit order, which readers of new events rely on (watching.EventHub)
-        runs_q.get(tx, work.run_id, lock=True)
-        tasks_q.finish(tx, work.claim)
+        tasks_q.finish_many(tx, [work.claim])
         row = gens_q.set_status(
             tx, work.generation_id, GenerationStatus.PROCESSING, platform_specific_run_id=platform_run_id,
             request_timestamp=outcome.requested_at, progress=update.progress if update else None,
@@ -932,9 +954,9 @@ class Engine:
         claim: tasks_q.Claim | None = None, receipt: tuple[str, str] | None = None,
     ) -> tuple[list[Work], bool]:
         """The one entry point for updates (poll, webhook, stream). Returns (dispatches, applied)."""
-        ctx = _Ctx(now, lease)
+        ctx = _Ctx(now, lease.attempt(tx) if lease else None)
         if claim is not None:
-            tasks_q.finish(tx, claim)
+            tasks_q.finish_many(tx, [claim])
         if receipt is not None and not gens_q.record_webhook_receipt(tx, receipt[0], receipt[1], generation_id, now):
             return [], False
         applied = self._apply_update(tx, run_id, generation_id, update, ctx)
@@ -961,47 +983,38 @@ class Engine:
             return False  # an older update arriving late (reordered webhooks): progress only goes forward
         gens_q.set_status(tx, gid, GenerationStatus.PROCESSING, progress=update.progress, live_status=update.live_status)
         if gen.item_index is not None:  # an item's progress; its map step's progress counts items
-            items_q.update(tx, run_id, gen.step_id, gen.item_index, (StepStatus.RUNNING,), progress=update.progress)
+            items_q.update(tx, run_id, gen.step_id, gen.item_index, (StepStatus.RUNNING,), known=False,
+                           progress=update.progress)
             events_q.append(tx, run_id, "item.progress", now, step_id=gen.step_id, item=gen.item_index,
                             progress=update.progress, liveStatus=update.live_status)
             return True
-        runs_q.update_step(tx, run_id, gen.step_id, (StepStatus.RUNNING,), progress=update.progress)
+        runs_q.update_step(tx, run_id, gen.step_id, (StepStatus.RUNNING,), known=False, progress=update.progress)
         events_q.append(tx, run_id, "step.progress", now, step_id=gen.step_id, progress=update.progress,
                         liveStatus=update.live_status)
         return True
 
-    def _finish_generation(
-        self,
-        tx: Tx,
-        run: Any,
-        gid: str,
-        update: RunUpdate,
-        ctx: _Ctx,
-        *,
-        requested_at: float | None = None,
-        answered_at: float | None = None,
-        platform_run_id: str | None = None,
-        clear_polls: bool = True,
-    ) -> bool:
+    def _finish_generation(self, tx: Tx, run: Any, gid: str, update: RunUpdate, ctx: _Ctx) -> bool:
         """A terminal update's compare-and-set of the generation, its cost and its artifacts; the
         caller holds the run's lock and advances the run. False when it was terminal already."""
-        now = ctx.now
-        run_id = run.run_id
         completed = update.status is GenerationStatus.COMPLETED
         row = gens_q.finish(
-            tx, gid, update.status, now,
+            tx, gid, update.status, ctx.now,
             outputs=update.outputs if completed else None,
             error=update.error.model_dump() if update.error else None,
             raw=update.raw,
             progress=1.0 if completed else None,
-            requested_at=requested_at,
-            answered_at=answered_at,
-            platform_run_id=platform_run_id,
         )
         if row is None:
             return False
-        if clear_polls:
-            tasks_q.delete_for(tx, gid, (TaskKind.POLL,))
+        tasks_q.delete_for(tx, gid, (TaskKind.POLL,))
+        self._finished_generation(tx, run, row, update, ctx)
+        return True
+
+    def _finished_generation(self, tx: Tx, run: Any, row: Row, update: RunUpdate, ctx: _Ctx) -> None:
+        """What follows a generation's end (``row``: what its compare-and-set returned): its cost,
+        the artifacts its outputs name, its outputs kept for the cache."""
+        now, run_id, gid = ctx.now, run.run_id, row.generation_id
+        completed = update.status is GenerationStatus.COMPLETED
         cost = update.cost_usd
         if cost is None and completed:
             sha = run.tool_shas.get(row.tool_id)
@@ -1021,7 +1034,6 @@ class Engine:
                 outputs=update.outputs or {}, generation_id=gid, run_id=run_id, now=now,
                 expires_at=now + row.cache_seconds,
             )
-        return True
 
     def reschedule_poll_tx(
         self, tx: Tx, claim: tasks_q.Claim, at: float, update: RunUpdate | None, run_id: str, generation_id: str,
@@ -1075,7 +1087,7 @@ class Engine:
             if task.kind is TaskKind.EVALUATE:
                 evaluation = self._evaluation_work(tx, task)
                 if evaluation is None:
-                    tasks_q.finish(tx, task.claim)
+                    tasks_q.finish_many(tx, [task.claim])
                 else:
                     items.append((task, evaluation))
                 continue
@@ -1088,7 +1100,7 @@ class Engine:
             )
             work = None if stale else self._work(tx, gen, task)
             if work is None:
-                tasks_q.finish(tx, task.claim)
+                tasks_q.finish_many(tx, [task.claim])
                 continue
             items.append((task, work))
         picked = sorted({w.run_id for t, w in items if t.kind in (TaskKind.DISPATCH, TaskKind.EVALUATE) and w is not None})
@@ -1238,6 +1250,20 @@ def _fresh_action(action: plan.Action, tools: Mapping[str, ToolDefinition], job:
             and cache.lifetime(step, tool) is None
         )
     return isinstance(action, plan.StartRun | plan.SkipStep | plan.Wake)
+
+
+def _finish_of(outcome: Outcome, now: float) -> dict[str, Any]:
+    """``generations.finish``'s arguments for a generation its ``submit`` finished."""
+    update = outcome.update
+    assert update is not None
+    completed = update.status is GenerationStatus.COMPLETED
+    return {
+        "generation_id": outcome.work.generation_id, "status": update.status, "now": now,
+        "outputs": update.outputs if completed else None,
+        "error": update.error.model_dump() if update.error else None,
+        "raw": update.raw, "progress": 1.0 if completed else None, "requested_at": outcome.requested_at,
+        "answered_at": outcome.answered_at, "platform_run_id": outcome.platform_run_id,
+    }
 
 
 def _generation_row(run: Any, action: plan.StartStep, tool: ToolDefinition, gen_id: str, now: float) -> dict[str, Any]:

@@ -43,6 +43,9 @@ SATURATED_IN_FLIGHT = 2
 SATURATED_BUSY = 0.9
 """The share of wall time the event loop's thread spends on the CPU above which it is the bottleneck."""
 BUSY_WINDOW_SECONDS = 0.1
+FLUSHES = 2
+"""Transactions recording finished work at the same time (group commit: what finishes while they
+run waits for the next one)."""
 LOST = "lost"
 """The ServiceError code of a poll whose backend no longer knows the run (e.g. ComfyUI restarted)."""
 
@@ -90,6 +93,8 @@ class Worker:
         self._to_record: list[tuple[Outcome, asyncio.Future[Any]]] = []
         self._flush_scheduled = False
         self._flushes: set[asyncio.Task[None]] = set()
+        self._recording: set[str] = set()
+        """Runs whose outcomes a transaction under way is recording."""
         self.handled = 0
         self._wall_clock = wall_clock
         self._cpu_clock = cpu_clock
@@ -374,12 +379,31 @@ class Worker:
         return list(dispatches)
 
     def _spawn_flush(self) -> None:
+        """Record what finished, in one transaction, unless ``FLUSHES`` are under way already (the
+        next one starts when one of them ends, with everything that finished meanwhile). Outcomes
+        of a run that a transaction under way is recording wait for the next one: two
+        transactions of one run would only queue on its lock."""
         self._flush_scheduled = False
-        batch, self._to_record = self._to_record, []
-        if batch:
-            task = asyncio.create_task(self._flush(batch))
-            self._flushes.add(task)
-            task.add_done_callback(self._flushes.discard)
+        if len(self._flushes) >= FLUSHES:
+            return
+        busy = self._recording
+        batch = [entry for entry in self._to_record if entry[0].work.run_id not in busy]
+        if not batch:
+            return
+        self._to_record = [entry for entry in self._to_record if entry[0].work.run_id in busy] if busy else []
+        runs = {outcome.work.run_id for outcome, _ in batch}
+        busy.update(runs)
+        task = asyncio.create_task(self._flush(batch))
+        self._flushes.add(task)
+
+        def done(_: asyncio.Task[None]) -> None:
+            self._flushes.discard(task)
+            busy.difference_update(runs)
+            if self._to_record and not self._flush_scheduled:
+                self._flush_scheduled = True
+                asyncio.get_running_loop().call_soon(self._spawn_flush)
+
+        task.add_done_callback(done)
 
     async def _flush(self, batch: list[tuple[Outcome, asyncio.Future[Any]]]) -> None:
         lease, reserved = self._lease(own_slots=len(batch))

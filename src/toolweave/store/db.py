@@ -7,6 +7,14 @@ SQLite (WAL) transactions run inline on the event loop's thread on one held conn
 of threads sized to the worker's slots, each with a connection of its own (``_Connections``).
 SQLAlchemy provides the schema and, through Alembic, the migrations; it is not loaded otherwise.
 
+On PostgreSQL a writer's statements are pipelined (psycopg's pipeline mode): a statement whose
+result the transaction function does not read at once is sent without waiting for the server, so a
+transaction costs a round trip per read it makes and one to commit, not one per statement. A
+compare-and-set the function can predict (``Tx.expect``: a step row under its run's lock) is taken
+as applied and checked before the commit; if one did not apply, the transaction is rolled back and
+run again from the start without pipelining, every compare-and-set checked as it runs
+(``Store.careful_reruns`` counts those).
+
 Wake-ups: a transaction that enqueues work calls ``tx.wake()``. On PostgreSQL that becomes a
 ``NOTIFY`` delivered at commit to every listening process; on SQLite an in-process signal is set
 after commit, and a datagram wakes the other processes waiting on the same file (``store/wake.py``).
@@ -18,10 +26,11 @@ import asyncio
 import contextlib
 import functools
 import json
+import logging
 import re
 import sqlite3
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from enum import Enum
@@ -36,6 +45,7 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 NOTIFY_CHANNEL = "toolweave_tasks"
+log = logging.getLogger("toolweave.store")
 
 
 JSON_COLUMNS = frozenset(
@@ -69,15 +79,30 @@ class Tx:
     hot path of the engine pays no statement construction. Dict and list parameters are stored as
     JSON, Decimals as text; rows come back as ``Row`` with JSON, boolean and decimal columns
     decoded.
+
+    In a pipelined transaction (PostgreSQL writers) a statement is sent without waiting for it;
+    reading a result waits for it and for everything sent before it. Writes queued with ``put``
+    or ``expect`` are held until the transaction next reads (or commits) and then sent together,
+    one ``executemany`` per statement: many steps' writes cost a statement each, not a statement
+    per step.
     """
 
-    __slots__ = ("committed", "cursor", "deferred", "dialect", "event_runs", "statements", "woken")
+    __slots__ = (
+        "_batch", "_batch_keys", "_checks", "_results", "committed", "cursor", "deferred", "dialect", "event_runs",
+        "pipeline", "statements", "woken",
+    )
 
-    def __init__(self, cursor: Any, dialect: str) -> None:
+    def __init__(self, cursor: Any, dialect: str, pipeline: Any = None) -> None:
         self.cursor = cursor
         self.dialect = dialect
+        self.pipeline = pipeline
+        """psycopg's pipeline when this transaction's statements are pipelined, else None."""
         self.statements = 0
-        """Statements that have run (a transaction that failed at 0 never began)."""
+        """Statements whose results came back (a transaction that failed at 0 never began)."""
+        self._batch: dict[str, list[tuple[Mapping[str, Any], int, Callable[[Row | None], None] | None]]] = {}
+        self._batch_keys: set[Hashable] = set()
+        self._checks: list[tuple[Any, int, str]] = []
+        self._results: list[tuple[str, Any, list[Callable[[Row | None], None] | None]]] = []
         self.event_runs: set[str] = set()
         """Runs this transaction appends events to (``Store.on_events`` hears of them at commit)."""
         self.woken = False
@@ -100,27 +125,37 @@ class Tx:
             self.many(sql, rows)
         self.deferred.clear()
 
+    # --- statements ----------------------------------------------------------------------------
+
     def q(self, sql: str, params: Mapping[str, Any] | None = None) -> Any:
+        """Run a statement; returns the cursor (in a pipelined transaction, reading its results
+        waits for them)."""
+        if self._batch:
+            self._send_batch()
         cur = self.cursor
         cur.execute(_sql_for(sql, self.dialect), _encode(params) if params else {})
-        self.statements += 1
+        if self.pipeline is None:
+            self.statements += 1
         return cur
 
     def many(self, sql: str, rows: Sequence[Mapping[str, Any]]) -> None:
         if rows:
+            if self._batch:
+                self._send_batch()
             self.cursor.executemany(_sql_for(sql, self.dialect), [_encode(r) for r in rows])
-            self.statements += 1
+            if self.pipeline is None:
+                self.statements += 1
 
     def all(self, sql: str, params: Mapping[str, Any] | None = None) -> list[Row]:
         cur = self.q(sql, params)
-        if cur.description is None:
-            return []
-        names, decoders = _row_plan(sql, cur.description)
-        return [_decode(names, decoders, r) for r in cur.fetchall()]
+        return self._rows(sql, cur)
 
     def one(self, sql: str, params: Mapping[str, Any] | None = None) -> Row | None:
         cur = self.q(sql, params)
-        if cur.description is None:
+        if self.pipeline is not None:
+            self.sync()
+        plan = self._plan(sql, cur)
+        if plan is None:
             return None
         r = cur.fetchone()
         if r is None:
@@ -128,12 +163,163 @@ class Tx:
         rest = cur.fetchall()
         if rest:
             raise RuntimeError("one() found more than one row")
-        names, decoders = _row_plan(sql, cur.description)
-        return _decode(names, decoders, r)
+        return _decode(plan[0], plan[1], r)
 
     def rowcount(self, sql: str, params: Mapping[str, Any] | None = None) -> int:
-        count: int = self.q(sql, params).rowcount
+        cur = self.q(sql, params)
+        if self.pipeline is not None:
+            self.sync()
+        count: int = cur.rowcount
         return count
+
+    def fetch(self, sql: str, params: Mapping[str, Any] | None = None) -> Callable[[], list[Row]]:
+        """Send a query now and read its rows later (the returned function): several reads sent
+        one after the other cost one round trip in a pipelined transaction."""
+        if self.pipeline is None:
+            rows = self.all(sql, params)
+            return lambda: rows
+        if self._batch:
+            self._send_batch()
+        cur = self._cursor()
+        cur.execute(_sql_for(sql, self.dialect), _encode(params) if params else {})
+        return lambda: self._rows(sql, cur)
+
+    def fetch_each(self, sql: str, rows: Sequence[Mapping[str, Any]]) -> Callable[[], list[Row | None]]:
+        """Run one statement once per parameter row; the returned function gives the row each run
+        returned (or None). On PostgreSQL they go in one ``executemany``, read later like
+        ``fetch``'s."""
+        if not rows:
+            return list
+        if self.dialect != "postgresql":
+            found = [self.one(sql, r) for r in rows]
+            return lambda: found
+        if self._batch:
+            self._send_batch()
+        cur = self._cursor()
+        cur.executemany(_sql_for(sql, self.dialect), [_encode(r) for r in rows], returning=True)
+        if self.pipeline is None:
+            self.statements += 1
+        return lambda: self._each_rows(sql, cur)
+
+    def expect(self, sql: str, params: Mapping[str, Any], *, key: Hashable) -> bool:
+        """A compare-and-set whose outcome the caller can predict: it changes one row (``key``
+        names it). Returns whether it did. In a pipelined transaction it is queued with the
+        other writes (``put``) and taken as done; it is checked before the commit, and a
+        transaction in which one did not apply is rolled back and run again unpipelined, where
+        every ``expect`` waits for its result (see the module's docstring). Only for statements
+        that change their row unless another transaction raced this one past a lock it holds."""
+        if self.pipeline is None:
+            return self.rowcount(sql, params) == 1
+        self._queue(sql, params, key, 1, None)
+        return True
+
+    def put(
+        self, sql: str, params: Mapping[str, Any], *, key: Hashable | None = None,
+        then: Callable[[Row | None], None] | None = None,
+    ) -> None:
+        """A write nothing reads back before this transaction's next read: queued and sent with the
+        other queued writes of the same statement in one ``executemany`` when the transaction next
+        reads or commits (at once when not pipelined). ``key`` names the row an UPDATE changes
+        (a second write of the same row sends the first ones before it is queued). ``then(row)``
+        hears the row it returned (an INSERT's generated id), before the commit."""
+        if self.pipeline is None:
+            if then is None:
+                self.q(sql, params)
+            else:
+                then(self.one(sql, params))
+            return
+        self._queue(sql, params, key, 0, then)
+
+    def _queue(
+        self, sql: str, params: Mapping[str, Any], key: Hashable | None, rows: int,
+        then: Callable[[Row | None], None] | None,
+    ) -> None:
+        if key is not None:
+            if key in self._batch_keys:
+                self._send_batch()
+            self._batch_keys.add(key)
+        self._batch.setdefault(sql, []).append((params, rows, then))
+
+    def _send_batch(self) -> None:
+        """Send the queued writes, one ``executemany`` per statement (queued writes change
+        different rows, so their order does not matter)."""
+        batch, self._batch = self._batch, {}
+        self._batch_keys.clear()
+        for sql, entries in batch.items():
+            cur = self._cursor()
+            thens = [then for _, _, then in entries]
+            returning = any(then is not None for then in thens)
+            if len(entries) == 1:
+                cur.execute(_sql_for(sql, self.dialect), _encode(entries[0][0]))
+            else:
+                cur.executemany(_sql_for(sql, self.dialect), [_encode(p) for p, _, _ in entries], returning=returning)
+            expected = sum(rows for _, rows, _ in entries)
+            if expected:
+                self._checks.append((cur, expected, sql))
+            if returning:
+                self._results.append((sql, cur, thens))
+
+    def _cursor(self) -> Any:
+        return self.cursor.connection.cursor()
+
+    # --- results -------------------------------------------------------------------------------
+
+    def _rows(self, sql: str, cur: Any) -> list[Row]:
+        if self.pipeline is not None and cur.pgresult is None:
+            self.sync()  # its result has not come back yet
+        plan = self._plan(sql, cur)
+        if plan is None:
+            return []
+        names, decoders = plan
+        return [_decode(names, decoders, r) for r in cur.fetchall()]
+
+    def _each_rows(self, sql: str, cur: Any) -> list[Row | None]:
+        found: list[Row | None] = []
+        while True:
+            got = self._rows(sql, cur)
+            found.append(got[0] if got else None)
+            if not cur.nextset():
+                return found
+
+    def _plan(self, sql: str, cur: Any) -> tuple[tuple[str, ...], _Decoders] | None:
+        """The result's column names and decoders; None when the statement returned no rows. On
+        PostgreSQL the cached plan is checked against the result's column count: psycopg builds
+        its ``description`` anew on each use, which cost more than reading the rows."""
+        if self.dialect == "postgresql":
+            res = cur.pgresult
+            if res is None or res.status not in _PG_ROWS:
+                return None
+            found = _ROW_PLANS.get(sql)
+            if found is not None and len(found[0]) == res.nfields:
+                return found
+        if cur.description is None:
+            return None
+        return _row_plan(sql, cur.description)
+
+    def sync(self) -> None:
+        """Send the queued writes and wait for every statement sent so far (pipelined
+        transactions)."""
+        if self.pipeline is not None:
+            if self._batch:
+                self._send_batch()
+            self.pipeline.sync()
+            self.statements += 1
+
+    def verify(self) -> None:
+        """Before the commit: read what is still pending and check every ``expect``; raises
+        ``Unexpected`` when one did not change the rows it expected to."""
+        if self.pipeline is None:
+            return
+        self.sync()
+        for cur, expected, sql in self._checks:
+            if cur.rowcount != expected:
+                raise Unexpected(f"{cur.rowcount} rows instead of {expected}: {' '.join(sql.split())[:200]}")
+        results, self._results = self._results, []
+        for sql, cur, thens in results:
+            rows = self._each_rows(sql, cur) if len(thens) > 1 else [next(iter(self._rows(sql, cur)), None)]
+            for then, row in zip(thens, rows, strict=True):
+                if then is not None:
+                    then(row)
 
     def wake(self) -> None:
         """Wake workers once this transaction commits (new or re-queued work)."""
@@ -145,6 +331,10 @@ class Tx:
     @property
     def is_postgres(self) -> bool:
         return self.dialect == "postgresql"
+
+
+class Unexpected(Exception):
+    """A compare-and-set taken as done in a pipelined transaction did not apply (``Tx.expect``)."""
 
 
 @functools.lru_cache(maxsize=512)
@@ -194,6 +384,8 @@ def _encode(params: Mapping[str, Any]) -> dict[str, Any]:
 
 
 _Decoders = tuple[tuple[str, Callable[[Any], Any]], ...]
+_PG_ROWS = (2, 9)
+"""libpq's PGRES_TUPLES_OK and PGRES_SINGLE_TUPLE: a result that has rows."""
 _ROW_PLANS: dict[str, tuple[tuple[str, ...], _Decoders]] = {}
 """Column names and decoders by statement: the same SQL gives the same columns (the cache is
 emptied when the schema is upgraded)."""
@@ -272,8 +464,11 @@ class _Connections:
             _sqlite_connect(conn, None)
             return conn
         import psycopg
+        from psycopg.types.json import set_json_loads
 
-        return psycopg.connect(self.target, autocommit=False)
+        pg = psycopg.connect(self.target, autocommit=False)
+        set_json_loads(loads, pg)  # orjson: the standard library's json showed in every step
+        return pg
 
     def drop(self, conn: Any) -> None:
         """Forget a connection that failed (the next transaction on this thread opens a new one)."""
@@ -307,6 +502,10 @@ class Store:
         self._wakeups: Wakeups | None = None
         self._engine: Any = None
         self._event_listeners: list[Callable[[set[str]], None]] = []
+        self.pipelined = self.dialect == "postgresql"
+        """Whether writers' statements are pipelined (PostgreSQL; see the module's docstring)."""
+        self.careful_reruns = 0
+        """Transactions run again unpipelined because a compare-and-set taken as done did not apply."""
         if self.dialect == "sqlite":
             path = self.url.split("///", 1)[-1]
             if path and path != ":memory:":
@@ -362,15 +561,33 @@ class Store:
 
         On SQLite a writer takes the lock up front (``BEGIN IMMEDIATE``: no deadlock-prone upgrade
         from a read); a reader does not, so readers never make a worker wait. psycopg opens the
-        transaction at the first statement."""
+        transaction at the first statement; a writer's statements are pipelined, and a transaction
+        in which a compare-and-set taken as done did not apply runs again unpipelined."""
+        pipelined = self.pipelined and not readonly
+        try:
+            return self._attempt(dbapi, fn, args, readonly, pipelined)
+        except Unexpected as unexpected:
+            if not pipelined:
+                raise
+            self.careful_reruns += 1
+            log.debug("running a transaction again unpipelined: %s", unexpected)
+            return self._attempt(dbapi, fn, args, readonly, False)
+
+    def _attempt(self, dbapi: Any, fn: Callable[..., T], args: tuple[Any, ...], readonly: bool, pipelined: bool) -> T:
         cursor = dbapi.cursor()
         tx = Tx(cursor, self.dialect)
         try:
             if self.dialect == "sqlite":
                 cursor.execute("BEGIN" if readonly else "BEGIN IMMEDIATE")
-            result = fn(tx, *args)
-            tx.flush_deferred()
-            dbapi.commit()
+            if pipelined:
+                with dbapi.pipeline() as pipeline:
+                    tx.pipeline = pipeline
+                    result = self._body(tx, fn, args)
+                    dbapi.commit()
+                tx.pipeline = None
+            else:
+                result = self._body(tx, fn, args)
+                dbapi.commit()
         except Exception as exc:
             with contextlib.suppress(Exception):
                 dbapi.rollback()
@@ -396,6 +613,13 @@ class Store:
                 self._wakeups.notify()
         return result
 
+    @staticmethod
+    def _body(tx: Tx, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
+        result = fn(tx, *args)
+        tx.flush_deferred()
+        tx.verify()
+        return result
+
     async def read(self, fn: Callable[..., T], *args: Any) -> T:
         """Like ``tx``, for a transaction that only reads (see ``read_sync``)."""
         return await self._call(self.read_sync, fn, args)
@@ -403,9 +627,12 @@ class Store:
     async def tx(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn(tx, *args)`` as one transaction.
 
-        SQLite transactions are short and local, so they run on the event loop's own thread: a
-        hop to another thread would cost more than the transaction (see docs/benchmarks.md).
-        PostgreSQL transactions wait on the network and run on the pool's threads."""
+        ``fn`` may run more than once (a connection found dead before anything ran, a pipelined
+        compare-and-set that missed): it acts outside the transaction only through
+        ``Tx.after_commit``. SQLite transactions are short and local, so they run on the event
+        loop's own thread: a hop to another thread would cost more than the transaction (see
+        docs/benchmarks.md). PostgreSQL transactions wait on the network and run on the pool's
+        threads."""
         return await self._call(self.run_sync, fn, args)
 
     async def _call(self, run: Callable[..., T], fn: Callable[..., T], args: tuple[Any, ...]) -> T:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from typing import Any
 
 from toolweave.model.status import GENERATION_ALLOWED_PRIOR, GenerationStatus
@@ -10,7 +11,8 @@ from toolweave.store.db import Row, Tx, in_list
 
 
 def insert(tx: Tx, **values: Any) -> None:
-    tx.q(_insert_sql(tuple(values)), values)
+    """Insert a generation (queued with the transaction's other writes: ``Tx.put``)."""
+    tx.put(_insert_sql(tuple(values)), values)
 
 
 def insert_many(tx: Tx, rows: list[dict[str, Any]]) -> None:
@@ -96,15 +98,33 @@ def finish(
     """Move a generation to a terminal status (compare-and-set); None when it was already terminal.
     Its response timestamp (and so its duration) is ``answered_at`` when the service's answer came
     before this transaction, else ``now``."""
-    assert status.terminal
     return tx.one(
         _FINISH,
-        {
-            "status": status.value, "outputs": outputs, "error": error, "raw": raw, "progress": progress,
-            "answered": answered_at if answered_at is not None else now, "requested": requested_at,
-            "platform_id": platform_run_id, "id": generation_id,
-        },
+        _finish_params(
+            generation_id, status, now, outputs=outputs, error=error, raw=raw, progress=progress,
+            requested_at=requested_at, answered_at=answered_at, platform_run_id=platform_run_id,
+        ),
     )
+
+
+def finish_each(tx: Tx, finishes: list[dict[str, Any]]) -> Callable[[], list[Row | None]]:
+    """``finish`` of several generations, sent together; each entry has ``finish``'s arguments
+    (``generation_id``, ``status``, ``now`` and the keywords). The returned function reads the
+    row each one returned, or None where it was terminal already (``Tx.fetch_each``)."""
+    return tx.fetch_each(_FINISH, [_finish_params(**f) for f in finishes])
+
+
+def _finish_params(
+    generation_id: str, status: GenerationStatus, now: float, *, outputs: Any = None, error: Any = None,
+    raw: Any = None, progress: float | None = None, requested_at: float | None = None,
+    answered_at: float | None = None, platform_run_id: str | None = None,
+) -> dict[str, Any]:
+    assert status.terminal
+    return {
+        "status": status.value, "outputs": outputs, "error": error, "raw": raw, "progress": progress,
+        "answered": answered_at if answered_at is not None else now, "requested": requested_at,
+        "platform_id": platform_run_id, "id": generation_id,
+    }
 
 
 def update(tx: Tx, generation_id: str, **values: Any) -> None:

@@ -106,10 +106,14 @@ def _update_sql(prior: tuple[StepStatus, ...], columns: tuple[str, ...]) -> str:
     )
 
 
-def update(tx: Tx, run_id: str, step_id: str, index: int, prior: tuple[StepStatus, ...], **values: Any) -> bool:
-    """Compare-and-set one item from the given prior states."""
+def update(
+    tx: Tx, run_id: str, step_id: str, index: int, prior: tuple[StepStatus, ...], *, known: bool = True, **values: Any
+) -> bool:
+    """Compare-and-set one item from the given prior states. ``known``: the caller holds the run's
+    lock and read the item, so it knows the outcome (``Tx.expect``); else the result is waited for."""
     sql = _update_sql(prior, tuple(values))
-    return tx.rowcount(sql, {"run_id_": run_id, "step_id_": step_id, "i_": index, **values}) == 1
+    params = {"run_id_": run_id, "step_id_": step_id, "i_": index, **values}
+    return tx.expect(sql, params, key=("step_items", run_id, step_id, index)) if known else tx.rowcount(sql, params) == 1
 
 
 def add_cost(tx: Tx, run_id: str, step_id: str, index: int, amount: Decimal) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
@@ -109,6 +110,26 @@ def lock_state(tx: Tx, run_id: str) -> Row | None:
     return tx.one(f"SELECT {_STATE_COLUMNS} FROM runs WHERE run_id = :id FOR UPDATE", {"id": run_id})
 
 
+def lock_states(tx: Tx, run_ids: list[str]) -> Callable[[], dict[str, Row]]:
+    """``lock_state`` of several runs in one statement, locked in the order of their ids (two
+    transactions locking overlapping sets cannot deadlock on them). Sent now; the returned
+    function reads them (``Tx.fetch``)."""
+    if not run_ids:
+        return dict
+    ids, params = in_list("r", run_ids)
+    rows = tx.fetch(f"SELECT {_STATE_COLUMNS} FROM runs WHERE run_id IN {ids} ORDER BY run_id FOR UPDATE", params)
+    return lambda: {r.run_id: r for r in rows()}
+
+
+def inputs_of(tx: Tx, run_ids: list[str]) -> Callable[[], dict[str, dict[str, Any]]]:
+    """The inputs of several runs, by run (sent now, read by the returned function)."""
+    if not run_ids:
+        return dict
+    ids, params = in_list("r", run_ids)
+    rows = tx.fetch(f"SELECT run_id, job_inputs FROM runs WHERE run_id IN {ids}", params)
+    return lambda: {r.run_id: dict(r.job_inputs or {}) for r in rows()}
+
+
 def inputs(tx: Tx, run_id: str) -> dict[str, Any]:
     row = tx.one("SELECT job_inputs FROM runs WHERE run_id = :id", {"id": run_id})
     return dict(row.job_inputs) if row is not None and row.job_inputs else {}
@@ -144,17 +165,35 @@ def step(tx: Tx, run_id: str, step_id: str) -> Row | None:
     return tx.one(f"SELECT {_STEP_COLUMNS} FROM step_runs WHERE run_id = :id AND step_id = :step", {"id": run_id, "step": step_id})
 
 
+_WITH_WORK = (
+    "SELECT s.run_id, s.step_id, s.position, s.status, s.attempt, s.tool_id, s.using_fallback, "
+    "s.generation_id, s.generation_ids, s.child_run_id, s.outputs, s.reason, s.error, s.skipped_by_error, "
+    "s.progress, s.next_attempt_at, s.started_at, s.finished_at, s.items_total, s.items_succeeded, s.items_failed, "
+    "g.status AS work_status, g.outputs AS work_outputs, g.error AS work_error "
+    "FROM step_runs s LEFT JOIN generations g ON g.generation_id = s.generation_id "
+)
+
+
 def steps_with_work(tx: Tx, run_id: str) -> list[Row]:
     """Step runs with the status, outputs and error of each one's current generation."""
-    return tx.all(
-        "SELECT s.run_id, s.step_id, s.position, s.status, s.attempt, s.tool_id, s.using_fallback, "
-        "s.generation_id, s.generation_ids, s.child_run_id, s.outputs, s.reason, s.error, s.skipped_by_error, "
-        "s.progress, s.next_attempt_at, s.started_at, s.finished_at, s.items_total, s.items_succeeded, s.items_failed, "
-        "g.status AS work_status, g.outputs AS work_outputs, g.error AS work_error "
-        "FROM step_runs s LEFT JOIN generations g ON g.generation_id = s.generation_id "
-        "WHERE s.run_id = :id ORDER BY s.position",
-        {"id": run_id},
-    )
+    return tx.all(_WITH_WORK + "WHERE s.run_id = :id ORDER BY s.position", {"id": run_id})
+
+
+def steps_with_work_of(tx: Tx, run_ids: list[str]) -> Callable[[], dict[str, list[Row]]]:
+    """``steps_with_work`` of several runs in one statement, by run (sent now, read by the
+    returned function)."""
+    if not run_ids:
+        return dict
+    ids, params = in_list("r", run_ids)
+    rows = tx.fetch(_WITH_WORK + f"WHERE s.run_id IN {ids} ORDER BY s.run_id, s.position", params)
+
+    def read() -> dict[str, list[Row]]:
+        found: dict[str, list[Row]] = {run_id: [] for run_id in run_ids}
+        for row in rows():
+            found[row["run_id"]].append(row)
+        return found
+
+    return read
 
 
 def _in(values: Any) -> str:
@@ -168,9 +207,10 @@ def _set_status_sql(status: RunStatus, columns: tuple[str, ...]) -> str:
 
 
 def set_status(tx: Tx, run_id: str, status: RunStatus, now: float, **values: Any) -> bool:
-    """Compare-and-set the run's status from the states allowed to reach ``status``."""
+    """Compare-and-set the run's status from the states allowed to reach ``status``. The caller
+    holds the run's lock and read its status (``Tx.expect``)."""
     sql = _set_status_sql(status, tuple(sorted(values)))
-    return tx.rowcount(sql, {"id": run_id, "status": status.value, "now": now, **values}) == 1
+    return tx.expect(sql, {"id": run_id, "status": status.value, "now": now, **values}, key=("runs", run_id))
 
 
 def update(tx: Tx, run_id: str, **values: Any) -> None:
@@ -216,10 +256,15 @@ def _update_step_sql(prior: tuple[StepStatus, ...], columns: tuple[str, ...]) ->
     return f"UPDATE step_runs SET {sets} WHERE run_id = :run_id_ AND step_id = :step_id_ AND status IN ({_in(prior)})"
 
 
-def update_step(tx: Tx, run_id: str, step_id: str, prior: tuple[StepStatus, ...], **values: Any) -> bool:
-    """Compare-and-set one step run from the given prior states."""
+def update_step(
+    tx: Tx, run_id: str, step_id: str, prior: tuple[StepStatus, ...], *, known: bool = True, **values: Any
+) -> bool:
+    """Compare-and-set one step run from the given prior states. ``known``: the caller holds the
+    run's lock and read the step, so it knows the outcome (``Tx.expect``); else the result is
+    waited for."""
     sql = _update_step_sql(prior, tuple(values))
-    return tx.rowcount(sql, {"run_id_": run_id, "step_id_": step_id, **values}) == 1
+    params = {"run_id_": run_id, "step_id_": step_id, **values}
+    return tx.expect(sql, params, key=("step_runs", run_id, step_id)) if known else tx.rowcount(sql, params) == 1
 
 
 def list_runs(

@@ -15,6 +15,7 @@ sequence on PostgreSQL).
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -101,6 +102,28 @@ def enqueue(
     return Task(int(row[0]), kind, run_id, ref_id, attempts, token or "")
 
 
+def enqueue_leased(
+    tx: Tx, kind: TaskKind, *, run_id: str, ref_id: str, now: float, priority: int, owner: str, lease_seconds: float,
+    then: Callable[[Task], None],
+) -> None:
+    """Add a task already claimed by ``owner`` (``enqueue`` with a ``lease_owner``); ``then(task)``
+    hears of it once its id is known (before the commit: the statement is pipelined)."""
+    token = new_token()
+
+    def made(row: Any) -> None:
+        then(Task(int(row.task_id), kind, run_id, ref_id, 1, token))
+
+    tx.put(
+        _INSERT,
+        {
+            "kind": kind.value, "run_id": run_id, "ref_id": ref_id, "priority": priority,
+            "available_at": now + lease_seconds, "lease_owner": owner, "token": token, "attempts": 1,
+            "created_at": now,
+        },
+        then=made,
+    )
+
+
 def enqueue_many(tx: Tx, rows: list[dict[str, Any]]) -> None:
     """Queue unleased tasks, each ``{kind, run_id, ref_id, priority, available_at, created_at}``,
     with one ``executemany`` (bulk submission); wakes the workers once."""
@@ -143,14 +166,17 @@ def release_all(tx: Tx, owner: str, now: float) -> int:
 def finish(tx: Tx, claim: Claim) -> bool:
     """Delete the task ``claim`` holds. False when that claim no longer holds it (its lease
     expired and another worker took the task over, or it was finished already)."""
-    return tx.rowcount(
-        "DELETE FROM tasks WHERE task_id = :id AND claim_token = :token", {"id": claim.task_id, "token": claim.token}
-    ) > 0
+    return tx.rowcount(_FINISH, {"id": claim.task_id, "token": claim.token}) > 0
+
+
+_FINISH = "DELETE FROM tasks WHERE task_id = :id AND claim_token = :token"
 
 
 def finish_many(tx: Tx, claims: list[Claim]) -> None:
+    """Delete the tasks these claims hold (a task a claim no longer holds stays); sent without
+    waiting for its result."""
     if len(claims) == 1:
-        finish(tx, claims[0])
+        tx.q(_FINISH, {"id": claims[0].task_id, "token": claims[0].token})
     elif claims:
         pairs = " OR ".join(f"(task_id = :t{i} AND claim_token = :k{i})" for i in range(len(claims)))
         params: dict[str, Any] = {}
