@@ -202,6 +202,11 @@ def install(api: FastAPI) -> None:
     async def _conflict(request: Request, exc: Conflict) -> JSONResponse:
         return problem_response(request, 409, str(exc), kind="conflict")
 
+    @api.exception_handler(RecursionError)
+    async def _too_deep(request: Request, exc: RecursionError) -> JSONResponse:
+        errors = [FieldError(field="body", message="is nested too deeply to read")]
+        return problem_response(request, 422, "body: is nested too deeply to read", kind="invalid-request", errors=errors)
+
     @api.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)

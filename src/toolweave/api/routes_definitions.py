@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Query, Request
 
+from toolweave.api import submit as submit_mod
 from toolweave.api.auth import Caller, require_admin, require_caller, tw
 from toolweave.api.problems import ApiProblem
 from toolweave.api.schemas import (
@@ -31,6 +32,9 @@ async def fresh_definitions(request: Request) -> None:
 
 
 router = APIRouter(prefix="/api/v1", dependencies=[Depends(require_caller), Depends(fresh_definitions)])
+
+DEFINITION_MAX_DEPTH = 64
+"""How deeply a posted definition may nest (lists and objects); deeper is a 422."""
 
 _Version = Annotated[str | None, Query(min_length=1, max_length=64, description="A version (default: the latest)")]
 
@@ -142,8 +146,10 @@ async def validate_job(request: Request, definition: dict[str, Any] = _DEFINITIO
     """Check a job definition against the registered tools and jobs, without registering it.
 
     Always 200: ``valid`` says whether it would be accepted, ``problems`` lists every problem with
-    its path inside the definition.
+    its path inside the definition. 422 for a body that cannot be a definition (text with lone
+    surrogates or NUL, NaN, nesting deeper than 64).
     """
+    submit_mod.refuse_unstorable(definition, DEFINITION_MAX_DEPTH)
     defn, problems = await asyncio.to_thread(tw(request).check_definition, definition)
     return _result(defn, problems)
 
@@ -161,6 +167,7 @@ async def register_job(
 ) -> dict[str, Any]:
     """Register a job (admin key only). It is kept in the store, so every server sharing it knows
     the job at once. Registering the same id and version again with the same content is a no-op."""
+    submit_mod.refuse_unstorable(definition, DEFINITION_MAX_DEPTH)
     defn, problems = await tw(request).register_job(definition)
     if problems or not isinstance(defn, JobDefinition):
         from toolweave.api.problems import FieldError

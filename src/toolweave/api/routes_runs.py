@@ -40,6 +40,16 @@ StatusName = Literal["queued", "running", "completed", "partially_completed", "f
 """``pending`` is the former name of ``queued`` and still means it."""
 ItemStatusName = Literal["pending", "running", "waiting_retry", "succeeded", "failed", "cancelled"]
 
+_SSE_EVENT: dict[str, Any] = {
+    "description": "One event of the stream (OpenAPI before 3.2: the schema describes each event)",
+    "type": "object",
+    "properties": {
+        "id": {"type": "string", "description": "The event id: send it back as Last-Event-ID"},
+        "event": {"type": "string", "description": "The event type: run.created, step.started, …"},
+        "data": {"type": "string", "description": "The event as JSON: {id, runId, type, stepId, data, at}"},
+    },
+    "required": ["id", "event", "data"],
+}
 _SUBMIT_BODY: dict[str, Any] = {
     "requestBody": {
         "required": True,
@@ -304,7 +314,7 @@ async def list_step_items(
     responses={
         200: {
             "description": "An event stream: `id` (for Last-Event-ID), `event` (the type) and `data` (the event as JSON)",
-            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+            "content": {"text/event-stream": {"schema": _SSE_EVENT}},
         },
         204: {"description": "The run has ended and there is nothing after Last-Event-ID (stop reconnecting)"},
         404: {"description": "No such run, or not yours"},
@@ -315,7 +325,7 @@ async def run_events(
     run_id: RunId,
     caller: Caller = Depends(require_caller),
     last_event_id: Annotated[
-        str | None, Header(alias="Last-Event-ID", max_length=20, pattern=r"^[0-9]+$", description="Resume after this event id")
+        str | None, Header(alias="Last-Event-ID", max_length=16, pattern=r"^[0-9]{1,16}$", description="Resume after this event id")
     ] = None,
     after: Annotated[int | None, Query(ge=0, le=2**53, description="Resume after this event id (for clients that cannot set headers)")] = None,
 ) -> Response:

@@ -10,13 +10,14 @@ from pathlib import Path
 from typing import Any
 
 import fastapi_offline
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
 from toolweave.api import problems
+from toolweave.api.limits import BodyLimit, single_valued_query
 from toolweave.api.metrics import Metrics
 from toolweave.api.problems import ProblemDetails
 from toolweave.api.schemas import SubmitRunRequest
@@ -75,8 +76,34 @@ def _openapi(api: FastAPI) -> dict[str, Any]:
                 "description": "An error (RFC 9457 problem details)",
                 "content": {"application/problem+json": {"schema": _PROBLEM}},
             }
+    _link_runs(schema)
     api.openapi_schema = schema
     return schema
+
+
+_RUN_LINKS = {
+    "ShowRun": ("/api/v1/runs/{run_id}", "get"),
+    "FollowRun": ("/api/v1/runs/{run_id}/events", "get"),
+    "CancelRun": ("/api/v1/runs/{run_id}/cancel", "post"),
+    "RetryRun": ("/api/v1/runs/{run_id}/retry", "post"),
+}
+
+
+def _link_runs(schema: dict[str, Any]) -> None:
+    """OpenAPI links from a submitted or shown run to what can be done with it next (show, follow,
+    cancel, retry): clients (and schemathesis's stateful tests) follow ``jobRunId``."""
+    paths = schema.get("paths", {})
+    links: dict[str, Any] = {}
+    for name, (path, method) in _RUN_LINKS.items():
+        operation = paths.get(path, {}).get(method)
+        if operation and operation.get("operationId"):
+            links[name] = {"operationId": operation["operationId"], "parameters": {"run_id": "$response.body#/jobRunId"}}
+    for path, method in [("/api/v1/runs", "post"), _RUN_LINKS["ShowRun"]]:
+        responses = paths.get(path, {}).get(method, {}).get("responses", {})
+        for status in ("200", "201", "202"):
+            body = responses.get(status, {}).get("content", {}).get("application/json")
+            if body is not None:
+                responses[status]["links"] = dict(links)
 
 
 def create_app(app: App, *, run_worker: bool = True, slots: int | None = None) -> FastAPI:
@@ -115,11 +142,14 @@ def create_app(app: App, *, run_worker: bool = True, slots: int | None = None) -
         docs_url=None,
         redoc_url=None,
         openapi_url="/api/v1/openapi.json",
+        dependencies=[Depends(single_valued_query)],
     )
     api.state.toolweave = app
     api.state.metrics = Metrics()
     api.state.worker = None
     problems.install(api)
+    if app is not None:
+        api.add_middleware(BodyLimit, json_bytes=app.settings.request_max_json_bytes, any_bytes=app.settings.request_max_bytes)
 
     from toolweave.api import routes_definitions, routes_runs, routes_system, web, web_run
 

@@ -29,11 +29,23 @@ def read_json(raw: bytes, max_depth: int) -> Any:
         errors = [FieldError(field="body", message=f"is nested deeper than {max_depth} levels (setting input_max_depth)")]
         raise ApiProblem(422, f"body: {errors[0].message}", kind="invalid-request", errors=errors) from None
     if isinstance(data, dict):
-        problems = storable_problems(data, max_depth=max_depth + 1)  # + 1: the `inputs` object itself
-        if problems:
-            errors = [FieldError(field=p.field, message=p.message) for p in problems]
-            raise ApiProblem(422, "; ".join(str(p) for p in problems), kind="invalid-request", errors=errors)
+        inputs = data.get("inputs")
+        if isinstance(inputs, dict):  # the limit counts inside each input value
+            refuse_unstorable({k: v for k, v in data.items() if k != "inputs"}, max_depth, inputs=inputs)
+        else:
+            refuse_unstorable(data, max_depth)
     return data
+
+
+def refuse_unstorable(data: dict[str, Any], max_depth: int, *, inputs: dict[str, Any] | None = None) -> None:
+    """A 422 problem naming each field of a JSON body (and of its ``inputs``) that cannot be stored
+    and read back."""
+    problems = storable_problems(data, max_depth=max_depth)
+    if inputs is not None:
+        problems += storable_problems(inputs, max_depth=max_depth, prefix="inputs.")
+    if problems:
+        errors = [FieldError(field=p.field, message=p.message) for p in problems]
+        raise ApiProblem(422, "; ".join(str(p) for p in problems), kind="invalid-request", errors=errors)
 
 
 def parse_submit(data: Any) -> SubmitRunRequest:
