@@ -6,8 +6,9 @@ runs these checks in order and stores nothing (no run, no artifact) until all ha
 1. ``check_storable``: values that cannot be stored and read back (lone surrogates, NUL, NaN and
    infinities, nesting deeper than ``input_max_depth``) — before and after ``prepare_inputs``,
    which reads JSON text;
-2. ``check_urls``: URLs the server would fetch or post to and must not, by their text
-   (``netguard.check_literal``): the callback URL, and http(s) URLs in media, URL and JSON inputs;
+2. ``check_urls``: URLs the server would fetch or post to and must not (the callback URL, and
+   http(s) URLs in media, URL and JSON inputs): by their text (``netguard.check_literal``), then
+   by what their host names resolve to;
 3. ``resolve_artifacts``: every artifact reference in the inputs (at any depth, ``artifact:`` URIs
    and JSON text included) must be one the account holds; artifact values are written out in
    full, as the account knows them (its file name).
@@ -17,14 +18,23 @@ Each raises ``InputError`` naming every bad field.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 from toolweave.artifacts import ArtifactStore
 from toolweave.inputs import FieldProblem, InputError, storable_problems, strings_in
 from toolweave.model.definitions import JobDefinition, ParamType
 from toolweave.model.records import ArtifactRef, artifact_mentions
-from toolweave.netguard import ForbiddenURL, check_literal
+from toolweave.netguard import (
+    CALLBACK_SETTING,
+    MEDIA_SETTING,
+    ForbiddenURL,
+    check_literal,
+    check_url,
+    is_ip,
+)
 from toolweave.settings import Settings
 from toolweave.store import accounts as accounts_q
 from toolweave.store.db import Store
@@ -42,25 +52,72 @@ def check_storable(
         raise InputError(problems, root="")
 
 
-def check_urls(job: JobDefinition, inputs: Mapping[str, Any], callback_url: str | None, settings: Settings) -> None:
-    """Refuse, by their text alone, URLs the server would fetch or post to and must not: the
-    callback URL, and http(s) URLs in media inputs, URL inputs and JSON inputs (at any depth)."""
+async def check_urls(job: JobDefinition, inputs: Mapping[str, Any], callback_url: str | None, settings: Settings) -> None:
+    """Refuse URLs the server would fetch or post to and must not: the callback URL, and http(s)
+    URLs in media inputs, URL inputs and JSON inputs (at any depth). Every one by its text; then
+    the hosts named by name are looked up (``_private_hosts``), so that a name that resolves to a
+    private address is refused now rather than failing the run later. Each refusal of a private
+    address names the setting that would allow it."""
     if callback_url:
-        try:
-            check_literal(callback_url, allow_private=settings.callback_allow_private_urls)
-        except ForbiddenURL as exc:
-            raise InputError([FieldProblem("callbackUrl", str(exc))], root="") from None
-    problems: list[FieldProblem] = []
+        problems = await _url_problems(
+            [("callbackUrl", callback_url)], settings.callback_allow_private_urls, CALLBACK_SETTING
+        )
+        if problems:
+            raise InputError(problems, root="")
+    urls: list[tuple[str, str]] = []
     for param in job.input_schema:
         if param.name in inputs and (param.type.is_media or param.accepts_url or param.type is ParamType.JSON):
-            for where, text in strings_in(inputs[param.name], param.name):
-                if text[:8].lower().startswith(("http://", "https://")):
-                    try:
-                        check_literal(text, allow_private=settings.media_allow_private_urls)
-                    except ForbiddenURL as exc:
-                        problems.append(FieldProblem(where, str(exc)))
+            urls.extend(
+                (where, text) for where, text in strings_in(inputs[param.name], param.name)
+                if text[:8].lower().startswith(("http://", "https://"))
+            )
+    problems = await _url_problems(urls, settings.media_allow_private_urls, MEDIA_SETTING)
     if problems:
         raise InputError(problems)
+
+
+SUBMIT_LOOKUPS = 16
+"""Host names looked up at submit, at most, per request (the rest are checked before their fetch)."""
+SUBMIT_LOOKUP_SECONDS = 2.0
+"""How long submit waits for those lookups, at most."""
+
+
+async def _url_problems(urls: list[tuple[str, str]], allow_private: bool, setting: str) -> list[FieldProblem]:
+    problems: list[FieldProblem] = []
+    named: dict[str, list[tuple[str, str]]] = {}  # host name → (field, url)
+    for where, url in urls:
+        try:
+            check_literal(url, allow_private=allow_private, setting=setting)
+        except ForbiddenURL as exc:
+            problems.append(FieldProblem(where, str(exc)))
+            continue
+        host = (urlsplit(url).hostname or "").rstrip(".")
+        if not allow_private and not is_ip(host):
+            named.setdefault(host, []).append((where, url))
+    if named:
+        problems.extend(await _private_hosts(named, setting))
+    return problems
+
+
+async def _private_hosts(named: dict[str, list[tuple[str, str]]], setting: str) -> list[FieldProblem]:
+    """The URLs whose host name resolves to a private address (``netguard.check_url``), for the
+    first ``SUBMIT_LOOKUPS`` names, within ``SUBMIT_LOOKUP_SECONDS``. A name that does not resolve
+    now, or not in time, passes: the fetch checks it again (that check is the one that counts)."""
+
+    async def lookup(where_urls: list[tuple[str, str]]) -> list[FieldProblem]:
+        try:
+            await check_url(where_urls[0][1], allow_private=False, setting=setting)
+        except ForbiddenURL as exc:
+            return [FieldProblem(where, str(exc)) for where, _ in where_urls]
+        except OSError:  # UnresolvableHost among them
+            return []
+        return []
+
+    tasks = [asyncio.ensure_future(lookup(group)) for group in list(named.values())[:SUBMIT_LOOKUPS]]
+    done, pending = await asyncio.wait(tasks, timeout=SUBMIT_LOOKUP_SECONDS)
+    for task in pending:
+        task.cancel()
+    return sorted((p for task in done for p in task.result()), key=lambda p: p.field)
 
 
 async def resolve_artifacts(

@@ -25,12 +25,12 @@ from typing import Any
 import httpx
 
 from toolweave import admission, presence
-from toolweave.artifacts import ArtifactStore, media_problem
+from toolweave.artifacts import ArtifactStore, decode_data_uri, media_problem
 from toolweave.engine.core import Conflict, Engine, NotFound, SubmitRequest, tool_job
 from toolweave.engine.evaluate import Budgets
 from toolweave.engine.replay import BadRequest
 from toolweave.engine.worker import Worker
-from toolweave.host import EngineHost, MediaError, decode_media_data_uri, media_path, media_signature
+from toolweave.host import EngineHost, MediaError, media_path, media_signature
 from toolweave.inputs import FieldProblem, InputError, Upload, drawn_seeds, field_name, prepare_inputs
 from toolweave.model.definitions import JobDefinition, ToolDefinition, Visibility
 from toolweave.model.records import ArtifactRef, RunUpdate
@@ -474,7 +474,7 @@ class App:
         admission.check_storable(raw, depth, callback_url=callback_url, idempotency_key=idempotency_key)
         prepared = prepare_inputs(job.input_schema, raw, coerce_text=coerce_text, allow_paths=allow_local_paths)
         admission.check_storable(prepared, depth)  # text that prepare_inputs read as JSON
-        admission.check_urls(job, prepared, callback_url, self.settings)
+        await admission.check_urls(job, prepared, callback_url, self.settings)
         prepared = await admission.resolve_artifacts(prepared, account_id, self.store, self.artifacts)
         return await self._store_media(job, prepared, account_id)
 
@@ -522,7 +522,11 @@ class App:
                 if text.startswith(("http://", "https://")):
                     continue
                 if text.startswith("data:"):
-                    data, mime = decode_media_data_uri(text, self.settings.media_max_bytes)
+                    try:
+                        data, mime = decode_data_uri(text, self.settings.media_max_bytes)
+                    except ValueError as exc:  # its message follows the input's name
+                        problems.append(FieldProblem(name, str(exc)))
+                        continue
                     filename, label = None, "the data: URI"
                 else:
                     data, mime, filename = await asyncio.to_thread(_read_local, text), None, Path(text).name

@@ -13,7 +13,7 @@ from urllib.parse import urlencode
 
 from toolweave.artifacts import decode_data_uri
 from toolweave.model.records import ArtifactRef, RunUpdate
-from toolweave.netguard import ForbiddenURL, TooManyRedirects, UnresolvableHost, stream_public
+from toolweave.netguard import MEDIA_SETTING, ForbiddenURL, TooManyRedirects, UnresolvableHost, stream_public
 from toolweave.services.base import ServiceError
 
 if TYPE_CHECKING:
@@ -60,7 +60,9 @@ class EngineHost:
         at most ``media_max_bytes``."""
         settings = self._app.settings
         try:
-            async with stream_public(self.http, url, allow_private=settings.media_allow_private_urls) as response:
+            async with stream_public(
+                self.http, url, allow_private=settings.media_allow_private_urls, setting=MEDIA_SETTING
+            ) as response:
                 response.raise_for_status()
                 chunks: list[bytes] = []
                 size = 0

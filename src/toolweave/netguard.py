@@ -32,6 +32,11 @@ from urllib.parse import urlsplit
 import httpx
 
 MAX_REDIRECTS = 5
+MEDIA_SETTING = "media_allow_private_urls"
+"""The setting that lets media URLs (media inputs, ``media.fetch`` sources, output downloads)
+reach private addresses; named in every refusal, so the operator knows what to change."""
+CALLBACK_SETTING = "callback_allow_private_urls"
+"""The same for run callback URLs."""
 
 _NUMERIC_LABEL = re.compile(r"^(0x[0-9a-f]*|[0-9]+)$", re.IGNORECASE)
 _DOTTED_QUAD = re.compile(r"^(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(\.(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])){3}$")
@@ -93,8 +98,16 @@ def looks_like_ipv4(host: str) -> bool:
     return bool(labels) and _NUMERIC_LABEL.match(labels[-1]) is not None
 
 
-def check_literal(url: str, *, allow_private: bool) -> None:
-    """Raise ``ForbiddenURL`` for a URL that is refused by its text alone (no DNS): see the module."""
+def _private(host: str, what: str, setting: str | None) -> ForbiddenURL:
+    """The refusal of a private host, naming the setting that would allow it."""
+    allow = f" (the operator may allow private addresses: TOOLWEAVE_{setting.upper()}=true)" if setting else ""
+    return ForbiddenURL(f"host {host!r} is {what}; it is not allowed on this server{allow}")
+
+
+def check_literal(url: str, *, allow_private: bool, setting: str | None = None) -> None:
+    """Raise ``ForbiddenURL`` for a URL that is refused by its text alone (no DNS): see the module.
+    ``setting`` (``MEDIA_SETTING``, ``CALLBACK_SETTING``) is named in the refusal of a private
+    address."""
     try:
         parts = urlsplit(url)
         host = parts.hostname or ""
@@ -122,16 +135,16 @@ def check_literal(url: str, *, allow_private: bool) -> None:
         return
     if is_ip(host):
         if not is_public(host):
-            raise ForbiddenURL(f"host {host!r} is a private or local address; it is not allowed on this server")
+            raise _private(host, "a private or local address", setting)
     elif host.rstrip(".").lower() == "localhost" or host.rstrip(".").lower().endswith(".localhost"):
-        raise ForbiddenURL(f"host {host!r} is this machine; it is not allowed on this server")
+        raise _private(host, "this machine", setting)
 
 
-async def check_url(url: httpx.URL | str, *, allow_private: bool) -> None:
+async def check_url(url: httpx.URL | str, *, allow_private: bool, setting: str | None = None) -> None:
     """``check_literal``, then every address the host resolves to must be public. Raises
     ``ForbiddenURL`` or ``UnresolvableHost`` (the only error that may go away by itself)."""
     text = str(url)
-    check_literal(text, allow_private=allow_private)
+    check_literal(text, allow_private=allow_private, setting=setting)
     if allow_private:
         return
     parsed = httpx.URL(text)
@@ -148,9 +161,7 @@ async def check_url(url: httpx.URL | str, *, allow_private: bool) -> None:
     for info in infos:
         address = str(info[4][0])
         if not is_public(address):
-            raise ForbiddenURL(
-                f"host {host!r} is a private or local address ({address}); it is not allowed on this server"
-            )
+            raise _private(host, f"a private or local address ({address})", setting)
 
 
 def _show(url: str) -> str:
@@ -159,16 +170,17 @@ def _show(url: str) -> str:
 
 @contextlib.asynccontextmanager
 async def stream_public(
-    http: httpx.AsyncClient, url: str, *, allow_private: bool, timeout: Any = httpx.USE_CLIENT_DEFAULT
+    http: httpx.AsyncClient, url: str, *, allow_private: bool, setting: str | None = None,
+    timeout: Any = httpx.USE_CLIENT_DEFAULT,
 ) -> AsyncIterator[httpx.Response]:
     """GET a URL a user gave, following redirects by hand so that every hop passes ``check_url``;
     yields the final response, its body not yet read. Raises ``ForbiddenURL`` (``TooManyRedirects``
     past ``MAX_REDIRECTS`` hops) or ``UnresolvableHost``."""
-    await check_url(url, allow_private=allow_private)
+    await check_url(url, allow_private=allow_private, setting=setting)
     current = httpx.URL(url)
     for hop in range(MAX_REDIRECTS + 1):
         if hop:
-            await check_url(current, allow_private=allow_private)
+            await check_url(current, allow_private=allow_private, setting=setting)
         async with http.stream("GET", current, follow_redirects=False, timeout=timeout) as response:
             if response.is_redirect and "location" in response.headers:
                 try:

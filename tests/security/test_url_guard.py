@@ -6,6 +6,8 @@ media URLs alike, and at submit with a 422 naming the field."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +15,7 @@ import pytest
 from tests.helpers.accounts import runs_of
 from tests.integration.test_api import Server, assert_problem, running_server
 
+from toolweave import admission
 from toolweave.netguard import ForbiddenURL, check_literal, check_url
 from toolweave.notify.callback import CallbackChannel
 from toolweave.notify.dispatcher import DeliveryError
@@ -134,3 +137,68 @@ async def test_a_media_url_built_at_run_time_is_refused_when_the_step_runs(serve
     for url in ("http://0177.0.0.1/a.png", "http://127.1/a.png", "http://[::ffff:127.0.0.1]/a.png"):
         with pytest.raises(MediaError, match=r"form|not allowed"):
             await app.host.load_media(url)
+
+
+@pytest.fixture
+def intranet_dns(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """A resolver that knows ``intranet.example`` (a private address) and ``cdn.example`` (a
+    public one); every other name does not resolve. Returns the names looked up."""
+    answers = {"intranet.example": "10.0.0.7", "cdn.example": "93.184.216.34"}
+    asked: list[str] = []
+
+    async def resolve(self: Any, host: str, port: Any, *args: Any, **kwargs: Any) -> Any:
+        asked.append(host)
+        if host not in answers:
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (answers[host], port or 80))]
+
+    monkeypatch.setattr(asyncio.BaseEventLoop, "getaddrinfo", resolve)
+    return asked
+
+
+async def test_a_name_that_resolves_to_a_private_address_is_refused_at_submit(
+    tmp_path: Path, db_url: str, intranet_dns: list[str]
+) -> None:
+    """Not only literal addresses: a host name is looked up at submit, so a private one is a 422
+    naming the field and the setting that would allow it, and no run is created to fail later."""
+    async with running_server(tmp_path / "home", database_url=db_url, callback_allow_private_urls=False) as server:
+        async with server.client(server.bob) as bob:
+            for body, field, setting in (
+                ({"toolId": "media.fetch", "inputs": {"source": "http://intranet.example/a.png"}},
+                 "inputs.source", "TOOLWEAVE_MEDIA_ALLOW_PRIVATE_URLS"),
+                ({"toolId": "image.grid", "inputs": {"images": ["http://cdn.example/a.png", "http://intranet.example/b.png"]}},
+                 "inputs.images[1]", "TOOLWEAVE_MEDIA_ALLOW_PRIVATE_URLS"),
+                ({"toolId": "image.resize", "inputs": {"image": "http://10.0.0.1/a.png", "width": 8}},
+                 "inputs.image", "TOOLWEAVE_MEDIA_ALLOW_PRIVATE_URLS"),
+                ({"toolId": "test.instant", "callbackUrl": "https://intranet.example/hook"},
+                 "callbackUrl", "TOOLWEAVE_CALLBACK_ALLOW_PRIVATE_URLS"),
+            ):
+                problem = assert_problem(await bob.post("/api/v1/runs", json=body), 422)
+                assert [e["field"] for e in problem["errors"]] == [field], problem
+                assert setting in problem["errors"][0]["message"], problem
+                assert "private" in problem["errors"][0]["message"]
+            assert await runs_of(bob) == []
+            assert "intranet.example" in intranet_dns
+        # what passes (checked here, not run: the worker would fetch it): a public name, and one that
+        # does not resolve now (the fetch checks it again); where the operator allows private
+        # addresses, nothing is looked up at submit
+        app = server.app
+        fetch = app.job_for("media.fetch")
+        for url in ("http://cdn.example/a.png", "http://nowhere.example/a.png"):
+            await admission.check_urls(fetch, {"source": url}, None, app.settings)
+        intranet_dns.clear()
+        allowing = dataclasses.replace(app.settings, media_allow_private_urls=True)
+        await admission.check_urls(fetch, {"source": "http://intranet.example/a.png"}, None, allowing)
+        assert intranet_dns == []
+
+
+async def test_the_refusal_when_fetching_names_the_setting_too(server: Server, intranet_dns: list[str]) -> None:
+    from toolweave.app import MediaError
+
+    with pytest.raises(MediaError, match="TOOLWEAVE_MEDIA_ALLOW_PRIVATE_URLS") as refused:
+        await server.app.host.load_media("http://intranet.example/a.png")
+    assert "10.0.0.7" in str(refused.value)
+    channel = CallbackChannel(server.app.http, b"secret", allow_private=False)
+    with pytest.raises(DeliveryError, match="TOOLWEAVE_CALLBACK_ALLOW_PRIVATE_URLS"):
+        await channel.deliver({"notification_id": "ntf_x", "event_type": "run.completed",
+                               "target": {"url": "http://intranet.example/hook"}, "payload": {}})

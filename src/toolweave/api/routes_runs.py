@@ -205,9 +205,11 @@ async def submit_batch(
             items.append({"index": result.index, "jobRunId": result.run_id, "created": result.created})
             continue
         problems = getattr(result.error, "problems", [])
+        root = getattr(result.error, "root", "inputs")
         items.append({"index": result.index, "error": {
             "status": 422, "title": "Unprocessable Content", "detail": str(result.error),
-            "errors": [{"field": f"items[{result.index}].inputs.{p.field}", "message": p.message} for p in problems],
+            "errors": [{"field": f"items[{result.index}].{root}.{p.field}" if root else p.field, "message": p.message}
+                       for p in problems],
         }})
     created = sum(1 for r in results if r.error is None and r.created)
     refused = sum(1 for r in results if r.error is not None)

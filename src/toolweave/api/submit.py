@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from pydantic import ValidationError
@@ -11,7 +12,7 @@ from starlette.datastructures import FormData, UploadFile
 from toolweave.api.problems import ApiProblem, FieldError, field_path
 from toolweave.api.schemas import SubmitRunRequest
 from toolweave.app import App, UnknownDefinition
-from toolweave.inputs import Upload, storable_problems
+from toolweave.inputs import Upload, field_name, storable_problems
 from toolweave.model.definitions import JobDefinition, ToolDefinition
 
 _RESERVED = {"toolId", "jobId", "version", "inputs", "callbackUrl", "priority", "csrf"}
@@ -25,9 +26,10 @@ def read_json(raw: bytes, max_depth: int) -> Any:
         data = json.loads(raw) if raw else None
     except (ValueError, UnicodeDecodeError):
         raise ApiProblem(400, "the request body is not valid JSON", kind="malformed-body") from None
-    except RecursionError:
-        errors = [FieldError(field="body", message=f"is nested deeper than {max_depth} levels (setting input_max_depth)")]
-        raise ApiProblem(422, f"body: {errors[0].message}", kind="invalid-request", errors=errors) from None
+    except RecursionError:  # deeper than the parser goes (about 1,000 levels): found by a scan
+        where = nested_too_deep_at(raw, max_depth) or "body"
+        errors = [FieldError(field=where, message=f"is nested deeper than {max_depth} levels (setting input_max_depth)")]
+        raise ApiProblem(422, f"{where}: {errors[0].message}", kind="invalid-request", errors=errors) from None
     if isinstance(data, dict):
         inputs = data.get("inputs")
         if isinstance(inputs, dict):  # the limit counts inside each input value
@@ -35,6 +37,49 @@ def read_json(raw: bytes, max_depth: int) -> Any:
         else:
             refuse_unstorable(data, max_depth)
     return data
+
+
+_JSON_TOKENS = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{},]', re.DOTALL)
+"""The tokens of JSON text that say where a value sits: strings (keys among them), brackets, commas."""
+_SCAN_TOKENS = 200_000
+"""Tokens ``nested_too_deep_at`` reads at most (about 0.05 s)."""
+
+
+def nested_too_deep_at(raw: bytes, max_depth: int) -> str | None:
+    """Where JSON text nests past ``max_depth``, without parsing it (for text too deep to parse):
+    the path of the first list or object past the limit (``inputs.images[0][0]…``), counted as
+    ``storable_problems`` counts (inside each input value, or each top-level value); None when the
+    text is not an object, or the place is not within its first ``_SCAN_TOKENS`` tokens."""
+    stack: list[list[Any]] = []  # per open container: [its bracket, the key or index now, a key is next]
+    for count, match in enumerate(_JSON_TOKENS.finditer(raw)):
+        if count == _SCAN_TOKENS:
+            return None  # not worth the time: the caller names the body
+        token = match.group()
+        first = token[:1]
+        if first == b'"':
+            if stack and stack[-1][0] == b"{" and stack[-1][2]:
+                try:
+                    stack[-1][1] = json.loads(token)
+                except (ValueError, UnicodeDecodeError):
+                    stack[-1][1] = "?"
+                stack[-1][2] = False
+        elif first in (b"[", b"{"):
+            if stack and stack[0][0] != b"{":
+                return None  # not a request's body: no field to name
+            inside_inputs = len(stack) >= 2 and stack[0][0] == b"{" and stack[0][1] == "inputs"
+            depth = len(stack) - (2 if inside_inputs else 1)  # containers around it inside its value
+            if stack and depth >= max_depth:
+                return field_path(("body", *(field_name(e[1]) if isinstance(e[1], str) else e[1] for e in stack)))
+            stack.append([first, 0 if first == b"[" else None, first == b"{"])
+        elif first in (b"]", b"}"):
+            if stack:
+                stack.pop()
+        elif stack:  # a comma
+            if stack[-1][0] == b"[":
+                stack[-1][1] += 1
+            else:
+                stack[-1][2] = True
+    return None
 
 
 def refuse_unstorable(data: dict[str, Any], max_depth: int, *, inputs: dict[str, Any] | None = None) -> None:

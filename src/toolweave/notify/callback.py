@@ -80,7 +80,7 @@ async def check_url(url: str, *, allow_private: bool) -> None:
     """Refuse (not retryable) a URL that is not http(s) or that points into a private network
     (``netguard.check_url``); a host that does not resolve is retried."""
     try:
-        await netguard.check_url(url, allow_private=allow_private)
+        await netguard.check_url(url, allow_private=allow_private, setting=netguard.CALLBACK_SETTING)
     except netguard.UnresolvableHost as exc:
         raise DeliveryError(f"callback URL: {exc}", retryable=True) from None
     except netguard.ForbiddenURL as exc:

@@ -33,7 +33,14 @@ import httpx
 from toolweave.artifacts import DataURITooLarge, decode_data_uri, sniff_mime
 from toolweave.model.definitions import InputParam, OutputParam, ParamType, PlatformHints, ToolDefinition
 from toolweave.model.records import ArtifactRef
-from toolweave.netguard import ForbiddenURL, NotFetchable, TooManyRedirects, UnresolvableHost, stream_public
+from toolweave.netguard import (
+    MEDIA_SETTING,
+    ForbiddenURL,
+    NotFetchable,
+    TooManyRedirects,
+    UnresolvableHost,
+    stream_public,
+)
 from toolweave.services.base import ServiceError
 from toolweave.services.builtin._common import SERVICE_NAME, BuiltinTool, ToolContext, bad_input, free, store
 
@@ -105,7 +112,8 @@ async def _fetch_http(
 ) -> tuple[bytes, str, str | None]:
     allow_private = ctx.settings.media_allow_private_urls
     try:
-        async with stream_public(ctx.host.http, url, allow_private=allow_private, timeout=request_seconds) as resp:
+        async with stream_public(ctx.host.http, url, allow_private=allow_private, setting=MEDIA_SETTING,
+                                 timeout=request_seconds) as resp:
             status = resp.status_code
             if status >= 400:
                 retryable = status >= 500 or status in (408, 425, 429)
