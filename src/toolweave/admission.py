@@ -52,15 +52,24 @@ def check_storable(
         raise InputError(problems, root="")
 
 
-async def check_urls(job: JobDefinition, inputs: Mapping[str, Any], callback_url: str | None, settings: Settings) -> None:
+class HostLookups(dict[tuple[str, str], str | None]):
+    """Host names looked up by ``check_urls``, shared by the submits of one request (a batch):
+    (host, setting) → why it is refused, or None when it is public."""
+
+
+async def check_urls(
+    job: JobDefinition, inputs: Mapping[str, Any], callback_url: str | None, settings: Settings,
+    looked_up: HostLookups | None = None,
+) -> None:
     """Refuse URLs the server would fetch or post to and must not: the callback URL, and http(s)
     URLs in media inputs, URL inputs and JSON inputs (at any depth). Every one by its text; then
     the hosts named by name are looked up (``_private_hosts``), so that a name that resolves to a
     private address is refused now rather than failing the run later. Each refusal of a private
     address names the setting that would allow it."""
+    looked_up = HostLookups() if looked_up is None else looked_up
     if callback_url:
         problems = await _url_problems(
-            [("callbackUrl", callback_url)], settings.callback_allow_private_urls, CALLBACK_SETTING
+            [("callbackUrl", callback_url)], settings.callback_allow_private_urls, CALLBACK_SETTING, looked_up
         )
         if problems:
             raise InputError(problems, root="")
@@ -71,7 +80,7 @@ async def check_urls(job: JobDefinition, inputs: Mapping[str, Any], callback_url
                 (where, text) for where, text in strings_in(inputs[param.name], param.name)
                 if text[:8].lower().startswith(("http://", "https://"))
             )
-    problems = await _url_problems(urls, settings.media_allow_private_urls, MEDIA_SETTING)
+    problems = await _url_problems(urls, settings.media_allow_private_urls, MEDIA_SETTING, looked_up)
     if problems:
         raise InputError(problems)
 
@@ -82,7 +91,9 @@ SUBMIT_LOOKUP_SECONDS = 2.0
 """How long submit waits for those lookups, at most."""
 
 
-async def _url_problems(urls: list[tuple[str, str]], allow_private: bool, setting: str) -> list[FieldProblem]:
+async def _url_problems(
+    urls: list[tuple[str, str]], allow_private: bool, setting: str, looked_up: HostLookups
+) -> list[FieldProblem]:
     problems: list[FieldProblem] = []
     named: dict[str, list[tuple[str, str]]] = {}  # host name → (field, url)
     for where, url in urls:
@@ -94,30 +105,36 @@ async def _url_problems(urls: list[tuple[str, str]], allow_private: bool, settin
         host = (urlsplit(url).hostname or "").rstrip(".")
         if not allow_private and not is_ip(host):
             named.setdefault(host, []).append((where, url))
-    if named:
-        problems.extend(await _private_hosts(named, setting))
-    return problems
+    fresh = {host: group for host, group in named.items() if (host, setting) not in looked_up}
+    if fresh:
+        await _look_up(fresh, setting, looked_up)
+    for host, group in named.items():
+        refusal = looked_up.get((host, setting))
+        if refusal is not None:
+            problems.extend(FieldProblem(where, refusal) for where, _ in group)
+    return sorted(problems, key=lambda p: p.field)
 
 
-async def _private_hosts(named: dict[str, list[tuple[str, str]]], setting: str) -> list[FieldProblem]:
-    """The URLs whose host name resolves to a private address (``netguard.check_url``), for the
-    first ``SUBMIT_LOOKUPS`` names, within ``SUBMIT_LOOKUP_SECONDS``. A name that does not resolve
-    now, or not in time, passes: the fetch checks it again (that check is the one that counts)."""
+async def _look_up(named: dict[str, list[tuple[str, str]]], setting: str, looked_up: HostLookups) -> None:
+    """Note in ``looked_up`` which host names resolve to a private address (``netguard.check_url``),
+    for the first ``SUBMIT_LOOKUPS`` names, within ``SUBMIT_LOOKUP_SECONDS``. A name that does not
+    resolve now, or not in time, passes and is not noted: the fetch checks it again (that check is
+    the one that counts)."""
 
-    async def lookup(where_urls: list[tuple[str, str]]) -> list[FieldProblem]:
+    async def lookup(host: str, url: str) -> None:
         try:
-            await check_url(where_urls[0][1], allow_private=False, setting=setting)
+            await check_url(url, allow_private=False, setting=setting)
         except ForbiddenURL as exc:
-            return [FieldProblem(where, str(exc)) for where, _ in where_urls]
+            looked_up[(host, setting)] = str(exc)
         except OSError:  # UnresolvableHost among them
-            return []
-        return []
+            return
+        else:
+            looked_up[(host, setting)] = None
 
-    tasks = [asyncio.ensure_future(lookup(group)) for group in list(named.values())[:SUBMIT_LOOKUPS]]
-    done, pending = await asyncio.wait(tasks, timeout=SUBMIT_LOOKUP_SECONDS)
+    tasks = [asyncio.ensure_future(lookup(host, group[0][1])) for host, group in list(named.items())[:SUBMIT_LOOKUPS]]
+    _done, pending = await asyncio.wait(tasks, timeout=SUBMIT_LOOKUP_SECONDS)
     for task in pending:
         task.cancel()
-    return sorted((p for task in done for p in task.result()), key=lambda p: p.field)
 
 
 async def resolve_artifacts(

@@ -411,11 +411,12 @@ class App:
             raise ValueError(f"{len(keys)} idempotency keys for {len(rows)} rows")
         results = [Submitted(index) for index in range(len(rows))]
         pending: list[tuple[int, SubmitRequest]] = []
+        looked_up = admission.HostLookups()  # a host name is looked up once for the whole batch
         for index, (inputs, key) in enumerate(zip(rows, keys, strict=True)):
             try:
                 request = await self._request(
                     job, inputs, account_id, coerce_text=coerce_text, allow_local_paths=allow_local_paths, origin=origin,
-                    idempotency_key=key, callback_url=callback_url, priority=priority,
+                    idempotency_key=key, callback_url=callback_url, priority=priority, looked_up=looked_up,
                 )
             except (InputError, MediaError) as exc:
                 results[index].error = exc
@@ -433,13 +434,13 @@ class App:
         self, job: JobDefinition, inputs: Mapping[str, Any] | None, account_id: str, *, coerce_text: bool,
         allow_local_paths: bool, origin: dict[str, Any] | None = None, session_id: str | None = None,
         initiating_event_id: str | None = None, idempotency_key: str | None = None, callback_url: str | None = None,
-        priority: int = 0,
+        priority: int = 0, looked_up: admission.HostLookups | None = None,
     ) -> SubmitRequest:
         """A run's request: its inputs admitted (``_admit``: checked, coerced, media stored as
         artifacts; ``InputError``, ``MediaError``), and every definition it may run."""
         prepared = await self._admit(
             job, dict(inputs or {}), account_id, coerce_text=coerce_text, allow_local_paths=allow_local_paths,
-            callback_url=callback_url, idempotency_key=idempotency_key,
+            callback_url=callback_url, idempotency_key=idempotency_key, looked_up=looked_up,
         )
         tools, nested = self._closure(job)
         return SubmitRequest(
@@ -467,6 +468,7 @@ class App:
         allow_local_paths: bool,
         callback_url: str | None = None,
         idempotency_key: str | None = None,
+        looked_up: admission.HostLookups | None = None,
     ) -> dict[str, Any]:
         """The inputs of a new run (a submit or a fork), checked (``toolweave.admission``), then
         with uploads, ``data:`` URIs and local files stored as artifacts of the account."""
@@ -474,7 +476,7 @@ class App:
         admission.check_storable(raw, depth, callback_url=callback_url, idempotency_key=idempotency_key)
         prepared = prepare_inputs(job.input_schema, raw, coerce_text=coerce_text, allow_paths=allow_local_paths)
         admission.check_storable(prepared, depth)  # text that prepare_inputs read as JSON
-        await admission.check_urls(job, prepared, callback_url, self.settings)
+        await admission.check_urls(job, prepared, callback_url, self.settings, looked_up)
         prepared = await admission.resolve_artifacts(prepared, account_id, self.store, self.artifacts)
         return await self._store_media(job, prepared, account_id)
 

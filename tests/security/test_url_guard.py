@@ -179,6 +179,14 @@ async def test_a_name_that_resolves_to_a_private_address_is_refused_at_submit(
                 assert "private" in problem["errors"][0]["message"]
             assert await runs_of(bob) == []
             assert "intranet.example" in intranet_dns
+            # a batch looks each name up once, for all its items
+            intranet_dns.clear()
+            response = await bob.post("/api/v1/runs/batch", json={"toolId": "media.fetch", "items": [
+                {"inputs": {"source": f"http://intranet.example/{i}.png"}} for i in range(5)]})
+            assert response.json()["refused"] == 5, response.text
+            assert all("TOOLWEAVE_MEDIA_ALLOW_PRIVATE_URLS" in str(item["error"]) for item in response.json()["items"])
+            assert intranet_dns == ["intranet.example"]
+            assert await runs_of(bob) == []
         # what passes (checked here, not run: the worker would fetch it): a public name, and one that
         # does not resolve now (the fetch checks it again); where the operator allows private
         # addresses, nothing is looked up at submit
