@@ -165,6 +165,7 @@ def compile_condition(expr: str) -> CompiledCondition:
         raise ConditionError("a condition must be a non-empty expression")
     if len(expr) > MAX_CONDITION_CHARS:
         raise ConditionError(f"a condition may be at most {MAX_CONDITION_CHARS:,} characters long (this one has {len(expr):,})")
+    _environment()  # built once per process, outside the budget: building the CEL grammar under a trace costs ~1 s
     try:
         with cpu_budget(PARSE_BUDGET_SECONDS):
             return _compile(expr)
