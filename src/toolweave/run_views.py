@@ -7,7 +7,7 @@ import base64
 from datetime import UTC, datetime
 from typing import Any
 
-from toolweave.engine.core import NotFound
+from toolweave.engine.work import NotFound
 from toolweave.store import events as events_q
 from toolweave.store import generations as gens_q
 from toolweave.store import items as items_q

@@ -594,7 +594,7 @@ async def test_a_saturated_worker_claims_only_what_it_keeps_in_hand(app: App) ->
 async def test_recording_a_finished_run_claims_the_next_task_in_the_same_transaction(app: App) -> None:
     """A batch that ends runs frees their slots; the same transaction claims queued work into them,
     up to the room the worker gives it (its claim rule)."""
-    from toolweave.engine.core import Outcome
+    from toolweave.engine.work import Outcome
     from toolweave.model.records import RunUpdate
     from toolweave.model.status import GenerationStatus
 

@@ -13,7 +13,7 @@ import pytest
 from tests.helpers.invariants import assert_no_stranded_runs
 
 from toolweave.app import App, UnknownDefinition
-from toolweave.engine.core import _Ctx
+from toolweave.engine.work import _Ctx
 from toolweave.inputs import InputError
 from toolweave.model.definitions import JobDefinition
 from toolweave.settings import Settings

@@ -21,7 +21,8 @@ from tests.helpers.loopback import serve_asgi
 
 from toolweave.api import create_app
 from toolweave.app import App
-from toolweave.engine.core import SubmitRequest, tool_job
+from toolweave.engine.submission import tool_job
+from toolweave.engine.work import SubmitRequest
 from toolweave.settings import Settings
 from toolweave.store.db import Tx
 

@@ -22,7 +22,7 @@ from tests.helpers.worker import running_worker, work_until_done
 
 from toolweave.app import App
 from toolweave.engine import sweep
-from toolweave.engine.core import Outcome
+from toolweave.engine.work import Outcome
 from toolweave.model.definitions import JobDefinition, ToolDefinition
 from toolweave.model.records import RunUpdate
 from toolweave.model.status import GenerationStatus, TaskKind

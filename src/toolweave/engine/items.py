@@ -22,7 +22,8 @@ from toolweave.store import runs as runs_q
 from toolweave.store.db import Row, Tx
 
 if TYPE_CHECKING:
-    from toolweave.engine.core import Engine, _Ctx
+    from toolweave.engine.transitions import Transitions
+    from toolweave.engine.work import _Ctx
 
 ITEM_START_PRIOR = (StepStatus.PENDING, StepStatus.WAITING_RETRY, StepStatus.RUNNING)
 """An item starts from pending, from a retry that fell due, or (a fallback) from running."""
@@ -88,7 +89,7 @@ class ItemWrites:
 
 
 def apply(
-    engine: Engine, tx: Tx, run: Any, view: act.RunView, action: act.Action, ctx: _Ctx, writes: ItemWrites,
+    engine: Transitions, tx: Tx, run: Any, view: act.RunView, action: act.Action, ctx: _Ctx, writes: ItemWrites,
     event: Any,
 ) -> None:
     """Write one item action (``OpenMap``, ``FinishItem``, ``CompleteMap``, or a ``RetryStep`` or
@@ -130,7 +131,7 @@ def apply(
             engine._stop_work(tx, row, GenerationStatus.TIMEOUT, "timed out", ctx)
 
 
-def complete(engine: Engine, tx: Tx, run: Any, view: act.RunView, step_id: str, now: float, event: Any) -> None:
+def complete(engine: Transitions, tx: Tx, run: Any, view: act.RunView, step_id: str, now: float, event: Any) -> None:
     """A map step succeeds: its outputs are its items' outputs gathered into lists, one entry per item
     in order (null for an item that failed)."""
     rows = items_q.outcomes(tx, run.run_id, step_id)
@@ -154,7 +155,7 @@ def complete(engine: Engine, tx: Tx, run: Any, view: act.RunView, step_id: str, 
         event("step.succeeded", step_id, items=len(rows), itemsFailed=failed, durationMs=round((now - started) * 1000))
 
 
-def output_names(engine: Engine, tx: Tx, run: Any, view: act.RunView, step_id: str) -> list[str]:
+def output_names(engine: Transitions, tx: Tx, run: Any, view: act.RunView, step_id: str) -> list[str]:
     """The outputs a map step's tool (or nested job) declares."""
     step = view.job.step(step_id)
     if step is None:
@@ -169,7 +170,7 @@ def output_names(engine: Engine, tx: Tx, run: Any, view: act.RunView, step_id: s
     return [o.name for o in nested.output_schema]
 
 
-def close(engine: Engine, tx: Tx, run_id: str, step_id: str, reason: str, ctx: _Ctx) -> None:
+def close(engine: Transitions, tx: Tx, run_id: str, step_id: str, reason: str, ctx: _Ctx) -> None:
     """A map step ended otherwise than by its items: its open items are cancelled and the work of
     those running is stopped (at the backend, or the child run)."""
     for row in items_q.close(tx, run_id, step_id, reason, ctx.now):

@@ -24,7 +24,7 @@ from toolweave.store import runs as runs_q
 from toolweave.store.db import Tx
 
 if TYPE_CHECKING:
-    from toolweave.engine.core import Engine
+    from toolweave.engine.transitions import Transitions
 
 REUSABLE = frozenset({StepStatus.SUCCEEDED.value, StepStatus.SKIPPED.value})
 """Outcomes a fork may take over (a skip only when it was not an error skipped past)."""
@@ -98,7 +98,7 @@ def steps_to_run_again(
 
 
 def fork_tx(
-    engine: Engine,
+    engine: Transitions,
     tx: Tx,
     run_id: str,
     account_id: str | None,
@@ -114,7 +114,7 @@ def fork_tx(
     NotFound for another account's run; Conflict for a run that has not ended, a nested run, or a
     fork that would run nothing; BadRequest for an unknown ``from_step``.
     """
-    from toolweave.engine.core import Conflict, NotFound, SubmitRequest, _Ctx
+    from toolweave.engine.work import Conflict, NotFound, SubmitRequest, _Ctx
 
     run = runs_q.get(tx, run_id)
     if run is None or (account_id is not None and run.master_account_id != account_id):

@@ -21,8 +21,9 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from toolweave.engine import sweep
-from toolweave.engine.core import DispatchWork, Engine, Lease, Outcome, Work
+from toolweave.engine.core import Engine
 from toolweave.engine.evaluate import Budgets, EvaluateWork, evaluate
+from toolweave.engine.work import DispatchWork, Lease, Outcome, Work
 from toolweave.model.records import RunUpdate, ServiceErrorInfo, artifact_mentions
 from toolweave.model.status import GenerationStatus, TaskKind
 from toolweave.sandbox import EvaluationPool

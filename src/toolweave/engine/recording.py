@@ -1,0 +1,253 @@
+"""Recording what services report: a batch of ``submit`` outcomes (group commit), an update from
+a poll, a webhook or a stream (``apply_update_tx``, the one entry point for updates), progress, a
+generation's end with its cost, artifacts and cache entry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from decimal import Decimal
+from typing import Any
+
+from toolweave.engine.transitions import Transitions, _artifact_values
+from toolweave.engine.work import DEFAULT_POLL_SECONDS, Lease, Outcome, Work, _Ctx
+from toolweave.model.definitions import (
+    CostingModel,
+    RateSource,
+)
+from toolweave.model.records import RunUpdate
+from toolweave.model.status import (
+    GenerationStatus,
+    StepStatus,
+    TaskKind,
+)
+from toolweave.store import accounts as accounts_q
+from toolweave.store import cache as cache_q
+from toolweave.store import events as events_q
+from toolweave.store import generations as gens_q
+from toolweave.store import items as items_q
+from toolweave.store import runs as runs_q
+from toolweave.store import tasks as tasks_q
+from toolweave.store.db import Row, Tx
+
+
+def generation_cost(
+    model: CostingModel | None, duration_s: float, outputs: Mapping[str, Any] | None, rates: Mapping[str, Decimal]
+) -> Decimal:
+    """The cost of one generation from the tool's costing model and its measured duration."""
+    if model is None:
+        return Decimal(0)
+    if model.rate_source is RateSource.STATIC and model.static_cost is not None:
+        return model.static_cost.amount
+    if model.rate_source is RateSource.MACHINE:
+        rate = model.rate
+        if rate is None and model.machine_class is not None:
+            rate = rates.get(model.machine_class)
+        if rate is None:
+            return Decimal(0)
+        return (rate * Decimal(str(round(duration_s, 3)))).quantize(Decimal("0.00000001"))
+    if model.rate_source is RateSource.OUTPUT_UNIT and model.unit_cost is not None:
+        units = 0
+        for name, value in (outputs or {}).items():
+            if model.unit_output and name != model.unit_output:
+                continue
+            units += len(value) if isinstance(value, list) else 1
+        return model.unit_cost.amount * units
+    return Decimal(0)
+
+
+class Recording(Transitions):
+    """Recording submissions and updates of generations."""
+
+    def record_submissions_tx(
+        self, tx: Tx, outcomes: list[Outcome], now: float, lease: Lease | None
+    ) -> list[tuple[list[Work], bool]]:
+        """Record several submissions in one transaction (group commit). If one of them fails, the
+        whole transaction rolls back and the worker records them one at a time.
+
+        The batch's statements are few and do not wait for each other (pipelined on PostgreSQL):
+        the finished dispatch tasks go in one statement; every run of the batch is locked in one
+        statement, in the order of their ids, so two batches that touch the same runs cannot
+        deadlock; the generations their ``submit`` finished are compare-and-set together, and the
+        step rows of their runs read in one statement. Steps of one run that finished together
+        (the branches of a fan-out) make one pass of the planner; the successors they start go
+        back with the first of them."""
+        lease = lease.attempt(tx) if lease is not None else None
+        results: list[tuple[list[Work], bool]] = [([], False)] * len(outcomes)
+        by_run: dict[str, list[int]] = {}
+        for index in sorted(range(len(outcomes)), key=lambda i: outcomes[i].work.run_id):
+            by_run.setdefault(outcomes[index].work.run_id, []).append(index)
+        finished = {i for i, o in enumerate(outcomes) if o.update is not None and o.update.status.terminal}
+        ending = sorted({outcomes[i].work.run_id for i in finished})
+        # sent together, read after: one round trip on PostgreSQL
+        tasks_q.finish_many(tx, [outcomes[i].work.claim for i in finished])
+        # every transaction locks a run before its parts; this also keeps each run's events in
+        # commit order, which readers of new events rely on (watching.EventHub)
+        locked = runs_q.lock_states(tx, list(by_run))
+        finishes = sorted(finished)
+        finished_rows = gens_q.finish_each(tx, [_finish_of(outcomes[i], now) for i in finishes])
+        inputs = runs_q.inputs_of(tx, [r for r in ending if r not in self._run_inputs])
+        read_steps = runs_q.steps_with_work_of(tx, ending)
+        runs = locked()
+        applied = {i: row for i, row in zip(finishes, finished_rows(), strict=True) if row is not None}
+        for run_id, found in inputs().items():
+            self._keep_inputs(run_id, found)
+        steps = read_steps()
+        for run_id, group in by_run.items():
+            run = runs.get(run_id)
+            ended = [i for i in group if i in applied]
+            for index in group:
+                if index not in finished:
+                    results[index] = self._record_submitted(tx, outcomes[index], now)
+            if run is None or not ended:
+                continue
+            ctx = _Ctx(now, lease)
+            for index in ended:
+                update = outcomes[index].update
+                assert update is not None
+                self._finished_generation(tx, run, applied[index], update, ctx)
+            self._advance(tx, run_id, ctx, run=run, rows=steps[run_id])
+            results[next(i for i in group if i in finished)] = (ctx.dispatches, False)
+        return results
+
+    def _record_submitted(self, tx: Tx, outcome: Outcome, now: float) -> tuple[list[Work], bool]:
+        """Record an asynchronous backend's acceptance (its platform run id): the generation is
+        processing and a poll task follows it. The caller holds the run's lock. Returns
+        (dispatches, cancel_needed): the latter when the generation was stopped while the call was
+        under way and the backend run must be cancelled."""
+        work, update, platform_run_id = outcome.work, outcome.update, outcome.platform_run_id
+        tasks_q.finish_many(tx, [work.claim])
+        row = gens_q.set_status(
+            tx, work.generation_id, GenerationStatus.PROCESSING, platform_specific_run_id=platform_run_id,
+            request_timestamp=outcome.requested_at, progress=update.progress if update else None,
+        )
+        if row is None:  # terminal already: stopped by us, or finished by the backend's own report
+            gen = gens_q.get(tx, work.generation_id)
+            # A fast backend may report the end (websocket, webhook) before this commit: only a
+            # generation we stopped (cancelled, timed out) while the call was under way is
+            # cancelled at the backend.
+            stopped = gen is not None and gen.status in (GenerationStatus.CANCELLED.value, GenerationStatus.TIMEOUT.value)
+            if platform_run_id:
+                gens_q.update(tx, work.generation_id, platform_specific_run_id=platform_run_id)
+                if stopped:
+                    tasks_q.enqueue(tx, TaskKind.CANCEL, run_id=work.run_id, ref_id=work.generation_id, now=now)
+            return [], stopped and platform_run_id is not None
+        tasks_q.enqueue(
+            tx, TaskKind.POLL, run_id=work.run_id, ref_id=work.generation_id, now=now,
+            at=now + (outcome.poll_after if outcome.poll_after is not None else DEFAULT_POLL_SECONDS),
+        )
+        events_q.append(tx, work.run_id, "step.submitted", now, step_id=work.step_id,
+                        generationId=work.generation_id, platformRunId=platform_run_id)
+        return [], False
+
+    def apply_update_tx(
+        self, tx: Tx, run_id: str, generation_id: str, update: RunUpdate, now: float, lease: Lease | None = None,
+        claim: tasks_q.Claim | None = None, receipt: tuple[str, str] | None = None,
+    ) -> tuple[list[Work], bool]:
+        """The one entry point for updates (poll, webhook, stream). Returns (dispatches, applied)."""
+        ctx = _Ctx(now, lease.attempt(tx) if lease else None)
+        if claim is not None:
+            tasks_q.finish_many(tx, [claim])
+        if receipt is not None and not gens_q.record_webhook_receipt(tx, receipt[0], receipt[1], generation_id, now):
+            return [], False
+        applied = self._apply_update(tx, run_id, generation_id, update, ctx)
+        return ctx.dispatches, applied
+
+    def _apply_update(self, tx: Tx, run_id: str, gid: str, update: RunUpdate, ctx: _Ctx) -> bool:
+        run = runs_q.lock_state(tx, run_id)  # every transaction locks the run before its parts
+        if run is None:
+            return False
+        if not update.status.terminal:
+            return self._record_progress(tx, run_id, gid, update, ctx.now)
+        if not self._finish_generation(tx, run, gid, update, ctx):
+            return False
+        self._advance(tx, run_id, ctx, run=run)
+        return True
+
+    def _record_progress(self, tx: Tx, run_id: str, gid: str, update: RunUpdate, now: float) -> bool:
+        gen = gens_q.get(tx, gid)
+        if gen is None or GenerationStatus(gen.status).terminal:
+            return False
+        if update.progress == gen.progress and update.live_status == gen.live_status:
+            return False
+        if update.progress is not None and gen.progress is not None and update.progress < gen.progress:
+            return False  # an older update arriving late (reordered webhooks): progress only goes forward
+        gens_q.set_status(tx, gid, GenerationStatus.PROCESSING, progress=update.progress, live_status=update.live_status)
+        if gen.item_index is not None:  # an item's progress; its map step's progress counts items
+            items_q.update(tx, run_id, gen.step_id, gen.item_index, (StepStatus.RUNNING,), known=False,
+                           progress=update.progress)
+            events_q.append(tx, run_id, "item.progress", now, step_id=gen.step_id, item=gen.item_index,
+                            progress=update.progress, liveStatus=update.live_status)
+            return True
+        runs_q.update_step(tx, run_id, gen.step_id, (StepStatus.RUNNING,), known=False, progress=update.progress)
+        events_q.append(tx, run_id, "step.progress", now, step_id=gen.step_id, progress=update.progress,
+                        liveStatus=update.live_status)
+        return True
+
+    def _finish_generation(self, tx: Tx, run: Any, gid: str, update: RunUpdate, ctx: _Ctx) -> bool:
+        """A terminal update's compare-and-set of the generation, its cost and its artifacts; the
+        caller holds the run's lock and advances the run. False when it was terminal already."""
+        completed = update.status is GenerationStatus.COMPLETED
+        row = gens_q.finish(
+            tx, gid, update.status, ctx.now,
+            outputs=update.outputs if completed else None,
+            error=update.error.model_dump() if update.error else None,
+            raw=update.raw,
+            progress=1.0 if completed else None,
+        )
+        if row is None:
+            return False
+        tasks_q.delete_for(tx, gid, (TaskKind.POLL,))
+        self._finished_generation(tx, run, row, update, ctx)
+        return True
+
+    def _finished_generation(self, tx: Tx, run: Any, row: Row, update: RunUpdate, ctx: _Ctx) -> None:
+        """What follows a generation's end (``row``: what its compare-and-set returned): its cost,
+        the artifacts its outputs name, its outputs kept for the cache."""
+        now, run_id, gid = ctx.now, run.run_id, row.generation_id
+        completed = update.status is GenerationStatus.COMPLETED
+        cost = update.cost_usd
+        if cost is None and completed:
+            sha = run.tool_shas.get(row.tool_id)
+            model = self._tool(tx, sha).costing_model if sha else None
+            if model is not None:
+                cost = generation_cost(model, (row.duration_ms or 0) / 1000, update.outputs, self.rates)
+        if cost:
+            gens_q.update(tx, gid, cost_usd=cost)
+            runs_q.add_cost(tx, run_id, cost, now)
+            if row.item_index is not None:
+                items_q.add_cost(tx, run_id, row.step_id, row.item_index, cost)
+        for value in _artifact_values(update.outputs):
+            accounts_q.own_artifact(tx, row.master_account_id, value, run_id, now)
+        if completed and row.cache_key and row.cache_seconds:
+            cache_q.put(
+                tx, account_id=row.master_account_id, key=row.cache_key, tool_id=row.tool_id,
+                outputs=update.outputs or {}, generation_id=gid, run_id=run_id, now=now,
+                expires_at=now + row.cache_seconds,
+            )
+
+    def reschedule_poll_tx(
+        self, tx: Tx, claim: tasks_q.Claim, at: float, update: RunUpdate | None, run_id: str, generation_id: str,
+        now: float,
+    ) -> None:
+        """A poll found the generation still busy: record progress (if any) and poll again later."""
+        if update is not None:
+            self._apply_update(tx, run_id, generation_id, update, _Ctx(now, None))
+        tasks_q.reschedule(tx, claim, at)
+
+    def finish_task_tx(self, tx: Tx, claim: tasks_q.Claim) -> None:
+        tasks_q.finish(tx, claim)
+
+
+def _finish_of(outcome: Outcome, now: float) -> dict[str, Any]:
+    """``generations.finish``'s arguments for a generation its ``submit`` finished."""
+    update = outcome.update
+    assert update is not None
+    completed = update.status is GenerationStatus.COMPLETED
+    return {
+        "generation_id": outcome.work.generation_id, "status": update.status, "now": now,
+        "outputs": update.outputs if completed else None,
+        "error": update.error.model_dump() if update.error else None,
+        "raw": update.raw, "progress": 1.0 if completed else None, "requested_at": outcome.requested_at,
+        "answered_at": outcome.answered_at, "platform_run_id": outcome.platform_run_id,
+    }

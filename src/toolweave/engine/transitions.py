@@ -1,0 +1,525 @@
+"""A run's transitions: the planner's view of a run read from the store (``_load_view``), its
+decision written (``_apply``), each status change a compare-and-set from the states allowed before
+it; steps started (a generation and its ``dispatch`` task, a nested run, a cache hit) and stopped,
+ready steps handed to evaluation, the run finished and its notifications written.
+
+A transaction that starts steps may lease their ``dispatch`` tasks straight to the calling worker
+(``Lease``), which runs them at once: a synchronous step's successor starts without a round trip
+through the queue.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from decimal import Decimal
+from typing import Any
+
+from toolweave.engine import cache, items, plan
+from toolweave.engine.actions import StepEvaluation
+from toolweave.engine.evaluate import EvaluateWork
+from toolweave.engine.snapshots import Snapshots
+from toolweave.engine.work import (
+    DEFAULT_TIMEOUT_SECONDS,
+    UNDER_WAY_AHEAD_SECONDS,
+    DispatchWork,
+    Lease,
+    SubmitRequest,
+    Work,
+    _Ctx,
+)
+from toolweave.model.definitions import (
+    JobDefinition,
+    Step,
+    ToolDefinition,
+)
+from toolweave.model.records import ArtifactRef
+from toolweave.model.status import (
+    GenerationStatus,
+    RunStatus,
+    StepStatus,
+    TaskKind,
+)
+from toolweave.store import accounts as accounts_q
+from toolweave.store import cache as cache_q
+from toolweave.store import events as events_q
+from toolweave.store import generations as gens_q
+from toolweave.store import items as items_q
+from toolweave.store import notifications as notes_q
+from toolweave.store import runs as runs_q
+from toolweave.store import tasks as tasks_q
+from toolweave.store.db import Row, Tx
+from toolweave.store.ids import new_id
+
+_STEP_STATUS = {s.value: s for s in StepStatus}
+_GENERATION_STATUS = {s.value: s for s in GenerationStatus}
+
+
+def _work_status_of_child(status: str) -> GenerationStatus | None:
+    return {
+        RunStatus.COMPLETED.value: GenerationStatus.COMPLETED,
+        RunStatus.PARTIALLY_COMPLETED.value: GenerationStatus.COMPLETED,
+        RunStatus.FAILED.value: GenerationStatus.FAILED,
+        RunStatus.CANCELLED.value: GenerationStatus.CANCELLED,
+    }.get(status)
+
+
+class Transitions(Snapshots):
+    """Advancing runs: what every other part of the engine builds on."""
+
+    def _create_run(
+        self,
+        tx: Tx,
+        job: JobDefinition,
+        tool_shas: dict[str, str],
+        req: SubmitRequest,
+        now: float,
+        parent: tuple[str, str] | None,
+    ) -> str | None:
+        """Insert the run and its steps; None when its idempotency key is taken already."""
+        job_sha = self._snapshot(tx, "job", job, now)
+        run_id = new_id("run_")
+        inserted = runs_q.insert_run(
+            tx,
+            run_id=run_id,
+            job_definition_id=job.job_id,
+            definition_version=job.version,
+            definition_sha=job_sha,
+            tool_shas=tool_shas,
+            master_account_id=req.account_id,
+            session_id=req.session_id,
+            initiating_event_id=req.initiating_event_id,
+            origin=req.origin,
+            status=RunStatus.QUEUED.value,
+            job_inputs=req.inputs,
+            callback_url=req.callback_url if parent is None else None,
+            idempotency_key=req.idempotency_key if parent is None else None,
+            parent_run_id=parent[0] if parent else None,
+            parent_step_id=parent[1] if parent else None,
+            priority=req.priority,
+            deadline_at=(now + job.timeout_seconds) if job.timeout_seconds else None,
+            created_at=now,
+            updated_at=now,
+            random_inputs=req.random_inputs or None,
+        )
+        if not inserted:
+            return None
+        runs_q.insert_steps(tx, run_id, [s.step_id for s in job.steps])
+        events_q.append(tx, run_id, "run.created", now, jobId=job.job_id, version=job.version, parentRunId=parent[0] if parent else None)
+        return run_id
+
+    # --- advance -------------------------------------------------------------------------------
+
+    def advance_tx(
+        self, tx: Tx, run_id: str, claim: tasks_q.Claim | None, now: float, lease: Lease | None
+    ) -> list[Work]:
+        ctx = _Ctx(now, lease.attempt(tx) if lease else None)
+        if claim is not None:
+            tasks_q.finish_many(tx, [claim])
+        self._advance(tx, run_id, ctx)
+        return ctx.dispatches
+
+    def _load_view(
+        self, tx: Tx, run_id: str, run: Any = None, evaluations: Mapping[str, StepEvaluation] | None = None,
+        rows: list[Row] | None = None,
+    ) -> tuple[Any, plan.RunView, dict[str, Any]] | None:
+        """The run (locked) and the planner's view of it; ``run`` and its step rows with their work
+        (``rows``) when the caller read them already."""
+        if run is None:
+            run = runs_q.lock_state(tx, run_id)
+        if run is None:
+            return None
+        job, order = self._job(tx, run.definition_sha)
+        step_rows = {r["step_id"]: r for r in (runs_q.steps_with_work(tx, run_id) if rows is None else rows)}
+        maps = {s.step_id: s.map for s in job.steps if s.map is not None}
+        views: dict[str, plan.StepView] = {}
+        for sid, row in step_rows.items():
+            status = _STEP_STATUS[row["status"]]
+            work_status = work_outputs = work_error = None
+            if status is StepStatus.RUNNING:
+                if row["child_run_id"]:
+                    child = runs_q.get(tx, row["child_run_id"])
+                    if child is not None:
+                        work_status = _work_status_of_child(child.status)
+                        work_outputs = child.final_outputs
+                        work_error = child.error
+                elif row["work_status"] is not None:
+                    work_status = _GENERATION_STATUS[row["work_status"]]
+                    work_outputs = row["work_outputs"]
+                    work_error = row["work_error"]
+            spec = maps.get(sid)
+            views[sid] = plan.StepView(
+                step_id=sid, status=status, attempt=row["attempt"], tool_id=row["tool_id"],
+                using_fallback=row["using_fallback"], outputs=row["outputs"], skipped_by_error=row["skipped_by_error"],
+                reason=row["reason"], next_attempt_at=row["next_attempt_at"], started_at=row["started_at"],
+                work_status=work_status, work_outputs=work_outputs, work_error=work_error,
+                map=items.map_view(tx, run_id, row, spec) if spec is not None and row["items_total"] is not None else None,
+            )
+        tools: dict[str, ToolDefinition] = {}
+        jobs: dict[str, JobDefinition] = {}
+        for tid, sha in run.tool_shas.items():
+            if tid.startswith("job:"):
+                jobs[tid[4:]] = self._job(tx, sha)[0]
+            else:
+                tools[tid] = self._tool(tx, sha)
+        view = plan.RunView(
+            run_id=run_id,
+            status=RunStatus(run.status),
+            job=job,
+            inputs=self._inputs(tx, run),
+            steps=views,
+            tools=tools,
+            jobs=jobs,
+            evaluations=evaluations or {},
+            cancel_requested=run.cancel_requested,
+            deadline_at=run.deadline_at,
+            order=order,
+        )
+        return run, view, step_rows
+
+    def _advance(
+        self, tx: Tx, run_id: str, ctx: _Ctx, run: Any = None, evaluations: Mapping[str, StepEvaluation] | None = None,
+        rows: list[Row] | None = None,
+    ) -> None:
+        while True:
+            loaded = self._load_view(tx, run_id, run, evaluations, rows)
+            if loaded is None:
+                return
+            run, view, step_rows = loaded
+            actions = plan.decide(view, ctx.now)
+            ctx.again = False
+            if not actions or not (self._apply(tx, run, view, step_rows, actions, ctx) or ctx.again):
+                return
+            run = rows = None  # a map step completed, or a cache hit answered a step: decide again
+
+    def _apply(
+        self, tx: Tx, run: Any, view: plan.RunView, step_rows: dict[str, Any], actions: list[plan.Action], ctx: _Ctx
+    ) -> bool:
+        """Write the planner's actions; True when a map step completed (decide again)."""
+        now = ctx.now
+        run_id = run.run_id
+        evs: list[dict[str, Any]] = []
+        writes = items.ItemWrites()
+
+        def event(type_: str, step_id: str | None = None, **data: Any) -> None:
+            evs.append({"run_id": run_id, "type": type_, "step_id": step_id, "data": data, "created_at": now})
+
+        def ended_map(step_id: str, reason: str) -> None:
+            step = view.job.step(step_id)
+            if step is not None and step.map is not None:
+                items.close(self, tx, run_id, step_id, reason, ctx)
+
+        evaluating: list[plan.Evaluate] = []
+        for action in actions:
+            if isinstance(action, plan.OpenMap | plan.FinishItem | plan.CompleteMap) or (
+                isinstance(action, plan.RetryStep | plan.ExpireWork) and action.item is not None
+            ):
+                items.apply(self, tx, run, view, action, ctx, writes, event)
+            elif isinstance(action, plan.StartRun):
+                if ctx.picked_up and runs_q.set_status(tx, run_id, RunStatus.RUNNING, now, started_at=now):
+                    event("run.started")
+            elif isinstance(action, plan.StartStep):
+                self._start_step(tx, run, view, step_rows[action.step_id], action, ctx, event)
+            elif isinstance(action, plan.CompleteStep):
+                row = step_rows[action.step_id]
+                if runs_q.update_step(
+                    tx, run_id, action.step_id, (StepStatus.RUNNING,),
+                    status=StepStatus.SUCCEEDED, outputs=action.outputs, finished_at=now, progress=1.0, error=None,
+                ):
+                    event("step.succeeded", action.step_id, outputs=action.outputs, attempt=row.attempt,
+                          durationMs=_ms(now - (row.started_at or now)))
+            elif isinstance(action, plan.SkipStep):
+                if runs_q.update_step(
+                    tx, run_id, action.step_id,
+                    (StepStatus.PENDING, StepStatus.READY, StepStatus.RUNNING, StepStatus.WAITING_RETRY),
+                    status=StepStatus.SKIPPED, reason=action.reason, error=action.error,
+                    skipped_by_error=action.by_error, finished_at=now,
+                ):
+                    event("step.skipped", action.step_id, reason=action.reason, byError=action.by_error)
+                    ended_map(action.step_id, action.reason)
+            elif isinstance(action, plan.FailStep):
+                if runs_q.update_step(
+                    tx, run_id, action.step_id,
+                    (StepStatus.PENDING, StepStatus.READY, StepStatus.RUNNING, StepStatus.WAITING_RETRY),
+                    status=StepStatus.FAILED, reason=action.reason, error=action.error, finished_at=now,
+                ):
+                    event("step.failed", action.step_id, reason=action.reason, error=action.error)
+                    ended_map(action.step_id, f"step {action.step_id} failed")
+            elif isinstance(action, plan.RetryStep):
+                if runs_q.update_step(
+                    tx, run_id, action.step_id, (StepStatus.RUNNING, StepStatus.PENDING),
+                    status=StepStatus.WAITING_RETRY, next_attempt_at=action.at, error=action.error,
+                ):
+                    event("step.retry_scheduled", action.step_id, at=action.at, nextAttempt=action.next_attempt,
+                          error=action.error)
+            elif isinstance(action, plan.CancelStep):
+                row = step_rows[action.step_id]
+                if runs_q.update_step(
+                    tx, run_id, action.step_id,
+                    (StepStatus.PENDING, StepStatus.READY, StepStatus.RUNNING, StepStatus.WAITING_RETRY),
+                    status=StepStatus.CANCELLED, reason=action.reason, finished_at=now,
+                ):
+                    event("step.cancelled", action.step_id, reason=action.reason)
+                    ended_map(action.step_id, action.reason)
+                    if action.was_running:
+                        self._stop_work(tx, row, GenerationStatus.CANCELLED, action.reason, ctx)
+            elif isinstance(action, plan.ExpireWork):
+                self._stop_work(tx, step_rows[action.step_id], GenerationStatus.TIMEOUT, "timed out", ctx)
+            elif isinstance(action, plan.FinishRun):
+                self._finish_run(tx, run, action, ctx, event)
+            elif isinstance(action, plan.Evaluate):
+                if runs_q.update_step(
+                    tx, run_id, action.step_id,
+                    (StepStatus.PENDING, StepStatus.READY, StepStatus.RUNNING, StepStatus.WAITING_RETRY),
+                    status=StepStatus.READY, attempt=action.attempt, tool_id=action.tool_id,
+                    using_fallback=action.using_fallback, next_attempt_at=None,
+                ):
+                    evaluating.append(action)
+            elif isinstance(action, plan.Wake):
+                tasks_q.schedule_advance(tx, run_id, action.at, now)
+        writes.flush(tx, run_id)
+        if evaluating:
+            self._schedule_evaluation(tx, run, view, evaluating, ctx)
+        events_q.append_many(tx, evs)
+        return writes.completed
+
+    def _schedule_evaluation(
+        self, tx: Tx, run: Any, view: plan.RunView, evaluating: list[plan.Evaluate], ctx: _Ctx
+    ) -> None:
+        """One ``evaluate`` task for the run's ready steps: leased to the calling worker (which then
+        evaluates them at once) when it has room, else queued."""
+        lease = ctx.lease if ctx.can_lease() else None
+        task = tasks_q.schedule_evaluation(
+            tx, run.run_id, now=ctx.now, at=min(ctx.now, run.created_at), priority=run.priority,
+            lease_owner=lease.owner if lease else None, lease_seconds=lease.seconds if lease else 0,
+        )
+        if lease is not None:
+            lease.used += 1
+            # the task replaces any queued one: it takes every ready step of the run along
+            work = _ready_work(task, view, exclude={a.step_id for a in evaluating})
+            steps = {s.step_id: s for s in view.job.steps}
+            work.steps[:0] = [(steps[a.step_id], a.attempt, a.steps) for a in evaluating]
+            ctx.dispatches.append(work)
+
+    def evaluated_tx(
+        self, tx: Tx, claim: tasks_q.Claim, run_id: str, evaluations: list[StepEvaluation], now: float,
+        lease: Lease | None,
+    ) -> list[Work]:
+        """Evaluations of ready steps came back: the planner starts, skips or fails them."""
+        ctx = _Ctx(now, lease.attempt(tx) if lease else None)
+        tasks_q.finish_many(tx, [claim])
+        self._advance(tx, run_id, ctx, evaluations={e.step_id: e for e in evaluations})
+        return ctx.dispatches
+
+    def _start_step(
+        self, tx: Tx, run: Any, view: plan.RunView, row: Any, action: plan.StartStep, ctx: _Ctx, event: Any
+    ) -> None:
+        """Start an attempt of a step, or of one item of a map step (``action.item``)."""
+        now = ctx.now
+        item = action.item
+        prior = (StepStatus.PENDING, StepStatus.READY, StepStatus.WAITING_RETRY, StepStatus.RUNNING)
+
+        def claim(**values: Any) -> bool:
+            if item is None:
+                return runs_q.update_step(tx, run.run_id, action.step_id, prior, **values)
+            return items_q.update(tx, run.run_id, action.step_id, item, items.ITEM_START_PRIOR, **values)
+
+        started = "step.started" if item is None else "item.started"
+        at = {} if item is None else {"item": item}
+        if action.job_id:
+            nested, _ = self._job(tx, run.tool_shas[f"job:{action.job_id}"])
+            req = SubmitRequest(
+                job=nested, tools={}, nested_jobs={}, inputs=action.inputs, account_id=run.master_account_id,
+                origin=run.origin, session_id=run.session_id, initiating_event_id=run.initiating_event_id,
+                priority=run.priority,
+            )
+            child_id = self._create_run(tx, nested, run.tool_shas, req, now, parent=(run.run_id, action.step_id))
+            assert child_id is not None  # a child run has no idempotency key
+            if not claim(
+                status=StepStatus.RUNNING, attempt=action.attempt, child_run_id=child_id, started_at=now,
+                progress=0.0, next_attempt_at=None,
+            ):
+                return
+            event(started, action.step_id, attempt=action.attempt, childRunId=child_id, jobId=action.job_id, **at)
+            self._advance(tx, child_id, ctx)
+            return
+        assert action.tool_id is not None
+        tool = view.tools.get(action.tool_id)
+        if tool is None:
+            raise RuntimeError(f"run {run.run_id} has no snapshot of tool {action.tool_id}")
+        gen_id = new_id("gen_")
+        history = {"generation_ids": [*(row.generation_ids or []), gen_id]} if item is None else {}
+        if not claim(
+            status=StepStatus.RUNNING, attempt=action.attempt, tool_id=action.tool_id,
+            using_fallback=action.using_fallback, generation_id=gen_id, started_at=now, progress=0.0,
+            next_attempt_at=None, child_run_id=None, **history,
+        ):
+            return
+        generation = _generation_row(run, action, tool, gen_id, now)
+        deadline = generation["deadline_at"]
+        cached = self._cache_plan(run, view.job.step(action.step_id), tool, action)
+        if cached is not None:
+            key, seconds = cached
+            hit = cache_q.find(tx, run.master_account_id, key, now)
+            if hit is not None:  # the same tool on the same inputs made these outputs: no call, no cost
+                generation.update(
+                    status=GenerationStatus.COMPLETED.value, outputs=hit.outputs, cost_usd=Decimal(0),
+                    cached_from=hit.generation_id, request_timestamp=now, response_timestamp=now, duration_ms=0,
+                    progress=1.0,
+                )
+                gens_q.insert(tx, **generation)
+                for value in _artifact_values(hit.outputs):  # linked to this run too (the cache is per account)
+                    accounts_q.own_artifact(tx, run.master_account_id, value, run.run_id, now)
+                event(started, action.step_id, attempt=action.attempt, toolId=tool.tool_id, generationId=gen_id,
+                      fallback=action.using_fallback, cacheHit=True, cachedFrom=hit.generation_id, **at)
+                ctx.again = True  # decided again in this transaction: the step (or item) completes
+                return
+            generation.update(cache_key=key, cache_seconds=seconds)
+        gens_q.insert(tx, **generation)
+        lease = ctx.lease if ctx.can_lease() else None
+        if lease is None:
+            # queued work is ordered by its run's age: steps of runs under way go before new runs (also
+            # before the first steps of runs submitted in the same batch, which share a creation time)
+            tasks_q.enqueue(
+                tx, TaskKind.DISPATCH, run_id=run.run_id, ref_id=gen_id, now=now,
+                at=min(now, run.created_at - UNDER_WAY_AHEAD_SECONDS), priority=run.priority,
+            )
+        else:
+            lease.used += 1
+            work = DispatchWork(
+                task_id=0, task_attempts=1, generation_id=gen_id, run_id=run.run_id, step_id=action.step_id,
+                attempt=action.attempt, account_id=run.master_account_id, tool=tool, inputs=action.inputs,
+                deadline_at=deadline,
+            )
+            ctx.dispatches.append(work)
+            tasks_q.enqueue_leased(
+                tx, TaskKind.DISPATCH, run_id=run.run_id, ref_id=gen_id, now=now, priority=run.priority,
+                owner=lease.owner, lease_seconds=lease.seconds, then=work.leased,
+            )
+        event(started, action.step_id, attempt=action.attempt, toolId=tool.tool_id, generationId=gen_id,
+              fallback=action.using_fallback, **at)
+
+    def _cache_plan(
+        self, run: Any, step: Step | None, tool: ToolDefinition, action: plan.StartStep
+    ) -> tuple[str, float] | None:
+        """(cache key, lifetime) of an attempt that may use the cache, or None: the step (or its
+        tool) opts in, and no seed of the attempt was drawn at random (by the planner, or at
+        submission for a job input the step reads)."""
+        if step is None or action.drawn_seeds:
+            return None
+        seconds = cache.lifetime(step, tool)
+        tool_sha = (run.tool_shas or {}).get(tool.tool_id)
+        if seconds is None or tool_sha is None or cache.reads_random(step, run.random_inputs or ()):
+            return None
+        return cache.key(tool_sha, action.inputs), seconds
+
+    def _stop_work(self, tx: Tx, row: Any, status: GenerationStatus, reason: str, ctx: _Ctx) -> None:
+        """Stop a step's running work: CAS its generation and cancel it at the backend (or the child run)."""
+        if row.child_run_id:
+            if runs_q.request_cancel(tx, row.child_run_id, ctx.now):
+                self._advance(tx, row.child_run_id, ctx)
+            return
+        if not row.generation_id:
+            return
+        gen = gens_q.get(tx, row.generation_id)
+        if gen is None:
+            return
+        if gens_q.set_status(
+            tx, gen.generation_id, status, error={"message": reason, "retryable": status is GenerationStatus.TIMEOUT},
+            response_timestamp=ctx.now,
+        ):
+            tasks_q.delete_for(tx, gen.generation_id, (TaskKind.POLL,))
+            if gen.platform_specific_run_id:
+                tasks_q.delete_for(tx, gen.generation_id, (TaskKind.DISPATCH,))
+                tasks_q.enqueue(tx, TaskKind.CANCEL, run_id=gen.run_id, ref_id=gen.generation_id, now=ctx.now)
+            elif not tasks_q.is_leased(tx, gen.generation_id, TaskKind.DISPATCH):
+                # not yet submitted: a queued dispatch task must not submit it; a leased one finds
+                # the generation terminal when it records its submission, and cancels it then.
+                tasks_q.delete_for(tx, gen.generation_id, (TaskKind.DISPATCH,))
+
+    def _finish_run(self, tx: Tx, run: Any, action: plan.FinishRun, ctx: _Ctx, event: Any) -> None:
+        now = ctx.now
+        if not runs_q.set_status(
+            tx, run.run_id, action.status, now, final_outputs=action.outputs, error=action.error, finished_at=now
+        ):
+            return
+        event(f"run.{action.status.value}", outputs=action.outputs, error=action.error)
+        for value in _artifact_values(action.outputs):
+            accounts_q.own_artifact(tx, run.master_account_id, value, run.run_id, now)
+        if run.parent_run_id:
+            self._advance(tx, run.parent_run_id, ctx)
+            return
+        self._notify(tx, run, action, now)
+
+    def _notify(self, tx: Tx, run: Any, action: plan.FinishRun, now: float) -> None:
+        targets: list[tuple[str, dict[str, Any]]] = []
+        if run.callback_url:
+            targets.append(("callback", {"url": run.callback_url}))
+        for rule in self.notification_rules:
+            targets.extend(rule(run, action.status))
+        event_type = {
+            RunStatus.COMPLETED: "run.completed",
+            RunStatus.PARTIALLY_COMPLETED: "run.completed",
+            RunStatus.FAILED: "run.failed",
+            RunStatus.CANCELLED: "run.cancelled",
+        }[action.status]
+        for channel, target in targets:
+            nid = new_id("ntf_")
+            notes_q.insert(
+                tx, notification_id=nid, run_id=run.run_id, account_id=run.master_account_id, channel=channel,
+                event_type=event_type, target=target,
+                payload={"runId": run.run_id, "status": action.status.value, "jobId": run.job_definition_id,
+                         "outputs": action.outputs, "error": action.error},
+                created_at=now,
+            )
+            tasks_q.enqueue(tx, TaskKind.NOTIFY, run_id=run.run_id, ref_id=nid, now=now)
+
+
+def _generation_row(run: Any, action: plan.StartStep, tool: ToolDefinition, gen_id: str, now: float) -> dict[str, Any]:
+    """The generation a started step makes: the recorded intent to call ``tool``."""
+    return {
+        "generation_id": gen_id,
+        "run_id": run.run_id,
+        "step_id": action.step_id,
+        "attempt": action.attempt,
+        "master_account_id": run.master_account_id,
+        "session_id": run.session_id,
+        "initiating_event_id": run.initiating_event_id,
+        "service_name": tool.service,
+        "tool_id": tool.tool_id,
+        "status": GenerationStatus.PENDING.value,
+        "request_payload": action.inputs,
+        "notification_platform": (run.origin or {}).get("platform"),
+        "created_at": now,
+        "deadline_at": action.deadline_at or now + (tool.timeout_seconds or DEFAULT_TIMEOUT_SECONDS),
+        "item_index": action.item,
+    }
+
+
+def _ready_work(task: tasks_q.Task, view: plan.RunView, exclude: frozenset[str] | set[str] = frozenset()) -> EvaluateWork:
+    """The ``ready`` steps of a run as ``EvaluateWork`` for ``task``, each seeing the steps'
+    statuses and outputs as stored (its dependencies have all finished)."""
+    context = {sid: {"status": str(v.status), "outputs": v.outputs or {}} for sid, v in view.steps.items()}
+    ready = [s for s in view.job.steps if view.steps[s.step_id].status is StepStatus.READY and s.step_id not in exclude]
+    return EvaluateWork(task.task_id, task.token, view.run_id, dict(view.inputs),
+                        [(s, view.steps[s.step_id].attempt, context) for s in ready])
+
+
+def _artifact_values(values: Any) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = []
+
+    def walk(v: Any) -> None:
+        if ArtifactRef.is_ref(v):
+            found.append(v)
+        elif isinstance(v, dict):
+            for item in v.values():
+                walk(item)
+        elif isinstance(v, list):
+            for item in v:
+                walk(item)
+
+    walk(values)
+    return found
+
+
+def _ms(seconds: float) -> int:
+    return round(seconds * 1000)

@@ -1,0 +1,261 @@
+"""How an ``App`` makes runs: a submit or a bulk submit, each run's inputs admitted
+(``admission.py``: checked before anything is stored; then media stored as artifacts of the
+account) and every definition it may run gathered, then one ``Engine.submit_tx`` (or
+``submit_many_tx``) transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from toolweave import admission
+from toolweave.artifacts import ArtifactStore, decode_data_uri, media_problem
+from toolweave.definitions import Definitions
+from toolweave.engine.core import Engine
+from toolweave.engine.work import SubmitRequest
+from toolweave.host import MediaError
+from toolweave.inputs import FieldProblem, InputError, Upload, drawn_seeds, prepare_inputs
+from toolweave.model.definitions import JobDefinition, ToolDefinition
+from toolweave.model.records import ArtifactRef
+from toolweave.store import accounts as accounts_q
+
+SUBMIT_CHUNK = 500
+"""Runs per transaction in a bulk submission (``App.submit_many``)."""
+
+
+@dataclass
+class Submitted:
+    """One row of a bulk submission: its run (``created`` False when its idempotency key named a
+    run already), or the error that kept it from starting."""
+
+    index: int
+    run_id: str | None = None
+    created: bool = False
+    error: Exception | None = None
+
+
+class Submitting(Definitions):
+    """Submitting runs (a part of ``App``)."""
+
+    engine: Engine
+    artifacts: ArtifactStore
+
+    async def submit(self, target_id: str, inputs: Mapping[str, Any] | None = None, **options: Any) -> str:
+        """Validate and coerce the inputs, then create the run; returns its id (``submit_run``
+        takes the same options)."""
+        run_id, _created = await self.submit_run(target_id, inputs, **options)
+        return run_id
+
+    async def submit_run(
+        self,
+        target_id: str,
+        inputs: Mapping[str, Any] | None = None,
+        *,
+        account_id: str,
+        origin: dict[str, Any] | None = None,
+        session_id: str | None = None,
+        initiating_event_id: str | None = None,
+        idempotency_key: str | None = None,
+        callback_url: str | None = None,
+        priority: int = 0,
+        coerce_text: bool = True,
+        allow_local_paths: bool = False,
+        version: str | None = None,
+    ) -> tuple[str, bool]:
+        """Validate and coerce the inputs, then create the run. Returns (run id, created): False
+        when ``idempotency_key`` was used before by the account (also by a request running at
+        the same time), and the id is of the run that key made.
+
+        Every check comes before anything is stored (``toolweave.admission``): values that cannot
+        be stored, URLs the server may not reach, artifacts the account does not hold (anywhere in
+        the inputs). Only then are uploads, ``data:`` URIs and local files stored as artifacts of
+        the account. Raises ``UnknownDefinition``, ``InputError`` (every bad field at once) or
+        ``MediaError``.
+        """
+        await self.sync_definitions()
+        job = self.job_for(target_id, version)
+        request = await self._request(
+            job, inputs, account_id, coerce_text=coerce_text, allow_local_paths=allow_local_paths, origin=origin,
+            session_id=session_id, initiating_event_id=initiating_event_id, idempotency_key=idempotency_key,
+            callback_url=callback_url, priority=priority,
+        )
+        created: tuple[str, bool] = await self.store.tx(self.engine.submit_tx, request, time.time())
+        return created
+
+    async def submit_many(
+        self,
+        target_id: str,
+        rows: Sequence[Mapping[str, Any]],
+        *,
+        account_id: str,
+        idempotency_keys: Sequence[str | None] | None = None,
+        origin: dict[str, Any] | None = None,
+        callback_url: str | None = None,
+        priority: int = 0,
+        coerce_text: bool = True,
+        version: str | None = None,
+        chunk: int = SUBMIT_CHUNK,
+        allow_local_paths: bool = False,
+    ) -> list[Submitted]:
+        """Submit one run of ``target_id`` per row of inputs (bulk submission), ``chunk`` runs per
+        transaction. Returns one ``Submitted`` per row, in order: its run, or the error that kept
+        it from starting (a bad row does not stop the others). ``idempotency_keys`` gives each row
+        its own key (a row whose key names a run already gets that run, ``created`` False).
+
+        Raises ``UnknownDefinition`` when the target itself is unknown."""
+        job = self.job_for(target_id, version)
+        keys = list(idempotency_keys) if idempotency_keys is not None else [None] * len(rows)
+        if len(keys) != len(rows):
+            raise ValueError(f"{len(keys)} idempotency keys for {len(rows)} rows")
+        results = [Submitted(index) for index in range(len(rows))]
+        pending: list[tuple[int, SubmitRequest]] = []
+        looked_up = admission.HostLookups()  # a host name is looked up once for the whole batch
+        for index, (inputs, key) in enumerate(zip(rows, keys, strict=True)):
+            try:
+                request = await self._request(
+                    job, inputs, account_id, coerce_text=coerce_text, allow_local_paths=allow_local_paths, origin=origin,
+                    idempotency_key=key, callback_url=callback_url, priority=priority, looked_up=looked_up,
+                )
+            except (InputError, MediaError) as exc:
+                results[index].error = exc
+                continue
+            pending.append((index, request))
+        for first in range(0, len(pending), max(1, chunk)):
+            part = pending[first:first + max(1, chunk)]
+            requests = [request for _, request in part]
+            made = await self.store.tx(self.engine.submit_many_tx, requests, time.time())
+            for (index, _), (run_id, created) in zip(part, made, strict=True):
+                results[index].run_id, results[index].created = run_id, created
+        return results
+
+    async def _request(
+        self, job: JobDefinition, inputs: Mapping[str, Any] | None, account_id: str, *, coerce_text: bool,
+        allow_local_paths: bool, origin: dict[str, Any] | None = None, session_id: str | None = None,
+        initiating_event_id: str | None = None, idempotency_key: str | None = None, callback_url: str | None = None,
+        priority: int = 0, looked_up: admission.HostLookups | None = None,
+    ) -> SubmitRequest:
+        """A run's request: its inputs admitted (``_admit``: checked, coerced, media stored as
+        artifacts; ``InputError``, ``MediaError``), and every definition it may run."""
+        prepared = await self._admit(
+            job, dict(inputs or {}), account_id, coerce_text=coerce_text, allow_local_paths=allow_local_paths,
+            callback_url=callback_url, idempotency_key=idempotency_key, looked_up=looked_up,
+        )
+        tools, nested = self._closure(job)
+        return SubmitRequest(
+            job=job,
+            tools=tools,
+            nested_jobs=nested,
+            inputs=prepared,
+            random_inputs=drawn_seeds(job.input_schema, inputs),
+            account_id=account_id,
+            origin=origin or {},
+            session_id=session_id,
+            initiating_event_id=initiating_event_id,
+            idempotency_key=idempotency_key,
+            callback_url=callback_url,
+            priority=priority,
+        )
+
+    async def _admit(
+        self,
+        job: JobDefinition,
+        raw: dict[str, Any],
+        account_id: str,
+        *,
+        coerce_text: bool,
+        allow_local_paths: bool,
+        callback_url: str | None = None,
+        idempotency_key: str | None = None,
+        looked_up: admission.HostLookups | None = None,
+    ) -> dict[str, Any]:
+        """The inputs of a new run (a submit or a fork), checked (``toolweave.admission``), then
+        with uploads, ``data:`` URIs and local files stored as artifacts of the account."""
+        depth = self.settings.input_max_depth
+        admission.check_storable(raw, depth, callback_url=callback_url, idempotency_key=idempotency_key)
+        prepared = prepare_inputs(job.input_schema, raw, coerce_text=coerce_text, allow_paths=allow_local_paths)
+        admission.check_storable(prepared, depth)  # text that prepare_inputs read as JSON
+        await admission.check_urls(job, prepared, callback_url, self.settings, looked_up)
+        prepared = await admission.resolve_artifacts(prepared, account_id, self.store, self.artifacts)
+        return await self._store_media(job, prepared, account_id)
+
+    def _closure(self, job: JobDefinition) -> tuple[dict[str, ToolDefinition], dict[str, JobDefinition]]:
+        """Every tool and nested job a job may run, from the registry (snapshotted with the run)."""
+        tools: dict[str, ToolDefinition] = {}
+        nested: dict[str, JobDefinition] = {}
+        pending = [job]
+        while pending:
+            current = pending.pop()
+            for step in current.steps:
+                handling = current.error_handling_for(step)
+                for tool_id in (step.tool_id, handling.fallback_tool_id):
+                    if tool_id and tool_id not in tools:
+                        tools[tool_id] = self.registry.tool(tool_id)
+                if step.job_id and step.job_id not in nested:
+                    nested[step.job_id] = self.registry.job(step.job_id)
+                    pending.append(nested[step.job_id])
+        return tools, nested
+
+    async def _store_media(self, job: JobDefinition, inputs: dict[str, Any], account_id: str) -> dict[str, Any]:
+        """Refuse media that is not of its input's type (a text file for an image input), then
+        store uploads, ``data:`` URIs and local files as artifacts of the account — none unless
+        every media input passes (the last step of admission). Artifact values were checked and
+        written out by ``admission.resolve_artifacts``; URLs are fetched at dispatch."""
+        out = dict(inputs)
+        problems: list[FieldProblem] = []
+        pending: list[tuple[str, bytes, str | None, str | None]] = []
+        for param in job.input_schema:
+            if not param.type.is_media or param.name not in inputs:
+                continue
+            name, value = param.name, inputs[param.name]
+            if ArtifactRef.is_ref(value):
+                ref = ArtifactRef.model_validate(value)
+                head = await asyncio.to_thread(self.artifacts.head, ref, 65536)
+                problem = media_problem(param.type.value, head, width=ref.width)
+                if problem:
+                    problems.append(FieldProblem(name, f"the artifact {problem}"))
+                continue
+            if isinstance(value, Upload):
+                data, mime, filename = value.data, value.mime_type, value.filename
+                label = filename or "the uploaded file"
+            else:
+                text = str(value)
+                if text.startswith(("http://", "https://")):
+                    continue
+                if text.startswith("data:"):
+                    try:
+                        data, mime = decode_data_uri(text, self.settings.media_max_bytes)
+                    except ValueError as exc:  # its message follows the input's name
+                        problems.append(FieldProblem(name, str(exc)))
+                        continue
+                    filename, label = None, "the data: URI"
+                else:
+                    data, mime, filename = await asyncio.to_thread(_read_local, text), None, Path(text).name
+                    label = filename
+            problem = media_problem(param.type.value, data)
+            if problem:
+                problems.append(FieldProblem(name, f"{label} {problem}"))
+                continue
+            pending.append((name, data, filename, mime))
+        if problems:
+            raise InputError(problems)
+        for name, data, filename, mime in pending:
+            out[name] = await self.put_media(data, account_id, filename=filename, mime_type=mime)
+        return out
+
+    async def put_media(
+        self, data: bytes, account_id: str, *, filename: str | None = None, mime_type: str | None = None
+    ) -> dict[str, Any]:
+        """Store uploaded bytes as an artifact owned by ``account_id``; returns the artifact value."""
+        ref = await asyncio.to_thread(self.artifacts.put_bytes, data, mime_type, filename)
+        value = ref.as_value()
+        await self.store.tx(accounts_q.own_upload, account_id, value, time.time())
+        return value
+
+
+def _read_local(text: str) -> bytes:
+    return Path(text).expanduser().read_bytes()
