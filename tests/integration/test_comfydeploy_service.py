@@ -463,7 +463,7 @@ async def test_sync_writes_refreshes_and_removes_tool_files(
     assert {p.name for p in invert.input_schema} == {"prompt", "input_image"}
     assert invert.metadata["deploymentId"] == "d-graph"
     # What sync writes validates (its ExternalImage input is an image, not an "acceptsUrl" string).
-    from toolweave.registry.validate import validate_tool
+    from toolweave.registry.validate_tool import validate_tool
 
     assert validate_tool(invert) == [] and validate_tool(flux) == []
     assert not next(p for p in invert.input_schema if p.name == "input_image").accepts_url

@@ -347,7 +347,7 @@ def test_only_nodes_the_server_runs_become_inputs(info: ObjectInfo) -> None:
 
 def test_primitives_take_the_bounds_of_the_widget_they_feed(info: ObjectInfo) -> None:
     from toolweave.inputs import InputError, prepare_inputs
-    from toolweave.registry.validate import validate_tool
+    from toolweave.registry.validate_tool import validate_tool
 
     tool = tool_from_workflow(scale_and_mirror_prompt(), service="comfyui", object_info=info, tool_id="mirror")
     scale = tool.input("scale")
@@ -398,7 +398,7 @@ def test_output_names_come_from_node_titles(info: ObjectInfo) -> None:
 
 
 def test_imported_deploy_tools_validate(info: ObjectInfo) -> None:
-    from toolweave.registry.validate import validate_tool
+    from toolweave.registry.validate_tool import validate_tool
 
     tool = tool_from_workflow(deploy_workflow(), service="comfydeploy", object_info=info, deployment_id="dep-1")
     image = tool.input("input_image")

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from toolweave.model.definitions import JobDefinition, ToolDefinition
 from toolweave.registry import DefinitionError, MemoryCatalog, topological_order, validate_job
-from toolweave.registry.validate import find_cycles
+from toolweave.registry.graph import find_cycles
 
 NOOP = ToolDefinition.model_validate(
     {

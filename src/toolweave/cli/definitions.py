@@ -163,7 +163,7 @@ def _check_workflows(
 
     from toolweave.comfy import ObjectInfo, WorkflowImportError
     from toolweave.model.definitions import ToolDefinition
-    from toolweave.services.comfyui import workflow_problems
+    from toolweave.services.comfy_workflows import workflow_problems
 
     infos: dict[str, ObjectInfo | str] = {}
 

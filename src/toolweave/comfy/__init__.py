@@ -7,16 +7,10 @@ adapters call ``apply_inputs`` and ``extract_outputs``; the CLI calls ``tool_fro
 from toolweave.comfy.check import check_prompt, reachable_from_outputs
 from toolweave.comfy.convert import is_api_format, is_ui_format, parse_workflow, to_api, workflow_format
 from toolweave.comfy.errors import WorkflowImportError
+from toolweave.comfy.nodes import EXTERNAL_KINDS, OUTPUT_KINDS
+from toolweave.comfy.notes import notes_of, parse_bot_line
 from toolweave.comfy.objectinfo import InputSpec, ObjectInfo
-from toolweave.comfy.tool import (
-    EXTERNAL_KINDS,
-    OUTPUT_KINDS,
-    apply_inputs,
-    extract_outputs,
-    notes_of,
-    parse_bot_line,
-    tool_from_workflow,
-)
+from toolweave.comfy.tool import apply_inputs, extract_outputs, tool_from_workflow
 
 __all__ = [
     "EXTERNAL_KINDS",

@@ -10,10 +10,7 @@ from typing import Any
 from toolweave.engine.evaluate import EvaluateWork
 from toolweave.engine.transitions import Transitions, _ready_work
 from toolweave.engine.work import DispatchWork, NotFound
-from toolweave.model.status import (
-    GenerationStatus,
-    TaskKind,
-)
+from toolweave.model.status import GenerationStatus, TaskKind
 from toolweave.store import events as events_q
 from toolweave.store import generations as gens_q
 from toolweave.store import runs as runs_q

@@ -9,13 +9,8 @@ from typing import Any
 from toolweave.engine import replay
 from toolweave.engine.transitions import Transitions
 from toolweave.engine.work import Conflict, NotFound, _Ctx
-from toolweave.model.definitions import (
-    JobDefinition,
-)
-from toolweave.model.status import (
-    RunStatus,
-    StepStatus,
-)
+from toolweave.model.definitions import JobDefinition
+from toolweave.model.status import RunStatus, StepStatus
 from toolweave.store import events as events_q
 from toolweave.store import items as items_q
 from toolweave.store import runs as runs_q

@@ -11,16 +11,9 @@ from typing import Any
 
 from toolweave.engine.transitions import Transitions, _artifact_values
 from toolweave.engine.work import DEFAULT_POLL_SECONDS, Lease, Outcome, Work, _Ctx
-from toolweave.model.definitions import (
-    CostingModel,
-    RateSource,
-)
+from toolweave.model.definitions import CostingModel, RateSource
 from toolweave.model.records import RunUpdate
-from toolweave.model.status import (
-    GenerationStatus,
-    StepStatus,
-    TaskKind,
-)
+from toolweave.model.status import GenerationStatus, StepStatus, TaskKind
 from toolweave.store import accounts as accounts_q
 from toolweave.store import cache as cache_q
 from toolweave.store import events as events_q

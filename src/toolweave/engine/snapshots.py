@@ -10,10 +10,7 @@ from decimal import Decimal
 from typing import Any
 
 from toolweave.engine import plan
-from toolweave.model.definitions import (
-    JobDefinition,
-    ToolDefinition,
-)
+from toolweave.model.definitions import JobDefinition, ToolDefinition
 from toolweave.store import runs as runs_q
 from toolweave.store.db import Tx
 

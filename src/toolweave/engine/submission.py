@@ -11,18 +11,8 @@ from typing import Any
 from toolweave.engine import cache, plan
 from toolweave.engine.transitions import Transitions, _artifact_values, _generation_row
 from toolweave.engine.work import SubmitRequest, _Ctx
-from toolweave.model.definitions import (
-    InputMapping,
-    JobDefinition,
-    JobOutput,
-    Step,
-    ToolDefinition,
-)
-from toolweave.model.status import (
-    RunStatus,
-    StepStatus,
-    TaskKind,
-)
+from toolweave.model.definitions import InputMapping, JobDefinition, JobOutput, Step, ToolDefinition
+from toolweave.model.status import RunStatus, StepStatus, TaskKind
 from toolweave.store import accounts as accounts_q
 from toolweave.store import events as events_q
 from toolweave.store import generations as gens_q

@@ -27,18 +27,9 @@ from toolweave.engine.work import (
     Work,
     _Ctx,
 )
-from toolweave.model.definitions import (
-    JobDefinition,
-    Step,
-    ToolDefinition,
-)
+from toolweave.model.definitions import JobDefinition, Step, ToolDefinition
 from toolweave.model.records import ArtifactRef
-from toolweave.model.status import (
-    GenerationStatus,
-    RunStatus,
-    StepStatus,
-    TaskKind,
-)
+from toolweave.model.status import GenerationStatus, RunStatus, StepStatus, TaskKind
 from toolweave.store import accounts as accounts_q
 from toolweave.store import cache as cache_q
 from toolweave.store import events as events_q

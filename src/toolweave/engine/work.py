@@ -11,10 +11,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from toolweave.engine.evaluate import EvaluateWork
-from toolweave.model.definitions import (
-    JobDefinition,
-    ToolDefinition,
-)
+from toolweave.model.definitions import JobDefinition, ToolDefinition
 from toolweave.model.records import RunUpdate
 from toolweave.services.base import GenerationContext
 from toolweave.store import tasks as tasks_q

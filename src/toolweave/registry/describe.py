@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from toolweave.model.definitions import InputMapping, InputParam, JobDefinition, Step, ToolDefinition
-from toolweave.registry.validate import dependency_graph, output_source, topological_order
+from toolweave.model.graph import dependency_graph, output_source
+from toolweave.registry.graph import topological_order
 
 
 def _source(mapping: InputMapping) -> str:

@@ -11,16 +11,11 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from toolweave.model.definitions import JobDefinition, ToolDefinition
+from toolweave.registry.graph import find_cycles, nested_job_ids, topological_order
 from toolweave.registry.loader import Definition, Loaded, load_files
 from toolweave.registry.problems import DefinitionError, Problem
-from toolweave.registry.validate import (
-    ServiceCheck,
-    find_cycles,
-    nested_job_ids,
-    topological_order,
-    validate_job,
-    validate_tool,
-)
+from toolweave.registry.validate import validate_job
+from toolweave.registry.validate_tool import ServiceCheck, validate_tool
 
 _VERSION_PART = re.compile(r"(\d+)|(\D+)")
 

@@ -1,16 +1,14 @@
-"""Validation of tool and job definitions and their cross-references. Pure: no I/O.
-
-Every check appends a ``Problem`` (file, JSON path, one plain sentence) instead of stopping, so a
-definition's author sees everything that is wrong at once. The type compatibility table used for
-mappings is ``compatible`` below; docs/definitions.md documents it.
+"""Validation of job definitions and their cross-references: each step's tool or nested job, its
+input mappings, templates and condition, map steps, fallbacks, cycles and the job's outputs. Pure:
+no I/O. The pieces every check shares are in ``checks`` (with the type compatibility table),
+a tool's own checks in ``validate_tool``, the step graph in ``graph``.
 """
 
 from __future__ import annotations
 
-import difflib
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from toolweave.engine.conditions import ConditionError, compile_condition
 from toolweave.engine.mapping import (
@@ -32,361 +30,24 @@ from toolweave.model.definitions import (
     OutputParam,
     ParamType,
     Step,
-    ToolDefinition,
     ValueSource,
 )
-from toolweave.model.graph import dependency_graph, output_source, reachable, sink_steps, step_order
-from toolweave.registry.problems import DefinitionError, Problem, join_path
-
-T = ParamType
-_TEXT = frozenset({T.STRING, T.TEXT})
-_INTEGERS = frozenset({T.INTEGER, T.SEED})
-
-COMPATIBLE: dict[ParamType, frozenset[ParamType]] = {
-    T.STRING: frozenset({T.STRING, T.TEXT, T.ENUM, T.JSON}),
-    T.TEXT: frozenset({T.STRING, T.TEXT, T.ENUM, T.JSON}),
-    T.ENUM: frozenset({T.STRING, T.TEXT, T.ENUM, T.JSON}),
-    T.INTEGER: frozenset({T.INTEGER, T.SEED, T.NUMBER, T.JSON}),
-    T.SEED: frozenset({T.INTEGER, T.SEED, T.NUMBER, T.JSON}),
-    T.NUMBER: frozenset({T.NUMBER, T.JSON}),
-    T.BOOLEAN: frozenset({T.BOOLEAN, T.JSON}),
-    T.JSON: frozenset({T.JSON}),
-    T.IMAGE: frozenset({T.IMAGE, T.FILE}),
-    T.VIDEO: frozenset({T.VIDEO, T.FILE}),
-    T.AUDIO: frozenset({T.AUDIO, T.FILE}),
-    T.FILE: frozenset({T.FILE, T.IMAGE, T.VIDEO, T.AUDIO}),
-}
-"""source type → the target types it may feed (before the URL rule for media, see ``compatible``).
-A ``file`` (e.g. ``media.fetch``'s output) may feed an image, video or audio input: what the file
-is shows only at run time, where the tool refuses a file of the wrong kind (not retryable)."""
-
-
-def compatible(source: ParamType, target: ParamType, *, target_takes_url: bool = False) -> bool:
-    """Whether a value of type ``source`` may be mapped into a target of type ``target``.
-
-    Media (image, video, audio, file) may also feed a string or text target that takes a URL
-    (an input with ``acceptsUrl: true``, or a job output of type string): it is passed as its URL.
-    """
-    if target in COMPATIBLE[source]:
-        return True
-    return source in MEDIA_TYPES and target in _TEXT and target_takes_url
-
-
-class Catalog(Protocol):
-    """What validation needs to know about what is registered."""
-
-    def get_tool(self, tool_id: str) -> ToolDefinition | None: ...
-
-    def get_job(self, job_id: str) -> JobDefinition | None: ...
-
-    def command_owner(self, command_name: str) -> tuple[str, str] | None:
-        """``(kind, id)`` of the tool or job that has ``command_name``, if any."""
-        ...
-
-    def refused(self, definition_id: str) -> bool:
-        """Whether a definition with this id was refused in the same load (for clearer messages)."""
-        ...
-
-
-@dataclass
-class MemoryCatalog:
-    """A ``Catalog`` over plain lists (the latest version of each id wins); for tests and tools."""
-
-    tools: Sequence[ToolDefinition] = ()
-    jobs: Sequence[JobDefinition] = ()
-
-    def get_tool(self, tool_id: str) -> ToolDefinition | None:
-        return next((t for t in reversed(self.tools) if t.tool_id == tool_id), None)
-
-    def get_job(self, job_id: str) -> JobDefinition | None:
-        return next((j for j in reversed(self.jobs) if j.job_id == job_id), None)
-
-    def command_owner(self, command_name: str) -> tuple[str, str] | None:
-        for tool in self.tools:
-            if tool.command_name == command_name:
-                return ("tool", tool.tool_id)
-        for job in self.jobs:
-            if job.command_name == command_name:
-                return ("job", job.job_id)
-        return None
-
-    def refused(self, definition_id: str) -> bool:
-        return False
-
-
-class _Sink:
-    def __init__(self, file: str | None, prefix: str) -> None:
-        self.file = file
-        self.prefix = prefix
-        self.problems: list[Problem] = []
-
-    def add(self, path: str, message: str) -> None:
-        self.problems.append(Problem(self.file, join_path(self.prefix, path), message))
-
-
-def _quote_list(names: Iterable[str]) -> str:
-    items = [repr(n) for n in names]
-    return ", ".join(items) if items else "none"
-
-
-def _and(names: Sequence[str]) -> str:
-    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
-
-
-def _suggest(name: str, choices: Iterable[str]) -> str:
-    close = difflib.get_close_matches(name, list(choices), n=1)
-    return f"; did you mean {close[0]!r}?" if close else ""
-
-
-def _article(kind: ParamType) -> str:
-    return ("an " if kind.value[0] in "aeiou" else "a ") + kind.value
-
-
-# --- graph helpers ------------------------------------------------------------------------------
-
-
-def find_cycles(graph: Mapping[str, Sequence[str]], order: Sequence[str]) -> list[list[str]]:
-    """One cycle per strongly connected component that has one, each starting at its earliest step.
-
-    ``graph`` maps a node to the nodes it depends on; ``order`` is the declaration order.
-    """
-    index_of = {node: i for i, node in enumerate(order)}
-    index: dict[str, int] = {}
-    low: dict[str, int] = {}
-    stack: list[str] = []
-    on_stack: set[str] = set()
-    components: list[list[str]] = []
-    counter = 0
-    for root in order:
-        if root in index:
-            continue
-        # Iterative Tarjan: (node, iterator position)
-        work: list[tuple[str, int]] = [(root, 0)]
-        while work:
-            node, pos = work.pop()
-            if pos == 0:
-                index[node] = low[node] = counter
-                counter += 1
-                stack.append(node)
-                on_stack.add(node)
-            deps = graph.get(node, [])
-            recurse = False
-            for i in range(pos, len(deps)):
-                dep = deps[i]
-                if dep not in index:
-                    work.append((node, i + 1))
-                    work.append((dep, 0))
-                    recurse = True
-                    break
-                if dep in on_stack:
-                    low[node] = min(low[node], index[dep])
-            if recurse:
-                continue
-            if low[node] == index[node]:
-                component: list[str] = []
-                while True:
-                    member = stack.pop()
-                    on_stack.discard(member)
-                    component.append(member)
-                    if member == node:
-                        break
-                components.append(component)
-            if work:
-                parent = work[-1][0]
-                low[parent] = min(low[parent], low[node])
-    cycles: list[list[str]] = []
-    for component in components:
-        members = set(component)
-        if len(component) == 1 and component[0] not in graph.get(component[0], []):
-            continue
-        start = min(component, key=lambda n: index_of.get(n, 0))
-        cycles.append(_cycle_through(graph, start, members, index_of))
-    cycles.sort(key=lambda c: index_of.get(c[0], 0))
-    return cycles
-
-
-def _cycle_through(
-    graph: Mapping[str, Sequence[str]], start: str, members: set[str], index_of: Mapping[str, int]
-) -> list[str]:
-    """A shortest cycle from ``start`` back to itself inside one strongly connected component."""
-    previous: dict[str, str] = {}
-    frontier = [start]
-    seen = {start}
-    while frontier:
-        following: list[str] = []
-        for node in frontier:
-            for dep in sorted(graph.get(node, []), key=lambda n: index_of.get(n, 0)):
-                if dep not in members:
-                    continue
-                if dep == start:
-                    path = [node]
-                    while path[-1] != start:
-                        path.append(previous[path[-1]])
-                    return list(reversed(path))
-                if dep not in seen:
-                    seen.add(dep)
-                    previous[dep] = node
-                    following.append(dep)
-        frontier = following
-    return [start]  # pragma: no cover - a component with a cycle always has one through start
-
-
-def topological_order(steps: Sequence[Step]) -> list[str]:
-    """Step ids so that every step comes after the steps it depends on; ties keep declaration order.
-
-    Raises ``DefinitionError`` when the steps form a cycle.
-    """
-    out = step_order(steps)
-    if len(out) != len(steps):
-        cycles = find_cycles(dependency_graph(steps), [s.step_id for s in steps])
-        raise DefinitionError([Problem(None, "steps", _cycle_message(c)) for c in cycles])
-    return out
-
-
-def _cycle_message(cycle: list[str]) -> str:
-    if len(cycle) == 1:
-        return f"step {cycle[0]!r} depends on itself"
-    names = ", ".join(repr(s) for s in cycle)
-    chain = " → ".join([*cycle, cycle[0]])
-    return f"steps {names} form a cycle ({chain}; each waits for the next)"
-
-
-def ancestors(graph: Mapping[str, Sequence[str]], step_id: str) -> set[str]:
-    """Every step ``step_id`` waits for, directly or not (cycle-safe)."""
-    return reachable(graph, graph.get(step_id, []))
-
-
-def _check_default(sink: _Sink, path: str, param: InputParam) -> None:
-    if param.default is None:
-        return
-    try:
-        if param.type.is_media:
-            classify_media(param.default)
-        else:
-            check_value(param, param.default, coerce_text=False, allow_paths=False)
-    except ValueError as exc:
-        sink.add(f"{path}.default", f"the default {param.default!r} does not fit: {exc}")
-
-
-def _check_params(sink: _Sink, where: str, params: Sequence[InputParam]) -> None:
-    seen: set[str] = set()
-    for param in params:
-        path = f"{where}.{param.name}"
-        if param.name in seen:
-            sink.add(path, f"the input {param.name!r} is declared twice")
-        seen.add(param.name)
-        if param.type is ParamType.ENUM and not param.enum:
-            sink.add(path, f"the enum input {param.name!r} lists no allowed values (enum: [...])")
-        if param.minimum is not None and param.maximum is not None and param.minimum > param.maximum:
-            sink.add(path, f"minimum {param.minimum} is greater than maximum {param.maximum}")
-        if param.accepts_url and param.type not in _TEXT:
-            sink.add(path, f"acceptsUrl only applies to string or text inputs, not {param.type.value}")
-        _check_default(sink, path, param)
-    _check_visible_if(sink, where, params)
-
-
-def _check_visible_if(sink: _Sink, where: str, params: Sequence[InputParam]) -> None:
-    """``visibleIf`` names another input, lists values that input can take, and no input hides
-    behind itself through others."""
-    by_name = {p.name: p for p in params}
-    for param in params:
-        condition = param.visible_if
-        if condition is None:
-            continue
-        path = f"{where}.{param.name}.visibleIf"
-        control = by_name.get(condition.field)
-        if control is None or control is param:
-            others = [n for n in by_name if n != param.name]
-            sink.add(path, f"visibleIf names {condition.field!r}, which is not another input of this schema"
-                     f"{_suggest(condition.field, others)}")
-            continue
-        for value in condition.values:
-            try:
-                check_value(control, value, coerce_text=True, allow_paths=False)
-            except ValueError as exc:
-                sink.add(path, f"the value {value!r} can never be input {control.name!r}'s: {exc}")
-        chain = [param.name]
-        current = control
-        while current.visible_if is not None and current.visible_if.field in by_name:
-            if current.name in chain:
-                break
-            chain.append(current.name)
-            current = by_name[current.visible_if.field]
-            if current.name == param.name:
-                sink.add(path, f"visibleIf goes round in a circle: {' → '.join([*chain, param.name])}")
-                break
-
-
-def _check_outputs(sink: _Sink, where: str, outputs: Sequence[OutputParam | JobOutput]) -> None:
-    seen: set[str] = set()
-    for output in outputs:
-        if output.name in seen:
-            sink.add(f"{where}.{output.name}", f"the output {output.name!r} is declared twice")
-        seen.add(output.name)
-
-
-def _check_command(sink: _Sink, kind: str, ident: str, command: str | None, catalog: Catalog | None) -> None:
-    if catalog is None or command is None:
-        return
-    owner = catalog.command_owner(command)
-    if owner is not None and owner != (kind, ident):
-        sink.add(
-            "commandName",
-            f"the command name {command!r} is already used by {owner[0]} {owner[1]!r}; "
-            "set a different commandName",
-        )
-
-
-ServiceCheck = Callable[[ToolDefinition], list[tuple[str, str]]]
-"""What is wrong with the service a tool names, as ``(JSON path, sentence)`` pairs."""
-
-
-def validate_tool(
-    tool: ToolDefinition,
-    catalog: Catalog | None = None,
-    *,
-    file: str | None = None,
-    prefix: str = "",
-    services: ServiceCheck | None = None,
-) -> list[Problem]:
-    """Problems of one tool definition on its own (and its command name against ``catalog``, its
-    service against ``services``)."""
-    sink = _Sink(file if file is not None else tool.source, prefix)
-    if services is not None:
-        for path, message in services(tool):
-            sink.add(path, message)
-    _check_params(sink, "inputSchema", tool.input_schema)
-    _check_outputs(sink, "outputSchema", tool.output_schema)
-    inputs = [p.name for p in tool.input_schema]
-    primary = tool.platform_hints.primary_input
-    if primary is not None and primary not in inputs:
-        sink.add(
-            "platformHints.primaryInput",
-            f"primaryInput {primary!r} is not an input of this tool{_suggest(primary, inputs)}",
-        )
-    costing = tool.costing_model
-    outputs = [o.name for o in tool.output_schema]
-    if costing is not None and costing.unit_output is not None and costing.unit_output not in outputs:
-        sink.add(
-            "costingModel.unitOutput",
-            f"unitOutput {costing.unit_output!r} is not an output of this tool{_suggest(costing.unit_output, outputs)}",
-        )
-    table = costing.price_table if costing is not None else None
-    if table is not None:
-        for name in table.by:
-            if name not in inputs:
-                sink.add("costingModel.priceTable.by", f"{name!r} is not an input of this tool{_suggest(name, inputs)}")
-        factor = tool.input(table.multiply_by) if table.multiply_by else None
-        if table.multiply_by and (factor is None or factor.type not in (T.INTEGER, T.NUMBER)):
-            sink.add("costingModel.priceTable.multiplyBy",
-                     f"multiplyBy {table.multiply_by!r} is not a number input of this tool")
-    if catalog is not None and catalog.get_job(tool.tool_id) is not None:
-        sink.add("toolId", f"the id {tool.tool_id!r} is already used by a job")
-    _check_command(sink, "tool", tool.tool_id, tool.command_name, catalog)
-    return sink.problems
-
-
-# --- jobs ---------------------------------------------------------------------------------------
+from toolweave.model.graph import dependency_graph, output_source, sink_steps
+from toolweave.registry.checks import (
+    _TEXT,
+    Catalog,
+    _and,
+    _article,
+    _check_command,
+    _check_outputs,
+    _check_params,
+    _quote_list,
+    _Sink,
+    _suggest,
+    compatible,
+)
+from toolweave.registry.graph import _cycle_message, _nested_chain, ancestors, find_cycles
+from toolweave.registry.problems import Problem
 
 
 @dataclass
@@ -418,26 +79,6 @@ def _target_of(step: Step, catalog: Catalog) -> _Target | None:
         job = catalog.get_job(step.job_id)
         if job is not None:
             return _Target("job", job.job_id, list(job.input_schema), list(job.output_schema))
-    return None
-
-
-def _nested_chain(job: JobDefinition, catalog: Catalog, start: str) -> list[str] | None:
-    """The chain of job ids from ``start`` back to ``job`` through nested jobs, if there is one."""
-    todo: list[tuple[str, list[str]]] = [(start, [job.job_id, start])]
-    seen: set[str] = set()
-    while todo:
-        current, chain = todo.pop()
-        if current == job.job_id:
-            return chain
-        if current in seen:
-            continue
-        seen.add(current)
-        nested = catalog.get_job(current)
-        if nested is None:
-            continue
-        for step in nested.steps:
-            if step.job_id is not None:
-                todo.append((step.job_id, [*chain, step.job_id]))
     return None
 
 
@@ -934,31 +575,8 @@ def validate_job(
     return sink.problems
 
 
-def nested_job_ids(job: JobDefinition) -> list[str]:
-    """The ids of the jobs this job's steps run, in order, without repeats."""
-    out: list[str] = []
-    for step in job.steps:
-        if step.job_id is not None and step.job_id not in out:
-            out.append(step.job_id)
-    return out
-
-
 def as_dict(problems: Iterable[Problem]) -> list[dict[str, Any]]:
     return [p.as_dict() for p in problems]
 
 
-__all__ = [
-    "COMPATIBLE",
-    "Catalog",
-    "MemoryCatalog",
-    "ancestors",
-    "compatible",
-    "dependency_graph",
-    "find_cycles",
-    "nested_job_ids",
-    "output_source",
-    "sink_steps",
-    "topological_order",
-    "validate_job",
-    "validate_tool",
-]
+__all__ = ["validate_job"]

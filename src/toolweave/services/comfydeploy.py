@@ -48,7 +48,7 @@ from toolweave.services.base import (
     WebhookRejected,
     WebhookUpdate,
 )
-from toolweave.services.comfyui import OutputItem, media_of, select_outputs
+from toolweave.services.comfy_workflows import OutputItem, media_of, select_outputs
 from toolweave.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -28,25 +28,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import copy
 import hashlib
-import json
 import logging
 import mimetypes
-import random
 import uuid
 from collections import OrderedDict
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import httpx
-import websockets
 
 from toolweave import comfy
 from toolweave.artifacts import media_problem
-from toolweave.model.definitions import ParamType, ToolDefinition
+from toolweave.model.definitions import ToolDefinition
 from toolweave.model.records import ArtifactRef, RunUpdate
 from toolweave.model.status import GenerationStatus
 from toolweave.services.base import (
@@ -57,252 +51,22 @@ from toolweave.services.base import (
     WebhookRejected,
     WebhookUpdate,
 )
+from toolweave.services.comfy_workflows import (
+    EXTERNAL_PREFIX,
+    InputTarget,
+    OutputItem,
+    external_input_map,
+    input_map,
+    items_from_history,
+    load_workflow,
+    select_outputs,
+)
+from toolweave.services.comfyui_stream import _Listener, _Streaming, _Tracked
 from toolweave.settings import ComfyServer, Settings
 
 log = logging.getLogger(__name__)
 
 UPLOAD_SUBFOLDER = "toolweave"
-_TRACKED_MAX = 10_000
-"""How many in-flight prompts the websocket listeners remember (a cache; polling is the truth)."""
-
-EXTERNAL_PREFIX = "ComfyUIDeployExternal"
-
-# --- workflow inputs ----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class InputTarget:
-    node: str
-    input: str
-
-
-def load_workflow(tool: ToolDefinition) -> dict[str, Any]:
-    """The tool's API-format workflow (a deep copy), from ``metadata.workflow``."""
-    spec = tool.metadata.get("workflow")
-    if isinstance(spec, str):
-        path = Path(spec)
-        if not path.is_absolute() and tool.source:
-            path = Path(tool.source).parent / path
-        try:
-            data = json.loads(path.read_text())
-        except OSError as exc:
-            raise ServiceError(
-                f"tool {tool.tool_id}: cannot read workflow file {spec!r}: {exc.strerror}"
-            ) from exc
-        except ValueError as exc:
-            raise ServiceError(f"tool {tool.tool_id}: workflow file {spec!r} is not JSON: {exc}") from exc
-    elif isinstance(spec, dict):
-        data = copy.deepcopy(spec)
-    else:
-        raise ServiceError(
-            f"tool {tool.tool_id}: metadata.workflow must be an API-format workflow or a file path"
-        )
-    if (
-        not isinstance(data, dict)
-        or not data
-        or not all(isinstance(node, dict) and "class_type" in node for node in data.values())
-    ):
-        raise ServiceError(
-            f"tool {tool.tool_id}: the workflow is not in API format "
-            "(a mapping of node id to {class_type, inputs}); export it with 'Save (API)'"
-        )
-    return data
-
-
-def workflow_problems(tool: ToolDefinition, object_info: comfy.ObjectInfo) -> list[tuple[str, str]]:
-    """Why a server with this ``/object_info`` would refuse the tool's workflow, as ``(path,
-    sentence)`` pairs: node classes it lacks, required inputs missing, links of the wrong type.
-    ``toolweave validate --object-info`` uses it so that this shows before a run, not during."""
-    try:
-        workflow = load_workflow(tool)
-    except ServiceError as exc:
-        return [("metadata.workflow", exc.message)]
-    where = object_info.source or "the server"
-    found = []
-    for problem in comfy.check_prompt(workflow, object_info):
-        node, sep, rest = problem.partition(": unknown node class ")
-        if sep:
-            found.append(("metadata.workflow", f"{node} uses {rest}, which {where} does not have"))
-        else:
-            found.append(("metadata.workflow", f"{problem} (checked against {where})"))
-    return found
-
-
-def external_input_map(workflow: Mapping[str, Any]) -> dict[str, list[dict[str, Any]]]:
-    """Inputs declared by ComfyUI Deploy ``External*`` nodes: ``input_id`` → inputMap targets.
-
-    The node input each value goes into is the importer's (``toolweave.comfy.EXTERNAL_KINDS``),
-    so a tool without an ``inputMap`` behaves as if it had been imported.
-    """
-    found: dict[str, list[dict[str, Any]]] = {}
-    for node_id, node in workflow.items():
-        class_type = str(node.get("class_type", ""))
-        if not class_type.startswith(EXTERNAL_PREFIX):
-            continue
-        input_id = (node.get("inputs") or {}).get("input_id")
-        if not isinstance(input_id, str) or not input_id:
-            continue
-        kind = comfy.EXTERNAL_KINDS.get(class_type)
-        target: dict[str, Any] = {"node": str(node_id), "input": kind.target if kind else "input_id"}
-        if kind is not None and kind.encode:
-            target["encode"] = kind.encode
-        found.setdefault(input_id.strip(), []).append(target)
-    return found
-
-
-def input_map(tool: ToolDefinition, workflow: Mapping[str, Any]) -> dict[str, list[InputTarget]]:
-    """``metadata.inputMap`` normalised to lists of targets, or the External* nodes' map.
-
-    Values are written by ``toolweave.comfy.apply_inputs`` (which also honours ``encode: json``).
-    """
-    raw = tool.metadata.get("inputMap")
-    if raw is None:
-        raw = external_input_map(workflow)
-    if not isinstance(raw, dict):
-        raise ServiceError(f"tool {tool.tool_id}: metadata.inputMap must map input names to {{node, input}}")
-    out: dict[str, list[InputTarget]] = {}
-    for name, spec in raw.items():
-        specs = spec if isinstance(spec, list) else [spec]
-        targets = []
-        for item in specs:
-            if not isinstance(item, dict) or "node" not in item or "input" not in item:
-                raise ServiceError(
-                    f"tool {tool.tool_id}: inputMap.{name} must be {{node: <id>, input: <name>}}"
-                )
-            targets.append(InputTarget(str(item["node"]), str(item["input"])))
-        out[str(name)] = targets
-    return out
-
-
-# --- outputs ---------------------------------------------------------------------------------------
-
-
-@dataclass
-class OutputItem:
-    """One item a workflow produced: a file on the server (or at a URL), or a text."""
-
-    node: str
-    kind: str
-    media: str
-    """image, video, audio, file or text."""
-    item: Any
-    output_id: str | None = None
-    temp: bool = False
-
-
-def media_of(kind: str, item: Any) -> str:
-    if kind in ("text", "text_file") and isinstance(item, str):
-        return "text"
-    if not isinstance(item, dict):
-        return "text" if isinstance(item, str) else "other"
-    fmt = str(item.get("format") or item.get("type") or "")
-    if "/" in fmt:
-        major = fmt.split("/", 1)[0]
-        if major in ("image", "video", "audio"):
-            return "image" if fmt == "image/gif" or major == "image" else major
-    name = str(item.get("filename") or item.get("url") or "").split("?", 1)[0]
-    guessed, _ = mimetypes.guess_type(name)
-    if guessed:
-        major = guessed.split("/", 1)[0]
-        if major in ("image", "video", "audio"):
-            return major
-    if kind == "audio":
-        return "audio"
-    return "file"
-
-
-def items_from_history(outputs: Mapping[str, Any]) -> list[OutputItem]:
-    """Every item of a ComfyUI history ``outputs`` map, saved outputs before temp previews."""
-    items: list[OutputItem] = []
-
-    def order(node_id: str) -> tuple[int, ...]:
-        try:
-            return tuple(int(p) for p in node_id.split(":"))
-        except ValueError:
-            return (1 << 30,)
-
-    for node_id in sorted(outputs, key=order):
-        node_out = outputs[node_id]
-        if not isinstance(node_out, dict):
-            continue
-        for kind, values in node_out.items():
-            if kind == "animated" or not isinstance(values, list):
-                continue
-            for value in values:
-                if isinstance(value, bool) or not isinstance(value, (dict, str)):
-                    continue
-                media = media_of(kind, value)
-                if media == "other":
-                    continue
-                temp = isinstance(value, dict) and value.get("type") == "temp"
-                output_id = value.get("output_id") if isinstance(value, dict) else None
-                items.append(OutputItem(str(node_id), kind, media, value, output_id, temp))
-    items.sort(key=lambda i: i.temp)
-    return items
-
-
-_PARAM_MEDIA = {
-    ParamType.IMAGE: ("image",),
-    ParamType.VIDEO: ("video",),
-    ParamType.AUDIO: ("audio",),
-    ParamType.FILE: ("file", "image", "video", "audio"),
-    ParamType.STRING: ("text",),
-    ParamType.TEXT: ("text",),
-    ParamType.JSON: ("text",),
-}
-
-
-def select_outputs(items: list[OutputItem], tool: ToolDefinition) -> dict[str, OutputItem | list[OutputItem]]:
-    """Name the items per ``metadata.outputMap``, else per the outputSchema's types.
-
-    Raises a non-retryable ``ServiceError`` naming the output when one the tool declares was
-    not produced. A tool without outputs declared gets ``image``/``video``/``audio``/``text``
-    (the first of each) and ``images``/``videos``/``audios``/``texts`` (all of them).
-    """
-    output_map = tool.metadata.get("outputMap")
-    chosen: dict[str, OutputItem | list[OutputItem]] = {}
-    if isinstance(output_map, dict) and output_map:
-        for name, spec in output_map.items():
-            if not isinstance(spec, dict):
-                raise ServiceError(f"tool {tool.tool_id}: outputMap.{name} must be {{node, kind}}")
-            node = spec.get("node")
-            kind = spec.get("kind")
-            output_id = spec.get("outputId")
-            matches = [
-                i
-                for i in items
-                if (node is None or i.node == str(node))
-                and (kind in (None, "*") or i.kind == kind or i.media == kind)
-                and (output_id is None or i.output_id == output_id)
-            ]
-            if not matches:
-                where = f"node {node}" if node is not None else f"output {output_id or kind}"
-                raise ServiceError(
-                    f"output {name!r}: {where} produced no {kind or 'items'}",
-                    code="missing_output",
-                    node=str(node) if node is not None else None,
-                )
-            chosen[str(name)] = matches if spec.get("all") else matches[0]
-        return chosen
-    if tool.output_schema:
-        used: set[int] = set()
-        for param in tool.output_schema:
-            wanted = _PARAM_MEDIA.get(param.type, ("text",))
-            pick = next((n for n, i in enumerate(items) if n not in used and i.media in wanted), None)
-            if pick is None:
-                raise ServiceError(
-                    f"output {param.name!r}: the workflow produced no {param.type.value}",
-                    code="missing_output",
-                )
-            used.add(pick)
-            chosen[param.name] = items[pick]
-        return chosen
-    for media in ("image", "video", "audio", "text", "file"):
-        of_kind = [i for i in items if i.media == media]
-        if of_kind:
-            chosen[media] = of_kind[0]
-            chosen[media + "s"] = of_kind
-    return chosen
 
 
 # --- the service ---------------------------------------------------------------------------------
@@ -327,21 +91,7 @@ def _error_summary(node_errors: Mapping[str, Any]) -> tuple[str | None, str]:
     return first, "; ".join(parts)
 
 
-@dataclass
-class _Tracked:
-    gen: GenerationContext
-    server: ComfyServer
-    class_types: dict[str, str]
-    done: set[str] = field(default_factory=set)
-    current: str | None = None
-    last: tuple[float | None, str | None] = (None, None)
-
-    @property
-    def total(self) -> int:
-        return max(1, len(self.class_types))
-
-
-class ComfyUIService:
+class ComfyUIService(_Streaming):
     """The native ComfyUI API. One instance serves every configured server."""
 
     name = "comfyui"
@@ -734,106 +484,6 @@ class ComfyUIService:
     async def finalize(self, gen: GenerationContext, update: RunUpdate) -> RunUpdate:
         return update
 
-    # websocket listeners -----------------------------------------------------------------------
-
-    def _listener(self, server: ComfyServer) -> _Listener:
-        listener = self._listeners.get(server.name)
-        if listener is None:
-            listener = _Listener(self, server)
-            self._listeners[server.name] = listener
-        return listener
-
-    def _track(self, gen: GenerationContext, server: ComfyServer, workflow: Mapping[str, Any]) -> None:
-        class_types = {
-            str(k): str(v.get("class_type", "")) for k, v in workflow.items() if isinstance(v, dict)
-        }
-        self._tracked[gen.generation_id] = _Tracked(gen, server, class_types)
-        self._tracked.move_to_end(gen.generation_id)
-        while len(self._tracked) > _TRACKED_MAX:
-            self._tracked.popitem(last=False)
-
-    def _untrack(self, prompt_id: str) -> None:
-        self._tracked.pop(prompt_id, None)
-
-    async def _report(self, prompt_id: str, update: RunUpdate) -> None:
-        try:
-            await self.host.report(prompt_id, update)
-        except Exception:
-            log.exception("reporting an update of prompt %s failed", prompt_id)
-
-    async def _on_message(self, server: ComfyServer, message: Mapping[str, Any]) -> None:
-        kind = message.get("type")
-        data = message.get("data")
-        if not isinstance(data, dict):
-            return
-        prompt_id = data.get("prompt_id")
-        tracked = self._tracked.get(prompt_id) if isinstance(prompt_id, str) else None
-        if tracked is None or tracked.server.name != server.name:
-            return
-        assert isinstance(prompt_id, str)
-        progress: float | None = None
-        live: str | None = None
-        if kind == "execution_start":
-            progress, live = 0.0, "started"
-        elif kind == "execution_cached":
-            tracked.done.update(str(n) for n in data.get("nodes") or [])
-            progress, live = len(tracked.done) / tracked.total, "started"
-        elif kind == "executing":
-            node = data.get("node")
-            if node is None:
-                self._untrack(prompt_id)
-                self._finish(tracked)
-                return
-            if tracked.current is not None:
-                tracked.done.add(tracked.current)
-            tracked.current = str(node)
-            live = f"executing node {node} {tracked.class_types.get(str(node), '')}".rstrip()
-            progress = min(len(tracked.done), tracked.total - 1) / tracked.total
-        elif kind == "progress":
-            node = str(data.get("node"))
-            value, maximum = data.get("value"), data.get("max")
-            if isinstance(value, (int, float)) and isinstance(maximum, (int, float)) and maximum > 0:
-                within = min(1.0, value / maximum)
-                progress = (min(len(tracked.done), tracked.total - 1) + within) / tracked.total
-                live = (
-                    f"executing node {node} {tracked.class_types.get(node, '')} {int(value)}/{int(maximum)}"
-                )
-        elif kind == "executed":
-            tracked.done.add(str(data.get("node")))
-            return
-        else:
-            return
-        if progress is None:
-            return
-        progress = round(progress, 4)
-        if (progress, live) == tracked.last:
-            return
-        tracked.last = (progress, live)
-        await self._report(
-            prompt_id,
-            RunUpdate(
-                status=GenerationStatus.PROCESSING,
-                progress=progress,
-                live_status=live,
-                platform_run_id=prompt_id,
-            ),
-        )
-
-    def _finish(self, tracked: _Tracked) -> None:
-        task = asyncio.get_running_loop().create_task(self._finish_one(tracked))
-        self._finishing.add(task)
-        task.add_done_callback(self._finishing.discard)
-
-    async def _finish_one(self, tracked: _Tracked) -> None:
-        prompt_id = tracked.gen.generation_id
-        try:
-            update = await self._from_history(tracked.gen, tracked.server)
-        except ServiceError as exc:
-            # Leave it to polling: the engine's poll task reads history again.
-            log.warning("prompt %s finished but its result could not be read: %s", prompt_id, exc.message)
-            return
-        await self._report(prompt_id, update)
-
     async def close(self) -> None:
         self._closed = True
         listeners = list(self._listeners.values())
@@ -845,72 +495,6 @@ class ComfyUIService:
         for task in list(self._finishing):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-
-
-class _Listener:
-    """The one websocket of one server: connects lazily, reconnects with backoff and jitter."""
-
-    def __init__(self, service: ComfyUIService, server: ComfyServer) -> None:
-        self.service = service
-        self.server = server
-        self.connected = asyncio.Event()
-        self.connects = 0
-        self._task: asyncio.Task[None] | None = None
-        base = server.base_url.rstrip("/")
-        scheme, _, rest = base.partition("://")
-        ws_scheme = "wss" if scheme == "https" else "ws"
-        self.url = f"{ws_scheme}://{rest}/ws?clientId={service.client_id}"
-
-    def start(self) -> None:
-        if self._task is None or self._task.done():
-            self._task = asyncio.get_running_loop().create_task(
-                self._run(), name=f"comfyui-ws-{self.server.name}"
-            )
-
-    async def wait_connected(self, seconds: float) -> bool:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.connected.wait(), seconds)
-        return self.connected.is_set()
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
-            self._task = None
-        self.connected.clear()
-
-    async def _run(self) -> None:
-        delay = 0.2
-        while True:
-            try:
-                async with websockets.connect(
-                    self.url, open_timeout=self.service.timeout, max_size=None, ping_interval=20
-                ) as ws:
-                    self.connects += 1
-                    self.connected.set()
-                    delay = 0.2
-                    async for frame in ws:
-                        if isinstance(frame, bytes):
-                            continue  # binary previews
-                        try:
-                            message = json.loads(frame)
-                        except ValueError:
-                            continue
-                        if isinstance(message, dict):
-                            try:
-                                await self.service._on_message(self.server, message)
-                            except Exception:
-                                log.exception("handling a ComfyUI message failed")
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.info(
-                    "websocket of ComfyUI server %s: %s; reconnecting", self.server.name, type(exc).__name__
-                )
-            self.connected.clear()
-            await asyncio.sleep(delay * (0.5 + random.random()))
-            delay = min(delay * 2, 30.0)
 
 
 def _shown(url: str) -> str:
