@@ -28,7 +28,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from engine import create_pg_database, drop_pg_database, make_app
 
-from toolweave.store import db
+from toolweave.store import connections, db
 
 WAL_FRAME = 4096 + 24
 
@@ -64,13 +64,14 @@ async def work(variant: str, n: int, wal: bool, url: str | None = None) -> None:
     home = Path(tempfile.mkdtemp(prefix="toolweave-statements-"))
     os.environ.setdefault("TOOLWEAVE_TEST_STATE", str(home / "state"))
     if wal:
-        plain_connect = db._sqlite_connect
+        plain_connect = connections._sqlite_connect
 
         def connect(conn: Any, record: Any) -> None:
             plain_connect(conn, record)
             conn.execute("PRAGMA wal_autocheckpoint=0")
 
-        db._sqlite_connect = connect
+        connections._sqlite_connect = connect  # the store's connections
+        db._sqlite_connect = connect  # the migrations' engine (``Store.engine``)
     app = make_app(home, url)
     for i in range(n):
         await app.submit(f"bench_{variant}", {"value": i}, account_id="bench")

@@ -25,20 +25,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import json
 import logging
 import re
-import sqlite3
 import threading
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from decimal import Decimal
-from enum import Enum
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
-import orjson
-
+from toolweave.store.codec import _ROW_PLANS, _Decoders, _encode, _row_plan
+from toolweave.store.connections import (
+    _connection_lost,
+    _Connections,
+    _NeverBegan,
+    _sqlite_begin,
+    _sqlite_connect,
+    normalise_url,
+)
 from toolweave.store.wake import Wakeups
 
 P = ParamSpec("P")
@@ -48,15 +51,6 @@ NOTIFY_CHANNEL = "toolweave_tasks"
 log = logging.getLogger("toolweave.store")
 
 
-JSON_COLUMNS = frozenset(
-    {
-        "tool_shas", "origin", "job_inputs", "final_outputs", "error", "generation_ids", "outputs",
-        "request_payload", "response_payload", "data", "target", "payload", "value", "body", "work_outputs",
-        "work_error", "item", "child_outputs", "child_error", "random_inputs",
-    }
-)
-BOOL_COLUMNS = frozenset({"cancel_requested", "using_fallback", "skipped_by_error"})
-DECIMAL_COLUMNS = frozenset({"cost_usd"})
 _NAMED = re.compile(r"(?<![:\w]):([a-zA-Z_]\w*)")
 
 
@@ -350,68 +344,8 @@ def in_list(prefix: str, values: Sequence[Any]) -> tuple[str, dict[str, Any]]:
     return "(" + ", ".join(":" + name for name in params) + ")", params
 
 
-_PLAIN = frozenset({str, int, float, type(None), bool})
-
-
-def dumps(value: Any) -> str:
-    """JSON text for a column: orjson (a tenth of the stdlib's time, which showed in every step),
-    the standard library for what orjson refuses (integers beyond 64 bits)."""
-    try:
-        return orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
-    except TypeError:
-        return json.dumps(value, separators=(",", ":"), default=str)
-
-
-def loads(text: str | bytes) -> Any:
-    try:
-        return orjson.loads(text)
-    except ValueError:  # what orjson does not read (NaN, integers beyond 64 bits)
-        return json.loads(text)
-
-
-def _encode_value(value: Any) -> Any:
-    if isinstance(value, (dict, list)):
-        return dumps(value)
-    if isinstance(value, Decimal):
-        return str(value)
-    if isinstance(value, Enum):
-        return value.value
-    return value
-
-
-def _encode(params: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: v if type(v) in _PLAIN else _encode_value(v) for k, v in params.items()}
-
-
-_Decoders = tuple[tuple[str, Callable[[Any], Any]], ...]
 _PG_ROWS = (2, 9)
 """libpq's PGRES_TUPLES_OK and PGRES_SINGLE_TUPLE: a result that has rows."""
-_ROW_PLANS: dict[str, tuple[tuple[str, ...], _Decoders]] = {}
-"""Column names and decoders by statement: the same SQL gives the same columns (the cache is
-emptied when the schema is upgraded)."""
-
-
-def _row_plan(sql: str, description: Sequence[Any]) -> tuple[tuple[str, ...], _Decoders]:
-    found = _ROW_PLANS.get(sql)
-    if found is not None and len(found[0]) == len(description):
-        return found
-    names = tuple(d[0] for d in description)
-    decoders: list[tuple[str, Callable[[Any], Any]]] = []
-    for name in names:
-        if name in JSON_COLUMNS:
-            decoders.append((name, _json_value))
-        elif name in BOOL_COLUMNS:
-            decoders.append((name, bool))
-        elif name in DECIMAL_COLUMNS:
-            decoders.append((name, Decimal))
-    if len(_ROW_PLANS) < 1024:  # dynamic statements (IN lists) stay few
-        _ROW_PLANS[sql] = (names, tuple(decoders))
-    return names, tuple(decoders)
-
-
-def _json_value(value: Any) -> Any:
-    return loads(value) if isinstance(value, str) else value
-
 
 def _decode(names: tuple[str, ...], decoders: _Decoders, values: Any) -> Row:
     row = Row(zip(names, values, strict=True))
@@ -420,73 +354,6 @@ def _decode(names: tuple[str, ...], decoders: _Decoders, values: Any) -> Row:
         if value is not None:
             row[name] = decoder(value)
     return row
-
-
-def normalise_url(url: str) -> str:
-    """The SQLAlchemy URL of a store (``postgresql+psycopg://`` or ``sqlite:///``)."""
-    if url.startswith("postgres://"):
-        url = "postgresql://" + url[len("postgres://") :]
-    if url.startswith("postgresql://"):
-        url = "postgresql+psycopg://" + url[len("postgresql://") :]
-    return url
-
-
-class _Connections:
-    """The DB-API connections of a store, one per thread that runs transactions, kept open.
-
-    SQLAlchemy's pool (a checkout, a reset and, for PostgreSQL, a pre-ping round trip per
-    transaction) cost more than a step's statements, and importing it cost a CLI command a
-    sixth of its time; SQLAlchemy is loaded only for migrations (``Store.engine``)."""
-
-    def __init__(self, dialect: str, target: str) -> None:
-        self.dialect = dialect
-        self.target = target
-        """The SQLite file (or ``:memory:``), or the PostgreSQL connection string."""
-        self._local = threading.local()
-        self._all: list[Any] = []
-        self._lock = threading.Lock()
-
-    def get(self) -> Any:
-        conn = getattr(self._local, "conn", None)
-        if conn is not None and self.dialect == "postgresql" and (conn.closed or conn.broken):
-            self.drop(conn)
-            conn = None
-        if conn is None:
-            conn = self._connect()
-            self._local.conn = conn
-            with self._lock:
-                self._all.append(conn)
-        return conn
-
-    def _connect(self) -> Any:
-        if self.dialect == "sqlite":
-            conn = sqlite3.connect(self.target, check_same_thread=False, timeout=30, isolation_level=None)
-            _sqlite_connect(conn, None)
-            return conn
-        import psycopg
-        from psycopg.types.json import set_json_loads
-
-        pg = psycopg.connect(self.target, autocommit=False)
-        set_json_loads(loads, pg)  # orjson: the standard library's json showed in every step
-        return pg
-
-    def drop(self, conn: Any) -> None:
-        """Forget a connection that failed (the next transaction on this thread opens a new one)."""
-        if getattr(self._local, "conn", None) is conn:
-            self._local.conn = None
-        with self._lock:
-            if conn in self._all:
-                self._all.remove(conn)
-        with contextlib.suppress(Exception):
-            conn.close()
-
-    def close(self) -> None:
-        with self._lock:
-            conns, self._all = self._all, []
-        for conn in conns:
-            with contextlib.suppress(Exception):
-                conn.close()
-        self._local = threading.local()
 
 
 class Store:
@@ -732,28 +599,4 @@ class Store:
         if self._engine is not None:
             self._engine.dispose()
 
-
-class _NeverBegan(Exception):
-    """A transaction whose connection was found dead at its first statement (``__cause__``)."""
-
-
-def _connection_lost(conn: Any, exc: BaseException) -> bool:
-    """Whether a PostgreSQL transaction failed because its connection is gone."""
-    if getattr(conn, "broken", False):
-        return True
-    return type(exc).__name__ in ("OperationalError", "InterfaceError") and bool(getattr(conn, "closed", False))
-
-
-def _sqlite_begin(conn: Any) -> None:
-    conn.exec_driver_sql("BEGIN IMMEDIATE")
-
-
-def _sqlite_connect(dbapi_conn: Any, _record: Any) -> None:
-    dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
-    cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA journal_mode=WAL")
-    cur.execute("PRAGMA synchronous=NORMAL")
-    cur.execute("PRAGMA busy_timeout=30000")
-    cur.execute("PRAGMA foreign_keys=ON")
-    cur.close()
 
