@@ -443,7 +443,7 @@ async def test_sync_writes_refreshes_and_removes_tool_files(
 ) -> None:
     import yaml
 
-    from toolweave.services.comfydeploy import sync_deployments
+    from toolweave.services.comfydeploy_sync import sync_deployments
 
     folder = tmp_path / "tools"
     folder.mkdir()

@@ -156,7 +156,8 @@ def sync_comfydeploy(
     import httpx
 
     from toolweave.services.base import ServiceError, ServiceHost
-    from toolweave.services.comfydeploy import ComfyDeployService, SyncReport, sync_deployments
+    from toolweave.services.comfydeploy import ComfyDeployService
+    from toolweave.services.comfydeploy_sync import SyncReport, sync_deployments
 
     settings = load_settings()
 
