@@ -15,7 +15,8 @@ import pytest
 
 DEFAULT_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"
 TABLES = (
-    "tasks", "events", "notifications", "webhook_receipts", "generations", "step_items", "step_runs", "runs", "step_cache",
+    "tasks", "events", "notifications", "webhook_receipts", "generations", "questions", "step_items", "step_runs", "runs",
+    "step_cache",
     "snapshots", "artifacts", "api_keys", "account_links", "accounts", "kv", "registered_jobs",
 )
 

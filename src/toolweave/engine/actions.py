@@ -34,6 +34,11 @@ class StepView:
     work_error: dict[str, Any] | None = None
     map: MapView | None = None
     """A map step once its list is known: its items' counts and the items the planner must see."""
+    question: dict[str, Any] | None = None
+    """An ``ask`` step waiting for input: the question it asked (``engine.asking``)."""
+    answer: dict[str, Any] | None = None
+    """Its answer, once a person gave one (the question row's); None while it waits."""
+    answered_by: str | None = None
 
 
 @dataclass(slots=True)
@@ -239,6 +244,32 @@ class FinishRun:
 
 
 @dataclass(frozen=True)
+class AskStep:
+    """An ``ask`` step asks its question: stored as a row, the step waits for input until
+    ``expires_at`` (a ``Wake`` brings the decision that answers for the person then)."""
+
+    step_id: str
+    attempt: int
+    question: dict[str, Any]
+    expires_at: float
+
+
+@dataclass(frozen=True)
+class ExpireQuestion:
+    """The person did not answer in time: ``answer`` (the step's ``onTimeout``) is recorded."""
+
+    step_id: str
+    answer: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class SetWaiting:
+    """The run is (``waiting``) or is no longer waiting for a person's input."""
+
+    waiting: bool
+
+
+@dataclass(frozen=True)
 class Wake:
     """Decide again at this time (a retry falls due, a timeout or the deadline passes)."""
 
@@ -247,5 +278,5 @@ class Wake:
 
 Action = (
     StartRun | StartStep | Evaluate | CompleteStep | SkipStep | FailStep | RetryStep | CancelStep | ExpireWork
-    | FinishRun | Wake | OpenMap | FinishItem | CompleteMap
+    | FinishRun | Wake | OpenMap | FinishItem | CompleteMap | AskStep | ExpireQuestion | SetWaiting
 )

@@ -26,10 +26,12 @@ from typing import Any
 
 from toolweave.engine.actions import (
     Action,
+    AskStep,
     CancelStep,
     CompleteMap,
     CompleteStep,
     Evaluate,
+    ExpireQuestion,
     ExpireWork,
     FailStep,
     FinishItem,
@@ -39,6 +41,7 @@ from toolweave.engine.actions import (
     OpenMap,
     RetryStep,
     RunView,
+    SetWaiting,
     SkipStep,
     StartRun,
     StartStep,
@@ -46,10 +49,12 @@ from toolweave.engine.actions import (
     StepView,
     Wake,
 )
+from toolweave.engine.asking import build_question, default_answer, outputs_of
 from toolweave.engine.conditions import ConditionError, compile_condition, evaluate_condition
 from toolweave.engine.evaluate import needs_evaluation, templates_loop
 from toolweave.engine.mapping import MappingError, mapping_unavailable, resolve_map_items, resolve_step_inputs
 from toolweave.inputs import InputError, drawn_seeds, prepare_inputs
+from toolweave.model.asking import OnReject
 from toolweave.model.definitions import ErrorStrategy, JobDefinition, Step
 from toolweave.model.graph import output_source, sink_steps, step_order
 from toolweave.model.status import GenerationStatus, RunStatus, StepStatus
@@ -256,8 +261,52 @@ class _Planner:
             self.failure(step, attempted, found, attempt=attempt)
             return
         inputs, drawn = found
+        if step.ask is not None:
+            self.ask(step, view, attempt, inputs)
+            return
         self.start_action(step, attempt, inputs, tool_id=tool_id, fallback=fallback, drawn=drawn)
         self.status[step.step_id] = StepStatus.RUNNING
+
+    # ask steps ------------------------------------------------------------------------------------
+
+    def ask(self, step: Step, view: StepView, attempt: int, inputs: dict[str, Any]) -> None:
+        """An ask step is ready: its question is stored and it waits for a person until its timeout."""
+        assert step.ask is not None
+        question = build_question(step.ask, inputs)
+        if isinstance(question, str):
+            self.failure(step, view, _error(f"step {step.step_id!r} cannot ask: {question}", code="invalid_input"),
+                         attempt=attempt, tool_may_help=False)
+            return
+        expires = self.now + step.ask.timeout
+        self.actions.append(AskStep(step.step_id, attempt, question, expires))
+        self.status[step.step_id] = StepStatus.WAITING_INPUT
+        self.wake_at(expires)
+
+    def visit_waiting(self, step: Step, view: StepView) -> None:
+        """An ask step waiting for input: its answer, or the default answer once its timeout passed."""
+        spec, question = step.ask, view.question
+        if spec is None or question is None:  # (a view built without its question)
+            return
+        answer, by = view.answer, view.answered_by
+        if answer is None:
+            expires = (view.started_at if view.started_at is not None else self.now) + spec.timeout
+            if self.now < expires:
+                self.wake_at(expires)
+                return
+            answer, by = default_answer(spec, question), None
+            self.actions.append(ExpireQuestion(step.step_id, answer))
+        outputs = outputs_of(spec, question, answer, by)
+        if not outputs["approved"] and spec.on_reject is OnReject.FAIL:
+            if by is None:
+                error = _error(f"not answered within {spec.timeout:g} s (onTimeout: {spec.on_timeout.value})", code="ask_timeout")
+            else:
+                error = _error(f"rejected by {by}" + (f": {outputs['comment']}" if outputs["comment"] else ""),
+                               code="rejected")
+            self.give_up(step, error, skip=self.job.error_handling_for(step).strategy is ErrorStrategy.SKIP)
+            return
+        self.actions.append(CompleteStep(step.step_id, outputs))
+        self.status[step.step_id] = StepStatus.SUCCEEDED
+        self.outputs[step.step_id] = outputs
 
     def start_action(
         self, step: Step, attempt: int, inputs: dict[str, Any], *, tool_id: str | None, fallback: bool,
@@ -469,6 +518,8 @@ class _Planner:
             self.visit_pending(step, view)
         elif status is StepStatus.READY:
             self.visit_ready(step, view)
+        elif status is StepStatus.WAITING_INPUT:
+            self.visit_waiting(step, view)
 
     def visit_running(self, step: Step, view: StepView) -> None:
         sid = step.step_id
@@ -608,11 +659,11 @@ class _Planner:
         if self.failed is not None:
             # no step starts (or goes to be evaluated) in a call that halts the run: drop the starts
             # made before the failure was seen, so the cancellation below leaves no new work behind
-            started = {a.step_id for a in self.actions if isinstance(a, StartStep | Evaluate)}
+            started = {a.step_id for a in self.actions if isinstance(a, StartStep | Evaluate | AskStep)}
             reset = {sid for sid in started if not self.status[sid].terminal}
             self.actions = [
                 a for a in self.actions
-                if not isinstance(a, StartStep | Evaluate) and not (isinstance(a, OpenMap) and a.step_id in reset)
+                if not isinstance(a, StartStep | Evaluate | AskStep) and not (isinstance(a, OpenMap) and a.step_id in reset)
             ]
             for sid in reset:
                 self.status[sid] = run.steps[sid].status
@@ -625,6 +676,9 @@ class _Planner:
             if not self.gathering:  # else the engine gathers the map outputs and decides again
                 self.finish()
             return self.actions
+        waiting = any(s is StepStatus.WAITING_INPUT for s in self.status.values())
+        if waiting != (run.status is RunStatus.WAITING_INPUT):
+            self.actions.append(SetWaiting(waiting))
         if run.deadline_at is not None:
             self.wake_at(run.deadline_at)
         if self.wake is not None:
@@ -639,10 +693,12 @@ def decide(run: RunView, now: float) -> list[Action]:
 
 __all__ = [  # the planner, and the vocabulary of engine.actions it speaks
     "Action",
+    "AskStep",
     "CancelStep",
     "CompleteMap",
     "CompleteStep",
     "Evaluate",
+    "ExpireQuestion",
     "ExpireWork",
     "FailStep",
     "FinishItem",
@@ -652,6 +708,7 @@ __all__ = [  # the planner, and the vocabulary of engine.actions it speaks
     "OpenMap",
     "RetryStep",
     "RunView",
+    "SetWaiting",
     "SkipStep",
     "StartRun",
     "StartStep",

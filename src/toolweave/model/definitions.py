@@ -11,7 +11,7 @@ import math
 import re
 from decimal import Decimal
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import (
     BaseModel,
@@ -22,6 +22,9 @@ from pydantic import (
     model_validator,
 )
 from pydantic.alias_generators import to_camel
+
+if TYPE_CHECKING:
+    from toolweave.model.asking import AskSpec
 
 
 class _Model(BaseModel):
@@ -479,6 +482,8 @@ class Step(_Model):
     map: MapSpec | None = None
     cache: CachePolicy | None = None
     """Reuse a result for the same tool and inputs (overrides the tool's ``cache``)."""
+    ask: AskSpec | None = None
+    """A step that asks a person instead of running a tool (``model.asking``)."""
 
     @property
     def target_id(self) -> str:
@@ -553,3 +558,9 @@ class JobDefinition(_Model):
         if step.error_handling is not None:
             return step.error_handling
         return ErrorHandling(strategy=self.error_handling_strategy)
+
+
+from toolweave.model.asking import AskSpec  # noqa: E402  (it builds on the models above)
+
+Step.model_rebuild()
+JobDefinition.model_rebuild()

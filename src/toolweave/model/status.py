@@ -14,6 +14,8 @@ class RunStatus(StrEnum):
     QUEUED = "queued"
     """No worker has picked the run up yet (was ``pending`` before migration 0007)."""
     RUNNING = "running"
+    WAITING_INPUT = "waiting_input"
+    """A step waits for a person's answer (an ``ask`` step); the run needs its account."""
     COMPLETED = "completed"
     PARTIALLY_COMPLETED = "partially_completed"
     FAILED = "failed"
@@ -34,6 +36,8 @@ class StepStatus(StrEnum):
     READY = "ready"
     RUNNING = "running"
     WAITING_RETRY = "waiting_retry"
+    WAITING_INPUT = "waiting_input"
+    """An ``ask`` step: its question is stored and it waits for an answer or its timeout."""
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     SKIPPED = "skipped"
@@ -74,6 +78,16 @@ class TaskKind(StrEnum):
     EVALUATE = "evaluate"
 
 
+class QuestionStatus(StrEnum):
+    WAITING = "waiting"
+    ANSWERED = "answered"
+    """A person answered (``answered_by``)."""
+    EXPIRED = "expired"
+    """The timeout answered (the ask step's ``onTimeout``)."""
+    CLOSED = "closed"
+    """The step ended otherwise (the run was cancelled, failed or passed its deadline)."""
+
+
 class NotificationStatus(StrEnum):
     PENDING = "pending"
     DELIVERED = "delivered"
@@ -81,16 +95,21 @@ class NotificationStatus(StrEnum):
 
 
 # target status -> statuses it may be reached from (compare-and-set guards)
+RUN_UNFINISHED = frozenset({RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.WAITING_INPUT})
+
+
 RUN_ALLOWED_PRIOR: dict[RunStatus, frozenset[RunStatus]] = {
     RunStatus.QUEUED: frozenset(),
-    RunStatus.RUNNING: frozenset({RunStatus.QUEUED}),
-    RunStatus.COMPLETED: frozenset({RunStatus.QUEUED, RunStatus.RUNNING}),
-    RunStatus.PARTIALLY_COMPLETED: frozenset({RunStatus.QUEUED, RunStatus.RUNNING}),
-    RunStatus.FAILED: frozenset({RunStatus.QUEUED, RunStatus.RUNNING}),
-    RunStatus.CANCELLED: frozenset({RunStatus.QUEUED, RunStatus.RUNNING}),
+    RunStatus.RUNNING: frozenset({RunStatus.QUEUED, RunStatus.WAITING_INPUT}),
+    RunStatus.WAITING_INPUT: frozenset({RunStatus.QUEUED, RunStatus.RUNNING}),
+    RunStatus.COMPLETED: RUN_UNFINISHED,
+    RunStatus.PARTIALLY_COMPLETED: RUN_UNFINISHED,
+    RunStatus.FAILED: RUN_UNFINISHED,
+    RunStatus.CANCELLED: RUN_UNFINISHED,
 }
-"""A run is queued until a worker claims one of its tasks; a finished run goes back to the queue
-only through an explicit retry (which resets it directly)."""
+"""A run is queued until a worker claims one of its tasks; it is ``waiting_input`` while one of
+its steps waits for a person; a finished run goes back to the queue only through an explicit retry
+(which resets it directly)."""
 
 GENERATION_ALLOWED_PRIOR: dict[GenerationStatus, frozenset[GenerationStatus]] = {
     GenerationStatus.PENDING: frozenset(),

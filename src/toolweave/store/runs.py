@@ -16,7 +16,7 @@ from toolweave.store.db import Row, Tx, in_list
 _STEP_COLUMNS = (
     "run_id, step_id, position, status, attempt, tool_id, using_fallback, generation_id, generation_ids, "
     "child_run_id, outputs, reason, error, skipped_by_error, progress, next_attempt_at, started_at, finished_at, "
-    "reused_from_run_id, items_total, items_succeeded, items_failed"
+    "reused_from_run_id, items_total, items_succeeded, items_failed, question_id"
 )
 
 

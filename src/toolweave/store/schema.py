@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.types import TypeDecorator
 
-from toolweave.model.status import GenerationStatus, NotificationStatus, RunStatus, StepStatus, TaskKind
+from toolweave.model.status import GenerationStatus, NotificationStatus, QuestionStatus, RunStatus, StepStatus, TaskKind
 
 metadata = sa.MetaData(
     naming_convention={
@@ -45,6 +45,10 @@ class DecimalText(TypeDecorator[Decimal]):
 JSON = sa.JSON().with_variant(JSONB(), "postgresql")
 SERIAL_ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 """A never-reused 64-bit id (SQLite's AUTOINCREMENT needs the column to be exactly ``INTEGER``, the rowid)."""
+
+
+UNFINISHED = ["queued", "running", "waiting_input"]
+"""The run statuses of unfinished runs (``model.status.RUN_UNFINISHED``)."""
 
 
 def _check(column: str, enum: type[StrEnum]) -> sa.CheckConstraint:
@@ -138,9 +142,9 @@ sa.Index("ix_runs_account_created", runs.c.master_account_id, runs.c.created_at)
 sa.Index("ix_runs_parent", runs.c.parent_run_id)
 sa.Index(
     "ix_runs_unfinished", runs.c.created_at,
-    sqlite_where=runs.c.status.in_(["queued", "running"]), postgresql_where=runs.c.status.in_(["queued", "running"]),
+    sqlite_where=runs.c.status.in_(UNFINISHED), postgresql_where=runs.c.status.in_(UNFINISHED),
 )
-"""Partial: the sweep for stranded runs reads only unfinished runs, however many have finished (0004, 0007)."""
+"""Partial: the sweep for stranded runs reads only unfinished runs, however many have finished (0004, 0007, 0011)."""
 
 step_runs = sa.Table(
     "step_runs",
@@ -167,12 +171,13 @@ step_runs = sa.Table(
     sa.Column("items_total", sa.Integer),
     sa.Column("items_succeeded", sa.Integer),
     sa.Column("items_failed", sa.Integer),
+    sa.Column("question_id", sa.String(40)),
     _check("status", StepStatus),
 )
 """``reused_from_run_id``: a forked run's step whose outcome was taken over from that run (where it
 actually ran) instead of running again. ``items_*``: a map step's item counts (null for other
 steps and before its list is known), kept with every item that ends, so that deciding a map step
-never counts its items."""
+never counts its items. ``question_id``: an ask step's current question (``questions``)."""
 
 step_items = sa.Table(
     "step_items",
@@ -212,6 +217,35 @@ sa.Index(
 indexes, which hold only such items: its cost does not grow with the items already done. (One index
 on (run, step, status, index) was not enough: without statistics on a freshly filled table,
 PostgreSQL used it to find an item by its index, reading every item of the step.)"""
+
+questions = sa.Table(
+    "questions",
+    metadata,
+    sa.Column("question_id", sa.String(40), primary_key=True),
+    sa.Column("run_id", sa.String(40), sa.ForeignKey("runs.run_id"), nullable=False),
+    sa.Column("step_id", sa.String(200), nullable=False),
+    sa.Column("attempt", sa.Integer, nullable=False),
+    sa.Column("account_id", sa.String(64), nullable=False),
+    sa.Column("approvers", JSON, nullable=False),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("body", JSON, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("answer", JSON),
+    sa.Column("answered_by", sa.String(64)),
+    sa.Column("asked_at", sa.Float, nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=False),
+    sa.Column("answered_at", sa.Float),
+    _check("status", QuestionStatus),
+)
+"""What an ask step asked a person (``body``: ``engine.asking``) and their answer. ``account_id`` is
+the run's account; ``approvers`` the other accounts the step lets answer. The step run names its
+current question (``step_runs.question_id``); a retried step asks a new one (migration 0011)."""
+sa.Index("ix_questions_run", questions.c.run_id)
+sa.Index(
+    "ix_questions_waiting", questions.c.account_id, questions.c.asked_at,
+    sqlite_where=sa.text("status = 'waiting'"), postgresql_where=sa.text("status = 'waiting'"),
+)
+"""Partial: the questions waiting for an answer, by account (``toolweave runs waiting``)."""
 
 generations = sa.Table(
     "generations",

@@ -17,8 +17,6 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
-from toolweave.model.status import StepStatus
-
 revision = "0008"
 down_revision = "0007"
 branch_labels = None
@@ -30,7 +28,8 @@ PENDING = "status = 'pending'"
 
 
 def upgrade() -> None:
-    statuses = ", ".join(f"'{s.value}'" for s in StepStatus)
+    # the step statuses of this revision (0011 adds waiting_input)
+    statuses = "'pending', 'ready', 'running', 'waiting_retry', 'succeeded', 'failed', 'skipped', 'cancelled'"
     op.create_table(
         "step_items",
         sa.Column("run_id", sa.String(length=40), nullable=False),
