@@ -4,7 +4,8 @@ Front ends (CLI, HTTP API, Telegram) talk to this facade only: ``submit``, ``get
 ``list_runs``, ``cancel``, ``retry``, ``events``/``watch``, ``handle_webhook``, accounts and keys,
 artifacts, and the definitions in the registry. ``App`` is put together from its parts by concern:
 the definitions it knows (``definitions.py``), how it makes runs (``submitting.py``), webhooks and
-signed media paths (``webhooks.py``), accounts, keys and artifacts (``accounts.py``); here are its
+signed media paths (``webhooks.py``), accounts, keys and artifacts (``accounts.py``), answers to
+steps that ask a person (``answering.py``); here are its
 set-up and what it does with runs once made. The SQL it runs is in ``store/`` (one module per
 entity; ``store/kv.py``, ``store/stats.py``), the records front ends see in ``run_views.py``, what
 services get from the engine (``EngineHost``, media inputs) in ``host.py`` and worker presence in
@@ -26,6 +27,7 @@ import httpx
 
 from toolweave import presence
 from toolweave.accounts import Accounts
+from toolweave.answering import AnswerError, Answering
 from toolweave.artifacts import ArtifactStore
 from toolweave.definitions import InvalidDefinition, UnknownDefinition
 from toolweave.engine.core import Engine
@@ -65,7 +67,7 @@ from toolweave.webhooks import Webhooks
 log = logging.getLogger("toolweave")
 
 __all__ = [
-    "App", "BadRequest", "Conflict", "EngineHost", "InputError", "InvalidDefinition", "MediaError", "NotFound",
+    "AnswerError", "App", "BadRequest", "Conflict", "EngineHost", "InputError", "InvalidDefinition", "MediaError", "NotFound",
     "UnknownDefinition",
 ]
 
@@ -76,7 +78,7 @@ class Page:
     next_cursor: str | None
 
 
-class App(Submitting, Webhooks, Accounts):
+class App(Submitting, Webhooks, Accounts, Answering):
     def __init__(self, settings: Settings, *, store: Store | None = None, migrate: bool = True) -> None:
         self.settings = settings
         settings.home.mkdir(parents=True, exist_ok=True)
@@ -186,6 +188,9 @@ class App(Submitting, Webhooks, Accounts):
         detail["statusDetail"] = None
         if detail["status"] == RunStatus.QUEUED.value:
             detail["statusDetail"] = presence.waiting_reason(await self.live_workers())
+        elif detail["waitingFor"]:
+            asks = "; ".join(f"step {q['stepId']} asks: {q['text']}" for q in detail["waitingFor"])
+            detail["statusDetail"] = f"your run needs you ({asks})"
         return detail
 
     async def run_statuses(self, run_ids: Sequence[str], account_id: str | None = None) -> dict[str, str]:

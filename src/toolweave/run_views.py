@@ -12,6 +12,7 @@ from toolweave.store import events as events_q
 from toolweave.store import generations as gens_q
 from toolweave.store import items as items_q
 from toolweave.store import notifications as notes_q
+from toolweave.store import questions as questions_q
 from toolweave.store import runs as runs_q
 from toolweave.store.db import Tx
 
@@ -60,6 +61,7 @@ def run_detail(tx: Tx, run_id: str, account_id: str | None) -> dict[str, Any]:
     gens = gens_q.for_run(tx, run_id)
     step_rows = runs_q.steps(tx, run_id)
     in_flight = items_q.running_counts(tx, run_id) if any(s.items_total is not None for s in step_rows) else {}
+    asked = {q.question_id: q for q in questions_q.of_run(tx, run_id)} if any(s.question_id for s in step_rows) else {}
     detail["stepStatuses"] = [
         {
             "stepId": s.step_id,
@@ -80,8 +82,13 @@ def run_detail(tx: Tx, run_id: str, account_id: str | None) -> dict[str, Any]:
             "durationMs": int((s.finished_at - s.started_at) * 1000) if s.finished_at and s.started_at else None,
             "reusedFromRunId": s.reused_from_run_id,
             "items": item_counts(s, in_flight.get(s.step_id, {})),
+            "question": question_view(asked[s.question_id]) if s.question_id in asked else None,
         }
         for s in step_rows
+    ]
+    detail["waitingFor"] = [
+        step["question"] for step in detail["stepStatuses"]
+        if step["status"] == "waiting_input" and step["question"] is not None
     ]
     detail["generations"] = [
         {
@@ -119,6 +126,35 @@ def run_detail(tx: Tx, run_id: str, account_id: str | None) -> dict[str, Any]:
         for n in notes_q.for_run(tx, run_id)
     ]
     return detail
+
+
+def question_view(q: Any) -> dict[str, Any]:
+    """What an ask step asked and how it was answered (``engine.asking``), as front ends see it."""
+    body = dict(q.body or {})
+    return {
+        "questionId": q.question_id,
+        "runId": q.run_id,
+        "stepId": q.step_id,
+        "attempt": q.attempt,
+        "kind": q.kind,
+        "text": body.get("text"),
+        "status": q.status,
+        "candidates": body.get("candidates"),
+        "minChoices": body.get("minChoices"),
+        "maxChoices": body.get("maxChoices"),
+        "fields": body.get("fields"),
+        "values": body.get("values"),
+        "shown": body.get("shown"),
+        "onTimeout": body.get("onTimeout"),
+        "onReject": body.get("onReject"),
+        "accountId": q.account_id,
+        "approvers": list(q.approvers or []),
+        "askedAt": iso(q.asked_at),
+        "expiresAt": iso(q.expires_at),
+        "answer": q.answer,
+        "answeredBy": q.answered_by,
+        "answeredAt": iso(q.answered_at),
+    }
 
 
 def item_counts(step: Any, in_flight: dict[str, int]) -> dict[str, int] | None:

@@ -206,7 +206,7 @@ def input_params(spec: AskSpec) -> list[InputParam]:
     """The inputs an ask step takes by name (any other mapped input is shown to the person)."""
     params = [InputParam(name=QUESTION, type=ParamType.TEXT, description="Overrides the question's text.")]
     if spec.kind is AskKind.CHOOSE:
-        params.append(InputParam(name=CANDIDATES, type=ParamType.JSON, required=True,
+        params.append(InputParam(name=CANDIDATES, type=ParamType.JSON,
                                  description="The list to choose from."))
     params += [f.model_copy(update={"required": False}) for f in spec.fields]
     return params

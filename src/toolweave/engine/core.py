@@ -5,7 +5,8 @@ events commit together. The planner (``plan.decide``) chooses what happens; ``tr
 The engine's parts, by concern: ``work`` (what its transactions take and hand back), ``snapshots``
 (definition snapshots and run inputs, cached), ``transitions`` (advancing a run: view, decide,
 apply), ``submission`` (new runs), ``recording`` (what services report), ``claims`` (leasing tasks
-to workers), ``control`` (cancel, retry, fork); ``Engine`` puts them together.
+to workers), ``control`` (cancel, retry, fork), ``answers`` (a person's answer to an ask step,
+whose transitions are ``ask_steps``); ``Engine`` puts them together.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import hmac
 from hashlib import sha256
 from typing import Any
 
+from toolweave.engine.answers import Answers
 from toolweave.engine.claims import Claims
 from toolweave.engine.control import RunControl
 from toolweave.engine.recording import Recording
@@ -22,7 +24,7 @@ from toolweave.engine.work import Lease, Outcome, Work
 from toolweave.store.db import Tx
 
 
-class Engine(Submission, Recording, Claims, RunControl):
+class Engine(Submission, Recording, Claims, RunControl, Answers):
     """Transaction functions over the store, with caches of definition snapshots."""
 
     def record_and_claim_tx(

@@ -236,7 +236,7 @@ def _step_source(source: ValueSource, steps: Mapping[str, Mapping[str, Any]], wh
 
 
 def _was(status: str) -> str:
-    if status in ("pending", "ready", "running", "waiting_retry"):
+    if status in ("pending", "ready", "running", "waiting_retry", "waiting_input"):
         return "has not finished"
     return "failed" if status == "failed" else f"was {status}"
 

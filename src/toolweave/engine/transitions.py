@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
-from toolweave.engine import cache, items, plan
+from toolweave.engine import ask_steps, cache, items, plan
 from toolweave.engine.actions import StepEvaluation
 from toolweave.engine.evaluate import EvaluateWork
 from toolweave.engine.snapshots import Snapshots
@@ -42,6 +42,9 @@ from toolweave.store.db import Row, Tx
 from toolweave.store.ids import new_id
 
 _STEP_STATUS = {s.value: s for s in StepStatus}
+_UNFINISHED_STEP = (
+    StepStatus.PENDING, StepStatus.READY, StepStatus.RUNNING, StepStatus.WAITING_RETRY, StepStatus.WAITING_INPUT,
+)
 _GENERATION_STATUS = {s.value: s for s in GenerationStatus}
 
 
@@ -145,6 +148,7 @@ class Transitions(Snapshots):
                 work_status=work_status, work_outputs=work_outputs, work_error=work_error,
                 map=items.map_view(tx, run_id, row, spec) if spec is not None and row["items_total"] is not None else None,
             )
+        ask_steps.attach(tx, step_rows, views)
         tools: dict[str, ToolDefinition] = {}
         jobs: dict[str, JobDefinition] = {}
         for tid, sha in run.tool_shas.items():
@@ -205,6 +209,8 @@ class Transitions(Snapshots):
                 isinstance(action, plan.RetryStep | plan.ExpireWork) and action.item is not None
             ):
                 items.apply(self, tx, run, view, action, ctx, writes, event)
+            elif isinstance(action, plan.AskStep | plan.ExpireQuestion | plan.SetWaiting):
+                ask_steps.apply(self, tx, run, view, step_rows, action, ctx, event)
             elif isinstance(action, plan.StartRun):
                 if ctx.picked_up and runs_q.set_status(tx, run_id, RunStatus.RUNNING, now, started_at=now):
                     event("run.started")
@@ -213,7 +219,7 @@ class Transitions(Snapshots):
             elif isinstance(action, plan.CompleteStep):
                 row = step_rows[action.step_id]
                 if runs_q.update_step(
-                    tx, run_id, action.step_id, (StepStatus.RUNNING,),
+                    tx, run_id, action.step_id, (StepStatus.RUNNING, StepStatus.WAITING_INPUT),
                     status=StepStatus.SUCCEEDED, outputs=action.outputs, finished_at=now, progress=1.0, error=None,
                 ):
                     event("step.succeeded", action.step_id, outputs=action.outputs, attempt=row.attempt,
@@ -221,18 +227,18 @@ class Transitions(Snapshots):
             elif isinstance(action, plan.SkipStep):
                 if runs_q.update_step(
                     tx, run_id, action.step_id,
-                    (StepStatus.PENDING, StepStatus.READY, StepStatus.RUNNING, StepStatus.WAITING_RETRY),
-                    status=StepStatus.SKIPPED, reason=action.reason, error=action.error,
+                    _UNFINISHED_STEP, status=StepStatus.SKIPPED, reason=action.reason, error=action.error,
                     skipped_by_error=action.by_error, finished_at=now,
                 ):
+                    ask_steps.close_waiting(tx, step_rows[action.step_id], now)
                     event("step.skipped", action.step_id, reason=action.reason, byError=action.by_error)
                     ended_map(action.step_id, action.reason)
             elif isinstance(action, plan.FailStep):
                 if runs_q.update_step(
                     tx, run_id, action.step_id,
-                    (StepStatus.PENDING, StepStatus.READY, StepStatus.RUNNING, StepStatus.WAITING_RETRY),
-                    status=StepStatus.FAILED, reason=action.reason, error=action.error, finished_at=now,
+                    _UNFINISHED_STEP, status=StepStatus.FAILED, reason=action.reason, error=action.error, finished_at=now,
                 ):
+                    ask_steps.close_waiting(tx, step_rows[action.step_id], now)
                     event("step.failed", action.step_id, reason=action.reason, error=action.error)
                     ended_map(action.step_id, f"step {action.step_id} failed")
             elif isinstance(action, plan.RetryStep):
@@ -246,9 +252,9 @@ class Transitions(Snapshots):
                 row = step_rows[action.step_id]
                 if runs_q.update_step(
                     tx, run_id, action.step_id,
-                    (StepStatus.PENDING, StepStatus.READY, StepStatus.RUNNING, StepStatus.WAITING_RETRY),
-                    status=StepStatus.CANCELLED, reason=action.reason, finished_at=now,
+                    _UNFINISHED_STEP, status=StepStatus.CANCELLED, reason=action.reason, finished_at=now,
                 ):
+                    ask_steps.close_waiting(tx, row, now)
                     event("step.cancelled", action.step_id, reason=action.reason)
                     ended_map(action.step_id, action.reason)
                     if action.was_running:

@@ -33,6 +33,7 @@ from toolweave.model.definitions import (
     ValueSource,
 )
 from toolweave.model.graph import dependency_graph, output_source, sink_steps
+from toolweave.registry.asking import ask_contract, ask_problems
 from toolweave.registry.checks import (
     _TEXT,
     Catalog,
@@ -104,7 +105,7 @@ class _JobCheck:
             if step.step_id in seen:
                 sink.add(f"steps[{i}].stepId", f"the step id {step.step_id!r} is used twice")
             seen.add(step.step_id)
-        for i, step in enumerate(job.steps):
+        for i, step in sorted(enumerate(job.steps), key=lambda found: found[1].ask is not None):  # ask steps last
             self.targets[step.step_id] = self._target(i, step)
         for i, step in enumerate(job.steps):
             self._step(i, step)
@@ -115,6 +116,11 @@ class _JobCheck:
 
     def _target(self, i: int, step: Step) -> _Target | None:
         path = f"steps[{i}]"
+        if step.ask is not None:  # a step that asks a person (registry.asking)
+            for where, message in ask_problems(step):
+                self.sink.add(f"{path}.{where}", message)
+            inputs, outputs = ask_contract(step, self._output_of)
+            return _Target("ask step", step.step_id, inputs, list(outputs))
         if step.tool_id is not None and step.job_id is not None:
             self.sink.add(path, f"step {step.step_id!r} names both a toolId and a jobId; give one")
             return None
@@ -143,6 +149,11 @@ class _JobCheck:
             else:
                 self.sink.add(f"{path}.{field}", f"{kind} {ident!r} is not registered")
         return target
+
+    def _output_of(self, step_id: str, name: str) -> tuple[OutputParam | JobOutput, bool] | None:
+        target, source = self.targets.get(step_id), self.steps.get(step_id)
+        output = target.output(name) if target is not None else None
+        return None if output is None or source is None else (output, source.map is not None)
 
     def _step(self, i: int, step: Step) -> None:
         path = f"steps[{i}]"
@@ -196,7 +207,7 @@ class _JobCheck:
         param: InputParam | None = None
         if target is not None:
             param = target.input(mapping.target_input_name)
-            if param is None:
+            if param is None and step.ask is None:  # (an ask step shows the person what else it is given)
                 names = [p.name for p in target.inputs]
                 self.sink.add(
                     f"{path}.targetInputName",

@@ -17,7 +17,7 @@ JSON_COLUMNS = frozenset(
     {
         "tool_shas", "origin", "job_inputs", "final_outputs", "error", "generation_ids", "outputs",
         "request_payload", "response_payload", "data", "target", "payload", "value", "body", "work_outputs",
-        "work_error", "item", "child_outputs", "child_error", "random_inputs",
+        "work_error", "item", "child_outputs", "child_error", "random_inputs", "answer", "approvers",
     }
 )
 BOOL_COLUMNS = frozenset({"cancel_requested", "using_fallback", "skipped_by_error"})

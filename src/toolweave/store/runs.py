@@ -168,7 +168,7 @@ def step(tx: Tx, run_id: str, step_id: str) -> Row | None:
 _WITH_WORK = (
     "SELECT s.run_id, s.step_id, s.position, s.status, s.attempt, s.tool_id, s.using_fallback, "
     "s.generation_id, s.generation_ids, s.child_run_id, s.outputs, s.reason, s.error, s.skipped_by_error, "
-    "s.progress, s.next_attempt_at, s.started_at, s.finished_at, s.items_total, s.items_succeeded, s.items_failed, "
+    "s.progress, s.next_attempt_at, s.started_at, s.finished_at, s.items_total, s.items_succeeded, s.items_failed, s.question_id, "
     "g.status AS work_status, g.outputs AS work_outputs, g.error AS work_error "
     "FROM step_runs s LEFT JOIN generations g ON g.generation_id = s.generation_id "
 )
@@ -243,7 +243,7 @@ def mark_picked_up(tx: Tx, run_ids: list[str], now: float) -> list[str]:
 def request_cancel(tx: Tx, run_id: str, now: float) -> bool:
     return (
         tx.rowcount(
-            "UPDATE runs SET cancel_requested = :t, updated_at = :now WHERE run_id = :id AND status IN ('queued', 'running')",
+            "UPDATE runs SET cancel_requested = :t, updated_at = :now WHERE run_id = :id AND status IN ('queued', 'running', 'waiting_input')",
             {"t": True, "now": now, "id": run_id},
         )
         == 1
@@ -309,7 +309,7 @@ def count_by_status(tx: Tx) -> dict[str, int]:
 
 def in_flight_count(tx: Tx, account_id: str) -> int:
     row = tx.one(
-        "SELECT COUNT(*) AS n FROM runs WHERE master_account_id = :account AND status IN ('queued', 'running') "
+        "SELECT COUNT(*) AS n FROM runs WHERE master_account_id = :account AND status IN ('queued', 'running', 'waiting_input') "
         "AND parent_run_id IS NULL",
         {"account": account_id},
     )
@@ -317,7 +317,7 @@ def in_flight_count(tx: Tx, account_id: str) -> int:
 
 
 _STRANDED = (
-    "SELECT r.run_id FROM runs r WHERE r.status IN ('queued', 'running') {only} "
+    "SELECT r.run_id FROM runs r WHERE r.status IN ('queued', 'running', 'waiting_input') {only} "
     # an advance task (due now or later: a retry's backoff, a deadline), or an evaluate task (its
     # ready steps' conditions and templates)
     "AND NOT EXISTS (SELECT 1 FROM tasks t WHERE t.kind IN ('advance', 'evaluate') AND t.ref_id = r.run_id) "
@@ -326,7 +326,7 @@ _STRANDED = (
     "AND t.ref_id = g.generation_id WHERE g.run_id = r.run_id AND g.status IN ('pending', 'processing')) "
     # a running child run (its end advances this run)
     "AND NOT EXISTS (SELECT 1 FROM step_runs s JOIN runs c ON c.run_id = s.child_run_id "
-    "WHERE s.run_id = r.run_id AND s.status = 'running' AND c.status IN ('queued', 'running')) "
+    "WHERE s.run_id = r.run_id AND s.status = 'running' AND c.status IN ('queued', 'running', 'waiting_input')) "
     "ORDER BY r.created_at LIMIT :limit"
 )
 
