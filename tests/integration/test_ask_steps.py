@@ -121,7 +121,7 @@ async def test_garbage_answers_name_the_field_and_change_nothing(app: App) -> No
         with pytest.raises(AnswerError) as caught:
             await app.answer(run_id, "pick", "acme", garbage)
         assert caught.value.problems, garbage
-    with pytest.raises(Conflict, match="runs 'test.instant'"):
+    with pytest.raises(Conflict, match=r"runs 'test\.instant'"):
         await app.answer(run_id, "after", "acme", {"decision": "approve"})
     run = await app.get_run(run_id)
     assert run["status"] == "waiting_input" and run["waitingFor"][0]["answer"] is None

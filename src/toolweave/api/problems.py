@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from toolweave.app import BadRequest, Conflict, MediaError, NotFound, UnknownDefinition
+from toolweave.app import AnswerError, BadRequest, Conflict, MediaError, NotFound, UnknownDefinition
 from toolweave.inputs import InputError
 
 log = logging.getLogger("toolweave.api")
@@ -188,6 +188,11 @@ def install(api: FastAPI) -> None:
         prefix = f"{exc.root}." if exc.root else ""
         errors = [FieldError(field=f"{prefix}{p.field}", message=p.message) for p in exc.problems]
         return problem_response(request, 422, str(exc), kind="invalid-inputs", errors=errors)
+
+    @api.exception_handler(AnswerError)
+    async def _answer(request: Request, exc: AnswerError) -> JSONResponse:
+        errors = [FieldError(field=p.field, message=p.message) for p in exc.problems]
+        return problem_response(request, 422, str(exc), kind="invalid-answer", errors=errors)
 
     @api.exception_handler(MediaError)
     async def _media(request: Request, exc: MediaError) -> JSONResponse:

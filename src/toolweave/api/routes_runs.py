@@ -36,7 +36,9 @@ router = APIRouter(prefix="/api/v1")
 
 RunId = Annotated[str, Path(min_length=1, max_length=40, pattern=r"^[A-Za-z0-9_-]+$", description="The run's id")]
 Sha256 = Annotated[str, Path(pattern=r"^[0-9a-f]{64}$", description="The artifact's SHA-256 (hex)")]
-StatusName = Literal["queued", "running", "completed", "partially_completed", "failed", "cancelled", "pending"]
+StatusName = Literal[
+    "queued", "running", "waiting_input", "completed", "partially_completed", "failed", "cancelled", "pending",
+]
 """``pending`` is the former name of ``queued`` and still means it."""
 ItemStatusName = Literal["pending", "running", "waiting_retry", "succeeded", "failed", "cancelled"]
 

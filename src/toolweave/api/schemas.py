@@ -223,6 +223,28 @@ class ItemCounts(BaseModel):
     cancelled: int
 
 
+class QuestionInfo(_Open):
+    """What a step that asks a person asked, and the answer (``null`` while it waits)."""
+
+    questionId: str
+    runId: str
+    stepId: str
+    kind: str = Field(description="approve, edit or choose")
+    text: str | None
+    status: str = Field(description="waiting, answered, expired (the timeout answered) or closed")
+    candidates: list[Any] | None = Field(default=None, description="choose: the candidates, by index from 0")
+    minChoices: int | None = None
+    maxChoices: int | None = None
+    fields: list[dict[str, Any]] | None = Field(default=None, description="edit: the fields (as an inputSchema)")
+    values: dict[str, Any] | None = Field(default=None, description="edit: the prefilled values")
+    shown: dict[str, Any] | None = Field(default=None, description="What else the step shows the person")
+    askedAt: str | None
+    expiresAt: str | None
+    answer: dict[str, Any] | None = None
+    answeredBy: str | None = None
+    answeredAt: str | None = None
+
+
 class StepStatusInfo(_Open):
     stepId: str
     status: str
@@ -235,6 +257,7 @@ class StepStatusInfo(_Open):
     finishedAt: str | None = None
     durationMs: int | None = None
     items: ItemCounts | None = Field(default=None, description="A map step's items by status")
+    question: QuestionInfo | None = Field(default=None, description="A step that asks a person: its question")
 
 
 class ItemInfo(_Open):
@@ -270,7 +293,10 @@ class NotificationInfo(_Open):
 
 class RunDetail(RunSummary):
     statusDetail: str | None = Field(
-        default=None, description="Why a queued run waits, e.g. `no worker is running`; null otherwise")
+        default=None,
+        description="Why a queued run waits, e.g. `no worker is running`, or what a waiting_input run needs; "
+                    "null otherwise")
+    waitingFor: list[QuestionInfo] = Field(default_factory=list, description="The questions the run waits on")
     jobInputs: dict[str, Any]
     finalOutputs: Any = None
     stepStatuses: list[StepStatusInfo]

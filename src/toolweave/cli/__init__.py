@@ -1,7 +1,7 @@
 """The command line: ``toolweave ...``. Talks to the ``App`` facade, never to the store.
 
 One module per noun: ``definitions`` (validate, tools, jobs), ``runs`` (run, runs; submitting and
-following), ``render`` (tables and run views), ``worker``, ``status`` (queue and workers), ``demo``, ``db``,
+following), ``answers`` (runs answer, runs waiting), ``render`` (tables and run views), ``worker``, ``status`` (queue and workers), ``demo``, ``db``,
 ``importing`` (import, sync), ``services``, ``serve``, ``keys``, ``telegram``; ``common`` holds what they share (consoles, settings,
 exit codes, the app session). This module builds the command tree; the app itself (store,
 services) and the servers are imported only by the commands that need them, so ``--help`` stays fast.
@@ -12,6 +12,7 @@ from __future__ import annotations
 import typer
 
 from toolweave.cli import (
+    answers,
     cluster,
     db,
     definitions,
@@ -58,6 +59,8 @@ app.command("telegram")(telegram.telegram_command)
 
 app.add_typer(definitions.tools_app, name="tools")
 app.add_typer(definitions.jobs_app, name="jobs")
+runs.runs_app.command("answer")(answers.runs_answer)
+runs.runs_app.command("waiting")(answers.runs_waiting)
 app.add_typer(runs.runs_app, name="runs")
 app.add_typer(db.db_app, name="db")
 app.add_typer(keys.keys_app, name="keys")

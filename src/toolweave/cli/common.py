@@ -39,12 +39,13 @@ LOCAL_ACCOUNT = "local"
 """The account the command line acts as (the local operator), unless ``--account`` says otherwise."""
 
 # exit codes: 0 completed, 1 failed, 2 partially completed, 3 cancelled, 4 refused (unknown name
-# or id, bad inputs), 130 interrupted (the run goes on)
+# or id, bad inputs), 5 waiting for your answer (a step asks), 130 interrupted (the run goes on)
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_PARTIAL = 2
 EXIT_CANCELLED = 3
 EXIT_REFUSED = 4
+EXIT_WAITING = 5
 EXIT_INTERRUPTED = 130
 
 EXIT_CODES = {
@@ -52,6 +53,7 @@ EXIT_CODES = {
     RunStatus.PARTIALLY_COMPLETED: EXIT_PARTIAL,
     RunStatus.FAILED: EXIT_FAILED,
     RunStatus.CANCELLED: EXIT_CANCELLED,
+    RunStatus.WAITING_INPUT: EXIT_WAITING,
 }
 
 

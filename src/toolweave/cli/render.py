@@ -26,6 +26,7 @@ STATUS_STYLES = {
     "ready": "cyan",
     "running": "yellow",
     "waiting_retry": "magenta",
+    "waiting_input": "bold magenta",
     "succeeded": "green",
     "completed": "green",
     "partially_completed": "dark_orange",
@@ -311,13 +312,32 @@ def print_error(console: Console, run: dict[str, Any]) -> None:
         console.print(Text(f"error: {message}", style="red"), soft_wrap=True)
 
 
+def print_question(console: Console, question: dict[str, Any]) -> None:
+    """What a waiting step asks, and the command that answers it."""
+    run_id, step_id, kind = question["runId"], question["stepId"], question["kind"]
+    console.print(Text(f"step {step_id} asks: {question.get('text')}", style="bold magenta"), soft_wrap=True)
+    for index, candidate in enumerate(question.get("candidates") or []):
+        console.print(Text(f"  [{index}] {brief(candidate)}"), soft_wrap=True)
+    for name, value in (question.get("values") or {}).items():
+        console.print(Text(f"  {name} = {value!r}"), soft_wrap=True)
+    for name, value in (question.get("shown") or {}).items():
+        console.print(Text(f"  {name}: {brief(value)}"), soft_wrap=True)
+    how = {"choose": "--choose N", "edit": "--approve [--set name=value ...]", "approve": "--approve"}[kind]
+    console.print(Text(f"  answer: toolweave runs answer {run_id} {step_id} {how}   (or --reject); "
+                       f"unanswered by {question.get('expiresAt')}: {question.get('onTimeout', 'reject')}"),
+                  soft_wrap=True)
+
+
 async def summary(
     app: App, run: dict[str, Any], account: str, console: Console, output_dir: Path | None = None
 ) -> list[tuple[str, str, Path]]:
-    """The final view of a run: header, steps, error, output files (exported when asked)."""
+    """The final view of a run (or of one waiting for an answer): header, steps, error, what it
+    asks, output files (exported when asked)."""
     console.print(run_header(run))
     console.print(steps_table(run))
     print_error(console, run)
+    for question in run.get("waitingFor") or []:
+        print_question(console, question)
     files = await output_files(app, run, account, output_dir)
     print_outputs(console, run, files)
     return files
@@ -341,6 +361,8 @@ async def show(app: App, run: dict[str, Any], account: str, console: Console) ->
             shown = _describe_artifact(value) if ArtifactRef.is_ref(value) else repr(value)
             console.print(Text(f"  {name}: {shown}"), soft_wrap=True)
     console.print(steps_table(run, title="steps"))
+    for question in run.get("waitingFor") or []:
+        print_question(console, question)
     if run.get("generations"):
         console.print(generations_table(run))
     print_error(console, run)

@@ -253,7 +253,7 @@ async def follow(
     slots: int | None = None,
     after: int = 0,
 ) -> dict[str, Any]:
-    """Follow a run until it ends and return its final detail.
+    """Follow a run until it ends (or waits for a person's answer) and return its detail.
 
     ``worker``: ``auto`` runs an in-process worker whenever no live worker is announced (checked
     again every few seconds), ``always``/``never`` as named. ``view``: ``live`` (a table redrawn in
@@ -286,7 +286,7 @@ async def follow(
                 run = await app.get_run(run_id, account)
                 if live is not None:
                     live.update(render_progress(run, started))
-                if RunStatus(run["status"]).terminal:
+                if RunStatus(run["status"]).terminal or run["status"] == RunStatus.WAITING_INPUT.value:
                     if view == "lines":  # the last events may have been appended with the status
                         for event in await app.events(run_id, account, last_event):
                             console.print(event_line(event), highlight=False, soft_wrap=True)
@@ -327,7 +327,9 @@ def run_command(
     inputs: list[str] | None = typer.Option(
         None, "--input", "-i", help="An input as key=value (text, coerced to the input's type); key=@file reads a file."
     ),
-    wait: bool = typer.Option(False, "--wait", help="Follow the run until it ends; exit with its status."),
+    wait: bool = typer.Option(
+        False, "--wait", help="Follow the run until it ends (or a step asks you); exit with its status."
+    ),
     json_output: bool = typer.Option(False, "--json", help="Print the final run as JSON (without --wait: the run id)."),
     output: Path | None = typer.Option(None, "--output", "-o", help="Copy the output files into this folder (implies --wait)."),
     account: str = typer.Option(LOCAL_ACCOUNT, "--account", help=ACCOUNT_HELP),
@@ -506,7 +508,9 @@ def runs_retry(
     inputs: list[str] | None = typer.Option(
         None, "--input", "-i", help="Change an input (key=value or key=@file) in a new run; steps not reading it are reused."
     ),
-    wait: bool = typer.Option(False, "--wait", help="Follow the run until it ends; exit with its status."),
+    wait: bool = typer.Option(
+        False, "--wait", help="Follow the run until it ends (or a step asks you); exit with its status."
+    ),
     json_output: bool = typer.Option(False, "--json", help="Print the run as JSON (without --wait: its id)."),
     output: Path | None = typer.Option(None, "--output", "-o", help="Copy the output files into this folder (implies --wait)."),
     account: str = typer.Option(LOCAL_ACCOUNT, "--account", help=ACCOUNT_HELP),

@@ -16,7 +16,14 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.types import TypeDecorator
 
-from toolweave.model.status import GenerationStatus, NotificationStatus, QuestionStatus, RunStatus, StepStatus, TaskKind
+from toolweave.model.status import (
+    GenerationStatus,
+    NotificationStatus,
+    QuestionStatus,
+    RunStatus,
+    StepStatus,
+    TaskKind,
+)
 
 metadata = sa.MetaData(
     naming_convention={

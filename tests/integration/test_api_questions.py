@@ -1,0 +1,115 @@
+"""Answering a step that asks, over HTTP (a real server on loopback, its embedded worker): the
+answer route and its problems (404 for another account, 409 when not waiting, 422 naming the
+field, the same answer again answered as before), the question for an approver, the list of
+waiting questions, the run's waiting status in its detail and its event stream, the OpenAPI
+document."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+from tests.integration.test_api import ADMIN_KEY, JOBS, Server, assert_problem, running_server
+
+JOB = {
+    "jobId": "approve_note",
+    "inputSchema": {"value": {"type": "integer", "default": 1}},
+    "steps": [
+        {"stepId": "make", "toolId": "test.instant", "inputMappings": [{"sourceJobInput": "value", "targetInputName": "value"}]},
+        {"stepId": "review", "dependencies": ["make"],
+         "ask": {"kind": "edit", "question": "Check the note", "approvers": ["carol"], "timeout": "1h",
+                 "fields": {"note": {"type": "string", "required": True}, "times": {"type": "integer", "minimum": 1,
+                                                                                      "maximum": 5, "default": 2}}},
+         "inputMappings": [{"template": "value is {{ steps.make.outputs.value }}", "targetInputName": "note"}]},
+        {"stepId": "after", "toolId": "test.instant",
+         "inputMappings": [{"sourceStepId": "review", "sourceOutputName": "values", "path": "times", "targetInputName": "value"},
+                           {"sourceStepId": "review", "sourceOutputName": "values", "path": "note", "targetInputName": "note"}]},
+    ],
+}
+
+
+@pytest.fixture
+async def server(tmp_path: Path) -> AsyncIterator[Server]:
+    folder = tmp_path / "defs"
+    folder.mkdir()
+    (folder / "approve_note.yaml").write_text(yaml.safe_dump(JOB))
+    async with running_server(tmp_path / "home", definitions=[JOBS, folder]) as srv:
+        yield srv
+
+
+async def until(client: httpx.AsyncClient, run_id: str, status: str) -> dict[str, Any]:
+    for _ in range(300):
+        run: dict[str, Any] = (await client.get(f"/api/v1/runs/{run_id}")).json()
+        if run["status"] == status:
+            return run
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"run {run_id} is {run['status']}, not {status}")
+
+
+async def test_answering_over_http(server: Server) -> None:
+    carol_key = (await server.app.create_key("carol", "tests"))[1]
+    async with server.client(server.alice) as alice, server.client(server.bob) as bob, \
+            server.client(carol_key) as carol:
+        run_id = (await alice.post("/api/v1/runs", json={"jobId": "approve_note", "inputs": {"value": 4}})).json()["jobRunId"]
+        run = await until(alice, run_id, "waiting_input")
+        assert run["statusDetail"].startswith("your run needs you")
+        (question,) = run["waitingFor"]
+        assert question["values"] == {"note": "value is 5", "times": 2} and question["fields"][0]["name"] == "note"
+        listed = (await alice.get("/api/v1/runs", params={"status": "waiting_input"})).json()["items"]
+        assert [r["jobRunId"] for r in listed] == [run_id]
+        answer_url = f"/api/v1/runs/{run_id}/steps/review/answer"
+
+        # another account: as if the run did not exist, whatever it sends
+        for body in ({"decision": "approve"}, {"values": {"times": 3}}, {"junk": True}):
+            assert_problem(await bob.post(answer_url, json=body), 404 if "junk" not in body else 422)
+        assert_problem(await bob.get(f"/api/v1/runs/{run_id}/steps/review/question"), 404)
+        assert (await bob.get("/api/v1/questions")).json()["items"] == []
+        # an approver sees the question (not the run)
+        assert (await carol.get("/api/v1/questions")).json()["items"][0]["runId"] == run_id
+        assert (await carol.get(f"/api/v1/runs/{run_id}/steps/review/question")).json()["text"] == "Check the note"
+        assert_problem(await carol.get(f"/api/v1/runs/{run_id}"), 404)
+
+        # garbage: 422 naming the field, nothing changes
+        problem = assert_problem(await alice.post(answer_url, json={"values": {"times": 9, "colour": "red"}}), 422)
+        assert {e["field"] for e in problem["errors"]} == {"values.times", "values.colour"}
+        problem = assert_problem(await alice.post(answer_url, json={"chosen": [0]}), 422)
+        assert problem["errors"][0]["field"] == "chosen"
+        problem = assert_problem(await alice.post(answer_url, json={"decision": "perhaps"}), 422)
+        assert problem["errors"][0]["field"] == "decision"
+        assert_problem(await alice.post(answer_url, content=b"{not json", headers={"content-type": "application/json"}), 400)
+        assert_problem(await alice.post(f"/api/v1/runs/{run_id}/steps/make/answer", json={"decision": "approve"}), 409)
+        assert_problem(await alice.post(f"/api/v1/runs/{run_id}/steps/nope/answer", json={"decision": "approve"}), 404)
+        assert (await alice.get(f"/api/v1/runs/{run_id}")).json()["status"] == "waiting_input"
+
+        # the answer; the same again answers as before; another one is a conflict
+        response = await carol.post(answer_url, json={"values": {"times": "3"}, "comment": "ok"})
+        assert response.status_code == 200, response.text
+        done = response.json()
+        assert done["answeredBy"] == "carol" and done["answer"]["values"] == {"note": "value is 5", "times": 3}
+        again = (await carol.post(answer_url, json={"values": {"times": 3}, "comment": "ok"})).json()
+        assert again["repeated"] is True
+        assert_problem(await alice.post(answer_url, json={"decision": "reject"}), 409)
+        run = await until(alice, run_id, "completed")
+        after = next(s for s in run["stepStatuses"] if s["stepId"] == "after")
+        assert after["outputs"] == {"value": 4, "note": "value is 5"}
+
+        # the event stream shows the wait and the answer
+        async with alice.stream("GET", f"/api/v1/runs/{run_id}/events") as stream:
+            text = "".join([chunk async for chunk in stream.aiter_text()])
+        for name in ("step.waiting_input", "run.waiting_input", "step.answered", "run.resumed"):
+            assert f"event: {name}" in text
+
+
+async def test_the_answer_route_is_in_the_openapi_document(server: Server) -> None:
+    async with server.client(ADMIN_KEY) as client:
+        spec = (await client.get("/api/v1/openapi.json")).json()
+    route = spec["paths"]["/api/v1/runs/{run_id}/steps/{step_id}/answer"]["post"]
+    assert {"200", "404", "409", "422"} <= set(route["responses"])
+    body = spec["components"]["schemas"]["AnswerRequest"]["properties"]
+    assert set(body) == {"decision", "chosen", "values", "comment"}
+    assert "/api/v1/questions" in spec["paths"]
