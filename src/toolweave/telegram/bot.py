@@ -330,7 +330,7 @@ class TelegramBot:
             await self._reply(message, "OK, I stopped waiting for that input.")
             return
         account = await self._account(user)
-        page = await self.app.list_runs(account, status=["queued", "running"], limit=1)
+        page = await self.app.list_runs(account, status=["queued", "running", "waiting_input"], limit=1)
         if not page.items:
             await self._reply(message, "You have no run in progress.")
             return

@@ -38,6 +38,7 @@ _STEP_ICONS = {
     "ready": ("⏳", "starting"),
     "running": ("🔄", "running"),
     "waiting_retry": ("🔁", "will retry"),
+    "waiting_input": ("🙋", "waiting for your answer"),
     "succeeded": ("✅", "done"),
     "failed": ("❌", "failed"),
     "skipped": ("⏭", "skipped"),
