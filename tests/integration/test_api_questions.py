@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+from tests.helpers.accounts import web_login
 from tests.integration.test_api import ADMIN_KEY, JOBS, Server, assert_problem, running_server
 
 JOB = {
@@ -113,3 +114,40 @@ async def test_the_answer_route_is_in_the_openapi_document(server: Server) -> No
     body = spec["components"]["schemas"]["AnswerRequest"]["properties"]
     assert set(body) == {"decision", "chosen", "values", "comment"}
     assert "/api/v1/questions" in spec["paths"]
+
+
+async def test_the_run_page_asks_with_thumbnails_and_buttons_and_takes_the_answer(tmp_path: Path) -> None:
+    examples = Path(__file__).resolve().parents[2] / "examples"
+    async with running_server(tmp_path / "home", definitions=[JOBS, examples / "ask"]) as server:
+        async with server.client(server.alice) as alice:
+            sample = (examples / "assets" / "sample.png").read_bytes()
+            response = await alice.post("/api/v1/runs", data={"jobId": "pick_best"}, files={"image": ("s.png", sample, "image/png")})
+            run_id = response.json()["jobRunId"]
+            run = await until(alice, run_id, "waiting_input")
+            candidates = run["waitingFor"][0]["candidates"]
+        async with server.client(follow_redirects=False) as web, server.client(follow_redirects=False) as mallory:
+            await web_login(web, server.alice)
+            await web_login(mallory, server.bob)
+            page = (await web.get(f"/runs/{run_id}")).text
+            assert "Your run needs you" in page and 'data-answer-form="pick"' in page
+            for index, candidate in enumerate(candidates):  # each candidate a button with its thumbnail
+                assert f'data-candidate="{index}"' in page and f'/api/v1/artifacts/{candidate["sha256"]}' in page
+            assert 'data-decision="reject"' in page
+            csrf = page.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+            url = f"/runs/{run_id}/steps/pick/answer"
+            assert (await web.post(url, data={"csrf": "forged", "chosen": "1"})).status_code == 403
+            other = (await mallory.get("/runs")).text
+            other_csrf = other.split('name="csrf" value="', 1)[1].split('"', 1)[0] if 'name="csrf"' in other else ""
+            assert (await mallory.post(url, data={"csrf": other_csrf, "chosen": "1"})).status_code in (403, 404)
+            assert (await web.post(url, data={"csrf": csrf, "chosen": "9"})).status_code == 422
+            response = await web.post(url, data={"csrf": csrf, "chosen": "1"})
+            assert response.status_code == 303 and response.headers["location"] == f"/runs/{run_id}#step-pick"
+            assert (await web.post(url, data={"csrf": csrf, "chosen": "2"})).status_code == 409
+        async with server.client(server.alice) as alice:
+            run = await until(alice, run_id, "completed")
+            pick = next(s for s in run["stepStatuses"] if s["stepId"] == "pick")
+            assert pick["outputs"]["chosen"] == candidates[1] and pick["outputs"]["answeredBy"] == "alice"
+        async with server.client(follow_redirects=False) as web:
+            await web_login(web, server.alice)
+            page = (await web.get(f"/runs/{run_id}")).text
+            assert 'data-role="answer"' in page and "by alice" in page

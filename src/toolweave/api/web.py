@@ -54,6 +54,7 @@ LOGIN_CSRF_TTL = 3600
 _ACCEPT = {ParamType.IMAGE: "image/*", ParamType.VIDEO: "video/*", ParamType.AUDIO: "audio/*"}
 STATUS_LABELS = {
     "pending": "Waiting", "queued": "Queued", "ready": "Ready", "running": "Running", "waiting_retry": "Retrying",
+    "waiting_input": "Needs you",
     "succeeded": "Done", "completed": "Completed", "partially_completed": "Partly completed",
     "failed": "Failed", "skipped": "Skipped", "cancelled": "Cancelled",
     "processing": "Running", "timeout": "Timed out",

@@ -4,7 +4,8 @@ Every step with every attempt (its status, error, duration and cost), the time u
 attempt, live progress, the job's graph, and the outputs as a gallery with a larger view and a
 "download all" archive. ``static/run.js`` follows the run's event stream and swaps in the live part
 of the page (``GET /runs/{id}/live``, the same template the page renders), so there is one way to
-draw a step. Other features add per-step controls in ``_step_actions.html``.
+draw a step. Other features add per-step controls in ``_step_actions.html``. A step that asks a
+person shows its question and the form that answers it (``_question.html``, ``answer_step``).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from toolweave.api.web import (
     dag_layout,
     templates,
 )
-from toolweave.app import BadRequest, Conflict, NotFound, UnknownDefinition
+from toolweave.app import AnswerError, BadRequest, Conflict, NotFound, UnknownDefinition
 from toolweave.model.definitions import JobDefinition
 from toolweave.model.status import RunStatus, StepStatus
 
@@ -145,6 +146,46 @@ async def run_live(request: Request, run_id: str) -> Response:
     response.headers["Cache-Control"] = "no-store"
     response.headers["X-Run-Status"] = context["run"]["status"]
     return response
+
+
+def _answer_of(form: Any) -> dict[str, Any]:
+    """An answer from the run page's question form (``_question.html``): the button pressed
+    (``decision``, or a candidate's ``chosen``), the boxes ticked, the fields as typed."""
+    body: dict[str, Any] = {}
+    if form.get("decision"):
+        body["decision"] = str(form.get("decision"))
+    chosen = [str(v) for v in form.getlist("chosen")]
+    if chosen and body.get("decision") != "reject":
+        body["chosen"] = chosen
+    values = {str(k)[len("value."):]: str(v) for k, v in form.multi_items() if str(k).startswith("value.")}
+    if values and body.get("decision") != "reject":
+        body["values"] = values
+    if str(form.get("comment") or "").strip():
+        body["comment"] = str(form.get("comment"))
+    return body
+
+
+@router.post("/runs/{run_id}/steps/{step_id}/answer")
+async def answer_step(request: Request, run_id: str, step_id: str) -> Response:
+    """The run page's answer to a step that asks (its buttons, thumbnails and fields)."""
+    try:
+        caller = await _caller(request)
+    except _LoginRequired:
+        return _login_redirect(request)
+    form = await request.form()
+    if not csrf_ok(caller, str(form.get("csrf") or "")):
+        return _render(request, "error.html", caller, status_code=403, title="Please try again",
+                       message="This page has expired. Reload it and try again.")
+    try:
+        await tw(request).answer(run_id, step_id, caller.scope, _answer_of(form))
+    except NotFound:
+        return _not_found(request, caller)
+    except Conflict as exc:
+        return _render(request, "error.html", caller, status_code=409, title="Not waiting any more", message=str(exc))
+    except AnswerError as exc:
+        return _render(request, "error.html", caller, status_code=422, title="That answer does not fit",
+                       message="; ".join(f"{p.field}: {p.message}" for p in exc.problems))
+    return RedirectResponse(f"/runs/{run_id}#step-{step_id}", status_code=303)
 
 
 @router.post("/runs/{run_id}/{action}")

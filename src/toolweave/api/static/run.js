@@ -7,7 +7,7 @@
   if (!root) return;
   var runId = root.dataset.run;
   var labels = {
-    queued: 'Queued', pending: 'Waiting', running: 'Running', completed: 'Completed',
+    queued: 'Queued', pending: 'Waiting', running: 'Running', waiting_input: 'Needs you', completed: 'Completed',
     partially_completed: 'Partly completed', failed: 'Failed', cancelled: 'Cancelled'
   };
 
