@@ -36,6 +36,14 @@ class Answering:
             "answeredBy": done.answered_by, "repeated": done.repeated, "runStatus": done.run_status,
         }
 
+    async def answer_question(self, question_id: str, account_id: str | None, answer: Any) -> dict[str, Any]:
+        """``answer`` for the question with this id (a Telegram button or reply names the question);
+        NotFound as ``answer`` for a question that is not the account's to answer."""
+        row = await self.store.read(questions_q.get, question_id)
+        if row is None:
+            raise NotFound(question_id)
+        return await self.answer(str(row.run_id), str(row.step_id), account_id, answer)
+
     async def question(self, run_id: str, step_id: str, account_id: str | None) -> dict[str, Any]:
         """The question a step asked (its latest), for the run's account or an approver it names."""
         found: dict[str, Any] = await self.store.read(_question, run_id, step_id, account_id)

@@ -309,6 +309,11 @@ class FakeTelegram:
             return self._error(400, "Bad Request: chat_id is missing or not a number")
         message: dict[str, Any] = {"message_id": next(self._ids), "date": int(time.time()),
                                    "chat": self.chat(chat_id), "from": BOT_USER, **content}
+        markup = params.get("reply_markup") or {}
+        for row in markup.get("inline_keyboard", []) if isinstance(markup, dict) else []:
+            for button in row:
+                if len(str(button.get("callback_data", "")).encode()) > 64:  # Telegram's limit: 1-64 bytes
+                    return self._error(400, "Bad Request: BUTTON_DATA_INVALID")
         reply = params.get("reply_parameters") or {}
         if isinstance(reply, dict) and reply.get("message_id"):
             message["_reply_to"] = reply["message_id"]

@@ -193,3 +193,46 @@ async def test_concurrent_answers_exactly_one_wins(app: App) -> None:
     assert run["status"] == "completed"
     assert run["finalOutputs"]["result"] == won[0]["answer"]["chosen"][0] + 2
     assert [e["type"] for e in await app.events(run_id)].count("step.answered") == 1
+
+
+async def test_a_fork_reuses_an_answer_or_asks_again_from_the_asking_step(app: App) -> None:
+    run_id = await waiting_run(app)
+    await app.answer(run_id, "pick", "acme", {"chosen": [1]})
+    await run_all(app)
+    reused = await app.fork(run_id, "acme", from_step="after")
+    await run_all(app)
+    run = await app.get_run(reused)
+    assert run["status"] == "completed" and run["finalOutputs"] == {"result": 3}
+    assert next(s for s in run["stepStatuses"] if s["stepId"] == "pick")["reusedFromRunId"] == run_id
+    again = await app.fork(run_id, "acme", from_step="pick")
+    await run_all(app)
+    assert (await app.get_run(again))["status"] == "waiting_input"
+    await app.answer(again, "pick", "acme", {"chosen": [0]})
+    await run_all(app)
+    assert (await app.get_run(again))["finalOutputs"] == {"result": 2}
+
+
+async def test_a_rejection_that_continues_takes_the_branch_a_condition_names(app: App) -> None:
+    branching = JobDefinition.model_validate({
+        "jobId": "review",
+        "steps": [
+            {"stepId": "ok", "ask": {"kind": "approve", "question": "Publish?", "onReject": "continue"}},
+            {"stepId": "publish", "toolId": "test.instant", "dependencies": ["ok"],
+             "condition": "steps.ok.outputs.approved", "inputMappings": [{"value": 1, "targetInputName": "value"}]},
+            {"stepId": "archive", "toolId": "test.instant", "dependencies": ["ok"],
+             "condition": "!steps.ok.outputs.approved", "inputMappings": [{"value": 2, "targetInputName": "value"}]},
+        ],
+    })
+    assert app.registry.register(branching) == []
+    statuses = {}
+    for decision in ("approve", "reject"):
+        run_id = await app.submit("review", {}, account_id="acme")
+        await run_all(app)
+        assert (await app.get_run(run_id))["status"] == "waiting_input"
+        await app.answer(run_id, "ok", "acme", {"decision": decision})
+        await run_all(app)
+        run = await app.get_run(run_id)
+        assert run["status"] == "completed"
+        statuses[decision] = {s["stepId"]: s["status"] for s in run["stepStatuses"]}
+    assert statuses["approve"] == {"ok": "succeeded", "publish": "succeeded", "archive": "skipped"}
+    assert statuses["reject"] == {"ok": "succeeded", "publish": "skipped", "archive": "succeeded"}

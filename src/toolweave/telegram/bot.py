@@ -38,6 +38,7 @@ from telegram.ext import Application, CallbackQueryHandler, ContextTypes, Messag
 
 from toolweave.inputs import InputError
 from toolweave.model.definitions import JobDefinition, ParamType
+from toolweave.telegram import questions
 from toolweave.telegram.botapi import BotAPI, BotAPIError, redact_token_in_logs
 from toolweave.telegram.commands import (
     RESERVED,
@@ -390,6 +391,8 @@ class TelegramBot:
         )
 
     async def _on_plain(self, message: Message, user: User, private: bool) -> None:
+        if await self._on_question_reply(message, user):
+            return
         key = f"{message.chat_id}:{user.id}"
         pending = await self.app.kv_get(PENDING_NAMESPACE, key)
         replied = message.reply_to_message
@@ -491,6 +494,27 @@ class TelegramBot:
 
     # --- buttons ----------------------------------------------------------------------------------
 
+    async def _on_answer_button(self, query: Any, data: str) -> None:
+        parsed = questions.parse_callback(data)
+        if parsed is None:
+            await query.answer("This button is no longer supported.")
+            return
+        account = await self._account(query.from_user)
+        await query.answer(await questions.answer(self.app, parsed[0], account, parsed[1]))
+
+    async def _on_question_reply(self, message: Message, user: User) -> bool:
+        """A reply to a question message answers it; False when the message replies to none."""
+        replied = message.reply_to_message
+        if replied is None or replied.from_user is None or replied.from_user.id != self.bot.id:
+            return False
+        found = questions.MARK.search(replied.text or "")
+        if found is None:
+            return False
+        account = await self._account(user)
+        body = questions.parse_reply(message.text or message.caption or "")
+        await self._reply(message, await questions.answer(self.app, found.group(1), account, body))
+        return True
+
     async def _on_callback(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         from toolweave.app import Conflict, NotFound
 
@@ -498,6 +522,9 @@ class TelegramBot:
         if query is None:
             return
         data = query.data or ""
+        if data.startswith(f"{questions.PREFIX}:"):  # a step's question answered by a button
+            await self._on_answer_button(query, data)
+            return
         action, _, run_id = data.partition(":")
         if action not in ("c", "r") or not run_id:
             await query.answer("This button is no longer supported.")

@@ -187,6 +187,8 @@ class TelegramChannel:
         definition = self._definition(payload.get("jobId"))
         name = definition.display_name if definition else str(payload.get("jobId") or "Your run")
         status = str(payload.get("status") or "")
+        if status == RunStatus.WAITING_INPUT.value:  # a step asks the run's account (telegram.questions)
+            return self._question_parts(name, payload)
         keyboard = rerun_keyboard(run_id) if run_id else None
         if status == RunStatus.FAILED.value:
             error = payload.get("error") if isinstance(payload.get("error"), Mapping) else None
@@ -230,6 +232,22 @@ class TelegramChannel:
         if len(text) > MAX_TEXT:
             text = text[: MAX_TEXT - 1] + "…"
         return [*groups, *parts, Part("sendMessage", text=text, keyboard=keyboard)]
+
+    def _question_parts(self, name: str, payload: Mapping[str, Any]) -> list[Part]:
+        """The candidates as photos, each with its button (when they are images), then the question
+        with its keyboard."""
+        from toolweave.telegram import questions
+
+        question: Mapping[str, Any] = payload.get("question") or {}
+        qid = str(payload.get("questionId") or "")
+        single = int(question.get("maxChoices") or 1) == 1
+        parts = [
+            Part("sendPhoto", media=[_Media(f"#{index + 1}", "photo", ref, f"candidate-{index + 1}.{_extension(ref.mime_type)}")],
+                 keyboard=questions.candidate_keyboard(qid, index, single))
+            for index, ref in questions.photo_candidates(question)
+        ]
+        text, keyboard = questions.question_message(name, payload)
+        return [*parts, Part("sendMessage", text=text, keyboard=keyboard)]
 
     async def deliver(self, notification: Mapping[str, Any]) -> None:
         target = notification.get("target") or {}
@@ -285,6 +303,8 @@ class TelegramChannel:
         else:
             field_name = {"sendPhoto": "photo", "sendVideo": "video", "sendDocument": "document"}[part.method]
             item = part.media[0]
+            if part.keyboard:
+                params["reply_markup"] = part.keyboard
             result = await self.api.call(part.method, params, {field_name: await self._file(item, account_id)})
         results = result if isinstance(result, list) else [result]
         return [int(r["message_id"]) for r in results if isinstance(r, Mapping) and "message_id" in r]
