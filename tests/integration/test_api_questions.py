@@ -116,8 +116,11 @@ async def test_the_answer_route_is_in_the_openapi_document(server: Server) -> No
     assert "/api/v1/questions" in spec["paths"]
 
 
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
 async def test_the_run_page_asks_with_thumbnails_and_buttons_and_takes_the_answer(tmp_path: Path) -> None:
-    examples = Path(__file__).resolve().parents[2] / "examples"
+    examples = EXAMPLES
     async with running_server(tmp_path / "home", definitions=[JOBS, examples / "ask"]) as server:
         async with server.client(server.alice) as alice:
             sample = (examples / "assets" / "sample.png").read_bytes()
