@@ -34,6 +34,7 @@ from toolweave.cli.common import (
     EXIT_OK,
     EXIT_PARTIAL,
     EXIT_REFUSED,
+    EXIT_WAITING,
     CliError,
     console,
     err_console,
@@ -51,7 +52,7 @@ MAX_ROWS = 100_000
 MAX_BYTES = 64 * 1024 * 1024
 POLL_SECONDS = 0.5
 LIVENESS_CHECK_SECONDS = 5.0
-SEVERITY = [EXIT_OK, EXIT_PARTIAL, EXIT_CANCELLED, EXIT_FAILED, EXIT_REFUSED]
+SEVERITY = [EXIT_OK, EXIT_WAITING, EXIT_PARTIAL, EXIT_CANCELLED, EXIT_FAILED, EXIT_REFUSED]
 """The exit code of a batch is its worst row's, in this order (a refused row is the worst)."""
 
 
@@ -209,7 +210,9 @@ async def follow_rows(app: App, rows: list[Row], account: str, *, worker: str, s
                 statuses = await app.run_statuses(list(running), account)
                 for run_id, status in statuses.items():
                     running[run_id].status = status
-                done = sum(1 for row in running.values() if row.status and RunStatus(row.status).terminal)
+                # a run waiting for a person's answer goes no further by itself: it counts as stopped
+                done = sum(1 for row in running.values()
+                           if row.status and (RunStatus(row.status).terminal or row.status == RunStatus.WAITING_INPUT.value))
                 counts: dict[str, int] = {}
                 for row in running.values():
                     counts[row.status or "queued"] = counts.get(row.status or "queued", 0) + 1

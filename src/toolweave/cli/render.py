@@ -86,10 +86,17 @@ def steps_table(run: dict[str, Any], *, title: str | None = None) -> Table:
             note = f"reused from {step['reusedFromRunId']}" + (f"; {note}" if note else "")
         if step.get("items"):
             note = items_note(step["items"]) + (f"; {note}" if note else "")
+        question = step.get("question")
+        if question and question.get("answer") and step["status"] == "succeeded":
+            answer = question["answer"]
+            chosen = f" #{', #'.join(map(str, answer['chosen']))}" if answer.get("chosen") else ""
+            by = question.get("answeredBy") or "the timeout"
+            note = f"{answer.get('decision')}{chosen} by {by}" + (f"; {note}" if note else "")
         duration = step.get("durationMs")
         table.add_row(
             Text(step["stepId"]),
-            Text(step.get("toolId") or (f"job {step['childRunId']}" if step.get("childRunId") else "-")),
+            Text(step.get("toolId") or (f"job {step['childRunId']}" if step.get("childRunId") else
+                                        f"asks ({question['kind']})" if question else "-")),
             styled(step["status"]),
             Text(str(step.get("attempt") or 0)),
             *([Text(_progress(step.get("progress")))] if ongoing else []),
