@@ -7,6 +7,7 @@ document."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -154,3 +155,29 @@ async def test_the_run_page_asks_with_thumbnails_and_buttons_and_takes_the_answe
             await web_login(web, server.alice)
             page = (await web.get(f"/runs/{run_id}")).text
             assert 'data-role="answer"' in page and "by alice" in page
+
+
+async def test_the_callback_url_hears_that_the_run_needs_you(tmp_path: Path) -> None:
+    from tests.helpers.loopback import serve_asgi
+    from tests.integration.test_api_callbacks import Receiver
+
+    receiver = Receiver([200])
+    folder = tmp_path / "defs"
+    folder.mkdir()
+    (folder / "approve_note.yaml").write_text(yaml.safe_dump(JOB))
+    async with serve_asgi(receiver.app) as hook_url, running_server(
+        tmp_path / "home", definitions=[JOBS, folder]
+    ) as server, server.client(server.alice) as alice:
+        response = await alice.post("/api/v1/runs", json={"jobId": "approve_note", "callbackUrl": f"{hook_url}/hook"})
+        run_id = response.json()["jobRunId"]
+        await until(alice, run_id, "waiting_input")
+        for _ in range(200):
+            if receiver.received:
+                break
+            await asyncio.sleep(0.05)
+        (_headers, body), *_ = receiver.received
+        sent = json.loads(body)
+        assert sent["type"] == "run.waiting_input"
+        assert sent["data"]["status"] == "waiting_input" and sent["data"]["stepId"] == "review"
+        assert sent["data"]["message"].startswith("Your run needs you: Check the note")
+        assert sent["data"]["question"]["values"] == {"note": "value is 2", "times": 2}
