@@ -148,6 +148,20 @@ async def run_live(request: Request, run_id: str) -> Response:
     return response
 
 
+async def _posted(request: Request) -> tuple[Caller, Any] | Response:
+    """The signed-in caller and a form posted from the run page with its CSRF token; else the
+    response (sign in, or the page has expired)."""
+    try:
+        caller = await _caller(request)
+    except _LoginRequired:
+        return _login_redirect(request)
+    form = await request.form()
+    if not csrf_ok(caller, str(form.get("csrf") or "")):
+        return _render(request, "error.html", caller, status_code=403, title="Please try again",
+                       message="This page has expired. Reload it and try again.")
+    return caller, form
+
+
 def _answer_of(form: Any) -> dict[str, Any]:
     """An answer from the run page's question form (``_question.html``): the button pressed
     (``decision``, or a candidate's ``chosen``), the boxes ticked, the fields as typed."""
@@ -168,14 +182,10 @@ def _answer_of(form: Any) -> dict[str, Any]:
 @router.post("/runs/{run_id}/steps/{step_id}/answer")
 async def answer_step(request: Request, run_id: str, step_id: str) -> Response:
     """The run page's answer to a step that asks (its buttons, thumbnails and fields)."""
-    try:
-        caller = await _caller(request)
-    except _LoginRequired:
-        return _login_redirect(request)
-    form = await request.form()
-    if not csrf_ok(caller, str(form.get("csrf") or "")):
-        return _render(request, "error.html", caller, status_code=403, title="Please try again",
-                       message="This page has expired. Reload it and try again.")
+    posted = await _posted(request)
+    if isinstance(posted, Response):
+        return posted
+    caller, form = posted
     try:
         await tw(request).answer(run_id, step_id, caller.scope, _answer_of(form))
     except NotFound:
@@ -190,14 +200,10 @@ async def answer_step(request: Request, run_id: str, step_id: str) -> Response:
 
 @router.post("/runs/{run_id}/{action}")
 async def run_action(request: Request, run_id: str, action: str) -> Response:
-    try:
-        caller = await _caller(request)
-    except _LoginRequired:
-        return _login_redirect(request)
-    form = await request.form()
-    if not csrf_ok(caller, str(form.get("csrf") or "")):
-        return _render(request, "error.html", caller, status_code=403, title="Please try again",
-                       message="This page has expired. Reload it and try again.")
+    posted = await _posted(request)
+    if isinstance(posted, Response):
+        return posted
+    caller, form = posted
     app = tw(request)
     target = run_id
     try:
