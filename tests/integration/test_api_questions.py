@@ -181,3 +181,24 @@ async def test_the_callback_url_hears_that_the_run_needs_you(tmp_path: Path) -> 
         assert sent["data"]["status"] == "waiting_input" and sent["data"]["stepId"] == "review"
         assert sent["data"]["message"].startswith("Your run needs you: Check the note")
         assert sent["data"]["question"]["values"] == {"note": "value is 2", "times": 2}
+
+
+async def test_an_approver_answers_from_the_needs_you_page(server: Server) -> None:
+    carol_key = (await server.app.create_key("carol", "tests"))[1]
+    async with server.client(server.alice) as alice:
+        run_id = (await alice.post("/api/v1/runs", json={"jobId": "approve_note", "inputs": {"value": 1}})).json()["jobRunId"]
+        await until(alice, run_id, "waiting_input")
+    async with server.client(follow_redirects=False) as carol, server.client(follow_redirects=False) as bob:
+        await web_login(carol, carol_key)
+        await web_login(bob, server.bob)
+        assert 'id="no-questions"' in (await bob.get("/questions")).text
+        page = (await carol.get("/questions")).text
+        assert "Check the note" in page and "you are an approver" in page and 'name="value.times"' in page
+        csrf = page.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+        response = await carol.post(f"/runs/{run_id}/steps/review/answer",
+                                    data={"csrf": csrf, "back": "/questions", "value.times": "4", "decision": "approve"})
+        assert response.status_code == 303 and response.headers["location"] == "/questions"
+        assert 'id="no-questions"' in (await carol.get("/questions")).text
+    async with server.client(server.alice) as alice:
+        run = await until(alice, run_id, "completed")
+        assert next(s for s in run["stepStatuses"] if s["stepId"] == "after")["outputs"]["value"] == 5  # times + 1

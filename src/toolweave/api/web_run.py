@@ -195,7 +195,20 @@ async def answer_step(request: Request, run_id: str, step_id: str) -> Response:
     except AnswerError as exc:
         return _render(request, "error.html", caller, status_code=422, title="That answer does not fit",
                        message="; ".join(f"{p.field}: {p.message}" for p in exc.problems))
+    if form.get("back") == "/questions":  # from the list of questions (where an approver answers)
+        return RedirectResponse("/questions", status_code=303)
     return RedirectResponse(f"/runs/{run_id}#step-{step_id}", status_code=303)
+
+
+@router.get("/questions")
+async def questions_page(request: Request) -> Response:
+    """The questions waiting for the signed-in account: its runs', and those naming it an approver."""
+    try:
+        caller = await _caller(request)
+    except _LoginRequired:
+        return _login_redirect(request)
+    questions = await tw(request).waiting_questions(caller.scope)
+    return _render(request, "questions.html", caller, questions=questions)
 
 
 @router.post("/runs/{run_id}/{action}")
