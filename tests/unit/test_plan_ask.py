@@ -174,6 +174,7 @@ def test_answers_are_checked_against_their_question_naming_every_wrong_field() -
         ({"decision": "maybe", "extra": 1}, {"decision", "extra"}),
         ({"decision": "reject", "chosen": [0]}, {"chosen"}),
         ({"chosen": [0], "values": {"a": 1}, "comment": 5}, {"values", "comment"}),
+        ({"chosen": [0], "comment": "nul \x00 and \ud800"}, {"comment"}),
     ]
     for body, fields in cases:
         with pytest.raises(AnswerError) as caught:
@@ -221,3 +222,33 @@ def test_bad_ask_fields_are_refused_with_a_clear_problem(fields: dict[str, Any],
     with pytest.raises(ValidationError) as caught:
         spec(**fields)
     assert message in str(caught.value)
+
+
+# --- any answer at all -------------------------------------------------------------------------------
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=10), inner, max_size=5),
+    max_leaves=20,
+)
+KEYS = st.sampled_from(["decision", "chosen", "values", "comment", "x"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(body=JSON | st.dictionaries(KEYS, JSON, max_size=4), kind=st.sampled_from(["approve", "edit", "choose"]))
+def test_any_answer_is_taken_or_refused_naming_fields_never_an_error(body: Any, kind: str) -> None:
+    fields = {"fields": {"n": {"type": "integer", "minimum": 0, "maximum": 9}, "s": {"type": "string"}}} if kind == "edit" else {}
+    ask = spec(kind=kind, maxChoices=2, **fields)
+    question = build_question(ask, {"candidates": ["a", "b", "c"], "n": 1, "s": "x"})
+    assert isinstance(question, dict)
+    try:
+        answer = check_answer(ask, question, body)
+    except AnswerError as exc:
+        assert exc.problems and all(p.field and p.message for p in exc.problems)
+        return
+    assert answer["decision"] in ("approve", "reject")
+    outputs = outputs_of(ask, question, answer, "acme")
+    assert outputs["approved"] is (answer["decision"] == "approve")

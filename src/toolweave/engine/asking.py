@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from toolweave.inputs import FieldProblem, InputError, prepare_inputs
+from toolweave.inputs import FieldProblem, InputError, prepare_inputs, storable_problems
 from toolweave.model.asking import ASK_CHOICES_MAX, CANDIDATES, QUESTION, AskKind, AskSpec, OnTimeout
 from toolweave.model.definitions import InputParam, OutputParam, ParamType
 
@@ -108,7 +108,7 @@ def check_answer(spec: AskSpec, question: Mapping[str, Any], body: Any) -> dict[
     problems: list[FieldProblem] = []
     for key in body:
         if key not in ANSWER_FIELDS:
-            problems.append(FieldProblem(str(key)[:100], f"is not part of an answer (expected: {', '.join(ANSWER_FIELDS)})"))
+            problems.append(FieldProblem(str(key)[:100] or '""', f"is not part of an answer (expected: {', '.join(ANSWER_FIELDS)})"))
     kind = spec.kind
     decision = body.get("decision")
     if decision is None and kind is not AskKind.APPROVE and (body.get("chosen") is not None or body.get("values") is not None):
@@ -131,6 +131,8 @@ def check_answer(spec: AskSpec, question: Mapping[str, Any], body: Any) -> dict[
         answer["chosen"] = _choices(spec, question, chosen, problems)
     if decision == APPROVE and kind is AskKind.EDIT:
         answer["values"] = _values(spec, question, values, problems)
+    if not problems:
+        problems = storable_problems(answer)  # (text with NUL or lone surrogates, NaN: never stored)
     if problems:
         raise AnswerError(problems)
     return answer
