@@ -90,6 +90,9 @@ def run_detail(tx: Tx, run_id: str, account_id: str | None) -> dict[str, Any]:
         step["question"] for step in detail["stepStatuses"]
         if step["status"] == "waiting_input" and step["question"] is not None
     ]
+    if run.status == "waiting_input":  # questions of its nested runs (answered with the nested run's id)
+        children = [s.child_run_id for s in step_rows if s.child_run_id and s.status == "running"]
+        detail["waitingFor"] += [question_view(q) for q in questions_q.waiting_of_runs(tx, children)]
     detail["generations"] = [
         {
             "generationId": g.generation_id,

@@ -236,3 +236,27 @@ async def test_a_rejection_that_continues_takes_the_branch_a_condition_names(app
         statuses[decision] = {s["stepId"]: s["status"] for s in run["stepStatuses"]}
     assert statuses["approve"] == {"ok": "succeeded", "publish": "succeeded", "archive": "skipped"}
     assert statuses["reject"] == {"ok": "succeeded", "publish": "skipped", "archive": "succeeded"}
+
+
+async def test_a_nested_job_that_asks_makes_its_parent_wait_too(app: App) -> None:
+    parent = JobDefinition.model_validate({
+        "jobId": "outer",
+        "steps": [{"stepId": "inner", "jobId": "pick"},
+                  {"stepId": "last", "toolId": "test.instant",
+                   "inputMappings": [{"sourceStepId": "inner", "sourceOutputName": "result", "targetInputName": "value"}]}],
+    })
+    assert app.registry.register(parent) == []
+    run_id = await app.submit("outer", {}, account_id="acme")
+    await run_all(app)
+    run = await app.get_run(run_id, "acme")
+    assert run["status"] == "waiting_input"
+    (question,) = run["waitingFor"]
+    child = question["runId"]
+    assert child != run_id and "your run needs you" in run["statusDetail"]
+    await app.answer(child, "pick", "acme", {"chosen": [3]})
+    await run_all(app)
+    run = await app.get_run(run_id)
+    assert run["status"] == "completed"
+    assert run["stepStatuses"][1]["outputs"]["value"] == 6  # candidate #3 is 4, after gives 5, last 6
+    types = [e["type"] for e in await app.events(run_id)]
+    assert "run.waiting_input" in types and "run.resumed" in types

@@ -39,6 +39,8 @@ class StepView:
     answer: dict[str, Any] | None = None
     """Its answer, once a person gave one (the question row's); None while it waits."""
     answered_by: str | None = None
+    child_waiting: bool = False
+    """A step running a nested job whose run waits for a person: this run waits for one too."""
 
 
 @dataclass(slots=True)

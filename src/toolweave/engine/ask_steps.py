@@ -56,6 +56,8 @@ def apply(
         status = RunStatus.WAITING_INPUT if action.waiting else RunStatus.RUNNING
         if runs_q.set_status(tx, run_id, status, now):
             event(WAITING_EVENT if action.waiting else "run.resumed")
+            if run.parent_run_id:  # a nested job's run: its parent waits (or no longer waits) with it
+                engine._advance(tx, run.parent_run_id, ctx)
         return
     if isinstance(action, plan.ExpireQuestion):
         row = step_rows[action.step_id]

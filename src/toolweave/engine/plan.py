@@ -676,7 +676,8 @@ class _Planner:
             if not self.gathering:  # else the engine gathers the map outputs and decides again
                 self.finish()
             return self.actions
-        waiting = any(s is StepStatus.WAITING_INPUT for s in self.status.values())
+        waiting = any(s is StepStatus.WAITING_INPUT or (s is StepStatus.RUNNING and run.steps[sid].child_waiting)
+                      for sid, s in self.status.items())
         if waiting != (run.status is RunStatus.WAITING_INPUT):
             self.actions.append(SetWaiting(waiting))
         if run.deadline_at is not None:

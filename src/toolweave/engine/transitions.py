@@ -129,10 +129,12 @@ class Transitions(Snapshots):
         for sid, row in step_rows.items():
             status = _STEP_STATUS[row["status"]]
             work_status = work_outputs = work_error = None
+            child_waiting = False
             if status is StepStatus.RUNNING:
                 if row["child_run_id"]:
                     child = runs_q.get(tx, row["child_run_id"])
                     if child is not None:
+                        child_waiting = child.status == RunStatus.WAITING_INPUT.value
                         work_status = _work_status_of_child(child.status)
                         work_outputs = child.final_outputs
                         work_error = child.error
@@ -147,6 +149,7 @@ class Transitions(Snapshots):
                 reason=row["reason"], next_attempt_at=row["next_attempt_at"], started_at=row["started_at"],
                 work_status=work_status, work_outputs=work_outputs, work_error=work_error,
                 map=items.map_view(tx, run_id, row, spec) if spec is not None and row["items_total"] is not None else None,
+                child_waiting=child_waiting,
             )
         ask_steps.attach(tx, step_rows, views)
         tools: dict[str, ToolDefinition] = {}

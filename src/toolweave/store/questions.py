@@ -29,6 +29,14 @@ def of_run(tx: Tx, run_id: str) -> list[Row]:
     return tx.all("SELECT * FROM questions WHERE run_id = :id ORDER BY asked_at, question_id", {"id": run_id})
 
 
+def waiting_of_runs(tx: Tx, run_ids: list[str]) -> list[Row]:
+    """The waiting questions of these runs (a run's nested runs), oldest first."""
+    if not run_ids:
+        return []
+    marks, params = in_list("r", run_ids)
+    return tx.all(f"SELECT * FROM questions WHERE run_id IN {marks} AND status = 'waiting' ORDER BY asked_at", params)
+
+
 def answer(tx: Tx, question_id: str, answer: dict[str, Any], by: str | None, now: float, *, expired: bool = False) -> bool:
     """Compare-and-set a waiting question to answered (by a person) or expired (by its timeout)."""
     status = QuestionStatus.EXPIRED if expired else QuestionStatus.ANSWERED
