@@ -54,6 +54,19 @@ class Settings:
     telegram_edit_interval_seconds: float = 2.0
     """At most one edit of a run's status message per this many seconds (Telegram's limits)."""
     machine_rates: dict[str, Decimal] = field(default_factory=lambda: dict(DEFAULT_GPU_RATES))
+    credits_by_default: bool = False
+    """Whether an account pays for its runs from a credit balance unless an administrator said
+    otherwise for it (off: only accounts given credits, or turned on, pay; the others run as before).
+    See docs/credits.md."""
+    credits_confirm_above: Decimal | None = None
+    """The estimate above which the Telegram bot asks before it starts a run (none: never asks);
+    accounts may have their own."""
+    estimate_fallback_seconds: float = 60.0
+    """The duration an estimate assumes for a machine-rate tool with no completed generations yet."""
+    account_max_runs_in_flight: int = 0
+    """Runs (queued or running) an account may have at once; 0: no limit. Accounts may have their own."""
+    account_submits_per_minute: int = 0
+    """Runs an account may submit per minute; 0: no limit. Accounts may have their own."""
     worker_slots: int = 8
     lease_seconds: float = 30.0
     """How long a worker's claim on a task lasts without a heartbeat; a dead worker's tasks are
@@ -167,11 +180,13 @@ class Settings:
             rates = dict(DEFAULT_GPU_RATES)
             rates.update({k: Decimal(str(v)) for k, v in dict(value).items()})
             return rates
+        if key == "credits_confirm_above":
+            return None if value in (None, "") else _amount(value)
         if key in _WHOLE:
             return int(value)
         if key in _SECONDS:
             return float(value)
-        if key in ("test_tools", "media_allow_private_urls", "callback_allow_private_urls"):
+        if key in ("test_tools", "media_allow_private_urls", "callback_allow_private_urls", "credits_by_default"):
             return str(value).lower() in ("1", "true", "yes", "on")
         return value
 
@@ -261,9 +276,17 @@ def _server(name: str, url: str, concurrency: Any, entry: Any) -> ComfyServer:
 
 
 _WHOLE = ("worker_slots", "telegram_max_runs_in_flight", "media_max_bytes", "input_max_depth",
-          "request_max_json_bytes", "request_max_bytes", "evaluation_processes")
+          "request_max_json_bytes", "request_max_bytes", "evaluation_processes", "account_max_runs_in_flight",
+          "account_submits_per_minute")
 _SECONDS = ("http_timeout_seconds", "telegram_prompt_timeout_seconds", "telegram_edit_interval_seconds",
-            "lease_seconds", "sweep_seconds", "media_url_ttl_seconds", "condition_budget_ms", "template_budget_ms")
+            "lease_seconds", "sweep_seconds", "media_url_ttl_seconds", "condition_budget_ms", "template_budget_ms",
+            "estimate_fallback_seconds")
+
+
+def _amount(value: Any) -> Decimal:
+    from toolweave.model.credits import parse_amount
+
+    return parse_amount(value, what="the amount")
 
 
 def _plain(key: str, exc: BaseException) -> str:

@@ -17,7 +17,8 @@ DEFAULT_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"
 TABLES = (
     "tasks", "events", "notifications", "webhook_receipts", "generations", "questions", "step_items", "step_runs", "runs",
     "step_cache",
-    "snapshots", "artifacts", "api_keys", "account_links", "accounts", "kv", "registered_jobs",
+    "snapshots", "artifacts", "api_keys", "account_links", "accounts", "kv", "registered_jobs", "account_policies",
+    "credit_ledger",
 )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 from toolweave.model.definitions import JobDefinition, ToolDefinition
@@ -104,6 +105,17 @@ class StepEvaluation:
 
 
 @dataclass(frozen=True)
+class Budget:
+    """A run's cost ceiling: what it has cost so far and one call's estimate per step (a nested
+    job's step: its whole estimate). A step whose estimate, added to what the run has cost and
+    what its steps under way are estimated at, would pass the ceiling is not started."""
+
+    ceiling: Decimal
+    spent: Decimal = Decimal(0)
+    steps: Mapping[str, Decimal] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class RunView:
     run_id: str
     status: RunStatus
@@ -120,6 +132,8 @@ class RunView:
     deadline_at: float | None = None
     order: tuple[str, ...] = ()
     """Step ids in topological order (computed from ``job`` when empty; the engine caches it)."""
+    budget: Budget | None = None
+    """The run's cost ceiling, if it has one."""
 
 
 # --- actions ---------------------------------------------------------------------------------

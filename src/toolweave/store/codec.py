@@ -17,11 +17,11 @@ JSON_COLUMNS = frozenset(
     {
         "tool_shas", "origin", "job_inputs", "final_outputs", "error", "generation_ids", "outputs",
         "request_payload", "response_payload", "data", "target", "payload", "value", "body", "work_outputs",
-        "work_error", "item", "child_outputs", "child_error", "random_inputs", "answer", "approvers",
+        "work_error", "item", "child_outputs", "child_error", "random_inputs", "answer", "approvers", "budget",
     }
 )
-BOOL_COLUMNS = frozenset({"cancel_requested", "using_fallback", "skipped_by_error"})
-DECIMAL_COLUMNS = frozenset({"cost_usd"})
+BOOL_COLUMNS = frozenset({"cancel_requested", "using_fallback", "skipped_by_error", "credits"})
+DECIMAL_COLUMNS = frozenset({"cost_usd", "confirm_above"})
 
 
 _PLAIN = frozenset({str, int, float, type(None), bool})

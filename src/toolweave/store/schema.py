@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.types import TypeDecorator
 
+from toolweave.model.credits import LedgerKind
 from toolweave.model.status import (
     GenerationStatus,
     NotificationStatus,
@@ -137,6 +138,9 @@ runs = sa.Table(
     sa.Column("forked_from_run_id", sa.String(40)),
     sa.Column("forked_from_step", sa.String(200)),
     sa.Column("random_inputs", JSON),
+    sa.Column("credit_run_id", sa.String(40)),
+    sa.Column("budget", JSON),
+    sa.Column("queue_at", sa.Float),
     _check("status", RunStatus),
     sa.UniqueConstraint("master_account_id", "idempotency_key"),
 )
@@ -144,7 +148,14 @@ runs = sa.Table(
 steps that read them are never taken from the cache).
 
 ``forked_from_run_id``: the run this one was forked from (``runs retry --from``), reusing its
-steps that the fork did not have to run again; ``forked_from_step`` the step it ran again from."""
+steps that the fork did not have to run again; ``forked_from_step`` the step it ran again from.
+
+``credit_run_id``: the run whose credit hold pays for this run's generations (itself, for a run of
+an account with a balance; its root run, for a nested run); None when nothing is held.
+``budget``: the run's cost ceiling and the estimate of each tool it may call
+(``{"ceiling": "2.5", "tools": {"<toolId>": "0.1"}}``), None without a ceiling.
+``queue_at``: the run's place in the fair claiming order (``accounting.fair``); its tasks are due
+then (None: its creation time) (migration 0012)."""
 sa.Index("ix_runs_account_created", runs.c.master_account_id, runs.c.created_at)
 sa.Index("ix_runs_parent", runs.c.parent_run_id)
 sa.Index(
@@ -152,6 +163,17 @@ sa.Index(
     sqlite_where=runs.c.status.in_(UNFINISHED), postgresql_where=runs.c.status.in_(UNFINISHED),
 )
 """Partial: the sweep for stranded runs reads only unfinished runs, however many have finished (0004, 0007, 0011)."""
+sa.Index(
+    "ix_runs_account_unfinished", runs.c.master_account_id, runs.c.queue_at,
+    sqlite_where=runs.c.status.in_(UNFINISHED), postgresql_where=runs.c.status.in_(UNFINISHED),
+)
+"""Partial: an account's runs in flight (counted against its limit) and the latest place among them
+(where its next run goes in the fair claiming order) (0012)."""
+sa.Index(
+    "ix_runs_queued", runs.c.queue_at,
+    sqlite_where=runs.c.status == "queued", postgresql_where=runs.c.status == "queued",
+)
+"""Partial: the fair place of the earliest run no worker has picked up yet, where new runs join (0012)."""
 
 step_runs = sa.Table(
     "step_runs",
@@ -297,6 +319,11 @@ sa.Index(
     "ix_generations_capacity", generations.c.capacity_key, generations.c.status,
     sqlite_where=generations.c.capacity_key.isnot(None), postgresql_where=generations.c.capacity_key.isnot(None),
 )
+sa.Index(
+    "ix_generations_tool_completed", generations.c.tool_id, generations.c.created_at,
+    sqlite_where=generations.c.status == "completed", postgresql_where=generations.c.status == "completed",
+)
+"""Partial: a tool's recent completed generations, whose durations and costs estimates read (0012)."""
 
 tasks = sa.Table(
     "tasks",
@@ -428,3 +455,43 @@ later attempt with the same key (the tool's definition hash and its inputs) unti
 A generation's ``cache_key``/``cache_seconds`` say that its result goes into the cache when it
 completes; ``cached_from`` marks a generation that was a cache hit (the generation it reused)."""
 sa.Index("ix_step_cache_expires", step_cache.c.expires_at)
+
+account_policies = sa.Table(
+    "account_policies",
+    metadata,
+    sa.Column("account_id", sa.String(64), primary_key=True),
+    sa.Column("credits", sa.Boolean),
+    sa.Column("max_runs_in_flight", sa.Integer),
+    sa.Column("submits_per_minute", sa.Integer),
+    sa.Column("confirm_above", DecimalText),
+    sa.Column("updated_at", sa.Float, nullable=False),
+)
+"""What an account may do (``accounting``): whether it pays from a balance (``credits``; None: the
+setting ``credits_by_default`` decides), its limits (None: the settings' defaults) and the estimate
+above which Telegram asks before it runs. A submit of an account that pays or has a limit locks its
+row: its limits and hold are decided one submit at a time (migration 0012)."""
+
+credit_ledger = sa.Table(
+    "credit_ledger",
+    metadata,
+    sa.Column("entry_id", SERIAL_ID, primary_key=True, autoincrement=True),
+    sa.Column("account_id", sa.String(64), nullable=False),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("amount", sa.BigInteger, nullable=False),
+    sa.Column("held", sa.BigInteger, nullable=False),
+    sa.Column("run_id", sa.String(40)),
+    sa.Column("generation_id", sa.String(40)),
+    sa.Column("tool_id", sa.String(200)),
+    sa.Column("note", sa.String(500)),
+    sa.Column("created_at", sa.Float, nullable=False),
+    _check("kind", LedgerKind),
+    sqlite_autoincrement=True,
+)
+"""Append-only: every change to an account's credits. ``amount`` changes its balance, ``held`` the
+part of it set aside for runs, both in whole units of 10⁻⁸ (``model.credits.UNIT``) so that SQL
+sums them exactly on both stores. Balance = Σ amount; available = Σ amount − Σ held (migration 0012)."""
+sa.Index("ix_credit_ledger_account", credit_ledger.c.account_id, credit_ledger.c.entry_id)
+sa.Index(
+    "ix_credit_ledger_run", credit_ledger.c.run_id,
+    sqlite_where=credit_ledger.c.run_id.isnot(None), postgresql_where=credit_ledger.c.run_id.isnot(None),
+)
