@@ -26,6 +26,8 @@ from typing import Any
 import httpx
 
 from toolweave import presence
+from toolweave.accounting import Defaults, Gate, InsufficientCredits, OverLimit, Refused
+from toolweave.accounting.desk import CreditDesk
 from toolweave.accounts import Accounts
 from toolweave.answering import AnswerError, Answering
 from toolweave.artifacts import ArtifactStore
@@ -67,8 +69,8 @@ from toolweave.webhooks import Webhooks
 log = logging.getLogger("toolweave")
 
 __all__ = [
-    "AnswerError", "App", "BadRequest", "Conflict", "EngineHost", "InputError", "InvalidDefinition", "MediaError", "NotFound",
-    "UnknownDefinition",
+    "AnswerError", "App", "BadRequest", "Conflict", "EngineHost", "InputError", "InsufficientCredits",
+    "InvalidDefinition", "MediaError", "NotFound", "OverLimit", "Refused", "UnknownDefinition",
 ]
 
 
@@ -91,6 +93,16 @@ class App(Submitting, Webhooks, Accounts, Answering):
         """The evaluator processes this process's workers evaluate conditions and templates in
         (started when first needed)."""
         self.engine = Engine(rates=settings.machine_rates, secret=self._secret(), lease_seconds=settings.lease_seconds)
+        defaults = Defaults(
+            credits_by_default=settings.credits_by_default, max_runs_in_flight=settings.account_max_runs_in_flight,
+            submits_per_minute=settings.account_submits_per_minute,
+        )
+        self.engine.gate = Gate(defaults)
+        self.credits = CreditDesk(
+            self.store, defaults, settings.machine_rates, fallback_seconds=settings.estimate_fallback_seconds,
+            confirm_above=settings.credits_confirm_above,
+        )
+        """Credits, estimates and limits (``accounting``): grants, balances, history, spend, policies."""
         self.host = EngineHost(self)
         self.event_hub = EventHub(self.store)
         self.services: dict[str, Service] = {}
@@ -237,7 +249,10 @@ class App(Submitting, Webhooks, Accounts, Answering):
         return status
 
     async def retry(self, run_id: str, account_id: str | None = None) -> None:
-        await self.store.tx(self.engine.retry_tx, run_id, account_id, time.time())
+        """Run a finished run again in place, from its failed steps; its estimate is held again
+        from the account's credits (``Refused`` when they do not cover it, or a limit is reached)."""
+        cost = await self._estimate_again(run_id, account_id)
+        await self.store.tx(self.engine.retry_tx, run_id, account_id, time.time(), cost)
 
     async def run_definition(self, run_id: str, account_id: str | None = None) -> JobDefinition:
         """The definition version a run pinned (as it was when the run started); NotFound for
@@ -270,9 +285,10 @@ class App(Submitting, Webhooks, Accounts, Answering):
             inputs_now = before
         # the seeds the fork draws anew (given as -1 or left empty); the others keep their values
         drawn = [name for name in drawn_seeds(job.input_schema, given) if name in given]
+        cost = await self._estimate_again(run_id, account_id)
         new_id: str = await self.store.tx(
             self.engine.fork_tx, run_id, account_id, from_step, inputs_now, origin or {}, time.time(),
-            (sorted(given), drawn),
+            (sorted(given), drawn), cost,
         )
         return new_id
 

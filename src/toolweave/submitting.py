@@ -10,10 +10,13 @@ import asyncio
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 from toolweave import admission
+from toolweave.accounting import Refused
+from toolweave.accounting.desk import CreditDesk
 from toolweave.artifacts import ArtifactStore, decode_data_uri, media_problem
 from toolweave.definitions import Definitions
 from toolweave.engine.core import Engine
@@ -44,6 +47,7 @@ class Submitting(Definitions):
 
     engine: Engine
     artifacts: ArtifactStore
+    credits: CreditDesk
 
     async def submit(self, target_id: str, inputs: Mapping[str, Any] | None = None, **options: Any) -> str:
         """Validate and coerce the inputs, then create the run; returns its id (``submit_run``
@@ -66,6 +70,7 @@ class Submitting(Definitions):
         coerce_text: bool = True,
         allow_local_paths: bool = False,
         version: str | None = None,
+        cost_ceiling: Decimal | None = None,
     ) -> tuple[str, bool]:
         """Validate and coerce the inputs, then create the run. Returns (run id, created): False
         when ``idempotency_key`` was used before by the account (also by a request running at
@@ -74,15 +79,17 @@ class Submitting(Definitions):
         Every check comes before anything is stored (``toolweave.admission``): values that cannot
         be stored, URLs the server may not reach, artifacts the account does not hold (anywhere in
         the inputs). Only then are uploads, ``data:`` URIs and local files stored as artifacts of
-        the account. Raises ``UnknownDefinition``, ``InputError`` (every bad field at once) or
-        ``MediaError``.
+        the account. The run's estimate is held from the account's credits when it pays from them
+        (``accounting``). Raises ``UnknownDefinition``, ``InputError`` (every bad field at once),
+        ``MediaError`` or ``Refused`` (``InsufficientCredits``, ``OverLimit``: nothing is stored).
+        ``cost_ceiling``: the most the run may cost (a step that would pass it is not started).
         """
         await self.sync_definitions()
         job = self.job_for(target_id, version)
         request = await self._request(
             job, inputs, account_id, coerce_text=coerce_text, allow_local_paths=allow_local_paths, origin=origin,
             session_id=session_id, initiating_event_id=initiating_event_id, idempotency_key=idempotency_key,
-            callback_url=callback_url, priority=priority,
+            callback_url=callback_url, priority=priority, cost_ceiling=cost_ceiling,
         )
         created: tuple[str, bool] = await self.store.tx(self.engine.submit_tx, request, time.time())
         return created
@@ -101,11 +108,13 @@ class Submitting(Definitions):
         version: str | None = None,
         chunk: int = SUBMIT_CHUNK,
         allow_local_paths: bool = False,
+        cost_ceiling: Decimal | None = None,
     ) -> list[Submitted]:
         """Submit one run of ``target_id`` per row of inputs (bulk submission), ``chunk`` runs per
         transaction. Returns one ``Submitted`` per row, in order: its run, or the error that kept
-        it from starting (a bad row does not stop the others). ``idempotency_keys`` gives each row
-        its own key (a row whose key names a run already gets that run, ``created`` False).
+        it from starting (a bad row does not stop the others; a row the account's limits or
+        credits refuse has a ``Refused`` error). ``idempotency_keys`` gives each row its own key
+        (a row whose key names a run already gets that run, ``created`` False).
 
         Raises ``UnknownDefinition`` when the target itself is unknown."""
         job = self.job_for(target_id, version)
@@ -120,6 +129,7 @@ class Submitting(Definitions):
                 request = await self._request(
                     job, inputs, account_id, coerce_text=coerce_text, allow_local_paths=allow_local_paths, origin=origin,
                     idempotency_key=key, callback_url=callback_url, priority=priority, looked_up=looked_up,
+                    cost_ceiling=cost_ceiling,
                 )
             except (InputError, MediaError) as exc:
                 results[index].error = exc
@@ -129,23 +139,30 @@ class Submitting(Definitions):
             part = pending[first:first + max(1, chunk)]
             requests = [request for _, request in part]
             made = await self.store.tx(self.engine.submit_many_tx, requests, time.time())
-            for (index, _), (run_id, created) in zip(part, made, strict=True):
-                results[index].run_id, results[index].created = run_id, created
+            for (index, _), found in zip(part, made, strict=True):
+                if isinstance(found, Refused):
+                    results[index].error = found
+                else:
+                    results[index].run_id, results[index].created = found
         return results
 
     async def _request(
         self, job: JobDefinition, inputs: Mapping[str, Any] | None, account_id: str, *, coerce_text: bool,
         allow_local_paths: bool, origin: dict[str, Any] | None = None, session_id: str | None = None,
         initiating_event_id: str | None = None, idempotency_key: str | None = None, callback_url: str | None = None,
-        priority: int = 0, looked_up: admission.HostLookups | None = None,
+        priority: int = 0, looked_up: admission.HostLookups | None = None, cost_ceiling: Decimal | None = None,
     ) -> SubmitRequest:
         """A run's request: its inputs admitted (``_admit``: checked, coerced, media stored as
-        artifacts; ``InputError``, ``MediaError``), and every definition it may run."""
+        artifacts; ``InputError``, ``MediaError``), every definition it may run, and its estimate."""
         prepared = await self._admit(
             job, dict(inputs or {}), account_id, coerce_text=coerce_text, allow_local_paths=allow_local_paths,
             callback_url=callback_url, idempotency_key=idempotency_key, looked_up=looked_up,
         )
         tools, nested = self._closure(job)
+        estimate = await self.credits.estimate(job, tools, nested, prepared)
+        budget = None
+        if cost_ceiling is not None:
+            budget = {"ceiling": str(cost_ceiling), "steps": estimate.per_step()}
         return SubmitRequest(
             job=job,
             tools=tools,
@@ -159,7 +176,49 @@ class Submitting(Definitions):
             idempotency_key=idempotency_key,
             callback_url=callback_url,
             priority=priority,
+            estimate=min(estimate.total, cost_ceiling) if cost_ceiling is not None else estimate.total,
+            estimate_unknown=estimate.unknown,
+            budget=budget,
         )
+
+    async def estimate(
+        self, target_id: str, inputs: Mapping[str, Any] | None = None, *, account_id: str, version: str | None = None,
+        strict: bool = True,
+    ) -> dict[str, Any]:
+        """What a run of ``target_id`` with ``inputs`` would cost (``accounting.estimate``): the
+        total, each step and how it was found, what the account has available (None when it does
+        not pay from a balance) and whether that covers it. Nothing is stored. ``strict``: bad
+        inputs raise ``InputError``; else they are left out (a form being filled in)."""
+        await self.sync_definitions()
+        job = self.job_for(target_id, version)
+        try:
+            prepared = prepare_inputs(job.input_schema, dict(inputs or {}), coerce_text=True, allow_paths=False)
+        except InputError as exc:
+            if strict:
+                raise
+            bad = {p.field.split(".", 1)[0].split("[", 1)[0] for p in exc.problems}
+            prepared = {k: v for k, v in (inputs or {}).items() if k not in bad}
+        tools, nested = self._closure(job)
+        found = await self.credits.estimate(job, tools, nested, prepared)
+        shown = found.as_dict()
+        balance = await self.credits.balance(account_id)
+        available = Decimal(balance["available"]) if balance["credits"] else None
+        shown["available"] = balance["available"] if balance["credits"] else None
+        shown["covered"] = available is None or (
+            available >= found.total and not (found.unknown and available <= 0))
+        shown["confirmAbove"] = balance["limits"]["confirmAbove"]
+        return shown
+
+    async def _estimate_again(self, run_id: str, account_id: str | None) -> tuple[Decimal, bool]:
+        """(estimate, part of it unknown) of running a run's job again with its inputs (every step
+        counted: an upper bound for a retry or a fork)."""
+        job, inputs, _owner = await self.store.read(self.engine.run_job_tx, run_id, account_id)
+        try:
+            tools, nested = self._closure(job)
+        except LookupError:  # a tool no longer registered: nothing to price it by
+            return Decimal(0), True
+        found = await self.credits.estimate(job, tools, nested, inputs)
+        return found.total, found.unknown
 
     async def _admit(
         self,

@@ -123,7 +123,8 @@ def _snapshot_of_store(app: App, run_id: str) -> dict[str, Any]:
         return {"run": run, "steps": steps, "generations": gens, "tasks": tasks, "events": events}
 
     found = app.store.read_sync(read)
-    times = {"created_at", "updated_at", "started_at", "finished_at", "available_at", "deadline_at", "next_attempt_at"}
+    times = {"created_at", "updated_at", "started_at", "finished_at", "available_at", "deadline_at", "next_attempt_at",
+             "queue_at"}
     ids = {"run_id", "generation_id", "generation_ids", "ref_id", "task_id", "event_id", "idempotency_key"}
 
     def clean(value: Any) -> Any:

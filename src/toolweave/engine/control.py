@@ -4,6 +4,7 @@ it pinned, fork it into a new run (``replay``).
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 from toolweave.engine import replay
@@ -32,9 +33,12 @@ class RunControl(Transitions):
         status: str = runs_q.get(tx, run_id).status  # type: ignore[union-attr]
         return status
 
-    def retry_tx(self, tx: Tx, run_id: str, account_id: str | None, now: float) -> None:
+    def retry_tx(
+        self, tx: Tx, run_id: str, account_id: str | None, now: float, cost: tuple[Decimal | None, bool] = (None, False)
+    ) -> None:
         """Run a finished run again from its failed, cancelled and skipped steps; succeeded steps
-        keep their outputs and are not executed again."""
+        keep their outputs and are not executed again. ``cost``: (estimate, part unknown), held
+        again from the account's credits (``Refused``: nothing changes)."""
         run = runs_q.get(tx, run_id, lock=True)
         if run is None or (account_id is not None and run.master_account_id != account_id):
             raise NotFound(run_id)
@@ -45,6 +49,8 @@ class RunControl(Transitions):
                 f"only a failed, partially completed or cancelled run can be retried in place; this one is "
                 f"{run.status} (to run it again as a new run, name a step to run again from, or change an input)"
             )
+        admission = self.gate.open(tx, [run.master_account_id], now)
+        place = admission.admit(run.master_account_id, cost[0], cost[1])
         reset = 0
         for row in runs_q.steps(tx, run_id):
             if row.status != StepStatus.SUCCEEDED.value and row.items_total is not None:
@@ -67,7 +73,10 @@ class RunControl(Transitions):
             tx, run_id, status=RunStatus.QUEUED.value, cancel_requested=False, error=None, final_outputs=None,
             finished_at=None, updated_at=now,
             deadline_at=(now + (run.deadline_at - run.started_at)) if run.deadline_at and run.started_at else None,
+            queue_at=place.queue_at, credit_run_id=run_id if place.credits else run.credit_run_id,
         )
+        admission.held_by(run.master_account_id, run_id, place)
+        admission.write(tx)
         events_q.append(tx, run_id, "run.retried", now, stepsReset=reset)
         self._advance(tx, run_id, _Ctx(now, None, picked_up=False))
 
@@ -83,9 +92,12 @@ class RunControl(Transitions):
     def fork_tx(
         self, tx: Tx, run_id: str, account_id: str | None, from_step: str | None, inputs: dict[str, Any],
         origin: dict[str, Any], now: float, seeds: tuple[list[str], list[str]] = ([], []),
+        cost: tuple[Decimal | None, bool] = (None, False),
     ) -> str:
         """A new run of a finished run's version, reusing every step it need not run again (``replay``);
-        ``seeds`` is (the inputs given anew, the seeds among them drawn at random)."""
+        ``seeds`` is (the inputs given anew, the seeds among them drawn at random); ``cost`` its
+        estimate, held from the account's credits like a submit's."""
         return replay.fork_tx(
-            self, tx, run_id, account_id, from_step=from_step, inputs=inputs, origin=origin, now=now, seeds=seeds
+            self, tx, run_id, account_id, from_step=from_step, inputs=inputs, origin=origin, now=now, seeds=seeds,
+            cost=cost,
         )

@@ -11,11 +11,13 @@ from typing import Any
 
 from toolweave.engine.transitions import Transitions, _artifact_values
 from toolweave.engine.work import DEFAULT_POLL_SECONDS, Lease, Outcome, Work, _Ctx
+from toolweave.model.credits import to_units
 from toolweave.model.definitions import CostingModel, RateSource
 from toolweave.model.records import RunUpdate
 from toolweave.model.status import GenerationStatus, StepStatus, TaskKind
 from toolweave.store import accounts as accounts_q
 from toolweave.store import cache as cache_q
+from toolweave.store import credits as credits_q
 from toolweave.store import events as events_q
 from toolweave.store import generations as gens_q
 from toolweave.store import items as items_q
@@ -208,6 +210,10 @@ class Recording(Transitions):
         if cost:
             gens_q.update(tx, gid, cost_usd=cost)
             runs_q.add_cost(tx, run_id, cost, now)
+            if "cost_usd" in run:  # the locked row the caller goes on deciding with: as it is now
+                run["cost_usd"] = Decimal(run["cost_usd"] or 0) + cost
+            if completed and run.credit_run_id:  # a generation that failed is not charged
+                credits_q.charge(tx, row.master_account_id, run.credit_run_id, gid, row.tool_id, to_units(cost), now)
             if row.item_index is not None:
                 items_q.add_cost(tx, run_id, row.step_id, row.item_index, cost)
         for value in _artifact_values(update.outputs):

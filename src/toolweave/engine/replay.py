@@ -12,6 +12,7 @@ origin and each reused step to the run it actually ran in, and starts the rest.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from toolweave.engine.conditions import ConditionError, compile_condition
@@ -108,6 +109,7 @@ def fork_tx(
     origin: dict[str, Any],
     now: float,
     seeds: tuple[list[str], list[str]] = ([], []),
+    cost: tuple[Decimal | None, bool] = (None, False),
 ) -> str:
     """Create the fork of ``run_id`` (inputs already prepared) and start it; returns its id.
 
@@ -144,8 +146,12 @@ def fork_tx(
         job=job, tools={}, nested_jobs={}, inputs=inputs, account_id=run.master_account_id, origin=origin,
         session_id=run.session_id, priority=run.priority, random_inputs=random_inputs,
     )
-    new_id = engine._create_run(tx, job, dict(run.tool_shas), req, now, parent=None)
+    admission = engine.gate.open(tx, [run.master_account_id], now)  # limits and credits, as for a submit
+    place = admission.admit(run.master_account_id, cost[0], cost[1])
+    new_id = engine._create_run(tx, job, dict(run.tool_shas), req, now, parent=None, place=place)
     assert new_id is not None  # a fork has no idempotency key, so its insert cannot yield to another's
+    admission.held_by(run.master_account_id, new_id, place)
+    admission.write(tx)
     runs_q.update(tx, new_id, forked_from_run_id=run_id, forked_from_step=from_step)
     reused = [sid for sid in step_ids if sid not in again and sid in rows]
     for sid in reused:

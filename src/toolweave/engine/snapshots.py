@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
+from toolweave.accounting.gate import Gate
 from toolweave.engine import plan
 from toolweave.model.definitions import JobDefinition, ToolDefinition
 from toolweave.store import runs as runs_q
@@ -34,6 +35,8 @@ class Snapshots:
         """Inputs of runs in progress, by run id (at most ``INPUTS_KEPT``, the oldest dropped first)."""
         self.notification_rules: list[Any] = []
         """Callables ``(run_row, status) -> list[(channel, target)]`` deciding who hears of a run's end."""
+        self.gate = Gate()
+        """What a submit decides in its transaction: limits, credit holds, the fair place (``accounting``)."""
 
     def _job(self, tx: Tx, sha: str) -> tuple[JobDefinition, tuple[str, ...]]:
         cached = self._jobs.get(sha)

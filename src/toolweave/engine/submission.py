@@ -6,10 +6,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
+from toolweave.accounting.gate import Place, Refused
 from toolweave.engine import cache, plan
-from toolweave.engine.transitions import Transitions, _artifact_values, _generation_row
+from toolweave.engine.transitions import Transitions, _artifact_values, _budget, _generation_row
 from toolweave.engine.work import SubmitRequest, _Ctx
 from toolweave.model.definitions import InputMapping, JobDefinition, JobOutput, Step, ToolDefinition
 from toolweave.model.status import RunStatus, StepStatus, TaskKind
@@ -54,27 +56,38 @@ class Submission(Transitions):
     def submit_tx(self, tx: Tx, req: SubmitRequest, now: float) -> tuple[str, bool]:
         """Create a run with its steps and start what can start. Returns (run_id, created): with an
         idempotency key the account used before (or a concurrent request is using: the insert
-        waits for it on PostgreSQL), the run that key made and False."""
-        return self.submit_many_tx(tx, [req], now)[0]
+        waits for it on PostgreSQL), the run that key made and False. Raises ``Refused`` (over a
+        limit, not enough credits) with nothing written."""
+        found = self.submit_many_tx(tx, [req], now)[0]
+        if isinstance(found, Refused):
+            raise found
+        return found
 
-    def submit_many_tx(self, tx: Tx, reqs: Sequence[SubmitRequest], now: float) -> list[tuple[str, bool]]:
+    def submit_many_tx(self, tx: Tx, reqs: Sequence[SubmitRequest], now: float) -> list[tuple[str, bool] | Refused]:
         """Create many runs in one transaction (bulk submission; ``submit_tx`` is a batch of one).
         Returns (run_id, created) per request, in order: a request whose idempotency key names a
         run already (stored, earlier in the batch, or made by a concurrent request: the insert
-        waits for it on PostgreSQL) gets that run and False.
+        waits for it on PostgreSQL) gets that run and False; a request refused by the account's
+        limits or credits (``accounting.gate``) gets the ``Refused`` and nothing is written for it.
 
         A new run is planned before it is written: when its first plan only starts tools, skips
         steps or sets a timer (``_FreshRuns``), its rows go in already in that state, with one
         multi-row INSERT per table for the whole batch and no UPDATE. Any other run (a nested job,
         one that ends at once) is created and then advanced like any run."""
-        results: list[tuple[str, bool]] = []
+        results: list[tuple[str, bool] | Refused] = []
         known = self._runs_by_key(tx, reqs)
         ensured: set[str] = set()
         fresh = _FreshRuns()
+        admission = self.gate.open(tx, [r.account_id for r in reqs], now)
         for req in reqs:
             key = (req.account_id, req.idempotency_key) if req.idempotency_key else None
             if key is not None and key in known:
                 results.append((known[key], False))
+                continue
+            try:
+                place = admission.admit(req.account_id, req.estimate, req.estimate_unknown)
+            except Refused as refused:  # over a limit, or not enough credits: nothing of this run
+                results.append(refused)
                 continue
             if req.account_id not in ensured:
                 accounts_q.ensure(tx, req.account_id, req.account_id, now)
@@ -82,20 +95,22 @@ class Submission(Transitions):
             tool_shas = {tid: self._snapshot(tx, "tool", t, now) for tid, t in req.tools.items()}
             for jid, nested in req.nested_jobs.items():
                 tool_shas[f"job:{jid}"] = self._snapshot(tx, "job", nested, now)
-            run_id = self._plan_fresh(tx, fresh, req, tool_shas, now)
+            run_id = self._plan_fresh(tx, fresh, req, tool_shas, now, place)
             if run_id is None:
-                run_id = self._create_run(tx, req.job, tool_shas, req, now, parent=None)
+                run_id = self._create_run(tx, req.job, tool_shas, req, now, parent=None, place=place)
                 if run_id is None:  # a concurrent request with the same key won
                     results.append((self._key_owner(tx, req), False))
                     continue
                 self._advance(tx, run_id, _Ctx(now, None, picked_up=False))
+            admission.held_by(req.account_id, run_id, place)
             if key is not None:
                 known[key] = run_id
             results.append((run_id, True))
         lost = fresh.write(tx)
+        admission.write(tx, lost)
         if lost:  # runs whose key a concurrent request took first: theirs is the run
-            for index, (run_id, _created) in enumerate(results):
-                if run_id in lost:
+            for index, found in enumerate(results):
+                if isinstance(found, tuple) and found[0] in lost:
                     results[index] = (self._key_owner(tx, reqs[index]), False)
         return results
 
@@ -118,7 +133,7 @@ class Submission(Transitions):
         return found
 
     def _plan_fresh(
-        self, tx: Tx, fresh: _FreshRuns, req: SubmitRequest, tool_shas: dict[str, str], now: float
+        self, tx: Tx, fresh: _FreshRuns, req: SubmitRequest, tool_shas: dict[str, str], now: float, place: Place
     ) -> str | None:
         """Plan a new run before writing it and add its rows, in their planned state, to ``fresh``;
         None (nothing written) when the first plan does more than start tools, skip steps and set
@@ -131,7 +146,7 @@ class Submission(Transitions):
         view = plan.RunView(
             run_id=run_id, status=RunStatus.QUEUED, job=job, inputs=req.inputs,
             steps={s.step_id: plan.StepView(s.step_id) for s in job.steps}, tools=tools, deadline_at=deadline,
-            order=order,
+            order=order, budget=_budget(req.budget, Decimal(0)),
         )
         actions = plan.decide(view, now)
         if not all(_fresh_action(a, tools, job) for a in actions):
@@ -143,6 +158,7 @@ class Submission(Transitions):
             job_inputs=req.inputs, callback_url=req.callback_url, idempotency_key=req.idempotency_key,
             parent_run_id=None, parent_step_id=None, priority=req.priority, deadline_at=deadline, created_at=now,
             started_at=None, updated_at=now, random_inputs=req.random_inputs or None,
+            credit_run_id=run_id if place.credits else None, budget=req.budget, queue_at=place.queue_at,
         )  # queued: a worker's claim of its first dispatch makes it running (``_claim``)
         steps: dict[str, dict[str, Any]] = {
             s.step_id: {
@@ -167,7 +183,8 @@ class Submission(Transitions):
                     started_at=now, progress=0.0,
                 )
                 fresh.generations.append(_generation_row(run, action, tool, gen_id, now))
-                fresh.tasks.append(_task_row(TaskKind.DISPATCH, run_id, gen_id, now, req.priority))
+                fresh.tasks.append(_task_row(TaskKind.DISPATCH, run_id, gen_id, place.queue_at, req.priority,
+                                             created_at=now))
                 events.append(_event(run_id, "step.started", action.step_id, now, attempt=action.attempt,
                                      toolId=tool.tool_id, generationId=gen_id, fallback=action.using_fallback))
             elif isinstance(action, plan.SkipStep):

@@ -14,13 +14,13 @@ from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
+from toolweave.accounting.gate import UNDER_WAY_AHEAD, Place
 from toolweave.engine import ask_steps, cache, items, plan
 from toolweave.engine.actions import StepEvaluation
 from toolweave.engine.evaluate import EvaluateWork
 from toolweave.engine.snapshots import Snapshots
 from toolweave.engine.work import (
     DEFAULT_TIMEOUT_SECONDS,
-    UNDER_WAY_AHEAD_SECONDS,
     DispatchWork,
     Lease,
     SubmitRequest,
@@ -32,6 +32,7 @@ from toolweave.model.records import ArtifactRef
 from toolweave.model.status import GenerationStatus, RunStatus, StepStatus, TaskKind
 from toolweave.store import accounts as accounts_q
 from toolweave.store import cache as cache_q
+from toolweave.store import credits as credits_q
 from toolweave.store import events as events_q
 from toolweave.store import generations as gens_q
 from toolweave.store import items as items_q
@@ -68,10 +69,14 @@ class Transitions(Snapshots):
         req: SubmitRequest,
         now: float,
         parent: tuple[str, str] | None,
+        place: Place | None = None,
     ) -> str | None:
-        """Insert the run and its steps; None when its idempotency key is taken already."""
+        """Insert the run and its steps; None when its idempotency key is taken already. ``place``:
+        what the gate decided for a new top-level run (a nested run takes its parent's, from
+        ``req``)."""
         job_sha = self._snapshot(tx, "job", job, now)
         run_id = new_id("run_")
+        credit_run_id = (run_id if place.credits else None) if place is not None else req.credit_run_id
         inserted = runs_q.insert_run(
             tx,
             run_id=run_id,
@@ -94,6 +99,9 @@ class Transitions(Snapshots):
             created_at=now,
             updated_at=now,
             random_inputs=req.random_inputs or None,
+            credit_run_id=credit_run_id,
+            budget=req.budget if parent is None else None,
+            queue_at=place.queue_at if place is not None else (req.queue_at or now),
         )
         if not inserted:
             return None
@@ -171,6 +179,7 @@ class Transitions(Snapshots):
             cancel_requested=run.cancel_requested,
             deadline_at=run.deadline_at,
             order=order,
+            budget=_budget(run.budget, run.cost_usd),
         )
         return run, view, step_rows
 
@@ -289,7 +298,7 @@ class Transitions(Snapshots):
         evaluates them at once) when it has room, else queued."""
         lease = ctx.lease if ctx.can_lease() else None
         task = tasks_q.schedule_evaluation(
-            tx, run.run_id, now=ctx.now, at=min(ctx.now, run.created_at), priority=run.priority,
+            tx, run.run_id, now=ctx.now, at=_under_way_at(run, ctx.now), priority=run.priority,
             lease_owner=lease.owner if lease else None, lease_seconds=lease.seconds if lease else 0,
         )
         if lease is not None:
@@ -330,7 +339,7 @@ class Transitions(Snapshots):
             req = SubmitRequest(
                 job=nested, tools={}, nested_jobs={}, inputs=action.inputs, account_id=run.master_account_id,
                 origin=run.origin, session_id=run.session_id, initiating_event_id=run.initiating_event_id,
-                priority=run.priority,
+                priority=run.priority, credit_run_id=run.credit_run_id, queue_at=run.queue_at,
             )
             child_id = self._create_run(tx, nested, run.tool_shas, req, now, parent=(run.run_id, action.step_id))
             assert child_id is not None  # a child run has no idempotency key
@@ -380,8 +389,8 @@ class Transitions(Snapshots):
             # queued work is ordered by its run's age: steps of runs under way go before new runs (also
             # before the first steps of runs submitted in the same batch, which share a creation time)
             tasks_q.enqueue(
-                tx, TaskKind.DISPATCH, run_id=run.run_id, ref_id=gen_id, now=now,
-                at=min(now, run.created_at - UNDER_WAY_AHEAD_SECONDS), priority=run.priority,
+                tx, TaskKind.DISPATCH, run_id=run.run_id, ref_id=gen_id, now=now, at=_under_way_at(run, now),
+                priority=run.priority,
             )
         else:
             lease.used += 1
@@ -443,6 +452,8 @@ class Transitions(Snapshots):
         ):
             return
         event(f"run.{action.status.value}", outputs=action.outputs, error=action.error)
+        if run.credit_run_id == run.run_id:  # what is left of its hold goes back
+            credits_q.release(tx, run.master_account_id, run.run_id, now)
         for value in _artifact_values(action.outputs):
             accounts_q.own_artifact(tx, run.master_account_id, value, run.run_id, now)
         if run.parent_run_id:
@@ -472,6 +483,21 @@ class Transitions(Snapshots):
                 created_at=now,
             )
             tasks_q.enqueue(tx, TaskKind.NOTIFY, run_id=run.run_id, ref_id=nid, now=now)
+
+
+def _under_way_at(run: Any, now: float) -> float:
+    """When a task of a run under way is due: just before its run's place in the claiming order
+    (``accounting.gate``), so ahead of every run not yet started; never later than now."""
+    place = run.queue_at if run.queue_at is not None else run.created_at
+    return float(min(now, place - UNDER_WAY_AHEAD))
+
+
+def _budget(stored: Mapping[str, Any] | None, spent: Decimal | None) -> plan.Budget | None:
+    """The planner's view of a run's cost ceiling (``runs.budget``)."""
+    if not stored or stored.get("ceiling") is None:
+        return None
+    steps = {k: Decimal(str(v)) for k, v in (stored.get("steps") or {}).items()}
+    return plan.Budget(Decimal(str(stored["ceiling"])), Decimal(spent or 0), steps)
 
 
 def _generation_row(run: Any, action: plan.StartStep, tool: ToolDefinition, gen_id: str, now: float) -> dict[str, Any]:

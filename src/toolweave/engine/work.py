@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field, replace
+from decimal import Decimal
 from typing import Any
 
 from toolweave.engine.evaluate import EvaluateWork
@@ -19,9 +20,6 @@ from toolweave.store.db import Tx
 
 DEFAULT_POLL_SECONDS = 2.0
 DEFAULT_TIMEOUT_SECONDS = 3600.0
-UNDER_WAY_AHEAD_SECONDS = 0.001
-"""How far ahead of its run's creation a step of a run under way is due: ahead of new runs' first
-steps, including those of runs created in the same transaction (a bulk submission)."""
 
 
 class NotFound(LookupError):
@@ -127,6 +125,16 @@ class SubmitRequest:
     priority: int = 0
     random_inputs: list[str] = field(default_factory=list)
     """The seed inputs drawn at random at submission (steps reading them are never cached)."""
+    estimate: Decimal | None = None
+    """What the run is estimated to cost (held from the account's credits when it pays from them)."""
+    estimate_unknown: bool = False
+    """Part of the run's cost is only known after it runs."""
+    budget: dict[str, Any] | None = None
+    """The run's cost ceiling and its steps' estimates (``runs.budget``), None without a ceiling."""
+    credit_run_id: str | None = None
+    """For a nested run: the run whose hold pays for it."""
+    queue_at: float | None = None
+    """For a nested run: its parent's place in the claiming order."""
 
 
 Work = DispatchWork | EvaluateWork
