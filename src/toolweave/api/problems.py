@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from toolweave.accounting import InsufficientCredits, OverLimit
 from toolweave.app import AnswerError, BadRequest, Conflict, MediaError, NotFound, UnknownDefinition
 from toolweave.inputs import InputError
 
@@ -30,6 +31,7 @@ _TITLES = {
     404: "Not found",
     405: "Method not allowed",
     406: "Not acceptable",
+    402: "Payment required",
     409: "Conflict",
     413: "Content too large",
     415: "Unsupported media type",
@@ -88,7 +90,9 @@ def problem_response(
     title: str | None = None,
     errors: list[FieldError] | None = None,
     headers: dict[str, str] | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> JSONResponse:
+    """A problem document; ``extra`` adds extension members (RFC 9457 §3.2)."""
     body: dict[str, Any] = {
         "type": _TYPE_BASE + kind if kind else "about:blank",
         "title": title or _TITLES.get(status, "Error"),
@@ -99,6 +103,7 @@ def problem_response(
     body["instance"] = _text(request.url.path)
     if errors is not None:
         body["errors"] = [{"field": _text(e.field), "message": _text(e.message)} for e in errors]
+    body.update(extra or {})
     return JSONResponse(body, status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=headers)
 
 
@@ -206,6 +211,16 @@ def install(api: FastAPI) -> None:
     @api.exception_handler(Conflict)
     async def _conflict(request: Request, exc: Conflict) -> JSONResponse:
         return problem_response(request, 409, str(exc), kind="conflict")
+
+    @api.exception_handler(InsufficientCredits)
+    async def _credits(request: Request, exc: InsufficientCredits) -> JSONResponse:
+        return problem_response(request, 402, exc.message, kind="insufficient-credits",
+                                extra={"needed": str(exc.needed), "available": str(exc.available)})
+
+    @api.exception_handler(OverLimit)
+    async def _over_limit(request: Request, exc: OverLimit) -> JSONResponse:
+        return problem_response(request, 429, exc.message, kind="over-limit", headers={"Retry-After": str(exc.retry_after)},
+                                extra={"limit": exc.limit, "allowed": exc.allowed})
 
     @api.exception_handler(RecursionError)
     async def _too_deep(request: Request, exc: RecursionError) -> JSONResponse:

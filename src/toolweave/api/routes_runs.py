@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.background import BackgroundTask
 from starlette.formparsers import MultiPartException
 
+from toolweave.accounting import InsufficientCredits, Refused
 from toolweave.api import submit as submit_mod
 from toolweave.api.auth import Caller, require_caller, tw
 from toolweave.api.problems import ApiProblem, FieldError
@@ -66,6 +67,7 @@ _SUBMIT_BODY: dict[str, Any] = {
                         "inputs": {"type": "string", "description": "a JSON object of input values"},
                         "callbackUrl": {"type": "string", "maxLength": 2000},
                         "priority": {"type": "integer", "minimum": -100, "maximum": 100},
+                        "costCeiling": {"type": "string", "description": "the most the run may cost (decimal)"},
                         "version": {"type": "string", "minLength": 1, "maxLength": 64},
                     },
                     "oneOf": [{"required": ["toolId"]}, {"required": ["jobId"]}],
@@ -89,6 +91,8 @@ _SUBMIT_BODY: dict[str, Any] = {
     openapi_extra=_SUBMIT_BODY,
     responses={
         200: {"description": "A run submitted before with the same Idempotency-Key", "model": RunDetail},
+        402: {"description": "The account's available credits do not cover the run's estimate (nothing created)"},
+        429: {"description": "The account is at a limit (runs in flight, runs per minute); see Retry-After"},
         413: {"description": "An uploaded file is too large"},
         415: {"description": "The body is neither JSON nor multipart/form-data"},
     },
@@ -117,7 +121,7 @@ async def submit_run(
         except (MultiPartException, ValueError, KeyError, AssertionError) as exc:
             raise ApiProblem(400, f"the form cannot be read: {exc}", kind="malformed-body") from None
         fields: dict[str, Any] = {}
-        for key in ("toolId", "jobId", "callbackUrl", "version"):
+        for key in ("toolId", "jobId", "callbackUrl", "version", "costCeiling"):
             value = form.get(key)
             if isinstance(value, str) and value != "":
                 fields[key] = value
@@ -149,6 +153,7 @@ async def submit_run(
         coerce_text=True,
         allow_local_paths=False,
         version=definition.version,
+        cost_ceiling=body.costCeiling,
     )
     run = await app.get_run(run_id, caller.account_id)
     if not created:  # the Idempotency-Key's run, made before (or by a request running alongside)
@@ -200,11 +205,18 @@ async def submit_batch(
         body.toolId or body.jobId or "", [item.inputs for item in body.items], account_id=caller.account_id,
         idempotency_keys=[item.idempotencyKey for item in body.items], origin={"platform": "api"},
         callback_url=body.callbackUrl, priority=body.priority, coerce_text=True, version=body.version,
+        cost_ceiling=body.costCeiling,
     )
     items: list[dict[str, Any]] = []
     for result in results:
         if result.error is None:
             items.append({"index": result.index, "jobRunId": result.run_id, "created": result.created})
+            continue
+        if isinstance(result.error, Refused):  # credits (402) or a limit (429): this item was not created
+            status = 402 if isinstance(result.error, InsufficientCredits) else 429
+            items.append({"index": result.index, "error": {
+                "status": status, "title": "Payment required" if status == 402 else "Too many requests",
+                "detail": result.error.message, "errors": []}})
             continue
         problems = getattr(result.error, "problems", [])
         root = getattr(result.error, "root", "inputs")

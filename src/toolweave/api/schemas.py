@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -86,8 +87,8 @@ def _not_null(schema: dict[str, Any]) -> None:
     schema.update({"type": "string", "minLength": 1, "maxLength": 200})
 
 
-class SubmitRunRequest(BaseModel):
-    """What to run: exactly one of ``toolId`` and ``jobId``."""
+class EstimateRequest(BaseModel):
+    """What to run (or estimate): exactly one of ``toolId`` and ``jobId``, with its inputs."""
 
     model_config = ConfigDict(
         extra="forbid",
@@ -96,13 +97,23 @@ class SubmitRunRequest(BaseModel):
     toolId: str | None = Field(default=None, min_length=1, max_length=200, json_schema_extra=_not_null)
     jobId: str | None = Field(default=None, min_length=1, max_length=200, json_schema_extra=_not_null)
     inputs: dict[str, Any] = Field(default_factory=dict, description="Input values by name (see the input schema)")
+    version: str | None = Field(
+        default=None, min_length=1, max_length=64, json_schema_extra=_not_null,
+        description="The definition version to run (default: the latest; see GET /jobs/{id}/versions)",
+    )
+
+
+class SubmitRunRequest(EstimateRequest):
+    """What to run: exactly one of ``toolId`` and ``jobId``."""
+
     callbackUrl: str | None = Field(
         default=None, max_length=2000, description="Where to POST the signed run.completed/failed/cancelled callback"
     )
     priority: int = Field(default=0, ge=-100, le=100)
-    version: str | None = Field(
-        default=None, min_length=1, max_length=64, json_schema_extra=_not_null,
-        description="The definition version to run (default: the latest; see GET /jobs/{id}/versions)",
+    costCeiling: Decimal | None = Field(
+        default=None, gt=0, le=1_000_000_000, decimal_places=8,
+        description="The most the run may cost: a step whose estimate would take it past this is not "
+                    "started, and the run ends partially_completed (see docs/credits.md)",
     )
 
     @field_validator("callbackUrl")
@@ -151,6 +162,10 @@ class SubmitBatchRequest(BaseModel):
     )
     callbackUrl: str | None = Field(default=None, max_length=2000, description="Where each run's callback goes")
     priority: int = Field(default=0, ge=-100, le=100)
+    costCeiling: Decimal | None = Field(
+        default=None, gt=0, le=1_000_000_000, decimal_places=8,
+        description="The most each run may cost (see SubmitRunRequest.costCeiling)",
+    )
     items: list[BatchItem] = Field(min_length=1, max_length=MAX_BATCH_ITEMS)
 
     @field_validator("callbackUrl")
@@ -420,3 +435,96 @@ class QueueStatus(BaseModel):
     services: list[ServiceQueue]
     other: list[OtherQueue]
     oldestWaiting: OldestWaiting | None
+
+
+# --- credits, estimates, limits ---------------------------------------------------------------------
+
+
+class StepEstimate(BaseModel):
+    stepId: str = Field(description="The step (``outer/inner`` for a step of a nested job)")
+    toolId: str | None
+    cost: str = Field(description="Its estimate: each call × calls")
+    each: str = Field(description="One call's estimate")
+    calls: int = Field(description="How many times it calls its tool (the items of a map step)")
+    basis: str = Field(description="How the estimate was made, in words")
+    known: bool = Field(description="False when (part of) the cost is only known after the run")
+
+
+class EstimateResult(BaseModel):
+    total: str = Field(description="The run's estimate (decimal text, the unit of the tools' costs)")
+    known: bool = Field(description="False when part of the cost is only known after the run")
+    steps: list[StepEstimate]
+    available: str | None = Field(description="What the account can spend now (null: it does not pay from a balance)")
+    covered: bool = Field(description="Whether a submit now would be accepted as far as credits go")
+    confirmAbove: str | None = Field(description="The estimate above which the Telegram bot asks first (null: never)")
+
+
+class AccountLimits(BaseModel):
+    maxRunsInFlight: int = Field(description="Runs queued or running at once (0: no limit)")
+    submitsPerMinute: int = Field(description="Runs submitted per minute (0: no limit)")
+    confirmAbove: str | None
+
+
+class CreditBalance(BaseModel):
+    accountId: str
+    credits: bool = Field(description="Whether the account pays for its runs from this balance")
+    balance: str = Field(description="Σ of the ledger's amounts")
+    held: str = Field(description="Set aside for runs under way (their estimates less what they were charged)")
+    available: str = Field(description="balance − held: what a new run's estimate must fit in")
+    maxRunsInFlight: int | None = Field(description="The account's own limit (null: the setting's)")
+    submitsPerMinute: int | None = Field(description="The account's own limit (null: the setting's)")
+    confirmAbove: str | None = Field(description="The account's own threshold (null: the setting's)")
+    limits: AccountLimits = Field(description="The limits that apply")
+
+
+class LedgerEntry(BaseModel):
+    entryId: int
+    kind: str = Field(description="grant, hold, charge, release or refund")
+    amount: str = Field(description="Change to the balance")
+    held: str = Field(description="Change to what is held")
+    runId: str | None
+    generationId: str | None
+    toolId: str | None
+    note: str | None
+    createdAt: str
+
+
+class LedgerPage(BaseModel):
+    items: list[LedgerEntry]
+    nextBefore: int | None = Field(description="Pass as `before` for older entries (null: no more)")
+
+
+class SpendRow(BaseModel):
+    accountId: str
+    toolId: str
+    day: str
+    amount: str
+    charges: int
+
+
+class SpendReport(BaseModel):
+    since: str
+    until: str
+    total: str
+    byAccount: dict[str, str]
+    byTool: dict[str, str]
+    byDay: dict[str, str]
+    rows: list[SpendRow]
+
+
+class GrantRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    amount: Decimal = Field(gt=0, le=1_000_000_000, decimal_places=8, description="Credits to add")
+    note: str | None = Field(default=None, max_length=500)
+    runId: str | None = Field(default=None, max_length=40, description="The run a refund is for")
+
+
+class PolicyRequest(BaseModel):
+    """An account's own values; a field given as null puts the setting's default back, a field left
+    out stays as it is."""
+
+    model_config = ConfigDict(extra="forbid")
+    credits: bool | None = Field(default=None, description="true: pays from its balance; false: never; null: the setting")
+    maxRunsInFlight: int | None = Field(default=None, ge=0, le=1_000_000)
+    submitsPerMinute: int | None = Field(default=None, ge=0, le=1_000_000)
+    confirmAbove: Decimal | None = Field(default=None, gt=0, le=1_000_000_000, decimal_places=8)

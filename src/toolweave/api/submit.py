@@ -15,7 +15,7 @@ from toolweave.app import App, UnknownDefinition
 from toolweave.inputs import Upload, field_name, storable_problems
 from toolweave.model.definitions import JobDefinition, ToolDefinition
 
-_RESERVED = {"toolId", "jobId", "version", "inputs", "callbackUrl", "priority", "csrf"}
+_RESERVED = {"toolId", "jobId", "version", "inputs", "callbackUrl", "priority", "csrf", "costCeiling"}
 
 
 def read_json(raw: bytes, max_depth: int) -> Any:

@@ -11,9 +11,11 @@ facade with the caller's account, like the API.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import secrets
 from datetime import datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -25,6 +27,7 @@ from markdown_it import MarkdownIt
 from markupsafe import Markup
 from starlette.formparsers import MultiPartException
 
+from toolweave.accounting import InsufficientCredits, Refused
 from toolweave.api import submit as submit_mod
 from toolweave.api.auth import (
     LOGIN_CSRF_COOKIE,
@@ -42,10 +45,12 @@ from toolweave.api.auth import (
 from toolweave.api.problems import ApiProblem
 from toolweave.api.routes_definitions import fresh_definitions
 from toolweave.app import MediaError, NotFound, UnknownDefinition
-from toolweave.inputs import InputError
+from toolweave.inputs import FieldProblem, InputError
+from toolweave.model.credits import parse_amount
 from toolweave.model.definitions import InputParam, JobDefinition, ParamType, ToolDefinition
 from toolweave.model.status import RunStatus
 
+log = logging.getLogger("toolweave.api")
 router = APIRouter(include_in_schema=False, dependencies=[Depends(fresh_definitions)])
 templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 
@@ -355,11 +360,26 @@ async def run_form(request: Request, target_id: str, version: str | None = None,
                        status_code=404, title="Not found",
                        message=f"There is no tool or job named “{target_id}”" + (f" in version {version}" if version else "")
                        + (" or no such run among yours" if again else "") + ".")
-    return _form(request, caller, definition, values, [], again=origin)
+    return await _form(request, caller, definition, values, [], again=origin)
 
 
-def _form(request: Request, caller: Caller, definition: ToolDefinition | JobDefinition, values: dict[str, Any],
-          errors: list[tuple[str, str]], status_code: int = 200, again: dict[str, Any] | None = None) -> HTMLResponse:
+async def _estimate(request: Request, caller: Caller, definition: ToolDefinition | JobDefinition,
+                    values: dict[str, Any]) -> dict[str, Any] | None:
+    """The run's estimate with the form's values (what is missing or wrong is left out), or None
+    when it cannot be made."""
+    target_id = definition.job_id if isinstance(definition, JobDefinition) else definition.tool_id
+    inputs = {k: v for k, v in values.items() if isinstance(v, str | int | float | bool) and not k.endswith("__url")}
+    try:
+        found: dict[str, Any] = await tw(request).estimate(target_id, inputs, account_id=caller.account_id,
+                                                          version=definition.version, strict=False)
+    except Exception:  # an estimate is a courtesy: the form works without it
+        log.warning("no estimate for the form of %s", target_id, exc_info=True)
+        return None
+    return found
+
+
+async def _form(request: Request, caller: Caller, definition: ToolDefinition | JobDefinition, values: dict[str, Any],
+                errors: list[tuple[str, str]], status_code: int = 200, again: dict[str, Any] | None = None) -> HTMLResponse:
     is_job = isinstance(definition, JobDefinition)
     dag = dag_layout(definition, [s.step_id for s in definition.steps]) if isinstance(definition, JobDefinition) else None
     target_id = definition.job_id if isinstance(definition, JobDefinition) else definition.tool_id
@@ -368,7 +388,7 @@ def _form(request: Request, caller: Caller, definition: ToolDefinition | JobDefi
         request, "form.html", caller, status_code=status_code, definition=definition, is_job=is_job,
         target_id=target_id, fields=_fields(definition), values=values, errors=errors,
         error_fields={f for f, _ in errors}, dag=dag, versions=versions, latest=versions[-1] if versions else None,
-        again=again,
+        again=again, estimate=await _estimate(request, caller, definition, values),
     )
 
 
@@ -386,7 +406,7 @@ async def submit_form(request: Request, target_id: str) -> Response:
     try:
         form = await request.form(max_files=32, max_fields=200)
     except (MultiPartException, ValueError, KeyError, AssertionError) as exc:
-        return _form(request, caller, definition, {}, [("form", f"the form could not be read: {exc}")], 400)
+        return await _form(request, caller, definition, {}, [("form", f"the form could not be read: {exc}")], 400)
     if not csrf_ok(caller, str(form.get("csrf") or "")):
         return _render(request, "error.html", caller, status_code=403, title="Please try again",
                        message="This form has expired. Reload the page and submit it again.")
@@ -395,22 +415,37 @@ async def submit_form(request: Request, target_id: str) -> Response:
         try:
             definition = _definition(request, target_id, version)
         except NotFound:
-            return _form(request, caller, definition, {}, [("version", f"there is no version {version!r}")], 422)
+            return await _form(request, caller, definition, {}, [("version", f"there is no version {version!r}")], 422)
     values: dict[str, Any] = {k: v for k, v in form.items() if isinstance(v, str)}
     for key, value in values.items():
         if key.endswith("__artifact") and value:
             values[key] = {"kind": "artifact", "sha256": value}
     try:
+        ceiling = _ceiling(form.get("costCeiling"))
         inputs = await submit_mod.form_inputs(form, definition, max_bytes=app.settings.media_max_bytes)
         run_id = await app.submit(target_id, inputs, account_id=caller.account_id, origin={"platform": "web"},
-                                  coerce_text=True, allow_local_paths=False, version=definition.version)
+                                  coerce_text=True, allow_local_paths=False, version=definition.version,
+                                  cost_ceiling=ceiling)
+    except Refused as exc:
+        status = 402 if isinstance(exc, InsufficientCredits) else 429
+        return await _form(request, caller, definition, values, [("form", exc.message)], status)
     except InputError as exc:
-        return _form(request, caller, definition, values, [(p.field, p.message) for p in exc.problems], 422)
+        return await _form(request, caller, definition, values, [(p.field, p.message) for p in exc.problems], 422)
     except (MediaError, UnknownDefinition) as exc:
-        return _form(request, caller, definition, values, [("form", str(exc))], 422)
+        return await _form(request, caller, definition, values, [("form", str(exc))], 422)
     except ApiProblem as exc:
-        return _form(request, caller, definition, values, [("form", exc.detail or exc.title)], exc.status)
+        return await _form(request, caller, definition, values, [("form", exc.detail or exc.title)], exc.status)
     return RedirectResponse(f"/runs/{run_id}", status_code=303)
+
+
+def _ceiling(value: Any) -> Decimal | None:
+    """The form's cost ceiling (empty: none); a bad one is an input error naming the field."""
+    if not isinstance(value, str) or not value.strip():
+        return None
+    try:
+        return parse_amount(value, what="the cost ceiling")
+    except ValueError as exc:
+        raise InputError([FieldProblem("costCeiling", str(exc))], root="") from None
 
 
 @router.get("/runs")

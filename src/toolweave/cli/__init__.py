@@ -2,7 +2,7 @@
 
 One module per noun: ``definitions`` (validate, tools, jobs), ``runs`` (run, runs; submitting and
 following), ``answers`` (runs answer, runs waiting), ``render`` (tables and run views), ``worker``, ``status`` (queue and workers), ``demo``, ``db``,
-``importing`` (import, sync), ``services``, ``serve``, ``keys``, ``telegram``; ``common`` holds what they share (consoles, settings,
+``importing`` (import, sync), ``services``, ``serve``, ``keys``, ``credits`` (credits, limits), ``telegram``; ``common`` holds what they share (consoles, settings,
 exit codes, the app session). This module builds the command tree; the app itself (store,
 services) and the servers are imported only by the commands that need them, so ``--help`` stays fast.
 """
@@ -14,6 +14,7 @@ import typer
 from toolweave.cli import (
     answers,
     cluster,
+    credits,
     db,
     definitions,
     demo,
@@ -64,6 +65,8 @@ runs.runs_app.command("waiting")(answers.runs_waiting)
 app.add_typer(runs.runs_app, name="runs")
 app.add_typer(db.db_app, name="db")
 app.add_typer(keys.keys_app, name="keys")
+app.add_typer(credits.credits_app, name="credits")
+app.add_typer(credits.limits_app, name="limits")
 app.add_typer(importing.import_app, name="import")
 app.add_typer(importing.sync_app, name="sync")
 app.add_typer(services.services_app, name="services")

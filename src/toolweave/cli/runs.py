@@ -9,6 +9,7 @@ import contextlib
 import signal
 import time
 from collections.abc import Mapping
+from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -16,6 +17,7 @@ import typer
 from rich.console import Console
 from rich.live import Live
 
+from toolweave.cli import credits as credits_cli
 from toolweave.cli.common import (
     ACCOUNT_HELP,
     JSON_HELP,
@@ -123,9 +125,15 @@ def at_files(
     return out, paths, problems
 
 
-async def submit(app: App, target_id: str, pairs: list[str], account: str, version: str | None = None) -> str:
+async def submit(
+    app: App, target_id: str, pairs: list[str], account: str, version: str | None = None, *,
+    cost_ceiling: Decimal | None = None, estimate_only: str | None = None,
+) -> str:
     """Submit a run of a tool or job (in ``version``, default the latest) from ``-i`` options;
-    input problems become ``CliError`` (exit 4)."""
+    input problems and refusals (credits, limits) become ``CliError`` (exit 4). With
+    ``estimate_only`` (``"text"`` or ``"json"``), print the run's estimate instead and submit
+    nothing (returns "")."""
+    from toolweave.accounting import Refused
     from toolweave.app import InvalidDefinition, MediaError, UnknownDefinition
     from toolweave.inputs import InputError
 
@@ -133,10 +141,16 @@ async def submit(app: App, target_id: str, pairs: list[str], account: str, versi
     try:
         inputs, paths = read_at_files(app.job_for(target_id, version), raw)
         await app.ensure_account(account)
+        if estimate_only:
+            found = await app.estimate(target_id, inputs, account_id=account, version=version)
+            print_json(found) if estimate_only == "json" else credits_cli.show_estimate(target_id, found)
+            return ""
         return await app.submit(
             target_id, inputs, account_id=account, origin={"platform": "cli"}, coerce_text=True,
-            allow_local_paths=paths, version=version,
+            allow_local_paths=paths, version=version, cost_ceiling=cost_ceiling,
         )
+    except Refused as exc:
+        raise CliError(f"refused: {exc.message}") from None
     except InvalidDefinition as exc:
         raise CliError(str(exc.args[0]), details=[str(p) for p in exc.problems]) from None
     except UnknownDefinition as exc:
@@ -347,16 +361,24 @@ def run_command(
     batch_key: str | None = typer.Option(
         None, "--batch-id", help="With --batch: the batch's id, in each row's idempotency key (default: from the file)."
     ),
+    estimate: bool = typer.Option(False, "--estimate", help="Print what the run would cost and submit nothing."),
+    cost_ceiling: str | None = typer.Option(
+        None, "--cost-ceiling", help="The most the run may cost: a step that would pass it is not started."
+    ),
 ) -> None:
     """Run a tool or a job. Without --wait, submit it and print its id. With --batch, one run per row."""
 
     async def main() -> int:
         shown = check_view(view, json_output)
         check_worker_policy(worker)
+        ceiling = credits_cli.ceiling_option(cost_ceiling)
         if batch is not None:
             return await _run_batch(name, batch, list(inputs or []))
         async with app_session(paths) as tw:
-            run_id = await submit(tw, name, list(inputs or []), account, version)
+            if estimate:
+                await submit(tw, name, list(inputs or []), account, version, estimate_only="json" if json_output else "text")
+                return 0
+            run_id = await submit(tw, name, list(inputs or []), account, version, cost_ceiling=ceiling)
             if not (wait or output is not None):
                 if json_output:
                     print_json({"jobRunId": run_id})

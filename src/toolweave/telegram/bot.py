@@ -10,7 +10,9 @@ Durable state (nothing that matters lives only in memory):
 - ``origin`` of each run: ``{"platform": "telegram", "chatId", "userId", "messageId"}``;
 - ``kv("telegram.status", run_id)``: the run's status message (see ``status.py``);
 - ``kv("telegram.pending", "<chat>:<user>")``: a command waiting for a missing input (with a TTL);
-- ``kv("telegram.rejected", "<update_id>")``: updates that could not be parsed, kept for a week.
+- ``kv("telegram.rejected", "<update_id>")``: updates that could not be parsed, kept for a week;
+- ``kv("telegram.confirm", "<token>")``: a run waiting for "Run it?" (its estimate is above the
+  account's threshold; see ``confirm.py``).
 """
 
 from __future__ import annotations
@@ -36,9 +38,10 @@ from telegram import (
 from telegram.error import TelegramError
 from telegram.ext import Application, CallbackQueryHandler, ContextTypes, MessageHandler, filters
 
+from toolweave.accounting import Refused
 from toolweave.inputs import InputError
 from toolweave.model.definitions import JobDefinition, ParamType
-from toolweave.telegram import questions
+from toolweave.telegram import confirm, questions
 from toolweave.telegram.botapi import BotAPI, BotAPIError, redact_token_in_logs
 from toolweave.telegram.commands import (
     RESERVED,
@@ -52,6 +55,7 @@ from toolweave.telegram.commands import (
     missing_inputs,
     parse_arguments,
 )
+from toolweave.telegram.confirm import refusal_text
 from toolweave.telegram.status import STATUS_NAMESPACE, StatusTracker, cancel_keyboard, render_status
 
 if TYPE_CHECKING:
@@ -457,9 +461,9 @@ class TelegramBot:
         return await self.app.put_media(data, account, filename=media.filename, mime_type=media.mime_type)
 
     async def submit(self, target_id: str, inputs: Mapping[str, Any], *, account: str, chat_id: int, user_id: int,
-                     reply_to: int | None, idempotency_key: str) -> str | None:
+                     reply_to: int | None, idempotency_key: str, confirmed: bool = False) -> str | None:
         """Submit a run for a chat user and post its status message; returns the run id (None when
-        refused, after telling the user why)."""
+        refused, after telling the user why, or when the user is first asked to confirm its cost)."""
         from toolweave.app import MediaError, UnknownDefinition
 
         limit = self.app.settings.telegram_max_runs_in_flight
@@ -471,6 +475,9 @@ class TelegramBot:
             )
         origin = {"platform": "telegram", "chatId": chat_id, "userId": user_id, "messageId": reply_to}
         try:
+            if not confirmed and await confirm.ask_first(self, target_id, inputs, account, chat_id, reply_to,
+                                                         {"userId": user_id, "idempotencyKey": idempotency_key}):
+                return None
             run_id = await self.app.submit(target_id, inputs, account_id=account, origin=origin,
                                            idempotency_key=idempotency_key, coerce_text=True, allow_local_paths=False)
         except InputError as exc:
@@ -480,6 +487,8 @@ class TelegramBot:
             raise UserFacingError(f"A file could not be read: {exc}") from None
         except UnknownDefinition:
             raise UserFacingError("That command is no longer available.") from None
+        except Refused as exc:
+            raise UserFacingError(refusal_text(exc)) from None
         if await self.app.kv_get(STATUS_NAMESPACE, run_id):
             return run_id  # the same update again: its status message exists already
         name = self._name(target_id)
@@ -526,6 +535,9 @@ class TelegramBot:
             await self._on_answer_button(query, data)
             return
         action, _, run_id = data.partition(":")
+        if action in (confirm.RUN_IT, confirm.DROP_IT) and run_id:
+            await confirm.on_answer(self, query, action, run_id)
+            return
         if action not in ("c", "r") or not run_id:
             await query.answer("This button is no longer supported.")
             return

@@ -49,6 +49,59 @@
     el.addEventListener('input', applyVisibility);
   });
   applyVisibility();
+  // the estimate follows the form: the values typed so far go to POST /api/v1/estimates (the
+  // session's CSRF token in its header), at most once per half second
+  var box = document.getElementById('estimate');
+  var timer = null;
+  function text(tag, content, cls) {
+    var el = document.createElement(tag);
+    el.textContent = content;
+    if (cls) el.className = cls;
+    return el;
+  }
+  function refreshEstimate() {
+    var formEl = document.getElementById('run-form');
+    if (!box || !formEl) return;
+    var inputs = {};
+    formEl.querySelectorAll('input, select, textarea').forEach(function (el) {
+      if (!el.name || el.disabled || el.type === 'file' || el.type === 'hidden' || el.name === 'costCeiling') return;
+      if (el.name.indexOf('__') !== -1 || el.value === '') return;
+      if (el.type === 'checkbox') { inputs[el.name] = el.checked; return; }
+      inputs[el.name] = el.value;
+    });
+    var body = {inputs: inputs, version: box.getAttribute('data-version')};
+    body[box.hasAttribute('data-job') ? 'jobId' : 'toolId'] = box.getAttribute('data-target');
+    var csrf = formEl.querySelector('input[name=csrf]');
+    fetch('/api/v1/estimates', {
+      method: 'POST', credentials: 'same-origin',
+      headers: {'Content-Type': 'application/json', 'X-CSRF-Token': csrf ? csrf.value : ''},
+      body: JSON.stringify(body)
+    }).then(function (r) { return r.ok ? r.json() : null; }).then(function (e) {
+      if (!e) return;
+      box.replaceChildren();
+      var total = text('p', '', 'estimate-total');
+      total.appendChild(text('strong', e.total));
+      total.appendChild(document.createTextNode(' credits'));
+      if (!e.known) total.appendChild(text('span', ' (part of it is only known after the run)', 'muted'));
+      box.appendChild(total);
+      var list = text('ul', '', 'plain');
+      e.steps.forEach(function (s) {
+        var li = text('li', '');
+        li.appendChild(text('code', s.stepId));
+        li.appendChild(document.createTextNode(' ' + s.cost + ' '));
+        li.appendChild(text('span', s.basis, 'muted'));
+        list.appendChild(li);
+      });
+      box.appendChild(list);
+      if (e.available !== null) {
+        box.appendChild(text('p', e.available + ' available' + (e.covered ? '' : ': not enough for this run'),
+                             e.covered ? '' : 'alert error'));
+      }
+    }).catch(function () {});
+  }
+  document.querySelectorAll('#run-form input, #run-form select, #run-form textarea').forEach(function (el) {
+    el.addEventListener('change', function () { clearTimeout(timer); timer = setTimeout(refreshEstimate, 500); });
+  });
   var form = document.getElementById('run-form');
   if (form) {
     form.addEventListener('submit', function () {
