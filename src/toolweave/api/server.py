@@ -151,7 +151,15 @@ def create_app(app: App, *, run_worker: bool = True, slots: int | None = None) -
     if app is not None:
         api.add_middleware(BodyLimit, json_bytes=app.settings.request_max_json_bytes, any_bytes=app.settings.request_max_bytes)
 
-    from toolweave.api import routes_credits, routes_definitions, routes_questions, routes_runs, routes_system, web, web_run
+    from toolweave.api import (
+        routes_credits,
+        routes_definitions,
+        routes_questions,
+        routes_runs,
+        routes_system,
+        web,
+        web_run,
+    )
 
     api.include_router(routes_definitions.router)
     api.include_router(routes_runs.router)

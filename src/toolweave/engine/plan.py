@@ -22,7 +22,6 @@ import hashlib
 import random
 from collections.abc import Mapping
 from dataclasses import replace
-from decimal import Decimal
 from typing import Any
 
 from toolweave.engine.actions import (
@@ -52,6 +51,7 @@ from toolweave.engine.actions import (
     Wake,
 )
 from toolweave.engine.asking import build_question, default_answer, outputs_of
+from toolweave.engine.ceiling import Ceiling
 from toolweave.engine.conditions import ConditionError, compile_condition, evaluate_condition
 from toolweave.engine.evaluate import needs_evaluation, templates_loop
 from toolweave.engine.mapping import MappingError, mapping_unavailable, resolve_map_items, resolve_step_inputs
@@ -168,10 +168,8 @@ class _Planner:
         self.finished_items: set[tuple[str, int]] = set()
         self.last_item_error: tuple[int, dict[str, Any]] | None = None
         """The last item that failed in this call, and its error (named in the map step's error)."""
-        self.committed = _committed(run.budget, run.steps) if run.budget is not None else Decimal(0)
-        """What the run has cost and what its work under way is estimated at (with a ceiling)."""
-        self.over_ceiling: dict[str, Any] | None = None
-        """The error of the first step not started because of the run's cost ceiling."""
+        self.ceiling = Ceiling(run.budget, run.steps)
+        """The run's cost ceiling, if it has one: what is spent and under way (``engine.ceiling``)."""
 
     def step_context(self) -> dict[str, dict[str, Any]]:
         return {sid: {"status": str(st), "outputs": self.outputs.get(sid) or {}} for sid, st in self.status.items()}
@@ -270,30 +268,12 @@ class _Planner:
         if step.ask is not None:
             self.ask(step, view, attempt, inputs)
             return
-        ceiling = self.past_ceiling(step)
+        ceiling = self.ceiling.refuse(step.step_id)
         if ceiling is not None:
             self.give_up(step, ceiling, skip=True)
             return
         self.start_action(step, attempt, inputs, tool_id=tool_id, fallback=fallback, drawn=drawn)
         self.status[step.step_id] = StepStatus.RUNNING
-
-    def past_ceiling(self, step: Step) -> dict[str, Any] | None:
-        """The error that keeps ``step`` (or one item of it) from starting because its estimate
-        would take the run past its cost ceiling; None when it fits (and it is then counted)."""
-        budget = self.run.budget
-        if budget is None:
-            return None
-        each = budget.steps.get(step.step_id, Decimal(0))
-        if self.committed + each <= budget.ceiling:
-            self.committed += each
-            return None
-        error = _error(
-            f"not started: its estimate {each} would take the run past its cost ceiling {budget.ceiling} "
-            f"(spent and under way: {self.committed})", code="cost_ceiling",
-        )
-        if self.over_ceiling is None:
-            self.over_ceiling = error
-        return error
 
     # ask steps ------------------------------------------------------------------------------------
 
@@ -506,7 +486,7 @@ class _Planner:
             attempted = replace(item, attempt=attempt, tool_id=tool_id, using_fallback=fallback)
             return self.item_failure(step, attempted, found, tool_may_help=False)
         inputs, drawn = found
-        ceiling = self.past_ceiling(step)
+        ceiling = self.ceiling.refuse(step.step_id)
         if ceiling is not None:
             attempted = replace(item, attempt=attempt, tool_id=tool_id, using_fallback=fallback)
             return self.item_failure(step, attempted, ceiling, tool_may_help=False)
@@ -662,9 +642,7 @@ class _Planner:
         if any(self.by_error.values()):
             status = RunStatus.PARTIALLY_COMPLETED if outputs else RunStatus.FAILED
             error = None if outputs else _error("every output was lost to skipped errors")
-            if self.over_ceiling is not None:  # the reason the run stopped short
-                error = {**self.over_ceiling, "message": f"the run reached its cost ceiling; a step was "
-                         f"{self.over_ceiling['message']}"}
+            error = self.ceiling.run_error() or error  # the reason the run stopped short
         else:
             status, error = RunStatus.COMPLETED, None
         self.actions.append(FinishRun(status, outputs, error))
@@ -720,22 +698,6 @@ class _Planner:
         if self.wake is not None:
             self.actions.append(Wake(self.wake))
         return self.actions
-
-
-def _committed(budget: Budget, steps: Mapping[str, StepView]) -> Decimal:
-    """What a run has cost, plus the estimates of its work under way (not yet charged)."""
-    total: Decimal = budget.spent
-    for sid, view in steps.items():
-        each = budget.steps.get(sid, Decimal(0))
-        if view.map is not None:
-            total += each * sum(1 for i in view.map.active if i.status is StepStatus.RUNNING and not _ended(i.work_status))
-        elif view.status is StepStatus.RUNNING and not _ended(view.work_status):
-            total += each
-    return total
-
-
-def _ended(status: GenerationStatus | None) -> bool:
-    return status is not None and status.terminal
 
 
 def decide(run: RunView, now: float) -> list[Action]:
