@@ -74,7 +74,7 @@ class WorkerProcess:
 
     def wait_ready(self, timeout: float = 30.0) -> None:
         deadline = time.time() + timeout
-        while "slot(s)" not in self.log.read_text(errors="replace"):
+        while "Ctrl-C stops it" not in self.log.read_text(errors="replace"):  # the ready line
             assert self.proc.poll() is None, self.log.read_text()
             assert time.time() < deadline, "worker did not start"
             time.sleep(0.05)

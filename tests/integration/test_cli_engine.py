@@ -108,6 +108,14 @@ def test_event_line_names_the_retry() -> None:
         "data": {"at": 100.5, "nextAttempt": 2, "error": {"message": "HTTP 503"}},
     })
     assert "step.retry_scheduled  source  attempt 2 in 0.50s  — HTTP 503" in line
+    failed = event_line({
+        "id": 4, "runId": "r", "type": "step.failed", "stepId": "source", "at": 100.0,
+        "data": {"reason": "server down", "error": {"message": "server down"}},
+    })
+    assert failed.count("server down") == 1 and failed.endswith("source  — server down"), failed
+    skipped = event_line({"id": 5, "runId": "r", "type": "step.skipped", "stepId": "up", "at": 100.0,
+                          "data": {"reason": "condition is false"}})
+    assert skipped.endswith("up  (condition is false)"), skipped
 
 
 # --- the demo ---------------------------------------------------------------------------------
@@ -181,7 +189,7 @@ def test_run_without_wait_submits_then_a_worker_runs_it(env: dict[str, str]) -> 
     status = cli("status")
     assert status.exit_code == 0, status.output
     assert "no worker is running" in status.stdout and "builtin" in status.stdout
-    assert f"run {run_id}" in status.stdout and "1 run(s) queued" in status.stdout
+    assert f"run {run_id}" in status.stdout and "1 run queued" in status.stdout
     overview = cli_json("status")
     assert overview["workers"] == [] and overview["queuedRuns"] == 1
     assert overview["services"][0]["service"] == "builtin" and overview["services"][0]["waiting"] == 1
@@ -266,9 +274,9 @@ def test_unknown_runs_and_other_accounts_runs_are_refused(env: dict[str, str]) -
     run_id = listed["items"][0]["jobRunId"]
     for command in (["runs", "show"], ["runs", "cancel"], ["runs", "retry"], ["runs", "watch"]):
         missing = cli(*command, "run_nope")
-        assert missing.exit_code == 4 and "no run 'run_nope'" in missing.stderr
+        assert missing.exit_code == 4 and "account 'local' has no run 'run_nope'" in missing.stderr
         other = cli(*command, run_id, "--account", "someone-else")
-        assert other.exit_code == 4
+        assert other.exit_code == 4 and f"account 'someone-else' has no run '{run_id}'" in other.stderr
     assert cli_json("runs", "list", "--account", "someone-else")["items"] == []
     bad = cli("runs", "list", "--status", "finished")
     assert bad.exit_code == 4 and "unknown status finished" in bad.stderr
@@ -358,7 +366,7 @@ def test_worker_announces_itself_and_stops_on_sigterm(
     overview = cli_json("status")
     (live,) = overview["workers"]
     assert live["kind"] == "worker" and live["slots"] == 2 and live["heartbeatAt"] and live["pid"] == worker.pid
-    assert overview["waitingReason"] is None and "1 worker(s), 2 slot(s)" in cli("status").stdout
+    assert overview["waitingReason"] is None and "1 worker, 2 slots" in cli("status").stdout
     # a run --wait leaves the work to the live worker (--worker auto)
     waited = cli("run", "test.instant", "-i", "value=2", "--wait", "--json")
     assert waited.exit_code == 0 and json.loads(waited.stdout)["finalOutputs"]["value"] == 3
@@ -466,3 +474,51 @@ def test_a_bad_setting_is_named_with_where_it_came_from(env: dict[str, str], tmp
     (tmp_path / "toolweave.toml").unlink()
     result = cli("runs", "list", env=dict(env, TOOLWEAVE_LEASE_SECONDS="soon"))
     assert result.exit_code == 4 and "the environment variable TOOLWEAVE_LEASE_SECONDS" in result.stderr
+
+
+def test_keys_definitions_and_versions_fit_80_columns_without_cutting_what_people_paste(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    narrow_env = dict(env, COLUMNS="80")
+    for account, name in (("alice", "alice's laptop key for the studio"), ("a-rather-long-account-name-here", "ci")):
+        assert cli("keys", "create", "--account", account, "--name", name).exit_code == 0
+    listed = cli("keys", "list", env=narrow_env)
+    assert listed.exit_code == 0, listed.output
+    assert listed.stdout.startswith("2 API keys\n")
+    assert max(len(line.rstrip()) for line in listed.stdout.splitlines()) <= 80, listed.stdout
+    assert "…" not in listed.stdout, listed.stdout
+    for key in cli_json("keys", "list"):
+        assert key["prefix"] in listed.stdout  # what `keys revoke` takes, whole
+    assert listed.stdout.count("active") == 2
+    nested = tmp_path / "a" / "rather" / "deeply" / "nested" / "folder" / "of" / "definitions"
+    nested.mkdir(parents=True)
+    (nested / "variants.yaml").write_text((DEMO_DIR / "variants.yaml").read_text())
+    checked = cli("validate", str(nested), env=narrow_env)
+    assert checked.exit_code == 0, checked.output
+    assert max(len(line.rstrip()) for line in checked.stdout.splitlines()) <= 80, checked.stdout
+    assert "…" not in checked.stdout and "demo_variants" in checked.stdout and "ok" in checked.stdout
+    assert "variants.yaml" in checked.stdout.replace("│", "").replace(" ", "").replace("\n", "")
+    assert checked.stdout.rstrip().endswith("1 definition valid.")
+    versions = cli("jobs", "versions", "demo_variants", "-d", str(nested), env=narrow_env)
+    assert versions.exit_code == 0 and versions.stdout.startswith("1 version of job demo_variants")
+    assert "…" not in versions.stdout and max(len(line.rstrip()) for line in versions.stdout.splitlines()) <= 80
+
+
+def test_values_are_shown_as_json_never_as_python(env: dict[str, str]) -> None:
+    """`runs show`, `jobs show` and `tools show` show values as people write them (JSON), the
+    origin as words; a mapping that collects several outputs names them."""
+    result = cli("run", "demo_variants", "-d", str(DEMO_DIR), "-i", f"image=@{SAMPLE}", "-i", "min_width=100",
+                 "--wait", "--view", "quiet")
+    assert result.exit_code == 0, result.output
+    run_id = cli_json("runs", "list")["items"][0]["jobRunId"]
+    shown = cli("runs", "show", run_id).stdout
+    assert 'label: "toolweave"' in shown and "origin: cli" in shown, shown
+    assert "{'" not in shown and "'toolweave'" not in shown
+    job = cli("jobs", "show", "demo_variants", "-d", str(DEMO_DIR)).stdout
+    assert 'default "toolweave"' in job and 'format ← = "png"' in job, job
+    assert "images ← [thumbnail.image, vivid.image, mono.image, stamped.image]" in job
+    assert "(no source)" not in job and "'" not in job.split("inputs:")[1], job
+    tool = cli("tools", "show", "text.template").stdout
+    assert "default true" in tool and "default True" not in tool, tool
+    fetch = cli("tools", "show", "media.fetch").stdout
+    assert 'default ["image/", "video/", "audio/"]' in fetch, fetch

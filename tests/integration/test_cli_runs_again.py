@@ -96,7 +96,7 @@ def test_a_map_step_from_the_cli_and_its_items(env: dict[str, str], tmp_path: Pa
     page = cli_json("runs", "items", done["jobRunId"], "shout", "--limit", "2")
     assert [i["item"] for i in page["items"]] == ["hi", "there"] and page["nextAfter"] == 1
     table = cli("runs", "items", done["jobRunId"], "shout", "--after", "1")
-    assert table.exit_code == 0 and "'you'" in table.stdout and "THERE" not in table.stdout
+    assert table.exit_code == 0 and '"you"' in table.stdout and "THERE" not in table.stdout
     missing = cli("runs", "items", done["jobRunId"], "nope")
     assert missing.exit_code == 4 and "no run" in missing.stderr
     bad = cli("run", "shout_all", "-d", str(folder), "-i", "words=hello", "--wait")

@@ -529,3 +529,20 @@ async def test_validate_live_checks_tools_against_their_servers_object_info(
         f"{example}: metadata.workflow: node 2 uses ImageInvert, which {fake.base_url}/object_info does not have"
     )
     assert [r.path for r in fake.requests].count("/object_info") == 2
+
+
+async def test_an_unreachable_object_info_is_named_without_its_credentials() -> None:
+    """`validate --object-info URL` / `--live` against a server that does not answer: the URL is
+    named without the user and password it carries, and the error is a sentence, not a repr."""
+    import socket
+
+    from toolweave.comfy import ObjectInfo, WorkflowImportError
+
+    with socket.socket() as probe:  # a loopback port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with pytest.raises(WorkflowImportError) as refused:
+        await ObjectInfo.from_url(f"http://operator:s3cret-pass@127.0.0.1:{port}", request_timeout=5)
+    message = str(refused.value)
+    assert f"cannot fetch http://127.0.0.1:{port}/object_info: ConnectError:" in message, message
+    assert "s3cret" not in message and "operator" not in message and "ConnectError(" not in message

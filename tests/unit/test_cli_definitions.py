@@ -145,6 +145,10 @@ def test_tools_list_and_show(monkeypatch: pytest.MonkeyPatch) -> None:
     missing = runner.invoke(app, ["tools", "show", "nope"])
     assert missing.exit_code == 4  # an unknown id is refused (docs/cli.md)
     assert missing.stderr.strip() == "error: no tool 'nope' is registered"
+    typo = runner.invoke(app, ["tools", "show", "comfy-RealESRGN"])
+    assert typo.exit_code == 4 and "did you mean 'comfy-RealESRGAN'?" in typo.stderr
+    job_typo = runner.invoke(app, ["jobs", "show", "generate_and_upscale_imag"])
+    assert job_typo.exit_code == 4 and "did you mean 'generate_and_upscale_image'?" in job_typo.stderr
 
 
 def test_jobs_list_and_show_draw_the_graph(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -27,9 +27,10 @@ from toolweave.cli import (
     telegram,
     worker,
 )
+from toolweave.cli.helptext import HelpGroup
 
 app = typer.Typer(
-    no_args_is_help=True, add_completion=False, help="Run generative-AI tools and durable jobs.",
+    cls=HelpGroup, no_args_is_help=True, add_completion=False, help="Run generative-AI tools and durable jobs.",
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 

@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 import typer
 
-from toolweave.cli.common import err_console
+from toolweave.cli.common import count, err_console
 
 PR_SET_PDEATHSIG = 1
 
@@ -111,7 +111,7 @@ async def _supervise(children: list[_Child], stopping: asyncio.Event) -> int:
 
 def cluster_command(
     workers: int = typer.Option(2, "--workers", min=0, help="Worker processes."),
-    slots: int = typer.Option(0, "--slots", min=0, help="Slots of each worker (default: the worker_slots setting)."),
+    slots: int | None = typer.Option(None, "--slots", min=1, show_default=False, help="Slots of each worker (default: the worker_slots setting)."),
     host: str = typer.Option("127.0.0.1", "--host", help="The address the API listens on (0.0.0.0: every interface)."),
     port: int = typer.Option(8000, "--port", min=0, max=65535, help="The API's port."),
     no_serve: bool = typer.Option(False, "--no-serve", help="Workers only (the API runs elsewhere)."),
@@ -140,7 +140,7 @@ def cluster_command(
                 loop.add_signal_handler(sig, stopping.set)
         err_console.print(
             f"cluster: {'the API on http://' + host + ':' + str(port) + ' and ' if not no_serve else ''}"
-            f"{workers} worker(s); SIGTERM or Ctrl-C stops them all",
+            f"{count(workers, 'worker')}; SIGTERM or Ctrl-C stops them all",
             highlight=False,
         )
         return await _supervise(children, stopping)

@@ -75,6 +75,11 @@ class Interrupted(Exception):
         self.run_id = run_id
 
 
+def count(n: int, noun: str) -> str:
+    """``1 job``, ``2 jobs``: a number and its noun, in the plural when it is not one."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def exit_code(status: str) -> int:
     return EXIT_CODES.get(RunStatus(status), EXIT_FAILED)
 

@@ -16,6 +16,7 @@ from toolweave.cli.common import (
     JSON_HELP,
     PATHS_OPTION_HELP,
     console,
+    count,
     err_console,
     load_settings,
     print_json,
@@ -67,22 +68,29 @@ def _load_registry(paths: list[Path] | None) -> tuple[Registry, list[Problem], l
 
 def _warn(problems: list[Problem]) -> None:
     if problems:
-        count = len(problems)
         typer.echo(
-            f"warning: {count} problem{'s' if count != 1 else ''} in the definitions; "
+            f"warning: {count(len(problems), 'problem')} in the definitions; "
             "the definitions concerned were left out (run `toolweave validate` for details)",
             err=True,
         )
 
 
-def _lookup(paths: list[Path] | None, find: Callable[[Registry], T]) -> tuple[Registry, T]:
-    """Load the definitions and find one; an unknown id is a one-line error and exit 4 (refused)."""
+def _lookup(paths: list[Path] | None, kind: str, ident: str, find: Callable[[Registry], T]) -> tuple[Registry, T]:
+    """Load the definitions and find one; an unknown id is a one-line error (with the closest
+    known id of that kind, if one is close) and exit 4 (refused)."""
+    import difflib
+
     registry, problems, _ = _load_registry(paths)
     try:
         return registry, find(registry)
     except KeyError as exc:
         _warn(problems)
-        typer.echo(f"error: {exc.args[0]}", err=True)
+        message = str(exc.args[0])
+        known = [t.tool_id for t in registry.tools()] if kind == "tool" else [j.job_id for j in registry.jobs()]
+        close = difflib.get_close_matches(ident, known, n=1)
+        if close and message.startswith("no "):
+            message += f"; did you mean {close[0]!r}? (`toolweave {kind}s list` lists them)"
+        typer.echo(f"error: {message}", err=True)
         raise typer.Exit(EXIT_REFUSED) from None
 
 
@@ -123,7 +131,7 @@ def validate_definitions(
                 "id": getattr(defn, "tool_id", None) or getattr(defn, "job_id", ""),
                 "version": defn.version,
                 "command": defn.command_name,
-                "detail": getattr(defn, "service", None) if is_tool else f"{len(getattr(defn, 'steps', []))} steps",
+                "detail": getattr(defn, "service", None) if is_tool else count(len(getattr(defn, 'steps', [])), "step"),
                 "file": entry.file + entry.pointer,
                 "valid": registry.is_registered(defn) and index not in refused,
             }
@@ -132,26 +140,29 @@ def validate_definitions(
         print_json({"ok": not problems, "definitions": found, "problems": [p.as_dict() for p in problems]})
         raise typer.Exit(1 if problems else 0)
     if found:
-        table = Table(title="Definitions found")
-        for column in ("kind", "id", "version", "command", "service / steps", "file", "status"):
-            table.add_column(column, no_wrap=column in ("id", "command", "status"))
+        # below 120 columns (a pipe is 80) the version, command and service are left out (--json
+        # has them); ids and statuses are never cut, file paths fold rather than lose their end
+        wide = console.width >= 120
+        columns = ("kind", "id", "version", "command", "service / steps", "file", "status") if wide \
+            else ("kind", "id", "file", "status")
+        table = Table(title="Definitions found", title_justify="left")
+        for column in columns:
+            table.add_column(column, no_wrap=column in ("kind", "id", "command", "status"), overflow="fold")
         for row in found:
-            status = Text("ok", style="green") if row["valid"] else Text("refused", style="red")
-            table.add_row(
-                *(Text(str(row[k])) for k in ("kind", "id", "version")),
-                Text(f"/{row['command']}"),
-                Text(str(row["detail"])),
-                Text(str(row["file"])),
-                status,
-            )
+            cells = {
+                "kind": Text(str(row["kind"])), "id": Text(str(row["id"])), "version": Text(str(row["version"])),
+                "command": Text(f"/{row['command']}"), "service / steps": Text(str(row["detail"])),
+                "file": Text(str(row["file"])),
+                "status": Text("ok", style="green") if row["valid"] else Text("refused", style="red"),
+            }
+            table.add_row(*(cells[c] for c in columns))
         console.print(table)
     if problems:
         for problem in problems:
             typer.echo(str(problem), err=True)
-        count = len(problems)
-        typer.echo(f"{count} problem{'s' if count != 1 else ''} found.", err=True)
+        typer.echo(f"{count(len(problems), 'problem')} found.", err=True)
         raise typer.Exit(1)
-    typer.echo(f"{len(found)} definition{'s' if len(found) != 1 else ''} valid.")
+    typer.echo(f"{count(len(found), 'definition')} valid.")
 
 
 def _check_workflows(
@@ -162,6 +173,7 @@ def _check_workflows(
     import asyncio
 
     from toolweave.comfy import ObjectInfo, WorkflowImportError
+    from toolweave.comfy.objectinfo import shown_url
     from toolweave.model.definitions import ToolDefinition
     from toolweave.services.comfy_workflows import workflow_problems
 
@@ -195,7 +207,7 @@ def _check_workflows(
                 sources.append(servers[str(server)])
         for source in sources:
             info = fetch(source)
-            found = [("metadata.workflow", f"cannot check against {source}: {info}")] if isinstance(info, str) \
+            found = [("metadata.workflow", f"cannot check against {shown_url(source)}: {info}")] if isinstance(info, str) \
                 else workflow_problems(tool, info.with_fallback(ObjectInfo.comfydeploy_nodes())
                                        if tool.service == "comfydeploy" else info)
             for path, message in found:
@@ -224,7 +236,7 @@ def tools_list(
          "description": _summary(t.description)}
         for t in tools
     ]
-    console.print(_listing(_count(len(tools), "tool"), rows, narrow=("id", "service", "description")))
+    console.print(_listing(count(len(tools), "tool"), rows, narrow=("id", "service", "description")))
 
 
 @tools_app.command("show")
@@ -235,7 +247,7 @@ def tools_show(
     paths: list[Path] | None = typer.Option(None, "--definitions", "-d", help=PATHS_OPTION_HELP),
 ) -> None:
     """Show one tool: inputs, outputs, costing."""
-    _, tool = _lookup(paths, lambda r: r.tool(tool_id, version))
+    _, tool = _lookup(paths, "tool", tool_id, lambda r: r.tool(tool_id, version))
     if json_output:
         print_json(tool.dump())
         return
@@ -268,11 +280,11 @@ def jobs_list(
          "description": _summary(j.description)}
         for j in jobs
     ]
-    console.print(_listing(_count(len(jobs), "job"), rows, narrow=("id", "steps")))
+    console.print(_listing(count(len(jobs), "job"), rows, narrow=("id", "steps")))
 
 
 def _versions(kind: str, ident: str, json_output: bool, paths: list[Path] | None) -> None:
-    registry, latest = _lookup(paths, lambda r: r.job(ident) if kind == "job" else r.tool(ident))
+    registry, latest = _lookup(paths, kind, ident, lambda r: r.job(ident) if kind == "job" else r.tool(ident))
     found = [registry.job(ident, v) if kind == "job" else registry.tool(ident, v) for v in registry.versions(ident)]
     if json_output:
         print_json([
@@ -281,12 +293,15 @@ def _versions(kind: str, ident: str, json_output: bool, paths: list[Path] | None
             for d in found
         ])
         return
-    table = Table(title=f"{len(found)} version{'s' if len(found) != 1 else ''} of {kind} {ident}")
-    for column in ("version", "name", "file", "description"):
-        table.add_column(column, no_wrap=column == "version", max_width=50)
+    # below 120 columns (a pipe is 80) the description is left out (`show --version V` has it)
+    columns = ("version", "name", "file", "description") if console.width >= 120 else ("version", "name", "file")
+    table = Table(title=f"{count(len(found), 'version')} of {kind} {ident}", title_justify="left")
+    for column in columns:
+        table.add_column(column, no_wrap=column == "version", overflow="fold", max_width=50)
     for d in found:
         mark = " (latest)" if d.version == latest.version else ""
-        table.add_row(Text(d.version + mark), Text(d.display_name), Text(d.source or "-"), Text(d.description))
+        cells = {"version": d.version + mark, "name": d.display_name, "file": d.source or "-", "description": d.description}
+        table.add_row(*(Text(cells[c]) for c in columns))
     console.print(table)
 
 
@@ -320,7 +335,7 @@ def jobs_show(
     """Show one job: its inputs, and its steps drawn as a graph."""
     from toolweave.registry.describe import job_dag_lines, param_line
 
-    registry, job = _lookup(paths, lambda r: r.job(job_id, version))
+    registry, job = _lookup(paths, "job", job_id, lambda r: r.job(job_id, version))
     if json_output:
         print_json({**job.dump(), "order": registry.topological_order(job)})
         return
@@ -332,10 +347,6 @@ def jobs_show(
         console.print(Text(f"  input {param_line(param)}"), soft_wrap=True)
     for line in job_dag_lines(job):
         console.print(Text(line), soft_wrap=True)
-
-
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def _layers(job: Any) -> str:

@@ -130,7 +130,7 @@ async def run_demo(
 def demo_command(
     output: Path = typer.Option(Path("demo-output"), "--output", "-o", help="Where to copy the output images."),
     account: str = typer.Option(LOCAL_ACCOUNT, "--account", help=ACCOUNT_HELP),
-    view: str = typer.Option("auto", "--view", help=VIEW_HELP),
+    view: str = typer.Option("auto", "--view", metavar="MODE", help=VIEW_HELP),
 ) -> None:
     """Run the bundled demo job offline: parallel branches, a condition, a retry and a contact sheet."""
 

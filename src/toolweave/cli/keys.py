@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
+from typing import Any
 
 import typer
+from rich import box
 from rich.table import Table
 from rich.text import Text
 
-from toolweave.cli.common import EXIT_REFUSED, JSON_HELP, console, err_console, print_json, with_app
+from toolweave.cli.common import EXIT_REFUSED, JSON_HELP, console, count, err_console, print_json, with_app
 
 keys_app = typer.Typer(no_args_is_help=True, help="API keys.")
 
@@ -39,17 +41,33 @@ def keys_list(
     if json_output:
         print_json(keys)
         return
-    def _t(ts: float | None) -> str:
-        return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M") if ts else "—"
+    console.print(keys_table(keys, console.width))
 
-    table = Table(title=f"{len(keys)} API keys")
-    for column in ("prefix", "key id", "account", "name", "created", "last used", "status"):
+
+def keys_table(keys: list[dict[str, Any]], width: int) -> Table:
+    """Keys, one a line. Prefixes (what `keys revoke` takes) and statuses are never cut; account
+    and name fold. Below 120 columns (a pipe is 80) the key id is left out and times are short
+    (local month, day and time); `--json` has everything."""
+    wide = width >= 120
+    stamp = "%Y-%m-%d %H:%M" if wide else "%m-%d %H:%M"
+
+    def when(ts: float | None) -> str:
+        return datetime.fromtimestamp(ts).strftime(stamp) if ts else "—"
+
+    table = Table(title=count(len(keys), "API key"), title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False,
+                  show_edge=False)
+    table.add_column("prefix", no_wrap=True)
+    if wide:
+        table.add_column("key id", no_wrap=True)
+    table.add_column("account", overflow="fold")
+    table.add_column("name", overflow="fold")
+    for column in ("created", "last used", "status"):
         table.add_column(column, no_wrap=True)
     for k in keys:
         status = Text("revoked", style="red") if k["revokedAt"] else Text("active", style="green")
-        table.add_row(Text(k["prefix"] + "…"), Text(k["keyId"]), Text(k["accountId"]), Text(k["name"] or ""),
-                      Text(_t(k["createdAt"])), Text(_t(k["lastUsedAt"])), status)
-    console.print(table)
+        table.add_row(Text(k["prefix"]), *([Text(k["keyId"])] if wide else []), Text(k["accountId"]),
+                      Text(k["name"] or ""), Text(when(k["createdAt"])), Text(when(k["lastUsedAt"])), status)
+    return table
 
 
 @keys_app.command("revoke")

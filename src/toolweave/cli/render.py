@@ -15,6 +15,7 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
+from toolweave.cli.common import count
 from toolweave.model.status import RunStatus
 
 if TYPE_CHECKING:
@@ -142,6 +143,23 @@ def items_table(page: dict[str, Any]) -> Table:
     return table
 
 
+def shown(value: Any) -> str:
+    """A value as JSON, never Python's repr (``registry.describe.shown``, imported when used)."""
+    from toolweave.registry.describe import shown as as_json
+
+    return as_json(value)
+
+
+def origin_text(origin: dict[str, Any] | None) -> str:
+    """Where a run came from: ``cli``, ``telegram (chatId 42)``, ``api``."""
+    if not origin:
+        return "-"
+    rest = [f"{key} {shown(value) if not isinstance(value, str) else value}"
+            for key, value in origin.items() if key != "platform"]
+    platform = str(origin.get("platform") or "?")
+    return platform + (f" ({', '.join(rest)})" if rest else "")
+
+
 def brief(value: Any) -> str:
     from toolweave.model.records import ArtifactRef
 
@@ -149,7 +167,7 @@ def brief(value: Any) -> str:
         return _describe_artifact(value)
     if isinstance(value, dict):
         return ", ".join(f"{k}: {brief(v)}" for k, v in value.items())
-    text = repr(value)
+    text = shown(value)
     return text if len(text) <= 60 else text[:59] + "…"
 
 
@@ -177,7 +195,7 @@ def event_line(event: dict[str, Any]) -> str:
     if event.get("stepId"):
         parts.append(event["stepId"] + (f"[{data['item']}]" if data.get("item") is not None else ""))
     if data.get("items") is not None:
-        parts.append(f"{data['items']} items")
+        parts.append(count(data["items"], "item"))
     if "attempt" in data:
         parts.append(f"attempt {data['attempt']}")
     if event["type"] in ("step.retry_scheduled", "item.retry_scheduled"):
@@ -187,11 +205,12 @@ def event_line(event: dict[str, Any]) -> str:
         parts.append(_progress(data["progress"]))
     if data.get("durationMs") is not None:
         parts.append(seconds(data["durationMs"]))
-    if data.get("reason"):
-        parts.append(f"({data['reason']})")
     error = data.get("error")
-    if error:
-        parts.append("— " + (error.get("message", "") if isinstance(error, dict) else str(error)))
+    message = (error.get("message", "") if isinstance(error, dict) else str(error)) if error else ""
+    if data.get("reason") and data["reason"] != message:  # a failed step's reason is often its error
+        parts.append(f"({data['reason']})")
+    if message:
+        parts.append("— " + message)
     return "  ".join(str(p) for p in parts)
 
 
@@ -309,7 +328,7 @@ def print_outputs(console: Console, run: dict[str, Any], files: list[tuple[str, 
     for name, description, path in files:
         console.print(Text(f"  {name}: {path}  ({description})"), soft_wrap=True)
     for name, value in other.items():
-        console.print(Text(f"  {name}: {value!r}"), soft_wrap=True)
+        console.print(Text(f"  {name}: {shown(value)}"), soft_wrap=True)
 
 
 def print_error(console: Console, run: dict[str, Any]) -> None:
@@ -355,7 +374,7 @@ async def show(app: App, run: dict[str, Any], account: str, console: Console) ->
     console.print(run_header(run))
     for label, key in (("created", "createdAt"), ("started", "startedAt"), ("finished", "finishedAt")):
         console.print(Text(f"  {label}: {run.get(key) or '-'}"))
-    console.print(Text(f"  account: {run.get('masterAccountId')}  origin: {run.get('origin') or {}}"))
+    console.print(Text(f"  account: {run.get('masterAccountId')}  origin: {origin_text(run.get('origin'))}"))
     if run.get("forkedFromRunId"):
         step = f" from step {run['forkedFromStep']}" if run.get("forkedFromStep") else ""
         console.print(Text(f"  forked from run {run['forkedFromRunId']}{step}"))
@@ -365,8 +384,8 @@ async def show(app: App, run: dict[str, Any], account: str, console: Console) ->
     if inputs:
         console.print(Text("inputs", style="bold"))
         for name, value in inputs.items():
-            shown = _describe_artifact(value) if ArtifactRef.is_ref(value) else repr(value)
-            console.print(Text(f"  {name}: {shown}"), soft_wrap=True)
+            text = _describe_artifact(value) if ArtifactRef.is_ref(value) else shown(value)
+            console.print(Text(f"  {name}: {text}"), soft_wrap=True)
     console.print(steps_table(run, title="steps"))
     for question in run.get("waitingFor") or []:
         print_question(console, question)
@@ -377,6 +396,6 @@ async def show(app: App, run: dict[str, Any], account: str, console: Console) ->
     for note in run.get("notifications") or []:
         console.print(
             Text(f"notification {note['channel']} {note['eventType']}: {note['status']} after "
-                 f"{note['attempts']} attempt(s){' — ' + note['lastError'] if note.get('lastError') else ''}"),
+                 f"{count(note['attempts'], 'attempt')}{' — ' + note['lastError'] if note.get('lastError') else ''}"),
             soft_wrap=True,
         )

@@ -184,7 +184,7 @@ async def retry_or_fork(
         )
         return new_id, 0
     except NotFound:
-        raise _not_found(run_id) from None
+        raise _not_found(run_id, account) from None
     except (Conflict, BadRequest) as exc:
         raise CliError(str(exc)) from None
     except InputError as exc:
@@ -332,8 +332,9 @@ async def _finish(app: App, run: dict[str, Any], account: str, json_output: bool
     return exit_code(run["status"])
 
 
-def _not_found(run_id: str) -> CliError:
-    return CliError(f"no run {run_id!r} (for account, see --account; `toolweave runs list` shows yours)")
+def _not_found(run_id: str, account: str = LOCAL_ACCOUNT) -> CliError:
+    return CliError(f"account {account!r} has no run {run_id!r} (`toolweave runs list` shows its runs; "
+                    "another account's: --account ID)")
 
 
 def run_command(
@@ -347,9 +348,9 @@ def run_command(
     json_output: bool = typer.Option(False, "--json", help="Print the final run as JSON (without --wait: the run id)."),
     output: Path | None = typer.Option(None, "--output", "-o", help="Copy the output files into this folder (implies --wait)."),
     account: str = typer.Option(LOCAL_ACCOUNT, "--account", help=ACCOUNT_HELP),
-    view: str = typer.Option("auto", "--view", help=VIEW_HELP),
+    view: str = typer.Option("auto", "--view", metavar="MODE", help=VIEW_HELP),
     worker: str = typer.Option(
-        "auto", "--worker", help="With --wait: auto (run a worker in this process when none is alive), always, never."
+        "auto", "--worker", metavar="MODE", help="With --wait: auto (run a worker in this process when none is alive), always, never."
     ),
     paths: list[Path] | None = typer.Option(None, "--definitions", "-d", help="Extra definition files or folders."),
     version: str | None = typer.Option(
@@ -453,7 +454,7 @@ def runs_show(
             try:
                 run = await tw.get_run(run_id, account)
             except NotFound:
-                raise _not_found(run_id) from None
+                raise _not_found(run_id, account) from None
             if json_output:
                 print_json(run)
             else:
@@ -481,7 +482,8 @@ def runs_items(
             try:
                 page = await tw.step_items(run_id, step_id, account, after=after, limit=limit, status=status)
             except NotFound:
-                raise CliError(f"no run {run_id!r} with a step {step_id!r} (for account, see --account)") from None
+                raise CliError(f"account {account!r} has no run {run_id!r} with a step {step_id!r} (another account's: "
+                               "--account ID)") from None
         if json_output:
             print_json(page)
         else:
@@ -505,7 +507,7 @@ def runs_cancel(
                 before = (await tw.get_run(run_id, account))["status"]
                 status = await tw.cancel(run_id, account)
             except NotFound:
-                raise _not_found(run_id) from None
+                raise _not_found(run_id, account) from None
 
         if RunStatus(before).terminal:
             console.print(f"run {run_id} had already ended: {before}", highlight=False)
@@ -536,7 +538,7 @@ def runs_retry(
     json_output: bool = typer.Option(False, "--json", help="Print the run as JSON (without --wait: its id)."),
     output: Path | None = typer.Option(None, "--output", "-o", help="Copy the output files into this folder (implies --wait)."),
     account: str = typer.Option(LOCAL_ACCOUNT, "--account", help=ACCOUNT_HELP),
-    view: str = typer.Option("auto", "--view", help=VIEW_HELP),
+    view: str = typer.Option("auto", "--view", metavar="MODE", help=VIEW_HELP),
 ) -> None:
     """Run a run again. Alone: in place, from its failed steps (a failed, partially completed or
     cancelled run). With --from STEP and/or -i: as a new run of the same version (failed or completed
@@ -566,9 +568,9 @@ def runs_retry(
 def runs_watch(
     run_id: str = typer.Argument(..., help="The run's id."),
     account: str = typer.Option(LOCAL_ACCOUNT, "--account", help=ACCOUNT_HELP),
-    view: str = typer.Option("lines", "--view", help=VIEW_HELP),
+    view: str = typer.Option("lines", "--view", metavar="MODE", help=VIEW_HELP),
     worker: str = typer.Option(
-        "never", "--worker", help="never (only watch), auto (run a worker here when none is alive), always."
+        "never", "--worker", metavar="MODE", help="never (only watch), auto (run a worker here when none is alive), always."
     ),
 ) -> None:
     """Follow a run's events until it ends; exit with its status."""
@@ -581,7 +583,7 @@ def runs_watch(
             try:
                 await tw.get_run(run_id, account)
             except NotFound:
-                raise _not_found(run_id) from None
+                raise _not_found(run_id, account) from None
             if worker == "never" and not await tw.live_workers():
                 err_console.print(
                     "note: no worker is running; an unfinished run waits until one starts (`toolweave worker`)",

@@ -9,7 +9,15 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from toolweave.cli.common import JSON_HELP, PATHS_OPTION_HELP, app_session, console, print_json, run_main
+from toolweave.cli.common import (
+    JSON_HELP,
+    PATHS_OPTION_HELP,
+    app_session,
+    console,
+    count,
+    print_json,
+    run_main,
+)
 
 services_app = typer.Typer(no_args_is_help=True, help="The services tools run on.")
 
@@ -28,7 +36,7 @@ def services_list(
         if json_output:
             print_json(rows)
             return 0
-        table = Table(title=f"{len(rows)} services")
+        table = Table(title=count(len(rows), "service"))
         for column in ("name", "kind", "origin", "configured", "tools"):
             table.add_column(column, no_wrap=True)
         for row in rows:

@@ -8,7 +8,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from toolweave.cli.common import JSON_HELP, app_session, console, print_json, run_main
+from toolweave.cli.common import JSON_HELP, app_session, console, count, print_json, run_main
 
 
 def _seconds(value: float | None) -> str:
@@ -34,7 +34,7 @@ def render_status(status: dict[str, Any]) -> list[Any]:
     parts: list[Any] = []
     workers = status["workers"]
     if workers:
-        table = Table(title=f"{len(workers)} worker(s), {status['slots']} slot(s)", title_justify="left",
+        table = Table(title=f"{count(len(workers), 'worker')}, {count(status['slots'], 'slot')}", title_justify="left",
                       expand=False)
         for name, justify in (("worker", "left"), ("kind", "left"), ("slots", "right"), ("in hand", "right"),
                               ("heartbeat", "right")):
@@ -65,7 +65,7 @@ def render_status(status: dict[str, Any]) -> list[Any]:
         run = f" (run {oldest['runId']})" if oldest.get("runId") else ""
         parts.append(Text(f"oldest waiting: a {oldest['kind']} task{where}{run}, {_seconds(oldest['waitingSeconds'])}"))
     if status["queuedRuns"]:
-        parts.append(Text(f"{status['queuedRuns']} run(s) queued: {status['waitingReason']}",
+        parts.append(Text(f"{count(status['queuedRuns'], 'run')} queued: {status['waitingReason']}",
                           style="yellow" if not workers else ""))
     return parts
 

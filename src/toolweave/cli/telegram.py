@@ -13,7 +13,7 @@ from toolweave.cli.common import EXIT_REFUSED, CliError, app_from, err_console, 
 
 
 def telegram_command(
-    slots: int = typer.Option(0, "--slots", min=0, help="Slots of the embedded worker (default: the worker_slots setting)."),
+    slots: int | None = typer.Option(None, "--slots", min=1, show_default=False, help="Slots of the embedded worker (default: the worker_slots setting)."),
     no_worker: bool = typer.Option(
         False, "--no-worker", help="Run no embedded worker: `toolweave worker` or `serve` processes do the work."
     ),

@@ -8,7 +8,7 @@ import signal
 
 import typer
 
-from toolweave.cli.common import CliError, app_session, err_console, run_main, safe_url
+from toolweave.cli.common import CliError, app_session, count, err_console, run_main, safe_url
 
 
 def worker_command(
@@ -30,7 +30,7 @@ def worker_command(
             where = safe_url(tw.settings.db_url)
             if until_idle:
                 await w.run_until_idle(timeout)
-                err_console.print(f"worker {w.worker_id}: idle after {w.handled} task(s)", highlight=False)
+                err_console.print(f"worker {w.worker_id}: idle after {count(w.handled, 'task')}", highlight=False)
                 return 0
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGTERM, signal.SIGINT):
@@ -39,7 +39,7 @@ def worker_command(
                 except (NotImplementedError, RuntimeError, ValueError):
                     pass
             err_console.print(
-                f"worker {w.worker_id}: {w.slots} slot(s) on {where}; SIGTERM or Ctrl-C stops it", highlight=False
+                f"worker {w.worker_id}: {count(w.slots, 'slot')} on {where}; SIGTERM or Ctrl-C stops it", highlight=False
             )
             try:
                 await tw.run_worker(w, kind="worker")
@@ -49,7 +49,7 @@ def worker_command(
                         loop.remove_signal_handler(sig)
                     except (NotImplementedError, RuntimeError, ValueError):
                         pass
-            err_console.print(f"worker {w.worker_id}: stopped after {w.handled} task(s)", highlight=False)
+            err_console.print(f"worker {w.worker_id}: stopped after {count(w.handled, 'task')}", highlight=False)
         return 0
 
     run_main(main())

@@ -158,14 +158,15 @@ class ObjectInfo:
             async with httpx.AsyncClient(timeout=request_timeout) as client:
                 response = await client.get(target)
         except httpx.HTTPError as exc:
-            raise WorkflowImportError("object_info", f"cannot fetch {target}: {exc!r}") from None
+            raise WorkflowImportError(
+                "object_info", f"cannot fetch {shown_url(target)}: {type(exc).__name__}: {exc}") from None
         if response.status_code != 200:
-            raise WorkflowImportError("object_info", f"{target} answered HTTP {response.status_code}")
+            raise WorkflowImportError("object_info", f"{shown_url(target)} answered HTTP {response.status_code}")
         try:
             data = response.json()
         except ValueError:
-            raise WorkflowImportError("object_info", f"{target} did not return JSON") from None
-        return cls(data, source=target)
+            raise WorkflowImportError("object_info", f"{shown_url(target)} did not return JSON") from None
+        return cls(data, source=shown_url(target))
 
     @classmethod
     def default(cls) -> ObjectInfo:
@@ -250,3 +251,15 @@ class ObjectInfo:
     def display_name(self, class_type: str) -> str:
         info = self._data.get(class_type) or {}
         return str(info.get("display_name") or class_type)
+
+
+def shown_url(url: str) -> str:
+    """A server URL for messages, without any user or password in it."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    netloc = f"[{host}]" if ":" in host else host
+    if parts.port:
+        netloc += f":{parts.port}"
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))

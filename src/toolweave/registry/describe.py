@@ -2,26 +2,52 @@
 
 from __future__ import annotations
 
-from toolweave.model.definitions import InputMapping, InputParam, JobDefinition, Step, ToolDefinition
+import json
+from typing import Any
+
+from toolweave.model.definitions import (
+    InputMapping,
+    InputParam,
+    JobDefinition,
+    Step,
+    ToolDefinition,
+    ValueSource,
+)
 from toolweave.model.graph import dependency_graph, output_source
 from toolweave.registry.graph import topological_order
 
 
-def _source(mapping: InputMapping) -> str:
-    if mapping.source_job_input is not None:
-        text = f"job.{mapping.source_job_input}"
-    elif mapping.source_step_id is not None:
-        text = f"{mapping.source_step_id}.{mapping.source_output_name}"
-        if mapping.path:
-            text += f" → {mapping.path}"
-    elif mapping.has_value:
-        text = f"= {mapping.value!r}"
-    elif mapping.template is not None:
-        text = f"template {mapping.template!r}"
+def shown(value: Any) -> str:
+    """A value as people write it in a definition or a request: JSON (``"png"``, ``true``,
+    ``["image/"]``), never Python's repr (``'png'``, ``True``)."""
+    return json.dumps(value, ensure_ascii=False, default=str)
+
+
+def _value_source(source: ValueSource) -> str:
+    if source.source_job_input is not None:
+        text = f"job.{source.source_job_input}"
+    elif source.source_step_id is not None:
+        text = f"{source.source_step_id}.{source.source_output_name}"
+    elif source.has_value:
+        return f"= {shown(source.value)}"
     else:
-        text = "(no source)"
+        return "(no source)"
+    if source.path:
+        text += f" → {source.path}"
+    return text
+
+
+def _source(mapping: InputMapping) -> str:
+    if mapping.template is not None:
+        text = f"template {shown(mapping.template)}"
+    elif mapping.source_item:
+        text = "the item" + (f" → {mapping.path}" if mapping.path else "")
+    elif mapping.collect is not None:
+        text = "[" + ", ".join(_value_source(s) for s in mapping.collect) + "]"
+    else:
+        text = _value_source(mapping)
     if mapping.has_default:
-        text += f" (default {mapping.default!r})"
+        text += f" (default {shown(mapping.default)})"
     return text
 
 
@@ -30,9 +56,9 @@ def param_line(param: InputParam) -> str:
     if param.required:
         bits.append("required")
     if param.default is not None:
-        bits.append(f"default {param.default!r}")
+        bits.append(f"default {shown(param.default)}")
     if param.enum:
-        bits.append("one of " + ", ".join(str(v) for v in param.enum))
+        bits.append("one of " + ", ".join(v if isinstance(v, str) else shown(v) for v in param.enum))
     if param.minimum is not None or param.maximum is not None:
         low = "" if param.minimum is None else f"{param.minimum:g}"
         high = "" if param.maximum is None else f"{param.maximum:g}"
@@ -91,7 +117,7 @@ def job_dag_lines(job: JobDefinition) -> list[str]:
                 eh = step.error_handling
                 text = f"on error: {eh.strategy.value}"
                 if eh.strategy.value == "retry":
-                    text += f" up to {eh.max_attempts} attempts, then {eh.then.value}"
+                    text += f" up to {eh.max_attempts} attempt{'' if eh.max_attempts == 1 else 's'}, then {eh.then.value}"
                 if eh.fallback_tool_id:
                     text += f" (fallback {eh.fallback_tool_id})"
                 lines.append(f" {rail}     {text}")

@@ -40,6 +40,7 @@ import httpx
 
 from toolweave import comfy
 from toolweave.artifacts import media_problem
+from toolweave.comfy.objectinfo import shown_url
 from toolweave.model.definitions import ToolDefinition
 from toolweave.model.records import ArtifactRef, RunUpdate
 from toolweave.model.status import GenerationStatus
@@ -140,14 +141,14 @@ class ComfyUIService(_Streaming):
             response = await self.host.http.request(method, url, timeout=self.timeout, **kwargs)
         except httpx.HTTPError as exc:
             raise ServiceError(
-                f"ComfyUI server {server.name} ({_shown(server.base_url)}) did not answer {method} {path}: "
+                f"ComfyUI server {server.name} ({shown_url(server.base_url)}) did not answer {method} {path}: "
                 f"{type(exc).__name__}{': ' + str(exc) if str(exc) else ''}",
                 retryable=True,
                 code="unreachable",
             ) from exc
         if response.status_code >= 500:
             raise ServiceError(
-                f"ComfyUI server {server.name} ({_shown(server.base_url)}) failed {method} {path} with HTTP {response.status_code}",
+                f"ComfyUI server {server.name} ({shown_url(server.base_url)}) failed {method} {path} with HTTP {response.status_code}",
                 retryable=True,
                 code="server_error",
             )
@@ -495,15 +496,3 @@ class ComfyUIService(_Streaming):
         for task in list(self._finishing):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-
-
-def _shown(url: str) -> str:
-    """A server URL for messages, without any user or password in it."""
-    from urllib.parse import urlsplit, urlunsplit
-
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    netloc = f"[{host}]" if ":" in host else host
-    if parts.port:
-        netloc += f":{parts.port}"
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
