@@ -234,3 +234,15 @@ def decode_cursor(cursor: str) -> tuple[float, str]:
         return float(created), run_id
     except (ValueError, UnicodeDecodeError):
         raise ValueError("the cursor is not one this server gave out") from None
+
+
+def live_progress(step: dict[str, Any], tries: list[dict[str, Any]]) -> float | None:
+    """How far a running step is, or None when nothing measures it: a map step by its items done,
+    another by what its current attempt's service reported. An in-process (builtin) tool reports
+    nothing while it works, and its step is not at 0 % for all that: front ends show it busy."""
+    items = step.get("items")
+    if items and items.get("total"):
+        return float(items.get("succeeded", 0) + items.get("failed", 0)) / float(items["total"])
+    current = tries[-1] if tries else None
+    reported = current.get("progress") if current and current.get("status") == "processing" else None
+    return None if reported is None else float(reported)

@@ -133,6 +133,7 @@ class Settings:
             if key in env:
                 data[name] = env[key]
                 origins[name] = f"the environment variable {key}"
+        _refuse_misspelt_variables(env, names)
         from_env = _services_from_env(env)
         if from_env:
             merged = {k: dict(v) for k, v in (data.get("services") or {}).items()}
@@ -192,6 +193,26 @@ class Settings:
 
 
 SERVICES_ENV_PREFIX = "TOOLWEAVE_SERVICES__"
+
+
+def _refuse_misspelt_variables(env: dict[str, str], names: set[str]) -> None:
+    """A ``TOOLWEAVE_*`` variable that is no setting but nearly one (``TOOLWEAVE_WORKER_SLOTZ``) is
+    refused with the setting it resembles, instead of being ignored. Variables far from every
+    setting (``TOOLWEAVE_TEST_POSTGRES``, other tools' own) are left alone."""
+    import difflib
+
+    misspelt = []
+    for key in sorted(env):
+        if not key.startswith("TOOLWEAVE_") or key.startswith(SERVICES_ENV_PREFIX):
+            continue
+        name = key[len("TOOLWEAVE_"):].lower()
+        if name in names:
+            continue
+        close = difflib.get_close_matches(name, names, n=1, cutoff=0.85)
+        if close:
+            misspelt.append(f"{key} (an environment variable); did you mean TOOLWEAVE_{close[0].upper()}?")
+    if misspelt:
+        raise ValueError(f"unknown settings: {', '.join(misspelt)}")
 
 
 def _services_from_env(env: dict[str, str]) -> dict[str, dict[str, Any]]:

@@ -474,6 +474,11 @@ def test_a_bad_setting_is_named_with_where_it_came_from(env: dict[str, str], tmp
     (tmp_path / "toolweave.toml").unlink()
     result = cli("runs", "list", env=dict(env, TOOLWEAVE_LEASE_SECONDS="soon"))
     assert result.exit_code == 4 and "the environment variable TOOLWEAVE_LEASE_SECONDS" in result.stderr
+    # a variable that is nearly a setting is not silently ignored; one far from every setting is
+    result = cli("runs", "list", env=dict(env, TOOLWEAVE_WORKER_SLOTZ="3"))
+    assert result.exit_code == 4 and "TOOLWEAVE_WORKER_SLOTZ" in result.stderr
+    assert "did you mean TOOLWEAVE_WORKER_SLOTS?" in result.stderr
+    assert cli("runs", "list", env=dict(env, TOOLWEAVE_TEST_POSTGRES="postgresql://x@y/z")).exit_code == 0
 
 
 def test_keys_definitions_and_versions_fit_80_columns_without_cutting_what_people_paste(

@@ -20,6 +20,7 @@ from tests.helpers.accounts import png, runs_of, upload, web_login
 from tests.integration.test_api import ADMIN_KEY, Server, assert_problem, running_server
 
 from toolweave.cli.common import CliError
+from toolweave.cli.runs import retry_or_fork
 from toolweave.cli.runs import submit as cli_submit
 from toolweave.inputs import InputError
 
@@ -205,6 +206,14 @@ async def test_every_front_end_refuses_another_accounts_artifact(server: Server,
     with pytest.raises(CliError) as refused:
         await cli_submit(app, "media.fetch", [f"source=artifact:{sha}"], "bob")
     assert "source" in str(refused.value.details)
+    # the command line's fork (`runs retry RUN -i …`) of one of Bob's own runs
+    own = await app.submit("test.instant", {"value": 1}, account_id="bob")
+    await app.wait(own, 60)
+    with pytest.raises(CliError) as refused:
+        await retry_or_fork(app, own, "bob", None, [f"note=artifact:{sha}"])
+    assert "note" in str(refused.value.details) and "not one of yours" in str(refused.value.details)
+    forks = [r for r in (await app.list_runs("bob")).items if r["jobRunId"] != own]
+    assert forks == []
     for origin in ({"platform": "telegram", "chatId": 1}, {"platform": "cli"}):
         with pytest.raises(InputError) as problem:
             await app.submit("image.grid", {"images": [{"kind": "artifact", "sha256": sha}]}, account_id="bob", origin=origin)
@@ -216,7 +225,7 @@ async def test_every_front_end_refuses_another_accounts_artifact(server: Server,
         csrf = page.split('name="csrf" value="', 1)[1].split('"', 1)[0]
         response = await web.post("/new/image.grid", data={"csrf": csrf, "images": f'[{{"kind":"artifact","sha256":"{sha}"}}]'})
         assert response.status_code == 422 and "not one of yours" in response.text
-    assert await app.list_runs("bob") is not None and (await app.list_runs("bob")).items == []
+    assert [r["jobRunId"] for r in (await app.list_runs("bob")).items] == [own]
 
 
 async def test_signed_media_urls_expire_and_are_bound_to_what_they_serve(tmp_path: Path, db_url: str) -> None:

@@ -202,3 +202,33 @@ async def test_another_accounts_run_cannot_be_forked_or_retried(server: Server) 
         for body in ({}, {"inputs": {"width": 9}}, {"fromStep": "run"}):
             assert_problem(await bob.post(f"/api/v1/runs/{run_id}/retry", json=body), 404)
         assert len(await runs_of(bob)) == before
+
+
+async def test_the_web_form_s_run_again_surfaces_reach_nothing_of_another_account(server: Server) -> None:
+    """"Run again" sends an earlier input file back by reference (``<input>__artifact``): a
+    reference to Alice's file is refused like any other, her run cannot prefill Bob's form, and
+    the run page's actions on her run (again from a step, retry, cancel) are not Bob's."""
+    from tests.helpers.accounts import web_login
+
+    theirs, mine = await _files(server)
+    async with server.client(server.alice) as alice:
+        response = await alice.post("/api/v1/runs", json={"toolId": "image.resize", "inputs": {"image": theirs, "width": 8}})
+        alice_run = response.json()["jobRunId"]
+        await server.app.wait(alice_run, 60)
+    async with server.client(follow_redirects=False) as web, server.client(server.bob) as bob:
+        await web_login(web, server.bob)
+        before = len(await runs_of(bob))
+        page = await web.get(f"/new/image.resize?again={alice_run}")
+        assert page.status_code == 404 and theirs["sha256"] not in page.text
+        form = (await web.get("/new/image.resize")).text
+        csrf = form.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+        refused = await web.post("/new/image.resize", data={"csrf": csrf, "image__artifact": theirs["sha256"], "width": "8"})
+        assert refused.status_code == 422 and "not one of yours" in refused.text
+        for action, data in (("again", {"step": "image.resize"}), ("retry", {}), ("cancel", {})):
+            response = await web.post(f"/runs/{alice_run}/{action}", data={"csrf": csrf, **data})
+            assert response.status_code == 404, (action, response.status_code)
+        assert len(await runs_of(bob)) == before
+        # his own file by reference: accepted (the refusal above is about whose file it is)
+        accepted = await web.post("/new/image.resize", data={"csrf": csrf, "image__artifact": mine["sha256"], "width": "8"})
+        assert accepted.status_code == 303, accepted.text
+        assert len(await runs_of(bob)) == before + 1

@@ -31,6 +31,7 @@ from toolweave.api.web import (
 from toolweave.app import AnswerError, BadRequest, Conflict, NotFound, UnknownDefinition
 from toolweave.model.definitions import JobDefinition
 from toolweave.model.status import RunStatus, StepStatus
+from toolweave.run_views import live_progress
 
 router = APIRouter(include_in_schema=False)
 
@@ -60,13 +61,15 @@ def step_views(run: dict[str, Any], step_tools: dict[str, str]) -> list[dict[str
     for step in run["stepStatuses"]:
         tries = sorted(attempts.get(step["stepId"], []), key=lambda g: (g["attempt"], g["requestTimestamp"] or ""))
         cost = sum((_money(g.get("costUsd")) for g in tries), item_costs.get(step["stepId"], Decimal(0)))
+        live = step["status"] in (StepStatus.RUNNING.value, StepStatus.READY.value)
         views.append(
             dict(
                 step,
                 tool=step.get("toolId") or step_tools.get(step["stepId"]) or "",
                 attempts=tries,
                 costUsd=str(cost) if tries or step["stepId"] in item_costs else None,
-                live=step["status"] in (StepStatus.RUNNING.value, StepStatus.READY.value),
+                live=live,
+                progress=live_progress(step, tries) if live else step.get("progress"),
             )
         )
     return views

@@ -60,6 +60,19 @@ def _progress(value: float | None) -> str:
     return "-" if value is None else f"{round(value * 100)}%"
 
 
+def _step_progress(run: dict[str, Any], step: dict[str, Any]) -> str:
+    """A step's progress: measured (``40%``), busy without a measure (``…``: an in-process tool
+    reports none while it works), or not started (``-``)."""
+    if step["status"] not in ("running", "ready"):
+        return _progress(step.get("progress"))
+    from toolweave.run_views import live_progress
+
+    tries = sorted((g for g in run.get("generations") or []
+                    if g["stepId"] == step["stepId"] and g.get("itemIndex") is None), key=lambda g: g["attempt"])
+    measured = live_progress(step, tries)
+    return "…" if measured is None else _progress(measured)
+
+
 def _table(title: str | None) -> Table:
     return Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
 
@@ -100,7 +113,7 @@ def steps_table(run: dict[str, Any], *, title: str | None = None) -> Table:
                                         f"asks ({question['kind']})" if question else "-")),
             styled(step["status"]),
             Text(str(step.get("attempt") or 0)),
-            *([Text(_progress(step.get("progress")))] if ongoing else []),
+            *([Text(_step_progress(run, step))] if ongoing else []),
             Text(seconds(duration) if duration is not None else _elapsed(step.get("startedAt"), None)
                  if step["status"] == "running" else "-"),
             Text(note),
