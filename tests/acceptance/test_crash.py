@@ -164,7 +164,7 @@ async def test_killed_workers_lose_nothing_and_pay_nothing_twice(db_url: str, tm
 
         runs = [await app.get_run(run_id) for run_id in run_ids]
         statuses = Counter(r["status"] for r in runs)
-        assert statuses == {"completed": RUNS}, statuses
+        assert statuses == {"completed": RUNS}, (statuses, [r["error"] for r in runs if r["status"] == "failed"][:3])
 
         submitted = (ledger / "submissions.log").read_text().split()
         duplicates = [g for g, n in Counter(submitted).items() if n > 1]

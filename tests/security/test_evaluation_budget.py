@@ -141,6 +141,22 @@ async def test_an_evaluator_stuck_in_one_call_is_killed_and_replaced() -> None:
         pool.close()
 
 
+async def test_an_evaluator_s_start_up_is_not_counted_in_its_call_s_hard_deadline() -> None:
+    """A new evaluator process starts a fresh interpreter and imports the engine at a lower
+    priority: seconds on a busy machine. That is not the evaluation's time — a step whose condition
+    is cheap must not fail with 'stopped after 9 s' because its evaluator was still starting (the
+    crash test's runs failed so under load). The module here takes 2 s to import; the call's hard
+    deadline is 1 s and is met."""
+    pool = EvaluationPool(1)
+    try:
+        assert await pool.call("tests.helpers.slow_import:echo", {"x": 1}, 1.0) == {"x": 1}
+        with pytest.raises(EvaluationError) as stuck:  # the deadline still holds once it runs
+            await pool.call("time:sleep", 60, 0.5)
+        assert stuck.value.code == "evaluation_timeout"
+    finally:
+        pool.close()
+
+
 async def test_the_api_answers_while_worst_case_submits_are_evaluated(db_url: str, tmp_path: Path) -> None:
     """Through the HTTP API with its embedded worker: twenty worst-case submits are accepted, the
     server keeps answering /healthz meanwhile, and every one of those runs fails on its budget."""

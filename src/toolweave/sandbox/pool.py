@@ -3,8 +3,11 @@
 ``await pool.call("package.module:function", payload, hard_seconds)`` runs ``function(payload)`` in
 one of the pool's processes and returns its (picklable) result. The caller's event loop only waits:
 the call goes through a thread of the pool's own (one per process), which sends the request down a
-pipe and waits for the answer at most ``hard_seconds``. Past that, the process is killed and
-replaced and ``EvaluationError("evaluation_timeout")`` is raised: nothing a user wrote can hold a
+pipe and waits for the answer at most ``hard_seconds`` from the moment the function starts — a new
+process's start-up and the import of the function's module (seconds on a busy machine, at the
+evaluators' lower priority) are not the evaluation's time; they have ``STARTUP_SECONDS`` of their own.
+Past the hard deadline, the process is killed and replaced and ``EvaluationError("evaluation_timeout")``
+is raised: nothing a user wrote can hold a
 worker, the server's event loop or its memory (each process has an address-space limit; running out
 of it is ``EvaluationError("evaluation_memory")``).
 
@@ -34,6 +37,10 @@ MEMORY_BYTES = 1 << 30
 """Each evaluator process's address-space limit (``RLIMIT_AS``)."""
 NICENESS = 10
 """How much lower than its parent an evaluator process is scheduled."""
+STARTUP_SECONDS = 120.0
+"""How long a call may wait for its evaluator to be ready to run it (a new process started, the
+function's module imported) before ``EvaluationError("evaluation_failed")``; not counted in the
+call's hard deadline."""
 
 
 class EvaluationError(Exception):
@@ -64,6 +71,7 @@ def serve(conn: Connection, memory_bytes: int) -> None:
             if function is None:
                 module, _, name = target.partition(":")
                 function = functions[target] = getattr(importlib.import_module(module), name)
+            conn.send(("started", None))  # the hard deadline runs from here
             answer: tuple[str, Any] = ("ok", function(payload))
         except MemoryError:
             answer = ("error", ("evaluation_memory", f"needed more than {memory_bytes >> 20} MB of memory"))
@@ -73,6 +81,10 @@ def serve(conn: Connection, memory_bytes: int) -> None:
             conn.send(answer)
         except (OSError, ValueError):
             return
+
+
+class _NotStarted(Exception):
+    """The evaluator was not ready to run a call within ``STARTUP_SECONDS``."""
 
 
 class _Process:
@@ -94,9 +106,13 @@ class _Process:
 
     def call(self, target: str, payload: Any, hard_seconds: float) -> Any:
         self.conn.send((target, payload))
-        if not self.conn.poll(hard_seconds):
-            raise TimeoutError
+        if not self.conn.poll(STARTUP_SECONDS):
+            raise _NotStarted
         status, value = self.conn.recv()
+        if status == "started":
+            if not self.conn.poll(hard_seconds):
+                raise TimeoutError
+            status, value = self.conn.recv()
         if status == "ok":
             return value
         code, message = value
@@ -139,6 +155,13 @@ class EvaluationPool:
             worker.stop()
             raise EvaluationError(
                 "evaluation_timeout", f"was stopped after {hard_seconds:g} s without an answer"
+            ) from None
+        except _NotStarted:
+            log.warning("an evaluator was not ready to run %s within %.0f s; its process is replaced", target,
+                        STARTUP_SECONDS)
+            worker.stop()
+            raise EvaluationError(
+                "evaluation_failed", f"the evaluator process was not ready within {STARTUP_SECONDS:g} s"
             ) from None
         except (EOFError, OSError, BrokenPipeError):
             worker.stop()
