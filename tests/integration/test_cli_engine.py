@@ -435,7 +435,7 @@ def test_listings_fit_80_columns_without_cutting_what_people_paste(env: dict[str
     assert jobs.exit_code == 0 and jobs.stdout.startswith("1 job\n")
     assert "source → thumbnail, vivid, mono, stamped, upscale →" in " ".join(jobs.stdout.split())  # parallel, not a chain
     empty = cli("jobs", "list", env=narrow_env)
-    assert "0 jobs" in empty.stdout and "TOOLWEAVE_DEFINITIONS" in empty.stderr
+    assert empty.stdout == "0 jobs\n" and "TOOLWEAVE_DEFINITIONS" in empty.stderr  # no empty table
 
 
 def test_an_unreachable_store_and_a_busy_port_are_one_line_each(env: dict[str, str]) -> None:

@@ -377,9 +377,12 @@ def _summary(text: str | None, limit: int = 60) -> str:
     return first if len(first) <= limit else first[: limit - 1].rstrip() + "…"
 
 
-def _listing(title: str, rows: list[dict[str, str]], *, narrow: tuple[str, ...]) -> Table:
+def _listing(title: str, rows: list[dict[str, str]], *, narrow: tuple[str, ...]) -> Table | Text:
     """A table of ``rows``; on a terminal narrower than 120 columns (or piped at 80) only the
-    ``narrow`` columns, so ids are never cut (``show ID`` and ``--json`` have the rest)."""
+    ``narrow`` columns, so ids are never cut (``show ID`` and ``--json`` have the rest). No rows:
+    the title alone (``0 jobs``), not an empty table."""
+    if not rows:
+        return Text(title)
     columns = list(rows[0]) if rows else list(narrow)
     if console.width < 120:
         columns = [c for c in columns if c in narrow]
