@@ -9,7 +9,7 @@ from pathlib import Path
 import psycopg
 from tests.helpers.databases import PostgresDatabase, admin_url
 
-from toolweave.store.db import Store
+from toolweave.store.db import Store, Tx
 
 
 def _backend_pid(store: Store) -> int:
@@ -61,3 +61,46 @@ def test_each_thread_runs_its_transactions_on_a_connection_of_its_own(db_url: st
         assert len({id(conn) for conn in used}) == 4
     finally:
         store.close()
+
+
+def test_a_transaction_postgresql_rolls_back_to_break_a_deadlock_runs_again(postgres_db: PostgresDatabase) -> None:
+    """Two transactions lock two rows in opposite orders: PostgreSQL aborts one of them
+    (deadlock_detected); the store runs that one again instead of failing its caller (a 500 on
+    the API). PostgreSQL only: SQLite writers take the write lock up front."""
+    store = Store(postgres_db.url)
+    with psycopg.connect(postgres_db.url, autocommit=True) as setup:
+        setup.execute("CREATE TABLE IF NOT EXISTS deadlock_probe (id int PRIMARY KEY, n int NOT NULL)")
+        setup.execute("TRUNCATE deadlock_probe")
+        setup.execute("INSERT INTO deadlock_probe VALUES (1, 0), (2, 0)")
+    both_hold_one = threading.Barrier(2)
+    attempts = {1: 0, 2: 0}
+    errors: list[BaseException] = []
+
+    def lock_then_other(tx: Tx, first: int, second: int) -> None:
+        attempts[first] += 1
+        tx.one("SELECT n FROM deadlock_probe WHERE id = :id FOR UPDATE", {"id": first})
+        if attempts[first] == 1:
+            both_hold_one.wait(10)  # each holds its first row: the second lock closes the cycle
+        tx.q("UPDATE deadlock_probe SET n = n + 1 WHERE id = :id", {"id": second})
+        tx.one("SELECT n FROM deadlock_probe WHERE id = :id", {"id": second})
+
+    def work(first: int, second: int) -> None:
+        try:
+            store.run_sync(lock_then_other, first, second)
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    try:
+        threads = [threading.Thread(target=work, args=pair) for pair in ((1, 2), (2, 1))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        assert errors == []
+        assert store.conflict_reruns == 1 and sorted(attempts.values()) == [1, 2]
+        rows = store.read_sync(lambda tx: tx.all("SELECT id, n FROM deadlock_probe ORDER BY id"))
+        assert [(r.id, r.n) for r in rows] == [(1, 1), (2, 1)]  # each update applied once
+    finally:
+        store.close()
+        with psycopg.connect(postgres_db.url, autocommit=True) as setup:
+            setup.execute("DROP TABLE IF EXISTS deadlock_probe")

@@ -74,11 +74,11 @@ class Recording(Transitions):
             by_run.setdefault(outcomes[index].work.run_id, []).append(index)
         finished = {i for i, o in enumerate(outcomes) if o.update is not None and o.update.status.terminal}
         ending = sorted({outcomes[i].work.run_id for i in finished})
-        # sent together, read after: one round trip on PostgreSQL
-        tasks_q.finish_many(tx, [outcomes[i].work.claim for i in finished])
-        # every transaction locks a run before its parts; this also keeps each run's events in
-        # commit order, which readers of new events rely on (watching.EventHub)
+        # sent together, read after: one round trip on PostgreSQL. Every transaction locks a run
+        # before its parts (its tasks too: a cancel holding the run deletes them); this also keeps
+        # each run's events in commit order, which readers of new events rely on (watching.EventHub)
         locked = runs_q.lock_states(tx, list(by_run))
+        tasks_q.finish_many(tx, [outcomes[i].work.claim for i in finished])
         finishes = sorted(finished)
         finished_rows = gens_q.finish_each(tx, [_finish_of(outcomes[i], now) for i in finishes])
         inputs = runs_q.inputs_of(tx, [r for r in ending if r not in self._run_inputs])

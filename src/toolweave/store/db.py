@@ -13,7 +13,8 @@ transaction costs a round trip per read it makes and one to commit, not one per 
 compare-and-set the function can predict (``Tx.expect``: a step row under its run's lock) is taken
 as applied and checked before the commit; if one did not apply, the transaction is rolled back and
 run again from the start without pipelining, every compare-and-set checked as it runs
-(``Store.careful_reruns`` counts those).
+(``Store.careful_reruns`` counts those). A transaction PostgreSQL rolls back to break a deadlock
+(or a serialization failure) runs again too, up to three times (``Store.conflict_reruns``).
 
 Wake-ups: a transaction that enqueues work calls ``tx.wake()``. On PostgreSQL that becomes a
 ``NOTIFY`` delivered at commit to every listening process; on SQLite an in-process signal is set
@@ -48,6 +49,10 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 NOTIFY_CHANNEL = "toolweave_tasks"
+CONFLICT_SQLSTATES = frozenset({"40P01", "40001"})
+"""deadlock_detected and serialization_failure: PostgreSQL rolled the transaction back to let
+another one through; it is run again (its function must be safe to run again, as for a careful rerun)."""
+MAX_CONFLICT_RERUNS = 3
 log = logging.getLogger("toolweave.store")
 
 
@@ -373,6 +378,8 @@ class Store:
         """Whether writers' statements are pipelined (PostgreSQL; see the module's docstring)."""
         self.careful_reruns = 0
         """Transactions run again unpipelined because a compare-and-set taken as done did not apply."""
+        self.conflict_reruns = 0
+        """Transactions run again because PostgreSQL rolled them back to break a deadlock."""
         if self.dialect == "sqlite":
             path = self.url.split("///", 1)[-1]
             if path and path != ":memory:":
@@ -431,14 +438,22 @@ class Store:
         transaction at the first statement; a writer's statements are pipelined, and a transaction
         in which a compare-and-set taken as done did not apply runs again unpipelined."""
         pipelined = self.pipelined and not readonly
-        try:
-            return self._attempt(dbapi, fn, args, readonly, pipelined)
-        except Unexpected as unexpected:
-            if not pipelined:
-                raise
-            self.careful_reruns += 1
-            log.debug("running a transaction again unpipelined: %s", unexpected)
-            return self._attempt(dbapi, fn, args, readonly, False)
+        for conflicts in range(MAX_CONFLICT_RERUNS + 1):
+            try:
+                try:
+                    return self._attempt(dbapi, fn, args, readonly, pipelined)
+                except Unexpected as unexpected:
+                    if not pipelined:
+                        raise
+                    self.careful_reruns += 1
+                    log.debug("running a transaction again unpipelined: %s", unexpected)
+                    return self._attempt(dbapi, fn, args, readonly, False)
+            except Exception as exc:
+                if getattr(exc, "sqlstate", None) not in CONFLICT_SQLSTATES or conflicts == MAX_CONFLICT_RERUNS:
+                    raise
+                self.conflict_reruns += 1
+                log.info("running a transaction again after PostgreSQL chose it to lose a conflict: %s", exc)
+        raise AssertionError("unreachable")
 
     def _attempt(self, dbapi: Any, fn: Callable[..., T], args: tuple[Any, ...], readonly: bool, pipelined: bool) -> T:
         cursor = dbapi.cursor()
