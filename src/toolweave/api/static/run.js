@@ -65,6 +65,13 @@
     pill.textContent = labels[status] || status;
   }
 
+  ['input', 'change', 'focusin'].forEach(function (type) {
+    live.addEventListener(type, function (event) {
+      var form = event.target.closest && event.target.closest('form.answer');
+      if (form && event.target.name !== 'csrf') form.classList.add('dirty');
+    });
+  });
+
   function redraw() {
     if (inFlight) { again = true; return; }
     inFlight = true;
@@ -73,6 +80,8 @@
       .then(function (r) { return r.ok ? r.text() : null; })
       .then(function (html) {
         if (html === null || ended) return;
+        // someone is answering a question (typing, ticking): keep their form; their answer reloads the page
+        if (live.querySelector('form.answer.dirty')) return;
         live.innerHTML = html;
         window.toolweave.refresh(live);
         var part = live.querySelector('.live');
