@@ -118,10 +118,15 @@ class App(Submitting, Webhooks, Accounts, Answering):
         self._build_services()
         self.reload_definitions()
         if settings.telegram_token:
-            from toolweave.telegram.channel import TelegramChannel, telegram_notification_rule
+            from toolweave.telegram.channel import (
+                TelegramChannel,
+                telegram_approver_rule,
+                telegram_notification_rule,
+            )
 
             self.add_channel(TelegramChannel(self))
             self.add_notification_rule(telegram_notification_rule)
+            self.engine.approver_rules.append(telegram_approver_rule)
 
     # --- set-up --------------------------------------------------------------------------------
 

@@ -79,3 +79,29 @@ def test_replies_and_buttons_read_as_answers() -> None:
     assert questions.parse_reply("steps=30\nprompt = a cat") == {"values": {"steps": "30", "prompt": "a cat"}}
     assert questions.parse_reply("No") == {"decision": "reject"}
     assert questions.parse_reply("whatever") == {"decision": "whatever"}  # refused by the answer's checks
+
+
+async def test_an_approver_hears_in_their_own_chat_and_answers_there(tmp_path: Path) -> None:
+    import yaml
+
+    job = yaml.safe_load((EXAMPLES / "ask" / "pick_best.yaml").read_text())
+    job.update(jobId="pick_reviewed", displayName="Pick reviewed")
+    job["steps"][2]["ask"]["approvers"] = ["telegram-7"]
+    folder = tmp_path / "defs"
+    folder.mkdir()
+    (folder / "pick_reviewed.yaml").write_text(yaml.safe_dump(job))
+    async with telegram_env(tmp_path / "t", definitions=[folder]) as env:
+        fake = env.fake
+        await env.send(fake.message_update("/status", user_id=7, chat_id=7))  # the approver has met the bot
+        await fake.wait_for(lambda: env.replies(7))
+        photo = fake.user_message(photo=(EXAMPLES / "assets" / "sample.png").read_bytes())
+        await env.send({"update_id": fake.next_update_id(), "message": photo})
+        await env.send(fake.message_update("/pick_reviewed", reply_to=photo))
+        await asked(env)  # the run's own chat
+        theirs = await fake.wait_for(lambda: [m for m in env.replies(7) if "needs you" in (m.get("text") or "")])
+        await env.send(fake.message_update("4", reply_to=theirs[0], user_id=7, chat_id=7))
+        await fake.wait_for(lambda: "Thanks! Going on." in env.texts(7))
+        await finished(env)
+        run = (await env.app.list_runs("telegram-42", limit=1)).items[0]
+        pick = next(s for s in (await env.app.get_run(run["jobRunId"]))["stepStatuses"] if s["stepId"] == "pick")
+        assert pick["outputs"]["chosenIndexes"] == [3] and pick["outputs"]["answeredBy"] == "telegram-7"

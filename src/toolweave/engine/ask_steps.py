@@ -80,16 +80,22 @@ def apply(
     )
     event("step.waiting_input", action.step_id, questionId=qid, attempt=action.attempt, question=action.question,
           expiresAt=action.expires_at)
-    _notify(engine, tx, run, action.step_id, qid, action, now)
+    _notify(engine, tx, run, action.step_id, qid, action, list(step.ask.approvers), now)
 
 
-def _notify(engine: Any, tx: Tx, run: Any, step_id: str, qid: str, action: plan.AskStep, now: float) -> None:
-    """The outbox rows that tell the run's account its run needs it (callback, Telegram, …)."""
+def _notify(
+    engine: Any, tx: Tx, run: Any, step_id: str, qid: str, action: plan.AskStep, approvers: list[str], now: float
+) -> None:
+    """The outbox rows that tell the run's account its run needs it (callback, Telegram, …), and
+    the approvers the step names where a rule knows how to reach them (Telegram)."""
     targets: list[tuple[str, dict[str, Any]]] = []
     if run.callback_url:
         targets.append(("callback", {"url": run.callback_url}))
     for rule in engine.notification_rules:
         targets.extend(rule(run, RunStatus.WAITING_INPUT))
+    if approvers:
+        for approver_rule in engine.approver_rules:
+            targets.extend(t for t in approver_rule(tx, run, approvers) if t not in targets)
     payload = {
         "runId": run.run_id, "status": RunStatus.WAITING_INPUT.value, "jobId": run.job_definition_id,
         "stepId": step_id, "questionId": qid, "question": action.question, "expiresAt": action.expires_at,

@@ -34,6 +34,9 @@ class Snapshots:
         self._run_inputs: dict[str, dict[str, Any]] = {}
         """Inputs of runs in progress, by run id (at most ``INPUTS_KEPT``, the oldest dropped first)."""
         self.notification_rules: list[Any] = []
+        self.approver_rules: list[Any] = []
+        """Callables ``(tx, run_row, approvers) -> list[(channel, target)]``: who among the approvers an
+        ask step names hears that a question waits for them (``engine.ask_steps``)."""
         """Callables ``(run_row, status) -> list[(channel, target)]`` deciding who hears of a run's end."""
         self.gate = Gate()
         """What a submit decides in its transaction: limits, credit holds, the fair place (``accounting``)."""

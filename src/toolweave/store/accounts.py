@@ -28,6 +28,17 @@ def linked(tx: Tx, platform: str, external_id: str) -> str | None:
     return None if row is None else str(row.account_id)
 
 
+def links_of(tx: Tx, platform: str, account_ids: list[str]) -> list[Row]:
+    """The ``platform`` users linked to these accounts (``account_id``, ``external_id``)."""
+    if not account_ids:
+        return []
+    marks, params = in_list("a", account_ids)
+    return tx.all(
+        f"SELECT account_id, external_id FROM account_links WHERE platform = :p AND account_id IN {marks} "
+        "ORDER BY account_id, external_id", {"p": platform, **params},
+    )
+
+
 def link(tx: Tx, platform: str, external_id: str, account_id: str, now: float) -> None:
     """Link a chat user to an account unless they are linked already (the first link stays)."""
     tx.q(

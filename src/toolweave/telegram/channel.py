@@ -44,6 +44,15 @@ def telegram_notification_rule(run: Any, status: RunStatus) -> list[tuple[str, d
     return [(CHANNEL, {"chatId": origin["chatId"], "replyTo": origin.get("messageId")})]
 
 
+def telegram_approver_rule(tx: Any, run: Any, approvers: list[str]) -> list[tuple[str, dict[str, Any]]]:
+    """Approvers an ask step names hear of its question in their private chat with the bot, when
+    their account is linked to a Telegram user (they wrote to the bot once)."""
+    from toolweave.store import accounts as accounts_q
+
+    return [(CHANNEL, {"chatId": int(row.external_id)}) for row in accounts_q.links_of(tx, "telegram", approvers)
+            if str(row.external_id).lstrip("-").isdigit()]
+
+
 def rerun_keyboard(run_id: str) -> dict[str, Any]:
     return {"inline_keyboard": [[{"text": "🔁 Rerun", "callback_data": f"r:{run_id}"}]]}
 
