@@ -297,6 +297,24 @@ async def test_webhooks_reject_unknown_generations_and_bad_tokens(server: Server
         assert_problem(await c.get(f"/media/{'0' * 64}?type=image/png&expires=9999999999&token=wrong"), 404)
 
 
+async def test_every_response_carries_the_security_headers(server: Server) -> None:
+    """Answers of routes, problems, static files and pages."""
+    async with server.client(server.alice) as c:
+        answers = [
+            await c.get("/healthz"),
+            await c.get("/api/v1/runs/run_nosuch"),
+            await c.post("/api/v1/runs", content=b"x", headers={"Content-Type": "text/plain"}),
+            await c.get("/static/logo.svg"),
+            await c.get("/"),
+        ]
+    assert [a.status_code for a in answers][:3] == [200, 404, 415]
+    for answer in answers:
+        assert answer.headers["x-content-type-options"] == "nosniff", answer.request.url
+        assert answer.headers["referrer-policy"] == "same-origin"
+        assert answer.headers["x-frame-options"] == "DENY"
+        assert answer.headers.get_list("x-frame-options") == ["DENY"]
+
+
 async def test_health_readiness_metrics_and_openapi(server: Server) -> None:
     async with server.client(server.alice) as c:
         run = await submit_postcard(c)

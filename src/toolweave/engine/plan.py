@@ -153,8 +153,11 @@ class _Planner:
         self.now = now
         self.job = run.job
         self.actions: list[Action] = []
-        self.status: dict[str, StepStatus] = {sid: v.status for sid, v in run.steps.items()}
-        self.outputs: dict[str, dict[str, Any] | None] = {sid: v.outputs for sid, v in run.steps.items()}
+        self._context: dict[str, dict[str, Any]] | None = None
+        self.status: dict[str, StepStatus] = _Watched(((sid, v.status) for sid, v in run.steps.items()), self._changed)
+        self.outputs: dict[str, dict[str, Any] | None] = _Watched(
+            ((sid, v.outputs) for sid, v in run.steps.items()), self._changed
+        )
         self.by_error: dict[str, bool] = {
             sid: v.skipped_by_error or (v.status is StepStatus.SUCCEEDED and v.map is not None and v.map.failed > 0)
             for sid, v in run.steps.items()
@@ -172,7 +175,20 @@ class _Planner:
         """The run's cost ceiling, if it has one: what is spent and under way (``engine.ceiling``)."""
 
     def step_context(self) -> dict[str, dict[str, Any]]:
-        return {sid: {"status": str(st), "outputs": self.outputs.get(sid) or {}} for sid, st in self.status.items()}
+        """What mappings, templates and conditions see of the steps (``steps.<id>.status``,
+        ``steps.<id>.outputs``), as the call has changed them so far: built once per call and kept
+        up to date step by step (``_changed``), so starting the branches of a wide fan-out costs
+        the same per branch as starting one. Read it during a call; keep a copy."""
+        if self._context is None:
+            self._context = {sid: self._entry(sid) for sid in self.status}
+        return self._context
+
+    def _entry(self, sid: str) -> dict[str, Any]:
+        return {"status": str(self.status[sid]), "outputs": self.outputs.get(sid) or {}}
+
+    def _changed(self, sid: str) -> None:
+        if self._context is not None and sid in self.status:
+            self._context[sid] = self._entry(sid)
 
     def wake_at(self, at: float) -> None:
         self.wake = at if self.wake is None else min(self.wake, at)
@@ -246,7 +262,7 @@ class _Planner:
 
     # each handler updates self.status so later steps see the effect
     def evaluate(self, step: Step, attempt: int, *, tool_id: str | None, fallback: bool) -> None:
-        self.actions.append(Evaluate(step.step_id, attempt, tool_id, fallback, self.step_context()))
+        self.actions.append(Evaluate(step.step_id, attempt, tool_id, fallback, dict(self.step_context())))
         self.status[step.step_id] = StepStatus.READY
 
     def start(
@@ -698,6 +714,20 @@ class _Planner:
         if self.wake is not None:
             self.actions.append(Wake(self.wake))
         return self.actions
+
+
+class _Watched(dict[str, Any]):
+    """A dict of the planner's that tells it which key changed (its step context follows)."""
+
+    __slots__ = ("_on_set",)
+
+    def __init__(self, items: Any, on_set: Any) -> None:
+        super().__init__(items)
+        self._on_set = on_set
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        super().__setitem__(key, value)
+        self._on_set(key)
 
 
 def decide(run: RunView, now: float) -> list[Action]:

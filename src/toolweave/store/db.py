@@ -87,8 +87,8 @@ class Tx:
     """
 
     __slots__ = (
-        "_batch", "_batch_keys", "_checks", "_results", "committed", "cursor", "deferred", "dialect", "event_runs",
-        "pipeline", "statements", "woken",
+        "_arrays", "_batch", "_batch_keys", "_checks", "_results", "committed", "cursor", "deferred", "dialect",
+        "event_runs", "pipeline", "statements", "woken",
     )
 
     def __init__(self, cursor: Any, dialect: str, pipeline: Any = None) -> None:
@@ -106,6 +106,7 @@ class Tx:
         """Runs this transaction appends events to (``Store.on_events`` hears of them at commit)."""
         self.woken = False
         self.deferred: dict[str, list[Mapping[str, Any]]] = {}
+        self._arrays: dict[str, str] = {}
         self.committed: list[Callable[[], None]] = []
 
     def after_commit(self, callback: Callable[[], None]) -> None:
@@ -114,14 +115,31 @@ class Tx:
         of it."""
         self.committed.append(callback)
 
-    def defer(self, sql: str, rows: Sequence[Mapping[str, Any]]) -> None:
+    def defer(self, sql: str, rows: Sequence[Mapping[str, Any]], *, arrays: str | None = None) -> None:
         """Queue insert rows that nothing reads back in this transaction; they are written with one
-        ``executemany`` per statement just before the commit (e.g. events of a whole batch)."""
+        ``executemany`` per statement just before the commit (e.g. events of a whole batch).
+
+        ``arrays`` is the same insert written for PostgreSQL over one array per column (each
+        ``:column`` an array of the rows' values, in order; e.g. ``SELECT … FROM unnest(…) WITH
+        ORDINALITY … ORDER BY``): several rows then go as one statement, whose text never changes
+        (psycopg prepares it once), not one statement per row."""
         self.deferred.setdefault(sql, []).extend(rows)
+        if arrays is not None:
+            self._arrays[sql] = arrays
 
     def flush_deferred(self) -> None:
         for sql, rows in self.deferred.items():
-            self.many(sql, rows)
+            arrays = self._arrays.get(sql) if self.dialect == "postgresql" and len(rows) > 1 else None
+            if arrays is None:
+                self.many(sql, rows)
+                continue
+            if self._batch:
+                self._send_batch()
+            encoded = [_encode(row) for row in rows]
+            columns = {name: [row[name] for row in encoded] for name in encoded[0]}
+            self.cursor.execute(_sql_for(arrays, self.dialect), columns)
+            if self.pipeline is None:
+                self.statements += 1
         self.deferred.clear()
 
     # --- statements ----------------------------------------------------------------------------

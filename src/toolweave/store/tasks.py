@@ -62,6 +62,11 @@ _INSERT_QUEUED = (
     "VALUES (:kind, :run_id, :ref_id, :priority, :available_at, 0, :created_at)"
 )
 
+_QUEUE = (
+    "INSERT INTO tasks (kind, run_id, ref_id, priority, available_at, attempts, created_at) "
+    "VALUES (:kind, :run_id, :ref_id, :priority, :available_at, :attempts, :created_at)"
+)
+
 _CLAIM = (
     "UPDATE tasks SET lease_owner = :owner, claim_token = :token, available_at = :expires, attempts = attempts + 1 "
     "WHERE task_id IN (SELECT task_id FROM tasks WHERE available_at <= :now "
@@ -85,10 +90,23 @@ def enqueue(
 ) -> Task:
     """Add a task. With ``lease_owner`` it is created already claimed by that worker. ``attempted``:
     an earlier task may have done this work already (a dispatch made again by the sweep), so its
-    first claim counts as a second attempt and the service re-attaches rather than submits."""
-    available = (now + lease_seconds) if lease_owner else (at if at is not None else now)
+    first claim counts as a second attempt and the service re-attaches rather than submits.
+
+    A queued task (no ``lease_owner``) is written without waiting for the server (``Tx.put``:
+    pipelined on PostgreSQL, where a fan-out's branches queued beyond the worker's free slots were
+    a round trip each, under the run's lock); nothing reads its id, so the ``Task`` returned for it
+    has ``task_id`` 0."""
     attempts = (1 if lease_owner else 0) + (1 if attempted else 0)
-    token = new_token() if lease_owner else None
+    if lease_owner is None:
+        tx.put(
+            _QUEUE,
+            {"kind": kind.value, "run_id": run_id, "ref_id": ref_id, "priority": priority,
+             "available_at": at if at is not None else now, "attempts": attempts, "created_at": now},
+        )
+        tx.wake()
+        return Task(0, kind, run_id, ref_id, attempts)
+    available = now + lease_seconds
+    token = new_token()
     row = tx.q(
         _INSERT,
         {
@@ -97,9 +115,7 @@ def enqueue(
             "created_at": now,
         },
     ).fetchone()
-    if lease_owner is None:
-        tx.wake()
-    return Task(int(row[0]), kind, run_id, ref_id, attempts, token or "")
+    return Task(int(row[0]), kind, run_id, ref_id, attempts, token)
 
 
 def enqueue_leased(
