@@ -36,6 +36,12 @@ class InvalidDefinition(UnknownDefinition):
         self.problems = problems
 
 
+KEPT_DEFINITIONS = 512
+_TOOL_JOBS: dict[int, tuple[ToolDefinition, JobDefinition]] = {}
+"""The one-step job of each tool object submitted lately, by the object's id (the entry holds the
+object, so the id is not reused while it is kept)."""
+
+
 class Definitions:
     """The ``App``'s definitions (a part of ``App``)."""
 
@@ -191,4 +197,15 @@ class Definitions:
 
     def job_for(self, target_id: str, version: str | None = None) -> JobDefinition:
         definition = self.definition(target_id, version)
-        return tool_job(definition) if isinstance(definition, ToolDefinition) else definition
+        if not isinstance(definition, ToolDefinition):
+            return definition
+        # a tool's one-step job, made once per registered tool object: the engine keeps a
+        # definition's content hash by the object, so each submit of a tool need not dump and
+        # hash it again
+        kept = _TOOL_JOBS.get(id(definition))
+        if kept is None or kept[0] is not definition:
+            if len(_TOOL_JOBS) >= KEPT_DEFINITIONS:
+                _TOOL_JOBS.pop(next(iter(_TOOL_JOBS)))
+            kept = (definition, tool_job(definition))
+            _TOOL_JOBS[id(definition)] = kept
+        return kept[1]

@@ -26,9 +26,14 @@ from toolweave.inputs import FieldProblem, InputError, Upload, drawn_seeds, prep
 from toolweave.model.definitions import JobDefinition, ToolDefinition
 from toolweave.model.records import ArtifactRef
 from toolweave.store import accounts as accounts_q
+from toolweave.store.batching import GroupCommit
+from toolweave.store.db import Tx
 
 SUBMIT_CHUNK = 500
 """Runs per transaction in a bulk submission (``App.submit_many``)."""
+SUBMIT_TRANSACTIONS = 4
+"""Transactions storing single submits at the same time (those arriving meanwhile wait and go
+together in the next one)."""
 
 
 @dataclass
@@ -48,6 +53,13 @@ class Submitting(Definitions):
     engine: Engine
     artifacts: ArtifactStore
     credits: CreditDesk
+    _submits: GroupCommit[SubmitRequest, tuple[str, bool] | Refused] | None = None
+
+    @property
+    def submit_transactions(self) -> int:
+        """Transactions that stored single submits so far (fewer than the submits when they arrive
+        together)."""
+        return self._submits.transactions if self._submits is not None else 0
 
     async def submit(self, target_id: str, inputs: Mapping[str, Any] | None = None, **options: Any) -> str:
         """Validate and coerce the inputs, then create the run; returns its id (``submit_run``
@@ -91,8 +103,18 @@ class Submitting(Definitions):
             session_id=session_id, initiating_event_id=initiating_event_id, idempotency_key=idempotency_key,
             callback_url=callback_url, priority=priority, cost_ceiling=cost_ceiling,
         )
-        created: tuple[str, bool] = await self.store.tx(self.engine.submit_tx, request, time.time())
+        if self._submits is None:
+            self._submits = GroupCommit(self.store, self._submit_tx, concurrency=SUBMIT_TRANSACTIONS)
+        created = await self._submits(request)
+        if isinstance(created, Refused):
+            raise created
         return created
+
+    def _submit_tx(self, tx: Tx, requests: Sequence[SubmitRequest]) -> list[tuple[str, bool] | Refused]:
+        """Submits arriving together (a server's concurrent requests) stored in one transaction, as a
+        bulk submission stores its rows (group commit); each is gated as if it came alone after
+        the ones before it."""
+        return self.engine.submit_many_tx(tx, requests, time.time())
 
     async def submit_many(
         self,

@@ -7,16 +7,32 @@ from __future__ import annotations
 import hashlib
 import hmac
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from toolweave.engine.core import Engine
 from toolweave.engine.work import NotFound
 from toolweave.host import media_path, media_signature
+from toolweave.model.records import RunUpdate
 from toolweave.services.base import Service, WebhookRejected
 from toolweave.settings import Settings
 from toolweave.store import generations as gens_q
-from toolweave.store.db import Store
+from toolweave.store.batching import GroupCommit
+from toolweave.store.db import Store, Tx
+
+WEBHOOK_TRANSACTIONS = 4
+"""Transactions applying webhooks at the same time (on SQLite they run one at a time anyway)."""
+
+
+@dataclass(frozen=True)
+class _Update:
+    """One webhook's update, to be applied with those arriving with it (``Webhooks._apply_tx``)."""
+
+    run_id: str
+    generation_id: str
+    update: RunUpdate
+    receipt: tuple[str, str]
 
 
 class Webhooks:
@@ -26,6 +42,12 @@ class Webhooks:
     store: Store
     engine: Engine
     services: dict[str, Service]
+    _webhook_updates: GroupCommit[_Update, bool] | None = None
+
+    @property
+    def webhook_transactions(self) -> int:
+        """Transactions that applied webhooks so far (fewer than the webhooks when they arrive together)."""
+        return self._webhook_updates.transactions if self._webhook_updates is not None else 0
 
     def media_path(self, sha256: str, mime_type: str, now: float | None = None) -> str:
         """The signed path (``/media/<sha256>?type=…&expires=…&token=…``) at which a backend may
@@ -86,7 +108,20 @@ class Webhooks:
             if finalize is not None:
                 update = await finalize(await generation(), update)
         key = parsed.event_key or hashlib.sha256(body).hexdigest()
-        _d, applied = await self.store.tx(
-            self.engine.apply_update_tx, gen.run_id, generation_id, update, time.time(), None, None, (service_name, key)
-        )
-        return bool(applied)
+        if self._webhook_updates is None:
+            self._webhook_updates = GroupCommit(self.store, self._apply_tx, concurrency=WEBHOOK_TRANSACTIONS)
+        return await self._webhook_updates(_Update(gen.run_id, generation_id, update, (service_name, key)))
+
+    def _apply_tx(self, tx: Tx, items: Sequence[_Update]) -> list[bool]:
+        """Apply the webhooks that arrived together, in one transaction (group commit: on SQLite a
+        transaction's begin and commit, on PostgreSQL its round trips, cost more than a progress
+        update). Their runs are locked in the order of their ids, as the worker's batches lock
+        theirs, so two such transactions cannot deadlock."""
+        now = time.time()
+        applied = [False] * len(items)
+        for i in sorted(range(len(items)), key=lambda i: items[i].run_id):
+            item = items[i]
+            _d, applied[i] = self.engine.apply_update_tx(
+                tx, item.run_id, item.generation_id, item.update, now, None, None, item.receipt
+            )
+        return applied

@@ -187,3 +187,23 @@ async def test_concurrent_batches_with_the_same_keys_make_each_run_once(app: App
         assert sum(batch[index].created for batch in batches) == 1
     page = await app.list_runs("acme", limit=100)
     assert len(page.items) == 30
+
+
+async def test_single_submits_arriving_together_are_stored_together(app: App) -> None:
+    """Concurrent ``submit_run`` calls (a server's requests) share transactions (group commit): each
+    gets its own run, a key sent twice at once names one run, a run that ends at once or nests a job
+    among them is stored as alone, and no run is stranded."""
+    calls = [app.submit_run("chain", {"value": i}, account_id="acme") for i in range(12)]
+    calls += [app.submit_run("chain", {"value": 99}, account_id="acme", idempotency_key="same") for _ in range(3)]
+    calls += [app.submit_run("ends", {"value": 1}, account_id="acme"), app.submit_run("outer", {}, account_id="acme")]
+    before = app.submit_transactions
+    made = await asyncio.gather(*calls)
+    assert app.submit_transactions - before < len(calls)
+    assert len({run_id for run_id, _ in made[:12]}) == 12 and all(created for _, created in made[:12])
+    keyed = made[12:15]
+    assert len({run_id for run_id, _ in keyed}) == 1 and sorted(created for _, created in keyed) == [False, False, True]
+    for i, (run_id, _) in enumerate(made[:12]):
+        run = await app.get_run(run_id, "acme")
+        assert run["jobInputs"] == {"value": i}
+    assert (await app.get_run(made[15][0], "acme"))["status"] == "completed"
+    assert_no_stranded_runs(app.store)

@@ -47,12 +47,13 @@ def test_a_task_id_is_never_reused_and_only_its_claim_finishes_it(store: Store) 
     store.run_sync(lambda tx: tasks_q.enqueue(tx, TaskKind.POLL, run_id="run_a", ref_id="gen_a", now=now))
     [poll] = store.run_sync(tasks_q.claim, "worker-1", 1, now, 30.0)
 
-    def poll_finds_the_end(tx: Tx) -> tasks_q.Task:
+    def poll_finds_the_end(tx: Tx) -> None:
         tasks_q.delete_for(tx, "gen_a", (TaskKind.POLL,))
-        return tasks_q.enqueue(tx, TaskKind.ADVANCE, run_id="run_a", ref_id="run_a", now=now, at=now + 5)
+        tasks_q.enqueue(tx, TaskKind.ADVANCE, run_id="run_a", ref_id="run_a", now=now, at=now + 5)
 
-    advance = store.run_sync(poll_finds_the_end)
-    assert advance.task_id != poll.task_id
+    store.run_sync(poll_finds_the_end)  # (a queued task's id is not read back: it is 0 in the Task)
+    [advance] = store.read_sync(lambda tx: tx.all("SELECT task_id, kind FROM tasks"))
+    assert advance.kind == "advance" and advance.task_id != poll.task_id
     assert store.run_sync(tasks_q.finish, poll.claim) is False
     left = store.read_sync(lambda tx: tx.all("SELECT task_id, kind FROM tasks"))
     assert [(r.task_id, r.kind) for r in left] == [(advance.task_id, "advance")]

@@ -16,6 +16,7 @@ from toolweave.store import runs as runs_q
 from toolweave.store.db import Tx
 
 INPUTS_KEPT = 4096
+CONTENTS_KEPT = 1024
 
 
 class Snapshots:
@@ -31,6 +32,8 @@ class Snapshots:
         """Snapshots known to be committed: a submit skips inserting these. A snapshot enters it only
         after the transaction that inserted it committed, so a concurrent submit never relies on
         a row another transaction may still roll back (or has not yet made visible)."""
+        self._contents: dict[int, tuple[ToolDefinition | JobDefinition, str, dict[str, Any]]] = {}
+        """Content hash and body of definitions submitted lately, by object (``_content``)."""
         self._run_inputs: dict[str, dict[str, Any]] = {}
         """Inputs of runs in progress, by run id (at most ``INPUTS_KEPT``, the oldest dropped first)."""
         self.notification_rules: list[Any] = []
@@ -57,8 +60,7 @@ class Snapshots:
         return tool
 
     def _snapshot(self, tx: Tx, kind: str, definition: ToolDefinition | JobDefinition, now: float) -> str:
-        body = definition.dump()
-        sha = runs_q.snapshot_sha(body)
+        sha, body = self._content(definition)
         if sha not in self._stored:
             def_id = definition.tool_id if isinstance(definition, ToolDefinition) else definition.job_id
             runs_q.put_snapshot(tx, sha, kind, def_id, definition.version, body, now)
@@ -68,6 +70,21 @@ class Snapshots:
             elif sha not in self._jobs:
                 self._jobs[sha] = (definition, tuple(plan.topological_order(definition)))
         return sha
+
+    def _content(self, definition: ToolDefinition | JobDefinition) -> tuple[str, dict[str, Any]]:
+        """(content hash, body) of a definition, computed once per definition object: a registered
+        definition is one object, and dumping and hashing it for every submit cost a tenth of a
+        submit's CPU. Kept by the object's id; the entry holds the object, so the id is not reused
+        while it is kept. Definitions are not changed in place (a new version is a new object)."""
+        kept = self._contents.get(id(definition))
+        if kept is not None and kept[0] is definition:
+            return kept[1], kept[2]
+        body = definition.dump()
+        sha = runs_q.snapshot_sha(body)
+        if len(self._contents) >= CONTENTS_KEPT:
+            self._contents.pop(next(iter(self._contents)))
+        self._contents[id(definition)] = (definition, sha, body)
+        return sha, body
 
     def _inputs(self, tx: Tx, run: Any) -> dict[str, Any]:
         """A run's inputs: from its row when it was read whole, else read once and kept (they never

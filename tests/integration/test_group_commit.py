@@ -1,0 +1,82 @@
+"""Group commit for requests (``store.batching.GroupCommit``): concurrent callers share one
+transaction, each gets its own result, and one bad item fails alone. On both stores."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+
+from toolweave.store import kv
+from toolweave.store.batching import GroupCommit
+from toolweave.store.db import Store, Tx
+
+NOW = 1_000_000.0
+
+
+@pytest.fixture
+def store(db_url: str) -> Any:
+    s = Store(db_url)
+    s.upgrade()
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+def _put_all(tx: Tx, items: Sequence[str]) -> list[int]:
+    """Store each key (a key starting with ``bad`` raises); returns how many keys the table holds
+    after each, as this transaction sees it."""
+    counts = []
+    for key in items:
+        if key.startswith("bad"):
+            raise ValueError(f"refused {key}")
+        kv.put(tx, "t", key, {"v": key}, NOW)
+        row = tx.one("SELECT COUNT(*) AS n FROM kv WHERE namespace = 't'")
+        assert row is not None
+        counts.append(int(row.n))
+    return counts
+
+
+def _keys(store: Store) -> list[str]:
+    return [k for k, _ in store.read_sync(kv.items, "t", NOW)]
+
+
+async def test_concurrent_callers_share_one_transaction_and_get_their_own_results(store: Store) -> None:
+    group: GroupCommit[str, int] = GroupCommit(store, _put_all)
+    keys = [f"k{i:02d}" for i in range(20)]
+    results = await asyncio.gather(*(group(k) for k in keys))
+    assert results == list(range(1, 21))  # one transaction saw them one after the other
+    assert group.transactions == 1
+    assert _keys(store) == keys
+
+
+async def test_one_bad_item_fails_alone_and_the_others_are_stored(store: Store) -> None:
+    group: GroupCommit[str, int] = GroupCommit(store, _put_all)
+    keys = ["a", "b", "bad", "c"]
+    results = await asyncio.gather(*(group(k) for k in keys), return_exceptions=True)
+    assert [type(r).__name__ for r in results] == ["int", "int", "ValueError", "int"]
+    assert str(results[2]) == "refused bad"
+    assert _keys(store) == ["a", "b", "c"]  # nothing of the failed batch stayed, each good item once
+    assert group.transactions == 1 + len(keys)
+
+
+async def test_items_queued_while_a_transaction_runs_go_in_the_next_and_none_is_lost(store: Store) -> None:
+    group: GroupCommit[str, int] = GroupCommit(store, _put_all, concurrency=1, max_items=7)
+
+    async def caller(i: int) -> int:
+        await asyncio.sleep(0.001 * (i % 5))
+        return await group(f"k{i:03d}")
+
+    results = await asyncio.gather(*(caller(i) for i in range(60)))
+    assert sorted(results) == list(range(1, 61))
+    assert _keys(store) == [f"k{i:03d}" for i in range(60)]
+    assert 60 // 7 <= group.transactions < 60
+
+
+async def test_a_function_returning_too_few_results_is_an_error_not_a_wrong_answer(store: Store) -> None:
+    group: GroupCommit[str, int] = GroupCommit(store, lambda tx, items: [])
+    results = await asyncio.gather(group("x"), group("y"), return_exceptions=True)
+    assert all(isinstance(r, RuntimeError) for r in results)
