@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 from tests.integration.test_api import Server, assert_problem, running_server
 
+from toolweave.app import App
+
 
 @pytest.fixture
 async def server(tmp_path: Path) -> AsyncIterator[Server]:
@@ -18,19 +20,20 @@ async def server(tmp_path: Path) -> AsyncIterator[Server]:
         yield srv
 
 
+async def parked(app: App, run_id: str) -> tuple[str, str]:
+    """(generation id, platform run id) of the run's generation once the stand-in backend has it."""
+    while True:
+        run = await app.get_run(run_id, "alice")
+        gens = [g for g in run["generations"] if g["platformSpecificRunId"]]
+        if gens:
+            return gens[0]["generationId"], gens[0]["platformSpecificRunId"]
+        await asyncio.sleep(0.05)
+
+
 async def test_progress_and_completion_arrive_by_webhook(server: Server) -> None:
     app = server.app
     run_id = await app.submit("test.slow_async", {"seconds": 86400}, account_id="alice")
-
-    async def parked() -> tuple[str, str]:
-        while True:
-            run = await app.get_run(run_id, "alice")
-            gens = [g for g in run["generations"] if g["platformSpecificRunId"]]
-            if gens:
-                return gens[0]["generationId"], gens[0]["platformSpecificRunId"]
-            await asyncio.sleep(0.05)
-
-    gen_id, platform_id = await asyncio.wait_for(parked(), 30)
+    gen_id, platform_id = await asyncio.wait_for(parked(app, run_id), 30)
     path = f"/webhooks/builtin/{gen_id}?token={app.engine.webhook_token('builtin', gen_id)}"
     async with server.client() as c:
         progress = {"runId": platform_id, "status": "processing", "progress": 0.5, "eventId": "p1"}
@@ -59,16 +62,7 @@ async def test_webhooks_arriving_together_share_a_transaction_and_each_counts_on
     took fewer transactions than requests."""
     app = server_on.app
     run_ids = [await app.submit("test.slow_async", {"seconds": 86400}, account_id="alice") for _ in range(8)]
-
-    async def parked(run_id: str) -> tuple[str, str]:
-        while True:
-            run = await app.get_run(run_id, "alice")
-            gens = [g for g in run["generations"] if g["platformSpecificRunId"]]
-            if gens:
-                return gens[0]["generationId"], gens[0]["platformSpecificRunId"]
-            await asyncio.sleep(0.05)
-
-    parked_gens = [await asyncio.wait_for(parked(r), 30) for r in run_ids]
+    parked_gens = [await asyncio.wait_for(parked(app, r), 30) for r in run_ids]
 
     async def send(gen_id: str, body: dict[str, object]) -> bool:
         token = app.engine.webhook_token("builtin", gen_id)
