@@ -276,3 +276,18 @@ async def test_a_cost_ceiling_holds_at_most_the_ceiling_and_stops_the_run_before
     assert {s["stepId"]: s["status"] for s in run["stepStatuses"]} == {"s1": "succeeded", "s2": "succeeded", "s3": "skipped"}
     assert Decimal(run["costUsd"]) == Decimal("2.5")
     assert sums(app, "acme") == (Decimal("7.5"), Decimal(0))
+
+
+async def test_a_repeated_or_late_update_charges_nothing_more(app: App) -> None:
+    slow = priced(app, "test.slow_async")
+    assert app.registry.register(slow) == []
+    await app.credits.grant("acme", Decimal("10"))
+    run_id = await app.submit("test.slow_async", {"seconds": 3600}, account_id="acme")
+    await app.make_worker(2).run_until_idle(5)
+    gen_id = (await app.get_run(run_id))["generations"][0]["generationId"]
+    done = RunUpdate(status=GenerationStatus.COMPLETED, outputs={"note": "", "waited": 1.0})
+    assert await app.apply_update(gen_id, done)
+    for again in (done, RunUpdate(status=GenerationStatus.COMPLETED, outputs={"note": "x", "waited": 2.0}, cost_usd=Decimal(3))):
+        assert not await app.apply_update(gen_id, again)  # the generation is terminal: no change, no charge
+    assert [r["kind"] for r in ledger(app, "acme")] == ["grant", "hold", "charge"]
+    assert sums(app, "acme") == (Decimal(10) - PRICE, Decimal(0))
