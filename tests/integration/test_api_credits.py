@@ -162,3 +162,11 @@ async def test_the_web_form_shows_the_estimate_and_a_refusal(server: Server) -> 
         assert bad.status_code == 422 and "costCeiling" in bad.text
         capped = await browser.post("/new/pair", data={"csrf": csrf, "value": "1", "costCeiling": "1"})
         assert capped.status_code == 303, capped.text  # holds only the ceiling, which 1.00 covers
+
+
+async def test_a_grant_past_the_largest_balance_is_422(server: Server) -> None:
+    async with server.client(ADMIN_KEY) as admin:
+        for _ in range(10):
+            assert (await admin.post("/api/v1/accounts/bob/credits", json={"amount": "1000000000"})).status_code == 201
+        body = assert_problem(await admin.post("/api/v1/accounts/bob/refunds", json={"amount": "1"}), 422)
+        assert body["errors"][0]["field"] == "amount" and "at most" in body["detail"]

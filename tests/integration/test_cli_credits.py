@@ -89,3 +89,10 @@ def test_a_cost_ceiling_from_the_command_line(env: dict[str, str], priced: str, 
     assert result.exit_code == 2, result.output  # partially completed
     run = json.loads(result.stdout)
     assert run["error"]["code"] == "cost_ceiling" and run["finalOutputs"] == {"first": 2}
+
+
+def test_a_grant_past_the_largest_balance_is_one_line(env: dict[str, str]) -> None:  # noqa: F811
+    for _ in range(10):
+        assert cli("credits", "grant", "rich", "1000000000").exit_code == 0
+    refused = cli("credits", "grant", "rich", "1")
+    assert refused.exit_code == 4 and "error: the balance of an account may be at most 10000000000" in refused.output

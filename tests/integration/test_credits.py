@@ -291,3 +291,12 @@ async def test_a_repeated_or_late_update_charges_nothing_more(app: App) -> None:
         assert not await app.apply_update(gen_id, again)  # the generation is terminal: no change, no charge
     assert [r["kind"] for r in ledger(app, "acme")] == ["grant", "hold", "charge"]
     assert sums(app, "acme") == (Decimal(10) - PRICE, Decimal(0))
+
+
+async def test_a_balance_has_a_largest_value_so_the_ledger_sums_stay_exact(app: App) -> None:
+    for _ in range(10):
+        await app.credits.grant("rich", Decimal("1000000000"))
+    with pytest.raises(ValueError, match="at most 10000000000"):
+        await app.credits.grant("rich", Decimal("0.00000001"))
+    shown = await app.credits.balance("rich")
+    assert shown["balance"] == "10000000000.00" and len(ledger(app, "rich")) == 10

@@ -14,6 +14,8 @@ from toolweave.store import accounts as accounts_q
 from toolweave.store import credits as credits_q
 from toolweave.store.db import Row, Tx
 
+MAX_BALANCE = Decimal("10000000000")
+"""The largest balance a grant or refund may make (the ledger's sums stay far inside 64 bits)."""
 POLICY_FIELDS = ("credits", "max_runs_in_flight", "submits_per_minute", "confirm_above")
 
 
@@ -22,9 +24,13 @@ def grant(
     note: str | None = None, run_id: str | None = None,
 ) -> dict[str, Any]:
     """Give ``amount`` credits to the account (a grant turns its balance policy on unless an
-    administrator turned it off); returns its balance after."""
+    administrator turned it off); returns its balance after. ``ValueError`` when the balance would
+    pass ``MAX_BALANCE``."""
     accounts_q.ensure(tx, account_id, account_id, now)
     policy = credits_q.lock_policies(tx, [account_id], now)()[account_id]
+    before, _held = credits_q.sums(tx, [account_id])().get(account_id, (0, 0))
+    if before + to_units(amount) > to_units(MAX_BALANCE):
+        raise ValueError(f"the balance of an account may be at most {MAX_BALANCE} (it is {money_text(from_units(before))})")
     if policy.credits is None:
         credits_q.set_policy(tx, account_id, now, credits=True)
     credits_q.append(tx, [credits_q.entry(account_id, kind, now, amount=to_units(amount), run_id=run_id, note=note)])

@@ -26,6 +26,10 @@ router = APIRouter(prefix="/api/v1")
 AccountId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:@-]+$", description="The account")]
 
 
+def _too_much(exc: ValueError) -> ApiProblem:
+    return ApiProblem(422, str(exc), kind="invalid-request", errors=[FieldError(field="amount", message=str(exc))])
+
+
 def _account(caller: Caller, account: str | None) -> str:
     """The account a read is about: the caller's own; the admin key may name any."""
     if account is None or account == caller.account_id:
@@ -93,7 +97,10 @@ async def grant(request: Request, account: AccountId, body: GrantRequest,
     """Add credits (a ``grant`` entry); the account pays from its balance from then on, unless its
     policy says it never does."""
     app = tw(request)
-    await app.credits.grant(account, body.amount, body.note)
+    try:
+        await app.credits.grant(account, body.amount, body.note)
+    except ValueError as exc:
+        raise _too_much(exc) from None
     result: dict[str, Any] = await app.credits.balance(account)
     return result
 
@@ -104,7 +111,10 @@ async def refund(request: Request, account: AccountId, body: GrantRequest,
                  caller: Caller = Depends(require_admin)) -> dict[str, Any]:
     """A ``refund`` entry: credits given back, e.g. for a run that went wrong (``runId``)."""
     app = tw(request)
-    await app.credits.refund(account, body.amount, body.note, body.runId)
+    try:
+        await app.credits.refund(account, body.amount, body.note, body.runId)
+    except ValueError as exc:
+        raise _too_much(exc) from None
     result: dict[str, Any] = await app.credits.balance(account)
     return result
 

@@ -107,7 +107,10 @@ def credits_refund(
 
 
 async def _then_balance(app: Any, change: Any, account: str) -> dict[str, Any]:
-    await change
+    try:
+        await change
+    except ValueError as exc:  # the balance would pass its largest value
+        raise CliError(str(exc)) from None
     result: dict[str, Any] = await app.credits.balance(account)
     return result
 
