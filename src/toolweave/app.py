@@ -178,6 +178,14 @@ class App(Submitting, Webhooks, Accounts, Answering):
         options.setdefault("sweep_seconds", self.settings.sweep_seconds)
         options.setdefault("evaluator", self.evaluator)
         options.setdefault("budgets", self.budgets)
+        if self.settings.retention_days > 0 and "housekeeping" not in options:
+            from toolweave.retention import PeriodicPrune
+
+            every = self.settings.prune_every_minutes * 60
+            options["housekeeping"] = PeriodicPrune(
+                self.store, self.artifacts, older_than=self.settings.retention_days * 86400, every_seconds=every
+            )
+            options.setdefault("housekeeping_seconds", min(every, 600.0))
         return Worker(
             self.store,
             self.engine,
@@ -373,6 +381,15 @@ class App(Submitting, Webhooks, Accounts, Answering):
             "waitingReason": presence.waiting_reason(workers) if queue["queuedRuns"] or oldest else None,
             **queue,
         }
+
+    async def prune(self, older_than: float, *, dry_run: bool = False, batch: int = 100) -> dict[str, Any]:
+        """Remove the runs that finished more than ``older_than`` seconds ago and the artifacts
+        nothing refers to any more (``toolweave.retention``); with ``dry_run`` only count them.
+        What went (or would go), as ``PruneReport.as_dict``."""
+        from toolweave.retention import Pruner
+
+        report = await Pruner(self.store, self.artifacts, batch_runs=batch).prune(older_than, dry_run=dry_run)
+        return report.as_dict()
 
     def db_revision(self) -> str | None:
         """The store's current schema revision (Alembic)."""

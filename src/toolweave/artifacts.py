@@ -10,6 +10,7 @@ accounts uploading the same bytes do not see each other's file names.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import io
 import json
@@ -134,6 +135,20 @@ def decode_data_uri(uri: str, limit: int | None = None) -> tuple[bytes, str]:
     return data, mime
 
 
+def _write_atomically(path: Path, data: bytes) -> None:
+    """Write a file under a temporary name of its own, then rename it into place: two processes
+    storing the same bytes at once each rename a whole file."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
 class ArtifactStore:
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
@@ -156,17 +171,29 @@ class ArtifactStore:
             sha256=sha, mimeType=mime, size=len(data), width=width, height=height, filename=filename
         )
         path = self._path(sha)
-        if not path.exists():
+        if not self._still_there(path):
             path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-            os.replace(tmp, path)
             meta = ref.model_dump(by_alias=True, exclude_none=True, exclude={"filename"})
-            meta_tmp = path.with_suffix(".json.tmp")
-            meta_tmp.write_text(json.dumps(meta))
-            os.replace(meta_tmp, path.with_suffix(".json"))
+            _write_atomically(path, data)
+            _write_atomically(path.with_suffix(".json"), json.dumps(meta).encode())
         return ref
+
+    def mtime(self, sha256: str) -> float | None:
+        """When the file was last written or found again by ``put_bytes``; None if there is none."""
+        try:
+            return self._path(sha256).stat().st_mtime
+        except (FileNotFoundError, KeyError):
+            return None
+
+    @staticmethod
+    def _still_there(path: Path) -> bool:
+        """Whether the file and its sidecar exist; the file's time is set to now, so that a prune
+        removing it meanwhile sees it was just wanted again (``set_aside``)."""
+        try:
+            os.utime(path)
+        except FileNotFoundError:
+            return False
+        return path.with_suffix(".json").exists()
 
     def put_file(self, source: Path, mime_type: str | None = None) -> ArtifactRef:
         source = Path(source)
@@ -211,3 +238,49 @@ class ArtifactStore:
         target = directory / f"{stem}{ext}"
         target.write_bytes(self.read(ref))
         return target
+
+    # --- removal (retention) -------------------------------------------------------------------
+    # A file is removed in three moves, so that bytes stored again meanwhile are never lost: it is
+    # renamed aside (``<sha>.prune``); the caller checks the store again; then it is either
+    # dropped or put back. ``put_bytes`` writes a new file when it finds none and touches one it
+    # finds, so a file set aside after it was found is put back by ``restore`` (it was just used).
+
+    def _aside(self, sha256: str) -> Path:
+        path = self._path(sha256)
+        return path.with_name(path.name + ".prune")
+
+    def set_aside(self, sha256: str) -> float | None:
+        """Rename the file aside; its modification time, or None when there is none. A file set
+        aside earlier (an interrupted removal) is put back first."""
+        path, aside = self._path(sha256), self._aside(sha256)
+        if aside.exists():
+            self.restore(sha256)
+        try:
+            os.replace(path, aside)
+        except FileNotFoundError:
+            return None
+        return aside.stat().st_mtime
+
+    def restore(self, sha256: str) -> None:
+        """Put a file set aside back (unless the same bytes were stored again meanwhile)."""
+        path, aside = self._path(sha256), self._aside(sha256)
+        if path.exists():
+            aside.unlink(missing_ok=True)
+            return
+        try:
+            os.replace(aside, path)
+        except FileNotFoundError:
+            pass
+
+    def drop(self, sha256: str) -> int:
+        """Delete a file set aside and the sidecar (unless the bytes were stored again meanwhile);
+        the bytes freed."""
+        path, aside = self._path(sha256), self._aside(sha256)
+        try:
+            size = aside.stat().st_size
+            aside.unlink()
+        except FileNotFoundError:
+            size = 0
+        if not path.exists():
+            path.with_suffix(".json").unlink(missing_ok=True)
+        return size

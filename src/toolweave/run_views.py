@@ -60,6 +60,10 @@ def run_detail(tx: Tx, run_id: str, account_id: str | None) -> dict[str, Any]:
     )
     gens = gens_q.for_run(tx, run_id)
     step_rows = runs_q.steps(tx, run_id)
+    linked = {run.forked_from_run_id} | {s.reused_from_run_id for s in step_rows}
+    pruned = {other for other in linked - {None} if runs_q.get(tx, other) is None}
+    """Runs this one links to that retention has removed since (``toolweave prune``): shown as such, not linked."""
+    detail["forkedFromPruned"] = run.forked_from_run_id in pruned if run.forked_from_run_id else None
     in_flight = items_q.running_counts(tx, run_id) if any(s.items_total is not None for s in step_rows) else {}
     asked = {q.question_id: q for q in questions_q.of_run(tx, run_id)} if any(s.question_id for s in step_rows) else {}
     detail["stepStatuses"] = [
@@ -81,6 +85,7 @@ def run_detail(tx: Tx, run_id: str, account_id: str | None) -> dict[str, Any]:
             "finishedAt": iso(s.finished_at),
             "durationMs": int((s.finished_at - s.started_at) * 1000) if s.finished_at and s.started_at else None,
             "reusedFromRunId": s.reused_from_run_id,
+            "reusedFromPruned": s.reused_from_run_id in pruned if s.reused_from_run_id else None,
             "items": item_counts(s, in_flight.get(s.step_id, {})),
             "question": question_view(asked[s.question_id]) if s.question_id in asked else None,
         }

@@ -74,6 +74,11 @@ class Settings:
     sweep_seconds: float = 60.0
     """How often a worker looks for stranded runs (unfinished, with nothing that will move them)
     and repairs them; 0 turns the sweep off."""
+    retention_days: float = 0.0
+    """Workers prune runs that finished more than this many days ago (``toolweave prune``), with
+    the artifacts nothing refers to any more; 0 turns periodic pruning off."""
+    prune_every_minutes: float = 60.0
+    """Periodic pruning runs at most this often, on one worker at a time."""
     condition_budget_ms: float = 100.0
     """CPU time a step's condition may take to evaluate; past it the step fails (``evaluation_budget``)."""
     template_budget_ms: float = 100.0
@@ -301,7 +306,7 @@ _WHOLE = ("worker_slots", "telegram_max_runs_in_flight", "media_max_bytes", "inp
           "account_submits_per_minute")
 _SECONDS = ("http_timeout_seconds", "telegram_prompt_timeout_seconds", "telegram_edit_interval_seconds",
             "lease_seconds", "sweep_seconds", "media_url_ttl_seconds", "condition_budget_ms", "template_budget_ms",
-            "estimate_fallback_seconds")
+            "estimate_fallback_seconds", "retention_days", "prune_every_minutes")
 
 
 def _amount(value: Any) -> Decimal:

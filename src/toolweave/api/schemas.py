@@ -273,6 +273,8 @@ class StepStatusInfo(_Open):
     durationMs: int | None = None
     items: ItemCounts | None = Field(default=None, description="A map step's items by status")
     question: QuestionInfo | None = Field(default=None, description="A step that asks a person: its question")
+    reusedFromRunId: str | None = Field(default=None, description="A forked run's step taken over from this run")
+    reusedFromPruned: bool | None = Field(default=None, description="Whether that run has been pruned since")
 
 
 class ItemInfo(_Open):
@@ -314,6 +316,8 @@ class RunDetail(RunSummary):
     waitingFor: list[QuestionInfo] = Field(default_factory=list, description="The questions the run waits on")
     jobInputs: dict[str, Any]
     finalOutputs: Any = None
+    forkedFromPruned: bool | None = Field(
+        default=None, description="Whether the run this one was forked from has been pruned since (`toolweave prune`)")
     stepStatuses: list[StepStatusInfo]
     generations: list[dict[str, Any]]
     notifications: list[NotificationInfo]

@@ -2,7 +2,7 @@
 
 One module per noun: ``definitions`` (validate, tools, jobs), ``runs`` (run, runs; submitting and
 following), ``answers`` (runs answer, runs waiting), ``render`` (tables and run views), ``worker``, ``status`` (queue and workers), ``demo``, ``db``,
-``importing`` (import, sync), ``services``, ``serve``, ``keys``, ``credits`` (credits, limits), ``telegram``; ``common`` holds what they share (consoles, settings,
+``importing`` (import, sync), ``services``, ``prune`` (retention), ``serve``, ``keys``, ``credits`` (credits, limits), ``telegram``; ``common`` holds what they share (consoles, settings,
 exit codes, the app session). This module builds the command tree; the app itself (store,
 services) and the servers are imported only by the commands that need them, so ``--help`` stays fast.
 """
@@ -20,6 +20,7 @@ from toolweave.cli import (
     demo,
     importing,
     keys,
+    prune,
     runs,
     serve,
     services,
@@ -58,6 +59,7 @@ app.command("demo")(demo.demo_command)
 app.command("serve")(serve.serve)
 app.command("cluster")(cluster.cluster_command)
 app.command("telegram")(telegram.telegram_command)
+app.command("prune")(prune.prune_command)
 
 app.add_typer(definitions.tools_app, name="tools")
 app.add_typer(definitions.jobs_app, name="jobs")

@@ -97,7 +97,8 @@ def steps_table(run: dict[str, Any], *, title: str | None = None) -> Table:
         if step["status"] == "waiting_retry" and step.get("nextAttemptAt"):
             note = f"retry at {step['nextAttemptAt'][11:23]}; {note}"
         if step.get("reusedFromRunId"):
-            note = f"reused from {step['reusedFromRunId']}" + (f"; {note}" if note else "")
+            pruned = " (pruned)" if step.get("reusedFromPruned") else ""
+            note = f"reused from {step['reusedFromRunId']}{pruned}" + (f"; {note}" if note else "")
         if step.get("items"):
             note = items_note(step["items"]) + (f"; {note}" if note else "")
         question = step.get("question")
@@ -390,7 +391,8 @@ async def show(app: App, run: dict[str, Any], account: str, console: Console) ->
     console.print(Text(f"  account: {run.get('masterAccountId')}  origin: {origin_text(run.get('origin'))}"))
     if run.get("forkedFromRunId"):
         step = f" from step {run['forkedFromStep']}" if run.get("forkedFromStep") else ""
-        console.print(Text(f"  forked from run {run['forkedFromRunId']}{step}"))
+        pruned = " (pruned)" if run.get("forkedFromPruned") else ""
+        console.print(Text(f"  forked from run {run['forkedFromRunId']}{pruned}{step}"))
     from toolweave.model.records import ArtifactRef
 
     inputs = run.get("jobInputs") or {}

@@ -65,6 +65,8 @@ class Worker:
         heartbeat_seconds: float | None = None,
         idle_poll_seconds: float = 1.0,
         sweep_seconds: float = 60.0,
+        housekeeping: Callable[[str], Awaitable[Any]] | None = None,
+        housekeeping_seconds: float = 600.0,
         evaluator: EvaluationPool | None = None,
         budgets: Budgets | None = None,
         webhook_url: Callable[[str, str], str | None] | None = None,
@@ -74,7 +76,10 @@ class Worker:
         cpu_clock: Callable[[], float] = time.thread_time,
     ) -> None:
         """``wall_clock`` and ``cpu_clock`` (the loop thread's CPU time) measure how busy the event
-        loop is for the claim rule; tests pass their own to drive it."""
+        loop is for the claim rule; tests pass their own to drive it.
+
+        ``housekeeping(worker_id)`` is awaited at start and every ``housekeeping_seconds`` (periodic
+        pruning, ``toolweave.retention.PeriodicPrune``, which decides itself whether it is due)."""
         self.store = store
         self.engine = engine
         self.services = services
@@ -83,6 +88,8 @@ class Worker:
         self.heartbeat_seconds = heartbeat_seconds or self.lease_seconds / 3
         self.idle_poll_seconds = idle_poll_seconds
         self.sweep_seconds = sweep_seconds
+        self.housekeeping = housekeeping
+        self.housekeeping_seconds = housekeeping_seconds
         self.evaluator = evaluator or EvaluationPool(1)
         """Where steps' conditions and templates are evaluated (processes of their own)."""
         self.budgets = budgets or Budgets()
@@ -147,6 +154,7 @@ class Worker:
     async def run(self) -> None:
         heartbeat = asyncio.create_task(self._heartbeat(), name="toolweave-heartbeat")
         sweeper = asyncio.create_task(self._sweep(), name="toolweave-sweep") if self.sweep_seconds > 0 else None
+        keeper = asyncio.create_task(self._housekeep(), name="toolweave-housekeeping") if self.housekeeping else None
         try:
             while not self._stopping.is_set():
                 want = self.claimable()
@@ -161,7 +169,7 @@ class Worker:
             if self._inflight:
                 await asyncio.gather(*self._inflight, return_exceptions=True)
         finally:
-            for background in (heartbeat, sweeper):
+            for background in (heartbeat, sweeper, keeper):
                 if background is not None:
                     background.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
@@ -223,6 +231,15 @@ class Worker:
             except Exception:
                 log.exception("the sweep for stranded runs failed")
             await asyncio.sleep(self.sweep_seconds * random.uniform(0.9, 1.1))
+
+    async def _housekeep(self) -> None:
+        assert self.housekeeping is not None
+        while True:
+            try:
+                await self.housekeeping(self.worker_id)
+            except Exception:
+                log.exception("housekeeping (periodic pruning) failed")
+            await asyncio.sleep(self.housekeeping_seconds * random.uniform(0.9, 1.1))
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.create_task(coro)

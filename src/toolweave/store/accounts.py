@@ -127,13 +127,22 @@ def grant_artifact(tx: Tx, sha256: str, from_account: str, to_account: str, now:
     if row is None:
         return "no-artifact"
     own_artifact(tx, to_account, artifact_ref(row).as_value(), None, now)
+    _refresh(tx, sha256, to_account, now)
     return "granted"
+
+
+def _refresh(tx: Tx, sha256: str, account_id: str, now: float) -> None:
+    """An account's record of an artifact it uploaded (or was granted) again counts from now:
+    retention (``toolweave prune``) removes records by their age."""
+    tx.q("UPDATE artifacts SET created_at = :now WHERE sha256 = :sha AND account_id = :a AND created_at < :now",
+         {"now": now, "sha": sha256, "a": account_id})
 
 
 def own_upload(tx: Tx, account_id: str, value: dict[str, Any], now: float) -> None:
     """An upload: the account (created when new) may read the artifact ``value``."""
     ensure(tx, account_id, account_id, now)
     own_artifact(tx, account_id, value, None, now)
+    _refresh(tx, value["sha256"], account_id, now)
 
 
 def for_platform_user(tx: Tx, platform: str, external_id: str, name: str, now: float) -> str:

@@ -174,6 +174,8 @@ sa.Index(
     sqlite_where=runs.c.status == "queued", postgresql_where=runs.c.status == "queued",
 )
 """Partial: the fair place of the earliest run no worker has picked up yet, where new runs join (0012)."""
+sa.Index("ix_runs_finished", runs.c.finished_at)
+"""Retention reads the oldest finished runs first (0013)."""
 
 step_runs = sa.Table(
     "step_runs",
@@ -381,6 +383,8 @@ artifacts = sa.Table(
     sa.Column("created_at", sa.Float, nullable=False),
 )
 """Who may read an artifact: one row per (content hash, owning account)."""
+sa.Index("ix_artifacts_created", artifacts.c.created_at)
+"""Retention reads the oldest records first (0013)."""
 
 notifications = sa.Table(
     "notifications",
@@ -495,3 +499,5 @@ sa.Index(
     "ix_credit_ledger_run", credit_ledger.c.run_id,
     sqlite_where=credit_ledger.c.run_id.isnot(None), postgresql_where=credit_ledger.c.run_id.isnot(None),
 )
+sa.Index("ix_step_cache_run", step_cache.c.run_id)
+"""A pruned run's cache entries go with it (0013)."""
