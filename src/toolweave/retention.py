@@ -71,12 +71,20 @@ class PruneReport:
     batches: int = 0
 
     def as_dict(self) -> dict[str, Any]:
+        """camelCase, the cutoff in ISO 8601 (what ``toolweave prune --json`` prints)."""
+        from datetime import UTC, datetime
+
+        cutoff = datetime.fromtimestamp(self.cutoff, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
         return {
-            "dryRun": self.dry_run, "cutoff": self.cutoff, "runs": self.rows["runs"], "rows": dict(self.rows),
+            "dryRun": self.dry_run, "cutoff": cutoff, "runs": self.rows["runs"],
+            "rows": {_CAMEL.get(k, k): v for k, v in self.rows.items()},
             "runsKept": self.runs_kept, "expiredCacheEntries": self.expired_cache,
             "artifactRecords": self.artifact_records, "files": self.files, "bytes": self.bytes,
             "filesDeferred": self.files_deferred, "batches": self.batches,
         }
+
+
+_CAMEL = {"step_runs": "stepRuns", "step_items": "stepItems", "step_cache": "cacheEntries"}
 
 
 def _add(into: dict[str, int], counts: dict[str, int]) -> None:

@@ -117,7 +117,7 @@ async def test_old_finished_runs_go_with_every_row_and_the_files_nothing_else_us
 
     dry = await app.prune(MONTH, dry_run=True)
     assert dry["dryRun"] and dry["runs"] == 1 and dry["rows"]["events"] > 0 and dry["rows"]["generations"] == 2
-    assert dry["rows"]["step_runs"] == 2 and dry["artifactRecords"] == 2 and dry["files"] == 2 and dry["bytes"] > 0
+    assert dry["rows"]["stepRuns"] == 2 and dry["artifactRecords"] == 2 and dry["files"] == 2 and dry["bytes"] > 0
     assert (await app.get_run(old["jobRunId"]))["status"] == "completed"  # a dry run removes nothing
     assert all(app.artifacts.exists(s) for s in outputs)
 
@@ -204,7 +204,7 @@ async def test_the_cache_entries_of_pruned_runs_are_dropped_and_a_later_run_miss
     photo = await app.put_media(SAMPLE.read_bytes(), "alice", filename="sample.png")  # uploaded again today
 
     report = await app.prune(MONTH)
-    assert report["runs"] == 2 and report["rows"]["step_cache"] == 1
+    assert report["runs"] == 2 and report["rows"]["cacheEntries"] == 1
     assert count(app, "SELECT COUNT(*) AS n FROM step_cache") == 0
     later = await finished(app, {"photo": photo})
     adjust = [g for g in later["generations"] if g["stepId"] == "adjust"]
@@ -330,6 +330,10 @@ async def test_pruned_runs_and_artifacts_answer_404_and_a_fork_page_shows_its_or
             assert (await web.get(f"/runs/{origin['jobRunId']}/live")).status_code == 404
 
 
+def expire_lease(app: App) -> None:
+    app.store.run_sync(lambda tx: tx.q("UPDATE kv SET expires_at = 0 WHERE namespace = 'prune.lease'"))
+
+
 async def test_workers_prune_periodically_one_at_a_time(db_url: str, tmp_path: Path) -> None:
     from tests.helpers.worker import running_worker
 
@@ -340,19 +344,21 @@ async def test_workers_prune_periodically_one_at_a_time(db_url: str, tmp_path: P
     try:
         register(app, brighten())
         photo = await app.put_media(SAMPLE.read_bytes(), "alice", filename="sample.png")
-        first = await finished(app, {"photo": photo})
+        first = await finished(app, {"photo": photo})  # its worker pruned at its start (nothing was old)
         age(app, [first["jobRunId"]])
         one, two = app.make_worker(2), app.make_worker(2)
         assert one.housekeeping is not None and two.housekeeping is not None
+        assert await one.housekeeping(one.worker_id) is None  # pruned less than an interval ago, elsewhere
+        expire_lease(app)  # an interval later
         report = await one.housekeeping(one.worker_id)
         assert report is not None and report.rows["runs"] == 1
         second = await finished(app, {"photo": photo})
         age(app, [second["jobRunId"]])
-        assert await two.housekeeping(two.worker_id) is None  # pruned less than an interval ago, elsewhere
+        assert await two.housekeeping(two.worker_id) is None
         assert await one.housekeeping(one.worker_id) is None  # by itself too
         assert (await app.get_run(second["jobRunId"]))["status"] == "completed"
         # an interval later (the lease made to expire), a running worker prunes at its start
-        app.store.run_sync(lambda tx: tx.q("UPDATE kv SET expires_at = 0 WHERE namespace = 'prune.lease'"))
+        expire_lease(app)
         async with running_worker(app):
             for _ in range(100):
                 if count(app, "SELECT COUNT(*) AS n FROM runs WHERE run_id = :r", r=second["jobRunId"]) == 0:

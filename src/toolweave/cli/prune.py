@@ -10,9 +10,9 @@ from rich.table import Table
 from toolweave.cli.common import JSON_HELP, CliError, app_session, console, exit_with, print_json, run_main
 
 _LABELS = (
-    ("runs", "runs"), ("events", "events"), ("step_runs", "step rows"), ("step_items", "map items"),
+    ("runs", "runs"), ("events", "events"), ("stepRuns", "step rows"), ("stepItems", "map items"),
     ("generations", "generations"), ("tasks", "tasks"), ("notifications", "notifications"),
-    ("step_cache", "cache entries of those runs"),
+    ("cacheEntries", "cache entries of those runs"),
 )
 
 
@@ -26,8 +26,9 @@ def size_text(count: int) -> str:
 
 
 def render_report(report: dict[str, Any]) -> Table:
-    verb = "would go" if report["dryRun"] else "removed"
-    table = Table(title=f"{'dry run: ' if report['dryRun'] else ''}what {verb}", title_justify="left", expand=False)
+    verb = "would go" if report["dryRun"] else "went"
+    title = f"{'dry run: ' if report['dryRun'] else ''}what {verb} (finished before {report['cutoff']})"
+    table = Table(title=title, title_justify="left", expand=False)
     table.add_column("what", justify="left")
     table.add_column("count", justify="right")
     for key, label in _LABELS:
@@ -35,6 +36,8 @@ def render_report(report: dict[str, Any]) -> Table:
     table.add_row("expired cache entries", str(report["expiredCacheEntries"]) if not report["dryRun"] else "—")
     table.add_row("accounts' artifact records", str(report["artifactRecords"]))
     table.add_row("artifact files", f"{report['files']} ({size_text(report['bytes'])})")
+    if report["filesDeferred"]:
+        table.add_row("files left for a later prune (stored in the last 15 min)", str(report["filesDeferred"]))
     return table
 
 

@@ -178,8 +178,11 @@ class Worker:
                 await self.store.tx(tasks_q.release_all, self.worker_id, time.time())
 
     async def run_until_idle(self, timeout: float = 60.0) -> None:
-        """Work until no task is due or in flight (tests and the one-shot CLI)."""
+        """Work until no task is due or in flight (tests and the one-shot CLI); housekeeping once,
+        at the start."""
         deadline = time.time() + timeout
+        if self.housekeeping is not None:
+            await self._housekeep_once()
         while time.time() < deadline:
             want = self.claimable()
             items: list[Any] = []
@@ -232,13 +235,16 @@ class Worker:
                 log.exception("the sweep for stranded runs failed")
             await asyncio.sleep(self.sweep_seconds * random.uniform(0.9, 1.1))
 
-    async def _housekeep(self) -> None:
+    async def _housekeep_once(self) -> None:
         assert self.housekeeping is not None
+        try:
+            await self.housekeeping(self.worker_id)
+        except Exception:
+            log.exception("housekeeping (periodic pruning) failed")
+
+    async def _housekeep(self) -> None:
         while True:
-            try:
-                await self.housekeeping(self.worker_id)
-            except Exception:
-                log.exception("housekeeping (periodic pruning) failed")
+            await self._housekeep_once()
             await asyncio.sleep(self.housekeeping_seconds * random.uniform(0.9, 1.1))
 
     def _spawn(self, coro: Any) -> None:
