@@ -277,8 +277,9 @@ def generations_table(run: dict[str, Any]) -> Table:
     table.add_column("error", overflow="fold", ratio=1)
     for gen in run.get("generations") or []:
         error = gen.get("error")
+        item = gen.get("itemIndex")
         table.add_row(
-            Text(gen["stepId"]),
+            Text(gen["stepId"] + (f"[{item}]" if item is not None else "")),
             Text(str(gen.get("attempt"))),
             Text((gen.get("serviceName") or "") + (" (cache hit)" if gen.get("cacheHit") else "")),
             styled(gen.get("status")),
