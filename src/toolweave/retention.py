@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from toolweave.artifacts import ArtifactStore
+from toolweave.store import cache as cache_q
 from toolweave.store import prune as prune_q
 from toolweave.store.db import Row, Store, Tx
 
@@ -114,7 +115,7 @@ class Pruner:
             await self._remove_queued_files(report)  # what an interrupted prune left
         gone = await self._runs(report)
         if not dry_run:
-            while count := await self.store.tx(prune_q.delete_expired_cache, now, self.batch_artifacts):
+            while count := await self.store.tx(cache_q.delete_expired, now, self.batch_artifacts):
                 report.expired_cache += count
         await self._artifacts(report, gone, now)
         return report

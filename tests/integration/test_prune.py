@@ -394,3 +394,15 @@ async def test_a_file_used_moments_ago_waits_for_a_later_prune_and_one_held_agai
     assert not app.artifacts.exists(first["sha256"])
     assert (await app.artifact(second["sha256"], "bob"))[0].read_bytes() == png((4, 5, 6))
     assert_store_consistent(app.store, app.artifacts)
+
+
+async def test_expired_cache_entries_go_and_the_recent_runs_that_made_them_stay(app: App) -> None:
+    register(app, brighten(cache="1h"))
+    photo = await app.put_media(SAMPLE.read_bytes(), "alice", filename="sample.png")
+    run = await finished(app, {"photo": photo})
+    assert count(app, "SELECT COUNT(*) AS n FROM step_cache") == 1
+    app.store.run_sync(lambda tx: tx.q("UPDATE step_cache SET expires_at = :t", {"t": time.time() - 1}))
+    report = await app.prune(MONTH)
+    assert report["expiredCacheEntries"] == 1 and report["runs"] == 0
+    assert count(app, "SELECT COUNT(*) AS n FROM step_cache") == 0
+    assert (await app.get_run(run["jobRunId"]))["status"] == "completed"

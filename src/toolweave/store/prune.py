@@ -145,20 +145,6 @@ def delete_runs(tx: Tx, run_ids: Sequence[str]) -> dict[str, int]:
     return {table: counts[table] for table in RUN_TABLES}
 
 
-def delete_expired_cache(tx: Tx, now: float, limit: int) -> int:
-    """Forget at most ``limit`` cache entries that have expired; how many."""
-    rows = tx.all(
-        "SELECT account_id, cache_key FROM step_cache WHERE expires_at <= :now ORDER BY expires_at LIMIT :limit",
-        {"now": now, "limit": limit},
-    )
-    for row in rows:
-        tx.q(
-            "DELETE FROM step_cache WHERE account_id = :a AND cache_key = :k AND expires_at <= :now",
-            {"a": row.account_id, "k": row.cache_key, "now": now},
-        )
-    return len(rows)
-
-
 # --- artifacts -------------------------------------------------------------------------------
 
 
