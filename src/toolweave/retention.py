@@ -36,6 +36,10 @@ from toolweave.store.db import Row, Store, Tx
 
 log = logging.getLogger("toolweave.retention")
 
+CLOCK_MARGIN_SECONDS = 300.0
+"""How far apart the clocks of the machines sharing a store may be: the check under locks looks at
+what changed since a little before the read that found an artifact unmentioned."""
+
 FILE_GRACE_SECONDS = 900.0
 """A file written (or found again by ``put_bytes``) this long before it was queued for removal, or
 since, stays for a later prune: bytes a worker or an upload has just stored are recorded a moment
@@ -187,10 +191,15 @@ class Pruner:
                 for row in await self.store.read(prune_q.unreferenced, rows, now, gone):
                     going[(row.sha256, row.account_id)] = int(row.size)
             else:
-                keys = [(str(r.sha256), str(r.account_id)) for r in rows if not r.run_alive]
+                # the search for mentions reads every row of the accounts: it runs in a read
+                # transaction (no lock), and the write transaction checks again only what may
+                # have changed since it began
+                since = self.clock() - CLOCK_MARGIN_SECONDS
+                found = await self.store.read(prune_q.unreferenced, rows, self.clock())
+                keys = [(str(r.sha256), str(r.account_id)) for r in found]
                 if keys:
                     records, _queued = await self.store.tx(
-                        self._delete_artifacts_tx, keys, report.cutoff, self.clock()
+                        self._delete_artifacts_tx, keys, report.cutoff, self.clock(), since
                     )
                     report.artifact_records += records
             await self._pause(report)
@@ -211,11 +220,14 @@ class Pruner:
         report.bytes = sum(sizes[sha] for sha in files - recent)
 
     @staticmethod
-    def _delete_artifacts_tx(tx: Tx, keys: list[tuple[str, str]], cutoff: float, now: float) -> tuple[int, int]:
-        """Delete the records among ``keys`` that may go (checked again under their locks) and
-        queue the files no account holds any more; how many records and files."""
+    def _delete_artifacts_tx(
+        tx: Tx, keys: list[tuple[str, str]], cutoff: float, now: float, since: float
+    ) -> tuple[int, int]:
+        """Delete the records among ``keys`` (found unmentioned as of ``since``) that may still
+        go, checked again under their locks, and queue the files no account holds any more; how
+        many records and files."""
         locked = prune_q.lock_artifacts(tx, keys, cutoff)
-        going: list[Row] = prune_q.unreferenced(tx, locked, now)
+        going: list[Row] = prune_q.unreferenced(tx, locked, now, since=since)
         prune_q.delete_artifacts(tx, going)
         shas = sorted({str(r.sha256) for r in going})
         files = [sha for sha in shas if sha not in prune_q.held(tx, shas)]

@@ -406,3 +406,27 @@ async def test_expired_cache_entries_go_and_the_recent_runs_that_made_them_stay(
     assert report["expiredCacheEntries"] == 1 and report["runs"] == 0
     assert count(app, "SELECT COUNT(*) AS n FROM step_cache") == 0
     assert (await app.get_run(run["jobRunId"]))["status"] == "completed"
+
+
+async def test_the_check_under_locks_sees_what_changed_since_the_read(app: App) -> None:
+    """The write transaction looks only at runs that may have changed since the read that found an
+    artifact unmentioned: a run submitted meanwhile with it as an input keeps it."""
+    from toolweave.store import prune as prune_q
+
+    register(app, brighten())
+    photo = await app.put_media(SAMPLE.read_bytes(), "alice", filename="sample.png")
+    age_upload(app, "alice", photo["sha256"])
+    old = await finished(app, {"photo": photo})
+    age(app, [old["jobRunId"]])
+    since = time.time()
+    rows = [r for r in app.store.read_sync(prune_q.old_artifacts, time.time() - MONTH, None, 100)
+            if r.sha256 == photo["sha256"]]
+    assert len(rows) == 1
+
+    def going(tx: Any) -> list[str]:
+        return [r.sha256 for r in prune_q.unreferenced(tx, rows, time.time(), since=since)]
+
+    assert app.store.read_sync(going) == [photo["sha256"]]  # the old run ended before: the read's to see
+    assert app.store.read_sync(lambda tx: [r.sha256 for r in prune_q.unreferenced(tx, rows, time.time())]) == []
+    await app.submit("brighten", {"photo": photo}, account_id="alice")  # meanwhile, a new run uses it
+    assert app.store.read_sync(going) == []

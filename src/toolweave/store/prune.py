@@ -168,23 +168,33 @@ def old_artifacts(tx: Tx, cutoff: float, after: tuple[float, str, str] | None, l
     )
 
 
+_ACTIVE = "(r.status IN ('queued', 'running') OR r.finished_at >= :since OR r.created_at >= :since)"
+"""Runs that may have changed since ``:since``: a run that had ended before it (and was not run
+again in place, which makes it queued) never changes again; a fork is a new run."""
+
 _MENTIONS = (
-    ("SELECT run_id, CAST(job_inputs AS TEXT) AS t1, CAST(final_outputs AS TEXT) AS t2 FROM runs "
-     "WHERE master_account_id = :acc AND ({like})", ("job_inputs", "final_outputs")),
+    ("SELECT r.run_id, CAST(r.job_inputs AS TEXT) AS t1, CAST(r.final_outputs AS TEXT) AS t2 FROM runs r "
+     "WHERE r.master_account_id = :acc{active} AND ({like})", ("r.job_inputs", "r.final_outputs")),
     ("SELECT s.run_id, CAST(s.outputs AS TEXT) AS t1 FROM step_runs s JOIN runs r ON r.run_id = s.run_id "
-     "WHERE r.master_account_id = :acc AND ({like})", ("s.outputs",)),
+     "WHERE r.master_account_id = :acc{active} AND ({like})", ("s.outputs",)),
     ("SELECT i.run_id, CAST(i.outputs AS TEXT) AS t1, CAST(i.item AS TEXT) AS t2 FROM step_items i "
-     "JOIN runs r ON r.run_id = i.run_id WHERE r.master_account_id = :acc AND ({like})", ("i.outputs", "i.item")),
-    ("SELECT run_id, CAST(outputs AS TEXT) AS t1, CAST(request_payload AS TEXT) AS t2 FROM generations "
-     "WHERE master_account_id = :acc AND ({like})", ("outputs", "request_payload")),
-    ("SELECT run_id, CAST(outputs AS TEXT) AS t1 FROM step_cache WHERE account_id = :acc AND ({like})", ("outputs",)),
+     "JOIN runs r ON r.run_id = i.run_id WHERE r.master_account_id = :acc{active} AND ({like})", ("i.outputs", "i.item")),
+    ("SELECT g.run_id, CAST(g.outputs AS TEXT) AS t1, CAST(g.request_payload AS TEXT) AS t2 FROM generations g "
+     "JOIN runs r ON r.run_id = g.run_id WHERE r.master_account_id = :acc{active} AND ({like})",
+     ("g.outputs", "g.request_payload")),
+    ("SELECT c.run_id, CAST(c.outputs AS TEXT) AS t1 FROM step_cache c WHERE c.account_id = :acc{recent} AND ({like})",
+     ("c.outputs",)),
 )
 
 
-def mentioned(tx: Tx, account_id: str, shas: Sequence[str], now: float, gone: Collection[str] = ()) -> set[str]:
+def mentioned(
+    tx: Tx, account_id: str, shas: Sequence[str], now: float, gone: Collection[str] = (), since: float | None = None
+) -> set[str]:
     """Those of ``shas`` that something of ``account_id`` still mentions (its runs, steps, items,
     generations, cache entries; any front end's unexpired small state), leaving out the rows of
-    the runs in ``gone`` (runs a dry run counts as pruned)."""
+    the runs in ``gone`` (runs a dry run counts as pruned). With ``since``, only what may have
+    changed since then: the runs not ended before it, the cache entries made after it (the
+    check again, under locks, of what a read found unmentioned at ``since``)."""
     if not shas:
         return set()
     patterns = {f"m{i}": f"%{sha}%" for i, sha in enumerate(shas)}
@@ -195,9 +205,12 @@ def mentioned(tx: Tx, account_id: str, shas: Sequence[str], now: float, gone: Co
             if text:
                 found.update(sha for sha in shas if sha in text)
 
+    active = f" AND {_ACTIVE}" if since is not None else ""
+    recent = " AND c.created_at >= :since" if since is not None else ""
     for sql, columns in _MENTIONS:
         like = " OR ".join(f"CAST({col} AS TEXT) LIKE :{p}" for col in columns for p in patterns)
-        for row in tx.all(sql.format(like=like), {"acc": account_id, **patterns}):
+        query = sql.format(like=like, active=active, recent=recent)
+        for row in tx.all(query, {"acc": account_id, "since": since, **patterns}):
             if row.run_id not in gone:
                 scan(v for k, v in row.items() if k.startswith("t"))
     like = " OR ".join(f"CAST(value AS TEXT) LIKE :{p}" for p in patterns)
@@ -211,17 +224,18 @@ def mentioned(tx: Tx, account_id: str, shas: Sequence[str], now: float, gone: Co
 
 
 def unreferenced(
-    tx: Tx, rows: Sequence[Row], now: float, gone: Collection[str] = ()
+    tx: Tx, rows: Sequence[Row], now: float, gone: Collection[str] = (), since: float | None = None
 ) -> list[Row]:
     """Those of the artifact records ``rows`` (from ``old_artifacts``) that may go: their run
-    gone (or none), and nothing of their account mentions them."""
+    gone (or none), and nothing of their account mentions them (with ``since``: nothing that
+    may have changed since then, see ``mentioned``)."""
     candidates = [r for r in rows if not r.run_alive or r.run_id in gone]
     by_account: dict[str, list[Row]] = {}
     for row in candidates:
         by_account.setdefault(row.account_id, []).append(row)
     going: list[Row] = []
     for account_id, records in by_account.items():
-        kept = mentioned(tx, account_id, sorted({r.sha256 for r in records}), now, gone)
+        kept = mentioned(tx, account_id, sorted({r.sha256 for r in records}), now, gone, since)
         going += [r for r in records if r.sha256 not in kept]
     return going
 
