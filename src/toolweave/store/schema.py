@@ -415,6 +415,8 @@ webhook_receipts = sa.Table(
     sa.Column("received_at", sa.Float, nullable=False),
 )
 """Webhook deliveries already applied (deduplication)."""
+sa.Index("ix_webhook_receipts_generation", webhook_receipts.c.generation_id)
+"""A pruned run's receipts go with its generations (0011)."""
 
 registered_jobs = sa.Table(
     "registered_jobs",
