@@ -22,12 +22,14 @@ Periodic pruning (``retention_days``) is run by workers, one at a time and at mo
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
 from collections.abc import Callable
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from toolweave.artifacts import ArtifactStore
 from toolweave.store import cache as cache_q
@@ -35,6 +37,7 @@ from toolweave.store import prune as prune_q
 from toolweave.store.db import Row, Store, Tx
 
 log = logging.getLogger("toolweave.retention")
+T = TypeVar("T")
 
 CLOCK_MARGIN_SECONDS = 300.0
 """How far apart the clocks of the machines sharing a store may be: the check under locks looks at
@@ -47,6 +50,7 @@ later, and the record may be on its way."""
 
 _AGE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)?\s*$")
 _UNIT = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 7 * 86400.0}
+
 
 def parse_age(text: str) -> float:
     """Seconds in an age like ``30d``, ``12h``, ``90m``, ``45s``, ``2w`` (a bare number is days).
@@ -103,14 +107,34 @@ class Pruner:
     def __init__(
         self, store: Store, artifacts: ArtifactStore, *, batch_runs: int = 100, batch_artifacts: int = 200,
         clock: Callable[[], float] = time.time, between_batches: Callable[[], Any] | None = None,
+        executor: Executor | None = None,
     ) -> None:
-        """``between_batches``: awaited after each batch (a worker extends its lease there)."""
+        """``between_batches``: awaited after each batch (a worker extends its lease there).
+        ``executor``: where the transactions and file operations run (a worker passes a thread of
+        its own, so that a long search never holds its event loop, on which SQLite transactions
+        otherwise run); None runs them as the store runs any."""
+        self.executor = executor
         self.store = store
         self.artifacts = artifacts
         self.batch_runs = max(1, batch_runs)
         self.batch_artifacts = max(1, batch_artifacts)
         self.clock = clock
         self.between_batches = between_batches
+
+    async def _read(self, fn: Callable[..., T], *args: Any) -> T:
+        if self.executor is None:
+            return await self.store.read(fn, *args)
+        return await asyncio.get_running_loop().run_in_executor(self.executor, self.store.read_sync, fn, *args)
+
+    async def _tx(self, fn: Callable[..., T], *args: Any) -> T:
+        if self.executor is None:
+            return await self.store.tx(fn, *args)
+        return await asyncio.get_running_loop().run_in_executor(self.executor, self.store.run_sync, fn, *args)
+
+    async def _io(self, fn: Callable[..., T], *args: Any) -> T:
+        if self.executor is None:
+            return fn(*args)
+        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
 
     async def prune(self, older_than: float, *, dry_run: bool = False) -> PruneReport:
         now = self.clock()
@@ -119,7 +143,7 @@ class Pruner:
             await self._remove_queued_files(report)  # what an interrupted prune left
         gone = await self._runs(report)
         if not dry_run:
-            while count := await self.store.tx(cache_q.delete_expired, now, self.batch_artifacts):
+            while count := await self._tx(cache_q.delete_expired, now, self.batch_artifacts):
                 report.expired_cache += count
         await self._artifacts(report, gone, now)
         return report
@@ -136,16 +160,16 @@ class Pruner:
         gone: set[str] = set()
         after: tuple[float, str] | None = None
         while True:
-            roots = await self.store.read(prune_q.old_roots, report.cutoff, after, self.batch_runs)
+            roots = await self._read(prune_q.old_roots, report.cutoff, after, self.batch_runs)
             if not roots:
                 return gone
             after = (float(roots[-1].finished_at), str(roots[-1].run_id))
             ids = [str(r.run_id) for r in roots]
             if report.dry_run:
-                counts, kept, runs = await self.store.read(self._count_tx, ids, report.cutoff)
+                counts, kept, runs = await self._read(self._count_tx, ids, report.cutoff)
                 gone.update(runs)
             else:
-                counts, kept = await self.store.tx(self._delete_tx, ids, report.cutoff)
+                counts, kept = await self._tx(self._delete_tx, ids, report.cutoff)
             _add(report.rows, counts)
             report.runs_kept += kept
             await self._pause(report)
@@ -182,23 +206,23 @@ class Pruner:
         going: dict[tuple[str, str], int] = {}
         """A dry run's records that would go (with their sizes)."""
         while True:
-            rows = await self.store.read(prune_q.old_artifacts, report.cutoff, after, self.batch_artifacts)
+            rows = await self._read(prune_q.old_artifacts, report.cutoff, after, self.batch_artifacts)
             if not rows:
                 break
             last = rows[-1]
             after = (float(last.created_at), str(last.sha256), str(last.account_id))
             if report.dry_run:
-                for row in await self.store.read(prune_q.unreferenced, rows, now, gone):
+                for row in await self._read(prune_q.unreferenced, rows, now, gone):
                     going[(row.sha256, row.account_id)] = int(row.size)
             else:
                 # the search for mentions reads every row of the accounts: it runs in a read
                 # transaction (no lock), and the write transaction checks again only what may
                 # have changed since it began
                 since = self.clock() - CLOCK_MARGIN_SECONDS
-                found = await self.store.read(prune_q.unreferenced, rows, self.clock())
+                found = await self._read(prune_q.unreferenced, rows, self.clock())
                 keys = [(str(r.sha256), str(r.account_id)) for r in found]
                 if keys:
-                    records, _queued = await self.store.tx(
+                    records, _queued = await self._tx(
                         self._delete_artifacts_tx, keys, report.cutoff, self.clock(), since
                     )
                     report.artifact_records += records
@@ -211,7 +235,7 @@ class Pruner:
         others: list[Row] = []
         ordered = sorted(sizes)
         for start in range(0, len(ordered), self.batch_artifacts):
-            others += await self.store.read(prune_q.holders, ordered[start:start + self.batch_artifacts])
+            others += await self._read(prune_q.holders, ordered[start:start + self.batch_artifacts])
         kept = {r.sha256 for r in others if (r.sha256, r.account_id) not in going}
         files = set(sizes) - kept
         recent = {sha for sha in files if (self.artifacts.mtime(sha) or 0.0) > now - FILE_GRACE_SECONDS}
@@ -240,7 +264,7 @@ class Pruner:
         """Remove the queued files (each once in this prune); a file wanted again is unqueued, one
         used too recently to tell stays queued for a later prune."""
         after = ""
-        while queued := await self.store.read(prune_q.queued_files, after, self.batch_artifacts):
+        while queued := await self._read(prune_q.queued_files, after, self.batch_artifacts):
             after = queued[-1][0]
             for sha, queued_at in queued:
                 outcome = await self._remove_file(sha, queued_at)
@@ -250,25 +274,26 @@ class Pruner:
                 if isinstance(outcome, int):
                     report.files += 1
                     report.bytes += outcome
-                await self.store.tx(prune_q.unqueue_file, sha)
+                await self._tx(prune_q.unqueue_file, sha)
 
     async def _remove_file(self, sha: str, queued_at: float) -> int | str:
         """Remove one queued file: the bytes freed, ``kept`` (held again, or gone already) or
         ``recent`` (written or found again by ``put_bytes`` less than ``FILE_GRACE_SECONDS``
         before it was queued, or since: its record may be on its way)."""
         try:
-            mtime = self.artifacts.set_aside(sha)
+            mtime = await self._io(self.artifacts.set_aside, sha)
         except KeyError:  # not a hash: nothing of ours
             return "kept"
         if mtime is None:
             return "kept"
-        if await self.store.read(prune_q.held, [sha]):
-            self.artifacts.restore(sha)
+        if await self._read(prune_q.held, [sha]):
+            await self._io(self.artifacts.restore, sha)
             return "kept"
         if mtime > queued_at - FILE_GRACE_SECONDS:
-            self.artifacts.restore(sha)
+            await self._io(self.artifacts.restore, sha)
             return "recent"
-        return self.artifacts.drop(sha)
+        freed: int = await self._io(self.artifacts.drop, sha)
+        return freed
 
 
 class PeriodicPrune:
@@ -281,6 +306,8 @@ class PeriodicPrune:
         self.artifacts = artifacts
         self.older_than = older_than
         self.every_seconds = max(1.0, every_seconds)
+        self.executor = ThreadPoolExecutor(1, thread_name_prefix="toolweave-prune")
+        """One thread (and so one database connection) for this worker's prunes."""
 
     async def __call__(self, owner: str) -> PruneReport | None:
         """Prune if this worker takes the lease; the report, or None when it was not due here."""
@@ -291,7 +318,8 @@ class PeriodicPrune:
             if not await self._lease(owner, renew=True):
                 raise RuntimeError("the pruning lease went to another worker")
 
-        report = await Pruner(self.store, self.artifacts, between_batches=extend).prune(self.older_than)
+        pruner = Pruner(self.store, self.artifacts, between_batches=extend, executor=self.executor)
+        report = await pruner.prune(self.older_than)
         await self._lease(owner, renew=True)  # the next prune is due an interval after this one ended
         if report.rows["runs"] or report.artifact_records or report.files:
             log.info(
