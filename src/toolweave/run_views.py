@@ -189,12 +189,17 @@ def step_items(
     step = runs_q.step(tx, run_id, step_id)
     if step is None:
         raise NotFound(step_id)
-    rows = items_q.page(tx, run_id, step_id, after=after, limit=limit + 1, status=status)
+    # a fork's map step taken over from its origin has its items there (unless it was pruned)
+    source = step.reused_from_run_id or run_id
+    pruned = source != run_id and runs_q.get(tx, source) is None
+    rows = [] if pruned else items_q.page(tx, source, step_id, after=after, limit=limit + 1, status=status)
     more = len(rows) > limit
     rows = rows[:limit]
     return {
         "runId": run_id,
         "stepId": step_id,
+        "reusedFromRunId": step.reused_from_run_id,
+        "reusedFromPruned": pruned if step.reused_from_run_id else None,
         "counts": item_counts(step, items_q.running_counts(tx, run_id).get(step_id, {})),
         "items": [
             {

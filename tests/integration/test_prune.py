@@ -430,3 +430,28 @@ async def test_the_check_under_locks_sees_what_changed_since_the_read(app: App) 
     assert app.store.read_sync(lambda tx: [r.sha256 for r in prune_q.unreferenced(tx, rows, time.time())]) == []
     await app.submit("brighten", {"photo": photo}, account_id="alice")  # meanwhile, a new run uses it
     assert app.store.read_sync(going) == []
+
+
+async def test_a_forks_map_step_shows_its_origins_items_until_the_origin_is_pruned(app: App) -> None:
+    register(app, job({
+        "jobId": "mapped",
+        "inputSchema": {"values": {"type": "json", "required": True}, "n": {"type": "integer", "default": 1}},
+        "outputSchema": {"values": {"type": "json", "sourceStepId": "each", "sourceOutputName": "value"}},
+        "steps": [
+            {"stepId": "each", "toolId": "test.instant", "map": {"over": {"sourceJobInput": "values"}},
+             "inputMappings": [{"sourceItem": True, "targetInputName": "value"}]},
+            {"stepId": "tail", "toolId": "test.instant", "inputMappings": [{"sourceJobInput": "n", "targetInputName": "value"}]},
+        ],
+    }))
+    origin_id = await app.submit("mapped", {"values": [1, 2, 3]}, account_id="alice")
+    await run_all(app)
+    fork_id = await app.fork(origin_id, "alice", from_step="tail")
+    await run_all(app)
+    page = await app.step_items(fork_id, "each", "alice")
+    assert page["reusedFromRunId"] == origin_id and page["reusedFromPruned"] is False
+    assert [i["item"] for i in page["items"]] == [1, 2, 3] and page["counts"]["succeeded"] == 3
+    age(app, [origin_id])
+    await app.prune(MONTH)
+    page = await app.step_items(fork_id, "each", "alice")
+    assert page["reusedFromPruned"] is True and page["items"] == [] and page["counts"]["succeeded"] == 3
+    assert (await app.get_run(fork_id, "alice"))["finalOutputs"] == {"values": [2, 3, 4]}

@@ -294,6 +294,10 @@ class ItemPage(BaseModel):
     runId: str
     stepId: str
     counts: ItemCounts | None = Field(description="The step's items by status (null: not a map step, or its list is not known yet)")
+    reusedFromRunId: str | None = Field(
+        default=None, description="A fork's step taken over from this run: the items are that run's")
+    reusedFromPruned: bool | None = Field(
+        default=None, description="Whether that run has been pruned since (its items are gone)")
     items: list[ItemInfo]
     nextAfter: int | None = Field(description="Pass as `after` for the next page; null on the last page")
 
