@@ -140,33 +140,38 @@ async def test_prune_while_a_worker_process_runs_jobs(db_url: str, tmp_path: Pat
 async def test_a_prune_killed_at_random_moments_leaves_a_consistent_store(db_url: str, tmp_path: Path) -> None:
     app, env = setup(db_url, tmp_path)
     rng = random.Random(20261203)
+    runs = "SELECT COUNT(*) AS n FROM runs"
+    records = "SELECT COUNT(*) AS n FROM artifacts"
+    queued = "SELECT COUNT(*) AS n FROM kv WHERE namespace = 'prune.files'"
     try:
         old = await old_runs(app, 60)
-        runs_before = count(app, "SELECT COUNT(*) AS n FROM runs")
         kills_mid_way = 0
-        for _ in range(6):
+        # kill it while it deletes runs, while it deletes artifact records, while files are queued
+        for moment in ("runs", "records", "files") * 3:
+            if not count(app, runs) and not count(app, records) and not count(app, queued):
+                break
+            before = {"runs": count(app, runs), "records": count(app, records)}
             pruning = prune_process(env, "--batch", "1")
-            # wait until it is deleting, then kill it a random moment later
             deadline = time.time() + 60
-            while (count(app, "SELECT COUNT(*) AS n FROM runs") == runs_before
-                   and pruning.poll() is None and time.time() < deadline):
-                await asyncio.sleep(0.005)
-            await asyncio.sleep(rng.uniform(0, 0.15))
+            while pruning.poll() is None and time.time() < deadline:
+                if moment == "files" and count(app, queued):
+                    break
+                if moment != "files" and count(app, runs if moment == "runs" else records) < before[moment]:
+                    break
+                await asyncio.sleep(0.002)
+            await asyncio.sleep(rng.uniform(0, 0.02))
             if pruning.poll() is None:
                 pruning.send_signal(signal.SIGKILL)
                 kills_mid_way += 1
+                print(f"killed while {moment}: {count(app, runs)} runs, {count(app, records)} records, "
+                      f"{count(app, queued)} files queued")
             pruning.wait()
             assert_store_consistent(app.store, app.artifacts)
-            runs_before = count(app, "SELECT COUNT(*) AS n FROM runs")
-            if not runs_before:
-                break
-        assert kills_mid_way >= 1
+        assert kills_mid_way >= 2
         done = prune_process(env, "--json")
         _out, err = done.communicate(timeout=120)
         assert done.returncode == 0, err.decode()
-        assert count(app, "SELECT COUNT(*) AS n FROM runs") == 0
-        assert count(app, "SELECT COUNT(*) AS n FROM artifacts") == 0
-        assert count(app, "SELECT COUNT(*) AS n FROM kv WHERE namespace = 'prune.files'") == 0
+        assert count(app, runs) == 0 and count(app, records) == 0 and count(app, queued) == 0
         left = [p for p in app.artifacts.root.rglob("*") if p.is_file()]
         assert left == [], left[:5]  # every file went, those queued by killed prunes too
         assert len(old) == 60
