@@ -254,7 +254,8 @@ class Pruner:
         going: list[Row] = prune_q.unreferenced(tx, locked, now, since=since)
         prune_q.delete_artifacts(tx, going)
         shas = sorted({str(r.sha256) for r in going})
-        files = [sha for sha in shas if sha not in prune_q.held(tx, shas)]
+        still_held = prune_q.held(tx, shas)
+        files = [sha for sha in shas if sha not in still_held]
         prune_q.queue_files(tx, files, now)
         return len(going), len(files)
 

@@ -21,6 +21,7 @@ hot path keeps no reference counts for it.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Collection, Iterable, Sequence
 from typing import Any
 
@@ -168,6 +169,9 @@ def old_artifacts(tx: Tx, cutoff: float, after: tuple[float, str, str] | None, l
     )
 
 
+_HEX64 = re.compile(r"(?<![0-9a-f])[0-9a-f]{64}(?![0-9a-f])")
+"""An artifact's hash inside JSON text (an artifact value's ``sha256``, an ``artifact:`` URI)."""
+
 _ACTIVE = "(r.status IN ('queued', 'running') OR r.finished_at >= :since OR r.created_at >= :since)"
 """Runs that may have changed since ``:since``: a run that had ended before it (and was not run
 again in place, which makes it queued) never changes again; a fork is a new run."""
@@ -200,26 +204,29 @@ def mentioned(
     patterns = {f"m{i}": f"%{sha}%" for i, sha in enumerate(shas)}
     found: set[str] = set()
 
-    def scan(texts: Iterable[Any]) -> None:
-        for text in texts:
-            if text:
-                found.update(sha for sha in shas if sha in text)
-
     active = f" AND {_ACTIVE}" if since is not None else ""
     recent = " AND c.created_at >= :since" if since is not None else ""
+    wanted = set(shas)
     for sql, columns in _MENTIONS:
-        like = " OR ".join(f"CAST({col} AS TEXT) LIKE :{p}" for col in columns for p in patterns)
-        query = sql.format(like=like, active=active, recent=recent)
-        for row in tx.all(query, {"acc": account_id, "since": since, **patterns}):
-            if row.run_id not in gone:
-                scan(v for k, v in row.items() if k.startswith("t"))
+        if since is None:  # every row of the account: the database keeps those that mention one
+            like = " OR ".join(f"CAST({col} AS TEXT) LIKE :{p}" for col in columns for p in patterns)
+            params: dict[str, Any] = {"acc": account_id, "since": since, **patterns}
+        else:  # the rows changed since: few, read whole and searched here (faster than many LIKEs)
+            like, params = "1 = 1", {"acc": account_id, "since": since}
+        for row in tx.all(sql.format(like=like, active=active, recent=recent), params):
+            if row.run_id in gone:
+                continue
+            for key, text in row.items():
+                if key.startswith("t") and text:
+                    found.update(wanted.intersection(_HEX64.findall(text)))
     like = " OR ".join(f"CAST(value AS TEXT) LIKE :{p}" for p in patterns)
     rows = tx.all(
         "SELECT CAST(value AS TEXT) AS t1 FROM kv WHERE namespace NOT LIKE 'prune.%' "
         f"AND (expires_at IS NULL OR expires_at > :now) AND ({like})",
         {"now": now, **patterns},
     )
-    scan(r.t1 for r in rows)
+    for row in rows:
+        found.update(wanted.intersection(_HEX64.findall(row.t1 or "")))
     return found
 
 
@@ -256,8 +263,10 @@ def lock_artifacts(tx: Tx, keys: Sequence[tuple[str, str]], cutoff: float) -> li
 
 
 def delete_artifacts(tx: Tx, rows: Sequence[Row]) -> None:
-    for row in rows:
-        tx.q("DELETE FROM artifacts WHERE sha256 = :s AND account_id = :a", {"s": row.sha256, "a": row.account_id})
+    tx.many(
+        "DELETE FROM artifacts WHERE sha256 = :s AND account_id = :a",
+        [{"s": row.sha256, "a": row.account_id} for row in rows],
+    )
 
 
 def held(tx: Tx, shas: Sequence[str]) -> set[str]:
@@ -277,12 +286,11 @@ def holders(tx: Tx, shas: Sequence[str]) -> list[Row]:
 
 
 def queue_files(tx: Tx, shas: Iterable[str], now: float) -> None:
-    for sha in shas:
-        tx.q(
-            "INSERT INTO kv (namespace, key, value, expires_at, updated_at) VALUES (:ns, :k, :v, NULL, :now) "
-            "ON CONFLICT (namespace, key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
-            {"ns": FILES_NAMESPACE, "k": sha, "v": {"queuedAt": now}, "now": now},
-        )
+    tx.many(
+        "INSERT INTO kv (namespace, key, value, expires_at, updated_at) VALUES (:ns, :k, :v, NULL, :now) "
+        "ON CONFLICT (namespace, key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+        [{"ns": FILES_NAMESPACE, "k": sha, "v": {"queuedAt": now}, "now": now} for sha in shas],
+    )
 
 
 def queued_files(tx: Tx, after: str, limit: int) -> list[tuple[str, float]]:
