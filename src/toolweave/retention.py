@@ -118,6 +118,8 @@ class Pruner:
         self.artifacts = artifacts
         self.batch_runs = max(1, batch_runs)
         self.batch_artifacts = max(1, batch_artifacts)
+        self.chunk_artifacts = max(self.batch_artifacts, 10 * self.batch_artifacts)
+        """Old records whose accounts' rows are searched in one pass (the writes go by ``batch_artifacts``)."""
         self.clock = clock
         self.between_batches = between_batches
 
@@ -206,27 +208,25 @@ class Pruner:
         going: dict[tuple[str, str], int] = {}
         """A dry run's records that would go (with their sizes)."""
         while True:
-            rows = await self._read(prune_q.old_artifacts, report.cutoff, after, self.batch_artifacts)
+            # a chunk of old records; their accounts' rows are searched once for the whole chunk
+            # (in a read transaction: no lock), then the records go in short write transactions,
+            # each checking again, under the records' locks, only what may have changed since
+            rows = await self._read(prune_q.old_artifacts, report.cutoff, after, self.chunk_artifacts)
             if not rows:
                 break
             last = rows[-1]
             after = (float(last.created_at), str(last.sha256), str(last.account_id))
+            since = self.clock() - CLOCK_MARGIN_SECONDS
+            found: list[Row] = await self._read(prune_q.unreferenced, rows, self.clock(), gone)
             if report.dry_run:
-                for row in await self._read(prune_q.unreferenced, rows, now, gone):
-                    going[(row.sha256, row.account_id)] = int(row.size)
-            else:
-                # the search for mentions reads every row of the accounts: it runs in a read
-                # transaction (no lock), and the write transaction checks again only what may
-                # have changed since it began
-                since = self.clock() - CLOCK_MARGIN_SECONDS
-                found = await self._read(prune_q.unreferenced, rows, self.clock())
-                keys = [(str(r.sha256), str(r.account_id)) for r in found]
-                if keys:
-                    records, _queued = await self._tx(
-                        self._delete_artifacts_tx, keys, report.cutoff, self.clock(), since
-                    )
-                    report.artifact_records += records
-            await self._pause(report)
+                going.update({(row.sha256, row.account_id): int(row.size) for row in found})
+                await self._pause(report)
+                continue
+            for start in range(0, len(found), self.batch_artifacts):
+                keys = [(str(r.sha256), str(r.account_id)) for r in found[start:start + self.batch_artifacts]]
+                records, _queued = await self._tx(self._delete_artifacts_tx, keys, report.cutoff, self.clock(), since)
+                report.artifact_records += records
+                await self._pause(report)
         if not report.dry_run:
             await self._remove_queued_files(report)
             return
@@ -262,39 +262,38 @@ class Pruner:
     # --- files ---------------------------------------------------------------------------------
 
     async def _remove_queued_files(self, report: PruneReport) -> None:
-        """Remove the queued files (each once in this prune); a file wanted again is unqueued, one
-        used too recently to tell stays queued for a later prune."""
+        """Remove the queued files (each once in this prune), a page at a time: each set aside,
+        then the page checked against the store in one read, then each dropped or put back; a file
+        held again is unqueued and stays, one used too recently to tell stays queued for a later
+        prune (``FILE_GRACE_SECONDS``)."""
         after = ""
         while queued := await self._read(prune_q.queued_files, after, self.batch_artifacts):
             after = queued[-1][0]
+            aside: dict[str, float] = {}
+            for sha, _queued_at in queued:
+                try:
+                    mtime = await self._io(self.artifacts.set_aside, sha)
+                except KeyError:  # not a hash: nothing of ours
+                    mtime = None
+                if mtime is not None:
+                    aside[sha] = mtime
+            held = await self._read(prune_q.held, sorted(aside)) if aside else set()
+            done: list[str] = []
             for sha, queued_at in queued:
-                outcome = await self._remove_file(sha, queued_at)
-                if outcome == "recent":
+                mtime = aside.get(sha)
+                if mtime is None:  # gone already
+                    done.append(sha)
+                elif sha in held:  # stored or granted again meanwhile
+                    await self._io(self.artifacts.restore, sha)
+                    done.append(sha)
+                elif mtime > queued_at - FILE_GRACE_SECONDS:  # its record may be on its way
+                    await self._io(self.artifacts.restore, sha)
                     report.files_deferred += 1
-                    continue
-                if isinstance(outcome, int):
+                else:
+                    report.bytes += await self._io(self.artifacts.drop, sha)
                     report.files += 1
-                    report.bytes += outcome
-                await self._tx(prune_q.unqueue_file, sha)
-
-    async def _remove_file(self, sha: str, queued_at: float) -> int | str:
-        """Remove one queued file: the bytes freed, ``kept`` (held again, or gone already) or
-        ``recent`` (written or found again by ``put_bytes`` less than ``FILE_GRACE_SECONDS``
-        before it was queued, or since: its record may be on its way)."""
-        try:
-            mtime = await self._io(self.artifacts.set_aside, sha)
-        except KeyError:  # not a hash: nothing of ours
-            return "kept"
-        if mtime is None:
-            return "kept"
-        if await self._read(prune_q.held, [sha]):
-            await self._io(self.artifacts.restore, sha)
-            return "kept"
-        if mtime > queued_at - FILE_GRACE_SECONDS:
-            await self._io(self.artifacts.restore, sha)
-            return "recent"
-        freed: int = await self._io(self.artifacts.drop, sha)
-        return freed
+                    done.append(sha)
+            await self._tx(prune_q.unqueue_files, done)
 
 
 class PeriodicPrune:

@@ -176,57 +176,65 @@ _ACTIVE = "(r.status IN ('queued', 'running') OR r.finished_at >= :since OR r.cr
 """Runs that may have changed since ``:since``: a run that had ended before it (and was not run
 again in place, which makes it queued) never changes again; a fork is a new run."""
 
-_MENTIONS = (
-    ("SELECT r.run_id, CAST(r.job_inputs AS TEXT) AS t1, CAST(r.final_outputs AS TEXT) AS t2 FROM runs r "
-     "WHERE r.master_account_id = :acc{active} AND ({like})", ("r.job_inputs", "r.final_outputs")),
-    ("SELECT s.run_id, CAST(s.outputs AS TEXT) AS t1 FROM step_runs s JOIN runs r ON r.run_id = s.run_id "
-     "WHERE r.master_account_id = :acc{active} AND ({like})", ("s.outputs",)),
-    ("SELECT i.run_id, CAST(i.outputs AS TEXT) AS t1, CAST(i.item AS TEXT) AS t2 FROM step_items i "
-     "JOIN runs r ON r.run_id = i.run_id WHERE r.master_account_id = :acc{active} AND ({like})", ("i.outputs", "i.item")),
-    ("SELECT g.run_id, CAST(g.outputs AS TEXT) AS t1, CAST(g.request_payload AS TEXT) AS t2 FROM generations g "
-     "JOIN runs r ON r.run_id = g.run_id WHERE r.master_account_id = :acc{active} AND ({like})",
-     ("g.outputs", "g.request_payload")),
-    ("SELECT c.run_id, CAST(c.outputs AS TEXT) AS t1 FROM step_cache c WHERE c.account_id = :acc{recent} AND ({like})",
-     ("c.outputs",)),
+_RUN_SOURCES = (
+    ("runs r", "r.job_inputs"),
+    ("runs r", "r.final_outputs"),
+    ("step_runs x JOIN runs r ON r.run_id = x.run_id", "x.outputs"),
+    ("step_items x JOIN runs r ON r.run_id = x.run_id", "x.outputs"),
+    ("step_items x JOIN runs r ON r.run_id = x.run_id", "x.item"),
+    ("generations x JOIN runs r ON r.run_id = x.run_id", "x.outputs"),
 )
+"""Where a run of an account mentions artifacts (``r`` is the run). A generation's request is not
+searched: what it sent came from these (the run's inputs, earlier outputs, the item)."""
+
+_PG_HASHES = "CROSS JOIN LATERAL regexp_matches(CAST({col} AS TEXT), '([0-9a-f]{{64}})', 'g') AS m(parts)"
 
 
 def mentioned(
     tx: Tx, account_id: str, shas: Sequence[str], now: float, gone: Collection[str] = (), since: float | None = None
 ) -> set[str]:
-    """Those of ``shas`` that something of ``account_id`` still mentions (its runs, steps, items,
-    generations, cache entries; any front end's unexpired small state), leaving out the rows of
-    the runs in ``gone`` (runs a dry run counts as pruned). With ``since``, only what may have
-    changed since then: the runs not ended before it, the cache entries made after it (the
-    check again, under locks, of what a read found unmentioned at ``since``)."""
+    """Those of ``shas`` that something of ``account_id`` still mentions (its runs' inputs and
+    outputs, steps, items, generations, cache entries; any front end's unexpired small state),
+    leaving out the rows of the runs in ``gone`` (runs a dry run counts as pruned).
+
+    Without ``since`` every row of the account is searched once for all ``shas``: on PostgreSQL
+    the server extracts the hashes from the JSON text and returns those asked about; on SQLite
+    the text is read and searched here. With ``since``, only what may have changed since then —
+    the runs not ended before it, the cache entries made after it — is read and searched here:
+    the check again, under locks, of what a read found unmentioned at ``since``."""
     if not shas:
         return set()
-    patterns = {f"m{i}": f"%{sha}%" for i, sha in enumerate(shas)}
-    found: set[str] = set()
-
-    active = f" AND {_ACTIVE}" if since is not None else ""
-    recent = " AND c.created_at >= :since" if since is not None else ""
     wanted = set(shas)
-    for sql, columns in _MENTIONS:
-        if since is None:  # every row of the account: the database keeps those that mention one
-            like = " OR ".join(f"CAST({col} AS TEXT) LIKE :{p}" for col in columns for p in patterns)
-            params: dict[str, Any] = {"acc": account_id, "since": since, **patterns}
-        else:  # the rows changed since: few, read whole and searched here (faster than many LIKEs)
-            like, params = "1 = 1", {"acc": account_id, "since": since}
-        for row in tx.all(sql.format(like=like, active=active, recent=recent), params):
-            if row.run_id in gone:
-                continue
-            for key, text in row.items():
-                if key.startswith("t") and text:
-                    found.update(wanted.intersection(_HEX64.findall(text)))
-    like = " OR ".join(f"CAST(value AS TEXT) LIKE :{p}" for p in patterns)
+    found: set[str] = set()
+    sources = [(f, col, "r.master_account_id", "r.run_id") for f, col in _RUN_SOURCES]
+    sources.append(("step_cache c", "c.outputs", "c.account_id", "c.run_id"))
+    if since is None and tx.dialect == "postgresql":
+        marks, params = in_list("s", sorted(wanted))
+        for from_, col, account, run in sources:
+            sql = (
+                f"SELECT DISTINCT {run} AS run_id, m.parts[1] AS sha FROM {from_} {_PG_HASHES.format(col=col)} "
+                f"WHERE {account} = :acc AND m.parts[1] IN {marks}"
+            )
+            found.update(r.sha for r in tx.all(sql, {"acc": account_id, **params}) if r.run_id not in gone)
+    else:
+        for from_, col, account, run in sources:
+            if since is None:
+                changed = ""
+            elif from_.startswith("step_cache"):
+                changed = " AND c.created_at >= :since"
+            else:
+                changed = f" AND {_ACTIVE}"
+            sql = f"SELECT {run} AS run_id, CAST({col} AS TEXT) AS t FROM {from_} WHERE {account} = :acc{changed}"
+            for row in tx.all(sql, {"acc": account_id, "since": since}):
+                if row.t and row.run_id not in gone:
+                    found.update(wanted.intersection(_HEX64.findall(row.t)))
     rows = tx.all(
-        "SELECT CAST(value AS TEXT) AS t1 FROM kv WHERE namespace NOT LIKE 'prune.%' "
-        f"AND (expires_at IS NULL OR expires_at > :now) AND ({like})",
-        {"now": now, **patterns},
+        "SELECT CAST(value AS TEXT) AS t FROM kv WHERE namespace NOT LIKE 'prune.%' "
+        "AND (expires_at IS NULL OR expires_at > :now)",
+        {"now": now},
     )
     for row in rows:
-        found.update(wanted.intersection(_HEX64.findall(row.t1 or "")))
+        found.update(wanted.intersection(_HEX64.findall(row.t or "")))
     return found
 
 
@@ -302,8 +310,8 @@ def queued_files(tx: Tx, after: str, limit: int) -> list[tuple[str, float]]:
     return [(str(r.key), float((r.value or {}).get("queuedAt", 0.0))) for r in rows]
 
 
-def unqueue_file(tx: Tx, sha: str) -> None:
-    tx.q("DELETE FROM kv WHERE namespace = :ns AND key = :k", {"ns": FILES_NAMESPACE, "k": sha})
+def unqueue_files(tx: Tx, shas: Sequence[str]) -> None:
+    tx.many("DELETE FROM kv WHERE namespace = :ns AND key = :k", [{"ns": FILES_NAMESPACE, "k": sha} for sha in shas])
 
 
 # --- one pruner at a time --------------------------------------------------------------------
