@@ -16,7 +16,7 @@ def assert_no_stranded_runs(store: Store) -> None:
 
 def _orphans(tx: Tx) -> list[str]:
     found: list[str] = []
-    for table in ("events", "step_runs", "step_items", "generations", "notifications", "step_cache"):
+    for table in ("events", "step_runs", "step_items", "generations", "notifications", "questions", "step_cache"):
         rows = tx.all(f"SELECT DISTINCT t.run_id FROM {table} t LEFT JOIN runs r ON r.run_id = t.run_id WHERE r.run_id IS NULL")
         found += [f"{table} of missing run {row.run_id}" for row in rows]
     rows = tx.all(

@@ -455,3 +455,27 @@ async def test_a_forks_map_step_shows_its_origins_items_until_the_origin_is_prun
     page = await app.step_items(fork_id, "each", "alice")
     assert page["reusedFromPruned"] is True and page["items"] == [] and page["counts"]["succeeded"] == 3
     assert (await app.get_run(fork_id, "alice"))["finalOutputs"] == {"values": [2, 3, 4]}
+
+
+async def test_a_run_waiting_for_a_person_stays_and_its_question_goes_with_it_once_answered(app: App) -> None:
+    from tests.integration.test_ask_steps import pick_job
+
+    register(app, pick_job())
+    run_id = await app.submit("pick", {}, account_id="alice")
+    await run_all(app)
+    assert (await app.get_run(run_id))["status"] == "waiting_input"
+    age(app, [run_id])
+    app.store.run_sync(lambda tx: tx.q("UPDATE runs SET finished_at = created_at WHERE run_id = :r", {"r": run_id}))
+    report = await app.prune(MONTH)  # old, but waiting for a person: it stays
+    assert report["runs"] == 0 and (await app.get_run(run_id))["status"] == "waiting_input"
+    app.store.run_sync(lambda tx: tx.q("UPDATE runs SET finished_at = NULL WHERE run_id = :r", {"r": run_id}))
+    await app.answer(run_id, "pick", "alice", {"chosen": 2})
+    await run_all(app)
+    assert (await app.get_run(run_id))["status"] == "completed"
+    age(app, [run_id])
+    # the question's timeout is still scheduled (an advance that will find the run ended): it goes with the run
+    assert count(app, "SELECT COUNT(*) AS n FROM tasks WHERE kind = 'advance'") == 1
+    report = await app.prune(MONTH)
+    assert report["runs"] == 1 and report["rows"]["questions"] == 1 and report["rows"]["tasks"] == 1
+    assert count(app, "SELECT COUNT(*) AS n FROM questions") == 0
+    assert_store_consistent(app.store, app.artifacts)

@@ -11,7 +11,7 @@ from toolweave.cli.common import JSON_HELP, CliError, app_session, console, exit
 
 _LABELS = (
     ("runs", "runs"), ("events", "events"), ("stepRuns", "step rows"), ("stepItems", "map items"),
-    ("generations", "generations"), ("tasks", "tasks"), ("notifications", "notifications"),
+    ("generations", "generations"), ("tasks", "tasks"), ("notifications", "notifications"), ("questions", "questions"),
     ("cacheEntries", "cache entries of those runs"),
 )
 

@@ -35,7 +35,9 @@ LEASE_NAMESPACE = "prune.lease"
 _TERMINAL = tuple(sorted(s.value for s in RUN_TERMINAL))
 _WAITING_GENERATIONS = ("pending", "processing")
 
-RUN_TABLES = ("runs", "events", "step_runs", "step_items", "generations", "tasks", "notifications", "step_cache")
+RUN_TABLES = (
+    "runs", "events", "step_runs", "step_items", "generations", "tasks", "notifications", "questions", "step_cache",
+)
 """What a pruned tree of runs takes with it, in the order reports name them."""
 
 
@@ -86,12 +88,14 @@ def trees(tx: Tx, roots: Sequence[str], *, lock: bool = False) -> dict[str, list
 
 def busy(tx: Tx, run_ids: Sequence[str]) -> set[str]:
     """Those of ``run_ids`` that something still works on: a task (a callback being delivered, a
-    cancel going to a backend, an advance) or a generation not yet ended."""
+    cancel going to a backend) or a generation not yet ended."""
     if not run_ids:
         return set()
     marks, params = in_list("r", list(run_ids))
     waiting, wparams = in_list("w", list(_WAITING_GENERATIONS))
-    rows = tx.all(f"SELECT DISTINCT run_id FROM tasks WHERE run_id IN {marks}", params)
+    # an ``advance`` of a run that has ended does nothing (an ask step's timeout left behind after
+    # its answer): it goes with the run; any other task is work still to do
+    rows = tx.all(f"SELECT DISTINCT run_id FROM tasks WHERE run_id IN {marks} AND kind <> 'advance'", params)
     rows += tx.all(
         f"SELECT DISTINCT run_id FROM generations WHERE run_id IN {marks} AND status IN {waiting}", {**params, **wparams}
     )
@@ -115,6 +119,7 @@ _COUNTS = {
     "generations": "SELECT COUNT(*) AS n FROM generations WHERE run_id IN {m}",
     "tasks": "SELECT COUNT(*) AS n FROM tasks WHERE run_id IN {m}",
     "notifications": "SELECT COUNT(*) AS n FROM notifications WHERE run_id IN {m}",
+    "questions": "SELECT COUNT(*) AS n FROM questions WHERE run_id IN {m}",
     "step_cache": "SELECT COUNT(*) AS n FROM step_cache WHERE run_id IN {m}",
 }
 
@@ -141,7 +146,9 @@ def delete_runs(tx: Tx, run_ids: Sequence[str]) -> dict[str, int]:
         params,
     )
     counts: dict[str, int] = {}
-    for table in ("events", "notifications", "tasks", "step_cache", "step_items", "generations", "step_runs", "runs"):
+    for table in (
+        "events", "notifications", "tasks", "questions", "step_cache", "step_items", "generations", "step_runs", "runs",
+    ):
         counts[table] = tx.rowcount(f"DELETE FROM {table} WHERE run_id IN {marks}", params)
     return {table: counts[table] for table in RUN_TABLES}
 
@@ -172,7 +179,9 @@ def old_artifacts(tx: Tx, cutoff: float, after: tuple[float, str, str] | None, l
 _HEX64 = re.compile(r"(?<![0-9a-f])[0-9a-f]{64}(?![0-9a-f])")
 """An artifact's hash inside JSON text (an artifact value's ``sha256``, an ``artifact:`` URI)."""
 
-_ACTIVE = "(r.status IN ('queued', 'running') OR r.finished_at >= :since OR r.created_at >= :since)"
+_ACTIVE = (
+    "(r.status NOT IN (" + ", ".join(f"'{v}'" for v in _TERMINAL) + ") OR r.finished_at >= :since OR r.created_at >= :since)"
+)
 """Runs that may have changed since ``:since``: a run that had ended before it (and was not run
 again in place, which makes it queued) never changes again; a fork is a new run."""
 
@@ -183,8 +192,11 @@ _RUN_SOURCES = (
     ("step_items x JOIN runs r ON r.run_id = x.run_id", "x.outputs"),
     ("step_items x JOIN runs r ON r.run_id = x.run_id", "x.item"),
     ("generations x JOIN runs r ON r.run_id = x.run_id", "x.outputs"),
+    ("questions x JOIN runs r ON r.run_id = x.run_id", "x.body"),
+    ("questions x JOIN runs r ON r.run_id = x.run_id", "x.answer"),
 )
-"""Where a run of an account mentions artifacts (``r`` is the run). A generation's request is not
+"""Where a run of an account mentions artifacts (``r`` is the run; a question shows candidates and
+may be answered with them). A generation's request is not
 searched: what it sent came from these (the run's inputs, earlier outputs, the item)."""
 
 _PG_HASHES = "CROSS JOIN LATERAL regexp_matches(CAST({col} AS TEXT), '([0-9a-f]{{64}})', 'g') AS m(parts)"
