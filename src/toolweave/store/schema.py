@@ -416,7 +416,7 @@ webhook_receipts = sa.Table(
 )
 """Webhook deliveries already applied (deduplication)."""
 sa.Index("ix_webhook_receipts_generation", webhook_receipts.c.generation_id)
-"""A pruned run's receipts go with its generations (0011)."""
+"""A pruned run's receipts go with its generations (0013)."""
 
 registered_jobs = sa.Table(
     "registered_jobs",
