@@ -84,7 +84,7 @@ def classify_media(value: Any) -> Literal["url", "data", "path"]:
     Raises ``ValueError`` for anything else (other URL schemes, empty text, non-text values).
     """
     if not isinstance(value, str):
-        raise ValueError(f"a media value must be text (a URL, a data: URI or a path), not {_kind(value)}")
+        raise ValueError(f"a media value must be text (an http(s) URL or a data: URI) or an artifact, not {_kind(value)}")
     text = value.strip()
     if not text:
         raise ValueError("a media value must not be empty")
@@ -98,8 +98,10 @@ def classify_media(value: Any) -> Literal["url", "data", "path"]:
             raise ValueError(f"the URL {text!r} has no host")
         return "url"
     scheme = urlsplit(text).scheme
+    if scheme.lower() == "artifact":
+        raise ValueError('an artifact is given as {"kind": "artifact", "sha256": "…"}, not as artifact: text')
     if scheme and len(scheme) > 1:  # one letter is a Windows drive, not a scheme
-        raise ValueError(f"the URL scheme {scheme!r} is not supported; use http(s), a data: URI or a path")
+        raise ValueError(f"the URL scheme {scheme!r} is not supported; use an http(s) URL or a data: URI")
     return "path"
 
 

@@ -84,7 +84,7 @@ def test_every_problem_is_reported_at_once() -> None:
         "cfg: must be a number (got 'lots')",
         "hires: must be true or false (got 'maybe')",
         "sampler: must be one of Euler, DPM++ 2M (got 'heun')",
-        "image: the URL scheme 'ftp' is not supported; use http(s), a data: URI or a path",
+        "image: the URL scheme 'ftp' is not supported; use an http(s) URL or a data: URI",
     ]
     assert str(caught.value).startswith("7 problems with the inputs: colour: is not an input")
 
@@ -219,3 +219,8 @@ def test_the_json_schema_requires_a_visible_input_under_its_condition() -> None:
          "then": {"required": ["search"]}},
     ]
     assert schema["properties"]["append"]["x-toolweave-visible-if"] == {"field": "operation", "values": ["concat"]}
+
+
+def test_an_artifact_written_as_text_for_a_media_input_says_how_to_write_it() -> None:
+    with pytest.raises(ValueError, match=r'given as \{"kind": "artifact", "sha256": "…"\}, not as artifact: text'):
+        classify_media("artifact:" + "ab" * 32)
