@@ -11,7 +11,18 @@ sendDocument, getFile and the file download, answerCallbackQuery, sendChatAction
 url-encoded or multipart form (values of nested fields as JSON text, as the real API takes them).
 Every call is recorded in ``calls``; every message the bot sent lives in ``messages`` with its
 current text and buttons, and edits are appended to ``edits``. ``fail(method, status, times,
-retry_after)`` scripts failures (429 with ``parameters.retry_after``, 500, 400 ...).
+retry_after)`` scripts failures (429 with ``parameters.retry_after``, 500, 400 ...);
+``limit_rate(seconds, retry_after)`` answers every sending call 429 for a while, ``outage(seconds)``
+answers every call 502; ``hold(method)`` accepts the next such call (the message exists) and keeps
+its answer back until ``release()`` — the moment a bot can die between "sent" and "recorded".
+
+It is strict about the limits the Bot API documents, and refuses what Telegram refuses, with
+Telegram's descriptions: a text of 1-4096 characters, a caption of at most 1024, a media group of
+2-10 items, ``callback_data`` of 1-64 bytes, at most 100 commands (1-32 of ``a-z0-9_``, a
+description of 1-256 characters), an upload of at most 50 MB, and a photo that is an image
+Telegram can process (JPEG, PNG, WebP, BMP, GIF: else ``IMAGE_PROCESS_FAILED``) of at most 10 MB,
+whose width and height are at most 10000 together and whose ratio is at most 20 (else
+``PHOTO_INVALID_DIMENSIONS``).
 Updates for the bot are built with ``message_update`` / ``callback_update`` and either queued for
 ``getUpdates`` with ``push`` or handed to the bot directly.
 """
@@ -19,12 +30,15 @@ Updates for the bot are built with ``message_update`` / ``callback_update`` and 
 from __future__ import annotations
 
 import asyncio
+import io
 import itertools
 import json
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from PIL import Image
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -32,6 +46,15 @@ from starlette.routing import Route
 
 BOT_USER = {"id": 7000001, "is_bot": True, "first_name": "Toolweave", "username": "toolweave_test_bot",
             "can_join_groups": True, "can_read_all_group_messages": False, "supports_inline_queries": False}
+
+MAX_TEXT = 4096
+MAX_CAPTION = 1024
+MAX_PHOTO_BYTES = 10 * 1024 * 1024
+MAX_UPLOAD_BYTES = 50 * 1024 * 1024
+PHOTO_FORMATS = {"JPEG", "PNG", "WEBP", "BMP", "GIF"}
+SENDING = {"sendMessage", "sendPhoto", "sendVideo", "sendDocument", "sendMediaGroup", "editMessageText",
+           "editMessageReplyMarkup", "editMessageCaption", "deleteMessage"}
+_COMMAND_RE = re.compile(r"^[a-z0-9_]{1,32}$")
 
 _JSON_FIELDS = {"reply_markup", "media", "commands", "reply_parameters", "allowed_updates", "entities",
                 "caption_entities", "link_preview_options", "scope"}
@@ -61,16 +84,25 @@ class FakeTelegram:
         self.calls: list[Call] = []
         self.messages: dict[tuple[int, int], dict[str, Any]] = {}
         self.edits: list[dict[str, Any]] = []
+        self.deleted: list[tuple[int, int]] = []
         self.files: dict[str, tuple[str, bytes]] = {}
         self.downloads: list[str] = []
         self.updates: list[dict[str, Any]] = []
         self.webhook: dict[str, Any] | None = None
+        self.commands: list[dict[str, Any]] = []
         self._failures: dict[str, list[_Failure]] = {}
         self._ids = itertools.count(1000)
         self._update_ids = itertools.count(1)
         self._file_ids = itertools.count(1)
         self._new_update = asyncio.Event()
         self._changed = asyncio.Event()
+        self._limited_until = 0.0
+        self._limited_retry_after = 1
+        self._down_until = 0.0
+        self._hold: set[str] = set()
+        self.held: list[Call] = []
+        """Calls whose message was accepted and whose answer is kept back (see ``hold``)."""
+        self._release = asyncio.Event()
 
     # --- scripting --------------------------------------------------------------------------------
 
@@ -80,6 +112,29 @@ class FakeTelegram:
         text = description or {429: f"Too Many Requests: retry after {retry_after}", 400: "Bad Request: scripted",
                                403: "Forbidden: bot was blocked by the user"}.get(status, "Internal Server Error")
         self._failures.setdefault(method, []).append(_Failure(status, times, retry_after, text))
+
+    def limit_rate(self, seconds: float, retry_after: int = 1) -> None:
+        """For ``seconds`` from now every sending call is answered 429 with ``retry_after``."""
+        self._limited_until = time.time() + seconds
+        self._limited_retry_after = retry_after
+
+    def outage(self, seconds: float) -> None:
+        """For ``seconds`` from now every call is answered 502 Bad Gateway."""
+        self._down_until = time.time() + seconds
+
+    def outage_left(self) -> float:
+        """Seconds until the outage ends (0 when there is none)."""
+        return max(0.0, self._down_until - time.time())
+
+    def hold(self, *methods: str) -> None:
+        """The next call of one of ``methods`` is carried out (its messages exist) but its answer is
+        kept back until ``release()``: a bot killed meanwhile never learns that it was sent."""
+        self._hold.update(methods)
+        self._release.clear()
+
+    def release(self) -> None:
+        self._hold.clear()
+        self._release.set()
 
     def add_file(self, data: bytes, path: str) -> str:
         """Keep a file the bot may download; returns its file_id."""
@@ -217,6 +272,39 @@ class FakeTelegram:
                 params[key] = int(params[key])
         return params, files
 
+    def _check_markup(self, params: dict[str, Any]) -> JSONResponse | None:
+        markup = params.get("reply_markup")
+        if not isinstance(markup, dict):
+            return None
+        for row in markup.get("inline_keyboard") or []:
+            for button in row:
+                data = button.get("callback_data")
+                if data is not None and not 1 <= len(str(data).encode()) <= 64:
+                    return self._error(400, "Bad Request: BUTTON_DATA_INVALID")
+                if not button.get("text"):
+                    return self._error(400, "Bad Request: text buttons are unallowed in the inline keyboard")
+        return None
+
+    def _check_caption(self, caption: Any) -> JSONResponse | None:
+        if caption is not None and len(str(caption)) > MAX_CAPTION:
+            return self._error(400, "Bad Request: message caption is too long")
+        return None
+
+    def _check_photo(self, data: bytes) -> JSONResponse | tuple[int, int]:
+        """What Telegram does with a photo: refuse it, or keep its size."""
+        if len(data) > MAX_PHOTO_BYTES:
+            return self._error(400, "Bad Request: PHOTO_SAVE_FILE_INVALID")
+        try:
+            with Image.open(io.BytesIO(data)) as image:
+                kind, (width, height) = image.format, image.size
+        except Exception:
+            return self._error(400, "Bad Request: IMAGE_PROCESS_FAILED")
+        if kind not in PHOTO_FORMATS:
+            return self._error(400, "Bad Request: IMAGE_PROCESS_FAILED")
+        if width + height > 10000 or max(width, height) > 20 * max(1, min(width, height)):
+            return self._error(400, "Bad Request: PHOTO_INVALID_DIMENSIONS")
+        return width, height
+
     def _error(self, status: int, description: str, retry_after: int | None = None) -> JSONResponse:
         body: dict[str, Any] = {"ok": False, "error_code": status, "description": description}
         if retry_after is not None:
@@ -231,6 +319,14 @@ class FakeTelegram:
         call = Call(method, params, files, at=time.time())
         self.calls.append(call)
         try:
+            now = time.time()
+            if now < self._down_until:
+                call.status = 502
+                return self._error(502, "Bad Gateway")
+            if method in SENDING and now < self._limited_until:
+                call.status = 429
+                retry = max(1, min(self._limited_retry_after, int(self._limited_until - now) + 1))
+                return self._error(429, f"Too Many Requests: retry after {retry}", retry)
             queue = self._failures.get(method) or []
             if queue:
                 failure = queue[0]
@@ -243,10 +339,16 @@ class FakeTelegram:
             if handler is None:
                 call.status = 404
                 return self._error(404, "Not Found")
-            result = await handler(params, files)
+            refused = self._check_markup(params)
+            result = refused if refused is not None else await handler(params, files)
             if isinstance(result, JSONResponse):
                 call.status = result.status_code
                 return result
+            if method in self._hold:
+                self._hold.discard(method)
+                self.held.append(call)
+                self._changed.set()
+                await self._release.wait()
             return JSONResponse({"ok": True, "result": result})
         finally:
             self._changed.set()
@@ -267,6 +369,15 @@ class FakeTelegram:
         return BOT_USER
 
     async def _m_setMyCommands(self, params: dict[str, Any], files: Any) -> Any:
+        commands = params.get("commands")
+        if not isinstance(commands, list) or len(commands) > 100:
+            return self._error(400, "Bad Request: too many commands specified")
+        for command in commands:
+            if not _COMMAND_RE.match(str(command.get("command", ""))):
+                return self._error(400, "Bad Request: BOT_COMMAND_INVALID")
+            if not 1 <= len(str(command.get("description", "")).strip()) <= 256:
+                return self._error(400, "Bad Request: command description must be 1-256 characters")
+        self.commands = commands
         return True
 
     async def _m_deleteWebhook(self, params: dict[str, Any], files: Any) -> Any:
@@ -281,6 +392,8 @@ class FakeTelegram:
         return True
 
     async def _m_answerCallbackQuery(self, params: dict[str, Any], files: Any) -> Any:
+        if len(str(params.get("text") or "")) > 200:
+            return self._error(400, "Bad Request: MESSAGE_TOO_LONG")
         return True
 
     async def _m_getUpdates(self, params: dict[str, Any], files: Any) -> Any:
@@ -309,11 +422,6 @@ class FakeTelegram:
             return self._error(400, "Bad Request: chat_id is missing or not a number")
         message: dict[str, Any] = {"message_id": next(self._ids), "date": int(time.time()),
                                    "chat": self.chat(chat_id), "from": BOT_USER, **content}
-        markup = params.get("reply_markup") or {}
-        for row in markup.get("inline_keyboard", []) if isinstance(markup, dict) else []:
-            for button in row:
-                if len(str(button.get("callback_data", "")).encode()) > 64:  # Telegram's limit: 1-64 bytes
-                    return self._error(400, "Bad Request: BUTTON_DATA_INVALID")
         reply = params.get("reply_parameters") or {}
         if isinstance(reply, dict) and reply.get("message_id"):
             message["_reply_to"] = reply["message_id"]
@@ -332,22 +440,36 @@ class FakeTelegram:
 
     async def _m_sendMessage(self, params: dict[str, Any], files: Any) -> Any:
         text = params.get("text")
-        if not text:
+        if not text or not str(text).strip():
             return self._error(400, "Bad Request: message text is empty")
+        if len(str(text)) > MAX_TEXT:
+            return self._error(400, "Bad Request: message is too long")
         return self._store(params, text=text)
 
     def _upload(self, kind: str, params: dict[str, Any], files: dict[str, tuple[str, str, bytes]], field_name: str) -> Any:
         if field_name not in files:
             return self._error(400, f"Bad Request: there is no {field_name} in the request")
         filename, ctype, data = files[field_name]
+        if len(data) > MAX_UPLOAD_BYTES:
+            return self._error(413, "Request Entity Too Large")
+        refused = self._check_caption(params.get("caption"))
+        if refused is not None:
+            return refused
+        size = (1, 1)
+        if kind == "photo":
+            checked = self._check_photo(data)
+            if isinstance(checked, JSONResponse):
+                return checked
+            size = checked
         fid = self.add_file(data, f"sent/{filename}")
         meta: dict[str, Any] = {"file_id": fid, "file_unique_id": "u" + fid, "file_size": len(data)}
+        caption = {"caption": params["caption"]} if params.get("caption") else {}
         if kind == "photo":
-            content: dict[str, Any] = {"photo": [{**meta, "width": 1, "height": 1}]}
+            content: dict[str, Any] = {"photo": [{**meta, "width": size[0], "height": size[1]}], **caption}
         elif kind == "video":
-            content = {"video": {**meta, "width": 1, "height": 1, "duration": 1, "mime_type": ctype}}
+            content = {"video": {**meta, "width": 1, "height": 1, "duration": 1, "mime_type": ctype}, **caption}
         else:
-            content = {"document": {**meta, "file_name": filename, "mime_type": ctype}}
+            content = {"document": {**meta, "file_name": filename, "mime_type": ctype}, **caption}
         stored = self._store(params, **content, _upload={"filename": filename, "contentType": ctype, "size": len(data)})
         return stored
 
@@ -364,15 +486,30 @@ class FakeTelegram:
         media = params.get("media")
         if not isinstance(media, list) or not 2 <= len(media) <= 10:
             return self._error(400, "Bad Request: media must be a list of 2-10 items")
-        group = f"mg{next(self._ids)}"
-        out = []
+        if params.get("reply_markup"):
+            return self._error(400, "Bad Request: media groups take no reply markup")
+        # the whole group is checked before any of it is sent: Telegram sends all of it or nothing
         for item in media:
             ref = str(item.get("media", ""))
             name = ref.removeprefix("attach://")
             if not ref.startswith("attach://") or name not in files:
                 return self._error(400, f"Bad Request: media {ref!r} not found in the request")
+            refused = self._check_caption(item.get("caption"))
+            if refused is not None:
+                return refused
+            if item.get("type", "photo") == "photo":
+                checked = self._check_photo(files[name][2])
+                if isinstance(checked, JSONResponse):
+                    return checked
+        group = f"mg{next(self._ids)}"
+        out = []
+        for item in media:
+            name = str(item["media"]).removeprefix("attach://")
             kind = item.get("type", "photo")
-            stored = self._upload(kind, params, {kind: files[name]}, kind)
+            one = {k: v for k, v in params.items() if k not in ("media", "caption")}
+            if item.get("caption"):
+                one["caption"] = item["caption"]
+            stored = self._upload(kind, one, {kind: files[name]}, kind)
             self.messages[(params["chat_id"], stored["message_id"])]["media_group_id"] = group
             out.append({**stored, "media_group_id": group})
         return out
@@ -382,6 +519,10 @@ class FakeTelegram:
         message = self.messages.get(key)  # type: ignore[arg-type]
         if message is None:
             return self._error(400, "Bad Request: message to edit not found")
+        if "text" not in message:
+            return self._error(400, "Bad Request: there is no text in the message to edit")
+        if not params.get("text") or len(str(params["text"])) > MAX_TEXT:
+            return self._error(400, "Bad Request: MESSAGE_TOO_LONG" if params.get("text") else "Bad Request: text is empty")
         markup = params.get("reply_markup")
         if message.get("text") == params.get("text") and message.get("reply_markup") == markup:
             return self._error(400, "Bad Request: message is not modified: specified new message content and "
@@ -394,6 +535,31 @@ class FakeTelegram:
         self.edits.append({"chat_id": key[0], "message_id": key[1], "text": params.get("text"),
                            "reply_markup": markup, "at": time.time()})
         return self.public(message)
+
+    async def _m_editMessageCaption(self, params: dict[str, Any], files: Any) -> Any:
+        key = (params.get("chat_id"), params.get("message_id"))
+        message = self.messages.get(key)  # type: ignore[arg-type]
+        if message is None:
+            return self._error(400, "Bad Request: message to edit not found")
+        if "text" in message:
+            return self._error(400, "Bad Request: there is no caption in the message to edit")
+        refused = self._check_caption(params.get("caption"))
+        if refused is not None:
+            return refused
+        markup = params.get("reply_markup")
+        if message.get("caption") == params.get("caption") and message.get("reply_markup") == markup:
+            return self._error(400, "Bad Request: message is not modified: specified new message content and "
+                                    "reply markup are exactly the same as a current content and reply markup of the message")
+        message["caption"] = params.get("caption")
+        self.edits.append({"chat_id": key[0], "message_id": key[1], "caption": params.get("caption"), "at": time.time()})
+        return self.public(message)
+
+    async def _m_deleteMessage(self, params: dict[str, Any], files: Any) -> Any:
+        key = (params.get("chat_id"), params.get("message_id"))
+        if self.messages.pop(key, None) is None:  # type: ignore[arg-type]
+            return self._error(400, "Bad Request: message to delete not found")
+        self.deleted.append(key)  # type: ignore[arg-type]
+        return True
 
     async def _m_editMessageReplyMarkup(self, params: dict[str, Any], files: Any) -> Any:
         key = (params.get("chat_id"), params.get("message_id"))
