@@ -43,6 +43,7 @@ from toolweave.model.definitions import JobDefinition
 from toolweave.model.records import RunUpdate
 from toolweave.model.status import RunStatus
 from toolweave.notify.dispatcher import Channel, Notifier
+from toolweave.notify.outbox import Outbox
 from toolweave.presence import WORKER_TTL_SECONDS
 from toolweave.registry import Problem, Registry
 from toolweave.run_views import (
@@ -107,7 +108,12 @@ class App(Submitting, Webhooks, Accounts, Answering):
         self.event_hub = EventHub(self.store)
         self.services: dict[str, Service] = {}
         self.registry = Registry()
-        self.notifier = Notifier(self.store, {})
+        self.notifier = Notifier(
+            self.store, {}, horizon=settings.notification_horizon_seconds,
+            first_backoff=min(2.0, settings.notification_max_backoff_seconds),
+            max_backoff=settings.notification_max_backoff_seconds,
+        )
+        self.outbox = Outbox(self.store, self.notifier, lease_seconds=settings.lease_seconds)
         from toolweave.notify.callback import CallbackChannel
 
         signing = settings.callback_signing_secret.encode() if settings.callback_signing_secret else self._secret()
@@ -161,6 +167,7 @@ class App(Submitting, Webhooks, Accounts, Answering):
         self.engine.notification_rules.append(rule)
 
     async def aclose(self) -> None:
+        await self.outbox.close()
         for service in self.services.values():
             try:
                 await service.close()
@@ -344,6 +351,29 @@ class App(Submitting, Webhooks, Accounts, Answering):
         """Every unexpired (key, value) of a namespace, by key."""
         items: list[tuple[str, Any]] = await self.store.read(kv_q.items, namespace, time.time())
         return items
+
+    # --- the outbox ------------------------------------------------------------------------------
+
+    async def queue_notification(
+        self, channel: str, target: Mapping[str, Any], payload: Mapping[str, Any], *, event_type: str,
+        account_id: str, run_id: str | None = None, dedupe_key: str | None = None,
+    ) -> str | None:
+        """Queue a message for ``channel`` (a chat message of a front end) in the outbox; this
+        process sends it at once, any worker retries it. None when ``dedupe_key`` was queued already."""
+        return await self.outbox.queue(channel, target, payload, event_type=event_type, account_id=account_id,
+                                       run_id=run_id, dedupe_key=dedupe_key)
+
+    async def notification(self, notification_id: str) -> dict[str, Any] | None:
+        """One outbox row (any account's: callers check ``account_id``)."""
+        return await self.outbox.get(notification_id)
+
+    async def undelivered_notifications(self, *, channel: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        """Notifications given up, oldest first."""
+        return await self.outbox.undelivered(channel=channel, limit=limit)
+
+    async def resend_notifications(self, notification_ids: list[str]) -> list[str]:
+        """Queue given-up notifications again; returns those that were given up."""
+        return await self.outbox.resend(notification_ids)
 
     async def stats(self) -> dict[str, Any]:
         """Runs by status, queue depth by task kind and queue lag (for /metrics)."""

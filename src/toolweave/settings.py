@@ -53,6 +53,11 @@ class Settings:
     """How long the bot waits for a missing input it asked for."""
     telegram_edit_interval_seconds: float = 2.0
     """At most one edit of a run's status message per this many seconds (Telegram's limits)."""
+    notification_horizon_seconds: float = 86400.0
+    """How long a notification (a chat message, a run's results, a callback) is retried before it
+    is given up (logged at ERROR; ``toolweave notifications undelivered`` lists it)."""
+    notification_max_backoff_seconds: float = 300.0
+    """The longest wait between two attempts of a notification (the first is 2 s, then doubling)."""
     machine_rates: dict[str, Decimal] = field(default_factory=lambda: dict(DEFAULT_GPU_RATES))
     credits_by_default: bool = False
     """Whether an account pays for its runs from a credit balance unless an administrator said
@@ -190,7 +195,7 @@ class Settings:
             return None if value in (None, "") else _amount(value)
         if key in _WHOLE:
             return int(value)
-        if key in _SECONDS:
+        if key in _SECONDS or key in _NOTIFY_SECONDS:
             return float(value)
         if key in ("test_tools", "media_allow_private_urls", "callback_allow_private_urls", "credits_by_default"):
             return str(value).lower() in ("1", "true", "yes", "on")
@@ -319,6 +324,9 @@ def _plain(key: str, exc: BaseException) -> str:
     """A conversion error in words (not "invalid literal for int() with base 10")."""
     if key in _WHOLE:
         return "must be a whole number"
-    if key in _SECONDS:
+    if key in _SECONDS or key in _NOTIFY_SECONDS:
         return "must be a number of seconds"
     return str(exc)
+
+
+_NOTIFY_SECONDS = ("notification_horizon_seconds", "notification_max_backoff_seconds")

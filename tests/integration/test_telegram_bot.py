@@ -178,8 +178,8 @@ async def test_commands_are_registered_and_listed_without_hidden_ones(tmp_path: 
         assert all(1 <= len(c["description"]) <= 256 for c in call.params["commands"])
         await env.send(fake.message_update("/help"))
         await env.send(fake.message_update("/start"))
-        helps = await fake.wait_for(lambda: [t for t in env.texts() if "/stamp — Shrinks a photo" in t])
-        assert len(helps) == 2 and "/secret" not in helps[0]
+        helps = await fake.wait_for(lambda: len(h := [t for t in env.texts() if "/stamp — Shrinks a photo" in t]) == 2 and h)
+        assert "/secret" not in helps[0] and "/status" in helps[0] and "/cancel" in helps[0]
         await env.send(fake.message_update("/secret hi"))
         await env.send(fake.message_update("/nonsense"))
         await fake.wait_for(lambda: [t for t in env.texts() if "I don't know /nonsense" in t])
@@ -197,6 +197,22 @@ async def test_status_lists_recent_runs(tmp_path: Path) -> None:
         await env.send(fake.message_update("/status"))
         (listing,) = await fake.wait_for(lambda: [t for t in env.texts() if t.startswith("Your recent runs")])
         assert "Card — completed" in listing
+
+
+async def test_status_in_a_group_lists_that_groups_runs_only(tmp_path: Path) -> None:
+    async with telegram_env(tmp_path) as env:
+        fake = env.fake
+        await env.send(fake.message_update("/card In private"))
+        await finished(env)
+        await env.send(fake.message_update("/card In the group", chat_id=-5))
+        await finished(env, chat_id=-5)
+        await env.send(fake.message_update("/status", chat_id=-5))
+        (listing,) = await fake.wait_for(lambda: [t for t in env.texts(-5) if t.startswith("Your recent runs")])
+        private_run, group_run = sorted((await runs(env)), key=lambda r: r["createdAt"])
+        assert group_run["jobRunId"] in listing and private_run["jobRunId"] not in listing
+        await env.send(fake.message_update("/status"))
+        (mine,) = await fake.wait_for(lambda: [t for t in env.texts() if t.startswith("Your recent runs")])
+        assert group_run["jobRunId"] in mine and private_run["jobRunId"] in mine
 
 
 # --- missing and bad inputs -----------------------------------------------------------------------------
@@ -311,6 +327,11 @@ async def test_cancel_command_and_cancel_button(tmp_path: Path) -> None:
         assert answer[0].params["text"] == "That run is not yours."
         await env.send(fake.callback_update(f"c:{first_run['jobRunId']}", message=first_status))
         await fake.wait_for(lambda: len(fake.calls_of("answerCallbackQuery")) == 2)
+        # a queued run is cancelled at once: the press says so (not "It has already finished.")
+        assert fake.calls_of("answerCallbackQuery")[1].params["text"] == "Cancelled."
+        await env.send(fake.callback_update(f"c:{first_run['jobRunId']}", message=first_status))
+        await fake.wait_for(lambda: len(fake.calls_of("answerCallbackQuery")) == 3)
+        assert fake.calls_of("answerCallbackQuery")[2].params["text"] == "It has already finished."
         worker = env.app.make_worker(2)
         await worker.run_until_idle(30)
         for item in (first_run, second_run):

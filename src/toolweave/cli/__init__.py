@@ -29,6 +29,7 @@ from toolweave.cli import (
     worker,
 )
 from toolweave.cli.helptext import HelpGroup
+from toolweave.cli.notifications import notifications_app
 
 app = typer.Typer(
     cls=HelpGroup, no_args_is_help=True, add_completion=False, help="Run generative-AI tools and durable jobs.",
@@ -70,6 +71,7 @@ app.add_typer(db.db_app, name="db")
 app.add_typer(keys.keys_app, name="keys")
 app.add_typer(credits.credits_app, name="credits")
 app.add_typer(credits.limits_app, name="limits")
+app.add_typer(notifications_app, name="notifications")
 app.add_typer(importing.import_app, name="import")
 app.add_typer(importing.sync_app, name="sync")
 app.add_typer(services.services_app, name="services")

@@ -1,9 +1,13 @@
 """Delivers outbox rows through their channel, with retries, backoff and a record of each attempt.
 
-A notification row is written in the transaction that finishes a run, with a ``notify`` task.
-The worker hands that task here: the channel is called outside any transaction; success marks
-the row delivered, a retryable failure records the attempt and re-queues the task with backoff
-(honouring a ``retry_after`` the receiver asked for), anything else marks it failed.
+A notification row is written with a ``notify`` task: in the transaction that finishes a run (its
+outcome), or on its own (a chat message: ``notify.outbox``). A worker hands that task here: the
+channel is called outside any transaction; success marks the row delivered, a retryable failure
+records the attempt and re-queues the task with backoff — doubling from ``first_backoff`` up to
+``max_backoff``, with jitter, never before a ``retry_after`` the receiver asked for — for as long
+as the row is younger than ``horizon`` seconds (24 h by default). A failure that retrying cannot
+cure, or a row past its horizon, is given up: marked ``failed``, logged at ERROR, listed by
+``toolweave notifications undelivered`` and sent again by ``toolweave notifications resend``.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from toolweave.model.status import NotificationStatus
@@ -21,9 +25,9 @@ from toolweave.store.db import Store, Tx
 
 log = logging.getLogger("toolweave.notify")
 
-MAX_ATTEMPTS = 8
-BASE_BACKOFF = 2.0
+FIRST_BACKOFF = 2.0
 MAX_BACKOFF = 300.0
+HORIZON = 86400.0
 
 
 class DeliveryError(Exception):
@@ -40,17 +44,32 @@ class Channel(Protocol):
         """Deliver one notification (a row of the outbox as a mapping); raise DeliveryError on failure."""
 
 
-def backoff(attempt: int, retry_after: float | None = None) -> float:
-    delay = min(MAX_BACKOFF, BASE_BACKOFF * 2 ** max(0, attempt - 1))
+def backoff(attempt: int, retry_after: float | None = None, *, first: float = FIRST_BACKOFF,
+            ceiling: float = MAX_BACKOFF) -> float:
+    """Seconds before attempt ``attempt + 1``: ``first`` doubling per attempt up to ``ceiling``,
+    the upper half of it at random, and never less than ``retry_after``."""
+    delay = min(ceiling, first * 2 ** min(max(0, attempt - 1), 60))
     delay = delay / 2 + random.random() * delay / 2
     return float(max(delay, retry_after or 0.0))
 
 
 class Notifier:
-    def __init__(self, store: Store, channels: Mapping[str, Channel], max_attempts: int = MAX_ATTEMPTS) -> None:
+    def __init__(
+        self,
+        store: Store,
+        channels: Mapping[str, Channel],
+        *,
+        horizon: float = HORIZON,
+        first_backoff: float = FIRST_BACKOFF,
+        max_backoff: float = MAX_BACKOFF,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.store = store
         self.channels = dict(channels)
-        self.max_attempts = max_attempts
+        self.horizon = horizon
+        self.first_backoff = first_backoff
+        self.max_backoff = max_backoff
+        self.clock = clock
 
     def add_channel(self, channel: Channel) -> None:
         self.channels[channel.name] = channel
@@ -69,22 +88,34 @@ class Notifier:
         try:
             await channel.deliver(row)
         except DeliveryError as exc:
-            attempt = int(row["attempts"]) + 1
-            if exc.retryable and attempt < self.max_attempts:
-                at = time.time() + backoff(attempt, exc.retry_after)
-                await self.store.tx(_failed_attempt, row["notification_id"], str(exc), at, task.claim)
-            else:
-                await self.store.tx(_failed_attempt, row["notification_id"], str(exc), None, task.claim)
+            await self._failed(task, row, str(exc), exc.retryable, exc.retry_after)
             return
         except Exception as exc:
             log.exception("channel %s failed", row["channel"])
-            attempt = int(row["attempts"]) + 1
-            retry_at = time.time() + backoff(attempt) if attempt < self.max_attempts else None
-            await self.store.tx(
-                _failed_attempt, row["notification_id"], f"{type(exc).__name__}: {exc}", retry_at, task.claim
-            )
+            await self._failed(task, row, f"{type(exc).__name__}: {exc}", True, None)
             return
         await self.store.tx(_delivered, row["notification_id"], time.time(), task.claim)
+
+    async def _failed(self, task: tasks_q.Task, row: Mapping[str, Any], error: str, retryable: bool,
+                      retry_after: float | None) -> None:
+        attempt = int(row["attempts"]) + 1
+        now = self.clock()
+        wait = backoff(attempt, retry_after, first=self.first_backoff, ceiling=self.max_backoff)
+        give_up_at = float(row["created_at"]) + self.horizon
+        if retryable and now + wait <= give_up_at:
+            log.info("notification %s (%s): attempt %d failed, again in %.1f s: %s",
+                     row["notification_id"], row["channel"], attempt, wait, error)
+            # the queue runs on the wall clock: the wait is added to it, not to ``clock``
+            await self.store.tx(_failed_attempt, row["notification_id"], error, time.time() + wait, task.claim)
+            return
+        why = "it cannot succeed" if not retryable else f"it is older than {self.horizon:.0f} s"
+        log.error(
+            "giving up notification %s (%s, run %s, %s) after %d attempt%s, as %s: %s; "
+            "`toolweave notifications resend %s` sends it again",
+            row["notification_id"], row["channel"], row.get("run_id") or "none", row.get("event_type"), attempt,
+            "" if attempt == 1 else "s", why, error, row["notification_id"],
+        )
+        await self.store.tx(_failed_attempt, row["notification_id"], error, None, task.claim)
 
 
 def _load(tx: Tx, notification_id: str) -> dict[str, Any] | None:

@@ -1,4 +1,5 @@
-"""The notification outbox: rows written with the state change they announce, delivered later."""
+"""The notification outbox: rows written with the state change they announce (a run's outcome) or
+on their own (a chat message: an answer, a question, a status message), delivered later."""
 
 from __future__ import annotations
 
@@ -14,12 +15,35 @@ def insert(tx: Tx, **values: Any) -> None:
     tx.q(f"INSERT INTO notifications ({columns}) VALUES ({params})", values)
 
 
+def insert_once(tx: Tx, **values: Any) -> bool:
+    """Insert a row whose ``dedupe_key`` may be queued already; False (and nothing written) when
+    it is."""
+    values = {"status": "pending", "attempts": 0, **values}
+    columns = ", ".join(values)
+    params = ", ".join(f":{k}" for k in values)
+    row = tx.one(
+        f"INSERT INTO notifications ({columns}) VALUES ({params}) ON CONFLICT (dedupe_key) DO NOTHING "
+        "RETURNING notification_id",
+        values,
+    )
+    return row is not None
+
+
 def get(tx: Tx, notification_id: str) -> Row | None:
     return tx.one("SELECT * FROM notifications WHERE notification_id = :id", {"id": notification_id})
 
 
 def for_run(tx: Tx, run_id: str) -> list[Row]:
     return tx.all("SELECT * FROM notifications WHERE run_id = :id ORDER BY created_at", {"id": run_id})
+
+
+def with_status(tx: Tx, status: str, *, channel: str | None = None, limit: int = 100) -> list[Row]:
+    """Rows in ``status``, oldest first (through ``ix_notifications_status``)."""
+    extra = " AND channel = :channel" if channel else ""
+    return tx.all(
+        f"SELECT * FROM notifications WHERE status = :status{extra} ORDER BY created_at LIMIT :limit",
+        {"status": status, "channel": channel, "limit": limit},
+    )
 
 
 def mark_delivered(tx: Tx, notification_id: str, now: float) -> None:
@@ -38,3 +62,13 @@ def mark_attempt_failed(tx: Tx, notification_id: str, error: str, next_at: float
         "status = :status WHERE notification_id = :id",
         {"error": error[:2000], "next": next_at, "status": status, "id": notification_id},
     )
+
+
+def reopen(tx: Tx, notification_id: str, now: float) -> bool:
+    """A failed row pending again (its delivery horizon starts anew: ``created_at`` is now); False
+    unless it was failed."""
+    return tx.rowcount(
+        "UPDATE notifications SET status = 'pending', next_attempt_at = :now, created_at = :now "
+        "WHERE notification_id = :id AND status = 'failed'",
+        {"now": now, "id": notification_id},
+    ) > 0

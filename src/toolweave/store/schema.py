@@ -270,7 +270,7 @@ questions = sa.Table(
 )
 """What an ask step asked a person (``body``: ``engine.asking``) and their answer. ``account_id`` is
 the run's account; ``approvers`` the other accounts the step lets answer. The step run names its
-current question (``step_runs.question_id``); a retried step asks a new one (migration 0011)."""
+current question (``step_runs.question_id``); a retried step asks a new one (migration 0012)."""
 sa.Index("ix_questions_run", questions.c.run_id)
 sa.Index(
     "ix_questions_waiting", questions.c.account_id, questions.c.asked_at,
@@ -390,7 +390,7 @@ notifications = sa.Table(
     "notifications",
     metadata,
     sa.Column("notification_id", sa.String(40), primary_key=True),
-    sa.Column("run_id", sa.String(40), nullable=False),
+    sa.Column("run_id", sa.String(40)),  # None: a chat message of no run's outcome (an answer, a status message)
     sa.Column("account_id", sa.String(64), nullable=False),
     sa.Column("channel", sa.String(32), nullable=False),
     sa.Column("event_type", sa.String(40), nullable=False),
@@ -402,9 +402,12 @@ notifications = sa.Table(
     sa.Column("next_attempt_at", sa.Float),
     sa.Column("delivered_at", sa.Float),
     sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("dedupe_key", sa.String(200)),  # queueing a key already queued is a no-op (migration 0014)
     _check("status", NotificationStatus),
 )
 sa.Index("ix_notifications_run", notifications.c.run_id)
+sa.Index("ux_notifications_dedupe", notifications.c.dedupe_key, unique=True)
+sa.Index("ix_notifications_status", notifications.c.status, notifications.c.created_at)
 
 webhook_receipts = sa.Table(
     "webhook_receipts",

@@ -1,8 +1,10 @@
 """The Telegram front end: a python-telegram-bot bot over the ``App`` facade.
 
-- ``TelegramBot`` (bot.py): commands, inputs, submissions, buttons;
-- ``StatusTracker`` (status.py): the status message of each run;
-- ``TelegramChannel`` (channel.py): results through the notification outbox;
+- ``TelegramBot`` (bot.py): updates in (each handled once), commands, inputs, submissions;
+- ``buttons.py``: Cancel, Rerun and "send again";
+- ``StatusTracker`` (status.py): the status message of each run, edited as it moves;
+- ``TelegramChannel`` (channel.py): every message out, through the notification outbox;
+- ``parts.py``: what a delivery sends, within the Bot API's limits (pure);
 - ``TelegramWebhook`` (webhook.py): the route for webhook mode;
 - ``run_polling`` (runner.py): ``toolweave telegram`` — long polling plus an embedded worker.
 """

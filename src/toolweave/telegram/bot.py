@@ -4,12 +4,22 @@
 ``poll`` — long polling with ``getUpdates`` — or from the webhook route in ``webhook.py``, both
 through ``process_raw``, which parses each update on its own so that one malformed update cannot
 block the others). Runs are submitted through the ``App`` facade; the status message is kept up
-to date by ``StatusTracker``; results arrive through the ``telegram`` notification channel.
+to date by ``StatusTracker``.
+
+Every message the bot sends to a chat — answers, questions, errors, status messages, results —
+is queued in the notification outbox (``App.queue_notification``) and sent by the ``telegram``
+channel (``channel.py``) with retries; only the short answers to button presses
+(``answerCallbackQuery``) go straight to Telegram. An update counts as handled (``update_id``
+recorded under ``kv("telegram.updates")``, so a webhook or poll that hands it out again changes
+nothing) only once its replies are in the outbox: if they cannot be queued, the webhook answers
+500 and long polling does not confirm it, so Telegram hands it out again. Replies to one update
+are queued under keys made of its ``update_id``, so handling it again queues nothing twice.
 
 Durable state (nothing that matters lives only in memory):
 - ``origin`` of each run: ``{"platform": "telegram", "chatId", "userId", "messageId"}``;
 - ``kv("telegram.status", run_id)``: the run's status message (see ``status.py``);
 - ``kv("telegram.pending", "<chat>:<user>")``: a command waiting for a missing input (with a TTL);
+- ``kv("telegram.updates", "<update_id>")``: updates handled, kept for a week;
 - ``kv("telegram.rejected", "<update_id>")``: updates that could not be parsed, kept for a week;
 - ``kv("telegram.confirm", "<token>")``: a run waiting for "Run it?" (its estimate is above the
   account's threshold; see ``confirm.py``).
@@ -23,40 +33,45 @@ import logging
 import mimetypes
 import time
 from collections.abc import Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import httpx
 from telegram import (
     BotCommand,
-    ForceReply,
     Message,
-    ReplyParameters,
     Update,
     User,
 )
 from telegram.error import TelegramError
-from telegram.ext import Application, CallbackQueryHandler, ContextTypes, MessageHandler, filters
+from telegram.ext import Application
 
 from toolweave.accounting import Refused
 from toolweave.inputs import InputError
-from toolweave.model.definitions import JobDefinition, ParamType
+from toolweave.model.definitions import ParamType
 from toolweave.telegram import confirm, questions
 from toolweave.telegram.botapi import BotAPI, BotAPIError, redact_token_in_logs
+from toolweave.telegram.buttons import on_callback
+from toolweave.telegram.channel import CHANNEL
 from toolweave.telegram.commands import (
+    OWN_COMMANDS,
     RESERVED,
     ArgumentError,
     CommandEntry,
     CommandSpec,
+    UserFacingError,
+    ask_hint,
     check_answer,
     classify,
     command_table,
+    help_pages,
     media_kind_ok,
     missing_inputs,
     parse_arguments,
 )
 from toolweave.telegram.confirm import refusal_text
-from toolweave.telegram.status import STATUS_NAMESPACE, StatusTracker, cancel_keyboard, render_status
+from toolweave.telegram.status import StatusTracker
 
 if TYPE_CHECKING:
     from toolweave.app import App
@@ -65,6 +80,9 @@ log = logging.getLogger("toolweave.telegram")
 
 PENDING_NAMESPACE = "telegram.pending"
 REJECTED_NAMESPACE = "telegram.rejected"
+HANDLED_NAMESPACE = "telegram.updates"
+HANDLED_TTL = 7 * 86400.0
+"""Telegram keeps an unconfirmed update for 24 hours; a handled one is remembered for a week."""
 PROMPT_MARK = "❓"
 MAX_DOWNLOAD = 20 * 1024 * 1024
 """The Bot API lets bots download files of at most 20 MB."""
@@ -81,8 +99,19 @@ class _Media:
     what: str  # "a photo", "a video", "a file"
 
 
-class UserFacingError(Exception):
-    """A problem to tell the user in plain words."""
+@dataclass
+class _Handling:
+    """The update being handled: its replies are queued under ``tg:<update_id>:<n>``."""
+
+    update_id: int
+    replies: int = 0
+
+    def next_key(self) -> str:
+        self.replies += 1
+        return f"tg:{self.update_id}:{self.replies}"
+
+
+_HANDLING: ContextVar[_Handling | None] = ContextVar("toolweave_telegram_update", default=None)
 
 
 def _find_media(message: Message | None) -> _Media | None:
@@ -145,9 +174,6 @@ class TelegramBot:
             .updater(None)
             .build()
         )
-        self.application.add_handler(CallbackQueryHandler(self._on_callback))
-        self.application.add_handler(MessageHandler(filters.UpdateType.MESSAGE, self._on_message))
-        self.application.add_error_handler(self._on_error)
         self.tracker = StatusTracker(app, self.application.bot, interval=tracker_interval)
         self._started = False
         self._lock = asyncio.Lock()
@@ -180,12 +206,7 @@ class TelegramBot:
         return command_table(self.app.list_tools(), self.app.list_jobs())
 
     async def set_commands(self) -> None:
-        own = [
-            BotCommand("start", "What this bot does"),
-            BotCommand("help", "List the commands"),
-            BotCommand("status", "Your recent runs"),
-            BotCommand("cancel", "Cancel your latest run"),
-        ]
+        own = [BotCommand("start", "What this bot does")] + [BotCommand(n, d) for n, d in OWN_COMMANDS]
         table = self.commands()
         await self.bot.set_my_commands(own + [BotCommand(e.command, e.description) for e in table.values()])
 
@@ -209,8 +230,29 @@ class TelegramBot:
                 await self.app.kv_set(REJECTED_NAMESPACE, key, {"error": f"{type(exc).__name__}: {exc}"[:500],
                                                                 "update": _clip(data)}, ttl=7 * 86400)
             return False
-        await self.application.process_update(update)
+        if await self.app.kv_get(HANDLED_NAMESPACE, str(update_id)):
+            log.info("update %s was handled already; ignoring it", update_id)
+            return True
+        handling = _Handling(int(update_id))
+        token = _HANDLING.set(handling)
+        try:
+            try:
+                await self._dispatch(update)
+            except Exception as exc:
+                # the user hears of it (through the outbox); if even that cannot be queued, the
+                # update is not handled: the caller lets Telegram hand it out again
+                log.error("handling update %s failed: %s: %s", update_id, type(exc).__name__, exc, exc_info=exc)
+                await self._sorry(update)
+        finally:
+            _HANDLING.reset(token)
+        await self.app.kv_set(HANDLED_NAMESPACE, str(update_id), {"replies": handling.replies}, ttl=HANDLED_TTL)
         return True
+
+    async def _dispatch(self, update: Update) -> None:
+        if update.callback_query is not None:
+            await on_callback(self, update)
+        elif update.message is not None:
+            await self._on_message(update, None)
 
     async def poll(self, stop: asyncio.Event, *, timeout: int = 25) -> None:
         """Long polling with ``getUpdates`` until ``stop`` is set. An update is confirmed (by the
@@ -247,29 +289,58 @@ class TelegramBot:
                 failures = 0
                 for raw in updates if isinstance(updates, list) else []:
                     uid = raw.get("update_id") if isinstance(raw, dict) else None
+                    try:
+                        await self.process_raw(raw)
+                    except Exception as exc:
+                        # its replies could not be queued (the store is unreachable): not
+                        # confirmed, so getUpdates hands it out again
+                        failures += 1
+                        delay = min(30.0, 0.5 * 2 ** min(failures, 6))
+                        log.warning("update %s could not be handled (%s); again in %.1f s", uid, exc, delay)
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(stop.wait(), delay)
+                        break
                     if isinstance(uid, int):
                         offset = max(offset or 0, uid + 1)
-                    await self.process_raw(raw)
 
     # --- handlers ---------------------------------------------------------------------------------
 
-    async def _on_error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
-        error = context.error
-        log.error("handling an update failed: %s: %s", type(error).__name__, error, exc_info=error)
-        message = update.effective_message if isinstance(update, Update) else None
-        if message is not None:
+    async def _sorry(self, update: Update) -> None:
+        query = update.callback_query
+        if query is not None:
             with contextlib.suppress(Exception):
-                await message.reply_text("Sorry, something went wrong on our side. Please try again.")
+                await query.answer("Sorry, something went wrong on our side. Please try again.")
+            return
+        message = update.effective_message
+        if message is not None and message.chat is not None:
+            await self._reply(message, "Sorry, something went wrong on our side. Please try again.")
 
-    async def _reply(self, message: Message, text: str, **kwargs: Any) -> Message:
-        sent: Message = await self.bot.send_message(
-            message.chat_id, text[:4096],
-            reply_parameters=ReplyParameters(message.message_id, allow_sending_without_reply=True),
-            **kwargs,
+    async def _reply(self, message: Message, text: str, *, markup: dict[str, Any] | None = None,
+                     pending: str | None = None, key: str | None = None) -> str:
+        """Queue a message to ``message``'s chat, replying to it; returns its outbox key. Long
+        texts are split by the channel, never cut."""
+        return await self.send(message.chat_id, text, reply_to=message.message_id, markup=markup, pending=pending,
+                               key=key, account=f"telegram-{message.from_user.id}" if message.from_user else None)
+
+    async def send(self, chat_id: int, text: str, *, reply_to: int | None = None, markup: dict[str, Any] | None = None,
+                   pending: str | None = None, key: str | None = None, account: str | None = None) -> str:
+        """Queue a text message for a chat in the outbox (the ``telegram`` channel sends it, with
+        retries); returns its key. Within an update, the key is made of its ``update_id``."""
+        handling = _HANDLING.get()
+        if key is None:
+            key = handling.next_key() if handling is not None else f"tg:x{time.time_ns()}"
+        payload: dict[str, Any] = {"text": text}
+        if markup:
+            payload["markup"] = markup
+        if pending:
+            payload["pending"] = pending
+        await self.app.queue_notification(
+            CHANNEL, {"chatId": chat_id, "replyTo": reply_to}, payload, event_type="message",
+            account_id=account or f"telegram-chat-{chat_id}", dedupe_key=key,
         )
-        return sent
+        return key
 
-    async def _on_message(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    async def _on_message(self, update: Update, context: Any) -> None:
         message = update.message
         user = update.effective_user
         if message is None or user is None or user.is_bot or message.chat is None:
@@ -281,7 +352,7 @@ class TelegramBot:
             if command is None:
                 await self._on_plain(message, user, private)
             elif command in ("start", "help"):
-                await self._help(message)
+                await self._help(message, rest)
             elif command == "status":
                 await self._status(message, user)
             elif command == "cancel":
@@ -296,18 +367,16 @@ class TelegramBot:
         except UserFacingError as exc:
             await self._reply(message, str(exc))
 
-    async def _help(self, message: Message) -> None:
-        table = self.commands()
-        lines = ["I run tools and jobs for you. Send a command with your text; reply with a command to a photo "
-                 "to use that photo. Give other inputs as name=value.", ""]
-        for entry in table.values():
-            lines.append(f"/{entry.command} — {entry.description}")
-        if not table:
-            lines.append("(No tools or jobs are available yet.)")
-        lines += ["", "/status — your recent runs", "/cancel — cancel your latest run"]
-        await self._reply(message, "\n".join(lines))
+    async def _help(self, message: Message, rest: str = "") -> None:
+        pages = help_pages(self.commands().values())
+        try:
+            number = int(rest.split()[0]) if rest.split() else 1
+        except ValueError:
+            number = 1
+        await self._reply(message, pages[min(max(number, 1), len(pages)) - 1])
 
-    async def _account(self, user: User) -> str:
+    async def account_of(self, user: User) -> str:
+        """The account of a Telegram user (made on first use)."""
         return await self.app.account_for("telegram", str(user.id), _user_name(user))
 
     def _name(self, target_id: str) -> str:
@@ -316,14 +385,32 @@ class TelegramBot:
         except Exception:
             return target_id
 
-    async def _status(self, message: Message, user: User) -> None:
-        account = await self._account(user)
-        page = await self.app.list_runs(account, limit=5)
-        if not page.items:
-            await self._reply(message, "You have no runs yet. Send /help to see what I can do.")
-            return
-        lines = ["Your recent runs:"]
+    async def _chat_runs(self, account: str, chat_id: int, *, status: list[str] | None = None,
+                         want: int = 5) -> list[dict[str, Any]]:
+        """The account's newest runs started from ``chat_id`` (in a private chat, all of them; in a
+        group, only that group's: a person's private runs are not shown to the group)."""
+        if chat_id > 0:
+            return list((await self.app.list_runs(account, status=status, limit=want)).items)
+        page = await self.app.list_runs(account, status=status, limit=50)
+        found: list[dict[str, Any]] = []
         for item in page.items:
+            detail = await self.app.get_run(item["jobRunId"], account)
+            origin = detail.get("origin") or {}
+            if origin.get("platform") == "telegram" and origin.get("chatId") == chat_id:
+                found.append(item)
+                if len(found) >= want:
+                    break
+        return found
+
+    async def _status(self, message: Message, user: User) -> None:
+        account = await self.account_of(user)
+        items = await self._chat_runs(account, message.chat_id)
+        if not items:
+            where = "" if message.chat_id > 0 else " in this chat"
+            await self._reply(message, f"You have no runs{where} yet. Send /help to see what I can do.")
+            return
+        lines = ["Your recent runs:" if message.chat_id > 0 else "Your recent runs in this chat:"]
+        for item in items:
             when = str(item.get("createdAt") or "")[:16].replace("T", " ")
             lines.append(f"• {self._name(item['jobDefinitionId'])} — {item['status']} ({when} UTC, {item['jobRunId']})")
         await self._reply(message, "\n".join(lines))
@@ -334,14 +421,14 @@ class TelegramBot:
             await self.app.kv_set(PENDING_NAMESPACE, key, None)
             await self._reply(message, "OK, I stopped waiting for that input.")
             return
-        account = await self._account(user)
-        page = await self.app.list_runs(account, status=["queued", "running", "waiting_input"], limit=1)
-        if not page.items:
-            await self._reply(message, "You have no run in progress.")
+        account = await self.account_of(user)
+        items = await self._chat_runs(account, message.chat_id, status=["queued", "running", "waiting_input"], want=1)
+        if not items:
+            await self._reply(message, "You have no run in progress" + (" in this chat." if message.chat_id < 0 else "."))
             return
-        run_id = page.items[0]["jobRunId"]
+        run_id = items[0]["jobRunId"]
         await self.app.cancel(run_id, account)
-        await self._reply(message, f"Cancelling {self._name(page.items[0]['jobDefinitionId'])} ({run_id}).")
+        await self._reply(message, f"Cancelling {self._name(items[0]['jobDefinitionId'])} ({run_id}).")
 
     # --- running a command ------------------------------------------------------------------------
 
@@ -358,7 +445,7 @@ class TelegramBot:
             problem = check_answer(param, value) if param is not None else None
             if problem:
                 raise UserFacingError(f"/{entry.command}: {problem}.")
-        account = await self._account(user)
+        account = await self.account_of(user)
         media = _find_media(message) or _find_media(message.reply_to_message)
         if media is not None and spec.media_input is not None and spec.media_input not in inputs:
             inputs[spec.media_input] = await self._download(media, spec, account)
@@ -382,17 +469,35 @@ class TelegramBot:
             ask = f"{PROMPT_MARK} /{entry.command} needs {param.name}: please send {what}."
         else:
             ask = f"{PROMPT_MARK} /{entry.command} needs {param.name}: please reply with it."
-        if param.description:
-            ask += f"\n({param.description})"
+        hint = ask_hint(param)
+        if hint:
+            ask += f"\n({hint})"
         minutes = max(1, round(timeout / 60))
         ask += f"\nI'll wait {minutes} min. /cancel to stop."
-        prompt = await self._reply(message, ask, reply_markup=ForceReply(selective=True))
+        handling = _HANDLING.get()
+        key = handling.next_key() if handling is not None else f"tg:x{time.time_ns()}"
+        pending_key = f"{message.chat_id}:{user.id}"
+        # the question's message id is known once the outbox has sent it (the channel adds it)
         await self.app.kv_set(
-            PENDING_NAMESPACE, f"{message.chat_id}:{user.id}",
+            PENDING_NAMESPACE, pending_key,
             {"command": entry.command, "targetId": entry.target_id, "inputs": inputs, "asking": param.name,
-             "promptMessageId": prompt.message_id, "commandMessageId": command_message_id},
+             "promptKey": key, "expiresAt": time.time() + timeout, "commandMessageId": command_message_id},
             ttl=timeout,
         )
+        await self._reply(message, ask, markup={"force_reply": True, "selective": True}, pending=pending_key, key=key)
+
+    async def _on_question_reply(self, message: Message, user: User) -> bool:
+        """A reply to a question message answers it; False when the message replies to none."""
+        replied = message.reply_to_message
+        if replied is None or replied.from_user is None or replied.from_user.id != self.bot.id:
+            return False
+        found = questions.MARK.search(replied.text or "")
+        if found is None:
+            return False
+        account = await self.account_of(user)
+        body = questions.parse_reply(message.text or message.caption or "")
+        await self._reply(message, await questions.answer(self.app, found.group(1), account, body))
+        return True
 
     async def _on_plain(self, message: Message, user: User, private: bool) -> None:
         if await self._on_question_reply(message, user):
@@ -419,7 +524,7 @@ class TelegramBot:
         name = str(pending.get("asking"))
         param = spec.param(name)
         inputs = dict(pending.get("inputs") or {})
-        account = await self._account(user)
+        account = await self.account_of(user)
         if param is None:
             await self.app.kv_set(PENDING_NAMESPACE, key, None)
             return
@@ -489,96 +594,14 @@ class TelegramBot:
             raise UserFacingError("That command is no longer available.") from None
         except Refused as exc:
             raise UserFacingError(refusal_text(exc)) from None
-        if await self.app.kv_get(STATUS_NAMESPACE, run_id):
-            return run_id  # the same update again: its status message exists already
-        name = self._name(target_id)
-        run = await self.app.get_run(run_id, account)
-        text = render_status(run, name)
-        sent = await self.bot.send_message(
-            chat_id, text, reply_markup=cancel_keyboard(run_id),
-            reply_parameters=ReplyParameters(reply_to, allow_sending_without_reply=True) if reply_to else None,
+        # the status message goes through the outbox, once per run (the same update again, or a
+        # second press of Rerun, queues nothing): the channel renders it when it sends it
+        await self.app.queue_notification(
+            CHANNEL, {"chatId": chat_id, "replyTo": reply_to}, {"runId": run_id, "name": self._name(target_id)},
+            event_type="status", account_id=account, dedupe_key=f"tg:status:{run_id}",
         )
-        await self.tracker.track(run_id, chat_id, sent.message_id, account, name, text)
+        self.tracker.wake()
         return run_id
-
-    # --- buttons ----------------------------------------------------------------------------------
-
-    async def _on_answer_button(self, query: Any, data: str) -> None:
-        parsed = questions.parse_callback(data)
-        if parsed is None:
-            await query.answer("This button is no longer supported.")
-            return
-        account = await self._account(query.from_user)
-        await query.answer(await questions.answer(self.app, parsed[0], account, parsed[1]))
-
-    async def _on_question_reply(self, message: Message, user: User) -> bool:
-        """A reply to a question message answers it; False when the message replies to none."""
-        replied = message.reply_to_message
-        if replied is None or replied.from_user is None or replied.from_user.id != self.bot.id:
-            return False
-        found = questions.MARK.search(replied.text or "")
-        if found is None:
-            return False
-        account = await self._account(user)
-        body = questions.parse_reply(message.text or message.caption or "")
-        await self._reply(message, await questions.answer(self.app, found.group(1), account, body))
-        return True
-
-    async def _on_callback(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        from toolweave.app import Conflict, NotFound
-
-        query = update.callback_query
-        if query is None:
-            return
-        data = query.data or ""
-        if data.startswith(f"{questions.PREFIX}:"):  # a step's question answered by a button
-            await self._on_answer_button(query, data)
-            return
-        action, _, run_id = data.partition(":")
-        if action in (confirm.RUN_IT, confirm.DROP_IT) and run_id:
-            await confirm.on_answer(self, query, action, run_id)
-            return
-        if action not in ("c", "r") or not run_id:
-            await query.answer("This button is no longer supported.")
-            return
-        account = await self._account(query.from_user)
-        try:
-            run = await self.app.get_run(run_id, account)
-        except NotFound:
-            await query.answer("That run is not yours.", show_alert=True)
-            return
-        if action == "c":
-            try:
-                status = await self.app.cancel(run_id, account)
-            except Conflict:
-                await query.answer("It has already finished.")
-                return
-            await query.answer("Cancelling…" if status not in ("completed", "failed", "cancelled", "partially_completed") else "It has already finished.")
-            self.tracker.wake()
-            return
-        chat = query.message.chat if query.message is not None else None
-        if chat is None:
-            await query.answer("I cannot tell which chat this is.")
-            return
-        inputs = dict(run.get("jobInputs") or {})
-        try:
-            definition: JobDefinition = self.app.job_for(run["jobDefinitionId"])
-        except Exception:
-            await query.answer("That tool or job is no longer available.", show_alert=True)
-            return
-        for param in definition.input_schema:
-            if param.type is ParamType.SEED:
-                inputs.pop(param.name, None)  # a new random seed
-        origin = run.get("origin") or {}
-        reply_to = origin.get("messageId") if origin.get("chatId") == chat.id else None
-        try:
-            await self.submit(run["jobDefinitionId"], inputs, account=account, chat_id=chat.id, user_id=query.from_user.id,
-                              reply_to=reply_to, idempotency_key=f"tg-rerun:{query.id}")
-        except UserFacingError as exc:
-            await query.answer(str(exc)[:200], show_alert=True)
-            return
-        await query.answer("Running it again.")
-
 
 def _clip(data: Any, limit: int = 4000) -> Any:
     import json

@@ -19,15 +19,26 @@ log = logging.getLogger("toolweave.telegram")
 
 
 class BotAPIError(Exception):
-    def __init__(self, message: str, *, status: int | None = None, retry_after: float | None = None) -> None:
+    def __init__(self, message: str, *, status: int | None = None, retry_after: float | None = None,
+                 description: str = "", sent_maybe: bool = False) -> None:
         super().__init__(message)
         self.status = status
         self.retry_after = retry_after
+        self.description = description
+        """Telegram's own words (``Bad Request: PHOTO_INVALID_DIMENSIONS``)."""
+        self.sent_maybe = sent_maybe
+        """The request may have reached Telegram and been carried out (the connection broke after
+        it was sent): sending again may repeat it."""
 
     @property
     def retryable(self) -> bool:
         """429, 5xx and network trouble (status None) are worth retrying; other 4xx are not."""
         return self.status is None or self.status == 429 or self.status >= 500
+
+    @property
+    def refused(self) -> bool:
+        """Telegram refused this request as it is (400, 413): another form of it may pass."""
+        return self.status in (400, 413)
 
 
 class BotAPI:
@@ -57,7 +68,10 @@ class BotAPI:
                 body = {k: v for k, v in (params or {}).items() if v is not None}
                 response = await self._http.post(url, json=body, timeout=self._timeout)
         except httpx.HTTPError as exc:
-            raise BotAPIError(f"{method}: network error ({type(exc).__name__}: {self._scrub(str(exc))})") from None
+            # a refused or timed-out connection never carried the request; anything later might have
+            unsent = isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
+            raise BotAPIError(f"{method}: network error ({type(exc).__name__}: {self._scrub(str(exc))})",
+                              sent_maybe=not unsent) from None
         try:
             payload = response.json()
         except ValueError:
@@ -74,7 +88,8 @@ class BotAPI:
             retry = float(retry_after) if retry_after is not None else None
         except (TypeError, ValueError):
             retry = None
-        raise BotAPIError(f"{method}: HTTP {status}: {description}", status=status, retry_after=retry)
+        raise BotAPIError(f"{method}: HTTP {status}: {description}", status=status, retry_after=retry,
+                          description=description)
 
 
 class _Redact(logging.Filter):

@@ -1,39 +1,52 @@
-"""The ``telegram`` notification channel: a finished run's results, sent to the chat it came from.
+"""The ``telegram`` notification channel: every message the bot sends to a chat goes through here.
 
-The engine writes a ``("telegram", {"chatId", "replyTo"})`` notification for every top-level run
-whose ``origin.platform`` is ``telegram`` (``telegram_notification_rule``); a worker's dispatcher
-calls ``TelegramChannel.deliver``. A delivery is a fixed list of parts (photos — a media group
-when several —, videos, documents, then one text message with a Rerun button). Each part sent is
-recorded under ``kv("telegram.sent", notification_id)``, so a retry after a 429 or a 5xx resumes
-with the first part not yet sent instead of sending everything twice.
+Outbox rows of the ``telegram`` channel, by ``event_type``:
 
-Errors: 429 → ``DeliveryError(retryable, retry_after)``, 5xx and network trouble → retryable,
-other 4xx → not retryable. The dispatcher records every attempt on the notification row.
+- ``run.completed|failed|cancelled`` — a finished run's results, written by the engine in the
+  transaction that finishes a run whose ``origin.platform`` is ``telegram``
+  (``telegram_notification_rule``);
+- ``message`` — an answer to a command, a question, an error (``TelegramBot`` queues them);
+- ``status`` — the status message of a run (the bot's ``StatusTracker`` edits it afterwards);
+- ``resend`` — a part of an earlier delivery sent again at the user's request.
+
+A delivery is a fixed list of parts (``parts.py``). Before each part is sent its index is recorded
+as *being sent* under ``kv("telegram.sent", notification_id)``, and after Telegram's answer as
+sent, with its message ids. A retry (after a 429, a 5xx, a crash) resumes with the first part not
+sent. A part that was being sent when the process died may or may not have reached Telegram — the
+Bot API cannot be asked — so it is *in doubt*: a text is sent again (the one case where a part can
+arrive twice), a photo, album, video or document is not: the closing message says so and carries a
+button that sends it again.
+
+Each part stands alone: a photo Telegram refuses (400) goes as a document, an album refused as a
+whole goes item by item, a file Telegram refuses is named in the closing message, and the rest of
+the delivery still goes out. 429, 5xx and network trouble retry the delivery (``DeliveryError``
+with ``retry_after``); a 403 (the user blocked the bot) or another 4xx of a text gives it up.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from toolweave.model.definitions import JobDefinition
-from toolweave.model.records import ArtifactRef
 from toolweave.model.status import RunStatus
 from toolweave.notify.dispatcher import DeliveryError
 from toolweave.telegram.botapi import BotAPI, BotAPIError, redact_token_in_logs
+from toolweave.telegram.parts import Media, Part, closing, extension, plan_results, split_text
 
 if TYPE_CHECKING:
     from toolweave.app import App
 
+log = logging.getLogger("toolweave.telegram")
+
 CHANNEL = "telegram"
 SENT_NAMESPACE = "telegram.sent"
+STATUS_NAMESPACE = "telegram.status"
+PENDING_NAMESPACE = "telegram.pending"
 SENT_TTL = 30 * 86400.0
-MAX_TEXT = 4096
-MAX_UPLOAD = 50 * 1024 * 1024
-MAX_PHOTO = 10 * 1024 * 1024
-MEDIA_GROUP = 10
 
 
 def telegram_notification_rule(run: Any, status: RunStatus) -> list[tuple[str, dict[str, Any]]]:
@@ -53,85 +66,13 @@ def telegram_approver_rule(tx: Any, run: Any, approvers: list[str]) -> list[tupl
             if str(row.external_id).lstrip("-").isdigit()]
 
 
-def rerun_keyboard(run_id: str) -> dict[str, Any]:
-    return {"inline_keyboard": [[{"text": "🔁 Rerun", "callback_data": f"r:{run_id}"}]]}
+def rerun_keyboard(run_id: str, extra: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    rows = [[{"text": "🔁 Rerun", "callback_data": f"r:{run_id}"}]]
+    rows += [[button] for button in extra or []]
+    return {"inline_keyboard": rows}
 
 
-@dataclass
-class _Media:
-    output: str
-    kind: str  # photo | video | document
-    ref: ArtifactRef
-    filename: str
-
-
-@dataclass
-class Part:
-    """One Bot API call of a delivery."""
-
-    method: str
-    media: list[_Media] = field(default_factory=list)
-    text: str | None = None
-    keyboard: dict[str, Any] | None = None
-
-    def describe(self) -> str:
-        names = ", ".join(m.output for m in self.media)
-        return f"{self.method}({names})" if names else self.method
-
-
-def _hints(definition: JobDefinition | None, output: str) -> dict[str, Any]:
-    """Delivery hints for one output: ``deliveryHints.telegram`` (``send-as``, ``filename``), then
-    ``deliveryHints.telegram.outputs.<name>``; ``sendAs``/``send_as`` spellings accepted."""
-    if definition is None:
-        return {}
-    raw = definition.delivery_hints or {}
-    found = raw.get("telegram")
-    base: Mapping[str, Any] = found if isinstance(found, Mapping) else {}
-    merged: dict[str, Any] = {k: v for k, v in base.items() if k != "outputs"}
-    listed = base.get("outputs")
-    per: Mapping[str, Any] = listed if isinstance(listed, Mapping) else {}
-    if isinstance(per.get(output), Mapping):
-        merged.update(per[output])
-    out: dict[str, Any] = {}
-    for key, value in merged.items():
-        norm = key.replace("-", "").replace("_", "").lower()
-        if norm == "sendas":
-            out["send_as"] = str(value).lower()
-        elif norm == "filename":
-            out["filename"] = str(value)
-    return out
-
-
-def _ordered_outputs(outputs: Mapping[str, Any], definition: JobDefinition | None) -> list[tuple[str, Any]]:
-    order = [o.name for o in definition.output_schema] if definition else []
-    names = [n for n in order if n in outputs] + [n for n in outputs if n not in order]
-    return [(n, outputs[n]) for n in names]
-
-
-def _flatten(name: str, value: Any) -> list[tuple[str, Any]]:
-    if isinstance(value, list):
-        return [(f"{name}[{i}]" if len(value) > 1 else name, v) for i, v in enumerate(value)]
-    return [(name, value)]
-
-
-def _media_kind(ref: ArtifactRef, send_as: str | None) -> str:
-    if send_as in ("document", "file"):
-        return "document"
-    mime = ref.mime_type or ""
-    if mime.startswith("image/") and mime != "image/gif":
-        too_big = ref.size > MAX_PHOTO or (ref.width or 0) + (ref.height or 0) > 10000
-        return "document" if too_big else "photo"
-    if mime.startswith("video/") or (send_as == "video" and mime == "image/gif"):
-        return "video"
-    return "document"
-
-
-def _extension(mime: str) -> str:
-    sub = mime.split("/", 1)[-1].split(";")[0].strip() or "bin"
-    return {"jpeg": "jpg", "svg+xml": "svg", "quicktime": "mov", "octet-stream": "bin"}.get(sub, sub)
-
-
-def _short(value: Any, limit: int = 600) -> str:
+def _short(value: Any, limit: int) -> str:
     text = value if isinstance(value, str) else repr(value)
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
@@ -156,7 +97,7 @@ def failure_text(name: str, error: Mapping[str, Any] | None, definition: JobDefi
 
 
 class TelegramChannel:
-    """Delivers finished runs to Telegram chats through the Bot API."""
+    """Delivers outbox rows of the ``telegram`` channel through the Bot API."""
 
     name = CHANNEL
 
@@ -167,6 +108,8 @@ class TelegramChannel:
         redact_token_in_logs(token)  # workers log request URLs (httpx), which hold the token
         self.app = app
         self.api = api or BotAPI(app.http, token, app.settings.telegram_api_url, timeout=max(60.0, app.settings.http_timeout_seconds))
+
+    # --- planning -----------------------------------------------------------------------------------
 
     def _definition(self, job_id: str | None) -> JobDefinition | None:
         if not job_id:
@@ -189,58 +132,36 @@ class TelegramChannel:
         except Exception:
             return None
 
-    def plan(self, notification: Mapping[str, Any]) -> list[Part]:
-        """The Bot API calls that deliver one notification, in order (deterministic)."""
+    def plan(self, notification: Mapping[str, Any], notes: list[str] | None = None,
+             buttons: list[dict[str, Any]] | None = None) -> list[Part]:
+        """The Bot API calls that deliver one notification, in order (deterministic). ``notes`` are
+        lines added to the closing message, ``buttons`` buttons under it (what sending found)."""
         payload = notification.get("payload") or {}
+        kind = notification.get("event_type")
+        if kind == "message":
+            pieces = split_text(str(payload.get("text") or "…"))
+            parts = [Part("sendMessage", text=piece) for piece in pieces]
+            parts[-1].keyboard = payload.get("markup")
+            return parts
         run_id = str(payload.get("runId") or notification.get("run_id") or "")
         definition = self._definition(payload.get("jobId"))
         name = definition.display_name if definition else str(payload.get("jobId") or "Your run")
         status = str(payload.get("status") or "")
         if status == RunStatus.WAITING_INPUT.value:  # a step asks the run's account (telegram.questions)
             return self._question_parts(name, payload)
-        keyboard = rerun_keyboard(run_id) if run_id else None
+        keyboard = rerun_keyboard(run_id, buttons) if run_id else None
         if status == RunStatus.FAILED.value:
             error = payload.get("error") if isinstance(payload.get("error"), Mapping) else None
             step = error.get("step_id") if error else None
             text = failure_text(name, error, definition, self._tool_name(definition, step))
-            return [Part("sendMessage", text=text, keyboard=keyboard)]
+            return closing(text, list(notes or []), keyboard)
         if status == RunStatus.CANCELLED.value:
-            return [Part("sendMessage", text=f"🚫 {name} was cancelled.", keyboard=keyboard)]
-
-        photos: list[_Media] = []
-        parts: list[Part] = []
-        lines: list[str] = []
+            return closing(f"🚫 {name} was cancelled.", list(notes or []), keyboard)
+        head = (f"✅ {name} is done." if status == RunStatus.COMPLETED.value
+                else f"⚠️ {name} finished, but some steps failed and were skipped.")
         given = payload.get("outputs")
         outputs: Mapping[str, Any] = given if isinstance(given, Mapping) else {}
-        for output, whole in _ordered_outputs(outputs, definition):
-            for label, value in _flatten(output, whole):
-                ref = ArtifactRef.from_value(value) if isinstance(value, dict) else None
-                if ref is None:
-                    if value is not None and value != "":
-                        lines.append(f"{label}: {_short(value)}")
-                    continue
-                if ref.size > MAX_UPLOAD:
-                    lines.append(f"{label}: too large for Telegram ({ref.size / 1048576:.0f} MB)")
-                    continue
-                hints = _hints(definition, output)
-                kind = _media_kind(ref, hints.get("send_as"))
-                filename = hints.get("filename") or ref.filename or f"{label}.{_extension(ref.mime_type)}"
-                item = _Media(label, kind, ref, filename)
-                if kind == "photo":
-                    photos.append(item)
-                else:
-                    parts.append(Part("sendVideo" if kind == "video" else "sendDocument", media=[item]))
-        groups: list[Part] = []
-        for start in range(0, len(photos), MEDIA_GROUP):
-            chunk = photos[start:start + MEDIA_GROUP]
-            groups.append(Part("sendPhoto" if len(chunk) == 1 else "sendMediaGroup", media=chunk))
-        head = f"✅ {name} is done." if status == RunStatus.COMPLETED.value else f"⚠️ {name} finished, but some steps failed and were skipped."
-        if not groups and not parts and not lines:
-            lines.append("It produced no outputs.")
-        text = "\n".join([head, *lines])
-        if len(text) > MAX_TEXT:
-            text = text[: MAX_TEXT - 1] + "…"
-        return [*groups, *parts, Part("sendMessage", text=text, keyboard=keyboard)]
+        return plan_results(head, outputs, definition, keyboard, notes)
 
     def _question_parts(self, name: str, payload: Mapping[str, Any]) -> list[Part]:
         """The candidates as photos, each with its button (when they are images), then the question
@@ -251,40 +172,170 @@ class TelegramChannel:
         qid = str(payload.get("questionId") or "")
         single = int(question.get("maxChoices") or 1) == 1
         parts = [
-            Part("sendPhoto", media=[_Media(f"#{index + 1}", "photo", ref, f"candidate-{index + 1}.{_extension(ref.mime_type)}")],
+            Part("sendPhoto", media=[Media(f"#{index + 1}", "photo", f"candidate-{index + 1}.{extension(ref.mime_type)}", ref=ref)],
                  keyboard=questions.candidate_keyboard(qid, index, single))
             for index, ref in questions.photo_candidates(question)
         ]
         text, keyboard = questions.question_message(name, payload)
         return [*parts, Part("sendMessage", text=text, keyboard=keyboard)]
 
+    # --- delivering -------------------------------------------------------------------------------
+
     async def deliver(self, notification: Mapping[str, Any]) -> None:
         target = notification.get("target") or {}
         chat_id = target.get("chatId") if isinstance(target, Mapping) else None
         if chat_id is None:
             raise DeliveryError("the notification names no chatId", retryable=False)
-        reply_to = target.get("replyTo")
+        kind = notification.get("event_type")
+        if kind == "status":
+            await self._deliver_status(notification, chat_id, target.get("replyTo"))
+        elif kind == "resend":
+            await self._deliver_again(notification, chat_id)
+        else:
+            await self._deliver_parts(notification, chat_id, target.get("replyTo"))
+
+    async def _deliver_parts(self, notification: Mapping[str, Any], chat_id: Any, reply_to: Any) -> None:
         notification_id = str(notification.get("notification_id"))
         account_id = str(notification.get("account_id"))
-        parts = self.plan(notification)
-        state = await self.app.kv_get(SENT_NAMESPACE, notification_id) or {}
+        state: dict[str, Any] = await self.app.kv_get(SENT_NAMESPACE, notification_id) or {}
         done = int(state.get("done", 0))
         sent: list[dict[str, Any]] = list(state.get("sent", []))
-        for index in range(done, len(parts)):
+        notes: list[str] = list(state.get("notes", []))
+        doubts: list[int] = list(state.get("doubts", []))
+        parts = self.plan(notification, notes, self._resend_buttons(notification_id, doubts, state))
+        if state.get("sending") is not None and int(state["sending"]) == done and done < len(parts):
+            # the last attempt was sending this part when it stopped: Telegram may have it already
+            part = parts[done]
+            if part.is_media:
+                labels = ", ".join(m.output for m in part.media)
+                log.warning("notification %s: %s may or may not have been sent before an interruption; "
+                            "not sending it again unasked", notification_id, part.describe())
+                notes.append(f"⚠️ {labels}: sending was interrupted. If it did not arrive above, "
+                             f"tap “📥 {_short(labels, 40)}” below.")
+                doubts.append(done)
+                sent.append({"method": part.method, "outputs": [m.output for m in part.media], "messageIds": [],
+                             "doubt": True})
+                done += 1
+                state = {**state, "done": done, "sending": None, "sent": sent, "notes": notes, "doubts": doubts}
+                await self.app.kv_set(SENT_NAMESPACE, notification_id, state, ttl=SENT_TTL)
+                parts = self.plan(notification, notes, self._resend_buttons(notification_id, doubts, state))
+            else:
+                log.warning("notification %s: %s may have been sent before an interruption; sending it again",
+                            notification_id, part.describe())
+        index = done
+        while index < len(parts):
             part = parts[index]
+            state = {**state, "done": index, "of": len(parts), "sending": index, "sent": sent, "notes": notes,
+                     "doubts": doubts}
+            await self.app.kv_set(SENT_NAMESPACE, notification_id, state, ttl=SENT_TTL)
             try:
-                message_ids = await self._send(part, chat_id, reply_to, account_id)
+                message_ids, more_notes = await self._send(part, chat_id, reply_to, account_id)
             except BotAPIError as exc:
+                if not exc.sent_maybe:
+                    state["sending"] = None
+                    await self.app.kv_set(SENT_NAMESPACE, notification_id, state, ttl=SENT_TTL)
                 raise DeliveryError(
                     f"{part.describe()} (part {index + 1} of {len(parts)}): {exc}",
                     retryable=exc.retryable, retry_after=exc.retry_after,
                 ) from None
             sent.append({"method": part.method, "outputs": [m.output for m in part.media], "messageIds": message_ids})
-            await self.app.kv_set(SENT_NAMESPACE, notification_id, {"done": index + 1, "of": len(parts), "sent": sent}, ttl=SENT_TTL)
+            index += 1
+            if more_notes:
+                notes.extend(more_notes)
+                # the closing message says what went another way: plan its (not yet sent) parts again
+                parts = [*parts[:index], *self.plan(notification, notes, self._resend_buttons(notification_id, doubts, state))[index:]]
+            state = {**state, "done": index, "of": len(parts), "sending": None, "sent": sent, "notes": notes}
+            await self.app.kv_set(SENT_NAMESPACE, notification_id, state, ttl=SENT_TTL)
+            if notification.get("event_type") == "message" and index == len(parts) and message_ids:
+                await self._remember_prompt(notification, message_ids[-1])
 
-    async def _file(self, media: _Media, account_id: str) -> tuple[str, bytes, str]:
+    def _resend_buttons(self, notification_id: str, doubts: list[int], state: Mapping[str, Any]) -> list[dict[str, Any]]:
+        buttons = []
+        sent = list(state.get("sent", []))
+        for index in doubts:
+            outputs = sent[index].get("outputs", []) if index < len(sent) else []
+            label = _short(", ".join(outputs) or f"part {index + 1}", 40)
+            buttons.append({"text": f"📥 {label}", "callback_data": f"s:{notification_id}:{index}"})
+        return buttons
+
+    async def _remember_prompt(self, notification: Mapping[str, Any], message_id: int) -> None:
+        """A question was delivered: the pending input it asks for now knows its message (in a
+        group, only a reply to it answers it)."""
+        payload = notification.get("payload") or {}
+        key = payload.get("pending")
+        if not key:
+            return
+        pending = await self.app.kv_get(PENDING_NAMESPACE, str(key))
+        if isinstance(pending, dict) and pending.get("promptKey") == notification.get("dedupe_key"):
+            pending["promptMessageId"] = message_id
+            ttl = float(pending.get("expiresAt") or 0) - time.time()
+            if ttl > 0:
+                await self.app.kv_set(PENDING_NAMESPACE, str(key), pending, ttl=ttl)
+
+    async def _deliver_again(self, notification: Mapping[str, Any], chat_id: Any) -> None:
+        """One part of an earlier delivery, sent again because the user asked (its button)."""
+        payload = notification.get("payload") or {}
+        original = await self.app.notification(str(payload.get("of") or ""))
+        if original is None:
+            raise DeliveryError("the delivery to send again is gone", retryable=False)
+        state: dict[str, Any] = await self.app.kv_get(SENT_NAMESPACE, str(original["notification_id"])) or {}
+        parts = self.plan(original, list(state.get("notes", [])))
+        index = int(payload.get("part") or 0)
+        if not 0 <= index < len(parts):
+            raise DeliveryError(f"delivery {original['notification_id']} has no part {index + 1}", retryable=False)
+        try:
+            await self._send(parts[index], chat_id, None, str(original.get("account_id")))
+        except BotAPIError as exc:
+            raise DeliveryError(f"{parts[index].describe()}: {exc}", retryable=exc.retryable,
+                                retry_after=exc.retry_after) from None
+
+    async def _deliver_status(self, notification: Mapping[str, Any], chat_id: Any, reply_to: Any) -> None:
+        """A run's status message; ``kv("telegram.status", run_id)`` records it (the bot's tracker
+        edits it from there)."""
+        from toolweave.app import NotFound
+        from toolweave.telegram.status import cancel_markup, render_status
+
+        payload = notification.get("payload") or {}
+        run_id = str(payload.get("runId"))
+        account_id = str(notification.get("account_id"))
+        state: dict[str, Any] = await self.app.kv_get(STATUS_NAMESPACE, run_id) or {}
+        if state.get("messageId"):
+            return
+        if state.get("sending"):
+            log.warning("the status message of %s may have been sent before an interruption; sending another", run_id)
+            state["lost"] = int(state.get("lost", 0)) + 1
+        try:
+            run = await self.app.get_run(run_id, account_id)
+        except NotFound:
+            return
+        name = str(payload.get("name") or run.get("jobDefinitionId"))
+        terminal = RunStatus(run["status"]).terminal
+        text = render_status(run, name)
+        state.update(chatId=chat_id, accountId=account_id, name=name, sending=True)
+        await self.app.kv_set(STATUS_NAMESPACE, run_id, state)
+        params: dict[str, Any] = {"chat_id": chat_id, "text": text}
+        if reply_to is not None:
+            params["reply_parameters"] = {"message_id": reply_to, "allow_sending_without_reply": True}
+        if not terminal:
+            params["reply_markup"] = cancel_markup(run_id)
+        try:
+            result = await self.api.call("sendMessage", params)
+        except BotAPIError as exc:
+            if not exc.sent_maybe:
+                state["sending"] = False
+                await self.app.kv_set(STATUS_NAMESPACE, run_id, state)
+            raise DeliveryError(f"status message: {exc}", retryable=exc.retryable, retry_after=exc.retry_after) from None
+        state.update(messageId=int(result["message_id"]), text=text, editedAt=time.time(), final=terminal, sending=False)
+        await self.app.kv_set(STATUS_NAMESPACE, run_id, state, ttl=86400.0 if terminal else None)
+
+    # --- one part ---------------------------------------------------------------------------------
+
+    async def _file(self, media: Media, account_id: str) -> tuple[str, bytes, str]:
         from toolweave.app import NotFound
 
+        if media.text is not None:
+            return media.filename, media.text.encode("utf-8"), "text/plain"
+        assert media.ref is not None
         try:
             path, _ref = await self.app.artifact(media.ref.sha256, account_id)
             data = await asyncio.to_thread(path.read_bytes)
@@ -292,28 +343,90 @@ class TelegramChannel:
             raise BotAPIError(f"the output {media.output} is no longer stored", status=410) from None
         return media.filename, data, media.ref.mime_type or "application/octet-stream"
 
-    async def _send(self, part: Part, chat_id: Any, reply_to: Any, account_id: str) -> list[int]:
+    def _base(self, chat_id: Any, reply_to: Any) -> dict[str, Any]:
         params: dict[str, Any] = {"chat_id": chat_id}
         if reply_to is not None:
             params["reply_parameters"] = {"message_id": reply_to, "allow_sending_without_reply": True}
+        return params
+
+    async def _send(self, part: Part, chat_id: Any, reply_to: Any, account_id: str) -> tuple[list[int], list[str]]:
+        """Send one part; returns its message ids and lines for the closing message about what went
+        another way. A refusal (400) of a media part is met by sending it another way."""
+        params = self._base(chat_id, reply_to)
         if part.method == "sendMessage":
-            params["text"] = part.text or ""
+            params["text"] = part.text or "…"
             if part.keyboard:
                 params["reply_markup"] = part.keyboard
-            result = await self.api.call("sendMessage", params)
-        elif part.method == "sendMediaGroup":
+            return _ids(await self.api.call("sendMessage", params)), []
+        if part.method == "sendMediaGroup":
             files: dict[str, tuple[str, bytes, str]] = {}
             media = []
+            gone: list[str] = []
             for i, item in enumerate(part.media):
-                files[f"file{i}"] = await self._file(item, account_id)
-                media.append({"type": "photo", "media": f"attach://file{i}"})
+                try:
+                    files[f"file{i}"] = await self._file(item, account_id)
+                except BotAPIError:
+                    gone.append(f"{item.output}: could not be sent (it is no longer stored)")
+                    continue
+                entry = {"type": "photo", "media": f"attach://file{i}"}
+                if item.caption:
+                    entry["caption"] = item.caption
+                media.append(entry)
             params["media"] = media
-            result = await self.api.call("sendMediaGroup", params, files)
+            if len(media) >= 2:
+                try:
+                    return _ids(await self.api.call("sendMediaGroup", params, files)), gone
+                except BotAPIError as exc:
+                    if not exc.refused:
+                        raise
+                    log.warning("Telegram refused the album %s (%s); sending its items one by one", part.describe(), exc)
+            ids: list[int] = []
+            notes: list[str] = list(gone)
+            for item in (m for i, m in enumerate(part.media) if f"file{i}" in files):
+                more, extra = await self._send_one(item, chat_id, reply_to, account_id)
+                ids += more
+                notes += extra
+            return ids, notes
+        return await self._send_one(part.media[0], chat_id, reply_to, account_id, part.keyboard)
+
+    async def _send_one(self, item: Media, chat_id: Any, reply_to: Any, account_id: str,
+                        keyboard: dict[str, Any] | None = None) -> tuple[list[int], list[str]]:
+        """One file as a photo, video or document; a photo or video Telegram refuses goes as a
+        document, a document it refuses is named in the closing message."""
+        try:
+            file = await self._file(item, account_id)
+        except BotAPIError:
+            return [], [f"{item.output}: could not be sent (it is no longer stored)"]
+        method = {"photo": "sendPhoto", "video": "sendVideo"}.get(item.kind, "sendDocument")
+        params = self._base(chat_id, reply_to)
+        if item.caption:
+            params["caption"] = item.caption
+        if keyboard:
+            params["reply_markup"] = keyboard
+        if method != "sendDocument":
+            field_name = "photo" if method == "sendPhoto" else "video"
+            try:
+                return _ids(await self.api.call(method, params, {field_name: file})), []
+            except BotAPIError as exc:
+                if not exc.refused:
+                    raise
+                log.warning("Telegram refused %s as a %s (%s); sending it as a document", item.output, field_name, exc)
+                note = f"{item.output}: sent as a file (Telegram refused it as a {field_name}: {exc.description})"
         else:
-            field_name = {"sendPhoto": "photo", "sendVideo": "video", "sendDocument": "document"}[part.method]
-            item = part.media[0]
-            if part.keyboard:
-                params["reply_markup"] = part.keyboard
-            result = await self.api.call(part.method, params, {field_name: await self._file(item, account_id)})
-        results = result if isinstance(result, list) else [result]
-        return [int(r["message_id"]) for r in results if isinstance(r, Mapping) and "message_id" in r]
+            note = ""
+        try:
+            ids = _ids(await self.api.call("sendDocument", params, {"document": file}))
+        except BotAPIError as exc:
+            if not exc.refused:
+                raise
+            log.warning("Telegram refused %s as a document too (%s); naming it in the closing message", item.output, exc)
+            return [], [f"{item.output}: could not be sent ({exc.description or exc})"]
+        return ids, [note] if note else []
+
+
+def _ids(result: Any) -> list[int]:
+    results = result if isinstance(result, list) else [result]
+    return [int(r["message_id"]) for r in results if isinstance(r, Mapping) and "message_id" in r]
+
+
+__all__ = ["CHANNEL", "TelegramChannel", "failure_text", "rerun_keyboard", "telegram_approver_rule", "telegram_notification_rule"]

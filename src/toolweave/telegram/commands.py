@@ -65,9 +65,19 @@ class CommandSpec:
         return next((p for p in self.params if p.name == name), None)
 
 
+_MARKUP_RE = re.compile(r"\*\*|__|`+")
+_LINK_RE = re.compile(r"\[([^\]]+)\]\([^)]*\)")
+
+
+def plain(text: str) -> str:
+    """Markdown marks taken out of a description (Telegram shows command descriptions as they are):
+    backticks, ``**``/``__``, and ``[text](url)`` links, which keep their text."""
+    return _MARKUP_RE.sub("", _LINK_RE.sub(r"\1", text))
+
+
 def _describe(definition: ToolDefinition | JobDefinition) -> str:
     text = (definition.description or definition.display_name or definition.command_name or "").strip()
-    text = " ".join(text.split())
+    text = " ".join(plain(text).split())
     if not text:  # Telegram wants 1-256 characters
         text = "Run it"
     return text if len(text) <= 256 else text[:255] + "…"
@@ -154,6 +164,10 @@ class ArgumentError(ValueError):
     """A command's text that cannot be read; the message is meant for the user."""
 
 
+class UserFacingError(Exception):
+    """A problem to tell the user in plain words (the bot replies with it)."""
+
+
 def parse_arguments(text: str, spec: CommandSpec) -> tuple[dict[str, str], list[str]]:
     """Split a command's text into inputs: ``key=value`` pairs naming inputs fill those inputs
     (quotes allowed: ``style="oil paint"``), the rest fills the primary text input.
@@ -206,6 +220,54 @@ def missing_inputs(spec: CommandSpec, given: Mapping[str, Any]) -> list[InputPar
     return out
 
 
+_ELSEWHERE_RE = re.compile(r"\b(url|urls|uri|path|paths|data:|https?|file path|local)\b", re.IGNORECASE)
+
+
+def ask_hint(param: InputParam) -> str | None:
+    """The description to show when asking a chat user for ``param``, or None. A media input is
+    answered with a photo or a file in the chat: a description that speaks of URLs, data: URIs or
+    local paths (how other front ends give it) would mislead, and is left out."""
+    text = " ".join(plain(param.description or "").split())
+    if not text:
+        return None
+    if param.type.is_media and _ELSEWHERE_RE.search(text):
+        return None
+    return text
+
+
+OWN_COMMANDS = (("help", "List the commands"), ("status", "Your recent runs (in a group: this group's)"),
+                ("cancel", "Cancel your latest run, or the question I am waiting on"))
+
+
+def help_pages(entries: Iterable[CommandEntry], limit: int = 4096) -> list[str]:
+    """``/help`` as pages of at most ``limit`` characters: an entry is never cut, and every page
+    names the bot's own commands (``/status``, ``/cancel``) and how to reach the other pages."""
+    intro = ("I run tools and jobs for you. Send a command with your text; reply with a command to a photo "
+             "to use that photo. Give other inputs as name=value.")
+    own = "\n".join(f"/{name} — {text}" for name, text in OWN_COMMANDS)
+    lines = [f"/{e.command} — {e.description}" for e in entries] or ["(No tools or jobs are available yet.)"]
+    footer_room = len("\n\nPage 999 of 999 — /help 999 for the next one.")
+    pages: list[list[str]] = [[]]
+    first_fixed = len(intro) + 2 + len(own) + 2
+    fixed = len(own) + 2
+    for line in lines:
+        line = line if len(line) <= limit - first_fixed - footer_room - 1 else line[: limit - first_fixed - footer_room - 2] + "…"
+        room = limit - (first_fixed if len(pages) == 1 else fixed) - footer_room
+        used = sum(len(x) + 1 for x in pages[-1])
+        if pages[-1] and used + len(line) + 1 > room:
+            pages.append([])
+        pages[-1].append(line)
+    out = []
+    for number, page in enumerate(pages, start=1):
+        head = f"{intro}\n\n" if number == 1 else ""
+        text = f"{head}{chr(10).join(page)}\n\n{own}"
+        if len(pages) > 1:
+            more = f" — /help {number + 1} for the next one" if number < len(pages) else ""
+            text += f"\n\nPage {number} of {len(pages)}{more}."
+        out.append(text)
+    return out
+
+
 def check_answer(param: InputParam, value: Any) -> str | None:
     """A plain sentence naming ``param`` when ``value`` does not fit it, else None."""
     if param.type.is_media:
@@ -228,13 +290,18 @@ def media_kind_ok(param_type: ParamType | None, mime_type: str) -> bool:
 
 __all__ = [
     "HANDLER_TYPES",
+    "OWN_COMMANDS",
     "RESERVED",
     "ArgumentError",
     "CommandEntry",
     "CommandSpec",
+    "UserFacingError",
+    "ask_hint",
     "check_answer",
     "classify",
     "command_table",
+    "help_pages",
     "missing_inputs",
     "parse_arguments",
+    "plain",
 ]

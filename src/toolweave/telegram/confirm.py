@@ -13,7 +13,6 @@ from collections.abc import Mapping
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from telegram import InlineKeyboardButton, InlineKeyboardMarkup, ReplyParameters
 from telegram.error import TelegramError
 
 from toolweave.accounting import InsufficientCredits, OverLimit, Refused
@@ -32,11 +31,11 @@ def new_token() -> str:
     return secrets.token_urlsafe(12)
 
 
-def confirm_keyboard(token: str) -> InlineKeyboardMarkup:
-    return InlineKeyboardMarkup([[
-        InlineKeyboardButton("▶ Run it", callback_data=f"{RUN_IT}:{token}"),
-        InlineKeyboardButton("✖ Don't", callback_data=f"{DROP_IT}:{token}"),
-    ]])
+def confirm_keyboard(token: str) -> dict[str, Any]:
+    return {"inline_keyboard": [[
+        {"text": "▶ Run it", "callback_data": f"{RUN_IT}:{token}"},
+        {"text": "✖ Don't", "callback_data": f"{DROP_IT}:{token}"},
+    ]]}
 
 
 def confirm_text(name: str, estimate: dict[str, Any], threshold: Decimal) -> str:
@@ -83,34 +82,34 @@ async def ask_first(
         "targetId": target_id, "inputs": dict(inputs), "account": account, "chatId": chat_id, "replyTo": reply_to,
         **submit,
     }, ttl=CONFIRM_TTL)
-    await bot.bot.send_message(
-        chat_id, confirm_text(bot._name(target_id), estimate, threshold), reply_markup=confirm_keyboard(token),
-        reply_parameters=ReplyParameters(reply_to, allow_sending_without_reply=True) if reply_to else None,
-    )
+    # through the outbox, like every message to a chat (retried through 429s and outages)
+    await bot.send(chat_id, confirm_text(bot._name(target_id), estimate, threshold), reply_to=reply_to,
+                   markup=confirm_keyboard(token), account=account)
     return True
 
 
 async def on_answer(bot: TelegramBot, query: Any, action: str, token: str) -> None:
     """The answer to "Run it?": submit the run it asked about, or drop it (once: the question is
     forgotten at the first answer)."""
-    from toolweave.telegram.bot import UserFacingError
+    from toolweave.telegram.buttons import answer
+    from toolweave.telegram.commands import UserFacingError
 
     pending = await bot.app.kv_get(CONFIRM_NAMESPACE, token)
-    account = await bot._account(query.from_user)
+    account = await bot.account_of(query.from_user)
     if not isinstance(pending, dict) or pending.get("account") != account:
-        await query.answer("That question has expired.", show_alert=True)
+        await answer(query, "That question has expired.", show_alert=True)
         return
     await bot.app.kv_set(CONFIRM_NAMESPACE, token, None)
     with contextlib.suppress(TelegramError):
         await query.edit_message_reply_markup(None)
     if action == DROP_IT:
-        await query.answer("Not run.")
+        await answer(query, "Not run.")
         return
     try:
         await bot.submit(pending["targetId"], pending["inputs"], account=account, chat_id=pending["chatId"],
                          user_id=pending["userId"], reply_to=pending.get("replyTo"),
                          idempotency_key=pending["idempotencyKey"], confirmed=True)
     except UserFacingError as exc:
-        await query.answer(str(exc)[:200], show_alert=True)
+        await answer(query, str(exc)[:200], show_alert=True)
         return
-    await query.answer("Running it.")
+    await answer(query, "Running it.")

@@ -113,6 +113,11 @@ def cancel_keyboard(run_id: str) -> InlineKeyboardMarkup:
     return InlineKeyboardMarkup([[InlineKeyboardButton("✖ Cancel", callback_data=f"c:{run_id}")]])
 
 
+def cancel_markup(run_id: str) -> dict[str, Any]:
+    """``cancel_keyboard`` as the Bot API's JSON (for the outbox channel)."""
+    return {"inline_keyboard": [[{"text": "✖ Cancel", "callback_data": f"c:{run_id}"}]]}
+
+
 def retry_after_seconds(exc: RetryAfter) -> float:
     value: Any = exc.retry_after
     if isinstance(value, timedelta):
@@ -135,10 +140,19 @@ class StatusTracker:
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
-    async def track(self, run_id: str, chat_id: int, message_id: int, account_id: str, name: str, text: str) -> None:
-        """Remember a status message (durably) and wake the loop."""
-        state = {"chatId": chat_id, "messageId": message_id, "accountId": account_id, "name": name,
-                 "text": text, "editedAt": time.time(), "final": False}
+    async def adopt(self, run_id: str, chat_id: int, message_id: int) -> None:
+        """A status message of ``run_id`` the bot had lost track of (a crash between Telegram
+        accepting it and its id being recorded) turned up — its Cancel button was pressed: it is
+        followed from now on like the run's own status message, and edited to the run's state."""
+        state = await self.app.kv_get(STATUS_NAMESPACE, run_id)
+        if not isinstance(state, dict) or state.get("chatId") != chat_id or state.get("messageId") == message_id:
+            return
+        extra = [int(i) for i in state.get("extraIds", [])]
+        if message_id in extra:
+            return
+        state["extraIds"] = [*extra, message_id]
+        state["text"] = None  # edit every message at the next pass, even a finished run's
+        state["final"] = False
         await self.app.kv_set(STATUS_NAMESPACE, run_id, state)
         self._wake.set()
 
@@ -173,8 +187,8 @@ class StatusTracker:
         """Look at every followed run once; returns how many are still unfinished."""
         open_count = 0
         for run_id, state in await self.app.kv_items(STATUS_NAMESPACE):
-            if not isinstance(state, dict) or state.get("final"):
-                continue
+            if not isinstance(state, dict) or state.get("final") or not state.get("messageId"):
+                continue  # finished, or not sent yet (the outbox sends it)
             open_count += 1
             await self._update(run_id, state, force=force)
         return open_count
@@ -198,9 +212,16 @@ class StatusTracker:
             return
         markup = None if terminal else cancel_keyboard(run_id)
         try:
-            await self.bot.edit_message_text(
-                text, chat_id=state["chatId"], message_id=state["messageId"], reply_markup=markup
-            )
+            for message_id in [state["messageId"], *state.get("extraIds", [])]:
+                try:
+                    await self.bot.edit_message_text(text, chat_id=state["chatId"], message_id=message_id,
+                                                     reply_markup=markup)
+                except BadRequest as exc:
+                    # "not modified": it says this already; an adopted message that cannot be
+                    # edited any more is let go; the run's own message is handled below
+                    if "not modified" in str(exc).lower() or message_id != state["messageId"]:
+                        continue
+                    raise
         except RetryAfter as exc:
             state["notBefore"] = now + retry_after_seconds(exc)
             await self.app.kv_set(STATUS_NAMESPACE, run_id, state)

@@ -9,13 +9,16 @@ Telegram is told about the route with ``toolweave telegram --set-webhook https:/
 (or ``await hook.set_webhook(url)``); it then sends every update with the header
 ``X-Telegram-Bot-Api-Secret-Token``, which must equal ``settings.telegram_webhook_secret``
 (compared in constant time; a missing or wrong header is answered 403 and nothing is processed).
-A body that is not JSON is answered 400. Anything else is answered 200 after it was handled, so
-Telegram re-sends an update only when the server did not finish with it.
+A body that is not JSON is answered 400. Anything else is answered 200 once it was handled — its
+replies are in the outbox and its ``update_id`` recorded, so the same update again is answered 200
+and changes nothing —, or 500 when its replies could not be queued (the store is unreachable), so
+that Telegram sends it again.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import secrets
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +29,8 @@ from toolweave.telegram.bot import _ALLOWED_UPDATES, TelegramBot
 
 if TYPE_CHECKING:
     from toolweave.app import App
+
+log = logging.getLogger("toolweave.telegram")
 
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
 WEBHOOK_PATH = "/telegram/webhook"
@@ -64,7 +69,13 @@ class TelegramWebhook:
             data: Any = json.loads(body)
         except ValueError:
             return JSONResponse({"ok": False, "error": "the body is not JSON"}, status_code=400)
-        handled = await self.bot.process_raw(data)
+        try:
+            handled = await self.bot.process_raw(data)
+        except Exception as exc:
+            log.error("a webhook update could not be handled (%s: %s); Telegram will send it again",
+                      type(exc).__name__, exc)
+            return JSONResponse({"ok": False, "error": "the update could not be handled; send it again"},
+                                status_code=500)
         return JSONResponse({"ok": True, "handled": handled})
 
 

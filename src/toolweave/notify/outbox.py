@@ -1,0 +1,150 @@
+"""Notifications queued on their own (not by a run's end): a chat message, an answer, a question.
+
+``Outbox.queue`` writes the row and its ``notify`` task in one transaction — the row carries a
+``dedupe_key``, and queueing a key already queued writes nothing, so a front end that handles the
+same request twice (an update handed out again) sends its replies once. The task is created
+leased to this process, which delivers it at once (in order, one at a time, heartbeating the
+leases it holds); if the process dies, the lease runs out and any worker delivers it, and a
+delivery that fails is rescheduled for any worker (``Notifier``'s retries). ``close`` hands the
+leases of what was not delivered back to the queue.
+
+Also here: what ``toolweave notifications`` shows and does (``undelivered``, ``resend``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from toolweave.model.status import TaskKind
+from toolweave.notify.dispatcher import Notifier
+from toolweave.store import notifications as notes_q
+from toolweave.store import tasks as tasks_q
+from toolweave.store.db import Store, Tx
+from toolweave.store.ids import new_id
+
+log = logging.getLogger("toolweave.notify")
+
+
+class Outbox:
+    def __init__(self, store: Store, notifier: Notifier, *, lease_seconds: float = 30.0) -> None:
+        self.store = store
+        self.notifier = notifier
+        self.lease_seconds = max(1.0, lease_seconds)
+        self.owner = f"outbox-{os.getpid()}-{new_id()[-8:]}"
+        self._queue: asyncio.Queue[tasks_q.Task] | None = None
+        self._pump: asyncio.Task[None] | None = None
+
+    async def queue(
+        self,
+        channel: str,
+        target: Mapping[str, Any],
+        payload: Mapping[str, Any],
+        *,
+        event_type: str,
+        account_id: str,
+        run_id: str | None = None,
+        dedupe_key: str | None = None,
+        deliver_now: bool = True,
+    ) -> str | None:
+        """Queue one notification; returns its id, or None when ``dedupe_key`` was queued before."""
+        now = time.time()
+        notification_id = new_id("ntf_")
+        owner = self.owner if deliver_now else None
+        task: tasks_q.Task | None = await self.store.tx(
+            _queue_tx, notification_id, channel, dict(target), dict(payload), event_type, account_id, run_id,
+            dedupe_key, now, owner, self.lease_seconds,
+        )
+        if task is None:
+            return None
+        if deliver_now:
+            self._start()
+            assert self._queue is not None
+            self._queue.put_nowait(task)
+        return notification_id
+
+    def _start(self) -> None:
+        if self._pump is None or self._pump.done():
+            self._queue = asyncio.Queue()
+            self._pump = asyncio.create_task(self._deliver_all(), name="toolweave-outbox")
+
+    async def _deliver_all(self) -> None:
+        assert self._queue is not None
+        beat = asyncio.create_task(self._heartbeat(), name="toolweave-outbox-heartbeat")
+        try:
+            while True:
+                task = await self._queue.get()
+                try:
+                    await self.notifier.deliver(task)
+                except Exception:
+                    log.exception("delivering notification %s failed; a worker takes it over", task.ref_id)
+        finally:
+            beat.cancel()
+            with contextlib.suppress(BaseException):
+                await beat
+
+    async def _heartbeat(self) -> None:
+        while True:
+            await asyncio.sleep(self.lease_seconds / 3)
+            try:
+                await self.store.tx(tasks_q.heartbeat, self.owner, time.time(), self.lease_seconds)
+            except Exception as exc:
+                log.warning("extending the outbox's leases failed: %s", exc)
+
+    async def close(self) -> None:
+        """Stop delivering; what was not delivered goes back to the queue for the workers."""
+        if self._pump is not None:
+            self._pump.cancel()
+            with contextlib.suppress(BaseException):
+                await self._pump
+            self._pump = None
+        with contextlib.suppress(Exception):
+            await self.store.tx(tasks_q.release_all, self.owner, time.time())
+
+    # --- looking and sending again ----------------------------------------------------------------
+
+    async def get(self, notification_id: str) -> dict[str, Any] | None:
+        row = await self.store.read(notes_q.get, notification_id)
+        return dict(row) if row is not None else None
+
+    async def undelivered(self, *, channel: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        """Notifications given up (``failed``), oldest first."""
+        rows = await self.store.read(lambda tx: notes_q.with_status(tx, "failed", channel=channel, limit=limit))
+        return [dict(r) for r in rows]
+
+    async def resend(self, notification_ids: list[str]) -> list[str]:
+        """Make given-up notifications pending again (due now, with a new horizon); returns the ids
+        that were given up (others are left as they are)."""
+        reopened: list[str] = await self.store.tx(_reopen_tx, notification_ids, time.time())
+        return reopened
+
+
+def _queue_tx(
+    tx: Tx, notification_id: str, channel: str, target: dict[str, Any], payload: dict[str, Any], event_type: str,
+    account_id: str, run_id: str | None, dedupe_key: str | None, now: float, owner: str | None, lease: float,
+) -> tasks_q.Task | None:
+    values = {
+        "notification_id": notification_id, "run_id": run_id, "account_id": account_id, "channel": channel,
+        "event_type": event_type, "target": target, "payload": payload, "created_at": now, "dedupe_key": dedupe_key,
+    }
+    if dedupe_key is not None:
+        if not notes_q.insert_once(tx, **values):
+            return None
+    else:
+        notes_q.insert(tx, **values)
+    return tasks_q.enqueue(tx, TaskKind.NOTIFY, run_id=run_id, ref_id=notification_id, now=now,
+                           lease_owner=owner, lease_seconds=lease)
+
+
+def _reopen_tx(tx: Tx, notification_ids: list[str], now: float) -> list[str]:
+    done = []
+    for notification_id in notification_ids:
+        if notes_q.reopen(tx, notification_id, now):
+            tasks_q.enqueue(tx, TaskKind.NOTIFY, run_id=None, ref_id=notification_id, now=now)
+            done.append(notification_id)
+    return done
