@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers.databases import PostgresDatabase, require_postgres
+from toolweave.store.db import Store
 
 
 @pytest.fixture(scope="session")
@@ -29,3 +30,14 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     db: PostgresDatabase = request.getfixturevalue("postgres_db")
     db.truncate()
     yield db.url
+
+
+@pytest.fixture
+def store(db_url: str) -> Iterator[Store]:
+    """A migrated store on ``db_url``, closed after the test."""
+    s = Store(db_url)
+    s.upgrade()
+    try:
+        yield s
+    finally:
+        s.close()

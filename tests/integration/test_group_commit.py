@@ -5,25 +5,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from typing import Any
-
-import pytest
 
 from toolweave.store import kv
 from toolweave.store.batching import GroupCommit
 from toolweave.store.db import Store, Tx
 
 NOW = 1_000_000.0
-
-
-@pytest.fixture
-def store(db_url: str) -> Any:
-    s = Store(db_url)
-    s.upgrade()
-    try:
-        yield s
-    finally:
-        s.close()
 
 
 def _put_all(tx: Tx, items: Sequence[str]) -> list[int]:

@@ -17,16 +17,6 @@ from toolweave.store.db import Store, Tx
 NOW = 1_000_000.0
 
 
-@pytest.fixture
-def store(db_url: str) -> Any:
-    s = Store(db_url)
-    s.upgrade()
-    try:
-        yield s
-    finally:
-        s.close()
-
-
 def _put(tx: Tx, key: str, value: str) -> None:
     tx.q(
         "INSERT INTO kv (namespace, key, value, updated_at) VALUES ('t', :k, :v, :now)",

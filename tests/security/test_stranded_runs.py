@@ -13,7 +13,6 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from tests.fakes.comfyui_server import Case, FakeComfyUI, sample
@@ -30,14 +29,6 @@ from toolweave.services.base import ServiceError
 from toolweave.settings import ComfyServer, Settings
 from toolweave.store import tasks as tasks_q
 from toolweave.store.db import Store, Tx
-
-
-@pytest.fixture
-def store(db_url: str) -> Any:
-    s = Store(db_url)
-    s.upgrade()
-    yield s
-    s.close()
 
 
 def test_a_task_id_is_never_reused_and_only_its_claim_finishes_it(store: Store) -> None:
