@@ -14,6 +14,8 @@ are in docs/benchmarks.md (``bench/evaluation.py``).
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -155,6 +157,36 @@ async def test_an_evaluator_s_start_up_is_not_counted_in_its_call_s_hard_deadlin
         assert stuck.value.code == "evaluation_timeout"
     finally:
         pool.close()
+
+
+async def test_a_modules_one_off_preparation_is_not_the_evaluations_time() -> None:
+    """A fresh evaluator process builds CEL's parser and the template environment once (about a
+    second of CPU, many seconds of wall time at the evaluators' lower priority on a busy machine):
+    that is the module's ``prepare()``, run before each call's hard deadline starts. The crash
+    test's trivial condition failed with 'stopped after 9 s' under load when it was the first call's
+    time. Here ``prepare`` takes 2 s the first time; the calls' hard deadline is 1 s and is met."""
+    pool = EvaluationPool(1)
+    try:
+        assert await pool.call("tests.helpers.slow_prepare:echo", 1, 1.0) == {"payload": 1, "prepared": 1}
+        assert await pool.call("tests.helpers.slow_prepare:echo", 2, 1.0) == {"payload": 2, "prepared": 2}
+    finally:
+        pool.close()
+
+
+def test_the_evaluators_preparation_builds_what_a_first_evaluation_would() -> None:
+    """``evaluate.prepare`` leaves CEL's environment and a compiled template in the process's caches,
+    so the first evaluation after it builds neither (a fresh interpreter: nothing else warmed them)."""
+    code = (
+        "from toolweave.engine import conditions, evaluate, mapping\n"
+        "assert conditions._environment.cache_info().currsize == 0\n"
+        "evaluate.prepare()\n"
+        "assert conditions._environment.cache_info().currsize == 1\n"
+        "assert mapping.compile_template.cache_info().currsize == 1\n"
+        "evaluate.prepare()\n"
+        "assert conditions._environment.cache_info().misses == 1\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
 
 
 async def test_the_api_answers_while_worst_case_submits_are_evaluated(db_url: str, tmp_path: Path) -> None:

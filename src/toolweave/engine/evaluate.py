@@ -99,6 +99,19 @@ def needs_evaluation(step: Step, attempt: int) -> bool:
     return templates_loop(step) or (attempt == 1 and condition_loops(step))
 
 
+def prepare() -> None:
+    """An evaluator process's one-off work, done before each call's hard deadline starts (and
+    again after ``_forget_compiled``): import the condition and template modules, build CEL's
+    environment and parser and the template environment. Cached: a no-op once done. Without it
+    the first evaluation in a new evaluator process paid for them — about a second of CPU, which at
+    the evaluators' lower priority on a busy machine ran past the 9 s hard deadline."""
+    from toolweave.engine.conditions import compile_condition
+    from toolweave.engine.mapping import compile_template
+
+    compile_condition("true")
+    compile_template("{{ prepared }}")
+
+
 def evaluate_step(request: dict[str, Any]) -> dict[str, Any]:
     """One step's evaluation (runs in an evaluator process; plain data in and out)."""
     from toolweave.engine.conditions import ConditionError, compile_condition, evaluate_condition

@@ -4,8 +4,10 @@
 one of the pool's processes and returns its (picklable) result. The caller's event loop only waits:
 the call goes through a thread of the pool's own (one per process), which sends the request down a
 pipe and waits for the answer at most ``hard_seconds`` from the moment the function starts — a new
-process's start-up and the import of the function's module (seconds on a busy machine, at the
-evaluators' lower priority) are not the evaluation's time; they have ``STARTUP_SECONDS`` of their own.
+process's start-up, the import of the function's module and the module's ``prepare()`` when it has
+one (a process's one-off work: building parsers and environments; seconds of wall time on a busy
+machine, at the evaluators' lower priority) are not the evaluation's time; they have
+``STARTUP_SECONDS`` of their own.
 Past the hard deadline, the process is killed and replaced and ``EvaluationError("evaluation_timeout")``
 is raised: nothing a user wrote can hold a
 worker, the server's event loop or its memory (each process has an address-space limit; running out
@@ -60,17 +62,21 @@ def serve(conn: Connection, memory_bytes: int) -> None:
         resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
     with contextlib.suppress(OSError):
         os.nice(NICENESS)
-    functions: dict[str, Any] = {}
+    functions: dict[str, tuple[Any, Any]] = {}
     while True:
         try:
             target, payload = conn.recv()
         except (EOFError, OSError):
             return
         try:
-            function = functions.get(target)
-            if function is None:
-                module, _, name = target.partition(":")
-                function = functions[target] = getattr(importlib.import_module(module), name)
+            entry = functions.get(target)
+            if entry is None:
+                module_name, _, name = target.partition(":")
+                module = importlib.import_module(module_name)
+                entry = functions[target] = (getattr(module, name), getattr(module, "prepare", None))
+            function, prepare = entry
+            if prepare is not None:
+                prepare()  # the process's one-off work (parsers, environments), before the clock starts
             conn.send(("started", None))  # the hard deadline runs from here
             answer: tuple[str, Any] = ("ok", function(payload))
         except MemoryError:
