@@ -1,0 +1,93 @@
+"""The planner's rules that stand apart from its walk over the steps: the order of a job's steps,
+the backoff of a retry (deterministic jitter), the seeds an attempt draws, a run's final outputs,
+the shape of an error. Pure: no I/O."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections.abc import Mapping
+from typing import Any
+
+from toolweave.engine.actions import StepView
+from toolweave.engine.mapping import MappingError, follow_path
+from toolweave.model.definitions import JobDefinition
+from toolweave.model.graph import output_source, sink_steps, step_order
+from toolweave.model.status import StepStatus
+
+
+def topological_order(job: JobDefinition) -> list[str]:
+    """Step ids in dependency order; ties keep the order of the file (a validated job has no cycle)."""
+    return step_order(job.steps)
+
+
+def retry_delay(run_id: str, step_id: str, attempt: int, base: float, cap: float) -> float:
+    """Exponential backoff with equal jitter, derived deterministically from the attempt."""
+    delay = min(cap, base * 2.0 ** max(0, attempt - 1))
+    digest = hashlib.blake2b(f"{run_id}:{step_id}:{attempt}".encode(), digest_size=8).digest()
+    fraction = int.from_bytes(digest, "big") / 2**64
+    return delay / 2 + fraction * delay / 2
+
+
+MAX_RETRY_AFTER_SECONDS = 3600.0
+"""A backend's ``Retry-After`` is honoured up to this (a hostile or broken header cannot park a
+step for days; the run's deadline still applies)."""
+
+
+def seeded(run_id: str, step_id: str, attempt: int) -> random.Random:
+    """The random source of one attempt's unmapped seeds: random-looking, and the same every time
+    the planner decides that attempt (``decide`` stays deterministic)."""
+    digest = hashlib.blake2b(f"seed:{run_id}:{step_id}:{attempt}".encode(), digest_size=8).digest()
+    return random.Random(int.from_bytes(digest, "big"))
+
+
+def retry_after(error: dict[str, Any]) -> float:
+    value = error.get("retry_after_seconds")
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        return 0.0
+    return min(float(value), MAX_RETRY_AFTER_SECONDS)
+
+
+def _follow_path(value: Any, path: str | None) -> Any:
+    return follow_path(value, path) if path else value
+
+
+def resolve_job_outputs(job: JobDefinition, steps: Mapping[str, StepView]) -> dict[str, Any]:
+    """The run's final outputs from the succeeded steps.
+
+    Declared outputs name their source step (or resolve to the single sink step that has an
+    output of that name). Without an ``outputSchema``, the outputs of the sink steps are merged
+    (prefixed ``stepId.`` where two sinks share a name).
+    """
+    result: dict[str, Any] = {}
+    sinks = sink_steps(job.steps)
+    if job.output_schema:
+        for out in job.output_schema:
+            found = output_source(job, out)
+            if found is None:
+                continue
+            source, name, path = found
+            view = steps.get(source)
+            if view is None or view.status is not StepStatus.SUCCEEDED or name not in (view.outputs or {}):
+                continue
+            try:
+                result[out.name] = _follow_path((view.outputs or {})[name], path)
+            except (KeyError, IndexError, TypeError, MappingError):
+                continue
+        return result
+    counts: dict[str, int] = {}
+    for sid in sinks:
+        for name in steps[sid].outputs or {}:
+            counts[name] = counts.get(name, 0) + 1
+    for sid in sinks:
+        view = steps[sid]
+        if view.status is not StepStatus.SUCCEEDED:
+            continue
+        for name, value in (view.outputs or {}).items():
+            result[name if counts[name] == 1 else f"{sid}.{name}"] = value
+    return result
+
+
+def error(message: str, *, retryable: bool = False, code: str | None = None) -> dict[str, Any]:
+    return {"message": message, "retryable": retryable, "code": code}
+
