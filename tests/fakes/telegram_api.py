@@ -76,6 +76,7 @@ class _Failure:
     times: int
     retry_after: int | None
     description: str
+    chat_id: int | None = None
 
 
 class FakeTelegram:
@@ -107,11 +108,12 @@ class FakeTelegram:
     # --- scripting --------------------------------------------------------------------------------
 
     def fail(self, method: str, status: int = 500, *, times: int = 1, retry_after: int | None = None,
-             description: str | None = None) -> None:
-        """The next ``times`` calls of ``method`` answer ``status`` (429 carries ``retry_after``)."""
+             description: str | None = None, chat_id: int | None = None) -> None:
+        """The next ``times`` calls of ``method`` (to ``chat_id`` only, when given) answer ``status``
+        (429 carries ``retry_after``)."""
         text = description or {429: f"Too Many Requests: retry after {retry_after}", 400: "Bad Request: scripted",
                                403: "Forbidden: bot was blocked by the user"}.get(status, "Internal Server Error")
-        self._failures.setdefault(method, []).append(_Failure(status, times, retry_after, text))
+        self._failures.setdefault(method, []).append(_Failure(status, times, retry_after, text, chat_id))
 
     def limit_rate(self, seconds: float, retry_after: int = 1) -> None:
         """For ``seconds`` from now every sending call is answered 429 with ``retry_after``."""
@@ -328,11 +330,11 @@ class FakeTelegram:
                 retry = max(1, min(self._limited_retry_after, int(self._limited_until - now) + 1))
                 return self._error(429, f"Too Many Requests: retry after {retry}", retry)
             queue = self._failures.get(method) or []
-            if queue:
-                failure = queue[0]
+            failure = next((f for f in queue if f.chat_id is None or f.chat_id == params.get("chat_id")), None)
+            if failure is not None:
                 failure.times -= 1
                 if failure.times <= 0:
-                    queue.pop(0)
+                    queue.remove(failure)
                 call.status = failure.status
                 return self._error(failure.status, failure.description, failure.retry_after)
             handler = getattr(self, "_m_" + method, None)

@@ -319,7 +319,8 @@ async def test_cancel_command_and_cancel_button(tmp_path: Path) -> None:
         second_run, first_run = await runs(env)  # newest first
         # /cancel cancels the latest run
         await env.send(fake.message_update("/cancel"))
-        await fake.wait_for(lambda: [t for t in env.texts() if t.startswith("Cancelling Card")])
+        # its answer is queued after the run's end ("🚫 Card was cancelled.", which a worker
+        # delivers): messages to one chat keep their order, so it comes once a worker runs
         # the Cancel button of the first run: another user may not press it
         first_status = next(m for m in statuses if first_run["jobRunId"] in m["text"])
         await env.send(fake.callback_update(f"c:{first_run['jobRunId']}", user_id=7, message=first_status))
@@ -338,6 +339,8 @@ async def test_cancel_command_and_cancel_button(tmp_path: Path) -> None:
             assert (await env.app.get_run(item["jobRunId"]))["status"] == "cancelled"
         done = await finished(env, 2)
         assert all(m["text"].startswith("🚫 Card was cancelled.") for m in done)
+        (cancelling,) = await fake.wait_for(lambda: [m for m in env.replies() if m["text"].startswith("Cancelling Card")])
+        assert done[0]["message_id"] < cancelling["message_id"] < done[1]["message_id"]
         for status in statuses:
             final = await fake.wait_for(lambda s=status: (fake.message(42, s["message_id"]).get("text") or "").startswith("🚫")
                                         and fake.message(42, s["message_id"]))

@@ -8,6 +8,11 @@ records the attempt and re-queues the task with backoff — doubling from ``firs
 as the row is younger than ``horizon`` seconds (24 h by default). A failure that retrying cannot
 cure, or a row past its horizon, is given up: marked ``failed``, logged at ERROR, listed by
 ``toolweave notifications undelivered`` and sent again by ``toolweave notifications resend``.
+
+A channel may put its rows in sequences (``Channel.sequence``: the ``telegram`` channel's is the
+chat): a row is not sent while an older row of the same sequence is still pending (waiting for a
+retry, or being sent) — it is put back, without counting an attempt, until that row is delivered
+or given up. Rows of other sequences go on meanwhile, so one slow chat holds up no other.
 """
 
 from __future__ import annotations
@@ -28,6 +33,9 @@ log = logging.getLogger("toolweave.notify")
 FIRST_BACKOFF = 2.0
 MAX_BACKOFF = 300.0
 HORIZON = 86400.0
+BLOCKED_POLL = 0.5
+"""How soon a row waiting for an older row of its sequence looks again (at the latest when that
+row's next attempt is due)."""
 
 
 class DeliveryError(Exception):
@@ -42,6 +50,13 @@ class Channel(Protocol):
 
     async def deliver(self, notification: Mapping[str, Any]) -> None:
         """Deliver one notification (a row of the outbox as a mapping); raise DeliveryError on failure."""
+
+
+def sequence_of(channel: Any, row: Mapping[str, Any]) -> str | None:
+    """The sequence a row belongs to (rows of one sequence are delivered in the order they were
+    queued), or None: a channel without ``sequence(row)`` delivers its rows in any order."""
+    sequence = getattr(channel, "sequence", None)
+    return sequence(row) if callable(sequence) else None
 
 
 def backoff(attempt: int, retry_after: float | None = None, *, first: float = FIRST_BACKOFF,
@@ -85,6 +100,16 @@ class Notifier:
             log.debug("no channel %s here; leaving notification %s", row["channel"], row["notification_id"])
             await self.store.tx(tasks_q.reschedule, task.claim, time.time() + 5.0)
             return
+        key = sequence_of(channel, row)
+        if key is not None:
+            blocker = await self.store.read(_earlier_pending, row, key, channel)
+            if blocker is not None:
+                # not an attempt: back in the queue until the older row is delivered or given up
+                at = max(time.time() + BLOCKED_POLL, float(blocker.get("next_attempt_at") or 0.0))
+                log.debug("notification %s waits for %s (%s %s)", row["notification_id"],
+                          blocker["notification_id"], row["channel"], key)
+                await self.store.tx(tasks_q.put_back, task.claim, at)
+                return
         try:
             await channel.deliver(row)
         except DeliveryError as exc:
@@ -116,6 +141,17 @@ class Notifier:
             "" if attempt == 1 else "s", why, error, row["notification_id"],
         )
         await self.store.tx(_failed_attempt, row["notification_id"], error, None, task.claim)
+
+
+def _earlier_pending(tx: Tx, row: Mapping[str, Any], key: str, channel: Any) -> dict[str, Any] | None:
+    """The oldest row of ``row``'s channel and sequence queued before it and still pending."""
+    earlier = tx.all(
+        "SELECT * FROM notifications WHERE status = 'pending' AND channel = :channel "
+        "AND (created_at < :created OR (created_at = :created AND notification_id < :id)) "
+        "ORDER BY created_at, notification_id",
+        {"channel": row["channel"], "created": row["created_at"], "id": row["notification_id"]},
+    )
+    return next((dict(r) for r in earlier if sequence_of(channel, r) == key), None)
 
 
 def _load(tx: Tx, notification_id: str) -> dict[str, Any] | None:

@@ -181,6 +181,14 @@ class TelegramChannel:
 
     # --- delivering -------------------------------------------------------------------------------
 
+    @staticmethod
+    def sequence(notification: Mapping[str, Any]) -> str | None:
+        """Messages to one chat arrive in the order they were queued (``Notifier`` holds a row back
+        while an older row of its chat is pending)."""
+        target = notification.get("target") or {}
+        chat_id = target.get("chatId") if isinstance(target, Mapping) else None
+        return None if chat_id is None else str(chat_id)
+
     async def deliver(self, notification: Mapping[str, Any]) -> None:
         target = notification.get("target") or {}
         chat_id = target.get("chatId") if isinstance(target, Mapping) else None
