@@ -33,6 +33,7 @@ import argparse
 import asyncio
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -118,15 +119,15 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_serve(home: Path, url: str | None, port: int) -> subprocess.Popen[bytes]:
+def start_serve(home: Path, url: str | None, port: int, profile: str | None = None) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TOOLWEAVE_")}
     env.update(TOOLWEAVE_HOME=str(home), TOOLWEAVE_TEST_TOOLS="1", PYTHONPATH=str(ROOT / "src"))
     if url:
         env["TOOLWEAVE_DATABASE_URL"] = url
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "toolweave.cli", "serve", "--no-worker", "--port", str(port), "--log-level", "warning"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
+    command = [sys.executable, "-m", "toolweave.cli", "serve", "--no-worker", "--port", str(port), "--log-level", "warning"]
+    if profile:  # py-spy samples the server (its CPU figures then include py-spy's own)
+        command = ["py-spy", "record", "--gil", "--rate", "250", "--format", "raw", "-o", profile, "--", *command]
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 60
     while time.time() < deadline:
         try:
@@ -161,7 +162,7 @@ async def bench(args: argparse.Namespace, home: Path, url: str | None, pg_name: 
     auth = f"Authorization: Bearer {key}\r\n"
     parked = await park(app, args.runs) if args.what in ("webhooks", "sse") else []
     port = free_port()
-    serve = start_serve(home, url, port)
+    serve = start_serve(home, url, port, args.profile)
     backends = PgBackends(PG_ADMIN, pg_name) if pg_name else None
     result: dict[str, Any] = {"what": args.what, "store": args.store, "clients": args.clients}
 
@@ -244,7 +245,10 @@ async def bench(args: argparse.Namespace, home: Path, url: str | None, pg_name: 
             for _, writer in streams:
                 writer.close()
     finally:
-        serve.terminate()
+        if args.profile:
+            serve.send_signal(signal.SIGINT)  # py-spy writes its samples and stops the server
+        else:
+            serve.terminate()
         try:
             serve.wait(30)
         except subprocess.TimeoutExpired:
@@ -269,6 +273,8 @@ def main() -> None:
     parser.add_argument("--streams", type=positive, default=200)
     parser.add_argument("--seconds", type=positive, default=20)
     parser.add_argument("--json", action="store_true", help="print one JSON line")
+    parser.add_argument("--profile", metavar="FILE",
+                        help="run the server under `py-spy record --gil` and write its samples (collapsed stacks) to FILE")
     args = parser.parse_args()
     home = Path(tempfile.mkdtemp(prefix="toolweave-ingress-"))
     url, pg_name = create_pg_database() if args.store == "postgres" else (None, None)

@@ -15,11 +15,11 @@ from toolweave.engine.core import Engine
 from toolweave.engine.work import NotFound
 from toolweave.host import media_path, media_signature
 from toolweave.model.records import RunUpdate
+from toolweave.model.status import GenerationStatus
 from toolweave.services.base import Service, WebhookRejected
 from toolweave.settings import Settings
-from toolweave.store import generations as gens_q
 from toolweave.store.batching import GroupCommit
-from toolweave.store.db import Store, Tx
+from toolweave.store.db import Row, Store, Tx, in_list
 
 WEBHOOK_TRANSACTIONS = 4
 """Transactions applying webhooks at the same time (on SQLite they run one at a time anyway)."""
@@ -29,10 +29,14 @@ WEBHOOK_TRANSACTIONS = 4
 class _Update:
     """One webhook's update, to be applied with those arriving with it (``Webhooks._apply_tx``)."""
 
-    run_id: str
+    service_name: str
     generation_id: str
+    platform_run_id: str
     update: RunUpdate
     receipt: tuple[str, str]
+    run_id: str | None = None
+    """The generation's run when it was read already (a service that needed the generation to
+    read the webhook); None: the transaction reads it with the others of its batch."""
 
 
 class Webhooks:
@@ -75,12 +79,37 @@ class Webhooks:
     ) -> bool:
         """Apply a backend's webhook. NotFound for an unknown service, generation or bad token;
         WebhookRejected for a body that is not an update. Duplicates and late updates are no-ops;
-        returns whether anything changed."""
+        returns whether anything changed.
+
+        Most webhooks need nothing of their generation to be read (a progress report; any update
+        of a service without ``finalize`` or ``parse_webhook_for``): the generation is read, checked
+        and updated in the transaction that applies the webhooks arriving with it (group commit),
+        one statement for all of them. The others read it first, as they must before calling the
+        service."""
         service = self.services.get(service_name)
         if service is None or not self.engine.check_webhook_token(service_name, generation_id, token):
             raise NotFound(generation_id)
-        gen = await self.store.read(gens_q.get, generation_id)
-        if gen is None or gen.service_name != service_name:
+        if getattr(service, "parse_webhook_for", None) is None:
+            try:
+                parsed = service.parse_webhook(headers, body)
+            except WebhookRejected:
+                if await self.store.read(_generation_of, generation_id, service_name) is None:
+                    raise NotFound(generation_id) from None  # as for any webhook of an unknown generation
+                raise
+            if not parsed.update.status.terminal or getattr(service, "finalize", None) is None:
+                key = parsed.event_key or hashlib.sha256(body).hexdigest()
+                return await self._apply(
+                    _Update(service_name, generation_id, parsed.platform_run_id, parsed.update, (service_name, key))
+                )
+        return await self._handle_with_generation(service, service_name, generation_id, headers, body)
+
+    async def _handle_with_generation(
+        self, service: Service, service_name: str, generation_id: str, headers: Mapping[str, str], body: bytes
+    ) -> bool:
+        """A webhook whose service reads it by the generation's tool, or completes a terminal
+        update (downloads, cost) before it is stored: the generation is read first."""
+        gen = await self.store.read(_generation_of, generation_id, service_name)
+        if gen is None:
             raise NotFound(generation_id)
         context = None
 
@@ -96,10 +125,7 @@ class Webhooks:
             parsed = parse_for(await generation(), headers, body)
         else:
             parsed = service.parse_webhook(headers, body)
-        if gen.platform_specific_run_id and parsed.platform_run_id != gen.platform_specific_run_id:
-            raise WebhookRejected("the webhook names another run than this generation's")
-        from toolweave.model.status import GenerationStatus
-
+        _check(gen, parsed.platform_run_id)
         if GenerationStatus(gen.status).terminal:
             return False
         update = parsed.update
@@ -108,20 +134,66 @@ class Webhooks:
             if finalize is not None:
                 update = await finalize(await generation(), update)
         key = parsed.event_key or hashlib.sha256(body).hexdigest()
+        return await self._apply(
+            _Update(service_name, generation_id, parsed.platform_run_id, update, (service_name, key), gen.run_id)
+        )
+
+    async def _apply(self, item: _Update) -> bool:
         if self._webhook_updates is None:
             self._webhook_updates = GroupCommit(self.store, self._apply_tx, concurrency=WEBHOOK_TRANSACTIONS)
-        return await self._webhook_updates(_Update(gen.run_id, generation_id, update, (service_name, key)))
+        return await self._webhook_updates(item)
 
-    def _apply_tx(self, tx: Tx, items: Sequence[_Update]) -> list[bool]:
+    def _apply_tx(self, tx: Tx, items: Sequence[_Update]) -> list[bool | Exception]:
         """Apply the webhooks that arrived together, in one transaction (group commit: on SQLite a
         transaction's begin and commit, on PostgreSQL its round trips, cost more than a progress
-        update). Their runs are locked in the order of their ids, as the worker's batches lock
-        theirs, so two such transactions cannot deadlock."""
+        update). The generations not read yet are read with one statement and checked (an unknown
+        one, or one of another service: ``NotFound``; another platform run: ``WebhookRejected``;
+        one that has ended: a duplicate) — each such item gets its error, the others go on. Their
+        runs are locked in the order of their ids, as the worker's batches lock theirs, so two
+        such transactions cannot deadlock."""
         now = time.time()
-        applied = [False] * len(items)
-        for i in sorted(range(len(items)), key=lambda i: items[i].run_id):
+        results: list[bool | Exception] = [False] * len(items)
+        unread = sorted({item.generation_id for item in items if item.run_id is None})
+        gens = _generations(tx, unread) if unread else {}
+        runs: dict[int, str] = {}
+        for i, item in enumerate(items):
+            if item.run_id is not None:
+                runs[i] = item.run_id
+                continue
+            gen = gens.get(item.generation_id)
+            if gen is None or gen.service_name != item.service_name:
+                results[i] = NotFound(item.generation_id)
+                continue
+            try:
+                _check(gen, item.platform_run_id)
+            except WebhookRejected as exc:
+                results[i] = exc
+                continue
+            if not GenerationStatus(gen.status).terminal:
+                runs[i] = gen.run_id
+        for i in sorted(runs, key=runs.__getitem__):
             item = items[i]
-            _d, applied[i] = self.engine.apply_update_tx(
-                tx, item.run_id, item.generation_id, item.update, now, None, None, item.receipt
+            _d, results[i] = self.engine.apply_update_tx(
+                tx, runs[i], item.generation_id, item.update, now, None, None, item.receipt
             )
-        return applied
+        return results
+
+
+_GENERATION_COLUMNS = "generation_id, run_id, service_name, status, platform_specific_run_id"
+
+
+def _generation_of(tx: Tx, generation_id: str, service_name: str) -> Row | None:
+    """A generation of ``service_name`` (what a webhook needs of it), or None."""
+    gen = tx.one(f"SELECT {_GENERATION_COLUMNS} FROM generations WHERE generation_id = :id", {"id": generation_id})
+    return gen if gen is not None and gen.service_name == service_name else None
+
+
+def _generations(tx: Tx, generation_ids: list[str]) -> dict[str, Row]:
+    ids, params = in_list("g", generation_ids)
+    rows = tx.all(f"SELECT {_GENERATION_COLUMNS} FROM generations WHERE generation_id IN {ids}", params)
+    return {row.generation_id: row for row in rows}
+
+
+def _check(gen: Row, platform_run_id: str) -> None:
+    if gen.platform_specific_run_id and platform_run_id != gen.platform_specific_run_id:
+        raise WebhookRejected("the webhook names another run than this generation's")

@@ -67,3 +67,25 @@ async def test_a_function_returning_too_few_results_is_an_error_not_a_wrong_answ
     group: GroupCommit[str, int] = GroupCommit(store, lambda tx, items: [])
     results = await asyncio.gather(group("x"), group("y"), return_exceptions=True)
     assert all(isinstance(r, RuntimeError) for r in results)
+
+
+async def test_an_item_answered_with_an_error_fails_alone_in_a_transaction_that_commits(store: Store) -> None:
+    """An exception returned as an item's result (found wrong without spoiling the transaction) is
+    raised to that caller alone: the batch commits once, nothing runs again."""
+
+    def put_or_refuse(tx: Tx, items: Sequence[str]) -> list[int | Exception]:
+        results: list[int | Exception] = []
+        for key in items:
+            if key.startswith("no"):
+                results.append(LookupError(f"no such {key}"))
+                continue
+            kv.put(tx, "t", key, {"v": key}, NOW)
+            results.append(len(key))
+        return results
+
+    group: GroupCommit[str, int] = GroupCommit(store, put_or_refuse)
+    results = await asyncio.gather(group("a"), group("no-b"), group("cc"), return_exceptions=True)
+    assert results[0] == 1 and results[2] == 2
+    assert isinstance(results[1], LookupError) and str(results[1]) == "no such no-b"
+    assert group.transactions == 1
+    assert _keys(store) == ["a", "cc"]

@@ -105,7 +105,7 @@ async def key_caller(app: App, secret: str) -> Caller | None:
     return Caller(account_id=account, admin=account == "admin", key_id=key_id)
 
 
-_UNAUTHENTICATED = {"WWW-Authenticate": 'Bearer realm="toolweave"'}
+UNAUTHENTICATED_HEADERS = {"WWW-Authenticate": 'Bearer realm="toolweave"'}
 
 
 async def require_caller(
@@ -118,17 +118,17 @@ async def require_caller(
     if credentials is not None:
         caller = await key_caller(app, credentials.credentials)
         if caller is None:
-            raise ApiProblem(401, "the API key is unknown or revoked", kind="unauthenticated", headers=_UNAUTHENTICATED)
+            raise ApiProblem(401, "the API key is unknown or revoked", kind="unauthenticated", headers=UNAUTHENTICATED_HEADERS)
         return caller
     if request.headers.get("authorization"):
-        raise ApiProblem(401, "use `Authorization: Bearer <API key>`", kind="unauthenticated", headers=_UNAUTHENTICATED)
+        raise ApiProblem(401, "use `Authorization: Bearer <API key>`", kind="unauthenticated", headers=UNAUTHENTICATED_HEADERS)
     if session:
         caller = await session_caller(app, session)
         if caller is not None:
             if request.method not in SAFE_METHODS and not csrf_ok(caller, request.headers.get(CSRF_HEADER)):
                 raise ApiProblem(403, f"a request with a session cookie needs the {CSRF_HEADER} header", kind="csrf")
             return caller
-    raise ApiProblem(401, "an API key is required (Authorization: Bearer <key>)", kind="unauthenticated", headers=_UNAUTHENTICATED)
+    raise ApiProblem(401, "an API key is required (Authorization: Bearer <key>)", kind="unauthenticated", headers=UNAUTHENTICATED_HEADERS)
 
 
 async def require_admin(caller: Caller = Depends(require_caller)) -> Caller:

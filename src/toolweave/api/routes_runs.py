@@ -28,9 +28,10 @@ from toolweave.api.schemas import (
     RunDetail,
     RunPage,
     SubmitBatchRequest,
+    SubmitRunRequest,
 )
 from toolweave.api.sse import stream
-from toolweave.app import NotFound
+from toolweave.app import App, NotFound
 from toolweave.model.status import RunStatus
 
 router = APIRouter(prefix="/api/v1")
@@ -136,12 +137,25 @@ async def submit_run(
         definition = submit_mod.target_of(app, body)
         inputs = await submit_mod.form_inputs(form, definition, max_bytes=app.settings.media_max_bytes)
     elif content_type in ("application/json", "") or content_type.endswith("+json"):
-        data = submit_mod.read_json(await request.body(), app.settings.input_max_depth)
-        body = submit_mod.parse_submit(data)
+        body = submit_mod.parse_submit(submit_mod.read_json(await request.body(), app.settings.input_max_depth))
         definition = submit_mod.target_of(app, body)
         inputs = body.inputs
     else:
         raise ApiProblem(415, "send application/json or multipart/form-data", kind="unsupported-media-type")
+    run, created = await submit_and_show(app, caller, body, inputs, definition.version, idempotency_key)
+    if not created:  # the Idempotency-Key's run, made before (or by a request running alongside)
+        response.status_code = 200
+    response.headers["Location"] = f"/api/v1/runs/{run['jobRunId']}"
+    return run
+
+
+async def submit_and_show(
+    app: App, caller: Caller, body: SubmitRunRequest, inputs: dict[str, Any], version: str,
+    idempotency_key: str | None,
+) -> tuple[dict[str, Any], bool]:
+    """Submit the run a request asks for (by the route, or by ``api.lean``); returns the run as
+    ``GET /api/v1/runs/{id}`` shows it, and whether it was made now (False: the Idempotency-Key's
+    run, made before or by a request running alongside)."""
     run_id, created = await app.submit_run(
         body.toolId or body.jobId or "",
         inputs,
@@ -152,14 +166,10 @@ async def submit_run(
         priority=body.priority,
         coerce_text=True,
         allow_local_paths=False,
-        version=definition.version,
+        version=version,
         cost_ceiling=body.costCeiling,
     )
-    run = await app.get_run(run_id, caller.account_id)
-    if not created:  # the Idempotency-Key's run, made before (or by a request running alongside)
-        response.status_code = 200
-    response.headers["Location"] = f"/api/v1/runs/{run_id}"
-    return run
+    return await app.get_run(run_id, caller.account_id), created
 
 
 def _since(value: str | None) -> float | None:

@@ -10,10 +10,10 @@ from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.responses import FileResponse
 
 from toolweave.api.auth import Caller, require_caller, tw
-from toolweave.api.metrics import CONTENT_TYPE
+from toolweave.api.metrics import CONTENT_TYPE, Metrics
 from toolweave.api.problems import ApiProblem
 from toolweave.api.schemas import Health, QueueStatus, WebhookResult
-from toolweave.app import NotFound
+from toolweave.app import App, NotFound
 from toolweave.services.base import WebhookRejected
 
 log = logging.getLogger("toolweave.api")
@@ -85,14 +85,20 @@ async def webhook(
 ) -> dict[str, Any]:
     """Where backends (ComfyUI Deploy ...) report on a generation. The URL, with its token, is the
     one toolweave gave the backend; repeats and late updates are answered 200 and change nothing."""
-    app = tw(request)
-    body = await request.body()
+    return await receive_webhook(tw(request), request.app.state.metrics, service, generation_id, token,
+                                 dict(request.headers), await request.body())
+
+
+async def receive_webhook(
+    app: App, metrics: Metrics, service: str, generation_id: str, token: str, headers: dict[str, str], body: bytes
+) -> dict[str, Any]:
+    """A backend's webhook, its path and query checked (by the route, or by ``api.lean``)."""
     if len(body) > MAX_WEBHOOK_BYTES:
         raise ApiProblem(413, "the webhook body is too large", kind="too-large")
     started = time.perf_counter()
     outcome = "error"
     try:
-        applied = await app.handle_webhook(service, generation_id, token, dict(request.headers), body)
+        applied = await app.handle_webhook(service, generation_id, token, headers, body)
         outcome = "applied" if applied else "duplicate"
         return {"applied": applied}
     except NotFound:
@@ -103,7 +109,7 @@ async def webhook(
         raise ApiProblem(400, str(exc) or "the body is not a valid update", kind="webhook-rejected") from None
     finally:
         label = service if service in app.services else "unknown"
-        request.app.state.metrics.webhook_seconds.labels(label, outcome).observe(time.perf_counter() - started)
+        metrics.webhook_seconds.labels(label, outcome).observe(time.perf_counter() - started)
 
 
 @router.get(

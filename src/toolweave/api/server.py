@@ -17,6 +17,7 @@ from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
 from toolweave.api import problems
+from toolweave.api.lean import LeanRoutes
 from toolweave.api.limits import BodyLimit, single_valued_query
 from toolweave.api.metrics import Metrics
 from toolweave.api.problems import ProblemDetails
@@ -106,9 +107,11 @@ def _link_runs(schema: dict[str, Any]) -> None:
                 responses[status]["links"] = dict(links)
 
 
-def create_app(app: App, *, run_worker: bool = True, slots: int | None = None) -> FastAPI:
+def create_app(app: App, *, run_worker: bool = True, slots: int | None = None, lean: bool = True) -> FastAPI:
     """The HTTP server for ``app``. With ``run_worker`` an embedded worker of ``slots`` slots
-    runs for the server's lifetime (started and stopped by the lifespan). The caller closes ``app``."""
+    runs for the server's lifetime (started and stopped by the lifespan). The caller closes ``app``.
+    ``lean``: webhooks and JSON submits with a key skip FastAPI's machinery (``api.lean``; the
+    answers are the same, which tests check with ``lean=False``)."""
 
     @contextlib.asynccontextmanager
     async def lifespan(api: FastAPI) -> AsyncIterator[None]:
@@ -148,6 +151,8 @@ def create_app(app: App, *, run_worker: bool = True, slots: int | None = None) -
     api.state.metrics = Metrics()
     api.state.worker = None
     problems.install(api)
+    if app is not None and lean:
+        api.add_middleware(LeanRoutes, api=api)  # inside the body limit and the security headers
     if app is not None:
         api.add_middleware(BodyLimit, json_bytes=app.settings.request_max_json_bytes, any_bytes=app.settings.request_max_bytes)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
 import typer
 from rich.text import Text
@@ -49,7 +50,8 @@ def serve(
             await tw_app.aclose()
 
     try:
-        asyncio.run(_main())
+        with asyncio.Runner(loop_factory=_fast_loop()) as runner:
+            runner.run(_main())
     except CliError as exc:
         exit_with(exc)
     except KeyboardInterrupt:
@@ -57,6 +59,17 @@ def serve(
     except OSError as exc:
         err_console.print(Text(f"error: cannot serve on {host}:{port}: {exc.strerror or exc}", style="red"))
         raise typer.Exit(1) from None
+
+
+def _fast_loop() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's event loop where it is installed (a dependency, but not on every platform);
+    asyncio's otherwise. (uvicorn picks its faster HTTP parser, httptools, by itself.)"""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
 
 
 def _check_port(host: str, port: int) -> None:

@@ -7,7 +7,9 @@ caller's item, and at the end of the loop's turn runs ``fn(tx, items)`` once for
 each caller gets its own item's result. Items queued while transactions are under way wait for the
 next one (at most ``concurrency`` at once: on SQLite they run inline, one at a time anyway).
 
-One bad item must not fail the others: when the batch's transaction raises, every item of it runs
+One bad item must not fail the others. An item that ``fn`` finds wrong without spoiling the
+transaction (a webhook for an unknown generation) gets an exception as its result: the caller
+raises it, the others' results stand. When the batch's transaction raises, every item of it runs
 again in a transaction of its own, and only the item that fails alone gets the error. ``fn`` may
 therefore run more than once for an item; like every transaction function it acts outside the
 transaction only through ``Tx.after_commit``.
@@ -27,10 +29,11 @@ R = TypeVar("R")
 
 class GroupCommit(Generic[I, R]):
     def __init__(
-        self, store: Store, fn: Callable[[Tx, Sequence[I]], Sequence[R]], *, concurrency: int = 2,
+        self, store: Store, fn: Callable[[Tx, Sequence[I]], Sequence[R | Exception]], *, concurrency: int = 2,
         max_items: int = 500,
     ) -> None:
-        """``fn(tx, items)`` returns one result per item, in order."""
+        """``fn(tx, items)`` returns one result per item, in order; an ``Exception`` as a result is
+        raised to that item's caller alone (the transaction still commits the others)."""
         self.store = store
         self.fn = fn
         self.concurrency = max(1, concurrency)
@@ -89,15 +92,22 @@ class GroupCommit(Generic[I, R]):
                     if not future.done():
                         future.set_exception(alone)
                 else:
-                    if not future.done():
-                        future.set_result(result)
+                    _settle(future, result)
             return
         for (_, future), result in zip(batch, results, strict=True):
-            if not future.done():
-                future.set_result(result)
+            _settle(future, result)
 
-    def _all(self, tx: Tx, items: Sequence[I]) -> Sequence[R]:
+    def _all(self, tx: Tx, items: Sequence[I]) -> Sequence[R | Exception]:
         results = self.fn(tx, items)
         if len(results) != len(items):
             raise RuntimeError(f"a group commit's function returned {len(results)} results for {len(items)} items")
         return results
+
+
+def _settle(future: asyncio.Future[R], result: R | Exception) -> None:
+    if future.done():
+        return
+    if isinstance(result, Exception):
+        future.set_exception(result)
+    else:
+        future.set_result(result)

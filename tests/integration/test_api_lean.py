@@ -1,0 +1,217 @@
+"""The lean path (``api.lean``) for webhooks and JSON submits answers exactly as the FastAPI routes
+do, and webhooks arriving together — repeated, out of order, some of them bad — are applied once
+each without failing their neighbours. Real uvicorn servers on loopback, on both stores."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import random
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from tests.helpers.loopback import serve_asgi
+from tests.integration.test_api import ADMIN_KEY, JOBS
+from tests.integration.test_api_test_backend_webhooks import parked
+
+from toolweave.api import create_app
+from toolweave.app import App
+from toolweave.settings import Settings
+
+
+@contextlib.asynccontextmanager
+async def two_servers(home: Path, database_url: str | None = None) -> AsyncIterator[tuple[App, str, str, str, str]]:
+    """One App served twice, with no worker: with the lean path and without it. Yields (app, lean
+    URL, routes URL, alice's key, bob's key)."""
+    app = App(Settings(home=home, definitions=[JOBS], test_tools=True, admin_key=ADMIN_KEY, database_url=database_url,
+                       request_max_json_bytes=20_000))
+    try:
+        _, alice = await app.create_key("alice", "tests")
+        _, bob = await app.create_key("bob", "tests")
+        lean, routes = create_app(app, run_worker=False), create_app(app, run_worker=False, lean=False)
+        async with serve_asgi(lean) as lean_url, serve_asgi(routes) as routes_url:
+            yield app, lean_url, routes_url, alice, bob
+    finally:
+        await app.aclose()
+
+
+def answer(response: httpx.Response) -> tuple[int, str, Any, dict[str, str]]:
+    """What a client sees of an answer: status, content type, JSON body, the headers that matter."""
+    wanted = ("location", "www-authenticate", "x-content-type-options", "x-frame-options", "referrer-policy")
+    return (response.status_code, response.headers.get("content-type", ""), response.json(),
+            {k: v for k, v in response.headers.items() if k in wanted})
+
+
+async def both(lean_url: str, routes_url: str, method: str, path: str, **kwargs: Any) -> tuple[Any, Any]:
+    async with httpx.AsyncClient(timeout=30) as client:
+        one = await client.request(method, lean_url + path, **kwargs)
+        two = await client.request(method, routes_url + path, **kwargs)
+    return answer(one), answer(two)
+
+
+async def test_refusals_are_the_routes_refusals(tmp_path: Path) -> None:
+    async with two_servers(tmp_path / "home") as (app, lean, routes, alice, _bob):
+        run_id = await app.submit("test.slow_async", {"seconds": 86400}, account_id="alice")
+        gens = (await app.get_run(run_id, "alice"))["generations"]
+        gen_id = gens[0]["generationId"] if gens else "gen_unknown"
+        token = app.engine.webhook_token("builtin", gen_id)
+        key = {"Authorization": f"Bearer {alice}", "Content-Type": "application/json"}
+        cases: list[tuple[str, str, dict[str, Any]]] = [
+            # webhooks: a forged token, an unknown generation with its own good token, garbage, too large
+            ("POST", f"/webhooks/builtin/{gen_id}?token={'0' * 32}", {"content": b"{}"}),
+            ("POST", f"/webhooks/builtin/gen_nothere?token={app.engine.webhook_token('builtin', 'gen_nothere')}",
+             {"content": b'{"runId": "x", "status": "processing"}'}),
+            ("POST", f"/webhooks/builtin/gen_nothere?token={app.engine.webhook_token('builtin', 'gen_nothere')}",
+             {"content": b"not json"}),
+            ("POST", f"/webhooks/nosuchservice/{gen_id}?token={token}", {"content": b"{}"}),
+            ("POST", f"/webhooks/builtin/{gen_id}?token={token}", {"content": b"x" * 30_000}),
+            # what the lean path leaves to the routes: the same answers either way
+            ("POST", f"/webhooks/builtin/{gen_id}?token={token}&token={token}", {"content": b"{}"}),
+            ("POST", f"/webhooks/builtin/{gen_id}?token=a%2Fb", {"content": b"{}"}),
+            ("POST", f"/webhooks/builtin/{'g' * 65}?token={token}", {"content": b"{}"}),
+            ("POST", f"/webhooks/bad%20name/{gen_id}?token={token}", {"content": b"{}"}),
+            ("POST", f"/webhooks/builtin/{gen_id}", {"content": b"{}"}),
+            # submits: no key, a wrong key, a session-less form, bad JSON, bad fields, unknown tool, bad inputs
+            ("POST", "/api/v1/runs", {"json": {"toolId": "test.instant"}}),
+            ("POST", "/api/v1/runs", {"json": {"toolId": "test.instant"}, "headers": {"Authorization": "Bearer tw_nope"}}),
+            ("POST", "/api/v1/runs", {"json": {"toolId": "test.instant"}, "headers": {"Authorization": "Basic abc"}}),
+            ("POST", "/api/v1/runs", {"content": b"{nope", "headers": key}),
+            ("POST", "/api/v1/runs", {"content": b"[1, 2]", "headers": key}),
+            ("POST", "/api/v1/runs", {"content": json.dumps({"toolId": "test.instant", "priority": "high"}), "headers": key}),
+            ("POST", "/api/v1/runs", {"content": json.dumps({"toolId": "a", "jobId": "b"}), "headers": key}),
+            ("POST", "/api/v1/runs", {"content": json.dumps({"toolId": "no.such.tool"}), "headers": key}),
+            ("POST", "/api/v1/runs", {"content": '{"toolId": "test.instant", "inputs": {"value": ' + "[" * 40 + "]" * 40
+             + "}}", "headers": key}),
+            ("POST", "/api/v1/runs", {"content": json.dumps({"toolId": "test.instant", "inputs": {"nope": 1}}), "headers": key}),
+            ("POST", "/api/v1/runs", {"content": b"x" * 30_000, "headers": key}),
+            ("POST", "/api/v1/runs", {"content": b"{}", "headers": {**key, "Idempotency-Key": "k" * 201}}),
+            ("POST", "/api/v1/runs", {"content": b"{}", "headers": {**key, "Content-Type": "text/plain"}}),
+        ]
+        for method, path, kwargs in cases:
+            lean_answer, route_answer = await both(lean, routes, method, path, **kwargs)
+            assert lean_answer[0] >= 400, (path, lean_answer)
+            assert lean_answer[1].startswith("application/problem+json"), (path, lean_answer)
+            assert lean_answer == route_answer, (path, kwargs)
+
+
+async def test_a_submit_is_answered_as_the_route_answers_and_shown_as_get_shows_it(tmp_path: Path) -> None:
+    async with two_servers(tmp_path / "home") as (_app, lean, routes, alice, bob):
+        headers = {"Authorization": f"Bearer {alice}", "Idempotency-Key": "once"}
+        async with httpx.AsyncClient(timeout=30) as client:
+            made = await client.post(f"{lean}/api/v1/runs", json={"toolId": "test.instant", "inputs": {"value": 3}},
+                                     headers=headers)
+            assert made.status_code == 201, made.text
+            run_id = made.json()["jobRunId"]
+            assert made.headers["location"] == f"/api/v1/runs/{run_id}"
+            again_lean = await client.post(f"{lean}/api/v1/runs", json={"toolId": "test.instant"}, headers=headers)
+            again_routes = await client.post(f"{routes}/api/v1/runs", json={"toolId": "test.instant"}, headers=headers)
+            shown = await client.get(f"{routes}/api/v1/runs/{run_id}", headers={"Authorization": f"Bearer {alice}"})
+            hidden = await client.get(f"{lean}/api/v1/runs/{run_id}", headers={"Authorization": f"Bearer {bob}"})
+        assert made.json() == shown.json()  # the route's response model, field for field
+        assert answer(again_lean) == answer(again_routes)  # the key's run, 200, on both paths
+        assert again_lean.status_code == 200 and again_lean.json() == shown.json()
+        assert hidden.status_code == 404  # another account's run
+
+
+@pytest.fixture
+async def server_app(db_url: str, tmp_path: Path) -> AsyncIterator[tuple[App, str]]:
+    async with two_servers(tmp_path / "home", db_url) as (app, lean, _routes, _alice, _bob):
+        yield app, lean
+
+
+async def _parked_with_worker(app: App, count: int) -> list[tuple[str, str, str]]:
+    """(run id, generation id, platform run id) of ``count`` runs of test.slow_async, parked."""
+    run_ids = [await app.submit("test.slow_async", {"seconds": 86400}, account_id="alice") for _ in range(count)]
+    worker = app.make_worker(4, sweep_seconds=0)
+    task = asyncio.create_task(worker.run())
+    try:
+        found = [await asyncio.wait_for(parked(app, r), 30) for r in run_ids]
+    finally:
+        worker.stop()
+        await task
+    return [(r, g, p) for r, (g, p) in zip(run_ids, found, strict=True)]
+
+
+async def test_a_burst_for_one_generation_repeated_and_out_of_order_counts_each_change_once(
+    server_app: tuple[App, str],
+) -> None:
+    app, url = server_app
+    ((run_id, gen_id, platform_id),) = await _parked_with_worker(app, 1)
+    path = f"{url}/webhooks/builtin/{gen_id}?token={app.engine.webhook_token('builtin', gen_id)}"
+    bodies = [
+        json.dumps({"runId": platform_id, "status": "processing", "progress": step / 20, "eventId": f"p{step}"})
+        for step in range(1, 20)
+    ]
+    done = json.dumps({"runId": platform_id, "status": "completed", "outputs": {"waited": 7}, "eventId": "done"})
+    sent = [*bodies, *bodies, done, done]  # each one twice
+    random.Random(15).shuffle(sent)
+    async with httpx.AsyncClient(timeout=60) as client:
+        answers = await asyncio.gather(*(client.post(path, content=body) for body in sent))
+    assert [a.status_code for a in answers] == [200] * len(sent)
+    applied = sum(a.json()["applied"] for a in answers)
+    run = await app.get_run(run_id, "alice")
+    events = await app.events(run_id, "alice")
+    progress = [e["data"]["progress"] for e in events if e["type"] == "step.progress"]
+    assert progress == sorted(set(progress)), progress  # only forward, none twice
+    assert [e["type"] for e in events].count("run.completed") == 1
+    assert applied == len(progress) + 1  # every change answered applied once; repeats and late ones not
+    assert run["status"] == "completed" and run["finalOutputs"] == {"waited": 7}
+    assert [g["status"] for g in run["generations"]] == ["completed"]
+
+
+async def test_bad_webhooks_in_a_group_commit_fail_alone(server_app: tuple[App, str]) -> None:
+    app, url = server_app
+    runs = await _parked_with_worker(app, 6)
+    token = app.engine.webhook_token
+
+    def webhook(gen_id: str, body: dict[str, Any] | bytes) -> tuple[str, bytes]:
+        content = body if isinstance(body, bytes) else json.dumps(body).encode()
+        return f"{url}/webhooks/builtin/{gen_id}?token={token('builtin', gen_id)}", content
+
+    good = [webhook(g, {"runId": p, "status": "processing", "progress": 0.5, "eventId": f"ok-{g}"}) for _, g, p in runs]
+    bad = [
+        webhook(runs[0][1], {"runId": "someone-else~1", "status": "processing", "progress": 0.6}),  # another run
+        webhook("gen_pruned", {"runId": "x", "status": "processing", "progress": 0.5}),  # no such generation
+        webhook(runs[1][1], b"\xff not json"),
+        webhook(runs[2][1], {"runId": runs[2][2], "status": "exploded"}),
+    ]
+    sent = [*good[:3], *bad, *good[3:]]
+    async with httpx.AsyncClient(timeout=60) as client:
+        answers = await asyncio.gather(*(client.post(path, content=body) for path, body in sent))
+    statuses = [a.status_code for a in answers]
+    assert statuses == [200, 200, 200, 400, 404, 400, 400, 200, 200, 200], [a.text for a in answers]
+    assert all(a.json() == {"applied": True} for a in answers if a.status_code == 200)
+    for run_id, _gen, _platform in runs:
+        run = await app.get_run(run_id, "alice")
+        assert run["stepStatuses"][0]["progress"] == 0.5
+
+
+async def test_a_webhook_found_wrong_in_the_transaction_does_not_spoil_it(server_app: tuple[App, str]) -> None:
+    """Called together (one turn of the loop: one group commit), the webhooks of an unknown
+    generation and of another platform run get their errors while the transaction commits the
+    others: one transaction, none run again alone."""
+    app, _url = server_app
+    runs = await _parked_with_worker(app, 4)
+
+    async def send(gen_id: str, body: dict[str, Any]) -> bool:
+        return await app.handle_webhook("builtin", gen_id, app.engine.webhook_token("builtin", gen_id), {},
+                                        json.dumps(body).encode())
+
+    before = app.webhook_transactions
+    results = await asyncio.gather(
+        send(runs[0][1], {"runId": runs[0][2], "status": "processing", "progress": 0.25}),
+        send("gen_pruned", {"runId": "x", "status": "processing", "progress": 0.5}),
+        send(runs[1][1], {"runId": runs[1][2], "status": "completed", "outputs": {"waited": 1}}),
+        send(runs[2][1], {"runId": "someone-else~1", "status": "completed", "outputs": {"waited": 2}}),
+        send(runs[3][1], {"runId": runs[3][2], "status": "processing", "progress": 0.75}),
+        return_exceptions=True,
+    )
+    assert [type(r).__name__ for r in results] == ["bool", "NotFound", "bool", "WebhookRejected", "bool"]
+    assert [r for r in results if isinstance(r, bool)] == [True, True, True]
+    assert app.webhook_transactions - before == 1
+    assert (await app.get_run(runs[1][0], "alice"))["status"] == "completed"
+    assert (await app.get_run(runs[2][0], "alice"))["status"] != "completed"
