@@ -14,14 +14,6 @@ import psycopg
 import pytest
 
 DEFAULT_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"
-TABLES = (
-    "tasks", "events", "notifications", "webhook_receipts", "generations", "questions", "step_items", "step_runs", "runs",
-    "step_cache",
-    "snapshots", "artifacts", "api_keys", "account_links", "accounts", "kv", "registered_jobs", "account_policies",
-    "credit_ledger",
-)
-
-
 def admin_url() -> str:
     return os.environ.get("TOOLWEAVE_TEST_POSTGRES", DEFAULT_ADMIN_URL)
 
@@ -46,10 +38,23 @@ class PostgresDatabase:
             conn.execute(f'CREATE DATABASE "{self.name}"')
 
     def truncate(self) -> None:
+        """Empty every table but Alembic's and restart the sequences, found in the catalogue (a new
+        migration's tables need no list here). DELETE with foreign-key triggers off, not TRUNCATE: on
+        a test's few rows it takes tens of milliseconds, where TRUNCATE, which makes new files for
+        every table and index, took 300–600 ms on a loaded machine, minutes over the whole suite."""
         with psycopg.connect(self.url, autocommit=True) as conn:
-            exists = conn.execute("SELECT to_regclass('public.runs')").fetchone()
-            if exists and exists[0]:
-                conn.execute(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE")
+            tables = [row[0] for row in conn.execute(
+                "SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tablename <> 'alembic_version'"
+            )]
+            sequences = [row[0] for row in conn.execute(
+                "SELECT sequencename FROM pg_sequences WHERE schemaname = 'public'"
+            )]
+            with conn.transaction():
+                conn.execute("SET LOCAL session_replication_role = replica")  # any order: no FK checks
+                for table in tables:
+                    conn.execute(f'DELETE FROM "{table}"')
+                for sequence in sequences:
+                    conn.execute("SELECT setval(%s, 1, false)", (sequence,))
 
     def drop(self) -> None:
         with psycopg.connect(admin_url(), autocommit=True) as conn:
