@@ -6,15 +6,29 @@
         # toolweave: Settings(telegram_api_url=url, telegram_token=fake.token)
 
 It answers the methods the bot uses (getMe, setMyCommands, deleteWebhook, setWebhook, getUpdates,
-sendMessage, editMessageText, editMessageReplyMarkup, sendPhoto, sendMediaGroup, sendVideo,
-sendDocument, getFile and the file download, answerCallbackQuery, sendChatAction), in JSON,
+sendMessage, editMessageText, editMessageReplyMarkup, editMessageCaption, deleteMessage,
+sendPhoto, sendMediaGroup, sendVideo, sendDocument, getFile and the file download,
+answerCallbackQuery, sendChatAction), in JSON,
 url-encoded or multipart form (values of nested fields as JSON text, as the real API takes them).
 Every call is recorded in ``calls``; every message the bot sent lives in ``messages`` with its
 current text and buttons, and edits are appended to ``edits``. ``fail(method, status, times,
 retry_after)`` scripts failures (429 with ``parameters.retry_after``, 500, 400 ...);
 ``limit_rate(seconds, retry_after)`` answers every sending call 429 for a while, ``outage(seconds)``
 answers every call 502; ``hold(method)`` accepts the next such call (the message exists) and keeps
-its answer back until ``release()`` — the moment a bot can die between "sent" and "recorded".
+its answer back until ``release()`` — the moment a bot can die between "sent" and "recorded";
+``lose(method)`` swallows the next such call (no message, no answer), which the bot cannot tell
+from a held one.
+
+Message ids are counted as Telegram counts them: a supergroup (an id starting with -100) counts its
+own messages one by one, users' and the bot's alike; private chats and basic groups take the bot
+account's counter, which every message the bot sends or receives in any of them moves on — so ids
+in one private chat grow with gaps. Users' messages (``user_message``) are kept in ``incoming``.
+Edits and deletion follow the documented rules and answer Telegram's errors: only the bot's own
+messages can be edited ("message can't be edited"), an id with no message is "message to edit not
+found" / "message to delete not found", an edit that changes nothing (text or caption and inline
+keyboard as they are) is "message is not modified", and ``deleteMessage`` takes a message younger
+than 48 hours that is the bot's own, a user's in a private chat, or anyone's in a group where the
+bot is an administrator (``admin_in``), else "message can't be deleted".
 
 It is strict about the limits the Bot API documents, and refuses what Telegram refuses, with
 Telegram's descriptions: a text of 1-4096 characters, a caption of at most 1024, a media group of
@@ -93,6 +107,14 @@ class FakeTelegram:
         self.commands: list[dict[str, Any]] = []
         self._failures: dict[str, list[_Failure]] = {}
         self._ids = itertools.count(1000)
+        """The bot account's message counter: ids in private chats and basic groups."""
+        self._chat_ids: dict[int, itertools.count[int]] = {}
+        """A supergroup's own message counter."""
+        self._query_ids = itertools.count(1)
+        self.incoming: dict[tuple[int, int], dict[str, Any]] = {}
+        """Messages of users (built by ``user_message``), by (chat, message id)."""
+        self.admin_in: set[int] = set()
+        """Chats where the bot is an administrator (it may delete anyone's messages there)."""
         self._update_ids = itertools.count(1)
         self._file_ids = itertools.count(1)
         self._new_update = asyncio.Event()
@@ -101,6 +123,9 @@ class FakeTelegram:
         self._limited_retry_after = 1
         self._down_until = 0.0
         self._hold: set[str] = set()
+        self._lose: set[str] = set()
+        self.lost: list[Call] = []
+        """Calls that were never carried out and never answered (see ``lose``)."""
         self.held: list[Call] = []
         """Calls whose message was accepted and whose answer is kept back (see ``hold``)."""
         self._release = asyncio.Event()
@@ -134,8 +159,16 @@ class FakeTelegram:
         self._hold.update(methods)
         self._release.clear()
 
+    def lose(self, *methods: str) -> None:
+        """The next call of one of ``methods`` is never carried out (no message) and not answered
+        until ``release()`` (then 502): a request lost on the way, which the bot cannot tell from
+        one carried out whose answer was lost (``hold``)."""
+        self._lose.update(methods)
+        self._release.clear()
+
     def release(self) -> None:
         self._hold.clear()
+        self._lose.clear()
         self._release.set()
 
     def add_file(self, data: bytes, path: str) -> str:
@@ -158,9 +191,26 @@ class FakeTelegram:
 
     @staticmethod
     def chat(chat_id: int) -> dict[str, Any]:
+        """A private chat (a positive id), a supergroup (-100…) or a basic group (other negative ids)."""
         if chat_id > 0:
             return {"id": chat_id, "type": "private", "first_name": "Ada"}
+        if str(chat_id).startswith("-100"):
+            return {"id": chat_id, "type": "supergroup", "title": "Test supergroup"}
         return {"id": chat_id, "type": "group", "title": "Test group"}
+
+    def next_message_id(self, chat_id: int) -> int:
+        """The id the next message in ``chat_id`` gets, as Telegram counts: a supergroup counts its
+        own messages one by one; private chats and basic groups take the bot account's counter,
+        which every message the bot sends or receives in any of them moves on (so ids in one private
+        chat grow, with gaps)."""
+        if self.chat(chat_id)["type"] == "supergroup":
+            return next(self._chat_ids.setdefault(chat_id, itertools.count(1)))
+        return next(self._ids)
+
+    def age(self, chat_id: int, message_id: int, seconds: float) -> None:
+        """Make a message ``seconds`` older (for the 48-hour limit of deleteMessage)."""
+        message = self.messages.get((chat_id, message_id)) or self.incoming[(chat_id, message_id)]
+        message["date"] = int(message["date"] - seconds)
 
     def user_message(
         self,
@@ -176,7 +226,7 @@ class FakeTelegram:
         """A message from a user (text, or caption with media); ``document`` is (bytes, mime, name)."""
         chat_id = user_id if chat_id is None else chat_id
         message: dict[str, Any] = {
-            "message_id": next(self._ids), "date": int(time.time()), "chat": self.chat(chat_id),
+            "message_id": self.next_message_id(chat_id), "date": int(time.time()), "chat": self.chat(chat_id),
             "from": self.user(user_id),
         }
         key = "caption" if (photo or document or video) else "text"
@@ -204,6 +254,7 @@ class FakeTelegram:
                                 "duration": 1, "mime_type": "video/mp4", "file_size": len(video)}
         if reply_to is not None:
             message["reply_to_message"] = reply_to
+        self.incoming[(chat_id, message["message_id"])] = message
         return message
 
     def message_update(self, text: str | None = None, **kwargs: Any) -> dict[str, Any]:
@@ -212,7 +263,7 @@ class FakeTelegram:
     def callback_update(self, data: str, *, user_id: int = 42, message: dict[str, Any]) -> dict[str, Any]:
         return {
             "update_id": self.next_update_id(),
-            "callback_query": {"id": f"cbq{next(self._ids)}", "from": self.user(user_id), "chat_instance": "ci1",
+            "callback_query": {"id": f"cbq{next(self._query_ids)}", "from": self.user(user_id), "chat_instance": "ci1",
                                "data": data, "message": self.public(message)},
         }
 
@@ -337,6 +388,13 @@ class FakeTelegram:
                     queue.remove(failure)
                 call.status = failure.status
                 return self._error(failure.status, failure.description, failure.retry_after)
+            if method in self._lose:
+                self._lose.discard(method)
+                self.lost.append(call)
+                call.status = 502
+                self._changed.set()
+                await self._release.wait()
+                return self._error(502, "Bad Gateway")
             handler = getattr(self, "_m_" + method, None)
             if handler is None:
                 call.status = 404
@@ -422,7 +480,7 @@ class FakeTelegram:
         chat_id = params.get("chat_id")
         if not isinstance(chat_id, int):
             return self._error(400, "Bad Request: chat_id is missing or not a number")
-        message: dict[str, Any] = {"message_id": next(self._ids), "date": int(time.time()),
+        message: dict[str, Any] = {"message_id": self.next_message_id(chat_id), "date": int(time.time()),
                                    "chat": self.chat(chat_id), "from": BOT_USER, **content}
         reply = params.get("reply_parameters") or {}
         if isinstance(reply, dict) and reply.get("message_id"):
@@ -503,7 +561,7 @@ class FakeTelegram:
                 checked = self._check_photo(files[name][2])
                 if isinstance(checked, JSONResponse):
                     return checked
-        group = f"mg{next(self._ids)}"
+        group = f"mg{next(self._query_ids)}"
         out = []
         for item in media:
             name = str(item["media"]).removeprefix("attach://")
@@ -516,60 +574,80 @@ class FakeTelegram:
             out.append({**stored, "media_group_id": group})
         return out
 
-    async def _m_editMessageText(self, params: dict[str, Any], files: Any) -> Any:
+    def _editable(self, params: dict[str, Any]) -> dict[str, Any] | JSONResponse:
+        """The bot's own message an edit names: a user's message cannot be edited (admin or not),
+        an id with no message in the chat is not found."""
         key = (params.get("chat_id"), params.get("message_id"))
         message = self.messages.get(key)  # type: ignore[arg-type]
-        if message is None:
-            return self._error(400, "Bad Request: message to edit not found")
+        if message is not None:
+            return message
+        if key in self.incoming:
+            return self._error(400, "Bad Request: message can't be edited")
+        return self._error(400, "Bad Request: message to edit not found")
+
+    def _edited(self, message: dict[str, Any], changes: dict[str, Any], markup: Any) -> Any:
+        """Apply an edit, or refuse it when it changes nothing (text or caption and the inline
+        keyboard exactly as they are: the message keeps no other kind of markup)."""
+        if all(message.get(k) == v for k, v in changes.items()) and _inline(message.get("reply_markup")) == _inline(markup):
+            return self._error(400, "Bad Request: message is not modified: specified new message content and "
+                                    "reply markup are exactly the same as a current content and reply markup of the message")
+        message.update(changes)
+        if _inline(markup):
+            message["reply_markup"] = markup
+        else:
+            message.pop("reply_markup", None)
+        self.edits.append({"chat_id": message["chat"]["id"], "message_id": message["message_id"], **changes,
+                           "reply_markup": _inline(markup), "at": time.time()})
+        return self.public(message)
+
+    async def _m_editMessageText(self, params: dict[str, Any], files: Any) -> Any:
+        message = self._editable(params)
+        if isinstance(message, JSONResponse):
+            return message
         if "text" not in message:
             return self._error(400, "Bad Request: there is no text in the message to edit")
         if not params.get("text") or len(str(params["text"])) > MAX_TEXT:
             return self._error(400, "Bad Request: MESSAGE_TOO_LONG" if params.get("text") else "Bad Request: text is empty")
-        markup = params.get("reply_markup")
-        if message.get("text") == params.get("text") and message.get("reply_markup") == markup:
-            return self._error(400, "Bad Request: message is not modified: specified new message content and "
-                                    "reply markup are exactly the same as a current content and reply markup of the message")
-        message["text"] = params.get("text")
-        if markup:
-            message["reply_markup"] = markup
-        else:
-            message.pop("reply_markup", None)
-        self.edits.append({"chat_id": key[0], "message_id": key[1], "text": params.get("text"),
-                           "reply_markup": markup, "at": time.time()})
-        return self.public(message)
+        return self._edited(message, {"text": params.get("text")}, params.get("reply_markup"))
 
     async def _m_editMessageCaption(self, params: dict[str, Any], files: Any) -> Any:
-        key = (params.get("chat_id"), params.get("message_id"))
-        message = self.messages.get(key)  # type: ignore[arg-type]
-        if message is None:
-            return self._error(400, "Bad Request: message to edit not found")
+        message = self._editable(params)
+        if isinstance(message, JSONResponse):
+            return message
         if "text" in message:
             return self._error(400, "Bad Request: there is no caption in the message to edit")
         refused = self._check_caption(params.get("caption"))
         if refused is not None:
             return refused
-        markup = params.get("reply_markup")
-        if message.get("caption") == params.get("caption") and message.get("reply_markup") == markup:
-            return self._error(400, "Bad Request: message is not modified: specified new message content and "
-                                    "reply markup are exactly the same as a current content and reply markup of the message")
-        message["caption"] = params.get("caption")
-        self.edits.append({"chat_id": key[0], "message_id": key[1], "caption": params.get("caption"), "at": time.time()})
-        return self.public(message)
+        return self._edited(message, {"caption": params.get("caption")}, params.get("reply_markup"))
+
+    async def _m_editMessageReplyMarkup(self, params: dict[str, Any], files: Any) -> Any:
+        message = self._editable(params)
+        if isinstance(message, JSONResponse):
+            return message
+        return self._edited(message, {}, params.get("reply_markup"))
 
     async def _m_deleteMessage(self, params: dict[str, Any], files: Any) -> Any:
+        """The documented limits: a message younger than 48 hours; the bot's own messages, a user's
+        message in a private chat, anyone's in a group where the bot is an administrator."""
         key = (params.get("chat_id"), params.get("message_id"))
-        if self.messages.pop(key, None) is None:  # type: ignore[arg-type]
+        message = self.messages.get(key) or self.incoming.get(key)  # type: ignore[arg-type]
+        if message is None:
             return self._error(400, "Bad Request: message to delete not found")
+        own = key in self.messages
+        chat_type = message["chat"]["type"]
+        allowed = own or chat_type == "private" or key[0] in self.admin_in
+        if not allowed or time.time() - float(message["date"]) >= 48 * 3600:
+            return self._error(400, "Bad Request: message can't be deleted")
+        (self.messages if own else self.incoming).pop(key)  # type: ignore[arg-type]
         self.deleted.append(key)  # type: ignore[arg-type]
         return True
 
-    async def _m_editMessageReplyMarkup(self, params: dict[str, Any], files: Any) -> Any:
-        key = (params.get("chat_id"), params.get("message_id"))
-        message = self.messages.get(key)  # type: ignore[arg-type]
-        if message is None:
-            return self._error(400, "Bad Request: message to edit not found")
-        message["reply_markup"] = params.get("reply_markup")
-        return self.public(message)
+
+def _inline(markup: Any) -> Any:
+    """An inline keyboard, the only reply markup a message keeps (a force_reply or a reply
+    keyboard acts when it is sent and is not part of the message)."""
+    return markup if isinstance(markup, dict) and markup.get("inline_keyboard") else None
 
 
 # --- a whole bot on a fake server, for the integration tests -------------------------------------------

@@ -12,10 +12,11 @@ Outbox rows of the ``telegram`` channel, by ``event_type``:
 A delivery is a fixed list of parts (``parts.py``). Before each part is sent its index is recorded
 as *being sent* under ``kv("telegram.sent", notification_id)``, and after Telegram's answer as
 sent, with its message ids. A retry (after a 429, a 5xx, a crash) resumes with the first part not
-sent. A part that was being sent when the process died may or may not have reached Telegram — the
-Bot API cannot be asked — so it is *in doubt*: a text is sent again (the one case where a part can
-arrive twice), a photo, album, video or document is not: the closing message says so and carries a
-button that sends it again.
+sent. A part that was being sent when the process died (or whose answer was lost) may or may not
+have reached Telegram, so it is *in doubt*: the next attempt looks for it above the chat's
+watermark (``reconcile.py``) and, when found, records it and goes on; when not, a text is sent
+again, a photo, album, video or document is not: the closing message says so and carries a button
+that sends it again. A status message in doubt that is found becomes the run's status message.
 
 Each part stands alone: a photo Telegram refuses (400) goes as a document, an album refused as a
 whole goes item by item, a file Telegram refuses is named in the closing message, and the rest of
@@ -34,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 from toolweave.model.definitions import JobDefinition
 from toolweave.model.status import RunStatus
 from toolweave.notify.dispatcher import DeliveryError
+from toolweave.telegram import reconcile
 from toolweave.telegram.botapi import BotAPI, BotAPIError, redact_token_in_logs
 from toolweave.telegram.parts import Media, Part, closing, extension, plan_results, split_text
 
@@ -214,7 +216,17 @@ class TelegramChannel:
         if state.get("sending") is not None and int(state["sending"]) == done and done < len(parts):
             # the last attempt was sending this part when it stopped: Telegram may have it already
             part = parts[done]
-            if part.is_media:
+            found = await self._look_for(part, chat_id, state.get("after"), notification_id)
+            if found:
+                sent.append({"method": part.method, "outputs": [m.output for m in part.media], "messageIds": found,
+                             "found": True})
+                done += 1
+                state = {**state, "done": done, "sending": None, "sent": sent}
+                await self.app.kv_set(SENT_NAMESPACE, notification_id, state, ttl=SENT_TTL)
+                await reconcile.seen(self.app, chat_id, found)
+                if notification.get("event_type") == "message" and done == len(parts):
+                    await self._remember_prompt(notification, found[-1])
+            elif part.is_media:
                 labels = ", ".join(m.output for m in part.media)
                 log.warning("notification %s: %s may or may not have been sent before an interruption; "
                             "not sending it again unasked", notification_id, part.describe())
@@ -234,7 +246,7 @@ class TelegramChannel:
         while index < len(parts):
             part = parts[index]
             state = {**state, "done": index, "of": len(parts), "sending": index, "sent": sent, "notes": notes,
-                     "doubts": doubts}
+                     "doubts": doubts, "after": await reconcile.watermark(self.app, chat_id, reply_to)}
             await self.app.kv_set(SENT_NAMESPACE, notification_id, state, ttl=SENT_TTL)
             try:
                 message_ids, more_notes = await self._send(part, chat_id, reply_to, account_id)
@@ -247,6 +259,7 @@ class TelegramChannel:
                     retryable=exc.retryable, retry_after=exc.retry_after,
                 ) from None
             sent.append({"method": part.method, "outputs": [m.output for m in part.media], "messageIds": message_ids})
+            await reconcile.seen(self.app, chat_id, message_ids)
             index += 1
             if more_notes:
                 notes.extend(more_notes)
@@ -256,6 +269,27 @@ class TelegramChannel:
             await self.app.kv_set(SENT_NAMESPACE, notification_id, state, ttl=SENT_TTL)
             if notification.get("event_type") == "message" and index == len(parts) and message_ids:
                 await self._remember_prompt(notification, message_ids[-1])
+
+    async def _look_for(self, part: Part, chat_id: Any, after: Any, notification_id: str) -> list[int]:
+        """The messages an interrupted attempt left of ``part``, when probes prove that all of it
+        arrived: a text by its text and buttons, files by their captions one by one (an album's
+        items, or the items sent one by one when Telegram refused the album, in order), a single
+        file without a caption by its buttons. Anything else cannot be told apart: []."""
+        what = f"{part.describe()} of notification {notification_id}"
+        if part.method == "sendMessage":
+            probes = [reconcile.text_probe(part.text or "…", part.keyboard)]
+        elif part.media and all(m.caption for m in part.media):
+            probes = [reconcile.caption_probe(m.caption or "", part.keyboard) for m in part.media]
+        elif len(part.media) == 1 and reconcile.inline(part.keyboard):
+            probes = [reconcile.markup_probe(part.keyboard or {})]
+        else:
+            return []
+        try:
+            found = await reconcile.find(self.api, chat_id, after if isinstance(after, int) else None, probes, what)
+        except BotAPIError as exc:
+            raise DeliveryError(f"{part.describe()}: looking for what an interrupted attempt sent: {exc}",
+                                retryable=exc.retryable, retry_after=exc.retry_after) from None
+        return found if len(found) == len(probes) else []
 
     def _resend_buttons(self, notification_id: str, doubts: list[int], state: Mapping[str, Any]) -> list[dict[str, Any]]:
         buttons = []
@@ -292,14 +326,17 @@ class TelegramChannel:
         if not 0 <= index < len(parts):
             raise DeliveryError(f"delivery {original['notification_id']} has no part {index + 1}", retryable=False)
         try:
-            await self._send(parts[index], chat_id, None, str(original.get("account_id")))
+            message_ids, _notes = await self._send(parts[index], chat_id, None, str(original.get("account_id")))
+            await reconcile.seen(self.app, chat_id, message_ids)
         except BotAPIError as exc:
             raise DeliveryError(f"{parts[index].describe()}: {exc}", retryable=exc.retryable,
                                 retry_after=exc.retry_after) from None
 
     async def _deliver_status(self, notification: Mapping[str, Any], chat_id: Any, reply_to: Any) -> None:
         """A run's status message; ``kv("telegram.status", run_id)`` records it (the bot's tracker
-        edits it from there)."""
+        edits it from there). When the last attempt was interrupted after sending it, the message
+        it left is looked for first (``reconcile``) and, when found, becomes the run's status
+        message — the tracker brings it up to date — instead of sending another."""
         from toolweave.app import NotFound
         from toolweave.telegram.status import cancel_markup, render_status
 
@@ -310,6 +347,21 @@ class TelegramChannel:
         if state.get("messageId"):
             return
         if state.get("sending"):
+            sent = state.get("sent") or {}
+            probe = (reconcile.markup_probe(cancel_markup(run_id)) if sent.get("cancel")
+                     else reconcile.text_probe(str(sent.get("text") or "")))
+            try:
+                found = None if not sent.get("text") else next(iter(await reconcile.find(
+                    self.api, chat_id, state.get("after"), [probe], f"the status message of {run_id}")), None)
+            except BotAPIError as exc:
+                raise DeliveryError(f"status message: looking for the one sent before an interruption: {exc}",
+                                    retryable=exc.retryable, retry_after=exc.retry_after) from None
+            if found is not None:
+                # adopted: the tracker edits it to the run's state at its next pass
+                state.update(messageId=found, text=None, editedAt=0.0, final=False, sending=False)
+                await self.app.kv_set(STATUS_NAMESPACE, run_id, state)
+                await reconcile.seen(self.app, chat_id, [found])
+                return
             log.warning("the status message of %s may have been sent before an interruption; sending another", run_id)
             state["lost"] = int(state.get("lost", 0)) + 1
         try:
@@ -319,7 +371,12 @@ class TelegramChannel:
         name = str(payload.get("name") or run.get("jobDefinitionId"))
         terminal = RunStatus(run["status"]).terminal
         text = render_status(run, name)
-        state.update(chatId=chat_id, accountId=account_id, name=name, sending=True)
+        if not state.get("sending"):
+            # where to look should this send be interrupted (after a first interruption, the
+            # first watermark stays: every message left behind lies above it)
+            state["after"] = await reconcile.watermark(self.app, chat_id, reply_to)
+        state.update(chatId=chat_id, accountId=account_id, name=name, sending=True,
+                     sent={"text": text, "cancel": not terminal})
         await self.app.kv_set(STATUS_NAMESPACE, run_id, state)
         params: dict[str, Any] = {"chat_id": chat_id, "text": text}
         if reply_to is not None:
@@ -335,6 +392,7 @@ class TelegramChannel:
             raise DeliveryError(f"status message: {exc}", retryable=exc.retryable, retry_after=exc.retry_after) from None
         state.update(messageId=int(result["message_id"]), text=text, editedAt=time.time(), final=terminal, sending=False)
         await self.app.kv_set(STATUS_NAMESPACE, run_id, state, ttl=86400.0 if terminal else None)
+        await reconcile.seen(self.app, chat_id, [int(result["message_id"])])
 
     # --- one part ---------------------------------------------------------------------------------
 
