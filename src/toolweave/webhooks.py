@@ -12,14 +12,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from toolweave.engine.core import Engine
+from toolweave.engine.recording import progress_moves
 from toolweave.engine.work import NotFound
 from toolweave.host import media_path, media_signature
 from toolweave.model.records import RunUpdate
 from toolweave.model.status import GenerationStatus
 from toolweave.services.base import Service, WebhookRejected
 from toolweave.settings import Settings
+from toolweave.store import generations as gens_q
+from toolweave.store import runs as runs_q
 from toolweave.store.batching import GroupCommit
-from toolweave.store.db import Row, Store, Tx, in_list
+from toolweave.store.db import Row, Store, Tx
 
 WEBHOOK_TRANSACTIONS = 4
 """Transactions applying webhooks at the same time (on SQLite they run one at a time anyway)."""
@@ -146,15 +149,22 @@ class Webhooks:
     def _apply_tx(self, tx: Tx, items: Sequence[_Update]) -> list[bool | Exception]:
         """Apply the webhooks that arrived together, in one transaction (group commit: on SQLite a
         transaction's begin and commit, on PostgreSQL its round trips, cost more than a progress
-        update). The generations not read yet are read with one statement and checked (an unknown
-        one, or one of another service: ``NotFound``; another platform run: ``WebhookRejected``;
-        one that has ended: a duplicate) — each such item gets its error, the others go on. Their
-        runs are locked in the order of their ids, as the worker's batches lock theirs, so two
-        such transactions cannot deadlock."""
+        update).
+
+        The generations not read yet are read with one statement and checked (an unknown one, or
+        one of another service: ``NotFound``; another platform run: ``WebhookRejected``; one that
+        has ended: a duplicate): each such item gets its error, the others go on. Then every run
+        of the batch is locked in one statement, in the order of their ids (as the worker's
+        batches lock theirs, so two such transactions cannot deadlock), and for the progress
+        reports the deliveries are recorded (repeats are no-ops) and their generations read again
+        under those locks, sent together: on PostgreSQL one round trip for the batch, their writes
+        queued until the commit. A progress report moves its generation forward only
+        (``progress_moves``), in the order the reports came. A report that ends a generation goes
+        through ``Engine.apply_update_tx`` (the planner runs), after the batch's progress."""
         now = time.time()
         results: list[bool | Exception] = [False] * len(items)
         unread = sorted({item.generation_id for item in items if item.run_id is None})
-        gens = _generations(tx, unread) if unread else {}
+        gens = gens_q.webhook_targets(tx, unread)()
         runs: dict[int, str] = {}
         for i, item in enumerate(items):
             if item.run_id is not None:
@@ -171,7 +181,21 @@ class Webhooks:
                 continue
             if not GenerationStatus(gen.status).terminal:
                 runs[i] = gen.run_id
-        for i in sorted(runs, key=runs.__getitem__):
+        locked = runs_q.lock_states(tx, sorted(set(runs.values())))
+        progress = [i for i in runs if not items[i].update.status.terminal]
+        receipts = gens_q.record_webhook_receipts(
+            tx, [(*items[i].receipt, items[i].generation_id) for i in progress], now
+        )
+        current = gens_q.webhook_targets(tx, sorted({items[i].generation_id for i in progress}))
+        held, fresh, gens = locked(), receipts(), current()
+        for i, new in zip(progress, fresh, strict=True):
+            item, gen = items[i], gens.get(items[i].generation_id)
+            if new and runs[i] in held and gen is not None and progress_moves(gen, item.update):
+                self.engine.record_progress(tx, runs[i], gen, item.update, now, known=True)
+                gens[item.generation_id] = Row(gen, status="processing", progress=item.update.progress,
+                                               live_status=item.update.live_status)
+                results[i] = True
+        for i in sorted((i for i in runs if items[i].update.status.terminal), key=runs.__getitem__):
             item = items[i]
             _d, results[i] = self.engine.apply_update_tx(
                 tx, runs[i], item.generation_id, item.update, now, None, None, item.receipt
@@ -179,19 +203,10 @@ class Webhooks:
         return results
 
 
-_GENERATION_COLUMNS = "generation_id, run_id, service_name, status, platform_specific_run_id"
-
-
 def _generation_of(tx: Tx, generation_id: str, service_name: str) -> Row | None:
     """A generation of ``service_name`` (what a webhook needs of it), or None."""
-    gen = tx.one(f"SELECT {_GENERATION_COLUMNS} FROM generations WHERE generation_id = :id", {"id": generation_id})
+    gen = gens_q.webhook_targets(tx, [generation_id])().get(generation_id)
     return gen if gen is not None and gen.service_name == service_name else None
-
-
-def _generations(tx: Tx, generation_ids: list[str]) -> dict[str, Row]:
-    ids, params = in_list("g", generation_ids)
-    rows = tx.all(f"SELECT {_GENERATION_COLUMNS} FROM generations WHERE generation_id IN {ids}", params)
-    return {row.generation_id: row for row in rows}
 
 
 def _check(gen: Row, platform_run_id: str) -> None:

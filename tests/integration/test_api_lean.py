@@ -161,6 +161,7 @@ async def test_a_burst_for_one_generation_repeated_and_out_of_order_counts_each_
     assert applied == len(progress) + 1  # every change answered applied once; repeats and late ones not
     assert run["status"] == "completed" and run["finalOutputs"] == {"waited": 7}
     assert [g["status"] for g in run["generations"]] == ["completed"]
+    assert app.store.careful_reruns == 0  # the queued progress writes were all as predicted
 
 
 async def test_bad_webhooks_in_a_group_commit_fail_alone(server_app: tuple[App, str]) -> None:

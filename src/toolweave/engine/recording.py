@@ -51,6 +51,16 @@ def generation_cost(
     return Decimal(0)
 
 
+def progress_moves(gen: Row, update: RunUpdate) -> bool:
+    """Whether a progress update changes a generation: it has not ended, the update is no repeat,
+    and progress only goes forward (an older update arriving late — reordered webhooks — does not)."""
+    if GenerationStatus(gen.status).terminal:
+        return False
+    if update.progress == gen.progress and update.live_status == gen.live_status:
+        return False
+    return update.progress is None or gen.progress is None or update.progress >= gen.progress
+
+
 class Recording(Transitions):
     """Recording submissions and updates of generations."""
 
@@ -161,23 +171,30 @@ class Recording(Transitions):
 
     def _record_progress(self, tx: Tx, run_id: str, gid: str, update: RunUpdate, now: float) -> bool:
         gen = gens_q.get(tx, gid)
-        if gen is None or GenerationStatus(gen.status).terminal:
+        if gen is None or not progress_moves(gen, update):
             return False
-        if update.progress == gen.progress and update.live_status == gen.live_status:
-            return False
-        if update.progress is not None and gen.progress is not None and update.progress < gen.progress:
-            return False  # an older update arriving late (reordered webhooks): progress only goes forward
-        gens_q.set_status(tx, gid, GenerationStatus.PROCESSING, progress=update.progress, live_status=update.live_status)
+        self.record_progress(tx, run_id, gen, update, now, known=False)
+        return True
+
+    def record_progress(self, tx: Tx, run_id: str, gen: Row, update: RunUpdate, now: float, *, known: bool) -> None:
+        """Write a progress update that moves ``gen`` (``progress_moves``): the generation, its
+        step's or its item's progress, the event. ``known``: the caller read ``gen`` in this
+        transaction under the run's lock, so the compare-and-sets are queued with the other writes
+        (``Tx.expect``) instead of waited for."""
+        gid = gen.generation_id
+        if known:
+            gens_q.set_progress(tx, gid, update.progress, update.live_status)
+        else:
+            gens_q.set_status(tx, gid, GenerationStatus.PROCESSING, progress=update.progress, live_status=update.live_status)
         if gen.item_index is not None:  # an item's progress; its map step's progress counts items
             items_q.update(tx, run_id, gen.step_id, gen.item_index, (StepStatus.RUNNING,), known=False,
                            progress=update.progress)
             events_q.append(tx, run_id, "item.progress", now, step_id=gen.step_id, item=gen.item_index,
                             progress=update.progress, liveStatus=update.live_status)
-            return True
-        runs_q.update_step(tx, run_id, gen.step_id, (StepStatus.RUNNING,), known=False, progress=update.progress)
+            return
+        runs_q.update_step(tx, run_id, gen.step_id, (StepStatus.RUNNING,), known=known, progress=update.progress)
         events_q.append(tx, run_id, "step.progress", now, step_id=gen.step_id, progress=update.progress,
                         liveStatus=update.live_status)
-        return True
 
     def _finish_generation(self, tx: Tx, run: Any, gid: str, update: RunUpdate, ctx: _Ctx) -> bool:
         """A terminal update's compare-and-set of the generation, its cost and its artifacts; the

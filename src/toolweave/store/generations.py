@@ -135,12 +135,46 @@ def update(tx: Tx, generation_id: str, **values: Any) -> None:
 def record_webhook_receipt(tx: Tx, service: str, key: str, generation_id: str, now: float) -> bool:
     """Remember a webhook delivery; False when the same delivery was applied before (or is being
     applied by a concurrent request: PostgreSQL makes this one wait for it)."""
-    row = tx.q(
-        "INSERT INTO webhook_receipts (service, event_key, generation_id, received_at) "
-        "VALUES (:service, :key, :gen, :now) ON CONFLICT (service, event_key) DO NOTHING RETURNING event_key",
-        {"service": service, "key": key, "gen": generation_id, "now": now},
-    ).fetchone()
+    row = tx.q(_RECEIPT, {"service": service, "key": key, "gen": generation_id, "now": now}).fetchone()
     return row is not None
+
+
+_RECEIPT = (
+    "INSERT INTO webhook_receipts (service, event_key, generation_id, received_at) "
+    "VALUES (:service, :key, :gen, :now) ON CONFLICT (service, event_key) DO NOTHING RETURNING event_key"
+)
+
+
+def record_webhook_receipts(tx: Tx, receipts: list[tuple[str, str, str]], now: float) -> Callable[[], list[bool]]:
+    """``record_webhook_receipt`` of several deliveries ``(service, key, generation id)``, sent
+    together; the returned function says for each whether it is new (``Tx.fetch_each``)."""
+    found = tx.fetch_each(_RECEIPT, [{"service": s, "key": k, "gen": g, "now": now} for s, k, g in receipts])
+    return lambda: [row is not None for row in found()]
+
+
+_WEBHOOK_COLUMNS = "generation_id, run_id, service_name, status, platform_specific_run_id, progress, live_status, " \
+    "step_id, item_index"
+
+
+def webhook_targets(tx: Tx, generation_ids: list[str]) -> Callable[[], dict[str, Row]]:
+    """What applying webhooks needs of generations (run, service, status, platform run id,
+    progress, step, item), by id; sent now, read by the returned function (``Tx.fetch``)."""
+    if not generation_ids:
+        return dict
+    ids, params = in_list("g", generation_ids)
+    rows = tx.fetch(f"SELECT {_WEBHOOK_COLUMNS} FROM generations WHERE generation_id IN {ids}", params)
+    return lambda: {r.generation_id: r for r in rows()}
+
+
+def set_progress(tx: Tx, generation_id: str, progress: float | None, live_status: str | None) -> None:
+    """``set_status(PROCESSING, progress=…, live_status=…)`` of a generation the caller read
+    unfinished under its run's lock: queued with the transaction's other writes and checked
+    before the commit (``Tx.expect``)."""
+    tx.expect(
+        "UPDATE generations SET status = 'processing', progress = :progress, live_status = :live_status "
+        "WHERE generation_id = :id AND status IN ('pending', 'processing')",
+        {"id": generation_id, "progress": progress, "live_status": live_status}, key=("generations", generation_id),
+    )
 
 
 def take_capacity(tx: Tx, generation_id: str, key: str, limit: int) -> bool:
