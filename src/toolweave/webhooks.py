@@ -158,9 +158,10 @@ class Webhooks:
         batches lock theirs, so two such transactions cannot deadlock), and for the progress
         reports the deliveries are recorded (repeats are no-ops) and their generations read again
         under those locks, sent together: on PostgreSQL one round trip for the batch, their writes
-        queued until the commit. A progress report moves its generation forward only
-        (``progress_moves``), in the order the reports came. A report that ends a generation goes
-        through ``Engine.apply_update_tx`` (the planner runs), after the batch's progress."""
+        queued. A progress report moves its generation forward only (``progress_moves``), in the
+        order the reports came. The reports that end generations follow, all of them at once
+        (``Engine.finish_generations_tx``: one more round trip, and one pass of the planner per
+        run)."""
         now = time.time()
         results: list[bool | Exception] = [False] * len(items)
         unread = sorted({item.generation_id for item in items if item.run_id is None})
@@ -182,24 +183,23 @@ class Webhooks:
             if not GenerationStatus(gen.status).terminal:
                 runs[i] = gen.run_id
         locked = runs_q.lock_states(tx, sorted(set(runs.values())))
+        receipts = gens_q.record_webhook_receipts(tx, [(*items[i].receipt, items[i].generation_id) for i in runs], now)
         progress = [i for i in runs if not items[i].update.status.terminal]
-        receipts = gens_q.record_webhook_receipts(
-            tx, [(*items[i].receipt, items[i].generation_id) for i in progress], now
-        )
         current = gens_q.webhook_targets(tx, sorted({items[i].generation_id for i in progress}))
-        held, fresh, gens = locked(), receipts(), current()
-        for i, new in zip(progress, fresh, strict=True):
+        held, fresh, gens = locked(), dict(zip(runs, receipts(), strict=True)), current()
+        for i in progress:
             item, gen = items[i], gens.get(items[i].generation_id)
-            if new and runs[i] in held and gen is not None and progress_moves(gen, item.update):
+            if fresh[i] and runs[i] in held and gen is not None and progress_moves(gen, item.update):
                 self.engine.record_progress(tx, runs[i], gen, item.update, now, known=True)
                 gens[item.generation_id] = Row(gen, status="processing", progress=item.update.progress,
                                                live_status=item.update.live_status)
                 results[i] = True
-        for i in sorted((i for i in runs if items[i].update.status.terminal), key=runs.__getitem__):
-            item = items[i]
-            _d, results[i] = self.engine.apply_update_tx(
-                tx, runs[i], item.generation_id, item.update, now, None, None, item.receipt
-            )
+        ending = [i for i in runs if fresh[i] and items[i].update.status.terminal]
+        ended = self.engine.finish_generations_tx(
+            tx, [(runs[i], items[i].generation_id, items[i].update) for i in ending], held, now
+        )
+        for i, applied in zip(ending, ended, strict=True):
+            results[i] = applied
         return results
 
 

@@ -216,3 +216,65 @@ async def test_a_webhook_found_wrong_in_the_transaction_does_not_spoil_it(server
     assert app.webhook_transactions - before == 1
     assert (await app.get_run(runs[1][0], "alice"))["status"] == "completed"
     assert (await app.get_run(runs[2][0], "alice"))["status"] != "completed"
+
+
+FAN_IN = """
+jobId: two_waits
+inputSchema:
+  note: {type: text, default: ""}
+outputSchema:
+  joined: {type: text, sourceStepId: join, sourceOutputName: text}
+steps:
+  - stepId: left
+    toolId: test.slow_async
+    inputMappings:
+      - {value: 86400, targetInputName: seconds}
+      - {value: "l", targetInputName: note}
+  - stepId: right
+    toolId: test.slow_async
+    inputMappings:
+      - {value: 86400, targetInputName: seconds}
+      - {value: "r", targetInputName: note}
+  - stepId: join
+    toolId: text.concat
+    inputMappings:
+      - {sourceStepId: left, sourceOutputName: note, targetInputName: text}
+      - {sourceStepId: right, sourceOutputName: note, targetInputName: append}
+      - {value: "+", targetInputName: separator}
+"""
+
+
+async def test_both_branches_ended_by_webhooks_of_one_transaction_start_the_join_once(
+    db_url: str, tmp_path: Path,
+) -> None:
+    """Two generations of one run ended by webhooks of the same group commit: the run is locked
+    once, the planner passes over both ends together and the step after them starts once."""
+    (tmp_path / "defs").mkdir()
+    (tmp_path / "defs" / "two_waits.yaml").write_text(FAN_IN)
+    app = App(Settings(home=tmp_path / "home", definitions=[tmp_path / "defs"], test_tools=True, database_url=db_url))
+    try:
+        run_id = await app.submit("two_waits", {}, account_id="alice")
+        worker = app.make_worker(4, sweep_seconds=0)
+        task = asyncio.create_task(worker.run())
+        try:
+            while len(gens := [g for g in (await app.get_run(run_id, "alice"))["generations"]
+                               if g["platformSpecificRunId"]]) < 2:
+                await asyncio.sleep(0.05)
+            before = app.webhook_transactions
+            results = await asyncio.gather(*(
+                app.handle_webhook("builtin", g["generationId"], app.engine.webhook_token("builtin", g["generationId"]),
+                                   {}, json.dumps({"runId": g["platformSpecificRunId"], "status": "completed",
+                                                   "outputs": {"note": g["stepId"], "waited": 1}}).encode())
+                for g in gens
+            ))
+            assert results == [True, True]
+            assert app.webhook_transactions - before == 1
+            run = await app.wait(run_id, timeout=60)
+        finally:
+            worker.stop()
+            await task
+        assert run["status"] == "completed", run
+        assert run["finalOutputs"] == {"joined": "left+right"}
+        assert [g["stepId"] for g in run["generations"]].count("join") == 1
+    finally:
+        await app.aclose()

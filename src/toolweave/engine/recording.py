@@ -1,11 +1,11 @@
 """Recording what services report: a batch of ``submit`` outcomes (group commit), an update from
-a poll, a webhook or a stream (``apply_update_tx``, the one entry point for updates), progress, a
-generation's end with its cost, artifacts and cache entry.
+a poll or a stream (``apply_update_tx``), webhooks arriving together (``record_progress``,
+``finish_generations_tx``), progress, a generation's end with its cost, artifacts and cache entry.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -115,6 +115,37 @@ class Recording(Transitions):
             results[next(i for i in group if i in finished)] = (ctx.dispatches, False)
         return results
 
+    def finish_generations_tx(
+        self, tx: Tx, ends: Sequence[tuple[str, str, RunUpdate]], runs: Mapping[str, Row], now: float
+    ) -> list[bool]:
+        """Updates that end generations, ``(run id, generation id, update)``, arriving together
+        (webhooks): the caller holds the lock of every run (``runs``: their locked rows,
+        ``runs_q.lock_states``) and recorded the deliveries. The generations are compare-and-set
+        together and the runs' inputs and step rows read with them (one round trip on
+        PostgreSQL); then, as ``record_submissions_tx`` does, each run makes one pass of the
+        planner for all of its generations that ended. Returns for each whether it applied
+        (False: the generation had ended already, or its run is not in ``runs``)."""
+        order = sorted((i for i in range(len(ends)) if ends[i][0] in runs), key=lambda i: ends[i][0])
+        finished_rows = gens_q.finish_each(tx, [_finish_args(ends[i][1], ends[i][2], now) for i in order])
+        ending = sorted({ends[i][0] for i in order})
+        inputs = runs_q.inputs_of(tx, [r for r in ending if r not in self._run_inputs])
+        read_steps = runs_q.steps_with_work_of(tx, ending)
+        applied = {i: row for i, row in zip(order, finished_rows(), strict=True) if row is not None}
+        for run_id, found in inputs().items():
+            self._keep_inputs(run_id, found)
+        steps = read_steps()
+        by_run: dict[str, list[int]] = {}
+        for i in order:
+            if i in applied:
+                by_run.setdefault(ends[i][0], []).append(i)
+        for run_id, group in by_run.items():
+            run, ctx = runs[run_id], _Ctx(now, None)
+            for i in group:
+                tasks_q.delete_for(tx, ends[i][1], (TaskKind.POLL,))
+                self._finished_generation(tx, run, applied[i], ends[i][2], ctx)
+            self._advance(tx, run_id, ctx, run=run, rows=steps[run_id])
+        return [i in applied for i in range(len(ends))]
+
     def _record_submitted(self, tx: Tx, outcome: Outcome, now: float) -> tuple[list[Work], bool]:
         """Record an asynchronous backend's acceptance (its platform run id): the generation is
         processing and a poll task follows it. The caller holds the run's lock. Returns
@@ -147,14 +178,12 @@ class Recording(Transitions):
 
     def apply_update_tx(
         self, tx: Tx, run_id: str, generation_id: str, update: RunUpdate, now: float, lease: Lease | None = None,
-        claim: tasks_q.Claim | None = None, receipt: tuple[str, str] | None = None,
+        claim: tasks_q.Claim | None = None,
     ) -> tuple[list[Work], bool]:
-        """The one entry point for updates (poll, webhook, stream). Returns (dispatches, applied)."""
+        """One update of a generation (a poll, a stream). Returns (dispatches, applied)."""
         ctx = _Ctx(now, lease.attempt(tx) if lease else None)
         if claim is not None:
             tasks_q.finish_many(tx, [claim])
-        if receipt is not None and not gens_q.record_webhook_receipt(tx, receipt[0], receipt[1], generation_id, now):
-            return [], False
         applied = self._apply_update(tx, run_id, generation_id, update, ctx)
         return ctx.dispatches, applied
 
@@ -259,11 +288,18 @@ def _finish_of(outcome: Outcome, now: float) -> dict[str, Any]:
     """``generations.finish``'s arguments for a generation its ``submit`` finished."""
     update = outcome.update
     assert update is not None
+    return {
+        **_finish_args(outcome.work.generation_id, update, now), "requested_at": outcome.requested_at,
+        "answered_at": outcome.answered_at, "platform_run_id": outcome.platform_run_id,
+    }
+
+
+def _finish_args(generation_id: str, update: RunUpdate, now: float) -> dict[str, Any]:
+    """``generations.finish``'s arguments for a terminal update of a generation."""
     completed = update.status is GenerationStatus.COMPLETED
     return {
-        "generation_id": outcome.work.generation_id, "status": update.status, "now": now,
+        "generation_id": generation_id, "status": update.status, "now": now,
         "outputs": update.outputs if completed else None,
         "error": update.error.model_dump() if update.error else None,
-        "raw": update.raw, "progress": 1.0 if completed else None, "requested_at": outcome.requested_at,
-        "answered_at": outcome.answered_at, "platform_run_id": outcome.platform_run_id,
+        "raw": update.raw, "progress": 1.0 if completed else None,
     }

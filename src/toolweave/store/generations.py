@@ -132,13 +132,6 @@ def update(tx: Tx, generation_id: str, **values: Any) -> None:
     tx.q(f"UPDATE generations SET {sets} WHERE generation_id = :id_", {"id_": generation_id, **values})
 
 
-def record_webhook_receipt(tx: Tx, service: str, key: str, generation_id: str, now: float) -> bool:
-    """Remember a webhook delivery; False when the same delivery was applied before (or is being
-    applied by a concurrent request: PostgreSQL makes this one wait for it)."""
-    row = tx.q(_RECEIPT, {"service": service, "key": key, "gen": generation_id, "now": now}).fetchone()
-    return row is not None
-
-
 _RECEIPT = (
     "INSERT INTO webhook_receipts (service, event_key, generation_id, received_at) "
     "VALUES (:service, :key, :gen, :now) ON CONFLICT (service, event_key) DO NOTHING RETURNING event_key"
@@ -146,8 +139,10 @@ _RECEIPT = (
 
 
 def record_webhook_receipts(tx: Tx, receipts: list[tuple[str, str, str]], now: float) -> Callable[[], list[bool]]:
-    """``record_webhook_receipt`` of several deliveries ``(service, key, generation id)``, sent
-    together; the returned function says for each whether it is new (``Tx.fetch_each``)."""
+    """Remember webhook deliveries ``(service, key, generation id)``, sent together; the returned
+    function says for each whether it is new: False when the same delivery was applied before, or
+    earlier in the list, or is being applied by a concurrent transaction (PostgreSQL makes this
+    one wait for it) (``Tx.fetch_each``)."""
     found = tx.fetch_each(_RECEIPT, [{"service": s, "key": k, "gen": g, "now": now} for s, k, g in receipts])
     return lambda: [row is not None for row in found()]
 
