@@ -155,10 +155,9 @@ class Webhooks:
         one of another service: ``NotFound``; another platform run: ``WebhookRejected``; one that
         has ended: a duplicate): each such item gets its error, the others go on. Then every run
         of the batch is locked in one statement, in the order of their ids (as the worker's
-        batches lock theirs, so two such transactions cannot deadlock), and for the progress
-        reports the deliveries are recorded (repeats are no-ops) and their generations read again
-        under those locks, sent together: on PostgreSQL one round trip for the batch, their writes
-        queued. A progress report moves its generation forward only (``progress_moves``), in the
+        batches lock theirs, so two such transactions cannot deadlock), the deliveries recorded
+        (a repeat is a no-op) and the progress reports' generations read again under those locks,
+        sent together: on PostgreSQL one round trip for the batch, their writes queued. A progress report moves its generation forward only (``progress_moves``), in the
         order the reports came. The reports that end generations follow, all of them at once
         (``Engine.finish_generations_tx``: one more round trip, and one pass of the planner per
         run)."""
