@@ -85,8 +85,8 @@ async def work(variant: str, n: int, wal: bool, url: str | None = None) -> None:
     transactions = 0
     plain_init, plain_run_on, plain_cursor = db.Tx.__init__, db.Store._run_on, db.Tx._cursor
 
-    def init(tx: db.Tx, cursor: Any, dialect: str) -> None:
-        plain_init(tx, _TimedCursor(cursor, totals, counts), dialect)
+    def init(tx: db.Tx, cursor: Any, dialect: str, **options: Any) -> None:
+        plain_init(tx, _TimedCursor(cursor, totals, counts), dialect, **options)
 
     def pipelined_cursor(tx: db.Tx) -> Any:  # the cursors a pipelined transaction reads later
         return _TimedCursor(plain_cursor(tx), totals, counts)

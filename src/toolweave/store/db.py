@@ -25,16 +25,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
-import re
 import threading
-from collections.abc import Callable, Hashable, Mapping, Sequence
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
-from toolweave.store.codec import _ROW_PLANS, _Decoders, _encode, _row_plan
+from toolweave.store import multirow
+from toolweave.store.codec import _ROW_PLANS
 from toolweave.store.connections import (
     _connection_lost,
     _Connections,
@@ -43,340 +42,19 @@ from toolweave.store.connections import (
     _sqlite_connect,
     normalise_url,
 )
+from toolweave.store.tx import NOTIFY_CHANNEL, Row, Tx, Unexpected, _sql_for, in_list
 from toolweave.store.wake import Wakeups
+
+__all__ = ["NOTIFY_CHANNEL", "Row", "Store", "Tx", "Unexpected", "_sql_for", "in_list"]
 
 P = ParamSpec("P")
 T = TypeVar("T")
 
-NOTIFY_CHANNEL = "toolweave_tasks"
 CONFLICT_SQLSTATES = frozenset({"40P01", "40001"})
 """deadlock_detected and serialization_failure: PostgreSQL rolled the transaction back to let
 another one through; it is run again (its function must be safe to run again, as for a careful rerun)."""
 MAX_CONFLICT_RERUNS = 3
 log = logging.getLogger("toolweave.store")
-
-
-_NAMED = re.compile(r"(?<![:\w]):([a-zA-Z_]\w*)")
-
-
-class Row(dict[str, Any]):
-    """A result row: a dict that also answers attribute access (``row.status``)."""
-
-    __slots__ = ()
-
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return self[name]
-        except KeyError:
-            raise AttributeError(name) from None
-
-
-class Tx:
-    """One transaction: a DB-API connection plus what should happen after it commits.
-
-    ``q``/``one``/``all`` run plain SQL (``:name`` parameters) straight on the DB-API cursor: the
-    hot path of the engine pays no statement construction. Dict and list parameters are stored as
-    JSON, Decimals as text; rows come back as ``Row`` with JSON, boolean and decimal columns
-    decoded.
-
-    In a pipelined transaction (PostgreSQL writers) a statement is sent without waiting for it;
-    reading a result waits for it and for everything sent before it. Writes queued with ``put``
-    or ``expect`` are held until the transaction next reads (or commits) and then sent together,
-    one ``executemany`` per statement: many steps' writes cost a statement each, not a statement
-    per step.
-    """
-
-    __slots__ = (
-        "_arrays", "_batch", "_batch_keys", "_checks", "_results", "committed", "cursor", "deferred", "dialect",
-        "event_runs", "pipeline", "statements", "woken",
-    )
-
-    def __init__(self, cursor: Any, dialect: str, pipeline: Any = None) -> None:
-        self.cursor = cursor
-        self.dialect = dialect
-        self.pipeline = pipeline
-        """psycopg's pipeline when this transaction's statements are pipelined, else None."""
-        self.statements = 0
-        """Statements whose results came back (a transaction that failed at 0 never began)."""
-        self._batch: dict[str, list[tuple[Mapping[str, Any], int, Callable[[Row | None], None] | None]]] = {}
-        self._batch_keys: set[Hashable] = set()
-        self._checks: list[tuple[Any, int, str]] = []
-        self._results: list[tuple[str, Any, list[Callable[[Row | None], None] | None]]] = []
-        self.event_runs: set[str] = set()
-        """Runs this transaction appends events to (``Store.on_events`` hears of them at commit)."""
-        self.woken = False
-        self.deferred: dict[str, list[Mapping[str, Any]]] = {}
-        self._arrays: dict[str, str] = {}
-        self.committed: list[Callable[[], None]] = []
-
-    def after_commit(self, callback: Callable[[], None]) -> None:
-        """Call ``callback`` once this transaction has committed (never if it rolls back): what a
-        process remembers about the database (a cache of rows known to exist) must not run ahead
-        of it."""
-        self.committed.append(callback)
-
-    def defer(self, sql: str, rows: Sequence[Mapping[str, Any]], *, arrays: str | None = None) -> None:
-        """Queue insert rows that nothing reads back in this transaction; they are written with one
-        ``executemany`` per statement just before the commit (e.g. events of a whole batch).
-
-        ``arrays`` is the same insert written for PostgreSQL over one array per column (each
-        ``:column`` an array of the rows' values, in order; e.g. ``SELECT … FROM unnest(…) WITH
-        ORDINALITY … ORDER BY``): several rows then go as one statement, whose text never changes
-        (psycopg prepares it once), not one statement per row."""
-        self.deferred.setdefault(sql, []).extend(rows)
-        if arrays is not None:
-            self._arrays[sql] = arrays
-
-    def flush_deferred(self) -> None:
-        for sql, rows in self.deferred.items():
-            arrays = self._arrays.get(sql) if self.dialect == "postgresql" and len(rows) > 1 else None
-            if arrays is None:
-                self.many(sql, rows)
-                continue
-            if self._batch:
-                self._send_batch()
-            encoded = [_encode(row) for row in rows]
-            columns = {name: [row[name] for row in encoded] for name in encoded[0]}
-            self.cursor.execute(_sql_for(arrays, self.dialect), columns)
-            if self.pipeline is None:
-                self.statements += 1
-        self.deferred.clear()
-
-    # --- statements ----------------------------------------------------------------------------
-
-    def q(self, sql: str, params: Mapping[str, Any] | None = None) -> Any:
-        """Run a statement; returns the cursor (in a pipelined transaction, reading its results
-        waits for them)."""
-        if self._batch:
-            self._send_batch()
-        cur = self.cursor
-        cur.execute(_sql_for(sql, self.dialect), _encode(params) if params else {})
-        if self.pipeline is None:
-            self.statements += 1
-        return cur
-
-    def many(self, sql: str, rows: Sequence[Mapping[str, Any]]) -> None:
-        if rows:
-            if self._batch:
-                self._send_batch()
-            self.cursor.executemany(_sql_for(sql, self.dialect), [_encode(r) for r in rows])
-            if self.pipeline is None:
-                self.statements += 1
-
-    def all(self, sql: str, params: Mapping[str, Any] | None = None) -> list[Row]:
-        cur = self.q(sql, params)
-        return self._rows(sql, cur)
-
-    def one(self, sql: str, params: Mapping[str, Any] | None = None) -> Row | None:
-        cur = self.q(sql, params)
-        if self.pipeline is not None:
-            self.sync()
-        plan = self._plan(sql, cur)
-        if plan is None:
-            return None
-        r = cur.fetchone()
-        if r is None:
-            return None
-        rest = cur.fetchall()
-        if rest:
-            raise RuntimeError("one() found more than one row")
-        return _decode(plan[0], plan[1], r)
-
-    def rowcount(self, sql: str, params: Mapping[str, Any] | None = None) -> int:
-        cur = self.q(sql, params)
-        if self.pipeline is not None:
-            self.sync()
-        count: int = cur.rowcount
-        return count
-
-    def fetch(self, sql: str, params: Mapping[str, Any] | None = None) -> Callable[[], list[Row]]:
-        """Send a query now and read its rows later (the returned function): several reads sent
-        one after the other cost one round trip in a pipelined transaction."""
-        if self.pipeline is None:
-            rows = self.all(sql, params)
-            return lambda: rows
-        if self._batch:
-            self._send_batch()
-        cur = self._cursor()
-        cur.execute(_sql_for(sql, self.dialect), _encode(params) if params else {})
-        return lambda: self._rows(sql, cur)
-
-    def fetch_each(self, sql: str, rows: Sequence[Mapping[str, Any]]) -> Callable[[], list[Row | None]]:
-        """Run one statement once per parameter row; the returned function gives the row each run
-        returned (or None). On PostgreSQL they go in one ``executemany``, read later like
-        ``fetch``'s."""
-        if not rows:
-            return list
-        if self.dialect != "postgresql":
-            found = [self.one(sql, r) for r in rows]
-            return lambda: found
-        if self._batch:
-            self._send_batch()
-        cur = self._cursor()
-        cur.executemany(_sql_for(sql, self.dialect), [_encode(r) for r in rows], returning=True)
-        if self.pipeline is None:
-            self.statements += 1
-        return lambda: self._each_rows(sql, cur)
-
-    def expect(self, sql: str, params: Mapping[str, Any], *, key: Hashable) -> bool:
-        """A compare-and-set whose outcome the caller can predict: it changes one row (``key``
-        names it). Returns whether it did. In a pipelined transaction it is queued with the
-        other writes (``put``) and taken as done; it is checked before the commit, and a
-        transaction in which one did not apply is rolled back and run again unpipelined, where
-        every ``expect`` waits for its result (see the module's docstring). Only for statements
-        that change their row unless another transaction raced this one past a lock it holds."""
-        if self.pipeline is None:
-            return self.rowcount(sql, params) == 1
-        self._queue(sql, params, key, 1, None)
-        return True
-
-    def put(
-        self, sql: str, params: Mapping[str, Any], *, key: Hashable | None = None,
-        then: Callable[[Row | None], None] | None = None,
-    ) -> None:
-        """A write nothing reads back before this transaction's next read: queued and sent with the
-        other queued writes of the same statement in one ``executemany`` when the transaction next
-        reads or commits (at once when not pipelined). ``key`` names the row an UPDATE changes
-        (a second write of the same row sends the first ones before it is queued). ``then(row)``
-        hears the row it returned (an INSERT's generated id), before the commit."""
-        if self.pipeline is None:
-            if then is None:
-                self.q(sql, params)
-            else:
-                then(self.one(sql, params))
-            return
-        self._queue(sql, params, key, 0, then)
-
-    def _queue(
-        self, sql: str, params: Mapping[str, Any], key: Hashable | None, rows: int,
-        then: Callable[[Row | None], None] | None,
-    ) -> None:
-        if key is not None:
-            if key in self._batch_keys:
-                self._send_batch()
-            self._batch_keys.add(key)
-        self._batch.setdefault(sql, []).append((params, rows, then))
-
-    def _send_batch(self) -> None:
-        """Send the queued writes, one ``executemany`` per statement (queued writes change
-        different rows, so their order does not matter)."""
-        batch, self._batch = self._batch, {}
-        self._batch_keys.clear()
-        for sql, entries in batch.items():
-            cur = self._cursor()
-            thens = [then for _, _, then in entries]
-            returning = any(then is not None for then in thens)
-            if len(entries) == 1:
-                cur.execute(_sql_for(sql, self.dialect), _encode(entries[0][0]))
-            else:
-                cur.executemany(_sql_for(sql, self.dialect), [_encode(p) for p, _, _ in entries], returning=returning)
-            expected = sum(rows for _, rows, _ in entries)
-            if expected:
-                self._checks.append((cur, expected, sql))
-            if returning:
-                self._results.append((sql, cur, thens))
-
-    def _cursor(self) -> Any:
-        return self.cursor.connection.cursor()
-
-    # --- results -------------------------------------------------------------------------------
-
-    def _rows(self, sql: str, cur: Any) -> list[Row]:
-        if self.pipeline is not None and cur.pgresult is None:
-            self.sync()  # its result has not come back yet
-        plan = self._plan(sql, cur)
-        if plan is None:
-            return []
-        names, decoders = plan
-        return [_decode(names, decoders, r) for r in cur.fetchall()]
-
-    def _each_rows(self, sql: str, cur: Any) -> list[Row | None]:
-        found: list[Row | None] = []
-        while True:
-            got = self._rows(sql, cur)
-            found.append(got[0] if got else None)
-            if not cur.nextset():
-                return found
-
-    def _plan(self, sql: str, cur: Any) -> tuple[tuple[str, ...], _Decoders] | None:
-        """The result's column names and decoders; None when the statement returned no rows. On
-        PostgreSQL the cached plan is checked against the result's column count: psycopg builds
-        its ``description`` anew on each use, which cost more than reading the rows."""
-        if self.dialect == "postgresql":
-            res = cur.pgresult
-            if res is None or res.status not in _PG_ROWS:
-                return None
-            found = _ROW_PLANS.get(sql)
-            if found is not None and len(found[0]) == res.nfields:
-                return found
-        if cur.description is None:
-            return None
-        return _row_plan(sql, cur.description)
-
-    def sync(self) -> None:
-        """Send the queued writes and wait for every statement sent so far (pipelined
-        transactions)."""
-        if self.pipeline is not None:
-            if self._batch:
-                self._send_batch()
-            self.pipeline.sync()
-            self.statements += 1
-
-    def verify(self) -> None:
-        """Before the commit: read what is still pending and check every ``expect``; raises
-        ``Unexpected`` when one did not change the rows it expected to."""
-        if self.pipeline is None:
-            return
-        self.sync()
-        for cur, expected, sql in self._checks:
-            if cur.rowcount != expected:
-                raise Unexpected(f"{cur.rowcount} rows instead of {expected}: {' '.join(sql.split())[:200]}")
-        results, self._results = self._results, []
-        for sql, cur, thens in results:
-            rows = self._each_rows(sql, cur) if len(thens) > 1 else [next(iter(self._rows(sql, cur)), None)]
-            for then, row in zip(thens, rows, strict=True):
-                if then is not None:
-                    then(row)
-
-    def wake(self) -> None:
-        """Wake workers once this transaction commits (new or re-queued work)."""
-        if not self.woken:
-            self.woken = True
-            if self.dialect == "postgresql":
-                self.q(f"NOTIFY {NOTIFY_CHANNEL}")
-
-    @property
-    def is_postgres(self) -> bool:
-        return self.dialect == "postgresql"
-
-
-class Unexpected(Exception):
-    """A compare-and-set taken as done in a pipelined transaction did not apply (``Tx.expect``)."""
-
-
-@functools.lru_cache(maxsize=512)
-def _sql_for(sql: str, dialect: str) -> str:
-    if dialect == "postgresql":
-        return _NAMED.sub(r"%(\1)s", sql.replace("%", "%%"))
-    return sql.replace(" FOR UPDATE SKIP LOCKED", "").replace(" FOR UPDATE", "")
-
-
-def in_list(prefix: str, values: Sequence[Any]) -> tuple[str, dict[str, Any]]:
-    """``(:p0, :p1, …)`` and its parameters, for ``column IN`` a list of values."""
-    params = {f"{prefix}{i}": value for i, value in enumerate(values)}
-    return "(" + ", ".join(":" + name for name in params) + ")", params
-
-
-_PG_ROWS = (2, 9)
-"""libpq's PGRES_TUPLES_OK and PGRES_SINGLE_TUPLE: a result that has rows."""
-
-def _decode(names: tuple[str, ...], decoders: _Decoders, values: Any) -> Row:
-    row = Row(zip(names, values, strict=True))
-    for name, decoder in decoders:
-        value = row[name]
-        if value is not None:
-            row[name] = decoder(value)
-    return row
 
 
 class Store:
@@ -394,6 +72,8 @@ class Store:
         self._event_listeners: list[Callable[[set[str]], None]] = []
         self.pipelined = self.dialect == "postgresql"
         """Whether writers' statements are pipelined (PostgreSQL; see the module's docstring)."""
+        self._columns: multirow.Columns | None = None
+        """PostgreSQL's column types by table, read at the first write (``multirow``)."""
         self.careful_reruns = 0
         """Transactions run again unpipelined because a compare-and-set taken as done did not apply."""
         self.conflict_reruns = 0
@@ -456,6 +136,8 @@ class Store:
         transaction at the first statement; a writer's statements are pipelined, and a transaction
         in which a compare-and-set taken as done did not apply runs again unpipelined."""
         pipelined = self.pipelined and not readonly
+        if pipelined and self._columns is None:
+            self._columns = multirow.column_types(dbapi)
         for conflicts in range(MAX_CONFLICT_RERUNS + 1):
             try:
                 try:
@@ -475,7 +157,7 @@ class Store:
 
     def _attempt(self, dbapi: Any, fn: Callable[..., T], args: tuple[Any, ...], readonly: bool, pipelined: bool) -> T:
         cursor = dbapi.cursor()
-        tx = Tx(cursor, self.dialect)
+        tx = Tx(cursor, self.dialect, columns=self._columns)
         try:
             if self.dialect == "sqlite":
                 cursor.execute("BEGIN" if readonly else "BEGIN IMMEDIATE")
@@ -614,6 +296,7 @@ class Store:
             return
         upgrade(self.engine)
         _ROW_PLANS.clear()
+        self._columns = None
 
     def _revision(self) -> str | None:
         """The store's schema revision, read without Alembic (None when it has none yet)."""
