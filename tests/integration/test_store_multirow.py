@@ -227,3 +227,17 @@ def test_an_update_plan_joins_by_the_row_it_names() -> None:
     found = multirow.plan(_SET.replace(", expires_at = :at", ""), columns)
     assert found is not None and found.keys == ("k",) and found.update
     assert "LIMIT :count" in found.sql and "v._p_k" in found.sql
+
+
+def test_many_events_keep_the_order_they_were_appended_in(store: Store) -> None:
+    """A run's events are read in the order of their ids (``watching.EventHub``)."""
+    from toolweave.store import events as events_q
+
+    def append(tx: Tx) -> None:
+        _run(tx)
+        for i in range(40):
+            events_q.append(tx, "run", "step.progress", NOW + (40 - i), step_id="s", i=i, cost=Decimal("0.5"))
+
+    store.run_sync(append)
+    found = store.read_sync(lambda tx: events_q.since(tx, "run"))
+    assert [e.data for e in found] == [{"i": i, "cost": "0.5"} for i in range(40)]

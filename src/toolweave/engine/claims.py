@@ -11,7 +11,6 @@ from toolweave.engine.evaluate import EvaluateWork
 from toolweave.engine.transitions import Transitions, _ready_work
 from toolweave.engine.work import DispatchWork, NotFound
 from toolweave.model.status import GenerationStatus, TaskKind
-from toolweave.store import events as events_q
 from toolweave.store import generations as gens_q
 from toolweave.store import runs as runs_q
 from toolweave.store import tasks as tasks_q
@@ -25,6 +24,7 @@ class Claims(Transitions):
         """Lease due tasks and load what each needs. Returns (work items, next due time if idle).
         Tasks found to have nothing left to do (their generation or run finished) are deleted, and
         the claim goes on in the queue for others in their place."""
+        tx.by_index()  # every statement here finds its rows by key
         items: list[Any] = []
         while len(items) < limit:
             found, taken = self._claim(tx, owner, limit - len(items), now)
@@ -38,11 +38,10 @@ class Claims(Transitions):
 
     def _claim(self, tx: Tx, owner: str, limit: int, now: float) -> tuple[list[Any], int]:
         """(work items, how many tasks were leased): stale tasks are finished, not handed out."""
-        claimed = tasks_q.claim(tx, owner, limit, now, self.lease_seconds)
-        needs_generation = [t for t in claimed if t.kind in (TaskKind.DISPATCH, TaskKind.POLL, TaskKind.CANCEL)]
-        found = gens_q.with_tool_shas(tx, [t.ref_id or "" for t in needs_generation])
+        tx.by_index()
+        claimed = tasks_q.claim_with_generations(tx, owner, limit, now, self.lease_seconds)
         items: list[Any] = []
-        for task in claimed:
+        for task, gen in claimed:
             if task.kind is TaskKind.EVALUATE:
                 evaluation = self._evaluation_work(tx, task)
                 if evaluation is None:
@@ -50,10 +49,9 @@ class Claims(Transitions):
                 else:
                     items.append((task, evaluation))
                 continue
-            if task not in needs_generation:
+            if task.kind not in (TaskKind.DISPATCH, TaskKind.POLL, TaskKind.CANCEL):
                 items.append((task, None))
                 continue
-            gen = found.get(task.ref_id or "")
             stale = gen is None or (
                 task.kind in (TaskKind.DISPATCH, TaskKind.POLL) and GenerationStatus(gen.status).terminal
             )
@@ -63,8 +61,7 @@ class Claims(Transitions):
                 continue
             items.append((task, work))
         picked = sorted({w.run_id for t, w in items if t.kind in (TaskKind.DISPATCH, TaskKind.EVALUATE) and w is not None})
-        for run_id in runs_q.mark_picked_up(tx, picked, now):
-            events_q.append(tx, run_id, "run.started", now)
+        runs_q.mark_picked_up(tx, picked, now)
         return items, len(claimed)
 
     def generation_work_tx(self, tx: Tx, generation_id: str) -> DispatchWork:

@@ -77,6 +77,7 @@ class Recording(Transitions):
         step rows of their runs read in one statement. Steps of one run that finished together
         (the branches of a fan-out) make one pass of the planner; the successors they start go
         back with the first of them."""
+        tx.by_index()  # every statement here finds its rows by key
         lease = lease.attempt(tx) if lease is not None else None
         results: list[tuple[list[Work], bool]] = [([], False)] * len(outcomes)
         by_run: dict[str, list[int]] = {}

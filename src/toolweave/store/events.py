@@ -12,14 +12,6 @@ _INSERT = (
     "INSERT INTO events (run_id, type, step_id, data, created_at) VALUES (:run_id, :type, :step_id, :data, :created_at)"
 )
 
-_INSERT_ARRAYS = (
-    "INSERT INTO events (run_id, type, step_id, data, created_at) "
-    "SELECT run_id, type, step_id, data, created_at FROM unnest("
-    "CAST(:run_id AS text[]), CAST(:type AS text[]), CAST(:step_id AS text[]), CAST(:data AS text[])::jsonb[], "
-    "CAST(:created_at AS float8[])) WITH ORDINALITY AS e(run_id, type, step_id, data, created_at, n) ORDER BY n"
-)
-"""``_INSERT`` for many rows on PostgreSQL: one statement (ids in the rows' order), not one per row."""
-
 
 @dataclass(frozen=True)
 class Event:
@@ -48,7 +40,7 @@ def append(tx: Tx, run_id: str, type_: str, now: float, *, step_id: str | None =
 def append_many(tx: Tx, rows: Sequence[Mapping[str, Any]]) -> None:
     """Rows of ``{run_id, type, step_id, data, created_at}``; written together at commit, in order."""
     if rows:
-        tx.defer(_INSERT, rows, arrays=_INSERT_ARRAYS)
+        tx.defer(_INSERT, rows)
         tx.event_runs.update(r["run_id"] for r in rows)
 
 

@@ -59,6 +59,7 @@ _JSON = "jsonb"
 _PREFIX = "_p_"
 _ORDINAL = "_p__o"
 _OWN = frozenset({"rows", "count"})
+_AS_IS = frozenset({str, bool, type(None)})
 """The one-statement form's own parameters."""
 
 
@@ -67,45 +68,48 @@ class Plan:
     ``:rows``), the parameters it reads and their types, the parameters whose values name the row
     an UPDATE changes, and for an INSERT that returns rows, which parameters it can match them by."""
 
-    __slots__ = ("keys", "matches", "params", "sql", "types", "update")
+    __slots__ = ("_fields", "keys", "matches", "params", "sql", "types", "update")
 
     def __init__(self, sql: str, params: tuple[str, ...], types: dict[str, str], keys: tuple[str, ...],
                  matches: tuple[tuple[str, str], ...], update: bool) -> None:
         self.sql, self.params, self.types, self.keys, self.matches, self.update = sql, params, types, keys, matches, update
+        self._fields = tuple((name, _PREFIX + name, types[name] == _JSON) for name in params)
 
     def rows(self, rows: Sequence[Mapping[str, Any]], *, ordinal: bool) -> str | None:
         """The ``:rows`` parameter (JSON text) for these parameter rows, or None when one of them
         cannot go this way (see the module's docstring)."""
         if self.keys and len({tuple(_key(r.get(k)) for k in self.keys) for r in rows}) != len(rows):
             return None  # an UPDATE naming one row twice
+        fields = self._fields
         out: list[dict[str, Any]] = []
         for index, row in enumerate(rows):
             item: dict[str, Any] = {_ORDINAL: index} if ordinal else {}
-            for name in self.params:
-                value = row.get(name)
-                if value is None:
-                    item[_PREFIX + name] = None
-                    continue
+            for name, key, json in fields:
+                value: Any = row.get(name)
                 kind = type(value)
-                if self.types[name] == _JSON:
-                    if kind is not dict and kind is not list:
-                        return None
+                if kind in _AS_IS:
+                    if json and kind is str:
+                        return None  # text for a JSON column: one statement per row decides
                 elif kind is float:
                     if not math.isfinite(value):
+                        return None
+                elif kind is dict or kind is list:
+                    if not json:
                         return None
                 elif kind is int:
                     if not -(2**63) <= value < 2**63:
                         return None
                 elif kind is Decimal:
                     value = str(value)
-                elif isinstance(value, Enum):
+                elif isinstance(value, Enum) and not json:
                     value = value.value
-                elif kind is not str and kind is not bool:
+                else:
                     return None
-                item[_PREFIX + name] = value
+                item[key] = value
             out.append(item)
         try:
-            return orjson.dumps(out, option=orjson.OPT_NON_STR_KEYS).decode()
+            # as ``codec.dumps`` writes a JSON column (``default=str``: a Decimal inside a value)
+            return orjson.dumps(out, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
         except TypeError:  # what orjson refuses inside a JSON value (an integer beyond 64 bits)
             return None
 
@@ -167,8 +171,9 @@ def _insert_plan(columns: Columns, table: str, names: str, values: str, returnin
         matches = tuple((item[1:], col) for col, item in zip(cols, items, strict=True) if item.startswith(":"))
         returned = [c.strip() for c in returning[len(" RETURNING "):].split(",")]
         returning = " RETURNING " + ", ".join(dict.fromkeys([*returned, *(col for _, col in matches)]))
-    sql = (f"INSERT INTO {table} ({', '.join(cols)}) SELECT {select} FROM {_recordset(params)}"
-           f"{returning or ''}")
+    # in the rows' order (events of a run are read in the order of their ids)
+    sql = (f"INSERT INTO {table} ({', '.join(cols)}) SELECT {select} FROM {_recordset(params, ordinal=True)} "
+           f"ORDER BY v.{_ORDINAL}{returning or ''}")
     return Plan(sql, tuple(params), params, (), matches, update=False)
 
 

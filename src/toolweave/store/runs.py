@@ -10,6 +10,7 @@ from decimal import Decimal
 from typing import Any
 
 from toolweave.model.status import RUN_ALLOWED_PRIOR, RunStatus, StepStatus
+from toolweave.store import events as events_q
 from toolweave.store import schema
 from toolweave.store.db import Row, Tx, in_list
 
@@ -224,20 +225,34 @@ def add_cost(tx: Tx, run_id: str, amount: Decimal, now: float) -> None:
     tx.q("UPDATE runs SET cost_usd = :cost, updated_at = :now WHERE run_id = :id", {"cost": current + amount, "now": now, "id": run_id})
 
 
-def mark_picked_up(tx: Tx, run_ids: list[str], now: float) -> list[str]:
-    """Queued runs among ``run_ids`` become running: a worker has claimed one of their tasks.
-    Runs another transaction holds right now are left for their next advance (no waiting on a run's
-    lock while holding task locks). Returns the runs changed."""
+_PICK_UP = (
+    "UPDATE runs SET status = 'running', started_at = COALESCE(started_at, :now), updated_at = :now "
+    "WHERE run_id IN (SELECT run_id FROM runs WHERE run_id IN {ids} AND status = 'queued' "
+    "FOR UPDATE SKIP LOCKED) RETURNING run_id"
+)
+
+
+def mark_picked_up(tx: Tx, run_ids: list[str], now: float) -> None:
+    """Queued runs among ``run_ids`` become running, each with its ``run.started`` event: a worker
+    has claimed one of their tasks. Runs another transaction holds right now are left for their
+    next advance (no waiting on a run's lock while holding task locks). On PostgreSQL one statement
+    that nothing waits for (the events are inserted by it); on SQLite the runs changed are read and
+    their events appended."""
     if not run_ids:
-        return []
+        return
     ids, params = in_list("r", run_ids)
-    rows = tx.all(
-        "UPDATE runs SET status = 'running', started_at = COALESCE(started_at, :now), updated_at = :now "
-        f"WHERE run_id IN (SELECT run_id FROM runs WHERE run_id IN {ids} AND status = 'queued' "
-        "FOR UPDATE SKIP LOCKED) RETURNING run_id",
-        {"now": now, **params},
-    )
-    return [str(r.run_id) for r in rows]
+    if tx.is_postgres:
+        tx.q(
+            f"WITH started AS ({_PICK_UP.format(ids=ids)}) INSERT INTO events (run_id, type, step_id, data, created_at) "
+            "SELECT run_id, 'run.started', NULL, CAST('{}' AS jsonb), :now FROM started ORDER BY run_id",
+            {"now": now, **params},
+        )
+        tx.event_runs.update(run_ids)  # those that did not start hear of no event, which costs nothing
+        return
+    rows = tx.all(_PICK_UP.format(ids=ids), {"now": now, **params})
+    events_q.append_many(tx, [
+        {"run_id": str(r.run_id), "type": "run.started", "step_id": None, "data": {}, "created_at": now} for r in rows
+    ])
 
 
 def request_cancel(tx: Tx, run_id: str, now: float) -> bool:

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from toolweave.model.status import TaskKind
-from toolweave.store.db import Tx
+from toolweave.store import generations as gens_q
+from toolweave.store.db import Row, Tx
 
 
 @dataclass(frozen=True)
@@ -155,6 +156,41 @@ def claim(tx: Tx, owner: str, limit: int, now: float, lease_seconds: float) -> l
     token = new_token()
     rows = tx.all(_CLAIM, {"owner": owner, "token": token, "expires": now + lease_seconds, "now": now, "limit": limit})
     return [Task(r.task_id, TaskKind(r.kind), r.run_id, r.ref_id, r.attempts, token) for r in rows]
+
+
+_CLAIM_WITH_GENERATIONS = (
+    "WITH claimed AS (" + _CLAIM + ") "
+    "SELECT c.task_id AS claimed_task_id, c.kind AS claimed_kind, c.run_id AS claimed_run_id, "
+    "c.ref_id AS claimed_ref_id, c.attempts AS claimed_attempts, g.*, r.tool_shas "
+    "FROM claimed c LEFT JOIN generations g ON g.generation_id = c.ref_id AND c.kind IN ('dispatch', 'poll', 'cancel') "
+    "LEFT JOIN runs r ON r.run_id = g.run_id"
+)
+_NEEDS_GENERATION = frozenset({TaskKind.DISPATCH, TaskKind.POLL, TaskKind.CANCEL})
+
+
+def claim_with_generations(
+    tx: Tx, owner: str, limit: int, now: float, lease_seconds: float
+) -> list[tuple[Task, Row | None]]:
+    """``claim``, each task with what a worker needs to run it: for a dispatch, poll or cancel task
+    its generation with its run's ``tool_shas`` (``generations.with_tool_shas``; None when the
+    generation is gone). On PostgreSQL one statement (one round trip), on SQLite two."""
+    if limit <= 0:
+        return []
+    if not tx.is_postgres:
+        tasks = claim(tx, owner, limit, now, lease_seconds)
+        found = gens_q.with_tool_shas(tx, [t.ref_id or "" for t in tasks if t.kind in _NEEDS_GENERATION])
+        return [(t, found.get(t.ref_id or "") if t.kind in _NEEDS_GENERATION else None) for t in tasks]
+    token = new_token()
+    rows = tx.all(
+        _CLAIM_WITH_GENERATIONS,
+        {"owner": owner, "token": token, "expires": now + lease_seconds, "now": now, "limit": limit},
+    )
+    claimed: list[tuple[Task, Row | None]] = []
+    for r in sorted(rows, key=lambda r: r["claimed_task_id"]):
+        task = Task(r.pop("claimed_task_id"), TaskKind(r.pop("claimed_kind")), r.pop("claimed_run_id"),
+                    r.pop("claimed_ref_id"), r.pop("claimed_attempts"), token)
+        claimed.append((task, r if r["generation_id"] is not None else None))
+    return claimed
 
 
 def heartbeat(tx: Tx, owner: str, now: float, lease_seconds: float) -> int:

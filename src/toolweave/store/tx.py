@@ -46,7 +46,7 @@ class Tx:
     """
 
     __slots__ = (
-        "_arrays", "_batch", "_batch_keys", "_checks", "_results", "columns", "committed", "cursor", "deferred",
+        "_batch", "_batch_keys", "_checks", "_indexed", "_results", "columns", "committed", "cursor", "deferred",
         "dialect", "event_runs", "pipeline", "statements", "woken",
     )
 
@@ -66,8 +66,8 @@ class Tx:
         self.event_runs: set[str] = set()
         """Runs this transaction appends events to (``Store.on_events`` hears of them at commit)."""
         self.woken = False
+        self._indexed = False
         self.deferred: dict[str, list[Mapping[str, Any]]] = {}
-        self._arrays: dict[str, str] = {}
         self.committed: list[Callable[[], None]] = []
 
     def after_commit(self, callback: Callable[[], None]) -> None:
@@ -76,31 +76,15 @@ class Tx:
         of it."""
         self.committed.append(callback)
 
-    def defer(self, sql: str, rows: Sequence[Mapping[str, Any]], *, arrays: str | None = None) -> None:
-        """Queue insert rows that nothing reads back in this transaction; they are written with one
-        ``executemany`` per statement just before the commit (e.g. events of a whole batch).
-
-        ``arrays`` is the same insert written for PostgreSQL over one array per column (each
-        ``:column`` an array of the rows' values, in order; e.g. ``SELECT … FROM unnest(…) WITH
-        ORDINALITY … ORDER BY``): several rows then go as one statement, whose text never changes
-        (psycopg prepares it once), not one statement per row."""
+    def defer(self, sql: str, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Queue insert rows that nothing reads back in this transaction; they are written just
+        before the commit, in the order queued, as one statement on PostgreSQL (``multirow``;
+        e.g. the events of a whole batch) and one ``executemany`` on SQLite."""
         self.deferred.setdefault(sql, []).extend(rows)
-        if arrays is not None:
-            self._arrays[sql] = arrays
 
     def flush_deferred(self) -> None:
         for sql, rows in self.deferred.items():
-            arrays = self._arrays.get(sql) if self.dialect == "postgresql" and len(rows) > 1 else None
-            if arrays is None:
-                self.many(sql, rows)
-                continue
-            if self._batch:
-                self._send_batch()
-            encoded = [_encode(row) for row in rows]
-            columns = {name: [row[name] for row in encoded] for name in encoded[0]}
-            self.cursor.execute(_sql_for(arrays, self.dialect), columns)
-            if self.pipeline is None:
-                self.statements += 1
+            self.many(sql, rows)
         self.deferred.clear()
 
     # --- statements ----------------------------------------------------------------------------
@@ -264,10 +248,15 @@ class Tx:
         match = plan.match(rows) if returning and not plan.update else None
         if returning and not plan.update and match is None:
             return None
-        param = plan.rows(rows, ordinal=returning and plan.update)
+        param = plan.rows(rows, ordinal=not plan.update or returning)
         if param is None:
             return None
+        wrap = plan.update and not self._indexed
+        if wrap:
+            self.cursor.execute(_INDEX_JOINS)
         cur.execute(_sql_for(plan.sql, self.dialect), {"rows": param, "count": len(rows)})
+        if wrap:
+            self.cursor.execute(_ANY_JOINS)
         if self.pipeline is None:
             self.statements += 1
 
@@ -345,6 +334,17 @@ class Tx:
                 if then is not None:
                     then(row)
 
+    def by_index(self) -> None:
+        """Plan the rest of this transaction's statements by index (PostgreSQL, local to the
+        transaction): for transactions whose statements all find rows by key (the engine's
+        record and claim), whose tables' statistics may lag behind their growth (see
+        ``_INDEX_JOINS``)."""
+        if self.dialect == "postgresql" and not self._indexed:
+            self._indexed = True
+            if self._batch:
+                self._send_batch()
+            self.cursor.execute(_INDEX_JOINS)
+
     def wake(self) -> None:
         """Wake workers once this transaction commits (new or re-queued work)."""
         if not self.woken:
@@ -355,6 +355,22 @@ class Tx:
     @property
     def is_postgres(self) -> bool:
         return self.dialect == "postgresql"
+
+
+_INDEX_JOINS = (
+    "SELECT set_config('enable_seqscan', 'off', true), set_config('enable_hashjoin', 'off', true), "
+    "set_config('enable_mergejoin', 'off', true)"
+)
+"""Before a many-row UPDATE (``multirow``): find each row by its key's index. Its rows are a JSON
+parameter the planner counts as a handful, and a table whose statistics lag behind its growth (a
+new store filling up before autovacuum analyzed it) looked small enough to scan whole and hash:
+every batch then read every step row of every run. One row at a time, a key always used its index.
+The setting is local to the transaction and set back right after the statement (``Tx.by_index``
+keeps it for a whole transaction)."""
+_ANY_JOINS = (
+    "SELECT set_config('enable_seqscan', 'on', true), set_config('enable_hashjoin', 'on', true), "
+    "set_config('enable_mergejoin', 'on', true)"
+)
 
 
 class Unexpected(Exception):
