@@ -37,7 +37,7 @@ class _TimedCursor:
     def __init__(self, cursor: Any, totals: collections.Counter[str], counts: collections.Counter[str]) -> None:
         self._cursor, self._totals, self._counts = cursor, totals, counts
 
-    def execute(self, sql: str, params: Any) -> Any:
+    def execute(self, sql: str, params: Any = None) -> Any:
         started = time.perf_counter()
         try:
             return self._cursor.execute(sql, params)
