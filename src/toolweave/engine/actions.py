@@ -134,6 +134,13 @@ class RunView:
     """Step ids in topological order (computed from ``job`` when empty; the engine caches it)."""
     budget: Budget | None = None
     """The run's cost ceiling, if it has one."""
+    touched: frozenset[str] | None = None
+    """The steps whose work ended since the run was last planned (a generation, a nested run): the
+    planner decides only these and what follows from them (their successors, a fan-in that
+    becomes ready, the run's end), not every step. None: every step (a timer, an answer, an
+    evaluation, a cancel, a retry, a new run)."""
+    unfinished: frozenset[str] | None = None
+    """The steps not finished as stored (computed from ``steps`` when None and needed)."""
 
 
 # --- actions ---------------------------------------------------------------------------------
@@ -290,6 +297,9 @@ class Wake:
     """Decide again at this time (a retry falls due, a timeout or the deadline passes)."""
 
     at: float
+    keep_earlier: bool = False
+    """The call decided only the steps a transition touched (``RunView.touched``): a timer already
+    set earlier (for a step it did not see) stays; otherwise this one replaces it."""
 
 
 Action = (

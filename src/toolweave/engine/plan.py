@@ -21,6 +21,7 @@ that ask a person), ``plan_rules`` (order, backoff, seeds, final outputs).
 
 from __future__ import annotations
 
+import heapq
 from dataclasses import replace
 
 from toolweave.engine.actions import (
@@ -56,6 +57,8 @@ from toolweave.engine.plan_asks import AskPlanning
 from toolweave.engine.plan_maps import MapPlanning
 from toolweave.engine.plan_rules import (
     MAX_RETRY_AFTER_SECONDS,
+    Graph,
+    graph_of,
     resolve_job_outputs,
     retry_delay,
     topological_order,
@@ -120,9 +123,8 @@ class _Planner(MapPlanning, AskPlanning):
 
     def visit_pending(self, step: Step, view: StepView) -> None:
         sid = step.step_id
-        for dep in step.all_dependencies:
-            if (dep in self.status and not self.status[dep].terminal) or dep in self.gathering:
-                return
+        if self.blocked(sid):
+            return
         context = self.step_context()
         reason = mapping_unavailable(step, context)
         if reason is not None:
@@ -205,6 +207,57 @@ class _Planner(MapPlanning, AskPlanning):
             status, error = RunStatus.COMPLETED, None
         self.actions.append(FinishRun(status, outputs, error))
 
+    def blocked(self, sid: str) -> bool:
+        """True while a dependency of the step has not finished, or is a map step whose outputs the
+        engine has yet to gather. Walking from the touched steps, only the steps stored as
+        unfinished can be unfinished still: the smaller of them and the dependencies is read, and
+        the first dependency found unfinished ends it, so a fan-in's readiness costs about the same
+        however many of its branches have finished."""
+        deps = self.graph.dependencies.get(sid, frozenset())
+        if self.gathering and not deps.isdisjoint(self.gathering):
+            return True
+        status = self.status
+        unfinished = self.unfinished
+        if unfinished is None:
+            return any(dep in status and not status[dep].terminal for dep in deps)
+        small, large = (unfinished, deps) if len(unfinished) < len(deps) else (deps, unfinished)
+        return any(dep in large and dep in status and not status[dep].terminal for dep in small)
+
+    def walk_all(self) -> None:
+        """Visit every step in order (each sees what the call did to the steps before it)."""
+        steps = self.graph.steps
+        for sid in self.run.order or self.graph.order:
+            step = steps.get(sid)
+            if step is None:
+                continue
+            self.visit(step)
+            if self.failed is not None:
+                return
+
+    def walk_from(self, touched: frozenset[str]) -> None:
+        """Visit the touched steps and, in order, whatever follows from them: the steps after each
+        one that finishes in this call (ready now, or skipped, which goes on down the graph)."""
+        graph = self.graph
+        heap = [(graph.index[sid], sid) for sid in touched if sid in graph.index]
+        heapq.heapify(heap)
+        queued = set(touched)
+        while heap:
+            _, sid = heapq.heappop(heap)
+            before = self.status[sid]
+            self.visit(graph.steps[sid])
+            self.visited.append(sid)
+            if self.failed is not None:
+                return
+            if not before.terminal and self.status[sid].terminal:
+                for after in graph.dependents[sid]:
+                    if after not in queued:
+                        queued.add(after)
+                        heapq.heappush(heap, (graph.index[after], after))
+
+    def waits(self, sid: str) -> bool:
+        status = self.status[sid]
+        return status is StepStatus.WAITING_INPUT or (status is StepStatus.RUNNING and self.run.steps[sid].child_waiting)
+
     def decide(self) -> list[Action]:
         run = self.run
         if run.status.terminal:
@@ -219,14 +272,14 @@ class _Planner(MapPlanning, AskPlanning):
             self.cancel_rest("the run passed its deadline")
             self.actions.append(FinishRun(RunStatus.FAILED, {}, _error("the run passed its deadline", code="deadline")))
             return self.actions
-        steps = {s.step_id: s for s in self.job.steps}
-        for sid in run.order or topological_order(self.job):
-            step = steps.get(sid)
-            if step is None:
-                continue
-            self.visit(step)
-            if self.failed is not None:
-                break
+        touched = run.touched if run.status is not RunStatus.QUEUED else None
+        if touched is None:
+            self.walk_all()
+        else:
+            self.unfinished = run.unfinished if run.unfinished is not None else frozenset(
+                sid for sid, view in run.steps.items() if not view.status.terminal
+            )
+            self.walk_from(touched)
         if self.failed is not None:
             # no step starts (or goes to be evaluated) in a call that halts the run: drop the starts
             # made before the failure was seen, so the cancellation below leaves no new work behind
@@ -243,20 +296,28 @@ class _Planner(MapPlanning, AskPlanning):
             err = {**(error or {}), "message": f"step {step_id} failed: {message}", "step_id": step_id}
             self.actions.append(FinishRun(RunStatus.FAILED, {}, err))
             return self.actions
-        if all(s.terminal for s in self.status.values()):
+        # the steps that may still be unfinished: all of them, or (walking from the touched steps)
+        # those stored as unfinished, of which only the ones this call finished are terminal now
+        # (so ``all`` stops at about the first one it reads)
+        open_steps = self.status if self.unfinished is None else self.unfinished
+        if all(self.status[sid].terminal for sid in open_steps):
             if not self.gathering:  # else the engine gathers the map outputs and decides again
                 self.finish()
             return self.actions
-        waiting = any(s is StepStatus.WAITING_INPUT or (s is StepStatus.RUNNING and run.steps[sid].child_waiting)
-                      for sid, s in self.status.items())
+        if self.unfinished is None or run.status is RunStatus.WAITING_INPUT or any(map(self.waits, self.visited)):
+            waiting = any(map(self.waits, open_steps))
+        else:  # nothing waited when the run was last planned (it would wait), and no step seen waits
+            waiting = False
         if waiting != (run.status is RunStatus.WAITING_INPUT):
             self.actions.append(SetWaiting(waiting))
-        if run.deadline_at is not None:
-            self.wake_at(run.deadline_at)
-        if self.wake is not None:
-            self.actions.append(Wake(self.wake))
+        if self.unfinished is None:
+            if run.deadline_at is not None:
+                self.wake_at(run.deadline_at)
+            if self.wake is not None:
+                self.actions.append(Wake(self.wake))
+        elif self.wake is not None:  # the timers of steps this call did not see are set already
+            self.actions.append(Wake(self.wake, keep_earlier=True))
         return self.actions
-
 
 
 def decide(run: RunView, now: float) -> list[Action]:
@@ -278,6 +339,7 @@ __all__ = [  # the planner, and the vocabulary of engine.actions it speaks
     "FailStep",
     "FinishItem",
     "FinishRun",
+    "Graph",
     "ItemView",
     "MapView",
     "OpenMap",
@@ -291,6 +353,7 @@ __all__ = [  # the planner, and the vocabulary of engine.actions it speaks
     "StepView",
     "Wake",
     "decide",
+    "graph_of",
     "resolve_job_outputs",
     "retry_delay",
     "topological_order",

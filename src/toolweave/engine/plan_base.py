@@ -5,8 +5,9 @@ a step, and what follows a failed attempt (retry, fallback, skip, halt). Pure: n
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import replace
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from toolweave.engine.actions import (
     Action,
@@ -24,10 +25,12 @@ from toolweave.engine.ceiling import Ceiling
 from toolweave.engine.evaluate import templates_loop
 from toolweave.engine.mapping import MappingError, resolve_step_inputs
 from toolweave.engine.plan_rules import error as _error
-from toolweave.engine.plan_rules import retry_after, retry_delay, seeded
+from toolweave.engine.plan_rules import graph_of, retry_after, retry_delay, seeded
 from toolweave.inputs import InputError, drawn_seeds, prepare_inputs
 from toolweave.model.definitions import ErrorStrategy, Step
 from toolweave.model.status import StepStatus
+
+V = TypeVar("V")
 
 
 class PlannerBase:
@@ -36,15 +39,11 @@ class PlannerBase:
         self.now = now
         self.job = run.job
         self.actions: list[Action] = []
-        self._context: dict[str, dict[str, Any]] | None = None
-        self.status: dict[str, StepStatus] = _Watched(((sid, v.status) for sid, v in run.steps.items()), self._changed)
-        self.outputs: dict[str, dict[str, Any] | None] = _Watched(
-            ((sid, v.outputs) for sid, v in run.steps.items()), self._changed
-        )
-        self.by_error: dict[str, bool] = {
-            sid: v.skipped_by_error or (v.status is StepStatus.SUCCEEDED and v.map is not None and v.map.failed > 0)
-            for sid, v in run.steps.items()
-        }
+        self._context: _Context | None = None
+        steps = run.steps
+        self.status: _Overlay[StepStatus] = _Overlay(steps, _status_of, self._changed)
+        self.outputs: _Overlay[dict[str, Any] | None] = _Overlay(steps, _outputs_of, self._changed)
+        self.by_error: _Overlay[bool] = _Overlay(steps, _by_error_of, None)
         """Steps whose error was skipped past (a map step that succeeded with failed items counts)."""
         self.wake: float | None = None
         self.failed: tuple[str, str, dict[str, Any] | None] | None = None
@@ -56,22 +55,27 @@ class PlannerBase:
         """The last item that failed in this call, and its error (named in the map step's error)."""
         self.ceiling = Ceiling(run.budget, run.steps)
         """The run's cost ceiling, if it has one: what is spent and under way (``engine.ceiling``)."""
+        self.graph = graph_of(run.job)
+        self.unfinished: frozenset[str] | None = None
+        """Walking from the touched steps (``RunView.touched``): the steps stored as unfinished."""
+        self.visited: list[str] = []
+        """Walking from the touched steps: the steps visited."""
 
-    def step_context(self) -> dict[str, dict[str, Any]]:
+    def step_context(self) -> Mapping[str, dict[str, Any]]:
         """What mappings, templates and conditions see of the steps (``steps.<id>.status``,
-        ``steps.<id>.outputs``), as the call has changed them so far: built once per call and kept
-        up to date step by step (``_changed``), so starting the branches of a wide fan-out costs
-        the same per branch as starting one. Read it during a call; keep a copy."""
+        ``steps.<id>.outputs``), as the call has changed them so far. A step's entry is made when it
+        is first read and made again when the call changes the step, so reading a few steps costs
+        the same however many the run has. Read it during a call; keep a copy."""
         if self._context is None:
-            self._context = {sid: self._entry(sid) for sid in self.status}
+            self._context = _Context(self)
         return self._context
 
     def _entry(self, sid: str) -> dict[str, Any]:
         return {"status": str(self.status[sid]), "outputs": self.outputs.get(sid) or {}}
 
     def _changed(self, sid: str) -> None:
-        if self._context is not None and sid in self.status:
-            self._context[sid] = self._entry(sid)
+        if self._context is not None:
+            self._context._entries.pop(sid, None)
 
     def wake_at(self, at: float) -> None:
         self.wake = at if self.wake is None else min(self.wake, at)
@@ -229,16 +233,81 @@ class PlannerBase:
         raise NotImplementedError  # engine.plan_asks
 
 
-class _Watched(dict[str, Any]):
-    """A dict of the planner's that tells it which key changed (its step context follows)."""
+def _status_of(view: StepView) -> StepStatus:
+    return view.status
 
-    __slots__ = ("_on_set",)
 
-    def __init__(self, items: Any, on_set: Any) -> None:
-        super().__init__(items)
+def _outputs_of(view: StepView) -> dict[str, Any] | None:
+    return view.outputs
+
+
+def _by_error_of(view: StepView) -> bool:
+    return view.skipped_by_error or (view.status is StepStatus.SUCCEEDED and view.map is not None and view.map.failed > 0)
+
+
+class _Overlay(Generic[V]):
+    """One value per step as the call has changed it, else as the run's view has it. Reading or
+    changing one step costs the same however many steps the run has; going over them all
+    (``items``, ``values``) reads every step's view."""
+
+    __slots__ = ("_on_set", "_read", "_steps", "changed")
+
+    def __init__(self, steps: Mapping[str, StepView], read: Callable[[StepView], V],
+                 on_set: Callable[[str], None] | None) -> None:
+        self.changed: dict[str, V] = {}
+        self._steps = steps
+        self._read = read
         self._on_set = on_set
 
-    def __setitem__(self, key: str, value: Any) -> None:
-        super().__setitem__(key, value)
-        self._on_set(key)
+    def __getitem__(self, sid: str) -> V:
+        changed = self.changed
+        if sid in changed:
+            return changed[sid]
+        return self._read(self._steps[sid])
 
+    def get(self, sid: str, default: Any = None) -> Any:
+        return self[sid] if sid in self._steps else default
+
+    def __contains__(self, sid: object) -> bool:
+        return sid in self._steps
+
+    def __setitem__(self, sid: str, value: V) -> None:
+        self.changed[sid] = value
+        if self._on_set is not None:
+            self._on_set(sid)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._steps)
+
+    def items(self) -> Iterator[tuple[str, V]]:
+        return ((sid, self[sid]) for sid in self._steps)
+
+    def values(self) -> Iterator[V]:
+        return (self[sid] for sid in self._steps)
+
+
+class _Context(Mapping[str, dict[str, Any]]):
+    """``PlannerBase.step_context``: an entry per step, made when first read."""
+
+    __slots__ = ("_entries", "_planner")
+
+    def __init__(self, planner: PlannerBase) -> None:
+        self._entries: dict[str, dict[str, Any]] = {}
+        self._planner = planner
+
+    def __getitem__(self, sid: str) -> dict[str, Any]:
+        entry = self._entries.get(sid)
+        if entry is None:
+            if sid not in self._planner.status:
+                raise KeyError(sid)
+            entry = self._entries[sid] = self._planner._entry(sid)
+        return entry
+
+    def __contains__(self, sid: object) -> bool:
+        return sid in self._planner.status
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._planner.status)
+
+    def __len__(self) -> int:
+        return len(self._planner.run.steps)

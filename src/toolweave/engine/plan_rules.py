@@ -7,11 +7,12 @@ from __future__ import annotations
 import hashlib
 import random
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from toolweave.engine.actions import StepView
 from toolweave.engine.mapping import MappingError, follow_path
-from toolweave.model.definitions import JobDefinition
+from toolweave.model.definitions import JobDefinition, Step
 from toolweave.model.graph import output_source, sink_steps, step_order
 from toolweave.model.status import StepStatus
 
@@ -19,6 +20,55 @@ from toolweave.model.status import StepStatus
 def topological_order(job: JobDefinition) -> list[str]:
     """Step ids in dependency order; ties keep the order of the file (a validated job has no cycle)."""
     return step_order(job.steps)
+
+
+@dataclass(frozen=True, slots=True)
+class Graph:
+    """What the planner needs of a job's step graph to decide only the steps a transition touches:
+    each step's place in the order, its dependencies (explicit and implied by its sources) and the
+    steps that depend on it; the steps that map, nest a job or ask."""
+
+    order: tuple[str, ...]
+    steps: Mapping[str, Step]
+    index: Mapping[str, int]
+    dependencies: Mapping[str, frozenset[str]]
+    dependents: Mapping[str, tuple[str, ...]]
+    maps: tuple[str, ...]
+    nested: tuple[str, ...]
+    asks: tuple[str, ...]
+
+
+_GRAPHS: dict[int, tuple[JobDefinition, Graph]] = {}
+_GRAPHS_KEPT = 512
+
+
+def graph_of(job: JobDefinition) -> Graph:
+    """The job's ``Graph``, made once per definition object (definitions are immutable snapshots,
+    kept by the engine; a few hundred graphs are kept)."""
+    found = _GRAPHS.get(id(job))
+    if found is not None and found[0] is job:
+        return found[1]
+    order = tuple(topological_order(job))
+    dependencies = {s.step_id: frozenset(s.all_dependencies) for s in job.steps}
+    dependents: dict[str, list[str]] = {sid: [] for sid in order}
+    for sid in order:
+        for dep in dependencies.get(sid, ()):
+            if dep in dependents:
+                dependents[dep].append(sid)
+    graph = Graph(
+        order=order, steps={s.step_id: s for s in job.steps}, index={sid: i for i, sid in enumerate(order)}, dependencies=dependencies,
+        dependents={sid: tuple(after) for sid, after in dependents.items()},
+        maps=tuple(s.step_id for s in job.steps if s.map is not None),
+        nested=tuple(s.step_id for s in job.steps if s.job_id),
+        asks=tuple(s.step_id for s in job.steps if s.ask is not None),
+    )
+    if len(_GRAPHS) >= _GRAPHS_KEPT:
+        try:  # the oldest goes (another thread may be changing the dict: then nothing goes)
+            del _GRAPHS[next(iter(_GRAPHS))]
+        except (StopIteration, RuntimeError, KeyError):
+            pass
+    _GRAPHS[id(job)] = (job, graph)
+    return graph
 
 
 def retry_delay(run_id: str, step_id: str, attempt: int, base: float, cap: float) -> float:

@@ -112,7 +112,8 @@ class Recording(Transitions):
                 update = outcomes[index].update
                 assert update is not None
                 self._finished_generation(tx, run, applied[index], update, ctx)
-            self._advance(tx, run_id, ctx, run=run, rows=steps[run_id])
+            touched = frozenset(applied[index].step_id for index in ended)  # the planner decides from these
+            self._advance(tx, run_id, ctx, run=run, rows=steps[run_id], touched=touched)
             results[next(i for i in group if i in finished)] = (ctx.dispatches, False)
         return results
 
@@ -194,9 +195,10 @@ class Recording(Transitions):
             return False
         if not update.status.terminal:
             return self._record_progress(tx, run_id, gid, update, ctx.now)
-        if not self._finish_generation(tx, run, gid, update, ctx):
+        step_id = self._finish_generation(tx, run, gid, update, ctx)
+        if step_id is None:
             return False
-        self._advance(tx, run_id, ctx, run=run)
+        self._advance(tx, run_id, ctx, run=run, touched=frozenset((step_id,)))
         return True
 
     def _record_progress(self, tx: Tx, run_id: str, gid: str, update: RunUpdate, now: float) -> bool:
@@ -226,9 +228,10 @@ class Recording(Transitions):
         events_q.append(tx, run_id, "step.progress", now, step_id=gen.step_id, progress=update.progress,
                         liveStatus=update.live_status)
 
-    def _finish_generation(self, tx: Tx, run: Any, gid: str, update: RunUpdate, ctx: _Ctx) -> bool:
+    def _finish_generation(self, tx: Tx, run: Any, gid: str, update: RunUpdate, ctx: _Ctx) -> str | None:
         """A terminal update's compare-and-set of the generation, its cost and its artifacts; the
-        caller holds the run's lock and advances the run. False when it was terminal already."""
+        caller holds the run's lock and advances the run. Its step's id; None when it was terminal
+        already."""
         completed = update.status is GenerationStatus.COMPLETED
         row = gens_q.finish(
             tx, gid, update.status, ctx.now,
@@ -238,10 +241,10 @@ class Recording(Transitions):
             progress=1.0 if completed else None,
         )
         if row is None:
-            return False
+            return None
         tasks_q.delete_for(tx, gid, (TaskKind.POLL,))
         self._finished_generation(tx, run, row, update, ctx)
-        return True
+        return str(row.step_id)
 
     def _finished_generation(self, tx: Tx, run: Any, row: Row, update: RunUpdate, ctx: _Ctx) -> None:
         """What follows a generation's end (``row``: what its compare-and-set returned): its cost,

@@ -10,7 +10,7 @@ through the queue.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from decimal import Decimal
 from typing import Any
 
@@ -46,6 +46,7 @@ _STEP_STATUS = {s.value: s for s in StepStatus}
 _UNFINISHED_STEP = (
     StepStatus.PENDING, StepStatus.READY, StepStatus.RUNNING, StepStatus.WAITING_RETRY, StepStatus.WAITING_INPUT,
 )
+_UNFINISHED_VALUES = frozenset(s.value for s in _UNFINISHED_STEP)
 _GENERATION_STATUS = {s.value: s for s in GenerationStatus}
 
 
@@ -122,44 +123,38 @@ class Transitions(Snapshots):
 
     def _load_view(
         self, tx: Tx, run_id: str, run: Any = None, evaluations: Mapping[str, StepEvaluation] | None = None,
-        rows: list[Row] | None = None,
+        rows: list[Row] | None = None, touched: frozenset[str] | None = None,
     ) -> tuple[Any, plan.RunView, dict[str, Any]] | None:
         """The run (locked) and the planner's view of it; ``run`` and its step rows with their work
-        (``rows``) when the caller read them already."""
+        (``rows``) when the caller read them already; ``touched``: the steps whose work ended (the
+        planner decides only those and what follows). A step's view is made when the planner first
+        reads it (``_StepViews``); those of map steps and nested jobs, which read more rows, and of
+        steps that ask, which read their question, are made here."""
         if run is None:
             run = runs_q.lock_state(tx, run_id)
         if run is None:
             return None
         job, order = self._job(tx, run.definition_sha)
+        graph = plan.graph_of(job)
         step_rows = {r["step_id"]: r for r in (runs_q.steps_with_work(tx, run_id) if rows is None else rows)}
-        maps = {s.step_id: s.map for s in job.steps if s.map is not None}
-        views: dict[str, plan.StepView] = {}
-        for sid, row in step_rows.items():
-            status = _STEP_STATUS[row["status"]]
-            work_status = work_outputs = work_error = None
-            child_waiting = False
-            if status is StepStatus.RUNNING:
-                if row["child_run_id"]:
-                    child = runs_q.get(tx, row["child_run_id"])
-                    if child is not None:
-                        child_waiting = child.status == RunStatus.WAITING_INPUT.value
-                        work_status = _work_status_of_child(child.status)
-                        work_outputs = child.final_outputs
-                        work_error = child.error
-                elif row["work_status"] is not None:
-                    work_status = _GENERATION_STATUS[row["work_status"]]
-                    work_outputs = row["work_outputs"]
-                    work_error = row["work_error"]
-            spec = maps.get(sid)
-            views[sid] = plan.StepView(
-                step_id=sid, status=status, attempt=row["attempt"], tool_id=row["tool_id"],
-                using_fallback=row["using_fallback"], outputs=row["outputs"], skipped_by_error=row["skipped_by_error"],
-                reason=row["reason"], next_attempt_at=row["next_attempt_at"], started_at=row["started_at"],
-                work_status=work_status, work_outputs=work_outputs, work_error=work_error,
-                map=items.map_view(tx, run_id, row, spec) if spec is not None and row["items_total"] is not None else None,
-                child_waiting=child_waiting,
-            )
-        ask_steps.attach(tx, step_rows, views)
+        views = _StepViews(step_rows)
+        for sid in graph.nested:
+            row = step_rows.get(sid)
+            if row is not None and row["status"] == StepStatus.RUNNING.value and row["child_run_id"]:
+                child = runs_q.get(tx, row["child_run_id"])
+                if child is not None:
+                    nested = views[sid]
+                    nested.child_waiting = child.status == RunStatus.WAITING_INPUT.value
+                    nested.work_status = _work_status_of_child(child.status)
+                    nested.work_outputs = child.final_outputs
+                    nested.work_error = child.error
+        for sid in graph.maps:
+            row = step_rows.get(sid)
+            spec = graph.steps[sid].map
+            if row is not None and spec is not None and row["items_total"] is not None:
+                views[sid].map = items.map_view(tx, run_id, row, spec)
+        if graph.asks:
+            ask_steps.attach(tx, {sid: step_rows[sid] for sid in graph.asks if sid in step_rows}, views)
         tools: dict[str, ToolDefinition] = {}
         jobs: dict[str, JobDefinition] = {}
         for tid, sha in run.tool_shas.items():
@@ -180,15 +175,21 @@ class Transitions(Snapshots):
             deadline_at=run.deadline_at,
             order=order,
             budget=_budget(run.budget, run.cost_usd),
+            touched=touched,
+            unfinished=frozenset(sid for sid, row in step_rows.items() if row["status"] in _UNFINISHED_VALUES)
+            if touched is not None else None,
         )
         return run, view, step_rows
 
     def _advance(
         self, tx: Tx, run_id: str, ctx: _Ctx, run: Any = None, evaluations: Mapping[str, StepEvaluation] | None = None,
-        rows: list[Row] | None = None,
+        rows: list[Row] | None = None, touched: frozenset[str] | None = None,
     ) -> None:
+        """Decide the run and write what the planner says. ``touched``: the steps whose work ended
+        (a generation, a nested run) — the planner then decides only those and what follows from
+        them; None decides every step (timers, answers, evaluations, cancels, retries)."""
         while True:
-            loaded = self._load_view(tx, run_id, run, evaluations, rows)
+            loaded = self._load_view(tx, run_id, run, evaluations, rows, touched)
             if loaded is None:
                 return
             run, view, step_rows = loaded
@@ -196,7 +197,7 @@ class Transitions(Snapshots):
             ctx.again = False
             if not actions or not (self._apply(tx, run, view, step_rows, actions, ctx) or ctx.again):
                 return
-            run = rows = None  # a map step completed, or a cache hit answered a step: decide again
+            run = rows = touched = None  # a map step completed, or a cache hit answered a step: decide again
 
     def _apply(
         self, tx: Tx, run: Any, view: plan.RunView, step_rows: dict[str, Any], actions: list[plan.Action], ctx: _Ctx
@@ -211,7 +212,7 @@ class Transitions(Snapshots):
             evs.append({"run_id": run_id, "type": type_, "step_id": step_id, "data": data, "created_at": now})
 
         def ended_map(step_id: str, reason: str) -> None:
-            step = view.job.step(step_id)
+            step = plan.graph_of(view.job).steps.get(step_id)
             if step is not None and step.map is not None:
                 items.close(self, tx, run_id, step_id, reason, ctx)
 
@@ -284,7 +285,8 @@ class Transitions(Snapshots):
                 ):
                     evaluating.append(action)
             elif isinstance(action, plan.Wake):
-                tasks_q.schedule_advance(tx, run_id, action.at, now)
+                if not (action.keep_earlier and tasks_q.advance_due_by(tx, run_id, action.at)):
+                    tasks_q.schedule_advance(tx, run_id, action.at, now)
         writes.flush(tx, run_id)
         if evaluating:
             self._schedule_evaluation(tx, run, view, evaluating, ctx)
@@ -365,7 +367,7 @@ class Transitions(Snapshots):
             return
         generation = _generation_row(run, action, tool, gen_id, now)
         deadline = generation["deadline_at"]
-        cached = self._cache_plan(run, view.job.step(action.step_id), tool, action)
+        cached = self._cache_plan(run, plan.graph_of(view.job).steps.get(action.step_id), tool, action)
         if cached is not None:
             key, seconds = cached
             hit = cache_q.find(tx, run.master_account_id, key, now)
@@ -456,8 +458,9 @@ class Transitions(Snapshots):
             credits_q.release(tx, run.master_account_id, run.run_id, now)
         for value in _artifact_values(action.outputs):
             accounts_q.own_artifact(tx, run.master_account_id, value, run.run_id, now)
-        if run.parent_run_id:
-            self._advance(tx, run.parent_run_id, ctx)
+        if run.parent_run_id:  # its step in the parent run ended
+            touched = frozenset((run.parent_step_id,)) if run.parent_step_id else None
+            self._advance(tx, run.parent_run_id, ctx, touched=touched)
             return
         self._notify(tx, run, action, now)
 
@@ -483,6 +486,47 @@ class Transitions(Snapshots):
                 created_at=now,
             )
             tasks_q.enqueue(tx, TaskKind.NOTIFY, run_id=run.run_id, ref_id=nid, now=now)
+
+
+class _StepViews(Mapping[str, plan.StepView]):
+    """The planner's views of a run's steps by id, each made from its row when first read: a
+    transition that decides a few steps makes a few views, however many steps the run has."""
+
+    __slots__ = ("_rows", "_views")
+
+    def __init__(self, rows: Mapping[str, Any]) -> None:
+        self._rows = rows
+        self._views: dict[str, plan.StepView] = {}
+
+    def __getitem__(self, sid: str) -> plan.StepView:
+        view = self._views.get(sid)
+        if view is None:
+            view = self._views[sid] = _step_view(self._rows[sid])
+        return view
+
+    def __contains__(self, sid: object) -> bool:
+        return sid in self._rows
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._rows)
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+
+def _step_view(row: Any) -> plan.StepView:
+    status = _STEP_STATUS[row["status"]]
+    work = row["work_status"]
+    work_status: GenerationStatus | None = None
+    work_outputs = work_error = None
+    if status is StepStatus.RUNNING and work is not None and not row["child_run_id"]:
+        work_status, work_outputs, work_error = _GENERATION_STATUS[work], row["work_outputs"], row["work_error"]
+    return plan.StepView(
+        step_id=row["step_id"], status=status, attempt=row["attempt"], tool_id=row["tool_id"],
+        using_fallback=row["using_fallback"], outputs=row["outputs"], skipped_by_error=row["skipped_by_error"],
+        reason=row["reason"], next_attempt_at=row["next_attempt_at"], started_at=row["started_at"],
+        work_status=work_status, work_outputs=work_outputs, work_error=work_error,
+    )
 
 
 def _under_way_at(run: Any, now: float) -> float:

@@ -278,6 +278,16 @@ def schedule_advance(tx: Tx, run_id: str, at: float, now: float) -> None:
     enqueue(tx, TaskKind.ADVANCE, run_id=run_id, ref_id=run_id, now=now, at=at)
 
 
+def advance_due_by(tx: Tx, run_id: str, at: float) -> bool:
+    """True when the run has an unleased ``advance`` task due at ``at`` or before (a timer to keep)."""
+    row = tx.one(
+        "SELECT task_id FROM tasks WHERE kind = 'advance' AND ref_id = :ref AND lease_owner IS NULL"
+        " AND available_at <= :at LIMIT 1",
+        {"ref": run_id, "at": at},
+    )
+    return row is not None
+
+
 def schedule_evaluation(
     tx: Tx, run_id: str, *, now: float, at: float, priority: int, lease_owner: str | None, lease_seconds: float
 ) -> Task:
