@@ -138,14 +138,15 @@ class PlannerBase:
             return inputs, ()
         name, schema = contract
         key = step.step_id if item is None else f"{step.step_id}[{item.index}]"
-        try:
+        drawn = tuple(drawn_seeds(schema, inputs))
+        try:  # (a seeded generator costs more than the rest of a start: made only when a seed is drawn)
             prepared = prepare_inputs(schema, inputs, coerce_text=True, allow_paths=False,
-                                      rng=seeded(self.run.run_id, key, attempt))
+                                      rng=seeded(self.run.run_id, key, attempt) if drawn else None)
         except InputError as exc:
             error = _error(f"{name} refused its inputs: {'; '.join(map(str, exc.problems))}", code="invalid_input")
             error["fields"] = [{"field": p.field, "message": p.message} for p in exc.problems]
             return error
-        return prepared, tuple(drawn_seeds(schema, inputs))
+        return prepared, drawn
 
     # each handler updates self.status so later steps see the effect
     def evaluate(self, step: Step, attempt: int, *, tool_id: str | None, fallback: bool) -> None:
