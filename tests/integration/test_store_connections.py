@@ -97,7 +97,9 @@ def test_a_transaction_postgresql_rolls_back_to_break_a_deadlock_runs_again(post
         for thread in threads:
             thread.join(60)
         assert errors == []
-        assert store.conflict_reruns == 1 and sorted(attempts.values()) == [1, 2]
+        # at least one of them lost (on a loaded machine PostgreSQL has been seen to pick both, one
+        # after the other), and every attempt past the first of each was a rerun the store made
+        assert store.conflict_reruns >= 1 and sum(attempts.values()) == 2 + store.conflict_reruns
         rows = store.read_sync(lambda tx: tx.all("SELECT id, n FROM deadlock_probe ORDER BY id"))
         assert [(r.id, r.n) for r in rows] == [(1, 1), (2, 1)]  # each update applied once
     finally:
