@@ -15,7 +15,8 @@ backends for ours (none on SQLite, whose work runs inside our worker), Redis for
 its queue and results to Redis). The 1-minute load average before each measurement is recorded: on
 a shared machine, figures taken under different loads do not compare.
 
-Celery is skipped, with a message, when it is not installed (``pip install -e '.[bench]'``) or its
+Without Celery installed (``pip install -e '.[bench]'``) the script stops and says so, unless
+``--ours-only`` asks for our engine alone; Celery is skipped, with a message, when its
 reference run fails (for instance, no Redis); the engine's figures are still printed.
 """
 
@@ -135,12 +136,15 @@ def main() -> None:
     parser.add_argument("--submit", choices=["batch", "one"], default="batch",
                         help="how our runs are submitted (bench/engine.py --submit)")
     parser.add_argument("--celery-acks-late", action="store_true", help="Celery acknowledges after each task")
+    parser.add_argument("--ours-only", action="store_true", help="measure our engine alone (no Celery)")
     args = parser.parse_args()
 
     celery_ok = importlib.util.find_spec("celery") is not None and importlib.util.find_spec("redis") is not None
-    if not celery_ok:
-        print("compare: Celery is not installed (pip install -e '.[bench]'): measuring our engine only",
-              file=sys.stderr)
+    if not celery_ok and not args.ours_only:
+        sys.exit("compare: Celery is not installed, so there is nothing to compare with: install the bench "
+                 "extra (.venv/bin/pip install -e '.[bench]'), or pass --ours-only to measure our engine alone")
+    if args.ours_only:
+        celery_ok = False
     rows: list[dict[str, Any]] = []
     try:
         for repeat in range(args.repeat):
