@@ -23,7 +23,7 @@ from typer.testing import CliRunner, Result
 from toolweave.cli import app
 from toolweave.cli.common import CliError
 from toolweave.cli.render import event_line
-from toolweave.cli.runs import parse_pairs
+from toolweave.cli.submitting import parse_pairs
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "examples" / "assets" / "sample.png"

@@ -20,8 +20,8 @@ from tests.helpers.accounts import png, runs_of, upload, web_login
 from tests.integration.test_api import ADMIN_KEY, Server, assert_problem, running_server
 
 from toolweave.cli.common import CliError
-from toolweave.cli.runs import retry_or_fork
-from toolweave.cli.runs import submit as cli_submit
+from toolweave.cli.submitting import retry_or_fork
+from toolweave.cli.submitting import submit as cli_submit
 from toolweave.inputs import InputError
 
 

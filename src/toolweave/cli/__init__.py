@@ -1,7 +1,7 @@
 """The command line: ``toolweave ...``. Talks to the ``App`` facade, never to the store.
 
-One module per noun: ``definitions`` (validate, tools, jobs), ``runs`` (run, runs; submitting and
-following), ``answers`` (runs answer, runs waiting), ``render`` (tables and run views), ``worker``, ``status`` (queue and workers), ``demo``, ``db``,
+One module per noun: ``definitions`` (validate, tools, jobs), ``runs`` (run, runs), ``submitting``
+(their inputs, submission, retry and fork), ``following`` (following a run), ``answers`` (runs answer, runs waiting), ``render`` (tables and run views), ``worker``, ``status`` (queue and workers), ``demo``, ``db``,
 ``importing`` (import, sync), ``services``, ``prune`` (retention), ``serve``, ``keys``, ``credits`` (credits, limits), ``telegram``; ``common`` holds what they share (consoles, settings,
 exit codes, the app session). This module builds the command tree; the app itself (store,
 services) and the servers are imported only by the commands that need them, so ``--help`` stays fast.

@@ -16,8 +16,9 @@ from toolweave.cli.common import (
     print_json,
     run_main,
 )
+from toolweave.cli.following import finish, follow
 from toolweave.cli.render import print_question
-from toolweave.cli.runs import _finish, follow, parse_pairs
+from toolweave.cli.submitting import parse_pairs
 
 
 def _answer_body(approve: bool, reject: bool, choose: str | None, values: list[str], comment: str | None) -> dict[str, object]:
@@ -79,7 +80,7 @@ def runs_answer(
                                   highlight=False)
                 return 0
             run = await follow(tw, run_id, account, console, worker="auto", view=shown)
-            return await _finish(tw, run, account, json_output, None)
+            return await finish(tw, run, account, json_output, None)
 
     run_main(main())
 

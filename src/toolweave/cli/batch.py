@@ -164,7 +164,7 @@ async def submit_rows(
         job = app.job_for(target, version)
     except UnknownDefinition as exc:
         raise CliError(f"{exc.args[0]} (see `toolweave tools list` and `toolweave jobs list`)") from None
-    from toolweave.cli.runs import at_files, read_at_files
+    from toolweave.cli.submitting import at_files, read_at_files
 
     common, local = read_at_files(job, shared) if shared else ({}, False)
     ready: list[tuple[Row, dict[str, Any]]] = []
@@ -193,7 +193,7 @@ async def submit_rows(
 
 async def follow_rows(app: App, rows: list[Row], account: str, *, worker: str, show: bool) -> bool:
     """Follow the batch's runs to their end with one progress bar; False when Ctrl-C stopped it."""
-    from toolweave.cli.runs import InProcessWorker, _SigintCatcher
+    from toolweave.cli.following import InProcessWorker, SigintCatcher
 
     running = {row.run_id: row for row in rows if row.run_id}
     own = InProcessWorker(app)
@@ -202,7 +202,7 @@ async def follow_rows(app: App, rows: list[Row], account: str, *, worker: str, s
         TimeElapsedColumn(), console=err_console, transient=False, disable=not show,
     )
     bar = progress.add_task("runs", total=len(running), counts="")
-    with _SigintCatcher() as sigint, progress:
+    with SigintCatcher() as sigint, progress:
         await own.ensure(worker)
         next_check = time.monotonic() + LIVENESS_CHECK_SECONDS
         try:

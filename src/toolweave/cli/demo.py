@@ -26,8 +26,8 @@ from toolweave.cli.common import (
     exit_code,
     run_main,
 )
+from toolweave.cli.following import follow
 from toolweave.cli.render import output_files, print_error, run_header, steps_table
-from toolweave.cli.runs import follow
 from toolweave.settings import Settings
 
 if TYPE_CHECKING:

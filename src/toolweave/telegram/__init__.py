@@ -1,6 +1,8 @@
 """The Telegram front end: a python-telegram-bot bot over the ``App`` facade.
 
-- ``TelegramBot`` (bot.py): updates in (each handled once), commands, inputs, submissions;
+- ``TelegramBot`` (bot.py): updates in (each handled once), routing, replies, submissions;
+- ``asking.py``: a tool's or job's command, the inputs it asks for, files sent with it;
+- ``own_commands.py``: /help, /status, /cancel;
 - ``buttons.py``: Cancel, Rerun and "send again";
 - ``StatusTracker`` (status.py): the status message of each run, edited as it moves;
 - ``TelegramChannel`` (channel.py): every message out, through the notification outbox;

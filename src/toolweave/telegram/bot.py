@@ -3,8 +3,10 @@
 ``TelegramBot(app)`` wraps a python-telegram-bot ``Application`` (no updater: updates come from
 ``poll`` — long polling with ``getUpdates`` — or from the webhook route in ``webhook.py``, both
 through ``process_raw``, which parses each update on its own so that one malformed update cannot
-block the others). Runs are submitted through the ``App`` facade; the status message is kept up
-to date by ``StatusTracker``.
+block the others). It routes each message: the bot's own commands to ``own_commands.py``, a
+tool's or job's command and the inputs it asks for to ``asking.py``, button presses to
+``buttons.py``. Runs are submitted through the ``App`` facade (``submit``); the status message is
+kept up to date by ``StatusTracker``.
 
 Every message the bot sends to a chat — answers, questions, errors, status messages, results —
 is queued in the notification outbox (``App.queue_notification``) and sent by the ``telegram``
@@ -30,7 +32,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import mimetypes
 import time
 from collections.abc import Mapping
 from contextvars import ContextVar
@@ -38,39 +39,19 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import httpx
-from telegram import (
-    BotCommand,
-    Message,
-    Update,
-    User,
-)
-from telegram.error import TelegramError
+from telegram import BotCommand, Message, Update, User
 from telegram.ext import Application
 
 from toolweave.accounting import Refused
 from toolweave.inputs import InputError
-from toolweave.model.definitions import ParamType
-from toolweave.telegram import confirm, questions
+from toolweave.telegram import confirm
+from toolweave.telegram.asking import on_plain, run_command
 from toolweave.telegram.botapi import BotAPI, BotAPIError, redact_token_in_logs
 from toolweave.telegram.buttons import on_callback
 from toolweave.telegram.channel import CHANNEL
-from toolweave.telegram.commands import (
-    OWN_COMMANDS,
-    RESERVED,
-    ArgumentError,
-    CommandEntry,
-    CommandSpec,
-    UserFacingError,
-    ask_hint,
-    check_answer,
-    classify,
-    command_table,
-    help_pages,
-    media_kind_ok,
-    missing_inputs,
-    parse_arguments,
-)
+from toolweave.telegram.commands import OWN_COMMANDS, RESERVED, CommandEntry, UserFacingError, command_table
 from toolweave.telegram.confirm import refusal_text
+from toolweave.telegram.own_commands import cancel_latest, help_command, status_command
 from toolweave.telegram.status import StatusTracker
 
 if TYPE_CHECKING:
@@ -78,25 +59,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("toolweave.telegram")
 
-PENDING_NAMESPACE = "telegram.pending"
 REJECTED_NAMESPACE = "telegram.rejected"
 HANDLED_NAMESPACE = "telegram.updates"
 HANDLED_TTL = 7 * 86400.0
 """Telegram keeps an unconfirmed update for 24 hours; a handled one is remembered for a week."""
-PROMPT_MARK = "❓"
-MAX_DOWNLOAD = 20 * 1024 * 1024
-"""The Bot API lets bots download files of at most 20 MB."""
 
 _ALLOWED_UPDATES = ["message", "callback_query"]
-
-
-@dataclass
-class _Media:
-    file_id: str
-    mime_type: str
-    filename: str
-    size: int | None
-    what: str  # "a photo", "a video", "a file"
 
 
 @dataclass
@@ -112,25 +80,6 @@ class _Handling:
 
 
 _HANDLING: ContextVar[_Handling | None] = ContextVar("toolweave_telegram_update", default=None)
-
-
-def _find_media(message: Message | None) -> _Media | None:
-    if message is None:
-        return None
-    if message.photo:
-        photo = message.photo[-1]
-        return _Media(photo.file_id, "image/jpeg", f"photo_{photo.file_unique_id}.jpg", photo.file_size, "a photo")
-    if message.video:
-        v = message.video
-        return _Media(v.file_id, v.mime_type or "video/mp4", v.file_name or f"video_{v.file_unique_id}.mp4", v.file_size, "a video")
-    if message.animation:
-        a = message.animation
-        return _Media(a.file_id, a.mime_type or "video/mp4", a.file_name or f"animation_{a.file_unique_id}.mp4", a.file_size, "an animation")
-    if message.document:
-        d = message.document
-        mime = d.mime_type or (mimetypes.guess_type(d.file_name or "")[0]) or "application/octet-stream"
-        return _Media(d.file_id, mime, d.file_name or f"file_{d.file_unique_id}", d.file_size, "a file")
-    return None
 
 
 def _split_command(text: str, username: str | None) -> tuple[str | None, str]:
@@ -313,22 +262,26 @@ class TelegramBot:
             return
         message = update.effective_message
         if message is not None and message.chat is not None:
-            await self._reply(message, "Sorry, something went wrong on our side. Please try again.")
+            await self.reply(message, "Sorry, something went wrong on our side. Please try again.")
 
-    async def _reply(self, message: Message, text: str, *, markup: dict[str, Any] | None = None,
+    async def reply(self, message: Message, text: str, *, markup: dict[str, Any] | None = None,
                      pending: str | None = None, key: str | None = None) -> str:
         """Queue a message to ``message``'s chat, replying to it; returns its outbox key. Long
         texts are split by the channel, never cut."""
         return await self.send(message.chat_id, text, reply_to=message.message_id, markup=markup, pending=pending,
                                key=key, account=f"telegram-{message.from_user.id}" if message.from_user else None)
 
+    def next_key(self) -> str:
+        """The outbox key of the next reply: within an update, made of its ``update_id``."""
+        handling = _HANDLING.get()
+        return handling.next_key() if handling is not None else f"tg:x{time.time_ns()}"
+
     async def send(self, chat_id: int, text: str, *, reply_to: int | None = None, markup: dict[str, Any] | None = None,
                    pending: str | None = None, key: str | None = None, account: str | None = None) -> str:
         """Queue a text message for a chat in the outbox (the ``telegram`` channel sends it, with
         retries); returns its key. Within an update, the key is made of its ``update_id``."""
-        handling = _HANDLING.get()
         if key is None:
-            key = handling.next_key() if handling is not None else f"tg:x{time.time_ns()}"
+            key = self.next_key()
         payload: dict[str, Any] = {"text": text}
         if markup:
             payload["markup"] = markup
@@ -350,30 +303,22 @@ class TelegramBot:
         private = message.chat.type == "private"
         try:
             if command is None:
-                await self._on_plain(message, user, private)
+                await on_plain(self, message, user, private)
             elif command in ("start", "help"):
-                await self._help(message, rest)
+                await help_command(self, message, rest)
             elif command == "status":
-                await self._status(message, user)
+                await status_command(self, message, user)
             elif command == "cancel":
-                await self._cancel_latest(message, user)
+                await cancel_latest(self, message, user)
             else:
                 entry = self.commands().get(command)
                 if entry is None:
                     if private:
-                        await self._reply(message, f"I don't know /{command}. Send /help for the list of commands.")
+                        await self.reply(message, f"I don't know /{command}. Send /help for the list of commands.")
                     return
-                await self._command(entry, rest, message, user)
+                await run_command(self, entry, rest, message, user)
         except UserFacingError as exc:
-            await self._reply(message, str(exc))
-
-    async def _help(self, message: Message, rest: str = "") -> None:
-        pages = help_pages(self.commands().values())
-        try:
-            number = int(rest.split()[0]) if rest.split() else 1
-        except ValueError:
-            number = 1
-        await self._reply(message, pages[min(max(number, 1), len(pages)) - 1])
+            await self.reply(message, str(exc))
 
     async def account_of(self, user: User) -> str:
         """The account of a Telegram user (made on first use)."""
@@ -384,186 +329,6 @@ class TelegramBot:
             return self.app.definition(target_id).display_name
         except Exception:
             return target_id
-
-    async def _chat_runs(self, account: str, chat_id: int, *, status: list[str] | None = None,
-                         want: int = 5) -> list[dict[str, Any]]:
-        """The account's newest runs started from ``chat_id`` (in a private chat, all of them; in a
-        group, only that group's: a person's private runs are not shown to the group)."""
-        if chat_id > 0:
-            return list((await self.app.list_runs(account, status=status, limit=want)).items)
-        page = await self.app.list_runs(account, status=status, limit=50)
-        found: list[dict[str, Any]] = []
-        for item in page.items:
-            detail = await self.app.get_run(item["jobRunId"], account)
-            origin = detail.get("origin") or {}
-            if origin.get("platform") == "telegram" and origin.get("chatId") == chat_id:
-                found.append(item)
-                if len(found) >= want:
-                    break
-        return found
-
-    async def _status(self, message: Message, user: User) -> None:
-        account = await self.account_of(user)
-        items = await self._chat_runs(account, message.chat_id)
-        if not items:
-            where = "" if message.chat_id > 0 else " in this chat"
-            await self._reply(message, f"You have no runs{where} yet. Send /help to see what I can do.")
-            return
-        lines = ["Your recent runs:" if message.chat_id > 0 else "Your recent runs in this chat:"]
-        for item in items:
-            when = str(item.get("createdAt") or "")[:16].replace("T", " ")
-            lines.append(f"• {self._name(item['jobDefinitionId'])} — {item['status']} ({when} UTC, {item['jobRunId']})")
-        await self._reply(message, "\n".join(lines))
-
-    async def _cancel_latest(self, message: Message, user: User) -> None:
-        key = f"{message.chat_id}:{user.id}"
-        if await self.app.kv_get(PENDING_NAMESPACE, key):
-            await self.app.kv_set(PENDING_NAMESPACE, key, None)
-            await self._reply(message, "OK, I stopped waiting for that input.")
-            return
-        account = await self.account_of(user)
-        items = await self._chat_runs(account, message.chat_id, status=["queued", "running", "waiting_input"], want=1)
-        if not items:
-            await self._reply(message, "You have no run in progress" + (" in this chat." if message.chat_id < 0 else "."))
-            return
-        run_id = items[0]["jobRunId"]
-        await self.app.cancel(run_id, account)
-        await self._reply(message, f"Cancelling {self._name(items[0]['jobDefinitionId'])} ({run_id}).")
-
-    # --- running a command ------------------------------------------------------------------------
-
-    async def _command(self, entry: CommandEntry, rest: str, message: Message, user: User) -> None:
-        await self.app.kv_set(PENDING_NAMESPACE, f"{message.chat_id}:{user.id}", None)
-        definition = self.app.job_for(entry.target_id)
-        spec = classify(definition)
-        try:
-            inputs: dict[str, Any] = dict(parse_arguments(rest, spec)[0])
-        except ArgumentError as exc:
-            raise UserFacingError(f"/{entry.command}: {exc}.") from None
-        for name, value in inputs.items():
-            param = spec.param(name)
-            problem = check_answer(param, value) if param is not None else None
-            if problem:
-                raise UserFacingError(f"/{entry.command}: {problem}.")
-        account = await self.account_of(user)
-        media = _find_media(message) or _find_media(message.reply_to_message)
-        if media is not None and spec.media_input is not None and spec.media_input not in inputs:
-            inputs[spec.media_input] = await self._download(media, spec, account)
-        await self._continue(entry, spec, inputs, message, user, account, command_message_id=message.message_id)
-
-    async def _continue(self, entry: CommandEntry, spec: CommandSpec, inputs: dict[str, Any], message: Message,
-                        user: User, account: str, *, command_message_id: int) -> None:
-        missing = missing_inputs(spec, inputs)
-        if missing:
-            await self._ask(entry, spec, inputs, missing[0], message, user, command_message_id)
-            return
-        await self.app.kv_set(PENDING_NAMESPACE, f"{message.chat_id}:{user.id}", None)
-        await self.submit(entry.target_id, inputs, account=account, chat_id=message.chat_id, user_id=user.id,
-                          reply_to=command_message_id, idempotency_key=f"tg:{message.chat_id}:{message.message_id}")
-
-    async def _ask(self, entry: CommandEntry, spec: CommandSpec, inputs: dict[str, Any], param: Any,
-                   message: Message, user: User, command_message_id: int) -> None:
-        timeout = self.app.settings.telegram_prompt_timeout_seconds
-        if param.type.is_media:
-            what = {"image": "a photo (or an image file)", "video": "a video"}.get(param.type.value, "a file")
-            ask = f"{PROMPT_MARK} /{entry.command} needs {param.name}: please send {what}."
-        else:
-            ask = f"{PROMPT_MARK} /{entry.command} needs {param.name}: please reply with it."
-        hint = ask_hint(param)
-        if hint:
-            ask += f"\n({hint})"
-        minutes = max(1, round(timeout / 60))
-        ask += f"\nI'll wait {minutes} min. /cancel to stop."
-        handling = _HANDLING.get()
-        key = handling.next_key() if handling is not None else f"tg:x{time.time_ns()}"
-        pending_key = f"{message.chat_id}:{user.id}"
-        # the question's message id is known once the outbox has sent it (the channel adds it)
-        await self.app.kv_set(
-            PENDING_NAMESPACE, pending_key,
-            {"command": entry.command, "targetId": entry.target_id, "inputs": inputs, "asking": param.name,
-             "promptKey": key, "expiresAt": time.time() + timeout, "commandMessageId": command_message_id},
-            ttl=timeout,
-        )
-        await self._reply(message, ask, markup={"force_reply": True, "selective": True}, pending=pending_key, key=key)
-
-    async def _on_question_reply(self, message: Message, user: User) -> bool:
-        """A reply to a question message answers it; False when the message replies to none."""
-        replied = message.reply_to_message
-        if replied is None or replied.from_user is None or replied.from_user.id != self.bot.id:
-            return False
-        found = questions.MARK.search(replied.text or "")
-        if found is None:
-            return False
-        account = await self.account_of(user)
-        body = questions.parse_reply(message.text or message.caption or "")
-        await self._reply(message, await questions.answer(self.app, found.group(1), account, body))
-        return True
-
-    async def _on_plain(self, message: Message, user: User, private: bool) -> None:
-        if await self._on_question_reply(message, user):
-            return
-        key = f"{message.chat_id}:{user.id}"
-        pending = await self.app.kv_get(PENDING_NAMESPACE, key)
-        replied = message.reply_to_message
-        to_prompt = bool(replied and replied.from_user and replied.from_user.id == self.bot.id
-                         and (replied.text or "").startswith(PROMPT_MARK))
-        if not pending:
-            if to_prompt:
-                await self._reply(message, "That question has expired. Please send the command again.")
-            elif private and (message.text or _find_media(message)):
-                await self._reply(message, "Send a command to run something; /help lists them.")
-            return
-        if not private and not (replied and replied.message_id == pending.get("promptMessageId")):
-            return
-        entry = self.commands().get(str(pending.get("command")))
-        if entry is None or entry.target_id != pending.get("targetId"):
-            await self.app.kv_set(PENDING_NAMESPACE, key, None)
-            await self._reply(message, "That command is no longer available.")
-            return
-        spec = classify(self.app.job_for(entry.target_id))
-        name = str(pending.get("asking"))
-        param = spec.param(name)
-        inputs = dict(pending.get("inputs") or {})
-        account = await self.account_of(user)
-        if param is None:
-            await self.app.kv_set(PENDING_NAMESPACE, key, None)
-            return
-        if param.type.is_media:
-            media = _find_media(message)
-            if media is None:
-                raise UserFacingError(f"{name} needs {'a photo' if param.type is ParamType.IMAGE else 'a file'}; please send one, or /cancel.")
-            inputs[name] = await self._download(media, spec, account, param_name=name)
-        else:
-            value = message.text or message.caption or ""
-            if not value.strip():
-                raise UserFacingError(f"Please reply with a value for {name}, or /cancel.")
-            problem = check_answer(param, value)
-            if problem:
-                raise UserFacingError(f"{problem}. Please try again, or /cancel.")
-            inputs[name] = value.strip() if param.type not in (ParamType.STRING, ParamType.TEXT) else value
-        await self._continue(entry, spec, inputs, message, user, account,
-                             command_message_id=int(pending.get("commandMessageId") or message.message_id))
-
-    async def _download(self, media: _Media, spec: CommandSpec, account: str, *, param_name: str | None = None) -> dict[str, Any]:
-        name = param_name or spec.media_input or "media"
-        param = spec.param(name)
-        kind = param.type if param is not None else spec.media_type
-        if not media_kind_ok(kind, media.mime_type):
-            wanted = {ParamType.IMAGE: "an image", ParamType.VIDEO: "a video"}.get(kind, "a file") if kind else "a file"
-            raise UserFacingError(f"{name} needs {wanted}, but you sent {media.what} ({media.mime_type}).")
-        limit = min(MAX_DOWNLOAD, self.app.settings.media_max_bytes)
-        if media.size is not None and media.size > limit:
-            raise UserFacingError(f"{name}: the file is too large ({media.size / 1048576:.1f} MB; at most {limit / 1048576:.0f} MB).")
-        try:
-            file = await self.bot.get_file(media.file_id)
-            data = bytes(await file.download_as_bytearray())
-        except TelegramError as exc:
-            log.warning("downloading a file from Telegram failed: %s", exc)
-            raise UserFacingError(f"I could not download the file for {name} from Telegram; please send it again.") from None
-        if len(data) > limit:
-            raise UserFacingError(f"{name}: the file is too large ({len(data) / 1048576:.1f} MB).")
-        # Only the bytes are kept: the download URL holds the bot token and is never stored or passed on.
-        return await self.app.put_media(data, account, filename=media.filename, mime_type=media.mime_type)
 
     async def submit(self, target_id: str, inputs: Mapping[str, Any], *, account: str, chat_id: int, user_id: int,
                      reply_to: int | None, idempotency_key: str, confirmed: bool = False) -> str | None:
