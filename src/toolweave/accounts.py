@@ -19,6 +19,9 @@ from toolweave.store import accounts as accounts_q
 from toolweave.store.db import Store
 from toolweave.store.ids import new_id
 
+KEYS_REMEMBERED = 10_000
+"""At most this many API keys are remembered by a process (``Accounts.remembered_key``)."""
+
 
 class Accounts:
     """Accounts, keys and artifacts (a part of ``App``)."""
@@ -26,6 +29,8 @@ class Accounts:
     settings: Settings
     store: Store
     artifacts: ArtifactStore
+    _keys_seen: dict[str, tuple[str, str]]
+    """``remembered_key``'s memory: (account, key id) by the key's hash."""
 
     async def ensure_account(self, account_id: str, name: str | None = None) -> str:
         await self.store.tx(accounts_q.ensure, account_id, name or account_id, time.time())
@@ -57,6 +62,29 @@ class Accounts:
             await self.store.tx(accounts_q.touch_key, key_id, now)
         return account, key_id
 
+    async def remembered_key(self, secret: str) -> tuple[str, str, bool] | None:
+        """``authenticate``, answered from this process's memory for a key it has seen work:
+        ``(account, key id, remembered)``. A remembered key may have been revoked since (by any
+        process): the caller must check it where it acts (``submit_shown(key_id=…)`` does, in the
+        transaction that stores the run) and, before answering an error, ask ``authenticate``
+        again (``forget_key`` when that refuses it)."""
+        if self.settings.admin_key and secrets.compare_digest(secret, self.settings.admin_key):
+            return "admin", self._admin_key_id(), False
+        known = self._keys_seen.get(accounts_q.key_hash(secret))
+        if known is not None:
+            return known[0], known[1], True
+        found = await self.authenticate(secret)
+        if found is None:
+            return None
+        if len(self._keys_seen) >= KEYS_REMEMBERED:
+            self._keys_seen.clear()
+        self._keys_seen[accounts_q.key_hash(secret)] = found
+        return found[0], found[1], False
+
+    def forget_key(self, secret: str) -> None:
+        """Drop a key from ``remembered_key``'s memory (found revoked)."""
+        self._keys_seen.pop(accounts_q.key_hash(secret), None)
+
     async def key_active(self, key_id: str) -> bool:
         """Whether a key (by id, as ``authenticate`` gave it) still works: not revoked, and for the
         admin key, still the configured one. Web sessions ask this on every request."""
@@ -79,6 +107,7 @@ class Accounts:
         ]
 
     async def revoke_key(self, key_id_or_prefix: str) -> int:
+        self._keys_seen.clear()
         count: int = await self.store.tx(accounts_q.revoke_key, key_id_or_prefix, time.time())
         return count
 

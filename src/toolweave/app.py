@@ -118,6 +118,7 @@ class App(Submitting, Webhooks, Accounts, Answering):
 
         signing = settings.callback_signing_secret.encode() if settings.callback_signing_secret else self._secret()
         self.add_channel(CallbackChannel(self.http, signing, allow_private=settings.callback_allow_private_urls))
+        self._keys_seen = {}
         self.definition_problems: list[Problem] = []
         self._registered_seq = 0
         """The last registration (``registered_jobs.seq``) this process has taken in."""
@@ -217,12 +218,8 @@ class App(Submitting, Webhooks, Accounts, Answering):
     async def get_run(self, run_id: str, account_id: str | None = None) -> dict[str, Any]:
         """The run with its steps, generations, outputs, cost, timings; NotFound for another account's."""
         detail: dict[str, Any] = await self.store.read(run_detail, run_id, account_id)
-        detail["statusDetail"] = None
-        if detail["status"] == RunStatus.QUEUED.value:
-            detail["statusDetail"] = presence.waiting_reason(await self.live_workers())
-        elif detail["waitingFor"]:
-            asks = "; ".join(f"step {q['stepId']} asks: {q['text']}" for q in detail["waitingFor"])
-            detail["statusDetail"] = f"your run needs you ({asks})"
+        workers = await self.live_workers() if detail["status"] == RunStatus.QUEUED.value else []
+        detail["statusDetail"] = presence.status_detail(detail, lambda: workers)
         return detail
 
     async def run_statuses(self, run_ids: Sequence[str], account_id: str | None = None) -> dict[str, str]:

@@ -11,11 +11,13 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from toolweave.model.status import RunStatus
 from toolweave.run_views import iso
 from toolweave.store import kv as kv_q
-from toolweave.store.db import Store
+from toolweave.store.db import Store, Tx
 
 if TYPE_CHECKING:
     from toolweave.app import App
@@ -63,5 +65,20 @@ def waiting_reason(workers: list[dict[str, Any]]) -> str:
 
 async def live_workers(store: Store) -> list[dict[str, Any]]:
     """The announced workers that are alive, by worker id."""
-    rows = await store.read(kv_q.entries, WORKERS_NAMESPACE, time.time())
-    return [dict(r.value, expiresAt=iso(r.expires_at)) for r in rows]
+    return await store.read(live_workers_tx, time.time())
+
+
+def live_workers_tx(tx: Tx, now: float) -> list[dict[str, Any]]:
+    """``live_workers`` read in a transaction of the caller's."""
+    return [dict(r.value, expiresAt=iso(r.expires_at)) for r in kv_q.entries(tx, WORKERS_NAMESPACE, now)]
+
+
+def status_detail(detail: dict[str, Any], workers: Callable[[], list[dict[str, Any]]]) -> str | None:
+    """A run's ``statusDetail`` (``detail`` as ``run_views.run_detail`` reads it): why it waits.
+    ``workers()`` gives the live workers, asked only for a queued run."""
+    if detail["status"] == RunStatus.QUEUED.value:
+        return waiting_reason(workers())
+    if detail["waitingFor"]:
+        asks = "; ".join(f"step {q['stepId']} asks: {q['text']}" for q in detail["waitingFor"])
+        return f"your run needs you ({asks})"
+    return None

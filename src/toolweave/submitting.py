@@ -14,7 +14,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from toolweave import admission
+from toolweave import admission, presence
 from toolweave.accounting import Refused
 from toolweave.accounting.desk import CreditDesk
 from toolweave.artifacts import ArtifactStore, decode_data_uri, media_problem
@@ -25,6 +25,7 @@ from toolweave.host import MediaError
 from toolweave.inputs import FieldProblem, InputError, Upload, drawn_seeds, prepare_inputs
 from toolweave.model.definitions import JobDefinition, ToolDefinition
 from toolweave.model.records import ArtifactRef
+from toolweave.run_views import run_detail
 from toolweave.store import accounts as accounts_q
 from toolweave.store.batching import GroupCommit
 from toolweave.store.db import Tx
@@ -34,6 +35,24 @@ SUBMIT_CHUNK = 500
 SUBMIT_TRANSACTIONS = 4
 """Transactions storing single submits at the same time (those arriving meanwhile wait and go
 together in the next one)."""
+
+
+class KeyRevoked(Exception):
+    """The API key a submit came with was revoked (or removed) before its run was stored: nothing
+    was stored."""
+
+    def __init__(self) -> None:
+        super().__init__("the API key is unknown or revoked")
+
+
+@dataclass
+class _Submit:
+    """A single submit queued for the group commit: its request, the API key to check in the
+    transaction (None: checked already) and whether to read the run back for the answer."""
+
+    request: SubmitRequest
+    key_id: str | None
+    show: bool
 
 
 @dataclass
@@ -53,7 +72,7 @@ class Submitting(Definitions):
     engine: Engine
     artifacts: ArtifactStore
     credits: CreditDesk
-    _submits: GroupCommit[SubmitRequest, tuple[str, bool] | Refused] | None = None
+    _submits: GroupCommit[_Submit, tuple[str, bool, dict[str, Any] | None] | Exception] | None = None
 
     @property
     def submit_transactions(self) -> int:
@@ -67,7 +86,26 @@ class Submitting(Definitions):
         run_id, _created = await self.submit_run(target_id, inputs, **options)
         return run_id
 
-    async def submit_run(
+    async def submit_run(self, target_id: str, inputs: Mapping[str, Any] | None = None, **options: Any) -> tuple[str, bool]:
+        """Validate and coerce the inputs, then create the run (``_submit_one`` says how, and
+        takes the options). Returns (run id, created): False when ``idempotency_key`` was used
+        before by the account (also by a request running at the same time), and the id is of the
+        run that key made."""
+        run_id, created, _detail = await self._submit_one(target_id, inputs, **options)
+        return run_id, created
+
+    async def submit_shown(
+        self, target_id: str, inputs: Mapping[str, Any] | None = None, *, key_id: str | None = None, **options: Any,
+    ) -> tuple[dict[str, Any], bool]:
+        """``submit_run``, returning the run as ``get_run`` shows it (read in the transaction that
+        stored it) and whether it was made now. ``key_id``: the API key the request came with,
+        checked in that transaction (``KeyRevoked``: nothing stored), for a caller that took the
+        key from ``Accounts.remembered_key``."""
+        _run_id, created, detail = await self._submit_one(target_id, inputs, key_id=key_id, show=True, **options)
+        assert detail is not None
+        return detail, created
+
+    async def _submit_one(
         self,
         target_id: str,
         inputs: Mapping[str, Any] | None = None,
@@ -83,7 +121,9 @@ class Submitting(Definitions):
         allow_local_paths: bool = False,
         version: str | None = None,
         cost_ceiling: Decimal | None = None,
-    ) -> tuple[str, bool]:
+        key_id: str | None = None,
+        show: bool = False,
+    ) -> tuple[str, bool, dict[str, Any] | None]:
         """Validate and coerce the inputs, then create the run. Returns (run id, created): False
         when ``idempotency_key`` was used before by the account (also by a request running at
         the same time), and the id is of the run that key made.
@@ -95,6 +135,7 @@ class Submitting(Definitions):
         (``accounting``). Raises ``UnknownDefinition``, ``InputError`` (every bad field at once),
         ``MediaError`` or ``Refused`` (``InsufficientCredits``, ``OverLimit``: nothing is stored).
         ``cost_ceiling``: the most the run may cost (a step that would pass it is not started).
+        ``key_id`` and ``show``: see ``submit_shown`` (the run read back is the third value).
         """
         await self.sync_definitions()
         job = self.job_for(target_id, version)
@@ -103,18 +144,50 @@ class Submitting(Definitions):
             session_id=session_id, initiating_event_id=initiating_event_id, idempotency_key=idempotency_key,
             callback_url=callback_url, priority=priority, cost_ceiling=cost_ceiling,
         )
+        return await self._submit_together(_Submit(request, key_id, show))
+
+    async def _submit_together(self, item: _Submit) -> tuple[str, bool, dict[str, Any] | None]:
         if self._submits is None:
             self._submits = GroupCommit(self.store, self._submit_tx, concurrency=SUBMIT_TRANSACTIONS)
-        created = await self._submits(request)
-        if isinstance(created, Refused):
-            raise created
-        return created
+        found = await self._submits(item)
+        if isinstance(found, Exception):
+            raise found
+        return found
 
-    def _submit_tx(self, tx: Tx, requests: Sequence[SubmitRequest]) -> list[tuple[str, bool] | Refused]:
+    def _submit_tx(self, tx: Tx, items: Sequence[_Submit]) -> list[tuple[str, bool, dict[str, Any] | None] | Exception]:
         """Submits arriving together (a server's concurrent requests) stored in one transaction, as a
         bulk submission stores its rows (group commit); each is gated as if it came alone after
-        the ones before it."""
-        return self.engine.submit_many_tx(tx, requests, time.time())
+        the ones before it. A submit whose API key is revoked by then gets ``KeyRevoked``; one
+        that asks to be shown gets its run read back in the same transaction."""
+        now = time.time()
+        results: list[tuple[str, bool, dict[str, Any] | None] | Exception] = [KeyRevoked()] * len(items)
+        keys: dict[str, bool] = {}
+        admitted = []
+        for index, item in enumerate(items):
+            if item.key_id is not None and item.key_id not in keys:
+                keys[item.key_id] = accounts_q.key_in_use(tx, item.key_id, now)
+            if item.key_id is None or keys[item.key_id]:
+                admitted.append(index)
+        made = self.engine.submit_many_tx(tx, [items[i].request for i in admitted], now) if admitted else []
+        if any(items[i].show for i in admitted):
+            tx.flush_deferred()  # rows queued for the commit, read back below
+        workers: list[list[dict[str, Any]]] = []
+
+        def live() -> list[dict[str, Any]]:  # read once for the batch, when a run is queued
+            if not workers:
+                workers.append(presence.live_workers_tx(tx, now))
+            return workers[0]
+
+        for index, found in zip(admitted, made, strict=True):
+            if isinstance(found, Refused):
+                results[index] = found
+                continue
+            detail = None
+            if items[index].show:
+                detail = run_detail(tx, found[0], items[index].request.account_id)
+                detail["statusDetail"] = presence.status_detail(detail, live)
+            results[index] = (found[0], found[1], detail)
+        return results
 
     async def submit_many(
         self,

@@ -7,7 +7,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import random
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -115,6 +118,76 @@ async def test_a_submit_is_answered_as_the_route_answers_and_shown_as_get_shows_
         assert answer(again_lean) == answer(again_routes)  # the key's run, 200, on both paths
         assert again_lean.status_code == 200 and again_lean.json() == shown.json()
         assert hidden.status_code == 404  # another account's run
+
+
+async def test_a_key_revoked_by_another_process_is_refused_at_once_as_the_routes_refuse_it(
+    db_url: str, tmp_path: Path,
+) -> None:
+    """The lean path remembers the keys it has seen work (``App.remembered_key``); a key revoked
+    since by another process is refused at once all the same, with the route's answer (401 before
+    the body is looked at), and nothing is stored for it."""
+    async with two_servers(tmp_path / "home", db_url) as (app, lean, routes, alice, bob):
+        headers = {"Authorization": f"Bearer {alice}", "Content-Type": "application/json"}
+        async with httpx.AsyncClient(timeout=30) as client:
+            for number in range(2):  # the second is answered with the key remembered
+                made = await client.post(f"{lean}/api/v1/runs", json={"toolId": "test.instant", "inputs": {"value": number}},
+                                         headers={**headers, "Idempotency-Key": f"k{number}"})
+                assert made.status_code == 201, made.text
+        remembered = dict(app._keys_seen)
+        key_id = next(iter(remembered.values()))[1]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TOOLWEAVE_")}
+        env.update(TOOLWEAVE_HOME=str(tmp_path / "home"), TOOLWEAVE_DATABASE_URL=db_url)
+        revoked = await asyncio.to_thread(
+            subprocess.run, [sys.executable, "-m", "toolweave.cli", "keys", "revoke", alice[:10]], env=env,
+            capture_output=True, text=True, timeout=120,
+        )
+        assert revoked.returncode == 0, revoked.stderr
+        count = "SELECT COUNT(*) AS n FROM runs"
+        before = await app.store.read(lambda tx: tx.one(count).n)
+        cases: list[dict[str, Any]] = [  # each while the lean path still remembers the key
+            {"content": b"{nope"},
+            {"content": json.dumps({"toolId": "no.such.tool"})},
+            {"content": json.dumps({"toolId": "test.instant", "inputs": {"nope": 1}})},
+            {"content": json.dumps({"toolId": "test.instant", "inputs": {"value": 5}}), "idem": "k0"},  # its run
+            {"content": json.dumps({"toolId": "test.instant", "inputs": {"value": 5}})},
+        ]
+        for case in cases:
+            app._keys_seen = dict(remembered)  # as remembered before the revocation (each answer forgets it)
+            assert await app.remembered_key(alice) == ("alice", key_id, True)
+            extra = {"Idempotency-Key": case["idem"]} if "idem" in case else {}
+            lean_answer, route_answer = await both(lean, routes, "POST", "/api/v1/runs", content=case["content"],
+                                                   headers={**headers, **extra})
+            assert lean_answer[0] == 401, (case, lean_answer)
+            assert lean_answer == route_answer, case
+        assert await app.store.read(lambda tx: tx.one(count).n) == before
+        async with httpx.AsyncClient(timeout=30) as client:  # the other account's key still works
+            made = await client.post(f"{lean}/api/v1/runs", json={"toolId": "test.instant"},
+                                     headers={"Authorization": f"Bearer {bob}"})
+        assert made.status_code == 201, made.text
+
+
+async def test_a_remembered_key_revoked_between_its_look_up_and_the_transaction_stores_nothing(
+    db_url: str, tmp_path: Path,
+) -> None:
+    """The transaction that stores the run checks the remembered key (``KeyRevoked``): a key
+    revoked while the request was being admitted stores nothing."""
+    from toolweave.submitting import KeyRevoked
+
+    async with two_servers(tmp_path / "home", db_url) as (app, _lean, _routes, alice, _bob):
+        account, key_id, remembered = await app.remembered_key(alice) or ("", "", True)
+        assert (account, remembered) == ("alice", False)
+        assert await app.remembered_key(alice) == ("alice", key_id, True)
+        other = App(Settings(home=tmp_path / "home", database_url=db_url))  # another process's view of the store
+        try:
+            assert await other.revoke_key(key_id) == 1
+        finally:
+            await other.aclose()
+        assert await app.remembered_key(alice) == ("alice", key_id, True)  # this process has not heard
+        with pytest.raises(KeyRevoked):
+            await app.submit_shown("test.instant", {"value": 1}, key_id=key_id, account_id="alice")
+        assert await app.store.read(lambda tx: tx.one("SELECT COUNT(*) AS n FROM runs").n) == 0
+        shown, created = await app.submit_shown("test.instant", {"value": 1}, account_id="alice")  # no key to check
+        assert created and shown["status"] == "queued" and shown["statusDetail"].startswith("no worker is running")
 
 
 @pytest.fixture

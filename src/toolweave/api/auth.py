@@ -105,6 +105,18 @@ async def key_caller(app: App, secret: str) -> Caller | None:
     return Caller(account_id=account, admin=account == "admin", key_id=key_id)
 
 
+async def remembered_caller(app: App, secret: str) -> tuple[Caller, bool] | None:
+    """``key_caller`` by ``App.remembered_key``: (caller, whether the key came from the process's
+    memory, to be checked where the request acts)."""
+    if not secret or len(secret) > 500 or not secret.isascii():
+        return None
+    found = await app.remembered_key(secret)
+    if found is None:
+        return None
+    account, key_id, remembered = found
+    return Caller(account_id=account, admin=account == "admin", key_id=key_id), remembered
+
+
 UNAUTHENTICATED_HEADERS = {"WWW-Authenticate": 'Bearer realm="toolweave"'}
 
 

@@ -25,11 +25,12 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from toolweave.api import submit as submit_mod
-from toolweave.api.auth import UNAUTHENTICATED_HEADERS, key_caller
+from toolweave.api.auth import UNAUTHENTICATED_HEADERS, key_caller, remembered_caller
 from toolweave.api.problems import ApiProblem
 from toolweave.api.routes_runs import submit_and_show
 from toolweave.api.routes_system import receive_webhook
 from toolweave.api.schemas import RunDetail
+from toolweave.submitting import KeyRevoked
 
 _SERVICE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _GENERATION = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -93,12 +94,27 @@ class LeanRoutes:
 
     async def _submit(self, receive: Receive, credentials: str, idempotency_key: str | None) -> Response:
         app = self.api.state.toolweave
-        caller = await key_caller(app, credentials)
-        if caller is None:
+        found = await remembered_caller(app, credentials)
+        if found is None:
             raise ApiProblem(401, "the API key is unknown or revoked", kind="unauthenticated", headers=UNAUTHENTICATED_HEADERS)
-        body = submit_mod.parse_submit(submit_mod.read_json(await _read_body(receive), app.settings.input_max_depth))
-        definition = submit_mod.target_of(app, body)
-        run, created = await submit_and_show(app, caller, body, body.inputs, definition.version, idempotency_key)
+        caller, remembered = found
+        try:
+            body = submit_mod.parse_submit(submit_mod.read_json(await _read_body(receive), app.settings.input_max_depth))
+            definition = submit_mod.target_of(app, body)
+            run, created = await submit_and_show(
+                app, caller, body, body.inputs, definition.version, idempotency_key,
+                key_id=caller.key_id if remembered else None,
+            )
+        except _Disconnected:
+            raise
+        except Exception as exc:
+            # a key remembered by this process may have been revoked since: answer as if it had
+            # been looked up now (before the body was read), as the route does
+            if remembered and (isinstance(exc, KeyRevoked) or await key_caller(app, credentials) is None):
+                app.forget_key(credentials)
+                raise ApiProblem(401, "the API key is unknown or revoked", kind="unauthenticated",
+                                 headers=UNAUTHENTICATED_HEADERS) from None
+            raise
         content = _RUN_DETAIL.dump_json(_RUN_DETAIL.validate_python(run), by_alias=True)
         return Response(content, status_code=201 if created else 200, media_type="application/json",
                         headers={"Location": f"{_RUNS}/{run['jobRunId']}"})

@@ -151,14 +151,17 @@ async def submit_run(
 
 async def submit_and_show(
     app: App, caller: Caller, body: SubmitRunRequest, inputs: dict[str, Any], version: str,
-    idempotency_key: str | None,
+    idempotency_key: str | None, *, key_id: str | None = None,
 ) -> tuple[dict[str, Any], bool]:
     """Submit the run a request asks for (by the route, or by ``api.lean``); returns the run as
-    ``GET /api/v1/runs/{id}`` shows it, and whether it was made now (False: the Idempotency-Key's
-    run, made before or by a request running alongside)."""
-    run_id, created = await app.submit_run(
+    ``GET /api/v1/runs/{id}`` shows it (read in the transaction that stored it), and whether it
+    was made now (False: the Idempotency-Key's run, made before or by a request running
+    alongside). ``key_id``: the API key to check in that transaction (``KeyRevoked``), for a
+    caller found by ``App.remembered_key``."""
+    return await app.submit_shown(
         body.toolId or body.jobId or "",
         inputs,
+        key_id=key_id,
         account_id=caller.account_id,
         origin={"platform": "api"},
         idempotency_key=idempotency_key or None,
@@ -169,7 +172,6 @@ async def submit_and_show(
         version=version,
         cost_ceiling=body.costCeiling,
     )
-    return await app.get_run(run_id, caller.account_id), created
 
 
 def _since(value: str | None) -> float | None:

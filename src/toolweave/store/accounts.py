@@ -182,3 +182,15 @@ def authenticate(tx: Tx, secret: str, now: float) -> tuple[str, str, bool] | Non
         return None
     stale = row.last_used_at is None or now - row.last_used_at > KEY_USE_SECONDS
     return str(row.account_id), str(row.key_id), stale
+
+
+def key_in_use(tx: Tx, key_id: str, now: float) -> bool:
+    """Whether an API key (by id) is neither revoked nor gone, its use recorded when due (as
+    ``touch_key``, at most once a minute): a submit's transaction checks the key a caller took
+    from a process's memory (``Accounts.remembered_key``)."""
+    row = tx.one("SELECT revoked_at, last_used_at FROM api_keys WHERE key_id = :id", {"id": key_id})
+    if row is None or row.revoked_at is not None:
+        return False
+    if row.last_used_at is None or now - row.last_used_at > KEY_USE_SECONDS:
+        touch_key(tx, key_id, now)
+    return True
