@@ -25,7 +25,7 @@ from toolweave.host import MediaError
 from toolweave.inputs import FieldProblem, InputError, Upload, drawn_seeds, prepare_inputs
 from toolweave.model.definitions import JobDefinition, ToolDefinition
 from toolweave.model.records import ArtifactRef
-from toolweave.run_views import run_detail
+from toolweave.run_views import run_details
 from toolweave.store import accounts as accounts_q
 from toolweave.store.batching import GroupCommit
 from toolweave.store.db import Tx
@@ -178,13 +178,20 @@ class Submitting(Definitions):
                 workers.append(presence.live_workers_tx(tx, now))
             return workers[0]
 
+        shown = [(index, found[0]) for index, found in zip(admitted, made, strict=True)
+                 if not isinstance(found, Refused) and items[index].show]
+        details = dict(zip((index for index, _ in shown),
+                           run_details(tx, [(run_id, items[index].request.account_id) for index, run_id in shown]),
+                           strict=True)) if shown else {}
         for index, found in zip(admitted, made, strict=True):
             if isinstance(found, Refused):
                 results[index] = found
                 continue
-            detail = None
-            if items[index].show:
-                detail = run_detail(tx, found[0], items[index].request.account_id)
+            detail = details.get(index)
+            if isinstance(detail, Exception):  # not there, or not the account's: cannot be, as written
+                results[index] = detail
+                continue
+            if detail is not None:
                 detail["statusDetail"] = presence.status_detail(detail, live)
             results[index] = (found[0], found[1], detail)
         return results

@@ -351,3 +351,36 @@ async def test_both_branches_ended_by_webhooks_of_one_transaction_start_the_join
         assert [g["stepId"] for g in run["generations"]].count("join") == 1
     finally:
         await app.aclose()
+
+
+async def test_submits_answered_together_are_each_shown_as_get_shows_them(db_url: str, tmp_path: Path) -> None:
+    """Concurrent submits (one group commit) are answered with their runs read back together
+    (``run_views.run_details``): each answer is what ``GET /api/v1/runs/{id}`` shows, generations
+    started by the first plan (two at the same moment) in the same order."""
+    (tmp_path / "defs").mkdir()
+    (tmp_path / "defs" / "two_waits.yaml").write_text(FAN_IN)
+    app = App(Settings(home=tmp_path / "home", definitions=[tmp_path / "defs"], test_tools=True, database_url=db_url))
+    try:
+        _, alice = await app.create_key("alice", "tests")
+        _, bob = await app.create_key("bob", "tests")
+        async with serve_asgi(create_app(app, run_worker=False)) as url, httpx.AsyncClient(timeout=60) as client:
+            sent = [(alice if i % 3 else bob, {"jobId": "two_waits"} if i % 2 else {"toolId": "test.instant", "inputs": {"value": i}})
+                    for i in range(24)]
+            sent += [(alice, {"toolId": "test.instant"})] * 2  # the same idempotency key twice in one batch
+            keys = [None] * 24 + ["twice", "twice"]
+            answers = await asyncio.gather(*(
+                client.post(f"{url}/api/v1/runs", json=body,
+                            headers={"Authorization": f"Bearer {key}", **({"Idempotency-Key": k} if k else {})})
+                for (key, body), k in zip(sent, keys, strict=True)
+            ))
+            assert sorted(a.status_code for a in answers[-2:]) == [200, 201]
+            assert answers[-1].json()["jobRunId"] == answers[-2].json()["jobRunId"]
+            for (key, _body), made in zip(sent, answers, strict=True):
+                assert made.status_code in (200, 201), made.text
+                shown = await client.get(f"{url}/api/v1/runs/{made.json()['jobRunId']}",
+                                         headers={"Authorization": f"Bearer {key}"})
+                assert made.json() == shown.json()
+        two = [a.json() for a in answers[1:24:2]]
+        assert all(len(run["generations"]) == 2 for run in two), two[0]
+    finally:
+        await app.aclose()

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable
 from pathlib import Path
@@ -20,8 +21,10 @@ from toolweave.registry.validate_tool import ServiceCheck, validate_tool
 _VERSION_PART = re.compile(r"(\d+)|(\D+)")
 
 
+@functools.lru_cache(maxsize=4096)
 def version_key(version: str) -> tuple[tuple[int, int, str], ...]:
-    """Natural order of versions: ``"2" < "10"``, ``"1.2.0" < "1.10.0"``."""
+    """Natural order of versions: ``"2" < "10"``, ``"1.2.0" < "1.10.0"``. Remembered: every
+    look-up of a definition's latest version (each submit's) orders its versions by it."""
     return tuple((1, int(num), "") if num else (0, 0, text) for num, text in _VERSION_PART.findall(version))
 
 

@@ -53,7 +53,14 @@ def waiting_without_task(tx: Tx, run_id: str) -> list[Row]:
 
 
 def for_run(tx: Tx, run_id: str) -> list[Row]:
-    return tx.all("SELECT * FROM generations WHERE run_id = :id ORDER BY created_at, attempt", {"id": run_id})
+    return tx.all("SELECT * FROM generations WHERE run_id = :id ORDER BY created_at, attempt, generation_id", {"id": run_id})
+
+
+def for_runs(tx: Tx, run_ids: list[str]) -> list[Row]:
+    """``for_run`` of at most 500 runs in one statement, by run and in ``for_run``'s order."""
+    marks, params = in_list("r", run_ids)
+    return tx.all(f"SELECT * FROM generations WHERE run_id IN {marks} ORDER BY run_id, created_at, attempt, generation_id",
+                  params)
 
 
 @functools.lru_cache(maxsize=128)

@@ -162,6 +162,18 @@ def steps(tx: Tx, run_id: str) -> list[Row]:
     return tx.all(f"SELECT {_STEP_COLUMNS} FROM step_runs WHERE run_id = :id ORDER BY position", {"id": run_id})
 
 
+def steps_of_runs(tx: Tx, run_ids: list[str]) -> list[Row]:
+    """``steps`` of at most 500 runs in one statement, by run and position."""
+    marks, params = in_list("r", run_ids)
+    return tx.all(f"SELECT {_STEP_COLUMNS} FROM step_runs WHERE run_id IN {marks} ORDER BY run_id, position", params)
+
+
+def get_many(tx: Tx, run_ids: list[str]) -> list[Row]:
+    """The rows of those of at most 500 ``run_ids`` that exist (as ``get``), in no order."""
+    marks, params = in_list("r", run_ids)
+    return tx.all(f"SELECT * FROM runs WHERE run_id IN {marks}", params)
+
+
 def step(tx: Tx, run_id: str, step_id: str) -> Row | None:
     return tx.one(f"SELECT {_STEP_COLUMNS} FROM step_runs WHERE run_id = :id AND step_id = :step", {"id": run_id, "step": step_id})
 
