@@ -78,10 +78,10 @@ async def test_a_256_wide_fan_out_records_every_branch_and_joins_once(app: App) 
     assert_no_stranded_runs(app.store)
 
 
-async def test_branches_finishing_in_reverse_order_with_one_retried_join_with_every_output(app: App) -> None:
+@pytest.mark.parametrize("width", [5, 10])  # 10: more steps than a transition reads all of (FEW_STEPS)
+async def test_branches_finishing_in_reverse_order_with_one_retried_join_with_every_output(app: App, width: int) -> None:
     """The branches sleep so that they end last-first; one fails twice and is retried: the join
     waits for it and starts once, with every branch's output."""
-    width = 5
     branches = [
         {"stepId": f"b{i}", "toolId": "test.sleep", "dependencies": ["root"],
          "inputMappings": [{"value": 0.02 * (width - i), "targetInputName": "seconds"}]}
@@ -113,7 +113,12 @@ async def test_branches_finishing_in_reverse_order_with_one_retried_join_with_ev
     assert_no_stranded_runs(app.store)
 
 
-async def test_a_skipped_branch_skips_what_maps_it_and_a_condition_after_it_sees_the_skip(app: App) -> None:
+@pytest.mark.parametrize("others", [0, 6])  # 6: more steps than a transition reads all of (FEW_STEPS)
+async def test_a_skipped_branch_skips_what_maps_it_and_a_condition_after_it_sees_the_skip(app: App, others: int) -> None:
+    """(``others``: more branches of the root, which nothing reads: with them a transition reads
+    the rows of the steps it touches and of those after them, and every other step's status.)"""
+    padding = [{"stepId": f"p{i}", "toolId": "test.instant", "dependencies": ["root"],
+                "inputMappings": [{"value": i, "targetInputName": "value"}]} for i in range(others)]
     register(app, {
         "jobId": "fan_skip",
         "steps": [
@@ -131,6 +136,7 @@ async def test_a_skipped_branch_skips_what_maps_it_and_a_condition_after_it_sees
              "condition": "steps.broken.status == 'skipped'", "inputMappings": [{"value": 7, "targetInputName": "value"}]},
             {"stepId": "if_succeeded", "toolId": "test.instant", "dependencies": ["broken"],
              "condition": "steps.broken.status == 'succeeded'", "inputMappings": [{"value": 7, "targetInputName": "value"}]},
+            *padding,
         ],
     })
     run_id = await app.submit("fan_skip", {}, account_id="acme")
@@ -138,14 +144,15 @@ async def test_a_skipped_branch_skips_what_maps_it_and_a_condition_after_it_sees
     run = await app.get_run(run_id)
     statuses = {sid: s["status"] for sid, s in by_id(run).items()}
     assert statuses == {"root": "succeeded", "broken": "skipped", "ok": "succeeded", "uses_broken": "skipped",
-                        "after_uses_broken": "skipped", "if_skipped": "succeeded", "if_succeeded": "skipped"}
+                        "after_uses_broken": "skipped", "if_skipped": "succeeded", "if_succeeded": "skipped",
+                        **{f"p{i}": "succeeded" for i in range(others)}}
     assert run["status"] == "partially_completed"
     assert_no_stranded_runs(app.store)
 
 
-async def test_branches_reported_by_polls_one_at_a_time_join_once(app: App) -> None:
+@pytest.mark.parametrize("width", [4, 10])
+async def test_branches_reported_by_polls_one_at_a_time_join_once(app: App, width: int) -> None:
     """Asynchronous branches end by their polls, each its own transition of the run."""
-    width = 4
     register(app, {
         "jobId": "fan_async",
         "steps": [

@@ -96,9 +96,13 @@ class IncrementalSimulation(Simulation):
                 self.cancel_requested = True
             full_view = self.run_view()
             if self.touched and not self.cancel_requested:
-                view = replace(full_view, touched=frozenset(self.touched))
+                # as the engine calls it: every step's status given apart from the views (which it
+                # makes only for the steps the planner reads)
+                statuses = {sid: v.status for sid, v in full_view.steps.items()}
+                view = replace(full_view, touched=frozenset(self.touched), statuses=statuses)
                 actions = decide(view, self.now)
                 assert decide(view, self.now) == actions, "decide gave different actions for the same input"
+                assert decide(replace(view, statuses=None), self.now) == actions, "the statuses given apart changed it"
                 if not self.due_untouched():
                     full = decide(full_view, self.now)
                     assert _without_wake(actions) == _without_wake(full), (actions, full)

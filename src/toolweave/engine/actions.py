@@ -141,6 +141,10 @@ class RunView:
     evaluation, a cancel, a retry, a new run)."""
     unfinished: frozenset[str] | None = None
     """The steps not finished as stored (computed from ``steps`` when None and needed)."""
+    statuses: Mapping[str, StepStatus] | None = None
+    """Every step's stored status, the same as its view's, for reading it without making the view
+    (the engine makes a step's view from its row when the planner first reads it, and reads the
+    rows of a wide run's untouched steps only when one is needed); None: read from ``steps``."""
 
 
 # --- actions ---------------------------------------------------------------------------------

@@ -41,7 +41,10 @@ class PlannerBase:
         self.actions: list[Action] = []
         self._context: _Context | None = None
         steps = run.steps
-        self.status: _Overlay[StepStatus] = _Overlay(steps, _status_of, self._changed)
+        self.status: _Overlay[StepStatus] = (
+            _Overlay(steps, _status_of, self._changed) if run.statuses is None
+            else _Overlay(run.statuses, _same, self._changed)
+        )
         self.outputs: _Overlay[dict[str, Any] | None] = _Overlay(steps, _outputs_of, self._changed)
         self.by_error: _Overlay[bool] = _Overlay(steps, _by_error_of, None)
         """Steps whose error was skipped past (a map step that succeeded with failed items counts)."""
@@ -234,6 +237,10 @@ class PlannerBase:
         raise NotImplementedError  # engine.plan_asks
 
 
+def _same(status: Any) -> Any:
+    return status
+
+
 def _status_of(view: StepView) -> StepStatus:
     return view.status
 
@@ -253,7 +260,7 @@ class _Overlay(Generic[V]):
 
     __slots__ = ("_on_set", "_read", "_steps", "changed")
 
-    def __init__(self, steps: Mapping[str, StepView], read: Callable[[StepView], V],
+    def __init__(self, steps: Mapping[str, Any], read: Callable[[Any], V],
                  on_set: Callable[[str], None] | None) -> None:
         self.changed: dict[str, V] = {}
         self._steps = steps

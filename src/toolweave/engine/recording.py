@@ -93,12 +93,12 @@ class Recording(Transitions):
         finishes = sorted(finished)
         finished_rows = gens_q.finish_each(tx, [_finish_of(outcomes[i], now) for i in finishes])
         inputs = runs_q.inputs_of(tx, [r for r in ending if r not in self._run_inputs])
-        read_steps = runs_q.steps_with_work_of(tx, ending)
+        read_steps = runs_q.steps_with_work_of(tx, ending)  # (on SQLite each run's when it needs them)
         runs = locked()
         applied = {i: row for i, row in zip(finishes, finished_rows(), strict=True) if row is not None}
         for run_id, found in inputs().items():
             self._keep_inputs(run_id, found)
-        steps = read_steps()
+        steps = read_steps() if read_steps is not None else {}
         for run_id, group in by_run.items():
             run = runs.get(run_id)
             ended = [i for i in group if i in applied]
@@ -113,7 +113,7 @@ class Recording(Transitions):
                 assert update is not None
                 self._finished_generation(tx, run, applied[index], update, ctx)
             touched = frozenset(applied[index].step_id for index in ended)  # the planner decides from these
-            self._advance(tx, run_id, ctx, run=run, rows=steps[run_id], touched=touched)
+            self._advance(tx, run_id, ctx, run=run, rows=steps.get(run_id), touched=touched)
             results[next(i for i in group if i in finished)] = (ctx.dispatches, False)
         return results
 
@@ -135,7 +135,7 @@ class Recording(Transitions):
         applied = {i: row for i, row in zip(order, finished_rows(), strict=True) if row is not None}
         for run_id, found in inputs().items():
             self._keep_inputs(run_id, found)
-        steps = read_steps()
+        steps = read_steps() if read_steps is not None else {}
         by_run: dict[str, list[int]] = {}
         for i in order:
             if i in applied:
@@ -145,7 +145,7 @@ class Recording(Transitions):
             for i in group:
                 tasks_q.delete_for(tx, ends[i][1], (TaskKind.POLL,))
                 self._finished_generation(tx, run, applied[i], ends[i][2], ctx)
-            self._advance(tx, run_id, ctx, run=run, rows=steps[run_id])
+            self._advance(tx, run_id, ctx, run=run, rows=steps.get(run_id))
         return [i in applied for i in range(len(ends))]
 
     def _record_submitted(self, tx: Tx, outcome: Outcome, now: float) -> tuple[list[Work], bool]:

@@ -10,7 +10,7 @@ through the queue.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
@@ -19,6 +19,7 @@ from toolweave.engine import ask_steps, cache, items, plan
 from toolweave.engine.actions import StepEvaluation
 from toolweave.engine.evaluate import EvaluateWork
 from toolweave.engine.snapshots import Snapshots
+from toolweave.engine.step_views import Statuses, StepViews, unfinished, wanted_rows
 from toolweave.engine.work import (
     DEFAULT_TIMEOUT_SECONDS,
     DispatchWork,
@@ -39,15 +40,12 @@ from toolweave.store import items as items_q
 from toolweave.store import notifications as notes_q
 from toolweave.store import runs as runs_q
 from toolweave.store import tasks as tasks_q
-from toolweave.store.db import Row, Tx
+from toolweave.store.db import Tx
 from toolweave.store.ids import new_id
 
-_STEP_STATUS = {s.value: s for s in StepStatus}
 _UNFINISHED_STEP = (
     StepStatus.PENDING, StepStatus.READY, StepStatus.RUNNING, StepStatus.WAITING_RETRY, StepStatus.WAITING_INPUT,
 )
-_UNFINISHED_VALUES = frozenset(s.value for s in _UNFINISHED_STEP)
-_GENERATION_STATUS = {s.value: s for s in GenerationStatus}
 
 
 def _work_status_of_child(status: str) -> GenerationStatus | None:
@@ -123,8 +121,8 @@ class Transitions(Snapshots):
 
     def _load_view(
         self, tx: Tx, run_id: str, run: Any = None, evaluations: Mapping[str, StepEvaluation] | None = None,
-        rows: list[Row] | None = None, touched: frozenset[str] | None = None,
-    ) -> tuple[Any, plan.RunView, dict[str, Any]] | None:
+        rows: runs_q.StepRows | None = None, touched: frozenset[str] | None = None,
+    ) -> tuple[Any, plan.RunView, runs_q.StepRows] | None:
         """The run (locked) and the planner's view of it; ``run`` and its step rows with their work
         (``rows``) when the caller read them already; ``touched``: the steps whose work ended (the
         planner decides only those and what follows). A step's view is made when the planner first
@@ -136,8 +134,8 @@ class Transitions(Snapshots):
             return None
         job, order = self._job(tx, run.definition_sha)
         graph = plan.graph_of(job)
-        step_rows = {r["step_id"]: r for r in (runs_q.steps_with_work(tx, run_id) if rows is None else rows)}
-        views = _StepViews(step_rows)
+        step_rows = runs_q.step_rows(tx, run_id, wanted_rows(graph, touched)) if rows is None else rows
+        views = StepViews(step_rows)
         for sid in graph.nested:
             row = step_rows.get(sid)
             if row is not None and row["status"] == StepStatus.RUNNING.value and row["child_run_id"]:
@@ -176,14 +174,14 @@ class Transitions(Snapshots):
             order=order,
             budget=_budget(run.budget, run.cost_usd),
             touched=touched,
-            unfinished=frozenset(sid for sid, row in step_rows.items() if row["status"] in _UNFINISHED_VALUES)
-            if touched is not None else None,
+            unfinished=unfinished(step_rows) if touched is not None else None,
+            statuses=Statuses(step_rows.statuses),
         )
         return run, view, step_rows
 
     def _advance(
         self, tx: Tx, run_id: str, ctx: _Ctx, run: Any = None, evaluations: Mapping[str, StepEvaluation] | None = None,
-        rows: list[Row] | None = None, touched: frozenset[str] | None = None,
+        rows: runs_q.StepRows | None = None, touched: frozenset[str] | None = None,
     ) -> None:
         """Decide the run and write what the planner says. ``touched``: the steps whose work ended
         (a generation, a nested run) — the planner then decides only those and what follows from
@@ -200,7 +198,7 @@ class Transitions(Snapshots):
             run = rows = touched = None  # a map step completed, or a cache hit answered a step: decide again
 
     def _apply(
-        self, tx: Tx, run: Any, view: plan.RunView, step_rows: dict[str, Any], actions: list[plan.Action], ctx: _Ctx
+        self, tx: Tx, run: Any, view: plan.RunView, step_rows: Mapping[str, Any], actions: list[plan.Action], ctx: _Ctx
     ) -> bool:
         """Write the planner's actions; True when a map step completed (decide again)."""
         now = ctx.now
@@ -486,47 +484,6 @@ class Transitions(Snapshots):
                 created_at=now,
             )
             tasks_q.enqueue(tx, TaskKind.NOTIFY, run_id=run.run_id, ref_id=nid, now=now)
-
-
-class _StepViews(Mapping[str, plan.StepView]):
-    """The planner's views of a run's steps by id, each made from its row when first read: a
-    transition that decides a few steps makes a few views, however many steps the run has."""
-
-    __slots__ = ("_rows", "_views")
-
-    def __init__(self, rows: Mapping[str, Any]) -> None:
-        self._rows = rows
-        self._views: dict[str, plan.StepView] = {}
-
-    def __getitem__(self, sid: str) -> plan.StepView:
-        view = self._views.get(sid)
-        if view is None:
-            view = self._views[sid] = _step_view(self._rows[sid])
-        return view
-
-    def __contains__(self, sid: object) -> bool:
-        return sid in self._rows
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._rows)
-
-    def __len__(self) -> int:
-        return len(self._rows)
-
-
-def _step_view(row: Any) -> plan.StepView:
-    status = _STEP_STATUS[row["status"]]
-    work = row["work_status"]
-    work_status: GenerationStatus | None = None
-    work_outputs = work_error = None
-    if status is StepStatus.RUNNING and work is not None and not row["child_run_id"]:
-        work_status, work_outputs, work_error = _GENERATION_STATUS[work], row["work_outputs"], row["work_error"]
-    return plan.StepView(
-        step_id=row["step_id"], status=status, attempt=row["attempt"], tool_id=row["tool_id"],
-        using_fallback=row["using_fallback"], outputs=row["outputs"], skipped_by_error=row["skipped_by_error"],
-        reason=row["reason"], next_attempt_at=row["next_attempt_at"], started_at=row["started_at"],
-        work_status=work_status, work_outputs=work_outputs, work_error=work_error,
-    )
 
 
 def _under_way_at(run: Any, now: float) -> float:

@@ -5,13 +5,13 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Iterator, Mapping
 from decimal import Decimal
 from typing import Any
 
 from toolweave.model.status import RUN_ALLOWED_PRIOR, RunStatus, StepStatus
+from toolweave.store import codec, schema
 from toolweave.store import events as events_q
-from toolweave.store import schema
 from toolweave.store.db import Row, Tx, in_list
 
 _STEP_COLUMNS = (
@@ -192,21 +192,94 @@ def steps_with_work(tx: Tx, run_id: str) -> list[Row]:
     return tx.all(_WITH_WORK + "WHERE s.run_id = :id ORDER BY s.position", {"id": run_id})
 
 
-def steps_with_work_of(tx: Tx, run_ids: list[str]) -> Callable[[], dict[str, list[Row]]]:
+def steps_with_work_of(tx: Tx, run_ids: list[str]) -> Callable[[], dict[str, StepRows]] | None:
     """``steps_with_work`` of several runs in one statement, by run (sent now, read by the
-    returned function)."""
+    returned function), in a pipelined transaction (PostgreSQL: read in the same round trip as the
+    transaction's other reads). None on SQLite: each run's rows are read when its transition
+    needs them, and only those it needs (``step_rows``)."""
+    if not tx.is_postgres:
+        return None
     if not run_ids:
         return dict
     ids, params = in_list("r", run_ids)
     rows = tx.fetch(_WITH_WORK + f"WHERE s.run_id IN {ids} ORDER BY s.run_id, s.position", params)
 
-    def read() -> dict[str, list[Row]]:
+    def read() -> dict[str, StepRows]:
         found: dict[str, list[Row]] = {run_id: [] for run_id in run_ids}
         for row in rows():
             found[row["run_id"]].append(row)
-        return found
+        return {run_id: StepRows.of(found[run_id]) for run_id in run_ids}
 
     return read
+
+
+_STATUSES = "SELECT json_group_object(step_id, status) AS statuses FROM step_runs WHERE run_id = :id"
+FEW_STEPS = 8
+"""A run of at most this many steps has all its step rows read at once (``step_rows`` without
+``wanted``): one statement reading a few rows costs less than two reading fewer."""
+
+
+class StepRows(Mapping[str, Row]):
+    """A run's step rows with their current work (``steps_with_work``) by step id, inside the
+    transaction that read them, under the run's lock. ``statuses`` holds every step's status; the
+    rows of the steps named when it was made are read at once, the others all together when one
+    of them is first read (so a transition of a wide fan-out that reads a branch and the fan-in
+    reads three rows, not every branch's). Rows read later show the run as this transaction
+    finds it then: the engine reads the rows of the steps it changes before it changes them (the
+    planner reads a step's row before deciding it)."""
+
+    __slots__ = ("_rest", "_rows", "statuses")
+
+    def __init__(self, statuses: dict[str, str], rows: dict[str, Row], rest: Callable[[], list[Row]] | None) -> None:
+        self.statuses = statuses
+        """Every step's stored status, by step id."""
+        self._rows = rows
+        self._rest = rest
+
+    @classmethod
+    def of(cls, rows: list[Row]) -> StepRows:
+        """Every row read already."""
+        return cls({r["step_id"]: r["status"] for r in rows}, {r["step_id"]: r for r in rows}, None)
+
+    def __getitem__(self, sid: str) -> Row:
+        row = self._rows.get(sid)
+        if row is None and self._rest is not None and sid in self.statuses:
+            rest, self._rest = self._rest, None
+            for found in rest():
+                self._rows.setdefault(found["step_id"], found)
+            row = self._rows.get(sid)
+        if row is None:
+            raise KeyError(sid)
+        return row
+
+    def __contains__(self, sid: object) -> bool:
+        return sid in self.statuses
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.statuses)
+
+    def __len__(self) -> int:
+        return len(self.statuses)
+
+
+def step_rows(tx: Tx, run_id: str, wanted: Collection[str] | None = None) -> StepRows:
+    """The run's step rows with their work (``StepRows``): every step's status, the rows of
+    ``wanted`` now and the rest when first read. ``wanted`` None (the engine's choice for a
+    run of few steps, ``FEW_STEPS``), or PostgreSQL (where a read costs a round trip): every row
+    now."""
+    if wanted is None or tx.is_postgres:
+        return StepRows.of(steps_with_work(tx, run_id))
+    found = tx.one(_STATUSES, {"id": run_id})  # one row to decode, not one per step
+    statuses: dict[str, str] = codec.loads(found.statuses) if found is not None and found.statuses else {}
+    wanted = [sid for sid in wanted if sid in statuses]
+    rows: dict[str, Row] = {}
+    if wanted:
+        names, params = in_list("s", wanted)
+        for row in tx.all(_WITH_WORK + f"WHERE s.run_id = :id AND s.step_id IN {names}", {"id": run_id, **params}):
+            rows[row["step_id"]] = row
+    if len(rows) == len(statuses):
+        return StepRows(statuses, rows, None)
+    return StepRows(statuses, rows, lambda: steps_with_work(tx, run_id))
 
 
 def _in(values: Any) -> str:
