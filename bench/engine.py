@@ -29,7 +29,12 @@ successor's tool is called (for a fan-in, from the last of its dependencies): re
 starting the successor and any wait for the worker in between. ``worker_cpu_ms_per_job`` is the
 workers' CPU time (all of them) divided by the runs; on PostgreSQL ``postgres_cpu_ms_per_job`` is
 the CPU time of the server processes serving the benchmark's database (the worker's and this
-process's connections). ``peak_rss_mb`` is the largest worker's high-water resident memory (VmHWM).
+process's connections), and ``postgres_backends`` what those backends were doing, sampled every
+50 ms: how many on average waited on a lock (``Lock:…``), on a commit's flush (``IO:WALSync``…),
+ran (``cpu``) or sat in a transaction waiting for the worker's next statement (``client``).
+``submitter_cpu_ms_per_job`` is this process's CPU time (submitting, then watching the store every
+50 ms), and ``busy_cores`` how many of the machine's cores were busy on average from the first
+submit to the last check (every process, other sessions' too). ``peak_rss_mb`` is the largest worker's high-water resident memory (VmHWM).
 """
 
 from __future__ import annotations
@@ -50,7 +55,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
-from procstat import PgBackends, cpu_seconds, positive, vm_hwm_mb  # noqa: E402
+from procstat import PgBackends, busy_cores, cpu_seconds, machine_jiffies, positive, vm_hwm_mb  # noqa: E402
 
 from toolweave.app import App  # noqa: E402
 from toolweave.model.definitions import JobDefinition  # noqa: E402
@@ -278,6 +283,8 @@ def main() -> None:
         backends = PgBackends(PG_ADMIN, pg_name) if pg_name else None
         cpu_at_start = [cpu_seconds(p.pid) for p in procs]
         load = os.getloadavg()[0]
+        machine_at_start = machine_jiffies()
+        own_cpu_at_start = time.process_time()
 
         first_submit = time.time()
         started = time.perf_counter()
@@ -297,6 +304,8 @@ def main() -> None:
             time.sleep(2.0)  # let the parked runs be polled a few times
         if backends is not None:
             backends.sample()
+        machine_at_end = machine_jiffies()
+        own_cpu = time.process_time() - own_cpu_at_start
         rss = max(vm_hwm_mb(p.pid) for p in procs)
         worker_cpu = sum(cpu_seconds(p.pid) - at for p, at in zip(procs, cpu_at_start, strict=True))
         for proc in procs:
@@ -319,9 +328,12 @@ def main() -> None:
             result.update(measure(app, args.variant, first_submit))
         result["worker_cpu_ms_per_job"] = round(worker_cpu * 1000 / args.n, 3)
         result["worker_cpu_ms_per_step"] = round(worker_cpu * 1000 / args.n / steps_per_job(args.variant), 4)
+        result["submitter_cpu_ms_per_job"] = round(own_cpu * 1000 / args.n, 3)
         if backends is not None:
             result["postgres_cpu_ms_per_job"] = round(backends.cpu_seconds() * 1000 / args.n, 3)
+            result["postgres_backends"] = backends.wait_shares()
             backends.close()
+        result["busy_cores"] = busy_cores(machine_at_start, machine_at_end)
         result["peak_rss_mb"] = round(rss, 1)
         result["load_avg_1m"] = [round(load, 2), round(os.getloadavg()[0], 2)]
         asyncio.run(app.aclose())
