@@ -42,10 +42,10 @@ from toolweave.store.connections import (
     _sqlite_connect,
     normalise_url,
 )
-from toolweave.store.tx import NOTIFY_CHANNEL, Row, Tx, Unexpected, _sql_for, in_list
+from toolweave.store.tx import NOTIFY_CHANNEL, Row, Tx, Unexpected, _sql_for, among, in_list
 from toolweave.store.wake import Wakeups
 
-__all__ = ["NOTIFY_CHANNEL", "Row", "Store", "Tx", "Unexpected", "_sql_for", "in_list"]
+__all__ = ["NOTIFY_CHANNEL", "Row", "Store", "Tx", "Unexpected", "_sql_for", "among", "in_list"]
 
 P = ParamSpec("P")
 T = TypeVar("T")

@@ -117,8 +117,8 @@ def lock_states(tx: Tx, run_ids: list[str]) -> Callable[[], dict[str, Row]]:
     function reads them (``Tx.fetch``)."""
     if not run_ids:
         return dict
-    ids, params = in_list("r", run_ids)
-    rows = tx.fetch(f"SELECT {_STATE_COLUMNS} FROM runs WHERE run_id IN {ids} ORDER BY run_id FOR UPDATE", params)
+    ids, params = tx.among("run_id", "r", run_ids)
+    rows = tx.fetch(f"SELECT {_STATE_COLUMNS} FROM runs WHERE {ids} ORDER BY run_id FOR UPDATE", params)
     return lambda: {r.run_id: r for r in rows()}
 
 
@@ -126,8 +126,8 @@ def inputs_of(tx: Tx, run_ids: list[str]) -> Callable[[], dict[str, dict[str, An
     """The inputs of several runs, by run (sent now, read by the returned function)."""
     if not run_ids:
         return dict
-    ids, params = in_list("r", run_ids)
-    rows = tx.fetch(f"SELECT run_id, job_inputs FROM runs WHERE run_id IN {ids}", params)
+    ids, params = tx.among("run_id", "r", run_ids)
+    rows = tx.fetch(f"SELECT run_id, job_inputs FROM runs WHERE {ids}", params)
     return lambda: {r.run_id: dict(r.job_inputs or {}) for r in rows()}
 
 
@@ -201,8 +201,8 @@ def steps_with_work_of(tx: Tx, run_ids: list[str]) -> Callable[[], dict[str, Ste
         return None
     if not run_ids:
         return dict
-    ids, params = in_list("r", run_ids)
-    rows = tx.fetch(_WITH_WORK + f"WHERE s.run_id IN {ids} ORDER BY s.run_id, s.position", params)
+    ids, params = tx.among("s.run_id", "r", run_ids)
+    rows = tx.fetch(_WITH_WORK + f"WHERE {ids} ORDER BY s.run_id, s.position", params)
 
     def read() -> dict[str, StepRows]:
         found: dict[str, list[Row]] = {run_id: [] for run_id in run_ids}
@@ -312,7 +312,7 @@ def add_cost(tx: Tx, run_id: str, amount: Decimal, now: float) -> None:
 
 _PICK_UP = (
     "UPDATE runs SET status = 'running', started_at = COALESCE(started_at, :now), updated_at = :now "
-    "WHERE run_id IN (SELECT run_id FROM runs WHERE run_id IN {ids} AND status = 'queued' "
+    "WHERE run_id IN (SELECT run_id FROM runs WHERE {ids} AND status = 'queued' "
     "FOR UPDATE SKIP LOCKED) RETURNING run_id"
 )
 
@@ -325,7 +325,7 @@ def mark_picked_up(tx: Tx, run_ids: list[str], now: float) -> None:
     their events appended."""
     if not run_ids:
         return
-    ids, params = in_list("r", run_ids)
+    ids, params = tx.among("run_id", "r", run_ids)
     if tx.is_postgres:
         tx.q(
             f"WITH started AS ({_PICK_UP.format(ids=ids)}) INSERT INTO events (run_id, type, step_id, data, created_at) "

@@ -345,6 +345,10 @@ class Tx:
                 self._send_batch()
             self.cursor.execute(_INDEX_JOINS)
 
+    def among(self, column: str, name: str, values: Sequence[str]) -> tuple[str, dict[str, Any]]:
+        """``column`` is one of ``values``: the module's ``among`` in this transaction's dialect."""
+        return among(self.dialect, column, name, values)
+
     def wake(self) -> None:
         """Wake workers once this transaction commits (new or re-queued work)."""
         if not self.woken:
@@ -359,17 +363,23 @@ class Tx:
 
 _INDEX_JOINS = (
     "SELECT set_config('enable_seqscan', 'off', true), set_config('enable_hashjoin', 'off', true), "
-    "set_config('enable_mergejoin', 'off', true)"
+    "set_config('enable_mergejoin', 'off', true), set_config('plan_cache_mode', 'force_generic_plan', true)"
 )
 """Before a many-row UPDATE (``multirow``): find each row by its key's index. Its rows are a JSON
 parameter the planner counts as a handful, and a table whose statistics lag behind its growth (a
 new store filling up before autovacuum analyzed it) looked small enough to scan whole and hash:
 every batch then read every step row of every run. One row at a time, a key always used its index.
 The setting is local to the transaction and set back right after the statement (``Tx.by_index``
-keeps it for a whole transaction)."""
+keeps it for a whole transaction).
+
+The same transactions use a prepared statement's generic plan, made once per connection: with
+every join by index the custom plan PostgreSQL would otherwise make at each execution (it does
+when a parameter such as a ``LIMIT`` makes the custom plan look cheaper) is the same plan, and
+planning it cost more than running it (the claim: 0.4 ms of planning per execution,
+``docs/benchmarks.md``)."""
 _ANY_JOINS = (
     "SELECT set_config('enable_seqscan', 'on', true), set_config('enable_hashjoin', 'on', true), "
-    "set_config('enable_mergejoin', 'on', true)"
+    "set_config('enable_mergejoin', 'on', true), set_config('plan_cache_mode', 'auto', true)"
 )
 
 
@@ -388,6 +398,23 @@ def in_list(prefix: str, values: Sequence[Any]) -> tuple[str, dict[str, Any]]:
     """``(:p0, :p1, …)`` and its parameters, for ``column IN`` a list of values."""
     params = {f"{prefix}{i}": value for i, value in enumerate(values)}
     return "(" + ", ".join(":" + name for name in params) + ")", params
+
+
+def among(dialect: str, column: str, name: str, values: Sequence[str]) -> tuple[str, dict[str, Any]]:
+    """``column`` is one of ``values`` (text), and its parameters. On PostgreSQL ``column =
+    ANY(:name)`` with the values as one array: the statement's text is the same however many
+    values there are, so psycopg prepares it and PostgreSQL keeps its plan (an ``IN (:p0, :p1, …)``
+    list is a new statement for every length, planned anew at each execution). On SQLite an
+    ``IN`` list (``in_list``)."""
+    if dialect == "postgresql":
+        return f"{column} = ANY(CAST(:{name} AS text[]))", {name: text_array(values)}
+    marks, params = in_list(name, values)
+    return f"{column} IN {marks}", params
+
+
+def text_array(values: Sequence[str]) -> str:
+    """A PostgreSQL array literal of text values (every element quoted, so none is read as NULL)."""
+    return "{" + ",".join('"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"' for v in values) + "}"
 
 
 _PG_ROWS = (2, 9)
