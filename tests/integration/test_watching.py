@@ -82,7 +82,9 @@ async def test_idle_watchers_share_one_query_per_round(app: App, tmp_path: Path)
         await asyncio.sleep(1.0)
         rounds = app.event_hub.rounds - rounds_before
         assert rounds >= 3  # about 1 s / 0.05 s, less on a busy machine
-        assert queries - queries_before == rounds  # 30 watchers, one query a round
+        # 30 watchers, one query a round; a round under way when either counter is read counts on
+        # one side only, hence the one either way (30 queries a round would be 17 times more)
+        assert rounds - 1 <= queries - queries_before <= rounds + 1
     finally:
         app.store.read = plain  # type: ignore[method-assign]
         for watcher in watchers:
