@@ -9,10 +9,13 @@ as the row is younger than ``horizon`` seconds (24 h by default). A failure that
 cure, or a row past its horizon, is given up: marked ``failed``, logged at ERROR, listed by
 ``toolweave notifications undelivered`` and sent again by ``toolweave notifications resend``.
 
-A channel may put its rows in sequences (``Channel.sequence``: the ``telegram`` channel's is the
-chat): a row is not sent while an older row of the same sequence is still pending (waiting for a
-retry, or being sent) — it is put back, without counting an attempt, until that row is delivered
-or given up. Rows of other sequences go on meanwhile, so one slow chat holds up no other.
+A channel may deliver each chat's rows in order (``Channel.in_chat_order``: the ``telegram``
+channel does): a row is not sent while an older row of its channel to the same chat (the row's
+``chat_id``, its ``target.chatId``) is still pending (waiting for a retry, or being sent) — it is
+put back, without counting an attempt, until that row is delivered or given up. Rows to other
+chats go on meanwhile, so one slow chat holds up no other. The older row is found by one seek of
+an index (``store/notifications.earlier_pending``): the check costs the same however long the
+backlog.
 """
 
 from __future__ import annotations
@@ -34,8 +37,8 @@ FIRST_BACKOFF = 2.0
 MAX_BACKOFF = 300.0
 HORIZON = 86400.0
 BLOCKED_POLL = 0.5
-"""How soon a row waiting for an older row of its sequence looks again (at the latest when that
-row's next attempt is due)."""
+"""How soon a row waiting for an older row of its chat looks again (at the latest when that row's
+next attempt is due)."""
 
 
 class DeliveryError(Exception):
@@ -47,16 +50,19 @@ class DeliveryError(Exception):
 
 class Channel(Protocol):
     name: str
+    # optional: ``in_chat_order = True`` delivers each chat's rows in the order they were queued
 
     async def deliver(self, notification: Mapping[str, Any]) -> None:
         """Deliver one notification (a row of the outbox as a mapping); raise DeliveryError on failure."""
 
 
 def sequence_of(channel: Any, row: Mapping[str, Any]) -> str | None:
-    """The sequence a row belongs to (rows of one sequence are delivered in the order they were
-    queued), or None: a channel without ``sequence(row)`` delivers its rows in any order."""
-    sequence = getattr(channel, "sequence", None)
-    return sequence(row) if callable(sequence) else None
+    """The chat whose rows ``row`` is delivered in order with (its ``chat_id``), or None: a channel
+    without ``in_chat_order``, or a row to no chat, is delivered in any order."""
+    if not getattr(channel, "in_chat_order", False):
+        return None
+    chat = row.get("chat_id")
+    return str(chat) if chat is not None else None
 
 
 def backoff(attempt: int, retry_after: float | None = None, *, first: float = FIRST_BACKOFF,
@@ -102,7 +108,7 @@ class Notifier:
             return
         key = sequence_of(channel, row)
         if key is not None:
-            blocker = await self.store.read(_earlier_pending, row, key, channel)
+            blocker = await self.store.read(_earlier_pending, row, key)
             if blocker is not None:
                 # not an attempt: back in the queue until the older row is delivered or given up
                 at = max(time.time() + BLOCKED_POLL, float(blocker.get("next_attempt_at") or 0.0))
@@ -143,15 +149,10 @@ class Notifier:
         await self.store.tx(_failed_attempt, row["notification_id"], error, None, task.claim)
 
 
-def _earlier_pending(tx: Tx, row: Mapping[str, Any], key: str, channel: Any) -> dict[str, Any] | None:
-    """The oldest row of ``row``'s channel and sequence queued before it and still pending."""
-    earlier = tx.all(
-        "SELECT * FROM notifications WHERE status = 'pending' AND channel = :channel "
-        "AND (created_at < :created OR (created_at = :created AND notification_id < :id)) "
-        "ORDER BY created_at, notification_id",
-        {"channel": row["channel"], "created": row["created_at"], "id": row["notification_id"]},
-    )
-    return next((dict(r) for r in earlier if sequence_of(channel, r) == key), None)
+def _earlier_pending(tx: Tx, row: Mapping[str, Any], chat_id: str) -> dict[str, Any] | None:
+    """The oldest row of ``row``'s channel to ``chat_id`` queued before it and still pending."""
+    found = notes_q.earlier_pending(tx, row["channel"], chat_id, float(row["created_at"]), row["notification_id"])
+    return dict(found) if found is not None else None
 
 
 def _load(tx: Tx, notification_id: str) -> dict[str, Any] | None:

@@ -3,13 +3,29 @@ on their own (a chat message: an answer, a question, a status message), delivere
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from toolweave.store.db import Row, Tx, in_list
 
 
+def chat_of(target: Any) -> str | None:
+    """The chat a row goes to, kept in ``chat_id``: its target's ``chatId`` as text (an integer or
+    a string of at most 64 characters; 42 and "42" are one chat), None for a row to no chat. The
+    rows queued before migration 0015 got theirs from the same rule there."""
+    chat = target.get("chatId") if isinstance(target, Mapping) else None
+    if isinstance(chat, bool) or not isinstance(chat, (int, str)):
+        return None
+    text = str(chat)
+    return text if 1 <= len(text) <= 64 else None
+
+
+def _row(values: dict[str, Any]) -> dict[str, Any]:
+    return {"status": "pending", "attempts": 0, "chat_id": chat_of(values.get("target")), **values}
+
+
 def insert(tx: Tx, **values: Any) -> None:
-    values = {"status": "pending", "attempts": 0, **values}
+    values = _row(values)
     columns = ", ".join(values)
     params = ", ".join(f":{k}" for k in values)
     tx.q(f"INSERT INTO notifications ({columns}) VALUES ({params})", values)
@@ -18,7 +34,7 @@ def insert(tx: Tx, **values: Any) -> None:
 def insert_once(tx: Tx, **values: Any) -> bool:
     """Insert a row whose ``dedupe_key`` may be queued already; False (and nothing written) when
     it is."""
-    values = {"status": "pending", "attempts": 0, **values}
+    values = _row(values)
     columns = ", ".join(values)
     params = ", ".join(f":{k}" for k in values)
     row = tx.one(
@@ -27,6 +43,20 @@ def insert_once(tx: Tx, **values: Any) -> bool:
         values,
     )
     return row is not None
+
+
+EARLIER_PENDING = (
+    "SELECT * FROM notifications WHERE channel = :channel AND chat_id = :chat AND status = 'pending' "
+    "AND created_at <= :created AND (created_at < :created OR notification_id < :id) "
+    "ORDER BY created_at, notification_id LIMIT 1"
+)
+
+
+def earlier_pending(tx: Tx, channel: str, chat_id: str, created_at: float, notification_id: str) -> Row | None:
+    """The oldest row of ``channel`` to ``chat_id`` queued before (``created_at``,
+    ``notification_id``) and still pending: one seek of ``ix_notifications_chat``, however many
+    rows are pending."""
+    return tx.one(EARLIER_PENDING, {"channel": channel, "chat": chat_id, "created": created_at, "id": notification_id})
 
 
 def get(tx: Tx, notification_id: str) -> Row | None:

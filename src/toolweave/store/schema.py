@@ -403,11 +403,18 @@ notifications = sa.Table(
     sa.Column("delivered_at", sa.Float),
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("dedupe_key", sa.String(200)),  # queueing a key already queued is a no-op (migration 0014)
+    sa.Column("chat_id", sa.String(64)),  # the target's chat (``target.chatId``), None for no chat (0015)
     _check("status", NotificationStatus),
 )
 sa.Index("ix_notifications_run", notifications.c.run_id)
 sa.Index("ux_notifications_dedupe", notifications.c.dedupe_key, unique=True)
 sa.Index("ix_notifications_status", notifications.c.status, notifications.c.created_at)
+sa.Index(
+    "ix_notifications_chat", notifications.c.channel, notifications.c.chat_id, notifications.c.status,
+    notifications.c.created_at, notifications.c.notification_id,
+)
+"""A chat's messages go out in the order they were queued: the oldest pending row queued before a
+given one is found by one seek of this index (``store/notifications.earlier_pending``) (0015)."""
 
 webhook_receipts = sa.Table(
     "webhook_receipts",

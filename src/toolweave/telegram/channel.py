@@ -102,6 +102,9 @@ class TelegramChannel:
     """Delivers outbox rows of the ``telegram`` channel through the Bot API."""
 
     name = CHANNEL
+    in_chat_order = True
+    """Messages to one chat arrive in the order they were queued (``Notifier`` holds a row back
+    while an older row to its chat is pending)."""
 
     def __init__(self, app: App, api: BotAPI | None = None) -> None:
         token = app.settings.telegram_token
@@ -182,14 +185,6 @@ class TelegramChannel:
         return [*parts, Part("sendMessage", text=text, keyboard=keyboard)]
 
     # --- delivering -------------------------------------------------------------------------------
-
-    @staticmethod
-    def sequence(notification: Mapping[str, Any]) -> str | None:
-        """Messages to one chat arrive in the order they were queued (``Notifier`` holds a row back
-        while an older row of its chat is pending)."""
-        target = notification.get("target") or {}
-        chat_id = target.get("chatId") if isinstance(target, Mapping) else None
-        return None if chat_id is None else str(chat_id)
 
     async def deliver(self, notification: Mapping[str, Any]) -> None:
         target = notification.get("target") or {}
