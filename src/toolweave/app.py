@@ -89,7 +89,7 @@ class App(Submitting, Webhooks, Accounts, Answering):
         if migrate:
             self.store.upgrade()
         self.artifacts = ArtifactStore(settings.artifacts_dir)
-        self.http = httpx.AsyncClient(timeout=settings.http_timeout_seconds)
+        self._http: httpx.AsyncClient | None = None
         self.evaluator = EvaluationPool(settings.evaluation_processes)
         """The evaluator processes this process's workers evaluate conditions and templates in
         (started when first needed)."""
@@ -117,7 +117,7 @@ class App(Submitting, Webhooks, Accounts, Answering):
         from toolweave.notify.callback import CallbackChannel
 
         signing = settings.callback_signing_secret.encode() if settings.callback_signing_secret else self._secret()
-        self.add_channel(CallbackChannel(self.http, signing, allow_private=settings.callback_allow_private_urls))
+        self.add_channel(CallbackChannel(lambda: self.http, signing, allow_private=settings.callback_allow_private_urls))
         self._keys_seen = {}
         self.definition_problems: list[Problem] = []
         self._registered_seq = 0
@@ -136,6 +136,14 @@ class App(Submitting, Webhooks, Accounts, Answering):
             self.engine.approver_rules.append(telegram_approver_rule)
 
     # --- set-up --------------------------------------------------------------------------------
+
+    @property
+    def http(self) -> httpx.AsyncClient:
+        """The HTTP client of every service and channel, made when first needed (its TLS set-up and
+        connection pool cost a command that calls no backend a tenth of a second)."""
+        if self._http is None:
+            self._http = httpx.AsyncClient(timeout=self.settings.http_timeout_seconds)
+        return self._http
 
     @classmethod
     def from_env(cls, **overrides: Any) -> App:
@@ -174,7 +182,8 @@ class App(Submitting, Webhooks, Accounts, Answering):
                 await service.close()
             except Exception:
                 log.exception("closing service %s failed", service.name)
-        await self.http.aclose()
+        if self._http is not None:
+            await self._http.aclose()
         self.evaluator.close()
         self.store.close()
 

@@ -17,6 +17,8 @@ from toolweave.netguard import MEDIA_SETTING, ForbiddenURL, TooManyRedirects, Un
 from toolweave.services.base import ServiceError
 
 if TYPE_CHECKING:
+    import httpx
+
     from toolweave.app import App
 
 
@@ -38,8 +40,11 @@ class EngineHost:
     def __init__(self, app: App) -> None:
         self._app = app
         self.artifacts = app.artifacts
-        self.http = app.http
         self.evaluator = app.evaluator
+
+    @property
+    def http(self) -> httpx.AsyncClient:
+        return self._app.http
 
     async def report(self, generation_id: str, update: RunUpdate) -> None:
         await self._app.apply_update(generation_id, update)

@@ -41,3 +41,10 @@ def test_migration_creates_the_same_constraints(tmp_path) -> None:  # type: igno
     for _table, _column, enum in CASES:
         for value in enum:
             assert f"'{value.value}'" in ddl
+
+
+def test_the_run_state_columns_are_every_column_of_runs_but_its_inputs_and_outputs() -> None:
+    from toolweave.store.runs import STATE_COLUMNS
+
+    expected = [c.name for c in metadata.tables["runs"].columns if c.name not in ("job_inputs", "final_outputs")]
+    assert list(STATE_COLUMNS) == expected

@@ -23,7 +23,7 @@ import hashlib
 import hmac
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -105,16 +105,21 @@ class CallbackChannel:
 
     def __init__(
         self,
-        http: httpx.AsyncClient,
+        http: httpx.AsyncClient | Callable[[], httpx.AsyncClient],
         secret: bytes,
         *,
         timeout: float = DEFAULT_TIMEOUT,
         allow_private: bool = False,
     ) -> None:
-        self.http = http
+        self._http = http
+        """The client, or what makes it when a callback is first sent (``App.http``)."""
         self.secret = secret
         self.timeout = timeout
         self.allow_private = allow_private
+
+    @property
+    def http(self) -> httpx.AsyncClient:
+        return self._http if isinstance(self._http, httpx.AsyncClient) else self._http()
 
     async def deliver(self, notification: Mapping[str, Any]) -> None:
         target = notification.get("target") or {}

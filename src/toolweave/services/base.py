@@ -108,9 +108,13 @@ class ServiceHost(Protocol):
     """What the engine gives a service."""
 
     artifacts: ArtifactStore
-    http: httpx.AsyncClient
     evaluator: EvaluationPool
-    """Evaluator processes for what users write (templates): bounded, and off the event loop."""
+    """Evaluator processes for what users write (templates that may loop): bounded, and off the
+    event loop. Started on their first call."""
+
+    @property
+    def http(self) -> httpx.AsyncClient:
+        """The HTTP client for backends (the engine makes it when first asked for)."""
 
     async def report(self, generation_id: str, update: RunUpdate) -> None:
         """Hand an update about a generation to the engine (same entry point as webhooks)."""
