@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,6 +30,8 @@ from toolweave.cli.render import output_files, print_error, run_header, steps_ta
 from toolweave.settings import Settings
 
 if TYPE_CHECKING:
+    from http.server import ThreadingHTTPServer
+
     from toolweave.app import App
 
 DEMO_JOB_FILE = "demo_variants.yaml"
@@ -71,6 +72,8 @@ class FlakyImageServer:
             return status
 
     def __enter__(self) -> FlakyImageServer:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer  # (only the demo serves)
+
         outer = self
 
         class Handler(BaseHTTPRequestHandler):

@@ -15,13 +15,13 @@ its file and a JSON path; cross-references are checked later by ``toolweave.regi
 from __future__ import annotations
 
 import difflib
+import functools
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import yaml
 from pydantic import BaseModel, ValidationError
 
 from toolweave.model.definitions import (
@@ -37,6 +37,9 @@ from toolweave.model.definitions import (
     ToolDefinition,
 )
 from toolweave.registry.problems import Problem, join_path
+
+if TYPE_CHECKING:
+    import yaml
 
 SUFFIXES = (".yaml", ".yml", ".json")
 MAX_EXPANDED_NODES = 100_000
@@ -146,6 +149,8 @@ class _AliasBomb(ValueError):
 
 
 def _check_expansion(root: yaml.Node) -> None:
+    import yaml
+
     """Count the values ``root`` stands for with every alias expanded (each distinct node once,
     without building anything); raise ``_AliasBomb`` past ``MAX_EXPANDED_NODES`` or on an alias
     inside its own anchor."""
@@ -179,12 +184,18 @@ def _check_expansion(root: yaml.Node) -> None:
         stack.extend((child, False) for child in children if id(child) not in sizes)
 
 
-class _BoundedLoader(yaml.SafeLoader):
-    """``yaml.safe_load`` with the alias expansion checked before anything is built."""
+@functools.cache
+def _bounded_loader() -> type[yaml.SafeLoader]:
+    """``yaml.safe_load``'s loader with the alias expansion checked before anything is built (made
+    when a YAML file is first read: a command that reads none does not import PyYAML)."""
+    import yaml
 
-    def construct_document(self, node: yaml.Node) -> Any:
-        _check_expansion(node)
-        return super().construct_document(node)
+    class BoundedLoader(yaml.SafeLoader):
+        def construct_document(self, node: yaml.Node) -> Any:
+            _check_expansion(node)
+            return super().construct_document(node)
+
+    return BoundedLoader
 
 
 def parse_text(text: str, suffix: str) -> Any:
@@ -205,8 +216,10 @@ def _parse(text: str, suffix: str) -> Any:
             raise ValueError(
                 f"is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
             ) from None
+    import yaml
+
     try:
-        return yaml.load(text, Loader=_BoundedLoader)  # a SafeLoader, with the expansion bounded
+        return yaml.load(text, Loader=_bounded_loader())  # a SafeLoader, with the expansion bounded
     except _AliasBomb as exc:
         raise ValueError(f"cannot be read: {exc}") from None
     except yaml.YAMLError as exc:
