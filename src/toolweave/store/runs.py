@@ -10,7 +10,7 @@ from decimal import Decimal
 from typing import Any
 
 from toolweave.model.status import RUN_ALLOWED_PRIOR, RunStatus, StepStatus
-from toolweave.store import codec, schema
+from toolweave.store import codec
 from toolweave.store import events as events_q
 from toolweave.store.db import Row, Tx, in_list
 
