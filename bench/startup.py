@@ -7,6 +7,11 @@ max) and the CPU time of the median run. The home (``TOOLWEAVE_HOME``, a tempora
 warm first — its store created and migrated by one run — as it is for anyone who has run a
 command before. Python's bytecode is compiled first too (``compileall`` of ``src``), as an install
 does: with ``PYTHONDONTWRITEBYTECODE`` set and nothing compiled, every start compiles every module.
+
+Start-up is mostly Python importing modules, so its figures are only as fast as the machine: the
+result carries ``machine`` (the median of three fresh interpreters: one doing nothing, one importing
+the command line's libraries typer and rich, one running a fixed loop of ten million additions) so that
+figures from two machines or two days can be compared.
 """
 
 from __future__ import annotations
@@ -47,6 +52,26 @@ def timed(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
     return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
+MACHINE = {
+    "bare_python_s": "pass",
+    "import_typer_rich_s": "import typer, rich.console",
+    "loop_10m_s": "s = 0\nfor i in range(10_000_000): s += i",
+}
+
+
+def machine(env: dict[str, str]) -> dict[str, float]:
+    """Wall seconds (median of three fresh processes) of each of ``MACHINE``'s programs."""
+    figures = {}
+    for name, program in MACHINE.items():
+        walls = []
+        for _ in range(3):
+            started = time.perf_counter()
+            subprocess.run([sys.executable, "-c", program], env=env, check=True)
+            walls.append(time.perf_counter() - started)
+        figures[name] = round(statistics.median(walls), 3)
+    return figures
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeat", type=positive, default=10)
@@ -67,6 +92,7 @@ def main() -> None:
             "wall_s_max": round(walls[-1], 3),
             "cpu_s_median_run": round(runs[len(runs) // 2][1], 3),
         }
+    result["machine"] = machine(env)
     if args.json:
         print(json.dumps(result))
     else:
