@@ -130,6 +130,25 @@ async def test_a_template_that_asks_for_gigabytes_fails_its_step_not_the_server(
     assert (await work_until_done(app, after, timeout=60))["status"] == "completed"
 
 
+async def test_text_template_renders_straight_lines_in_the_worker_and_loops_in_an_evaluator(app: App) -> None:
+    """``text.template`` follows the planner's policy: a straight-line template of a user's renders
+    in the worker (no evaluator process is started for it); one that loops goes to an evaluator
+    process and fails on its budget there, not in the worker."""
+    fine = await app.submit("text.template", {"template": "hello {{ name | upper }}", "variables": {"name": "you"}},
+                            account_id="alice")
+    run = await work_until_done(app, fine, timeout=60)
+    assert run["status"] == "completed" and run["stepStatuses"][0]["outputs"]["text"] == "hello YOU"
+    assert app.evaluator.started == 0
+    slow = await app.submit("text.template", {"template": NESTED_LOOPS, "variables": {"job": {"items": ITEMS}}},
+                            account_id="mallory")
+    run = await work_until_done(app, slow, timeout=60)
+    [step] = run["stepStatuses"]
+    assert run["status"] == "failed" and step["error"]["code"] == "evaluation_budget", step["error"]
+    assert "template_budget_ms" in step["error"]["message"] and not step["error"]["retryable"]
+    assert app.evaluator.started == 1
+    assert_no_stranded_runs(app.store)
+
+
 async def test_an_evaluator_stuck_in_one_call_is_killed_and_replaced() -> None:
     """What no CPU budget can interrupt (one long C call: a sleep stands in for it here) is
     stopped at the hard deadline by killing the evaluator process; the pool starts another."""

@@ -11,7 +11,7 @@ from tests.helpers import LocalHost, generation_context
 
 from toolweave.services.base import ServiceError
 from toolweave.services.builtin import BuiltinService
-from toolweave.services.builtin.text import render
+from toolweave.services.builtin.text import HERE_MAX_TEMPLATE_CHARS, render, render_here
 
 
 @pytest.fixture
@@ -79,11 +79,64 @@ async def test_output_and_time_limits() -> None:
     assert huge["code"] == "template_security"
 
 
-async def test_a_nested_loop_fails_within_the_budget_in_an_evaluator_process(service: BuiltinService) -> None:
-    with pytest.raises(ServiceError) as err:
-        await render_tool(service, {"template": "{% for i in range(100000) %}{% for j in range(100000) %}"
-                                                "{% endfor %}{% endfor %}"})
-    assert err.value.code == "evaluation_budget" and not err.value.retryable
+async def test_a_nested_loop_fails_within_the_budget_in_an_evaluator_process(tmp_path: Path) -> None:
+    async with LocalHost(tmp_path) as host:
+        with pytest.raises(ServiceError) as err:
+            await render_tool(BuiltinService(host), {"template": "{% for i in range(100000) %}"
+                                                                 "{% for j in range(100000) %}{% endfor %}{% endfor %}"})
+        assert err.value.code == "evaluation_budget" and not err.value.retryable
+        assert host.evaluator.started == 1
+
+
+async def test_a_straight_line_template_renders_without_an_evaluator_process(tmp_path: Path) -> None:
+    """Like a step's straight-line template in the planner: rendered where it stands (no process
+    started for it), with the same sandbox, errors and strictness as in an evaluator."""
+    async with LocalHost(tmp_path) as host:
+        service = BuiltinService(host)
+        text = await render_tool(service, {
+            "template": "A photo of {{ subject | upper }}, {{ style | default('film') }}{% if night %}, at night"
+                        "{% endif %} ({{ tags | join(', ') }}; {{ tags | length }} tags, {{ size.w ~ 'x' ~ size['h'] }})",
+            "variables": {"subject": "a fox", "night": True, "tags": ["snow", "dusk"], "size": {"w": 640, "h": 480}},
+        })
+        assert text == "A photo of A FOX, film, at night (snow, dusk; 2 tags, 640x480)"
+        for template, code in (("Hello {{ name }}", "template_undefined"), ("{{ x.__class__ }}", "template_security"),
+                               ("a\n{{ x }", "template_syntax"), ("{% if %}", "template_syntax"),
+                               ("{{ x + 'a' }}", "template_error")):
+            with pytest.raises(ServiceError) as err:
+                await render_tool(service, {"template": template, "variables": {"x": 1}})
+            assert err.value.code == code and not err.value.retryable, (template, err.value)
+        assert host.evaluator.started == 0
+
+
+HOSTILE_STRAIGHT_LINES = {
+    # each node is linear in what it reads, but what it reads grows: doubled by every tojson of a quote
+    "doubling filters": ("{{ q" + " | tojson" * 60 + " }}", {"q": '"'}),
+    # one join of 200 copies of a 100,000-character value, built before the output cap can look at it
+    "one long concatenation": ("{{ " + " ~ ".join(["v"] * 200) + " }}", {"v": "x" * 100_000}),
+    # a separator as long as the list: quadratic in one C call
+    "join by a value": ("{{ v | list | join(v) }}", {"v": "x" * 100_000}),
+    # 10 ** precision in one C call
+    "round to a precision from a value": ("{{ 1.5 | round(p, 'floor') }}", {"p": 100_000_000}),
+    "round to a huge precision": ("{{ 1.5 | round(100000000, 'floor') }}", {}),
+    # a gigabyte of indentation in one C call
+    "tojson with an indent": ("{{ [[1]] | tojson(1000000000) }}", {}),
+    "long template": ("{{ x }}" * (HERE_MAX_TEMPLATE_CHARS // 7 + 1), {"x": 1}),
+}
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE_STRAIGHT_LINES))
+def test_a_straight_line_template_that_may_build_much_is_not_rendered_in_the_worker(case: str) -> None:
+    template, variables = HOSTILE_STRAIGHT_LINES[case]
+    assert render_here(template, variables, 0.1) is None
+
+
+async def test_a_straight_line_template_that_may_build_much_goes_to_an_evaluator(tmp_path: Path) -> None:
+    async with LocalHost(tmp_path) as host:
+        with pytest.raises(ServiceError) as err:
+            await render_tool(BuiltinService(host), {"template": "{{ " + " ~ ".join(["v"] * 200) + " }}",
+                                                     "variables": {"v": "x" * 10_000}})
+        assert err.value.code == "template_too_long"  # 2,000,000 characters: refused there, not here
+        assert host.evaluator.started == 1
 
 
 async def test_variables_must_be_an_object(service: BuiltinService) -> None:

@@ -19,7 +19,13 @@ from toolweave.model import paths
 from toolweave.model.definitions import Step, ValueSource
 from toolweave.model.paths import PathError
 from toolweave.model.records import ArtifactRef
-from toolweave.sandbox import BoundedEnvironment, BudgetExceeded, cpu_budget, undeclared_variables
+from toolweave.sandbox import (
+    BoundedEnvironment,
+    BudgetExceeded,
+    cpu_budget,
+    straight_line,
+    undeclared_variables,
+)
 
 SUCCEEDED = "succeeded"
 UNAVAILABLE = frozenset({"skipped", "failed", "cancelled"})
@@ -100,18 +106,6 @@ def template_references(src: str) -> tuple[frozenset[str], frozenset[str], bool]
     return free, frozenset(refs), steps_uses != fixed
 
 
-_STRAIGHT_NODES = (
-    nodes.Template, nodes.Output, nodes.TemplateData, nodes.Name, nodes.Getattr, nodes.Getitem, nodes.Const,
-    nodes.Concat, nodes.Compare, nodes.Operand, nodes.And, nodes.Or, nodes.Not, nodes.CondExpr, nodes.Add,
-    nodes.Sub, nodes.Neg, nodes.Pos, nodes.List, nodes.Tuple, nodes.Filter, nodes.Test, nodes.If,
-)
-_STRAIGHT_FILTERS = frozenset({
-    "default", "d", "string", "lower", "upper", "trim", "capitalize", "title", "tojson", "int", "float", "abs",
-    "round", "length", "count", "first", "last", "join", "e", "escape", "safe", "list",
-})
-"""Filters whose cost grows only with the size of their input (no width or count argument)."""
-
-
 @functools.lru_cache(maxsize=2048)
 def template_loops(src: str) -> bool:
     """Whether a template may do work that grows beyond the size of what it reads: a loop, a call,
@@ -120,13 +114,7 @@ def template_loops(src: str) -> bool:
     (attribute access, comparisons, ``~`` and simple filters) costs about what reading its values
     costs, and the planner renders it directly."""
     compile_template(src)
-    ast = _environment().parse(src)
-    for node in ast.find_all(nodes.Node):
-        if not isinstance(node, _STRAIGHT_NODES):
-            return True
-        if isinstance(node, nodes.Filter) and (node.name not in _STRAIGHT_FILTERS or node.dyn_args or node.dyn_kwargs):
-            return True
-    return False
+    return not straight_line(_environment().parse(src))
 
 
 def forget_compiled() -> None:

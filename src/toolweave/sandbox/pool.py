@@ -141,6 +141,8 @@ class EvaluationPool:
         self._lock = threading.Lock()
         self._executor = ThreadPoolExecutor(max_workers=self.size, thread_name_prefix="toolweave-evaluate")
         self._closed = False
+        self.started = 0
+        """How many evaluator processes this pool has started (they start on a first call, not before)."""
 
     async def call(self, target: str, payload: Any, hard_seconds: float) -> Any:
         """``target(payload)`` in an evaluator process; ``EvaluationError`` when it gives no answer."""
@@ -154,6 +156,8 @@ class EvaluationPool:
             worker = self._idle.pop() if self._idle else None
         if worker is None or not worker.alive():
             worker = _Process(self.memory_bytes)
+            with self._lock:
+                self.started += 1
         try:
             result = worker.call(target, payload, hard_seconds)
         except TimeoutError:

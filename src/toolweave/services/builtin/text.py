@@ -3,26 +3,47 @@
 
 The template runs in the bounded Jinja sandbox (``sandbox.BoundedEnvironment``: no attribute
 access to internals, no unsafe calls, ``range``, ``*`` and ``**`` capped) with ``StrictUndefined``
-(a missing variable is an error, not an empty string), in one of the evaluator processes
-(``ServiceHost.evaluator``), never on the worker's event loop. Its output is capped at
-``MAX_OUTPUT_CHARS`` while it is generated, and rendering stops after ``template_budget_ms`` of CPU
-time (a setting, 100 ms by default) with the error code ``evaluation_budget``.
+(a missing variable is an error, not an empty string). Its output is capped at ``MAX_OUTPUT_CHARS``
+while it is generated, and rendering stops after ``template_budget_ms`` of CPU time (a setting,
+100 ms by default) with the error code ``evaluation_budget``.
+
+Where it renders follows the planner's policy for a step's templates (``engine.evaluate``): a
+template that may loop (``sandbox.straight_line`` says no: a ``for``, a call, ``*``, ``**``,
+``%``…) renders in one of the evaluator processes (``ServiceHost.evaluator``), never on the
+worker's event loop. A short straight-line one (at most ``HERE_MAX_TEMPLATE_CHARS``) whose work is
+bounded by what it reads (``sandbox.work_bound`` at most ``HERE_MAX_WORK_CHARS`` characters for
+these variables) renders where it stands, under the same budget and cap: it costs what reading its
+values costs — without an evaluator process to start (a fresh interpreter: most of a CLI run's
+second) or a round trip.
 """
 
 from __future__ import annotations
 
+import functools
+import json
 from typing import Any
 
-from jinja2 import StrictUndefined, TemplateError, TemplateSyntaxError, UndefinedError
+from jinja2 import StrictUndefined, Template, TemplateError, TemplateSyntaxError, UndefinedError, nodes
 from jinja2.exceptions import SecurityError
 
 from toolweave.model.definitions import InputParam, OutputParam, ParamType, PlatformHints, ToolDefinition
-from toolweave.sandbox import BoundedEnvironment, BudgetExceeded, EvaluationError, cpu_budget
+from toolweave.sandbox import (
+    BoundedEnvironment,
+    BudgetExceeded,
+    EvaluationError,
+    cpu_budget,
+    straight_line,
+    work_bound,
+)
 from toolweave.services.builtin._common import SERVICE_NAME, BuiltinTool, ToolContext, bad_input, free
 
 MAX_TEMPLATE_CHARS = 100_000
 MAX_OUTPUT_CHARS = 1_000_000
 RENDER = "toolweave.services.builtin.text:render"
+HERE_MAX_TEMPLATE_CHARS = 2_000
+"""The longest template that may render in the worker (parsing and compiling it takes a few ms)."""
+HERE_MAX_WORK_CHARS = 1_000_000
+"""The most a template rendered in the worker may build (``sandbox.work_bound``)."""
 
 TEMPLATE = ToolDefinition(
     tool_id="text.template",
@@ -106,18 +127,51 @@ async def run_replace(ctx: ToolContext) -> dict[str, Any]:
     return {"text": text.replace(search, replacement, count or -1)}
 
 
+@functools.lru_cache(maxsize=1)
+def _environment() -> BoundedEnvironment:
+    return BoundedEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True)
+
+
 def render(request: dict[str, Any]) -> dict[str, Any]:
     """Render ``request["source"]`` with ``request["variables"]`` (in an evaluator process):
     ``{"text"}``, or ``{"error", "code"}`` naming the problem."""
-    source, variables = request["source"], request["variables"]
-    seconds, max_chars = float(request["seconds"]), int(request.get("max_chars", MAX_OUTPUT_CHARS))
-    env = BoundedEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True)
     try:
-        template = env.from_string(source)
+        ast = _environment().parse(request["source"])
     except TemplateSyntaxError as exc:
-        return _refused(f"input 'template' has a syntax error on line {exc.lineno}: {exc.message}", "template_syntax")
+        return _syntax_error(exc)
     except (SyntaxError, RecursionError):
-        return _refused("input 'template' nests its blocks too deeply", "template_syntax")
+        return _too_deep()
+    return _render(ast, request["variables"], float(request["seconds"]), int(request.get("max_chars", MAX_OUTPUT_CHARS)))
+
+
+def render_here(source: str, variables: dict[str, Any], seconds: float) -> dict[str, Any] | None:
+    """``render`` in this process when the template is short and straight-line and what it may
+    build within ``HERE_MAX_WORK_CHARS`` for these variables; ``None``: it goes to an evaluator."""
+    if len(source) > HERE_MAX_TEMPLATE_CHARS:
+        return None
+    try:
+        ast = _environment().parse(source)
+    except TemplateSyntaxError as exc:
+        return _syntax_error(exc)
+    except (SyntaxError, RecursionError):
+        return _too_deep()
+    if not straight_line(ast):
+        return None
+    def value_chars(name: str) -> int:
+        return len(json.dumps(variables[name], ensure_ascii=False, default=str)) if name in variables else 0
+
+    if work_bound(ast, value_chars, HERE_MAX_WORK_CHARS) is None:
+        return None
+    return _render(ast, variables, seconds, MAX_OUTPUT_CHARS)
+
+
+def _render(ast: nodes.Template, variables: dict[str, Any], seconds: float, max_chars: int) -> dict[str, Any]:
+    try:
+        template: Template = _environment().from_string(ast)
+    except (SyntaxError, RecursionError):
+        return _too_deep()
+    except TemplateSyntaxError as exc:  # (an unknown filter or test is found when compiling)
+        return _syntax_error(exc)
     parts: list[str] = []
     total = 0
     try:
@@ -142,6 +196,14 @@ def render(request: dict[str, Any]) -> dict[str, Any]:
     return {"text": "".join(parts)}
 
 
+def _syntax_error(exc: TemplateSyntaxError) -> dict[str, Any]:
+    return _refused(f"input 'template' has a syntax error on line {exc.lineno}: {exc.message}", "template_syntax")
+
+
+def _too_deep() -> dict[str, Any]:
+    return _refused("input 'template' nests its blocks too deeply", "template_syntax")
+
+
 def _refused(message: str, code: str) -> dict[str, Any]:
     return {"error": message, "code": code}
 
@@ -158,13 +220,15 @@ async def run_template(ctx: ToolContext) -> dict[str, Any]:
     if len(source) > MAX_TEMPLATE_CHARS:
         raise bad_input(f"input 'template' is longer than {MAX_TEMPLATE_CHARS} characters")
     seconds = ctx.settings.template_budget_ms / 1000
-    try:
-        answer = await ctx.host.evaluator.call(
-            RENDER, {"source": source, "variables": variables, "seconds": seconds}, 5.0 + 20 * seconds
-        )
-    except EvaluationError as exc:
-        code = "evaluation_budget" if exc.code == "evaluation_timeout" else exc.code
-        raise bad_input(f"input 'template' could not be rendered: {exc.message}", code=code) from None
+    answer = render_here(source, variables, seconds)
+    if answer is None:  # it may loop: in an evaluator process, which a hard deadline stops too
+        try:
+            answer = await ctx.host.evaluator.call(
+                RENDER, {"source": source, "variables": variables, "seconds": seconds}, 5.0 + 20 * seconds
+            )
+        except EvaluationError as exc:
+            code = "evaluation_budget" if exc.code == "evaluation_timeout" else exc.code
+            raise bad_input(f"input 'template' could not be rendered: {exc.message}", code=code) from None
     if "error" in answer:
         raise bad_input(answer["error"], code=answer["code"])
     text = str(answer["text"])
