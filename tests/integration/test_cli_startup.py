@@ -2,6 +2,7 @@
 in well under a second on a warm home; the figures are bench/startup.py's, in docs/benchmarks.md).
 
 No test here measures time. What it checks is what the time went to, each a regression seen once:
+an evaluator process started for a straight-line template (a fresh interpreter: half a second),
 SQLAlchemy imported through the store's run queries, the HTTP client's transport and TLS set-up
 for a command that calls no backend, PyYAML without a YAML file to read, the ComfyUI converter.
 """
@@ -55,9 +56,10 @@ def probe(home: Path) -> tuple[dict[str, object], dict[str, object]]:
     return json.loads(done.stdout), json.loads(line.removeprefix("PROBE "))
 
 
-def test_a_cli_run_of_a_builtin_tool_loads_only_what_it_uses(tmp_path: Path) -> None:
+def test_a_cli_run_of_a_straight_line_template_starts_no_evaluator_and_loads_only_what_it_uses(tmp_path: Path) -> None:
     home = tmp_path / "home"
     probe(home)  # the first run makes and migrates the store (Alembic and SQLAlchemy are its business)
     run, seen = probe(home)  # a warm home
     assert run["status"] == "completed" and run["finalOutputs"] == {"text": "hello YOU"}, run
+    assert seen["started"] == [], "a process was started (an evaluator?)"
     assert seen["loaded"] == [], "a command that runs one builtin tool imported these"
