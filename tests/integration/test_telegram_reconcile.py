@@ -14,6 +14,7 @@ from typing import Any
 
 from PIL import Image
 from tests.fakes.telegram_api import FakeTelegram, TelegramEnv, telegram_env
+from tests.helpers.worker import running_worker
 
 from toolweave.telegram.botapi import BotAPI
 from toolweave.telegram.reconcile import PROBES
@@ -54,7 +55,9 @@ async def closing(fake: FakeTelegram, head: str, chat_id: int = 42) -> dict[str,
 async def test_a_status_message_that_arrived_is_found_in_a_busy_group_and_no_users_message_is_touched(
     db_url: str, tmp_path: Path
 ) -> None:
-    async with telegram_env(tmp_path, database_url=db_url) as env:
+    # no worker until the status message is in doubt: it is sent while the run is unfinished (with
+    # its Cancel button, which the probes repeat), however fast the run is once a worker takes it
+    async with telegram_env(tmp_path, database_url=db_url, worker=False) as env:
         fake = env.fake
         fake.admin_in.add(GROUP)  # the bot could delete anyone's message here: it must not
         answers_quickly_or_not_at_all(env)
@@ -69,7 +72,8 @@ async def test_a_status_message_that_arrived_is_found_in_a_busy_group_and_no_use
         # a supergroup counts every message: the users' and the bot's ids interleave
         assert [m["message_id"] for m in (command["message"], *before, stranded, after)] == list(
             range(command["message"]["message_id"], command["message"]["message_id"] + 5))
-        await closing(fake, "✅ Card is done.", GROUP)
+        async with running_worker(env.app):  # the send is tried again (probing) and the run done
+            await closing(fake, "✅ Card is done.", GROUP)
         fake.release()
         # the message that arrived is the run's status message: brought up to date, no Cancel left
         final = await fake.wait_for(lambda: (fake.message(GROUP, stranded["message_id"]).get("text") or "").startswith("✅")
@@ -88,7 +92,7 @@ async def test_a_status_message_that_arrived_is_found_in_a_busy_group_and_no_use
 
 
 async def test_a_status_message_that_never_arrived_is_sent_again_once(db_url: str, tmp_path: Path) -> None:
-    async with telegram_env(tmp_path, database_url=db_url) as env:
+    async with telegram_env(tmp_path, database_url=db_url, worker=False) as env:  # as above
         fake = env.fake
         answers_quickly_or_not_at_all(env)
         fake.lose("sendMessage")  # the request never reaches Telegram
@@ -97,8 +101,9 @@ async def test_a_status_message_that_never_arrived_is_sent_again_once(db_url: st
         for user in (50, 51, 52):
             fake.user_message("hi", user_id=user)
         await env.send(command)
-        await fake.wait_for(lambda: fake.lost, timeout=30)
-        await closing(fake, "✅ Card is done.")
+        (lost,) = await fake.wait_for(lambda: fake.lost, timeout=30)
+        async with running_worker(env.app):
+            await closing(fake, "✅ Card is done.")
         fake.release()
         (status,) = statuses(fake, 42)
         final = await fake.wait_for(lambda: (fake.message(42, status["message_id"]).get("text") or "").startswith("✅")
@@ -109,6 +114,7 @@ async def test_a_status_message_that_never_arrived_is_sent_again_once(db_url: st
         run = (await env.app.list_runs("telegram-42")).items[0]
         state = await env.app.kv_get("telegram.status", run["jobRunId"])
         assert state["messageId"] == status["message_id"] and state["lost"] == 1
+        assert lost.params["reply_markup"]["inline_keyboard"][0][0]["callback_data"].startswith("c:run_")
 
 
 async def test_an_answer_that_arrived_is_not_sent_twice(db_url: str, tmp_path: Path) -> None:
