@@ -33,7 +33,8 @@ def _buttons(message: dict[str, Any]) -> list[str]:
 
 
 @asynccontextmanager
-async def bot_process(fake: FakeTelegram, url: str, home: Path, db_url: str) -> AsyncIterator[asyncio.subprocess.Process]:
+async def bot_process(fake: FakeTelegram, url: str, home: Path, db_url: str, *,
+                      worker: bool = True) -> AsyncIterator[asyncio.subprocess.Process]:
     env = {
         **os.environ,
         "TOOLWEAVE_HOME": str(home),
@@ -45,7 +46,7 @@ async def bot_process(fake: FakeTelegram, url: str, home: Path, db_url: str) -> 
         "TOOLWEAVE_LEASE_SECONDS": "2",
     }
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "toolweave.cli", "telegram", "--slots", "2",
+        sys.executable, "-m", "toolweave.cli", "telegram", *(["--slots", "2"] if worker else ["--no-worker"]),
         cwd=home.parent, env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
     )
     try:
@@ -99,7 +100,9 @@ async def test_a_crash_after_telegram_took_a_status_message_strands_nothing(db_u
     home = tmp_path / "home"
     async with serve_asgi(fake.asgi()) as url:
         fake.hold("sendMessage")
-        async with bot_process(fake, url, home, db_url) as first:
+        # no worker in the first bot: the run is unfinished when its status message is sent (with
+        # its Cancel button), however fast the run is once the restarted bot's worker takes it
+        async with bot_process(fake, url, home, db_url, worker=False) as first:
             await fake.wait_for(lambda: fake.calls_of("getUpdates"), timeout=60)
             fake.push(fake.message_update("/card After the crash"))
             (held,) = await fake.wait_for(lambda: fake.held, timeout=60)
