@@ -15,8 +15,10 @@ its map opens: every item's inputs, each item under its own ``template_budget``;
 (or whose templates fail) fails alone, and its retries and fallback reuse what was resolved.
 
 Only what can loop goes this way: a CEL condition with a macro (``all``, ``exists``, ``map``…), a
-template with a loop, a call, ``*``, ``**``, ``%`` or a filter outside a short list of linear ones.
-A straight-line condition or template (``steps.a.outputs.image.width < 2048``,
+template with a loop, a call, ``*``, ``**``, ``%`` or a filter outside a short list of linear ones,
+or a straight-line one whose work a user's values can make grow beyond their size times a fixed
+factor (``sandbox.bounded_growth``: ``round(job.p, 'floor')``, ``join(job.v)``, a chain of ``tojson``).
+A straight-line condition or bounded straight-line template (``steps.a.outputs.image.width < 2048``,
 ``{{ job.prompt }}, ultra detailed``) costs about what reading its values costs — like any mapping —
 and the planner evaluates it where it stands, without the round trip.
 """

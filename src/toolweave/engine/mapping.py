@@ -22,6 +22,7 @@ from toolweave.model.records import ArtifactRef
 from toolweave.sandbox import (
     BoundedEnvironment,
     BudgetExceeded,
+    bounded_growth,
     cpu_budget,
     straight_line,
     undeclared_variables,
@@ -109,12 +110,16 @@ def template_references(src: str) -> tuple[frozenset[str], frozenset[str], bool]
 @functools.lru_cache(maxsize=2048)
 def template_loops(src: str) -> bool:
     """Whether a template may do work that grows beyond the size of what it reads: a loop, a call,
-    ``*``, ``**`` or ``%``, a macro, a filter outside a short list of linear ones. Such a template is
-    rendered in an evaluator process, under a budget (``engine.evaluate``); a straight-line one
-    (attribute access, comparisons, ``~`` and simple filters) costs about what reading its values
-    costs, and the planner renders it directly."""
+    ``*``, ``**`` or ``%``, a macro, a filter outside a short list of linear ones — or a straight-line
+    one whose work a user's values can make grow beyond a fixed multiple of their size
+    (``sandbox.bounded_growth``: a filter given a width, precision or separator from a value, a chain
+    of filters each of which may multiply its input). Such a template is rendered in an evaluator
+    process, under a budget (``engine.evaluate``); a bounded straight-line one (attribute access,
+    comparisons, ``~`` and simple filters) costs about what reading its values costs, and the planner
+    renders it directly, inside its transaction."""
     compile_template(src)
-    return not straight_line(_environment().parse(src))
+    ast = _environment().parse(src)
+    return not (straight_line(ast) and bounded_growth(ast))
 
 
 def forget_compiled() -> None:

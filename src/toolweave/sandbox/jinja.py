@@ -1,7 +1,8 @@
 """The Jinja environment templates run in: jinja2's sandbox, no constant folding at compile time,
 and a bound on what ``*`` and ``**`` may build (``"x" * 10**9`` or ``9 ** 9 ** 9`` is one C call
 that no CPU budget interrupts). And what tells a straight-line template from one that may loop
-(``straight_line``), and how much a straight-line one may build at most (``work_bound``)."""
+(``straight_line``), how much a straight-line one may build at most (``work_bound``), and whether
+that stays within a fixed multiple of what it reads whatever the values (``bounded_growth``)."""
 
 from __future__ import annotations
 
@@ -179,3 +180,27 @@ def work_bound(ast: nodes.Template, value_chars: Callable[[str], int], limit: in
     except (_Unbounded, RecursionError):
         return None
     return total
+
+
+MAX_GROWTH = 1 << 16
+"""The most characters a template rendered where it stands (by the planner) may build, by
+``work_bound``'s reckoning, per character of the values it reads: two or three filters that may
+multiply their input in a row (``| tojson | tojson``, ``| list | join(', ')``), not a chain of them."""
+MAX_CONSTANT_WORK = 1 << 24
+"""The most characters such a template may build from its own text, its values empty."""
+_PROBE = 1 << 24
+
+
+def bounded_growth(ast: nodes.Template) -> bool:
+    """Whether what a straight-line template builds is bounded whatever the values it reads are: no
+    filter given a width, a precision or a separator from a value (``round(job.p, 'floor')`` computes
+    ``10 ** p``, ``join(job.v)`` is quadratic), no chain of filters each of which may multiply its
+    input (``| tojson`` doubles what it is given), and at most ``MAX_GROWTH`` characters built per
+    character read. Its work then grows linearly with the size of its values, which are stored
+    already and capped: the planner may render it where it stands, inside its transaction. It is
+    ``work_bound`` with no values and with large ones (a value-independent use of its rules)."""
+    empty = work_bound(ast, lambda _: 0, MAX_CONSTANT_WORK)
+    if empty is None:
+        return False
+    large = work_bound(ast, lambda _: _PROBE, MAX_CONSTANT_WORK + MAX_GROWTH * _PROBE)
+    return large is not None and large - empty <= MAX_GROWTH * _PROBE
