@@ -43,7 +43,7 @@ from toolweave.model.definitions import JobDefinition
 from toolweave.model.records import RunUpdate
 from toolweave.model.status import RunStatus
 from toolweave.notify.dispatcher import Channel, Notifier
-from toolweave.notify.outbox import Outbox
+from toolweave.notify.outbox import Notice, Outbox
 from toolweave.presence import WORKER_TTL_SECONDS
 from toolweave.registry import Problem, Registry
 from toolweave.run_views import (
@@ -71,7 +71,7 @@ log = logging.getLogger("toolweave")
 
 __all__ = [
     "AnswerError", "App", "BadRequest", "Conflict", "EngineHost", "InputError", "InsufficientCredits",
-    "InvalidDefinition", "MediaError", "NotFound", "OverLimit", "Refused", "UnknownDefinition",
+    "InvalidDefinition", "MediaError", "NotFound", "Notice", "OverLimit", "Refused", "UnknownDefinition",
 ]
 
 

@@ -7,9 +7,11 @@ account) and every definition it may run gathered, then one ``Engine.submit_tx``
 from __future__ import annotations
 
 import asyncio
+import functools
+import math
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -25,8 +27,10 @@ from toolweave.host import MediaError
 from toolweave.inputs import FieldProblem, InputError, Upload, drawn_seeds, prepare_inputs
 from toolweave.model.definitions import JobDefinition, ToolDefinition
 from toolweave.model.records import ArtifactRef
+from toolweave.notify.outbox import Notice, Outbox
 from toolweave.run_views import run_details
 from toolweave.store import accounts as accounts_q
+from toolweave.store import tasks as tasks_q
 from toolweave.store.batching import GroupCommit
 from toolweave.store.db import Tx
 
@@ -48,11 +52,16 @@ class KeyRevoked(Exception):
 @dataclass
 class _Submit:
     """A single submit queued for the group commit: its request, the API key to check in the
-    transaction (None: checked already) and whether to read the run back for the answer."""
+    transaction (None: checked already), whether to read the run back for the answer, and the
+    notifications to queue with the run (``notices``, asked for at ``asked_at``)."""
 
     request: SubmitRequest
     key_id: str | None
     show: bool
+    notices: Callable[[str], Sequence[Notice]] | None = None
+    asked_at: float = 0.0
+    queued: list[tasks_q.Task] = field(default_factory=list)
+    """The notify tasks of ``notices``, once the transaction that queued them committed."""
 
 
 @dataclass
@@ -72,6 +81,7 @@ class Submitting(Definitions):
     engine: Engine
     artifacts: ArtifactStore
     credits: CreditDesk
+    outbox: Outbox
     _submits: GroupCommit[_Submit, tuple[str, bool, dict[str, Any] | None] | Exception] | None = None
 
     @property
@@ -123,6 +133,7 @@ class Submitting(Definitions):
         cost_ceiling: Decimal | None = None,
         key_id: str | None = None,
         show: bool = False,
+        notices: Callable[[str], Sequence[Notice]] | None = None,
     ) -> tuple[str, bool, dict[str, Any] | None]:
         """Validate and coerce the inputs, then create the run. Returns (run id, created): False
         when ``idempotency_key`` was used before by the account (also by a request running at
@@ -136,6 +147,11 @@ class Submitting(Definitions):
         ``MediaError`` or ``Refused`` (``InsufficientCredits``, ``OverLimit``: nothing is stored).
         ``cost_ceiling``: the most the run may cost (a step that would pass it is not started).
         ``key_id`` and ``show``: see ``submit_shown`` (the run read back is the third value).
+        ``notices(run_id)``: notifications a front end queues about the run (the Telegram status
+        message), written in the transaction that stores it — also when the idempotency key names
+        a run already (give them a ``dedupe_key``) — and counted as queued before it, so nothing
+        the run queues (its result, even from a run that ends in that transaction) goes ahead of
+        them in their chat; this process delivers them once it committed.
         """
         await self.sync_definitions()
         job = self.job_for(target_id, version)
@@ -144,15 +160,27 @@ class Submitting(Definitions):
             session_id=session_id, initiating_event_id=initiating_event_id, idempotency_key=idempotency_key,
             callback_url=callback_url, priority=priority, cost_ceiling=cost_ceiling,
         )
-        return await self._submit_together(_Submit(request, key_id, show))
+        return await self._submit_together(_Submit(request, key_id, show, notices, time.time()))
 
     async def _submit_together(self, item: _Submit) -> tuple[str, bool, dict[str, Any] | None]:
         if self._submits is None:
             self._submits = GroupCommit(self.store, self._submit_tx, concurrency=SUBMIT_TRANSACTIONS)
         found = await self._submits(item)
+        if item.queued:
+            self.outbox.deliver_soon(item.queued)
         if isinstance(found, Exception):
             raise found
         return found
+
+    def _queue_notices(self, tx: Tx, item: _Submit, run_id: str, now: float) -> None:
+        """Queue ``item``'s notices about ``run_id`` in the run's transaction, as of when the submit
+        was asked for (before ``now``, which anything the run queues in it is stamped with)."""
+        assert item.notices is not None
+        when = min(item.asked_at, math.nextafter(now, 0.0))
+        tasks = [task for notice in item.notices(run_id)
+                 if (task := self.outbox.queue_tx(tx, replace(notice, created_at=when), now)) is not None]
+        if tasks:
+            tx.after_commit(functools.partial(item.queued.extend, tasks))
 
     def _submit_tx(self, tx: Tx, items: Sequence[_Submit]) -> list[tuple[str, bool, dict[str, Any] | None] | Exception]:
         """Submits arriving together (a server's concurrent requests) stored in one transaction, as a
@@ -187,6 +215,8 @@ class Submitting(Definitions):
             if isinstance(found, Refused):
                 results[index] = found
                 continue
+            if items[index].notices is not None:
+                self._queue_notices(tx, items[index], found[0], now)
             detail = details.get(index)
             if isinstance(detail, Exception):  # not there, or not the account's: cannot be, as written
                 results[index] = detail

@@ -1,6 +1,7 @@
 """Messages to one chat arrive in the order they were queued, on both stores: while a chat's
 message waits for a retry (a 429 for that chat), its later messages — the run's results, the next
-run's status message — wait too, and another chat is served meanwhile."""
+run's status message — wait too, and another chat is served meanwhile. A run's status message is
+queued with the run, so it comes before the run's result however fast the run ends."""
 
 from __future__ import annotations
 
@@ -9,8 +10,11 @@ import io
 from pathlib import Path
 from typing import Any
 
+import pytest
 from PIL import Image
-from tests.fakes.telegram_api import Call, TelegramEnv, telegram_env
+from tests.fakes.telegram_api import DEFINITIONS, Call, TelegramEnv, telegram_env
+
+from toolweave.model.status import RunStatus
 
 
 def jpeg() -> bytes:
@@ -78,3 +82,72 @@ async def test_a_chat_waiting_for_a_retry_holds_back_its_later_messages_and_no_o
         # nothing was counted as an attempt while it only waited its turn
         by_kind = [(r["event_type"], r["attempts"]) for r in found if r["target"]["chatId"] == 42]
         assert sorted(by_kind) == sorted([("status", 2), ("run.completed", 1), ("status", 1), ("run.completed", 1)])
+
+
+async def test_a_run_that_ends_before_the_bot_goes_on_still_has_its_status_message_first(
+    db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with telegram_env(tmp_path, database_url=db_url) as env:
+        fake = env.fake
+        submit = env.app.submit
+        ended: list[str] = []
+
+        async def submit_and_let_it_end(target_id: str, inputs: Any = None, **options: Any) -> str:
+            # the interleaving a fast run (or a busy bot) makes: the run ends, and its result is
+            # queued, before the bot's submit goes on
+            run_id = await submit(target_id, inputs, **options)
+            for _ in range(1200):
+                run = await env.app.get_run(run_id)
+                if RunStatus(run["status"]).terminal:
+                    ended.append(run_id)
+                    return run_id
+                await asyncio.sleep(0.05)
+            raise AssertionError(f"{run_id} did not end")
+
+        monkeypatch.setattr(env.app, "submit", submit_and_let_it_end)
+        await env.send(fake.message_update("/card Fast"))
+        assert ended
+        found = await settled(env, 2)
+        assert [r["event_type"] for r in found] == ["status", "run.completed"]  # queued in that order
+        assert {r["status"] for r in found} == {"delivered"}
+        assert [what(c) for c in sent(env, 42)] == ["status", "✅ Card is done."]
+        # and the tracker brings the status message to the run's end
+        (status,) = [m for m in env.replies(42) if "\nRun run_" in (m.get("text") or "")]
+        await fake.wait_for(lambda: (fake.message(42, status["message_id"]).get("text") or "").startswith("✅"))
+
+
+async def test_a_run_that_ends_in_its_submit_transaction_has_its_status_message_first(
+    db_url: str, tmp_path: Path
+) -> None:
+    extra = tmp_path / "defs"
+    extra.mkdir()
+    (extra / "maybe.yaml").write_text(MAYBE)
+    async with telegram_env(tmp_path, database_url=db_url, definitions=[DEFINITIONS, extra]) as env:
+        fake = env.fake
+        await env.send(fake.message_update("/maybe not now"))
+        found = await settled(env, 2)
+        run_id = (await env.run_of("telegram-42"))["jobRunId"]
+        made = await env.app.store.read(lambda tx: tx.one("SELECT created_at FROM runs WHERE run_id = :id", {"id": run_id}))
+        status, result = found
+        assert (status["event_type"], result["event_type"]) == ("status", "run.completed")
+        assert result["created_at"] == made["created_at"]  # the run ended in the transaction that made it
+        assert status["created_at"] < result["created_at"]
+        assert [what(c) for c in sent(env, 42)] == ["status", "✅ Maybe is done."]
+
+
+MAYBE = """
+- jobId: tg_maybe
+  displayName: Maybe
+  commandName: maybe
+  description: Writes a card only when asked to write.
+  inputSchema:
+    prompt: {type: text, required: true, description: "write (or anything else: nothing is written)"}
+  outputSchema:
+    text: {type: text, sourceStepId: write, sourceOutputName: text}
+  steps:
+    - stepId: write
+      toolId: text.template
+      condition: "job.prompt == 'write'"
+      inputMappings:
+        - {template: "Card: {{ job.prompt }}", targetInputName: template}
+"""

@@ -8,6 +8,11 @@ leases it holds); if the process dies, the lease runs out and any worker deliver
 delivery that fails is rescheduled for any worker (``Notifier``'s retries). ``close`` hands the
 leases of what was not delivered back to the queue.
 
+A row may also be queued inside another transaction (``queue_tx``, then ``deliver_soon`` once it
+committed): a front end's message about a run it submits (the Telegram status message) goes in
+the run's own transaction (``App.submit(notices=…)``), so it is queued before anything the run
+does — a run that ends at once cannot have its result queued ahead of it.
+
 Also here: what ``toolweave notifications`` shows and does (``undelivered``, ``resend``).
 """
 
@@ -18,7 +23,8 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from toolweave.model.status import TaskKind
@@ -29,6 +35,23 @@ from toolweave.store.db import Store, Tx
 from toolweave.store.ids import new_id
 
 log = logging.getLogger("toolweave.notify")
+
+
+@dataclass(frozen=True)
+class Notice:
+    """A notification to queue (``Outbox.queue_tx``): to ``target`` of ``channel``."""
+
+    channel: str
+    target: Mapping[str, Any]
+    payload: Mapping[str, Any]
+    event_type: str
+    account_id: str
+    run_id: str | None = None
+    dedupe_key: str | None = None
+    """Queueing a key queued before writes nothing."""
+    created_at: float | None = field(default=None, compare=False)
+    """When it counts as queued (its place in its chat's order, and where its horizon starts):
+    the transaction's time when None."""
 
 
 class Outbox:
@@ -53,20 +76,32 @@ class Outbox:
         deliver_now: bool = True,
     ) -> str | None:
         """Queue one notification; returns its id, or None when ``dedupe_key`` was queued before."""
-        now = time.time()
-        notification_id = new_id("ntf_")
-        owner = self.owner if deliver_now else None
-        task: tasks_q.Task | None = await self.store.tx(
-            _queue_tx, notification_id, channel, dict(target), dict(payload), event_type, account_id, run_id,
-            dedupe_key, now, owner, self.lease_seconds,
-        )
+        notice = Notice(channel, target, payload, event_type, account_id, run_id, dedupe_key)
+        task = await self.store.tx(lambda tx: self.queue_tx(tx, notice, time.time(), deliver_now=deliver_now))
         if task is None:
             return None
         if deliver_now:
+            self.deliver_soon([task])
+        return task.ref_id
+
+    def queue_tx(self, tx: Tx, notice: Notice, now: float, *, deliver_now: bool = True) -> tasks_q.Task | None:
+        """Write ``notice`` and its ``notify`` task in ``tx`` (a transaction of the caller's); returns
+        the task (None when its ``dedupe_key`` was queued before). With ``deliver_now`` the task is
+        leased to this process: hand it to ``deliver_soon`` once ``tx`` committed (if that never
+        happens — the process died — the lease runs out and any worker delivers it)."""
+        owner = self.owner if deliver_now else None
+        created = notice.created_at if notice.created_at is not None else now
+        return _queue_tx(tx, new_id("ntf_"), notice.channel, dict(notice.target), dict(notice.payload),
+                         notice.event_type, notice.account_id, notice.run_id, notice.dedupe_key, created, now, owner,
+                         self.lease_seconds)
+
+    def deliver_soon(self, tasks: Iterable[tasks_q.Task]) -> None:
+        """Deliver tasks ``queue_tx`` leased to this process, in order, once their transaction has
+        committed (on the event loop's thread)."""
+        for task in tasks:
             self._start()
             assert self._queue is not None
             self._queue.put_nowait(task)
-        return notification_id
 
     def _start(self) -> None:
         if self._pump is None or self._pump.done():
@@ -126,11 +161,13 @@ class Outbox:
 
 def _queue_tx(
     tx: Tx, notification_id: str, channel: str, target: dict[str, Any], payload: dict[str, Any], event_type: str,
-    account_id: str, run_id: str | None, dedupe_key: str | None, now: float, owner: str | None, lease: float,
+    account_id: str, run_id: str | None, dedupe_key: str | None, created: float, now: float, owner: str | None,
+    lease: float,
 ) -> tasks_q.Task | None:
     values = {
         "notification_id": notification_id, "run_id": run_id, "account_id": account_id, "channel": channel,
-        "event_type": event_type, "target": target, "payload": payload, "created_at": now, "dedupe_key": dedupe_key,
+        "event_type": event_type, "target": target, "payload": payload, "created_at": created,
+        "dedupe_key": dedupe_key,
     }
     if dedupe_key is not None:
         if not notes_q.insert_once(tx, **values):

@@ -334,7 +334,7 @@ class TelegramBot:
                      reply_to: int | None, idempotency_key: str, confirmed: bool = False) -> str | None:
         """Submit a run for a chat user and post its status message; returns the run id (None when
         refused, after telling the user why, or when the user is first asked to confirm its cost)."""
-        from toolweave.app import MediaError, UnknownDefinition
+        from toolweave.app import MediaError, Notice, UnknownDefinition
 
         limit = self.app.settings.telegram_max_runs_in_flight
         running = await self.app.in_flight(account)
@@ -344,12 +344,22 @@ class TelegramBot:
                 "Wait for one to finish, or /cancel the latest."
             )
         origin = {"platform": "telegram", "chatId": chat_id, "userId": user_id, "messageId": reply_to}
+        name = self._name(target_id)
+
+        def status_message(run_id: str) -> list[Notice]:
+            # queued in the run's own transaction, before anything the run queues (its result,
+            # however fast it ends), once per run (the same update again, or a second press of
+            # Rerun, queues nothing): the channel renders it when it sends it
+            return [Notice(CHANNEL, {"chatId": chat_id, "replyTo": reply_to}, {"runId": run_id, "name": name},
+                           event_type="status", account_id=account, dedupe_key=f"tg:status:{run_id}")]
+
         try:
             if not confirmed and await confirm.ask_first(self, target_id, inputs, account, chat_id, reply_to,
                                                          {"userId": user_id, "idempotencyKey": idempotency_key}):
                 return None
             run_id = await self.app.submit(target_id, inputs, account_id=account, origin=origin,
-                                           idempotency_key=idempotency_key, coerce_text=True, allow_local_paths=False)
+                                           idempotency_key=idempotency_key, coerce_text=True, allow_local_paths=False,
+                                           notices=status_message)
         except InputError as exc:
             lines = [f"• {p.field} {p.message}" for p in exc.problems]
             raise UserFacingError("That did not work:\n" + "\n".join(lines)) from None
@@ -359,12 +369,6 @@ class TelegramBot:
             raise UserFacingError("That command is no longer available.") from None
         except Refused as exc:
             raise UserFacingError(refusal_text(exc)) from None
-        # the status message goes through the outbox, once per run (the same update again, or a
-        # second press of Rerun, queues nothing): the channel renders it when it sends it
-        await self.app.queue_notification(
-            CHANNEL, {"chatId": chat_id, "replyTo": reply_to}, {"runId": run_id, "name": self._name(target_id)},
-            event_type="status", account_id=account, dedupe_key=f"tg:status:{run_id}",
-        )
         self.tracker.wake()
         return run_id
 
