@@ -16,7 +16,6 @@ from toolweave.cli.common import (
     print_json,
     run_main,
 )
-from toolweave.cli.following import finish, follow
 from toolweave.cli.render import print_question
 from toolweave.cli.submitting import parse_pairs
 
@@ -60,6 +59,8 @@ def runs_answer(
     body = _answer_body(approve, reject, choose, list(values or []), comment)
 
     async def main() -> int:
+        from toolweave.cli.following import finish, follow  # (asyncio: not for --help)
+
         shown = check_view(view, json_output)
         async with app_session() as tw:
             try:

@@ -5,17 +5,20 @@ store: PostgreSQL for a real deployment (docs/deploy.md), SQLite on one machine.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import signal
 import sys
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import typer
 
 from toolweave.cli.common import count, err_console
+
+if TYPE_CHECKING:  # asyncio is imported by the commands, not with the module: not for --help
+    import asyncio
 
 PR_SET_PDEATHSIG = 1
 
@@ -56,6 +59,8 @@ class _Child:
         self.started_at = 0.0
 
     async def start(self) -> None:
+        import asyncio
+
         self.started_at = time.monotonic()
         self.process = await asyncio.create_subprocess_exec(
             *self.argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, start_new_session=True,
@@ -72,6 +77,8 @@ class _Child:
 
 
 async def _supervise(children: list[_Child], stopping: asyncio.Event) -> int:
+    import asyncio
+
     async def keep(child: _Child) -> None:
         while not stopping.is_set():
             await child.start()
@@ -119,6 +126,8 @@ def cluster_command(
 ) -> None:
     """Run the API (`serve --no-worker`) and N worker processes on this machine; restart any that
     dies; SIGTERM or Ctrl-C stops them all, the workers finishing what they hold."""
+    import asyncio
+
     me = [sys.executable, "-m", "toolweave.cli"]
     children: list[_Child] = []
     if not no_serve:

@@ -8,7 +8,6 @@ detail lines and an exit code), never as a traceback.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator, Coroutine
@@ -108,6 +107,8 @@ def load_settings(**overrides: Any) -> Settings:
 
 def run_main(main: Coroutine[Any, Any, int]) -> None:
     """Run a command's coroutine; turn CliError and Ctrl-C into messages and exit codes."""
+    import asyncio  # here, not with the module: --help runs no coroutine
+
     try:
         code = asyncio.run(main)
     except CliError as exc:
@@ -205,6 +206,8 @@ async def app_session(definitions: list[Path] | None = None, **overrides: Any) -
 def with_app(fn: Any) -> Any:
     """Run ``await fn(app)`` with an ``App`` from the settings (unreadable settings: exit 2; a
     store that cannot be reached: one line, exit 1)."""
+    import asyncio
+
     from sqlalchemy.exc import DBAPIError
 
     async def _main() -> Any:

@@ -25,7 +25,6 @@ from toolweave.cli.common import (
     exit_code,
     run_main,
 )
-from toolweave.cli.following import follow
 from toolweave.cli.render import output_files, print_error, run_header, steps_table
 from toolweave.settings import Settings
 
@@ -115,6 +114,8 @@ async def run_demo(
     app: App, account: str, console: Console, output_dir: Path, *, view: str = "auto", say: Callable[[str], None]
 ) -> tuple[dict[str, Any], list[tuple[str, str, Path]], FlakyImageServer]:
     """Run the demo job on the bundled picture, served by a flaky loopback host; export its outputs."""
+    from toolweave.cli.following import follow  # (asyncio: not for --help)
+
     ensure_demo_job(app)
     image = bundled(DEMO_IMAGE_FILE).read_bytes()
     with FlakyImageServer(image) as server:

@@ -5,11 +5,20 @@ and a required argument as ``{name}``. ``HelpGroup`` (the root command's class) 
 once before it runs: an option takes a word for its value (``PATH``, ``N``, ``SECONDS``, ``TEXT``,
 or its choices), a flag takes none, an argument is its name in capitals, a bounded number says
 ``1 to 500``; and each command gets its examples (``EXAMPLES``) below its options.
+
+Typer draws help with its ``rich_utils``, which imports Rich's Markdown renderer (markdown-it) and
+its traceback renderer (Pygments) for what help in Rich markup mode never uses: Markdown help text
+(``rich_markup_mode="markdown"``) and uncaught exceptions. ``rich_help_utils()`` imports it with
+stand-ins for those two classes that import the real ones when first used, which took a third
+off ``toolweave --help`` (docs/benchmarks.md, *Start-up*); the help is the same.
 """
 
 from __future__ import annotations
 
+import importlib
 import inspect
+import sys
+import types
 from typing import Any
 
 from typer.core import TyperArgument, TyperGroup, TyperOption
@@ -99,6 +108,47 @@ def _humanize_param(param: Any) -> None:
     param.__dict__["_get_number_range_help_str"] = lambda: described
 
 
+class _Deferred(type):
+    """A class standing for one of another module's, imported when it is first called or asked for
+    an attribute (``Traceback.from_exception``)."""
+
+    _where: tuple[str, str]
+
+    def _real(cls) -> Any:
+        module, name = cls._where
+        return getattr(importlib.import_module(module), name)
+
+    def __getattr__(cls, attr: str) -> Any:
+        return getattr(cls._real(), attr)
+
+    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
+        return cls._real()(*args, **kwargs)
+
+
+_HEAVY = (("rich.markdown", "Markdown"), ("rich.traceback", "Traceback"))
+"""What ``typer.rich_utils`` imports and help does not use (markdown-it, Pygments)."""
+
+
+def rich_help_utils() -> None:
+    """Import ``typer.rich_utils`` with ``_Deferred`` stand-ins for ``_HEAVY`` (once; where those
+    modules are loaded already, the real ones)."""
+    if "typer.rich_utils" in sys.modules:
+        return
+    stand_ins: dict[str, types.ModuleType] = {}
+    for module, name in _HEAVY:
+        if module not in sys.modules:
+            stand_in = types.ModuleType(module)
+            setattr(stand_in, name, _Deferred(name, (), {"_where": (module, name)}))
+            stand_ins[module] = stand_in
+    sys.modules.update(stand_ins)
+    try:
+        importlib.import_module("typer.rich_utils")
+    finally:  # the stand-ins only for that import: whoever imports these modules later gets them
+        for module, stand_in in stand_ins.items():
+            if sys.modules.get(module) is stand_in:
+                del sys.modules[module]
+
+
 def humanize(command: Any, path: str = "") -> None:
     """Rewrite ``command`` and every command below it (once; later calls do nothing)."""
     if getattr(command, "_toolweave_humanized", False):
@@ -117,6 +167,13 @@ def humanize(command: Any, path: str = "") -> None:
         return option
 
     command.__dict__["get_help_option"] = help_option
+    drawn = command.format_help
+
+    def format_help(ctx: Any, formatter: Any) -> Any:
+        rich_help_utils()
+        return drawn(ctx, formatter)
+
+    command.__dict__["format_help"] = format_help
     examples = EXAMPLES.get(path)
     if examples and not command.epilog:
         command.epilog = "Examples:\n" + "\n".join(f"  $ {line}" for line in examples)

@@ -4,7 +4,6 @@ ComfyUI Deploy account's deployments."""
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Any, cast
 
@@ -47,6 +46,8 @@ def import_comfyui(
     output: Path | None = typer.Option(None, "-o", "--output", help="Where to write the YAML (default: stdout)."),
 ) -> None:
     """Write a tool definition for a ComfyUI workflow, for a person to review."""
+    import asyncio  # (in the commands, not with the module: not for --help)
+
     from toolweave.comfy import ObjectInfo, WorkflowImportError, parse_workflow, tool_from_workflow
 
     try:
@@ -153,6 +154,8 @@ def sync_comfydeploy(
     Only files this command wrote (they start with a 'Synced from ComfyUI Deploy' line) are
     changed or removed; a synced tool keeps its toolId when its workflow is renamed.
     """
+    import asyncio
+
     import httpx
 
     from toolweave.services.base import ServiceError, ServiceHost

@@ -3,7 +3,6 @@ lines, the final summary and ``runs show``; and the run's output files (exported
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Iterator
 from datetime import datetime
@@ -316,6 +315,8 @@ async def output_files(
 ) -> list[tuple[str, str, Path]]:
     """(output name, description, file) of each media output: exported to ``directory`` under the
     output's name (overwriting), or else where the artifact store keeps it."""
+    import asyncio
+
     from toolweave.app import NotFound
 
     found: list[tuple[str, str, Path]] = []

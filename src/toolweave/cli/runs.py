@@ -23,7 +23,6 @@ from toolweave.cli.common import (
     print_json,
     run_main,
 )
-from toolweave.cli.following import finish, follow
 from toolweave.cli.render import items_table, runs_table, show
 from toolweave.cli.submitting import not_found, parse_pairs, retry_or_fork, submit
 from toolweave.model.status import RunStatus
@@ -64,6 +63,8 @@ def run_command(
     """Run a tool or a job. Without --wait, submit it and print its id. With --batch, one run per row."""
 
     async def main() -> int:
+        from toolweave.cli.following import finish, follow  # (asyncio: not for --help)
+
         shown = check_view(view, json_output)
         check_worker_policy(worker)
         ceiling = credits_cli.ceiling_option(cost_ceiling)
@@ -239,6 +240,8 @@ def runs_retry(
     runs alike) that reuses every step upstream of STEP and of the changed inputs."""
 
     async def main() -> int:
+        from toolweave.cli.following import finish, follow  # (asyncio: not for --help)
+
         shown = check_view(view, json_output)
         async with app_session() as tw:
             forked = from_step is not None or bool(inputs)
@@ -271,6 +274,8 @@ def runs_watch(
     from toolweave.app import NotFound
 
     async def main() -> int:
+        from toolweave.cli.following import finish, follow  # (asyncio: not for --help)
+
         shown = check_view(view, False)
         check_worker_policy(worker)
         async with app_session() as tw:

@@ -3,14 +3,17 @@ worker unless told otherwise."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import typer
 from rich.text import Text
 
 from toolweave.cli.common import CliError, app_from, err_console, exit_with, load_settings
+
+if TYPE_CHECKING:  # asyncio is imported by the command, not with the module: not for --help
+    import asyncio
 
 
 def serve(
@@ -25,6 +28,8 @@ def serve(
     log_level: str = typer.Option("info", "--log-level", help="debug, info, warning or error."),
 ) -> None:
     """Serve the HTTP API, the live event streams and the web page (with an embedded worker by default)."""
+    import asyncio
+
     import uvicorn
 
     from toolweave.api import create_app

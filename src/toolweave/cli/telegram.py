@@ -3,7 +3,6 @@ registration and removal of its webhook."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 import typer
@@ -25,6 +24,8 @@ def telegram_command(
     log_level: str = typer.Option("info", "--log-level", metavar="LEVEL", help="debug, info, warning or error (any case)."),
 ) -> None:
     """Run the Telegram bot by long polling, with an embedded worker (one process does everything)."""
+    import asyncio  # (in the command, not with the module: not for --help)
+
     settings = load_settings()
     if not settings.telegram_token:
         err_console.print(Text(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import signal
 
@@ -19,6 +18,7 @@ def worker_command(
     log_level: str = typer.Option("info", "--log-level", metavar="LEVEL", help="debug, info, warning or error (any case)."),
 ) -> None:
     """Run a worker until SIGTERM or Ctrl-C (it finishes the tasks in hand, then hands back the rest)."""
+    import asyncio  # (in the command, not with the module: not for --help)
 
     async def main() -> int:
         level = getattr(logging, log_level.upper(), None)
