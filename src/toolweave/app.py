@@ -21,9 +21,7 @@ import secrets
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from toolweave import presence
 from toolweave.accounting import Defaults, Gate, InsufficientCredits, OverLimit, Refused
@@ -66,6 +64,9 @@ from toolweave.store.db import Store
 from toolweave.submitting import Submitting
 from toolweave.watching import EventHub
 from toolweave.webhooks import Webhooks
+
+if TYPE_CHECKING:  # httpx is imported with the first client (it imports its own command line: click, pygments)
+    import httpx
 
 log = logging.getLogger("toolweave")
 
@@ -142,6 +143,8 @@ class App(Submitting, Webhooks, Accounts, Answering):
         """The HTTP client of every service and channel, made when first needed (its TLS set-up and
         connection pool cost a command that calls no backend a tenth of a second)."""
         if self._http is None:
+            import httpx
+
             self._http = httpx.AsyncClient(timeout=self.settings.http_timeout_seconds)
         return self._http
 

@@ -26,10 +26,11 @@ import ipaddress
 import re
 import socket
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-import httpx
+if TYPE_CHECKING:  # httpx itself is imported where a URL is parsed (it imports its own command line)
+    import httpx
 
 MAX_REDIRECTS = 5
 MEDIA_SETTING = "media_allow_private_urls"
@@ -127,6 +128,8 @@ def check_literal(url: str, *, allow_private: bool, setting: str | None = None) 
                 "write the address as four decimal numbers (a.b.c.d)"
             )
         host = host.rstrip(".")
+    import httpx
+
     try:
         httpx.URL(url)
     except (httpx.InvalidURL, ValueError) as exc:
@@ -147,6 +150,8 @@ async def check_url(url: httpx.URL | str, *, allow_private: bool, setting: str |
     check_literal(text, allow_private=allow_private, setting=setting)
     if allow_private:
         return
+    import httpx
+
     parsed = httpx.URL(text)
     host = parsed.host.rstrip(".")
     if is_ip(host):
@@ -168,14 +173,22 @@ def _show(url: str) -> str:
     return repr(url if len(url) <= 200 else url[:200] + "…")
 
 
+_CLIENT_DEFAULT: Any = object()
+"""``stream_public``'s timeout when none is given: the client's (``httpx.USE_CLIENT_DEFAULT``)."""
+
+
 @contextlib.asynccontextmanager
 async def stream_public(
     http: httpx.AsyncClient, url: str, *, allow_private: bool, setting: str | None = None,
-    timeout: Any = httpx.USE_CLIENT_DEFAULT,
+    timeout: Any = _CLIENT_DEFAULT,
 ) -> AsyncIterator[httpx.Response]:
     """GET a URL a user gave, following redirects by hand so that every hop passes ``check_url``;
     yields the final response, its body not yet read. Raises ``ForbiddenURL`` (``TooManyRedirects``
-    past ``MAX_REDIRECTS`` hops) or ``UnresolvableHost``."""
+    past ``MAX_REDIRECTS`` hops) or ``UnresolvableHost``. Without ``timeout``, the client's own."""
+    import httpx
+
+    if timeout is _CLIENT_DEFAULT:
+        timeout = httpx.USE_CLIENT_DEFAULT
     await check_url(url, allow_private=allow_private, setting=setting)
     current = httpx.URL(url)
     for hop in range(MAX_REDIRECTS + 1):

@@ -9,6 +9,8 @@ services) and the servers are imported only by the commands that need them, so `
 
 from __future__ import annotations
 
+import gc
+
 import typer
 
 from toolweave.cli import (
@@ -78,4 +80,13 @@ app.add_typer(services.services_app, name="services")
 
 
 def main() -> None:
-    app()
+    # The cyclic garbage collector need not walk what the imports made (modules, classes, functions,
+    # which live until exit) again and again: frozen before the command runs (gc.freeze), so a
+    # long-running command's full collections skip them. What is left when the command returns is
+    # frozen too, so the interpreter's collection at exit (a sixth of a CLI run's CPU time; the process
+    # ends anyway, the app has closed its store) walks nothing. docs/benchmarks.md, *Start-up*.
+    gc.freeze()
+    try:
+        app()
+    finally:
+        gc.freeze()

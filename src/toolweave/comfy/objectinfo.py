@@ -14,8 +14,6 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from toolweave.comfy.errors import WorkflowImportError
 
 WIDGET_TYPES = frozenset({"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"})
@@ -153,6 +151,8 @@ class ObjectInfo:
     @classmethod
     async def from_url(cls, url: str, *, request_timeout: float = 30.0) -> ObjectInfo:
         """Fetch ``/object_info`` from a server; ``url`` may be the server's base URL or the full path."""
+        import httpx  # here: the ComfyUI service imports this module on every run, most fetch nothing
+
         target = url if url.rstrip("/").endswith("/object_info") else url.rstrip("/") + "/object_info"
         try:
             async with httpx.AsyncClient(timeout=request_timeout) as client:

@@ -26,12 +26,13 @@ import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from toolweave import netguard
 from toolweave.notify.dispatcher import DeliveryError
+
+if TYPE_CHECKING:  # httpx itself is imported when a callback is sent (every App makes this channel)
+    import httpx
 
 SIGNATURE_HEADER = "X-Toolweave-Signature"
 DELIVERY_HEADER = "X-Toolweave-Delivery"
@@ -119,9 +120,13 @@ class CallbackChannel:
 
     @property
     def http(self) -> httpx.AsyncClient:
+        import httpx
+
         return self._http if isinstance(self._http, httpx.AsyncClient) else self._http()
 
     async def deliver(self, notification: Mapping[str, Any]) -> None:
+        import httpx
+
         target = notification.get("target") or {}
         url = str(target.get("url") or "")
         if not url:

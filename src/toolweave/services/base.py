@@ -14,14 +14,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
-
-import httpx
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from toolweave.artifacts import ArtifactStore
 from toolweave.model.definitions import ToolDefinition
 from toolweave.model.records import ArtifactRef, RunUpdate, ServiceErrorInfo
 from toolweave.sandbox import EvaluationPool
+
+if TYPE_CHECKING:
+    import httpx
 
 
 class ServiceError(Exception):

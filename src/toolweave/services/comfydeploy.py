@@ -32,8 +32,6 @@ from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
-import httpx
-
 from toolweave.model.definitions import RateSource, ToolDefinition
 from toolweave.model.records import ArtifactRef, RunUpdate
 from toolweave.model.status import GenerationStatus
@@ -138,6 +136,8 @@ class ComfyDeployService:
                 "no ComfyUI Deploy API key is configured (set comfydeploy_api_key / TOOLWEAVE_COMFYDEPLOY_API_KEY)",
                 code="not_configured",
             )
+        import httpx  # here, not with the module: every App makes this service, most runs never call it
+
         try:
             response = await self.host.http.request(
                 method,
@@ -392,6 +392,8 @@ class ComfyDeployService:
         url = str(item.item["url"])
         if keep_url:
             return url
+        import httpx
+
         try:
             # No Authorization header: output URLs are storage URLs, not the API.
             response = await self.host.http.get(url, timeout=self.timeout, follow_redirects=True)

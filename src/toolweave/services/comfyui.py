@@ -34,9 +34,7 @@ import mimetypes
 import uuid
 from collections import OrderedDict
 from collections.abc import Mapping
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from toolweave import comfy
 from toolweave.artifacts import media_problem
@@ -64,6 +62,9 @@ from toolweave.services.comfy_workflows import (
 )
 from toolweave.services.comfyui_stream import _Listener, _Streaming, _Tracked
 from toolweave.settings import ComfyServer, Settings
+
+if TYPE_CHECKING:  # httpx itself is imported with the first request (every App makes this service)
+    import httpx
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +137,8 @@ class ComfyUIService(_Streaming):
     # HTTP --------------------------------------------------------------------------------------
 
     async def _request(self, server: ComfyServer, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        import httpx
+
         url = server.base_url.rstrip("/") + path
         try:
             response = await self.host.http.request(method, url, timeout=self.timeout, **kwargs)

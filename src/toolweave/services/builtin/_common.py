@@ -15,8 +15,6 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Protocol
 
-import httpx
-
 from toolweave.inputs import InputError, prepare_inputs
 from toolweave.model.definitions import (
     CostingModel,
@@ -100,6 +98,8 @@ def check_inputs(tool: ToolDefinition, raw: Mapping[str, Any]) -> dict[str, Any]
 
 async def load_media(ctx: ToolContext, name: str, value: Any | None = None) -> tuple[bytes, str]:
     """Bytes and mime type of a media input, with the host's errors converted and named."""
+    import httpx  # here, not with the module: a run of a tool that reads no media need not load it
+
     if value is None:
         value = ctx.inputs.get(name)
     if value is None:

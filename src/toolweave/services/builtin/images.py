@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from typing import Any
-
-from PIL import Image, ImageDraw, ImageEnhance, ImageFont, ImageOps
+from typing import TYPE_CHECKING, Any
 
 from toolweave.model.definitions import InputParam, OutputParam, ParamType, PlatformHints, ToolDefinition
 from toolweave.model.records import ArtifactRef
@@ -37,7 +35,11 @@ from toolweave.services.builtin.pixels import (
     decode,
     encode,
     has_alpha,
+    resampling,
 )
+
+if TYPE_CHECKING:  # Pillow itself is imported where pixels are touched (see pixels.py)
+    from PIL import Image
 
 # --- the tool plumbing -------------------------------------------------------------------------
 
@@ -128,6 +130,8 @@ def resize_image(
     resample: Image.Resampling,
     background: tuple[int, int, int, int],
 ) -> Image.Image:
+    from PIL import Image, ImageOps
+
     w0, h0 = img.size
     if width is None and height is None:
         raise bad_input("image.resize needs input 'width', input 'height' or both")
@@ -166,7 +170,7 @@ async def run_resize(ctx: ToolContext) -> dict[str, Any]:
 
     def work() -> tuple[bytes, str]:
         img, src = decode(data, "image")
-        out = resize_image(img, i["width"], i["height"], i["mode"], RESAMPLE[i["resample"]], background)
+        out = resize_image(img, i["width"], i["height"], i["mode"], resampling(i["resample"]), background)
         fmt = _out_format(src)
         return encode(out, fmt), fmt
 
@@ -196,7 +200,7 @@ async def run_upscale(ctx: ToolContext) -> dict[str, Any]:
     data = await _image_in(ctx)
 
     def work() -> tuple[bytes, str]:
-        from PIL import ImageFilter
+        from PIL import Image, ImageFilter
 
         img, src = decode(data, "image")
         size = (max(1, round(img.width * i["scale"])), max(1, round(img.height * i["scale"])))
@@ -279,6 +283,8 @@ ADJUST = _definition(
 
 def adjust_image(img: Image.Image, brightness: float, contrast: float, saturation: float,
                  sharpness: float) -> Image.Image:
+    from PIL import ImageEnhance
+
     alpha = img.getchannel("A") if has_alpha(img) else None
     rgb = img.convert("RGB") if img.mode in ("RGBA", "LA") else img
     grey = rgb.mode == "L"
@@ -366,6 +372,8 @@ def watermark_image(
     text_color: tuple[int, int, int, int],
     scale: float,
 ) -> Image.Image:
+    from PIL import Image, ImageDraw, ImageFont
+
     base = img.convert("RGBA")
     overlay = Image.new("RGBA", base.size, (0, 0, 0, 0))
     if logo is not None:
@@ -474,6 +482,8 @@ async def run_grid(ctx: ToolContext) -> dict[str, Any]:
     blobs = await asyncio.gather(*(_image_in(ctx, f"images[{n}]", v) for n, v in enumerate(values)))
 
     def work() -> bytes:
+        from PIL import Image, ImageOps
+
         mode = "RGBA" if background[3] < 255 else "RGB"
         sheet = Image.new(mode, (width, height), background if mode == "RGBA" else background[:3])
         for n, blob in enumerate(blobs):

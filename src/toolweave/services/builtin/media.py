@@ -28,8 +28,6 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-import httpx
-
 from toolweave.artifacts import DataURITooLarge, decode_data_uri, sniff_mime
 from toolweave.model.definitions import InputParam, OutputParam, ParamType, PlatformHints, ToolDefinition
 from toolweave.model.records import ArtifactRef
@@ -202,6 +200,8 @@ async def run_fetch(ctx: ToolContext) -> dict[str, Any]:
     filename: str | None
     scheme = urlsplit(source).scheme.lower()
     if scheme in ("http", "https"):
+        import httpx  # here, not with the module: every run loads the builtin tools
+
         try:
             async with asyncio.timeout(i["timeout_seconds"]):
                 data, mime, filename = await _fetch_http(ctx, source, prefixes, limit, i["timeout_seconds"])

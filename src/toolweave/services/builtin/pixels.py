@@ -1,18 +1,22 @@
 """The pixel work the image tools share, run in worker threads: the limits on what they read and
 make, the formats they write, decoding (EXIF orientation applied, decompression bombs refused),
 normalising, flattening and encoding an image, colours by name.
+
+Pillow is imported by the functions that touch pixels, not with the module: the builtin service
+(and with it every run, whatever its tool) loads this module, and only image tools need Pillow.
 """
 
 from __future__ import annotations
 
 import io
 from dataclasses import dataclass
-from typing import Any
-
-from PIL import Image, ImageColor, ImageOps, UnidentifiedImageError
+from typing import TYPE_CHECKING, Any
 
 from toolweave.services.base import ServiceError
 from toolweave.services.builtin._common import bad_input
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 MAX_SIDE = 16384
 """The largest width or height any image tool produces."""
@@ -41,12 +45,8 @@ FORMATS: dict[str, Format] = {
     "tiff": Format("TIFF", "image/tiff", "tiff", True),
 }
 _FROM_PIL = {"JPEG": "jpeg", "MPO": "jpeg", "WEBP": "webp"}
-RESAMPLE = {
-    "lanczos": Image.Resampling.LANCZOS,
-    "bicubic": Image.Resampling.BICUBIC,
-    "bilinear": Image.Resampling.BILINEAR,
-    "nearest": Image.Resampling.NEAREST,
-}
+RESAMPLE = ("lanczos", "bicubic", "bilinear", "nearest")
+"""The resampling filters an image tool offers, by the name of Pillow's ``Image.Resampling``."""
 POSITIONS = [
     "top-left", "top", "top-right",
     "left", "center", "right",
@@ -54,8 +54,17 @@ POSITIONS = [
 ]
 
 
+def resampling(name: str) -> Image.Resampling:
+    """Pillow's resampling filter called ``name`` (one of ``RESAMPLE``)."""
+    from PIL import Image
+
+    return Image.Resampling[name.upper()]
+
+
 def decode(data: bytes, name: str) -> tuple[Image.Image, str]:
     """An RGB/RGBA/L/LA image and its source format key; errors name the input."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
     try:
         img: Image.Image = Image.open(io.BytesIO(data))
         if img.width * img.height > MAX_INPUT_PIXELS:  # checked from the header, before decoding
@@ -98,6 +107,8 @@ def has_alpha(img: Image.Image) -> bool:
 
 def flatten(img: Image.Image, background: tuple[int, int, int]) -> Image.Image:
     """RGB (or L) with any transparency composited over ``background``."""
+    from PIL import Image
+
     if not has_alpha(img):
         return img
     base = Image.new("RGB", img.size, background)
@@ -134,6 +145,8 @@ def encode(
 
 
 def color(value: str, name: str) -> tuple[int, int, int, int]:
+    from PIL import ImageColor
+
     try:
         rgba = ImageColor.getcolor(value, "RGBA")
     except ValueError as exc:

@@ -17,9 +17,8 @@ import re
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
 from jinja2.exceptions import SecurityError, TemplateError, UndefinedError
 
 from toolweave.artifacts import media_problem
@@ -28,6 +27,9 @@ from toolweave.model.paths import PathError, follow_path
 from toolweave.model.records import ArtifactRef
 from toolweave.services.base import ServiceError, ServiceHost
 from toolweave.services.http.spec import DEFAULT_MODERATION_CODES, ErrorSpec, RequestSpec, environment
+
+if TYPE_CHECKING:
+    import httpx
 
 _DROP = object()
 """A value that leaves its key (or list item) out of the request: an absent optional input."""

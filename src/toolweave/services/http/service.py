@@ -24,9 +24,7 @@ import json
 import logging
 from collections.abc import Mapping
 from decimal import Decimal
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from toolweave.artifacts import decode_data_uri, media_problem, sniff_mime
 from toolweave.model.costing import table_price, usage_cost
@@ -66,6 +64,9 @@ from toolweave.services.http.spec import (
     parse_call,
 )
 from toolweave.settings import Settings
+
+if TYPE_CHECKING:  # httpx itself is imported with the first request (every App makes the bare http service)
+    import httpx
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +131,8 @@ class HttpService:
 
         A failure before anything was sent is retryable; after (a timeout waiting for the answer)
         it is retryable too, but says the request may have been processed."""
+        import httpx
+
         timeout = spec.timeout_seconds or self.timeout_seconds
         limit = self.settings.media_max_bytes * 2
         request = self.host.http.build_request(built.method, built.url, timeout=timeout, **built.send_kwargs())
@@ -502,6 +505,8 @@ class HttpService:
     async def _download(self, url: str, name: str) -> tuple[bytes, str]:
         """An output URL fetched like a user's URL: public hosts only (unless media_allow_private_urls),
         every redirect checked, at most media_max_bytes; tried three times on network trouble."""
+        import httpx
+
         for attempt in range(1, DOWNLOAD_ATTEMPTS + 1):
             try:
                 return await self.host.load_media(url)
