@@ -25,7 +25,7 @@ NOT_LOADED = ("sqlalchemy", "alembic", "httpcore", "yaml", "toolweave.comfy.conv
 HELP_NOT_LOADED = ("toolweave.app", "toolweave.store", "toolweave.engine", "toolweave.model.definitions", "asyncio", "httpx",
                    "jinja2", "markdown_it", "pygments", "rich.markdown", "rich.traceback")
 PROBE = """
-import atexit, json, subprocess, sys
+import atexit, gc, json, subprocess, sys
 
 started = []
 _popen_init = subprocess.Popen.__init__
@@ -42,7 +42,8 @@ subprocess.Popen.__init__ = recording_init
 @atexit.register
 def report():
     loaded = [m for m in {not_loaded!r} if m in sys.modules]
-    sys.stderr.write("PROBE " + json.dumps({{"loaded": loaded, "started": started}}) + "\\n")
+    seen = {{"loaded": loaded, "started": started, "frozen": gc.get_freeze_count(), "collecting": gc.isenabled()}}
+    sys.stderr.write("PROBE " + json.dumps(seen) + "\\n")
 
 
 from toolweave.cli import main
@@ -76,6 +77,9 @@ def test_a_cli_run_of_a_straight_line_template_starts_no_evaluator_and_loads_onl
     assert run["status"] == "completed" and run["finalOutputs"] == {"text": "hello YOU"}, run
     assert seen["started"] == [], "a process was started (an evaluator?)"
     assert seen["loaded"] == [], "a command that runs one builtin tool imported these"
+    # main() froze what the imports made (no collection walks it again, the one at exit included),
+    # and the collector still runs for what the command makes
+    assert seen["frozen"] > 10_000 and seen["collecting"] is True, seen
 
 
 def test_help_loads_neither_the_app_nor_asyncio_nor_the_markdown_and_traceback_renderers(tmp_path: Path) -> None:
