@@ -9,8 +9,8 @@ or its choices), a flag takes none, an argument is its name in capitals, a bound
 Typer draws help with its ``rich_utils``, which imports Rich's Markdown renderer (markdown-it) and
 its traceback renderer (Pygments) for what help in Rich markup mode never uses: Markdown help text
 (``rich_markup_mode="markdown"``) and uncaught exceptions. ``rich_help_utils()`` imports it with
-stand-ins for those two classes that import the real ones when first used, which took a third
-off ``toolweave --help`` (docs/benchmarks.md, *Start-up*); the help is the same.
+stand-ins for those two classes that import the real ones when first used, which took about a
+sixth off the CPU time of ``toolweave --help`` (docs/benchmarks.md, *Start-up*); the help is the same.
 """
 
 from __future__ import annotations
