@@ -83,8 +83,8 @@ def main() -> None:
     # The cyclic garbage collector need not walk what the imports made (modules, classes, functions,
     # which live until exit) again and again: frozen before the command runs (gc.freeze), so a
     # long-running command's full collections skip them. What is left when the command returns is
-    # frozen too, so the interpreter's collection at exit (a sixth of a CLI run's CPU time; the process
-    # ends anyway, the app has closed its store) walks nothing. docs/benchmarks.md, *Start-up*.
+    # frozen too, so the interpreter's collection at exit walks nothing (the process ends anyway; the
+    # app has closed its store). Together a sixth of a CLI run's CPU time: docs/benchmarks.md, *Start-up*.
     gc.freeze()
     try:
         app()
