@@ -42,6 +42,12 @@ _TOOL_JOBS: dict[int, tuple[ToolDefinition, JobDefinition]] = {}
 object, so the id is not reused while it is kept)."""
 
 
+def _retrieved(shared: asyncio.Task[None]) -> None:
+    """A shared read's error is its callers' (callers cancelled meanwhile have not read it)."""
+    if not shared.cancelled():
+        shared.exception()
+
+
 class Definitions:
     """The ``App``'s definitions (a part of ``App``)."""
 
@@ -51,6 +57,7 @@ class Definitions:
     catalog: ServiceCatalog
     definition_problems: list[Problem]
     _registered_seq: int
+    _sync_pending: asyncio.Task[None] | None = None
 
     def reload_definitions(self) -> list[Problem]:
         from toolweave.services.builtin import builtin_tool_definitions
@@ -96,7 +103,23 @@ class Definitions:
 
     async def sync_definitions(self) -> None:
         """Take in the jobs other processes registered since this one last looked (one indexed
-        read; the front ends call it before they answer with definitions)."""
+        read; the front ends call it before they answer with definitions).
+
+        The callers of one turn of the event loop share one read, which begins after all of them
+        called (a server's concurrent submits each made a read transaction of their own): what
+        was registered before a caller called is known when its call returns, as when each read
+        alone."""
+        loop = asyncio.get_running_loop()
+        shared = self._sync_pending
+        if shared is None or shared.get_loop() is not loop or shared.done():
+            shared = self._sync_pending = loop.create_task(self._sync_shared())
+            shared.add_done_callback(_retrieved)
+        await asyncio.shield(shared)
+
+    async def _sync_shared(self) -> None:
+        await asyncio.sleep(0)  # the rest of this turn's callers join
+        if self._sync_pending is asyncio.current_task():
+            self._sync_pending = None  # from here on a caller waits for a read that begins later
         rows = await self.store.read(registered_q.since, self._registered_seq)
         if rows:
             self._apply_registered(rows)

@@ -35,6 +35,8 @@ from toolweave.submitting import KeyRevoked
 _SERVICE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _GENERATION = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _TOKEN = re.compile(r"[A-Za-z0-9_-]{0,128}")
+_PLAIN_QUERY = re.compile(r"[A-Za-z0-9_-]*")
+"""A query string's rest that ``parse_qsl`` would read as it is (no ``&``, ``;``, ``=``, ``%`` or ``+``)."""
 _WEBHOOKS = "/webhooks/"
 _RUNS = "/api/v1/runs"
 _RUN_DETAIL: TypeAdapter[RunDetail] = TypeAdapter(RunDetail)
@@ -140,8 +142,11 @@ def _webhook_params(path: str, query_string: bytes) -> tuple[str, str, str] | No
     service, slash, generation_id = path[len(_WEBHOOKS):].partition("/")
     if not slash or not _SERVICE.fullmatch(service) or not _GENERATION.fullmatch(generation_id):
         return None
-    tokens = [value for name, value in parse_qsl(query_string.decode("latin-1"), keep_blank_values=True)
-              if name == "token"]
+    query = query_string.decode("latin-1")
+    if query.startswith("token=") and _PLAIN_QUERY.fullmatch(query, 6):  # one token, nothing to unquote
+        tokens = [query[6:]]
+    else:
+        tokens = [value for name, value in parse_qsl(query, keep_blank_values=True) if name == "token"]
     if len(tokens) != 1 or not _TOKEN.fullmatch(tokens[0]):
         return None
     return service, generation_id, tokens[0]

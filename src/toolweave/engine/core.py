@@ -12,7 +12,6 @@ whose transitions are ``ask_steps``); ``Engine`` puts them together.
 from __future__ import annotations
 
 import hmac
-from hashlib import sha256
 from typing import Any
 
 from toolweave.engine.answers import Answers
@@ -43,7 +42,7 @@ class Engine(Submission, Recording, Claims, RunControl, Answers):
     # --- webhooks ------------------------------------------------------------------------------
 
     def webhook_token(self, service: str, generation_id: str) -> str:
-        return hmac.new(self.secret, f"{service}:{generation_id}".encode(), sha256).hexdigest()[:32]
+        return hmac.digest(self.secret, f"{service}:{generation_id}".encode(), "sha256").hex()[:32]
 
     def check_webhook_token(self, service: str, generation_id: str, token: str) -> bool:
         expected = self.webhook_token(service, generation_id).encode()
