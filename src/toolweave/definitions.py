@@ -58,6 +58,8 @@ class Definitions:
     definition_problems: list[Problem]
     _registered_seq: int
     _sync_pending: asyncio.Task[None] | None = None
+    definition_reads = 0
+    """Reads of the registered jobs made by ``sync_definitions`` (for tests and benchmarks)."""
 
     def reload_definitions(self) -> list[Problem]:
         from toolweave.services.builtin import builtin_tool_definitions
@@ -120,6 +122,7 @@ class Definitions:
         await asyncio.sleep(0)  # the rest of this turn's callers join
         if self._sync_pending is asyncio.current_task():
             self._sync_pending = None  # from here on a caller waits for a read that begins later
+        self.definition_reads += 1
         rows = await self.store.read(registered_q.since, self._registered_seq)
         if rows:
             self._apply_registered(rows)

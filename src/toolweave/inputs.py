@@ -322,6 +322,8 @@ def visibility(
     """Which inputs are shown, by name: an input with ``visibleIf`` is visible when the input it
     names is itself visible and has (after coercion, defaults applied) one of the listed values.
     Every surface asks this one question (the inputs check, the web form, the chat bot)."""
+    if all(p.visible_if is None for p in schema):  # most schemas: every input shown
+        return dict.fromkeys([p.name for p in schema], True)
     params = {p.name: p for p in schema}
     memo: dict[str, bool] = {}
 

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import resource
 import subprocess
@@ -149,6 +150,37 @@ async def test_a_job_registered_through_one_server_is_known_to_another_at_once(
         assert app_c.registry.versions("shared_job") == ["1", "2"]
     finally:
         await app_c.aclose()
+
+
+async def test_concurrent_submits_share_one_read_of_the_registered_jobs(
+    server: tuple[App, str], db_url: str, tmp_path: Path
+) -> None:
+    """A server's concurrent submits share one read of what other processes registered (the
+    callers of one turn of the event loop), and each still knows a job registered before it
+    called; a caller cancelled while it waits takes nothing from the others."""
+    app_a, url_a = server
+    app_b = make_app(tmp_path / "home-b", db_url)  # another process on the same store
+    try:
+        await app_b.sync_definitions()
+        reads = app_b.definition_reads
+        async with httpx.AsyncClient(base_url=url_a, headers={"Authorization": f"Bearer {ADMIN_KEY}"}) as client:
+            assert (await client.post("/api/v1/jobs", json=JOB)).status_code == 201
+        run_ids = await asyncio.gather(*(app_b.submit("shared_job", {"value": i}, account_id="acme") for i in range(20)))
+        assert len(set(run_ids)) == 20
+        assert app_b.definition_reads == reads + 1
+
+        await app_b.register_job({**JOB, "version": "2"})
+        calls = [asyncio.ensure_future(app_a.sync_definitions()) for _ in range(5)]
+        await asyncio.sleep(0)
+        calls[0].cancel()
+        done = await asyncio.gather(*calls, return_exceptions=True)
+        assert isinstance(done[0], asyncio.CancelledError) and done[1:] == [None] * 4
+        assert app_a.registry.versions("shared_job") == ["1", "2"]
+        before = app_a.definition_reads
+        await app_a.sync_definitions()  # a later call reads again
+        assert app_a.definition_reads == before + 1
+    finally:
+        await app_b.aclose()
 
 
 async def test_jobs_registered_as_files_before_are_brought_into_the_store(db_url: str, tmp_path: Path) -> None:

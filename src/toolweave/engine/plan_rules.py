@@ -36,6 +36,8 @@ class Graph:
     maps: tuple[str, ...]
     nested: tuple[str, ...]
     asks: tuple[str, ...]
+    sinks: tuple[str, ...]
+    """Steps no other step depends on, in declaration order (``model.graph.sink_steps``)."""
 
 
 _GRAPHS: dict[int, tuple[JobDefinition, Graph]] = {}
@@ -61,6 +63,7 @@ def graph_of(job: JobDefinition) -> Graph:
         maps=tuple(s.step_id for s in job.steps if s.map is not None),
         nested=tuple(s.step_id for s in job.steps if s.job_id),
         asks=tuple(s.step_id for s in job.steps if s.ask is not None),
+        sinks=tuple(sink_steps(job.steps)),
     )
     if len(_GRAPHS) >= _GRAPHS_KEPT:
         try:  # the oldest goes (another thread may be changing the dict: then nothing goes)
@@ -110,10 +113,10 @@ def resolve_job_outputs(job: JobDefinition, steps: Mapping[str, StepView]) -> di
     (prefixed ``stepId.`` where two sinks share a name).
     """
     result: dict[str, Any] = {}
-    sinks = sink_steps(job.steps)
+    sinks = graph_of(job).sinks
     if job.output_schema:
         for out in job.output_schema:
-            found = output_source(job, out)
+            found = output_source(job, out, sinks=sinks)
             if found is None:
                 continue
             source, name, path = found

@@ -76,16 +76,20 @@ def sink_steps(steps: Sequence[Step]) -> list[str]:
     return [s.step_id for s in steps if s.step_id not in needed]
 
 
-def output_source(job: JobDefinition, output: JobOutput) -> tuple[str, str, str | None] | None:
+def output_source(
+    job: JobDefinition, output: JobOutput, *, sinks: Sequence[str] | None = None
+) -> tuple[str, str, str | None] | None:
     """``(step id, output name, path)`` a job output comes from, or None when it cannot be told.
 
     Without ``sourceStepId`` a job output comes from the job's single sink step (the one no other
     step depends on), from its output named ``sourceOutputName`` or else the job output's own name.
+    ``sinks``: the job's ``sink_steps``, when the caller knows them.
     """
     name = output.source_output_name or output.name
     if output.source_step_id is not None:
         return output.source_step_id, name, output.path
-    sinks = sink_steps(job.steps)
+    if sinks is None:
+        sinks = sink_steps(job.steps)
     if len(sinks) == 1:
         return sinks[0], name, output.path
     return None
