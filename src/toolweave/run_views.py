@@ -26,20 +26,20 @@ def iso(ts: float | None) -> str | None:
 
 def run_summary(r: Any) -> dict[str, Any]:
     return {
-        "jobRunId": r.run_id,
-        "jobDefinitionId": r.job_definition_id,
-        "version": r.definition_version,
-        "masterAccountId": r.master_account_id,
-        "status": r.status,
-        "costUsd": str(r.cost_usd),
-        "createdAt": iso(r.created_at),
-        "startedAt": iso(r.started_at),
-        "finishedAt": iso(r.finished_at),
-        "durationMs": int((r.finished_at - r.started_at) * 1000) if r.finished_at and r.started_at else None,
-        "error": r.error,
-        "parentRunId": r.parent_run_id,
-        "forkedFromRunId": r.forked_from_run_id,
-        "forkedFromStep": r.forked_from_step,
+        "jobRunId": r["run_id"],
+        "jobDefinitionId": r["job_definition_id"],
+        "version": r["definition_version"],
+        "masterAccountId": r["master_account_id"],
+        "status": r["status"],
+        "costUsd": str(r["cost_usd"]),
+        "createdAt": iso(r["created_at"]),
+        "startedAt": iso(r["started_at"]),
+        "finishedAt": iso(r["finished_at"]),
+        "durationMs": int((r["finished_at"] - r["started_at"]) * 1000) if r["finished_at"] and r["started_at"] else None,
+        "error": r["error"],
+        "parentRunId": r["parent_run_id"],
+        "forkedFromRunId": r["forked_from_run_id"],
+        "forkedFromStep": r["forked_from_step"],
     }
 
 
@@ -61,14 +61,14 @@ def run_details(tx: Tx, wanted: Sequence[tuple[str, str | None]]) -> list[dict[s
     notes: dict[str, list[Any]] = {}
     for first in range(0, len(ids), 500):  # bounded IN lists
         part = ids[first:first + 500]
-        runs.update((row.run_id, row) for row in runs_q.get_many(tx, part))
+        runs.update((row["run_id"], row) for row in runs_q.get_many(tx, part))
         gens.update(_by_run(gens_q.for_runs(tx, part)))
         steps.update(_by_run(runs_q.steps_of_runs(tx, part)))
         notes.update(_by_run(notes_q.for_runs(tx, part)))
     found: list[dict[str, Any] | NotFound] = []
     for run_id, account_id in wanted:
         run = runs.get(run_id)
-        if run is None or (account_id is not None and run.master_account_id != account_id):
+        if run is None or (account_id is not None and run["master_account_id"] != account_id):
             found.append(NotFound(run_id))
             continue
         found.append(_detail(tx, run, gens.get(run_id, []), steps.get(run_id, []), notes.get(run_id, [])))
@@ -78,53 +78,53 @@ def run_details(tx: Tx, wanted: Sequence[tuple[str, str | None]]) -> list[dict[s
 def _by_run(rows: list[Any]) -> dict[str, list[Any]]:
     grouped: dict[str, list[Any]] = {}
     for row in rows:
-        grouped.setdefault(row.run_id, []).append(row)
+        grouped.setdefault(row["run_id"], []).append(row)
     return grouped
 
 
 def _detail(tx: Tx, run: Any, gens: list[Any], step_rows: list[Any], notifications: list[Any]) -> dict[str, Any]:
     """A run's detail from its rows (``run_detail``); what only some runs need is read here."""
-    run_id = run.run_id
+    run_id = run["run_id"]
     detail = run_summary(run)
     detail.update(
         {
-            "sessionId": run.session_id,
-            "initiatingEventId": run.initiating_event_id,
-            "origin": run.origin,
-            "jobInputs": run.job_inputs,
-            "finalOutputs": run.final_outputs,
-            "cancelRequested": run.cancel_requested,
-            "callbackUrl": run.callback_url,
+            "sessionId": run["session_id"],
+            "initiatingEventId": run["initiating_event_id"],
+            "origin": run["origin"],
+            "jobInputs": run["job_inputs"],
+            "finalOutputs": run["final_outputs"],
+            "cancelRequested": run["cancel_requested"],
+            "callbackUrl": run["callback_url"],
         }
     )
-    linked = {run.forked_from_run_id} | {s.reused_from_run_id for s in step_rows}
+    linked = {run["forked_from_run_id"]} | {s["reused_from_run_id"] for s in step_rows}
     pruned = {other for other in linked - {None} if runs_q.get(tx, other) is None}
     """Runs this one links to that retention has removed since (``toolweave prune``): shown as such, not linked."""
-    detail["forkedFromPruned"] = run.forked_from_run_id in pruned if run.forked_from_run_id else None
-    in_flight = items_q.running_counts(tx, run_id) if any(s.items_total is not None for s in step_rows) else {}
-    asked = {q.question_id: q for q in questions_q.of_run(tx, run_id)} if any(s.question_id for s in step_rows) else {}
+    detail["forkedFromPruned"] = run["forked_from_run_id"] in pruned if run["forked_from_run_id"] else None
+    in_flight = items_q.running_counts(tx, run_id) if any(s["items_total"] is not None for s in step_rows) else {}
+    asked = {q.question_id: q for q in questions_q.of_run(tx, run_id)} if any(s["question_id"] for s in step_rows) else {}
     detail["stepStatuses"] = [
         {
-            "stepId": s.step_id,
-            "status": s.status,
-            "attempt": s.attempt,
-            "toolId": s.tool_id,
-            "usingFallback": s.using_fallback,
-            "generationId": s.generation_id,
-            "generationIds": s.generation_ids,
-            "childRunId": s.child_run_id,
-            "outputs": s.outputs,
-            "reason": s.reason,
-            "error": s.error,
-            "progress": s.progress,
-            "nextAttemptAt": iso(s.next_attempt_at),
-            "startedAt": iso(s.started_at),
-            "finishedAt": iso(s.finished_at),
-            "durationMs": int((s.finished_at - s.started_at) * 1000) if s.finished_at and s.started_at else None,
-            "reusedFromRunId": s.reused_from_run_id,
-            "reusedFromPruned": s.reused_from_run_id in pruned if s.reused_from_run_id else None,
-            "items": item_counts(s, in_flight.get(s.step_id, {})),
-            "question": question_view(asked[s.question_id]) if s.question_id in asked else None,
+            "stepId": s["step_id"],
+            "status": s["status"],
+            "attempt": s["attempt"],
+            "toolId": s["tool_id"],
+            "usingFallback": s["using_fallback"],
+            "generationId": s["generation_id"],
+            "generationIds": s["generation_ids"],
+            "childRunId": s["child_run_id"],
+            "outputs": s["outputs"],
+            "reason": s["reason"],
+            "error": s["error"],
+            "progress": s["progress"],
+            "nextAttemptAt": iso(s["next_attempt_at"]),
+            "startedAt": iso(s["started_at"]),
+            "finishedAt": iso(s["finished_at"]),
+            "durationMs": int((s["finished_at"] - s["started_at"]) * 1000) if s["finished_at"] and s["started_at"] else None,
+            "reusedFromRunId": s["reused_from_run_id"],
+            "reusedFromPruned": s["reused_from_run_id"] in pruned if s["reused_from_run_id"] else None,
+            "items": item_counts(s, in_flight.get(s["step_id"], {})),
+            "question": question_view(asked[s["question_id"]]) if s["question_id"] in asked else None,
         }
         for s in step_rows
     ]
@@ -132,41 +132,41 @@ def _detail(tx: Tx, run: Any, gens: list[Any], step_rows: list[Any], notificatio
         step["question"] for step in detail["stepStatuses"]
         if step["status"] == "waiting_input" and step["question"] is not None
     ]
-    if run.status == "waiting_input":  # questions of its nested runs (answered with the nested run's id)
-        children = [s.child_run_id for s in step_rows if s.child_run_id and s.status == "running"]
+    if run["status"] == "waiting_input":  # questions of its nested runs (answered with the nested run's id)
+        children = [s["child_run_id"] for s in step_rows if s["child_run_id"] and s["status"] == "running"]
         detail["waitingFor"] += [question_view(q) for q in questions_q.waiting_of_runs(tx, children)]
     detail["generations"] = [
         {
-            "generationId": g.generation_id,
-            "stepId": g.step_id,
-            "attempt": g.attempt,
-            "serviceName": g.service_name,
-            "toolId": g.tool_id,
-            "platformSpecificRunId": g.platform_specific_run_id,
-            "status": g.status,
-            "progress": g.progress,
-            "liveStatus": g.live_status,
-            "requestTimestamp": iso(g.request_timestamp),
-            "responseTimestamp": iso(g.response_timestamp),
-            "durationMs": g.duration_ms,
-            "costUsd": str(g.cost_usd) if g.cost_usd is not None else None,
-            "error": g.error,
-            "outputs": g.outputs,
-            "itemIndex": g.item_index,
-            "cacheHit": g.cached_from is not None,
-            "cachedFrom": g.cached_from,
+            "generationId": g["generation_id"],
+            "stepId": g["step_id"],
+            "attempt": g["attempt"],
+            "serviceName": g["service_name"],
+            "toolId": g["tool_id"],
+            "platformSpecificRunId": g["platform_specific_run_id"],
+            "status": g["status"],
+            "progress": g["progress"],
+            "liveStatus": g["live_status"],
+            "requestTimestamp": iso(g["request_timestamp"]),
+            "responseTimestamp": iso(g["response_timestamp"]),
+            "durationMs": g["duration_ms"],
+            "costUsd": str(g["cost_usd"]) if g["cost_usd"] is not None else None,
+            "error": g["error"],
+            "outputs": g["outputs"],
+            "itemIndex": g["item_index"],
+            "cacheHit": g["cached_from"] is not None,
+            "cachedFrom": g["cached_from"],
         }
         for g in gens
     ]
     detail["notifications"] = [
         {
-            "notificationId": n.notification_id,
-            "channel": n.channel,
-            "eventType": n.event_type,
-            "status": n.status,
-            "attempts": n.attempts,
-            "lastError": n.last_error,
-            "deliveredAt": iso(n.delivered_at),
+            "notificationId": n["notification_id"],
+            "channel": n["channel"],
+            "eventType": n["event_type"],
+            "status": n["status"],
+            "attempts": n["attempts"],
+            "lastError": n["last_error"],
+            "deliveredAt": iso(n["delivered_at"]),
         }
         for n in notifications
     ]
@@ -204,7 +204,7 @@ def question_view(q: Any) -> dict[str, Any]:
 
 def item_counts(step: Any, in_flight: dict[str, int]) -> dict[str, int] | None:
     """A map step's items by status (None for other steps, and before its list is known)."""
-    if step.items_total is None:
+    if step["items_total"] is None:
         return None
     total, succeeded, failed = int(step.items_total), int(step.items_succeeded or 0), int(step.items_failed or 0)
     running, waiting = in_flight.get("running", 0), in_flight.get("waiting_retry", 0)
