@@ -74,14 +74,14 @@ class Claims(Transitions):
 
     def _work(self, tx: Tx, gen: Any, task: tasks_q.Task) -> DispatchWork | None:
         """``gen`` carries its run's ``tool_shas`` (``generations.with_tool_shas``)."""
-        sha = (gen.tool_shas or {}).get(gen.tool_id)
+        sha = (gen["tool_shas"] or {}).get(gen["tool_id"])
         if sha is None:
             return None
         return DispatchWork(
-            task_id=task.task_id, task_attempts=task.attempts, generation_id=gen.generation_id, run_id=gen.run_id,
-            step_id=gen.step_id, attempt=gen.attempt, account_id=gen.master_account_id,
-            tool=self._tool(tx, sha), inputs=gen.request_payload or {},
-            deadline_at=gen.deadline_at, platform_run_id=gen.platform_specific_run_id, claim_token=task.token,
+            task_id=task.task_id, task_attempts=task.attempts, generation_id=gen["generation_id"], run_id=gen["run_id"],
+            step_id=gen["step_id"], attempt=gen["attempt"], account_id=gen["master_account_id"],
+            tool=self._tool(tx, sha), inputs=gen["request_payload"] or {},
+            deadline_at=gen["deadline_at"], platform_run_id=gen["platform_specific_run_id"], claim_token=task.token,
         )
 
     def _evaluation_work(self, tx: Tx, task: tasks_q.Task) -> EvaluateWork | None:

@@ -112,7 +112,7 @@ class Recording(Transitions):
                 update = outcomes[index].update
                 assert update is not None
                 self._finished_generation(tx, run, applied[index], update, ctx)
-            touched = frozenset(applied[index].step_id for index in ended)  # the planner decides from these
+            touched = frozenset(applied[index]["step_id"] for index in ended)  # the planner decides from these
             self._advance(tx, run_id, ctx, run=run, rows=steps.get(run_id), touched=touched)
             results[next(i for i in group if i in finished)] = (ctx.dispatches, False)
         return results
@@ -249,30 +249,30 @@ class Recording(Transitions):
     def _finished_generation(self, tx: Tx, run: Any, row: Row, update: RunUpdate, ctx: _Ctx) -> None:
         """What follows a generation's end (``row``: what its compare-and-set returned): its cost,
         the artifacts its outputs name, its outputs kept for the cache."""
-        now, run_id, gid = ctx.now, run.run_id, row.generation_id
+        now, run_id, gid = ctx.now, run["run_id"], row["generation_id"]
         completed = update.status is GenerationStatus.COMPLETED
         cost = update.cost_usd
         if cost is None and completed:
-            sha = run.tool_shas.get(row.tool_id)
+            sha = run["tool_shas"].get(row["tool_id"])
             model = self._tool(tx, sha).costing_model if sha else None
             if model is not None:
-                cost = generation_cost(model, (row.duration_ms or 0) / 1000, update.outputs, self.rates)
+                cost = generation_cost(model, (row["duration_ms"] or 0) / 1000, update.outputs, self.rates)
         if cost:
             gens_q.update(tx, gid, cost_usd=cost)
             runs_q.add_cost(tx, run_id, cost, now)
             if "cost_usd" in run:  # the locked row the caller goes on deciding with: as it is now
                 run["cost_usd"] = Decimal(run["cost_usd"] or 0) + cost
-            if completed and run.credit_run_id:  # a generation that failed is not charged
-                credits_q.charge(tx, row.master_account_id, run.credit_run_id, gid, row.tool_id, to_units(cost), now)
-            if row.item_index is not None:
-                items_q.add_cost(tx, run_id, row.step_id, row.item_index, cost)
+            if completed and run["credit_run_id"]:  # a generation that failed is not charged
+                credits_q.charge(tx, row["master_account_id"], run["credit_run_id"], gid, row["tool_id"], to_units(cost), now)
+            if row["item_index"] is not None:
+                items_q.add_cost(tx, run_id, row["step_id"], row["item_index"], cost)
         for value in _artifact_values(update.outputs):
-            accounts_q.own_artifact(tx, row.master_account_id, value, run_id, now)
-        if completed and row.cache_key and row.cache_seconds:
+            accounts_q.own_artifact(tx, row["master_account_id"], value, run_id, now)
+        if completed and row["cache_key"] and row["cache_seconds"]:
             cache_q.put(
-                tx, account_id=row.master_account_id, key=row.cache_key, tool_id=row.tool_id,
+                tx, account_id=row["master_account_id"], key=row["cache_key"], tool_id=row["tool_id"],
                 outputs=update.outputs or {}, generation_id=gid, run_id=run_id, now=now,
-                expires_at=now + row.cache_seconds,
+                expires_at=now + row["cache_seconds"],
             )
 
     def reschedule_poll_tx(

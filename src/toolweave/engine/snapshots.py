@@ -90,11 +90,11 @@ class Snapshots:
         """A run's inputs: from its row when it was read whole, else read once and kept (they never
         change, and a map step's list may be long: each transition would decode it again)."""
         if "job_inputs" in run:
-            return dict(run.job_inputs or {})
-        found = self._run_inputs.get(run.run_id)
+            return dict(run["job_inputs"] or {})
+        found = self._run_inputs.get(run["run_id"])
         if found is None:
-            found = runs_q.inputs(tx, run.run_id)
-            self._keep_inputs(run.run_id, found)
+            found = runs_q.inputs(tx, run["run_id"])
+            self._keep_inputs(run["run_id"], found)
         return found
 
     def _keep_inputs(self, run_id: str, inputs: dict[str, Any]) -> None:

@@ -132,7 +132,7 @@ class Transitions(Snapshots):
             run = runs_q.lock_state(tx, run_id)
         if run is None:
             return None
-        job, order = self._job(tx, run.definition_sha)
+        job, order = self._job(tx, run["definition_sha"])
         graph = plan.graph_of(job)
         step_rows = runs_q.step_rows(tx, run_id, wanted_rows(graph, touched)) if rows is None else rows
         views = StepViews(step_rows)
@@ -155,24 +155,24 @@ class Transitions(Snapshots):
             ask_steps.attach(tx, {sid: step_rows[sid] for sid in graph.asks if sid in step_rows}, views)
         tools: dict[str, ToolDefinition] = {}
         jobs: dict[str, JobDefinition] = {}
-        for tid, sha in run.tool_shas.items():
+        for tid, sha in run["tool_shas"].items():
             if tid.startswith("job:"):
                 jobs[tid[4:]] = self._job(tx, sha)[0]
             else:
                 tools[tid] = self._tool(tx, sha)
         view = plan.RunView(
             run_id=run_id,
-            status=RunStatus(run.status),
+            status=RunStatus(run["status"]),
             job=job,
             inputs=self._inputs(tx, run),
             steps=views,
             tools=tools,
             jobs=jobs,
             evaluations=evaluations or {},
-            cancel_requested=run.cancel_requested,
-            deadline_at=run.deadline_at,
+            cancel_requested=run["cancel_requested"],
+            deadline_at=run["deadline_at"],
             order=order,
-            budget=_budget(run.budget, run.cost_usd),
+            budget=_budget(run["budget"], run["cost_usd"]),
             touched=touched,
             unfinished=unfinished(step_rows) if touched is not None else None,
             statuses=Statuses(step_rows.statuses),
@@ -202,7 +202,7 @@ class Transitions(Snapshots):
     ) -> bool:
         """Write the planner's actions; True when a map step completed (decide again)."""
         now = ctx.now
-        run_id = run.run_id
+        run_id = run["run_id"]
         evs: list[dict[str, Any]] = []
         writes = items.ItemWrites()
 
@@ -233,8 +233,8 @@ class Transitions(Snapshots):
                     tx, run_id, action.step_id, (StepStatus.RUNNING, StepStatus.WAITING_INPUT),
                     status=StepStatus.SUCCEEDED, outputs=action.outputs, finished_at=now, progress=1.0, error=None,
                 ):
-                    event("step.succeeded", action.step_id, outputs=action.outputs, attempt=row.attempt,
-                          durationMs=_ms(now - (row.started_at or now)))
+                    event("step.succeeded", action.step_id, outputs=action.outputs, attempt=row["attempt"],
+                          durationMs=_ms(now - (row["started_at"] or now)))
             elif isinstance(action, plan.SkipStep):
                 if runs_q.update_step(
                     tx, run_id, action.step_id,
@@ -329,19 +329,19 @@ class Transitions(Snapshots):
 
         def claim(**values: Any) -> bool:
             if item is None:
-                return runs_q.update_step(tx, run.run_id, action.step_id, prior, **values)
-            return items_q.update(tx, run.run_id, action.step_id, item, items.ITEM_START_PRIOR, **values)
+                return runs_q.update_step(tx, run["run_id"], action.step_id, prior, **values)
+            return items_q.update(tx, run["run_id"], action.step_id, item, items.ITEM_START_PRIOR, **values)
 
         started = "step.started" if item is None else "item.started"
         at = {} if item is None else {"item": item}
         if action.job_id:
-            nested, _ = self._job(tx, run.tool_shas[f"job:{action.job_id}"])
+            nested, _ = self._job(tx, run["tool_shas"][f"job:{action.job_id}"])
             req = SubmitRequest(
-                job=nested, tools={}, nested_jobs={}, inputs=action.inputs, account_id=run.master_account_id,
-                origin=run.origin, session_id=run.session_id, initiating_event_id=run.initiating_event_id,
-                priority=run.priority, credit_run_id=run.credit_run_id, queue_at=run.queue_at,
+                job=nested, tools={}, nested_jobs={}, inputs=action.inputs, account_id=run["master_account_id"],
+                origin=run["origin"], session_id=run["session_id"], initiating_event_id=run["initiating_event_id"],
+                priority=run["priority"], credit_run_id=run["credit_run_id"], queue_at=run["queue_at"],
             )
-            child_id = self._create_run(tx, nested, run.tool_shas, req, now, parent=(run.run_id, action.step_id))
+            child_id = self._create_run(tx, nested, run["tool_shas"], req, now, parent=(run["run_id"], action.step_id))
             assert child_id is not None  # a child run has no idempotency key
             if not claim(
                 status=StepStatus.RUNNING, attempt=action.attempt, child_run_id=child_id, started_at=now,
@@ -354,9 +354,9 @@ class Transitions(Snapshots):
         assert action.tool_id is not None
         tool = view.tools.get(action.tool_id)
         if tool is None:
-            raise RuntimeError(f"run {run.run_id} has no snapshot of tool {action.tool_id}")
+            raise RuntimeError(f"run {run['run_id']} has no snapshot of tool {action.tool_id}")
         gen_id = new_id("gen_")
-        history = {"generation_ids": [*(row.generation_ids or []), gen_id]} if item is None else {}
+        history = {"generation_ids": [*(row["generation_ids"] or []), gen_id]} if item is None else {}
         if not claim(
             status=StepStatus.RUNNING, attempt=action.attempt, tool_id=action.tool_id,
             using_fallback=action.using_fallback, generation_id=gen_id, started_at=now, progress=0.0,
@@ -368,7 +368,7 @@ class Transitions(Snapshots):
         cached = self._cache_plan(run, plan.graph_of(view.job).steps.get(action.step_id), tool, action)
         if cached is not None:
             key, seconds = cached
-            hit = cache_q.find(tx, run.master_account_id, key, now)
+            hit = cache_q.find(tx, run["master_account_id"], key, now)
             if hit is not None:  # the same tool on the same inputs made these outputs: no call, no cost
                 generation.update(
                     status=GenerationStatus.COMPLETED.value, outputs=hit.outputs, cost_usd=Decimal(0),
@@ -377,7 +377,7 @@ class Transitions(Snapshots):
                 )
                 gens_q.insert(tx, **generation)
                 for value in _artifact_values(hit.outputs):  # linked to this run too (the cache is per account)
-                    accounts_q.own_artifact(tx, run.master_account_id, value, run.run_id, now)
+                    accounts_q.own_artifact(tx, run["master_account_id"], value, run["run_id"], now)
                 event(started, action.step_id, attempt=action.attempt, toolId=tool.tool_id, generationId=gen_id,
                       fallback=action.using_fallback, cacheHit=True, cachedFrom=hit.generation_id, **at)
                 ctx.again = True  # decided again in this transaction: the step (or item) completes
@@ -389,19 +389,19 @@ class Transitions(Snapshots):
             # queued work is ordered by its run's age: steps of runs under way go before new runs (also
             # before the first steps of runs submitted in the same batch, which share a creation time)
             tasks_q.enqueue(
-                tx, TaskKind.DISPATCH, run_id=run.run_id, ref_id=gen_id, now=now, at=_under_way_at(run, now),
-                priority=run.priority,
+                tx, TaskKind.DISPATCH, run_id=run["run_id"], ref_id=gen_id, now=now, at=_under_way_at(run, now),
+                priority=run["priority"],
             )
         else:
             lease.used += 1
             work = DispatchWork(
-                task_id=0, task_attempts=1, generation_id=gen_id, run_id=run.run_id, step_id=action.step_id,
-                attempt=action.attempt, account_id=run.master_account_id, tool=tool, inputs=action.inputs,
+                task_id=0, task_attempts=1, generation_id=gen_id, run_id=run["run_id"], step_id=action.step_id,
+                attempt=action.attempt, account_id=run["master_account_id"], tool=tool, inputs=action.inputs,
                 deadline_at=deadline,
             )
             ctx.dispatches.append(work)
             tasks_q.enqueue_leased(
-                tx, TaskKind.DISPATCH, run_id=run.run_id, ref_id=gen_id, now=now, priority=run.priority,
+                tx, TaskKind.DISPATCH, run_id=run["run_id"], ref_id=gen_id, now=now, priority=run["priority"],
                 owner=lease.owner, lease_seconds=lease.seconds, then=work.leased,
             )
         event(started, action.step_id, attempt=action.attempt, toolId=tool.tool_id, generationId=gen_id,
@@ -416,8 +416,8 @@ class Transitions(Snapshots):
         if step is None or action.drawn_seeds:
             return None
         seconds = cache.lifetime(step, tool)
-        tool_sha = (run.tool_shas or {}).get(tool.tool_id)
-        if seconds is None or tool_sha is None or cache.reads_random(step, run.random_inputs or ()):
+        tool_sha = (run["tool_shas"] or {}).get(tool.tool_id)
+        if seconds is None or tool_sha is None or cache.reads_random(step, run["random_inputs"] or ()):
             return None
         return cache.key(tool_sha, action.inputs), seconds
 
@@ -448,17 +448,17 @@ class Transitions(Snapshots):
     def _finish_run(self, tx: Tx, run: Any, action: plan.FinishRun, ctx: _Ctx, event: Any) -> None:
         now = ctx.now
         if not runs_q.set_status(
-            tx, run.run_id, action.status, now, final_outputs=action.outputs, error=action.error, finished_at=now
+            tx, run["run_id"], action.status, now, final_outputs=action.outputs, error=action.error, finished_at=now
         ):
             return
         event(f"run.{action.status.value}", outputs=action.outputs, error=action.error)
-        if run.credit_run_id == run.run_id:  # what is left of its hold goes back
-            credits_q.release(tx, run.master_account_id, run.run_id, now)
+        if run["credit_run_id"] == run["run_id"]:  # what is left of its hold goes back
+            credits_q.release(tx, run["master_account_id"], run["run_id"], now)
         for value in _artifact_values(action.outputs):
-            accounts_q.own_artifact(tx, run.master_account_id, value, run.run_id, now)
-        if run.parent_run_id:  # its step in the parent run ended
-            touched = frozenset((run.parent_step_id,)) if run.parent_step_id else None
-            self._advance(tx, run.parent_run_id, ctx, touched=touched)
+            accounts_q.own_artifact(tx, run["master_account_id"], value, run["run_id"], now)
+        if run["parent_run_id"]:  # its step in the parent run ended
+            touched = frozenset((run["parent_step_id"],)) if run["parent_step_id"] else None
+            self._advance(tx, run["parent_run_id"], ctx, touched=touched)
             return
         self._notify(tx, run, action, now)
 
@@ -489,7 +489,7 @@ class Transitions(Snapshots):
 def _under_way_at(run: Any, now: float) -> float:
     """When a task of a run under way is due: just before its run's place in the claiming order
     (``accounting.gate``), so ahead of every run not yet started; never later than now."""
-    place = run.queue_at if run.queue_at is not None else run.created_at
+    place = run["queue_at"] if run["queue_at"] is not None else run["created_at"]
     return float(min(now, place - UNDER_WAY_AHEAD))
 
 
@@ -505,17 +505,17 @@ def _generation_row(run: Any, action: plan.StartStep, tool: ToolDefinition, gen_
     """The generation a started step makes: the recorded intent to call ``tool``."""
     return {
         "generation_id": gen_id,
-        "run_id": run.run_id,
+        "run_id": run["run_id"],
         "step_id": action.step_id,
         "attempt": action.attempt,
-        "master_account_id": run.master_account_id,
-        "session_id": run.session_id,
-        "initiating_event_id": run.initiating_event_id,
+        "master_account_id": run["master_account_id"],
+        "session_id": run["session_id"],
+        "initiating_event_id": run["initiating_event_id"],
         "service_name": tool.service,
         "tool_id": tool.tool_id,
         "status": GenerationStatus.PENDING.value,
         "request_payload": action.inputs,
-        "notification_platform": (run.origin or {}).get("platform"),
+        "notification_platform": (run["origin"] or {}).get("platform"),
         "created_at": now,
         "deadline_at": action.deadline_at or now + (tool.timeout_seconds or DEFAULT_TIMEOUT_SECONDS),
         "item_index": action.item,

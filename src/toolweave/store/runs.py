@@ -128,7 +128,7 @@ def lock_states(tx: Tx, run_ids: list[str]) -> Callable[[], dict[str, Row]]:
         return dict
     ids, params = tx.among("run_id", "r", run_ids)
     rows = tx.fetch(f"SELECT {_STATE_COLUMNS} FROM runs WHERE {ids} ORDER BY run_id FOR UPDATE", params)
-    return lambda: {r.run_id: r for r in rows()}
+    return lambda: {r["run_id"]: r for r in rows()}
 
 
 def inputs_of(tx: Tx, run_ids: list[str]) -> Callable[[], dict[str, dict[str, Any]]]:

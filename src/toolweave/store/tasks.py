@@ -129,7 +129,7 @@ def enqueue_leased(
     token = new_token()
 
     def made(row: Any) -> None:
-        then(Task(int(row.task_id), kind, run_id, ref_id, 1, token))
+        then(Task(int(row["task_id"]), kind, run_id, ref_id, 1, token))
 
     tx.put(
         _INSERT,
@@ -156,7 +156,7 @@ def claim(tx: Tx, owner: str, limit: int, now: float, lease_seconds: float) -> l
         return []
     token = new_token()
     rows = tx.all(_CLAIM, {"owner": owner, "token": token, "expires": now + lease_seconds, "now": now, "limit": limit})
-    return [Task(r.task_id, TaskKind(r.kind), r.run_id, r.ref_id, r.attempts, token) for r in rows]
+    return [Task(r["task_id"], TaskKind(r["kind"]), r["run_id"], r["ref_id"], r["attempts"], token) for r in rows]
 
 
 _CLAIM_WITH_GENERATIONS = (
