@@ -76,7 +76,10 @@ class Recording(Transitions):
         deadlock; the generations their ``submit`` finished are compare-and-set together, and the
         step rows of their runs read in one statement. Steps of one run that finished together
         (the branches of a fan-out) make one pass of the planner; the successors they start go
-        back with the first of them."""
+        back with the first of them. The runs take their turns in the order of their ids; a run
+        that an earlier turn advanced (a nested run's end advances its parent, a parent that halts
+        cancels its nested runs) has changed since the batch read it, and is read again for its
+        own turn."""
         tx.by_index()  # every statement here finds its rows by key
         lease = lease.attempt(tx) if lease is not None else None
         results: list[tuple[list[Work], bool]] = [([], False)] * len(outcomes)
@@ -99,21 +102,24 @@ class Recording(Transitions):
         for run_id, found in inputs().items():
             self._keep_inputs(run_id, found)
         steps = read_steps() if read_steps is not None else {}
+        advanced: set[str] = set()  # the runs the batch's turns advanced so far
         for run_id, group in by_run.items():
-            run = runs.get(run_id)
+            run, rows = runs.get(run_id), steps.get(run_id)
             ended = [i for i in group if i in applied]
             for index in group:
                 if index not in finished:
                     results[index] = self._record_submitted(tx, outcomes[index], now)
             if run is None or not ended:
                 continue
-            ctx = _Ctx(now, lease)
+            if run_id in advanced:  # an earlier turn changed it (its nested run ended): as it is now
+                run, rows = runs_q.lock_state(tx, run_id) or run, None  # (locked: it cannot have gone)
+            ctx = _Ctx(now, lease, advanced=advanced)
             for index in ended:
                 update = outcomes[index].update
                 assert update is not None
                 self._finished_generation(tx, run, applied[index], update, ctx)
             touched = frozenset(applied[index]["step_id"] for index in ended)  # the planner decides from these
-            self._advance(tx, run_id, ctx, run=run, rows=steps.get(run_id), touched=touched)
+            self._advance(tx, run_id, ctx, run=run, rows=rows, touched=touched)
             results[next(i for i in group if i in finished)] = (ctx.dispatches, False)
         return results
 
@@ -125,7 +131,8 @@ class Recording(Transitions):
         ``runs_q.lock_states``) and recorded the deliveries. The generations are compare-and-set
         together and the runs' inputs and step rows read with them (one round trip on
         PostgreSQL); then, as ``record_submissions_tx`` does, each run makes one pass of the
-        planner for all of its generations that ended. Returns for each whether it applied
+        planner for all of its generations that ended (a run an earlier turn advanced read again
+        first, as there). Returns for each whether it applied
         (False: the generation had ended already, or its run is not in ``runs``)."""
         order = sorted((i for i in range(len(ends)) if ends[i][0] in runs), key=lambda i: ends[i][0])
         finished_rows = gens_q.finish_each(tx, [_finish_args(ends[i][1], ends[i][2], now) for i in order])
@@ -140,12 +147,15 @@ class Recording(Transitions):
         for i in order:
             if i in applied:
                 by_run.setdefault(ends[i][0], []).append(i)
+        advanced: set[str] = set()  # the runs the batch's turns advanced so far
         for run_id, group in by_run.items():
-            run, ctx = runs[run_id], _Ctx(now, None)
+            run, rows, ctx = runs[run_id], steps.get(run_id), _Ctx(now, None, advanced=advanced)
+            if run_id in advanced:  # an earlier turn changed it (its nested run ended): as it is now
+                run, rows = runs_q.lock_state(tx, run_id) or run, None  # (locked: it cannot have gone)
             for i in group:
                 tasks_q.delete_for(tx, ends[i][1], (TaskKind.POLL,))
                 self._finished_generation(tx, run, applied[i], ends[i][2], ctx)
-            self._advance(tx, run_id, ctx, run=run, rows=steps.get(run_id))
+            self._advance(tx, run_id, ctx, run=run, rows=rows)
         return [i in applied for i in range(len(ends))]
 
     def _record_submitted(self, tx: Tx, outcome: Outcome, now: float) -> tuple[list[Work], bool]:

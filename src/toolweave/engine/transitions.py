@@ -186,6 +186,7 @@ class Transitions(Snapshots):
         """Decide the run and write what the planner says. ``touched``: the steps whose work ended
         (a generation, a nested run) — the planner then decides only those and what follows from
         them; None decides every step (timers, answers, evaluations, cancels, retries)."""
+        ctx.advanced.add(run_id)
         while True:
             loaded = self._load_view(tx, run_id, run, evaluations, rows, touched)
             if loaded is None:

@@ -153,6 +153,10 @@ class _Ctx:
     ``queued`` until a worker claims one of its tasks (``_claim``)."""
     again: bool = False
     """Set when an attempt was answered at once (a cache hit): the run is decided again."""
+    advanced: set[str] = field(default_factory=set)
+    """The runs this transaction advanced (``Transitions._advance``). A batch shares one set among
+    its runs' contexts: a run that a turn of another run advanced (a nested run's end advances its
+    parent; a parent that halts cancels its nested runs) has changed since the batch read its rows."""
 
     def can_lease(self) -> bool:
         return self.lease is not None and self.lease.used < self.lease.capacity
