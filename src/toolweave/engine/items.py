@@ -25,9 +25,6 @@ if TYPE_CHECKING:
     from toolweave.engine.transitions import Transitions
     from toolweave.engine.work import _Ctx
 
-ITEM_START_PRIOR = (StepStatus.PENDING, StepStatus.WAITING_RETRY, StepStatus.RUNNING)
-"""An item starts from pending, from a retry that fell due, or (a fallback) from running."""
-
 _GENERATION_STATUS = {s.value: s for s in GenerationStatus}
 _CHILD_WORK = {
     RunStatus.COMPLETED.value: GenerationStatus.COMPLETED,

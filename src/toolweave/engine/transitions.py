@@ -69,12 +69,13 @@ class Transitions(Snapshots):
         now: float,
         parent: tuple[str, str] | None,
         place: Place | None = None,
+        run_id: str | None = None,
     ) -> str | None:
         """Insert the run and its steps; None when its idempotency key is taken already. ``place``:
         what the gate decided for a new top-level run (a nested run takes its parent's, from
-        ``req``)."""
+        ``req``); ``run_id``: its id when the caller made it already (a nested run's)."""
         job_sha = self._snapshot(tx, "job", job, now)
-        run_id = new_id("run_")
+        run_id = run_id or new_id("run_")
         credit_run_id = (run_id if place.credits else None) if place is not None else req.credit_run_id
         inserted = runs_q.insert_run(
             tx,
@@ -185,8 +186,14 @@ class Transitions(Snapshots):
     ) -> None:
         """Decide the run and write what the planner says. ``touched``: the steps whose work ended
         (a generation, a nested run) — the planner then decides only those and what follows from
-        them; None decides every step (timers, answers, evaluations, cancels, retries)."""
+        them; None decides every step (timers, answers, evaluations, cancels, retries).
+
+        A start the store refused (the step was started already: the rows decided from were read
+        before it was) makes the run decided again from its rows as they are, once; on PostgreSQL a
+        pipelined transaction finds the refusal at its commit and runs again unpipelined (``Tx.expect``),
+        where it is refused as it runs."""
         ctx.advanced.add(run_id)
+        redecided = False
         while True:
             loaded = self._load_view(tx, run_id, run, evaluations, rows, touched)
             if loaded is None:
@@ -194,9 +201,16 @@ class Transitions(Snapshots):
             run, view, step_rows = loaded
             actions = plan.decide(view, ctx.now)
             ctx.again = False
-            if not actions or not (self._apply(tx, run, view, step_rows, actions, ctx) or ctx.again):
+            refused = ctx.refused
+            if not actions:
                 return
-            run = rows = touched = None  # a map step completed, or a cache hit answered a step: decide again
+            again = self._apply(tx, run, view, step_rows, actions, ctx) or ctx.again
+            if ctx.refused > refused and not redecided:
+                redecided = again = True
+            if not again:
+                return
+            # a map step completed, a cache hit answered a step, or a start was refused: decide again
+            run = rows = touched = None
 
     def _apply(
         self, tx: Tx, run: Any, view: plan.RunView, step_rows: Mapping[str, Any], actions: list[plan.Action], ctx: _Ctx
@@ -276,13 +290,14 @@ class Transitions(Snapshots):
             elif isinstance(action, plan.FinishRun):
                 self._finish_run(tx, run, action, ctx, event)
             elif isinstance(action, plan.Evaluate):
-                if runs_q.update_step(
-                    tx, run_id, action.step_id,
-                    (StepStatus.PENDING, StepStatus.READY, StepStatus.RUNNING, StepStatus.WAITING_RETRY),
-                    status=StepStatus.READY, attempt=action.attempt, tool_id=action.tool_id,
+                # as a start (``_start_step``): a step at this attempt already is not made ready again
+                if runs_q.start_attempt(
+                    tx, run_id, action.step_id, action.attempt, status=StepStatus.READY, tool_id=action.tool_id,
                     using_fallback=action.using_fallback, next_attempt_at=None,
                 ):
                     evaluating.append(action)
+                else:
+                    ctx.refused += 1
             elif isinstance(action, plan.Wake):
                 if not (action.keep_earlier and tasks_q.advance_due_by(tx, run_id, action.at)):
                     tasks_q.schedule_advance(tx, run_id, action.at, now)
@@ -323,15 +338,22 @@ class Transitions(Snapshots):
     def _start_step(
         self, tx: Tx, run: Any, view: plan.RunView, row: Any, action: plan.StartStep, ctx: _Ctx, event: Any
     ) -> None:
-        """Start an attempt of a step, or of one item of a map step (``action.item``)."""
+        """Start an attempt of a step, or of one item of a map step (``action.item``). Its row is
+        compare-and-set to the attempt (``runs_q.NEW_ATTEMPT``): a step, or an item, that is at
+        that attempt already (started by a decision made from rows read before it was) or finished
+        does not start again; the refusal is counted in ``ctx.refused`` and the run decided again
+        from its rows as they are (``_advance``)."""
         now = ctx.now
         item = action.item
-        prior = (StepStatus.PENDING, StepStatus.READY, StepStatus.WAITING_RETRY, StepStatus.RUNNING)
 
         def claim(**values: Any) -> bool:
             if item is None:
-                return runs_q.update_step(tx, run["run_id"], action.step_id, prior, **values)
-            return items_q.update(tx, run["run_id"], action.step_id, item, items.ITEM_START_PRIOR, **values)
+                claimed = runs_q.start_attempt(tx, run["run_id"], action.step_id, action.attempt, **values)
+            else:
+                claimed = items_q.start(tx, run["run_id"], action.step_id, item, action.attempt, **values)
+            if not claimed:
+                ctx.refused += 1
+            return claimed
 
         started = "step.started" if item is None else "item.started"
         at = {} if item is None else {"item": item}
@@ -342,13 +364,15 @@ class Transitions(Snapshots):
                 origin=run["origin"], session_id=run["session_id"], initiating_event_id=run["initiating_event_id"],
                 priority=run["priority"], credit_run_id=run["credit_run_id"], queue_at=run["queue_at"],
             )
-            child_id = self._create_run(tx, nested, run["tool_shas"], req, now, parent=(run["run_id"], action.step_id))
-            assert child_id is not None  # a child run has no idempotency key
-            if not claim(
-                status=StepStatus.RUNNING, attempt=action.attempt, child_run_id=child_id, started_at=now,
-                progress=0.0, next_attempt_at=None,
+            child_id = new_id("run_")
+            if not claim(  # before the child is made: a refused start leaves no run behind
+                status=StepStatus.RUNNING, child_run_id=child_id, started_at=now, progress=0.0, next_attempt_at=None,
             ):
                 return
+            made = self._create_run(
+                tx, nested, run["tool_shas"], req, now, parent=(run["run_id"], action.step_id), run_id=child_id,
+            )
+            assert made == child_id  # a child run has no idempotency key
             event(started, action.step_id, attempt=action.attempt, childRunId=child_id, jobId=action.job_id, **at)
             self._advance(tx, child_id, ctx)
             return
@@ -359,7 +383,7 @@ class Transitions(Snapshots):
         gen_id = new_id("gen_")
         history = {"generation_ids": [*(row["generation_ids"] or []), gen_id]} if item is None else {}
         if not claim(
-            status=StepStatus.RUNNING, attempt=action.attempt, tool_id=action.tool_id,
+            status=StepStatus.RUNNING, tool_id=action.tool_id,
             using_fallback=action.using_fallback, generation_id=gen_id, started_at=now, progress=0.0,
             next_attempt_at=None, child_run_id=None, **history,
         ):

@@ -153,6 +153,9 @@ class _Ctx:
     ``queued`` until a worker claims one of its tasks (``_claim``)."""
     again: bool = False
     """Set when an attempt was answered at once (a cache hit): the run is decided again."""
+    refused: int = 0
+    """Starts (and evaluations of a step for an attempt) the store refused: the step was at that
+    attempt already, or finished (``runs.NEW_ATTEMPT``); the run is decided again (``_advance``)."""
     advanced: set[str] = field(default_factory=set)
     """The runs this transaction advanced (``Transitions._advance``). A batch shares one set among
     its runs' contexts: a run that a turn of another run advanced (a nested run's end advances its

@@ -14,6 +14,7 @@ from typing import Any
 
 from toolweave.model.status import StepStatus
 from toolweave.store.db import Row, Tx
+from toolweave.store.runs import NEW_ATTEMPT
 
 OPEN = (StepStatus.PENDING, StepStatus.RUNNING, StepStatus.WAITING_RETRY)
 """The statuses of an item that has not ended."""
@@ -114,6 +115,23 @@ def update(
     sql = _update_sql(prior, tuple(values))
     params = {"run_id_": run_id, "step_id_": step_id, "i_": index, **values}
     return tx.expect(sql, params, key=("step_items", run_id, step_id, index)) if known else tx.rowcount(sql, params) == 1
+
+
+@functools.lru_cache(maxsize=32)
+def _start_sql(columns: tuple[str, ...]) -> str:
+    sets = ", ".join(f"{c} = :{c}" for c in ("attempt", *columns))
+    return (
+        f"UPDATE step_items SET {sets} WHERE run_id = :run_id_ AND step_id = :step_id_ AND item_index = :i_ "
+        f"AND {NEW_ATTEMPT}"
+    )
+
+
+def start(tx: Tx, run_id: str, step_id: str, index: int, attempt: int, **values: Any) -> bool:
+    """Compare-and-set one item to attempt ``attempt`` (``runs.NEW_ATTEMPT``: never an item started
+    at that attempt already). The caller holds the run's lock (``Tx.expect``)."""
+    sql = _start_sql(tuple(values))
+    params = {"run_id_": run_id, "step_id_": step_id, "i_": index, "attempt": attempt, **values}
+    return tx.expect(sql, params, key=("step_items", run_id, step_id, index))
 
 
 def add_cost(tx: Tx, run_id: str, step_id: str, index: int, amount: Decimal) -> None:

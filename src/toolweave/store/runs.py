@@ -376,6 +376,30 @@ def update_step(
     return tx.expect(sql, params, key=("step_runs", run_id, step_id)) if known else tx.rowcount(sql, params) == 1
 
 
+NEW_ATTEMPT = (
+    "((status IN ('pending', 'waiting_retry', 'running') AND attempt < :attempt) "
+    "OR (status = 'ready' AND attempt <= :attempt))"
+)
+"""The rows an attempt numbered ``:attempt`` may start on (a step, or an item of a map step): one
+waiting to start, to retry, or (a fallback) whose running attempt failed, each at an earlier
+attempt; or one made ready for this attempt (``Evaluate`` wrote its number). A step started already
+(by a decision made from rows read before it was) is at that attempt, or finished: never started twice."""
+
+
+@functools.lru_cache(maxsize=64)
+def _start_attempt_sql(columns: tuple[str, ...]) -> str:
+    sets = ", ".join(f"{c} = :{c}" for c in ("attempt", *columns))
+    return f"UPDATE step_runs SET {sets} WHERE run_id = :run_id_ AND step_id = :step_id_ AND {NEW_ATTEMPT}"
+
+
+def start_attempt(tx: Tx, run_id: str, step_id: str, attempt: int, **values: Any) -> bool:
+    """Compare-and-set a step run to attempt ``attempt`` (``NEW_ATTEMPT``): it starts, or is made
+    ready to be evaluated for it. The caller holds the run's lock (``Tx.expect``)."""
+    sql = _start_attempt_sql(tuple(values))
+    params = {"run_id_": run_id, "step_id_": step_id, "attempt": attempt, **values}
+    return tx.expect(sql, params, key=("step_runs", run_id, step_id))
+
+
 def list_runs(
     tx: Tx,
     account_id: str | None,
