@@ -27,6 +27,9 @@ from toolweave.model.records import ArtifactRef
 
 SEED_MAX = 2**32 - 1
 """Random seeds are drawn from ``0..SEED_MAX``; every backend we know accepts that range."""
+_SEEDS = random.Random()
+"""Where seeds left empty are drawn: a source of its own, so a host program's (or a test
+framework's) use of ``random`` neither fixes nor is moved by the seeds of runs."""
 
 _TRUE = frozenset({"true", "yes", "y", "on", "1"})
 _FALSE = frozenset({"false", "no", "n", "off", "0"})
@@ -405,7 +408,7 @@ def prepare_inputs(
             continue
         value = raw.get(param.name)
         if param.type is ParamType.SEED and (_absent(param, value) or value in (-1, "-1")):
-            out[param.name] = (rng or random).randint(0, SEED_MAX)
+            out[param.name] = (rng or _SEEDS).randint(0, SEED_MAX)
             continue
         if _absent(param, value):
             if param.default is not None:

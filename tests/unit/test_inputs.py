@@ -142,6 +142,22 @@ def test_seeds_are_random_when_absent() -> None:
         prepare_inputs(schema, {"seed": -5})
 
 
+def test_seeds_drawn_for_runs_are_not_fixed_by_the_programs_random() -> None:
+    """A host program (or a test framework) seeding ``random`` must not make every run draw the
+    same seed, nor have its own sequence moved by the runs' draws."""
+    schema = params(seed={"type": "seed"})
+    random.seed(3)
+    first = prepare_inputs(schema, {})["seed"]
+    random.seed(3)
+    second = prepare_inputs(schema, {})["seed"]
+    assert first != second  # the same only once in 2**32
+    random.seed(3)
+    expected = random.random()
+    random.seed(3)
+    prepare_inputs(schema, {})
+    assert random.random() == expected
+
+
 def test_empty_chat_answers_count_as_absent() -> None:
     assert prepare_inputs(SCHEMA, {"prompt": "x", "steps": "  "})["steps"] == 20
     assert prepare_inputs(params(t={"type": "string"}), {"t": ""}) == {"t": ""}

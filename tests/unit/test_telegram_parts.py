@@ -3,7 +3,6 @@ the bot shows; the outbox's backoff."""
 
 from __future__ import annotations
 
-import random
 from typing import Any
 
 import pytest
@@ -125,7 +124,6 @@ def test_the_question_for_a_media_input_does_not_speak_of_urls_or_paths() -> Non
 
 
 def test_backoff_doubles_to_its_ceiling_and_honours_retry_after() -> None:
-    random.seed(1)
     delays = [backoff(n, first=2.0, ceiling=300.0) for n in range(1, 30)]
     assert all(1.0 <= d <= 300.0 for d in delays)
     assert max(delays[-10:]) <= 300.0 and min(delays[-10:]) >= 150.0  # at the ceiling

@@ -35,6 +35,9 @@ from toolweave.store.db import Store
 from toolweave.store.ids import new_id
 
 log = logging.getLogger("toolweave.worker")
+_JITTER = random.Random()
+"""Jitter of sleeps and backoffs: a source of its own, so the program's ``random`` (seeded by a host
+program or a test framework) neither steers it nor is moved by it."""
 
 MAX_POLL_INTERVAL = 30.0
 CAPACITY_RETRY_SECONDS = 0.5
@@ -233,7 +236,7 @@ class Worker:
                 await sweep.sweep(self.store, self.engine, time.time())
             except Exception:
                 log.exception("the sweep for stranded runs failed")
-            await asyncio.sleep(self.sweep_seconds * random.uniform(0.9, 1.1))
+            await asyncio.sleep(self.sweep_seconds * _JITTER.uniform(0.9, 1.1))
 
     async def _housekeep_once(self) -> None:
         assert self.housekeeping is not None
@@ -245,7 +248,7 @@ class Worker:
     async def _housekeep(self) -> None:
         while True:
             await self._housekeep_once()
-            await asyncio.sleep(self.housekeeping_seconds * random.uniform(0.9, 1.1))
+            await asyncio.sleep(self.housekeeping_seconds * _JITTER.uniform(0.9, 1.1))
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.create_task(coro)

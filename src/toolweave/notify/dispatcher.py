@@ -32,6 +32,9 @@ from toolweave.store import tasks as tasks_q
 from toolweave.store.db import Store, Tx
 
 log = logging.getLogger("toolweave.notify")
+_JITTER = random.Random()
+"""Jitter of sleeps and backoffs: a source of its own, so the program's ``random`` (seeded by a host
+program or a test framework) neither steers it nor is moved by it."""
 
 FIRST_BACKOFF = 2.0
 MAX_BACKOFF = 300.0
@@ -70,7 +73,7 @@ def backoff(attempt: int, retry_after: float | None = None, *, first: float = FI
     """Seconds before attempt ``attempt + 1``: ``first`` doubling per attempt up to ``ceiling``,
     the upper half of it at random, and never less than ``retry_after``."""
     delay = min(ceiling, first * 2 ** min(max(0, attempt - 1), 60))
-    delay = delay / 2 + random.random() * delay / 2
+    delay = delay / 2 + _JITTER.random() * delay / 2
     return float(max(delay, retry_after or 0.0))
 
 

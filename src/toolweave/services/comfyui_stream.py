@@ -23,6 +23,9 @@ from toolweave.services.base import GenerationContext, ServiceError, ServiceHost
 from toolweave.settings import ComfyServer
 
 log = logging.getLogger("toolweave.services.comfyui")
+_JITTER = random.Random()
+"""Jitter of sleeps and backoffs: a source of its own, so the program's ``random`` (seeded by a host
+program or a test framework) neither steers it nor is moved by it."""
 
 _TRACKED_MAX = 10_000
 """How many in-flight prompts the websocket listeners remember (a cache; polling is the truth)."""
@@ -219,5 +222,5 @@ class _Listener:
                     "websocket of ComfyUI server %s: %s; reconnecting", self.server.name, type(exc).__name__
                 )
             self.connected.clear()
-            await asyncio.sleep(delay * (0.5 + random.random()))
+            await asyncio.sleep(delay * (0.5 + _JITTER.random()))
             delay = min(delay * 2, 30.0)
