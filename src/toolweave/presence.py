@@ -36,22 +36,29 @@ async def run_announced(app: App, worker: Worker, *, kind: str, ttl: float) -> N
         "slots": worker.slots, "startedAt": iso(time.time()),
     }
 
+    async def beat() -> None:
+        try:
+            row = dict(info, heartbeatAt=iso(time.time()), inFlight=worker.in_flight, handled=worker.handled)
+            await app.kv_set(WORKERS_NAMESPACE, worker.worker_id, row, ttl=ttl)
+        except Exception:
+            log.exception("announcing worker %s failed", worker.worker_id)
+
     async def announce() -> None:
         while True:
-            try:
-                beat = dict(info, heartbeatAt=iso(time.time()), inFlight=worker.in_flight, handled=worker.handled)
-                await app.kv_set(WORKERS_NAMESPACE, worker.worker_id, beat, ttl=ttl)
-            except Exception:
-                log.exception("announcing worker %s failed", worker.worker_id)
             await asyncio.sleep(ttl / 3)
+            await beat()
 
-    presence = asyncio.create_task(announce(), name="toolweave-presence")
+    presence: asyncio.Task[None] | None = None
     try:
+        # announced before it takes work: a run submitted as it starts is not told "no worker is running"
+        await beat()
+        presence = asyncio.create_task(announce(), name="toolweave-presence")
         await worker.run()
     finally:
-        presence.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await presence
+        if presence is not None:
+            presence.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await presence
         with contextlib.suppress(Exception):
             await app.kv_set(WORKERS_NAMESPACE, worker.worker_id, None)
 

@@ -13,6 +13,7 @@ import pytest
 from tests.helpers.invariants import assert_no_stranded_runs
 from tests.helpers.worker import work_until_done
 
+from toolweave import presence
 from toolweave.app import App, Conflict, NotFound
 from toolweave.inputs import InputError
 from toolweave.model.definitions import JobDefinition, ToolDefinition
@@ -722,6 +723,32 @@ async def test_a_queued_run_cancelled_never_ran_and_a_retried_run_waits_in_the_q
     assert again["status"] == "queued" and again["statusDetail"].startswith("no worker is running")
     await run_all(app)
     assert (await app.get_run(failing))["status"] == "completed"  # test.fail_n_times fails once
+
+
+async def test_a_worker_is_announced_before_it_takes_work(app: App) -> None:
+    """A run submitted as a worker starts (a bot's first command) must not be told that no worker
+    is running: the worker's presence row is written before its first claim."""
+    worker = app.make_worker(2)
+    seen: list[list[dict[str, Any]]] = []
+    claim_tx = app.engine.claim_tx
+
+    def first_claim(tx: Any, *args: Any) -> Any:  # the worker's own claim, watched: what was announced by then
+        if not seen:
+            seen.append(presence.live_workers_tx(tx, time.time()))
+        return claim_tx(tx, *args)
+
+    app.engine.claim_tx = first_claim  # type: ignore[method-assign]
+    runner = asyncio.create_task(app.run_worker(worker, kind="worker", ttl=3.0))
+    try:
+        deadline = time.monotonic() + 30
+        while not seen:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.01)
+        assert [w["workerId"] for w in seen[0]] == [worker.worker_id]
+    finally:
+        worker.stop()
+        await asyncio.wait_for(runner, 30)
+    assert await app.live_workers() == []  # and gone when it ends
 
 
 async def test_the_queue_shows_live_workers_with_their_slots_tasks_and_heartbeat(app: App) -> None:
