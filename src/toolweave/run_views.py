@@ -24,6 +24,11 @@ def iso(ts: float | None) -> str | None:
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def duration_ms(started_at: float | None, finished_at: float | None) -> int | None:
+    """Milliseconds from start to end, once both are known."""
+    return int((finished_at - started_at) * 1000) if finished_at and started_at else None
+
+
 def run_summary(r: Any) -> dict[str, Any]:
     return {
         "jobRunId": r["run_id"],
@@ -35,7 +40,7 @@ def run_summary(r: Any) -> dict[str, Any]:
         "createdAt": iso(r["created_at"]),
         "startedAt": iso(r["started_at"]),
         "finishedAt": iso(r["finished_at"]),
-        "durationMs": int((r["finished_at"] - r["started_at"]) * 1000) if r["finished_at"] and r["started_at"] else None,
+        "durationMs": duration_ms(r["started_at"], r["finished_at"]),
         "error": r["error"],
         "parentRunId": r["parent_run_id"],
         "forkedFromRunId": r["forked_from_run_id"],
@@ -120,7 +125,7 @@ def _detail(tx: Tx, run: Any, gens: list[Any], step_rows: list[Any], notificatio
             "nextAttemptAt": iso(s["next_attempt_at"]),
             "startedAt": iso(s["started_at"]),
             "finishedAt": iso(s["finished_at"]),
-            "durationMs": int((s["finished_at"] - s["started_at"]) * 1000) if s["finished_at"] and s["started_at"] else None,
+            "durationMs": duration_ms(s["started_at"], s["finished_at"]),
             "reusedFromRunId": s["reused_from_run_id"],
             "reusedFromPruned": s["reused_from_run_id"] in pruned if s["reused_from_run_id"] else None,
             "items": item_counts(s, in_flight.get(s["step_id"], {})),
@@ -255,7 +260,7 @@ def step_items(
                 "nextAttemptAt": iso(r.next_attempt_at),
                 "startedAt": iso(r.started_at),
                 "finishedAt": iso(r.finished_at),
-                "durationMs": int((r.finished_at - r.started_at) * 1000) if r.finished_at and r.started_at else None,
+                "durationMs": duration_ms(r.started_at, r.finished_at),
             }
             for r in rows
         ],
