@@ -9,6 +9,9 @@ measurements taken a few seconds apart. Both use the same clock: the worker is s
 then the runs are submitted while it works, and the clock runs from the first submit to the last
 run's end (submission included; its rate is reported on its own, and the ratio from each system's
 first tool call too). Prints one JSON line per measurement and per ratio, then a markdown table.
+Before the first measurement each system works ``--warmup`` runs of each variant (200 by default,
+0 for none), not counted: the first run on a fresh machine pays for cold caches and compiled
+imports (on 2026-12-04 a first chain measurement ran at 451 jobs/s, the next three at 801–870).
 Ratios are ours / Celery: above 1 is better for jobs/s, below 1 is better for CPU per job and peak
 memory. "with servers" adds the database server's CPU to each side's worker CPU: PostgreSQL's
 backends for ours (none on SQLite, whose work runs inside our worker), Redis for Celery (which hands
@@ -126,6 +129,22 @@ def pool_list(text: str) -> list[str]:
     return pools
 
 
+def warm_up(args: argparse.Namespace, celery_ok: bool) -> bool:
+    """Each system works ``args.warmup`` runs of each variant, not counted; returns whether Celery
+    still can be measured (its reference failed, e.g. no Redis: skipped with a message)."""
+    for variant in VARIANTS:
+        common = ["--n", str(args.warmup), "--variant", variant]
+        run_json("engine.py", [*common, "--store", args.store, "--slots", str(args.concurrency)])
+        for pool in args.pools if celery_ok else []:
+            try:
+                run_json("celery_reference.py", [*common, "--pool", pool, "--concurrency", str(args.concurrency)])
+            except RunFailed as exc:
+                print(f"compare: skipping Celery: {exc}", file=sys.stderr)
+                return False
+    print(f"compare: warmed up ({args.warmup} runs of each variant per system, not counted)", file=sys.stderr)
+    return celery_ok
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=positive, default=1000)
@@ -137,6 +156,8 @@ def main() -> None:
                         help="how our runs are submitted (bench/engine.py --submit)")
     parser.add_argument("--celery-acks-late", action="store_true", help="Celery acknowledges after each task")
     parser.add_argument("--ours-only", action="store_true", help="measure our engine alone (no Celery)")
+    parser.add_argument("--warmup", type=int, default=200,
+                        help="runs of each variant each system works first, not counted (0: none)")
     args = parser.parse_args()
 
     celery_ok = importlib.util.find_spec("celery") is not None and importlib.util.find_spec("redis") is not None
@@ -147,6 +168,8 @@ def main() -> None:
         celery_ok = False
     rows: list[dict[str, Any]] = []
     try:
+        if args.warmup > 0:
+            celery_ok = warm_up(args, celery_ok)
         for repeat in range(args.repeat):
             for variant in VARIANTS:
                 common = ["--n", str(args.n), "--variant", variant]
