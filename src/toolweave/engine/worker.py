@@ -108,6 +108,8 @@ class Worker:
         self._flushes: set[asyncio.Task[None]] = set()
         self._recording: set[str] = set()
         """Runs whose outcomes a transaction under way is recording."""
+        self._handing_back: list[tasks_q.Claim] = []
+        """Tasks whose handling failed, not yet handed back to the queue (``_hand_back``)."""
         self.handled = 0
         self._wall_clock = wall_clock
         self._cpu_clock = cpu_clock
@@ -224,6 +226,7 @@ class Worker:
         while True:
             await asyncio.sleep(self.heartbeat_seconds)
             try:
+                await self._hand_back()  # before any lease is extended: what could not be handed back
                 await self.store.tx(tasks_q.heartbeat, self.worker_id, time.time(), self.lease_seconds)
             except Exception:
                 log.exception("heartbeat failed")
@@ -293,8 +296,12 @@ class Worker:
     async def _evaluate(self, work: EvaluateWork) -> None:
         """Evaluate ready steps' conditions and templates in the evaluator processes (the event
         loop only waits), then let the planner go on with them in one transaction."""
-        evaluations = await evaluate(self.evaluator, work, self.budgets)
-        dispatches = await self._with_lease(self.engine.evaluated_tx, work.claim, work.run_id, evaluations, time.time())
+        try:
+            evaluations = await evaluate(self.evaluator, work, self.budgets)
+            dispatches = await self._with_lease(self.engine.evaluated_tx, work.claim, work.run_id, evaluations, time.time())
+        except Exception:
+            await self._hand_back(work.claim)
+            raise
         await self._run_dispatches(dispatches)
 
     # --- handlers ------------------------------------------------------------------------------
@@ -316,6 +323,27 @@ class Worker:
                 await self._notify(task)
         except Exception:
             log.exception("handling %s task %s failed; it will be retried when its lease expires", task.kind, task.task_id)
+            if task.kind in (TaskKind.ADVANCE, TaskKind.POLL, TaskKind.CANCEL):
+                await self._hand_back(task.claim)  # (a dispatch or an evaluation handed its own back)
+
+    async def _hand_back(self, claim: tasks_q.Claim | None = None) -> None:
+        """Put a task whose handling failed (``claim``) back in the queue, due when its lease would
+        have run out; its next claim counts as another attempt (a dispatch comes back
+        ``recovering``). The heartbeat extends every lease this worker holds: a task left leased
+        would never be tried again while the worker lives. What the store refuses to take back now
+        is tried again before the next heartbeat; only the claim that holds a task hands it back
+        (one another worker has claimed since stays that worker's)."""
+        if claim is not None:
+            self._handing_back.append(claim)
+        claims = list(self._handing_back)
+        if not claims:
+            return
+        try:
+            await self.store.tx(_hand_back_tx, claims, time.time() + self.lease_seconds)
+        except Exception:
+            log.exception("handing back %d task(s) whose handling failed failed; trying again", len(claims))
+            return
+        self._handing_back = [c for c in self._handing_back if c not in claims]
 
     def _context(self, work: DispatchWork) -> GenerationContext:
         return work.context(self.webhook_url(work.tool.service, work.generation_id) if self.webhook_url else None)
@@ -329,7 +357,11 @@ class Worker:
             if isinstance(current, EvaluateWork):
                 await self._evaluate(current)
                 return
-            following = await self._dispatch_one(current)
+            try:
+                following = await self._dispatch_one(current)
+            except Exception:  # not recorded (the call's outcome is unknown): tried again as after a crash
+                await self._hand_back(current.claim)
+                raise
             for work_ in following[1:]:
                 self._spawn(self._work(work_))
             current = following[0] if following else None
@@ -536,6 +568,11 @@ def _take_capacity_tx(tx: Any, work: DispatchWork, key: str, limit: int, retry_a
         return True
     tasks_q.put_back(tx, work.claim, retry_at)
     return False
+
+
+def _hand_back_tx(tx: Any, claims: list[tasks_q.Claim], at: float) -> None:
+    for claim in claims:
+        tasks_q.reschedule(tx, claim, at)
 
 
 def _poll_interval(attempt: int) -> float:
