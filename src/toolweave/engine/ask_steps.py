@@ -57,7 +57,7 @@ def apply(
         if runs_q.set_status(tx, run_id, status, now):
             event(WAITING_EVENT if action.waiting else "run.resumed")
             if run.parent_run_id:  # a nested job's run: its parent waits (or no longer waits) with it
-                engine._advance(tx, run.parent_run_id, ctx)
+                engine._advance_parent(tx, run.parent_run_id, ctx, None)
         return
     if isinstance(action, plan.ExpireQuestion):
         row = step_rows[action.step_id]

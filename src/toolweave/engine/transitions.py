@@ -191,26 +191,51 @@ class Transitions(Snapshots):
         A start the store refused (the step was started already: the rows decided from were read
         before it was) makes the run decided again from its rows as they are, once; on PostgreSQL a
         pipelined transaction finds the refusal at its commit and runs again unpipelined (``Tx.expect``),
-        where it is refused as it runs."""
+        where it is refused as it runs.
+
+        A nested run this decision starts may end (or wait for a person) at once: the run is then
+        decided again here, once its actions are written (``_advance_parent``), not from inside
+        the nested run's transition."""
         ctx.advanced.add(run_id)
         redecided = False
-        while True:
-            loaded = self._load_view(tx, run_id, run, evaluations, rows, touched)
-            if loaded is None:
-                return
-            run, view, step_rows = loaded
-            actions = plan.decide(view, ctx.now)
-            ctx.again = False
-            refused = ctx.refused
-            if not actions:
-                return
-            again = self._apply(tx, run, view, step_rows, actions, ctx) or ctx.again
-            if ctx.refused > refused and not redecided:
-                redecided = again = True
-            if not again:
-                return
-            # a map step completed, a cache hit answered a step, or a start was refused: decide again
-            run = rows = touched = None
+        outermost = run_id not in ctx.deciding
+        ctx.deciding.add(run_id)
+        try:
+            while True:
+                loaded = self._load_view(tx, run_id, run, evaluations, rows, touched)
+                if loaded is None:
+                    return
+                run, view, step_rows = loaded
+                actions = plan.decide(view, ctx.now)
+                ctx.again = False
+                refused = ctx.refused
+                if not actions:
+                    return
+                again = self._apply(tx, run, view, step_rows, actions, ctx) or ctx.again
+                if ctx.refused > refused and not redecided:
+                    redecided = again = True
+                if run_id in ctx.redecide:  # a nested run it started ended, or waits, already
+                    ctx.redecide.discard(run_id)
+                    again = True
+                if not again:
+                    return
+                # a map step completed, a cache hit answered a step, a start was refused, or a nested
+                # run changed: decide again
+                run = rows = touched = None
+        finally:
+            if outermost:
+                ctx.deciding.discard(run_id)
+
+    def _advance_parent(self, tx: Tx, parent_id: str, ctx: _Ctx, touched: frozenset[str] | None) -> None:
+        """A nested run changed its parent's step (it ended, or waits for a person): the parent is
+        decided again now — unless a decision of the parent is being written further up this call
+        (it started the nested run, which ended as it started), which then decides it again once
+        its actions are written (``_advance``). A map step over nested runs that end at once is so
+        a loop, not a recursion as deep as its items (Python's limit was hit at about 400)."""
+        if parent_id in ctx.deciding:
+            ctx.redecide.add(parent_id)
+            return
+        self._advance(tx, parent_id, ctx, touched=touched)
 
     def _apply(
         self, tx: Tx, run: Any, view: plan.RunView, step_rows: Mapping[str, Any], actions: list[plan.Action], ctx: _Ctx
@@ -483,7 +508,7 @@ class Transitions(Snapshots):
             accounts_q.own_artifact(tx, run["master_account_id"], value, run["run_id"], now)
         if run["parent_run_id"]:  # its step in the parent run ended
             touched = frozenset((run["parent_step_id"],)) if run["parent_step_id"] else None
-            self._advance(tx, run["parent_run_id"], ctx, touched=touched)
+            self._advance_parent(tx, run["parent_run_id"], ctx, touched)
             return
         self._notify(tx, run, action, now)
 

@@ -161,5 +161,11 @@ class _Ctx:
     its runs' contexts: a run that a turn of another run advanced (a nested run's end advances its
     parent; a parent that halts cancels its nested runs) has changed since the batch read its rows."""
 
+    deciding: set[str] = field(default_factory=set)
+    """The runs whose decision is being written further up this call (``Transitions._advance``)."""
+    redecide: set[str] = field(default_factory=set)
+    """Runs among ``deciding`` that a nested run changed meanwhile (it ended, or waits for a
+    person): decided again once their actions are written (``Transitions._advance_parent``)."""
+
     def can_lease(self) -> bool:
         return self.lease is not None and self.lease.used < self.lease.capacity
