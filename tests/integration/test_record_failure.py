@@ -29,7 +29,8 @@ from toolweave.settings import Settings
 
 class _AnswersBadlyOnce:
     """The builtin service, except that a generation's first call answers outputs whose record
-    raises (an artifact reference whose size is not a number)."""
+    raises (an artifact reference whose size is not a number, in an output the tool does not
+    declare: one whose references are granted, ``transitions.made_media``)."""
 
     def __init__(self, inner: Service) -> None:
         self.inner = inner
@@ -42,7 +43,8 @@ class _AnswersBadlyOnce:
         if gen.recovering or found.update is None:
             return found
         bad = {"kind": "artifact", "sha256": "0" * 64, "size": "not a number"}
-        return Submission(found.platform_run_id, RunUpdate(status=found.update.status, outputs={"value": bad}))
+        outputs = {**(found.update.outputs or {}), "files": bad}  # an output it does not declare
+        return Submission(found.platform_run_id, RunUpdate(status=found.update.status, outputs=outputs))
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)

@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
-from toolweave.engine.transitions import Transitions, _artifact_values
+from toolweave.engine.transitions import Transitions, made_media
 from toolweave.engine.work import DEFAULT_POLL_SECONDS, Lease, Outcome, Work, _Ctx
 from toolweave.model.credits import to_units
 from toolweave.model.definitions import CostingModel, RateSource
@@ -262,9 +262,10 @@ class Recording(Transitions):
         now, run_id, gid = ctx.now, run["run_id"], row["generation_id"]
         completed = update.status is GenerationStatus.COMPLETED
         cost = update.cost_usd
+        sha = run["tool_shas"].get(row["tool_id"])
+        tool = self._tool(tx, sha) if sha else None
         if cost is None and completed:
-            sha = run["tool_shas"].get(row["tool_id"])
-            model = self._tool(tx, sha).costing_model if sha else None
+            model = tool.costing_model if tool is not None else None
             if model is not None:
                 cost = generation_cost(model, (row["duration_ms"] or 0) / 1000, update.outputs, self.rates)
         if cost:
@@ -276,7 +277,8 @@ class Recording(Transitions):
                 credits_q.charge(tx, row["master_account_id"], run["credit_run_id"], gid, row["tool_id"], to_units(cost), now)
             if row["item_index"] is not None:
                 items_q.add_cost(tx, run_id, row["step_id"], row["item_index"], cost)
-        for value in _artifact_values(update.outputs):
+        # the media its tool made (a reference in a JSON answer grants nothing: ``made_media``)
+        for value in made_media(update.outputs, tool.output_schema if tool is not None else [], undeclared=tool is not None):
             accounts_q.own_artifact(tx, row["master_account_id"], value, run_id, now)
         if completed and row["cache_key"] and row["cache_seconds"]:
             cache_q.put(

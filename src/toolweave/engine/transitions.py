@@ -28,7 +28,7 @@ from toolweave.engine.work import (
     Work,
     _Ctx,
 )
-from toolweave.model.definitions import JobDefinition, Step, ToolDefinition
+from toolweave.model.definitions import JobDefinition, JobOutput, OutputParam, Step, ToolDefinition
 from toolweave.model.records import ArtifactRef
 from toolweave.model.status import GenerationStatus, RunStatus, StepStatus, TaskKind
 from toolweave.store import accounts as accounts_q
@@ -426,7 +426,7 @@ class Transitions(Snapshots):
                     progress=1.0,
                 )
                 gens_q.insert(tx, **generation)
-                for value in _artifact_values(hit.outputs):  # linked to this run too (the cache is per account)
+                for value in made_media(hit.outputs, tool.output_schema):  # linked to this run too (per account)
                     accounts_q.own_artifact(tx, run["master_account_id"], value, run["run_id"], now)
                 event(started, action.step_id, attempt=action.attempt, toolId=tool.tool_id, generationId=gen_id,
                       fallback=action.using_fallback, cacheHit=True, cachedFrom=hit.generation_id, **at)
@@ -504,7 +504,8 @@ class Transitions(Snapshots):
         event(f"run.{action.status.value}", outputs=action.outputs, error=action.error)
         if run["credit_run_id"] == run["run_id"]:  # what is left of its hold goes back
             credits_q.release(tx, run["master_account_id"], run["run_id"], now)
-        for value in _artifact_values(action.outputs):
+        job, _ = self._job(tx, run["definition_sha"])
+        for value in made_media(action.outputs, job.output_schema, undeclared=False):
             accounts_q.own_artifact(tx, run["master_account_id"], value, run["run_id"], now)
         if run["parent_run_id"]:  # its step in the parent run ended
             touched = frozenset((run["parent_step_id"],)) if run["parent_step_id"] else None
@@ -579,6 +580,28 @@ def _ready_work(task: tasks_q.Task, view: plan.RunView, exclude: frozenset[str] 
     ready = [s for s in view.job.steps if view.steps[s.step_id].status is StepStatus.READY and s.step_id not in exclude]
     return EvaluateWork(task.task_id, task.token, view.run_id, dict(view.inputs),
                         [(s, view.steps[s.step_id].attempt, context) for s in ready])
+
+
+def made_media(
+    outputs: Mapping[str, Any] | None, schema: list[OutputParam] | list[JobOutput], *, undeclared: bool = True
+) -> list[dict[str, Any]]:
+    """The artifact references among outputs that grant their run's account the artifact: those of
+    the media outputs ``schema`` declares and (``undeclared``) of the outputs it does not declare
+    (a ComfyUI workflow's images without an outputSchema): adapters store the media they make.
+    A reference inside a declared non-media output grants nothing: a JSON answer of an API the
+    user steers (a language model) can name another account's artifact by its hash alone, which
+    must reach it no more than a hash in a run's inputs does (``admission``). A run's final outputs
+    grant only their declared media (``undeclared=False``): whatever its steps made, their records
+    granted already."""
+    if not outputs:
+        return []
+    types = {p.name: p.type for p in schema}
+    found: list[dict[str, Any]] = []
+    for name, value in outputs.items():
+        kind = types.get(name)
+        if kind.is_media if kind is not None else undeclared:
+            found.extend(_artifact_values(value))
+    return found
 
 
 def _artifact_values(values: Any) -> list[dict[str, Any]]:
