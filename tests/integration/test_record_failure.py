@@ -8,7 +8,8 @@ still leased to the worker, whose heartbeat extends every lease it holds: unless
 it back, the lease never expires while the worker lives, and the run waits for ever. Nothing
 counts it as stranded (the generation has its dispatch task), so the sweep does not help either.
 
-The service stands in for a backend that answers badly once: the second call of the generation
+The same holds for a notification whose delivery raised outside its channel (the store failing
+under the notifier). The service stands in for a backend that answers badly once: the second call of the generation
 (``recovering``, as after a crash) answers well. On both stores, with a real worker."""
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from toolweave.engine.worker import Worker
 from toolweave.model.records import RunUpdate
 from toolweave.services.base import GenerationContext, Service, Submission
 from toolweave.settings import Settings
+from toolweave.store import tasks as tasks_q
 
 
 class _AnswersBadlyOnce:
@@ -80,3 +82,41 @@ async def test_a_dispatch_whose_record_failed_is_handed_back_and_runs_again(app:
     assert service.calls == [(generation, False), (generation, True)]  # the second call may re-attach
     assert app.store.read_sync(lambda tx: tx.all("SELECT task_id FROM tasks")) == []
 
+
+
+class _Inbox:
+    """A channel that keeps what it is given."""
+
+    name = "inbox"
+
+    def __init__(self) -> None:
+        self.got: list[Any] = []
+
+    async def deliver(self, notification: Mapping[str, Any]) -> None:
+        self.got.append(notification["payload"])
+
+
+async def test_a_notification_whose_delivery_raised_is_handed_back_and_sent(app: App) -> None:
+    inbox = _Inbox()
+    app.notifier.add_channel(inbox)
+    raised: list[int] = []
+
+    async def deliver(task: tasks_q.Task) -> None:  # the notifier's first try fails outside its channel
+        if not raised:
+            raised.append(task.task_id)
+            raise RuntimeError("the store went away under the notifier")
+        await app.notifier.deliver(task)
+
+    await app.outbox.queue("inbox", {}, {"text": "hello"}, event_type="note", account_id="acme", deliver_now=False)
+    worker = _worker(app, app.services)
+    worker.deliver = deliver
+    runner = asyncio.create_task(worker.run())
+    try:
+        for _ in range(300):  # until it is sent (or 30 s: it never is while the lease is held)
+            if inbox.got:
+                break
+            await asyncio.sleep(0.1)
+    finally:
+        worker.stop()
+        await runner
+    assert raised and inbox.got == [{"text": "hello"}]

@@ -323,7 +323,7 @@ class Worker:
                 await self._notify(task)
         except Exception:
             log.exception("handling %s task %s failed; it will be retried when its lease expires", task.kind, task.task_id)
-            if task.kind in (TaskKind.ADVANCE, TaskKind.POLL, TaskKind.CANCEL):
+            if task.kind in (TaskKind.ADVANCE, TaskKind.POLL, TaskKind.CANCEL, TaskKind.NOTIFY):
                 await self._hand_back(task.claim)  # (a dispatch or an evaluation handed its own back)
 
     async def _hand_back(self, claim: tasks_q.Claim | None = None) -> None:
