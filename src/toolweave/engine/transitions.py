@@ -504,9 +504,10 @@ class Transitions(Snapshots):
         event(f"run.{action.status.value}", outputs=action.outputs, error=action.error)
         if run["credit_run_id"] == run["run_id"]:  # what is left of its hold goes back
             credits_q.release(tx, run["master_account_id"], run["run_id"], now)
-        job, _ = self._job(tx, run["definition_sha"])
-        for value in made_media(action.outputs, job.output_schema, undeclared=False):
-            accounts_q.own_artifact(tx, run["master_account_id"], value, run["run_id"], now)
+        if action.outputs:  # its declared media outputs (its steps' records granted what they made)
+            job, _ = self._job(tx, run["definition_sha"])
+            for value in made_media(action.outputs, job.output_schema, undeclared=False):
+                accounts_q.own_artifact(tx, run["master_account_id"], value, run["run_id"], now)
         if run["parent_run_id"]:  # its step in the parent run ended
             touched = frozenset((run["parent_step_id"],)) if run["parent_step_id"] else None
             self._advance_parent(tx, run["parent_run_id"], ctx, touched)
