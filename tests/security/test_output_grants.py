@@ -7,8 +7,9 @@ one found was granted to the run's account. A hosted API whose answer the user s
 model asked to answer with JSON) can answer another account's artifact reference in a ``json``
 output, built from a hash given as plain text: the account then held that artifact and could
 download it. Media the tool made (a media output: the adapter stored its bytes) is granted, as
-before; a reference inside a non-media output grants nothing. Real http service, real loopback
-backend, both stores."""
+before; a reference inside a non-media output grants nothing, nor does a run's final output (also
+one of a media type that picks the reference out of a JSON output). Real http service, real
+loopback backend, both stores."""
 
 from __future__ import annotations
 
@@ -62,6 +63,15 @@ async def app(db_url: str, tmp_path: Path) -> AsyncIterator[App]:
                        "inputMappings": [{"sourceJobInput": "q", "targetInputName": "q"}]}],
             "inputSchema": {"q": {"type": "text", "required": True}},
         })) == []
+        assert instance.registry.register(JobDefinition.model_validate({
+            # a job output of a media type may pick a value out of a JSON output (``path``)
+            "jobId": "ask-then-show",
+            "outputSchema": {"pic": {"type": "image", "sourceStepId": "a", "sourceOutputName": "answer",
+                                     "path": "found"}},
+            "steps": [{"stepId": "a", "toolId": "echo.answer",
+                       "inputMappings": [{"sourceJobInput": "q", "targetInputName": "q"}]}],
+            "inputSchema": {"q": {"type": "text", "required": True}},
+        })) == []
         yield instance
         await instance.aclose()
 
@@ -70,7 +80,7 @@ def _held(app: App, sha: str, account: str) -> Any:
     return app.store.read_sync(lambda tx: accounts_q.artifact_owned(tx, sha, account))
 
 
-@pytest.mark.parametrize("target", ["echo.answer", "ask-then-keep"])
+@pytest.mark.parametrize("target", ["echo.answer", "ask-then-keep", "ask-then-show"])
 async def test_a_reference_in_a_json_output_grants_nothing(app: App, target: str) -> None:
     secret = await app.put_media(png((9, 9, 9), (16, 16)), "victim", filename="private.png")
     sha = secret["sha256"]

@@ -504,10 +504,8 @@ class Transitions(Snapshots):
         event(f"run.{action.status.value}", outputs=action.outputs, error=action.error)
         if run["credit_run_id"] == run["run_id"]:  # what is left of its hold goes back
             credits_q.release(tx, run["master_account_id"], run["run_id"], now)
-        if action.outputs:  # its declared media outputs (its steps' records granted what they made)
-            job, _ = self._job(tx, run["definition_sha"])
-            for value in made_media(action.outputs, job.output_schema, undeclared=False):
-                accounts_q.own_artifact(tx, run["master_account_id"], value, run["run_id"], now)
+        # its outputs grant nothing: what its steps' tools made, their records granted already, and a
+        # job output (a media one too) may pick a reference out of a JSON answer (``made_media``)
         if run["parent_run_id"]:  # its step in the parent run ended
             touched = frozenset((run["parent_step_id"],)) if run["parent_step_id"] else None
             self._advance_parent(tx, run["parent_run_id"], ctx, touched)
@@ -592,8 +590,7 @@ def made_media(
     A reference inside a declared non-media output grants nothing: a JSON answer of an API the
     user steers (a language model) can name another account's artifact by its hash alone, which
     must reach it no more than a hash in a run's inputs does (``admission``). A run's final outputs
-    grant only their declared media (``undeclared=False``): whatever its steps made, their records
-    granted already."""
+    grant nothing (``_finish_run``)."""
     if not outputs:
         return []
     types = {p.name: p.type for p in schema}
