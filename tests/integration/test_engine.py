@@ -706,6 +706,28 @@ async def test_a_run_stays_queued_until_a_worker_claims_it_and_says_why(app: App
     assert held["services"][0]["sending"] == 1 and held["queuedRuns"] == 0 and held["waitingReason"] is None
 
 
+async def test_a_run_whose_nested_runs_a_worker_claimed_is_running_not_queued(app: App) -> None:
+    """A run whose only work is in nested runs (a map over a job that nests another) has no task
+    of its own: the claim of its nested runs' work makes it, and every run between, ``running``
+    (it said "queued, no worker is running" while workers ran its nested runs)."""
+    register(app, chain("one", steps=1),
+             job({"jobId": "middle", "inputSchema": {"value": {"type": "integer"}},
+                  "steps": [{"stepId": "in", "jobId": "one", "inputMappings": [{"sourceJobInput": "value", "targetInputName": "value"}]}]}),
+             job({"jobId": "outer", "inputSchema": {"vs": {"type": "json"}},
+                  "steps": [{"stepId": "each", "jobId": "middle", "map": {"over": {"sourceJobInput": "vs"}},
+                             "inputMappings": [{"sourceItem": True, "targetInputName": "value"}]}]}))
+    run_id = await app.submit("outer", {"vs": [1, 2]}, account_id="acme")
+    assert (await app.get_run(run_id))["status"] == "queued"
+    items, _ = await app.store.tx(app.engine.claim_tx, "w1", 1, time.time())
+    assert len(items) == 1  # one innermost run's step
+    run = await app.get_run(run_id)
+    assert run["status"] == "running" and run["startedAt"] is not None and run["statusDetail"] is None
+    assert [e["type"] for e in await app.events(run_id)].count("run.started") == 1
+    middles = [i["childRunId"] for i in (await app.step_items(run_id, "each", "acme"))["items"]]
+    statuses = [(await app.get_run(m))["status"] for m in middles]
+    assert sorted(statuses) == ["queued", "running"]  # the one whose nested run's work was claimed
+
+
 async def test_a_queued_run_cancelled_never_ran_and_a_retried_run_waits_in_the_queue_again(app: App) -> None:
     register(app, chain("one", steps=1), job({"jobId": "bad", "steps": [
         {"stepId": "s", "toolId": "test.fail_n_times", "inputMappings": [{"value": 1, "targetInputName": "n"}]}]}))

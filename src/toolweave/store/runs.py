@@ -319,31 +319,38 @@ def add_cost(tx: Tx, run_id: str, amount: Decimal, now: float) -> None:
     tx.q("UPDATE runs SET cost_usd = :cost, updated_at = :now WHERE run_id = :id", {"cost": current + amount, "now": now, "id": run_id})
 
 
+_UP = (
+    "up(run_id, parent_run_id) AS (SELECT run_id, parent_run_id FROM runs WHERE {ids} "
+    "UNION SELECT r.run_id, r.parent_run_id FROM runs r JOIN up ON r.run_id = up.parent_run_id)"
+)
+"""The runs and the runs they are nested in, up to the outermost."""
 _PICK_UP = (
     "UPDATE runs SET status = 'running', started_at = COALESCE(started_at, :now), updated_at = :now "
-    "WHERE run_id IN (SELECT run_id FROM runs WHERE {ids} AND status = 'queued' "
+    "WHERE run_id IN (SELECT run_id FROM runs WHERE run_id IN (SELECT run_id FROM up) AND status = 'queued' "
     "FOR UPDATE SKIP LOCKED) RETURNING run_id"
 )
 
 
 def mark_picked_up(tx: Tx, run_ids: list[str], now: float) -> None:
-    """Queued runs among ``run_ids`` become running, each with its ``run.started`` event: a worker
-    has claimed one of their tasks. Runs another transaction holds right now are left for their
-    next advance (no waiting on a run's lock while holding task locks). On PostgreSQL one statement
-    that nothing waits for (the events are inserted by it); on SQLite the runs changed are read and
-    their events appended."""
+    """Queued runs among ``run_ids``, and the runs they are nested in, become running, each with
+    its ``run.started`` event: a worker has claimed one of their tasks (or one of a nested run's,
+    whose parent was otherwise told "queued, no worker is running" while its nested runs worked).
+    Runs another transaction holds right now are left for their next advance (no waiting on a run's
+    lock while holding task locks). On PostgreSQL one statement that nothing waits for (the events
+    are inserted by it); on SQLite the runs changed are read and their events appended."""
     if not run_ids:
         return
     ids, params = tx.among("run_id", "r", run_ids)
+    up = _UP.format(ids=ids)
     if tx.is_postgres:
         tx.q(
-            f"WITH started AS ({_PICK_UP.format(ids=ids)}) INSERT INTO events (run_id, type, step_id, data, created_at) "
+            f"WITH RECURSIVE {up}, started AS ({_PICK_UP}) INSERT INTO events (run_id, type, step_id, data, created_at) "
             "SELECT run_id, 'run.started', NULL, CAST('{}' AS jsonb), :now FROM started ORDER BY run_id",
             {"now": now, **params},
         )
         tx.event_runs.update(run_ids)  # those that did not start hear of no event, which costs nothing
         return
-    rows = tx.all(_PICK_UP.format(ids=ids), {"now": now, **params})
+    rows = tx.all(f"WITH RECURSIVE {up} {_PICK_UP}", {"now": now, **params})
     events_q.append_many(tx, [
         {"run_id": str(r.run_id), "type": "run.started", "step_id": None, "data": {}, "created_at": now} for r in rows
     ])
