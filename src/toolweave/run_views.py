@@ -137,9 +137,10 @@ def _detail(tx: Tx, run: Any, gens: list[Any], step_rows: list[Any], notificatio
         step["question"] for step in detail["stepStatuses"]
         if step["status"] == "waiting_input" and step["question"] is not None
     ]
-    if run["status"] == "waiting_input":  # questions of its nested runs (answered with the nested run's id)
-        children = [s["child_run_id"] for s in step_rows if s["child_run_id"] and s["status"] == "running"]
-        detail["waitingFor"] += [question_view(q) for q in questions_q.waiting_of_runs(tx, children)]
+    if run["status"] == "waiting_input":
+        # questions of its nested runs that wait — a nested job's, a map item's, and theirs in turn
+        # (each answered with its own run's id)
+        detail["waitingFor"] += [question_view(q) for q in questions_q.waiting_under(tx, run_id)]
     detail["generations"] = [
         {
             "generationId": g["generation_id"],

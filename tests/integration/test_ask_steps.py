@@ -260,3 +260,61 @@ async def test_a_nested_job_that_asks_makes_its_parent_wait_too(app: App) -> Non
     assert run["stepStatuses"][1]["outputs"]["value"] == 6  # candidate #3 is 4, after gives 5, last 6
     types = [e["type"] for e in await app.events(run_id)]
     assert "run.waiting_input" in types and "run.resumed" in types
+
+
+async def test_a_map_over_a_nested_job_that_asks_makes_its_parent_wait_too(app: App) -> None:
+    """Each item's child run asks; the parent waits for a person (not "queued, no worker is
+    running"), names every question, and runs again once they are answered."""
+    approve = JobDefinition.model_validate({
+        "jobId": "approve", "inputSchema": {"v": {"type": "integer"}},
+        "outputSchema": {"v": {"type": "integer", "sourceStepId": "after", "sourceOutputName": "value"}},
+        "steps": [{"stepId": "ok", "ask": {"kind": "approve", "question": "Fine?", "timeout": "1h"}},
+                  {"stepId": "after", "toolId": "test.instant", "dependencies": ["ok"],
+                   "inputMappings": [{"sourceJobInput": "v", "targetInputName": "value"}]}],
+    })
+    outer = JobDefinition.model_validate({
+        "jobId": "each_approved", "inputSchema": {"vs": {"type": "json"}},
+        "outputSchema": {"vs": {"type": "json", "sourceStepId": "each", "sourceOutputName": "v"}},
+        "steps": [{"stepId": "each", "jobId": "approve", "map": {"over": {"sourceJobInput": "vs"}, "concurrency": 2},
+                   "inputMappings": [{"sourceItem": True, "targetInputName": "v"}]}],
+    })
+    assert app.registry.register(approve) == [] and app.registry.register(outer) == []
+    run_id = await app.submit("each_approved", {"vs": [10, 20]}, account_id="acme")
+    await run_all(app)
+    run = await app.get_run(run_id, "acme")
+    assert run["status"] == "waiting_input", run["statusDetail"]
+    assert "your run needs you" in run["statusDetail"]
+    children = {q["runId"] for q in run["waitingFor"]}
+    assert len(children) == 2 and run_id not in children
+    assert {q["runId"] for q in await app.waiting_questions("acme")} == children
+    types = [e["type"] for e in await app.events(run_id)]
+    assert "run.waiting_input" in types
+    first, second = sorted(children)
+    await app.answer(first, "ok", "acme", {"decision": "approve"})
+    await run_all(app)
+    run = await app.get_run(run_id, "acme")
+    assert run["status"] == "waiting_input" and [q["runId"] for q in run["waitingFor"]] == [second]
+    await app.answer(second, "ok", "acme", {"decision": "approve"})
+    await run_all(app)
+    run = await app.get_run(run_id, "acme")
+    assert run["status"] == "completed" and run["finalOutputs"] == {"vs": [11, 21]}
+    assert "run.resumed" in [e["type"] for e in await app.events(run_id)]
+
+
+async def test_a_question_two_nested_runs_down_is_named_by_the_outermost_run(app: App) -> None:
+    middle = JobDefinition.model_validate({"jobId": "middle", "steps": [{"stepId": "inner", "jobId": "pick"}]})
+    top = JobDefinition.model_validate({"jobId": "top", "steps": [{"stepId": "mid", "jobId": "middle"}]})
+    assert app.registry.register(middle) == [] and app.registry.register(top) == []
+    run_id = await app.submit("top", {}, account_id="acme")
+    await run_all(app)
+    run = await app.get_run(run_id, "acme")
+    assert run["status"] == "waiting_input" and "your run needs you" in run["statusDetail"]
+    (question,) = run["waitingFor"]
+    assert question["stepId"] == "pick"
+    asking = await app.get_run(question["runId"], "acme")
+    middle_run = await app.get_run(asking["parentRunId"], "acme")
+    assert middle_run["parentRunId"] == run_id and middle_run["waitingFor"] == [question]
+    await app.answer(question["runId"], "pick", "acme", {"chosen": [3]})
+    await run_all(app)
+    run = await app.get_run(run_id, "acme")
+    assert run["status"] == "completed" and run["waitingFor"] == []

@@ -41,7 +41,8 @@ class StepView:
     """Its answer, once a person gave one (the question row's); None while it waits."""
     answered_by: str | None = None
     child_waiting: bool = False
-    """A step running a nested job whose run waits for a person: this run waits for one too."""
+    """A step running a nested job whose run waits for a person (or a map step one of whose items'
+    nested runs does): this run waits for one too."""
 
 
 @dataclass(slots=True)
@@ -78,6 +79,8 @@ class MapView:
     failed: int = 0
     active: Sequence[ItemView] = ()
     waiting: Sequence[ItemView] = ()
+    children_waiting: bool = False
+    """An item in flight runs a nested job whose run waits for a person (``StepView.child_waiting``)."""
 
 
 @dataclass(frozen=True)

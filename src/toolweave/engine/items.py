@@ -40,7 +40,11 @@ def map_view(tx: Tx, run_id: str, row: Any, spec: MapSpec) -> act.MapView:
     view = act.MapView(total=total, succeeded=int(row["items_succeeded"] or 0), failed=int(row["items_failed"] or 0))
     if row["status"] != StepStatus.RUNNING.value:
         return view
-    view.active = [_item_view(r) for r in items_q.active(tx, run_id, row["step_id"])]
+    active = items_q.active(tx, run_id, row["step_id"])
+    view.active = [_item_view(r) for r in active]
+    view.children_waiting = any(
+        r.status == StepStatus.RUNNING.value and r.child_status == RunStatus.WAITING_INPUT.value for r in active
+    )
     view.waiting = [
         act.ItemView(r.item_index, value=items_q.value(r), inputs=inputs, inputs_error=error)
         for r in items_q.waiting(tx, run_id, row["step_id"], spec.concurrency)

@@ -151,7 +151,10 @@ class Transitions(Snapshots):
             row = step_rows.get(sid)
             spec = graph.steps[sid].map
             if row is not None and spec is not None and row["items_total"] is not None:
-                views[sid].map = items.map_view(tx, run_id, row, spec)
+                mapped = views[sid]
+                mapped.map = items.map_view(tx, run_id, row, spec)
+                # its items' nested runs wait for a person: this run waits too (``plan.waits``)
+                mapped.child_waiting = mapped.map.children_waiting
         if graph.asks:
             ask_steps.attach(tx, {sid: step_rows[sid] for sid in graph.asks if sid in step_rows}, views)
         tools: dict[str, ToolDefinition] = {}

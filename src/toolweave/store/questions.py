@@ -29,12 +29,15 @@ def of_run(tx: Tx, run_id: str) -> list[Row]:
     return tx.all("SELECT * FROM questions WHERE run_id = :id ORDER BY asked_at, question_id", {"id": run_id})
 
 
-def waiting_of_runs(tx: Tx, run_ids: list[str]) -> list[Row]:
-    """The waiting questions of these runs (a run's nested runs), oldest first."""
-    if not run_ids:
-        return []
-    marks, params = in_list("r", run_ids)
-    return tx.all(f"SELECT * FROM questions WHERE run_id IN {marks} AND status = 'waiting' ORDER BY asked_at", params)
+def waiting_under(tx: Tx, run_id: str) -> list[Row]:
+    """The waiting questions of the runs nested in ``run_id`` that wait for a person (a nested
+    job's run, a map item's, and theirs in turn: only waiting runs are followed), oldest first."""
+    return tx.all(
+        "WITH RECURSIVE under(run_id) AS (SELECT run_id FROM runs WHERE parent_run_id = :id AND status = 'waiting_input' "
+        "UNION SELECT r.run_id FROM runs r JOIN under u ON r.parent_run_id = u.run_id WHERE r.status = 'waiting_input') "
+        "SELECT * FROM questions WHERE run_id IN (SELECT run_id FROM under) AND status = 'waiting' ORDER BY asked_at",
+        {"id": run_id},
+    )
 
 
 def answer(tx: Tx, question_id: str, answer: dict[str, Any], by: str | None, now: float, *, expired: bool = False) -> bool:
