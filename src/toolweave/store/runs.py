@@ -348,7 +348,9 @@ def mark_picked_up(tx: Tx, run_ids: list[str], now: float) -> None:
             "SELECT run_id, 'run.started', NULL, CAST('{}' AS jsonb), :now FROM started ORDER BY run_id",
             {"now": now, **params},
         )
-        tx.event_runs.update(run_ids)  # those that did not start hear of no event, which costs nothing
+        # those that did not start hear of no event, which costs nothing; a run they are nested in
+        # that started is not named (unknown without a read): its watchers read it at the hub's next round
+        tx.event_runs.update(run_ids)
         return
     rows = tx.all(f"WITH RECURSIVE {up} {_PICK_UP}", {"now": now, **params})
     events_q.append_many(tx, [
