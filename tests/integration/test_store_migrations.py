@@ -222,3 +222,112 @@ def test_a_map_step_decision_reads_its_items_through_their_status_index(tmp_path
     found = store.run_sync(plan, update, {"run_id_": "r", "step_id_": "s", "i_": 3, "progress": 0.5})
     assert "(run_id=? AND step_id=? AND item_index=?)" in found, found
     store.close()
+
+
+_RUN_COLUMNS = (
+    "run_id, job_definition_id, definition_version, definition_sha, tool_shas, master_account_id, status, "
+    "origin, job_inputs, created_at, updated_at, idempotency_key, parent_run_id, finished_at"
+)
+
+
+def _runs_0016(kind: str, tmp_path: Path) -> tuple[str, str | None]:
+    """A store URL for the 0016 test (and the PostgreSQL database to drop afterwards)."""
+    if kind == "sqlite":
+        return f"sqlite:///{tmp_path / 'mig16.db'}", None
+    require_postgres()
+    name = f"toolweave_mig_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(admin_url(), autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return admin_url().rsplit("/", 1)[0] + "/" + name, name
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+def test_migration_0016_keeps_keys_unique_and_indexes_only_the_runs_they_find(kind: str, tmp_path: Path) -> None:
+    """0016 makes the parent, finished and idempotency-key indexes of runs partial (no entry for a
+    run without a parent, an end or a key): the runs already stored keep their keys unique, an
+    insert with a key still yields to the run holding it, the queries that read those indexes still
+    can, and the migration goes down and up again."""
+    from alembic import command
+
+    from toolweave.store import runs as runs_q
+    from toolweave.store.migrate import upgrade
+
+    url, database = _runs_0016(kind, tmp_path)
+    store = Store(url)
+    try:
+        upgrade(store.engine, "0015")
+        store.run_sync(lambda tx: tx.q(
+            "INSERT INTO snapshots (sha256, kind, definition_id, version, body, created_at) VALUES ('s', 'job', 'j', '1', '{}', 1)"
+        ))
+        store.run_sync(lambda tx: tx.q(
+            f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES "
+            "('run_a', 'j', '1', 's', '{}', 'acme', 'completed', '{}', '{}', 1, 1, 'key-1', NULL, 5), "
+            "('run_b', 'j', '1', 's', '{}', 'acme', 'running', '{}', '{}', 1, 1, NULL, 'run_a', NULL), "
+            "('run_c', 'j', '1', 's', '{}', 'acme', 'queued', '{}', '{}', 1, 1, NULL, NULL, NULL)"
+        ))
+        upgrade(store.engine, "0016")
+
+        def insert(run_id: str, key: str | None) -> bool:
+            values = {"run_id": run_id, "job_definition_id": "j", "definition_version": "1", "definition_sha": "s",
+                      "tool_shas": {}, "master_account_id": "acme", "status": "queued", "origin": {}, "job_inputs": {},
+                      "created_at": 2.0, "updated_at": 2.0, "idempotency_key": key}
+            return bool(store.run_sync(lambda tx: runs_q.insert_run(tx, **values)))
+
+        assert insert("run_d", "key-1") is False  # the key names run_a: the insert yields to it
+        assert insert("run_e", "key-2") is True
+        assert insert("run_f", None) is True and insert("run_g", None) is True  # no key, no conflict
+        assert store.read_sync(lambda tx: runs_q.by_idempotency_keys(tx, "acme", ["key-1", "key-2"])) == {
+            "key-1": "run_a", "key-2": "run_e"}
+        with pytest.raises(Exception, match=r"(?i)unique"):
+            store.run_sync(lambda tx: tx.q(
+                f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES "
+                "('run_h', 'j', '1', 's', '{}', 'acme', 'queued', '{}', '{}', 1, 1, 'key-2', NULL, NULL)"
+            ))
+
+        reads = {
+            "ix_runs_parent": ("SELECT run_id FROM runs WHERE parent_run_id IN (:p0, :p1)", {"p0": "run_a", "p1": "run_x"}),
+            "ix_runs_finished": (
+                "SELECT run_id, finished_at FROM runs WHERE parent_run_id IS NULL AND status IN ('completed', 'failed') "
+                "AND finished_at < :cutoff ORDER BY finished_at, run_id LIMIT :limit", {"cutoff": 10.0, "limit": 5}),
+            "ux_runs_idempotency": (
+                "SELECT run_id FROM runs WHERE master_account_id = :account AND idempotency_key = :key",
+                {"account": "acme", "key": "key-1"}),
+        }
+        for index, (sql, params) in reads.items():
+            assert index in _plan(store, sql, params), (index, _plan(store, sql, params))
+        rows = store.read_sync(lambda tx: tx.all(reads["ix_runs_parent"][0], reads["ix_runs_parent"][1]))
+        assert [r.run_id for r in rows] == ["run_b"]
+        if kind == "postgres":
+            assert _fillfactors(store) == {"runs": 70, "step_runs": 70, "generations": 70, "tasks": 80}
+
+        command.downgrade(config(store.engine), "0015")
+        assert insert("run_i", "key-2") is False  # the unique constraint again
+        if kind == "postgres":
+            assert _fillfactors(store) == {}
+        store.upgrade()
+        assert current(store.engine) == HEAD
+        assert insert("run_j", "key-1") is False
+    finally:
+        store.close()
+        if database is not None:
+            with psycopg.connect(admin_url(), autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+
+
+def _fillfactors(store: Store) -> dict[str, int]:
+    rows = store.read_sync(lambda tx: tx.all(
+        "SELECT relname, reloptions FROM pg_class WHERE relkind = 'r' AND reloptions IS NOT NULL"
+    ))
+    return {r.relname: int(o.split("=")[1]) for r in rows for o in r.reloptions if o.startswith("fillfactor=")}
+
+
+def _plan(store: Store, sql: str, params: dict[str, object]) -> str:
+    """The query plan's text; on PostgreSQL with sequential scans off (a few rows would make one
+    look cheapest): whether the index can serve the query, not whether it is worth it yet."""
+    def plan(tx: object) -> str:
+        if tx.is_postgres:  # type: ignore[attr-defined]
+            tx.q("SET LOCAL enable_seqscan = off")  # type: ignore[attr-defined]
+            return " | ".join(str(r[0]) for r in tx.q("EXPLAIN " + sql, params).fetchall())  # type: ignore[attr-defined]
+        return " | ".join(str(r[3]) for r in tx.q("EXPLAIN QUERY PLAN " + sql, params).fetchall())  # type: ignore[attr-defined]
+
+    return str(store.run_sync(plan))

@@ -51,7 +51,10 @@ def insert_run(tx: Tx, **values: Any) -> bool:
     return row is not None
 
 
-_YIELD_TO_KEY = " ON CONFLICT (master_account_id, idempotency_key) DO NOTHING RETURNING run_id"
+_YIELD_TO_KEY = (
+    " ON CONFLICT (master_account_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING RETURNING run_id"
+)
+"""The keys' unique index is partial (``ux_runs_idempotency``): the conflict target names its predicate."""
 _KEYED_ROWS = 100
 """Runs with an idempotency key per multi-row INSERT (its parameters stay far below every limit)."""
 
