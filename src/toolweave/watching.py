@@ -5,7 +5,7 @@ twice per watcher and per round (the events, then the run): 200 open streams wer
 second, which cost a PostgreSQL server most of a core while nothing happened. Now each process has
 one ``EventHub``: a watcher reads its backlog once, then registers the run with the last event id
 it has; one task reads the new events of every registered run with one query per round (``WITH
-watched(run_id, after) AS (VALUES …)`` joined to ``events`` on ``ix_events_run``) and hands each
+watched(run_id, after) AS (VALUES …)`` joined to ``events`` on its (run_id, event_id) index) and hands each
 watcher its own. A round comes every ``interval`` seconds, or at once when this process commits
 events itself (``Store.on_events``). The task runs only while somebody watches.
 

@@ -44,7 +44,8 @@ def test_sqlite_store_is_created_at_the_newest_revision(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("kind", ["sqlite", "postgres"])
 def test_the_migrations_build_the_tables_of_schema_py(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
-    """Every table, column, index and constraint of ``store/schema.py`` comes out of the migrations."""
+    """Every table, column, index and constraint of ``store/schema.py`` comes out of the migrations
+    (but those made for another store only: ``ddl_if(dialect=…)``)."""
     from alembic.autogenerate import compare_metadata
     from alembic.runtime.migration import MigrationContext
 
@@ -60,10 +61,50 @@ def test_the_migrations_build_the_tables_of_schema_py(kind: str, tmp_path: Path,
     try:
         store.upgrade()
         with store.engine.connect() as conn:
-            diffs = compare_metadata(MigrationContext.configure(conn), metadata)
+            context = MigrationContext.configure(conn, opts={"include_object": _for_dialect(conn.dialect.name)})
+            diffs = compare_metadata(context, metadata)
         assert diffs == []
     finally:
         store.close()
+
+
+def _for_dialect(dialect: str) -> object:
+    """An ``include_object`` that leaves out what ``store/schema.py`` builds for another store only."""
+    def include(obj: object, name: str | None, kind: str, reflected: bool, compare_to: object) -> bool:
+        condition = getattr(obj, "_ddl_if", None) if not reflected else None
+        return condition is None or condition.dialect in (None, dialect)
+
+    return include
+
+
+def test_events_are_keyed_by_run_on_postgres_and_by_rowid_on_sqlite(store: Store) -> None:
+    """0017: on PostgreSQL one index, the primary key (run_id, event_id); on SQLite the rowid and
+    ``ix_events_run``. A run's feed reads its events through it either way."""
+    from toolweave.store import events as events_q
+
+    def shape(tx: object) -> tuple[list[str], str]:
+        if tx.is_postgres:  # type: ignore[attr-defined]
+            rows = tx.all("SELECT indexname FROM pg_indexes WHERE tablename = 'events' ORDER BY 1")  # type: ignore[attr-defined]
+            key = tx.one(  # type: ignore[attr-defined]
+                "SELECT pg_get_constraintdef(oid) AS d FROM pg_constraint WHERE conname = 'pk_events'"
+            ).d
+            return [r.indexname for r in rows], key
+        rows = tx.all("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'events' ORDER BY 1")  # type: ignore[attr-defined]
+        return [r.name for r in rows], "rowid"
+
+    names, key = store.read_sync(shape)
+    if store.engine.dialect.name == "postgresql":
+        assert (names, key) == (["pk_events"], "PRIMARY KEY (run_id, event_id)")
+    else:
+        assert (names, key) == (["ix_events_run"], "rowid")
+    store.run_sync(lambda tx: events_q.append_many(tx, [
+        {"run_id": run, "type": "run.note", "step_id": None, "data": {"i": i}, "created_at": float(i)}
+        for i, run in enumerate(["run_a", "run_b", "run_a", "run_a"])
+    ]))
+    feed = store.read_sync(lambda tx: events_q.since(tx, "run_a", 0, 10))
+    assert [e.data["i"] for e in feed] == [0, 2, 3]
+    ids = [e.event_id for e in feed]
+    assert ids == sorted(ids) and len(set(ids)) == 3
 
 
 def test_concurrent_upgrades_of_one_postgres_database_do_not_collide() -> None:

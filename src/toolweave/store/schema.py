@@ -393,8 +393,14 @@ events = sa.Table(
     sa.Column("data", JSON, nullable=False),
     sa.Column("created_at", sa.Float, nullable=False),
 )
-"""Append-only; a run's feed is its events in ``event_id`` order."""
-sa.Index("ix_events_run", events.c.run_id, events.c.event_id)
+"""Append-only; a run's feed is its events in ``event_id`` order.
+
+On PostgreSQL the primary key is ``(run_id, event_id)`` (migration 0017): no query reads an event
+by its id alone, and one index serves a run's feed and retention, one entry per event instead of
+two. On SQLite ``event_id`` is the rowid (``AUTOINCREMENT``, no index of its own), and
+``ix_events_run`` is the events' only index; it exists on SQLite alone (``ddl_if``: the test that
+compares this metadata with the migrations skips it on PostgreSQL)."""
+sa.Index("ix_events_run", events.c.run_id, events.c.event_id).ddl_if(dialect="sqlite")
 
 artifacts = sa.Table(
     "artifacts",
