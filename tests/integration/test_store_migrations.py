@@ -284,10 +284,11 @@ def _runs_0016(kind: str, tmp_path: Path) -> tuple[str, str | None]:
 
 @pytest.mark.parametrize("kind", ["sqlite", "postgres"])
 def test_migration_0016_keeps_keys_unique_and_indexes_only_the_runs_they_find(kind: str, tmp_path: Path) -> None:
-    """0016 makes the parent, finished and idempotency-key indexes of runs partial (no entry for a
-    run without a parent, an end or a key): the runs already stored keep their keys unique, an
-    insert with a key still yields to the run holding it, the queries that read those indexes still
-    can, and the migration goes down and up again."""
+    """0016 makes the parent, finished and (on PostgreSQL) idempotency-key indexes of runs partial
+    (no entry for a run without a parent, an end or a key): the runs already stored, with step rows
+    that reference them, keep their keys unique, an insert with a key still yields to the run
+    holding it, the queries that read those indexes still can, and the migration goes down and up
+    again."""
     from alembic import command
 
     from toolweave.store import runs as runs_q
@@ -305,6 +306,10 @@ def test_migration_0016_keeps_keys_unique_and_indexes_only_the_runs_they_find(ki
             "('run_a', 'j', '1', 's', '{}', 'acme', 'completed', '{}', '{}', 1, 1, 'key-1', NULL, 5), "
             "('run_b', 'j', '1', 's', '{}', 'acme', 'running', '{}', '{}', 1, 1, NULL, 'run_a', NULL), "
             "('run_c', 'j', '1', 's', '{}', 'acme', 'queued', '{}', '{}', 1, 1, NULL, NULL, NULL)"
+        ))
+        store.run_sync(lambda tx: tx.q(
+            "INSERT INTO step_runs (run_id, step_id, position, status, attempt, using_fallback, generation_ids, "
+            "skipped_by_error) VALUES ('run_a', 's1', 0, 'succeeded', 1, false, '[]', false)"
         ))
         upgrade(store.engine, "0016")
 
@@ -330,7 +335,8 @@ def test_migration_0016_keeps_keys_unique_and_indexes_only_the_runs_they_find(ki
             "ix_runs_finished": (
                 "SELECT run_id, finished_at FROM runs WHERE parent_run_id IS NULL AND status IN ('completed', 'failed') "
                 "AND finished_at < :cutoff ORDER BY finished_at, run_id LIMIT :limit", {"cutoff": 10.0, "limit": 5}),
-            "ux_runs_idempotency": (
+            # SQLite keeps the unique constraint (its automatic index)
+            "ux_runs_idempotency" if kind == "postgres" else "sqlite_autoindex_runs_2": (
                 "SELECT run_id FROM runs WHERE master_account_id = :account AND idempotency_key = :key",
                 {"account": "acme", "key": "key-1"}),
         }

@@ -142,6 +142,7 @@ runs = sa.Table(
     sa.Column("budget", JSON),
     sa.Column("queue_at", sa.Float),
     _check("status", RunStatus),
+    sa.UniqueConstraint("master_account_id", "idempotency_key").ddl_if(dialect="sqlite"),
     postgresql_with={"fillfactor": 70},
 )
 """``random_inputs``: the names of the seed inputs drawn at random when the run was submitted (the
@@ -163,11 +164,13 @@ sa.Index("ix_runs_parent", runs.c.parent_run_id, sqlite_where=_NESTED, postgresq
 _KEYED = runs.c.idempotency_key.isnot(None)
 sa.Index(
     "ux_runs_idempotency", runs.c.master_account_id, runs.c.idempotency_key, unique=True,
-    sqlite_where=_KEYED, postgresql_where=_KEYED,
-)
-"""Partial: an account's idempotency keys, each naming one run; runs without a key have no entry
-(an insert that yields to a key says ``ON CONFLICT (master_account_id, idempotency_key) WHERE
-idempotency_key IS NOT NULL``) (0016; a unique constraint on every run before)."""
+    postgresql_where=_KEYED,
+).ddl_if(dialect="postgresql")
+"""Partial, on PostgreSQL: an account's idempotency keys, each naming one run; runs without a key
+have no entry (an insert that yields to a key says ``ON CONFLICT (master_account_id,
+idempotency_key) WHERE idempotency_key IS NOT NULL``) (0016; a unique constraint on every run
+before). SQLite keeps that constraint (the table's ``UniqueConstraint``, for SQLite only): dropping
+it there means rebuilding ``runs``, which the rows referencing runs forbid in a migration."""
 sa.Index(
     "ix_runs_unfinished", runs.c.created_at,
     sqlite_where=runs.c.status.in_(UNFINISHED), postgresql_where=runs.c.status.in_(UNFINISHED),

@@ -8,10 +8,12 @@ indexes held an entry for every run although their queries only ever look for no
   ``WHERE parent_run_id IS NOT NULL`` (its queries look runs up by a parent's id).
 - ``ix_runs_finished`` (``finished_at``): retention reads finished runs older than a time; now
   partial, ``WHERE finished_at IS NOT NULL`` (a run's start no longer writes an entry in it).
-- The unique constraint ``uq_runs_master_account_id_idempotency_key`` becomes the partial unique
-  index ``ux_runs_idempotency`` (same columns, ``WHERE idempotency_key IS NOT NULL``): runs without a
-  key never conflicted (NULLs are distinct) and now have no entry; inserts that yield to a key name
-  the index's predicate in their ``ON CONFLICT``.
+- On PostgreSQL the unique constraint ``uq_runs_master_account_id_idempotency_key`` becomes the
+  partial unique index ``ux_runs_idempotency`` (same columns, ``WHERE idempotency_key IS NOT NULL``):
+  runs without a key never conflicted (NULLs are distinct) and now have no entry; inserts that yield
+  to a key name the predicate in their ``ON CONFLICT`` (which SQLite's constraint accepts as well).
+  SQLite keeps the constraint: dropping it there means rebuilding ``runs``, and the rows that
+  reference runs make the rebuilt table's DROP fail inside the migration's transaction.
 
 A run's insert, start and end wrote 20 index entries; they write 12.
 
@@ -57,27 +59,24 @@ def upgrade() -> None:
     op.drop_index("ix_runs_finished", table_name="runs")
     op.create_index("ix_runs_finished", "runs", ["finished_at"], unique=False,
                     sqlite_where=_FINISHED, postgresql_where=_FINISHED)
+    if _sqlite():
+        # SQLite keeps the constraint: dropping it means rebuilding runs, which the rows that
+        # reference runs forbid inside the migration's transaction (foreign keys are on)
+        return
     # the unique index first: the keys stay unique throughout
     op.create_index("ux_runs_idempotency", "runs", ["master_account_id", "idempotency_key"], unique=True,
-                    sqlite_where=_KEYED, postgresql_where=_KEYED)
-    if _sqlite():  # a table constraint: SQLite drops it by rebuilding the table
-        with op.batch_alter_table("runs", recreate="always") as batch_op:
-            batch_op.drop_constraint(_UQ, type_="unique")
-    else:
-        op.drop_constraint(_UQ, "runs", type_="unique")
-        for table, fill in FILLFACTOR.items():
-            op.execute(f"ALTER TABLE {table} SET (fillfactor = {fill})")
+                    postgresql_where=_KEYED)
+    op.drop_constraint(_UQ, "runs", type_="unique")
+    for table, fill in FILLFACTOR.items():
+        op.execute(f"ALTER TABLE {table} SET (fillfactor = {fill})")
 
 
 def downgrade() -> None:
-    if _sqlite():
-        with op.batch_alter_table("runs", recreate="always") as batch_op:
-            batch_op.create_unique_constraint(_UQ, ["master_account_id", "idempotency_key"])
-    else:
+    if not _sqlite():
         for table in FILLFACTOR:
             op.execute(f"ALTER TABLE {table} RESET (fillfactor)")
         op.create_unique_constraint(_UQ, "runs", ["master_account_id", "idempotency_key"])
-    op.drop_index("ux_runs_idempotency", table_name="runs")
+        op.drop_index("ux_runs_idempotency", table_name="runs")
     op.drop_index("ix_runs_finished", table_name="runs")
     op.create_index("ix_runs_finished", "runs", ["finished_at"], unique=False)
     op.drop_index("ix_runs_parent", table_name="runs")
