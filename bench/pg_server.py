@@ -151,13 +151,18 @@ def main() -> None:
         "kb": round(float(collector.wal.get("wal_bytes", 0)) * per / 1024, 1),
     }
     records = {r["kind"]: [round(r["n"] * per), round(float(r["bytes"]) * per / 1024, 1)] for r in collector.records}
+    if not collector.has_statements:
+        totals = {}
     report = {"engine": result, "per_1000_jobs": {"statements_total": totals, "wal_server": wal, "wal_records": records,
                                                   "tables": tables, "statements": statements[:top]}}
     if as_json:
         print(json.dumps(report))
         return
     print(json.dumps(result))
-    print(f"\nper 1,000 jobs — statements: {totals}")
+    if collector.has_statements:
+        print(f"\nper 1,000 jobs — statements: {totals}")
+    else:
+        print("\nper 1,000 jobs — statements: pg_stat_statements is not loaded on this server")
     print(f"server WAL: {wal}")
     if records:
         print("WAL records (count, kB): " + ", ".join(f"{k} {v[0]} {v[1]}" for k, v in records.items() if v[0] >= 10))
