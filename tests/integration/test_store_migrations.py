@@ -3,9 +3,12 @@ PostgreSQL database migrate it one at a time."""
 
 from __future__ import annotations
 
+import re
 import threading
 import uuid
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -378,3 +381,140 @@ def _plan(store: Store, sql: str, params: dict[str, object]) -> str:
         return " | ".join(str(r[3]) for r in tx.q("EXPLAIN QUERY PLAN " + sql, params).fetchall())  # type: ignore[attr-defined]
 
     return str(store.run_sync(plan))
+
+
+# --- a store's rows and their references survive every migration (SQLite rebuilds tables) ----------
+
+REVISIONS = [r.revision for r in reversed(list(ScriptDirectory.from_config(config()).walk_revisions()))]
+
+
+def _seed_every_table(store: Store) -> dict[str, int]:
+    """One row in every table of a SQLite store at whatever revision it is, parents before the rows
+    that reference them (each foreign key filled from its parent's row); the row count of each table.
+
+    Read from the store's own schema, so it fits every revision: a NOT NULL column takes the
+    first value its CHECK allows, a number, or a string."""
+
+    def seed(tx: Any) -> dict[str, int]:
+        tables = [r.name for r in tx.all(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' AND name != 'alembic_version'"
+        )]
+        keys = {t: tx.all(f"SELECT \"table\" AS parent, \"from\" AS col, \"to\" AS ref FROM pragma_foreign_key_list('{t}')") for t in tables}
+        seeded: dict[str, dict[str, object]] = {}
+        while len(seeded) < len(tables):
+            ready = [t for t in tables if t not in seeded and all(k.parent in seeded for k in keys[t])]
+            assert ready, f"a cycle of foreign keys among {set(tables) - set(seeded)}"
+            for table in ready:
+                sql = tx.one("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = :t", {"t": table}).sql
+                row: dict[str, object] = {}
+                for col in tx.all(f"SELECT name, type, \"notnull\" AS nn, dflt_value AS dflt, pk FROM pragma_table_info('{table}')"):
+                    ref = next((k for k in keys[table] if k.col == col.name), None)
+                    if ref is not None:
+                        row[col.name] = seeded[ref.parent][ref.ref]
+                    elif (col.nn or col.pk) and col.dflt is None:
+                        allowed = re.search(rf"\b{col.name} IN \('([^']*)'", sql)
+                        kind = col.type.upper()
+                        row[col.name] = (allowed.group(1) if allowed else 1 if kind.startswith(("INT", "BIGINT", "BOOL"))
+                                         else 1.5 if kind.startswith(("FLOAT", "REAL", "NUMERIC")) else "{}" if kind == "JSON"
+                                         else f"{table}_{col.name}"[:16])
+                names = ", ".join(f'"{c}"' for c in row)
+                tx.q(f"INSERT INTO {table} ({names}) VALUES ({', '.join(':' + c for c in row)})", row)
+                seeded[table] = row
+        return {t: tx.one(f"SELECT COUNT(*) AS n FROM {t}").n for t in tables}
+
+    return store.run_sync(seed)
+
+
+def _counts(store: Store, tables: Iterable[str]) -> dict[str, int]:
+    return store.read_sync(lambda tx: {t: tx.one(f"SELECT COUNT(*) AS n FROM {t}").n for t in tables})
+
+
+def _dangling(store: Store) -> list[tuple[object, ...]]:
+    return store.read_sync(lambda tx: [tuple(r.values()) for r in tx.all("SELECT * FROM pragma_foreign_key_check")])
+
+
+@pytest.mark.parametrize("revision", REVISIONS[1:])
+def test_a_store_holding_rows_in_every_table_upgrades_through_each_migration(revision: str, tmp_path: Path) -> None:
+    """A store at the revision before ``revision`` with a row in every table (runs with their
+    steps, map items, questions, generations; tasks, events, notifications…) reaches the head with
+    every row and every foreign key intact. SQLite rebuilds a table to change it (batch mode: copy,
+    DROP, rename): the DROP of ``runs`` failed ("FOREIGN KEY constraint failed") while step rows
+    referenced it, in 0007 and 0011, leaving such a store stuck at 0006."""
+    from toolweave.store.migrate import upgrade
+
+    store = Store(f"sqlite:///{tmp_path / 'rows.db'}")
+    try:
+        upgrade(store.engine, REVISIONS[REVISIONS.index(revision) - 1])
+        before = _seed_every_table(store)
+        assert len(before) >= 10 and set(before.values()) == {1}
+        store.upgrade()
+        assert store._revision() == HEAD
+        assert _counts(store, before) == before
+        assert _dangling(store) == []
+        links = store.read_sync(lambda tx: tx.all(
+            "SELECT m.name AS child, k.\"from\" AS col, k.\"table\" AS parent, k.\"to\" AS ref "
+            "FROM sqlite_master m, pragma_foreign_key_list(m.name) k WHERE m.type = 'table'"
+        ))
+        for link in links:
+            if link.child in before:  # each row still finds its parent
+                joined = store.read_sync(lambda tx, k=link: tx.one(
+                    f"SELECT COUNT(*) AS n FROM {k.child} c JOIN {k.parent} p ON p.{k.ref} = c.{k.col}"
+                ).n)
+                assert joined == before[link.child], link
+    finally:
+        store.close()
+
+
+def _foreign_keys_enforced(store: Store) -> None:
+    """The store's own connection and a new one of its engine enforce foreign keys."""
+    assert store.read_sync(lambda tx: tx.one("SELECT foreign_keys AS on_ FROM pragma_foreign_keys").on_) == 1
+    with store.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+    with pytest.raises(Exception, match="FOREIGN KEY constraint failed"):
+        store.run_sync(lambda tx: tx.q(
+            "INSERT INTO generations (generation_id, run_id, step_id, attempt, master_account_id, service_name, "
+            "tool_id, status, created_at) VALUES ('g_x', 'no_such_run', 's', 0, 'a', 'svc', 't', 'pending', 1)"
+        ))
+
+
+def test_foreign_keys_are_enforced_again_after_an_upgrade(tmp_path: Path) -> None:
+    """The migrations turn enforcement off on their own connection only: after an upgrade through
+    the rebuilds of ``runs`` the store's connections enforce foreign keys."""
+    from toolweave.store.migrate import upgrade
+
+    store = Store(f"sqlite:///{tmp_path / 'fk.db'}")
+    try:
+        upgrade(store.engine, "0006")
+        _seed_every_table(store)
+        store.upgrade()
+        assert store._revision() == HEAD
+        _foreign_keys_enforced(store)
+    finally:
+        store.close()
+
+
+def test_an_upgrade_that_would_leave_a_row_without_its_parent_fails_and_keeps_the_store(tmp_path: Path) -> None:
+    """With enforcement off during the migrations, ``PRAGMA foreign_key_check`` runs before each one
+    commits: a row whose parent is missing fails the upgrade loudly, the migration is rolled back
+    and the store stays at its revision with its rows."""
+    import sqlite3
+
+    from toolweave.store.migrate import DanglingReferences, upgrade
+
+    path = tmp_path / "dangling.db"
+    store = Store(f"sqlite:///{path}")
+    try:
+        upgrade(store.engine, "0006")
+        before = _seed_every_table(store)
+        raw = sqlite3.connect(path, isolation_level=None)  # enforcement off: SQLite's default
+        raw.execute("UPDATE step_runs SET run_id = 'no_such_run'")
+        raw.close()
+        with pytest.raises(DanglingReferences, match=r"after migration 0007 \(upgrade\), 1 row.*step_runs"):
+            store.upgrade()
+        assert store._revision() == "0006"
+        assert _counts(store, before) == before
+        assert store.read_sync(lambda tx: tx.one("SELECT status FROM runs").status) == "pending"  # 0007 undone
+        assert _dangling(store) == [("step_runs", 1, "runs", 0)]
+        _foreign_keys_enforced(store)
+    finally:
+        store.close()

@@ -4,19 +4,33 @@ themselves when the CLI or server opens them).
 A process opening a store that is at the newest revision already (the usual case) does not load
 Alembic at all: ``head_revision`` reads the revision ids from the migration files, and the store
 compares them with its ``alembic_version`` row.
+
+On SQLite the migrations run with foreign key enforcement off (``sqlite_foreign_keys_off``, in
+``migrations/env.py``): SQLite changes a table by rebuilding it (Alembic's batch mode copies it to a
+new table, drops the old one and renames the new one), and with enforcement on, dropping a table
+that other rows reference (``runs``, referenced by step rows, map items, questions and generations)
+fails with "FOREIGN KEY constraint failed". ``PRAGMA foreign_keys`` is a no-op inside a transaction,
+so it is set on the connection before the migrations' transactions begin. Each migration is checked
+before it commits instead (``refuse_dangling_references``: ``PRAGMA foreign_key_check``): a row left
+without its parent rolls the migration back and the upgrade fails, naming the rows. The store's own
+connections keep enforcement on (``connections._sqlite_connect``); the migrations' connection is
+closed after them, enforcement set back on first.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import re
+from collections.abc import Collection, Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import sqlalchemy as sa
     from alembic.config import Config
+    from alembic.runtime.migration import MigrationContext, MigrationInfo
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 _REVISION = re.compile(r'^(down_revision|revision)\s*=\s*(?:"([^"]*)"|None)', re.M)
@@ -42,6 +56,46 @@ def config(engine: sa.Engine | None = None) -> Config:
     cfg.set_main_option("script_location", str(MIGRATIONS))
     cfg.attributes["engine"] = engine
     return cfg
+
+
+class DanglingReferences(RuntimeError):
+    """A migration left rows whose foreign keys name no row: it was rolled back."""
+
+
+@contextlib.contextmanager
+def sqlite_foreign_keys_off(connection: sa.Connection) -> Iterator[None]:
+    """Foreign key enforcement off on this SQLite connection while the block runs (its migrations),
+    on again after. Set on the DB-API connection, outside any transaction (where the pragma would
+    do nothing): SQLAlchemy's ``Connection.connection`` does not begin one."""
+    if connection.in_transaction():
+        connection.commit()
+    dbapi = connection.connection.driver_connection
+    assert dbapi is not None
+    dbapi.execute("PRAGMA foreign_keys=OFF")
+    if dbapi.execute("PRAGMA foreign_keys").fetchone()[0] != 0:
+        raise RuntimeError("could not turn SQLite's foreign key enforcement off for the migrations")
+    try:
+        yield
+    finally:
+        if connection.in_transaction():  # a migration failed mid-way: its transaction is rolled back
+            connection.rollback()
+        dbapi.execute("PRAGMA foreign_keys=ON")
+
+
+def refuse_dangling_references(
+    ctx: MigrationContext, step: MigrationInfo, heads: Collection[Any], run_args: Mapping[str, Any]
+) -> None:
+    """Alembic's ``on_version_apply`` on SQLite: after each migration, inside its transaction (before
+    it commits), ``PRAGMA foreign_key_check`` must find nothing; a dangling row rolls it back."""
+    assert ctx.connection is not None
+    rows = ctx.connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+    if rows:
+        found = ", ".join(f"{r[0]} rowid {r[1]} -> {r[2]}" for r in rows[:10])
+        raise DanglingReferences(
+            f"after migration {step.up_revision_id} ({'upgrade' if step.is_upgrade else 'downgrade'}), {len(rows)} "
+            f"row(s) name no row in the table their foreign key references ({found}): the migration was rolled "
+            "back and the store stays at its revision"
+        )
 
 
 MIGRATION_LOCK = 7_466_011_870  # a PostgreSQL advisory lock key: one migration at a time
