@@ -35,8 +35,14 @@ from typing import Any, ParamSpec, TypeVar
 from toolweave.store import multirow
 from toolweave.store.codec import _ROW_PLANS
 from toolweave.store.connections import (
+    LOCK_SPIN,
+    WRITE_LOCK_TIMEOUT,
+    WriteLockTimeout,
+    _begin_write,
     _connection_lost,
     _Connections,
+    _LockBusy,
+    _LockWait,
     _NeverBegan,
     _sqlite_begin,
     _sqlite_connect,
@@ -45,7 +51,7 @@ from toolweave.store.connections import (
 from toolweave.store.tx import NOTIFY_CHANNEL, Row, Tx, Unexpected, _sql_for, among, in_list
 from toolweave.store.wake import Wakeups
 
-__all__ = ["NOTIFY_CHANNEL", "Row", "Store", "Tx", "Unexpected", "_sql_for", "among", "in_list"]
+__all__ = ["NOTIFY_CHANNEL", "Row", "Store", "Tx", "Unexpected", "WriteLockTimeout", "_sql_for", "among", "in_list"]
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -78,6 +84,10 @@ class Store:
         """Transactions run again unpipelined because a compare-and-set taken as done did not apply."""
         self.conflict_reruns = 0
         """Transactions run again because PostgreSQL rolled them back to break a deadlock."""
+        self.write_lock_timeout = WRITE_LOCK_TIMEOUT
+        """SQLite: how long a writer waits for the write lock before ``WriteLockTimeout``."""
+        self.lock_waits = 0
+        """SQLite: writers that found the write lock held by another connection and waited for it."""
         if self.dialect == "sqlite":
             path = self.url.split("///", 1)[-1]
             if path and path != ":memory:":
@@ -115,24 +125,27 @@ class Store:
         (the API, a monitor) never make a worker wait."""
         return self._run(fn, args, readonly=True)
 
-    def _run(self, fn: Callable[..., T], args: tuple[Any, ...], *, readonly: bool) -> T:
+    def _run(self, fn: Callable[..., T], args: tuple[Any, ...], *, readonly: bool, wait: _LockWait | None = None) -> T:
         try:
-            return self._run_on(self._connections.get(), fn, args, readonly)
+            return self._run_on(self._connections.get(), fn, args, readonly, wait)
         except _NeverBegan as lost:
             # the server went away (restarted, or a network cut) since this connection was last
             # used, and the transaction failed at its first statement: it never began, so it runs
             # once more on a new connection
             try:
-                return self._run_on(self._connections.get(), fn, args, readonly)
+                return self._run_on(self._connections.get(), fn, args, readonly, wait)
             except _NeverBegan as again:
                 raise again.__cause__ or lost.__cause__ or again from None
 
-    def _run_on(self, dbapi: Any, fn: Callable[..., T], args: tuple[Any, ...], readonly: bool) -> T:
+    def _run_on(
+        self, dbapi: Any, fn: Callable[..., T], args: tuple[Any, ...], readonly: bool, wait: _LockWait | None = None
+    ) -> T:
         """One transaction straight on the DB-API connection: SQLAlchemy's transaction machinery
         cost more per transaction than the statements of a step (see docs/benchmarks.md).
 
         On SQLite a writer takes the lock up front (``BEGIN IMMEDIATE``: no deadlock-prone upgrade
-        from a read); a reader does not, so readers never make a worker wait. psycopg opens the
+        from a read), waiting for it as ``wait`` says (``_begin_write``; None: on this thread, up to
+        ``write_lock_timeout``); a reader does not, so readers never make a worker wait. psycopg opens the
         transaction at the first statement; a writer's statements are pipelined, and a transaction
         in which a compare-and-set taken as done did not apply runs again unpipelined."""
         pipelined = self.pipelined and not readonly
@@ -141,7 +154,7 @@ class Store:
         for conflicts in range(MAX_CONFLICT_RERUNS + 1):
             try:
                 try:
-                    return self._attempt(dbapi, fn, args, readonly, pipelined)
+                    return self._attempt(dbapi, fn, args, readonly, pipelined, wait)
                 except Unexpected as unexpected:
                     if not pipelined:
                         raise
@@ -155,12 +168,18 @@ class Store:
                 log.info("running a transaction again after PostgreSQL chose it to lose a conflict: %s", exc)
         raise AssertionError("unreachable")
 
-    def _attempt(self, dbapi: Any, fn: Callable[..., T], args: tuple[Any, ...], readonly: bool, pipelined: bool) -> T:
+    def _attempt(
+        self, dbapi: Any, fn: Callable[..., T], args: tuple[Any, ...], readonly: bool, pipelined: bool,
+        wait: _LockWait | None = None,
+    ) -> T:
         cursor = dbapi.cursor()
         tx = Tx(cursor, self.dialect, columns=self._columns)
         try:
             if self.dialect == "sqlite":
-                cursor.execute("BEGIN" if readonly else "BEGIN IMMEDIATE")
+                if readonly:
+                    cursor.execute("BEGIN")
+                else:
+                    _begin_write(cursor, wait or self._lock_wait(None))
             if pipelined:
                 with dbapi.pipeline() as pipeline:
                     tx.pipeline = pipeline
@@ -195,6 +214,12 @@ class Store:
                 self._wakeups.notify()
         return result
 
+    def _lock_wait(self, spin: float | None) -> _LockWait:
+        return _LockWait(self.write_lock_timeout, self._connections.target, spin, on_wait=self._count_wait)
+
+    def _count_wait(self) -> None:
+        self.lock_waits += 1
+
     @staticmethod
     def _body(tx: Tx, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
         result = fn(tx, *args)
@@ -204,7 +229,7 @@ class Store:
 
     async def read(self, fn: Callable[..., T], *args: Any) -> T:
         """Like ``tx``, for a transaction that only reads (see ``read_sync``)."""
-        return await self._call(self.read_sync, fn, args)
+        return await self._call(fn, args, readonly=True)
 
     async def tx(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn(tx, *args)`` as one transaction.
@@ -215,14 +240,27 @@ class Store:
         loop's own thread: a hop to another thread would cost more than the transaction (see
         docs/benchmarks.md). PostgreSQL transactions wait on the network and run on the pool's
         threads."""
-        return await self._call(self.run_sync, fn, args)
+        return await self._call(fn, args, readonly=False)
 
-    async def _call(self, run: Callable[..., T], fn: Callable[..., T], args: tuple[Any, ...]) -> T:
+    async def _call(self, fn: Callable[..., T], args: tuple[Any, ...], *, readonly: bool) -> T:
         loop = asyncio.get_running_loop()
         self._bind(loop)
-        if self.inline:
-            return run(fn, *args)
-        return await loop.run_in_executor(self._executor, run, fn, *args)
+        if not self.inline:
+            run = self.read_sync if readonly else self.run_sync
+            return await loop.run_in_executor(self._executor, run, fn, *args)
+        if readonly or self.dialect != "sqlite":
+            return self._run(fn, args, readonly=readonly)
+        # a writer waits for the write lock blocking the loop for at most LOCK_SPIN (a worker's own
+        # transactions are that short), then on the loop, so the process goes on with its other work
+        # meanwhile (a bulk submit's chunk holds the lock for tens of milliseconds). Nothing began
+        # while it waits, and each try runs a whole transaction without yielding: transactions never
+        # interleave on the thread's one connection.
+        wait = self._lock_wait(LOCK_SPIN)
+        while True:
+            try:
+                return self._run(fn, args, readonly=False, wait=wait)
+            except _LockBusy as busy:
+                await asyncio.sleep(busy.delay)
 
     # --- wake-ups ------------------------------------------------------------------------------
 
