@@ -270,7 +270,11 @@ class Submitting(Definitions):
         for first in range(0, len(pending), max(1, chunk)):
             part = pending[first:first + max(1, chunk)]
             requests = [request for _, request in part]
-            made = await self.store.tx(self.engine.submit_many_tx, requests, time.time())
+            now = time.time()
+            # planned before the transaction: the write lock is held for the writes and what they
+            # depend on, not the planner (and another process takes the lock between chunks)
+            planned = self.engine.plan_submits(requests, now, encoded=self.store.dialect == "sqlite")
+            made = await self.store.tx(self.engine.submit_many_tx, requests, now, planned)
             for (index, _), found in zip(part, made, strict=True):
                 if isinstance(found, Refused):
                     results[index].error = found

@@ -232,6 +232,35 @@ async def test_a_batch_creates_what_the_balance_covers_and_refuses_the_rest(app:
     assert sums(app, "acme") == (2 * 3 * PRICE, 2 * 3 * PRICE)
 
 
+async def test_a_batch_with_keys_holds_once_per_run_and_places_each_run_it_made(app: App) -> None:
+    """Runs planned before their transaction (``Engine.plan_submits``) still get what the
+    transaction decides: a key named twice makes one run held once, a key used before names its
+    run, refused rows write nothing (their keys stay free), and each made run has its own place
+    and hold, which its dispatch task is due at."""
+    await app.credits.grant("acme", 2 * 3 * PRICE)
+    [before] = await app.submit_many("three", [{"value": 0}], account_id="acme", idempotency_keys=["old"])
+    keys = ["a", "old", "a", "b", None]
+    results = await app.submit_many("three", [{"value": i} for i in range(5)], account_id="acme",
+                                    idempotency_keys=keys)
+    assert [(r.created, r.run_id is not None) for r in results] == [
+        (True, True), (False, True), (False, True), (False, False), (False, False)]
+    assert results[1].run_id == before.run_id and results[2].run_id == results[0].run_id
+    assert all(isinstance(r.error, InsufficientCredits) for r in results[3:])
+    assert run_count(app, "acme") == 2
+    assert sums(app, "acme") == (2 * 3 * PRICE, 2 * 3 * PRICE)
+
+    def placed(tx: Any) -> list[Any]:
+        return tx.all("SELECT r.run_id, r.credit_run_id, r.queue_at, t.available_at FROM runs r "
+                      "JOIN tasks t ON t.run_id = r.run_id AND t.kind = 'dispatch' ORDER BY r.queue_at")
+    rows = app.store.read_sync(placed)
+    assert [r.run_id for r in rows] == [before.run_id, results[0].run_id]
+    assert all(r.credit_run_id == r.run_id and r.available_at == r.queue_at for r in rows)
+    assert rows[0].queue_at < rows[1].queue_at
+    await app.credits.grant("acme", 3 * PRICE)
+    [again] = await app.submit_many("three", [{"value": 3}], account_id="acme", idempotency_keys=["b"])
+    assert again.created  # the refused row's key was never taken
+
+
 async def test_a_grant_and_a_refund_are_in_the_history_and_spend_counts_charges(app: App) -> None:
     await app.credits.grant("acme", Decimal("10"), "welcome")
     run_id = await app.submit("three", {"value": 1}, account_id="acme")

@@ -20,6 +20,7 @@ from toolweave.store import events as events_q
 from toolweave.store import generations as gens_q
 from toolweave.store import runs as runs_q
 from toolweave.store import tasks as tasks_q
+from toolweave.store.codec import _encode
 from toolweave.store.db import Row, Tx
 from toolweave.store.ids import new_id
 
@@ -63,7 +64,9 @@ class Submission(Transitions):
             raise found
         return found
 
-    def submit_many_tx(self, tx: Tx, reqs: Sequence[SubmitRequest], now: float) -> list[tuple[str, bool] | Refused]:
+    def submit_many_tx(
+        self, tx: Tx, reqs: Sequence[SubmitRequest], now: float, planned: Sequence[_Planned | None] | None = None,
+    ) -> list[tuple[str, bool] | Refused]:
         """Create many runs in one transaction (bulk submission; ``submit_tx`` is a batch of one).
         Returns (run_id, created) per request, in order: a request whose idempotency key names a
         run already (stored, earlier in the batch, or made by a concurrent request: the insert
@@ -73,13 +76,21 @@ class Submission(Transitions):
         A new run is planned before it is written: when its first plan only starts tools, skips
         steps or sets a timer (``_FreshRuns``), its rows go in already in that state, with one
         multi-row INSERT per table for the whole batch and no UPDATE. Any other run (a nested job,
-        one that ends at once) is created and then advanced like any run."""
+        one that ends at once) is created and then advanced like any run. ``planned``: the
+        requests' first plans made before the transaction (``plan_submits`` with the same ``now``),
+        so that the write lock is not held while the planner runs; without it they are made here.
+        What the transaction reads — idempotency keys, limits, credits and places, the stored
+        snapshots — is decided here either way."""
+        if planned is None:
+            planned = self.plan_submits(reqs, now)
+        if len(planned) != len(reqs):
+            raise ValueError(f"{len(planned)} plans for {len(reqs)} requests")
         results: list[tuple[str, bool] | Refused] = []
         known = self._runs_by_key(tx, reqs)
         ensured: set[str] = set()
         fresh = _FreshRuns()
         admission = self.gate.open(tx, [r.account_id for r in reqs], now)
-        for req in reqs:
+        for req, first_plan in zip(reqs, planned, strict=True):
             key = (req.account_id, req.idempotency_key) if req.idempotency_key else None
             if key is not None and key in known:
                 results.append((known[key], False))
@@ -95,8 +106,11 @@ class Submission(Transitions):
             tool_shas = {tid: self._snapshot(tx, "tool", t, now) for tid, t in req.tools.items()}
             for jid, nested in req.nested_jobs.items():
                 tool_shas[f"job:{jid}"] = self._snapshot(tx, "job", nested, now)
-            run_id = self._plan_fresh(tx, fresh, req, tool_shas, now, place)
-            if run_id is None:
+            run_id: str | None = None
+            if first_plan is not None:
+                self._snapshot(tx, "job", req.job, now)
+                run_id = fresh.add(first_plan, place)
+            else:
                 run_id = self._create_run(tx, req.job, tool_shas, req, now, parent=None, place=place)
                 if run_id is None:  # a concurrent request with the same key won
                     results.append((self._key_owner(tx, req), False))
@@ -113,6 +127,15 @@ class Submission(Transitions):
                 if isinstance(found, tuple) and found[0] in lost:
                     results[index] = (self._key_owner(tx, reqs[index]), False)
         return results
+
+    def plan_submits(self, reqs: Sequence[SubmitRequest], now: float, *, encoded: bool = False) -> list[_Planned | None]:
+        """Each request's first plan as of ``now`` and the rows it writes (``_plan_fresh``), made
+        without the store: a transaction (``submit_many_tx``) may take them. Nothing in them
+        depends on what that transaction reads but the run's place (``_FreshRuns.add``).
+        ``encoded``: the rows' values already as parameters (JSON columns as text, ``codec``), for
+        SQLite; PostgreSQL's multi-row writes want JSON columns as values (``multirow``)."""
+        plans = [self._plan_fresh(req, now) for req in reqs]
+        return [p.encoded() if p is not None else None for p in plans] if encoded else plans
 
     def _key_owner(self, tx: Tx, req: SubmitRequest) -> str:
         winner = runs_q.by_idempotency_key(tx, req.account_id, req.idempotency_key or "")
@@ -132,16 +155,19 @@ class Submission(Transitions):
                 found[(account, key)] = run_id
         return found
 
-    def _plan_fresh(
-        self, tx: Tx, fresh: _FreshRuns, req: SubmitRequest, tool_shas: dict[str, str], now: float, place: Place
-    ) -> str | None:
-        """Plan a new run before writing it and add its rows, in their planned state, to ``fresh``;
-        None (nothing written) when the first plan does more than start tools, skip steps and set
-        a timer."""
-        job_sha = self._snapshot(tx, "job", req.job, now)
-        job, order = self._job(tx, job_sha)
+    def _plan_fresh(self, req: SubmitRequest, now: float) -> _Planned | None:
+        """Plan a new run before it is written and make its rows in their planned state (all but
+        its place, ``_FreshRuns.add``); None when the first plan does more than start tools, skip
+        steps and set a timer. Reads no store: the definitions are the request's own (the same
+        content as their snapshots, by hash), parsed once per process."""
+        job_sha, _ = self._content(req.job)
+        job, order = self._jobs.get(job_sha) or (req.job, tuple(plan.topological_order(req.job)))
+        self._jobs.setdefault(job_sha, (job, order))
+        tool_shas = {tid: self._content(t)[0] for tid, t in req.tools.items()}
+        for jid, nested in req.nested_jobs.items():
+            tool_shas[f"job:{jid}"] = self._content(nested)[0]
+        tools = {tid: self._tools.setdefault(tool_shas[tid], t) for tid, t in req.tools.items()}
         run_id = new_id("run_")
-        tools = {tid: self._tool(tx, sha) for tid, sha in tool_shas.items() if not tid.startswith("job:")}
         deadline = (now + job.timeout_seconds) if job.timeout_seconds else None
         view = plan.RunView(
             run_id=run_id, status=RunStatus.QUEUED, job=job, inputs=req.inputs,
@@ -158,8 +184,9 @@ class Submission(Transitions):
             job_inputs=req.inputs, callback_url=req.callback_url, idempotency_key=req.idempotency_key,
             parent_run_id=None, parent_step_id=None, priority=req.priority, deadline_at=deadline, created_at=now,
             started_at=None, updated_at=now, random_inputs=req.random_inputs or None,
-            credit_run_id=run_id if place.credits else None, budget=req.budget, queue_at=place.queue_at,
+            credit_run_id=None, budget=req.budget, queue_at=None,
         )  # queued: a worker's claim of its first dispatch makes it running (``_claim``)
+        planned = _Planned(run)
         steps: dict[str, dict[str, Any]] = {
             s.step_id: {
                 "run_id": run_id, "step_id": s.step_id, "position": i, "status": StepStatus.PENDING.value,
@@ -169,7 +196,7 @@ class Submission(Transitions):
             }
             for i, s in enumerate(job.steps)
         }
-        events = fresh.events
+        events = planned.events
         events.append(_event(run_id, "run.created", None, now, jobId=job.job_id, version=job.version, parentRunId=None))
         for action in actions:
             if isinstance(action, plan.StartRun):
@@ -182,9 +209,10 @@ class Submission(Transitions):
                     using_fallback=action.using_fallback, generation_id=gen_id, generation_ids=[gen_id],
                     started_at=now, progress=0.0,
                 )
-                fresh.generations.append(_generation_row(run, action, tool, gen_id, now))
-                fresh.tasks.append(_task_row(TaskKind.DISPATCH, run_id, gen_id, place.queue_at, req.priority,
-                                             created_at=now))
+                planned.generations.append(_generation_row(run, action, tool, gen_id, now))
+                # due at the run's place, which the transaction decides (``_FreshRuns.add``)
+                planned.dispatches.append(_task_row(TaskKind.DISPATCH, run_id, gen_id, now, req.priority,
+                                                    created_at=now))
                 events.append(_event(run_id, "step.started", action.step_id, now, attempt=action.attempt,
                                      toolId=tool.tool_id, generationId=gen_id, fallback=action.using_fallback))
             elif isinstance(action, plan.SkipStep):
@@ -195,11 +223,33 @@ class Submission(Transitions):
                 events.append(_event(run_id, "step.skipped", action.step_id, now, reason=action.reason,
                                      byError=action.by_error))
             elif isinstance(action, plan.Wake):
-                fresh.tasks.append(_task_row(TaskKind.ADVANCE, run_id, run_id, action.at, 0, created_at=now))
-        fresh.runs.append(run)
-        fresh.steps.extend(steps.values())
-        fresh.artifacts.extend((req.account_id, value, run_id, now) for value in _artifact_values(req.inputs))
-        return run_id
+                planned.timers.append(_task_row(TaskKind.ADVANCE, run_id, run_id, action.at, 0, created_at=now))
+        planned.steps.extend(steps.values())
+        planned.artifacts.extend((req.account_id, value, run_id, now) for value in _artifact_values(req.inputs))
+        return planned
+
+
+@dataclass
+class _Planned:
+    """A new run's rows in its first planned state (``Submission.plan_submits``), all but its place
+    in the claiming order and its credit hold, which its transaction decides (``_FreshRuns.add``).
+    Never changed once made: a transaction that runs again takes the same rows."""
+
+    run: Row
+    steps: list[dict[str, Any]] = field(default_factory=list)
+    generations: list[dict[str, Any]] = field(default_factory=list)
+    dispatches: list[dict[str, Any]] = field(default_factory=list)
+    """Dispatch tasks, due at the run's place."""
+    timers: list[dict[str, Any]] = field(default_factory=list)
+    events: list[dict[str, Any]] = field(default_factory=list)
+    artifacts: list[tuple[str, dict[str, Any], str, float]] = field(default_factory=list)
+
+    def encoded(self) -> _Planned:
+        """The same rows with their values as parameters (``codec._encode``: JSON columns as text)."""
+        return _Planned(
+            Row(_encode(self.run)), [_encode(r) for r in self.steps], [_encode(r) for r in self.generations],
+            self.dispatches, self.timers, [_encode(r) for r in self.events], self.artifacts,
+        )
 
 
 @dataclass
@@ -213,6 +263,19 @@ class _FreshRuns:
     tasks: list[dict[str, Any]] = field(default_factory=list)
     events: list[dict[str, Any]] = field(default_factory=list)
     artifacts: list[tuple[str, dict[str, Any], str, float]] = field(default_factory=list)
+
+    def add(self, planned: _Planned, place: Place) -> str:
+        """Add a planned run's rows at the place the transaction gave it; returns its id."""
+        run_id = str(planned.run.run_id)
+        self.runs.append(Row({**planned.run, "credit_run_id": run_id if place.credits else None,
+                              "queue_at": place.queue_at}))
+        self.steps.extend(planned.steps)
+        self.generations.extend(planned.generations)
+        self.tasks.extend({**task, "available_at": place.queue_at} for task in planned.dispatches)
+        self.tasks.extend(planned.timers)
+        self.events.extend(planned.events)
+        self.artifacts.extend(planned.artifacts)
+        return run_id
 
     def write(self, tx: Tx) -> set[str]:
         """Insert the rows; returns the runs not written because a concurrent request had taken
