@@ -22,6 +22,7 @@ from toolweave.accounting.desk import CreditDesk
 from toolweave.artifacts import ArtifactStore, decode_data_uri, media_problem
 from toolweave.definitions import Definitions
 from toolweave.engine.core import Engine
+from toolweave.engine.submission import PlannedRun
 from toolweave.engine.work import SubmitRequest
 from toolweave.host import MediaError
 from toolweave.inputs import FieldProblem, InputError, Upload, drawn_seeds, prepare_inputs
@@ -164,7 +165,8 @@ class Submitting(Definitions):
 
     async def _submit_together(self, item: _Submit) -> tuple[str, bool, dict[str, Any] | None]:
         if self._submits is None:
-            self._submits = GroupCommit(self.store, self._submit_tx, concurrency=SUBMIT_TRANSACTIONS)
+            self._submits = GroupCommit(self.store, self._submit_tx, concurrency=SUBMIT_TRANSACTIONS,
+                                        prepare=self._plan_submits)
         found = await self._submits(item)
         if item.queued:
             self.outbox.deliver_soon(item.queued)
@@ -182,12 +184,22 @@ class Submitting(Definitions):
         if tasks:
             tx.after_commit(functools.partial(item.queued.extend, tasks))
 
-    def _submit_tx(self, tx: Tx, items: Sequence[_Submit]) -> list[tuple[str, bool, dict[str, Any] | None] | Exception]:
+    def _plan_submits(self, items: Sequence[_Submit]) -> tuple[float, list[PlannedRun | None]]:
+        """The time of a group commit's transaction and its runs' first plans, made before it
+        (``Engine.plan_submits``): the write lock is not held while the planner runs."""
+        now = time.time()
+        return now, self.engine.plan_submits([item.request for item in items], now,
+                                             encoded=self.store.dialect == "sqlite")
+
+    def _submit_tx(
+        self, tx: Tx, items: Sequence[_Submit], prepared: tuple[float, list[PlannedRun | None]] | None = None,
+    ) -> list[tuple[str, bool, dict[str, Any] | None] | Exception]:
         """Submits arriving together (a server's concurrent requests) stored in one transaction, as a
         bulk submission stores its rows (group commit); each is gated as if it came alone after
         the ones before it. A submit whose API key is revoked by then gets ``KeyRevoked``; one
-        that asks to be shown gets its run read back in the same transaction."""
-        now = time.time()
+        that asks to be shown gets its run read back in the same transaction. ``prepared``: the
+        time and the first plans of ``_plan_submits`` (else planned here, now)."""
+        now, planned = prepared if prepared is not None else self._plan_submits(items)
         results: list[tuple[str, bool, dict[str, Any] | None] | Exception] = [KeyRevoked()] * len(items)
         keys: dict[str, bool] = {}
         admitted = []
@@ -196,7 +208,8 @@ class Submitting(Definitions):
                 keys[item.key_id] = accounts_q.key_in_use(tx, item.key_id, now)
             if item.key_id is None or keys[item.key_id]:
                 admitted.append(index)
-        made = self.engine.submit_many_tx(tx, [items[i].request for i in admitted], now) if admitted else []
+        made = self.engine.submit_many_tx(
+            tx, [items[i].request for i in admitted], now, [planned[i] for i in admitted]) if admitted else []
         if any(items[i].show for i in admitted):
             tx.flush_deferred()  # rows queued for the commit, read back below
         workers: list[list[dict[str, Any]]] = []

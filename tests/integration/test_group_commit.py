@@ -89,3 +89,27 @@ async def test_an_item_answered_with_an_error_fails_alone_in_a_transaction_that_
     assert isinstance(results[1], LookupError) and str(results[1]) == "no such no-b"
     assert group.transactions == 1
     assert _keys(store) == ["a", "cc"]
+
+
+async def test_prepare_runs_before_each_transaction_outside_it_and_its_result_goes_in(store: Store) -> None:
+    """``prepare(items)`` runs before the batch's transaction and again before each item's own when
+    the batch fails; it runs outside the transaction (it can run one of its own)."""
+    prepared_for: list[list[str]] = []
+
+    def prepare(items: Sequence[str]) -> dict[str, str]:
+        prepared_for.append(list(items))
+        assert store.read_sync(lambda tx: tx.one("SELECT COUNT(*) AS n FROM kv")) is not None
+        return {key: key.upper() for key in items}
+
+    def put(tx: Tx, items: Sequence[str], made: dict[str, str]) -> list[str]:
+        if any(key.startswith("bad") for key in items):
+            raise ValueError("refused")
+        for key in items:
+            kv.put(tx, "t", key, {"v": made[key]}, NOW)
+        return [made[key] for key in items]
+
+    group: GroupCommit[str, str] = GroupCommit(store, put, prepare=prepare)
+    results = await asyncio.gather(group("a"), group("bad"), group("c"), return_exceptions=True)
+    assert results[0] == "A" and results[2] == "C" and isinstance(results[1], ValueError)
+    assert prepared_for == [["a", "bad", "c"], ["a"], ["bad"], ["c"]]
+    assert _keys(store) == ["a", "c"]

@@ -65,7 +65,7 @@ class Submission(Transitions):
         return found
 
     def submit_many_tx(
-        self, tx: Tx, reqs: Sequence[SubmitRequest], now: float, planned: Sequence[_Planned | None] | None = None,
+        self, tx: Tx, reqs: Sequence[SubmitRequest], now: float, planned: Sequence[PlannedRun | None] | None = None,
     ) -> list[tuple[str, bool] | Refused]:
         """Create many runs in one transaction (bulk submission; ``submit_tx`` is a batch of one).
         Returns (run_id, created) per request, in order: a request whose idempotency key names a
@@ -128,7 +128,7 @@ class Submission(Transitions):
                     results[index] = (self._key_owner(tx, reqs[index]), False)
         return results
 
-    def plan_submits(self, reqs: Sequence[SubmitRequest], now: float, *, encoded: bool = False) -> list[_Planned | None]:
+    def plan_submits(self, reqs: Sequence[SubmitRequest], now: float, *, encoded: bool = False) -> list[PlannedRun | None]:
         """Each request's first plan as of ``now`` and the rows it writes (``_plan_fresh``), made
         without the store: a transaction (``submit_many_tx``) may take them. Nothing in them
         depends on what that transaction reads but the run's place (``_FreshRuns.add``).
@@ -155,7 +155,7 @@ class Submission(Transitions):
                 found[(account, key)] = run_id
         return found
 
-    def _plan_fresh(self, req: SubmitRequest, now: float) -> _Planned | None:
+    def _plan_fresh(self, req: SubmitRequest, now: float) -> PlannedRun | None:
         """Plan a new run before it is written and make its rows in their planned state (all but
         its place, ``_FreshRuns.add``); None when the first plan does more than start tools, skip
         steps and set a timer. Reads no store: the definitions are the request's own (the same
@@ -186,7 +186,7 @@ class Submission(Transitions):
             started_at=None, updated_at=now, random_inputs=req.random_inputs or None,
             credit_run_id=None, budget=req.budget, queue_at=None,
         )  # queued: a worker's claim of its first dispatch makes it running (``_claim``)
-        planned = _Planned(run)
+        planned = PlannedRun(run)
         steps: dict[str, dict[str, Any]] = {
             s.step_id: {
                 "run_id": run_id, "step_id": s.step_id, "position": i, "status": StepStatus.PENDING.value,
@@ -230,7 +230,7 @@ class Submission(Transitions):
 
 
 @dataclass
-class _Planned:
+class PlannedRun:
     """A new run's rows in its first planned state (``Submission.plan_submits``), all but its place
     in the claiming order and its credit hold, which its transaction decides (``_FreshRuns.add``).
     Never changed once made: a transaction that runs again takes the same rows."""
@@ -244,9 +244,9 @@ class _Planned:
     events: list[dict[str, Any]] = field(default_factory=list)
     artifacts: list[tuple[str, dict[str, Any], str, float]] = field(default_factory=list)
 
-    def encoded(self) -> _Planned:
+    def encoded(self) -> PlannedRun:
         """The same rows with their values as parameters (``codec._encode``: JSON columns as text)."""
-        return _Planned(
+        return PlannedRun(
             Row(_encode(self.run)), [_encode(r) for r in self.steps], [_encode(r) for r in self.generations],
             self.dispatches, self.timers, [_encode(r) for r in self.events], self.artifacts,
         )
@@ -264,7 +264,7 @@ class _FreshRuns:
     events: list[dict[str, Any]] = field(default_factory=list)
     artifacts: list[tuple[str, dict[str, Any], str, float]] = field(default_factory=list)
 
-    def add(self, planned: _Planned, place: Place) -> str:
+    def add(self, planned: PlannedRun, place: Place) -> str:
         """Add a planned run's rows at the place the transaction gave it; returns its id."""
         run_id = str(planned.run.run_id)
         self.runs.append(Row({**planned.run, "credit_run_id": run_id if place.credits else None,

@@ -13,13 +13,17 @@ raises it, the others' results stand. When the batch's transaction raises, every
 again in a transaction of its own, and only the item that fails alone gets the error. ``fn`` may
 therefore run more than once for an item; like every transaction function it acts outside the
 transaction only through ``Tx.after_commit``.
+
+``prepare(items)``, when given, runs before each of those transactions, outside it (on SQLite,
+without the write lock: work that needs nothing the transaction reads, such as planning new runs),
+and its result is ``fn``'s third argument: ``fn(tx, items, prepared)``.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from toolweave.store.db import Store, Tx
 
@@ -29,13 +33,15 @@ R = TypeVar("R")
 
 class GroupCommit(Generic[I, R]):
     def __init__(
-        self, store: Store, fn: Callable[[Tx, Sequence[I]], Sequence[R | Exception]], *, concurrency: int = 2,
-        max_items: int = 500,
+        self, store: Store, fn: Callable[..., Sequence[R | Exception]], *, concurrency: int = 2,
+        max_items: int = 500, prepare: Callable[[Sequence[I]], Any] | None = None,
     ) -> None:
-        """``fn(tx, items)`` returns one result per item, in order; an ``Exception`` as a result is
-        raised to that item's caller alone (the transaction still commits the others)."""
+        """``fn(tx, items)`` (``fn(tx, items, prepare(items))`` with ``prepare``) returns one result
+        per item, in order; an ``Exception`` as a result is raised to that item's caller alone (the
+        transaction still commits the others)."""
         self.store = store
         self.fn = fn
+        self.prepare = prepare
         self.concurrency = max(1, concurrency)
         self.max_items = max(1, max_items)
         self._queued: list[tuple[I, asyncio.Future[R]]] = []
@@ -75,7 +81,7 @@ class GroupCommit(Generic[I, R]):
         items = [item for item, _ in batch]
         try:
             self.transactions += 1
-            results = await self.store.tx(self._all, items)
+            results = await self.store.tx(self._all, items, self._prepared(items))
         except BaseException as exc:
             if len(batch) == 1 or not isinstance(exc, Exception):
                 for _, future in batch:
@@ -87,7 +93,7 @@ class GroupCommit(Generic[I, R]):
             for item, future in batch:  # one of them spoiled the batch: each on its own
                 try:
                     self.transactions += 1
-                    (result,) = await self.store.tx(self._all, [item])
+                    (result,) = await self.store.tx(self._all, [item], self._prepared([item]))
                 except Exception as alone:
                     if not future.done():
                         future.set_exception(alone)
@@ -97,8 +103,11 @@ class GroupCommit(Generic[I, R]):
         for (_, future), result in zip(batch, results, strict=True):
             _settle(future, result)
 
-    def _all(self, tx: Tx, items: Sequence[I]) -> Sequence[R | Exception]:
-        results = self.fn(tx, items)
+    def _prepared(self, items: Sequence[I]) -> Any:
+        return self.prepare(items) if self.prepare is not None else None
+
+    def _all(self, tx: Tx, items: Sequence[I], prepared: Any) -> Sequence[R | Exception]:
+        results = self.fn(tx, items, prepared) if self.prepare is not None else self.fn(tx, items)
         if len(results) != len(items):
             raise RuntimeError(f"a group commit's function returned {len(results)} results for {len(items)} items")
         return results
