@@ -3,8 +3,11 @@
 All database work is plain SQL inside *transaction functions* ``fn(tx, *args)``;
 ``await store.tx(fn, ...)`` runs one such function as one transaction on a DB-API connection.
 SQLite (WAL) transactions run inline on the event loop's thread on one held connection
-(``BEGIN IMMEDIATE`` for writers, ``BEGIN`` for readers); PostgreSQL transactions run on a pool
-of threads sized to the worker's slots, each with a connection of its own (``_Connections``).
+(``BEGIN IMMEDIATE`` for writers, ``BEGIN`` for readers); a writer that finds the write lock held
+by another process tries again every few hundred microseconds (``connections._begin_write``), after
+the first millisecond on the event loop, not blocking it (``Store.tx``). PostgreSQL transactions
+run on a pool of threads sized to the worker's slots, each with a connection of its own
+(``_Connections``).
 SQLAlchemy provides the schema and, through Alembic, the migrations; it is not loaded otherwise.
 
 On PostgreSQL a writer's statements are pipelined (psycopg's pipeline mode): a statement whose
@@ -70,6 +73,9 @@ class Store:
         self.inline = self.dialect == "sqlite" if inline is None else inline
         self._owner_thread = threading.get_ident()
         self._wake_event: asyncio.Event | None = None
+        self._write_turn: asyncio.Lock | None = None
+        """SQLite: taken by the one transaction of this process's loop that waits for the write lock
+        on the loop; the others that find it held wait for their turn (``_call``)."""
         self._loop: asyncio.AbstractEventLoop | None = None
         self._listener: threading.Thread | None = None
         self._closing = threading.Event()
@@ -256,11 +262,24 @@ class Store:
         # while it waits, and each try runs a whole transaction without yielding: transactions never
         # interleave on the thread's one connection.
         wait = self._lock_wait(LOCK_SPIN)
-        while True:
+        turn = self._write_turn
+        assert turn is not None
+        delay = 0.0
+        if not turn.locked():
             try:
                 return self._run(fn, args, readonly=False, wait=wait)
             except _LockBusy as busy:
-                await asyncio.sleep(busy.delay)
+                delay = busy.delay
+        # the process's writers that found the lock held wait one behind the other: one of them
+        # tries the lock, not each of them (a worker has several transactions wanting it at once)
+        async with turn:
+            while True:
+                if delay:
+                    await asyncio.sleep(delay)
+                try:
+                    return self._run(fn, args, readonly=False, wait=wait)
+                except _LockBusy as busy:
+                    delay = busy.delay
 
     # --- wake-ups ------------------------------------------------------------------------------
 
@@ -273,6 +292,7 @@ class Store:
         if self._loop is not loop:
             self._loop = loop
             self._wake_event = asyncio.Event()
+            self._write_turn = asyncio.Lock()
             self._owner_thread = threading.get_ident()
 
     def _wake_here(self) -> None:
