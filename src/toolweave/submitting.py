@@ -188,8 +188,7 @@ class Submitting(Definitions):
         """The time of a group commit's transaction and its runs' first plans, made before it
         (``Engine.plan_submits``): the write lock is not held while the planner runs."""
         now = time.time()
-        return now, self.engine.plan_submits([item.request for item in items], now,
-                                             encoded=self.store.dialect == "sqlite")
+        return now, self.engine.plan_submits([item.request for item in items], now)
 
     def _submit_tx(
         self, tx: Tx, items: Sequence[_Submit], prepared: tuple[float, list[PlannedRun | None]] | None = None,
