@@ -1,5 +1,6 @@
 """Pipelined transactions (PostgreSQL writers): queued writes, compare-and-sets taken as done and
-checked before the commit, and the unpipelined run again when one did not apply. The same tests
+checked by the server in the commit's round trip, and the unpipelined run again when one did not
+apply. The same tests
 run on SQLite, where every statement runs at once."""
 
 from __future__ import annotations
@@ -84,7 +85,7 @@ def test_writes_to_one_row_keep_their_order(store: Store) -> None:
     assert store.careful_reruns == 0
 
 
-def test_a_queued_insert_tells_its_generated_id_before_the_commit(store: Store) -> None:
+def test_a_queued_insert_tells_its_generated_id(store: Store) -> None:
     made: list[tasks_q.Task] = []
 
     def enqueue(tx: Tx) -> list[tasks_q.Task]:
@@ -100,6 +101,61 @@ def test_a_queued_insert_tells_its_generated_id_before_the_commit(store: Store) 
     stored = store.read_sync(lambda tx: tx.all("SELECT task_id, ref_id, claim_token FROM tasks ORDER BY task_id"))
     assert [(r.task_id, r.ref_id, r.claim_token) for r in stored] == [(t.task_id, t.ref_id, t.token) for t in tasks]
     assert store.run_sync(tasks_q.finish, tasks[1].claim) is True
+
+
+def test_a_compare_and_set_that_missed_among_many_commits_nothing_of_its_attempt(store: Store) -> None:
+    """Compare-and-sets of one statement go together (one many-row statement on PostgreSQL, checked
+    by the server with the commit); when one of them did not apply, nothing the pipelined attempt
+    wrote is committed, the writes sent before it and the insert sent after it included, and the
+    transaction runs again unpipelined."""
+    for key in ("a", "b"):
+        store.run_sync(_put, key, "0")
+    attempts: list[list[bool]] = []
+
+    def change(tx: Tx) -> list[bool]:
+        _put(tx, "written", str(len(attempts)))  # a second attempt would fail on it if the first had committed
+        applied = [tx.expect(_SET, {"k": k, "v": {"v": "1"}}, key=k) for k in ("a", "missing", "b")]
+        attempts.append(applied)
+        tx.put("INSERT INTO kv (namespace, key, value, updated_at) VALUES ('t', 'after', :v, :now)",
+               {"v": {"v": str(applied)}, "now": NOW})
+        return applied
+
+    assert store.run_sync(change) == [True, False, True]
+    if store.pipelined:
+        assert attempts == [[True, True, True], [True, False, True]]
+        assert store.careful_reruns == 1
+    assert [_value(store, k) for k in ("a", "b", "written", "after")] == ["1", "1", "1" if store.pipelined else "0",
+                                                                         str([True, False, True])]
+
+
+def test_a_compare_and_set_that_missed_is_seen_at_the_next_read(store: Store) -> None:
+    """A read after a compare-and-set that did not apply fails in its round trip (the server checked
+    it): the transaction runs again unpipelined, and its read sees what that run wrote."""
+    store.run_sync(_put, "k", "0")
+
+    def change(tx: Tx) -> Any:
+        tx.expect(_SET, {"k": "missing", "v": {"v": "x"}}, key="missing")
+        tx.expect(_SET, {"k": "k", "v": {"v": "1"}}, key="k")
+        return tx.one("SELECT value FROM kv WHERE namespace = 't' AND key = :k", {"k": "k"})
+
+    assert store.run_sync(change).value == {"v": "1"}
+    assert store.careful_reruns == (1 if store.pipelined else 0)
+
+
+def test_a_compare_and_set_sent_row_by_row_is_checked_too(store: Store) -> None:
+    """A statement the many-row form does not take (a parameter inside an expression) goes row by
+    row, each row's compare-and-set checked by the server."""
+    for key in ("a", "b"):
+        store.run_sync(_put, key, "0")
+    sql = "UPDATE kv SET expires_at = :at + 1 WHERE namespace = 't' AND key = :k"
+
+    def change(tx: Tx, keys: tuple[str, ...]) -> list[bool]:
+        return [tx.expect(sql, {"k": k, "at": 1.0}, key=k) for k in keys]
+
+    assert store.run_sync(change, ("a", "b")) == [True, True]
+    assert store.careful_reruns == 0
+    assert store.run_sync(change, ("a", "missing", "b")) == [True, False, True]
+    assert store.careful_reruns == (1 if store.pipelined else 0)
 
 
 def test_a_failing_statement_rolls_back_the_queued_writes(store: Store) -> None:

@@ -14,8 +14,9 @@ On PostgreSQL a writer's statements are pipelined (psycopg's pipeline mode): a s
 result the transaction function does not read at once is sent without waiting for the server, so a
 transaction costs a round trip per read it makes and one to commit, not one per statement. A
 compare-and-set the function can predict (``Tx.expect``: a step row under its run's lock) is taken
-as applied and checked before the commit; if one did not apply, the transaction is rolled back and
-run again from the start without pipelining, every compare-and-set checked as it runs
+as applied and checked by the server in the commit's round trip (its statement fails unless it
+changed its row, which aborts the commit sent after it: ``tx.checked_sql``); if one did not apply,
+the transaction is rolled back and run again from the start without pipelining, every compare-and-set checked as it runs
 (``Store.careful_reruns`` counts those). A transaction PostgreSQL rolls back to break a deadlock
 (or a serialization failure) runs again too, up to three times (``Store.conflict_reruns``).
 
@@ -51,7 +52,7 @@ from toolweave.store.connections import (
     _sqlite_connect,
     normalise_url,
 )
-from toolweave.store.tx import NOTIFY_CHANNEL, Row, Tx, Unexpected, _sql_for, among, in_list
+from toolweave.store.tx import NOTIFY_CHANNEL, Row, Tx, Unexpected, _sql_for, among, check_failed, in_list
 from toolweave.store.wake import Wakeups
 
 __all__ = ["NOTIFY_CHANNEL", "Row", "Store", "Tx", "Unexpected", "WriteLockTimeout", "_sql_for", "among", "in_list"]
@@ -190,7 +191,8 @@ class Store:
                 with dbapi.pipeline() as pipeline:
                     tx.pipeline = pipeline
                     result = self._body(tx, fn, args)
-                    dbapi.commit()
+                    dbapi.commit()  # the queued writes' results come back with it
+                    tx.returned()
                 tx.pipeline = None
             else:
                 result = self._body(tx, fn, args)
@@ -202,6 +204,8 @@ class Store:
                 self._connections.drop(dbapi)
                 if tx.statements == 0:
                     raise _NeverBegan from exc
+            if pipelined and check_failed(exc):
+                raise Unexpected(str(exc)) from exc
             raise
         except BaseException:
             with contextlib.suppress(Exception):

@@ -125,7 +125,7 @@ def enqueue_leased(
     then: Callable[[Task], None],
 ) -> None:
     """Add a task already claimed by ``owner`` (``enqueue`` with a ``lease_owner``); ``then(task)``
-    hears of it once its id is known (before the commit: the statement is pipelined)."""
+    hears of it once its id is known (with the commit: the statement is pipelined)."""
     token = new_token()
 
     def made(row: Any) -> None:

@@ -171,7 +171,7 @@ class Tx:
     def expect(self, sql: str, params: Mapping[str, Any], *, key: Hashable) -> bool:
         """A compare-and-set whose outcome the caller can predict: it changes one row (``key``
         names it). Returns whether it did. In a pipelined transaction it is queued with the
-        other writes (``put``) and taken as done; it is checked before the commit, and a
+        other writes (``put``) and taken as done; it is checked by the server before the commit, and a
         transaction in which one did not apply is rolled back and run again unpipelined, where
         every ``expect`` waits for its result (see the module's docstring). Only for statements
         that change their row unless another transaction raced this one past a lock it holds."""
@@ -188,7 +188,8 @@ class Tx:
         other queued writes of the same statement in one ``executemany`` when the transaction next
         reads or commits (at once when not pipelined). ``key`` names the row an UPDATE changes
         (a second write of the same row sends the first ones before it is queued). ``then(row)``
-        hears the row it returned (an INSERT's generated id), before the commit."""
+        hears the row it returned (an INSERT's generated id), when the statements come back with the
+        commit (before the transaction function's caller sees its result)."""
         if self.pipeline is None:
             if then is None:
                 self.q(sql, params)
@@ -216,15 +217,26 @@ class Tx:
             cur = self._cursor()
             thens = [then for _, _, then in entries]
             returning = any(then is not None for then in thens)
+            expected = sum(rows for _, rows, _ in entries)
+            # a compare-and-set is checked by the server (``checked``): one that did not apply
+            # fails its statement, so the commit sent after it does not happen
+            checked = bool(expected) and not returning and self.pipeline is not None
             read = None
             if len(entries) == 1:
-                cur.execute(_sql_for(sql, self.dialect), _encode(entries[0][0]))
+                params = _encode(entries[0][0])
+                if checked:
+                    params[EXPECTED] = expected
+                cur.execute(_sql_for(checked_sql(sql) if checked else sql, self.dialect), params)
             else:
-                read = self._multirow(cur, sql, [p for p, _, _ in entries], returning=returning)
+                read = self._multirow(cur, sql, [p for p, _, _ in entries], returning=returning,
+                                      expected=expected if checked else None)
                 if read is None:
-                    cur.executemany(_sql_for(sql, self.dialect), [_encode(p) for p, _, _ in entries], returning=returning)
-            expected = sum(rows for _, rows, _ in entries)
-            if expected:
+                    if checked:
+                        many = [{**_encode(p), EXPECTED: rows} for p, rows, _ in entries]
+                        cur.executemany(_sql_for(checked_sql(sql), self.dialect), many)
+                    else:
+                        cur.executemany(_sql_for(sql, self.dialect), [_encode(p) for p, _, _ in entries], returning=returning)
+            if expected and not checked:
                 self._checks.append((cur, expected, sql))
             if returning:
                 self._results.append((read or self._reader(sql, cur, len(entries)), thens))
@@ -235,11 +247,13 @@ class Tx:
         return lambda: [next(iter(self._rows(sql, cur)), None)]
 
     def _multirow(
-        self, cur: Any, sql: str, rows: Sequence[Mapping[str, Any]], *, returning: bool = False
+        self, cur: Any, sql: str, rows: Sequence[Mapping[str, Any]], *, returning: bool = False,
+        expected: int | None = None,
     ) -> Callable[[], list[Row | None]] | None:
         """Send ``sql`` for many parameter rows as one statement (PostgreSQL; ``multirow``). Returns
         the function that gives each row's returned row (None when not returned), or None when the
-        statement must go by ``executemany``."""
+        statement must go by ``executemany``. With ``expected`` the statement fails unless it
+        changes that many rows (``checked_sql``)."""
         if len(rows) < 2 or self.dialect != "postgresql":
             return None
         plan = multirow.plan(sql, self.columns)
@@ -254,7 +268,10 @@ class Tx:
         wrap = plan.update and not self._indexed
         if wrap:
             self.cursor.execute(_INDEX_JOINS)
-        cur.execute(_sql_for(plan.sql, self.dialect), {"rows": param, "count": len(rows)})
+        if expected is None:
+            cur.execute(_sql_for(plan.sql, self.dialect), {"rows": param, "count": len(rows)})
+        else:
+            cur.execute(_sql_for(checked_sql(plan.sql), self.dialect), {"rows": param, "count": len(rows), EXPECTED: expected})
         if wrap:
             self.cursor.execute(_ANY_JOINS)
         if self.pipeline is None:
@@ -320,14 +337,27 @@ class Tx:
             self.statements += 1
 
     def verify(self) -> None:
-        """Before the commit: read what is still pending and check every ``expect``; raises
-        ``Unexpected`` when one did not change the rows it expected to."""
+        """Before the commit: send the queued writes. Their compare-and-sets are checked by the
+        server (``checked_sql``): the commit sent after them fails when one did not apply, and
+        ``Store`` runs the transaction again unpipelined; so the writes and the commit cost one
+        round trip. A compare-and-set that must be checked here (one whose statement also returns
+        rows) makes the transaction wait for its result first; raises ``Unexpected`` when one did
+        not change the rows it expected to."""
         if self.pipeline is None:
+            return
+        if self._batch:
+            self._send_batch()
+        if not self._checks:
             return
         self.sync()
         for cur, expected, sql in self._checks:
             if cur.rowcount != expected:
                 raise Unexpected(f"{cur.rowcount} rows instead of {expected}: {' '.join(sql.split())[:200]}")
+        self._checks.clear()
+
+    def returned(self) -> None:
+        """Once the transaction's statements have come back (at its commit): tell queued writes'
+        ``then`` callbacks the rows they returned."""
         results, self._results = self._results, []
         for read, thens in results:
             for then, row in zip(thens, read(), strict=True):
@@ -385,6 +415,29 @@ _ANY_JOINS = (
 
 class Unexpected(Exception):
     """A compare-and-set taken as done in a pipelined transaction did not apply (``Tx.expect``)."""
+
+
+EXPECTED = "_tw_expected"
+"""The parameter of a checked statement (``checked_sql``): how many rows it must change."""
+_CHECK_FAILED = "toolweave: a compare-and-set did not apply"
+
+
+@functools.lru_cache(maxsize=256)
+def checked_sql(sql: str) -> str:
+    """``sql`` (an UPDATE without RETURNING) as a statement that fails unless it changes
+    ``:_tw_expected`` rows: the count goes through a cast to integer of a text that is not a number
+    when it is wrong, so the server raises (SQLSTATE 22P02, ``_CHECK_FAILED`` in the message). In a
+    pipeline a failed statement aborts what was sent after it, the commit too: a compare-and-set
+    taken as done is checked by the server in the commit's round trip (``check_failed``)."""
+    return (
+        f"WITH changed AS ({sql} RETURNING 1) SELECT CAST(CASE WHEN count(*) = CAST(:{EXPECTED} AS bigint) "
+        f"THEN NULL ELSE '{_CHECK_FAILED}: ' || count(*) || ' rows' END AS integer) FROM changed"
+    )
+
+
+def check_failed(exc: BaseException) -> bool:
+    """Whether ``exc`` is a checked statement's failure (``checked_sql``)."""
+    return getattr(exc, "sqlstate", None) == "22P02" and _CHECK_FAILED in str(exc)
 
 
 @functools.lru_cache(maxsize=512)
