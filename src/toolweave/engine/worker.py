@@ -52,6 +52,9 @@ FLUSHES = 4
 run waits for the next one). On PostgreSQL a transaction mostly waits for the server, and with two
 at once the worker's runs queued behind them (four: a third more chain jobs per second in
 ``bench/engine.py --store postgres``, eight no better); SQLite's run inline, one at a time."""
+FLUSH_DEFERRALS = 3
+"""How many turns of the event loop a transaction recording finished work waits at most for the
+tasks spawned meanwhile (see ``_spawn_flush``)."""
 LOST = "lost"
 """The ServiceError code of a poll whose backend no longer knows the run (e.g. ComfyUI restarted)."""
 
@@ -105,6 +108,10 @@ class Worker:
         self._slot_freed = asyncio.Event()
         self._to_record: list[tuple[Outcome, asyncio.Future[Any]]] = []
         self._flush_scheduled = False
+        self._spawned = 0
+        """Tasks spawned so far: a flush waits a turn while the last turn spawned some (``_spawn_flush``)."""
+        self._spawned_seen = 0
+        self._deferrals = 0
         self._flushes: set[asyncio.Task[None]] = set()
         self._recording: set[str] = set()
         """Runs whose outcomes a transaction under way is recording."""
@@ -254,6 +261,7 @@ class Worker:
             await asyncio.sleep(self.housekeeping_seconds * _JITTER.uniform(0.9, 1.1))
 
     def _spawn(self, coro: Any) -> None:
+        self._spawned += 1
         task = asyncio.create_task(coro)
         self._inflight.add(task)
         task.add_done_callback(self._done)
@@ -433,17 +441,33 @@ class Worker:
         """Record a submission; those finishing together share one transaction (group commit)."""
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._to_record.append((item, future))
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(lambda: self._spawn_flush())
+        self._schedule_flush()
         dispatches, _cancel_needed = await future
         return list(dispatches)
+
+    def _schedule_flush(self) -> None:
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._spawned_seen, self._deferrals = self._spawned, 0
+            asyncio.get_running_loop().call_soon(self._spawn_flush)
 
     def _spawn_flush(self) -> None:
         """Record what finished, in one transaction, unless ``FLUSHES`` are under way already (the
         next one starts when one of them ends, with everything that finished meanwhile). Outcomes
         of a run that a transaction under way is recording wait for the next one: two
-        transactions of one run would only queue on its lock."""
+        transactions of one run would only queue on its lock.
+
+        While the turns of the event loop since the flush was scheduled spawned tasks (the
+        branches a fan-out started, the runs a transaction claimed), it waits one more turn (up to
+        ``FLUSH_DEFERRALS``): they start in that turn, and an instant step among them finishes in
+        it, in time for this transaction. Without the wait, the branches of a fan-out that a
+        transaction handed back finished a turn after their first one was taken, and each of
+        those runs took two transactions (the second waiting for the first, which holds the run)."""
+        if self._spawned != self._spawned_seen and self._deferrals < FLUSH_DEFERRALS:
+            self._spawned_seen = self._spawned
+            self._deferrals += 1
+            asyncio.get_running_loop().call_soon(self._spawn_flush)
+            return
         self._flush_scheduled = False
         if len(self._flushes) >= FLUSHES:
             return
@@ -460,9 +484,8 @@ class Worker:
         def done(_: asyncio.Task[None]) -> None:
             self._flushes.discard(task)
             busy.difference_update(runs)
-            if self._to_record and not self._flush_scheduled:
-                self._flush_scheduled = True
-                asyncio.get_running_loop().call_soon(self._spawn_flush)
+            if self._to_record:
+                self._schedule_flush()
 
         task.add_done_callback(done)
 
