@@ -189,7 +189,8 @@ class Tx:
         reads or commits (at once when not pipelined). ``key`` names the row an UPDATE changes
         (a second write of the same row sends the first ones before it is queued). ``then(row)``
         hears the row it returned (an INSERT's generated id), when the statements come back with the
-        commit (before the transaction function's caller sees its result)."""
+        commit (before the transaction function's caller sees its result): it only records what it
+        hears, it must not fail, the transaction being committed by then."""
         if self.pipeline is None:
             if then is None:
                 self.q(sql, params)
