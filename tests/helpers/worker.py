@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 from toolweave.app import App
+from toolweave.engine.work import DispatchWork
 from toolweave.engine.worker import Worker
+from toolweave.services.base import GenerationContext
 
 
 @asynccontextmanager
@@ -28,3 +31,36 @@ async def work_until_done(app: App, run_id: str, timeout: float = 20.0, **option
     """Run a worker until ``run_id`` ends; the run as ``App.get_run`` shows it."""
     async with running_worker(app, **options):
         return await app.wait(run_id, timeout=timeout)
+
+
+async def lease_dispatch(app: App, owner: str = "doomed-worker") -> DispatchWork:
+    """Lease the one due dispatch task to ``owner``, as a worker's claim does, and nothing more: a
+    worker that dies now (its lease runs out) never sent anything."""
+    items, _ = await app.store.tx(app.engine.claim_tx, owner, 1, time.time())
+    [(task, work)] = items
+    assert task.kind.value == "dispatch" and isinstance(work, DispatchWork)
+    return work
+
+
+def submit_context(app: App, work: DispatchWork, service: str) -> GenerationContext:
+    """The context a worker gives ``service``'s ``submit`` for ``work``: for a service that marks
+    before sending, with the mark (``Engine.mark_sending_tx``, under the work's claim)."""
+    marks = getattr(app.services[service], "marks_sending", False) is True
+
+    async def mark() -> bool:
+        now = time.time()
+        held: bool = await app.store.tx(
+            app.engine.mark_sending_tx, work.claim, work.generation_id, now, now + app.engine.lease_seconds
+        )
+        return held
+
+    return work.context(None, marks_sending=marks, on_sending=mark if marks else None)
+
+
+def sent_at(app: App, generation_id: str) -> float | None:
+    """The generation's ``sent_at`` mark."""
+    row = app.store.read_sync(lambda tx: tx.one("SELECT sent_at FROM generations WHERE generation_id = :id",
+                                                {"id": generation_id}))
+    assert row is not None
+    value: float | None = row.sent_at
+    return value

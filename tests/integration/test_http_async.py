@@ -23,10 +23,12 @@ from tests.fakes.openai_api import FakeOpenAI
 from tests.fakes.replicate_api import FakeReplicate
 from tests.helpers.invariants import assert_no_stranded_runs
 from tests.helpers.loopback import serve_asgi
+from tests.helpers.worker import lease_dispatch, sent_at, submit_context, work_until_done
 
 from toolweave.api.server import create_app
 from toolweave.app import App
 from toolweave.engine.worker import Worker
+from toolweave.services.base import NotHeld
 from toolweave.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -216,21 +218,30 @@ async def test_replicate_cancel_reaches_the_backend(polled: World) -> None:
     await until(lambda: any(r.path == f"/v1/predictions/{prediction.id}/cancel" for r in replicate.requests))
 
 
+def short_leases(app: App) -> App:
+    app.settings.lease_seconds = 0.5
+    app.engine.lease_seconds = 0.5
+    return app
+
+
+def creates(replicate: FakeReplicate) -> list[Any]:
+    """The requests that created a prediction (what Replicate charges for)."""
+    return [r for r in replicate.requests if r.method == "POST" and r.path.endswith("/predictions")]
+
+
 async def test_a_crash_between_sending_and_recording_is_not_paid_twice(
     tmp_path: Path, db_url: str, fakes: Any, credentials: None
 ) -> None:
     """The worker dies after Replicate accepted the prediction but before its id was recorded: the
-    next worker finds the generation recovering and fails it, naming the unknown outcome, instead
-    of creating a second prediction."""
+    next worker finds the generation recovering (its dispatch was marked as sent) and fails it,
+    naming the unknown outcome, instead of creating a second prediction."""
     replicate = fakes[0]
-    app = make_app(tmp_path, db_url, fakes)
-    app.settings.lease_seconds = 0.5
-    app.engine.lease_seconds = 0.5
+    app = short_leases(make_app(tmp_path, db_url, fakes))
     try:
         run_id = await app.submit("replicate.flux-schnell", {"prompt": "once"}, account_id="acme")
-        items, _ = await app.store.tx(app.engine.claim_tx, "doomed-worker", 1, time.time())
-        [(_task, work)] = items
-        await app.services["replicate"].submit(work.context(None))  # Replicate has it now...
+        work = await lease_dispatch(app)
+        await app.services["replicate"].submit(submit_context(app, work, "replicate"))  # Replicate has it now...
+        assert sent_at(app, work.generation_id) is not None
         await asyncio.sleep(0.6)  # ...and the worker is gone
         worker = app.make_worker(2, idle_poll_seconds=0.05)
         runner = asyncio.create_task(worker.run())
@@ -241,8 +252,107 @@ async def test_a_crash_between_sending_and_recording_is_not_paid_twice(
             await runner
         assert run["status"] == "failed"
         assert run["generations"][0]["error"]["code"] == "unknown_outcome"
-        assert len(replicate.predictions) == 1
+        assert len(replicate.predictions) == 1 and len(creates(replicate)) == 1
         assert_no_stranded_runs(app.store)
+    finally:
+        await app.aclose()
+
+
+async def test_a_crash_after_the_mark_leaves_the_outcome_unknown_even_if_nothing_went_out(
+    tmp_path: Path, db_url: str, fakes: Any, credentials: None
+) -> None:
+    """The mark is written before the request goes out: a worker that dies between the two looks,
+    to the next one, like one that sent. It fails ``unknown_outcome`` as before, sending nothing."""
+    replicate = fakes[0]
+    app = short_leases(make_app(tmp_path, db_url, fakes))
+    try:
+        run_id = await app.submit("replicate.flux-schnell", {"prompt": "once"}, account_id="acme")
+        work = await lease_dispatch(app)
+        mark = submit_context(app, work, "replicate").on_sending
+        assert mark is not None and await mark() is True
+        await asyncio.sleep(0.6)  # the worker dies before its request goes out
+        run = await work_until_done(app, run_id, idle_poll_seconds=0.05)
+        assert run["status"] == "failed" and run["generations"][0]["error"]["code"] == "unknown_outcome"
+        assert creates(replicate) == []
+        assert_no_stranded_runs(app.store)
+    finally:
+        await app.aclose()
+
+
+async def test_a_crash_before_anything_was_sent_sends_once_and_completes(
+    tmp_path: Path, db_url: str, fakes: Any, credentials: None
+) -> None:
+    """The worker dies after the transaction that leased it the dispatch and before it sent
+    anything (no mark): its lease runs out, and the next worker's claim is a second attempt of the
+    task, but not ``recovering``: it creates the prediction once and the step completes."""
+    replicate = fakes[0]
+    app = short_leases(make_app(tmp_path, db_url, fakes))
+    try:
+        run_id = await app.submit("replicate.flux-schnell", {"prompt": "once"}, account_id="acme")
+        work = await lease_dispatch(app)  # ...and the worker is gone before it sent anything
+        await asyncio.sleep(0.6)
+        run = await work_until_done(app, run_id, idle_poll_seconds=0.05)
+        assert run["status"] == "completed", run["error"]
+        assert len(run["generations"]) == 1 and run["generations"][0]["generationId"] == work.generation_id
+        assert len(creates(replicate)) == 1 and len(replicate.predictions) == 1
+        assert sent_at(app, work.generation_id) is not None
+        assert_no_stranded_runs(app.store)
+    finally:
+        await app.aclose()
+
+
+async def test_a_mark_the_store_failed_to_write_hands_the_dispatch_back_unsent(
+    tmp_path: Path, db_url: str, fakes: Any, credentials: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The mark's transaction fails (the store, not the service): nothing is sent and the step is
+    not failed; the worker hands the dispatch back, and it is sent once when tried again."""
+    replicate = fakes[0]
+    app = short_leases(make_app(tmp_path, db_url, fakes))
+    real = app.engine.mark_sending_tx
+    failures: list[str] = []
+
+    def flaky(tx: Any, *args: Any) -> bool:
+        if not failures:
+            failures.append("once")
+            raise RuntimeError("the store went away")
+        return real(tx, *args)
+
+    monkeypatch.setattr(app.engine, "mark_sending_tx", flaky)
+    try:
+        run_id = await app.submit("replicate.flux-schnell", {"prompt": "once"}, account_id="acme")
+        run = await work_until_done(app, run_id, idle_poll_seconds=0.05)
+        assert failures == ["once"]
+        assert run["status"] == "completed", run["error"]
+        assert len(run["generations"]) == 1 and len(creates(replicate)) == 1
+    finally:
+        await app.aclose()
+
+
+async def test_a_worker_whose_dispatch_was_taken_over_cannot_mark_and_sends_nothing(
+    tmp_path: Path, db_url: str, fakes: Any, credentials: None
+) -> None:
+    """A worker stalls past its lease; another takes the dispatch over. The stalled one's mark is
+    refused (its claim no longer holds the task): its submit raises ``NotHeld`` before sending,
+    and its worker records nothing. The dispatch is the other worker's, which sends it once."""
+    replicate = fakes[0]
+    app = short_leases(make_app(tmp_path, db_url, fakes))
+    try:
+        run_id = await app.submit("replicate.flux-schnell", {"prompt": "once"}, account_id="acme")
+        stalled = await lease_dispatch(app, "stalled-worker")
+        await asyncio.sleep(0.6)
+        taken = await lease_dispatch(app, "other-worker")
+        assert taken.generation_id == stalled.generation_id and taken.claim != stalled.claim
+        with pytest.raises(NotHeld):
+            await app.services["replicate"].submit(submit_context(app, stalled, "replicate"))
+        worker = app.make_worker(1)
+        assert await worker._dispatch_one(stalled) == []  # what a real worker does: nothing recorded
+        assert creates(replicate) == [] and sent_at(app, stalled.generation_id) is None
+        assert (await app.get_run(run_id))["generations"][0]["status"] == "pending"
+        context = submit_context(app, taken, "replicate")
+        assert not context.recovering  # a second lease, but nothing was sent
+        submission = await app.services["replicate"].submit(context)
+        assert submission.platform_run_id == _one(replicate.predictions).id
+        assert len(creates(replicate)) == 1 and sent_at(app, taken.generation_id) is not None
     finally:
         await app.aclose()
 

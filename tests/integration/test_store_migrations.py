@@ -518,3 +518,40 @@ def test_an_upgrade_that_would_leave_a_row_without_its_parent_fails_and_keeps_th
         _foreign_keys_enforced(store)
     finally:
         store.close()
+
+
+def test_migration_0018_adds_the_sent_mark_and_takes_it_away_again(db_url: str) -> None:
+    """``generations.sent_at`` (0018) on both stores: going down to 0017 drops it, up again adds it."""
+    import sqlalchemy as sa
+    from alembic import command
+
+    def columns(store: Store) -> set[str]:
+        return {c["name"] for c in sa.inspect(store.engine).get_columns("generations")}
+
+    store = Store(db_url)
+    try:
+        store.upgrade()
+        assert "sent_at" in columns(store)
+        command.downgrade(config(store.engine), "0017")
+        assert current(store.engine) == "0017" and "sent_at" not in columns(store)
+    finally:
+        store.upgrade()
+        assert current(store.engine) == HEAD and "sent_at" in columns(store)
+        store.close()
+
+
+def test_migration_0018_goes_down_with_rows_in_every_table(tmp_path: Path) -> None:
+    """SQLite rebuilds ``generations`` to drop ``sent_at``: every row and reference survives."""
+    from alembic import command
+
+    store = Store(f"sqlite:///{tmp_path / 'rows.db'}")
+    try:
+        store.upgrade()
+        before = _seed_every_table(store)
+        command.downgrade(config(store.engine), "0017")
+        assert current(store.engine) == "0017"
+        assert _counts(store, before) == before and _dangling(store) == []
+        store.upgrade()
+        assert _counts(store, before) == before and _dangling(store) == []
+    finally:
+        store.close()

@@ -82,6 +82,7 @@ class Claims(Transitions):
             step_id=gen["step_id"], attempt=gen["attempt"], account_id=gen["master_account_id"],
             tool=self._tool(tx, sha), inputs=gen["request_payload"] or {},
             deadline_at=gen["deadline_at"], platform_run_id=gen["platform_specific_run_id"], claim_token=task.token,
+            sent_at=gen["sent_at"],
         )
 
     def _evaluation_work(self, tx: Tx, task: tasks_q.Task) -> EvaluateWork | None:

@@ -299,6 +299,16 @@ class Recording(Transitions):
     def finish_task_tx(self, tx: Tx, claim: tasks_q.Claim) -> None:
         tasks_q.finish(tx, claim)
 
+    def mark_sending_tx(self, tx: Tx, claim: tasks_q.Claim, generation_id: str, now: float, expires: float) -> bool:
+        """A service is about to send the generation's request (``GenerationContext.sending``):
+        mark it (``generations.sent_at``) if ``claim`` still holds its dispatch task, renewing the
+        lease to ``expires`` so that no other worker takes it over while the request is out. False,
+        with nothing written, when another worker took it over: the caller must send nothing."""
+        if not tasks_q.hold(tx, claim, expires):
+            return False
+        gens_q.mark_sent(tx, generation_id, now)
+        return True
+
 
 def _finish_of(outcome: Outcome, now: float) -> dict[str, Any]:
     """``generations.finish``'s arguments for a generation its ``submit`` finished."""

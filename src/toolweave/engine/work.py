@@ -7,6 +7,7 @@ and the errors front ends answer (``NotFound``, ``Conflict``).
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any
@@ -64,6 +65,9 @@ class DispatchWork:
     platform_run_id: str | None = None
     claim_token: str = ""
     """The token of the claim that holds the dispatch task (``tasks.Claim``)."""
+    sent_at: float | None = None
+    """When a submit of the generation was about to send its request (``generations.sent_at``, as
+    the claim found it; None: no submit got that far)."""
 
     @property
     def claim(self) -> tasks_q.Claim:
@@ -75,10 +79,21 @@ class DispatchWork:
 
     @property
     def recovering(self) -> bool:
-        """An earlier lease of this task may have reached the backend."""
+        """An earlier lease of this task may have reached the backend, as far as a service that
+        does not mark before sending can tell (``recovering_for``)."""
         return self.task_attempts > 1
 
-    def context(self, webhook_url: str | None, now: float | None = None) -> GenerationContext:
+    def recovering_for(self, marks_sending: bool) -> bool:
+        """``recovering`` for a service that marks before sending (``marks_sending``) or not: an
+        earlier lease ended unrecorded and, for one that marks, got as far as its mark."""
+        return self.recovering and (self.sent_at is not None or not marks_sending)
+
+    def context(
+        self, webhook_url: str | None, now: float | None = None, *, marks_sending: bool = False,
+        on_sending: Callable[[], Awaitable[bool]] | None = None,
+    ) -> GenerationContext:
+        """The generation as its service sees it. ``marks_sending``: the service marks before it
+        sends (its ``recovering`` then depends on the mark); ``on_sending``: the mark itself."""
         remaining = (self.deadline_at - (now or time.time())) if self.deadline_at else DEFAULT_TIMEOUT_SECONDS
         return GenerationContext(
             generation_id=self.generation_id,
@@ -91,7 +106,8 @@ class DispatchWork:
             platform_run_id=self.platform_run_id,
             webhook_url=webhook_url,
             timeout_seconds=max(1.0, remaining),
-            recovering=self.recovering,
+            recovering=self.recovering_for(marks_sending),
+            on_sending=on_sending,
         )
 
 

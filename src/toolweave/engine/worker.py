@@ -27,7 +27,7 @@ from toolweave.engine.work import DispatchWork, Lease, Outcome, Work
 from toolweave.model.records import RunUpdate, ServiceErrorInfo, artifact_mentions
 from toolweave.model.status import GenerationStatus, TaskKind
 from toolweave.sandbox import EvaluationPool
-from toolweave.services.base import GenerationContext, Service, ServiceError
+from toolweave.services.base import GenerationContext, NotHeld, Service, ServiceError
 from toolweave.store import accounts as accounts_q
 from toolweave.store import generations as gens_q
 from toolweave.store import tasks as tasks_q
@@ -356,6 +356,27 @@ class Worker:
     def _context(self, work: DispatchWork) -> GenerationContext:
         return work.context(self.webhook_url(work.tool.service, work.generation_id) if self.webhook_url else None)
 
+    def _submit_context(self, service: Service, work: DispatchWork) -> GenerationContext:
+        """The context of a submit: a service that marks before sending (``marks_sending``) gets
+        the mark (``Engine.mark_sending_tx``), and is told ``recovering`` only when an earlier
+        submit got as far as its mark; any other service keeps the rule of
+        ``DispatchWork.recovering``. A mark the store failed to write is not the service's
+        failure: the dispatch is handed back, as when recording fails (``_MarkFailed``)."""
+        marks = getattr(service, "marks_sending", False) is True
+        webhook = self.webhook_url(work.tool.service, work.generation_id) if self.webhook_url else None
+
+        async def mark() -> bool:
+            now = time.time()
+            try:
+                held: bool = await self.store.tx(
+                    self.engine.mark_sending_tx, work.claim, work.generation_id, now, now + self.lease_seconds
+                )
+            except Exception as exc:
+                raise _MarkFailed from exc
+            return held
+
+        return work.context(webhook, marks_sending=marks, on_sending=mark if marks else None)
+
     async def _dispatch(self, work: DispatchWork) -> None:
         """Call the service for one dispatch, then go on in this slot with the first of the
         dispatches its record leased to this worker (the rest get slots of their own). A loop, not
@@ -388,13 +409,19 @@ class Worker:
         elif refused is not None:
             update = _failed(refused, retryable=False, code="forbidden_artifact")
         else:
-            ctx = self._context(work)
+            ctx = self._submit_context(service, work)
             try:
                 async with asyncio.timeout(ctx.timeout_seconds):  # no task of its own, unlike wait_for
                     submission = await service.submit(ctx)
                 platform_id, update, poll_after = (
                     submission.platform_run_id, submission.update, submission.poll_after_seconds
                 )
+            except NotHeld:  # another worker took the dispatch over: nothing was sent, it is theirs
+                log.warning("dispatch of generation %s was taken over by another worker before it was sent; "
+                            "leaving it to them", work.generation_id)
+                return []
+            except _MarkFailed as exc:  # nothing was sent: handed back (``_dispatch``), sent again later
+                raise exc.__cause__ or exc from None
             except ServiceError as exc:
                 update = RunUpdate(status=GenerationStatus.FAILED, error=exc.info())
             except TimeoutError:
@@ -591,6 +618,11 @@ def _take_capacity_tx(tx: Any, work: DispatchWork, key: str, limit: int, retry_a
         return True
     tasks_q.put_back(tx, work.claim, retry_at)
     return False
+
+
+class _MarkFailed(Exception):
+    """The store failed to write a submit's mark (``GenerationContext.sending``); the cause is the
+    store's error. Kept apart from the service's own failures, which fail the generation."""
 
 
 def _hand_back_tx(tx: Any, claims: list[tasks_q.Claim], at: float) -> None:

@@ -12,7 +12,7 @@ Foreign errors are converted here, at the boundary, into ``ServiceError`` — re
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -59,6 +59,12 @@ class ServiceError(Exception):
         )
 
 
+class NotHeld(Exception):
+    """Raised by ``GenerationContext.sending``: this worker no longer holds the generation's dispatch
+    (its lease ran out and another worker took it over). The service must send nothing; the
+    engine records nothing for this call (the dispatch is the other worker's now)."""
+
+
 class WebhookRejected(Exception):
     """A webhook body that is not a valid update (garbage, wrong shape). Nothing is changed."""
 
@@ -83,7 +89,21 @@ class GenerationContext:
     recovering: bool = False
     """True when an earlier submit of this generation may have reached the backend (a worker died
     between recording the intent and recording the platform run id). A service that accepts
-    client-chosen ids must re-attach instead of submitting again."""
+    client-chosen ids must re-attach instead of submitting again. For a service that marks before
+    sending (``marks_sending``), only when an earlier submit got as far as its mark (``sending``);
+    for any other, whenever an earlier lease of the dispatch ended without a record."""
+    on_sending: Callable[[], Awaitable[bool]] | None = field(default=None, repr=False, compare=False)
+    """What ``sending`` calls (the worker's mark; None: nothing to mark, e.g. a direct call)."""
+
+    async def sending(self) -> None:
+        """Call right before the request that makes the backend act (and may cost money) goes on
+        the network, after everything that can fail without sending: the engine durably marks the
+        generation as possibly sent, so that after a crash a dispatch that never got here is sent
+        normally instead of being taken for one that may have reached the backend. Only services
+        whose class says ``marks_sending = True`` are trusted to call it. Raises ``NotHeld`` when
+        this worker no longer holds the dispatch: then send nothing."""
+        if self.on_sending is not None and not await self.on_sending():
+            raise NotHeld(f"generation {self.generation_id}: the dispatch is no longer this worker's")
 
 
 @dataclass
@@ -130,6 +150,10 @@ class ServiceHost(Protocol):
 @runtime_checkable
 class Service(Protocol):
     name: str
+    """A service may also say ``marks_sending = True`` (a class attribute): its ``submit`` awaits
+    ``gen.sending()`` right before it sends (``GenerationContext.sending``), so its ``recovering``
+    is true only when an earlier submit got that far. A service without it (builtins, plugins that
+    never mark) is told ``recovering`` whenever an earlier lease of the dispatch ended unrecorded."""
 
     async def submit(self, gen: GenerationContext) -> Submission: ...
 

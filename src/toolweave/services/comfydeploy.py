@@ -7,7 +7,8 @@ metadata: ``gpu`` (machine class for the run), ``keepOutputUrls`` (true: outputs
 backend's URLs instead of being downloaded into the artifact store), ``outputMap`` (as for
 ``comfyui``; entries may also select by ``outputId``), ``concurrency`` (in-flight limit).
 
-- ``submit``: ``POST /run/deployment/queue`` with ``deployment_id``, ``inputs``, ``webhook`` =
+- ``submit``: marks the generation (``gen.sending()``), then ``POST /run/deployment/queue``
+  with ``deployment_id``, ``inputs``, ``webhook`` =
   ``gen.webhook_url`` (the engine's URL with the per-generation token, e.g.
   ``https://host/webhooks/comfydeploy/<generation id>?token=<token>``; it is passed through
   unchanged) and ``webhook_intermediate_status`` so progress arrives too.
@@ -113,6 +114,8 @@ def items_from_rows(rows: list[Any]) -> list[OutputItem]:
 
 class ComfyDeployService:
     name = "comfydeploy"
+    marks_sending = True
+    """``submit`` awaits ``gen.sending()`` right before it queues the run (``Service``)."""
 
     def __init__(self, host: ServiceHost, settings: Settings) -> None:
         self.host = host
@@ -218,6 +221,7 @@ class ComfyDeployService:
             body["webhook_intermediate_status"] = True
         if tool.metadata.get("gpu"):
             body["gpu"] = str(tool.metadata["gpu"])
+        await gen.sending()  # durably: a crash from here on leaves the outcome unknown
         data = await self._api("POST", "/run/deployment/queue", json_body=body)
         run_id = data.get("run_id") if isinstance(data, dict) else None
         if not isinstance(run_id, str) or not run_id:

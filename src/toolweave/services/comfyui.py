@@ -12,9 +12,10 @@ How a generation runs:
 
 - ``submit`` uploads media inputs through ``/upload/image`` (content-hash file names, so a repeat
   upload is a no-op), then posts the prompt with ``prompt_id`` = the generation id and the
-  service's ``client_id``. A non-empty ``node_errors`` is a failure even with HTTP 200. When the
-  engine says it is ``recovering``, the service first looks for the prompt in history and queue
-  and re-attaches instead of submitting again.
+  service's ``client_id``, marking the generation right before the post (``gen.sending()``). A
+  non-empty ``node_errors`` is a failure even with HTTP 200. When the engine says it is
+  ``recovering`` (an earlier submit got as far as its mark), the service first looks for the
+  prompt in history and queue and re-attaches instead of submitting again.
 - One websocket per configured server (started lazily, reconnecting with backoff) turns
   progress messages into ``RunUpdate``s pushed through ``host.report``; ``executing`` with
   ``node: null`` for one of our prompts means it finished: history and outputs are fetched and
@@ -97,6 +98,8 @@ class ComfyUIService(_Streaming):
     """The native ComfyUI API. One instance serves every configured server."""
 
     name = "comfyui"
+    marks_sending = True
+    """``submit`` awaits ``gen.sending()`` right before it posts the prompt (``Service``)."""
 
     def __init__(self, host: ServiceHost, settings: Settings) -> None:
         self.host = host
@@ -201,6 +204,7 @@ class ComfyUIService(_Streaming):
         except ValueError as exc:
             raise ServiceError(f"tool {gen.tool.tool_id}: {exc}", code="bad_input_map") from None
         await listener.wait_connected(min(5.0, self.timeout))
+        await gen.sending()  # durably: after a crash from here on, the prompt is looked for first
         self._track(gen, server, workflow)
         body = {"prompt": workflow, "client_id": self.client_id, "prompt_id": prompt_id}
         response = await self._request(server, "POST", "/prompt", json=body)

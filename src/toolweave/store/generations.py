@@ -42,6 +42,11 @@ def with_tool_shas(tx: Tx, generation_ids: list[str]) -> dict[str, Row]:
     return {r.generation_id: r for r in rows}
 
 
+def mark_sent(tx: Tx, generation_id: str, now: float) -> None:
+    """Record that the generation's request is about to go to its backend (``sent_at``)."""
+    tx.q("UPDATE generations SET sent_at = :now WHERE generation_id = :id", {"now": now, "id": generation_id})
+
+
 def waiting_without_task(tx: Tx, run_id: str) -> list[Row]:
     """The run's unfinished generations that have no dispatch or poll task to finish them."""
     return tx.all(

@@ -339,11 +339,15 @@ generations = sa.Table(
     sa.Column("cache_key", sa.String(64)),
     sa.Column("cache_seconds", sa.Float),
     sa.Column("cached_from", sa.String(40)),
+    sa.Column("sent_at", sa.Float),
     _check("status", GenerationStatus),
     postgresql_with={"fillfactor": 70},
 )
 """``capacity_key``: the concurrency slot (e.g. ``comfyui:<server>``) a generation took before it was
-submitted; pending and processing generations with a key are what a service's ``capacity`` limit counts."""
+submitted; pending and processing generations with a key are what a service's ``capacity`` limit counts.
+``sent_at``: when a service that marks before sending (``marks_sending``) was about to put the
+generation's request on the network (migration 0018); NULL: it was never sent, so a dispatch that
+comes back after a crash is sent normally rather than treated as recovering."""
 sa.Index("ix_generations_run", generations.c.run_id)
 # partial: in-process tools have no capacity key (migration 0003)
 sa.Index(

@@ -255,6 +255,17 @@ def reschedule(tx: Tx, claim: Claim, at: float) -> bool:
     ) > 0
 
 
+def hold(tx: Tx, claim: Claim, expires: float) -> bool:
+    """Extend the lease of the task ``claim`` holds to ``expires``; False when that claim no longer
+    holds it (its lease ran out and another worker took the task over). The row is written, not
+    only read: a claim under way that saw the lease run out finds it renewed and passes the task by
+    (``FOR UPDATE`` checks the newest row again), so two workers never both go on from here."""
+    return tx.rowcount(
+        "UPDATE tasks SET available_at = :expires WHERE task_id = :id AND claim_token = :token",
+        {"expires": expires, "id": claim.task_id, "token": claim.token},
+    ) > 0
+
+
 def put_back(tx: Tx, claim: Claim, at: float) -> bool:
     """Hand a leased task back unrun, due at ``at``; the claim does not count as an attempt
     (a dispatch waiting for a concurrency slot never reached its backend)."""

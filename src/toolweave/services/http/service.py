@@ -7,8 +7,10 @@ base URL and the headers with the secrets; the tool holds the call.
 - ``submit``: builds the request and sends it. A synchronous API's answer is read into outputs at
   once; an asynchronous one's run id is returned (the engine records it before anything waits),
   with our webhook URL passed the way the definition says when this server has a public URL.
-  After a crash between sending and recording (``gen.recovering``), a request is not sent again
-  unless the tool says it is ``idempotent``: it fails ``unknown_outcome`` rather than pay twice.
+  Right before it sends, it marks the generation (``gen.sending()``); after a crash between that
+  mark and recording (``gen.recovering``), a request is not sent again unless the tool says it is
+  ``idempotent``: it fails ``unknown_outcome`` rather than pay twice. A crash before the mark
+  (nothing sent) is not recovering: the request is sent normally.
 - ``poll``: the status request; a success fetches the result (``async.result``) or reads it from
   the status response; outputs are downloaded (through the public-URL guard) or decoded.
 - ``parse_webhook_for``: a webhook body read by the tool's rules (pure); ``finalize`` completes a
@@ -78,6 +80,9 @@ _BODY = "_body"
 
 class HttpService:
     """One configured ``http`` instance behind the ``Service`` protocol."""
+
+    marks_sending = True
+    """``submit`` awaits ``gen.sending()`` right before it sends (``Service``)."""
 
     def __init__(
         self,
@@ -200,6 +205,7 @@ class HttpService:
             extra_body=hook.body if hook else None,
             extra_headers=hook.headers if hook else None,
         )
+        await gen.sending()  # durably: from here on, a crash leaves the outcome unknown
         response, _ = await self._send(built, call.request, what, sent_matters=True)
         if response.status_code >= 400:
             raise self._failure(call, response, what)
