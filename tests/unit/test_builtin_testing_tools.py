@@ -144,6 +144,31 @@ async def test_slow_async_reattaches_across_processes(host: LocalHost, tmp_path:
     assert update.status is GenerationStatus.COMPLETED
 
 
+async def test_slow_async_logs_a_creation_whose_creator_died_before_logging_it(
+    host: LocalHost, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker killed between the backend's creating the run and logging it (the crash test's
+    window): the next submission of that generation re-attaches and logs the creation, once."""
+    from toolweave.services.builtin.testing import REATTACHED_NAME, SlowAsync
+
+    first = make(host, tmp_path)
+    real = SlowAsync._append_ledger
+
+    def killed(self: SlowAsync, generation_id: str, name: str = LEDGER_NAME) -> None:
+        raise KeyboardInterrupt("killed between creating the run and logging it")
+
+    monkeypatch.setattr(SlowAsync, "_append_ledger", killed)
+    with pytest.raises(KeyboardInterrupt):
+        await first.submit(ctx(first, "test.slow_async", {"seconds": 0}, generation_id="g4"))
+    monkeypatch.setattr(SlowAsync, "_append_ledger", real)
+    assert not (tmp_path / "ledger" / LEDGER_NAME).exists()
+    second = make(host, tmp_path)
+    await second.submit(ctx(second, "test.slow_async", {"seconds": 0}, generation_id="g4", recovering=True))
+    await second.submit(ctx(second, "test.slow_async", {"seconds": 0}, generation_id="g4", recovering=True))
+    assert ledger(tmp_path) == ["g4"]  # the creation, logged once
+    assert (tmp_path / "ledger" / REATTACHED_NAME).read_text().split() == ["g4"]  # the second re-attached
+
+
 async def test_slow_async_elapsed_time_completes(host: LocalHost, tmp_path: Path) -> None:
     service = make(host, tmp_path)
     gen = ctx(service, "test.slow_async", {"seconds": 0.05}, generation_id="g4")

@@ -26,6 +26,7 @@ import json
 import os
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -305,6 +306,36 @@ class SlowAsync:
             fh.write(run.to_json())
         os.replace(tmp, path)
 
+    @contextlib.contextmanager
+    def _ledger_lock(self) -> Iterator[None]:
+        """Creating a run record and logging it, one process at a time (``fcntl.flock`` on the ledger
+        folder's lock file; the kernel releases it when its holder is killed). A process killed
+        between the two leaves a record its ledger line is missing from: the next submission of that
+        generation finds the record, sees the line missing and logs the creation (``_logged``), so
+        the ledger lists every created run once, whatever was killed where."""
+        if self.ledger_dir is None:
+            yield
+            return
+        import fcntl
+
+        self.ledger_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.ledger_dir / ".lock", os.O_WRONLY | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    def _logged(self, generation_id: str) -> bool:
+        """Whether the ledger lists the creation of ``generation_id``'s run (no ledger: it is taken as
+        logged)."""
+        if self.ledger_dir is None:
+            return True
+        try:
+            return generation_id in (self.ledger_dir / LEDGER_NAME).read_text().split()
+        except FileNotFoundError:
+            return False
+
     def _append_ledger(self, generation_id: str, name: str = LEDGER_NAME) -> None:
         if self.ledger_dir is None:
             return
@@ -328,8 +359,11 @@ class SlowAsync:
             note=i["note"] or "",
             fail=i["fail"],
         )
-        run, created = self._create(run)
-        self._append_ledger(gen_id, LEDGER_NAME if created else REATTACHED_NAME)
+        with self._ledger_lock():
+            run, created = self._create(run)
+            if not created and not self._logged(gen_id):
+                created = True  # its creator died before it logged it: the creation is logged now
+            self._append_ledger(gen_id, LEDGER_NAME if created else REATTACHED_NAME)
         return Submission(platform_run_id=run.platform_run_id, update=None,
                           poll_after_seconds=min(self.poll_after_seconds, max(run.seconds, 0.01)))
 
