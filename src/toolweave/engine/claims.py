@@ -61,7 +61,11 @@ class Claims(Transitions):
                 continue
             items.append((task, work))
         picked = sorted({w.run_id for t, w in items if t.kind in (TaskKind.DISPATCH, TaskKind.EVALUATE) and w is not None})
-        runs_q.mark_picked_up(tx, picked, now)
+        # the runs they are nested in turn running too; an evaluation's run is taken as maybe nested
+        nested = any(t.kind is TaskKind.EVALUATE for t, _ in items) or any(
+            gen is not None and gen["run_parent_id"] for t, gen in claimed if t.kind is TaskKind.DISPATCH
+        )
+        runs_q.mark_picked_up(tx, picked, now, nested=nested)
         return items, len(claimed)
 
     def generation_work_tx(self, tx: Tx, generation_id: str) -> DispatchWork:

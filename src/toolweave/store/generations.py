@@ -31,12 +31,13 @@ def get(tx: Tx, generation_id: str) -> Row | None:
 
 
 def with_tool_shas(tx: Tx, generation_ids: list[str]) -> dict[str, Row]:
-    """Generations by id, each with its run's ``tool_shas`` (what a worker needs to call the tool)."""
+    """Generations by id, each with its run's ``tool_shas`` (what a worker needs to call the tool) and
+    ``run_parent_id``, the run's parent run (None for a run that is not nested)."""
     if not generation_ids:
         return {}
     ids, params = in_list("g", generation_ids)
     rows = tx.all(
-        f"SELECT g.*, r.tool_shas FROM generations g JOIN runs r ON r.run_id = g.run_id WHERE g.generation_id IN {ids}",
+        f"SELECT g.*, r.tool_shas, r.parent_run_id AS run_parent_id FROM generations g JOIN runs r ON r.run_id = g.run_id WHERE g.generation_id IN {ids}",
         params,
     )
     return {r.generation_id: r for r in rows}

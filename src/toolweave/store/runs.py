@@ -329,25 +329,32 @@ _UP = (
 """The runs and the runs they are nested in, up to the outermost."""
 _PICK_UP = (
     "UPDATE runs SET status = 'running', started_at = COALESCE(started_at, :now), updated_at = :now "
-    "WHERE run_id IN (SELECT run_id FROM runs WHERE run_id IN (SELECT run_id FROM up) AND status = 'queued' "
+    "WHERE run_id IN (SELECT run_id FROM runs WHERE {runs} AND status = 'queued' "
     "FOR UPDATE SKIP LOCKED) RETURNING run_id"
 )
 
 
-def mark_picked_up(tx: Tx, run_ids: list[str], now: float) -> None:
+def mark_picked_up(tx: Tx, run_ids: list[str], now: float, *, nested: bool = True) -> None:
     """Queued runs among ``run_ids``, and the runs they are nested in, become running, each with
     its ``run.started`` event: a worker has claimed one of their tasks (or one of a nested run's,
     whose parent was otherwise told "queued, no worker is running" while its nested runs worked).
+    ``nested=False`` says none of them is nested (the claim knows it from their generations' rows):
+    then no walk up to their parents (the fan-out's most frequent statement stays a lookup by key).
     Runs another transaction holds right now are left for their next advance (no waiting on a run's
     lock while holding task locks). On PostgreSQL one statement that nothing waits for (the events
     are inserted by it); on SQLite the runs changed are read and their events appended."""
     if not run_ids:
         return
     ids, params = tx.among("run_id", "r", run_ids)
-    up = _UP.format(ids=ids)
+    if nested:
+        walk, runs = f"WITH RECURSIVE {_UP.format(ids=ids)}", "run_id IN (SELECT run_id FROM up)"
+    else:
+        walk, runs = "", ids
+    update = _PICK_UP.format(runs=runs)
     if tx.is_postgres:
+        ctes = f"{walk}, started AS ({update})" if walk else f"WITH started AS ({update})"
         tx.q(
-            f"WITH RECURSIVE {up}, started AS ({_PICK_UP}) INSERT INTO events (run_id, type, step_id, data, created_at) "
+            f"{ctes} INSERT INTO events (run_id, type, step_id, data, created_at) "
             "SELECT run_id, 'run.started', NULL, CAST('{}' AS jsonb), :now FROM started ORDER BY run_id",
             {"now": now, **params},
         )
@@ -355,7 +362,7 @@ def mark_picked_up(tx: Tx, run_ids: list[str], now: float) -> None:
         # that started is not named (unknown without a read): its watchers read it at the hub's next round
         tx.event_runs.update(run_ids)
         return
-    rows = tx.all(f"WITH RECURSIVE {up} {_PICK_UP}", {"now": now, **params})
+    rows = tx.all(f"{walk} {update}" if walk else update, {"now": now, **params})
     events_q.append_many(tx, [
         {"run_id": str(r.run_id), "type": "run.started", "step_id": None, "data": {}, "created_at": now} for r in rows
     ])

@@ -162,7 +162,7 @@ def claim(tx: Tx, owner: str, limit: int, now: float, lease_seconds: float) -> l
 _CLAIM_WITH_GENERATIONS = (
     "WITH claimed AS (" + _CLAIM + ") "
     "SELECT c.task_id AS claimed_task_id, c.kind AS claimed_kind, c.run_id AS claimed_run_id, "
-    "c.ref_id AS claimed_ref_id, c.attempts AS claimed_attempts, g.*, r.tool_shas "
+    "c.ref_id AS claimed_ref_id, c.attempts AS claimed_attempts, g.*, r.tool_shas, r.parent_run_id AS run_parent_id "
     "FROM claimed c LEFT JOIN generations g ON g.generation_id = c.ref_id AND c.kind IN ('dispatch', 'poll', 'cancel') "
     "LEFT JOIN runs r ON r.run_id = g.run_id"
 )
@@ -173,7 +173,7 @@ def claim_with_generations(
     tx: Tx, owner: str, limit: int, now: float, lease_seconds: float
 ) -> list[tuple[Task, Row | None]]:
     """``claim``, each task with what a worker needs to run it: for a dispatch, poll or cancel task
-    its generation with its run's ``tool_shas`` (``generations.with_tool_shas``; None when the
+    its generation with its run's ``tool_shas`` and ``run_parent_id`` (``generations.with_tool_shas``; None when the
     generation is gone). On PostgreSQL one statement (one round trip), on SQLite two."""
     if limit <= 0:
         return []
