@@ -6,6 +6,10 @@ same time; a transaction that starts steps leases their dispatch tasks to this w
 the slots it has free. While the event loop itself is the bottleneck, only two queued tasks are
 claimed at a time (``claimable``). SIGTERM (``stop()``) finishes what is in flight and hands back
 the rest.
+
+This module is the loop (claims, handlers, heartbeat, sweep, housekeeping) and the slots (the claim
+rule, leases for the dispatches a transaction hands back, tasks handed back); the calls to services
+are ``engine/service_calls.py``, the group commit of their outcomes ``engine/group_commit.py``.
 """
 
 from __future__ import annotations
@@ -23,13 +27,14 @@ from typing import Any
 from toolweave.engine import sweep
 from toolweave.engine.core import Engine
 from toolweave.engine.evaluate import Budgets, EvaluateWork, evaluate
-from toolweave.engine.work import DispatchWork, Lease, Outcome, Work
-from toolweave.model.records import RunUpdate, ServiceErrorInfo, artifact_mentions
-from toolweave.model.status import GenerationStatus, TaskKind
+from toolweave.engine.group_commit import FLUSH_DEFERRALS as FLUSH_DEFERRALS  # read as worker.FLUSH_DEFERRALS
+from toolweave.engine.group_commit import FLUSHES as FLUSHES
+from toolweave.engine.group_commit import GroupCommit
+from toolweave.engine.service_calls import ServiceCalls
+from toolweave.engine.work import DispatchWork, Lease, Work
+from toolweave.model.status import TaskKind
 from toolweave.sandbox import EvaluationPool
-from toolweave.services.base import GenerationContext, NotHeld, Service, ServiceError
-from toolweave.store import accounts as accounts_q
-from toolweave.store import generations as gens_q
+from toolweave.services.base import Service
 from toolweave.store import tasks as tasks_q
 from toolweave.store.db import Store
 from toolweave.store.ids import new_id
@@ -39,27 +44,18 @@ _JITTER = random.Random()
 """Jitter of sleeps and backoffs: a source of its own, so the program's ``random`` (seeded by a host
 program or a test framework) neither steers it nor is moved by it."""
 
-MAX_POLL_INTERVAL = 30.0
-CAPACITY_RETRY_SECONDS = 0.5
-"""How soon a dispatch that found its service's concurrency limit reached is tried again."""
 SATURATED_IN_FLIGHT = 2
 """Tasks kept in hand while the event loop is the bottleneck: one being recorded, one in its call."""
 SATURATED_BUSY = 0.9
 """The share of wall time the event loop's thread spends on the CPU above which it is the bottleneck."""
 BUSY_WINDOW_SECONDS = 0.1
-FLUSHES = 4
-"""Transactions recording finished work at the same time (group commit: what finishes while they
-run waits for the next one). On PostgreSQL a transaction mostly waits for the server, and with two
-at once the worker's runs queued behind them (four: a third more chain jobs per second in
-``bench/engine.py --store postgres``, eight no better); SQLite's run inline, one at a time."""
-FLUSH_DEFERRALS = 3
-"""How many turns of the event loop a transaction recording finished work waits at most for the
-tasks spawned meanwhile (see ``_spawn_flush``)."""
-LOST = "lost"
-"""The ServiceError code of a poll whose backend no longer knows the run (e.g. ComfyUI restarted)."""
 
 
-class Worker:
+class Worker(ServiceCalls, GroupCommit):
+    """A worker process's loop and its slots; its calls to services are ``ServiceCalls``
+    (``engine/service_calls.py``), the recording of their outcomes ``GroupCommit``
+    (``engine/group_commit.py``)."""
+
     def __init__(
         self,
         store: Store,
@@ -106,15 +102,13 @@ class Worker:
         self._reserved = 0
         self._stopping = asyncio.Event()
         self._slot_freed = asyncio.Event()
-        self._to_record: list[tuple[Outcome, asyncio.Future[Any]]] = []
+        self._to_record = []
         self._flush_scheduled = False
         self._spawned = 0
-        """Tasks spawned so far: a flush waits a turn while the last turn spawned some (``_spawn_flush``)."""
         self._spawned_seen = 0
         self._deferrals = 0
-        self._flushes: set[asyncio.Task[None]] = set()
-        self._recording: set[str] = set()
-        """Runs whose outcomes a transaction under way is recording."""
+        self._flushes = set()
+        self._recording = set()
         self._handing_back: list[tasks_q.Claim] = []
         """Tasks whose handling failed, not yet handed back to the queue (``_hand_back``)."""
         self.handled = 0
@@ -353,288 +347,7 @@ class Worker:
             return
         self._handing_back = [c for c in self._handing_back if c not in claims]
 
-    def _context(self, work: DispatchWork) -> GenerationContext:
-        return work.context(self.webhook_url(work.tool.service, work.generation_id) if self.webhook_url else None)
-
-    def _submit_context(self, service: Service, work: DispatchWork) -> GenerationContext:
-        """The context of a submit: a service that marks before sending (``marks_sending``) gets
-        the mark (``Engine.mark_sending_tx``), and is told ``recovering`` only when an earlier
-        submit got as far as its mark; any other service keeps the rule of
-        ``DispatchWork.recovering``. A mark the store failed to write is not the service's
-        failure: the dispatch is handed back, as when recording fails (``_MarkFailed``)."""
-        marks = getattr(service, "marks_sending", False) is True
-        webhook = self.webhook_url(work.tool.service, work.generation_id) if self.webhook_url else None
-
-        async def mark() -> bool:
-            now = time.time()
-            try:
-                held: bool = await self.store.tx(
-                    self.engine.mark_sending_tx, work.claim, work.generation_id, now, now + self.lease_seconds
-                )
-            except Exception as exc:
-                raise _MarkFailed from exc
-            return held
-
-        return work.context(webhook, marks_sending=marks, on_sending=mark if marks else None)
-
-    async def _dispatch(self, work: DispatchWork) -> None:
-        """Call the service for one dispatch, then go on in this slot with the first of the
-        dispatches its record leased to this worker (the rest get slots of their own). A loop, not
-        a recursion: a map step hands one slot its items one after the other, thousands of them."""
-        current: Work | None = work
-        while current is not None:
-            if isinstance(current, EvaluateWork):
-                await self._evaluate(current)
-                return
-            try:
-                following = await self._dispatch_one(current)
-            except Exception:  # not recorded (the call's outcome is unknown): tried again as after a crash
-                await self._hand_back(current.claim)
-                raise
-            for work_ in following[1:]:
-                self._spawn(self._work(work_))
-            current = following[0] if following else None
-
-    async def _dispatch_one(self, work: DispatchWork) -> list[Work]:
-        service = self.services.get(work.tool.service)
-        if service is not None and not await self._take_capacity(service, work):
-            return []
-        requested_at = time.time()
-        platform_id: str | None = None
-        poll_after: float | None = None
-        update: RunUpdate | None
-        refused = await self._unheld_artifact(work) if service is not None else None
-        if service is None:
-            update = _failed(f"no service named {work.tool.service!r} is configured", retryable=False)
-        elif refused is not None:
-            update = _failed(refused, retryable=False, code="forbidden_artifact")
-        else:
-            ctx = self._submit_context(service, work)
-            try:
-                async with asyncio.timeout(ctx.timeout_seconds):  # no task of its own, unlike wait_for
-                    submission = await service.submit(ctx)
-                platform_id, update, poll_after = (
-                    submission.platform_run_id, submission.update, submission.poll_after_seconds
-                )
-            except NotHeld:  # another worker took the dispatch over: nothing was sent, it is theirs
-                log.warning("dispatch of generation %s was taken over by another worker before it was sent; "
-                            "leaving it to them", work.generation_id)
-                return []
-            except _MarkFailed as exc:  # nothing was sent: handed back (``_dispatch``), sent again later
-                raise exc.__cause__ or exc from None
-            except ServiceError as exc:
-                update = RunUpdate(status=GenerationStatus.FAILED, error=exc.info())
-            except TimeoutError:
-                update = RunUpdate(
-                    status=GenerationStatus.TIMEOUT,
-                    error=ServiceErrorInfo(message=f"no answer within {ctx.timeout_seconds:.0f} s", retryable=True, code="timeout"),
-                )
-            except Exception as exc:  # a bug in an adapter must not kill the worker
-                log.exception("service %s failed on submit", work.tool.service)
-                update = _failed(f"{type(exc).__name__}: {exc}", retryable=False)
-        return await self._record(Outcome(work, platform_id, update, requested_at, time.time(), poll_after))
-
-    async def _unheld_artifact(self, work: DispatchWork) -> str | None:
-        """Why a step may not run: one of its inputs refers to an artifact its run's account does not
-        hold (a template can build an ``artifact:`` URI or artifact JSON from a user's text; the
-        submit check sees only the text). None when every reference is held."""
-        mentions = list(artifact_mentions(work.inputs, json_text=True))
-        if not mentions:
-            return None
-        shas = [m.sha256 for m in mentions if m.sha256 is not None]
-        held = await self.store.read(accounts_q.artifacts_held, work.account_id, shas) if shas else {}
-        for m in mentions:
-            if m.sha256 is None or m.sha256 not in held:
-                return f"input {m.path!r} refers to an artifact that is not one of this run's account's"
-        return None
-
-    async def _take_capacity(self, service: Service, work: DispatchWork) -> bool:
-        """Honour the service's concurrency limit (``capacity(tool) -> (key, limit)``, e.g. one
-        ComfyUI server's): take a slot in the store, or hand the dispatch task back to be tried
-        again shortly without calling the backend. The count lives in the database, so the limit
-        holds across workers and processes."""
-        capacity = getattr(service, "capacity", None)
-        if capacity is None:
-            return True
-        try:
-            key, limit = capacity(work.tool)
-        except ServiceError:
-            return True  # a configuration problem: submit reports it
-        now = time.time()
-        taken: bool = await self.store.tx(_take_capacity_tx, work, key, limit, now + CAPACITY_RETRY_SECONDS)
-        return taken
-
-    async def _record(self, item: Outcome) -> list[Work]:
-        """Record a submission; those finishing together share one transaction (group commit)."""
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._to_record.append((item, future))
-        self._schedule_flush()
-        dispatches, _cancel_needed = await future
-        return list(dispatches)
-
-    def _schedule_flush(self) -> None:
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            self._spawned_seen, self._deferrals = self._spawned, 0
-            asyncio.get_running_loop().call_soon(self._spawn_flush)
-
-    def _spawn_flush(self) -> None:
-        """Record what finished, in one transaction, unless ``FLUSHES`` are under way already (the
-        next one starts when one of them ends, with everything that finished meanwhile). Outcomes
-        of a run that a transaction under way is recording wait for the next one: two
-        transactions of one run would only queue on its lock.
-
-        While the turns of the event loop since the flush was scheduled spawned tasks (the
-        branches a fan-out started, the runs a transaction claimed), it waits one more turn (up to
-        ``FLUSH_DEFERRALS``): they start in that turn, and an instant step among them finishes in
-        it, in time for this transaction. Without the wait, the branches of a fan-out that a
-        transaction handed back finished a turn after their first one was taken, and each of
-        those runs took two transactions (the second waiting for the first, which holds the run)."""
-        if self._spawned != self._spawned_seen and self._deferrals < FLUSH_DEFERRALS:
-            self._spawned_seen = self._spawned
-            self._deferrals += 1
-            asyncio.get_running_loop().call_soon(self._spawn_flush)
-            return
-        self._flush_scheduled = False
-        if len(self._flushes) >= FLUSHES:
-            return
-        busy = self._recording
-        batch = [entry for entry in self._to_record if entry[0].work.run_id not in busy]
-        if not batch:
-            return
-        self._to_record = [entry for entry in self._to_record if entry[0].work.run_id in busy] if busy else []
-        runs = {outcome.work.run_id for outcome, _ in batch}
-        busy.update(runs)
-        task = asyncio.create_task(self._flush(batch))
-        self._flushes.add(task)
-
-        def done(_: asyncio.Task[None]) -> None:
-            self._flushes.discard(task)
-            busy.difference_update(runs)
-            if self._to_record:
-                self._schedule_flush()
-
-        task.add_done_callback(done)
-
-    async def _flush(self, batch: list[tuple[Outcome, asyncio.Future[Any]]]) -> None:
-        lease, reserved = self._lease(own_slots=len(batch))
-        owner = None if self._stopping.is_set() else self.worker_id
-        # the batch's tasks are in _inflight; what others hold stays theirs
-        room = self._in_hand_limit() - (len(self._inflight) - len(batch)) - (self._reserved - reserved)
-        try:
-            try:
-                results, claimed = await self.store.tx(
-                    self.engine.record_and_claim_tx, [item for item, _ in batch], time.time(), lease, owner, room
-                )
-            except Exception:
-                if len(batch) == 1:
-                    raise
-                # one item spoiled the batch: record each on its own, so the others still land
-                lease.used = 0
-                for item, future in batch:
-                    try:
-                        one = await self.store.tx(self.engine.record_submissions_tx, [item], time.time(), lease)
-                        future.set_result(one[0])
-                    except Exception as exc:
-                        future.set_exception(exc)
-                return
-        except Exception as exc:
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(exc)
-            return
-        finally:
-            self._reserved -= reserved
-        for task, work in claimed:
-            self._spawn(self._handle(task, work))
-        for (_, future), result in zip(batch, results, strict=True):
-            if not future.done():
-                future.set_result(result)
-
-    async def _poll(self, task: tasks_q.Task, work: DispatchWork) -> None:
-        service = self.services.get(work.tool.service)
-        now = time.time()
-        if service is None:
-            update = _failed(f"no service named {work.tool.service!r} is configured", retryable=False)
-        elif work.deadline_at is not None and now >= work.deadline_at:
-            update = RunUpdate(
-                status=GenerationStatus.TIMEOUT,
-                error=ServiceErrorInfo(message="the backend did not finish in time", retryable=True, code="timeout"),
-            )
-            with contextlib.suppress(Exception):
-                await service.cancel(self._context(work))
-        else:
-            try:
-                update = await asyncio.wait_for(service.poll(self._context(work)), timeout=60)
-            except (ServiceError, TimeoutError) as exc:
-                # a poll that could not get an answer is tried again until the generation's
-                # deadline; a backend that lost the run ("lost") fails the generation, retryably
-                info = exc.info() if isinstance(exc, ServiceError) else ServiceErrorInfo(message="poll timed out", retryable=True)
-                if info.retryable and info.code != LOST:
-                    log.warning("poll of %s failed (%s); polling again", work.generation_id, info.message)
-                    wait = max(_poll_interval(task.attempts), min(info.retry_after_seconds or 0.0, MAX_POLL_INTERVAL * 10))
-                    await self.store.tx(
-                        self.engine.reschedule_poll_tx, task.claim, now + wait, None,
-                        work.run_id, work.generation_id, now,
-                    )
-                    return
-                update = RunUpdate(status=GenerationStatus.FAILED, error=info)
-            except Exception as exc:
-                log.exception("service %s failed on poll", work.tool.service)
-                update = _failed(f"{type(exc).__name__}: {exc}", retryable=True)
-        if update.status.terminal:
-            dispatches = await self._with_lease(
-                self.engine.apply_update_tx, work.run_id, work.generation_id, update, time.time()
-            )
-            await self.store.tx(self.engine.finish_task_tx, task.claim)
-            await self._run_dispatches(dispatches)
-            return
-        await self.store.tx(
-            self.engine.reschedule_poll_tx, task.claim, now + _poll_interval(task.attempts), update, work.run_id,
-            work.generation_id, now,
-        )
-
-    async def _cancel(self, task: tasks_q.Task, work: DispatchWork) -> None:
-        service = self.services.get(work.tool.service)
-        if service is not None:
-            try:
-                await asyncio.wait_for(service.cancel(self._context(work)), timeout=30)
-            except Exception as exc:
-                if task.attempts < 5:
-                    log.warning("cancel of %s failed (%s); trying again", work.generation_id, exc)
-                    await self.store.tx(tasks_q.reschedule, task.claim, time.time() + 2.0 * task.attempts)
-                    return
-                log.error("giving up cancelling %s at the backend: %s", work.generation_id, exc)
-        await self.store.tx(self.engine.finish_task_tx, task.claim)
-
-    async def _notify(self, task: tasks_q.Task) -> None:
-        if self.deliver is None:
-            return  # leave it for a worker that has channels; its lease expires
-        await self.deliver(task)
-
-
-def _take_capacity_tx(tx: Any, work: DispatchWork, key: str, limit: int, retry_at: float) -> bool:
-    if gens_q.take_capacity(tx, work.generation_id, key, limit):
-        return True
-    tasks_q.put_back(tx, work.claim, retry_at)
-    return False
-
-
-class _MarkFailed(Exception):
-    """The store failed to write a submit's mark (``GenerationContext.sending``); the cause is the
-    store's error. Kept apart from the service's own failures, which fail the generation."""
-
 
 def _hand_back_tx(tx: Any, claims: list[tasks_q.Claim], at: float) -> None:
     for claim in claims:
         tasks_q.reschedule(tx, claim, at)
-
-
-def _poll_interval(attempt: int) -> float:
-    return min(MAX_POLL_INTERVAL, 1.0 * (1.5 ** max(0, attempt - 1)))
-
-
-def _failed(message: str, *, retryable: bool, code: str | None = None) -> RunUpdate:
-    return RunUpdate(
-        status=GenerationStatus.FAILED, error=ServiceErrorInfo(message=message, retryable=retryable, code=code)
-    )
