@@ -32,7 +32,7 @@ from toolweave.store import tasks as tasks_q
 class _AnswersBadlyOnce:
     """The builtin service, except that a generation's first call answers outputs whose record
     raises (an artifact reference whose size is not a number, in an output the tool does not
-    declare: one whose references are granted, ``transitions.made_media``)."""
+    declare: one whose references are granted, ``grants.made_media``)."""
 
     def __init__(self, inner: Service) -> None:
         self.inner = inner

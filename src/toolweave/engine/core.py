@@ -4,7 +4,7 @@ events commit together. The planner (``plan.decide``) chooses what happens; ``tr
 
 The engine's parts, by concern: ``work`` (what its transactions take and hand back), ``snapshots``
 (definition snapshots and run inputs, cached), ``transitions`` (advancing a run: view, decide,
-apply), ``submission`` (new runs), ``recording`` (what services report), ``claims`` (leasing tasks
+apply; a run's end is ``run_end``, the artifacts a step's outputs grant ``grants``), ``submission`` (new runs), ``recording`` (what services report), ``claims`` (leasing tasks
 to workers), ``control`` (cancel, retry, fork), ``answers`` (a person's answer to an ask step,
 whose transitions are ``ask_steps``); ``Engine`` puts them together.
 """

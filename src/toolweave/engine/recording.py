@@ -9,7 +9,8 @@ from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
-from toolweave.engine.transitions import Transitions, made_media
+from toolweave.engine.grants import made_media
+from toolweave.engine.transitions import Transitions
 from toolweave.engine.work import DEFAULT_POLL_SECONDS, Lease, Outcome, Work, _Ctx
 from toolweave.model.credits import to_units
 from toolweave.model.definitions import CostingModel, RateSource

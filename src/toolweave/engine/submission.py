@@ -11,7 +11,8 @@ from typing import Any
 
 from toolweave.accounting.gate import Place, Refused
 from toolweave.engine import cache, plan
-from toolweave.engine.transitions import Transitions, _artifact_values, _budget, _generation_row
+from toolweave.engine.grants import _artifact_values
+from toolweave.engine.transitions import Transitions, _budget, _generation_row
 from toolweave.engine.work import SubmitRequest, _Ctx
 from toolweave.model.definitions import InputMapping, JobDefinition, JobOutput, Step, ToolDefinition
 from toolweave.model.status import RunStatus, StepStatus, TaskKind

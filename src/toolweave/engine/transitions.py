@@ -1,7 +1,8 @@
 """A run's transitions: the planner's view of a run read from the store (``_load_view``), its
 decision written (``_apply``), each status change a compare-and-set from the states allowed before
 it; steps started (a generation and its ``dispatch`` task, a nested run, a cache hit) and stopped,
-ready steps handed to evaluation, the run finished and its notifications written.
+ready steps handed to evaluation, the run finished and its notifications written (``run_end``).
+Which references among a step's outputs grant its account the artifact is ``grants``.
 
 A transaction that starts steps may lease their ``dispatch`` tasks straight to the calling worker
 (``Lease``), which runs them at once: a synchronous step's successor starts without a round trip
@@ -15,9 +16,10 @@ from decimal import Decimal
 from typing import Any
 
 from toolweave.accounting.gate import UNDER_WAY_AHEAD, Place
-from toolweave.engine import ask_steps, cache, items, plan
+from toolweave.engine import ask_steps, cache, items, plan, run_end
 from toolweave.engine.actions import StepEvaluation
 from toolweave.engine.evaluate import EvaluateWork
+from toolweave.engine.grants import made_media
 from toolweave.engine.snapshots import Snapshots
 from toolweave.engine.step_views import Statuses, StepViews, unfinished, wanted_rows
 from toolweave.engine.work import (
@@ -28,16 +30,13 @@ from toolweave.engine.work import (
     Work,
     _Ctx,
 )
-from toolweave.model.definitions import JobDefinition, JobOutput, OutputParam, Step, ToolDefinition
-from toolweave.model.records import ArtifactRef
+from toolweave.model.definitions import JobDefinition, Step, ToolDefinition
 from toolweave.model.status import GenerationStatus, RunStatus, StepStatus, TaskKind
 from toolweave.store import accounts as accounts_q
 from toolweave.store import cache as cache_q
-from toolweave.store import credits as credits_q
 from toolweave.store import events as events_q
 from toolweave.store import generations as gens_q
 from toolweave.store import items as items_q
-from toolweave.store import notifications as notes_q
 from toolweave.store import runs as runs_q
 from toolweave.store import tasks as tasks_q
 from toolweave.store.db import Tx
@@ -316,7 +315,7 @@ class Transitions(Snapshots):
             elif isinstance(action, plan.ExpireWork):
                 self._stop_work(tx, step_rows[action.step_id], GenerationStatus.TIMEOUT, "timed out", ctx)
             elif isinstance(action, plan.FinishRun):
-                self._finish_run(tx, run, action, ctx, event)
+                run_end.finish_run(self, tx, run, action, ctx, event)
             elif isinstance(action, plan.Evaluate):
                 # as a start (``_start_step``): a step at this attempt already is not made ready again
                 if runs_q.start_attempt(
@@ -498,46 +497,6 @@ class Transitions(Snapshots):
                 # the generation terminal when it records its submission, and cancels it then.
                 tasks_q.delete_for(tx, gen.generation_id, (TaskKind.DISPATCH,))
 
-    def _finish_run(self, tx: Tx, run: Any, action: plan.FinishRun, ctx: _Ctx, event: Any) -> None:
-        now = ctx.now
-        if not runs_q.set_status(
-            tx, run["run_id"], action.status, now, final_outputs=action.outputs, error=action.error, finished_at=now
-        ):
-            return
-        event(f"run.{action.status.value}", outputs=action.outputs, error=action.error)
-        if run["credit_run_id"] == run["run_id"]:  # what is left of its hold goes back
-            credits_q.release(tx, run["master_account_id"], run["run_id"], now)
-        # its outputs grant nothing: what its steps' tools made, their records granted already, and a
-        # job output (a media one too) may pick a reference out of a JSON answer (``made_media``)
-        if run["parent_run_id"]:  # its step in the parent run ended
-            touched = frozenset((run["parent_step_id"],)) if run["parent_step_id"] else None
-            self._advance_parent(tx, run["parent_run_id"], ctx, touched)
-            return
-        self._notify(tx, run, action, now)
-
-    def _notify(self, tx: Tx, run: Any, action: plan.FinishRun, now: float) -> None:
-        targets: list[tuple[str, dict[str, Any]]] = []
-        if run.callback_url:
-            targets.append(("callback", {"url": run.callback_url}))
-        for rule in self.notification_rules:
-            targets.extend(rule(run, action.status))
-        event_type = {
-            RunStatus.COMPLETED: "run.completed",
-            RunStatus.PARTIALLY_COMPLETED: "run.completed",
-            RunStatus.FAILED: "run.failed",
-            RunStatus.CANCELLED: "run.cancelled",
-        }[action.status]
-        for channel, target in targets:
-            nid = new_id("ntf_")
-            notes_q.insert(
-                tx, notification_id=nid, run_id=run.run_id, account_id=run.master_account_id, channel=channel,
-                event_type=event_type, target=target,
-                payload={"runId": run.run_id, "status": action.status.value, "jobId": run.job_definition_id,
-                         "outputs": action.outputs, "error": action.error},
-                created_at=now,
-            )
-            tasks_q.enqueue(tx, TaskKind.NOTIFY, run_id=run.run_id, ref_id=nid, now=now)
-
 
 def _under_way_at(run: Any, now: float) -> float:
     """When a task of a run under way is due: just before its run's place in the claiming order
@@ -582,44 +541,6 @@ def _ready_work(task: tasks_q.Task, view: plan.RunView, exclude: frozenset[str] 
     ready = [s for s in view.job.steps if view.steps[s.step_id].status is StepStatus.READY and s.step_id not in exclude]
     return EvaluateWork(task.task_id, task.token, view.run_id, dict(view.inputs),
                         [(s, view.steps[s.step_id].attempt, context) for s in ready])
-
-
-def made_media(
-    outputs: Mapping[str, Any] | None, schema: list[OutputParam] | list[JobOutput], *, undeclared: bool = True
-) -> list[dict[str, Any]]:
-    """The artifact references among outputs that grant their run's account the artifact: those of
-    the media outputs ``schema`` declares and (``undeclared``) of the outputs it does not declare
-    (a ComfyUI workflow's images without an outputSchema): adapters store the media they make.
-    A reference inside a declared non-media output grants nothing: a JSON answer of an API the
-    user steers (a language model) can name another account's artifact by its hash alone, which
-    must reach it no more than a hash in a run's inputs does (``admission``). A run's final outputs
-    grant nothing (``_finish_run``)."""
-    if not outputs:
-        return []
-    types = {p.name: p.type for p in schema}
-    found: list[dict[str, Any]] = []
-    for name, value in outputs.items():
-        kind = types.get(name)
-        if kind.is_media if kind is not None else undeclared:
-            found.extend(_artifact_values(value))
-    return found
-
-
-def _artifact_values(values: Any) -> list[dict[str, Any]]:
-    found: list[dict[str, Any]] = []
-
-    def walk(v: Any) -> None:
-        if ArtifactRef.is_ref(v):
-            found.append(v)
-        elif isinstance(v, dict):
-            for item in v.values():
-                walk(item)
-        elif isinstance(v, list):
-            for item in v:
-                walk(item)
-
-    walk(values)
-    return found
 
 
 def _ms(seconds: float) -> int:
