@@ -12,14 +12,17 @@ new jobs, and a prune killed with SIGKILL at random moments, on both stores.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
 import os
 import random
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +96,41 @@ def count(app: App, sql: str) -> int:
     return int(app.store.read_sync(lambda tx: tx.one(sql)).n)
 
 
+@contextlib.contextmanager
+def writes_held(db_url: str) -> Iterator[None]:
+    """Other connections' writes wait while the block runs (reads go on): SQLite's write lock, or on
+    PostgreSQL the tables a prune writes locked against writers. Taking it waits for a write
+    transaction under way to commit."""
+    if db_url.startswith("sqlite"):
+        conn = sqlite3.connect(db_url.split("///", 1)[1], timeout=30, isolation_level=None)
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            yield
+        finally:
+            conn.rollback()
+            conn.close()
+        return
+    import psycopg
+
+    with psycopg.connect(db_url) as pg:
+        # all of them at once or none (NOWAIT, tried again): waiting for one while holding another
+        # could deadlock with the prune's transaction
+        deadline = time.time() + 30
+        while True:
+            try:
+                pg.execute("LOCK TABLE runs, step_runs, generations, events, tasks, artifacts, kv IN EXCLUSIVE MODE NOWAIT")
+                break
+            except psycopg.errors.LockNotAvailable:
+                pg.rollback()
+                if time.time() > deadline:
+                    raise
+                time.sleep(0.001)
+        try:
+            yield
+        finally:
+            pg.rollback()
+
+
 def prune_process(env: dict[str, str], *args: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-m", "toolweave.cli", "prune", "--older-than", "30d", *args],
@@ -159,13 +197,16 @@ async def test_a_prune_killed_at_random_moments_leaves_a_consistent_store(db_url
                 if moment != "files" and count(app, runs if moment == "runs" else records) < before[moment]:
                     break
                 await asyncio.sleep(0.002)
-            await asyncio.sleep(rng.uniform(0, 0.02))
-            if pruning.poll() is None:
-                pruning.send_signal(signal.SIGKILL)
-                kills_mid_way += 1
-                print(f"killed while {moment}: {count(app, runs)} runs, {count(app, records)} records, "
-                      f"{count(app, queued)} files queued")
-            pruning.wait()
+            # hold the prune's next write back (it has done some of the work, not all), then kill it at
+            # a random moment of that wait: a fast machine cannot finish the work first
+            with writes_held(db_url):
+                await asyncio.sleep(rng.uniform(0, 0.02))
+                if pruning.poll() is None:
+                    pruning.send_signal(signal.SIGKILL)
+                    kills_mid_way += 1
+                    print(f"killed while {moment}: {count(app, runs)} runs, {count(app, records)} records, "
+                          f"{count(app, queued)} files queued")
+                pruning.wait()
             assert_store_consistent(app.store, app.artifacts)
         assert kills_mid_way >= 2
         done = prune_process(env, "--json")
