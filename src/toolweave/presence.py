@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from toolweave.model.status import RunStatus
+from toolweave.model.status import GenerationStatus, RunStatus
 from toolweave.run_views import iso
 from toolweave.store import kv as kv_q
 from toolweave.store.db import Store, Tx
@@ -81,10 +81,15 @@ def live_workers_tx(tx: Tx, now: float) -> list[dict[str, Any]]:
 
 
 def status_detail(detail: dict[str, Any], workers: Callable[[], list[dict[str, Any]]]) -> str | None:
-    """A run's ``statusDetail`` (``detail`` as ``run_views.run_detail`` reads it): why it waits.
+    """A run's ``statusDetail`` (``detail`` as ``run_views.run_detail`` reads it): why it waits
+    (queued; running with steps held back by their service's concurrency limit; asking).
     ``workers()`` gives the live workers, asked only for a queued run."""
     if detail["status"] == RunStatus.QUEUED.value:
         return waiting_reason(workers())
+    if detail["status"] == RunStatus.RUNNING.value:
+        held = [f"step {g['stepId']} is {g['liveStatus']}" for g in detail["generations"]
+                if g["status"] == GenerationStatus.PENDING.value and g["liveStatus"]]
+        return "; ".join(held) or None
     if detail["waitingFor"]:
         asks = "; ".join(f"step {q['stepId']} asks: {q['text']}" for q in detail["waitingFor"])
         return f"your run needs you ({asks})"

@@ -97,6 +97,14 @@ async def test_a_server_limit_of_one_holds_the_second_prompt_back_across_workers
         assert len(waiting) == 1 and waiting[0]["status"] == "pending"
         row = await first.store.tx(gens_q.get, waiting[0]["generationId"])
         assert row is not None and row.capacity_key is None and row.platform_specific_run_id is None
+        # The held run says why it waits, in the words every front end shows.
+        why = "waiting for a free slot of comfyui:local (1 of 1 in use)"
+        assert waiting[0]["liveStatus"] == why
+        held_run = next(r for r in runs.values() if waiting[0] in r["generations"])
+        assert held_run["status"] == "running"
+        assert held_run["statusDetail"] == f"step {waiting[0]['stepId']} is {why}"
+        other = next(r for r in runs.values() if r is not held_run)
+        assert other["statusDetail"] is None
 
         comfy.release()
         final = [await first.wait(r, timeout=30) for r in (run_a, run_b)]
@@ -114,6 +122,8 @@ async def test_a_server_limit_of_one_holds_the_second_prompt_back_across_workers
     # The second prompt was posted only after the first generation had finished.
     assert gens[1].request_timestamp >= gens[0].response_timestamp
     assert {g.capacity_key for g in gens} == {"comfyui:local"}
+    assert all(f["statusDetail"] is None for f in final)
+    assert gens[1].live_status != why  # the slot taken cleared it; the backend's own words since
 
 
 async def test_a_limit_of_two_submits_two_at_once_and_slots_free_on_failure(

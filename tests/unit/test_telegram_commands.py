@@ -132,5 +132,9 @@ def test_failure_and_status_texts() -> None:
         {"stepId": "c", "status": "pending"}]}
     assert render_status(run, "Make") == (
         "🔄 Make — running\n✅ a — done in 1.5 s\n🔄 b — running 40%\n⏳ c — waiting\nRun run_1")
+    held = {"jobRunId": "run_3", "status": "running", "stepStatuses": [{"stepId": "a", "status": "running"}],
+            "statusDetail": "step a is waiting for a free slot of comfyui:local (1 of 1 in use)"}
+    assert render_status(held, "Make") == (
+        "🔄 Make — running (step a is waiting for a free slot of comfyui:local (1 of 1 in use))\nRun run_3")
     run = {"jobRunId": "run_2", "status": "completed", "durationMs": 2000, "stepStatuses": [{"stepId": "a", "status": "succeeded"}]}
     assert render_status(run, "One") == "✅ One — done in 2.0 s\nRun run_2"

@@ -315,8 +315,8 @@ class NotificationInfo(_Open):
 class RunDetail(RunSummary):
     statusDetail: str | None = Field(
         default=None,
-        description="Why a queued run waits, e.g. `no worker is running`, or what a waiting_input run needs; "
-                    "null otherwise")
+        description="Why a queued run waits, e.g. `no worker is running`; which steps of a running run wait for "
+                    "a free slot of their service's concurrency limit; or what a waiting_input run needs; null otherwise")
     waitingFor: list[QuestionInfo] = Field(default_factory=list, description="The questions the run waits on")
     jobInputs: dict[str, Any]
     finalOutputs: Any = None

@@ -193,18 +193,32 @@ def take_capacity(tx: Tx, generation_id: str, key: str, limit: int) -> bool:
     back when the generation reaches a terminal state, whichever process finishes it. Takers of
     the same key are serialised (a transaction-scoped advisory lock on PostgreSQL; SQLite
     transactions are serialised already), so two workers never both take the last slot. A
-    generation that holds the key already (a dispatch recovered after a crash) keeps it.
+    generation that holds the key already (a dispatch recovered after a crash) keeps it. A
+    generation held back says so in its ``live_status`` (``capacity_wait_text``), which the run's
+    ``statusDetail`` shows; taking the slot clears it.
     """
     if tx.is_postgres:
         tx.q("SELECT pg_advisory_xact_lock(hashtext(:key))", {"key": key})
-    row = tx.one("SELECT status, capacity_key FROM generations WHERE generation_id = :id", {"id": generation_id})
+    row = tx.one("SELECT status, capacity_key, live_status FROM generations WHERE generation_id = :id",
+                 {"id": generation_id})
     if row is None or row.status != GenerationStatus.PENDING.value or row.capacity_key == key:
         return True  # nothing to hold a slot for (it finished meanwhile), or it holds one
     busy = tx.one(
         "SELECT COUNT(*) AS n FROM generations WHERE capacity_key = :key AND status IN ('pending', 'processing')",
         {"key": key},
     )
-    if busy is not None and int(busy.n) >= limit:
+    in_use = int(busy.n) if busy is not None else 0
+    if in_use >= limit:
+        why = capacity_wait_text(key, in_use, limit)
+        if row.live_status != why:  # said once, not at every try
+            tx.q("UPDATE generations SET live_status = :why WHERE generation_id = :id", {"why": why, "id": generation_id})
         return False
-    tx.q("UPDATE generations SET capacity_key = :key WHERE generation_id = :id", {"key": key, "id": generation_id})
+    tx.q("UPDATE generations SET capacity_key = :key, live_status = NULL WHERE generation_id = :id",
+         {"key": key, "id": generation_id})
     return True
+
+
+def capacity_wait_text(key: str, in_use: int, limit: int) -> str:
+    """The ``live_status`` of a pending generation held back by ``key``'s limit (the only
+    ``live_status`` a pending generation has: services set theirs once it is submitted)."""
+    return f"waiting for a free slot of {key} ({in_use} of {limit} in use)"

@@ -72,7 +72,8 @@ def render_status(run: Mapping[str, Any], name: str) -> str:
     if status == RunStatus.QUEUED.value:
         head = f"⏳ {name} — queued" + (f" ({run['statusDetail']})" if run.get("statusDetail") else "")
     elif status == RunStatus.RUNNING.value:
-        head = f"🔄 {name} — cancelling…" if run.get("cancelRequested") else f"🔄 {name} — running"
+        head = f"🔄 {name} — cancelling…" if run.get("cancelRequested") else f"🔄 {name} — running" + (
+            f" ({run['statusDetail']})" if run.get("statusDetail") else "")
     elif status == RunStatus.COMPLETED.value:
         took = _seconds(run.get("durationMs"))
         head = f"✅ {name} — done" + (f" in {took}" if took else "")
