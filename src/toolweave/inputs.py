@@ -444,7 +444,7 @@ def field_name(key: Any) -> str:
     return text.encode("utf-8", "backslashreplace").decode("utf-8").encode("unicode_escape").decode("ascii")
 
 
-def _text_problem(text: str) -> str | None:
+def text_problem(text: str) -> str | None:
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as exc:
@@ -464,14 +464,14 @@ def storable_problems(values: Mapping[str, Any], *, max_depth: int = DEFAULT_MAX
     stack: list[tuple[str, Any, int]] = []
     for key, value in reversed(list(values.items())):
         name = f"{prefix}{field_name(key)}"
-        if isinstance(key, str) and _text_problem(key):
-            problems.append(FieldProblem(name, f"the name {_text_problem(key)}"))
+        if isinstance(key, str) and text_problem(key):
+            problems.append(FieldProblem(name, f"the name {text_problem(key)}"))
             continue
         stack.append((name, value, 0))
     while stack and len(problems) < _MAX_STORABLE_PROBLEMS:
         where, item, depth = stack.pop()
         if isinstance(item, str):
-            problem = _text_problem(item)
+            problem = text_problem(item)
             if problem:
                 problems.append(FieldProblem(where, problem))
         elif isinstance(item, float):
@@ -484,8 +484,8 @@ def storable_problems(values: Mapping[str, Any], *, max_depth: int = DEFAULT_MAX
             if isinstance(item, dict):
                 for key, sub in reversed(list(item.items())):
                     path = f"{where}.{field_name(key)}"
-                    if isinstance(key, str) and _text_problem(key):
-                        problems.append(FieldProblem(path, f"the key {_text_problem(key)}"))
+                    if isinstance(key, str) and text_problem(key):
+                        problems.append(FieldProblem(path, f"the key {text_problem(key)}"))
                     else:
                         stack.append((path, sub, depth + 1))
             else:

@@ -4,6 +4,7 @@ events, read in one transaction and scoped to an account; the cursors of run lis
 from __future__ import annotations
 
 import base64
+import math
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -281,10 +282,15 @@ def encode_cursor(created_at: float, run_id: str) -> str:
 
 
 def decode_cursor(cursor: str) -> tuple[float, str]:
+    """(created_at, run id) of a cursor ``encode_cursor`` made; ValueError for anything else (a
+    time that is not a finite number, a run id with a NUL, which PostgreSQL cannot compare)."""
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         created, _, run_id = raw.partition("|")
-        return float(created), run_id
+        when = float(created)
+        if not math.isfinite(when) or "\x00" in run_id:
+            raise ValueError(cursor)
+        return when, run_id
     except (ValueError, UnicodeDecodeError):
         raise ValueError("the cursor is not one this server gave out") from None
 

@@ -1,4 +1,5 @@
-"""Limits on requests: bodies (413 before they are read whole) and query parameters given twice.
+"""Limits on requests: bodies (413 before they are read whole), query parameters given twice, and NUL
+characters in path and query parameters.
 
 Multipart bodies (file uploads) may be up to ``request_max_bytes``; every other body (JSON, form
 fields, webhooks) up to ``request_max_json_bytes``. A declared ``Content-Length`` over the limit
@@ -73,18 +74,31 @@ class BodyLimit:
         await self.app(scope, limited, send)
 
 
-async def single_valued_query(request: Request) -> None:
+NUL_MESSAGE = "holds a NUL character (U+0000), which no id or name holds"
+
+
+async def checked_parameters(request: Request) -> None:
     """A dependency of every route: a query parameter that takes one value given more than once is
-    a 422 (instead of the last one silently winning)."""
+    a 422 (instead of the last one silently winning); so is a path or query parameter holding a NUL
+    character (``%00``), which PostgreSQL cannot even compare with stored text (a 500 there)."""
     dependant = getattr(request.scope.get("route"), "dependant", None)
     if dependant is None:
         return
     for param in dependant.query_params:
         name = param.alias
-        if len(request.query_params.getlist(name)) > 1 and not _takes_many(param.field_info.annotation):
-            message = "is given more than once; it takes one value"
-            raise ApiProblem(422, f"query.{name}: {message}", kind="invalid-request",
-                             errors=[FieldError(field=f"query.{name}", message=message)])
+        given = request.query_params.getlist(name)
+        if len(given) > 1 and not _takes_many(param.field_info.annotation):
+            _refuse(f"query.{name}", "is given more than once; it takes one value")
+        if any("\x00" in value for value in given):
+            _refuse(f"query.{name}", NUL_MESSAGE)
+    for param in dependant.path_params:
+        value = request.path_params.get(param.alias)
+        if isinstance(value, str) and "\x00" in value:
+            _refuse(f"path.{param.alias}", NUL_MESSAGE)
+
+
+def _refuse(field: str, message: str) -> None:
+    raise ApiProblem(422, f"{field}: {message}", kind="invalid-request", errors=[FieldError(field=field, message=message)])
 
 
 def _takes_many(annotation: Any) -> bool:

@@ -154,6 +154,11 @@ def _allowed_methods(request: Request) -> list[str]:
     return sorted(methods)
 
 
+def _nested_too_deeply(request: Request) -> JSONResponse:
+    errors = [FieldError(field="body", message="is nested too deeply to read")]
+    return problem_response(request, 422, "body: is nested too deeply to read", kind="invalid-request", errors=errors)
+
+
 def install(api: FastAPI) -> None:
     @api.exception_handler(ApiProblem)
     async def _api_problem(request: Request, exc: ApiProblem) -> JSONResponse:
@@ -172,6 +177,10 @@ def install(api: FastAPI) -> None:
 
     @api.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400 and isinstance(exc.__cause__, RecursionError):
+            # a body FastAPI reads (every route's but submit's) nested past what the parser reads:
+            # FastAPI says 400 "There was an error parsing the body"; submit says this
+            return _nested_too_deeply(request)
         detail: str | None = exc.detail if isinstance(exc.detail, str) else None
         if detail and detail.lower() == _TITLES.get(exc.status_code, "").lower():
             detail = None
@@ -224,8 +233,7 @@ def install(api: FastAPI) -> None:
 
     @api.exception_handler(RecursionError)
     async def _too_deep(request: Request, exc: RecursionError) -> JSONResponse:
-        errors = [FieldError(field="body", message="is nested too deeply to read")]
-        return problem_response(request, 422, "body: is nested too deeply to read", kind="invalid-request", errors=errors)
+        return _nested_too_deeply(request)
 
     @api.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -67,7 +67,7 @@ async def balance(
 async def history(
     request: Request, caller: Caller = Depends(require_caller),
     account: Annotated[str | None, Query(min_length=1, max_length=64, description="Another account (admin key)")] = None,
-    before: Annotated[int | None, Query(ge=1, description="`nextBefore` of the previous page")] = None,
+    before: Annotated[int | None, Query(ge=1, le=2**63 - 1, description="`nextBefore` of the previous page")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> dict[str, Any]:
     """Ledger entries, newest first: grants, holds, charges, releases, refunds."""

@@ -28,6 +28,7 @@ from toolweave.api.schemas import (
     RunDetail,
     RunPage,
     SubmitBatchRequest,
+    StoredText,
     SubmitRunRequest,
 )
 from toolweave.api.sse import stream
@@ -457,7 +458,7 @@ class ArtifactGrant(BaseModel):
     """Whom to let use an artifact."""
 
     model_config = ConfigDict(extra="forbid")
-    accountId: str = Field(min_length=1, max_length=64, description="The account to share the artifact with")
+    accountId: StoredText = Field(min_length=1, max_length=64, description="The account to share the artifact with")
 
 
 @router.post(

@@ -3,12 +3,25 @@
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
-from toolweave.inputs import json_schema
+from toolweave.inputs import json_schema, text_problem
 from toolweave.model.definitions import JobDefinition, ToolDefinition
+
+
+def _storable(value: str) -> str:
+    """Text a body gives that is stored or looked up: a NUL (which PostgreSQL can neither store nor
+    compare) is a 422 naming the field."""
+    problem = text_problem(value)
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
+StoredText = Annotated[str, AfterValidator(_storable)]
+"""Body text that is stored or looked up in the store."""
 
 
 class _Open(BaseModel):
@@ -523,8 +536,8 @@ class SpendReport(BaseModel):
 class GrantRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     amount: Decimal = Field(gt=0, le=1_000_000_000, decimal_places=8, description="Credits to add")
-    note: str | None = Field(default=None, max_length=500)
-    runId: str | None = Field(default=None, max_length=40, description="The run a refund is for")
+    note: StoredText | None = Field(default=None, max_length=500)
+    runId: StoredText | None = Field(default=None, max_length=40, description="The run a refund is for")
 
 
 class PolicyRequest(BaseModel):

@@ -18,7 +18,7 @@ from fastapi.staticfiles import StaticFiles
 
 from toolweave.api import problems
 from toolweave.api.lean import LeanRoutes
-from toolweave.api.limits import BodyLimit, single_valued_query
+from toolweave.api.limits import BodyLimit, checked_parameters
 from toolweave.api.metrics import Metrics
 from toolweave.api.problems import ProblemDetails
 from toolweave.api.schemas import SubmitRunRequest
@@ -145,7 +145,7 @@ def create_app(app: App, *, run_worker: bool = True, slots: int | None = None, l
         docs_url=None,
         redoc_url=None,
         openapi_url="/api/v1/openapi.json",
-        dependencies=[Depends(single_valued_query)],
+        dependencies=[Depends(checked_parameters)],
     )
     api.state.toolweave = app
     api.state.metrics = Metrics()

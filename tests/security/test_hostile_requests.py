@@ -1,0 +1,174 @@
+"""A hostile review of the HTTP API: requests no client sends by mistake, on both stores.
+
+Text with a NUL character cannot be stored nor even compared on PostgreSQL ("text fields cannot
+contain NUL (0x00) bytes"): a NUL in a path or query parameter that is looked up (a step id, the
+`job` filter, a cursor's run id, an account) was a 500 there, though SQLite answered; so were a NUL
+in an artifact grant's account and in the admin's credit notes. A ledger cursor past 64 bits was a
+500 on SQLite. A body nested past what the JSON parser reads was a 400 that named nothing on every
+route but submit. Each is now a 4xx naming the field, and stores nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+from tests.helpers.accounts import png, upload, web_login
+from tests.integration.test_api import ADMIN_KEY, JOBS, Server, assert_problem, running_server
+from tests.integration.test_api_questions import JOB as ASKING_JOB
+from tests.integration.test_api_questions import until
+
+
+@pytest.fixture
+async def server(tmp_path: Path, db_url: str) -> Any:
+    folder = tmp_path / "defs"
+    folder.mkdir()
+    (folder / "approve_note.yaml").write_text(yaml.safe_dump(ASKING_JOB))
+    async with running_server(tmp_path / "home", database_url=db_url, definitions=[JOBS, folder]) as srv:
+        yield srv
+
+
+def _fields(problem: dict[str, Any]) -> list[str]:
+    return [e["field"] for e in problem.get("errors") or []]
+
+
+async def _finished_run(client: httpx.AsyncClient) -> str:
+    response = await client.post("/api/v1/runs", json={"toolId": "test.instant", "inputs": {"value": 1}})
+    assert response.status_code == 201, response.text
+    run_id: str = response.json()["jobRunId"]
+    await until(client, run_id, "completed")
+    return run_id
+
+
+async def test_a_nul_in_a_path_or_query_parameter_is_a_422_naming_it(server: Server) -> None:
+    async with server.client(server.alice) as alice, server.client(ADMIN_KEY) as admin:
+        run_id = await _finished_run(alice)
+        waiting = (await alice.post("/api/v1/runs", json={"jobId": "approve_note"})).json()["jobRunId"]
+        await until(alice, waiting, "waiting_input")
+        cases: list[tuple[httpx.AsyncClient, str, str, dict[str, Any], str]] = [
+            (alice, "GET", "/api/v1/runs", {"job": "test\x00instant"}, "query.job"),
+            (alice, "GET", f"/api/v1/runs/{run_id}/steps/a%00b/items", {}, "path.step_id"),
+            (alice, "GET", f"/api/v1/runs/{waiting}/steps/rev%00iew/question", {}, "path.step_id"),
+            (alice, "POST", f"/api/v1/runs/{waiting}/steps/rev%00iew/answer", {}, "path.step_id"),
+            (alice, "GET", "/api/v1/tools/test.instant", {"version": "1\x00"}, "query.version"),
+            (admin, "GET", "/api/v1/credits", {"account": "alice\x00"}, "query.account"),
+            (admin, "GET", "/api/v1/credits/history", {"account": "alice\x00"}, "query.account"),
+            (admin, "GET", "/api/v1/credits/spend", {"account": "alice\x00"}, "query.account"),
+            (admin, "GET", "/api/v1/runs", {"job": "\x00"}, "query.job"),
+        ]
+        for client, method, path, params, field in cases:
+            kwargs: dict[str, Any] = {"params": params}
+            if path.endswith("/answer"):
+                kwargs["json"] = {"decision": "approve"}
+            problem = assert_problem(await client.request(method, path, **kwargs), 422)
+            assert field in _fields(problem) and "NUL" in problem["detail"], (path, problem)
+        # the question still waits, unanswered; the runs read back as before
+        question = (await alice.get(f"/api/v1/runs/{waiting}/steps/review/question")).json()
+        assert question["status"] == "waiting" and question["answer"] is None
+        assert (await alice.get("/api/v1/runs", params={"job": "test.instant"})).json()["items"][0]["jobRunId"] == run_id
+
+
+async def test_a_cursor_that_no_server_gave_out_is_a_400(server: Server) -> None:
+    """A cursor is base64 of (time, run id): one whose run id holds a NUL, or whose time is not a
+    finite number, is not one this server gave out (it was a 500 on PostgreSQL)."""
+    async with server.client(server.alice) as alice:
+        run_id = await _finished_run(alice)
+        for raw in (b"1.5|run_\x00", b"nan|run_x", b"inf|run_x", b"1e400|run_x"):
+            cursor = base64.urlsafe_b64encode(raw).decode().rstrip("=")
+            problem = assert_problem(await alice.get("/api/v1/runs", params={"cursor": cursor}), 400)
+            assert _fields(problem) == ["query.cursor"], (raw, problem)
+        await web_login(alice, server.alice)
+        cursor = base64.urlsafe_b64encode(b"1.5|run_\x00").decode().rstrip("=")
+        page = await alice.get("/runs", params={"cursor": cursor})  # the page starts over from the first
+        assert page.status_code == 200 and run_id in page.text
+
+
+async def test_the_web_pages_answer_a_nul_in_their_paths_with_a_4xx(server: Server) -> None:
+    async with server.client(server.alice) as alice, server.client() as browser:
+        run_id = await _finished_run(alice)
+        await web_login(browser, server.alice)
+        for path in ("/runs/run_%00x", "/runs/run_%00x/live", f"/runs/{run_id}%00"):
+            response = await browser.get(path)
+            assert 400 <= response.status_code < 500, (path, response.status_code, response.text[:200])
+
+
+async def test_a_nul_in_stored_body_text_is_a_422_and_stores_nothing(server: Server) -> None:
+    async with server.client(server.alice) as alice, server.client(ADMIN_KEY) as admin:
+        sha = (await upload(alice, png(), "a.png"))["sha256"]
+        problem = assert_problem(await alice.post(f"/api/v1/artifacts/{sha}/grants", json={"accountId": "bob\x00"}), 422)
+        assert _fields(problem) == ["accountId"] and "NUL" in problem["detail"]
+        before = (await admin.get("/api/v1/credits", params={"account": "alice"})).json()
+        for route, body, field in (
+            ("credits", {"amount": "5", "note": "a\x00b"}, "note"),
+            ("refunds", {"amount": "5", "note": "ok", "runId": "run_\x00"}, "runId"),
+        ):
+            problem = assert_problem(await admin.post(f"/api/v1/accounts/alice/{route}", json=body), 422)
+            assert _fields(problem) == [field] and "NUL" in problem["detail"], problem
+        assert (await admin.get("/api/v1/credits", params={"account": "alice"})).json() == before
+        history = (await admin.get("/api/v1/credits/history", params={"account": "alice"})).json()
+        assert history["items"] == []
+
+
+async def test_a_ledger_cursor_past_64_bits_is_a_422(server: Server) -> None:
+    async with server.client(server.alice) as alice:
+        for before in (2**63, 10**30):
+            problem = assert_problem(await alice.get("/api/v1/credits/history", params={"before": before}), 422)
+            assert _fields(problem) == ["query.before"], problem
+        assert (await alice.get("/api/v1/credits/history", params={"before": 2**63 - 1})).status_code == 200
+
+
+def _deep(depth: int) -> bytes:
+    return b"[" * depth + b"]" * depth
+
+
+async def test_a_body_nested_past_the_parser_is_a_422_on_every_route(server: Server) -> None:
+    """Submit answered this with a 422 naming the field; the routes whose body FastAPI reads said
+    400 "There was an error parsing the body"."""
+    async with server.client(server.alice) as alice, server.client(ADMIN_KEY) as admin:
+        run_id = await _finished_run(alice)
+        sha = (await upload(alice, png(), "a.png"))["sha256"]
+        deep = _deep(100_000)
+        cases = [
+            (alice, "/api/v1/runs/batch", b'{"toolId": "test.instant", "items": [{"inputs": {"value": ' + deep + b"}}]}"),
+            (alice, f"/api/v1/runs/{run_id}/retry", b'{"inputs": {"value": ' + deep + b"}}"),
+            (alice, "/api/v1/estimates", b'{"toolId": "test.instant", "inputs": {"value": ' + deep + b"}}"),
+            (alice, f"/api/v1/runs/{run_id}/steps/x/answer", b'{"values": {"v": ' + deep + b"}}"),
+            (alice, f"/api/v1/artifacts/{sha}/grants", b'{"accountId": ' + deep + b"}"),
+            (admin, "/api/v1/jobs", b'{"jobId": "x", "steps": ' + deep + b"}"),
+            (admin, "/api/v1/jobs/validate", b'{"jobId": "x", "steps": ' + deep + b"}"),
+        ]
+        for client, path, body in cases:
+            response = await client.post(path, content=body, headers={"Content-Type": "application/json"})
+            problem = assert_problem(response, 422)
+            assert _fields(problem) == ["body"] and "nested" in problem["detail"], (path, problem)
+        assert len((await alice.get("/api/v1/runs")).json()["items"]) == 2  # the run, and the upload's
+
+
+async def test_event_streams_closed_by_their_clients_leave_nothing_behind(server: Server) -> None:
+    """Twenty clients follow a running run and hang up mid-stream: the process's event hub
+    forgets each of them (no watcher, no reading task left)."""
+    async with server.client(server.alice) as alice:
+        response = await alice.post("/api/v1/runs", json={"toolId": "test.sleep", "inputs": {"seconds": 30}})
+        assert response.status_code == 201, response.text
+        run_id = response.json()["jobRunId"]
+
+        async def hang_up() -> None:
+            async with server.client(server.alice) as follower, follower.stream("GET", f"/api/v1/runs/{run_id}/events") as stream:
+                async for line in stream.aiter_lines():
+                    if line.startswith("event: run.created"):
+                        return  # leaves the stream open on the server's side until it notices
+
+        await asyncio.gather(*(hang_up() for _ in range(20)))
+        hub = server.app.event_hub
+        for _ in range(200):
+            if not hub._watchers and hub._task is None:
+                break
+            await asyncio.sleep(0.05)
+        assert hub._watchers == {} and hub._task is None
+        await alice.post(f"/api/v1/runs/{run_id}/cancel")
+        assert (await until(alice, run_id, "cancelled"))["status"] == "cancelled"
