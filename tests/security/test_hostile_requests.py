@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -172,3 +173,57 @@ async def test_event_streams_closed_by_their_clients_leave_nothing_behind(server
         assert hub._watchers == {} and hub._task is None
         await alice.post(f"/api/v1/runs/{run_id}/cancel")
         assert (await until(alice, run_id, "cancelled"))["status"] == "cancelled"
+
+
+class _Errors(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(f"{record.name}: {record.getMessage()}")
+
+
+async def _hang_up_mid_body(url: str, head: bytes, partial: bytes) -> None:
+    """Send a request's head and part of its body, then close the connection."""
+    host, port = url.removeprefix("http://").split(":")
+    _reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(head + b"\r\n" + partial)
+    await writer.drain()
+    await asyncio.sleep(0.2)
+    writer.close()
+    await writer.wait_closed()
+
+
+async def test_clients_that_hang_up_mid_body_are_no_server_errors(server: Server) -> None:
+    """A client that goes away while its submit's body (a file upload, a JSON body the route reads
+    itself) is on its way was an "unhandled error" at ERROR, with a traceback, in the server's log
+    (a 500 answered to nobody), each time. It stores nothing and logs no error."""
+    errors = _Errors()
+    watched = [logging.getLogger(name) for name in ("toolweave", "uvicorn.error")]
+    for logger in watched:
+        logger.addHandler(errors)
+    auth = f"Authorization: Bearer {server.alice}\r\n".encode()
+    boundary = b"----hostile"
+    multipart = (b"--" + boundary + b'\r\nContent-Disposition: form-data; name="toolId"\r\n\r\nimage.resize\r\n--'
+                 + boundary + b'\r\nContent-Disposition: form-data; name="image"; filename="a.png"\r\n'
+                 b"Content-Type: image/png\r\n\r\n" + png()[:40])
+    requests = [
+        (b"POST /api/v1/runs HTTP/1.1\r\nHost: t\r\n" + auth + b"Content-Type: multipart/form-data; boundary="
+         + boundary + b"\r\nContent-Length: 100000\r\n", multipart),
+        # no Content-Type: read by the route (a JSON body)
+        (b"POST /api/v1/runs HTTP/1.1\r\nHost: t\r\n" + auth + b"Content-Length: 1000\r\n", b'{"toolId": "test.inst'),
+        (b"POST /api/v1/runs/batch HTTP/1.1\r\nHost: t\r\n" + auth + b"Content-Type: application/json\r\n"
+         b"Content-Length: 1000\r\n", b'{"toolId": "test.inst'),
+    ]
+    try:
+        for head, partial in requests:
+            await _hang_up_mid_body(server.url, head, partial)
+        await asyncio.sleep(0.5)  # the server notices
+    finally:
+        for logger in watched:
+            logger.removeHandler(errors)
+    assert errors.messages == []
+    async with server.client(server.alice) as alice:
+        assert (await alice.get("/api/v1/runs")).json()["items"] == []
+    assert list(server.app.settings.artifacts_dir.rglob("*.png")) == []

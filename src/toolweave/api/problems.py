@@ -14,6 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from toolweave.accounting import InsufficientCredits, OverLimit
 from toolweave.app import AnswerError, BadRequest, Conflict, MediaError, NotFound, UnknownDefinition
@@ -230,6 +231,13 @@ def install(api: FastAPI) -> None:
     async def _over_limit(request: Request, exc: OverLimit) -> JSONResponse:
         return problem_response(request, 429, exc.message, kind="over-limit", headers={"Retry-After": str(exc.retry_after)},
                                 extra={"limit": exc.limit, "allowed": exc.allowed})
+
+    @api.exception_handler(ClientDisconnect)
+    async def _gone(request: Request, exc: ClientDisconnect) -> JSONResponse:
+        # the client went away before its body was read whole (a route reading it itself: a
+        # submit, a web form): nothing was stored, nobody reads the answer, nothing to log
+        return problem_response(request, 400, "the client went away before its request body was read whole",
+                                kind="malformed-body")
 
     @api.exception_handler(RecursionError)
     async def _too_deep(request: Request, exc: RecursionError) -> JSONResponse:

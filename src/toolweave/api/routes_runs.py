@@ -27,8 +27,8 @@ from toolweave.api.schemas import (
     RetryRunRequest,
     RunDetail,
     RunPage,
-    SubmitBatchRequest,
     StoredText,
+    SubmitBatchRequest,
     SubmitRunRequest,
 )
 from toolweave.api.sse import stream
