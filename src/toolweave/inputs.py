@@ -457,7 +457,7 @@ def text_problem(text: str) -> str | None:
 
 def storable_problems(values: Mapping[str, Any], *, max_depth: int = DEFAULT_MAX_DEPTH, prefix: str = "") -> list[FieldProblem]:
     """What in a mapping of JSON values cannot be stored and read back: text with lone surrogates or
-    NUL characters (keys too), NaN and infinite numbers, lists and objects nested deeper than
+    NUL characters (keys too, and uploads' file names and types), NaN and infinite numbers, lists and objects nested deeper than
     ``max_depth`` inside one value. Each problem names its field (``images[0].caption``); at most
     20 are reported. Iterative: safe on any depth."""
     problems: list[FieldProblem] = []
@@ -474,6 +474,10 @@ def storable_problems(values: Mapping[str, Any], *, max_depth: int = DEFAULT_MAX
             problem = text_problem(item)
             if problem:
                 problems.append(FieldProblem(where, problem))
+        elif isinstance(item, Upload):  # its file name and type are kept with the account's artifact
+            problem = next(filter(None, (text_problem(t) for t in (item.filename, item.mime_type) if t)), None)
+            if problem:
+                problems.append(FieldProblem(where, f"the uploaded file's name or type {problem}"))
         elif isinstance(item, float):
             if not math.isfinite(item):
                 problems.append(FieldProblem(where, f"is {item!r}; only finite numbers can be stored (JSON has no NaN or Infinity)"))

@@ -226,4 +226,21 @@ async def test_clients_that_hang_up_mid_body_are_no_server_errors(server: Server
     assert errors.messages == []
     async with server.client(server.alice) as alice:
         assert (await alice.get("/api/v1/runs")).json()["items"] == []
-    assert list(server.app.settings.artifacts_dir.rglob("*.png")) == []
+    assert [p for p in server.app.settings.artifacts_dir.rglob("*") if p.is_file()] == []
+
+
+async def test_an_upload_whose_file_name_or_type_holds_a_nul_is_a_422_and_stores_nothing(server: Server) -> None:
+    """The file name and content type of a multipart file are kept in the account's artifact row:
+    with a NUL they were a 500 on PostgreSQL, and on SQLite a file name no download header can carry."""
+    async with server.client(server.alice) as alice:
+        for filename, content_type in ((b"a\x00.png", b"image/png"), (b"a.png", b"image/png\x00")):
+            body = (b'--XX\r\nContent-Disposition: form-data; name="toolId"\r\n\r\nimage.resize\r\n'
+                    b'--XX\r\nContent-Disposition: form-data; name="width"\r\n\r\n8\r\n'
+                    b'--XX\r\nContent-Disposition: form-data; name="image"; filename="' + filename + b'"\r\n'
+                    b"Content-Type: " + content_type + b"\r\n\r\n" + png() + b"\r\n--XX--\r\n")
+            response = await alice.post("/api/v1/runs", content=body,
+                                        headers={"Content-Type": "multipart/form-data; boundary=XX"})
+            problem = assert_problem(response, 422)
+            assert _fields(problem) == ["inputs.image"] and "NUL" in problem["detail"], problem
+        assert (await alice.get("/api/v1/runs")).json()["items"] == []
+    assert [p for p in server.app.settings.artifacts_dir.rglob("*") if p.is_file()] == []
