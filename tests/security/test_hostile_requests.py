@@ -244,3 +244,39 @@ async def test_an_upload_whose_file_name_or_type_holds_a_nul_is_a_422_and_stores
             assert _fields(problem) == ["inputs.image"] and "NUL" in problem["detail"], problem
         assert (await alice.get("/api/v1/runs")).json()["items"] == []
     assert [p for p in server.app.settings.artifacts_dir.rglob("*") if p.is_file()] == []
+
+
+async def test_the_admin_key_reads_another_accounts_run_but_does_not_change_it(server: Server) -> None:
+    """docs/security.md: the admin key is trusted with reading every account's runs and
+    registering jobs, "nothing else". It could cancel, retry and fork another account's runs (a
+    fork and a retry charged to that account's credits) and answer its questions, through the API
+    and the web pages. Each is now a 403; the run and the account's ledger stay as they were."""
+    async with server.client(server.alice) as alice, server.client(ADMIN_KEY) as admin, \
+            server.client() as browser:
+        await admin.post("/api/v1/accounts/alice/credits", json={"amount": "100"})
+        done = await _finished_run(alice)
+        waiting = (await alice.post("/api/v1/runs", json={"jobId": "approve_note"})).json()["jobRunId"]
+        await until(alice, waiting, "waiting_input")
+        ledger = (await alice.get("/api/v1/credits/history")).json()["items"]
+        for path, body in (
+            (f"/api/v1/runs/{waiting}/cancel", None),
+            (f"/api/v1/runs/{done}/retry", {"fromStep": "test.instant"}),
+            (f"/api/v1/runs/{done}/retry", {"inputs": {"value": 2}}),
+            (f"/api/v1/runs/{waiting}/steps/review/answer", {"decision": "reject"}),
+        ):
+            problem = assert_problem(await admin.post(path, json=body), 403)
+            assert "admin" in problem["detail"], problem
+        await web_login(browser, ADMIN_KEY)
+        page = await browser.get(f"/runs/{waiting}")
+        assert page.status_code == 200 and 'id="cancel-run"' not in page.text  # reading is allowed, not changing
+        csrf = page.text.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+        for path, data in ((f"/runs/{waiting}/cancel", {}), (f"/runs/{done}/again", {"step": "test.instant"}),
+                           (f"/runs/{waiting}/steps/review/answer", {"decision": "reject"})):
+            response = await browser.post(path, data={"csrf": csrf, **data})
+            assert response.status_code == 403, (path, response.status_code)
+        assert (await admin.get(f"/api/v1/runs/{waiting}")).json()["status"] == "waiting_input"
+        assert [r["jobRunId"] for r in (await alice.get("/api/v1/runs")).json()["items"]] == [waiting, done]
+        assert (await alice.get("/api/v1/credits/history")).json()["items"] == ledger
+        # the admin's own runs are its own to change
+        own = await _finished_run(admin)
+        assert (await admin.post(f"/api/v1/runs/{own}/retry", json={"inputs": {"value": 3}})).status_code == 201

@@ -11,9 +11,11 @@ cookie set with the form (``LOGIN_CSRF_COOKIE``), so another site cannot sign a 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import secrets
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +23,7 @@ from fastapi import Depends, Request
 from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
 
 from toolweave.api.problems import ApiProblem
-from toolweave.app import App
+from toolweave.app import App, NotFound
 
 SESSION_COOKIE = "tw_session"
 LOGIN_CSRF_COOKIE = "tw_login_csrf"
@@ -45,8 +47,24 @@ class Caller:
 
     @property
     def scope(self) -> str | None:
-        """The account to scope reads to; None (everything) for the admin key."""
+        """The account to scope reads to; None (everything) for the admin key. Changes to a run
+        are scoped with ``changing``."""
         return None if self.admin else self.account_id
+
+
+@contextlib.asynccontextmanager
+async def changing(app: App, caller: Caller, run_id: str) -> AsyncIterator[str]:
+    """The account to scope a change to a run to (cancel, retry, fork, answer): the caller's own,
+    for the admin key too, which reads every account's runs but changes only its own (and answers
+    the questions that name it an approver). A change the admin may not make is a 403 (it may
+    read the run: a 404 would say it is not there); for any other caller NotFound stays a 404."""
+    try:
+        yield caller.account_id
+    except NotFound:
+        if caller.admin and await app.run_statuses([run_id]):
+            raise ApiProblem(403, "the admin key reads every account's runs; only the run's account changes it",
+                             kind="forbidden") from None
+        raise
 
 
 def tw(request: Request) -> App:

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from toolweave.api.auth import Caller, require_caller, tw
+from toolweave.api.auth import Caller, changing, require_caller, tw
 from toolweave.api.routes_runs import RunId
 from toolweave.api.schemas import QuestionInfo
 
@@ -59,7 +59,9 @@ async def answer_step(request: Request, run_id: RunId, step_id: StepId, body: An
     """Answer the question the step waits on; the run goes on at once (in the same transaction).
     Repeating the answer already recorded answers as before (``repeated``)."""
     given = body.model_dump(exclude_none=True)
-    return await tw(request).answer(run_id, step_id, caller.scope, given)
+    app = tw(request)
+    async with changing(app, caller, run_id) as account:
+        return await app.answer(run_id, step_id, account, given)
 
 
 @router.get("/runs/{run_id}/steps/{step_id}/question", response_model=QuestionInfo,

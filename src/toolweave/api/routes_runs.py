@@ -19,7 +19,7 @@ from starlette.formparsers import MultiPartException
 
 from toolweave.accounting import InsufficientCredits, Refused
 from toolweave.api import submit as submit_mod
-from toolweave.api.auth import Caller, require_caller, tw
+from toolweave.api.auth import Caller, changing, require_caller, tw
 from toolweave.api.problems import ApiProblem, FieldError
 from toolweave.api.schemas import (
     BatchResult,
@@ -278,7 +278,8 @@ async def cancel_run(request: Request, run_id: RunId, caller: Caller = Depends(r
     """Ask a run to stop: running generations are cancelled at their backend. A finished run is
     left as it is."""
     app = tw(request)
-    await app.cancel(run_id, caller.scope)
+    async with changing(app, caller, run_id) as account:
+        await app.cancel(run_id, account)
     return await app.get_run(run_id, caller.scope)
 
 
@@ -308,12 +309,14 @@ async def retry_run(
     (``forkedFromRunId``)."""
     app = tw(request)
     if body is None or (body.fromStep is None and not body.inputs):
-        await app.retry(run_id, caller.scope)
+        async with changing(app, caller, run_id) as account:
+            await app.retry(run_id, account)
         return await app.get_run(run_id, caller.scope)
-    new_id = await app.fork(
-        run_id, caller.scope, from_step=body.fromStep, inputs=body.inputs, origin={"platform": "api"},
-        coerce_text=True, allow_local_paths=False,
-    )
+    async with changing(app, caller, run_id) as account:
+        new_id = await app.fork(
+            run_id, account, from_step=body.fromStep, inputs=body.inputs, origin={"platform": "api"},
+            coerce_text=True, allow_local_paths=False,
+        )
     response.status_code = 201
     response.headers["Location"] = f"/api/v1/runs/{new_id}"
     return await app.get_run(new_id, caller.scope)

@@ -16,7 +16,8 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from toolweave.api.auth import Caller, csrf_ok, tw
+from toolweave.api.auth import Caller, changing, csrf_ok, tw
+from toolweave.api.problems import ApiProblem
 from toolweave.api.web import (
     STATUS_LABELS,
     _caller,
@@ -104,6 +105,7 @@ async def _run_context(request: Request, caller: Caller, run_id: str) -> dict[st
         if step.get("items"):
             step["item_page"] = await app.step_items(run_id, step["stepId"], caller.scope, limit=ITEMS_SHOWN)
     terminal = RunStatus(run["status"]).terminal
+    yours = run["masterAccountId"] == caller.account_id  # the admin reads others' runs, changes only its own
     names = _display_names(request)
     outputs = run.get("finalOutputs") or {}
     return {
@@ -111,8 +113,9 @@ async def _run_context(request: Request, caller: Caller, run_id: str) -> dict[st
         "counts": _counts(steps), "progress": _progress(run, steps), "terminal": terminal,
         "last_event": events[-1]["id"] if events else 0,
         "title": names.get(run["jobDefinitionId"], run["jobDefinitionId"]),
-        "retryable": run["status"] in ("failed", "partially_completed", "cancelled") and not run.get("parentRunId"),
-        "forkable": terminal and not run.get("parentRunId"),
+        "yours": yours,
+        "retryable": yours and run["status"] in ("failed", "partially_completed", "cancelled") and not run.get("parentRunId"),
+        "forkable": yours and terminal and not run.get("parentRunId"),
         "has_files": any(_is_artifact(v) or (isinstance(v, list) and any(_is_artifact(i) for i in v))
                          for v in outputs.values()),
     }
@@ -149,6 +152,11 @@ async def run_live(request: Request, run_id: str) -> Response:
     response.headers["Cache-Control"] = "no-store"
     response.headers["X-Run-Status"] = context["run"]["status"]
     return response
+
+
+def _not_yours_to_change(request: Request, caller: Caller, exc: ApiProblem) -> HTMLResponse:
+    return _render(request, "error.html", caller, status_code=exc.status, title="Not yours to change",
+                   message=exc.detail or "Only the run's account changes it.")
 
 
 async def _posted(request: Request) -> tuple[Caller, Any] | Response:
@@ -189,10 +197,14 @@ async def answer_step(request: Request, run_id: str, step_id: str) -> Response:
     if isinstance(posted, Response):
         return posted
     caller, form = posted
+    app = tw(request)
     try:
-        await tw(request).answer(run_id, step_id, caller.scope, _answer_of(form))
+        async with changing(app, caller, run_id) as account:
+            await app.answer(run_id, step_id, account, _answer_of(form))
     except NotFound:
         return _not_found(request, caller)
+    except ApiProblem as exc:
+        return _not_yours_to_change(request, caller, exc)
     except Conflict as exc:
         return _render(request, "error.html", caller, status_code=409, title="Not waiting any more", message=str(exc))
     except AnswerError as exc:
@@ -222,18 +234,21 @@ async def run_action(request: Request, run_id: str, action: str) -> Response:
     caller, form = posted
     app = tw(request)
     target = run_id
+    if action not in ("cancel", "retry", "again"):
+        return _render(request, "error.html", caller, status_code=404, title="Not found", message="No such action.")
     try:
-        if action == "cancel":
-            await app.cancel(run_id, caller.scope)
-        elif action == "retry":
-            await app.retry(run_id, caller.scope)
-        elif action == "again":  # "Run again from this step": a fork, shown at once
-            step = str(form.get("step") or "") or None
-            target = await app.fork(run_id, caller.scope, from_step=step, origin={"platform": "web"})
-        else:
-            return _render(request, "error.html", caller, status_code=404, title="Not found", message="No such action.")
+        async with changing(app, caller, run_id) as account:
+            if action == "cancel":
+                await app.cancel(run_id, account)
+            elif action == "retry":
+                await app.retry(run_id, account)
+            else:  # "Run again from this step": a fork, shown at once
+                step = str(form.get("step") or "") or None
+                target = await app.fork(run_id, account, from_step=step, origin={"platform": "web"})
     except NotFound:
         return _not_found(request, caller)
+    except ApiProblem as exc:
+        return _not_yours_to_change(request, caller, exc)
     except (Conflict, BadRequest) as exc:
         return _render(request, "error.html", caller, status_code=409 if isinstance(exc, Conflict) else 422,
                        title="Cannot run it again", message=str(exc))
