@@ -384,6 +384,10 @@ class App(Submitting, Webhooks, Accounts, Answering):
         """Queue given-up notifications again; returns those that were given up."""
         return await self.outbox.resend(notification_ids)
 
+    async def ping(self) -> None:
+        """Ask the store for one row of the runs table (readiness: it answers, with its schema)."""
+        await self.store.read(lambda tx: tx.one("SELECT 1 FROM runs LIMIT 1"))
+
     async def stats(self) -> dict[str, Any]:
         """Runs by status, queue depth by task kind and queue lag (for /metrics)."""
         return await self.store.read(stats_q.overview, time.time())

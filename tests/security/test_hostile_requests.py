@@ -280,3 +280,34 @@ async def test_the_admin_key_reads_another_accounts_run_but_does_not_change_it(s
         # the admin's own runs are its own to change
         own = await _finished_run(admin)
         assert (await admin.post(f"/api/v1/runs/{own}/retry", json={"inputs": {"value": 3}})).status_code == 201
+
+
+async def test_a_flood_of_unauthenticated_scrapes_reads_the_store_a_few_times(server: Server) -> None:
+    """``/metrics`` and ``/readyz`` need no key. Each scrape aggregated every stored step and
+    generation (and each readiness check counted every run by status): forty clients at once were
+    forty full aggregations. Scrapes now share one reading (made once at a time, reused for a
+    second), and readiness asks the store one row."""
+    async with server.client(server.alice) as alice:
+        await _finished_run(alice)
+    calls = {"work": 0, "stats": 0}
+    app = server.app
+    work_stats, stats = app.work_stats, app.stats
+
+    async def counted_work(*args: Any) -> Any:
+        calls["work"] += 1
+        return await work_stats(*args)
+
+    async def counted_stats() -> Any:
+        calls["stats"] += 1
+        return await stats()
+
+    app.work_stats, app.stats = counted_work, counted_stats  # type: ignore[method-assign]
+    try:
+        async with server.client() as anyone:
+            scrapes = await asyncio.gather(*(anyone.get("/metrics") for _ in range(40)))
+            ready = await asyncio.gather(*(anyone.get("/readyz") for _ in range(40)))
+    finally:
+        del app.work_stats, app.stats
+    assert {r.status_code for r in scrapes} == {200} and {r.status_code for r in ready} == {200}
+    assert all('toolweave_runs{status="completed"} 1.0' in r.text for r in scrapes)
+    assert calls["work"] <= 5 and calls["stats"] <= 5, calls

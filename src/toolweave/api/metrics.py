@@ -3,10 +3,16 @@
 Runs by status, queue depth and lag, step durations and backend errors are read from the store at
 scrape time (so every worker's work counts, whichever process did it); webhook handling time is
 measured here, in the process that answers the webhook.
+
+``/metrics`` needs no key, and reading the store aggregates every stored step and generation: the
+figures of one reading serve every scrape made while it is read and for ``REUSE_SECONDS`` after,
+so a flood of scrapes reads the store about once a second, one reading at a time.
 """
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,6 +24,8 @@ from toolweave.app import App
 
 STEP_BUCKETS: tuple[float, ...] = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+REUSE_SECONDS = 1.0
+"""How long the store's figures of one scrape serve the next ones."""
 
 
 class _StoreCollector(Collector):
@@ -70,8 +78,13 @@ class Metrics:
             labelnames=["service", "outcome"],
             registry=self.registry,
         )
+        self._reading = asyncio.Lock()
+        self._read_at = -float("inf")
 
     async def render(self, app: App) -> bytes:
-        self._store.stats = await app.stats()
-        self._store.work = await app.work_stats(STEP_BUCKETS)
+        async with self._reading:  # one reading at a time; those waiting take its figures
+            if time.monotonic() - self._read_at > REUSE_SECONDS:
+                self._store.stats = await app.stats()
+                self._store.work = await app.work_stats(STEP_BUCKETS)
+                self._read_at = time.monotonic()
         return generate_latest(self.registry)

@@ -33,7 +33,7 @@ async def healthz() -> dict[str, str]:
 async def readyz(request: Request) -> dict[str, str]:
     """200 when the store answers; 503 otherwise."""
     try:
-        await tw(request).stats()
+        await tw(request).ping()
     except Exception as exc:
         log.warning("readiness check failed: %s", exc)
         raise ApiProblem(503, "the store does not answer", kind="not-ready") from None
