@@ -311,3 +311,27 @@ async def test_a_flood_of_unauthenticated_scrapes_reads_the_store_a_few_times(se
     assert {r.status_code for r in scrapes} == {200} and {r.status_code for r in ready} == {200}
     assert all('toolweave_runs{status="completed"} 1.0' in r.text for r in scrapes)
     assert calls["work"] <= 5 and calls["stats"] <= 5, calls
+
+
+async def test_a_posted_definition_cannot_hold_minutes_of_template_parsing(server: Server) -> None:
+    """Any account may ask ``POST /jobs/validate``. Each template is compiled under a 1 s CPU
+    budget, but a definition could hold as many as its body had room for (an 8 MiB body: hundreds
+    of 20,000-character templates, each taking up to half a second): minutes of CPU per request.
+    A job's templates and conditions may now hold 200,000 characters together; past it the
+    definition has one problem and none of them is compiled."""
+    steps = [
+        {"stepId": f"s{i}", "toolId": "test.instant",
+         "inputMappings": [{"template": f"{{{{ job.note }}}} {i} " + "x" * 19_000, "targetInputName": "note"}]}
+        for i in range(11)
+    ]
+    definition = {"jobId": "many_templates", "inputSchema": {"note": {"type": "string"}}, "steps": steps}
+    async with server.client(server.bob) as bob, server.client(ADMIN_KEY) as admin:
+        result = (await bob.post("/api/v1/jobs/validate", json=definition)).json()
+        assert result["valid"] is False
+        (problem,) = result["problems"]
+        assert problem["path"] == "steps" and "200,000 characters" in problem["message"], problem
+        assert_problem(await admin.post("/api/v1/jobs", json=definition), 422)
+        # ten of them are a job like any other
+        ten = {**definition, "steps": steps[:10]}
+        assert (await bob.post("/api/v1/jobs/validate", json=ten)).json() == {
+            "valid": True, "jobId": "many_templates", "version": "1", "problems": []}
