@@ -12,7 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import io
+import json
 import logging
+import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -335,3 +339,37 @@ async def test_a_posted_definition_cannot_hold_minutes_of_template_parsing(serve
         ten = {**definition, "steps": steps[:10]}
         assert (await bob.post("/api/v1/jobs/validate", json=ten)).json() == {
             "valid": True, "jobId": "many_templates", "version": "1", "problems": []}
+
+
+async def test_a_runs_outputs_zip_is_streamed_without_a_copy_on_disk(
+    server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``outputs.zip`` was built whole in a temporary file for every request before a byte was
+    sent: an account downloading its run's large outputs many times at once filled the server's
+    disk. It is now written as it is sent (nothing on disk), and a download abandoned half-way
+    stops its writer."""
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))  # the server runs in this process
+    photo = png((10, 200, 30), size=(1200, 900))
+    async with server.client(server.alice) as alice:
+        created = await alice.post("/api/v1/runs", data={"toolId": "image.resize", "width": "1100"},
+                                   files={"image": ("big.png", photo, "image/png")})
+        assert created.status_code == 201, created.text
+        run_id = created.json()["jobRunId"]
+        run = await until(alice, run_id, "completed")
+        url = f"/api/v1/runs/{run_id}/outputs.zip"
+        async with alice.stream("GET", url) as response:
+            assert response.status_code == 200 and response.headers["content-type"] == "application/zip"
+            async for _chunk in response.aiter_bytes():
+                assert list(scratch.iterdir()) == []  # being sent, and nothing on disk
+                break  # and hang up half-way
+        whole = await asyncio.gather(*(alice.get(url) for _ in range(4)))
+    assert list(scratch.iterdir()) == []
+    for response in whole:
+        assert f"image.resize-{run_id}.zip" in response.headers["content-disposition"]
+        with zipfile.ZipFile(io.BytesIO(response.content)) as bundle:
+            assert bundle.testzip() is None
+            assert json.loads(bundle.read("outputs.json")) == run["finalOutputs"]
+            assert len(bundle.namelist()) == 1 + sum(
+                1 for v in run["finalOutputs"].values() if isinstance(v, dict) and v.get("kind") == "artifact")

@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import io
 import json
+import logging
 import mimetypes
-import os
-import tempfile
+import threading
 import zipfile
+from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 from fastapi.responses import FileResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
-from starlette.background import BackgroundTask
 from starlette.formparsers import MultiPartException
 
 from toolweave.accounting import InsufficientCredits, Refused
@@ -36,6 +38,7 @@ from toolweave.app import App, NotFound
 from toolweave.model.status import RunStatus
 
 router = APIRouter(prefix="/api/v1")
+log = logging.getLogger("toolweave.api")
 
 RunId = Annotated[str, Path(min_length=1, max_length=40, pattern=r"^[A-Za-z0-9_-]+$", description="The run's id")]
 Sha256 = Annotated[str, Path(pattern=r"^[0-9a-f]{64}$", description="The artifact's SHA-256 (hex)")]
@@ -442,19 +445,74 @@ async def download_outputs(request: Request, run_id: RunId, caller: Caller = Dep
             stem = name if len(refs) == 1 and not isinstance(value, list) else f"{name}-{index}"
             path, stored = await app.artifact(str(ref["sha256"]), caller.scope)
             files.append((stem + (mimetypes.guess_extension(stored.mime_type or "") or ""), path))
-    archive = await asyncio.to_thread(_zip, files, json.dumps(run.get("finalOutputs") or {}, indent=2, default=str))
+    summary = json.dumps(run.get("finalOutputs") or {}, indent=2, default=str)
     filename = f"{run['jobDefinitionId']}-{run_id}.zip"
-    return FileResponse(archive, media_type="application/zip", filename=filename,
-                        background=BackgroundTask(os.unlink, archive))
+    return StreamingResponse(zip_stream(files, summary), media_type="application/zip",
+                             headers={"Content-Disposition": f'attachment; filename="{filename}"'})
 
 
-def _zip(files: list[tuple[str, Any]], summary: str) -> str:
-    handle, name = tempfile.mkstemp(prefix="toolweave-outputs-", suffix=".zip")
-    with os.fdopen(handle, "wb") as raw, zipfile.ZipFile(raw, "w", zipfile.ZIP_STORED) as archive:
-        archive.writestr("outputs.json", summary, compress_type=zipfile.ZIP_DEFLATED)
-        for arcname, path in files:
-            archive.write(path, arcname)  # media are compressed already: stored as they are
-    return name
+ZIP_CHUNK = 1 << 20
+"""Bytes of the archive handed to the response at a time."""
+ZIP_CHUNKS = 4
+"""Chunks written ahead of the response, at most, per download."""
+
+
+async def zip_stream(files: list[tuple[str, Any]], summary: str) -> AsyncIterator[bytes]:
+    """A zip archive of ``files`` ((name in the archive, path)) and ``outputs.json``, written by a
+    thread of its own as it is sent: nothing goes to the server's disk and at most ``ZIP_CHUNKS``
+    chunks wait (the archive was built whole in a temporary file first, once per request, so
+    parallel downloads of a run with large outputs filled the disk). The thread stops when the
+    client goes away."""
+    loop = asyncio.get_running_loop()
+    ready: asyncio.Queue[bytes | BaseException | None] = asyncio.Queue()
+    room = threading.Semaphore(ZIP_CHUNKS)
+    stopped = threading.Event()
+
+    def hand(item: bytes | BaseException | None) -> None:
+        while not room.acquire(timeout=0.2):
+            if stopped.is_set():
+                raise _ZipStopped
+        loop.call_soon_threadsafe(ready.put_nowait, item)
+
+    class Pipe(io.RawIOBase):
+        def writable(self) -> bool:
+            return True
+
+        def write(self, data: Any) -> int:
+            chunk = bytes(data)
+            hand(chunk)
+            return len(chunk)
+
+    def write() -> None:
+        try:
+            with io.BufferedWriter(Pipe(), ZIP_CHUNK) as out, zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as archive:
+                archive.writestr("outputs.json", summary, compress_type=zipfile.ZIP_DEFLATED)
+                for arcname, path in files:
+                    archive.write(path, arcname)  # media are compressed already: stored as they are
+            hand(None)
+        except _ZipStopped:
+            return
+        except BaseException as exc:  # a file could not be read (or the loop has gone)
+            with contextlib.suppress(BaseException):
+                hand(exc)
+
+    threading.Thread(target=write, name="toolweave-outputs-zip", daemon=True).start()
+    try:
+        while True:
+            item = await ready.get()
+            room.release()
+            if item is None:
+                break
+            if isinstance(item, BaseException):
+                log.error("the outputs archive could not be written whole: %s", item)
+                break
+            yield item
+    finally:
+        stopped.set()
+
+
+class _ZipStopped(Exception):
+    """The download of an archive stopped (the client went away): its writer ends."""
 
 
 class ArtifactGrant(BaseModel):
