@@ -55,11 +55,18 @@ class InputError(ValueError):
     request itself (``callbackUrl``)."""
 
     def __init__(self, problems: list[FieldProblem], *, root: str = "inputs") -> None:
-        self.problems = list(problems)
+        self.problems = list(problems[:MAX_LISTED_PROBLEMS])
         self.root = root
-        count = len(self.problems)
+        count = len(problems)
         head = "1 problem with the inputs" if count == 1 else f"{count} problems with the inputs"
+        if count > MAX_LISTED_PROBLEMS:
+            head += f" (the first {MAX_LISTED_PROBLEMS})"
         super().__init__(head + ": " + "; ".join(str(p) for p in self.problems))
+
+
+MAX_LISTED_PROBLEMS = 50
+"""Problems an error lists at most (the count says how many there were): 500,000 unknown inputs in a
+6 MB body were answered with 77 MB of problems."""
 
 
 @dataclass(frozen=True)

@@ -373,3 +373,28 @@ async def test_a_runs_outputs_zip_is_streamed_without_a_copy_on_disk(
             assert json.loads(bundle.read("outputs.json")) == run["finalOutputs"]
             assert len(bundle.namelist()) == 1 + sum(
                 1 for v in run["finalOutputs"].values() if isinstance(v, dict) and v.get("kind") == "artifact")
+
+
+async def test_an_error_lists_at_most_fifty_problems(server: Server) -> None:
+    """Every bad field was listed, twice (``detail`` and ``errors``): 500,000 unknown inputs in a
+    6 MB submit were answered with 77 MB, an answer choosing a million times a candidate that is not
+    there with 234 MB (seconds of the server's time). An error now lists the first 50 problems and
+    says how many there were."""
+    async with server.client(server.alice) as alice:
+        response = await alice.post("/api/v1/runs", json={"toolId": "test.instant",
+                                                          "inputs": {f"k{i}": 1 for i in range(5000)}})
+        problem = assert_problem(response, 422)
+        assert len(problem["errors"]) == 50 and problem["errors"][0]["field"].startswith("inputs.k")
+        assert problem["detail"].startswith("5000 problems with the inputs (the first 50)")
+        assert len(response.content) < 20_000
+        batch = await alice.post("/api/v1/runs/batch", json={
+            "toolId": "test.instant", "items": [{"inputs": {f"k{i}": 1 for i in range(500)}}, {"inputs": {}}]})
+        assert batch.status_code == 200 and batch.json()["created"] == 1
+        assert len(batch.json()["items"][0]["error"]["errors"]) == 50
+        waiting = (await alice.post("/api/v1/runs", json={"jobId": "approve_note"})).json()["jobRunId"]
+        await until(alice, waiting, "waiting_input")
+        response = await alice.post(f"/api/v1/runs/{waiting}/steps/review/answer",
+                                    json={"values": {f"f{i}": 1 for i in range(5000)}})
+        problem = assert_problem(response, 422)
+        assert 0 < len(problem["errors"]) <= 50 and len(response.content) < 20_000
+        assert (await alice.get(f"/api/v1/runs/{waiting}")).json()["status"] == "waiting_input"

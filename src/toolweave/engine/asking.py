@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from toolweave.inputs import FieldProblem, InputError, prepare_inputs, storable_problems
+from toolweave.inputs import MAX_LISTED_PROBLEMS, FieldProblem, InputError, prepare_inputs, storable_problems
 from toolweave.model.asking import ASK_CHOICES_MAX, CANDIDATES, QUESTION, AskKind, AskSpec, OnTimeout
 from toolweave.model.definitions import InputParam, OutputParam, ParamType
 
@@ -32,8 +32,9 @@ class AnswerError(ValueError):
     """An answer that does not fit its question; ``problems`` names every field that is wrong."""
 
     def __init__(self, problems: list[FieldProblem]) -> None:
-        self.problems = problems
-        super().__init__("; ".join(str(p) for p in problems))
+        self.problems = problems[:MAX_LISTED_PROBLEMS]
+        more = f" (and {len(problems) - MAX_LISTED_PROBLEMS} more)" if len(problems) > MAX_LISTED_PROBLEMS else ""
+        super().__init__("; ".join(str(p) for p in self.problems) + more)
 
 
 def build_question(spec: AskSpec, inputs: Mapping[str, Any]) -> dict[str, Any] | str:
@@ -83,6 +84,8 @@ def _choices(spec: AskSpec, question: Mapping[str, Any], value: Any, problems: l
     before = len(problems)
     chosen: list[int] = []
     for i, item in enumerate(items):
+        if len(problems) - before > MAX_LISTED_PROBLEMS:
+            break  # (enough to say what is wrong)
         where = f"chosen[{i}]" if isinstance(value, list) else "chosen"
         if isinstance(item, str) and item.strip().isdigit():
             item = int(item.strip())
