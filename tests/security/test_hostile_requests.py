@@ -284,6 +284,8 @@ async def test_the_admin_key_reads_another_accounts_run_but_does_not_change_it(s
         # the admin's own runs are its own to change
         own = await _finished_run(admin)
         assert (await admin.post(f"/api/v1/runs/{own}/retry", json={"inputs": {"value": 3}})).status_code == 201
+        assert_problem(await admin.post(f"/api/v1/runs/{own}/steps/nope/answer", json={"decision": "approve"}), 404)
+        assert_problem(await admin.post("/api/v1/runs/run_nope/cancel"), 404)
 
 
 async def test_a_flood_of_unauthenticated_scrapes_reads_the_store_a_few_times(server: Server) -> None:

@@ -61,7 +61,7 @@ async def changing(app: App, caller: Caller, run_id: str) -> AsyncIterator[str]:
     try:
         yield caller.account_id
     except NotFound:
-        if caller.admin and await app.run_statuses([run_id]):
+        if caller.admin and await app.run_statuses([run_id]) and not await app.run_statuses([run_id], caller.account_id):
             raise ApiProblem(403, "the admin key reads every account's runs; only the run's account changes it",
                              kind="forbidden") from None
         raise
