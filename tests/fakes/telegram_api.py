@@ -91,6 +91,8 @@ class _Failure:
     retry_after: int | None
     description: str
     chat_id: int | None = None
+    after: int = 0
+    """Calls to let through before the first failure."""
 
 
 class FakeTelegram:
@@ -121,6 +123,7 @@ class FakeTelegram:
         self._changed = asyncio.Event()
         self._limited_until = 0.0
         self._limited_retry_after = 1
+        self._closed: dict[int, tuple[int, str]] = {}
         self._down_until = 0.0
         self._hold: set[str] = set()
         self._lose: set[str] = set()
@@ -133,12 +136,21 @@ class FakeTelegram:
     # --- scripting --------------------------------------------------------------------------------
 
     def fail(self, method: str, status: int = 500, *, times: int = 1, retry_after: int | None = None,
-             description: str | None = None, chat_id: int | None = None) -> None:
+             description: str | None = None, chat_id: int | None = None, after: int = 0) -> None:
         """The next ``times`` calls of ``method`` (to ``chat_id`` only, when given) answer ``status``
-        (429 carries ``retry_after``)."""
+        (429 carries ``retry_after``), once ``after`` such calls went through as usual."""
         text = description or {429: f"Too Many Requests: retry after {retry_after}", 400: "Bad Request: scripted",
                                403: "Forbidden: bot was blocked by the user"}.get(status, "Internal Server Error")
-        self._failures.setdefault(method, []).append(_Failure(status, times, retry_after, text, chat_id))
+        self._failures.setdefault(method, []).append(_Failure(status, times, retry_after, text, chat_id, after))
+
+    def close_chat(self, chat_id: int, status: int = 400, description: str = "Bad Request: chat not found") -> None:
+        """Every sending call to ``chat_id`` is refused from now on, as Telegram refuses a chat the
+        bot cannot write to (400 "chat not found", 403 "bot was blocked by the user"), until
+        ``open_chat``."""
+        self._closed[chat_id] = (status, description)
+
+    def open_chat(self, chat_id: int) -> None:
+        self._closed.pop(chat_id, None)
 
     def limit_rate(self, seconds: float, retry_after: int = 1) -> None:
         """For ``seconds`` from now every sending call is answered 429 with ``retry_after``."""
@@ -380,8 +392,15 @@ class FakeTelegram:
                 call.status = 429
                 retry = max(1, min(self._limited_retry_after, int(self._limited_until - now) + 1))
                 return self._error(429, f"Too Many Requests: retry after {retry}", retry)
+            closed = self._closed.get(params.get("chat_id")) if method in SENDING else None  # type: ignore[arg-type]
+            if closed is not None:
+                call.status = closed[0]
+                return self._error(closed[0], closed[1])
             queue = self._failures.get(method) or []
             failure = next((f for f in queue if f.chat_id is None or f.chat_id == params.get("chat_id")), None)
+            if failure is not None and failure.after > 0:
+                failure.after -= 1
+                failure = None
             if failure is not None:
                 failure.times -= 1
                 if failure.times <= 0:

@@ -17,11 +17,21 @@ import httpx
 
 log = logging.getLogger("toolweave.telegram")
 
+CHAT_REFUSALS = (
+    "chat not found", "upgraded to a supergroup", "have no rights to send a message", "chat_write_forbidden",
+    "peer_id_invalid", "chat_restricted", "topic_closed", "message thread not found", "bot was kicked",
+    "user is deactivated", "bot was blocked",
+)
+"""Telegram's words (lower case) for a chat that takes no message from the bot at all, whatever its
+form: sending the same content another way cannot help, only a later attempt can."""
+
 
 class BotAPIError(Exception):
     def __init__(self, message: str, *, status: int | None = None, retry_after: float | None = None,
-                 description: str = "", sent_maybe: bool = False) -> None:
+                 description: str = "", sent_maybe: bool = False, migrate_to: int | None = None) -> None:
         super().__init__(message)
+        self.migrate_to = migrate_to
+        """The chat's new id when Telegram says the group was upgraded to a supergroup."""
         self.status = status
         self.retry_after = retry_after
         self.description = description
@@ -36,9 +46,18 @@ class BotAPIError(Exception):
         return self.status is None or self.status == 429 or self.status >= 500
 
     @property
+    def chat_refused(self) -> bool:
+        """Telegram takes nothing for this chat (it does not know it, the bot was blocked or
+        removed, the group moved): not this request's fault, so no other form of it can pass."""
+        if self.status == 403 or self.migrate_to is not None:
+            return True
+        words = self.description.lower()
+        return self.status == 400 and any(w in words for w in CHAT_REFUSALS)
+
+    @property
     def refused(self) -> bool:
         """Telegram refused this request as it is (400, 413): another form of it may pass."""
-        return self.status in (400, 413)
+        return self.status in (400, 413) and not self.chat_refused
 
 
 class BotAPI:
@@ -88,8 +107,9 @@ class BotAPI:
             retry = float(retry_after) if retry_after is not None else None
         except (TypeError, ValueError):
             retry = None
+        migrate = parameters.get("migrate_to_chat_id") if parameters else None
         raise BotAPIError(f"{method}: HTTP {status}: {description}", status=status, retry_after=retry,
-                          description=description)
+                          description=description, migrate_to=migrate if isinstance(migrate, int) else None)
 
 
 class _Redact(logging.Filter):

@@ -29,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from toolweave.model.definitions import JobDefinition
@@ -49,6 +49,9 @@ SENT_NAMESPACE = "telegram.sent"
 STATUS_NAMESPACE = "telegram.status"
 PENDING_NAMESPACE = "telegram.pending"
 SENT_TTL = 30 * 86400.0
+
+Progress = Callable[[dict[str, Any]], Awaitable[None]]
+"""Records how far a part sent in pieces got (``TelegramChannel._send``)."""
 
 
 def telegram_notification_rule(run: Any, status: RunStatus) -> list[tuple[str, dict[str, Any]]]:
@@ -208,7 +211,15 @@ class TelegramChannel:
         notes: list[str] = list(state.get("notes", []))
         doubts: list[int] = list(state.get("doubts", []))
         parts = self.plan(notification, notes, self._resend_buttons(notification_id, doubts, state))
-        if state.get("sending") is not None and int(state["sending"]) == done and done < len(parts):
+        recorded = state.get("partial")
+        partial = recorded if isinstance(recorded, dict) and recorded.get("part") == done else None
+        if (state.get("sending") is not None and int(state["sending"]) == done and done < len(parts)
+                and partial is not None and partial.get("items")):
+            # the last attempt was sending an album item by item when it stopped: only the item it
+            # was sending may have arrived; the items before it are recorded, those after it go now
+            state = await self._item_in_doubt(notification_id, parts[done], partial, state, chat_id)
+            notes, doubts = list(state.get("notes", [])), list(state.get("doubts", []))
+        elif state.get("sending") is not None and int(state["sending"]) == done and done < len(parts):
             # the last attempt was sending this part when it stopped: Telegram may have it already
             part = parts[done]
             found = await self._look_for(part, chat_id, state.get("after"), notification_id)
@@ -243,8 +254,15 @@ class TelegramChannel:
             state = {**state, "done": index, "of": len(parts), "sending": index, "sent": sent, "notes": notes,
                      "doubts": doubts, "after": await reconcile.watermark(self.app, chat_id, reply_to)}
             await self.app.kv_set(SENT_NAMESPACE, notification_id, state, ttl=SENT_TTL)
+            recorded = state.get("partial")
+            partial = recorded if isinstance(recorded, dict) and recorded.get("part") == index else None
+
+            async def progress(done_so_far: dict[str, Any], index: int = index, state: dict[str, Any] = state) -> None:
+                state["partial"] = {"part": index, **done_so_far}
+                await self.app.kv_set(SENT_NAMESPACE, notification_id, state, ttl=SENT_TTL)
+
             try:
-                message_ids, more_notes = await self._send(part, chat_id, reply_to, account_id)
+                message_ids, more_notes = await self._send(part, chat_id, reply_to, account_id, partial, progress)
             except BotAPIError as exc:
                 if not exc.sent_maybe:
                     state["sending"] = None
@@ -260,10 +278,41 @@ class TelegramChannel:
                 notes.extend(more_notes)
                 # the closing message says what went another way: plan its (not yet sent) parts again
                 parts = [*parts[:index], *self.plan(notification, notes, self._resend_buttons(notification_id, doubts, state))[index:]]
-            state = {**state, "done": index, "of": len(parts), "sending": None, "sent": sent, "notes": notes}
+            state = {**state, "done": index, "of": len(parts), "sending": None, "sent": sent, "notes": notes,
+                     "partial": None}
             await self.app.kv_set(SENT_NAMESPACE, notification_id, state, ttl=SENT_TTL)
             if notification.get("event_type") == "message" and index == len(parts) and message_ids:
                 await self._remember_prompt(notification, message_ids[-1])
+
+    async def _item_in_doubt(self, notification_id: str, part: Part, partial: Mapping[str, Any],
+                             state: dict[str, Any], chat_id: Any) -> dict[str, Any]:
+        """The item of an album being sent item by item that an interrupted attempt may have sent:
+        found (by its caption), it is recorded as sent; not found, it is not sent again unasked —
+        the closing message says so, with the album's "send again" button — and the rest of the
+        album goes on."""
+        items = [int(i) for i in partial.get("items", [])]
+        item = part.media[items[0]]
+        found = await self._look_for(Part("sendDocument", media=[item]), chat_id, state.get("after"), notification_id)
+        ids = [*partial.get("ids", []), *found]
+        notes = list(partial.get("notes", []))
+        doubts = list(state.get("doubts", []))
+        in_doubt: dict[str, Any] = dict(state.get("itemDoubts") or {})
+        if found:
+            await reconcile.seen(self.app, chat_id, found)
+        else:
+            log.warning("notification %s: %s of %s may or may not have been sent before an interruption; "
+                        "not sending it again unasked", notification_id, item.output, part.describe())
+            key = str(partial["part"])
+            mine = in_doubt.get(key) or {"items": [], "outputs": []}
+            in_doubt[key] = {"items": [*mine["items"], items[0]], "outputs": [*mine["outputs"], item.output]}
+            notes.append(f"⚠️ {item.output}: sending was interrupted. If it did not arrive above, "
+                         f"tap “📥 {_short(', '.join(in_doubt[key]['outputs']), 40)}” below.")
+            if int(partial["part"]) not in doubts:
+                doubts.append(int(partial["part"]))
+        state = {**state, "doubts": doubts, "itemDoubts": in_doubt,
+                 "partial": {**partial, "items": items[1:], "ids": ids, "notes": notes}}
+        await self.app.kv_set(SENT_NAMESPACE, notification_id, state, ttl=SENT_TTL)
+        return state
 
     async def _look_for(self, part: Part, chat_id: Any, after: Any, notification_id: str) -> list[int]:
         """The messages an interrupted attempt left of ``part``, when probes prove that all of it
@@ -289,8 +338,11 @@ class TelegramChannel:
     def _resend_buttons(self, notification_id: str, doubts: list[int], state: Mapping[str, Any]) -> list[dict[str, Any]]:
         buttons = []
         sent = list(state.get("sent", []))
+        items = state.get("itemDoubts") or {}
         for index in doubts:
             outputs = sent[index].get("outputs", []) if index < len(sent) else []
+            if isinstance(items.get(str(index)), Mapping):  # only some items of an album
+                outputs = list(items[str(index)].get("outputs", []))
             label = _short(", ".join(outputs) or f"part {index + 1}", 40)
             buttons.append({"text": f"📥 {label}", "callback_data": f"s:{notification_id}:{index}"})
         return buttons
@@ -320,11 +372,26 @@ class TelegramChannel:
         index = int(payload.get("part") or 0)
         if not 0 <= index < len(parts):
             raise DeliveryError(f"delivery {original['notification_id']} has no part {index + 1}", retryable=False)
+        part = parts[index]
+        doubted = (state.get("itemDoubts") or {}).get(str(index))
+        if isinstance(doubted, Mapping):  # only these items of an album may be missing
+            part = Part(part.method, media=[part.media[i] for i in doubted.get("items", []) if 0 <= i < len(part.media)])
+        # an album that goes item by item records how far it got, so that a retry (a 429 half
+        # way) goes on from there
+        again_id = str(notification.get("notification_id"))
+        again: dict[str, Any] = await self.app.kv_get(SENT_NAMESPACE, again_id) or {}
+        recorded = again.get("partial")
+
+        async def progress(done_so_far: dict[str, Any]) -> None:
+            again["partial"] = {"part": index, **done_so_far}
+            await self.app.kv_set(SENT_NAMESPACE, again_id, again, ttl=SENT_TTL)
+
         try:
-            message_ids, _notes = await self._send(parts[index], chat_id, None, str(original.get("account_id")))
+            message_ids, _notes = await self._send(part, chat_id, None, str(original.get("account_id")),
+                                                   recorded if isinstance(recorded, dict) else None, progress)
             await reconcile.seen(self.app, chat_id, message_ids)
         except BotAPIError as exc:
-            raise DeliveryError(f"{parts[index].describe()}: {exc}", retryable=exc.retryable,
+            raise DeliveryError(f"{part.describe()}: {exc}", retryable=exc.retryable,
                                 retry_after=exc.retry_after) from None
 
     async def _deliver_status(self, notification: Mapping[str, Any], chat_id: Any, reply_to: Any) -> None:
@@ -410,9 +477,13 @@ class TelegramChannel:
             params["reply_parameters"] = {"message_id": reply_to, "allow_sending_without_reply": True}
         return params
 
-    async def _send(self, part: Part, chat_id: Any, reply_to: Any, account_id: str) -> tuple[list[int], list[str]]:
+    async def _send(self, part: Part, chat_id: Any, reply_to: Any, account_id: str,
+                    partial: Mapping[str, Any] | None = None, progress: Progress | None = None,
+                    ) -> tuple[list[int], list[str]]:
         """Send one part; returns its message ids and lines for the closing message about what went
-        another way. A refusal (400) of a media part is met by sending it another way."""
+        another way. A refusal (400) of a media part is met by sending it another way. ``partial``
+        is what an earlier attempt recorded (through ``progress``) of an album it was sending item
+        by item: this attempt goes on from there."""
         params = self._base(chat_id, reply_to)
         if part.method == "sendMessage":
             params["text"] = part.text or "…"
@@ -420,6 +491,10 @@ class TelegramChannel:
                 params["reply_markup"] = part.keyboard
             return _ids(await self.api.call("sendMessage", params)), []
         if part.method == "sendMediaGroup":
+            if partial is not None:
+                return await self._items_one_by_one(
+                    part, [int(i) for i in partial.get("items", [])], chat_id, reply_to, account_id, progress,
+                    [int(i) for i in partial.get("ids", [])], [str(n) for n in partial.get("notes", [])])
             files: dict[str, tuple[str, bytes, str]] = {}
             media = []
             gone: list[str] = []
@@ -441,14 +516,26 @@ class TelegramChannel:
                     if not exc.refused:
                         raise
                     log.warning("Telegram refused the album %s (%s); sending its items one by one", part.describe(), exc)
-            ids: list[int] = []
-            notes: list[str] = list(gone)
-            for item in (m for i, m in enumerate(part.media) if f"file{i}" in files):
-                more, extra = await self._send_one(item, chat_id, reply_to, account_id)
-                ids += more
-                notes += extra
-            return ids, notes
+            items = [i for i in range(len(part.media)) if f"file{i}" in files]
+            if progress is not None:
+                await progress({"items": items, "ids": [], "notes": gone})
+            return await self._items_one_by_one(part, items, chat_id, reply_to, account_id, progress, [], gone)
         return await self._send_one(part.media[0], chat_id, reply_to, account_id, part.keyboard)
+
+    async def _items_one_by_one(self, part: Part, items: list[int], chat_id: Any, reply_to: Any, account_id: str,
+                                progress: Progress | None, ids: list[int], notes: list[str],
+                                ) -> tuple[list[int], list[str]]:
+        """An album's ``items`` (their indexes) sent one by one, after ``ids`` and ``notes`` of the
+        items sent before. After each item ``progress`` records what went, so an attempt that stops
+        half way (a 429, a 5xx, a crash) goes on with the next item and sends none twice."""
+        ids, notes = list(ids), list(notes)
+        for k, index in enumerate(items):
+            more, extra = await self._send_one(part.media[index], chat_id, reply_to, account_id)
+            ids += more
+            notes += extra
+            if progress is not None:
+                await progress({"items": items[k + 1:], "ids": ids, "notes": notes})
+        return ids, notes
 
     async def _send_one(self, item: Media, chat_id: Any, reply_to: Any, account_id: str,
                         keyboard: dict[str, Any] | None = None) -> tuple[list[int], list[str]]:

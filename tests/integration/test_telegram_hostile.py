@@ -1,0 +1,120 @@
+"""Result delivery against a hostile Bot API, on both stores: an album Telegram refuses sent item by
+item while a 429 cuts in, a chat Telegram will not take messages for (400 "chat not found", a group
+upgraded to a supergroup) — each photo arrives exactly once, and nothing is lost."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+from tests.fakes.telegram_api import FakeTelegram, TelegramEnv, telegram_env
+
+FINAL_MARKS = ("✅", "⚠️", "❌", "🚫")
+
+
+def jpeg(width: int = 120, height: int = 90, color: str = "teal") -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height), color).save(buffer, "JPEG")
+    return buffer.getvalue()
+
+
+def results(env: TelegramEnv, chat_id: int = 42) -> list[dict[str, Any]]:
+    return [m for m in env.replies(chat_id) if (m.get("text") or "").startswith(FINAL_MARKS) and "r:" in str(m.get("reply_markup"))]
+
+
+def photos_by_caption(fake: FakeTelegram, chat_id: int = 42) -> dict[str, int]:
+    """How many messages with a file of each caption reached ``chat_id``."""
+    counts: dict[str, int] = {}
+    for message in fake.sent_to(chat_id):
+        if ("photo" in message or "document" in message) and message.get("caption"):
+            counts[message["caption"]] = counts.get(message["caption"], 0) + 1
+    return counts
+
+
+async def notifications(env: TelegramEnv) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = await env.app.store.read(
+        lambda tx: [dict(r) for r in tx.all("SELECT * FROM notifications ORDER BY created_at")])
+    return rows
+
+
+async def settled(env: TelegramEnv, timeout: float = 60.0, *, results: int = 1) -> list[dict[str, Any]]:
+    """The outbox once the run's result (``results`` of them) is queued and nothing is pending."""
+    for _ in range(int(timeout / 0.1)):
+        rows = await notifications(env)
+        ended = [r for r in rows if r["event_type"].startswith("run.")]
+        if len(ended) >= results and all(r["status"] != "pending" for r in rows):
+            return rows
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"still pending: {[(r['event_type'], r['status'], r['last_error']) for r in rows]}")
+
+
+async def test_an_album_sent_item_by_item_that_meets_a_429_sends_no_item_twice(db_url: str, tmp_path: Path) -> None:
+    async with telegram_env(tmp_path, database_url=db_url) as env:
+        fake = env.fake
+        # Telegram refuses the album as a whole (every time), and the second of its photos sent on
+        # their own meets the rate limit: sending a photo after another one quickly is what a 429 is
+        fake.fail("sendMediaGroup", 400, times=10, description="Bad Request: IMAGE_PROCESS_FAILED")
+        fake.fail("sendPhoto", 429, retry_after=1, after=1)
+        await env.send(fake.message_update("/variants", photo=jpeg()))
+        (done,) = await fake.wait_for(lambda: results(env), timeout=60)
+        rows = await settled(env)
+        assert {r["status"] for r in rows} == {"delivered"}
+        assert photos_by_caption(fake) == {"bright": 1, "dark": 1, "sheet": 1}
+        assert [c.status for c in fake.calls if c.method == "sendPhoto"] == [200, 429, 200]
+        assert "could not be sent" not in done["text"]
+
+
+async def test_a_chat_telegram_does_not_know_loses_no_result_and_a_resend_delivers_all_of_it(
+        db_url: str, tmp_path: Path) -> None:
+    async with telegram_env(tmp_path, database_url=db_url) as env:
+        fake = env.fake
+        # the chat is gone for Telegram while the result is sent ("chat not found" is a 400, as a
+        # photo Telegram cannot take is): nothing of it can arrive, so none of it counts as sent
+        fake.close_chat(42)
+        await env.send(fake.message_update("/variants", photo=jpeg()))
+        rows = await settled(env)
+        given_up = [r for r in rows if r["status"] == "failed"]
+        assert {r["event_type"] for r in given_up} == {"status", "run.completed"}
+        result = next(r for r in given_up if r["event_type"] == "run.completed")
+        assert "chat not found" in result["last_error"]
+        # one try of the first part, no photo tried as a document nor album item by item: a chat
+        # that takes nothing is not a file Telegram refuses
+        tried = [c.method for c in fake.calls if c.params.get("chat_id") == 42 and c.method != "sendMessage"]
+        assert tried == ["sendMediaGroup"], tried
+        fake.open_chat(42)
+        assert sorted(await env.app.resend_notifications([r["notification_id"] for r in given_up])) == sorted(
+            r["notification_id"] for r in given_up)
+        (done,) = await fake.wait_for(lambda: results(env), timeout=60)
+        await settled(env)
+        assert photos_by_caption(fake) == {"bright": 1, "dark": 1, "sheet": 1}
+        assert "could not be sent" not in done["text"]
+
+
+async def test_an_album_item_lost_on_the_way_is_the_only_one_offered_and_sent_again_once(
+        db_url: str, tmp_path: Path) -> None:
+    from toolweave.telegram.botapi import BotAPI
+
+    async with telegram_env(tmp_path, database_url=db_url) as env:
+        fake = env.fake
+        # the channel gives up waiting for an answer after 1 s: a request lost on the way is in doubt
+        env.app.notifier.channels["telegram"].api = BotAPI(env.app.http, fake.token, env.url, timeout=1.0)
+        fake.fail("sendMediaGroup", 400, times=10, description="Bad Request: IMAGE_PROCESS_FAILED")
+        fake.lose("sendPhoto")  # the album goes item by item, and its first item is lost on the way
+        await env.send(fake.message_update("/variants", photo=jpeg()))
+        (done,) = await fake.wait_for(lambda: results(env), timeout=60)
+        fake.release()
+        # the item sent after the lost one arrived; only the lost one is said to be missing
+        assert photos_by_caption(fake) == {"dark": 1, "sheet": 1}
+        assert "bright: sending was interrupted" in done["text"] and "dark: sending" not in done["text"]
+        rows = done["reply_markup"]["inline_keyboard"]
+        (again,) = [b for row in rows for b in row if b["callback_data"].startswith("s:")]
+        assert again["text"] == "📥 bright"
+        # sent again when asked, while a 429 cuts in: the missing item arrives once, nothing else
+        fake.fail("sendPhoto", 429, retry_after=1, times=1)
+        await env.send(fake.callback_update(again["callback_data"], message=done))
+        await fake.wait_for(lambda: photos_by_caption(fake).get("bright"), timeout=60)
+        await settled(env)
+        assert photos_by_caption(fake) == {"bright": 1, "dark": 1, "sheet": 1}
