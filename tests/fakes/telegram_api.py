@@ -123,7 +123,7 @@ class FakeTelegram:
         self._changed = asyncio.Event()
         self._limited_until = 0.0
         self._limited_retry_after = 1
-        self._closed: dict[int, tuple[int, str]] = {}
+        self._closed: dict[int, tuple[int, str, dict[str, Any] | None]] = {}
         self._down_until = 0.0
         self._hold: set[str] = set()
         self._lose: set[str] = set()
@@ -147,7 +147,12 @@ class FakeTelegram:
         """Every sending call to ``chat_id`` is refused from now on, as Telegram refuses a chat the
         bot cannot write to (400 "chat not found", 403 "bot was blocked by the user"), until
         ``open_chat``."""
-        self._closed[chat_id] = (status, description)
+        self._closed[chat_id] = (status, description, None)
+
+    def upgrade_group(self, chat_id: int, to: int) -> None:
+        """The basic group ``chat_id`` became the supergroup ``to``: every sending call to the old
+        id is answered as Telegram answers it (400 with ``parameters.migrate_to_chat_id``)."""
+        self._closed[chat_id] = (400, "Bad Request: group chat was upgraded to a supergroup chat", {"migrate_to_chat_id": to})
 
     def open_chat(self, chat_id: int) -> None:
         self._closed.pop(chat_id, None)
@@ -370,10 +375,13 @@ class FakeTelegram:
             return self._error(400, "Bad Request: PHOTO_INVALID_DIMENSIONS")
         return width, height
 
-    def _error(self, status: int, description: str, retry_after: int | None = None) -> JSONResponse:
+    def _error(self, status: int, description: str, retry_after: int | None = None,
+               parameters: dict[str, Any] | None = None) -> JSONResponse:
         body: dict[str, Any] = {"ok": False, "error_code": status, "description": description}
         if retry_after is not None:
             body["parameters"] = {"retry_after": retry_after}
+        if parameters:
+            body["parameters"] = {**body.get("parameters", {}), **parameters}
         return JSONResponse(body, status_code=status)
 
     async def _method(self, request: Request) -> Response:
@@ -395,7 +403,7 @@ class FakeTelegram:
             closed = self._closed.get(params.get("chat_id")) if method in SENDING else None  # type: ignore[arg-type]
             if closed is not None:
                 call.status = closed[0]
-                return self._error(closed[0], closed[1])
+                return self._error(closed[0], closed[1], parameters=closed[2])
             queue = self._failures.get(method) or []
             failure = next((f for f in queue if f.chat_id is None or f.chat_id == params.get("chat_id")), None)
             if failure is not None and failure.after > 0:

@@ -118,3 +118,20 @@ async def test_an_album_item_lost_on_the_way_is_the_only_one_offered_and_sent_ag
         await fake.wait_for(lambda: photos_by_caption(fake).get("bright"), timeout=60)
         await settled(env)
         assert photos_by_caption(fake) == {"bright": 1, "dark": 1, "sheet": 1}
+
+
+async def test_a_group_upgraded_to_a_supergroup_gets_its_status_message_and_result_there(
+        db_url: str, tmp_path: Path) -> None:
+    group, supergroup = -4242, -1004242
+    async with telegram_env(tmp_path, database_url=db_url) as env:
+        fake = env.fake
+        command = fake.message_update("/card Moving house", chat_id=group)
+        # the group is upgraded before the bot answers: Telegram refuses the old id and names the new one
+        fake.upgrade_group(group, supergroup)
+        await env.send(command)
+        (done,) = await fake.wait_for(lambda: results(env, supergroup), timeout=60)
+        rows = await settled(env)
+        assert {r["status"] for r in rows} == {"delivered"}
+        assert "Card: Moving house" in done["text"]
+        assert len([m for m in fake.sent_to(supergroup) if "\nRun run_" in (m.get("text") or "")]) == 1
+        assert not fake.sent_to(group)

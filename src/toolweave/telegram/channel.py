@@ -48,6 +48,8 @@ CHANNEL = "telegram"
 SENT_NAMESPACE = "telegram.sent"
 STATUS_NAMESPACE = "telegram.status"
 PENDING_NAMESPACE = "telegram.pending"
+MIGRATED_NAMESPACE = "telegram.migrated"
+"""A basic group's id → the supergroup Telegram upgraded it to (``migrate_to_chat_id``)."""
 SENT_TTL = 30 * 86400.0
 
 Progress = Callable[[dict[str, Any]], Awaitable[None]]
@@ -194,13 +196,31 @@ class TelegramChannel:
         chat_id = target.get("chatId") if isinstance(target, Mapping) else None
         if chat_id is None:
             raise DeliveryError("the notification names no chatId", retryable=False)
+        chat_id = await self._current_chat(chat_id)
         kind = notification.get("event_type")
-        if kind == "status":
-            await self._deliver_status(notification, chat_id, target.get("replyTo"))
-        elif kind == "resend":
-            await self._deliver_again(notification, chat_id)
-        else:
-            await self._deliver_parts(notification, chat_id, target.get("replyTo"))
+        try:
+            if kind == "status":
+                await self._deliver_status(notification, chat_id, target.get("replyTo"))
+            elif kind == "resend":
+                await self._deliver_again(notification, chat_id)
+            else:
+                await self._deliver_parts(notification, chat_id, target.get("replyTo"))
+        except DeliveryError as exc:
+            moved = getattr(exc, "migrate_to", None)
+            if moved is not None and moved != chat_id:
+                log.warning("Telegram says the group %s is now the supergroup %s: sending there", chat_id, moved)
+                await self.app.kv_set(MIGRATED_NAMESPACE, str(chat_id), {"to": moved})
+            raise
+
+    async def _current_chat(self, chat_id: Any) -> Any:
+        """The chat a message to ``chat_id`` goes to: a group Telegram upgraded to a supergroup has
+        a new id (it said so with ``migrate_to_chat_id``), which every message to it takes from then."""
+        for _ in range(3):
+            moved = await self.app.kv_get(MIGRATED_NAMESPACE, str(chat_id))
+            if not isinstance(moved, dict) or not isinstance(moved.get("to"), int):
+                break
+            chat_id = moved["to"]
+        return chat_id
 
     async def _deliver_parts(self, notification: Mapping[str, Any], chat_id: Any, reply_to: Any) -> None:
         notification_id = str(notification.get("notification_id"))
@@ -267,10 +287,7 @@ class TelegramChannel:
                 if not exc.sent_maybe:
                     state["sending"] = None
                     await self.app.kv_set(SENT_NAMESPACE, notification_id, state, ttl=SENT_TTL)
-                raise DeliveryError(
-                    f"{part.describe()} (part {index + 1} of {len(parts)}): {exc}",
-                    retryable=exc.retryable, retry_after=exc.retry_after,
-                ) from None
+                raise _failure(f"{part.describe()} (part {index + 1} of {len(parts)}): {exc}", exc) from None
             sent.append({"method": part.method, "outputs": [m.output for m in part.media], "messageIds": message_ids})
             await reconcile.seen(self.app, chat_id, message_ids)
             index += 1
@@ -331,8 +348,7 @@ class TelegramChannel:
         try:
             found = await reconcile.find(self.api, chat_id, after if isinstance(after, int) else None, probes, what)
         except BotAPIError as exc:
-            raise DeliveryError(f"{part.describe()}: looking for what an interrupted attempt sent: {exc}",
-                                retryable=exc.retryable, retry_after=exc.retry_after) from None
+            raise _failure(f"{part.describe()}: looking for what an interrupted attempt sent: {exc}", exc) from None
         return found if len(found) == len(probes) else []
 
     def _resend_buttons(self, notification_id: str, doubts: list[int], state: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -391,8 +407,7 @@ class TelegramChannel:
                                                    recorded if isinstance(recorded, dict) else None, progress)
             await reconcile.seen(self.app, chat_id, message_ids)
         except BotAPIError as exc:
-            raise DeliveryError(f"{part.describe()}: {exc}", retryable=exc.retryable,
-                                retry_after=exc.retry_after) from None
+            raise _failure(f"{part.describe()}: {exc}", exc) from None
 
     async def _deliver_status(self, notification: Mapping[str, Any], chat_id: Any, reply_to: Any) -> None:
         """A run's status message; ``kv("telegram.status", run_id)`` records it (the bot's tracker
@@ -416,8 +431,7 @@ class TelegramChannel:
                 found = None if not sent.get("text") else next(iter(await reconcile.find(
                     self.api, chat_id, state.get("after"), [probe], f"the status message of {run_id}")), None)
             except BotAPIError as exc:
-                raise DeliveryError(f"status message: looking for the one sent before an interruption: {exc}",
-                                    retryable=exc.retryable, retry_after=exc.retry_after) from None
+                raise _failure(f"status message: looking for the one sent before an interruption: {exc}", exc) from None
             if found is not None:
                 # adopted: the tracker edits it to the run's state at its next pass
                 state.update(messageId=found, text=None, editedAt=0.0, final=False, sending=False)
@@ -451,7 +465,7 @@ class TelegramChannel:
             if not exc.sent_maybe:
                 state["sending"] = False
                 await self.app.kv_set(STATUS_NAMESPACE, run_id, state)
-            raise DeliveryError(f"status message: {exc}", retryable=exc.retryable, retry_after=exc.retry_after) from None
+            raise _failure(f"status message: {exc}", exc) from None
         state.update(messageId=int(result["message_id"]), text=text, editedAt=time.time(), final=terminal, sending=False)
         await self.app.kv_set(STATUS_NAMESPACE, run_id, state, ttl=86400.0 if terminal else None)
         await reconcile.seen(self.app, chat_id, [int(result["message_id"])])
@@ -570,6 +584,15 @@ class TelegramChannel:
             log.warning("Telegram refused %s as a document too (%s); naming it in the closing message", item.output, exc)
             return [], [f"{item.output}: could not be sent ({exc.description or exc})"]
         return ids, [note] if note else []
+
+
+def _failure(text: str, exc: BotAPIError) -> DeliveryError:
+    """What the dispatcher hears of ``exc``: retried when Telegram says the group moved (the next
+    attempt sends to the supergroup it became, see ``TelegramChannel.deliver``)."""
+    error = DeliveryError(text, retryable=exc.retryable or exc.migrate_to is not None,
+                          retry_after=0.0 if exc.migrate_to is not None else exc.retry_after)
+    error.migrate_to = exc.migrate_to  # type: ignore[attr-defined]
+    return error
 
 
 def _ids(result: Any) -> list[int]:
