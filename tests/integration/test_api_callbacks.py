@@ -148,3 +148,60 @@ def test_signatures_expire_and_name_the_timestamp() -> None:
     assert verify(b"s", header, body, now=1_000_100)
     assert not verify(b"s", header, body, now=1_000_000 + 301)
     assert not verify(b"s", "garbage", body)
+
+
+class Tarpit:
+    """A hostile callback receiver on loopback: it reads the request, then sends its answer a byte
+    at a time, each byte before the client's read timeout — the status line and headers
+    (``where="headers"``), or a 200 with a body that never ends (``where="body"``)."""
+
+    def __init__(self, where: str) -> None:
+        self.where = where
+        self.server: asyncio.AbstractServer | None = None
+        self.requests = 0
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await reader.readuntil(b"\r\n\r\n")
+            self.requests += 1
+            if self.where == "headers":
+                trickle = b"HTTP/1.1 200 OK\r\n" + b"X-Slow: " + b"a" * 10_000
+            else:
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100000000\r\n\r\n")
+                trickle = b"b" * 100_000_000
+            for byte in trickle:
+                writer.write(bytes([byte]))
+                await writer.drain()
+                await asyncio.sleep(0.2)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+    async def __aenter__(self) -> str:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        port = self.server.sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{port}/hook"
+
+    async def __aexit__(self, *exc: Any) -> None:
+        assert self.server is not None
+        self.server.close()
+
+
+@pytest.mark.parametrize("where", ["headers", "body"])
+async def test_a_receiver_that_answers_a_byte_at_a_time_does_not_hold_the_sender(where: str) -> None:
+    # the read timeout (1 s) starts again with every byte: only a deadline for the whole answer
+    # frees the worker's slot (and its answer's body is never read: a 200 is a 200)
+    async with Tarpit(where) as url, httpx.AsyncClient() as http:
+        channel = CallbackChannel(http, b"k", allow_private=True, timeout=1.0)
+        sending = asyncio.ensure_future(channel.deliver(_notification(url)))
+        done, _ = await asyncio.wait({sending}, timeout=30)
+        if not done:
+            sending.cancel()
+            pytest.fail("the callback was still being sent after 30 s")
+        if where == "headers":
+            with pytest.raises(DeliveryError) as caught:
+                sending.result()
+            assert caught.value.retryable is True and "did not answer within 1 s" in str(caught.value)
+        else:
+            assert sending.result() is None  # delivered: its status said so

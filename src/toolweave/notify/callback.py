@@ -11,14 +11,16 @@ it, compares in constant time and refuses timestamps older than a few minutes (r
 ``X-Toolweave-Delivery`` is the notification id, the same on every retry (deduplicate on it).
 
 Outcome: 2xx is delivered; 408, 429, 5xx, timeouts and network errors are retried by the
-dispatcher with backoff (a ``Retry-After`` is honoured); any other status is final. Redirects are
-not followed. Unless ``callback_allow_private_urls`` is set, URLs whose host resolves to a
+dispatcher with backoff (a ``Retry-After`` is honoured); any other status is final. The whole
+exchange has one deadline (``timeout``: a receiver answering a byte at a time does not hold the
+sender), and the answer's body is not read. Redirects are not followed. Unless ``callback_allow_private_urls`` is set, URLs whose host resolves to a
 loopback, private or link-local address are refused (the server must not be usable to reach its
 own network).
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -142,17 +144,21 @@ class CallbackChannel:
             EVENT_HEADER: str(notification["event_type"]),
         }
         try:
-            response = await self.http.post(
-                url, content=body, headers=headers, timeout=self.timeout, follow_redirects=False
-            )
-        except httpx.TimeoutException:
+            # one deadline for the whole exchange (httpx's timeouts start again with every byte, so
+            # a receiver that answers a byte at a time would hold the sender for ever), and the
+            # answer's body is never read (its status says all: a huge body costs nothing)
+            async with asyncio.timeout(self.timeout), self.http.stream(
+                "POST", url, content=body, headers=headers, timeout=self.timeout, follow_redirects=False
+            ) as response:
+                status = response.status_code
+                retry_after = response.headers.get("retry-after")
+        except (httpx.TimeoutException, TimeoutError):
             raise DeliveryError(f"the callback receiver did not answer within {self.timeout:g} s") from None
         except httpx.HTTPError as exc:
             raise DeliveryError(f"the callback could not be sent: {type(exc).__name__}: {exc}") from None
-        status = response.status_code
         if 200 <= status < 300:
             return
         message = f"the callback receiver answered HTTP {status}"
         if status in (408, 429) or status >= 500:
-            raise DeliveryError(message, retryable=True, retry_after=_retry_after(response.headers.get("retry-after")))
+            raise DeliveryError(message, retryable=True, retry_after=_retry_after(retry_after))
         raise DeliveryError(message, retryable=False)
