@@ -135,3 +135,32 @@ async def test_a_group_upgraded_to_a_supergroup_gets_its_status_message_and_resu
         assert "Card: Moving house" in done["text"]
         assert len([m for m in fake.sent_to(supergroup) if "\nRun run_" in (m.get("text") or "")]) == 1
         assert not fake.sent_to(group)
+
+
+async def test_forged_button_data_is_answered_plainly(db_url: str, tmp_path: Path, caplog: Any) -> None:
+    import logging
+
+    caplog.set_level(logging.ERROR, logger="toolweave")
+    async with telegram_env(tmp_path, database_url=db_url) as env:
+        fake = env.fake
+        await env.send(fake.message_update("/card Mine"))
+        (done,) = await fake.wait_for(lambda: results(env), timeout=60)
+        rows = await notifications(env)
+        mine = next(r for r in rows if r["event_type"] == "run.completed")["notification_id"]
+        run_id = next(r for r in rows if r["event_type"] == "run.completed")["run_id"]
+        # a bad client may send any callback_data (the Bot API says so): digits that are not ASCII
+        # ("²" is a digit to str.isdigit, not to int), another user's runs and deliveries, garbage
+        forged = [f"s:{mine}:²", "a:q_x:c²", f"s:{mine}:99", f"r:{run_id}", f"c:{run_id}", f"s:{mine}:0", "zz", ":"]
+        users = [42, 42, 42, 77, 77, 77, 42, 42]
+        for data, user in zip(forged, users, strict=True):
+            await env.send(fake.callback_update(data, user_id=user, message=done))
+        answers = [str(c.params.get("text")) for c in fake.calls_of("answerCallbackQuery")]
+        assert len(answers) == len(forged)
+        assert not [a for a in answers if a.startswith("Sorry")], answers
+        assert answers[0].startswith("That is not yours") and answers[1] == "This button is no longer supported."
+        assert answers[2] == "Nothing of that is missing: it was all sent."  # no part 100, nor one in doubt
+        assert answers[3] == answers[4] == "That run is not yours." and answers[5].startswith("That is not yours")
+        assert not [r for r in await notifications(env) if r["event_type"] == "resend"]
+        assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+        assert len((await env.app.list_runs("telegram-42")).items) == 1
+        assert len((await env.app.list_runs("telegram-77")).items) == 0

@@ -105,11 +105,18 @@ async def answer_button(bot: TelegramBot, query: Any, data: str) -> None:
 
 async def send_again(bot: TelegramBot, query: Any, ref: str) -> None:
     """The button under a delivery whose part may not have arrived: send that part again."""
+    from toolweave.telegram.channel import SENT_NAMESPACE
+
     notification_id, _, part = ref.partition(":")
     account = await bot.account_of(query.from_user)
     original = await bot.app.notification(notification_id)
-    if original is None or original.get("account_id") != account or not part.isdigit():
+    if original is None or original.get("account_id") != account or not _number(part):
         await answer(query, "That is not yours to ask for.", show_alert=True)
+        return
+    # only a part the delivery said may be missing (forged data may name any other)
+    state = await bot.app.kv_get(SENT_NAMESPACE, notification_id) or {}
+    if int(part) not in (state.get("doubts") or []):
+        await answer(query, "Nothing of that is missing: it was all sent.", show_alert=True)
         return
     chat = query.message.chat.id if query.message is not None else original["target"].get("chatId")
     await bot.app.queue_notification(
@@ -117,6 +124,11 @@ async def send_again(bot: TelegramBot, query: Any, ref: str) -> None:
         account_id=account, dedupe_key=f"tg:resend:{query.id}",
     )
     await answer(query, "Sending it again.")
+
+
+def _number(text: str) -> bool:
+    """ASCII digits only (``str.isdigit`` takes "²", which ``int`` refuses)."""
+    return text.isascii() and text.isdigit() and len(text) <= 6
 
 
 async def answer(query: Any, text: str, *, show_alert: bool = False) -> None:

@@ -98,7 +98,7 @@ def parse_callback(data: str) -> tuple[str, dict[str, Any]] | None:
         return parts[1], {"decision": "approve"}
     if what == REJECT:
         return parts[1], {"decision": "reject"}
-    if what.startswith("c") and what[1:].isdigit():
+    if what.startswith("c") and what[1:].isascii() and what[1:].isdigit() and len(what) <= 7:
         return parts[1], {"chosen": [int(what[1:])]}
     return None
 
