@@ -14,7 +14,7 @@ from toolweave.api.metrics import CONTENT_TYPE, Metrics
 from toolweave.api.problems import ApiProblem
 from toolweave.api.schemas import Health, QueueStatus, WebhookResult
 from toolweave.app import App, NotFound
-from toolweave.services.base import WebhookRejected
+from toolweave.services.base import ServiceError, WebhookRejected
 
 log = logging.getLogger("toolweave.api")
 router = APIRouter()
@@ -75,6 +75,7 @@ async def metrics(request: Request) -> Response:
         400: {"description": "The body is not an update this service sends"},
         404: {"description": "Unknown service or generation, or a bad token"},
         413: {"description": "The body is too large"},
+        503: {"description": "A good update that could not be completed now (an output not downloadable yet): send it again"},
     },
 )
 async def webhook(
@@ -107,6 +108,14 @@ async def receive_webhook(
     except WebhookRejected as exc:
         outcome = "rejected"
         raise ApiProblem(400, str(exc) or "the body is not a valid update", kind="webhook-rejected") from None
+    except ServiceError as exc:
+        # the update is good but could not be completed now (an output that cannot be downloaded
+        # yet): nothing was recorded; the backend may send it again, and the poll finds it anyway
+        outcome = "unavailable"
+        if not exc.retryable:
+            raise ApiProblem(400, f"the update cannot be applied: {exc}", kind="webhook-rejected") from None
+        raise ApiProblem(503, f"the update could not be completed now, send it again: {exc}",
+                         kind="webhook-unavailable", headers={"Retry-After": "30"}) from None
     finally:
         label = service if service in app.services else "unknown"
         metrics.webhook_seconds.labels(label, outcome).observe(time.perf_counter() - started)
