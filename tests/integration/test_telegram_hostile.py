@@ -164,3 +164,23 @@ async def test_forged_button_data_is_answered_plainly(db_url: str, tmp_path: Pat
         assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
         assert len((await env.app.list_runs("telegram-42")).items) == 1
         assert len((await env.app.list_runs("telegram-77")).items) == 0
+
+
+async def test_a_bot_api_that_answers_a_byte_at_a_time_does_not_hold_the_sender() -> None:
+    import httpx
+    from tests.integration.test_api_callbacks import Tarpit
+
+    from toolweave.telegram.botapi import BotAPI, BotAPIError
+
+    # a broken proxy in front of Telegram, or Telegram itself, trickling its answer: httpx's
+    # timeout starts again with every byte, so only a deadline for the whole call ends it
+    async with Tarpit("headers") as url, httpx.AsyncClient() as http:
+        api = BotAPI(http, "123:abc", url.removesuffix("/hook"), timeout=1.0)
+        calling = asyncio.ensure_future(api.call("sendMessage", {"chat_id": 42, "text": "hi"}))
+        done, _ = await asyncio.wait({calling}, timeout=30)
+        if not done:
+            calling.cancel()
+            raise AssertionError("the Bot API call was still going after 30 s")
+        error = calling.exception()
+        assert isinstance(error, BotAPIError) and error.retryable
+        assert error.sent_maybe  # the request went out: Telegram may have carried it out

@@ -8,6 +8,7 @@ Also here: ``redact_token_in_logs``, which keeps the token out of every log reco
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Mapping
@@ -16,6 +17,9 @@ from typing import Any
 import httpx
 
 log = logging.getLogger("toolweave.telegram")
+
+DEADLINE = 4
+"""A call's whole exchange may take this many of its timeouts (an upload of 50 MB takes a while)."""
 
 CHAT_REFUSALS = (
     "chat not found", "upgraded to a supergroup", "have no rights to send a message", "chat_write_forbidden",
@@ -80,12 +84,18 @@ class BotAPI:
         """Call a Bot API method; returns ``result``. Nested values are sent as JSON text."""
         url = f"{self._base}/bot{self._token}/{method}"
         try:
-            if files:
-                data = {k: v if isinstance(v, str) else json.dumps(v) for k, v in (params or {}).items() if v is not None}
-                response = await self._http.post(url, data=data, files=dict(files), timeout=self._timeout)
-            else:
-                body = {k: v for k, v in (params or {}).items() if v is not None}
-                response = await self._http.post(url, json=body, timeout=self._timeout)
+            # httpx's timeout starts again with every byte: a whole call gets DEADLINE of them, so
+            # an answer that trickles in (a broken proxy) cannot hold the sender for ever
+            async with asyncio.timeout(self._timeout * DEADLINE):
+                if files:
+                    data = {k: v if isinstance(v, str) else json.dumps(v) for k, v in (params or {}).items() if v is not None}
+                    response = await self._http.post(url, data=data, files=dict(files), timeout=self._timeout)
+                else:
+                    body = {k: v for k, v in (params or {}).items() if v is not None}
+                    response = await self._http.post(url, json=body, timeout=self._timeout)
+        except TimeoutError:
+            raise BotAPIError(f"{method}: no whole answer within {self._timeout * DEADLINE:g} s",
+                              sent_maybe=True) from None
         except httpx.HTTPError as exc:
             # a refused or timed-out connection never carried the request; anything later might have
             unsent = isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
