@@ -184,3 +184,29 @@ async def test_a_bot_api_that_answers_a_byte_at_a_time_does_not_hold_the_sender(
         error = calling.exception()
         assert isinstance(error, BotAPIError) and error.retryable
         assert error.sent_maybe  # the request went out: Telegram may have carried it out
+
+
+async def test_a_status_message_in_an_upgraded_group_does_not_stop_the_others_being_edited(
+        db_url: str, tmp_path: Path) -> None:
+    group, supergroup = -4343, -1004343
+    # no worker: both runs stay queued until they are cancelled, so their status messages change once
+    async with telegram_env(tmp_path, database_url=db_url, worker=False) as env:
+        fake = env.fake
+
+        def status_of(chat: int) -> list[dict[str, Any]]:
+            return [m for m in fake.sent_to(chat) if "\nRun run_" in (m.get("text") or "")]
+
+        await env.send(fake.message_update("/card In the group", chat_id=group))
+        await fake.wait_for(lambda: status_of(group))
+        await asyncio.sleep(0.01)  # the private chat's run sorts after the group's
+        await env.send(fake.message_update("/card In private"))
+        (sent,) = await fake.wait_for(lambda: status_of(42))
+        private = dict(sent)  # as it was sent (the fake edits its message in place)
+        fake.upgrade_group(group, supergroup)  # editing the group's message now fails: ChatMigrated
+        for index in range(2):
+            run = await env.run_of("telegram-42", index)
+            await env.app.cancel(run["jobRunId"], "telegram-42")
+        edited = await fake.wait_for(
+            lambda: "reply_markup" not in fake.message(42, private["message_id"]) and fake.message(42, private["message_id"]),
+            timeout=30)
+        assert edited["text"] != private["text"]

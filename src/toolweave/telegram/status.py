@@ -19,7 +19,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup
-from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter
+from telegram.error import BadRequest, ChatMigrated, Forbidden, NetworkError, RetryAfter
 
 from toolweave.model.status import RunStatus
 
@@ -32,6 +32,8 @@ log = logging.getLogger("toolweave.telegram")
 
 STATUS_NAMESPACE = "telegram.status"
 FINAL_TTL = 86400.0
+FAILED_PAUSE = 30.0
+"""How long a status message whose update failed unexpectedly is left alone."""
 
 _STEP_ICONS = {
     "pending": ("⏳", "waiting"),
@@ -191,7 +193,15 @@ class StatusTracker:
             if not isinstance(state, dict) or state.get("final") or not state.get("messageId"):
                 continue  # finished, or not sent yet (the outbox sends it)
             open_count += 1
-            await self._update(run_id, state, force=force)
+            try:
+                await self._update(run_id, state, force=force)
+            except Exception as exc:
+                # one message that cannot be brought up to date holds up no other one
+                log.warning("updating the status message of %s failed (%s: %s); trying again in %.0f s",
+                            run_id, type(exc).__name__, exc, FAILED_PAUSE)
+                state["notBefore"] = time.time() + FAILED_PAUSE
+                with contextlib.suppress(Exception):
+                    await self.app.kv_set(STATUS_NAMESPACE, run_id, state)
         return open_count
 
     async def _update(self, run_id: str, state: dict[str, Any], *, force: bool) -> None:
@@ -231,7 +241,9 @@ class StatusTracker:
             if "not modified" not in str(exc).lower():
                 log.warning("status message of %s cannot be edited (%s); no longer following it", run_id, exc)
                 terminal = True
-        except Forbidden as exc:
+        except (Forbidden, ChatMigrated) as exc:
+            # the bot may not write there, or the group became a supergroup (its messages have
+            # other ids there): the message is let go; the run's result goes to the chat anyway
             log.warning("status message of %s: the bot may not write to the chat (%s)", run_id, exc)
             terminal = True
         except NetworkError as exc:
