@@ -1,6 +1,7 @@
 """Result delivery against a hostile Bot API, on both stores: an album Telegram refuses sent item by
 item while a 429 cuts in, a chat Telegram will not take messages for (400 "chat not found", a group
-upgraded to a supergroup) — each photo arrives exactly once, and nothing is lost."""
+upgraded to a supergroup), a retry after the job changed, forged buttons, an answer that trickles
+in — each photo arrives exactly once, and nothing is lost."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ import io
 from pathlib import Path
 from typing import Any
 
+import yaml
 from PIL import Image
-from tests.fakes.telegram_api import FakeTelegram, TelegramEnv, telegram_env
+from tests.fakes.telegram_api import DEFINITIONS, FakeTelegram, TelegramEnv, telegram_env
 
 FINAL_MARKS = ("✅", "⚠️", "❌", "🚫")
 
@@ -210,3 +212,24 @@ async def test_a_status_message_in_an_upgraded_group_does_not_stop_the_others_be
             lambda: "reply_markup" not in fake.message(42, private["message_id"]) and fake.message(42, private["message_id"]),
             timeout=30)
         assert edited["text"] != private["text"]
+
+
+async def test_a_delivery_retried_after_its_job_changed_keeps_to_the_version_it_ran(db_url: str, tmp_path: Path) -> None:
+    async with telegram_env(tmp_path, database_url=db_url) as env:
+        fake = env.fake
+        # the album goes; the document after it meets a 429; meanwhile a new version of the job
+        # says "dark" goes as a document: a plan made from the new version would put "dark" where
+        # the old one had "sheet", sending "dark" twice and "sheet" never
+        fake.fail("sendDocument", 429, retry_after=3)
+        await env.send(fake.message_update("/variants", photo=jpeg()))
+        await fake.wait_for(lambda: [c for c in fake.calls if c.method == "sendDocument" and c.status == 429], timeout=60)
+        jobs = yaml.safe_load((DEFINITIONS / "jobs.yaml").read_text())
+        variants = next(j for j in (jobs if isinstance(jobs, list) else jobs["jobs"]) if j["jobId"] == "tg_variants")
+        variants = {**variants, "version": "99"}
+        variants["deliveryHints"]["telegram"]["outputs"]["dark"] = {"send-as": "document"}
+        _, problems = await env.app.register_job(variants)
+        assert not problems
+        await fake.wait_for(lambda: results(env), timeout=60)
+        await settled(env)
+        assert photos_by_caption(fake) == {"bright": 1, "dark": 1, "sheet": 1}
+        assert [c.files["document"][0] for c in fake.calls_of("sendDocument")] == ["sheet.png"]

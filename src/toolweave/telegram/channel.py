@@ -143,9 +143,11 @@ class TelegramChannel:
             return None
 
     def plan(self, notification: Mapping[str, Any], notes: list[str] | None = None,
-             buttons: list[dict[str, Any]] | None = None) -> list[Part]:
+             buttons: list[dict[str, Any]] | None = None, pinned: JobDefinition | None = None) -> list[Part]:
         """The Bot API calls that deliver one notification, in order (deterministic). ``notes`` are
-        lines added to the closing message, ``buttons`` buttons under it (what sending found)."""
+        lines added to the closing message, ``buttons`` buttons under it (what sending found).
+        ``pinned`` is the definition version the run ran (``pinned_definition``): the plan does
+        not change when the job does between two attempts."""
         payload = notification.get("payload") or {}
         kind = notification.get("event_type")
         if kind == "message":
@@ -154,7 +156,7 @@ class TelegramChannel:
             parts[-1].keyboard = payload.get("markup")
             return parts
         run_id = str(payload.get("runId") or notification.get("run_id") or "")
-        definition = self._definition(payload.get("jobId"))
+        definition = pinned or self._definition(payload.get("jobId"))
         name = definition.display_name if definition else str(payload.get("jobId") or "Your run")
         status = str(payload.get("status") or "")
         if status == RunStatus.WAITING_INPUT.value:  # a step asks the run's account (telegram.questions)
@@ -172,6 +174,20 @@ class TelegramChannel:
         given = payload.get("outputs")
         outputs: Mapping[str, Any] = given if isinstance(given, Mapping) else {}
         return plan_results(head, outputs, definition, keyboard, notes)
+
+    async def pinned_definition(self, notification: Mapping[str, Any]) -> JobDefinition | None:
+        """The definition version the notification's run ran, or None (no run, or pruned): a
+        delivery is planned from it, not from the job as it is now."""
+        payload = notification.get("payload") or {}
+        run_id = notification.get("run_id") or payload.get("runId")
+        if not run_id or notification.get("event_type") == "message":
+            return None
+        from toolweave.app import NotFound
+
+        try:
+            return await self.app.run_definition(str(run_id))
+        except NotFound:
+            return None
 
     def _question_parts(self, name: str, payload: Mapping[str, Any]) -> list[Part]:
         """The candidates as photos, each with its button (when they are images), then the question
@@ -230,7 +246,8 @@ class TelegramChannel:
         sent: list[dict[str, Any]] = list(state.get("sent", []))
         notes: list[str] = list(state.get("notes", []))
         doubts: list[int] = list(state.get("doubts", []))
-        parts = self.plan(notification, notes, self._resend_buttons(notification_id, doubts, state))
+        pinned = await self.pinned_definition(notification)
+        parts = self.plan(notification, notes, self._resend_buttons(notification_id, doubts, state), pinned)
         recorded = state.get("partial")
         partial = recorded if isinstance(recorded, dict) and recorded.get("part") == done else None
         if (state.get("sending") is not None and int(state["sending"]) == done and done < len(parts)
@@ -264,7 +281,7 @@ class TelegramChannel:
                 done += 1
                 state = {**state, "done": done, "sending": None, "sent": sent, "notes": notes, "doubts": doubts}
                 await self.app.kv_set(SENT_NAMESPACE, notification_id, state, ttl=SENT_TTL)
-                parts = self.plan(notification, notes, self._resend_buttons(notification_id, doubts, state))
+                parts = self.plan(notification, notes, self._resend_buttons(notification_id, doubts, state), pinned)
             else:
                 log.warning("notification %s: %s may have been sent before an interruption; sending it again",
                             notification_id, part.describe())
@@ -294,7 +311,8 @@ class TelegramChannel:
             if more_notes:
                 notes.extend(more_notes)
                 # the closing message says what went another way: plan its (not yet sent) parts again
-                parts = [*parts[:index], *self.plan(notification, notes, self._resend_buttons(notification_id, doubts, state))[index:]]
+                again = self.plan(notification, notes, self._resend_buttons(notification_id, doubts, state), pinned)
+                parts = [*parts[:index], *again[index:]]
             state = {**state, "done": index, "of": len(parts), "sending": None, "sent": sent, "notes": notes,
                      "partial": None}
             await self.app.kv_set(SENT_NAMESPACE, notification_id, state, ttl=SENT_TTL)
@@ -384,7 +402,7 @@ class TelegramChannel:
         if original is None:
             raise DeliveryError("the delivery to send again is gone", retryable=False)
         state: dict[str, Any] = await self.app.kv_get(SENT_NAMESPACE, str(original["notification_id"])) or {}
-        parts = self.plan(original, list(state.get("notes", [])))
+        parts = self.plan(original, list(state.get("notes", [])), None, await self.pinned_definition(original))
         index = int(payload.get("part") or 0)
         if not 0 <= index < len(parts):
             raise DeliveryError(f"delivery {original['notification_id']} has no part {index + 1}", retryable=False)
