@@ -233,3 +233,22 @@ async def test_a_delivery_retried_after_its_job_changed_keeps_to_the_version_it_
         await settled(env)
         assert photos_by_caption(fake) == {"bright": 1, "dark": 1, "sheet": 1}
         assert [c.files["document"][0] for c in fake.calls_of("sendDocument")] == ["sheet.png"]
+
+
+async def test_a_forged_cancel_on_another_users_message_does_not_overwrite_it(db_url: str, tmp_path: Path) -> None:
+    group = -5151
+    async with telegram_env(tmp_path, database_url=db_url) as env:
+        fake = env.fake
+        await env.send(fake.message_update("/card Mine", chat_id=group, user_id=42))
+        await fake.wait_for(lambda: [m for m in results(env, group) if "Card: Mine" in m["text"]], timeout=60)
+        await env.send(fake.message_update("/card Theirs", chat_id=group, user_id=77))
+        (theirs,) = await fake.wait_for(lambda: [m for m in results(env, group) if "Card: Theirs" in m["text"]], timeout=60)
+        before = dict(theirs)
+        mine = (await env.run_of("telegram-42"))["jobRunId"]
+        # user 42's client sends the Cancel data of their own run on user 77's result message
+        await env.send(fake.callback_update(f"c:{mine}", user_id=42, message=theirs))
+        await env.bot.tracker.pass_once(force=True)
+        await asyncio.sleep(0.3)  # the tracker's own passes
+        after = fake.message(group, theirs["message_id"])
+        assert after["text"] == before["text"] and after.get("reply_markup") == before.get("reply_markup")
+        assert not [e for e in fake.edits if e["message_id"] == theirs["message_id"]]

@@ -50,9 +50,11 @@ async def on_callback(bot: TelegramBot, update: Update) -> None:
         await answer(query, "That run is not yours.", show_alert=True)
         return
     if action == "c":
-        if query.message is not None:
+        if query.message is not None and _carries(query.message, data):
             # a status message the bot lost track of (a crash before its id was recorded)
-            # is followed from now on and edited to the run's state
+            # is followed from now on and edited to the run's state — only a message that has
+            # this very button: forged data pressed on another message (another user's result)
+            # must not make the bot overwrite it
             await bot.tracker.adopt(run_id, query.message.chat.id, query.message.message_id)
         if RunStatus(run["status"]).terminal:
             await answer(query, "It has already finished.")
@@ -124,6 +126,14 @@ async def send_again(bot: TelegramBot, query: Any, ref: str) -> None:
         account_id=account, dedupe_key=f"tg:resend:{query.id}",
     )
     await answer(query, "Sending it again.")
+
+
+def _carries(message: Any, data: str) -> bool:
+    """Whether ``message`` has a button with this ``callback_data`` (a bad client may send any
+    data with a press on any of the bot's messages)."""
+    markup = getattr(message, "reply_markup", None)
+    rows = getattr(markup, "inline_keyboard", None) or ()
+    return any(getattr(button, "callback_data", None) == data for row in rows for button in row)
 
 
 def _number(text: str) -> bool:
