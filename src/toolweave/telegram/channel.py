@@ -26,10 +26,9 @@ with ``retry_after``); a 403 (the user blocked the bot) or another 4xx of a text
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from toolweave.model.definitions import JobDefinition
@@ -38,6 +37,7 @@ from toolweave.notify.dispatcher import DeliveryError
 from toolweave.telegram import reconcile
 from toolweave.telegram.botapi import BotAPI, BotAPIError, redact_token_in_logs
 from toolweave.telegram.parts import Media, Part, closing, extension, plan_results, split_text
+from toolweave.telegram.sending import PartSending
 
 if TYPE_CHECKING:
     from toolweave.app import App
@@ -52,8 +52,6 @@ MIGRATED_NAMESPACE = "telegram.migrated"
 """A basic group's id → the supergroup Telegram upgraded it to (``migrate_to_chat_id``)."""
 SENT_TTL = 30 * 86400.0
 
-Progress = Callable[[dict[str, Any]], Awaitable[None]]
-"""Records how far a part sent in pieces got (``TelegramChannel._send``)."""
 
 
 def telegram_notification_rule(run: Any, status: RunStatus) -> list[tuple[str, dict[str, Any]]]:
@@ -103,7 +101,7 @@ def failure_text(name: str, error: Mapping[str, Any] | None, definition: JobDefi
     return f"❌ {name} failed: {_short(message, 1500)}"
 
 
-class TelegramChannel:
+class TelegramChannel(PartSending):
     """Delivers outbox rows of the ``telegram`` channel through the Bot API."""
 
     name = CHANNEL
@@ -488,121 +486,6 @@ class TelegramChannel:
         await self.app.kv_set(STATUS_NAMESPACE, run_id, state, ttl=86400.0 if terminal else None)
         await reconcile.seen(self.app, chat_id, [int(result["message_id"])])
 
-    # --- one part ---------------------------------------------------------------------------------
-
-    async def _file(self, media: Media, account_id: str) -> tuple[str, bytes, str]:
-        from toolweave.app import NotFound
-
-        if media.text is not None:
-            return media.filename, media.text.encode("utf-8"), "text/plain"
-        assert media.ref is not None
-        try:
-            path, _ref = await self.app.artifact(media.ref.sha256, account_id)
-            data = await asyncio.to_thread(path.read_bytes)
-        except (NotFound, OSError):
-            raise BotAPIError(f"the output {media.output} is no longer stored", status=410) from None
-        return media.filename, data, media.ref.mime_type or "application/octet-stream"
-
-    def _base(self, chat_id: Any, reply_to: Any) -> dict[str, Any]:
-        params: dict[str, Any] = {"chat_id": chat_id}
-        if reply_to is not None:
-            params["reply_parameters"] = {"message_id": reply_to, "allow_sending_without_reply": True}
-        return params
-
-    async def _send(self, part: Part, chat_id: Any, reply_to: Any, account_id: str,
-                    partial: Mapping[str, Any] | None = None, progress: Progress | None = None,
-                    ) -> tuple[list[int], list[str]]:
-        """Send one part; returns its message ids and lines for the closing message about what went
-        another way. A refusal (400) of a media part is met by sending it another way. ``partial``
-        is what an earlier attempt recorded (through ``progress``) of an album it was sending item
-        by item: this attempt goes on from there."""
-        params = self._base(chat_id, reply_to)
-        if part.method == "sendMessage":
-            params["text"] = part.text or "…"
-            if part.keyboard:
-                params["reply_markup"] = part.keyboard
-            return _ids(await self.api.call("sendMessage", params)), []
-        if part.method == "sendMediaGroup":
-            if partial is not None:
-                return await self._items_one_by_one(
-                    part, [int(i) for i in partial.get("items", [])], chat_id, reply_to, account_id, progress,
-                    [int(i) for i in partial.get("ids", [])], [str(n) for n in partial.get("notes", [])])
-            files: dict[str, tuple[str, bytes, str]] = {}
-            media = []
-            gone: list[str] = []
-            for i, item in enumerate(part.media):
-                try:
-                    files[f"file{i}"] = await self._file(item, account_id)
-                except BotAPIError:
-                    gone.append(f"{item.output}: could not be sent (it is no longer stored)")
-                    continue
-                entry = {"type": "photo", "media": f"attach://file{i}"}
-                if item.caption:
-                    entry["caption"] = item.caption
-                media.append(entry)
-            params["media"] = media
-            if len(media) >= 2:
-                try:
-                    return _ids(await self.api.call("sendMediaGroup", params, files)), gone
-                except BotAPIError as exc:
-                    if not exc.refused:
-                        raise
-                    log.warning("Telegram refused the album %s (%s); sending its items one by one", part.describe(), exc)
-            items = [i for i in range(len(part.media)) if f"file{i}" in files]
-            if progress is not None:
-                await progress({"items": items, "ids": [], "notes": gone})
-            return await self._items_one_by_one(part, items, chat_id, reply_to, account_id, progress, [], gone)
-        return await self._send_one(part.media[0], chat_id, reply_to, account_id, part.keyboard)
-
-    async def _items_one_by_one(self, part: Part, items: list[int], chat_id: Any, reply_to: Any, account_id: str,
-                                progress: Progress | None, ids: list[int], notes: list[str],
-                                ) -> tuple[list[int], list[str]]:
-        """An album's ``items`` (their indexes) sent one by one, after ``ids`` and ``notes`` of the
-        items sent before. After each item ``progress`` records what went, so an attempt that stops
-        half way (a 429, a 5xx, a crash) goes on with the next item and sends none twice."""
-        ids, notes = list(ids), list(notes)
-        for k, index in enumerate(items):
-            more, extra = await self._send_one(part.media[index], chat_id, reply_to, account_id)
-            ids += more
-            notes += extra
-            if progress is not None:
-                await progress({"items": items[k + 1:], "ids": ids, "notes": notes})
-        return ids, notes
-
-    async def _send_one(self, item: Media, chat_id: Any, reply_to: Any, account_id: str,
-                        keyboard: dict[str, Any] | None = None) -> tuple[list[int], list[str]]:
-        """One file as a photo, video or document; a photo or video Telegram refuses goes as a
-        document, a document it refuses is named in the closing message."""
-        try:
-            file = await self._file(item, account_id)
-        except BotAPIError:
-            return [], [f"{item.output}: could not be sent (it is no longer stored)"]
-        method = {"photo": "sendPhoto", "video": "sendVideo"}.get(item.kind, "sendDocument")
-        params = self._base(chat_id, reply_to)
-        if item.caption:
-            params["caption"] = item.caption
-        if keyboard:
-            params["reply_markup"] = keyboard
-        if method != "sendDocument":
-            field_name = "photo" if method == "sendPhoto" else "video"
-            try:
-                return _ids(await self.api.call(method, params, {field_name: file})), []
-            except BotAPIError as exc:
-                if not exc.refused:
-                    raise
-                log.warning("Telegram refused %s as a %s (%s); sending it as a document", item.output, field_name, exc)
-                note = f"{item.output}: sent as a file (Telegram refused it as a {field_name}: {exc.description})"
-        else:
-            note = ""
-        try:
-            ids = _ids(await self.api.call("sendDocument", params, {"document": file}))
-        except BotAPIError as exc:
-            if not exc.refused:
-                raise
-            log.warning("Telegram refused %s as a document too (%s); naming it in the closing message", item.output, exc)
-            return [], [f"{item.output}: could not be sent ({exc.description or exc})"]
-        return ids, [note] if note else []
-
 
 def _failure(text: str, exc: BotAPIError) -> DeliveryError:
     """What the dispatcher hears of ``exc``: retried when Telegram says the group moved (the next
@@ -611,11 +494,6 @@ def _failure(text: str, exc: BotAPIError) -> DeliveryError:
                           retry_after=0.0 if exc.migrate_to is not None else exc.retry_after)
     error.migrate_to = exc.migrate_to  # type: ignore[attr-defined]
     return error
-
-
-def _ids(result: Any) -> list[int]:
-    results = result if isinstance(result, list) else [result]
-    return [int(r["message_id"]) for r in results if isinstance(r, Mapping) and "message_id" in r]
 
 
 __all__ = ["CHANNEL", "TelegramChannel", "failure_text", "rerun_keyboard", "telegram_approver_rule", "telegram_notification_rule"]
