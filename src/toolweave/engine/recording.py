@@ -5,6 +5,7 @@ a poll or a stream (``apply_update_tx``), webhooks arriving together (``record_p
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import Any
@@ -12,7 +13,7 @@ from typing import Any
 from toolweave.engine.grants import made_media
 from toolweave.engine.transitions import Transitions
 from toolweave.engine.work import DEFAULT_POLL_SECONDS, Lease, Outcome, Work, _Ctx
-from toolweave.model.credits import to_units
+from toolweave.model.credits import MAX_AMOUNT, to_units
 from toolweave.model.definitions import CostingModel, RateSource
 from toolweave.model.records import RunUpdate
 from toolweave.model.status import GenerationStatus, StepStatus, TaskKind
@@ -25,6 +26,8 @@ from toolweave.store import items as items_q
 from toolweave.store import runs as runs_q
 from toolweave.store import tasks as tasks_q
 from toolweave.store.db import Row, Tx
+
+log = logging.getLogger(__name__)
 
 
 def generation_cost(
@@ -50,6 +53,19 @@ def generation_cost(
             units += len(value) if isinstance(value, list) else 1
         return model.unit_cost.amount * units
     return Decimal(0)
+
+
+def cost_refusal(cost: Decimal) -> str | None:
+    """Why a cost a backend reported cannot be charged or added up (None: it can): it is not a
+    number, it is negative (a charge would add credits), or it is more than one ledger entry may
+    move (``MAX_AMOUNT``: its units would not fit the ledger's 64-bit columns)."""
+    if not cost.is_finite():
+        return "it is not a finite number"
+    if cost < 0:
+        return "it is negative"
+    if cost > MAX_AMOUNT:
+        return f"it is more than {MAX_AMOUNT}"
+    return None
 
 
 def progress_moves(gen: Row, update: RunUpdate) -> bool:
@@ -263,6 +279,12 @@ class Recording(Transitions):
         now, run_id, gid = ctx.now, run["run_id"], row["generation_id"]
         completed = update.status is GenerationStatus.COMPLETED
         cost = update.cost_usd
+        refused = None if cost is None else cost_refusal(cost)
+        if refused is not None:  # a backend's nonsense: neither charged nor added up; the costing model's instead
+            log.warning("generation %s: a reported cost of %s is refused: %s", gid, cost, refused)
+            events_q.append(tx, run_id, "generation.cost_refused", now, step_id=row["step_id"], generationId=gid,
+                            reported=str(cost), reason=refused)
+            cost = None
         sha = run["tool_shas"].get(row["tool_id"])
         tool = self._tool(tx, sha) if sha else None
         if cost is None and completed:

@@ -1,0 +1,68 @@
+"""Costs a backend reports are not trusted blindly: a negative cost must not mint credits, a cost
+no ledger can hold must not wedge the generation, a cost that is not a number must not crash the
+record. On both stores."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tests.integration.test_credits import ledger, make_app, priced, sums
+
+from toolweave.app import App
+from toolweave.model.records import RunUpdate
+from toolweave.model.status import GenerationStatus
+
+
+@pytest.fixture
+async def app(db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[App]:
+    monkeypatch.setenv("TOOLWEAVE_TEST_STATE", str(tmp_path / "state"))
+    instance = make_app(db_url, tmp_path / "home")
+    assert instance.registry.register(priced(instance, "test.slow_async")) == []
+    yield instance
+    await instance.aclose()
+
+
+async def _waiting_generation(app: App) -> tuple[str, str]:
+    await app.credits.grant("acme", Decimal("10"))
+    run_id = await app.submit("test.slow_async", {"seconds": 3600}, account_id="acme")
+    await app.make_worker(2).run_until_idle(5)
+    return run_id, (await app.get_run(run_id))["generations"][0]["generationId"]
+
+
+@pytest.mark.parametrize("reported", [Decimal("-5"), Decimal("-0.00000001")])
+async def test_a_negative_cost_from_a_backend_mints_no_credits(app: App, reported: Decimal) -> None:
+    run_id, gen_id = await _waiting_generation(app)
+    done = RunUpdate(status=GenerationStatus.COMPLETED, outputs={"note": "", "waited": 1.0}, cost_usd=reported)
+    assert await app.apply_update(gen_id, done)
+    run = await app.get_run(run_id)
+    assert run["status"] == "completed"
+    balance, held = sums(app, "acme")
+    assert held == 0 and balance <= Decimal(10), ledger(app, "acme")  # never more than was granted
+    assert all(r["amount"] <= 0 for r in ledger(app, "acme") if r["kind"] == "charge")
+    assert Decimal(run["costUsd"] or 0) >= 0
+    refused = [e for e in _events(app, run_id) if e["type"] == "generation.cost_refused"]
+    assert [e["data"]["reason"] for e in refused] == ["it is negative"]
+
+
+@pytest.mark.parametrize("reported", [Decimal("1e30"), Decimal("NaN"), Decimal("Infinity"), Decimal("-Infinity")])
+async def test_a_cost_no_ledger_can_hold_fails_nothing_and_crashes_nothing(app: App, reported: Decimal) -> None:
+    run_id, gen_id = await _waiting_generation(app)
+    # as the adapters add a cost they read: ``model_copy`` (which does not validate)
+    done = RunUpdate(status=GenerationStatus.COMPLETED, outputs={"note": "", "waited": 1.0}).model_copy(
+        update={"cost_usd": reported})
+    assert await app.apply_update(gen_id, done)  # recorded, not raised
+    run = await app.get_run(run_id)
+    assert run["status"] == "completed", run
+    balance, held = sums(app, "acme")
+    assert held == 0 and Decimal(0) <= balance <= Decimal(10), ledger(app, "acme")
+    refused = [e for e in _events(app, run_id) if e["type"] == "generation.cost_refused"]
+    assert len(refused) == 1 and refused[0]["data"]["reported"] == str(reported), refused
+
+
+def _events(app: App, run_id: str) -> list[dict[str, Any]]:
+    rows = app.store.read_sync(lambda tx: tx.all("SELECT * FROM events WHERE run_id = :r ORDER BY event_id", {"r": run_id}))
+    return [dict(r) for r in rows]
