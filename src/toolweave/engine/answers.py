@@ -76,6 +76,12 @@ class Answers(Transitions):
                     return Answered(run_id, step_id, question.question_id, question.answer, who, True,
                                     str(run.status))
             raise Conflict(f"step {step_id!r} is not waiting for an answer: {_describe(question)}")
+        if question.expires_at is not None and now >= float(question.expires_at):
+            # its timeout passed: the timeout's task (due since then) answers with onTimeout, however
+            # late a worker takes it; a person's answer now would depend on how busy the workers are
+            raise Conflict(f"step {step_id!r} is not waiting for an answer: nobody answered in time "
+                           f"(its question expired {now - float(question.expires_at):.0f} s ago; "
+                           "its default answer is being taken)")
         answer = check_answer(step.ask, question.body, body)
         if not questions_q.answer(tx, question.question_id, answer, who, now):
             raise Conflict(f"step {step_id!r} is not waiting for an answer")  # (the run's lock makes this unreachable)
