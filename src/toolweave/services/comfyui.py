@@ -423,7 +423,7 @@ class ComfyUIService(_Streaming):
             for item in picks:
                 if id(item) not in fetched:
                     try:
-                        fetched[id(item)] = await self._fetch(server, item)
+                        fetched[id(item)] = await self._fetch(server, item, name, gen.tool)
                     except ServiceError as exc:
                         if exc.retryable:
                             raise
@@ -444,7 +444,12 @@ class ComfyUIService(_Streaming):
             raw=raw,
         )
 
-    async def _fetch(self, server: ComfyServer, item: OutputItem) -> Any:
+    async def _fetch(self, server: ComfyServer, item: OutputItem, name: str, tool: ToolDefinition) -> Any:
+        """An output file from ``/view``: read up to ``media_max_bytes`` (a larger one is not read
+        to its end) and checked against the output's declared type (an error page answered with
+        HTTP 200 is not stored as an image)."""
+        import httpx
+
         if item.media == "text" or not isinstance(item.item, dict):
             return item.item
         params = {
@@ -452,21 +457,48 @@ class ComfyUIService(_Streaming):
             "subfolder": str(item.item.get("subfolder", "")),
             "type": str(item.item.get("type", "output")),
         }
-        response = await self._request(server, "GET", "/view", params=params)
-        if response.status_code >= 400:
+        limit = self.settings.media_max_bytes
+        url = server.base_url.rstrip("/") + "/view"
+        what = f"ComfyUI server {server.name} ({shown_url(server.base_url)})"
+        try:
+            async with self.host.http.stream("GET", url, params=params, timeout=self.timeout) as response:
+                if response.status_code >= 400:
+                    raise ServiceError(
+                        f"ComfyUI server {server.name} has no output file {params['filename']} "
+                        f"(node {item.node}, HTTP {response.status_code})",
+                        retryable=response.status_code >= 500,
+                        code="server_error" if response.status_code >= 500 else "output_missing",
+                        node=item.node,
+                    )
+                chunks: list[bytes] = []
+                size = 0
+                async for chunk in response.aiter_bytes():
+                    size += len(chunk)
+                    if size > limit:
+                        raise ServiceError(
+                            f"output {name!r} ({params['filename']}, node {item.node}) is larger than "
+                            f"media_max_bytes ({limit} bytes); not downloaded",
+                            code="too_large", node=item.node,
+                        )
+                    chunks.append(chunk)
+                mime = response.headers.get("content-type", "").split(";", 1)[0].strip() or None
+        except httpx.HTTPError as exc:
             raise ServiceError(
-                f"ComfyUI server {server.name} has no output file {params['filename']} "
-                f"(node {item.node}, HTTP {response.status_code})",
-                retryable=False,
-                code="output_missing",
-                node=item.node,
+                f"{what} broke off output file {params['filename']}: {type(exc).__name__}",
+                retryable=True, code="unreachable", node=item.node,
+            ) from None
+        data = b"".join(chunks)
+        param = tool.output(name)
+        problem = media_problem(param.type.value, data) if param is not None else None
+        if problem:
+            raise ServiceError(
+                f"output {name!r} ({params['filename']}, node {item.node}) {problem}; "
+                f"{what} answered something else than the file",
+                code="bad_output", node=item.node,
             )
-        if len(response.content) > self.settings.media_max_bytes:
-            raise ServiceError(f"output {params['filename']} is larger than media_max_bytes", node=item.node)
-        mime = response.headers.get("content-type", "").split(";", 1)[0].strip() or None
         if mime in (None, "application/octet-stream"):
             mime = None
-        ref = self.host.artifacts.put_bytes(response.content, mime, params["filename"])
+        ref = self.host.artifacts.put_bytes(data, mime, params["filename"])
         return ref.as_value()
 
     # cancel ------------------------------------------------------------------------------------

@@ -1,0 +1,115 @@
+"""A ComfyUI server (or what stands in front of it) that answers an output file badly: a page
+that is not the image the tool declares (a proxy's HTML error page with HTTP 200), or a body far
+larger than ``media_max_bytes``. The generation fails naming the output, nothing that is not an
+image is stored as one, and a huge body is not read to its end."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from tests.fakes.comfyui_server import Case, FakeComfyUI
+from tests.fakes.host import FakeHost
+from tests.integration.test_comfyui_service import gen_for, invert_tool
+
+from toolweave.model.status import GenerationStatus
+from toolweave.services.comfyui import ComfyUIService
+from toolweave.settings import ComfyServer, Settings
+
+HTML = b"<!DOCTYPE html><html><body><h1>502 Bad Gateway</h1></body></html>"
+CHUNK = 64 * 1024
+HUGE_CHUNKS = 1024  # 64 MiB
+
+
+class _BadView(FakeComfyUI):
+    """Serves ``/view`` as ``mode`` says: ``html`` (an error page, HTTP 200, image/png claimed or
+    not), ``huge`` (an endless-looking PNG), else as the real server."""
+
+    def __init__(self) -> None:
+        self.mode = ""
+        self.sent = 0
+        super().__init__()
+
+    async def view(self, request: Request) -> Response:
+        if self.mode == "html":
+            return Response(HTML, media_type="text/html")
+        if self.mode == "html-as-png":
+            return Response(HTML, media_type="image/png")
+        if self.mode == "huge":
+            async def body() -> AsyncIterator[bytes]:
+                yield b"\x89PNG\r\n\x1a\n" + b"\x00" * (CHUNK - 8)
+                for _ in range(HUGE_CHUNKS - 1):
+                    self.sent += CHUNK
+                    yield b"\x00" * CHUNK
+                    await asyncio.sleep(0)
+            return StreamingResponse(body(), media_type="image/png")
+        return await super().view(request)
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[_BadView]:
+    server = _BadView()
+    await server.start()
+    yield server
+    await server.stop()
+
+
+@pytest.fixture
+async def host(tmp_path: Path) -> AsyncIterator[FakeHost]:
+    h = FakeHost(tmp_path)
+    yield h
+    await h.close()
+
+
+def _service(fake: FakeComfyUI, host: FakeHost, tmp_path: Path, **settings: object) -> ComfyUIService:
+    return ComfyUIService(host, Settings(home=tmp_path, comfyui_servers=[ComfyServer("local", fake.base_url, 2)],
+                                         http_timeout_seconds=5.0, **settings))  # type: ignore[arg-type]
+
+
+async def _finished_by_poll(service: ComfyUIService, fake: FakeComfyUI) -> object:
+    fake.script(Case.success(hold=True))
+    gen = gen_for(invert_tool())
+    await service.submit(gen)
+    await fake.wait_running(gen.generation_id)
+    service._untrack(gen.generation_id)  # only polling follows it: the test reads its answer
+    fake.release()
+    while gen.generation_id not in fake.history:
+        await asyncio.sleep(0.01)
+    return await service.poll(gen)
+
+
+@pytest.mark.parametrize("mode", ["html", "html-as-png"])
+async def test_an_output_that_is_not_an_image_fails_naming_the_output(
+    fake: _BadView, host: FakeHost, tmp_path: Path, mode: str
+) -> None:
+    fake.mode = mode
+    service = _service(fake, host, tmp_path)
+    try:
+        update = await _finished_by_poll(service, fake)
+    finally:
+        await service.close()
+    assert update.status is GenerationStatus.FAILED, update.outputs  # type: ignore[attr-defined]
+    error = update.error  # type: ignore[attr-defined]
+    assert error is not None and error.code == "bad_output" and "not an image" in error.message, error
+    assert "'image'" in error.message and error.node == "3"
+    assert not list((tmp_path / "artifacts").rglob("*")) or all(  # nothing stored of the page
+        HTML not in p.read_bytes() for p in (tmp_path / "artifacts").rglob("*") if p.is_file())
+
+
+async def test_an_output_larger_than_media_max_bytes_is_not_read_to_its_end(
+    fake: _BadView, host: FakeHost, tmp_path: Path
+) -> None:
+    fake.mode = "huge"
+    service = _service(fake, host, tmp_path, media_max_bytes=CHUNK * 4)
+    try:
+        update = await _finished_by_poll(service, fake)
+    finally:
+        await service.close()
+    assert update.status is GenerationStatus.FAILED  # type: ignore[attr-defined]
+    error = update.error  # type: ignore[attr-defined]
+    assert error is not None and error.code == "too_large" and str(CHUNK * 4) in error.message, error
+    assert fake.sent < CHUNK * HUGE_CHUNKS // 2  # it stopped reading: the server could not send it all
