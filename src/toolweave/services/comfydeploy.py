@@ -33,6 +33,7 @@ from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
+from toolweave.artifacts import media_problem
 from toolweave.model.definitions import RateSource, ToolDefinition
 from toolweave.model.records import ArtifactRef, RunUpdate
 from toolweave.model.status import GenerationStatus
@@ -61,6 +62,9 @@ STATUSES: dict[str, GenerationStatus] = {
     "cancelled": GenerationStatus.CANCELLED,
 }
 """ComfyUI Deploy's run statuses (``WorkflowRunStatus``) and ours."""
+
+MAX_RUN_SECONDS = 366 * 86400
+"""The longest ``runDuration`` a cost is computed from (a longer one is nonsense from the backend)."""
 
 _RAW_FIELDS = {
     "gpu": "gpu",
@@ -386,11 +390,14 @@ class ComfyDeployService:
         values: dict[str, Any] = {}
         for name, pick in chosen.items():
             picks = pick if isinstance(pick, list) else [pick]
-            got = [await self._output_value(item, keep) for item in picks]
+            got = [await self._output_value(item, keep, name, gen.tool) for item in picks]
             values[name] = got if isinstance(pick, list) else got[0]
         return values
 
-    async def _output_value(self, item: OutputItem, keep_url: bool) -> Any:
+    async def _output_value(self, item: OutputItem, keep_url: bool, name: str, tool: ToolDefinition) -> Any:
+        """An output row's value: its file downloaded into the artifact store (up to
+        ``media_max_bytes``: a larger one is not read to its end) and checked against the output's
+        declared type (a storage error page answered with HTTP 200 is not stored as an image)."""
         if not isinstance(item.item, dict):
             return item.item
         url = str(item.item["url"])
@@ -398,30 +405,44 @@ class ComfyDeployService:
             return url
         import httpx
 
+        shown = item.item.get("filename") or "file"
+        limit = self.settings.media_max_bytes
         try:
             # No Authorization header: output URLs are storage URLs, not the API.
-            response = await self.host.http.get(url, timeout=self.timeout, follow_redirects=True)
+            async with self.host.http.stream("GET", url, timeout=self.timeout, follow_redirects=True) as response:
+                if response.status_code >= 400:
+                    raise ServiceError(
+                        f"output {shown} could not be downloaded (HTTP {response.status_code})",
+                        retryable=response.status_code >= 500 or response.status_code in (403, 404),
+                        code="download_failed",
+                    )
+                chunks: list[bytes] = []
+                size = 0
+                async for chunk in response.aiter_bytes():
+                    size += len(chunk)
+                    if size > limit:
+                        raise ServiceError(
+                            f"output {name!r} ({shown}) is larger than media_max_bytes ({limit} bytes); not downloaded",
+                            code="too_large",
+                        )
+                    chunks.append(chunk)
+                mime = response.headers.get("content-type", "").split(";", 1)[0].strip()
         except httpx.HTTPError as exc:
             raise ServiceError(
-                f"output {item.item.get('filename') or url} could not be downloaded: {type(exc).__name__}",
+                f"output {shown} could not be downloaded: {type(exc).__name__}",
                 retryable=True,
                 code="download_failed",
             ) from None
-        if response.status_code >= 400:
-            raise ServiceError(
-                f"output {item.item.get('filename') or 'file'} could not be downloaded (HTTP {response.status_code})",
-                retryable=response.status_code >= 500 or response.status_code in (403, 404),
-                code="download_failed",
-            )
-        if len(response.content) > self.settings.media_max_bytes:
-            raise ServiceError(f"output {item.item.get('filename')} is larger than media_max_bytes")
-        mime = response.headers.get("content-type", "").split(";", 1)[0].strip()
+        data = b"".join(chunks)
+        param = tool.output(name)
+        problem = media_problem(param.type.value, data) if param is not None else None
+        if problem:
+            raise ServiceError(f"output {name!r} ({shown}) {problem}; its storage answered something else than the file",
+                               code="bad_output")
         if mime in ("", "application/octet-stream", "binary/octet-stream"):
             mime = ""
         filename = item.item.get("filename")
-        ref = self.host.artifacts.put_bytes(
-            response.content, mime or None, str(filename) if filename else None
-        )
+        ref = self.host.artifacts.put_bytes(data, mime or None, str(filename) if filename else None)
         return ref.as_value()
 
     def _cost(self, tool: ToolDefinition, raw: Mapping[str, Any], outputs: Any) -> Decimal | None:
@@ -432,7 +453,8 @@ class ComfyDeployService:
             return model.static_cost.amount
         if model.rate_source is RateSource.MACHINE:
             seconds = raw.get("runDuration", raw.get("duration"))
-            if not isinstance(seconds, (int, float)):
+            # a duration that cannot be one (NaN, infinite, negative, longer than a year) prices nothing
+            if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0 <= seconds <= MAX_RUN_SECONDS:
                 return None
             rate = model.rate
             if rate is None:

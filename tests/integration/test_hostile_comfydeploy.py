@@ -1,0 +1,123 @@
+"""ComfyUI Deploy's output rows point at storage that answers badly: an HTML page (HTTP 200) for
+an image output, or a body far larger than ``media_max_bytes``. The generation fails naming the
+output; nothing that is not an image is stored as one; a huge body is not read to its end."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
+from tests.fakes.comfydeploy_server import FakeComfyDeploy
+from tests.fakes.host import FakeHost
+from tests.fakes.server import LoopbackServer
+from tests.integration.test_comfydeploy_service import API_KEY, deploy_tool, gen_for, submitted
+
+from toolweave.model.status import GenerationStatus
+from toolweave.services.base import ServiceError
+from toolweave.services.comfydeploy import ComfyDeployService
+from toolweave.settings import Settings
+
+HTML = b"<!DOCTYPE html><html><body><h1>AccessDenied</h1></body></html>"
+CHUNK = 64 * 1024
+HUGE_CHUNKS = 1024  # 64 MiB
+
+
+class _Storage:
+    def __init__(self) -> None:
+        self.sent = 0
+        self.server = LoopbackServer(Starlette(routes=[Route("/{what}", self.serve)]))
+
+    async def serve(self, request: Request) -> Response:
+        what = request.path_params["what"]
+        if what == "page.png":
+            return Response(HTML, media_type="image/png")
+        if what == "huge.png":
+            async def body() -> AsyncIterator[bytes]:
+                yield b"\x89PNG\r\n\x1a\n" + b"\x00" * (CHUNK - 8)
+                for _ in range(HUGE_CHUNKS - 1):
+                    self.sent += CHUNK
+                    yield b"\x00" * CHUNK
+                    await asyncio.sleep(0)
+            return StreamingResponse(body(), media_type="image/png")
+        return Response(status_code=404)
+
+
+@pytest.fixture
+async def storage() -> AsyncIterator[_Storage]:
+    s = _Storage()
+    await s.server.start()
+    yield s
+    await s.server.stop()
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeComfyDeploy]:
+    server = await FakeComfyDeploy(api_key=API_KEY).start()
+    yield server
+    await server.stop()
+
+
+@pytest.fixture
+async def host(tmp_path: Path) -> AsyncIterator[FakeHost]:
+    h = FakeHost(tmp_path)
+    yield h
+    await h.close()
+
+
+async def _finish_pointing_at(fake: FakeComfyDeploy, host: FakeHost, tmp_path: Path, url: str) -> object:
+    service = ComfyDeployService(host, Settings(
+        home=tmp_path, comfydeploy_api_key=API_KEY, comfydeploy_base_url=fake.api_url, http_timeout_seconds=5.0,
+        media_max_bytes=CHUNK * 4))
+    gen = await submitted(service, gen_for(deploy_tool()))
+    assert gen.platform_run_id is not None
+    fake.finish(gen.platform_run_id)
+    body = fake.webhook_body(gen.platform_run_id)
+    body["outputs"][0]["data"]["images"][0]["url"] = url
+    parsed = service.parse_webhook({}, json.dumps(body).encode())
+    return await service.finalize(gen, parsed.update)
+
+
+async def test_an_output_that_is_not_an_image_fails_naming_the_output(
+    fake: FakeComfyDeploy, host: FakeHost, storage: _Storage, tmp_path: Path
+) -> None:
+    final = await _finish_pointing_at(fake, host, tmp_path, storage.server.base_url + "/page.png")
+    assert final.status is GenerationStatus.FAILED, final.outputs  # type: ignore[attr-defined]
+    error = final.error  # type: ignore[attr-defined]
+    assert error is not None and error.code == "bad_output" and "'image'" in error.message
+    assert "not an image" in error.message
+
+
+async def test_an_output_larger_than_media_max_bytes_is_not_read_to_its_end(
+    fake: FakeComfyDeploy, host: FakeHost, storage: _Storage, tmp_path: Path
+) -> None:
+    try:
+        final = await _finish_pointing_at(fake, host, tmp_path, storage.server.base_url + "/huge.png")
+    except ServiceError as exc:  # (a retryable failure would poll again for ever)
+        raise AssertionError(f"raised {exc.info()}") from None
+    assert final.status is GenerationStatus.FAILED  # type: ignore[attr-defined]
+    error = final.error  # type: ignore[attr-defined]
+    assert error is not None and error.code == "too_large" and str(CHUNK * 4) in error.message, error
+    assert storage.sent < CHUNK * HUGE_CHUNKS // 2
+
+
+@pytest.mark.parametrize("seconds", [float("inf"), float("nan"), -12.5, 1e300])
+async def test_a_run_duration_that_is_nonsense_prices_nothing_and_keeps_the_outputs(
+    fake: FakeComfyDeploy, host: FakeHost, tmp_path: Path, seconds: float
+) -> None:
+    service = ComfyDeployService(host, Settings(
+        home=tmp_path, comfydeploy_api_key=API_KEY, comfydeploy_base_url=fake.api_url, http_timeout_seconds=5.0))
+    gen = await submitted(service, gen_for(deploy_tool()))
+    assert gen.platform_run_id is not None
+    fake.finish(gen.platform_run_id)
+    body = {**fake.webhook_body(gen.platform_run_id), "run_duration": seconds, "gpu": "T4"}
+    parsed = service.parse_webhook({}, json.dumps(body).encode())  # (Python's json writes and reads Infinity, NaN)
+    final = await service.finalize(gen, parsed.update)
+    assert final.status is GenerationStatus.COMPLETED and final.outputs, final.error
+    assert final.cost_usd is None  # no price from a duration that cannot be one
