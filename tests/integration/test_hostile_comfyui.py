@@ -113,3 +113,64 @@ async def test_an_output_larger_than_media_max_bytes_is_not_read_to_its_end(
     error = update.error  # type: ignore[attr-defined]
     assert error is not None and error.code == "too_large" and str(CHUNK * 4) in error.message, error
     assert fake.sent < CHUNK * HUGE_CHUNKS // 2  # it stopped reading: the server could not send it all
+
+
+class _AcceptsThenFails(FakeComfyUI):
+    """``POST /prompt`` queues the prompt, then whatever stands in front of the server answers
+    504 with an HTML page (a proxy that gave up waiting) — the prompt runs all the same."""
+
+    async def post_prompt(self, request: Request) -> Response:
+        await super().post_prompt(request)
+        return Response(b"<html><body>504 Gateway Time-out</body></html>", status_code=504, media_type="text/html")
+
+
+async def test_a_prompt_accepted_behind_a_failed_answer_is_followed_not_failed(
+    host: FakeHost, tmp_path: Path
+) -> None:
+    fake = _AcceptsThenFails()
+    await fake.start()
+    service = _service(fake, host, tmp_path)
+    try:
+        gen = gen_for(invert_tool(), {"color": 255})
+        submission = await service.submit(gen)  # not a failure: the prompt is on the server
+        assert submission.platform_run_id == gen.generation_id
+        final = await host.wait_for(gen.generation_id, lambda u: u.status.terminal)
+        assert final.status is GenerationStatus.COMPLETED, final.error
+        assert len(fake.posted_prompts()) == 1
+    finally:
+        await service.close()
+        await fake.stop()
+
+
+class _FinishesBetweenReads(FakeComfyUI):
+    """The prompt ends between a client's read of its history and its read of the queue: the
+    history answers ``{}`` once (it was still running), the queue no longer has it."""
+
+    def __init__(self) -> None:
+        self.stale_once: set[str] = set()
+        super().__init__()
+
+    async def get_history_one(self, request: Request) -> Response:
+        prompt_id = request.path_params["prompt_id"]
+        if prompt_id in self.stale_once:
+            self.stale_once.discard(prompt_id)
+            return Response(b"{}", media_type="application/json")
+        return await super().get_history_one(request)
+
+
+async def test_recovery_finds_a_prompt_that_ended_between_its_two_reads(host: FakeHost, tmp_path: Path) -> None:
+    fake = _FinishesBetweenReads()
+    await fake.start()
+    service = _service(fake, host, tmp_path)
+    try:
+        gen = gen_for(invert_tool(), {"color": 255})
+        await service.submit(gen)
+        await host.wait_for(gen.generation_id, lambda u: u.status.terminal)
+        fake.stale_once.add(gen.generation_id)
+        again = gen_for(invert_tool(), {"color": 255}, generation_id=gen.generation_id, recovering=True)
+        found = await service.submit(again)  # as after a crash between the mark and the answer
+        assert found.update is not None and found.update.status is GenerationStatus.COMPLETED
+        assert len(fake.posted_prompts()) == 1  # not sent (and paid for) a second time
+    finally:
+        await service.close()
+        await fake.stop()

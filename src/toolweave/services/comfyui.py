@@ -207,8 +207,18 @@ class ComfyUIService(_Streaming):
         await gen.sending()  # durably: after a crash from here on, the prompt is looked for first
         self._track(gen, server, workflow)
         body = {"prompt": workflow, "client_id": self.client_id, "prompt_id": prompt_id}
-        response = await self._request(server, "POST", "/prompt", json=body)
-        data = self._json(response, server, "POST /prompt") if response.content else {}
+        try:
+            response = await self._request(server, "POST", "/prompt", json=body)
+            data = self._json(response, server, "POST /prompt") if response.content else {}
+        except ServiceError as exc:
+            # no answer, a 5xx (a proxy that gave up waiting) or one that is not JSON: the prompt
+            # may be queued all the same. Followed if it is, rather than failed while it runs (and
+            # sent again by a retry)
+            attached = await self._attach_after(gen, server, listener, workflow, exc)
+            if attached is not None:
+                return attached
+            self._untrack(prompt_id)
+            raise
         if not isinstance(data, dict):
             data = {}
         node_errors = data.get("node_errors") or {}
@@ -230,6 +240,26 @@ class ComfyUIService(_Streaming):
             ),
             poll_after_seconds=self._poll_after(listener),
         )
+
+    async def _attach_after(
+        self, gen: GenerationContext, server: ComfyServer, listener: _Listener, workflow: Any, failure: ServiceError
+    ) -> Submission | None:
+        """The submission of a prompt the server took although its answer to ``POST /prompt`` was
+        a failure (``failure``); None when it is neither queued nor in the history."""
+        prompt_id = gen.generation_id
+        try:
+            found = await self._find(server, prompt_id)
+        except ServiceError:
+            return None
+        if found is None:
+            return None
+        log.warning("ComfyUI server %s queued prompt %s although its answer failed (%s); following it",
+                    server.name, prompt_id, failure.message)
+        self._track(gen, server, workflow)
+        if found == "history":
+            return Submission(platform_run_id=prompt_id, update=await self._from_history(gen, server))
+        return Submission(platform_run_id=prompt_id, update=self._processing(prompt_id, found),
+                          poll_after_seconds=self._poll_after(listener))
 
     @staticmethod
     def _rejection(status: int, data: Mapping[str, Any], node_errors: Mapping[str, Any]) -> ServiceError:
@@ -338,9 +368,13 @@ class ComfyUIService(_Streaming):
         return None
 
     async def _find(self, server: ComfyServer, prompt_id: str) -> str | None:
+        """Where the server has the prompt: "history", its place in the queue, or None."""
         if await self._history(server, prompt_id) is not None:
             return "history"
-        return await self._queue_place(server, prompt_id)
+        place = await self._queue_place(server, prompt_id)
+        if place is None and await self._history(server, prompt_id) is not None:
+            return "history"  # it finished between the two reads
+        return place
 
     async def poll(self, gen: GenerationContext) -> RunUpdate:
         server = self.server_for(gen.tool)
