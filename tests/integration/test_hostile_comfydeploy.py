@@ -5,6 +5,7 @@ output; nothing that is not an image is stored as one; a huge body is not read t
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -121,3 +122,45 @@ async def test_a_run_duration_that_is_nonsense_prices_nothing_and_keeps_the_outp
     final = await service.finalize(gen, parsed.update)
     assert final.status is GenerationStatus.COMPLETED and final.outputs, final.error
     assert final.cost_usd is None  # no price from a duration that cannot be one
+
+
+class _RateLimited(FakeComfyDeploy):
+    """Answers 429 as its API gateway does, with ``Retry-After`` or without."""
+
+    def __init__(self, retry_after: str | None) -> None:
+        self.retry_after = retry_after
+        super().__init__(api_key=API_KEY)
+
+    async def queue(self, request: Request) -> Response:
+        headers = {"Retry-After": self.retry_after} if self.retry_after is not None else {}
+        return Response(b'{"detail": "Too many requests"}', status_code=429, media_type="application/json",
+                        headers=headers)
+
+    async def get_run(self, request: Request) -> Response:
+        return await self.queue(request)
+
+
+@pytest.mark.parametrize(("header", "seconds"), [
+    ("37", 37.0), (None, None), ("inf", None), ("nan", None), ("soon", None), ("-5", 0.0),
+    ("Wed, 21 Oct 2015 07:28:00 GMT", 0.0),  # a date gone by: now
+])
+async def test_a_429_is_a_rate_limit_with_the_backends_retry_after(
+    host: FakeHost, tmp_path: Path, header: str | None, seconds: float | None
+) -> None:
+    limited = await _RateLimited(header).start()
+    try:
+        service = ComfyDeployService(host, Settings(
+            home=tmp_path, comfydeploy_api_key=API_KEY, comfydeploy_base_url=limited.api_url, http_timeout_seconds=5.0))
+        for call in ("submit", "poll"):
+            gen = gen_for(deploy_tool(), {"prompt": "owl"})
+            with pytest.raises(ServiceError) as raised:
+                if call == "submit":
+                    await service.submit(gen)
+                else:
+                    await service.poll(dataclasses.replace(gen, platform_run_id="0b5a7c1e-0000-4000-8000-00000000beef"))
+            info = raised.value.info()
+            assert info.retryable and info.code == "rate_limited", info
+            assert info.retry_after_seconds == seconds, info
+            assert "Too many requests" in info.message
+    finally:
+        await limited.stop()

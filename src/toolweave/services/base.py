@@ -25,6 +25,28 @@ if TYPE_CHECKING:
     import httpx
 
 
+def retry_after_header(header: str | None, now: float) -> float | None:
+    """Seconds to wait from an HTTP ``Retry-After`` value (seconds, or an HTTP date), or None when
+    there is none that makes sense (not a number nor a date, infinite, NaN). Never below 0."""
+    import email.utils
+    import math
+
+    if not header:
+        return None
+    text = str(header).strip()
+    try:
+        seconds = float(text)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(text)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when is None:
+            return None
+        seconds = when.timestamp() - now
+    return max(0.0, seconds) if math.isfinite(seconds) else None
+
+
 class ServiceError(Exception):
     """A failure at a backend, classified: ``retryable`` errors may succeed if tried again.
 

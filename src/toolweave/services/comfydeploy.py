@@ -29,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
 from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
@@ -44,6 +45,7 @@ from toolweave.services.base import (
     Submission,
     WebhookRejected,
     WebhookUpdate,
+    retry_after_header,
 )
 from toolweave.services.comfy_workflows import OutputItem, media_of, select_outputs
 from toolweave.settings import Settings
@@ -177,10 +179,16 @@ class ComfyDeployService:
             raise ServiceError(
                 f"ComfyUI Deploy rejected the API key (HTTP {status}): {message}", code="unauthorized"
             )
+        if status == 429:
+            raise ServiceError(
+                f"ComfyUI Deploy is rate limiting {method} {path} (HTTP 429): {message}", retryable=True,
+                code="rate_limited", retry_after=retry_after_header(response.headers.get("retry-after"), time.time()),
+            )
         raise ServiceError(
             f"ComfyUI Deploy refused {method} {path} (HTTP {status}): {message}",
-            retryable=status >= 500 or status in (408, 409, 429),
+            retryable=status >= 500 or status in (408, 409),
             code="not_found" if status == 404 else ("server_error" if status >= 500 else "rejected"),
+            retry_after=retry_after_header(response.headers.get("retry-after"), time.time()) if status >= 500 else None,
         )
 
     @staticmethod

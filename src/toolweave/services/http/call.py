@@ -11,7 +11,6 @@ message and summary here.
 from __future__ import annotations
 
 import base64
-import email.utils
 import json
 import re
 import time
@@ -25,7 +24,7 @@ from toolweave.artifacts import media_problem
 from toolweave.model.definitions import InputParam, ParamType, ToolDefinition
 from toolweave.model.paths import PathError, follow_path
 from toolweave.model.records import ArtifactRef
-from toolweave.services.base import ServiceError, ServiceHost
+from toolweave.services.base import ServiceError, ServiceHost, retry_after_header
 from toolweave.services.http.spec import DEFAULT_MODERATION_CODES, ErrorSpec, RequestSpec, environment
 
 if TYPE_CHECKING:
@@ -400,22 +399,13 @@ def first(value: Any, paths: Iterable[str]) -> Any:
 def retry_after(response: httpx.Response, body: Any) -> float | None:
     """Seconds to wait, from ``Retry-After`` (seconds or an HTTP date), else from a body's
     ``retry_after`` / ``estimated_time`` (Hugging Face's model loading)."""
-    header = response.headers.get("retry-after")
-    if header:
-        header = str(header).strip()
-        try:
-            return max(0.0, float(header))
-        except ValueError:
-            try:
-                when = email.utils.parsedate_to_datetime(header)
-            except (TypeError, ValueError):
-                when = None
-            if when is not None:
-                return max(0.0, when.timestamp() - time.time())
+    seconds = retry_after_header(response.headers.get("retry-after"), time.time())
+    if seconds is not None:
+        return seconds
     if isinstance(body, Mapping):
         for key in ("retry_after", "estimated_time"):
             value = body.get(key)
-            if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
+            if isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value < float("inf"):
                 return float(value)
     return None
 
