@@ -10,9 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
+from pydantic import ValidationError
 from tests.integration.test_credits import ledger, make_app, priced, sums
 
+from toolweave.accounting import InsufficientCredits
 from toolweave.app import App
+from toolweave.model.definitions import ToolDefinition
 from toolweave.model.records import RunUpdate
 from toolweave.model.status import GenerationStatus
 
@@ -20,6 +24,7 @@ from toolweave.model.status import GenerationStatus
 @pytest.fixture
 async def app(db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[App]:
     monkeypatch.setenv("TOOLWEAVE_TEST_STATE", str(tmp_path / "state"))
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-placeholder")  # (estimates and holds never call the service)
     instance = make_app(db_url, tmp_path / "home")
     assert instance.registry.register(priced(instance, "test.slow_async")) == []
     yield instance
@@ -66,3 +71,42 @@ async def test_a_cost_no_ledger_can_hold_fails_nothing_and_crashes_nothing(app: 
 def _events(app: App, run_id: str) -> list[dict[str, Any]]:
     rows = app.store.read_sync(lambda tx: tx.all("SELECT * FROM events WHERE run_id = :r ORDER BY event_id", {"r": run_id}))
     return [dict(r) for r in rows]
+
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "http"
+
+
+def _per_image(app: App) -> ToolDefinition:
+    """The DALL·E 3 example with an ``n`` input the price table multiplies by (``multiplyBy``, as
+    tools that make ``n`` images are priced), ``n`` without a lower bound."""
+    data = yaml.safe_load((EXAMPLES / "openai-dall-e-3.yaml").read_text())
+    data["inputSchema"]["n"] = {"type": "integer", "default": 1}
+    data["costingModel"]["priceTable"]["multiplyBy"] = "n"
+    data["metadata"]["http"]["request"]["json"]["n"] = {"$input": "n"}
+    return ToolDefinition.model_validate(data)
+
+
+async def test_a_negative_multiplier_from_the_user_holds_nothing_negative_and_cannot_overdraw(app: App) -> None:
+    assert app.registry.register(_per_image(app)) == []
+    await app.credits.grant("acme", Decimal("1"))
+    with pytest.raises(InsufficientCredits):
+        await app.submit("openai.dall-e-3", {"prompt": "owls", "n": 100}, account_id="acme")  # 4.00: refused
+    await app.submit("openai.dall-e-3", {"prompt": "owls", "n": -100}, account_id="acme")  # a price below 0 is none
+    balance, held = sums(app, "acme")
+    assert held >= 0 and balance - held <= Decimal(1), ledger(app, "acme")
+    with pytest.raises(InsufficientCredits):  # the negative run made no room for it
+        await app.submit("openai.dall-e-3", {"prompt": "owls", "n": 100}, account_id="acme")
+    estimate = await app.estimate("openai.dall-e-3", {"prompt": "owls", "n": -100}, account_id="acme")
+    assert Decimal(estimate["total"]) >= 0, estimate
+
+
+@pytest.mark.parametrize("costing", [
+    {"rateSource": "static", "staticCost": {"amount": "-1"}},
+    {"rateSource": "output_unit", "unitCost": {"amount": "-0.5"}},
+    {"rateSource": "machine", "rate": "-0.001"},
+    {"rateSource": "table", "priceTable": {"by": ["quality"], "prices": {}, "default": "-1"}},
+    {"rateSource": "usage", "usage": [{"path": "usage.total_tokens", "price": "-1", "per": 1000}]},
+])
+def test_a_definition_with_a_price_below_0_is_refused(costing: dict[str, Any]) -> None:
+    with pytest.raises(ValidationError, match="greater than or equal to 0"):
+        ToolDefinition.model_validate({"toolId": "t", "service": "openai", "costingModel": costing})

@@ -185,7 +185,7 @@ class Admission:
                             max(1, ceil(oldest + 60.0 - self.now)))
         hold = 0
         if account.credits:
-            hold = to_units(estimate or Decimal(0))
+            hold = max(0, to_units(estimate or Decimal(0)))  # a hold below 0 would add to what is available
             if hold > account.available or (unknown and account.available <= 0):
                 raise InsufficientCredits(account_id, from_units(hold), from_units(account.available), unknown)
             account.available -= hold

@@ -291,6 +291,9 @@ class Recording(Transitions):
             model = tool.costing_model if tool is not None else None
             if model is not None:
                 cost = generation_cost(model, (row["duration_ms"] or 0) / 1000, update.outputs, self.rates)
+                if cost_refusal(cost) is not None:  # (a definition's prices are never below 0; a rate table's?)
+                    log.warning("generation %s: its costing model priced it at %s; not charged", gid, cost)
+                    cost = None
         if cost:
             gens_q.update(tx, gid, cost_usd=cost)
             runs_q.add_cost(tx, run_id, cost, now)

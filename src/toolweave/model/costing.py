@@ -27,7 +27,7 @@ def _decimal(value: Any) -> Decimal | None:
 
 def table_price(table: PriceTable, inputs: Mapping[str, Any]) -> Decimal | None:
     """The price of one run with these inputs; None when the table lists no such combination and
-    has no ``default``."""
+    has no ``default``, or when it would be below 0 (a negative ``multiplyBy`` input)."""
     node: Any = table.prices
     for name in table.by:
         if not isinstance(node, Mapping):
@@ -37,11 +37,13 @@ def table_price(table: PriceTable, inputs: Mapping[str, Any]) -> Decimal | None:
     price = _decimal(node) if not isinstance(node, Mapping) else None
     if price is None:
         price = table.default
-    if price is None:
+    if price is None or price < 0:
         return None
     if table.multiply_by is not None:
         factor = _decimal(inputs.get(table.multiply_by))
         if factor is not None:
+            if factor < 0:  # a count below 0 (the user's input) prices nothing: no price, not a credit
+                return None
             price *= factor
     return price
 

@@ -146,7 +146,7 @@ def _named_list(value: Any) -> Any:
 
 
 class Money(_Model):
-    amount: Decimal
+    amount: Decimal = Field(ge=0)
     unit: str = "USD"
 
 
@@ -169,7 +169,7 @@ class PriceTable(_Model):
 
     by: list[str] = Field(min_length=1)
     prices: dict[str, Any]
-    default: Decimal | None = None
+    default: Decimal | None = Field(default=None, ge=0)
     multiply_by: str | None = None
 
 
@@ -179,7 +179,7 @@ class UsagePrice(_Model):
     directly is ``{path: usage.cost, price: 1}``."""
 
     path: str = Field(min_length=1)
-    price: Decimal
+    price: Decimal = Field(ge=0)
     per: int = Field(default=1, ge=1)
 
 
@@ -196,7 +196,7 @@ class CostingModel(_Model):
 
     rate_source: RateSource
     static_cost: Money | None = None
-    rate: Decimal | None = None
+    rate: Decimal | None = Field(default=None, ge=0)
     machine_class: str | None = None
     unit_cost: Money | None = None
     unit_output: str | None = None
