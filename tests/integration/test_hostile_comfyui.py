@@ -17,6 +17,7 @@ from tests.fakes.host import FakeHost
 from tests.integration.test_comfyui_service import gen_for, invert_tool
 
 from toolweave.model.status import GenerationStatus
+from toolweave.services.base import ServiceError
 from toolweave.services.comfyui import ComfyUIService
 from toolweave.settings import ComfyServer, Settings
 
@@ -171,6 +172,72 @@ async def test_recovery_finds_a_prompt_that_ended_between_its_two_reads(host: Fa
         found = await service.submit(again)  # as after a crash between the mark and the answer
         assert found.update is not None and found.update.status is GenerationStatus.COMPLETED
         assert len(fake.posted_prompts()) == 1  # not sent (and paid for) a second time
+    finally:
+        await service.close()
+        await fake.stop()
+
+
+async def test_a_websocket_frame_over_the_limit_drops_the_connection_not_the_worker(
+    fake: _BadView, host: FakeHost, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A frame larger than any message or preview ComfyUI sends (here 2 MiB against a limit
+    lowered to 1 MiB; 64 MiB in life) is not read into memory: the listener drops the connection,
+    connects again, and the prompt is still followed to its end."""
+    from toolweave.services import comfyui_stream
+
+    monkeypatch.setattr(comfyui_stream, "MAX_FRAME_BYTES", 2**20, raising=False)
+    service = _service(fake, host, tmp_path)
+    try:
+        fake.script(Case.success(hold=True))
+        gen = gen_for(invert_tool(), {"color": 255})
+        await service.submit(gen)
+        await fake.wait_running(gen.generation_id)
+        assert fake.ws_connects == 1
+        await fake._send_binary(service.client_id, b"\x00\x00\x00\x01\x00\x00\x00\x02" + b"\x00" * (2 * 2**20))
+        for _ in range(500):
+            if fake.ws_connects >= 2 and service.client_id in fake.sockets:
+                break
+            await asyncio.sleep(0.01)
+        assert fake.ws_connects >= 2, "the listener did not drop the oversized frame's connection"
+        fake.release()
+        final = await host.wait_for(gen.generation_id, lambda u: u.status.terminal)
+        assert final.status is GenerationStatus.COMPLETED, final.error
+    finally:
+        await service.close()
+
+
+class _EndlessHistory(FakeComfyUI):
+    """``GET /history/{id}`` answers a JSON body that does not end (64 MiB of spaces)."""
+
+    def __init__(self) -> None:
+        self.sent = 0
+        super().__init__()
+
+    async def get_history_one(self, request: Request) -> Response:
+        async def body() -> AsyncIterator[bytes]:
+            yield b"{"
+            for _ in range(HUGE_CHUNKS):
+                self.sent += CHUNK
+                yield b" " * CHUNK
+                await asyncio.sleep(0)
+        return StreamingResponse(body(), media_type="application/json")
+
+
+async def test_an_api_answer_that_does_not_end_is_not_read_to_its_end(
+    host: FakeHost, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from toolweave.services import comfyui
+
+    monkeypatch.setattr(comfyui, "MAX_ANSWER_BYTES", CHUNK * 4, raising=False)
+    fake = _EndlessHistory()
+    await fake.start()
+    service = _service(fake, host, tmp_path)
+    try:
+        gen = gen_for(invert_tool(), {"color": 255}, platform_run_id="p-1")
+        with pytest.raises(ServiceError) as raised:
+            await service.poll(gen)
+        assert raised.value.code == "too_large" and "GET /history" in raised.value.message
+        assert fake.sent < CHUNK * HUGE_CHUNKS // 2
     finally:
         await service.close()
         await fake.stop()

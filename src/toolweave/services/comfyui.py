@@ -70,6 +70,9 @@ if TYPE_CHECKING:  # httpx itself is imported with the first request (every App 
 log = logging.getLogger(__name__)
 
 UPLOAD_SUBFOLDER = "toolweave"
+MAX_ANSWER_BYTES = 64 * 2**20
+"""The largest answer of the server's API (history, queue, prompt) that is read; output files have
+``media_max_bytes``."""
 
 
 # --- the service ---------------------------------------------------------------------------------
@@ -140,11 +143,26 @@ class ComfyUIService(_Streaming):
     # HTTP --------------------------------------------------------------------------------------
 
     async def _request(self, server: ComfyServer, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """One call of the server's API; its answer read up to ``MAX_ANSWER_BYTES`` (a larger one
+        is not read to its end: ``too_large``)."""
         import httpx
 
         url = server.base_url.rstrip("/") + path
         try:
-            response = await self.host.http.request(method, url, timeout=self.timeout, **kwargs)
+            async with self.host.http.stream(method, url, timeout=self.timeout, **kwargs) as streamed:
+                chunks: list[bytes] = []
+                size = 0
+                async for chunk in streamed.aiter_bytes():
+                    size += len(chunk)
+                    if size > MAX_ANSWER_BYTES:
+                        raise ServiceError(
+                            f"ComfyUI server {server.name} ({shown_url(server.base_url)}) answered {method} {path} "
+                            f"with more than {MAX_ANSWER_BYTES} bytes; not read",
+                            code="too_large",
+                        )
+                    chunks.append(chunk)
+            headers = [(k, v) for k, v in streamed.headers.multi_items() if k.lower() not in ("content-encoding", "content-length")]
+            response = httpx.Response(streamed.status_code, headers=headers, content=b"".join(chunks), request=streamed.request)
         except httpx.HTTPError as exc:
             raise ServiceError(
                 f"ComfyUI server {server.name} ({shown_url(server.base_url)}) did not answer {method} {path}: "

@@ -27,6 +27,10 @@ _JITTER = random.Random()
 """Jitter of sleeps and backoffs: a source of its own, so the program's ``random`` (seeded by a host
 program or a test framework) neither steers it nor is moved by it."""
 
+MAX_FRAME_BYTES = 64 * 2**20
+"""The largest websocket message read (ComfyUI's previews and messages are far smaller): a larger
+one drops the connection, which is opened again, instead of being read into memory."""
+
 _TRACKED_MAX = 10_000
 """How many in-flight prompts the websocket listeners remember (a cache; polling is the truth)."""
 
@@ -198,7 +202,7 @@ class _Listener:
         while True:
             try:
                 async with websockets.connect(
-                    self.url, open_timeout=self.service.timeout, max_size=None, ping_interval=20
+                    self.url, open_timeout=self.service.timeout, max_size=MAX_FRAME_BYTES, ping_interval=20
                 ) as ws:
                     self.connects += 1
                     self.connected.set()
