@@ -241,3 +241,39 @@ async def test_an_api_answer_that_does_not_end_is_not_read_to_its_end(
     finally:
         await service.close()
         await fake.stop()
+
+
+class _NonsenseHistory(FakeComfyUI):
+    """``GET /history/{id}`` answers an entry of the wrong shape."""
+
+    def __init__(self, entry: object) -> None:
+        self.entry = entry
+        super().__init__()
+
+    async def get_history_one(self, request: Request) -> Response:
+        import json
+
+        prompt_id = request.path_params["prompt_id"]
+        return Response(json.dumps({prompt_id: self.entry}), media_type="application/json")
+
+
+@pytest.mark.parametrize("entry", [
+    {"status": {"messages": None, "status_str": "success"}, "outputs": {}},
+    {"status": {"messages": [["execution_error", None]], "status_str": "error"}, "outputs": None},
+    {"status": {"messages": "x", "status_str": "success"}, "outputs": {"3": {"images": [{"filename": 7}]}}},
+    {"status": None, "outputs": {"3": None}},
+])
+async def test_a_history_entry_of_the_wrong_shape_fails_clearly(
+    host: FakeHost, tmp_path: Path, entry: object
+) -> None:
+    fake = _NonsenseHistory(entry)
+    await fake.start()
+    service = _service(fake, host, tmp_path)
+    try:
+        gen = gen_for(invert_tool(), {"color": 255}, platform_run_id="p-1")
+        update = await service.poll(gen)  # an answer, not an exception of Python's
+        assert update.status is GenerationStatus.FAILED, update
+        assert update.error is not None and update.error.message, update.error
+    finally:
+        await service.close()
+        await fake.stop()

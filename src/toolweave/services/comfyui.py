@@ -421,7 +421,8 @@ class ComfyUIService(_Streaming):
             raise ServiceError(f"prompt {prompt_id} has no history yet", retryable=True, code="not_ready")
         status = entry.get("status") if isinstance(entry.get("status"), dict) else {}
         assert isinstance(status, dict)
-        messages = [m for m in status.get("messages", []) if isinstance(m, list) and len(m) == 2]
+        listed = status.get("messages")
+        messages = [m for m in listed if isinstance(m, list) and len(m) == 2] if isinstance(listed, list) else []
         raw: dict[str, Any] = {"server": server.name, "statusStr": status.get("status_str")}
         stamps: list[float] = [
             m[1]["timestamp"]
