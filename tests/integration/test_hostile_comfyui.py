@@ -277,3 +277,22 @@ async def test_a_history_entry_of_the_wrong_shape_fails_clearly(
     finally:
         await service.close()
         await fake.stop()
+
+
+async def test_json_nested_deeper_than_python_reads_is_a_bad_response(host: FakeHost, tmp_path: Path) -> None:
+    """``json.loads`` raises ``RecursionError`` (not ``ValueError``) on deep nesting."""
+
+    class _Deep(_NonsenseHistory):
+        async def get_history_one(self, request: Request) -> Response:
+            return Response(b"[" * 100_000, media_type="application/json")
+
+    fake = _Deep(None)
+    await fake.start()
+    service = _service(fake, host, tmp_path)
+    try:
+        with pytest.raises(ServiceError) as raised:
+            await service.poll(gen_for(invert_tool(), {"color": 255}, platform_run_id="p-1"))
+        assert raised.value.code == "bad_response" and "not JSON" in raised.value.message
+    finally:
+        await service.close()
+        await fake.stop()

@@ -163,7 +163,7 @@ class ComfyDeployService:
             ) from None
         try:
             data = response.json() if response.content else None
-        except ValueError:
+        except (ValueError, RecursionError):
             data = None
         if response.status_code < 400:
             if data is None:
@@ -305,7 +305,7 @@ class ComfyDeployService:
         """Parse one webhook POST. Pure: no I/O, no state; raises ``WebhookRejected`` on garbage."""
         try:
             data = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
             raise WebhookRejected("the body is not JSON") from None
         if not isinstance(data, dict):
             raise WebhookRejected("the body is not a JSON object")

@@ -182,7 +182,7 @@ class ComfyUIService(_Streaming):
     def _json(response: httpx.Response, server: ComfyServer, what: str) -> Any:
         try:
             return response.json()
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             raise ServiceError(
                 f"ComfyUI server {server.name} answered {what} with something that is not JSON",
                 retryable=True,

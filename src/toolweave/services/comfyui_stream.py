@@ -212,7 +212,7 @@ class _Listener:
                             continue  # binary previews
                         try:
                             message = json.loads(frame)
-                        except ValueError:
+                        except (ValueError, RecursionError):
                             continue
                         if isinstance(message, dict):
                             try:

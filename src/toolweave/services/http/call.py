@@ -339,7 +339,7 @@ def read_body(response: httpx.Response, fmt: str, what: str) -> Body:
         return Body(read_event_stream(response.text, what), mime)
     try:
         return Body(response.json() if response.content else None, mime)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise ServiceError(f"{what} answered with something that is not JSON ({mime or 'no content type'})",
                            retryable=True, code="bad_response") from None
 
@@ -366,7 +366,7 @@ def read_event_stream(text: str, what: str) -> Any:
         if name == "complete":
             try:
                 return json.loads(data)
-            except ValueError:
+            except (ValueError, RecursionError):
                 return data
     raise ServiceError(f"{what} ended its event stream without a result", retryable=True, code="bad_response")
 

@@ -168,7 +168,7 @@ class HttpService:
     def _failure(self, call: HttpCall, response: httpx.Response, what: str) -> ServiceError:
         try:
             body: Any = response.json() if response.content else None
-        except ValueError:
+        except (ValueError, RecursionError):
             body = None
         return classify(response, body, call.errors, self.endpoint, what)
 
@@ -334,7 +334,7 @@ class HttpService:
         hook = asynchronous.webhook
         try:
             data = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
             raise WebhookRejected("the body is not JSON") from None
         if not isinstance(data, dict):
             raise WebhookRejected("the body is not a JSON object")
