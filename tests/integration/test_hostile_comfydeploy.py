@@ -39,6 +39,13 @@ class _Storage:
         what = request.path_params["what"]
         if what == "page.png":
             return Response(HTML, media_type="image/png")
+        if what == "drip.png":  # a byte at a time, each within the read timeout, for ever
+            async def drip() -> AsyncIterator[bytes]:
+                yield b"\x89PNG\r\n\x1a\n"
+                for _ in range(10_000):
+                    yield b"\x00"
+                    await asyncio.sleep(0.05)
+            return StreamingResponse(drip(), media_type="image/png")
         if what == "huge.png":
             async def body() -> AsyncIterator[bytes]:
                 yield b"\x89PNG\r\n\x1a\n" + b"\x00" * (CHUNK - 8)
@@ -72,9 +79,11 @@ async def host(tmp_path: Path) -> AsyncIterator[FakeHost]:
     await h.close()
 
 
-async def _finish_pointing_at(fake: FakeComfyDeploy, host: FakeHost, tmp_path: Path, url: str) -> object:
+async def _finish_pointing_at(
+    fake: FakeComfyDeploy, host: FakeHost, tmp_path: Path, url: str, timeout: float = 5.0
+) -> object:
     service = ComfyDeployService(host, Settings(
-        home=tmp_path, comfydeploy_api_key=API_KEY, comfydeploy_base_url=fake.api_url, http_timeout_seconds=5.0,
+        home=tmp_path, comfydeploy_api_key=API_KEY, comfydeploy_base_url=fake.api_url, http_timeout_seconds=timeout,
         media_max_bytes=CHUNK * 4))
     gen = await submitted(service, gen_for(deploy_tool()))
     assert gen.platform_run_id is not None
@@ -164,3 +173,11 @@ async def test_a_429_is_a_rate_limit_with_the_backends_retry_after(
             assert "Too many requests" in info.message
     finally:
         await limited.stop()
+
+
+async def test_an_output_dripped_without_end_is_given_up(
+    fake: FakeComfyDeploy, host: FakeHost, storage: _Storage, tmp_path: Path
+) -> None:
+    with pytest.raises(ServiceError) as raised:  # retryable: the engine polls again, until the deadline
+        await _finish_pointing_at(fake, host, tmp_path, storage.server.base_url + "/drip.png", timeout=0.3)
+    assert raised.value.retryable and "not downloaded within 3 s" in raised.value.message, raised.value.info()

@@ -40,6 +40,14 @@ class _BadView(FakeComfyUI):
             return Response(HTML, media_type="text/html")
         if self.mode == "html-as-png":
             return Response(HTML, media_type="image/png")
+        if self.mode == "drip":  # a byte at a time, each well within the read timeout, for ever
+            async def drip() -> AsyncIterator[bytes]:
+                yield b"\x89PNG\r\n\x1a\n"
+                for _ in range(10_000):
+                    self.sent += 1
+                    yield b"\x00"
+                    await asyncio.sleep(0.05)
+            return StreamingResponse(drip(), media_type="image/png")
         if self.mode == "huge":
             async def body() -> AsyncIterator[bytes]:
                 yield b"\x89PNG\r\n\x1a\n" + b"\x00" * (CHUNK - 8)
@@ -67,8 +75,9 @@ async def host(tmp_path: Path) -> AsyncIterator[FakeHost]:
 
 
 def _service(fake: FakeComfyUI, host: FakeHost, tmp_path: Path, **settings: object) -> ComfyUIService:
+    chosen: dict[str, object] = {"http_timeout_seconds": 5.0, **settings}
     return ComfyUIService(host, Settings(home=tmp_path, comfyui_servers=[ComfyServer("local", fake.base_url, 2)],
-                                         http_timeout_seconds=5.0, **settings))  # type: ignore[arg-type]
+                                         **chosen))  # type: ignore[arg-type]
 
 
 async def _finished_by_poll(service: ComfyUIService, fake: FakeComfyUI) -> object:
@@ -296,3 +305,24 @@ async def test_json_nested_deeper_than_python_reads_is_a_bad_response(host: Fake
     finally:
         await service.close()
         await fake.stop()
+
+
+async def test_an_output_file_dripped_without_end_is_given_up(
+    fake: _BadView, host: FakeHost, tmp_path: Path
+) -> None:
+    fake.mode = "drip"
+    service = _service(fake, host, tmp_path, http_timeout_seconds=0.3)  # each read within it; 3 s in all
+    try:
+        fake.script(Case.success(hold=True))
+        gen = gen_for(invert_tool())
+        await service.submit(gen)
+        await fake.wait_running(gen.generation_id)
+        service._untrack(gen.generation_id)
+        fake.release()
+        while gen.generation_id not in fake.history:
+            await asyncio.sleep(0.01)
+        with pytest.raises(ServiceError) as raised:  # retryable: the poll tries again until its deadline
+            await service.poll(gen)
+        assert raised.value.code == "timeout" and raised.value.retryable and "did not finish sending" in raised.value.message
+    finally:
+        await service.close()

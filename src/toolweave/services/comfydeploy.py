@@ -26,6 +26,7 @@ header to the API (never to output URLs) and never appears in a message, a log l
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
@@ -65,6 +66,9 @@ STATUSES: dict[str, GenerationStatus] = {
 }
 """ComfyUI Deploy's run statuses (``WorkflowRunStatus``) and ours."""
 
+WHOLE_ANSWER_TIMEOUTS = 10
+"""An output file is downloaded whole within this many ``http_timeout_seconds`` (each read has the
+timeout; storage that drips a file is not waited for without end)."""
 MAX_RUN_SECONDS = 366 * 86400
 """The longest ``runDuration`` a cost is computed from (a longer one is nonsense from the backend)."""
 
@@ -417,7 +421,8 @@ class ComfyDeployService:
         limit = self.settings.media_max_bytes
         try:
             # No Authorization header: output URLs are storage URLs, not the API.
-            async with self.host.http.stream("GET", url, timeout=self.timeout, follow_redirects=True) as response:
+            async with asyncio.timeout(self.timeout * WHOLE_ANSWER_TIMEOUTS), \
+                    self.host.http.stream("GET", url, timeout=self.timeout, follow_redirects=True) as response:
                 if response.status_code >= 400:
                     raise ServiceError(
                         f"output {shown} could not be downloaded (HTTP {response.status_code})",
@@ -435,6 +440,11 @@ class ComfyDeployService:
                         )
                     chunks.append(chunk)
                 mime = response.headers.get("content-type", "").split(";", 1)[0].strip()
+        except TimeoutError:
+            raise ServiceError(
+                f"output {shown} was not downloaded within {self.timeout * WHOLE_ANSWER_TIMEOUTS:.0f} s",
+                retryable=True, code="download_failed",
+            ) from None
         except httpx.HTTPError as exc:
             raise ServiceError(
                 f"output {shown} could not be downloaded: {type(exc).__name__}",

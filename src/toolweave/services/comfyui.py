@@ -70,6 +70,9 @@ if TYPE_CHECKING:  # httpx itself is imported with the first request (every App 
 log = logging.getLogger(__name__)
 
 UPLOAD_SUBFOLDER = "toolweave"
+WHOLE_ANSWER_TIMEOUTS = 10
+"""An answer (or an output file) is read whole within this many ``http_timeout_seconds``: each read
+has the timeout, and a server that drips its answer is not waited for without end."""
 MAX_ANSWER_BYTES = 64 * 2**20
 """The largest answer of the server's API (history, queue, prompt) that is read; output files have
 ``media_max_bytes``."""
@@ -149,7 +152,8 @@ class ComfyUIService(_Streaming):
 
         url = server.base_url.rstrip("/") + path
         try:
-            async with self.host.http.stream(method, url, timeout=self.timeout, **kwargs) as streamed:
+            async with asyncio.timeout(self.timeout * WHOLE_ANSWER_TIMEOUTS), \
+                    self.host.http.stream(method, url, timeout=self.timeout, **kwargs) as streamed:
                 chunks: list[bytes] = []
                 size = 0
                 async for chunk in streamed.aiter_bytes():
@@ -163,6 +167,12 @@ class ComfyUIService(_Streaming):
                     chunks.append(chunk)
             headers = [(k, v) for k, v in streamed.headers.multi_items() if k.lower() not in ("content-encoding", "content-length")]
             response = httpx.Response(streamed.status_code, headers=headers, content=b"".join(chunks), request=streamed.request)
+        except TimeoutError:
+            raise ServiceError(
+                f"ComfyUI server {server.name} ({shown_url(server.base_url)}) did not finish answering {method} {path} "
+                f"within {self.timeout * WHOLE_ANSWER_TIMEOUTS:.0f} s",
+                retryable=True, code="timeout",
+            ) from None
         except httpx.HTTPError as exc:
             raise ServiceError(
                 f"ComfyUI server {server.name} ({shown_url(server.base_url)}) did not answer {method} {path}: "
@@ -514,7 +524,8 @@ class ComfyUIService(_Streaming):
         url = server.base_url.rstrip("/") + "/view"
         what = f"ComfyUI server {server.name} ({shown_url(server.base_url)})"
         try:
-            async with self.host.http.stream("GET", url, params=params, timeout=self.timeout) as response:
+            async with asyncio.timeout(self.timeout * WHOLE_ANSWER_TIMEOUTS), \
+                    self.host.http.stream("GET", url, params=params, timeout=self.timeout) as response:
                 if response.status_code >= 400:
                     raise ServiceError(
                         f"ComfyUI server {server.name} has no output file {params['filename']} "
@@ -535,6 +546,11 @@ class ComfyUIService(_Streaming):
                         )
                     chunks.append(chunk)
                 mime = response.headers.get("content-type", "").split(";", 1)[0].strip() or None
+        except TimeoutError:
+            raise ServiceError(
+                f"{what} did not finish sending output file {params['filename']} within "
+                f"{self.timeout * WHOLE_ANSWER_TIMEOUTS:.0f} s", retryable=True, code="timeout", node=item.node,
+            ) from None
         except httpx.HTTPError as exc:
             raise ServiceError(
                 f"{what} broke off output file {params['filename']}: {type(exc).__name__}",
