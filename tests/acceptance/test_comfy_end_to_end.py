@@ -251,6 +251,7 @@ async def deploy(db_url: str, tmp_path: Path) -> AsyncIterator[Deploy]:
             definitions=[defs],
             comfydeploy_api_key=fake.api_key,
             comfydeploy_base_url=fake.api_url,
+            media_allow_private_urls=True,  # the fake's storage is on loopback
         )
     )
     assert app.definition_problems == []
@@ -457,6 +458,7 @@ async def test_the_comfydeploy_example_job_runs_against_the_fake_backend(db_url:
             definitions=[ROOT / "examples" / "comfydeploy"],
             comfydeploy_api_key=fake.api_key,
             comfydeploy_base_url=fake.api_url,
+            media_allow_private_urls=True,  # the fake's storage is on loopback
         )
     )
     worker = app.make_worker(4, idle_poll_seconds=0.1)

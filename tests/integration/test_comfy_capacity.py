@@ -203,7 +203,8 @@ async def test_a_comfydeploy_dispatch_that_waited_for_a_slot_is_queued_normally(
         "metadata": {"deploymentId": "d-1", "concurrency": 1},
     }))
     app = App(Settings(home=tmp_path / "home", database_url=db_url, definitions=[defs],
-                       comfydeploy_api_key=fake.api_key, comfydeploy_base_url=fake.api_url))
+                       comfydeploy_api_key=fake.api_key, comfydeploy_base_url=fake.api_url,
+                       media_allow_private_urls=True))  # the fake's storage is on loopback
     worker = app.make_worker(4, idle_poll_seconds=0.1)
     task = asyncio.create_task(worker.run())
 

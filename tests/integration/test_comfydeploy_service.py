@@ -45,7 +45,8 @@ def make_service(
     host: FakeHost, fake: FakeComfyDeploy, tmp_path: Path, key: str = API_KEY
 ) -> ComfyDeployService:
     settings = Settings(
-        home=tmp_path, comfydeploy_api_key=key, comfydeploy_base_url=fake.api_url, http_timeout_seconds=5.0
+        home=tmp_path, comfydeploy_api_key=key, comfydeploy_base_url=fake.api_url, http_timeout_seconds=5.0,
+        media_allow_private_urls=True,  # the fake's storage URLs are on loopback
     )
     return ComfyDeployService(host, settings)
 

@@ -33,10 +33,12 @@ HUGE_CHUNKS = 1024  # 64 MiB
 class _Storage:
     def __init__(self) -> None:
         self.sent = 0
+        self.asked: list[str] = []
         self.server = LoopbackServer(Starlette(routes=[Route("/{what}", self.serve)]))
 
     async def serve(self, request: Request) -> Response:
         what = request.path_params["what"]
+        self.asked.append(what)
         if what == "page.png":
             return Response(HTML, media_type="image/png")
         if what == "drip.png":  # a byte at a time, each within the read timeout, for ever
@@ -80,11 +82,11 @@ async def host(tmp_path: Path) -> AsyncIterator[FakeHost]:
 
 
 async def _finish_pointing_at(
-    fake: FakeComfyDeploy, host: FakeHost, tmp_path: Path, url: str, timeout: float = 5.0
+    fake: FakeComfyDeploy, host: FakeHost, tmp_path: Path, url: str, timeout: float = 5.0, private: bool = True
 ) -> object:
     service = ComfyDeployService(host, Settings(
         home=tmp_path, comfydeploy_api_key=API_KEY, comfydeploy_base_url=fake.api_url, http_timeout_seconds=timeout,
-        media_max_bytes=CHUNK * 4))
+        media_max_bytes=CHUNK * 4, media_allow_private_urls=private))
     gen = await submitted(service, gen_for(deploy_tool()))
     assert gen.platform_run_id is not None
     fake.finish(gen.platform_run_id)
@@ -122,7 +124,8 @@ async def test_a_run_duration_that_is_nonsense_prices_nothing_and_keeps_the_outp
     fake: FakeComfyDeploy, host: FakeHost, tmp_path: Path, seconds: float
 ) -> None:
     service = ComfyDeployService(host, Settings(
-        home=tmp_path, comfydeploy_api_key=API_KEY, comfydeploy_base_url=fake.api_url, http_timeout_seconds=5.0))
+        home=tmp_path, comfydeploy_api_key=API_KEY, comfydeploy_base_url=fake.api_url, http_timeout_seconds=5.0,
+        media_allow_private_urls=True))
     gen = await submitted(service, gen_for(deploy_tool()))
     assert gen.platform_run_id is not None
     fake.finish(gen.platform_run_id)
@@ -181,3 +184,17 @@ async def test_an_output_dripped_without_end_is_given_up(
     with pytest.raises(ServiceError) as raised:  # retryable: the engine polls again, until the deadline
         await _finish_pointing_at(fake, host, tmp_path, storage.server.base_url + "/drip.png", timeout=0.3)
     assert raised.value.retryable and "not downloaded within 3 s" in raised.value.message, raised.value.info()
+
+
+async def test_an_output_url_on_a_private_address_is_not_fetched(
+    fake: FakeComfyDeploy, host: FakeHost, storage: _Storage, tmp_path: Path
+) -> None:
+    """Output URLs are the backend's word: one naming the server's own network (here loopback; in
+    life a cloud metadata address) is refused as a user's media URL is, unless
+    ``media_allow_private_urls`` says otherwise — else its answer would become the account's
+    artifact."""
+    final = await _finish_pointing_at(fake, host, tmp_path, storage.server.base_url + "/page.png", private=False)
+    assert final.status is GenerationStatus.FAILED  # type: ignore[attr-defined]
+    error = final.error  # type: ignore[attr-defined]
+    assert error is not None and error.code == "download_refused" and "MEDIA_ALLOW_PRIVATE_URLS" in error.message
+    assert storage.asked == []

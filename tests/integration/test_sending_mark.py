@@ -75,7 +75,8 @@ def comfy_app(tmp_path: Path, db_url: str, comfy: FakeComfyUI) -> App:
 
 def deploy_app(tmp_path: Path, db_url: str, deploy: FakeComfyDeploy) -> App:
     return App(Settings(home=tmp_path / "home", database_url=db_url, definitions=[_defs(tmp_path, DEPLOY_TOOL)],
-                        comfydeploy_api_key=deploy.api_key, comfydeploy_base_url=deploy.api_url, lease_seconds=LEASE))
+                        comfydeploy_api_key=deploy.api_key, comfydeploy_base_url=deploy.api_url, lease_seconds=LEASE,
+                        media_allow_private_urls=True))  # the fake's storage is on loopback
 
 
 async def _crash(doomed: App, tool_id: str, service: str, *, send: bool) -> tuple[str, str]:

@@ -39,6 +39,7 @@ from toolweave.artifacts import media_problem
 from toolweave.model.definitions import RateSource, ToolDefinition
 from toolweave.model.records import ArtifactRef, RunUpdate
 from toolweave.model.status import GenerationStatus
+from toolweave.netguard import MEDIA_SETTING, ForbiddenURL, TooManyRedirects, UnresolvableHost, stream_public
 from toolweave.services.base import (
     GenerationContext,
     ServiceError,
@@ -421,8 +422,12 @@ class ComfyDeployService:
         limit = self.settings.media_max_bytes
         try:
             # No Authorization header: output URLs are storage URLs, not the API.
-            async with asyncio.timeout(self.timeout * WHOLE_ANSWER_TIMEOUTS), \
-                    self.host.http.stream("GET", url, timeout=self.timeout, follow_redirects=True) as response:
+            # public hosts only, every redirect checked, as for a user's media URL: the URL is the
+            # backend's word, and what it answers becomes the account's artifact
+            async with asyncio.timeout(self.timeout * WHOLE_ANSWER_TIMEOUTS), stream_public(
+                self.host.http, url, allow_private=self.settings.media_allow_private_urls, setting=MEDIA_SETTING,
+                timeout=self.timeout,
+            ) as response:
                 if response.status_code >= 400:
                     raise ServiceError(
                         f"output {shown} could not be downloaded (HTTP {response.status_code})",
@@ -440,6 +445,11 @@ class ComfyDeployService:
                         )
                     chunks.append(chunk)
                 mime = response.headers.get("content-type", "").split(";", 1)[0].strip()
+        except (ForbiddenURL, TooManyRedirects) as exc:
+            raise ServiceError(f"output {name!r} ({shown}) was not downloaded: {exc}", code="download_refused") from None
+        except UnresolvableHost as exc:
+            raise ServiceError(f"output {name!r} ({shown}) could not be downloaded: {exc}", retryable=True,
+                               code="download_failed") from None
         except TimeoutError:
             raise ServiceError(
                 f"output {shown} was not downloaded within {self.timeout * WHOLE_ANSWER_TIMEOUTS:.0f} s",
