@@ -110,3 +110,19 @@ async def test_a_negative_multiplier_from_the_user_holds_nothing_negative_and_ca
 def test_a_definition_with_a_price_below_0_is_refused(costing: dict[str, Any]) -> None:
     with pytest.raises(ValidationError, match="greater than or equal to 0"):
         ToolDefinition.model_validate({"toolId": "t", "service": "openai", "costingModel": costing})
+
+
+async def test_a_retry_after_the_account_stopped_paying_charges_nothing(app: App) -> None:
+    """An administrator turned the account's credits off between a run and its retry: the retry
+    holds nothing, so it must charge nothing either (it charged the run's old hold, long released)."""
+    assert app.registry.register(priced(app, "test.fail_n_times")) == []
+    await app.credits.grant("acme", Decimal("5"))
+    run_id = await app.submit("test.fail_n_times", {"n": 1, "retryable": False}, account_id="acme")
+    await app.make_worker(2).run_until_idle(20)
+    assert (await app.get_run(run_id))["status"] == "failed"
+    await app.credits.set_policy("acme", credits=False)
+    await app.retry(run_id, "acme")
+    await app.make_worker(2).run_until_idle(20)
+    assert (await app.get_run(run_id))["status"] == "completed"
+    assert [r["kind"] for r in ledger(app, "acme")] == ["grant", "hold", "release"], ledger(app, "acme")
+    assert sums(app, "acme") == (Decimal(5), Decimal(0))

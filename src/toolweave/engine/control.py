@@ -73,7 +73,8 @@ class RunControl(Transitions):
             tx, run_id, status=RunStatus.QUEUED.value, cancel_requested=False, error=None, final_outputs=None,
             finished_at=None, updated_at=now,
             deadline_at=(now + (run.deadline_at - run.started_at)) if run.deadline_at and run.started_at else None,
-            queue_at=place.queue_at, credit_run_id=run_id if place.credits else run.credit_run_id,
+            # the retry pays as the account pays now (its earlier hold was released when it ended)
+            queue_at=place.queue_at, credit_run_id=run_id if place.credits else None,
         )
         admission.held_by(run.master_account_id, run_id, place)
         admission.write(tx)
