@@ -21,7 +21,7 @@ from tests.fakes.server import LoopbackServer
 from tests.integration.test_comfydeploy_service import API_KEY, deploy_tool, gen_for, submitted
 
 from toolweave.model.status import GenerationStatus
-from toolweave.services.base import ServiceError
+from toolweave.services.base import ServiceError, WebhookRejected
 from toolweave.services.comfydeploy import ComfyDeployService
 from toolweave.settings import Settings
 
@@ -198,3 +198,14 @@ async def test_an_output_url_on_a_private_address_is_not_fetched(
     error = final.error  # type: ignore[attr-defined]
     assert error is not None and error.code == "download_refused" and "MEDIA_ALLOW_PRIVATE_URLS" in error.message
     assert storage.asked == []
+
+
+@pytest.mark.parametrize("status", [["success"], {"s": 1}, 7, None])
+async def test_a_status_that_is_not_text_is_a_rejected_webhook_and_a_bad_poll(
+    fake: FakeComfyDeploy, host: FakeHost, tmp_path: Path, status: object
+) -> None:
+    service = ComfyDeployService(host, Settings(
+        home=tmp_path, comfydeploy_api_key=API_KEY, comfydeploy_base_url=fake.api_url, http_timeout_seconds=5.0))
+    body = {"run_id": "0b5a7c1e-0000-4000-8000-000000000001", "status": status}
+    with pytest.raises(WebhookRejected, match="unknown status"):  # a 400 to the sender, not a 500
+        service.parse_webhook({}, json.dumps(body).encode())

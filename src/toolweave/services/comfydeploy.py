@@ -266,8 +266,8 @@ class ComfyDeployService:
         if not isinstance(run_id, str) or not run_id:
             raise WebhookRejected("run_id is missing")
         status_text = body.get("status")
-        if status_text not in STATUSES:
-            raise WebhookRejected(f"unknown status {status_text!r}")
+        if not isinstance(status_text, str) or status_text not in STATUSES:  # (a list is not even hashable)
+            raise WebhookRejected(f"unknown status {str(status_text)[:100]!r}")
         assert isinstance(status_text, str)
         status = STATUSES[status_text]
         live = body.get("live_status")
