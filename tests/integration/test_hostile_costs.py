@@ -4,6 +4,7 @@ record. On both stores."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from decimal import Decimal
 from pathlib import Path
@@ -12,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 from pydantic import ValidationError
-from tests.integration.test_credits import ledger, make_app, priced, sums
+from tests.integration.test_credits import PRICE, ledger, make_app, priced, sums
 
 from toolweave.accounting import InsufficientCredits
 from toolweave.app import App
@@ -126,3 +127,39 @@ async def test_a_retry_after_the_account_stopped_paying_charges_nothing(app: App
     assert (await app.get_run(run_id))["status"] == "completed"
     assert [r["kind"] for r in ledger(app, "acme")] == ["grant", "hold", "release"], ledger(app, "acme")
     assert sums(app, "acme") == (Decimal(5), Decimal(0))
+
+
+async def test_retries_forks_and_submits_of_one_account_at_once_never_overdraw(db_url: str, tmp_path: Path) -> None:
+    """Every way in that holds — a submit, a retry, a fork — decided at once from two apps against a
+    balance that covers four runs: four are made, whatever the mix, and nothing is overdrawn."""
+    first = make_app(db_url, tmp_path / "a")
+    second = make_app(db_url, tmp_path / "b")
+    try:
+        for app in (first, second):
+            assert app.registry.register(priced(app, "test.fail_n_times")) == []
+        await first.credits.grant("acme", 4 * PRICE)
+        failed = [await first.submit("test.fail_n_times", {"n": 1, "retryable": False}, account_id="acme")
+                  for _ in range(4)]  # four runs that fail (charged nothing), each to be retried or forked
+        await first.make_worker(2).run_until_idle(20)
+        assert [(await first.get_run(r))["status"] for r in failed] == ["failed"] * 4
+        assert sums(first, "acme") == (4 * PRICE, Decimal(0))
+
+        async def attempt(i: int) -> bool:
+            app = first if i % 2 else second
+            try:
+                if i < 2:
+                    await app.retry(failed[i], "acme")
+                elif i < 4:  # (of other runs: a run being retried is not forked)
+                    await app.fork(failed[i], "acme", inputs={"n": 0})
+                else:
+                    await app.submit("test.fail_n_times", {"n": 0}, account_id="acme")
+                return True
+            except InsufficientCredits:
+                return False
+
+        results = await asyncio.gather(*(attempt(i) for i in range(12)))
+        assert sum(results) == 4, results
+        assert sums(first, "acme") == (4 * PRICE, 4 * PRICE), ledger(first, "acme")  # all held, none overdrawn
+    finally:
+        await first.aclose()
+        await second.aclose()
