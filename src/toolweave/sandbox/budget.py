@@ -7,11 +7,19 @@ making it fail. Jinja's compiled templates produce trace events all the time, so
 few milliseconds of the budget; a single long C call does not, which is why evaluation also runs in
 a separate process that can be killed (``pool``). (CEL conditions are budgeted by their interpreter
 instead, between nodes: ``engine.conditions``.)
+
+A garbage collection that the budgeted code starts (by allocating) runs finalizers inside the
+block, under the trace function: SQLAlchemy's pool returns connections from them. The budget does
+not raise there: the finalizer would be cut short ("Exception ignored in …"), and Python drops a
+trace function that raises, so the budget would stop watching the code it budgets. It raises at the
+first look at the clock after the collection instead.
 """
 
 from __future__ import annotations
 
+import gc
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -31,6 +39,20 @@ class BudgetExceeded(BaseException):
         self.seconds = seconds
 
 
+_collecting: set[int] = set()
+"""Threads in a garbage collection (``gc.callbacks``): finalizers run there, not budgeted code."""
+
+
+def _on_collection(phase: str, info: dict[str, int]) -> None:
+    if phase == "start":
+        _collecting.add(threading.get_ident())
+    else:
+        _collecting.discard(threading.get_ident())
+
+
+gc.callbacks.append(_on_collection)
+
+
 @contextmanager
 def cpu_budget(seconds: float) -> Iterator[None]:
     """Raise ``BudgetExceeded`` in this thread once it has used ``seconds`` of CPU time inside the block."""
@@ -40,7 +62,7 @@ def cpu_budget(seconds: float) -> Iterator[None]:
     def tracer(frame: FrameType, event: str, arg: Any) -> Any:
         nonlocal ticks
         ticks += 1
-        if ticks % CHECK_EVERY == 0 and time.thread_time() > deadline:
+        if ticks % CHECK_EVERY == 0 and time.thread_time() > deadline and threading.get_ident() not in _collecting:
             raise BudgetExceeded(seconds)
         return tracer
 
