@@ -11,12 +11,14 @@ from pathlib import Path
 from typing import Any
 
 from toolweave.artifacts import ArtifactStore
+from toolweave.engine.asking import shown_artifacts
 from toolweave.engine.work import NotFound
 from toolweave.inputs import FieldProblem, InputError, field_name
 from toolweave.model.records import ArtifactRef
 from toolweave.settings import Settings
 from toolweave.store import accounts as accounts_q
-from toolweave.store.db import Store
+from toolweave.store import questions as questions_q
+from toolweave.store.db import Row, Store, Tx
 from toolweave.store.ids import new_id
 
 KEYS_REMEMBERED = 10_000
@@ -111,13 +113,17 @@ class Accounts:
         count: int = await self.store.tx(accounts_q.revoke_key, key_id_or_prefix, time.time())
         return count
 
-    async def artifact(self, sha256: str, account_id: str | None) -> tuple[Path, ArtifactRef]:
+    async def artifact(
+        self, sha256: str, account_id: str | None, question_id: str | None = None
+    ) -> tuple[Path, ArtifactRef]:
         """An artifact's file and metadata as ``account_id`` knows it (its file name, the type it
-        gave); NotFound unless the account holds it. ``None`` (the admin): any artifact, with the
-        metadata its content gives (no file name)."""
+        gave); NotFound unless the account holds it — or, with ``question_id``, unless that
+        question names the account an approver and shows the artifact (a candidate, a prefilled
+        value, a shown input: ``shown_artifacts``), as the run's account knows it. ``None`` (the
+        admin): any artifact, with the metadata its content gives (no file name)."""
         ref: ArtifactRef | None = None
         if account_id is not None:
-            owned = await self.store.read(accounts_q.artifact_owned, sha256, account_id)
+            owned = await self.store.read(_readable, sha256, account_id, question_id)
             if owned is None:
                 raise NotFound(sha256)
             ref = accounts_q.artifact_ref(owned)
@@ -135,3 +141,19 @@ class Accounts:
             raise NotFound(sha256)
         if outcome == "no-account":
             raise InputError([FieldProblem("accountId", f"there is no account {field_name(to_account)!r}")], root="")
+
+
+def _readable(tx: Tx, sha256: str, account_id: str, question_id: str | None) -> Row | None:
+    """The record through which ``account_id`` reads an artifact: its own, or (``question_id``)
+    the run's account's when that question names it an approver and shows the artifact. The
+    question stays readable to its approvers once answered (``App.question``), and so do the
+    artifacts it shows; nothing else of the run is (its inputs, its other outputs)."""
+    owned = accounts_q.artifact_owned(tx, sha256, account_id)
+    if owned is not None or question_id is None:
+        return owned
+    question = questions_q.get(tx, question_id)
+    if question is None or account_id not in (question.approvers or []):
+        return None
+    if sha256 not in shown_artifacts(question.body or {}):
+        return None
+    return accounts_q.artifact_owned(tx, sha256, str(question.account_id))

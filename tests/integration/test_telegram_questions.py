@@ -99,6 +99,8 @@ async def test_an_approver_hears_in_their_own_chat_and_answers_there(tmp_path: P
         await env.send(fake.message_update("/pick_reviewed", reply_to=photo))
         await asked(env)  # the run's own chat
         theirs = await fake.wait_for(lambda: [m for m in env.replies(7) if "needs you" in (m.get("text") or "")])
+        # the approver sees the candidates too (the bot sends them as the run's account holds them)
+        assert len([m for m in env.replies(7) if m.get("photo")]) == 4
         await env.send(fake.message_update("4", reply_to=theirs[0], user_id=7, chat_id=7))
         await fake.wait_for(lambda: "Thanks! Going on." in env.texts(7))
         await finished(env)

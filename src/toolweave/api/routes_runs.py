@@ -34,7 +34,7 @@ from toolweave.api.schemas import (
     SubmitRunRequest,
 )
 from toolweave.api.sse import stream
-from toolweave.app import App, NotFound
+from toolweave.app import App
 from toolweave.model.status import RunStatus
 
 router = APIRouter(prefix="/api/v1")
@@ -401,12 +401,14 @@ async def download_artifact(
     sha256: Sha256,
     caller: Caller = Depends(require_caller),
     download: Annotated[bool, Query(description="Send as an attachment instead of inline")] = False,
+    question: Annotated[str | None, Query(
+        min_length=1, max_length=64,
+        description="An approver reading what a question shows: the question's id (``questionId``)")] = None,
 ) -> Response:
-    """An input or output file of one of your runs (by the sha256 in its artifact value)."""
-    try:
-        path, ref = await tw(request).artifact(sha256, caller.scope)
-    except NotFound:
-        raise
+    """An input or output file of one of your runs (by the sha256 in its artifact value). An
+    approver of a question (``GET /questions``) reads what it shows — its candidates, prefilled
+    values and shown inputs, nothing else of the run — with ``?question=`` its ``questionId``."""
+    path, ref = await tw(request).artifact(sha256, caller.scope, question)
     filename = ref.filename or f"{sha256[:12]}"
     return FileResponse(
         path,

@@ -73,6 +73,23 @@ def build_question(spec: AskSpec, inputs: Mapping[str, Any]) -> dict[str, Any] |
     return question
 
 
+def shown_artifacts(question: Mapping[str, Any]) -> set[str]:
+    """The hashes of the artifacts a question shows (its candidates, prefilled values and shown
+    inputs, at any depth): what its approvers may read (``App.artifact``)."""
+    found: set[str] = set()
+    todo: list[Any] = [question.get(k) for k in ("candidates", "values", "shown")]
+    while todo:
+        value = todo.pop()
+        if isinstance(value, Mapping):
+            if value.get("kind") == "artifact" and isinstance(value.get("sha256"), str):
+                found.add(value["sha256"])
+            else:
+                todo.extend(value.values())
+        elif isinstance(value, list):
+            todo.extend(value)
+    return found
+
+
 def _choices(spec: AskSpec, question: Mapping[str, Any], value: Any, problems: list[FieldProblem]) -> list[int]:
     count = len(question.get("candidates") or [])
     low, high = int(question.get("minChoices", spec.min_choices)), int(question.get("maxChoices", spec.max_choices))
