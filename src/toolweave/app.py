@@ -62,7 +62,7 @@ from toolweave.store import runs as runs_q
 from toolweave.store import stats as stats_q
 from toolweave.store.db import Store
 from toolweave.submitting import Submitting
-from toolweave.watching import EventHub
+from toolweave.watching import FINAL_EVENTS, PAGE_EVENTS, EventHub
 from toolweave.webhooks import Webhooks
 
 if TYPE_CHECKING:  # httpx is imported with the first client (it imports its own command line: click, pygments)
@@ -321,16 +321,29 @@ class App(Submitting, Webhooks, Accounts, Answering):
         )
         return new_id
 
-    async def events(self, run_id: str, account_id: str | None = None, after: int = 0) -> list[dict[str, Any]]:
-        found: list[dict[str, Any]] = await self.store.read(run_events, run_id, account_id, after)
+    async def events(
+        self, run_id: str, account_id: str | None = None, after: int = 0, limit: int = 1000
+    ) -> list[dict[str, Any]]:
+        """The run's first ``limit`` events after ``after``; NotFound for an unknown run or another
+        account's."""
+        found: list[dict[str, Any]] = await self.store.read(run_events, run_id, account_id, after, limit)
         return found
 
     async def watch(self, run_id: str, account_id: str | None = None, after: int = 0) -> AsyncIterator[dict[str, Any]]:
         """Events of a run as they are appended, from ``after``; ends after the run's final event.
         NotFound (at the first step) for an unknown run or another account's. Every watcher of
-        this process shares one reader of the store (``watching.EventHub``)."""
-        backlog = await self.events(run_id, account_id, after)
-        async for item in self.event_hub.follow(run_id, after, backlog):
+        this process shares one reader of the store (``watching.EventHub``). The backlog is read a
+        page (``watching.PAGE_EVENTS``) at a time, the next when the caller has taken the last."""
+        final_seen = False
+        while True:
+            page = await self.events(run_id, account_id, after, PAGE_EVENTS)
+            if len(page) < PAGE_EVENTS:
+                break
+            for item in page:
+                final_seen = final_seen or item["type"] in FINAL_EVENTS
+                yield item
+            after = page[-1]["id"]
+        async for item in self.event_hub.follow(run_id, after, page, final_seen=final_seen):
             yield item
 
     async def wait(self, run_id: str, timeout: float = 300.0, interval: float = 0.1) -> dict[str, Any]:

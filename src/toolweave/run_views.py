@@ -270,11 +270,11 @@ def step_items(
     }
 
 
-def run_events(tx: Tx, run_id: str, account_id: str | None, after: int) -> list[dict[str, Any]]:
+def run_events(tx: Tx, run_id: str, account_id: str | None, after: int, limit: int = 1000) -> list[dict[str, Any]]:
     run = runs_q.get(tx, run_id)
     if run is None or (account_id is not None and run.master_account_id != account_id):
         raise NotFound(run_id)
-    return [e.as_dict() for e in events_q.since(tx, run_id, after)]
+    return [e.as_dict() for e in events_q.since(tx, run_id, after, limit)]
 
 
 def encode_cursor(created_at: float, run_id: str) -> str:

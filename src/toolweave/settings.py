@@ -72,6 +72,9 @@ class Settings:
     """Runs (queued or running) an account may have at once; 0: no limit. Accounts may have their own."""
     account_submits_per_minute: int = 0
     """Runs an account may submit per minute; 0: no limit. Accounts may have their own."""
+    sse_max_streams_per_account: int = 32
+    """Event streams (``GET /api/v1/runs/{id}/events``, the run page's live updates) an account may
+    have open at once on one API process; more answer 429. 0: no limit."""
     worker_slots: int = 8
     lease_seconds: float = 30.0
     """How long a worker's claim on a task lasts without a heartbeat; a dead worker's tasks are
@@ -308,7 +311,7 @@ def _server(name: str, url: str, concurrency: Any, entry: Any) -> ComfyServer:
 
 _WHOLE = ("worker_slots", "telegram_max_runs_in_flight", "media_max_bytes", "input_max_depth",
           "request_max_json_bytes", "request_max_bytes", "evaluation_processes", "account_max_runs_in_flight",
-          "account_submits_per_minute")
+          "account_submits_per_minute", "sse_max_streams_per_account")
 _SECONDS = ("http_timeout_seconds", "telegram_prompt_timeout_seconds", "telegram_edit_interval_seconds",
             "lease_seconds", "sweep_seconds", "media_url_ttl_seconds", "condition_budget_ms", "template_budget_ms",
             "estimate_fallback_seconds", "retention_days", "prune_every_minutes")

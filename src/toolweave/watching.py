@@ -3,7 +3,8 @@
 ``App.watch`` (the API's event streams, the web page, the command line) used to poll the store
 twice per watcher and per round (the events, then the run): 200 open streams were 1,600 queries a
 second, which cost a PostgreSQL server most of a core while nothing happened. Now each process has
-one ``EventHub``: a watcher reads its backlog once, then registers the run with the last event id
+one ``EventHub``: a watcher reads its backlog (in pages of ``PAGE_EVENTS``, each read when the
+one before has been taken: a run of 100,000 events is never in memory whole), then registers the run with the last event id
 it has; one task reads the new events of every registered run with one query per round (``WITH
 watched(run_id, after) AS (VALUES …)`` joined to ``events`` on its (run_id, event_id) index) and hands each
 watcher its own. A round comes every ``interval`` seconds, or at once when this process commits
@@ -31,6 +32,9 @@ log = logging.getLogger("toolweave.watching")
 ROUND_SECONDS = 0.25
 """How often the hub reads the store for events committed by other processes."""
 MAX_RUNS_PER_QUERY = 256
+PAGE_EVENTS = 500
+"""At most this many events are read at once: a watcher's backlog page (``App.watch``) and one
+query of a hub's round (the rest follows in the next round, at once)."""
 FINAL_EVENTS = frozenset(f"run.{s.value}" for s in RunStatus if s.terminal)
 
 
@@ -50,9 +54,13 @@ def _sizes(count: int) -> int:
     return size
 
 
-def _new_events(tx: Tx, watched: list[tuple[str, int]]) -> list[events_q.Event]:
-    """Events after each run's ``after``, for every (run, after); oldest first."""
+def _new_events(tx: Tx, watched: list[tuple[str, int]]) -> tuple[list[events_q.Event], bool]:
+    """Events after each run's ``after``, for every (run, after), oldest first, at most
+    ``PAGE_EVENTS`` per query; and whether a query stopped there (more to read). A query that stops
+    leaves each run a prefix of its events (they come in event id order), so the next round goes on
+    from each watcher's last event."""
     found: list[events_q.Event] = []
+    more = False
     for first in range(0, len(watched), MAX_RUNS_PER_QUERY):
         part = watched[first:first + MAX_RUNS_PER_QUERY]
         padded = part + [("", 0)] * (_sizes(len(part)) - len(part))
@@ -63,11 +71,12 @@ def _new_events(tx: Tx, watched: list[tuple[str, int]]) -> list[events_q.Event]:
         rows = tx.all(
             f"WITH watched(run_id, after_id) AS (VALUES {values}) "
             "SELECT e.event_id, e.run_id, e.type, e.step_id, e.data, e.created_at FROM watched w "
-            "JOIN events e ON e.run_id = w.run_id AND e.event_id > w.after_id ORDER BY e.event_id",
-            params,
+            "JOIN events e ON e.run_id = w.run_id AND e.event_id > w.after_id ORDER BY e.event_id LIMIT :limit",
+            {**params, "limit": PAGE_EVENTS},
         )
+        more = more or len(rows) >= PAGE_EVENTS
         found.extend(events_q.Event(r.event_id, r.run_id, r.type, r.step_id, r.data, r.created_at) for r in rows)
-    return found
+    return found, more
 
 
 def _status(tx: Tx, run_id: str) -> str | None:
@@ -97,14 +106,18 @@ class EventHub:
         with contextlib.suppress(RuntimeError):  # the loop has closed
             loop.call_soon_threadsafe(wake.set)
 
-    async def follow(self, run_id: str, after: int, backlog: list[dict[str, Any]]) -> AsyncIterator[dict[str, Any]]:
+    async def follow(
+        self, run_id: str, after: int, backlog: list[dict[str, Any]], *, final_seen: bool = False
+    ) -> AsyncIterator[dict[str, Any]]:
         """``backlog`` (the events after ``after`` already read, with the account checked), then
-        the run's new events as they are committed; ends after the run's final event."""
+        the run's new events as they are committed; ends after the run's final event
+        (``final_seen``: one came before ``after``)."""
         last = after
         for item in backlog:
             last = item["id"]
             yield item
-        if any(item["type"] in FINAL_EVENTS for item in backlog) and await self._ended(run_id):
+        final_seen = final_seen or any(item["type"] in FINAL_EVENTS for item in backlog)
+        if final_seen and await self._ended(run_id):
             return
         watcher = _Watcher(run_id, last)
         self._add(watcher)
@@ -149,7 +162,7 @@ class EventHub:
             if not watched:
                 continue
             try:
-                found = await self.store.read(_new_events, watched)
+                found, more = await self.store.read(_new_events, watched)
             except Exception:
                 log.exception("reading the watched runs' events failed; trying again")
                 await asyncio.sleep(self.interval)
@@ -164,4 +177,6 @@ class EventHub:
                     if mine:
                         watcher.after = mine[-1].event_id
                         watcher.queue.put_nowait(mine)
+            if more:
+                wake.set()  # a query stopped at PAGE_EVENTS: the next round now
         self._task = None

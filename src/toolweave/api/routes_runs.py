@@ -10,7 +10,7 @@ import logging
 import mimetypes
 import threading
 import zipfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -33,7 +33,7 @@ from toolweave.api.schemas import (
     SubmitBatchRequest,
     SubmitRunRequest,
 )
-from toolweave.api.sse import stream
+from toolweave.api.sse import RETRY_AFTER_SECONDS, StreamSlots, stream
 from toolweave.app import App
 from toolweave.model.status import RunStatus
 
@@ -353,6 +353,8 @@ async def list_step_items(
         },
         204: {"description": "The run has ended and there is nothing after Last-Event-ID (stop reconnecting)"},
         404: {"description": "No such run, or not yours"},
+        429: {"description": "You have as many event streams open as you may (setting sse_max_streams_per_account); "
+                             "see Retry-After"},
     },
 )
 async def run_events(
@@ -374,16 +376,43 @@ async def run_events(
         except ValueError:
             raise ApiProblem(422, "Last-Event-ID must be an event id (a whole number)", kind="invalid-request",
                              errors=[FieldError(field="header.Last-Event-ID", message="must be a whole number")]) from None
-    pending = await app.events(run_id, caller.scope, start)  # 404 here, before the stream starts
-    if not pending:
-        run = await app.get_run(run_id, caller.scope)
-        if RunStatus(run["status"]).terminal:
-            return Response(status_code=204)
-    return StreamingResponse(
-        stream(app, run_id, caller.scope, start),
+    slots: StreamSlots = request.app.state.streams
+    release = slots.take(caller.account_id)
+    if release is None:
+        raise ApiProblem(
+            429, f"account {caller.account_id} has {slots.limit} event streams open, the most it may "
+                 "(setting sse_max_streams_per_account); close one or try again later",
+            kind="over-limit", headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+    try:
+        pending = await app.events(run_id, caller.scope, start, limit=1)  # 404 here, before the stream starts
+        if not pending:
+            run = await app.get_run(run_id, caller.scope)
+            if RunStatus(run["status"]).terminal:
+                release()
+                return Response(status_code=204)
+    except BaseException:
+        release()
+        raise
+    return _Stream(
+        stream(app, run_id, caller.scope, start), release,
         media_type="text/event-stream",
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
     )
+
+
+class _Stream(StreamingResponse):
+    """An event stream that gives its account's slot back when it ends, however it ends (the
+    client went away before its first byte too)."""
+
+    def __init__(self, content: AsyncIterator[str], release: Callable[[], None], **kwargs: Any) -> None:
+        super().__init__(content, **kwargs)
+        self._release = release
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._release()
 
 
 @router.get(

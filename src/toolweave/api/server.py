@@ -22,6 +22,7 @@ from toolweave.api.limits import BodyLimit, checked_parameters
 from toolweave.api.metrics import Metrics
 from toolweave.api.problems import ProblemDetails
 from toolweave.api.schemas import SubmitRunRequest
+from toolweave.api.sse import StreamSlots
 from toolweave.api.version import __version__
 from toolweave.app import App
 
@@ -149,6 +150,7 @@ def create_app(app: App, *, run_worker: bool = True, slots: int | None = None, l
     )
     api.state.toolweave = app
     api.state.metrics = Metrics()
+    api.state.streams = StreamSlots(app.settings.sse_max_streams_per_account if app is not None else 0)
     api.state.worker = None
     problems.install(api)
     if app is not None and lean:
