@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from toolweave.engine.replay import BadRequest
 from toolweave.engine.work import NotFound
 from toolweave.store import events as events_q
 from toolweave.store import generations as gens_q
@@ -233,6 +234,8 @@ def step_items(
     step = runs_q.step(tx, run_id, step_id)
     if step is None:
         raise NotFound(step_id)
+    if step.items_total is None and not is_map_step(tx, run, step_id):
+        raise BadRequest("path.step_id", f"step {step_id!r} is not a map step: only a map step has items")
     # a fork's map step taken over from its origin has its items there (unless it was pruned)
     source = step.reused_from_run_id or run_id
     pruned = source != run_id and runs_q.get(tx, source) is None
@@ -275,6 +278,14 @@ def run_events(tx: Tx, run_id: str, account_id: str | None, after: int, limit: i
     if run is None or (account_id is not None and run.master_account_id != account_id):
         raise NotFound(run_id)
     return [e.as_dict() for e in events_q.since(tx, run_id, after, limit)]
+
+
+def is_map_step(tx: Tx, run: Any, step_id: str) -> bool:
+    """Whether the run's definition (the version it runs) makes ``step_id`` a map step."""
+    for step in runs_q.get_snapshot(tx, run.definition_sha).get("steps") or []:
+        if isinstance(step, dict) and step.get("stepId") == step_id:
+            return step.get("map") is not None
+    return False
 
 
 def encode_cursor(created_at: float, run_id: str) -> str:

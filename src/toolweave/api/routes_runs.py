@@ -18,6 +18,7 @@ from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 from fastapi.responses import FileResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.formparsers import MultiPartException
+from starlette.responses import MalformedRangeHeader, RangeNotSatisfiable
 
 from toolweave.accounting import InsufficientCredits, Refused
 from toolweave.api import submit as submit_mod
@@ -326,7 +327,8 @@ async def retry_run(
 
 
 @router.get("/runs/{run_id}/steps/{step_id}/items", response_model=ItemPage, summary="List a map step's items",
-            tags=["runs"], responses={404: {"description": "No such run or step, or not yours"}})
+            tags=["runs"], responses={404: {"description": "No such run or step, or not yours"},
+                                      422: {"description": "The step is not a map step (it has no items)"}})
 async def list_step_items(
     request: Request,
     run_id: RunId,
@@ -422,7 +424,10 @@ class _Stream(StreamingResponse):
     response_class=FileResponse,
     responses={
         200: {"description": "The file", "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}}},
+        206: {"description": "The bytes a Range header asked for"},
+        400: {"description": "A malformed Range header (named in errors: header.Range)"},
         404: {"description": "No such artifact, or not yours"},
+        416: {"description": "The Range starts past the file's end (Content-Range gives its size)"},
     },
 )
 async def download_artifact(
@@ -439,7 +444,7 @@ async def download_artifact(
     values and shown inputs, nothing else of the run — with ``?question=`` its ``questionId``."""
     path, ref = await tw(request).artifact(sha256, caller.scope, question)
     filename = ref.filename or f"{sha256[:12]}"
-    return FileResponse(
+    return _ArtifactFile(
         path,
         media_type=ref.mime_type or "application/octet-stream",
         filename=filename,
@@ -450,6 +455,25 @@ async def download_artifact(
             "Cache-Control": "private, max-age=86400, immutable",
         },
     )
+
+
+class _ArtifactFile(FileResponse):
+    """A file whose ``Range`` header, when it is malformed or past the file's end, is answered
+    with a problem document (400 naming ``header.Range``; 416 with ``Content-Range``) instead of
+    Starlette's plain text; the route's exception handlers turn the ``ApiProblem`` into it, as
+    nothing has been sent yet."""
+
+    @classmethod
+    def _parse_range_header(cls, http_range: str, file_size: int) -> list[tuple[int, int]]:
+        try:
+            return super()._parse_range_header(http_range, file_size)
+        except MalformedRangeHeader as exc:
+            message = f"is not a byte range this file has ({exc.content or 'malformed'}): write it as bytes=START-END"
+            raise ApiProblem(400, f"header.Range: {message}", kind="invalid-request",
+                             errors=[FieldError(field="header.Range", message=message)]) from None
+        except RangeNotSatisfiable as exc:
+            raise ApiProblem(416, f"the range starts past the file's end ({exc.max_size} bytes)",
+                             kind="range-not-satisfiable", headers={"Content-Range": f"bytes */{exc.max_size}"}) from None
 
 
 @router.get(

@@ -170,7 +170,7 @@ def runs_items(
     account: str = typer.Option(LOCAL_ACCOUNT, "--account", help=ACCOUNT_HELP),
 ) -> None:
     """List the items of a map step: each one's status, attempts, error, cost and time."""
-    from toolweave.app import NotFound
+    from toolweave.app import BadRequest, NotFound
 
     async def main() -> int:
         async with app_session() as tw:
@@ -179,6 +179,8 @@ def runs_items(
             except NotFound:
                 raise CliError(f"account {account!r} has no run {run_id!r} with a step {step_id!r} (another account's: "
                                "--account ID)") from None
+            except BadRequest as exc:
+                raise CliError(exc.message) from None
         if json_output:
             print_json(page)
         else:
