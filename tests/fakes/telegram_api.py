@@ -124,6 +124,8 @@ class FakeTelegram:
         self._limited_until = 0.0
         self._limited_retry_after = 1
         self._closed: dict[int, tuple[int, str, dict[str, Any] | None]] = {}
+        self._denied: dict[int, set[str]] = {}
+        """What the bot may not send in a chat (``restrict``): "photos", "videos", "documents", "text messages"."""
         self._down_until = 0.0
         self._hold: set[str] = set()
         self._lose: set[str] = set()
@@ -156,6 +158,13 @@ class FakeTelegram:
 
     def open_chat(self, chat_id: int) -> None:
         self._closed.pop(chat_id, None)
+
+    def restrict(self, chat_id: int, *kinds: str) -> None:
+        """In the group ``chat_id`` the bot lacks the right to send ``kinds`` ("photos", "videos",
+        "documents", "text messages"; none: every right back). Telegram checks every content of a
+        call before sending any of it, and answers 400 "not enough rights to send <kind> to the
+        chat" (an album with one photo is refused whole)."""
+        self._denied[chat_id] = set(kinds)
 
     def limit_rate(self, seconds: float, retry_after: int = 1) -> None:
         """For ``seconds`` from now every sending call is answered 429 with ``retry_after``."""
@@ -404,6 +413,10 @@ class FakeTelegram:
             if closed is not None:
                 call.status = closed[0]
                 return self._error(closed[0], closed[1], parameters=closed[2])
+            lacking = self._lacking(method, params)
+            if lacking is not None:
+                call.status = 400
+                return self._error(400, f"Bad Request: not enough rights to send {lacking} to the chat")
             queue = self._failures.get(method) or []
             failure = next((f for f in queue if f.chat_id is None or f.chat_id == params.get("chat_id")), None)
             if failure is not None and failure.after > 0:
@@ -439,6 +452,18 @@ class FakeTelegram:
             return JSONResponse({"ok": True, "result": result})
         finally:
             self._changed.set()
+
+    def _lacking(self, method: str, params: dict[str, Any]) -> str | None:
+        """The first kind of content of this call the bot may not send to its chat (``restrict``)."""
+        denied = self._denied.get(params.get("chat_id"))  # type: ignore[arg-type]
+        if not denied:
+            return None
+        kinds = {"sendMessage": ["text messages"], "sendPhoto": ["photos"], "sendVideo": ["videos"],
+                 "sendDocument": ["documents"]}.get(method, [])
+        if method == "sendMediaGroup" and isinstance(params.get("media"), list):
+            kinds = [{"photo": "photos", "video": "videos", "document": "documents"}.get(
+                str(item.get("type", "photo")), "photos") for item in params["media"] if isinstance(item, dict)]
+        return next((kind for kind in kinds if kind in denied), None)
 
     async def _download(self, request: Request) -> Response:
         if request.path_params["token"] != self.token:

@@ -252,3 +252,35 @@ async def test_a_forged_cancel_on_another_users_message_does_not_overwrite_it(db
         after = fake.message(group, theirs["message_id"])
         assert after["text"] == before["text"] and after.get("reply_markup") == before.get("reply_markup")
         assert not [e for e in fake.edits if e["message_id"] == theirs["message_id"]]
+
+
+async def test_files_a_group_does_not_let_the_bot_send_are_kept_and_sent_once_an_admin_allows_them(
+        db_url: str, tmp_path: Path) -> None:
+    group = -6161
+    async with telegram_env(tmp_path, database_url=db_url) as env:
+        fake = env.fake
+        # the bot may write in the group but not send media: Telegram refuses every photo and file
+        # with "not enough rights" — the group's permissions, not the files' fault
+        fake.restrict(group, "photos", "videos", "documents")
+        await env.send(fake.message_update("/variants", chat_id=group, photo=jpeg()))
+        (done,) = await fake.wait_for(lambda: results(env, group), timeout=60)
+        rows = await settled(env)
+        assert {r["status"] for r in rows} == {"delivered"}
+        assert not photos_by_caption(fake, group)
+        assert "could not be sent" not in done["text"]
+        assert "the bot may not send documents in this chat" in done["text"] and "admin" in done["text"]
+        again = [b for row in done["reply_markup"]["inline_keyboard"] for b in row if b["callback_data"].startswith("s:")]
+        assert [b["text"] for b in again] == ["📥 bright, dark", "📥 sheet"]
+        # pressed before the admin changed anything: nothing can go, and the chat is told so
+        await env.send(fake.callback_update(again[1]["callback_data"], message=done))
+        await fake.wait_for(lambda: [m for m in fake.sent_to(group) if "still not sent" in (m.get("text") or "")],
+                            timeout=30)
+        # an admin allows files (photos stay forbidden): each press delivers what it names, once
+        fake.restrict(group, "photos")
+        for button in again:
+            await env.send(fake.callback_update(button["callback_data"], message=done))
+        await fake.wait_for(lambda: len(photos_by_caption(fake, group)) == 3, timeout=60)
+        await settled(env)
+        assert photos_by_caption(fake, group) == {"bright": 1, "dark": 1, "sheet": 1}
+        assert {m["document"]["file_name"] for m in fake.sent_to(group) if "document" in m} >= {"sheet.png"}
+

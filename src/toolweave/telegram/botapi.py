@@ -30,6 +30,9 @@ CHAT_REFUSALS = (
 form: sending the same content another way cannot help, only a later attempt can."""
 
 
+RIGHTS = "not enough rights to send "
+
+
 class BotAPIError(Exception):
     def __init__(self, message: str, *, status: int | None = None, retry_after: float | None = None,
                  description: str = "", sent_maybe: bool = False, migrate_to: int | None = None) -> None:
@@ -57,6 +60,17 @@ class BotAPIError(Exception):
             return True
         words = self.description.lower()
         return self.status == 400 and any(w in words for w in CHAT_REFUSALS)
+
+    @property
+    def lacks_right(self) -> str | None:
+        """What the bot may not send in this chat, when Telegram says so ("photos", "documents",
+        "videos": 400 "not enough rights to send photos to the chat"): a group's permissions, not
+        this file's fault, so another kind of message may pass and a later one, once an admin
+        allows it, will."""
+        words = self.description.lower()
+        if self.status != 400 or RIGHTS not in words:
+            return None
+        return words.split(RIGHTS, 1)[1].removesuffix(" to the chat").strip() or "media"
 
     @property
     def refused(self) -> bool:

@@ -20,7 +20,9 @@ that sends it again. A status message in doubt that is found becomes the run's s
 
 Each part stands alone: a photo Telegram refuses (400) goes as a document, an album refused as a
 whole goes item by item, a file Telegram refuses is named in the closing message, and the rest of
-the delivery still goes out. 429, 5xx and network trouble retry the delivery (``DeliveryError``
+the delivery still goes out. A file the chat does not let the bot send in any form ("not enough
+rights to send documents") is kept in doubt: the closing message says how an admin allows it, and
+its button sends it then. 429, 5xx and network trouble retry the delivery (``DeliveryError``
 with ``retry_after``); a 403 (the user blocked the bot) or another 4xx of a text gives it up.
 """
 
@@ -297,7 +299,8 @@ class TelegramChannel(PartSending):
                 await self.app.kv_set(SENT_NAMESPACE, notification_id, state, ttl=SENT_TTL)
 
             try:
-                message_ids, more_notes = await self._send(part, chat_id, reply_to, account_id, partial, progress)
+                message_ids, more_notes, withheld, lacking = await self._send(
+                    part, chat_id, reply_to, account_id, partial, progress)
             except BotAPIError as exc:
                 if not exc.sent_maybe:
                     state["sending"] = None
@@ -305,6 +308,12 @@ class TelegramChannel(PartSending):
                 raise _failure(f"{part.describe()} (part {index + 1} of {len(parts)}): {exc}", exc) from None
             sent.append({"method": part.method, "outputs": [m.output for m in part.media], "messageIds": message_ids})
             await reconcile.seen(self.app, chat_id, message_ids)
+            if withheld:
+                # the chat does not let the bot send these files: kept in doubt, with a button that
+                # sends them once an admin allows it
+                more_notes = [*more_notes, _withheld_note([part.media[i].output for i in withheld], lacking)]
+                state = _keep_withheld(state, index, part, withheld)
+                doubts = list(state["doubts"])
             index += 1
             if more_notes:
                 notes.extend(more_notes)
@@ -419,9 +428,14 @@ class TelegramChannel(PartSending):
             await self.app.kv_set(SENT_NAMESPACE, again_id, again, ttl=SENT_TTL)
 
         try:
-            message_ids, _notes = await self._send(part, chat_id, None, str(original.get("account_id")),
-                                                   recorded if isinstance(recorded, dict) else None, progress)
+            message_ids, _notes, withheld, lacking = await self._send(
+                part, chat_id, None, str(original.get("account_id")), recorded if isinstance(recorded, dict) else None,
+                progress)
             await reconcile.seen(self.app, chat_id, message_ids)
+            if withheld:  # the admin has not allowed it yet: say so rather than nothing
+                text = _withheld_note([part.media[i].output for i in withheld], lacking, again=True)
+                await reconcile.seen(self.app, chat_id, _ids_of(await self.api.call(
+                    "sendMessage", {"chat_id": chat_id, "text": text})))
         except BotAPIError as exc:
             raise _failure(f"{part.describe()}: {exc}", exc) from None
 
@@ -485,6 +499,36 @@ class TelegramChannel(PartSending):
         state.update(messageId=int(result["message_id"]), text=text, editedAt=time.time(), final=terminal, sending=False)
         await self.app.kv_set(STATUS_NAMESPACE, run_id, state, ttl=86400.0 if terminal else None)
         await reconcile.seen(self.app, chat_id, [int(result["message_id"])])
+
+
+def _withheld_note(outputs: list[str], lacking: str, *, again: bool = False) -> str:
+    """The closing message's line about files the chat does not let the bot send."""
+    labels = ", ".join(outputs)
+    what = lacking or "media"
+    if again:
+        return (f"⚠️ {labels}: still not sent: the bot may not send {what} in this chat yet. A group admin "
+                "can allow it (the group's permissions: photos, videos, files; or make the bot an admin), "
+                "then tap the button again.")
+    return (f"⚠️ {labels}: not sent: the bot may not send {what} in this chat. A group admin can allow it "
+            "(the group's permissions: photos, videos, files; or make the bot an admin), then tap "
+            f"“📥 {_short(labels, 40)}” below.")
+
+
+def _keep_withheld(state: dict[str, Any], index: int, part: Part, withheld: list[int]) -> dict[str, Any]:
+    """``state`` with the files ``withheld`` of part ``index`` in doubt (a resend sends them)."""
+    doubts = list(state.get("doubts") or [])
+    if index not in doubts:
+        doubts.append(index)
+    in_doubt: dict[str, Any] = dict(state.get("itemDoubts") or {})
+    if part.method == "sendMediaGroup":
+        mine = in_doubt.get(str(index)) or {"items": [], "outputs": []}
+        items = [*mine["items"], *[i for i in withheld if i not in mine["items"]]]
+        in_doubt[str(index)] = {"items": items, "outputs": [part.media[i].output for i in items]}
+    return {**state, "doubts": doubts, "itemDoubts": in_doubt}
+
+
+def _ids_of(result: Any) -> list[int]:
+    return [int(result["message_id"])] if isinstance(result, Mapping) and "message_id" in result else []
 
 
 def _failure(text: str, exc: BotAPIError) -> DeliveryError:
