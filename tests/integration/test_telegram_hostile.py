@@ -284,3 +284,27 @@ async def test_files_a_group_does_not_let_the_bot_send_are_kept_and_sent_once_an
         assert photos_by_caption(fake, group) == {"bright": 1, "dark": 1, "sheet": 1}
         assert {m["document"]["file_name"] for m in fake.sent_to(group) if "document" in m} >= {"sheet.png"}
 
+
+async def test_an_album_in_doubt_in_an_upgraded_group_is_found_in_the_supergroup(db_url: str, tmp_path: Path) -> None:
+    from tests.integration.test_telegram_reconcile import answers_quickly_or_not_at_all
+
+    group, supergroup = -4646, -1004646
+    async with telegram_env(tmp_path, database_url=db_url) as env:
+        fake = env.fake
+        answers_quickly_or_not_at_all(env)
+        # the command's id comes from the bot account's counter (1000 and up); the supergroup counts
+        # its own messages from 1: a watermark taken from the command would sit above all of them
+        command = fake.message_update("/variants", chat_id=group, photo=jpeg())
+        fake.upgrade_group(group, supergroup)
+        fake.hold("sendMediaGroup")  # the album arrives in the supergroup, its answer is lost
+        await env.send(command)
+        (done,) = await fake.wait_for(lambda: results(env, supergroup), timeout=60)
+        fake.release()
+        await settled(env)
+        assert command["message"]["message_id"] > max(m["message_id"] for m in fake.sent_to(supergroup))
+        assert "interrupted" not in done["text"]
+        assert not [b for row in done["reply_markup"]["inline_keyboard"] for b in row if b["callback_data"].startswith("s:")]
+        assert photos_by_caption(fake, supergroup) == {"bright": 1, "dark": 1, "sheet": 1}
+        assert len(fake.calls_of("sendMediaGroup")) == 1
+        # no reply points at the old group's message (in the supergroup that id is another message)
+        assert not [m for m in fake.sent_to(supergroup) if m.get("_reply_to") == command["message"]["message_id"]]

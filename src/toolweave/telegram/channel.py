@@ -212,20 +212,27 @@ class TelegramChannel(PartSending):
         chat_id = target.get("chatId") if isinstance(target, Mapping) else None
         if chat_id is None:
             raise DeliveryError("the notification names no chatId", retryable=False)
+        addressed = chat_id
         chat_id = await self._current_chat(chat_id)
+        # the message a delivery answers is one of the chat it was addressed to: in the supergroup
+        # a group became, that id is another message (or none), and no watermark
+        reply_to = target.get("replyTo") if chat_id == addressed else None
         kind = notification.get("event_type")
         try:
             if kind == "status":
-                await self._deliver_status(notification, chat_id, target.get("replyTo"))
+                await self._deliver_status(notification, chat_id, reply_to)
             elif kind == "resend":
                 await self._deliver_again(notification, chat_id)
             else:
-                await self._deliver_parts(notification, chat_id, target.get("replyTo"))
+                await self._deliver_parts(notification, chat_id, reply_to)
         except DeliveryError as exc:
             moved = getattr(exc, "migrate_to", None)
             if moved is not None and moved != chat_id:
                 log.warning("Telegram says the group %s is now the supergroup %s: sending there", chat_id, moved)
                 await self.app.kv_set(MIGRATED_NAMESPACE, str(chat_id), {"to": moved})
+                # the supergroup counts its own message ids from 1, and every message of the bot's
+                # there goes through here from now on: all of them are recorded above 0
+                await reconcile.moved(self.app, moved)
             raise
 
     async def _current_chat(self, chat_id: Any) -> Any:
@@ -259,7 +266,7 @@ class TelegramChannel(PartSending):
         elif state.get("sending") is not None and int(state["sending"]) == done and done < len(parts):
             # the last attempt was sending this part when it stopped: Telegram may have it already
             part = parts[done]
-            found = await self._look_for(part, chat_id, state.get("after"), notification_id)
+            found = await self._look_for(part, chat_id, _after(state, chat_id), notification_id)
             if found:
                 sent.append({"method": part.method, "outputs": [m.output for m in part.media], "messageIds": found,
                              "found": True})
@@ -289,7 +296,8 @@ class TelegramChannel(PartSending):
         while index < len(parts):
             part = parts[index]
             state = {**state, "done": index, "of": len(parts), "sending": index, "sent": sent, "notes": notes,
-                     "doubts": doubts, "after": await reconcile.watermark(self.app, chat_id, reply_to)}
+                     "doubts": doubts, "after": await reconcile.watermark(self.app, chat_id, reply_to),
+                     "chat": chat_id}
             await self.app.kv_set(SENT_NAMESPACE, notification_id, state, ttl=SENT_TTL)
             recorded = state.get("partial")
             partial = recorded if isinstance(recorded, dict) and recorded.get("part") == index else None
@@ -334,7 +342,7 @@ class TelegramChannel(PartSending):
         album goes on."""
         items = [int(i) for i in partial.get("items", [])]
         item = part.media[items[0]]
-        found = await self._look_for(Part("sendDocument", media=[item]), chat_id, state.get("after"), notification_id)
+        found = await self._look_for(Part("sendDocument", media=[item]), chat_id, _after(state, chat_id), notification_id)
         ids = [*partial.get("ids", []), *found]
         notes = list(partial.get("notes", []))
         doubts = list(state.get("doubts", []))
@@ -459,7 +467,8 @@ class TelegramChannel(PartSending):
                      else reconcile.text_probe(str(sent.get("text") or "")))
             try:
                 found = None if not sent.get("text") else next(iter(await reconcile.find(
-                    self.api, chat_id, state.get("after"), [probe], f"the status message of {run_id}")), None)
+                    self.api, chat_id, state.get("after") if state.get("chatId", chat_id) == chat_id else None, [probe],
+                    f"the status message of {run_id}")), None)
             except BotAPIError as exc:
                 raise _failure(f"status message: looking for the one sent before an interruption: {exc}", exc) from None
             if found is not None:
@@ -499,6 +508,12 @@ class TelegramChannel(PartSending):
         state.update(messageId=int(result["message_id"]), text=text, editedAt=time.time(), final=terminal, sending=False)
         await self.app.kv_set(STATUS_NAMESPACE, run_id, state, ttl=86400.0 if terminal else None)
         await reconcile.seen(self.app, chat_id, [int(result["message_id"])])
+
+
+def _after(state: Mapping[str, Any], chat_id: Any) -> Any:
+    """The watermark an interrupted attempt recorded, when it was sending to ``chat_id`` (an attempt
+    to a group that then turned out to be a supergroup left a mark of another chat)."""
+    return state.get("after") if state.get("chat", chat_id) == chat_id else None
 
 
 def _withheld_note(outputs: list[str], lacking: str, *, again: bool = False) -> str:

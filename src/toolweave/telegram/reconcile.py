@@ -64,6 +64,15 @@ async def seen(app: App, chat_id: Any, message_ids: list[int]) -> None:
         await app.kv_set(CHATS_NAMESPACE, str(chat_id), {"high": max(message_ids)}, ttl=CHATS_TTL)
 
 
+async def moved(app: App, chat_id: Any) -> None:
+    """``chat_id`` is the supergroup a basic group was upgraded to, which counts its own message
+    ids from 1: with no watermark there yet, it is 0 (every message of the bot's there is sent, and
+    recorded, from now on). A mark of the old group's (its ids come from the bot account's counter)
+    never moves over."""
+    if await app.kv_get(CHATS_NAMESPACE, str(chat_id)) is None:
+        await app.kv_set(CHATS_NAMESPACE, str(chat_id), {"high": 0}, ttl=CHATS_TTL)
+
+
 def inline(markup: Any) -> dict[str, Any] | None:
     """The inline keyboard of a reply markup (the only kind a message keeps and an edit takes)."""
     return markup if isinstance(markup, Mapping) and "inline_keyboard" in markup else None  # type: ignore[return-value]
