@@ -308,3 +308,42 @@ async def test_an_album_in_doubt_in_an_upgraded_group_is_found_in_the_supergroup
         assert len(fake.calls_of("sendMediaGroup")) == 1
         # no reply points at the old group's message (in the supergroup that id is another message)
         assert not [m for m in fake.sent_to(supergroup) if m.get("_reply_to") == command["message"]["message_id"]]
+
+
+async def test_a_delivery_sent_again_months_after_it_was_given_up_sends_only_what_was_missing(
+        db_url: str, tmp_path: Path) -> None:
+    async with telegram_env(tmp_path, database_url=db_url) as env:
+        fake = env.fake
+        # the album arrives, then the user blocks the bot: the delivery is given up after its first part
+        fake.fail("sendDocument", 403, times=1)
+        await env.send(fake.message_update("/variants", photo=jpeg()))
+        rows = await settled(env)
+        (given_up,) = [r for r in rows if r["status"] == "failed"]
+        assert photos_by_caption(fake) == {"bright": 1, "dark": 1}
+        # 31 days pass: every record kept for a time runs out (the store's clock, moved back)
+        await env.app.store.tx(lambda tx: tx.q(
+            "UPDATE kv SET expires_at = expires_at - :d WHERE expires_at IS NOT NULL", {"d": 31 * 86400.0}))
+        assert await env.app.resend_notifications([given_up["notification_id"]]) == [given_up["notification_id"]]
+        (done,) = await fake.wait_for(lambda: results(env), timeout=60)
+        await settled(env)
+        assert photos_by_caption(fake) == {"bright": 1, "dark": 1, "sheet": 1}
+        assert "could not be sent" not in done["text"]
+
+
+async def test_pruning_a_run_takes_the_record_of_what_its_deliveries_sent(db_url: str, tmp_path: Path) -> None:
+    async with telegram_env(tmp_path, database_url=db_url) as env:
+        fake = env.fake
+        await env.send(fake.message_update("/card Old news"))
+        await fake.wait_for(lambda: results(env), timeout=60)
+        rows = await settled(env)
+        ids = [r["notification_id"] for r in rows if r["run_id"]]
+
+        async def records() -> list[str]:
+            found: list[str] = await env.app.store.read(lambda tx: [
+                r.key for r in tx.all("SELECT key FROM kv WHERE namespace = 'telegram.sent'") if r.key in ids])
+            return found
+
+        assert await records()
+        await env.app.prune(older_than=0.0)
+        assert not [r for r in await notifications(env) if r["notification_id"] in ids]
+        assert not await records()

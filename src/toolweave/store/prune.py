@@ -35,6 +35,11 @@ LEASE_NAMESPACE = "prune.lease"
 _TERMINAL = tuple(sorted(s.value for s in RUN_TERMINAL))
 _WAITING_GENERATIONS = ("pending", "processing")
 
+NOTIFICATION_STATE = ("telegram.sent",)
+"""``kv`` namespaces keyed by a notification id: a channel's record of what it sent of that
+delivery (so that sending it again, at any time, sends nothing twice). It lives as long as the
+notification row, and goes with it."""
+
 RUN_TABLES = (
     "runs", "events", "step_runs", "step_items", "generations", "tasks", "notifications", "questions", "step_cache",
 )
@@ -144,6 +149,12 @@ def delete_runs(tx: Tx, run_ids: Sequence[str]) -> dict[str, int]:
     tx.q(
         f"DELETE FROM webhook_receipts WHERE generation_id IN (SELECT generation_id FROM generations WHERE run_id IN {marks})",
         params,
+    )
+    spaces, space_params = in_list("ns", list(NOTIFICATION_STATE))
+    tx.q(
+        f"DELETE FROM kv WHERE namespace IN {spaces} "
+        f"AND key IN (SELECT notification_id FROM notifications WHERE run_id IN {marks})",
+        {**params, **space_params},
     )
     counts: dict[str, int] = {}
     for table in (

@@ -52,7 +52,9 @@ STATUS_NAMESPACE = "telegram.status"
 PENDING_NAMESPACE = "telegram.pending"
 MIGRATED_NAMESPACE = "telegram.migrated"
 """A basic group's id → the supergroup Telegram upgraded it to (``migrate_to_chat_id``)."""
-SENT_TTL = 30 * 86400.0
+# ``telegram.sent`` never expires: a given-up delivery may be sent again at any time, and a part
+# kept in doubt asked for at any time, as long as its notification row exists; it goes with that
+# row when the run is pruned (``store.prune.NOTIFICATION_STATE``).
 
 
 
@@ -272,7 +274,7 @@ class TelegramChannel(PartSending):
                              "found": True})
                 done += 1
                 state = {**state, "done": done, "sending": None, "sent": sent}
-                await self.app.kv_set(SENT_NAMESPACE, notification_id, state, ttl=SENT_TTL)
+                await self.app.kv_set(SENT_NAMESPACE, notification_id, state)
                 await reconcile.seen(self.app, chat_id, found)
                 if notification.get("event_type") == "message" and done == len(parts):
                     await self._remember_prompt(notification, found[-1])
@@ -287,7 +289,7 @@ class TelegramChannel(PartSending):
                              "doubt": True})
                 done += 1
                 state = {**state, "done": done, "sending": None, "sent": sent, "notes": notes, "doubts": doubts}
-                await self.app.kv_set(SENT_NAMESPACE, notification_id, state, ttl=SENT_TTL)
+                await self.app.kv_set(SENT_NAMESPACE, notification_id, state)
                 parts = self.plan(notification, notes, self._resend_buttons(notification_id, doubts, state), pinned)
             else:
                 log.warning("notification %s: %s may have been sent before an interruption; sending it again",
@@ -298,13 +300,13 @@ class TelegramChannel(PartSending):
             state = {**state, "done": index, "of": len(parts), "sending": index, "sent": sent, "notes": notes,
                      "doubts": doubts, "after": await reconcile.watermark(self.app, chat_id, reply_to),
                      "chat": chat_id}
-            await self.app.kv_set(SENT_NAMESPACE, notification_id, state, ttl=SENT_TTL)
+            await self.app.kv_set(SENT_NAMESPACE, notification_id, state)
             recorded = state.get("partial")
             partial = recorded if isinstance(recorded, dict) and recorded.get("part") == index else None
 
             async def progress(done_so_far: dict[str, Any], index: int = index, state: dict[str, Any] = state) -> None:
                 state["partial"] = {"part": index, **done_so_far}
-                await self.app.kv_set(SENT_NAMESPACE, notification_id, state, ttl=SENT_TTL)
+                await self.app.kv_set(SENT_NAMESPACE, notification_id, state)
 
             try:
                 message_ids, more_notes, withheld, lacking = await self._send(
@@ -312,7 +314,7 @@ class TelegramChannel(PartSending):
             except BotAPIError as exc:
                 if not exc.sent_maybe:
                     state["sending"] = None
-                    await self.app.kv_set(SENT_NAMESPACE, notification_id, state, ttl=SENT_TTL)
+                    await self.app.kv_set(SENT_NAMESPACE, notification_id, state)
                 raise _failure(f"{part.describe()} (part {index + 1} of {len(parts)}): {exc}", exc) from None
             sent.append({"method": part.method, "outputs": [m.output for m in part.media], "messageIds": message_ids})
             await reconcile.seen(self.app, chat_id, message_ids)
@@ -330,7 +332,7 @@ class TelegramChannel(PartSending):
                 parts = [*parts[:index], *again[index:]]
             state = {**state, "done": index, "of": len(parts), "sending": None, "sent": sent, "notes": notes,
                      "partial": None}
-            await self.app.kv_set(SENT_NAMESPACE, notification_id, state, ttl=SENT_TTL)
+            await self.app.kv_set(SENT_NAMESPACE, notification_id, state)
             if notification.get("event_type") == "message" and index == len(parts) and message_ids:
                 await self._remember_prompt(notification, message_ids[-1])
 
@@ -361,7 +363,7 @@ class TelegramChannel(PartSending):
                 doubts.append(int(partial["part"]))
         state = {**state, "doubts": doubts, "itemDoubts": in_doubt,
                  "partial": {**partial, "items": items[1:], "ids": ids, "notes": notes}}
-        await self.app.kv_set(SENT_NAMESPACE, notification_id, state, ttl=SENT_TTL)
+        await self.app.kv_set(SENT_NAMESPACE, notification_id, state)
         return state
 
     async def _look_for(self, part: Part, chat_id: Any, after: Any, notification_id: str) -> list[int]:
@@ -433,7 +435,7 @@ class TelegramChannel(PartSending):
 
         async def progress(done_so_far: dict[str, Any]) -> None:
             again["partial"] = {"part": index, **done_so_far}
-            await self.app.kv_set(SENT_NAMESPACE, again_id, again, ttl=SENT_TTL)
+            await self.app.kv_set(SENT_NAMESPACE, again_id, again)
 
         try:
             message_ids, _notes, withheld, lacking = await self._send(
