@@ -233,10 +233,12 @@ async def test_a_chat_refusal_is_moderation_not_an_empty_answer(
     openai: HttpService, registry: Registry, api: FakeOpenAI
 ) -> None:
     gen = generation_context(tool(registry, "openai.chat.enhance-prompt"), {"idea": "FORBIDDEN things"})
-    with pytest.raises(ServiceError) as caught:
-        await openai.submit(gen)
-    assert caught.value.code == "moderation" and not caught.value.retryable
-    assert "refused on content grounds (moderation): I'm sorry, I can't help with that." in caught.value.message
+    update = (await openai.submit(gen)).update  # a 200 that refuses: a failure the API took (and billed)
+    assert update is not None and update.status is GenerationStatus.FAILED and update.error is not None
+    error = update.error
+    assert error.code == "moderation" and not error.retryable
+    assert "refused on content grounds (moderation): I'm sorry, I can't help with that." in error.message
+    assert error.details == {"httpStatus": 200, "maybePaid": True}
 
 
 async def test_vision_captioning_sends_the_image_inline(

@@ -317,8 +317,10 @@ def _mime(response: httpx.Response) -> str:
 
 
 def read_body(response: httpx.Response, fmt: str, what: str) -> Body:
-    """Parse a successful response; a body that is not what it should be is a ``bad_response``
-    (retryable: the answer may be better next time, and nothing new was paid for)."""
+    """Parse a successful response; a body that is not what it should be is a ``bad_response``,
+    retryable as a poll's (the next poll may read better, and a poll costs nothing). A submit's
+    answer is another matter: the API took the request, and sending it again pays again
+    (``HttpService._answered_failure`` keeps it retryable only for an ``idempotent`` tool)."""
     mime = _mime(response)
     if fmt == "auto":
         if mime == "application/json" or mime.endswith("+json"):

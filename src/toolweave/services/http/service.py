@@ -29,7 +29,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from toolweave.artifacts import decode_data_uri, media_problem, sniff_mime
-from toolweave.model.costing import table_price, usage_cost
+from toolweave.model.costing import input_cost, table_price, usage_cost
 from toolweave.model.definitions import OutputParam, RateSource, ToolDefinition
 from toolweave.model.paths import PathError
 from toolweave.model.records import RunUpdate
@@ -209,12 +209,15 @@ class HttpService:
         response, _ = await self._send(built, call.request, what, sent_matters=True)
         if response.status_code >= 400:
             raise self._failure(call, response, what)
-        if asynchronous is None:
-            body = read_body(response, call.format, what)
-            update = await self._completed(gen, call, body, self._raw(built, response, body.value))
-            return Submission(update=update)
-        body = read_body(response, "json", what)
-        platform_id = self._platform_id(body.value, asynchronous.id, what)
+        try:
+            if asynchronous is None:
+                body = read_body(response, call.format, what)
+                update = await self._completed(gen, call, body, self._raw(built, response, body.value))
+                return Submission(update=update)
+            body = read_body(response, "json", what)
+            platform_id = self._platform_id(body.value, asynchronous.id, what)
+        except ServiceError as exc:  # the API took the request and did (or started) the work
+            return Submission(update=self._answered_failure(gen, call, built, response, exc))
         raw = self._raw(built, response, body.value, platformRunId=platform_id)
         update = RunUpdate(status=GenerationStatus.PROCESSING, progress=0.0, live_status="submitted",
                            platform_run_id=platform_id, raw=raw)
@@ -231,6 +234,25 @@ class HttpService:
         # With a webhook, polls are the fallback for lost ones: the first comes a minute later.
         first_poll = WEBHOOK_FALLBACK_POLL_SECONDS if hook else (asynchronous.first_poll_seconds or 2.0)
         return Submission(platform_run_id=platform_id, update=update, poll_after_seconds=first_poll)
+
+    def _answered_failure(
+        self, gen: GenerationContext, call: HttpCall, built: Built, response: httpx.Response, exc: ServiceError
+    ) -> RunUpdate:
+        """A submit the API accepted (2xx) whose answer we cannot use: the call was most likely paid
+        for, so sending it again pays again. Retryable only when the tool says its request is
+        harmless to repeat (``idempotent``); the failure carries the price its costing model gives
+        for the inputs (static, table), which the run's cost shows (a failure is never charged)."""
+        retryable = exc.retryable and call.idempotent
+        message = exc.message
+        if exc.retryable and not call.idempotent:
+            message += (f" (the API accepted the request, HTTP {response.status_code}, so it was probably paid for; "
+                        "not repeated, as the tool does not say `idempotent: true`)")
+        details = {**(exc.details or {}), "httpStatus": response.status_code, "maybePaid": True}
+        error = ServiceError(message, retryable=retryable, code=exc.code, details=details,
+                             retry_after=exc.retry_after if retryable else None)
+        cost = input_cost(gen.tool.costing_model, with_defaults(gen.tool, gen.inputs))
+        return RunUpdate(status=GenerationStatus.FAILED, error=error.info(), cost_usd=cost or None,
+                         raw=self._raw(built, response, None))
 
     @staticmethod
     def _platform_id(body: Any, path: str, what: str) -> str:

@@ -1,0 +1,87 @@
+"""A hosted API that did the work (HTTP 200) and then answered something we cannot read: the call
+was most likely paid for, so a retry would pay again. The step's retry policy does not repeat it
+unless the tool says its request is harmless to repeat (``idempotent: true``), and the failed
+generation records what the call probably cost. On both stores, against the strict fake OpenAI."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from tests.fakes.openai_api import FakeOpenAI
+from tests.helpers.worker import work_until_done
+
+from toolweave.app import App
+from toolweave.model.definitions import ToolDefinition
+from toolweave.settings import Settings
+
+PRESETS = Path(__file__).resolve().parents[2] / "examples" / "http"
+TOKEN = "sk-test-openai"
+BROKEN = "<html><body>502 Bad Gateway</body></html>"  # what a proxy says after the API answered
+
+
+@pytest.fixture
+async def openai() -> AsyncIterator[FakeOpenAI]:
+    fake = await FakeOpenAI(TOKEN).start()
+    yield fake
+    await fake.stop()
+
+
+@pytest.fixture
+async def app(tmp_path: Path, db_url: str, openai: FakeOpenAI, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[App]:
+    monkeypatch.setenv("OPENAI_API_KEY", TOKEN)
+    instance = App(Settings(home=tmp_path / "home", database_url=db_url, media_allow_private_urls=True,
+                            services={"openai": {"base_url": f"{openai.base_url}/v1"}}))
+    yield instance
+    await instance.aclose()
+
+
+def _dalle(idempotent: bool) -> ToolDefinition:
+    data = yaml.safe_load((PRESETS / "openai-dall-e-3.yaml").read_text())
+    data["metadata"]["http"]["idempotent"] = idempotent
+    return ToolDefinition.model_validate(data)
+
+
+async def _retrying_job(app: App, idempotent: bool) -> str:
+    assert app.registry.register(_dalle(idempotent)) == []
+    _, problems = await app.register_job({
+        "jobId": "draw-once", "inputSchema": {"prompt": {"type": "text", "required": True}},
+        "outputSchema": {"image": {"type": "image", "sourceStepId": "draw", "sourceOutputName": "image"}},
+        "steps": [{"stepId": "draw", "toolId": "openai.dall-e-3",
+                   "errorHandling": {"strategy": "retry", "maxAttempts": 3, "backoffSeconds": 0.01},
+                   "inputMappings": [{"sourceJobInput": "prompt", "targetInputName": "prompt"}]}],
+    })
+    assert problems == []
+    return await app.submit("draw-once", {"prompt": "a red fox"}, account_id="acme")
+
+
+def _calls(openai: FakeOpenAI) -> list[Any]:
+    return [r for r in openai.requests if r.path == "/v1/images/generations"]
+
+
+async def test_a_sync_answer_we_cannot_read_is_not_paid_for_again(app: App, openai: FakeOpenAI) -> None:
+    openai.fail_next(200, BROKEN, path="/v1/images/generations")
+    run = await work_until_done(app, await _retrying_job(app, idempotent=False), timeout=30)
+    assert run["status"] == "failed", run["status"]
+    assert len(_calls(openai)) == 1  # the retry policy did not call the paid API again
+    [gen] = run["generations"]
+    error = gen["error"]
+    assert error["code"] == "bad_response" and error["retryable"] is False, error
+    assert "probably paid for" in error["message"] and "idempotent" in error["message"], error["message"]
+    assert error["details"]["httpStatus"] == 200 and error["details"]["maybePaid"] is True
+    assert gen["costUsd"] == "0.04"  # what the call most likely cost, on the run's books
+    assert run["costUsd"] == "0.04"
+
+
+async def test_an_idempotent_tool_is_retried_and_each_call_is_on_the_books(app: App, openai: FakeOpenAI) -> None:
+    openai.fail_next(200, BROKEN, path="/v1/images/generations")
+    run = await work_until_done(app, await _retrying_job(app, idempotent=True), timeout=30)
+    assert run["status"] == "completed", run["error"]
+    assert len(_calls(openai)) == 2
+    first, second = run["generations"]
+    assert first["error"]["retryable"] is True and first["error"]["details"]["maybePaid"] is True
+    assert (first["costUsd"], second["costUsd"]) == ("0.04", "0.04")
+    assert run["costUsd"] == "0.08"
