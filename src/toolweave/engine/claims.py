@@ -87,6 +87,7 @@ class Claims(Transitions):
             tool=self._tool(tx, sha), inputs=gen["request_payload"] or {},
             deadline_at=gen["deadline_at"], platform_run_id=gen["platform_specific_run_id"], claim_token=task.token,
             sent_at=gen["sent_at"],
+            poll_error=gen["error"] if task.kind is TaskKind.POLL and not GenerationStatus(gen["status"]).terminal else None,
         )
 
     def _evaluation_work(self, tx: Tx, task: tasks_q.Task) -> EvaluateWork | None:

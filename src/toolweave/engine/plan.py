@@ -62,6 +62,7 @@ from toolweave.engine.plan_rules import (
     resolve_job_outputs,
     retry_delay,
     topological_order,
+    with_last_poll,
 )
 from toolweave.engine.plan_rules import error as _error
 from toolweave.model.definitions import Step
@@ -116,7 +117,8 @@ class _Planner(MapPlanning, AskPlanning):
             deadline = view.started_at + timeout
             if self.now >= deadline:
                 self.actions.append(ExpireWork(sid))
-                err = _error(f"timed out after {timeout:g} s", retryable=True, code="timeout")
+                err = _error(with_last_poll(f"timed out after {timeout:g} s", view.work_error), retryable=True,
+                             code="timeout")
                 self.failure(step, view, err, attempt=view.attempt)
                 return
             self.wake_at(deadline)

@@ -24,6 +24,7 @@ from toolweave.engine.evaluate import templates_loop
 from toolweave.engine.mapping import MappingError, resolve_map_items
 from toolweave.engine.plan_base import PlannerBase
 from toolweave.engine.plan_rules import error as _error
+from toolweave.engine.plan_rules import with_last_poll
 from toolweave.model.definitions import ErrorStrategy, Step
 from toolweave.model.status import GenerationStatus, StepStatus
 
@@ -131,7 +132,8 @@ class MapPlanning(PlannerBase):
             deadline = item.started_at + timeout
             if self.now >= deadline:
                 self.actions.append(ExpireWork(sid, item=item.index))
-                err = _error(f"timed out after {timeout:g} s", retryable=True, code="timeout")
+                err = _error(with_last_poll(f"timed out after {timeout:g} s", item.work_error), retryable=True,
+                             code="timeout")
                 return self.item_failure(step, item, err, tool_may_help=True)
             self.wake_at(deadline)
         return "in_flight"

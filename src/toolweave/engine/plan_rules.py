@@ -144,3 +144,10 @@ def resolve_job_outputs(job: JobDefinition, steps: Mapping[str, StepView]) -> di
 def error(message: str, *, retryable: bool = False, code: str | None = None) -> dict[str, Any]:
     return {"message": message, "retryable": retryable, "code": code}
 
+
+def with_last_poll(message: str, work_error: dict[str, Any] | None) -> str:
+    """A timeout's message with what the generation's last poll met, when it failed (a running
+    generation's ``error`` is its last poll's failure: ``Engine.reschedule_poll_tx``)."""
+    last = work_error.get("message") if isinstance(work_error, dict) else None
+    return f"{message}; last poll: {last}" if last else message
+

@@ -315,11 +315,17 @@ class Recording(Transitions):
 
     def reschedule_poll_tx(
         self, tx: Tx, claim: tasks_q.Claim, at: float, update: RunUpdate | None, run_id: str, generation_id: str,
-        now: float,
+        now: float, poll_error: dict[str, Any] | None = None, clear_poll_error: bool = False,
     ) -> None:
-        """A poll found the generation still busy: record progress (if any) and poll again later."""
+        """A poll found the generation still busy (``update``: its progress, if any), or could not
+        get an answer (``poll_error``, kept as the running generation's ``error`` for its timeout
+        to name; ``clear_poll_error``: a poll answered after one that failed): poll again later."""
         if update is not None:
             self._apply_update(tx, run_id, generation_id, update, _Ctx(now, None))
+        if poll_error is not None or clear_poll_error:
+            if update is None:
+                runs_q.lock_state(tx, run_id)  # every transaction locks the run before its parts
+            gens_q.set_poll_error(tx, generation_id, poll_error)
         tasks_q.reschedule(tx, claim, at)
 
     def finish_task_tx(self, tx: Tx, claim: tasks_q.Claim) -> None:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from toolweave.engine.core import Engine
 from toolweave.engine.evaluate import EvaluateWork
+from toolweave.engine.plan_rules import with_last_poll
 from toolweave.engine.work import DispatchWork, Outcome, Work
 from toolweave.model.records import RunUpdate, ServiceErrorInfo, artifact_mentions
 from toolweave.model.status import GenerationStatus
@@ -171,9 +172,9 @@ class ServiceCalls:
         if service is None:
             update = _failed(f"no service named {work.tool.service!r} is configured", retryable=False)
         elif work.deadline_at is not None and now >= work.deadline_at:
+            message = with_last_poll("the backend did not finish in time", work.poll_error)
             update = RunUpdate(
-                status=GenerationStatus.TIMEOUT,
-                error=ServiceErrorInfo(message="the backend did not finish in time", retryable=True, code="timeout"),
+                status=GenerationStatus.TIMEOUT, error=ServiceErrorInfo(message=message, retryable=True, code="timeout"),
             )
             with contextlib.suppress(Exception):
                 await service.cancel(self._context(work))
@@ -182,14 +183,15 @@ class ServiceCalls:
                 update = await asyncio.wait_for(service.poll(self._context(work)), timeout=60)
             except (ServiceError, TimeoutError) as exc:
                 # a poll that could not get an answer is tried again until the generation's
-                # deadline; a backend that lost the run ("lost") fails the generation, retryably
+                # deadline (which names its failure: kept as the running generation's error); a
+                # backend that lost the run ("lost") fails the generation, retryably
                 info = exc.info() if isinstance(exc, ServiceError) else ServiceErrorInfo(message="poll timed out", retryable=True)
                 if info.retryable and info.code != LOST:
                     log.warning("poll of %s failed (%s); polling again", work.generation_id, info.message)
                     wait = max(_poll_interval(task.attempts), min(info.retry_after_seconds or 0.0, MAX_POLL_INTERVAL * 10))
                     await self.store.tx(
                         self.engine.reschedule_poll_tx, task.claim, now + wait, None,
-                        work.run_id, work.generation_id, now,
+                        work.run_id, work.generation_id, now, info.model_dump(exclude_none=True),
                     )
                     return
                 update = RunUpdate(status=GenerationStatus.FAILED, error=info)
@@ -205,7 +207,7 @@ class ServiceCalls:
             return
         await self.store.tx(
             self.engine.reschedule_poll_tx, task.claim, now + _poll_interval(task.attempts), update, work.run_id,
-            work.generation_id, now,
+            work.generation_id, now, None, work.poll_error is not None,
         )
 
     async def _cancel(self, task: tasks_q.Task, work: DispatchWork) -> None:

@@ -20,6 +20,7 @@ from toolweave.engine import ask_steps, cache, items, plan, run_end
 from toolweave.engine.actions import StepEvaluation
 from toolweave.engine.evaluate import EvaluateWork
 from toolweave.engine.grants import made_media
+from toolweave.engine.plan_rules import with_last_poll
 from toolweave.engine.snapshots import Snapshots
 from toolweave.engine.step_views import Statuses, StepViews, unfinished, wanted_rows
 from toolweave.engine.work import (
@@ -484,8 +485,11 @@ class Transitions(Snapshots):
         gen = gens_q.get(tx, row.generation_id)
         if gen is None:
             return
+        error: dict[str, Any] = {"message": reason, "retryable": False}
+        if status is GenerationStatus.TIMEOUT:  # a running generation's error is its last poll's failure
+            error = {"message": with_last_poll(reason, gen.error), "retryable": True, "code": "timeout"}
         if gens_q.set_status(
-            tx, gen.generation_id, status, error={"message": reason, "retryable": status is GenerationStatus.TIMEOUT},
+            tx, gen.generation_id, status, error=error,
             response_timestamp=ctx.now,
         ):
             tasks_q.delete_for(tx, gen.generation_id, (TaskKind.POLL,))

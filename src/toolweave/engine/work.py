@@ -68,6 +68,9 @@ class DispatchWork:
     sent_at: float | None = None
     """When a submit of the generation was about to send its request (``generations.sent_at``, as
     the claim found it; None: no submit got that far)."""
+    poll_error: dict[str, Any] | None = None
+    """The failure the generation's last poll met, when it failed (a running generation's
+    ``generations.error``, as the claim found it)."""
 
     @property
     def claim(self) -> tasks_q.Claim:

@@ -185,6 +185,15 @@ def set_progress(tx: Tx, generation_id: str, progress: float | None, live_status
     )
 
 
+def set_poll_error(tx: Tx, generation_id: str, error: dict[str, Any] | None) -> None:
+    """Keep the failure a running generation's last poll met (None: its last poll answered), so
+    that a timeout can say it; a generation that has ended is left as it is."""
+    tx.q(
+        "UPDATE generations SET error = :error WHERE generation_id = :id AND status IN ('pending', 'processing')",
+        {"id": generation_id, "error": error},
+    )
+
+
 def take_capacity(tx: Tx, generation_id: str, key: str, limit: int) -> bool:
     """Let a pending generation take one of ``limit`` slots of ``key`` (e.g. ``comfyui:local``)
     before it is submitted; False when every slot is held.
