@@ -5,6 +5,7 @@ generation records what the call probably cost. On both stores, against the stri
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -85,3 +86,41 @@ async def test_an_idempotent_tool_is_retried_and_each_call_is_on_the_books(app: 
     assert first["error"]["retryable"] is True and first["error"]["details"]["maybePaid"] is True
     assert (first["costUsd"], second["costUsd"]) == ("0.04", "0.04")
     assert run["costUsd"] == "0.08"
+
+
+def _progress_tool() -> ToolDefinition:
+    return ToolDefinition.model_validate({
+        "toolId": "progressing", "service": "http", "outputSchema": {"text": {"type": "text"}},
+        "metadata": {"http": {
+            "request": {"url": "https://api.example.com/runs"},
+            "async": {"id": "id", "poll": {"method": "GET", "url": "https://api.example.com/runs/{{ id }}"},
+                      "status": {"path": "status", "running": ["running"], "succeeded": ["done"],
+                                 "progress": "progress"}},
+        }},
+    })
+
+
+@pytest.mark.parametrize(("reported", "stored"), [
+    (0, 0.0), (0.25, 0.25), (1, 1.0), (40, 0.4), (100, 1.0),  # a fraction, else a percentage
+    (250, None), (-3, None), (float("inf"), None), (float("nan"), None), (1e300, None),  # neither: no progress
+])
+async def test_a_progress_is_a_fraction_or_a_percentage_and_nothing_else(
+    tmp_path: Path, reported: float, stored: float | None
+) -> None:
+    """A status (here a webhook's; a poll's reads the same) reporting progress 250 is not 2.5:
+    a progress that is neither 0..1 nor 0..100 is none at all, and the generation keeps its own."""
+    from tests.helpers.host import LocalHost, generation_context
+
+    from toolweave.services.catalog import ServiceCatalog
+    from toolweave.services.http import HttpService
+
+    host = LocalHost(tmp_path)
+    try:
+        service = ServiceCatalog(Settings(home=tmp_path), env={}, plugins=[]).build(host)["http"]
+        assert isinstance(service, HttpService)
+        gen = generation_context(_progress_tool(), platform_run_id="r-1")
+        body = json.dumps({"id": "r-1", "status": "running", "progress": reported}).encode()
+        update = service.parse_webhook_for(gen, {}, body).update
+    finally:
+        await host.aclose()
+    assert update.status.value == "processing" and update.progress == stored, update

@@ -387,6 +387,20 @@ def select(value: Any, path: str | None) -> Any:
     return [select(item, rest.lstrip(".") or None) for item in current]
 
 
+def fraction(value: Any) -> float | None:
+    """A reported progress as a fraction: 0..1 is one, 1..100 a percentage; anything else (a
+    negative number, over 100, not a number) is no progress at all, so the generation keeps the
+    progress it had (250 is not 2.5, nor 100 %)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    number = float(value)
+    if 0.0 <= number <= 1.0:
+        return number
+    if 1.0 < number <= 100.0:
+        return number / 100
+    return None
+
+
 def first(value: Any, paths: Iterable[str]) -> Any:
     for path in paths:
         try:

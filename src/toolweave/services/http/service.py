@@ -50,6 +50,7 @@ from toolweave.services.http.call import (
     Renderer,
     classify,
     coerce_scalar,
+    fraction,
     is_moderation,
     message_of,
     read_body,
@@ -280,9 +281,7 @@ class HttpService:
         progress = None
         if spec.progress:
             try:
-                number = select(body, spec.progress)
-                if isinstance(number, int | float) and not isinstance(number, bool):
-                    progress = float(number) / 100 if number > 1 else max(0.0, float(number))
+                progress = fraction(select(body, spec.progress))
             except PathError:
                 progress = None
         if text in spec.succeeded:
