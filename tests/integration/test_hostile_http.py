@@ -124,3 +124,49 @@ async def test_a_progress_is_a_fraction_or_a_percentage_and_nothing_else(
     finally:
         await host.aclose()
     assert update.status.value == "processing" and update.progress == stored, update
+
+
+async def test_an_answer_that_breaks_off_after_its_200_is_not_paid_for_again(tmp_path: Path) -> None:
+    """The API did the work and began its answer (HTTP 200), then the connection dropped: as with
+    an answer we cannot read, sending again would pay again."""
+    from collections.abc import AsyncIterator as Chunks
+
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import Response, StreamingResponse
+    from starlette.routing import Route
+    from tests.fakes.server import LoopbackServer
+    from tests.helpers.host import LocalHost, generation_context
+
+    from toolweave.model.status import GenerationStatus
+    from toolweave.services.catalog import ServiceCatalog
+    from toolweave.services.http import HttpService
+
+    calls: list[str] = []
+
+    async def answer(request: Request) -> Response:
+        calls.append(request.url.path)
+
+        async def body() -> Chunks[bytes]:
+            yield b'{"text": "the work was do'
+            raise ConnectionResetError("the proxy went away")
+        return StreamingResponse(body(), media_type="application/json")
+
+    server = LoopbackServer(Starlette(routes=[Route("/run", answer, methods=["POST"])]))
+    await server.start()
+    host = LocalHost(tmp_path)
+    try:
+        service = ServiceCatalog(Settings(home=tmp_path), env={}, plugins=[]).build(host)["http"]
+        assert isinstance(service, HttpService)
+        tool = ToolDefinition.model_validate({
+            "toolId": "writer", "service": "http", "outputSchema": {"text": {"type": "text"}},
+            "metadata": {"http": {"request": {"url": f"{server.base_url}/run", "json": {"q": 1}}}},
+        })
+        update = (await service.submit(generation_context(tool))).update
+    finally:
+        await host.aclose()
+        await server.stop()
+    assert calls == ["/run"]
+    assert update is not None and update.status is GenerationStatus.FAILED and update.error is not None
+    assert update.error.retryable is False and "probably paid for" in update.error.message, update.error
+    assert update.error.details == {"httpStatus": 200, "maybePaid": True}

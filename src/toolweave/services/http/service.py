@@ -157,8 +157,9 @@ class HttpService:
                 if size > limit:
                     raise ServiceError(f"{what} answered with more than {limit} bytes", code="too_large")
                 chunks.append(chunk)
-        except httpx.HTTPError as exc:
-            raise ServiceError(f"{what} broke off its answer: {type(exc).__name__}", retryable=True, code="timeout") from None
+        except httpx.HTTPError as exc:  # (its status says whether the API took the request: ``submit``)
+            raise ServiceError(f"{what} broke off its answer: {type(exc).__name__}", retryable=True, code="timeout",
+                               details={"httpStatus": response.status_code}) from None
         finally:
             await response.aclose()
         content = b"".join(chunks)
@@ -207,7 +208,13 @@ class HttpService:
             extra_headers=hook.headers if hook else None,
         )
         await gen.sending()  # durably: from here on, a crash leaves the outcome unknown
-        response, _ = await self._send(built, call.request, what, sent_matters=True)
+        try:
+            response, _ = await self._send(built, call.request, what, sent_matters=True)
+        except ServiceError as exc:
+            status = (exc.details or {}).get("httpStatus")
+            if isinstance(status, int) and status < 400:  # a 2xx answer that broke off: the API took it
+                return Submission(update=self._answered_failure(gen, call, built, status, exc))
+            raise
         if response.status_code >= 400:
             raise self._failure(call, response, what)
         try:
@@ -218,7 +225,7 @@ class HttpService:
             body = read_body(response, "json", what)
             platform_id = self._platform_id(body.value, asynchronous.id, what)
         except ServiceError as exc:  # the API took the request and did (or started) the work
-            return Submission(update=self._answered_failure(gen, call, built, response, exc))
+            return Submission(update=self._answered_failure(gen, call, built, response.status_code, exc))
         raw = self._raw(built, response, body.value, platformRunId=platform_id)
         update = RunUpdate(status=GenerationStatus.PROCESSING, progress=0.0, live_status="submitted",
                            platform_run_id=platform_id, raw=raw)
@@ -237,7 +244,7 @@ class HttpService:
         return Submission(platform_run_id=platform_id, update=update, poll_after_seconds=first_poll)
 
     def _answered_failure(
-        self, gen: GenerationContext, call: HttpCall, built: Built, response: httpx.Response, exc: ServiceError
+        self, gen: GenerationContext, call: HttpCall, built: Built, status: int, exc: ServiceError
     ) -> RunUpdate:
         """A submit the API accepted (2xx) whose answer we cannot use: the call was most likely paid
         for, so sending it again pays again. Retryable only when the tool says its request is
@@ -246,14 +253,14 @@ class HttpService:
         retryable = exc.retryable and call.idempotent
         message = exc.message
         if exc.retryable and not call.idempotent:
-            message += (f" (the API accepted the request, HTTP {response.status_code}, so it was probably paid for; "
+            message += (f" (the API accepted the request, HTTP {status}, so it was probably paid for; "
                         "not repeated, as the tool does not say `idempotent: true`)")
-        details = {**(exc.details or {}), "httpStatus": response.status_code, "maybePaid": True}
+        details = {**(exc.details or {}), "httpStatus": status, "maybePaid": True}
         error = ServiceError(message, retryable=retryable, code=exc.code, details=details,
                              retry_after=exc.retry_after if retryable else None)
         cost = input_cost(gen.tool.costing_model, with_defaults(gen.tool, gen.inputs))
         return RunUpdate(status=GenerationStatus.FAILED, error=error.info(), cost_usd=cost or None,
-                         raw=self._raw(built, response, None))
+                         raw=self._raw(built, None, None, httpStatus=status))
 
     @staticmethod
     def _platform_id(body: Any, path: str, what: str) -> str:
