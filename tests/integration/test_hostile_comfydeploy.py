@@ -209,3 +209,30 @@ async def test_a_status_that_is_not_text_is_a_rejected_webhook_and_a_bad_poll(
     body = {"run_id": "0b5a7c1e-0000-4000-8000-000000000001", "status": status}
     with pytest.raises(WebhookRejected, match="unknown status"):  # a 400 to the sender, not a 500
         service.parse_webhook({}, json.dumps(body).encode())
+
+
+class _NoRunId(FakeComfyDeploy):
+    """Takes the run (200) and answers without a usable ``run_id``: a proxy's page, an empty body."""
+
+    def __init__(self, body: bytes) -> None:
+        self.body = body
+        super().__init__(api_key=API_KEY)
+
+    async def queue(self, request: Request) -> Response:
+        self.calls.append(("POST", "/run/deployment/queue", None))
+        return Response(self.body, media_type="application/json")
+
+
+@pytest.mark.parametrize("body", [HTML, b'{"ok": true}', b"", b'{"run_id": ""}'])
+async def test_a_queued_run_without_a_run_id_is_not_queued_again(host: FakeHost, tmp_path: Path, body: bytes) -> None:
+    taken = await _NoRunId(body).start()
+    try:
+        service = ComfyDeployService(host, Settings(
+            home=tmp_path, comfydeploy_api_key=API_KEY, comfydeploy_base_url=taken.api_url, http_timeout_seconds=5.0))
+        with pytest.raises(ServiceError) as raised:
+            await service.submit(gen_for(deploy_tool(), {"prompt": "owl"}))
+        info = raised.value.info()
+        assert not info.retryable and info.code == "bad_response", info  # a retry would pay for a second run
+        assert "not queued again" in info.message and info.details == {"maybePaid": True}
+    finally:
+        await taken.stop()

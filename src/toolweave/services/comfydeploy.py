@@ -239,11 +239,19 @@ class ComfyDeployService:
         if tool.metadata.get("gpu"):
             body["gpu"] = str(tool.metadata["gpu"])
         await gen.sending()  # durably: a crash from here on leaves the outcome unknown
-        data = await self._api("POST", "/run/deployment/queue", json_body=body)
+        try:
+            data = await self._api("POST", "/run/deployment/queue", json_body=body)
+        except ServiceError as exc:
+            if exc.code != "bad_response":
+                raise
+            data = None  # a 2xx without JSON: taken, as below
         run_id = data.get("run_id") if isinstance(data, dict) else None
         if not isinstance(run_id, str) or not run_id:
+            # it took the run (2xx): queueing it again would run and pay for it twice
             raise ServiceError(
-                "ComfyUI Deploy queued the run without a run_id", retryable=True, code="bad_response"
+                "ComfyUI Deploy took the run (HTTP 2xx) without a usable run_id; it may be running, and paid "
+                "for, with no id to follow it by: not queued again",
+                code="bad_response", details={"maybePaid": True},
             )
         return Submission(
             platform_run_id=run_id,
