@@ -412,7 +412,7 @@ def _seed_every_table(store: Store) -> dict[str, int]:
                     if ref is not None:
                         row[col.name] = seeded[ref.parent][ref.ref]
                     elif (col.nn or col.pk) and col.dflt is None:
-                        allowed = re.search(rf"\b{col.name} IN \('([^']*)'", sql)
+                        allowed = re.search(rf"\b{col.name} (?:IN \(|= )'([^']*)'", sql)
                         kind = col.type.upper()
                         row[col.name] = (allowed.group(1) if allowed else 1 if kind.startswith(("INT", "BIGINT", "BOOL"))
                                          else 1.5 if kind.startswith(("FLOAT", "REAL", "NUMERIC")) else "{}" if kind == "JSON"
@@ -553,5 +553,69 @@ def test_migration_0018_goes_down_with_rows_in_every_table(tmp_path: Path) -> No
         assert _counts(store, before) == before and _dangling(store) == []
         store.upgrade()
         assert _counts(store, before) == before and _dangling(store) == []
+    finally:
+        store.close()
+
+
+def _schema(store: Store) -> dict[str, str]:
+    return {r.name: r.sql for r in store.read_sync(lambda tx: tx.all(
+        "SELECT name, sql FROM sqlite_master WHERE sql IS NOT NULL ORDER BY name"
+    ))}
+
+
+def test_migration_0019_writes_sqlites_checks_as_comparisons_and_back_keeping_every_row(tmp_path: Path) -> None:
+    """0019 (SQLite): every ``ck_*_valid`` constraint becomes comparisons (``status = 'a' OR …``), which
+    SQLite checks without building a table for a list; nothing else of the schema changes, no row
+    moves, the tasks' id counter stays, the constraints still refuse what they refused; going down
+    gives the lists back, the schema as it was."""
+    from alembic import command
+
+    store = Store(f"sqlite:///{tmp_path / 'checks.db'}")
+    try:
+        from toolweave.store.migrate import upgrade
+
+        upgrade(store.engine, "0018")
+        before = _seed_every_table(store)
+        store.run_sync(lambda tx: tx.q(
+            "INSERT INTO tasks (kind, priority, available_at, attempts, created_at) VALUES ('advance', 0, 1, 0, 1)"
+        ))
+        store.run_sync(lambda tx: tx.q("DELETE FROM tasks WHERE task_id = (SELECT MAX(task_id) FROM tasks)"))
+        sequence = store.read_sync(lambda tx: tx.one("SELECT seq FROM sqlite_sequence WHERE name = 'tasks'").seq)
+        old = _schema(store)
+        assert sum(len(re.findall(r"CONSTRAINT ck_\w+_valid CHECK \(\w+ IN \(", sql)) for sql in old.values()) == 9
+
+        store.upgrade()
+        assert current(store.engine) == HEAD
+        new = _schema(store)
+        assert set(new) == set(old)
+        for name, sql in new.items():
+            checks = re.findall(r"CONSTRAINT ck_\w+_valid CHECK \(([^()]*)\)", sql)
+            assert all(" IN " not in c for c in checks), (name, checks)
+            as_lists = re.sub(r"CONSTRAINT (ck_\w+_valid) CHECK \((\w+) = [^()]*\)", "", sql)
+            assert as_lists == re.sub(r"CONSTRAINT (ck_\w+_valid) CHECK \((\w+) IN [^)]*\)\)", "", old[name]), name
+            for check in checks:  # the same values, in the same order
+                listed = re.search(r"CHECK \(\w+ IN \(([^)]*)\)\)", old[name])
+                assert listed is not None and re.findall(r"'[a-z_]+'", check) == re.findall(r"'[a-z_]+'", listed.group(1))
+        assert _counts(store, before) == before and _dangling(store) == []
+        assert store.read_sync(lambda tx: tx.one("SELECT seq FROM sqlite_sequence WHERE name = 'tasks'").seq) == sequence
+        with pytest.raises(Exception, match="CHECK constraint failed"):
+            store.run_sync(lambda tx: tx.q("UPDATE step_runs SET status = 'done'"))
+        with pytest.raises(Exception, match="CHECK constraint failed"):
+            store.run_sync(lambda tx: tx.q(
+                "INSERT INTO tasks (kind, priority, available_at, attempts, created_at) VALUES ('sleep', 0, 1, 0, 1)"
+            ))
+        store.run_sync(lambda tx: tx.q("UPDATE step_runs SET status = 'cancelled'"))
+        made = store.run_sync(lambda tx: tx.one(
+            "INSERT INTO tasks (kind, priority, available_at, attempts, created_at) VALUES ('poll', 0, 1, 0, 1) RETURNING task_id"
+        ).task_id)
+        assert made == sequence + 1  # no id used before comes back
+
+        command.downgrade(config(store.engine), "0018")
+        assert current(store.engine) == "0018"
+        assert _schema(store) == old
+        with pytest.raises(Exception, match="CHECK constraint failed"):
+            store.run_sync(lambda tx: tx.q("UPDATE runs SET status = 'done'"))
+        store.upgrade()
+        assert _schema(store) == new
     finally:
         store.close()
