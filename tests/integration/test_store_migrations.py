@@ -182,6 +182,35 @@ def test_a_claim_reads_the_queue_in_order_and_stops_at_its_limit(tmp_path: Path)
     store.close()
 
 
+def test_the_reads_of_unfinished_runs_use_their_partial_indexes(store: Store) -> None:
+    """The sweep for stranded runs, an account's runs in flight and its latest place state the
+    condition of ``ix_runs_unfinished`` / ``ix_runs_account_unfinished`` as the store's index has it
+    (on SQLite comparisons, migration 0019): a partial index serves only a query that states it."""
+    from toolweave.store import runs as runs_q
+
+    def plan(build: Any) -> str:
+        def read(tx: Any) -> str:
+            sql, params = build(tx)
+            if tx.is_postgres:
+                tx.q("SET LOCAL enable_seqscan = off")
+                return " | ".join(str(r[0]) for r in tx.q("EXPLAIN " + sql, params).fetchall())
+            return " | ".join(str(r[3]) for r in tx.q("EXPLAIN QUERY PLAN " + sql, params).fetchall())
+
+        return str(store.run_sync(read))
+
+    sweep = plan(lambda tx: (runs_q._STRANDED.format(unfinished=runs_q.unfinished(tx, "r."), only=""), {"limit": 5}))
+    assert re.search(r"ix_runs_(account_)?unfinished", sweep), sweep  # (PostgreSQL takes either: the same condition)
+    count = plan(lambda tx: (
+        f"SELECT COUNT(*) AS n FROM runs WHERE master_account_id = :account AND {runs_q.unfinished(tx)} "
+        "AND parent_run_id IS NULL", {"account": "a"},
+    ))
+    assert "ix_runs_account_unfinished" in count, count
+    place = plan(lambda tx: (
+        f"SELECT MAX(queue_at) AS place FROM runs WHERE master_account_id = :a AND {runs_q.unfinished(tx)}", {"a": "a"},
+    ))
+    assert "ix_runs_account_unfinished" in place, place
+
+
 def _indexes(store: Store) -> set[str]:
     rows = store.read_sync(lambda tx: tx.all("SELECT name FROM sqlite_master WHERE type = 'index'"))
     return {r.name for r in rows}
@@ -564,8 +593,9 @@ def _schema(store: Store) -> dict[str, str]:
 
 
 def test_migration_0019_writes_sqlites_checks_as_comparisons_and_back_keeping_every_row(tmp_path: Path) -> None:
-    """0019 (SQLite): every ``ck_*_valid`` constraint becomes comparisons (``status = 'a' OR …``), which
-    SQLite checks without building a table for a list; nothing else of the schema changes, no row
+    """0019 (SQLite): every ``ck_*_valid`` constraint and the condition of the unfinished runs'
+    indexes become comparisons (``status = 'a' OR …``), which SQLite tests without building a table
+    for a list; nothing else of the schema changes, no row
     moves, the tasks' id counter stays, the constraints still refuse what they refused; going down
     gives the lists back, the schema as it was."""
     from alembic import command
@@ -588,7 +618,15 @@ def test_migration_0019_writes_sqlites_checks_as_comparisons_and_back_keeping_ev
         assert current(store.engine) == HEAD
         new = _schema(store)
         assert set(new) == set(old)
+        for name in ("ix_runs_unfinished", "ix_runs_account_unfinished"):  # their conditions too
+            assert old[name].endswith("WHERE status IN ('queued', 'running', 'waiting_input')"), old[name]
+            assert new[name] == old[name].replace(
+                "status IN ('queued', 'running', 'waiting_input')",
+                "status = 'queued' OR status = 'running' OR status = 'waiting_input'",
+            ), new[name]
         for name, sql in new.items():
+            if name.startswith("ix_runs_") and "unfinished" in name:
+                continue
             checks = re.findall(r"CONSTRAINT ck_\w+_valid CHECK \(([^()]*)\)", sql)
             assert all(" IN " not in c for c in checks), (name, checks)
             as_lists = re.sub(r"CONSTRAINT (ck_\w+_valid) CHECK \((\w+) = [^()]*\)", "", sql)

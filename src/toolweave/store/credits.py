@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from toolweave.model.credits import LedgerKind
+from toolweave.store import runs as runs_q
 from toolweave.store.db import Row, Tx, in_list
 
 _LOCK_POLICY = (
@@ -40,7 +41,7 @@ def last_places(tx: Tx, account_ids: Sequence[str]) -> Callable[[], dict[str, fl
     accounts with none are absent."""
     reads = {
         a: tx.fetch(
-            "SELECT MAX(queue_at) AS place FROM runs WHERE master_account_id = :a AND status IN ('queued', 'running', 'waiting_input')",
+            f"SELECT MAX(queue_at) AS place FROM runs WHERE master_account_id = :a AND {runs_q.unfinished(tx)}",
             {"a": a},
         )
         for a in sorted(set(account_ids))
@@ -102,7 +103,7 @@ def in_flight(tx: Tx, account_ids: Sequence[str]) -> Callable[[], dict[str, int]
     ids, params = in_list("a", sorted(set(account_ids)))
     read = tx.fetch(
         "SELECT master_account_id AS account_id, COUNT(*) AS n FROM runs WHERE master_account_id IN "
-        f"{ids} AND status IN ('queued', 'running', 'waiting_input') AND parent_run_id IS NULL GROUP BY master_account_id",
+        f"{ids} AND {runs_q.unfinished(tx)} AND parent_run_id IS NULL GROUP BY master_account_id",
         params,
     )
     return lambda: {r.account_id: int(r.n) for r in read()}

@@ -459,9 +459,25 @@ def count_by_status(tx: Tx) -> dict[str, int]:
     return {r.status: int(r.n) for r in tx.all("SELECT status, COUNT(*) AS n FROM runs GROUP BY status")}
 
 
+UNFINISHED = {
+    "postgresql": "status IN ('queued', 'running', 'waiting_input')",
+    "sqlite": "(status = 'queued' OR status = 'running' OR status = 'waiting_input')",
+}
+"""The condition of the partial indexes of unfinished runs (``ix_runs_unfinished``,
+``ix_runs_account_unfinished``) as each store's index states it: SQLite uses a partial index only for
+a query that states its condition word for word, and there it is comparisons, not an ``IN`` list,
+which SQLite tested by building a temporary table at every write of a run's status (migration
+0019)."""
+
+
+def unfinished(tx: Tx, alias: str = "") -> str:
+    """``UNFINISHED`` for this transaction's store, its column named through ``alias`` (``"r."``)."""
+    return UNFINISHED["postgresql" if tx.is_postgres else "sqlite"].replace("status", alias + "status")
+
+
 def in_flight_count(tx: Tx, account_id: str) -> int:
     row = tx.one(
-        "SELECT COUNT(*) AS n FROM runs WHERE master_account_id = :account AND status IN ('queued', 'running', 'waiting_input') "
+        f"SELECT COUNT(*) AS n FROM runs WHERE master_account_id = :account AND {unfinished(tx)} "
         "AND parent_run_id IS NULL",
         {"account": account_id},
     )
@@ -469,7 +485,7 @@ def in_flight_count(tx: Tx, account_id: str) -> int:
 
 
 _STRANDED = (
-    "SELECT r.run_id FROM runs r WHERE r.status IN ('queued', 'running', 'waiting_input') {only} "
+    "SELECT r.run_id FROM runs r WHERE {unfinished} {only} "
     # an advance task (due now or later: a retry's backoff, a deadline), or an evaluate task (its
     # ready steps' conditions and templates)
     "AND NOT EXISTS (SELECT 1 FROM tasks t WHERE t.kind IN ('advance', 'evaluate') AND t.ref_id = r.run_id) "
@@ -488,7 +504,7 @@ def stranded(tx: Tx, limit: int = 100, run_id: str | None = None) -> list[str]:
     (one not yet finished that has its dispatch or poll task), no unfinished child run. The engine's invariant
     is that this is always empty; the worker's sweep repairs what breaks it."""
     only = "AND r.run_id = :run_id" if run_id is not None else ""
-    rows = tx.all(_STRANDED.format(only=only), {"limit": limit, "run_id": run_id})
+    rows = tx.all(_STRANDED.format(unfinished=unfinished(tx, "r."), only=only), {"limit": limit, "run_id": run_id})
     return [r.run_id for r in rows]
 
 

@@ -180,14 +180,18 @@ have no entry (an insert that yields to a key says ``ON CONFLICT (master_account
 idempotency_key) WHERE idempotency_key IS NOT NULL``) (0016; a unique constraint on every run
 before). SQLite keeps that constraint (the table's ``UniqueConstraint``, for SQLite only): dropping
 it there means rebuilding ``runs``, which the rows referencing runs forbid in a migration."""
+_UNFINISHED_COMPARED = sa.text(" OR ".join(f"status = '{s}'" for s in UNFINISHED))
+"""On SQLite as comparisons: an ``IN`` list in a partial index's condition is built as a temporary
+table each time a run's status is written (0019); its queries state it word for word
+(``runs.unfinished``)."""
 sa.Index(
     "ix_runs_unfinished", runs.c.created_at,
-    sqlite_where=runs.c.status.in_(UNFINISHED), postgresql_where=runs.c.status.in_(UNFINISHED),
+    sqlite_where=_UNFINISHED_COMPARED, postgresql_where=runs.c.status.in_(UNFINISHED),
 )
 """Partial: the sweep for stranded runs reads only unfinished runs, however many have finished (0004, 0007, 0011)."""
 sa.Index(
     "ix_runs_account_unfinished", runs.c.master_account_id, runs.c.queue_at,
-    sqlite_where=runs.c.status.in_(UNFINISHED), postgresql_where=runs.c.status.in_(UNFINISHED),
+    sqlite_where=_UNFINISHED_COMPARED, postgresql_where=runs.c.status.in_(UNFINISHED),
 )
 """Partial: an account's runs in flight (counted against its limit) and the latest place among them
 (where its next run goes in the fair claiming order) (0012)."""

@@ -1,4 +1,4 @@
-"""SQLite: the CHECK constraints of status and kind columns as comparisons, not ``IN`` lists
+"""SQLite: CHECK constraints and the unfinished runs' index conditions as comparisons, not ``IN`` lists
 
 SQLite builds a temporary table for the list of a CHECK constraint ``status IN ('a', 'b', …)``
 each time it checks a row it writes: about 37,000 instructions for a nine-value list, against about
@@ -14,7 +14,13 @@ and its counter), rowids and indexes stay as they are. Each new table text is fi
 temporary table, so a text SQLite cannot read never reaches the schema; a SQLite that refuses
 schema writes (built "defensive") keeps the lists, which are correct, only slower.
 
-PostgreSQL keeps its constraints (it tests a list as cheaply as comparisons).
+The two partial indexes of unfinished runs (``ix_runs_unfinished``, ``ix_runs_account_unfinished``)
+had the same kind of list in their condition, ``status IN ('queued', 'running', 'waiting_input')``,
+tested for the old and the new row at every change of a run's status (251,600 instructions for a
+run's end, 129,600 with comparisons): on SQLite they are made again with the condition as
+comparisons, which the queries that read them state word for word (``runs.unfinished``).
+
+PostgreSQL keeps its constraints and indexes (it tests a list as cheaply as comparisons).
 
 Revision ID: 0019
 Revises: 0018
@@ -26,6 +32,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
+import sqlalchemy as sa
 from alembic import op
 
 revision = "0019"
@@ -81,9 +88,23 @@ def _rewrite(pattern: re.Pattern[str], replace: Callable[[re.Match[str]], str]) 
     bind.exec_driver_sql("SELECT COUNT(*) FROM sqlite_master").scalar()  # this one too, at once
 
 
+_UNFINISHED = ("queued", "running", "waiting_input")
+_RUN_INDEXES = {"ix_runs_unfinished": ["created_at"], "ix_runs_account_unfinished": ["master_account_id", "queue_at"]}
+
+
+def _run_indexes(condition: str) -> None:
+    if op.get_bind().dialect.name != "sqlite":
+        return
+    for name, columns in _RUN_INDEXES.items():
+        op.drop_index(name, table_name="runs")
+        op.create_index(name, "runs", columns, unique=False, sqlite_where=sa.text(condition))
+
+
 def upgrade() -> None:
     _rewrite(_LIST, _as_comparisons)
+    _run_indexes(" OR ".join(f"status = '{s}'" for s in _UNFINISHED))
 
 
 def downgrade() -> None:
+    _run_indexes(f"status IN ({', '.join(repr(s) for s in _UNFINISHED)})")
     _rewrite(_COMPARED, _as_list)
