@@ -3,14 +3,14 @@
 SQLite builds a temporary table for the list of a CHECK constraint ``status IN ('a', 'b', …)``
 each time it checks a row it writes: about 37,000 instructions for a nine-value list, against about
 1,000 for the same test written ``status = 'a' OR status = 'b' OR …``. Every step row, generation,
-task and run written on the step path was checked that way (about 7 % of the worker's instructions
-per chain job; docs/benchmarks.md, "2026-12-04, 22:40–"). The constraints allow the same values
+task and run written on the step path was checked that way (about a tenth of the worker's instructions
+per chain job; docs/benchmarks.md, "2026-12-04, 22:40–23:50"). The constraints allow the same values
 as before; only their text changes.
 
 No table is rebuilt and no row is touched: the new text is written into the schema with SQLite's
 documented procedure for changes that leave the stored content as it is (``writable_schema``, then
 the schema version bumped so every connection reads the schema again). Task ids (``AUTOINCREMENT``
-and its counter), rowids and indexes stay as they are. Each new table text is first made once as a
+and its counter) and rowids stay as they are. Each new table text is first made once as a
 temporary table, so a text SQLite cannot read never reaches the schema; a SQLite that refuses
 schema writes (built "defensive") keeps the lists, which are correct, only slower.
 
