@@ -107,3 +107,72 @@ async def test_an_approver_hears_in_their_own_chat_and_answers_there(tmp_path: P
         run = (await env.app.list_runs("telegram-42", limit=1)).items[0]
         pick = next(s for s in (await env.app.get_run(run["jobRunId"]))["stepStatuses"] if s["stepId"] == "pick")
         assert pick["outputs"]["chosenIndexes"] == [3] and pick["outputs"]["answeredBy"] == "telegram-7"
+
+
+def _keyboard(message: dict[str, Any]) -> list[dict[str, str]]:
+    return [b for row in (message.get("reply_markup") or {}).get("inline_keyboard", []) for b in row]
+
+
+async def test_candidates_a_group_forbids_are_named_in_the_question_and_sent_once_allowed(
+        db_url: str, tmp_path: Path) -> None:
+    group = -4343
+    async with telegram_env(tmp_path, definitions=[EXAMPLES / "ask"], database_url=db_url) as env:
+        fake = env.fake
+        # the bot may write in the group but not send photos or files
+        fake.restrict(group, "photos", "documents")
+        sample = (EXAMPLES / "assets" / "sample.png").read_bytes()
+        await env.send(fake.message_update("/pick_the_best", chat_id=group, photo=sample))
+        question = (await fake.wait_for(lambda: [m for m in env.replies(group) if "needs you" in (m.get("text") or "")],
+                                        timeout=60))[0]
+        assert not [m for m in env.replies(group) if "photo" in m or "document" in m]
+        # still asked, and the person is told which candidates are not shown, and why
+        text = question["text"]
+        assert "#1, #2, #3, #4" in text and "not shown" in text
+        assert "may not send documents in this chat" in text and "admin" in text
+        again = [b for b in _keyboard(question) if b["callback_data"].startswith("s:")]
+        assert [b["text"] for b in again] == ["📥 #1", "📥 #2", "📥 #3", "📥 #4"]
+        assert "(question q_" in text
+        # an admin allows files: each button sends its candidate, with its own choose button
+        fake.restrict(group, "photos")
+        for button in again:
+            await env.send(fake.callback_update(button["callback_data"], message=question))
+        shown = await fake.wait_for(lambda: len([m for m in env.replies(group) if "document" in m]) == 4
+                                    and [m for m in env.replies(group) if "document" in m], timeout=60)
+        choose = [b["callback_data"] for m in shown for b in _keyboard(m)]
+        assert sorted(choose) == sorted(questions.callback_data(choose[0].split(":")[1], f"c{i}") for i in range(4))
+        await env.send(fake.callback_update(choose[1], message=question))
+        await fake.wait_for(lambda: [c for c in fake.calls_of("answerCallbackQuery") if c.params.get("text") == "Thanks! Going on."])
+
+
+async def test_a_candidate_telegram_refuses_is_named_in_the_question_and_the_others_are_shown(
+        db_url: str, tmp_path: Path) -> None:
+    async with telegram_env(tmp_path, definitions=[EXAMPLES / "ask"], database_url=db_url) as env:
+        fake = env.fake
+        # the third candidate is refused as a photo and as a document; the second only as a photo
+        fake.fail("sendPhoto", 400, description="Bad Request: PHOTO_INVALID_DIMENSIONS", after=1)
+        fake.fail("sendPhoto", 400, description="Bad Request: PHOTO_INVALID_DIMENSIONS")
+        fake.fail("sendDocument", 400, description="Bad Request: file is too big", after=1)
+        await start(env)
+        (question,) = await asked(env)
+        shown = [m for m in env.replies() if ("photo" in m or "document" in m) and m.get("reply_markup")]
+        assert len(shown) == 3 and len([m for m in shown if "document" in m]) == 1
+        choose = [b["text"] for m in shown for b in _keyboard(m)]
+        assert choose == ["✅ Choose #1", "✅ Choose #2", "✅ Choose #4"]
+        text = question["text"]
+        assert "#3" in text and "not shown" in text and "file is too big" in text
+        assert "#2: sent as a file" in text
+        assert "(question q_" in text
+
+
+def test_a_long_question_keeps_its_mark_and_names_the_candidates_not_shown() -> None:
+    qid = "q_" + "0" * 26
+    ref = {"kind": "artifact", "sha256": "a" * 64, "mimeType": "image/png", "size": 10}
+    payload = {"questionId": qid, "question": {"kind": "choose", "text": "x" * 5000, "candidates": [ref, ref]}}
+    notes = ["#1: could not be sent (it is no longer stored)", "#2: could not be sent (it is no longer stored)"]
+    text, keyboard = questions.question_message("Pick", payload, notes)
+    assert len(text) <= 4096 and questions.MARK.search(text) is not None
+    short = {**payload, "question": {**payload["question"], "text": "Which?"}}
+    text, keyboard = questions.question_message("Pick", short, notes)
+    assert "⚠️ #1, #2: not shown (it is no longer stored)." in text
+    assert "None of the candidates could be shown here" in text and "Tap" not in text
+    assert [b["text"] for row in keyboard["inline_keyboard"] for b in row] == ["✖️ None of them"]

@@ -162,7 +162,7 @@ class TelegramChannel(PartSending):
         name = definition.display_name if definition else str(payload.get("jobId") or "Your run")
         status = str(payload.get("status") or "")
         if status == RunStatus.WAITING_INPUT.value:  # a step asks the run's account (telegram.questions)
-            return self._question_parts(name, payload)
+            return self._question_parts(name, payload, notes or [], buttons or [])
         keyboard = rerun_keyboard(run_id, buttons) if run_id else None
         if status == RunStatus.FAILED.value:
             error = payload.get("error") if isinstance(payload.get("error"), Mapping) else None
@@ -191,9 +191,12 @@ class TelegramChannel(PartSending):
         except NotFound:
             return None
 
-    def _question_parts(self, name: str, payload: Mapping[str, Any]) -> list[Part]:
+    def _question_parts(self, name: str, payload: Mapping[str, Any], notes: list[str],
+                        buttons: list[dict[str, Any]]) -> list[Part]:
         """The candidates as photos, each with its button (when they are images), then the question
-        with its keyboard."""
+        with its keyboard. Each candidate is sent like a result's file (a photo refused goes as a
+        document; one refused stops no other); ``notes`` and ``buttons`` (what sending found: the
+        candidates not shown, and why; "send again" buttons) go into the question."""
         from toolweave.telegram import questions
 
         question: Mapping[str, Any] = payload.get("question") or {}
@@ -204,7 +207,7 @@ class TelegramChannel(PartSending):
                  keyboard=questions.candidate_keyboard(qid, index, single))
             for index, ref in questions.photo_candidates(question)
         ]
-        text, keyboard = questions.question_message(name, payload)
+        text, keyboard = questions.question_message(name, payload, notes, buttons)
         return [*parts, Part("sendMessage", text=text, keyboard=keyboard)]
 
     # --- delivering -------------------------------------------------------------------------------
@@ -519,7 +522,8 @@ def _after(state: Mapping[str, Any], chat_id: Any) -> Any:
 
 
 def _withheld_note(outputs: list[str], lacking: str, *, again: bool = False) -> str:
-    """The closing message's line about files the chat does not let the bot send."""
+    """The closing message's line about files the chat does not let the bot send (a question reads
+    its "<label>: not sent: <why>." to name its candidates not shown: ``questions._unshown``)."""
     labels = ", ".join(outputs)
     what = lacking or "media"
     if again:

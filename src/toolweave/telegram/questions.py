@@ -9,7 +9,7 @@ Candidates are numbered from 1 here (``#1`` is index 0 of the API).
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from toolweave.model.records import ArtifactRef
@@ -23,6 +23,7 @@ CALLBACK_LIMIT = 64
 MARK = re.compile(r"\(question (q_[0-9a-z]{26})\)")
 """How a question message names its question (answers by reply find it there)."""
 MAX_PHOTO_CANDIDATES = 10
+TEXT_LIMIT = 4000
 APPROVE, REJECT = "y", "n"
 
 
@@ -55,8 +56,11 @@ def candidate_keyboard(question_id: str, index: int, single: bool) -> dict[str, 
     return {"inline_keyboard": [[_button(f"✅ Choose #{index + 1}", question_id, f"c{index}")]]}
 
 
-def question_message(name: str, payload: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
-    """The text of the question message and its inline keyboard."""
+def question_message(name: str, payload: Mapping[str, Any], notes: Sequence[str] = (),
+                     buttons: Sequence[dict[str, Any]] = ()) -> tuple[str, dict[str, Any]]:
+    """The text of the question message and its inline keyboard. ``notes`` are what sending the
+    candidates found (the channel's lines, ``#N: …``): the candidates that could not be shown are
+    named there, with why; ``buttons`` send again the ones the chat did not let the bot send."""
     question: Mapping[str, Any] = payload.get("question") or {}
     qid = str(payload.get("questionId") or "")
     kind = question.get("kind")
@@ -65,14 +69,21 @@ def question_message(name: str, payload: Mapping[str, Any]) -> tuple[str, dict[s
     candidates = list(question.get("candidates") or [])
     single = int(question.get("maxChoices") or 1) == 1
     if kind == "choose":
-        if not photo_candidates(question):
+        photos = photo_candidates(question)
+        if not photos:
             for index, candidate in enumerate(candidates):
                 lines.append(f"#{index + 1}: {_short(candidate)}")
             if single:
-                buttons = [_button(f"#{i + 1}", qid, f"c{i}") for i in range(len(candidates))]
-                rows += [buttons[i:i + 5] for i in range(0, len(buttons), 5)]
+                listed = [_button(f"#{i + 1}", qid, f"c{i}") for i in range(len(candidates))]
+                rows += [listed[i:i + 5] for i in range(0, len(listed), 5)]
+        # still asked when none could be shown: the run waits for an answer either way, and the
+        # person learns why (and may answer, or have an admin allow media and see them, 📥)
+        none_shown = bool(photos) and len(_unshown(notes, lines)) >= len(photos)
+        if none_shown:
+            lines.append("None of the candidates could be shown here: you may still answer without seeing them.")
         if single:
-            lines.append("Tap the one you choose, or reply with its number.")
+            lines.append("Reply with the number of the one you choose." if none_shown
+                         else "Tap the one you choose, or reply with its number.")
         else:
             low, high = question.get("minChoices"), question.get("maxChoices")
             lines.append(f"Reply to this message with the numbers of {low} to {high} of them, e.g. “1 3”.")
@@ -84,8 +95,38 @@ def question_message(name: str, payload: Mapping[str, Any]) -> tuple[str, dict[s
         rows.append([_button("✅ Go on as is", qid, APPROVE), _button("✖️ Reject", qid, REJECT)])
     else:
         rows.append([_button("✅ Approve", qid, APPROVE), _button("✖️ Reject", qid, REJECT)])
-    lines.append(f"(question {qid})")
-    return "\n".join(lines)[:4000], {"inline_keyboard": rows}
+    again = list(buttons)  # under the answers' buttons, above the last row (None of them, Reject)
+    rows[-1:-1] = [again[i:i + 5] for i in range(0, len(again), 5)]
+    mark = f"(question {qid})"  # answers by reply find their question by it: never cut off
+    return "\n".join(lines)[:TEXT_LIMIT - len(mark) - 1] + "\n" + mark, {"inline_keyboard": rows}
+
+
+_NOTE = re.compile(r"^(?:⚠️ )?(#\d+): (.*)$", re.S)
+_NOT_SENT = re.compile(r"^not sent: ([^.]*)\.")
+_COULD_NOT = re.compile(r"^could not be sent \((.*)\)$", re.S)
+
+
+def _unshown(notes: Sequence[str], lines: list[str]) -> list[str]:
+    """The candidates ``notes`` say were not sent (each ``#N: …``, as the channel words them), named
+    in ``lines`` by number with why (grouped by the reason); the other notes (``#2: sent as a file
+    …``) as they are. Returns the numbers not shown."""
+    reasons: dict[str, list[str]] = {}
+    withheld = False
+    for note in notes:
+        found = _NOTE.match(note)
+        what = found.group(2) if found else ""
+        why = _NOT_SENT.match(what) or _COULD_NOT.match(what)
+        if found is None or why is None:
+            lines.append(note)
+            continue
+        withheld = withheld or what.startswith("not sent")
+        reasons.setdefault(why.group(1), []).append(found.group(1))
+    for reason, labels in reasons.items():
+        lines.append(f"⚠️ {', '.join(labels)}: not shown ({reason}).")
+    if withheld:
+        lines.append("A group admin can allow it (the group's permissions: photos, files; or make the bot an "
+                     "admin), then tap 📥 below to see them.")
+    return [label for labels in reasons.values() for label in labels]
 
 
 def parse_callback(data: str) -> tuple[str, dict[str, Any]] | None:

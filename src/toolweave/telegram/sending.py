@@ -25,7 +25,9 @@ Progress = Callable[[dict[str, Any]], Awaitable[None]]
 class Sent(NamedTuple):
     """What sending one part did: its message ids, lines for the closing message about what went
     another way, and the indexes of its files the chat does not let the bot send (``withheld``:
-    Telegram said "not enough rights to send …": kept for a resend once an admin allows it)."""
+    Telegram said "not enough rights to send …": kept for a resend once an admin allows it).
+    A note is ``<output>: …``; a question reads "<output>: could not be sent (<why>)" to name its
+    candidates not shown (``questions._unshown``)."""
 
     ids: list[int]
     notes: list[str]
