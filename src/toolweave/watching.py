@@ -10,6 +10,12 @@ watched(run_id, after) AS (VALUES …)`` joined to ``events`` on its (run_id, ev
 watcher its own. A round comes every ``interval`` seconds, or at once when this process commits
 events itself (``Store.on_events``). The task runs only while somebody watches.
 
+A watcher holds at most ``LIVE_EVENTS`` events its caller has not taken yet (a client that reads
+slowly, or not at all, would otherwise have every new event of a busy run queued for it): a round
+that would hand it more leaves it instead, and the watcher reads on from the store by event id, a
+page at a time as its caller takes them, exactly like the backlog, then registers again when it has
+caught up. Nothing is lost, nothing is read twice for it, and nothing waits for it unbounded.
+
 A run's events are appended under its lock, so within a run event ids grow in commit order, and
 reading ``event_id > after`` per run misses nothing.
 """
@@ -35,6 +41,9 @@ MAX_RUNS_PER_QUERY = 256
 PAGE_EVENTS = 500
 """At most this many events are read at once: a watcher's backlog page (``App.watch``) and one
 query of a hub's round (the rest follows in the next round, at once)."""
+LIVE_EVENTS = PAGE_EVENTS
+"""At most this many new events wait in a watcher for its caller; past it, the watcher leaves the
+hub and reads on from the store (see the module's text)."""
 FINAL_EVENTS = frozenset(f"run.{s.value}" for s in RunStatus if s.terminal)
 
 
@@ -42,7 +51,10 @@ FINAL_EVENTS = frozenset(f"run.{s.value}" for s in RunStatus if s.terminal)
 class _Watcher:
     run_id: str
     after: int
-    queue: asyncio.Queue[list[events_q.Event]] = field(default_factory=asyncio.Queue)
+    queue: asyncio.Queue[list[events_q.Event] | None] = field(default_factory=asyncio.Queue)
+    """Batches of new events; None: the watcher fell behind and left the hub (read the store)."""
+    held: int = 0
+    """Events in ``queue``."""
 
 
 def _sizes(count: int) -> int:
@@ -119,17 +131,31 @@ class EventHub:
         final_seen = final_seen or any(item["type"] in FINAL_EVENTS for item in backlog)
         if final_seen and await self._ended(run_id):
             return
-        watcher = _Watcher(run_id, last)
-        self._add(watcher)
-        try:
-            while True:
-                batch = await watcher.queue.get()
-                for event in batch:
+        while True:
+            watcher = _Watcher(run_id, last)
+            self._add(watcher)
+            try:
+                while True:
+                    batch = await watcher.queue.get()
+                    if batch is None:
+                        break  # its caller fell behind: the hub left it
+                    watcher.held -= len(batch)
+                    for event in batch:
+                        last = event.event_id
+                        yield event.as_dict()
+                    if any(e.type in FINAL_EVENTS for e in batch) and await self._ended(run_id):
+                        return
+            finally:
+                self._remove(watcher)
+            while True:  # from the store, a page at a time as the caller takes them, until caught up
+                page: list[events_q.Event] = await self.store.read(events_q.since, run_id, last, PAGE_EVENTS)
+                for event in page:
+                    last = event.event_id
                     yield event.as_dict()
-                if any(e.type in FINAL_EVENTS for e in batch) and await self._ended(run_id):
+                if any(e.type in FINAL_EVENTS for e in page) and await self._ended(run_id):
                     return
-        finally:
-            self._remove(watcher)
+                if len(page) < PAGE_EVENTS:
+                    break
 
     async def _ended(self, run_id: str) -> bool:
         status = await self.store.read(_status, run_id)
@@ -174,9 +200,15 @@ class EventHub:
             for run_id, events in by_run.items():
                 for watcher in list(self._watchers.get(run_id, ())):
                     mine = [e for e in events if e.event_id > watcher.after]
-                    if mine:
-                        watcher.after = mine[-1].event_id
-                        watcher.queue.put_nowait(mine)
+                    if not mine:
+                        continue
+                    if watcher.held + len(mine) > LIVE_EVENTS:
+                        self._remove(watcher)  # it reads on from the store, after what it holds
+                        watcher.queue.put_nowait(None)
+                        continue
+                    watcher.after = mine[-1].event_id
+                    watcher.held += len(mine)
+                    watcher.queue.put_nowait(mine)
             if more:
                 wake.set()  # a query stopped at PAGE_EVENTS: the next round now
         self._task = None

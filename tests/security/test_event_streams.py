@@ -1,12 +1,16 @@
 """Event streams within bounds (both stores, the real API on loopback): an account has at most
 ``sse_max_streams_per_account`` open at once (429 with Retry-After beyond, the slot back when a
-stream closes, other accounts unaffected), and a stream reads a long run's events a page at a
-time, never more ahead of its client than a page and what the stream holds."""
+stream closes, other accounts unaffected), a stream reads a long run's events a page at a
+time, never more ahead of its client than a page and what the stream holds, and a client that
+stops reading while its run goes on makes the server hold a bounded number of live events for it,
+and gets every one of them once it reads again."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import socket
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -133,3 +137,72 @@ async def test_a_stream_reads_a_long_runs_events_a_page_at_a_time(
     assert reads and max(reads) <= PAGE, reads
     everything = await app.events(run_id, "alice", 0, limit=10 * filler)
     assert len(everything) > filler and ids == [e["id"] for e in everything]
+
+
+async def test_a_client_that_stops_reading_holds_a_bounded_number_of_live_events(
+    server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = server.app
+    live = getattr(watching, "LIVE_EVENTS", PAGE)  # (the bound, or a page on code without one)
+    held = {"now": 0, "most": 0}  # events handed to the stream's watchers and not taken yet
+
+    class CountingQueue(asyncio.Queue):  # type: ignore[type-arg]
+        def put_nowait(self, item: Any) -> None:
+            super().put_nowait(item)
+            held["now"] += len(item or ())
+            held["most"] = max(held["most"], held["now"])
+
+        def get_nowait(self) -> Any:
+            item = super().get_nowait()
+            held["now"] -= len(item or ())
+            return item
+
+    @dataclasses.dataclass(eq=False)
+    class CountedWatcher(watching._Watcher):
+        queue: asyncio.Queue = dataclasses.field(default_factory=CountingQueue)  # type: ignore[type-arg]
+
+    monkeypatch.setattr(watching, "_Watcher", CountedWatcher)
+    taken: list[int] = []  # events the stream sent its client (into the socket)
+    real_format = sse.format_event
+
+    def format_event(event: dict[str, Any]) -> str:
+        taken.append(event["id"])
+        return real_format(event)
+
+    monkeypatch.setattr(sse, "format_event", format_event)
+
+    # a client with a receive buffer of its own size (not grown to megabytes) that reads the stream's first line, then nothing
+    transport = httpx.AsyncHTTPTransport(socket_options=[(socket.SOL_SOCKET, socket.SO_RCVBUF, 256 * 1024)])
+    async with server.client(server.alice, transport=transport) as alice:
+        run_id = (await alice.post("/api/v1/runs", json={"jobId": "waits"})).json()["jobRunId"]
+        async with alice.stream("GET", f"/api/v1/runs/{run_id}/events") as response:
+            assert response.status_code == 200
+            lines = response.aiter_lines()
+            assert (await anext(lines)).startswith("retry:")
+            # the run goes on: many events of 8 kB (more than the sockets buffer), committed while the client reads nothing
+            pad = "x" * 8000
+            for chunk in range(12):
+                now = time.time()
+                await app.store.tx(events_q.append_many, [
+                    {"run_id": run_id, "type": "step.progress", "step_id": "ask", "data": {"n": chunk * 250 + n, "pad": pad},
+                     "created_at": now}
+                    for n in range(250)
+                ])
+                for _ in range(5):
+                    await asyncio.sleep(0.01)  # time for the hub's round and for the stream to send
+            last = (await app.events(run_id, "alice", 0, limit=10_000))[-1]["id"]
+            for _ in range(600):  # until the hub has read every event for the stream, or left it
+                if all(w.after >= last for w in app.event_hub._watchers.get(run_id, ())):
+                    break
+                await asyncio.sleep(0.05)
+            for _ in range(20):
+                await asyncio.sleep(0.01)
+            assert len(taken) < 3000 - 2 * live  # the client did stop the stream
+            assert held["most"] <= live, (held, len(taken))
+
+            # the run ends; the client reads everything: every event once, in order
+            await alice.post(f"/api/v1/runs/{run_id}/cancel")
+            ids = [int(line[4:]) async for line in lines if line.startswith("id: ")]
+    everything = [e["id"] for e in await app.events(run_id, "alice", 0, limit=10_000)]
+    assert len(everything) > 3000 and everything[-1] > last
+    assert ids == everything
