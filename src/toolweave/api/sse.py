@@ -1,6 +1,7 @@
 """Server-Sent Events of a run: replay from ``Last-Event-ID``, then live, ending when the run ends.
 Each account has at most ``sse_max_streams_per_account`` streams open in a process at once
-(``StreamSlots``); a stream reads ahead of its client at most ``AHEAD`` events."""
+(``StreamSlots``); a stream reads ahead of its client at most ``AHEAD`` events (and its watcher
+holds at most ``watching.LIVE_EVENTS`` new ones, then reads on from the store)."""
 
 from __future__ import annotations
 
