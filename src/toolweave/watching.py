@@ -14,7 +14,8 @@ A watcher holds at most ``LIVE_EVENTS`` events its caller has not taken yet (a c
 slowly, or not at all, would otherwise have every new event of a busy run queued for it): a round
 that would hand it more leaves it instead, and the watcher reads on from the store by event id, a
 page at a time as its caller takes them, exactly like the backlog, then registers again when it has
-caught up. Nothing is lost, nothing is read twice for it, and nothing waits for it unbounded.
+caught up. No event is lost or sent twice, and nothing waits for it unbounded (the events a round
+read for it before it left are read again from the store: a cost only a lagging watcher pays).
 
 A run's events are appended under its lock, so within a run event ids grow in commit order, and
 reading ``event_id > after`` per run misses nothing.
