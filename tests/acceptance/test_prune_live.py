@@ -100,11 +100,24 @@ def count(app: App, sql: str) -> int:
 def writes_held(db_url: str) -> Iterator[None]:
     """Other connections' writes wait while the block runs (reads go on): SQLite's write lock, or on
     PostgreSQL the tables a prune writes locked against writers. Taking it waits for a write
-    transaction under way to commit."""
+    transaction under way to commit.
+
+    On SQLite the lock is tried again every 0.2 ms rather than by SQLite's busy handler, which
+    sleeps up to 100 ms between tries: the prune's own writer tries every 50 µs to 1 ms
+    (``connections._begin_write``), so a busy handler lost the lock to each of its transactions in
+    turn and got it only after the prune had deleted every run and record."""
     if db_url.startswith("sqlite"):
-        conn = sqlite3.connect(db_url.split("///", 1)[1], timeout=30, isolation_level=None)
+        conn = sqlite3.connect(db_url.split("///", 1)[1], timeout=0, isolation_level=None)
         try:
-            conn.execute("BEGIN IMMEDIATE")
+            deadline = time.time() + 30
+            while True:
+                try:
+                    conn.execute("BEGIN IMMEDIATE")
+                    break
+                except sqlite3.OperationalError as exc:
+                    if "locked" not in str(exc) or time.time() > deadline:
+                        raise
+                    time.sleep(0.0002)
             yield
         finally:
             conn.rollback()
