@@ -14,7 +14,7 @@ from urllib.parse import urlencode
 from toolweave.artifacts import decode_data_uri
 from toolweave.model.records import ArtifactRef, RunUpdate
 from toolweave.netguard import MEDIA_SETTING, ForbiddenURL, TooManyRedirects, UnresolvableHost, stream_public
-from toolweave.services.base import ServiceError
+from toolweave.services.base import ServiceError, read_at_most
 
 if TYPE_CHECKING:
     import httpx
@@ -69,15 +69,10 @@ class EngineHost:
                 self.http, url, allow_private=settings.media_allow_private_urls, setting=MEDIA_SETTING
             ) as response:
                 response.raise_for_status()
-                chunks: list[bytes] = []
-                size = 0
-                async for chunk in response.aiter_bytes():
-                    size += len(chunk)
-                    if size > settings.media_max_bytes:
-                        raise MediaError(f"{url} is larger than {settings.media_max_bytes} bytes")
-                    chunks.append(chunk)
+                data = await read_at_most(response.aiter_bytes(), settings.media_max_bytes,
+                                          lambda: MediaError(f"{url} is larger than {settings.media_max_bytes} bytes"))
                 mime = response.headers.get("content-type", "application/octet-stream").split(";")[0]
-                return b"".join(chunks), mime
+                return data, mime
         except TooManyRedirects as exc:
             raise MediaError(f"{url}: {exc}") from None
         except ForbiddenURL as exc:

@@ -12,7 +12,7 @@ Foreign errors are converted here, at the boundary, into ``ServiceError`` — re
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterable, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -45,6 +45,19 @@ def retry_after_header(header: str | None, now: float) -> float | None:
             return None
         seconds = when.timestamp() - now
     return max(0.0, seconds) if math.isfinite(seconds) else None
+
+
+async def read_at_most(chunks: AsyncIterable[bytes], limit: int, too_large: Callable[[], Exception]) -> bytes:
+    """A streamed body (``response.aiter_bytes()``) read whole, up to ``limit`` bytes: past it,
+    ``too_large()`` is raised and the rest is not read."""
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in chunks:
+        size += len(chunk)
+        if size > limit:
+            raise too_large()
+        parts.append(chunk)
+    return b"".join(parts)
 
 
 class ServiceError(Exception):

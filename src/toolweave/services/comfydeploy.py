@@ -47,6 +47,7 @@ from toolweave.services.base import (
     Submission,
     WebhookRejected,
     WebhookUpdate,
+    read_at_most,
     retry_after_header,
 )
 from toolweave.services.comfy_workflows import OutputItem, media_of, select_outputs
@@ -442,16 +443,10 @@ class ComfyDeployService:
                         retryable=response.status_code >= 500 or response.status_code in (403, 404),
                         code="download_failed",
                     )
-                chunks: list[bytes] = []
-                size = 0
-                async for chunk in response.aiter_bytes():
-                    size += len(chunk)
-                    if size > limit:
-                        raise ServiceError(
-                            f"output {name!r} ({shown}) is larger than media_max_bytes ({limit} bytes); not downloaded",
-                            code="too_large",
-                        )
-                    chunks.append(chunk)
+                data = await read_at_most(response.aiter_bytes(), limit, lambda: ServiceError(
+                    f"output {name!r} ({shown}) is larger than media_max_bytes ({limit} bytes); not downloaded",
+                    code="too_large",
+                ))
                 mime = response.headers.get("content-type", "").split(";", 1)[0].strip()
         except (ForbiddenURL, TooManyRedirects) as exc:
             raise ServiceError(f"output {name!r} ({shown}) was not downloaded: {exc}", code="download_refused") from None
@@ -469,7 +464,6 @@ class ComfyDeployService:
                 retryable=True,
                 code="download_failed",
             ) from None
-        data = b"".join(chunks)
         param = tool.output(name)
         problem = media_problem(param.type.value, data) if param is not None else None
         if problem:

@@ -50,6 +50,7 @@ from toolweave.services.base import (
     Submission,
     WebhookRejected,
     WebhookUpdate,
+    read_at_most,
 )
 from toolweave.services.comfy_workflows import (
     EXTERNAL_PREFIX,
@@ -154,19 +155,13 @@ class ComfyUIService(_Streaming):
         try:
             async with asyncio.timeout(self.timeout * WHOLE_ANSWER_TIMEOUTS), \
                     self.host.http.stream(method, url, timeout=self.timeout, **kwargs) as streamed:
-                chunks: list[bytes] = []
-                size = 0
-                async for chunk in streamed.aiter_bytes():
-                    size += len(chunk)
-                    if size > MAX_ANSWER_BYTES:
-                        raise ServiceError(
-                            f"ComfyUI server {server.name} ({shown_url(server.base_url)}) answered {method} {path} "
-                            f"with more than {MAX_ANSWER_BYTES} bytes; not read",
-                            code="too_large",
-                        )
-                    chunks.append(chunk)
+                content = await read_at_most(streamed.aiter_bytes(), MAX_ANSWER_BYTES, lambda: ServiceError(
+                    f"ComfyUI server {server.name} ({shown_url(server.base_url)}) answered {method} {path} "
+                    f"with more than {MAX_ANSWER_BYTES} bytes; not read",
+                    code="too_large",
+                ))
             headers = [(k, v) for k, v in streamed.headers.multi_items() if k.lower() not in ("content-encoding", "content-length")]
-            response = httpx.Response(streamed.status_code, headers=headers, content=b"".join(chunks), request=streamed.request)
+            response = httpx.Response(streamed.status_code, headers=headers, content=content, request=streamed.request)
         except TimeoutError:
             raise ServiceError(
                 f"ComfyUI server {server.name} ({shown_url(server.base_url)}) did not finish answering {method} {path} "
@@ -534,17 +529,11 @@ class ComfyUIService(_Streaming):
                         code="server_error" if response.status_code >= 500 else "output_missing",
                         node=item.node,
                     )
-                chunks: list[bytes] = []
-                size = 0
-                async for chunk in response.aiter_bytes():
-                    size += len(chunk)
-                    if size > limit:
-                        raise ServiceError(
-                            f"output {name!r} ({params['filename']}, node {item.node}) is larger than "
-                            f"media_max_bytes ({limit} bytes); not downloaded",
-                            code="too_large", node=item.node,
-                        )
-                    chunks.append(chunk)
+                data = await read_at_most(response.aiter_bytes(), limit, lambda: ServiceError(
+                    f"output {name!r} ({params['filename']}, node {item.node}) is larger than "
+                    f"media_max_bytes ({limit} bytes); not downloaded",
+                    code="too_large", node=item.node,
+                ))
                 mime = response.headers.get("content-type", "").split(";", 1)[0].strip() or None
         except TimeoutError:
             raise ServiceError(
@@ -556,7 +545,6 @@ class ComfyUIService(_Streaming):
                 f"{what} broke off output file {params['filename']}: {type(exc).__name__}",
                 retryable=True, code="unreachable", node=item.node,
             ) from None
-        data = b"".join(chunks)
         param = tool.output(name)
         problem = media_problem(param.type.value, data) if param is not None else None
         if problem:

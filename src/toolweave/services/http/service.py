@@ -41,6 +41,7 @@ from toolweave.services.base import (
     Submission,
     WebhookRejected,
     WebhookUpdate,
+    read_at_most,
 )
 from toolweave.services.http.call import (
     SAFE_ID,
@@ -150,19 +151,13 @@ class HttpService:
             maybe = " (it may have been processed)" if sent_matters else ""
             raise ServiceError(f"{what} did not answer{maybe}: {type(exc).__name__}", retryable=True, code="timeout") from None
         try:
-            chunks: list[bytes] = []
-            size = 0
-            async for chunk in response.aiter_bytes():
-                size += len(chunk)
-                if size > limit:
-                    raise ServiceError(f"{what} answered with more than {limit} bytes", code="too_large")
-                chunks.append(chunk)
+            content = await read_at_most(response.aiter_bytes(), limit,
+                                         lambda: ServiceError(f"{what} answered with more than {limit} bytes", code="too_large"))
         except httpx.HTTPError as exc:  # (its status says whether the API took the request: ``submit``)
             raise ServiceError(f"{what} broke off its answer: {type(exc).__name__}", retryable=True, code="timeout",
                                details={"httpStatus": response.status_code}) from None
         finally:
             await response.aclose()
-        content = b"".join(chunks)
         headers = [(k, v) for k, v in response.headers.multi_items() if k.lower() not in ("content-encoding", "content-length")]
         read = httpx.Response(response.status_code, headers=headers, content=content, request=request)
         return read, content
