@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from toolweave.inputs import SEED_MAX, InputError, classify_media, json_schema, prepare_inputs, visibility
+from toolweave.input_json_schema import json_schema
+from toolweave.inputs import SEED_MAX, InputError, classify_media, prepare_inputs, visibility
 from toolweave.model.definitions import InputParam
 
 

@@ -7,7 +7,8 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
-from toolweave.inputs import json_schema, text_problem
+from toolweave.input_json_schema import json_schema
+from toolweave.inputs import text_problem
 from toolweave.model.definitions import JobDefinition, ToolDefinition
 
 
