@@ -11,6 +11,7 @@ from typing import Any
 from tests.fakes.telegram_api import TelegramEnv, telegram_env
 from tests.integration.test_telegram_bot import _buttons, finished
 
+from toolweave.telegram import notes as notes_
 from toolweave.telegram import questions
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -140,8 +141,15 @@ async def test_candidates_a_group_forbids_are_named_in_the_question_and_sent_onc
                                     and [m for m in env.replies(group) if "document" in m], timeout=60)
         choose = [b["callback_data"] for m in shown for b in _keyboard(m)]
         assert sorted(choose) == sorted(questions.callback_data(choose[0].split(":")[1], f"c{i}") for i in range(4))
-        await env.send(fake.callback_update(choose[1], message=question))
-        await fake.wait_for(lambda: [c for c in fake.calls_of("answerCallbackQuery") if c.params.get("text") == "Thanks! Going on."])
+        # the question is brought up to date: nothing to send again, nothing said to be missing
+        edited = await fake.wait_for(lambda: not [b for b in _keyboard(fake.message(group, question["message_id"]))
+                                                  if b["callback_data"].startswith("s:")]
+                                     and fake.message(group, question["message_id"]), timeout=30)
+        assert all(f"✅ #{i}: sent again below." in edited["text"] for i in range(1, 5))
+        assert "not shown" not in edited["text"] and "Tap the one you choose" in edited["text"]
+        # a candidate shown since may be chosen by reply
+        await env.send(fake.message_update("2", chat_id=group, reply_to=edited))
+        await fake.wait_for(lambda: "Thanks! Going on." in env.texts(group))
 
 
 async def test_a_candidate_telegram_refuses_is_named_in_the_question_and_the_others_are_shown(
@@ -168,7 +176,7 @@ def test_a_long_question_keeps_its_mark_and_names_the_candidates_not_shown() -> 
     qid = "q_" + "0" * 26
     ref = {"kind": "artifact", "sha256": "a" * 64, "mimeType": "image/png", "size": 10}
     payload = {"questionId": qid, "question": {"kind": "choose", "text": "x" * 5000, "candidates": [ref, ref]}}
-    notes = ["#1: could not be sent (it is no longer stored)", "#2: could not be sent (it is no longer stored)"]
+    notes = [notes_.gone("#1"), notes_.gone("#2")]
     text, keyboard = questions.question_message("Pick", payload, notes)
     assert len(text) <= 4096 and questions.MARK.search(text) is not None
     short = {**payload, "question": {**payload["question"], "text": "Which?"}}
@@ -176,3 +184,27 @@ def test_a_long_question_keeps_its_mark_and_names_the_candidates_not_shown() -> 
     assert "⚠️ #1, #2: not shown (it is no longer stored)." in text
     assert "None of the candidates could be shown here" in text and "Tap" not in text
     assert [b["text"] for row in keyboard["inline_keyboard"] for b in row] == ["✖️ None of them"]
+
+
+async def test_a_reply_may_choose_only_a_candidate_that_was_shown(db_url: str, tmp_path: Path) -> None:
+    async with telegram_env(tmp_path, definitions=[EXAMPLES / "ask"], database_url=db_url) as env:
+        fake = env.fake
+        # the third candidate is refused as a photo and as a document: it is not shown
+        fake.fail("sendPhoto", 400, description="Bad Request: PHOTO_INVALID_DIMENSIONS", after=2)
+        fake.fail("sendDocument", 400, description="Bad Request: file is too big")
+        await start(env)
+        (question,) = await asked(env)
+        assert "#3: not shown (Bad Request: file is too big)" in question["text"]
+        await env.send(fake.message_update("3", reply_to=question))
+        refusal = await fake.wait_for(lambda: [t for t in env.texts() if "#3 was not shown" in t])
+        assert "file is too big" in refusal[0] and "#1, #2, #4" in refusal[0]
+        await env.send(fake.message_update("1 3", reply_to=question))  # one not shown among several
+        await fake.wait_for(lambda: len([t for t in env.texts() if "#3 was not shown" in t]) == 2)
+        run = (await env.app.list_runs("telegram-42", limit=1)).items[0]
+        assert run["status"] == "waiting_input"
+        await env.send(fake.message_update("4", reply_to=question))
+        await fake.wait_for(lambda: "Thanks! Going on." in env.texts())
+        await finished(env)
+        run = (await env.app.list_runs("telegram-42", limit=1)).items[0]
+        pick = next(s for s in (await env.app.get_run(run["jobRunId"]))["stepStatuses"] if s["stepId"] == "pick")
+        assert pick["outputs"]["chosenIndexes"] == [3]

@@ -138,8 +138,30 @@ async def on_question_reply(bot: TelegramBot, message: Message, user: User) -> b
         return False
     account = await bot.account_of(user)
     body = questions.parse_reply(message.text or message.caption or "")
-    await bot.reply(message, await questions.answer(bot.app, found.group(1), account, body))
+    refusal = await unseen_choice(bot, message.chat_id, found.group(1), body)
+    await bot.reply(message, refusal or await questions.answer(bot.app, found.group(1), account, body))
     return True
+
+
+async def unseen_choice(bot: TelegramBot, chat_id: int, question_id: str, body: dict[str, Any]) -> str | None:
+    """Why ``body`` may not be taken, when it chooses a candidate this chat was not shown (it
+    could not be sent here: what the delivery that asked recorded); None otherwise."""
+    from toolweave.telegram.channel import ASKED_NAMESPACE
+    from toolweave.telegram.resending import SENT_NAMESPACE
+
+    chosen = body.get("chosen")
+    if not isinstance(chosen, list):
+        return None
+    asked = await bot.app.kv_get(ASKED_NAMESPACE, f"{chat_id}:{question_id}")
+    if not isinstance(asked, dict) or not asked.get("notification"):
+        return None
+    delivery = await bot.app.notification(str(asked["notification"]))
+    state = await bot.app.kv_get(SENT_NAMESPACE, str(asked["notification"]))
+    if delivery is None or not isinstance(state, dict):
+        return None
+    question = (delivery.get("payload") or {}).get("question") or {}
+    candidates = len(question.get("candidates") or []) if isinstance(question, dict) else 0
+    return questions.unseen_refusal(chosen, questions.unseen(state.get("notes") or []), candidates)
 
 
 async def on_plain(bot: TelegramBot, message: Message, user: User, private: bool) -> None:

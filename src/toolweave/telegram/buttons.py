@@ -106,8 +106,11 @@ async def answer_button(bot: TelegramBot, query: Any, data: str) -> None:
 
 
 async def send_again(bot: TelegramBot, query: Any, ref: str) -> None:
-    """The button under a delivery whose part may not have arrived: send that part again."""
-    from toolweave.telegram.channel import SENT_NAMESPACE
+    """The button under a delivery whose part may not have arrived: send that part again. Two
+    presses before the resend is done queue one resend (its ``dedupe_key``, ``resending.resend_key``:
+    the outbox refuses a key queued before, in whichever process the presses arrive); once it
+    arrived the part is no longer in doubt and a press is refused."""
+    from toolweave.telegram.resending import SENT_NAMESPACE, resend_key
 
     notification_id, _, part = ref.partition(":")
     account = await bot.account_of(query.from_user)
@@ -121,11 +124,11 @@ async def send_again(bot: TelegramBot, query: Any, ref: str) -> None:
         await answer(query, "Nothing of that is missing: it was all sent.", show_alert=True)
         return
     chat = query.message.chat.id if query.message is not None else original["target"].get("chatId")
-    await bot.app.queue_notification(
+    queued = await bot.app.queue_notification(
         CHANNEL, {"chatId": chat}, {"of": notification_id, "part": int(part)}, event_type="resend",
-        account_id=account, dedupe_key=f"tg:resend:{query.id}",
+        account_id=account, dedupe_key=resend_key(notification_id, int(part), state),
     )
-    await answer(query, "Sending it again.")
+    await answer(query, "Sending it again." if queued else "It is being sent again already.")
 
 
 def _carries(message: Any, data: str) -> bool:

@@ -7,7 +7,8 @@ Outbox rows of the ``telegram`` channel, by ``event_type``:
   (``telegram_notification_rule``);
 - ``message`` — an answer to a command, a question, an error (``TelegramBot`` queues them);
 - ``status`` — the status message of a run (the bot's ``StatusTracker`` edits it afterwards);
-- ``resend`` — a part of an earlier delivery sent again at the user's request.
+- ``resend`` — a part of an earlier delivery sent again at the user's request (its 📥 button), after
+  which the message that carried the button is edited (``resending.py``).
 
 A delivery is a fixed list of parts (``parts.py``). Before each part is sent its index is recorded
 as *being sent* under ``kv("telegram.sent", notification_id)``, and after Telegram's answer as
@@ -22,7 +23,10 @@ Each part stands alone: a photo Telegram refuses (400) goes as a document, an al
 whole goes item by item, a file Telegram refuses is named in the closing message, and the rest of
 the delivery still goes out. A file the chat does not let the bot send in any form ("not enough
 rights to send documents") is kept in doubt: the closing message says how an admin allows it, and
-its button sends it then. 429, 5xx and network trouble retry the delivery (``DeliveryError``
+its button sends it then. What the chat refused for lack of a right is remembered for a day
+(``rights.py``): later files go straight to the form that works. What went another way is kept
+as notes with fields (``notes.py``), which a question reads to name its candidates not shown and
+an answer by reply to refuse one of them. 429, 5xx and network trouble retry the delivery (``DeliveryError``
 with ``retry_after``); a 403 (the user blocked the bot) or another 4xx of a text gives it up.
 """
 
@@ -36,10 +40,13 @@ from typing import TYPE_CHECKING, Any
 from toolweave.model.definitions import JobDefinition
 from toolweave.model.status import RunStatus
 from toolweave.notify.dispatcher import DeliveryError
+from toolweave.telegram import notes as notes_
 from toolweave.telegram import reconcile
 from toolweave.telegram.botapi import BotAPI, BotAPIError, redact_token_in_logs
 from toolweave.telegram.parts import Media, Part, closing, extension, plan_results, split_text
-from toolweave.telegram.sending import PartSending
+from toolweave.telegram.resending import SENT_NAMESPACE, Resending
+from toolweave.telegram.rights import ChatRights
+from toolweave.telegram.sending import failure
 
 if TYPE_CHECKING:
     from toolweave.app import App
@@ -47,9 +54,11 @@ if TYPE_CHECKING:
 log = logging.getLogger("toolweave.telegram")
 
 CHANNEL = "telegram"
-SENT_NAMESPACE = "telegram.sent"
 STATUS_NAMESPACE = "telegram.status"
 PENDING_NAMESPACE = "telegram.pending"
+ASKED_NAMESPACE = "telegram.asked"
+"""``<chat>:<question id>`` → the notification that asked it there (an answer by reply reads what
+that delivery could not show: ``questions.unseen``)."""
 MIGRATED_NAMESPACE = "telegram.migrated"
 """A basic group's id → the supergroup Telegram upgraded it to (``migrate_to_chat_id``)."""
 # ``telegram.sent`` never expires: a given-up delivery may be sent again at any time, and a part
@@ -105,7 +114,7 @@ def failure_text(name: str, error: Mapping[str, Any] | None, definition: JobDefi
     return f"❌ {name} failed: {_short(message, 1500)}"
 
 
-class TelegramChannel(PartSending):
+class TelegramChannel(Resending):
     """Delivers outbox rows of the ``telegram`` channel through the Bot API."""
 
     name = CHANNEL
@@ -144,10 +153,10 @@ class TelegramChannel(PartSending):
         except Exception:
             return None
 
-    def plan(self, notification: Mapping[str, Any], notes: list[str] | None = None,
+    def plan(self, notification: Mapping[str, Any], notes: list[Any] | None = None,
              buttons: list[dict[str, Any]] | None = None, pinned: JobDefinition | None = None) -> list[Part]:
         """The Bot API calls that deliver one notification, in order (deterministic). ``notes`` are
-        lines added to the closing message, ``buttons`` buttons under it (what sending found).
+        added to the closing message (``notes.py``), ``buttons`` buttons under it (what sending found).
         ``pinned`` is the definition version the run ran (``pinned_definition``): the plan does
         not change when the job does between two attempts."""
         payload = notification.get("payload") or {}
@@ -168,14 +177,14 @@ class TelegramChannel(PartSending):
             error = payload.get("error") if isinstance(payload.get("error"), Mapping) else None
             step = error.get("step_id") if error else None
             text = failure_text(name, error, definition, self._tool_name(definition, step))
-            return closing(text, list(notes or []), keyboard)
+            return closing(text, notes_.texts(notes or []), keyboard)
         if status == RunStatus.CANCELLED.value:
-            return closing(f"🚫 {name} was cancelled.", list(notes or []), keyboard)
+            return closing(f"🚫 {name} was cancelled.", notes_.texts(notes or []), keyboard)
         head = (f"✅ {name} is done." if status == RunStatus.COMPLETED.value
                 else f"⚠️ {name} finished, but some steps failed and were skipped.")
         given = payload.get("outputs")
         outputs: Mapping[str, Any] = given if isinstance(given, Mapping) else {}
-        return plan_results(head, outputs, definition, keyboard, notes)
+        return plan_results(head, outputs, definition, keyboard, notes_.texts(notes or []))
 
     async def pinned_definition(self, notification: Mapping[str, Any]) -> JobDefinition | None:
         """The definition version the notification's run ran, or None (no run, or pruned): a
@@ -191,7 +200,7 @@ class TelegramChannel(PartSending):
         except NotFound:
             return None
 
-    def _question_parts(self, name: str, payload: Mapping[str, Any], notes: list[str],
+    def _question_parts(self, name: str, payload: Mapping[str, Any], notes: list[Any],
                         buttons: list[dict[str, Any]]) -> list[Part]:
         """The candidates as photos, each with its button (when they are images), then the question
         with its keyboard. Each candidate is sent like a result's file (a photo refused goes as a
@@ -256,10 +265,13 @@ class TelegramChannel(PartSending):
         state: dict[str, Any] = await self.app.kv_get(SENT_NAMESPACE, notification_id) or {}
         done = int(state.get("done", 0))
         sent: list[dict[str, Any]] = list(state.get("sent", []))
-        notes: list[str] = list(state.get("notes", []))
+        notes: list[Any] = list(state.get("notes", []))
         doubts: list[int] = list(state.get("doubts", []))
         pinned = await self.pinned_definition(notification)
+        rights = await ChatRights.of(self.app, chat_id)
         parts = self.plan(notification, notes, self._resend_buttons(notification_id, doubts, state), pinned)
+        if done < len(parts):
+            await self._remember_question(notification, chat_id)  # before the question is out: a reply may come at once
         recorded = state.get("partial")
         partial = recorded if isinstance(recorded, dict) and recorded.get("part") == done else None
         if (state.get("sending") is not None and int(state["sending"]) == done and done < len(parts)
@@ -282,11 +294,9 @@ class TelegramChannel(PartSending):
                 if notification.get("event_type") == "message" and done == len(parts):
                     await self._remember_prompt(notification, found[-1])
             elif part.is_media:
-                labels = ", ".join(m.output for m in part.media)
                 log.warning("notification %s: %s may or may not have been sent before an interruption; "
                             "not sending it again unasked", notification_id, part.describe())
-                notes.append(f"⚠️ {labels}: sending was interrupted. If it did not arrive above, "
-                             f"tap “📥 {_short(labels, 40)}” below.")
+                notes.append(notes_.interrupted([m.output for m in part.media], done))
                 doubts.append(done)
                 sent.append({"method": part.method, "outputs": [m.output for m in part.media], "messageIds": [],
                              "doubt": True})
@@ -313,18 +323,18 @@ class TelegramChannel(PartSending):
 
             try:
                 message_ids, more_notes, withheld, lacking = await self._send(
-                    part, chat_id, reply_to, account_id, partial, progress)
+                    part, chat_id, reply_to, account_id, partial, progress, rights)
             except BotAPIError as exc:
                 if not exc.sent_maybe:
                     state["sending"] = None
                     await self.app.kv_set(SENT_NAMESPACE, notification_id, state)
-                raise _failure(f"{part.describe()} (part {index + 1} of {len(parts)}): {exc}", exc) from None
+                raise failure(f"{part.describe()} (part {index + 1} of {len(parts)}): {exc}", exc) from None
             sent.append({"method": part.method, "outputs": [m.output for m in part.media], "messageIds": message_ids})
             await reconcile.seen(self.app, chat_id, message_ids)
             if withheld:
                 # the chat does not let the bot send these files: kept in doubt, with a button that
                 # sends them once an admin allows it
-                more_notes = [*more_notes, _withheld_note([part.media[i].output for i in withheld], lacking)]
+                more_notes = [*more_notes, notes_.withheld([part.media[i].output for i in withheld], lacking, index)]
                 state = _keep_withheld(state, index, part, withheld)
                 doubts = list(state["doubts"])
             index += 1
@@ -360,8 +370,7 @@ class TelegramChannel(PartSending):
             key = str(partial["part"])
             mine = in_doubt.get(key) or {"items": [], "outputs": []}
             in_doubt[key] = {"items": [*mine["items"], items[0]], "outputs": [*mine["outputs"], item.output]}
-            notes.append(f"⚠️ {item.output}: sending was interrupted. If it did not arrive above, "
-                         f"tap “📥 {_short(', '.join(in_doubt[key]['outputs']), 40)}” below.")
+            notes.append(notes_.interrupted([item.output], int(partial["part"]), in_doubt[key]["outputs"]))
             if int(partial["part"]) not in doubts:
                 doubts.append(int(partial["part"]))
         state = {**state, "doubts": doubts, "itemDoubts": in_doubt,
@@ -386,20 +395,21 @@ class TelegramChannel(PartSending):
         try:
             found = await reconcile.find(self.api, chat_id, after if isinstance(after, int) else None, probes, what)
         except BotAPIError as exc:
-            raise _failure(f"{part.describe()}: looking for what an interrupted attempt sent: {exc}", exc) from None
+            raise failure(f"{part.describe()}: looking for what an interrupted attempt sent: {exc}", exc) from None
         return found if len(found) == len(probes) else []
 
-    def _resend_buttons(self, notification_id: str, doubts: list[int], state: Mapping[str, Any]) -> list[dict[str, Any]]:
-        buttons = []
-        sent = list(state.get("sent", []))
-        items = state.get("itemDoubts") or {}
-        for index in doubts:
-            outputs = sent[index].get("outputs", []) if index < len(sent) else []
-            if isinstance(items.get(str(index)), Mapping):  # only some items of an album
-                outputs = list(items[str(index)].get("outputs", []))
-            label = _short(", ".join(outputs) or f"part {index + 1}", 40)
-            buttons.append({"text": f"📥 {label}", "callback_data": f"s:{notification_id}:{index}"})
-        return buttons
+    async def _remember_question(self, notification: Mapping[str, Any], chat_id: Any) -> None:
+        """A step's question is being delivered to ``chat_id``: an answer by reply there finds this
+        delivery (what it could not show) by the question's id."""
+        payload = notification.get("payload") or {}
+        question_id = payload.get("questionId")
+        if payload.get("status") != RunStatus.WAITING_INPUT.value or not question_id:
+            return
+        expires = payload.get("expiresAt")
+        left = float(expires) - time.time() if isinstance(expires, int | float) else 0.0
+        await self.app.kv_set(ASKED_NAMESPACE, f"{chat_id}:{question_id}",
+                              {"notification": str(notification.get("notification_id"))},
+                              ttl=max(left, 0.0) + 86400.0 if left > 0 else 30 * 86400.0)
 
     async def _remember_prompt(self, notification: Mapping[str, Any], message_id: int) -> None:
         """A question was delivered: the pending input it asks for now knows its message (in a
@@ -414,43 +424,6 @@ class TelegramChannel(PartSending):
             ttl = float(pending.get("expiresAt") or 0) - time.time()
             if ttl > 0:
                 await self.app.kv_set(PENDING_NAMESPACE, str(key), pending, ttl=ttl)
-
-    async def _deliver_again(self, notification: Mapping[str, Any], chat_id: Any) -> None:
-        """One part of an earlier delivery, sent again because the user asked (its button)."""
-        payload = notification.get("payload") or {}
-        original = await self.app.notification(str(payload.get("of") or ""))
-        if original is None:
-            raise DeliveryError("the delivery to send again is gone", retryable=False)
-        state: dict[str, Any] = await self.app.kv_get(SENT_NAMESPACE, str(original["notification_id"])) or {}
-        parts = self.plan(original, list(state.get("notes", [])), None, await self.pinned_definition(original))
-        index = int(payload.get("part") or 0)
-        if not 0 <= index < len(parts):
-            raise DeliveryError(f"delivery {original['notification_id']} has no part {index + 1}", retryable=False)
-        part = parts[index]
-        doubted = (state.get("itemDoubts") or {}).get(str(index))
-        if isinstance(doubted, Mapping):  # only these items of an album may be missing
-            part = Part(part.method, media=[part.media[i] for i in doubted.get("items", []) if 0 <= i < len(part.media)])
-        # an album that goes item by item records how far it got, so that a retry (a 429 half
-        # way) goes on from there
-        again_id = str(notification.get("notification_id"))
-        again: dict[str, Any] = await self.app.kv_get(SENT_NAMESPACE, again_id) or {}
-        recorded = again.get("partial")
-
-        async def progress(done_so_far: dict[str, Any]) -> None:
-            again["partial"] = {"part": index, **done_so_far}
-            await self.app.kv_set(SENT_NAMESPACE, again_id, again)
-
-        try:
-            message_ids, _notes, withheld, lacking = await self._send(
-                part, chat_id, None, str(original.get("account_id")), recorded if isinstance(recorded, dict) else None,
-                progress)
-            await reconcile.seen(self.app, chat_id, message_ids)
-            if withheld:  # the admin has not allowed it yet: say so rather than nothing
-                text = _withheld_note([part.media[i].output for i in withheld], lacking, again=True)
-                await reconcile.seen(self.app, chat_id, _ids_of(await self.api.call(
-                    "sendMessage", {"chat_id": chat_id, "text": text})))
-        except BotAPIError as exc:
-            raise _failure(f"{part.describe()}: {exc}", exc) from None
 
     async def _deliver_status(self, notification: Mapping[str, Any], chat_id: Any, reply_to: Any) -> None:
         """A run's status message; ``kv("telegram.status", run_id)`` records it (the bot's tracker
@@ -475,7 +448,7 @@ class TelegramChannel(PartSending):
                     self.api, chat_id, state.get("after") if state.get("chatId", chat_id) == chat_id else None, [probe],
                     f"the status message of {run_id}")), None)
             except BotAPIError as exc:
-                raise _failure(f"status message: looking for the one sent before an interruption: {exc}", exc) from None
+                raise failure(f"status message: looking for the one sent before an interruption: {exc}", exc) from None
             if found is not None:
                 # adopted: the tracker edits it to the run's state at its next pass
                 state.update(messageId=found, text=None, editedAt=0.0, final=False, sending=False)
@@ -509,7 +482,7 @@ class TelegramChannel(PartSending):
             if not exc.sent_maybe:
                 state["sending"] = False
                 await self.app.kv_set(STATUS_NAMESPACE, run_id, state)
-            raise _failure(f"status message: {exc}", exc) from None
+            raise failure(f"status message: {exc}", exc) from None
         state.update(messageId=int(result["message_id"]), text=text, editedAt=time.time(), final=terminal, sending=False)
         await self.app.kv_set(STATUS_NAMESPACE, run_id, state, ttl=86400.0 if terminal else None)
         await reconcile.seen(self.app, chat_id, [int(result["message_id"])])
@@ -519,20 +492,6 @@ def _after(state: Mapping[str, Any], chat_id: Any) -> Any:
     """The watermark an interrupted attempt recorded, when it was sending to ``chat_id`` (an attempt
     to a group that then turned out to be a supergroup left a mark of another chat)."""
     return state.get("after") if state.get("chat", chat_id) == chat_id else None
-
-
-def _withheld_note(outputs: list[str], lacking: str, *, again: bool = False) -> str:
-    """The closing message's line about files the chat does not let the bot send (a question reads
-    its "<label>: not sent: <why>." to name its candidates not shown: ``questions._unshown``)."""
-    labels = ", ".join(outputs)
-    what = lacking or "media"
-    if again:
-        return (f"⚠️ {labels}: still not sent: the bot may not send {what} in this chat yet. A group admin "
-                "can allow it (the group's permissions: photos, videos, files; or make the bot an admin), "
-                "then tap the button again.")
-    return (f"⚠️ {labels}: not sent: the bot may not send {what} in this chat. A group admin can allow it "
-            "(the group's permissions: photos, videos, files; or make the bot an admin), then tap "
-            f"“📥 {_short(labels, 40)}” below.")
 
 
 def _keep_withheld(state: dict[str, Any], index: int, part: Part, withheld: list[int]) -> dict[str, Any]:
@@ -546,19 +505,6 @@ def _keep_withheld(state: dict[str, Any], index: int, part: Part, withheld: list
         items = [*mine["items"], *[i for i in withheld if i not in mine["items"]]]
         in_doubt[str(index)] = {"items": items, "outputs": [part.media[i].output for i in items]}
     return {**state, "doubts": doubts, "itemDoubts": in_doubt}
-
-
-def _ids_of(result: Any) -> list[int]:
-    return [int(result["message_id"])] if isinstance(result, Mapping) and "message_id" in result else []
-
-
-def _failure(text: str, exc: BotAPIError) -> DeliveryError:
-    """What the dispatcher hears of ``exc``: retried when Telegram says the group moved (the next
-    attempt sends to the supergroup it became, see ``TelegramChannel.deliver``)."""
-    error = DeliveryError(text, retryable=exc.retryable or exc.migrate_to is not None,
-                          retry_after=0.0 if exc.migrate_to is not None else exc.retry_after)
-    error.migrate_to = exc.migrate_to  # type: ignore[attr-defined]
-    return error
 
 
 __all__ = ["CHANNEL", "TelegramChannel", "failure_text", "rerun_keyboard", "telegram_approver_rule", "telegram_notification_rule"]

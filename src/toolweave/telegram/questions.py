@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from toolweave.model.records import ArtifactRef
+from toolweave.telegram import notes as notes_
 
 if TYPE_CHECKING:
     from toolweave.app import App
@@ -56,11 +57,11 @@ def candidate_keyboard(question_id: str, index: int, single: bool) -> dict[str, 
     return {"inline_keyboard": [[_button(f"✅ Choose #{index + 1}", question_id, f"c{index}")]]}
 
 
-def question_message(name: str, payload: Mapping[str, Any], notes: Sequence[str] = (),
+def question_message(name: str, payload: Mapping[str, Any], notes: Sequence[Any] = (),
                      buttons: Sequence[dict[str, Any]] = ()) -> tuple[str, dict[str, Any]]:
     """The text of the question message and its inline keyboard. ``notes`` are what sending the
-    candidates found (the channel's lines, ``#N: …``): the candidates that could not be shown are
-    named there, with why; ``buttons`` send again the ones the chat did not let the bot send."""
+    candidates found (``notes.py``, about outputs ``#N``): the candidates that could not be shown
+    are named, with why; ``buttons`` send again the ones the chat did not let the bot send."""
     question: Mapping[str, Any] = payload.get("question") or {}
     qid = str(payload.get("questionId") or "")
     kind = question.get("kind")
@@ -101,32 +102,49 @@ def question_message(name: str, payload: Mapping[str, Any], notes: Sequence[str]
     return "\n".join(lines)[:TEXT_LIMIT - len(mark) - 1] + "\n" + mark, {"inline_keyboard": rows}
 
 
-_NOTE = re.compile(r"^(?:⚠️ )?(#\d+): (.*)$", re.S)
-_NOT_SENT = re.compile(r"^not sent: ([^.]*)\.")
-_COULD_NOT = re.compile(r"^could not be sent \((.*)\)$", re.S)
-
-
-def _unshown(notes: Sequence[str], lines: list[str]) -> list[str]:
-    """The candidates ``notes`` say were not sent (each ``#N: …``, as the channel words them), named
-    in ``lines`` by number with why (grouped by the reason); the other notes (``#2: sent as a file
-    …``) as they are. Returns the numbers not shown."""
+def _unshown(notes: Sequence[Any], lines: list[str]) -> list[str]:
+    """The candidates ``notes`` say did not reach the chat, named in ``lines`` by number with why
+    (grouped by the reason); the other notes (``#2: sent as a file …``) as they are. Returns the
+    numbers not shown."""
     reasons: dict[str, list[str]] = {}
     withheld = False
     for note in notes:
-        found = _NOTE.match(note)
-        what = found.group(2) if found else ""
-        why = _NOT_SENT.match(what) or _COULD_NOT.match(what)
-        if found is None or why is None:
-            lines.append(note)
+        reason = notes_.not_shown_reason(note)
+        if reason is None:
+            lines.append(notes_.text(note))
             continue
-        withheld = withheld or what.startswith("not sent")
-        reasons.setdefault(why.group(1), []).append(found.group(1))
+        withheld = withheld or notes_.kind(note) == "withheld"
+        reasons.setdefault(reason, []).extend(str(o) for o in note.get("outputs") or [])
     for reason, labels in reasons.items():
         lines.append(f"⚠️ {', '.join(labels)}: not shown ({reason}).")
     if withheld:
         lines.append("A group admin can allow it (the group's permissions: photos, files; or make the bot an "
                      "admin), then tap 📥 below to see them.")
     return [label for labels in reasons.values() for label in labels]
+
+
+def unseen(notes: Sequence[Any]) -> dict[int, str]:
+    """The candidates (their indexes, from 0) that ``notes`` say did not reach the chat, with why."""
+    found: dict[int, str] = {}
+    for note in notes:
+        reason = notes_.not_shown_reason(note)
+        for label in (note.get("outputs") or []) if reason is not None else []:
+            number = str(label).removeprefix("#")
+            if number.isascii() and number.isdigit():
+                found[int(number) - 1] = reason or "it could not be sent"
+    return found
+
+
+def unseen_refusal(chosen: Sequence[Any], unseen_here: Mapping[int, str], candidates: int) -> str | None:
+    """What to answer a reply that chooses a candidate the chat was not shown; None when it chose
+    only shown ones."""
+    picked = [i for i in chosen if isinstance(i, int) and i in unseen_here]
+    if not picked:
+        return None
+    first = picked[0]
+    shown = [f"#{i + 1}" for i in range(candidates) if i not in unseen_here]
+    among = f"choose among {', '.join(shown)}" if shown else "none was shown here"
+    return f"#{first + 1} was not shown here ({unseen_here[first]}): {among}, or tap “None of them”."[:4000]
 
 
 def parse_callback(data: str) -> tuple[str, dict[str, Any]] | None:

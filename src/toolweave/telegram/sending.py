@@ -1,7 +1,9 @@
 """Sending one part of a delivery (``parts.Part``) through the Bot API, another way when Telegram
 refuses it: a photo or video as a document, an album item by item (each item recorded as it goes,
 through ``Progress``, so a retry sends none twice), a document refused too named in the closing
-message. ``TelegramChannel`` (``channel.py``) decides which part goes when and records it."""
+message. What the chat refused for lack of a right is remembered (``rights.py``): later files go
+straight to the form that works. ``TelegramChannel`` (``channel.py``) decides which part goes
+when and records it."""
 
 from __future__ import annotations
 
@@ -10,8 +12,12 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from toolweave.notify.dispatcher import DeliveryError
+from toolweave.telegram import notes as notes_
 from toolweave.telegram.botapi import BotAPI, BotAPIError
+from toolweave.telegram.notes import Note
 from toolweave.telegram.parts import Media, Part
+from toolweave.telegram.rights import ChatRights, NoRights
 
 if TYPE_CHECKING:
     from toolweave.app import App
@@ -23,14 +29,13 @@ Progress = Callable[[dict[str, Any]], Awaitable[None]]
 
 
 class Sent(NamedTuple):
-    """What sending one part did: its message ids, lines for the closing message about what went
-    another way, and the indexes of its files the chat does not let the bot send (``withheld``:
-    Telegram said "not enough rights to send …": kept for a resend once an admin allows it).
-    A note is ``<output>: …``; a question reads "<output>: could not be sent (<why>)" to name its
-    candidates not shown (``questions._unshown``)."""
+    """What sending one part did: its message ids, notes for the closing message about what went
+    another way (``notes.py``), and the indexes of its files the chat does not let the bot send
+    (``withheld``: Telegram said "not enough rights to send …": kept for a resend once an admin
+    allows it)."""
 
     ids: list[int]
-    notes: list[str]
+    notes: list[Note]
     withheld: list[int]
     lacking: str = ""
     """Telegram's word for what the bot may not send there ("documents")."""
@@ -71,12 +76,14 @@ class PartSending:
 
     async def _send(self, part: Part, chat_id: Any, reply_to: Any, account_id: str,
                     partial: Mapping[str, Any] | None = None, progress: Progress | None = None,
-                    ) -> Sent:
+                    rights: ChatRights | None = None) -> Sent:
         """Send one part; returns its message ids and lines for the closing message about what went
         another way. A refusal (400) of a media part is met by sending it another way; a file the
         chat does not let the bot send in any form is ``withheld`` (not sent). ``partial``
         is what an earlier attempt recorded (through ``progress``) of an album it was sending item
-        by item: this attempt goes on from there."""
+        by item: this attempt goes on from there. ``rights``: what the chat is known to refuse
+        (not tried again) and where what it refuses now is remembered."""
+        rights = rights or NoRights()
         params = self._base(chat_id, reply_to)
         if part.method == "sendMessage":
             params["text"] = part.text or "…"
@@ -87,42 +94,48 @@ class PartSending:
             if partial is not None:
                 return await self._items_one_by_one(
                     part, [int(i) for i in partial.get("items", [])], chat_id, reply_to, account_id, progress,
-                    [int(i) for i in partial.get("ids", [])], [str(n) for n in partial.get("notes", [])],
-                    [int(i) for i in partial.get("withheld", [])], str(partial.get("lacking") or ""))
+                    [int(i) for i in partial.get("ids", [])], list(partial.get("notes", [])),
+                    [int(i) for i in partial.get("withheld", [])], str(partial.get("lacking") or ""), rights)
             files: dict[str, tuple[str, bytes, str]] = {}
             media = []
-            gone: list[str] = []
+            gone: list[Note] = []
             for i, item in enumerate(part.media):
                 try:
                     files[f"file{i}"] = await self._file(item, account_id)
                 except BotAPIError:
-                    gone.append(f"{item.output}: could not be sent (it is no longer stored)")
+                    gone.append(notes_.gone(item.output))
                     continue
                 entry = {"type": "photo", "media": f"attach://file{i}"}
                 if item.caption:
                     entry["caption"] = item.caption
                 media.append(entry)
             params["media"] = media
-            if len(media) >= 2:
+            if len(media) >= 2 and not rights.refuses("photos"):
                 try:
-                    return Sent(_ids(await self.api.call("sendMediaGroup", params, files)), gone, [])
+                    ids = _ids(await self.api.call("sendMediaGroup", params, files))
                 except BotAPIError as exc:
                     if not exc.refused:
                         raise
                     log.warning("Telegram refused the album %s (%s); sending its items one by one", part.describe(), exc)
+                    if exc.lacks_right:
+                        await rights.was_refused(exc.lacks_right)
+                else:
+                    await rights.worked("photos")
+                    return Sent(ids, gone, [])
             items = [i for i in range(len(part.media)) if f"file{i}" in files]
             if progress is not None:
                 await progress({"items": items, "ids": [], "notes": gone})
-            return await self._items_one_by_one(part, items, chat_id, reply_to, account_id, progress, [], gone, [], "")
+            return await self._items_one_by_one(part, items, chat_id, reply_to, account_id, progress, [], gone, [], "",
+                                                rights)
         try:
-            ids, notes = await self._send_one(part.media[0], chat_id, reply_to, account_id, part.keyboard)
+            ids, notes = await self._send_one(part.media[0], chat_id, reply_to, account_id, rights, part.keyboard)
         except Withheld as exc:
             return Sent([], [], [0], exc.lacking)
         return Sent(ids, notes, [])
 
     async def _items_one_by_one(self, part: Part, items: list[int], chat_id: Any, reply_to: Any, account_id: str,
-                                progress: Progress | None, ids: list[int], notes: list[str],
-                                withheld: list[int], lacking: str) -> Sent:
+                                progress: Progress | None, ids: list[int], notes: list[Note],
+                                withheld: list[int], lacking: str, rights: ChatRights) -> Sent:
         """An album's ``items`` (their indexes) sent one by one, after ``ids``, ``notes`` and
         ``withheld`` of the items before. After each item ``progress`` records what went, so an
         attempt that stops half way (a 429, a 5xx, a crash) goes on with the next item and sends
@@ -130,7 +143,7 @@ class PartSending:
         ids, notes, withheld = list(ids), list(notes), list(withheld)
         for k, index in enumerate(items):
             try:
-                more, extra = await self._send_one(part.media[index], chat_id, reply_to, account_id)
+                more, extra = await self._send_one(part.media[index], chat_id, reply_to, account_id, rights)
             except Withheld as exc:
                 more, extra, lacking = [], [], exc.lacking
                 withheld.append(index)
@@ -141,34 +154,46 @@ class PartSending:
                                 "lacking": lacking})
         return Sent(ids, notes, withheld, lacking)
 
-    async def _send_one(self, item: Media, chat_id: Any, reply_to: Any, account_id: str,
-                        keyboard: dict[str, Any] | None = None) -> tuple[list[int], list[str]]:
+    async def _send_one(self, item: Media, chat_id: Any, reply_to: Any, account_id: str, rights: ChatRights,
+                        keyboard: dict[str, Any] | None = None) -> tuple[list[int], list[Note]]:
         """One file as a photo, video or document; a photo or video Telegram refuses goes as a
         document, a document it refuses is named in the closing message. ``Withheld`` when the
-        chat does not let the bot send it as a document either (it lacks the right)."""
+        chat does not let the bot send it as a document either (it lacks the right). A form the
+        chat is known to refuse (``rights``) is not tried."""
         try:
             file = await self._file(item, account_id)
         except BotAPIError:
-            return [], [f"{item.output}: could not be sent (it is no longer stored)"]
+            return [], [notes_.gone(item.output)]
         method = {"photo": "sendPhoto", "video": "sendVideo"}.get(item.kind, "sendDocument")
         params = self._base(chat_id, reply_to)
         if item.caption:
             params["caption"] = item.caption
         if keyboard:
             params["reply_markup"] = keyboard
+        note: Note | None = None
         if method != "sendDocument":
             field_name = "photo" if method == "sendPhoto" else "video"
-            try:
-                return _ids(await self.api.call(method, params, {field_name: file})), []
-            except BotAPIError as exc:
-                if not exc.refused:
-                    raise
-                log.warning("Telegram refused %s as a %s (%s); sending it as a document", item.output, field_name, exc)
-                note = (f"{item.output}: sent as a file (the bot may not send {exc.lacks_right} in this chat)"
-                        if exc.lacks_right else
-                        f"{item.output}: sent as a file (Telegram refused it as a {field_name}: {exc.description})")
-        else:
-            note = ""
+            kind = f"{field_name}s"
+            if rights.refuses(kind):
+                note = notes_.as_file(item.output, kind, right=True)
+            else:
+                try:
+                    ids = _ids(await self.api.call(method, params, {field_name: file}))
+                except BotAPIError as exc:
+                    if not exc.refused:
+                        raise
+                    log.warning("Telegram refused %s as a %s (%s); sending it as a document", item.output, field_name, exc)
+                    if exc.lacks_right:
+                        await rights.was_refused(exc.lacks_right)
+                    note = (notes_.as_file(item.output, exc.lacks_right, right=True) if exc.lacks_right
+                            else notes_.as_file(item.output, exc.description, right=False, as_what=field_name))
+                else:
+                    await rights.worked(kind)
+                    return ids, []
+        if rights.refuses("documents"):
+            log.info("the chat %s does not let the bot send documents (it said so before): %s is kept for a resend",
+                     chat_id, item.output)
+            raise Withheld("documents")
         try:
             ids = _ids(await self.api.call("sendDocument", params, {"document": file}))
         except BotAPIError as exc:
@@ -177,12 +202,27 @@ class PartSending:
             if exc.lacks_right:
                 log.warning("the chat %s does not let the bot send %s (%s): %s is kept for a resend", chat_id,
                             exc.lacks_right, exc.description, item.output)
+                await rights.was_refused(exc.lacks_right)
                 raise Withheld(exc.lacks_right) from None
             log.warning("Telegram refused %s as a document too (%s); naming it in the closing message", item.output, exc)
-            return [], [f"{item.output}: could not be sent ({exc.description or exc})"]
+            return [], [notes_.refused(item.output, exc.description or str(exc))]
+        await rights.worked("documents")
         return ids, [note] if note else []
 
 
 def _ids(result: Any) -> list[int]:
     results = result if isinstance(result, list) else [result]
     return [int(r["message_id"]) for r in results if isinstance(r, Mapping) and "message_id" in r]
+
+
+def ids_of(result: Any) -> list[int]:
+    return [int(result["message_id"])] if isinstance(result, Mapping) and "message_id" in result else []
+
+
+def failure(text: str, exc: BotAPIError) -> DeliveryError:
+    """What the dispatcher hears of ``exc``: retried when Telegram says the group moved (the next
+    attempt sends to the supergroup it became, see ``TelegramChannel.deliver``)."""
+    error = DeliveryError(text, retryable=exc.retryable or exc.migrate_to is not None,
+                          retry_after=0.0 if exc.migrate_to is not None else exc.retry_after)
+    error.migrate_to = exc.migrate_to  # type: ignore[attr-defined]
+    return error

@@ -1,0 +1,86 @@
+"""The 📥 button under a delivery whose file could not be sent, on both stores: a press sends the
+file again once (two quick presses are one: the press is deduplicated in the outbox, not in a
+process's memory), then the message that carried the button is edited — the button goes, and the
+text says the file was sent — so a later press cannot send it again and the chat does not say a
+file is missing that arrived. Another user's press, or forged data, sends nothing."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from tests.fakes.telegram_api import TelegramEnv
+from tests.fakes.telegram_api import telegram_env as env_on
+from tests.integration.test_telegram_hostile import jpeg, notifications, photos_by_caption, results, settled
+
+
+def again_buttons(message: dict[str, Any]) -> list[dict[str, str]]:
+    rows = (message.get("reply_markup") or {}).get("inline_keyboard", [])
+    return [b for row in rows for b in row if b["callback_data"].startswith("s:")]
+
+
+def answers(env: TelegramEnv) -> list[str]:
+    return [str(c.params.get("text")) for c in env.fake.calls_of("answerCallbackQuery")]
+
+
+async def test_a_file_sent_again_on_request_is_sent_once_and_its_button_goes(db_url: str, tmp_path: Path) -> None:
+    group = -7171
+    async with env_on(tmp_path, database_url=db_url) as env:
+        fake = env.fake
+        fake.restrict(group, "photos", "videos", "documents")
+        await env.send(fake.message_update("/variants", chat_id=group, photo=jpeg()))
+        (done,) = await fake.wait_for(lambda: results(env, group), timeout=60)
+        await settled(env)
+        album, sheet = again_buttons(done)
+        assert [album["text"], sheet["text"]] == ["📥 bright, dark", "📥 sheet"]
+        # an admin allows files; the owner presses "📥 sheet" twice at once
+        fake.restrict(group, "photos")
+        await asyncio.gather(*(env.send(fake.callback_update(sheet["callback_data"], message=done)) for _ in range(2)))
+        await fake.wait_for(lambda: photos_by_caption(fake, group).get("sheet"), timeout=60)
+        await settled(env)
+        # another user's press, and the owner's forged press of a part that was sent, send nothing
+        await env.send(fake.callback_update(album["callback_data"], user_id=77, message=done))
+        await env.send(fake.callback_update(sheet["callback_data"], message=done))
+        await settled(env)
+        assert photos_by_caption(fake, group) == {"sheet": 1}
+        resends = [r for r in await notifications(env) if r["event_type"] == "resend"]
+        assert len(resends) == 1
+        assert answers(env)[-2:] == ["That is not yours to ask for.", "Nothing of that is missing: it was all sent."]
+        # the message no longer offers the file, nor says it is missing
+        edited = fake.message(group, done["message_id"])
+        assert [b["text"] for b in again_buttons(edited)] == ["📥 bright, dark"]
+        assert "sheet: sent again below" in edited["text"] and "“📥 sheet”" not in edited["text"]
+        assert "“📥 bright, dark”" in edited["text"]
+        assert any(b["callback_data"].startswith("r:") for row in edited["reply_markup"]["inline_keyboard"] for b in row)
+        # the album's button: its files arrive once, and the message offers nothing more
+        await env.send(fake.callback_update(album["callback_data"], message=done))
+        await fake.wait_for(lambda: len(photos_by_caption(fake, group)) == 3, timeout=60)
+        await settled(env)
+        await fake.wait_for(lambda: not again_buttons(fake.message(group, done["message_id"])), timeout=30)
+        edited = fake.message(group, done["message_id"])
+        assert photos_by_caption(fake, group) == {"bright": 1, "dark": 1, "sheet": 1}
+        assert "bright, dark: sent again below" in edited["text"] and "not sent" not in edited["text"]
+
+
+async def test_a_press_while_the_chat_still_forbids_the_file_leaves_the_button(db_url: str, tmp_path: Path) -> None:
+    group = -7272
+    async with env_on(tmp_path, database_url=db_url) as env:
+        fake = env.fake
+        fake.restrict(group, "photos", "videos", "documents")
+        await env.send(fake.message_update("/variants", chat_id=group, photo=jpeg()))
+        (done,) = await fake.wait_for(lambda: results(env, group), timeout=60)
+        await settled(env)
+        _album, sheet = again_buttons(done)
+        await env.send(fake.callback_update(sheet["callback_data"], message=done))
+        await fake.wait_for(lambda: [m for m in fake.sent_to(group) if "still not sent" in (m.get("text") or "")],
+                            timeout=30)
+        await settled(env)
+        assert fake.message(group, done["message_id"])["text"] == done["text"]
+        # pressed again once the admin allows files: a new resend, not the one already made
+        fake.restrict(group, "photos")
+        await env.send(fake.callback_update(sheet["callback_data"], message=done))
+        await fake.wait_for(lambda: photos_by_caption(fake, group).get("sheet"), timeout=60)
+        await settled(env)
+        assert photos_by_caption(fake, group) == {"sheet": 1}
+        assert [b["text"] for b in again_buttons(fake.message(group, done["message_id"]))] == ["📥 bright, dark"]
