@@ -45,7 +45,7 @@ from toolweave.telegram import reconcile
 from toolweave.telegram.botapi import BotAPI, BotAPIError, redact_token_in_logs
 from toolweave.telegram.parts import Media, Part, closing, extension, plan_results, split_text
 from toolweave.telegram.resending import SENT_NAMESPACE, Resending
-from toolweave.telegram.rights import ChatRights
+from toolweave.telegram.rights import ChatRights, NoRights
 from toolweave.telegram.sending import failure
 
 if TYPE_CHECKING:
@@ -268,10 +268,10 @@ class TelegramChannel(Resending):
         notes: list[Any] = list(state.get("notes", []))
         doubts: list[int] = list(state.get("doubts", []))
         pinned = await self.pinned_definition(notification)
-        rights = await ChatRights.of(self.app, chat_id)
         parts = self.plan(notification, notes, self._resend_buttons(notification_id, doubts, state), pinned)
         if done < len(parts):
             await self._remember_question(notification, chat_id)  # before the question is out: a reply may come at once
+        rights = await ChatRights.of(self.app, chat_id) if any(p.is_media for p in parts[done:]) else NoRights()
         recorded = state.get("partial")
         partial = recorded if isinstance(recorded, dict) and recorded.get("part") == done else None
         if (state.get("sending") is not None and int(state["sending"]) == done and done < len(parts)

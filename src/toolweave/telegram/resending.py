@@ -123,22 +123,23 @@ class Resending(PartSending):
         try:
             if not again.get("finished"):
                 again = await self._send_missing(again_id, again, original, whole, items, index, chat_id, state)
-            if again.get("tell"):  # the admin has not allowed it yet: say so rather than nothing
-                await reconcile.seen(self.app, chat_id, ids_of(await self.api.call(
-                    "sendMessage", {"chat_id": chat_id, "text": again["tell"]})))
-                again["tell"] = None
-                await self.app.kv_set(SENT_NAMESPACE, again_id, again)
             if not again.get("edited"):
+                # recorded before the edit: a retry (a 429 on the edit) edits from the same ``before``
                 before = again.get("before") or {}
                 after = resolved(before, index, whole, items, list(again.get("delivered") or []))
                 await self.app.kv_set(SENT_NAMESPACE, original_id, {**state, **after})
                 await self._edit_closing(original, state, before, after, pinned)
                 again["edited"] = True
                 await self.app.kv_set(SENT_NAMESPACE, again_id, again)
+            if again.get("tell"):  # the admin has not allowed it yet: say so rather than nothing
+                await reconcile.seen(self.app, chat_id, ids_of(await self.api.call(
+                    "sendMessage", {"chat_id": chat_id, "text": again["tell"]})))
+                again["tell"] = None
+                await self.app.kv_set(SENT_NAMESPACE, again_id, again)
         except BotAPIError as exc:
             error = failure(f"{whole.describe()} sent again: {exc}", exc)
             if not error.retryable and not again.get("finished"):
-                # given up: a later press asks again (a new row, not this one)
+                # given up before anything was recorded: a later press asks again (a new row)
                 resends = dict(state.get("resends") or {})
                 resends[str(index)] = int(resends.get(str(index), 0)) + 1
                 await self.app.kv_set(SENT_NAMESPACE, original_id, {**state, "resends": resends})
