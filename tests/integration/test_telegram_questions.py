@@ -200,6 +200,12 @@ async def test_a_reply_may_choose_only_a_candidate_that_was_shown(db_url: str, t
         assert "file is too big" in refusal[0] and "#1, #2, #4" in refusal[0]
         await env.send(fake.message_update("1 3", reply_to=question))  # one not shown among several
         await fake.wait_for(lambda: len([t for t in env.texts() if "#3 was not shown" in t]) == 2)
+        # forged button data choosing it (its photo, and so its button, never arrived) is refused too
+        found = questions.MARK.search(question["text"])
+        assert found is not None
+        await env.send(fake.callback_update(questions.callback_data(found.group(1), "c2"), message=question))
+        await fake.wait_for(lambda: [c for c in fake.calls_of("answerCallbackQuery")
+                                     if str(c.params.get("text", "")).startswith("#3 was not shown")])
         run = (await env.app.list_runs("telegram-42", limit=1)).items[0]
         assert run["status"] == "waiting_input"
         await env.send(fake.message_update("4", reply_to=question))

@@ -13,6 +13,7 @@ from telegram.error import TelegramError
 from toolweave.model.definitions import JobDefinition, ParamType
 from toolweave.model.status import RunStatus
 from toolweave.telegram import confirm, questions
+from toolweave.telegram.asking import unseen_choice
 from toolweave.telegram.channel import CHANNEL
 from toolweave.telegram.commands import UserFacingError
 
@@ -102,7 +103,10 @@ async def answer_button(bot: TelegramBot, query: Any, data: str) -> None:
         await answer(query, "This button is no longer supported.")
         return
     account = await bot.account_of(query.from_user)
-    await answer(query, await questions.answer(bot.app, parsed[0], account, parsed[1]))
+    chat = query.message.chat.id if query.message is not None else None
+    # a candidate's button is under its photo, so only forged data chooses one the chat was not shown
+    refusal = await unseen_choice(bot, chat, parsed[0], parsed[1]) if chat is not None else None
+    await answer(query, (refusal or "")[:200] or await questions.answer(bot.app, parsed[0], account, parsed[1]))
 
 
 async def send_again(bot: TelegramBot, query: Any, ref: str) -> None:
