@@ -20,7 +20,6 @@ base URL and the headers with the secrets; the tool holds the call.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import logging
@@ -28,9 +27,8 @@ from collections.abc import Mapping
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from toolweave.artifacts import decode_data_uri, media_problem, sniff_mime
 from toolweave.model.costing import input_cost, table_price, usage_cost
-from toolweave.model.definitions import OutputParam, RateSource, ToolDefinition
+from toolweave.model.definitions import RateSource, ToolDefinition
 from toolweave.model.paths import PathError
 from toolweave.model.records import RunUpdate
 from toolweave.model.status import GenerationStatus
@@ -50,7 +48,6 @@ from toolweave.services.http.call import (
     Endpoint,
     Renderer,
     classify,
-    coerce_scalar,
     fraction,
     is_moderation,
     message_of,
@@ -59,6 +56,7 @@ from toolweave.services.http.call import (
     summary,
     with_defaults,
 )
+from toolweave.services.http.outputs import read_output
 from toolweave.services.http.spec import (
     AsyncSpec,
     HttpCall,
@@ -74,8 +72,9 @@ if TYPE_CHECKING:  # httpx itself is imported with the first request (every App 
 
 log = logging.getLogger(__name__)
 
-DOWNLOAD_ATTEMPTS = 3
 WEBHOOK_FALLBACK_POLL_SECONDS = 60.0
+SENT_UNANSWERED = ("timeout", "disconnected")
+"""``_send``'s codes for a request that went out and got no answer."""
 _BODY = "_body"
 """Where a parsed webhook keeps the success body until ``finalize`` reads it (never stored)."""
 
@@ -136,8 +135,10 @@ class HttpService:
     async def _send(self, built: Built, spec: RequestSpec, what: str, *, sent_matters: bool) -> tuple[httpx.Response, bytes]:
         """Send a request; the response and its body (at most twice ``media_max_bytes``).
 
-        A failure before anything was sent is retryable; after (a timeout waiting for the answer)
-        it is retryable too, but says the request may have been processed."""
+        A failure before anything was sent (no connection: refused, DNS, a connect or pool
+        timeout) is ``unreachable``; one after the request began to go out (no answer in time, the
+        connection dropped) is ``timeout`` or ``disconnected``, both retryable here: ``submit``
+        decides whether a request that may have reached the API is sent again."""
         import httpx
 
         timeout = spec.timeout_seconds or self.timeout_seconds
@@ -145,11 +146,16 @@ class HttpService:
         request = self.host.http.build_request(built.method, built.url, timeout=timeout, **built.send_kwargs())
         try:
             response = await self.host.http.send(request, stream=True)
-        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol,
+                httpx.ProxyError) as exc:  # no connection to the API: nothing reached it
             raise ServiceError(f"{what} could not be reached: {type(exc).__name__}", retryable=True, code="unreachable") from None
         except httpx.HTTPError as exc:
-            maybe = " (it may have been processed)" if sent_matters else ""
-            raise ServiceError(f"{what} did not answer{maybe}: {type(exc).__name__}", retryable=True, code="timeout") from None
+            maybe = " (the request was sent: it may have been processed)" if sent_matters else ""
+            if isinstance(exc, httpx.TimeoutException):
+                raise ServiceError(f"{what} did not answer in time{maybe}: {type(exc).__name__}", retryable=True,
+                                   code="timeout") from None
+            raise ServiceError(f"{what} dropped the connection before answering{maybe}: {type(exc).__name__}",
+                               retryable=True, code="disconnected") from None
         try:
             content = await read_at_most(response.aiter_bytes(), limit,
                                          lambda: ServiceError(f"{what} answered with more than {limit} bytes", code="too_large"))
@@ -208,10 +214,13 @@ class HttpService:
         except ServiceError as exc:
             status = (exc.details or {}).get("httpStatus")
             if isinstance(status, int) and status < 400:  # a 2xx answer that broke off: the API took it
-                return Submission(update=self._answered_failure(gen, call, built, status, exc))
+                return Submission(update=self._answered_failure(gen, call, built, exc, status))
+            if status is None and exc.code in SENT_UNANSWERED:  # sent: the API may have taken it
+                return Submission(update=self._answered_failure(gen, call, built, exc, None))
             raise
         if response.status_code >= 400:
             raise self._failure(call, response, what)
+        body: Body | None = None
         try:
             if asynchronous is None:
                 body = read_body(response, call.format, what)
@@ -220,13 +229,13 @@ class HttpService:
             body = read_body(response, "json", what)
             platform_id = self._platform_id(body.value, asynchronous.id, what)
         except ServiceError as exc:  # the API took the request and did (or started) the work
-            return Submission(update=self._answered_failure(gen, call, built, response.status_code, exc))
+            return Submission(update=self._answered_failure(gen, call, built, exc, response.status_code, body))
         raw = self._raw(built, response, body.value, platformRunId=platform_id)
         update = RunUpdate(status=GenerationStatus.PROCESSING, progress=0.0, live_status="submitted",
                            platform_run_id=platform_id, raw=raw)
         if asynchronous.status is not None:
             try:
-                seen = self._status(asynchronous.status, call, body.value, platform_id, what)
+                seen = self._status(asynchronous.status, call, body.value, platform_id, what, tool)
             except ServiceError:
                 seen = None
             if seen is not None and seen.status.terminal:  # answered at once (Replicate's Prefer: wait)
@@ -239,23 +248,38 @@ class HttpService:
         return Submission(platform_run_id=platform_id, update=update, poll_after_seconds=first_poll)
 
     def _answered_failure(
-        self, gen: GenerationContext, call: HttpCall, built: Built, status: int, exc: ServiceError
+        self, gen: GenerationContext, call: HttpCall, built: Built, exc: ServiceError, status: int | None,
+        body: Body | None = None,
     ) -> RunUpdate:
-        """A submit the API accepted (2xx) whose answer we cannot use: the call was most likely paid
-        for, so sending it again pays again. Retryable only when the tool says its request is
-        harmless to repeat (``idempotent``); the failure carries the price its costing model gives
-        for the inputs (static, table), which the run's cost shows (a failure is never charged)."""
+        """A submit the API may have taken and charged for: it accepted it (``status``, a 2xx) and
+        its answer cannot be used, or the request was sent and no answer came (``status`` None: a
+        timeout, a dropped connection). Sending it again may pay again, so it is retryable only
+        when the tool says its request is harmless to repeat (``idempotent``); an unanswered one is
+        otherwise ``unknown_outcome``. The failure carries the price its costing model gives: for
+        the inputs (static, table), or for the usage an answer we could read reports; the run's
+        cost shows it (a failure is never charged to credits)."""
         retryable = exc.retryable and call.idempotent
-        message = exc.message
+        message, code = exc.message, exc.code
         if exc.retryable and not call.idempotent:
-            message += (f" (the API accepted the request, HTTP {status}, so it was probably paid for; "
-                        "not repeated, as the tool does not say `idempotent: true`)")
-        details = {**(exc.details or {}), "httpStatus": status, "maybePaid": True}
-        error = ServiceError(message, retryable=retryable, code=exc.code, details=details,
+            if status is None:
+                code = "unknown_outcome"
+                message += (f" ({self.name} may have taken the request and charged for it; not sent again, "
+                            "as the tool does not say `idempotent: true`)")
+            else:
+                message += (f" (the API accepted the request, HTTP {status}, so it was probably paid for; "
+                            "not repeated, as the tool does not say `idempotent: true`)")
+        details: dict[str, Any] = {**(exc.details or {}), "maybePaid": True}
+        if status is None:
+            details["cause"] = exc.code
+        else:
+            details["httpStatus"] = status
+        error = ServiceError(message, retryable=retryable, code=code, details=details,
                              retry_after=exc.retry_after if retryable else None)
-        cost = input_cost(gen.tool.costing_model, with_defaults(gen.tool, gen.inputs))
+        cost = self._cost(gen, body) if body is not None else input_cost(gen.tool.costing_model,
+                                                                          with_defaults(gen.tool, gen.inputs))
+        extra = {"httpStatus": status} if status is not None else {}
         return RunUpdate(status=GenerationStatus.FAILED, error=error.info(), cost_usd=cost or None,
-                         raw=self._raw(built, None, None, httpStatus=status))
+                         raw=self._raw(built, None, None, **extra))
 
     @staticmethod
     def _platform_id(body: Any, path: str, what: str) -> str:
@@ -272,8 +296,11 @@ class HttpService:
 
     # status -------------------------------------------------------------------------------------
 
-    def _status(self, spec: StatusSpec, call: HttpCall, body: Any, platform_id: str, what: str) -> RunUpdate:
-        """A status response (or webhook body) as an update; an unknown status reads as running."""
+    def _status(
+        self, spec: StatusSpec, call: HttpCall, body: Any, platform_id: str, what: str, tool: ToolDefinition
+    ) -> RunUpdate:
+        """A status response (or webhook body) as an update; an unknown status reads as running. A
+        failure carries the cost of the usage it reports (``usage`` costing: what the API billed)."""
         try:
             value = select(body, spec.path)
         except PathError:
@@ -302,7 +329,10 @@ class HttpService:
             detail = self.endpoint.scrub(detail)[:500]
             code = "moderation" if is_moderation(detail, call.errors) else "failed"
             error = ServiceError(f"{what}: run {platform_id} {text}: {detail}", code=code).info()
-            return RunUpdate(status=GenerationStatus.FAILED, live_status=text, platform_run_id=platform_id, error=error)
+            model = tool.costing_model
+            cost = usage_cost(model, body) if model is not None and model.rate_source is RateSource.USAGE else None
+            return RunUpdate(status=GenerationStatus.FAILED, live_status=text, platform_run_id=platform_id, error=error,
+                             cost_usd=cost or None)
         return RunUpdate(status=GenerationStatus.PROCESSING, progress=progress, live_status=text[:200],
                          platform_run_id=platform_id)
 
@@ -327,7 +357,7 @@ class HttpService:
             return await self._finish(gen, call, done, body, built=built, response=response)
         body = read_body(response, "json", what)
         assert asynchronous.status is not None
-        update = self._status(asynchronous.status, call, body.value, platform_id, what)
+        update = self._status(asynchronous.status, call, body.value, platform_id, what, tool)
         if not update.status.terminal:
             return update
         if asynchronous.result is not None:
@@ -377,7 +407,7 @@ class HttpService:
         if str(value) not in known:
             raise WebhookRejected(f"unknown status {value!r}")
         try:
-            update = self._status(spec, call, data, platform_id, self._what(gen.tool))
+            update = self._status(spec, call, data, platform_id, self._what(gen.tool), gen.tool)
         except ServiceError as exc:
             raise WebhookRejected(exc.message) from None
         raw: dict[str, Any] = {"service": self.name, "webhook": summary(data, self.endpoint), "platformRunId": platform_id}
@@ -438,7 +468,9 @@ class HttpService:
                 error = self._failure(call, response, what)
                 if error.retryable:
                     raise error
-                return update.model_copy(update={"status": GenerationStatus.FAILED, "error": error.info(), "outputs": None})
+                cost = input_cost(gen.tool.costing_model, with_defaults(gen.tool, gen.inputs))  # it ran: paid
+                return update.model_copy(update={"status": GenerationStatus.FAILED, "error": error.info(), "outputs": None,
+                                                 "cost_usd": cost or None})
             fmt = call.format if asynchronous.result is not None else asynchronous.poll_format
             body = read_body(response, fmt, what)
         raw.update(self._raw(built, response, body.value))
@@ -447,7 +479,8 @@ class HttpService:
         except ServiceError as exc:
             if exc.retryable:
                 raise
-            return update.model_copy(update={"status": GenerationStatus.FAILED, "error": exc.info(), "outputs": None, "raw": raw})
+            return update.model_copy(update={"status": GenerationStatus.FAILED, "error": exc.info(), "outputs": None,
+                                             "raw": raw, "cost_usd": self._cost(gen, body) or None})
 
     async def _completed(
         self, gen: GenerationContext, call: HttpCall, body: Body, raw: dict[str, Any], *, base: RunUpdate | None = None
@@ -477,7 +510,8 @@ class HttpService:
                 where = f"at {spec.path!r}" if spec.path else "in its body"
                 raise ServiceError(f"{self._what(gen.tool)} answered without output {param.name!r} ({where})",
                                    code="bad_response")
-            outputs[param.name] = await self._output(param, value, spec, body)
+            outputs[param.name] = await read_output(param, value, spec, body, self.host, self.endpoint,
+                                                    self.settings.media_max_bytes)
         update = (base or RunUpdate(status=GenerationStatus.COMPLETED)).model_copy(
             update={"status": GenerationStatus.COMPLETED, "progress": 1.0, "outputs": outputs, "raw": raw}
         )
@@ -485,78 +519,6 @@ class HttpService:
         if cost is not None:
             update = update.model_copy(update={"cost_usd": cost})
         return update
-
-    async def _output(self, param: OutputParam, value: Any, spec: OutputSpec, body: Body) -> Any:
-        if not param.type.is_media:
-            return coerce_scalar(param.type, value, param.name)
-        if isinstance(value, list):
-            return [await self._media(param, item, spec, body) for item in value]
-        return await self._media(param, value, spec, body)
-
-    async def _media(self, param: OutputParam, value: Any, spec: OutputSpec, body: Body) -> dict[str, Any]:
-        name = param.name
-        mime = spec.mime_type
-        filename = None
-        if isinstance(value, Mapping):  # {url, content_type, file_name} (fal), {url} …
-            mime = mime or value.get("content_type") or value.get("mimeType")
-            filename = value.get("file_name") or value.get("filename")
-            value = value.get("url") or value.get("b64_json") or value.get("data")
-        if isinstance(value, bytes):
-            data, mime = value, mime or body.mime
-        elif isinstance(value, str) and value.startswith(("http://", "https://")):
-            data, fetched_mime = await self._download(value, name)
-            mime = mime or fetched_mime
-        elif isinstance(value, str) and value.startswith("data:"):
-            try:
-                data, mime = decode_data_uri(value, self.settings.media_max_bytes)
-            except ValueError as exc:
-                raise ServiceError(f"output {name!r}: the data: URI {exc}", code="bad_response") from None
-        elif isinstance(value, str):
-            import base64
-            import binascii
-
-            try:
-                data = base64.b64decode(value, validate=True)
-            except (binascii.Error, ValueError):
-                raise ServiceError(f"output {name!r} is neither a URL nor base64 media", code="bad_response") from None
-        else:
-            raise ServiceError(f"output {name!r} should be media, the API gave {type(value).__name__}", code="bad_response")
-        if len(data) > self.settings.media_max_bytes:
-            raise ServiceError(f"output {name!r} is larger than media_max_bytes", code="too_large")
-        if mime in (None, "", "application/octet-stream", "binary/octet-stream"):
-            mime = sniff_mime(data, filename)
-        problem = media_problem(param.type.value, data)
-        if problem:
-            raise ServiceError(f"output {name!r} {problem}", code="bad_response")
-        ref = await asyncio.to_thread(self.host.artifacts.put_bytes, data, mime, filename)
-        return ref.as_value()
-
-    async def _download(self, url: str, name: str) -> tuple[bytes, str]:
-        """An output URL fetched like a user's URL: public hosts only (unless media_allow_private_urls),
-        every redirect checked, at most media_max_bytes; tried three times on network trouble."""
-        import httpx
-
-        for attempt in range(1, DOWNLOAD_ATTEMPTS + 1):
-            try:
-                return await self.host.load_media(url)
-            except ServiceError as exc:
-                if not exc.retryable or attempt == DOWNLOAD_ATTEMPTS:
-                    raise ServiceError(f"output {name!r} could not be downloaded: {exc.message}",
-                                       retryable=exc.retryable, code="download_failed") from None
-            except httpx.HTTPStatusError as exc:
-                status = exc.response.status_code
-                if status < 500 or attempt == DOWNLOAD_ATTEMPTS:
-                    raise ServiceError(f"output {name!r} could not be downloaded (HTTP {status})",
-                                       retryable=status >= 500, code="download_failed") from None
-            except httpx.HTTPError as exc:
-                if attempt == DOWNLOAD_ATTEMPTS:
-                    raise ServiceError(f"output {name!r} could not be downloaded: {type(exc).__name__}",
-                                       retryable=True, code="download_failed") from None
-            except ValueError as exc:  # a URL the guard refuses, a file too large
-                raise ServiceError(f"output {name!r} was not downloaded: {self.endpoint.scrub(str(exc))}",
-                                   code="download_refused") from None
-            await asyncio.sleep(0.2 * attempt)
-        raise AssertionError("unreachable")  # pragma: no cover
 
     def _cost(self, gen: GenerationContext, body: Body) -> Decimal | None:
         model = gen.tool.costing_model
