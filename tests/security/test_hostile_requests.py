@@ -324,7 +324,7 @@ async def test_a_posted_definition_cannot_hold_minutes_of_template_parsing(serve
     budget, but a definition could hold as many as its body had room for (an 8 MiB body: hundreds
     of 20,000-character templates, each taking up to half a second): minutes of CPU per request.
     A job's templates and conditions may now hold 200,000 characters together; past it the
-    definition has one problem and none of them is compiled."""
+    definition is refused (422, naming the problem) and none of them is compiled."""
     steps = [
         {"stepId": f"s{i}", "toolId": "test.instant",
          "inputMappings": [{"template": f"{{{{ job.note }}}} {i} " + "x" * 19_000, "targetInputName": "note"}]}
@@ -332,15 +332,41 @@ async def test_a_posted_definition_cannot_hold_minutes_of_template_parsing(serve
     ]
     definition = {"jobId": "many_templates", "inputSchema": {"note": {"type": "string"}}, "steps": steps}
     async with server.client(server.bob) as bob, server.client(ADMIN_KEY) as admin:
-        result = (await bob.post("/api/v1/jobs/validate", json=definition)).json()
-        assert result["valid"] is False
-        (problem,) = result["problems"]
-        assert problem["path"] == "steps" and "200,000 characters" in problem["message"], problem
+        problem = assert_problem(await bob.post("/api/v1/jobs/validate", json=definition), 422)
+        assert problem["type"].endswith("definition-too-costly"), problem
+        assert _fields(problem) == ["steps"] and "200,000 characters" in problem["detail"], problem
         assert_problem(await admin.post("/api/v1/jobs", json=definition), 422)
         # ten of them are a job like any other
         ten = {**definition, "steps": steps[:10]}
         assert (await bob.post("/api/v1/jobs/validate", json=ten)).json() == {
             "valid": True, "jobId": "many_templates", "version": "1", "problems": []}
+
+
+async def test_a_posted_definition_cannot_hold_seconds_of_condition_parsing(server: Server) -> None:
+    """Within the 200,000 characters, 60 conditions of list literals (3,300 characters each, each
+    parsed within its own second) took about 40 s of CPU to validate. Compiling a definition's
+    templates and conditions may now take 2 s of CPU together: past it the definition is refused
+    (422, naming the problem, how far it got) and the rest is not compiled."""
+    ones = ",".join(["1"] * 1640)
+    steps = [
+        {"stepId": f"s{i}", "toolId": "test.instant", "condition": f"[{i},{ones}].size() > 0",
+         "inputMappings": [{"value": 1, "targetInputName": "value"}]}
+        for i in range(60)
+    ]
+    definition = {"jobId": "many_conditions", "steps": steps}
+    assert sum(len(s["condition"]) for s in steps) < 200_000
+    async with server.client(server.bob) as bob, server.client(ADMIN_KEY) as admin:
+        problem = assert_problem(await bob.post("/api/v1/jobs/validate", json=definition), 422)
+        assert problem["type"].endswith("definition-too-costly"), problem
+        assert _fields(problem) == ["steps"], problem
+        assert "take more than 2 s of CPU to compile together" in problem["detail"], problem
+        compiled = int(problem["detail"].split("ran out after ")[1].split(" of 60")[0])
+        assert compiled < 60, problem  # the work done: most conditions were never compiled
+        assert_problem(await admin.post("/api/v1/jobs", json=definition), 422)
+        # a few of them are a job like any other
+        few = {**definition, "steps": steps[:2]}
+        assert (await bob.post("/api/v1/jobs/validate", json=few)).json() == {
+            "valid": True, "jobId": "many_conditions", "version": "1", "problems": []}
 
 
 async def test_a_runs_outputs_zip_is_streamed_without_a_copy_on_disk(

@@ -24,6 +24,7 @@ from toolweave.api.schemas import (
 from toolweave.app import UnknownDefinition
 from toolweave.model.definitions import JobDefinition, ToolDefinition
 from toolweave.registry import Problem
+from toolweave.registry.expressions import TOO_COSTLY
 
 
 async def fresh_definitions(request: Request) -> None:
@@ -145,12 +146,20 @@ def _result(defn: ToolDefinition | JobDefinition | None, problems: list[Problem]
 async def validate_job(request: Request, definition: dict[str, Any] = _DEFINITION_BODY) -> dict[str, Any]:
     """Check a job definition against the registered tools and jobs, without registering it.
 
-    Always 200: ``valid`` says whether it would be accepted, ``problems`` lists every problem with
-    its path inside the definition. 422 for a body that cannot be a definition (text with lone
-    surrogates or NUL, NaN, nesting deeper than 64).
+    200: ``valid`` says whether it would be accepted, ``problems`` lists every problem with its
+    path inside the definition. 422 for a body that cannot be a definition (text with lone
+    surrogates or NUL, NaN, nesting deeper than 64), and for one too costly to check: its templates
+    and conditions hold more than 200,000 characters, or take more than 2 s of CPU to compile
+    together (``registry.expressions``; kind ``definition-too-costly``, naming the problem).
     """
     submit_mod.refuse_unstorable(definition, DEFINITION_MAX_DEPTH)
     defn, problems = await asyncio.to_thread(tw(request).check_definition, definition)
+    costly = [p for p in problems if p.code == TOO_COSTLY]
+    if costly:
+        from toolweave.api.problems import FieldError
+
+        raise ApiProblem(422, "; ".join(f"{p.path}: {p.message}" for p in costly), kind="definition-too-costly",
+                         errors=[FieldError(field=p.path or "definition", message=p.message) for p in costly])
     return _result(defn, problems)
 
 

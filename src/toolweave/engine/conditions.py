@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 # cel-python (and lark, its parser) are imported by the functions that use them: a process that
 # meets no condition (a CLI run of one tool) does not pay the 50 ms they take to load
 
-from toolweave.sandbox import BudgetExceeded, cpu_budget
+from toolweave.sandbox import BudgetExceeded, piece_budget
 
 VARIABLES = frozenset({"job", "steps"})
 MAX_CONDITION_CHARS = 4000
@@ -167,7 +167,7 @@ def compile_condition(expr: str) -> CompiledCondition:
         raise ConditionError(f"a condition may be at most {MAX_CONDITION_CHARS:,} characters long (this one has {len(expr):,})")
     _environment()  # built once per process, outside the budget: building the CEL grammar under a trace costs ~1 s
     try:
-        with cpu_budget(PARSE_BUDGET_SECONDS):
+        with piece_budget(PARSE_BUDGET_SECONDS):
             return _compile(expr)
     except BudgetExceeded:
         raise ConditionError(f"condition {expr[:60]!r}... is too complex: parsing it {BudgetExceeded(PARSE_BUDGET_SECONDS)}") from None

@@ -23,7 +23,7 @@ from toolweave.sandbox import (
     BoundedEnvironment,
     BudgetExceeded,
     bounded_growth,
-    cpu_budget,
+    piece_budget,
     straight_line,
     undeclared_variables,
 )
@@ -69,7 +69,7 @@ def compile_template(src: str) -> Any:
         raise MappingError(f"a template may be at most {MAX_TEMPLATE_CHARS:,} characters long (this one has {len(src):,})")
     env = _environment()
     try:
-        with cpu_budget(PARSE_BUDGET_SECONDS):
+        with piece_budget(PARSE_BUDGET_SECONDS):
             return env.from_string(src)
     except TemplateSyntaxError as exc:
         raise MappingError(f"template {src!r} does not parse: {exc.message} (line {exc.lineno})") from None

@@ -14,6 +14,8 @@ class Problem:
     file: str | None
     path: str
     message: str
+    code: str | None = None
+    """What kind of problem, where a caller answers it differently (``too_costly``)."""
 
     def __str__(self) -> str:
         parts = [p for p in (self.file, self.path) if p]

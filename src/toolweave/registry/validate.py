@@ -47,8 +47,9 @@ from toolweave.registry.checks import (
     _suggest,
     compatible,
 )
+from toolweave.registry.expressions import TOO_COSTLY, compile_allowance, too_long
 from toolweave.registry.graph import _cycle_message, _nested_chain, ancestors, find_cycles
-from toolweave.registry.problems import Problem
+from toolweave.registry.problems import Problem, join_path
 
 
 @dataclass
@@ -577,25 +578,22 @@ class _JobCheck:
                 )
 
 
-MAX_EXPRESSION_CHARS = 200_000
-"""The most characters a job's templates and conditions may hold together. Each is compiled under
-a CPU budget of its own (``mapping.PARSE_BUDGET_SECONDS``); a definition posted to
-``/jobs/validate`` (any account may) could otherwise hold hundreds: minutes of CPU per request."""
-
-
 def validate_job(
     job: JobDefinition, catalog: Catalog, *, file: str | None = None, prefix: str = ""
 ) -> list[Problem]:
-    """Problems of a job against what ``catalog`` knows (tools, nested jobs, command names)."""
+    """Problems of a job against what ``catalog`` knows (tools, nested jobs, command names). One
+    that is too costly to check (``registry.expressions``) has that one problem."""
     sink = _Sink(file if file is not None else job.source, prefix)
-    total = sum(len(step.condition or "") + sum(len(m.template or "") for m in step.input_mappings)
-                for step in job.steps)
-    if total > MAX_EXPRESSION_CHARS:  # none of them is compiled
-        sink.add("steps", f"its templates and conditions hold {total:,} characters together; a job may hold "
-                          f"at most {MAX_EXPRESSION_CHARS:,} characters of them")
-        return sink.problems
-    _JobCheck(job, catalog, sink).run()
-    return sink.problems
+
+    def costly(message: str) -> Problem:
+        return Problem(sink.file, join_path(prefix, "steps"), message, code=TOO_COSTLY)
+
+    refused = too_long(job, costly)
+    if refused is not None:  # none of them is compiled
+        return [refused]
+    with compile_allowance(job, costly) as refusal:
+        _JobCheck(job, catalog, sink).run()
+    return refusal or sink.problems
 
 
 def as_dict(problems: Iterable[Problem]) -> list[dict[str, Any]]:

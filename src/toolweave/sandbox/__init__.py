@@ -12,7 +12,7 @@
 This package imports nothing of ours beyond itself: the engine and the builtin tools use it.
 """
 
-from toolweave.sandbox.budget import BudgetExceeded, cpu_budget
+from toolweave.sandbox.budget import Allowance, BudgetExceeded, cpu_budget, piece_budget, shared_allowance
 from toolweave.sandbox.jinja import (
     BoundedEnvironment,
     bounded_growth,
@@ -23,6 +23,6 @@ from toolweave.sandbox.jinja import (
 from toolweave.sandbox.pool import EvaluationError, EvaluationPool
 
 __all__ = [
-    "BoundedEnvironment", "BudgetExceeded", "EvaluationError", "EvaluationPool", "bounded_growth", "cpu_budget",
-    "straight_line", "undeclared_variables", "work_bound",
+    "Allowance", "BoundedEnvironment", "BudgetExceeded", "EvaluationError", "EvaluationPool", "bounded_growth",
+    "cpu_budget", "piece_budget", "shared_allowance", "straight_line", "undeclared_variables", "work_bound",
 ]

@@ -23,6 +23,8 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
@@ -72,3 +74,58 @@ def cpu_budget(seconds: float) -> Iterator[None]:
         yield
     finally:
         sys.settrace(previous)
+
+
+@dataclass
+class Allowance:
+    """CPU time shared by many budgeted pieces of work (one definition's templates and conditions,
+    compiled one by one): each ``piece_budget`` gets at most what is left, and its time is taken
+    from it. Only the time inside the pieces counts."""
+
+    seconds: float
+    spent: float = 0.0
+    pieces: int = 0
+    """Pieces that started (the last may have been cut short)."""
+    exhausted: bool = False
+    """A piece was refused or cut short because the allowance ran out (not by its own budget)."""
+
+
+_allowance: ContextVar[Allowance | None] = ContextVar("toolweave_cpu_allowance", default=None)
+
+
+@contextmanager
+def shared_allowance(seconds: float) -> Iterator[Allowance]:
+    """Within the block, every ``piece_budget`` of this context draws on one ``Allowance``."""
+    allowance = Allowance(seconds)
+    token = _allowance.set(allowance)
+    try:
+        yield allowance
+    finally:
+        _allowance.reset(token)
+
+
+@contextmanager
+def piece_budget(seconds: float) -> Iterator[None]:
+    """``cpu_budget(seconds)``, or less when a ``shared_allowance`` has less left (``BudgetExceeded``
+    at once when it has nothing left)."""
+    allowance = _allowance.get()
+    if allowance is None:
+        with cpu_budget(seconds):
+            yield
+        return
+    left = allowance.seconds - allowance.spent
+    if left <= 0:
+        allowance.exhausted = True
+        raise BudgetExceeded(allowance.seconds)
+    limit = min(seconds, left)
+    allowance.pieces += 1
+    start = time.thread_time()
+    try:
+        with cpu_budget(limit):
+            yield
+    except BudgetExceeded:
+        if limit < seconds:
+            allowance.exhausted = True
+        raise
+    finally:
+        allowance.spent += time.thread_time() - start
