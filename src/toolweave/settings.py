@@ -110,6 +110,16 @@ class Settings:
     request_max_bytes: int = 64 * 1024 * 1024
     """The largest request body of any kind (multipart uploads); larger answers 413."""
     http_timeout_seconds: float = 30.0
+    http_header_timeout_seconds: float = 10.0
+    """``toolweave serve``: the time a client has to send a request's headers, from connecting or
+    from the previous answer on its connection; then the connection is closed (``api.connections``)."""
+    http_max_header_bytes: int = 64 * 1024
+    """``toolweave serve``: the most bytes a request's headers may take; larger answers 431 and closes."""
+    http_keep_alive_seconds: int = 5
+    """``toolweave serve``: how long a connection may stay idle after an answer before it is closed."""
+    http_max_concurrency: int = 1000
+    """``toolweave serve``: connections (or requests being answered) at once past which a request
+    is answered 503 (0: no limit); event streams count."""
     services: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Service instances and plugin options by name (``[toolweave.services.NAME]`` tables in TOML,
     ``TOOLWEAVE_SERVICES__NAME__OPTION`` in the environment): ``kind`` (``http`` or a plugin's) and
@@ -311,10 +321,12 @@ def _server(name: str, url: str, concurrency: Any, entry: Any) -> ComfyServer:
 
 _WHOLE = ("worker_slots", "telegram_max_runs_in_flight", "media_max_bytes", "input_max_depth",
           "request_max_json_bytes", "request_max_bytes", "evaluation_processes", "account_max_runs_in_flight",
-          "account_submits_per_minute", "sse_max_streams_per_account")
-_SECONDS = ("http_timeout_seconds", "telegram_prompt_timeout_seconds", "telegram_edit_interval_seconds",
-            "lease_seconds", "sweep_seconds", "media_url_ttl_seconds", "condition_budget_ms", "template_budget_ms",
-            "estimate_fallback_seconds", "retention_days", "prune_every_minutes")
+          "account_submits_per_minute", "sse_max_streams_per_account", "http_max_header_bytes",
+          "http_keep_alive_seconds", "http_max_concurrency")
+_SECONDS = ("http_timeout_seconds", "http_header_timeout_seconds", "telegram_prompt_timeout_seconds",
+            "telegram_edit_interval_seconds", "lease_seconds", "sweep_seconds", "media_url_ttl_seconds",
+            "condition_budget_ms", "template_budget_ms", "estimate_fallback_seconds", "retention_days",
+            "prune_every_minutes")
 
 
 def _amount(value: Any) -> Decimal:

@@ -86,6 +86,7 @@ async def test_an_idempotent_tool_never_answered_is_sent_again(app: App, mode: A
     assert run["finalOutputs"]["text"] == "written"
     first, second = run["generations"]
     assert first["error"]["retryable"] is True and first["error"]["details"]["maybePaid"] is True, first["error"]
+    assert second["status"] == "completed" and second["error"] is None
     assert first["error"]["code"] == ("timeout" if mode == "stall" else "disconnected")
     assert run["costUsd"] == "0.04"  # both calls on the books
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import gc
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.text import Text
@@ -15,6 +15,8 @@ from toolweave.cli.common import CliError, app_from, err_console, exit_with, loa
 
 if TYPE_CHECKING:  # asyncio is imported by the command, not with the module: not for --help
     import asyncio
+
+    from toolweave.settings import Settings
 
 
 def serve(
@@ -47,7 +49,7 @@ def serve(
             api = create_app(tw_app, run_worker=not no_worker, slots=workers_in_process or settings.worker_slots)
             # open event streams end on their own only at their next keep-alive; a stop waits 10 s at most
             config = uvicorn.Config(api, host=host, port=port, log_level=log_level.lower(), proxy_headers=True,
-                                    timeout_graceful_shutdown=10)
+                                    timeout_graceful_shutdown=10, **connection_limits(settings))
             server = uvicorn.Server(config)
             mode = "no embedded worker" if no_worker else f"embedded worker, {workers_in_process or settings.worker_slots} slots"
             err_console.print(Text(f"toolweave serving on http://{host}:{port} ({mode}); data in {settings.home}"))
@@ -66,6 +68,20 @@ def serve(
     except OSError as exc:
         err_console.print(Text(f"error: cannot serve on {host}:{port}: {exc.strerror or exc}", style="red"))
         raise typer.Exit(1) from None
+
+
+def connection_limits(settings: Settings) -> dict[str, Any]:
+    """What ``uvicorn.Config`` is given to bound connections: the time and size of a request's
+    headers (``api.connections``: uvicorn has neither), the idle time after an answer, and the
+    connections or requests at once past which it answers 503."""
+    from toolweave.api.connections import guarded_protocol
+
+    return {
+        "http": guarded_protocol(settings.http_header_timeout_seconds, settings.http_max_header_bytes),
+        "h11_max_incomplete_event_size": settings.http_max_header_bytes,
+        "timeout_keep_alive": settings.http_keep_alive_seconds,
+        "limit_concurrency": settings.http_max_concurrency or None,
+    }
 
 
 def _settle_heap() -> None:
