@@ -27,21 +27,24 @@ async def app(tmp_path: Path, db_url: str) -> AsyncIterator[App]:
     await instance.aclose()
 
 
-def _writer(url: str, *, idempotent: bool) -> ToolDefinition:
+def _writer(url: str, *, idempotent: bool, step_seconds: float | None = None) -> ToolDefinition:
+    request: dict[str, Any] = {"url": f"{url}/v1/write", "json": {"prompt": "{{ prompt }}"}}
+    if step_seconds is None:
+        request["timeoutSeconds"] = 0.5
     return ToolDefinition.model_validate({
-        "toolId": "writer", "service": "http",
+        "toolId": "writer", "service": "http", "timeoutSeconds": step_seconds,
         "inputSchema": {"prompt": {"type": "text", "required": True}},
         "outputSchema": {"text": {"type": "text"}},
         "costingModel": {"rateSource": "static", "staticCost": {"amount": 0.02}},
         "metadata": {"http": {
-            "request": {"url": f"{url}/v1/write", "json": {"prompt": "{{ prompt }}"}, "timeoutSeconds": 0.5},
+            "request": request,
             "idempotent": idempotent,
         }},
     })
 
 
-async def _run(app: App, url: str, *, idempotent: bool) -> dict[str, Any]:
-    assert app.registry.register(_writer(url, idempotent=idempotent)) == []
+async def _run(app: App, url: str, *, idempotent: bool, step_seconds: float | None = None) -> dict[str, Any]:
+    assert app.registry.register(_writer(url, idempotent=idempotent, step_seconds=step_seconds)) == []
     _, problems = await app.register_job({
         "jobId": "write-once", "inputSchema": {"prompt": {"type": "text", "required": True}},
         "outputSchema": {"text": {"type": "text", "sourceStepId": "write", "sourceOutputName": "text"}},
@@ -72,6 +75,23 @@ async def test_a_request_sent_and_never_answered_is_not_sent_again(app: App, mod
     assert said in error["message"] and "idempotent" in error["message"], error["message"]
     assert "may have taken the request and charged for it" in error["message"], error["message"]
     assert gen["costUsd"] == "0.02" and run["costUsd"] == "0.02"  # what the call may have cost, on the books
+
+
+async def test_a_request_sent_and_unanswered_by_the_steps_deadline_is_not_sent_again(app: App) -> None:
+    """The step's time (the tool's ``timeoutSeconds``, 1 s) ends before the request's own (30 s):
+    the engine's deadline used to end the submit as a retryable timeout, and the retry paid again."""
+    api = await UnansweringApi("stall").start()
+    try:
+        run = await _run(app, api.base_url, idempotent=False, step_seconds=1)
+    finally:
+        await api.stop()
+    assert len(api.requests) == 1, api.requests
+    assert run["status"] == "failed", run["status"]
+    [gen] = run["generations"]
+    error = gen["error"]
+    assert error["code"] == "unknown_outcome" and error["retryable"] is False, error
+    assert "did not finish within the step's 1 s" in error["message"], error["message"]
+    assert error["details"] == {"cause": "timeout", "maybePaid": True}, error
 
 
 @pytest.mark.parametrize("mode", ["stall", "drop"])

@@ -20,6 +20,7 @@ base URL and the headers with the secrets; the tool holds the call.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
@@ -73,6 +74,9 @@ if TYPE_CHECKING:  # httpx itself is imported with the first request (every App 
 log = logging.getLogger(__name__)
 
 WEBHOOK_FALLBACK_POLL_SECONDS = 60.0
+SENT_SHARE_OF_DEADLINE = 0.9
+"""The share of a step's time a sent submit may take before it ends as possibly paid (the
+engine's own deadline, a retryable timeout, comes at the end of it)."""
 SENT_UNANSWERED = ("timeout", "disconnected")
 """``_send``'s codes for a request that went out and got no answer."""
 _BODY = "_body"
@@ -190,6 +194,9 @@ class HttpService:
     # submit -----------------------------------------------------------------------------------
 
     async def submit(self, gen: GenerationContext) -> Submission:
+        # The engine gives up on a submit at the step's deadline (``gen.timeout_seconds`` from now) and
+        # counts it a retryable timeout; a request sent by then must end here first, as one maybe paid.
+        deadline = asyncio.get_running_loop().time() + gen.timeout_seconds * SENT_SHARE_OF_DEADLINE
         tool = gen.tool
         call = self.call_of(tool)
         what = self._what(tool)
@@ -209,6 +216,23 @@ class HttpService:
             extra_headers=hook.headers if hook else None,
         )
         await gen.sending()  # durably: from here on, a crash leaves the outcome unknown
+        answered: list[int] = []  # the status of the API's answer, once it came
+        try:
+            async with asyncio.timeout_at(deadline):
+                return await self._sent(gen, call, built, answered)
+        except TimeoutError:
+            exc = ServiceError(f"{what} did not finish within the step's {gen.timeout_seconds:g} s (the request was "
+                               "sent: it may have been processed)", retryable=True, code="timeout")
+            if not answered or answered[0] < 400:
+                return Submission(update=self._answered_failure(gen, call, built, exc, answered[0] if answered else None))
+            raise exc from None
+
+    async def _sent(self, gen: GenerationContext, call: HttpCall, built: Built, answered: list[int]) -> Submission:
+        """The rest of a submit once its request is on its way: its answer read (its status put in
+        ``answered``), any failure after the request left that may have been paid for recorded as
+        such (``_answered_failure``)."""
+        tool, what, asynchronous = gen.tool, self._what(gen.tool), call.async_
+        hook = asynchronous.webhook if asynchronous is not None and gen.webhook_url else None
         try:
             response, _ = await self._send(built, call.request, what, sent_matters=True)
         except ServiceError as exc:
@@ -218,6 +242,7 @@ class HttpService:
             if status is None and exc.code in SENT_UNANSWERED:  # sent: the API may have taken it
                 return Submission(update=self._answered_failure(gen, call, built, exc, None))
             raise
+        answered.append(response.status_code)
         if response.status_code >= 400:
             raise self._failure(call, response, what)
         body: Body | None = None
@@ -240,7 +265,10 @@ class HttpService:
                 seen = None
             if seen is not None and seen.status.terminal:  # answered at once (Replicate's Prefer: wait)
                 seen = seen.model_copy(update={"raw": raw})
-                update = await self._finish(gen, call, seen, None if asynchronous.result else body)
+                try:
+                    update = await self._finish(gen, call, seen, None if asynchronous.result else body)
+                except ServiceError as exc:  # (a retryable one: the run is done at the API, and paid)
+                    return Submission(update=self._answered_failure(gen, call, built, exc, response.status_code, body))
             elif seen is not None:
                 update = seen.model_copy(update={"raw": raw})
         # With a webhook, polls are the fallback for lost ones: the first comes a minute later.
