@@ -63,3 +63,31 @@ def test_a_finalizer_a_collection_runs_inside_the_block_is_not_interrupted() -> 
     finally:
         gc.enable()
     assert _Cycle.finished == [sum(range(5000))]
+
+
+def _spin() -> None:
+    while True:  # Python work until a budget stops it
+        sum(range(100))
+
+
+def test_pieces_draw_on_one_shared_allowance_and_none_starts_once_it_is_spent() -> None:
+    """``piece_budget`` inside ``shared_allowance``: a piece gets at most what is left of the
+    allowance (here next to nothing: cut at the first look at the clock), and the pieces after it
+    are refused before they start. Outside an allowance a piece has its own budget only."""
+    from toolweave.sandbox import piece_budget, shared_allowance
+
+    started: list[int] = []
+    with shared_allowance(1e-9) as allowance:
+        for piece in range(3):
+            with pytest.raises(BudgetExceeded):
+                with piece_budget(60.0):
+                    started.append(piece)
+                    _spin()
+    assert started == [0] and allowance.exhausted and allowance.pieces == 1  # then nothing left: none started
+
+    with shared_allowance(60.0) as allowance:
+        with pytest.raises(BudgetExceeded), piece_budget(0.0):  # cut by its own budget
+            _spin()
+    assert not allowance.exhausted and allowance.pieces == 1
+    with pytest.raises(BudgetExceeded), piece_budget(0.0):  # no allowance: its own budget
+        _spin()
