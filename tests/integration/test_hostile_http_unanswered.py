@@ -122,3 +122,51 @@ async def test_a_request_that_could_not_connect_is_sent_again(app: App) -> None:
     for gen in run["generations"]:
         assert gen["error"]["code"] == "unreachable" and gen["error"]["retryable"] is True, gen["error"]
         assert gen["costUsd"] is None
+
+
+@pytest.mark.parametrize("mode", ["stall", "drop"])
+async def test_a_comfydeploy_queue_request_never_answered_is_not_queued_again(tmp_path: Path, mode: Any) -> None:
+    """ComfyUI Deploy takes no id of ours: a queue request it may have taken, unanswered, is
+    ``unknown_outcome`` (not retryable) rather than queued, and paid for, again."""
+    from tests.fakes.host import FakeHost
+    from tests.integration.test_comfydeploy_service import API_KEY, deploy_tool, gen_for
+
+    from toolweave.services.base import ServiceError
+    from toolweave.services.comfydeploy import ComfyDeployService
+
+    api = await UnansweringApi(mode).start()
+    host = FakeHost(tmp_path)
+    try:
+        service = ComfyDeployService(host, Settings(home=tmp_path, comfydeploy_api_key=API_KEY,
+                                                    comfydeploy_base_url=api.base_url, http_timeout_seconds=0.5))
+        with pytest.raises(ServiceError) as raised:
+            await service.submit(gen_for(deploy_tool(), {"prompt": "a fox"}))
+    finally:
+        await host.close()
+        await api.stop()
+    assert len(api.requests) == 1
+    error = raised.value
+    assert error.code == "unknown_outcome" and not error.retryable, error.info()
+    assert error.details == {"cause": "no_answer", "maybePaid": True}
+    assert "not queued again" in error.message
+
+
+async def test_a_comfydeploy_queue_request_that_could_not_connect_is_retryable(tmp_path: Path) -> None:
+    from tests.fakes.host import FakeHost
+    from tests.integration.test_comfydeploy_service import API_KEY, deploy_tool, gen_for
+
+    from toolweave.services.base import ServiceError
+    from toolweave.services.comfydeploy import ComfyDeployService
+
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    host = FakeHost(tmp_path)
+    try:
+        service = ComfyDeployService(host, Settings(home=tmp_path, comfydeploy_api_key=API_KEY,
+                                                    comfydeploy_base_url=f"http://127.0.0.1:{port}"))
+        with pytest.raises(ServiceError) as raised:
+            await service.submit(gen_for(deploy_tool(), {"prompt": "a fox"}))
+    finally:
+        await host.close()
+    assert raised.value.code == "unreachable" and raised.value.retryable, raised.value.info()

@@ -161,12 +161,12 @@ class ComfyDeployService:
                 headers={"Authorization": f"Bearer {self._key}"},
                 timeout=self.timeout,
             )
-        except httpx.HTTPError as exc:
-            raise ServiceError(
-                f"ComfyUI Deploy did not answer {method} {path}: {type(exc).__name__}",
-                retryable=True,
-                code="unreachable",
-            ) from None
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:  # nothing reached it
+            raise ServiceError(f"ComfyUI Deploy could not be reached for {method} {path}: {type(exc).__name__}",
+                               retryable=True, code="unreachable") from None
+        except httpx.HTTPError as exc:  # the request went out (or began to): no answer came
+            raise ServiceError(f"ComfyUI Deploy did not answer {method} {path}: {type(exc).__name__}",
+                               retryable=True, code="no_answer") from None
         try:
             data = response.json() if response.content else None
         except (ValueError, RecursionError):
@@ -243,6 +243,10 @@ class ComfyDeployService:
         try:
             data = await self._api("POST", "/run/deployment/queue", json_body=body)
         except ServiceError as exc:
+            if exc.code == "no_answer":  # it may have queued the run: queueing again may pay twice
+                raise ServiceError(f"{exc.message}; it may have queued the run, and be running and paid for it, "
+                                   "with no id to follow it by: not queued again", code="unknown_outcome",
+                                   details={"cause": "no_answer", "maybePaid": True}) from None
             if exc.code != "bad_response":
                 raise
             data = None  # a 2xx without JSON: taken, as below
