@@ -378,12 +378,13 @@ class App(Submitting, Webhooks, Accounts, Answering):
 
     async def queue_notification(
         self, channel: str, target: Mapping[str, Any], payload: Mapping[str, Any], *, event_type: str,
-        account_id: str, run_id: str | None = None, dedupe_key: str | None = None,
+        account_id: str, run_id: str | None = None, dedupe_key: str | None = None, again_if_given_up: bool = False,
     ) -> str | None:
         """Queue a message for ``channel`` (a chat message of a front end) in the outbox; this
-        process sends it at once, any worker retries it. None when ``dedupe_key`` was queued already."""
+        process sends it at once, any worker retries it. None when ``dedupe_key`` was queued already
+        (with ``again_if_given_up``: and its row was not given up, see ``Outbox.queue``)."""
         return await self.outbox.queue(channel, target, payload, event_type=event_type, account_id=account_id,
-                                       run_id=run_id, dedupe_key=dedupe_key)
+                                       run_id=run_id, dedupe_key=dedupe_key, again_if_given_up=again_if_given_up)
 
     async def notification(self, notification_id: str) -> dict[str, Any] | None:
         """One outbox row (any account's: callers check ``account_id``)."""

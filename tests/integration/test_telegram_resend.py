@@ -84,3 +84,36 @@ async def test_a_press_while_the_chat_still_forbids_the_file_leaves_the_button(d
         await settled(env)
         assert photos_by_caption(fake, group) == {"sheet": 1}
         assert [b["text"] for b in again_buttons(fake.message(group, done["message_id"]))] == ["📥 bright, dark"]
+
+
+async def test_a_press_after_a_resend_was_given_up_sends_it_again(db_url: str, tmp_path: Path) -> None:
+    group = -7373
+    # a notification is retried for half a second: a 429 asking for 5 s gives the resend up at once
+    async with env_on(tmp_path, database_url=db_url, notification_horizon_seconds=0.5) as env:
+        fake = env.fake
+        fake.restrict(group, "photos", "videos", "documents")
+        await env.send(fake.message_update("/variants", chat_id=group, photo=jpeg()))
+        (done,) = await fake.wait_for(lambda: results(env, group), timeout=60)
+        await settled(env)
+        _album, sheet = again_buttons(done)
+        fake.restrict(group, "photos")
+        fake.fail("sendDocument", 429, retry_after=5, chat_id=group)
+        await env.send(fake.callback_update(sheet["callback_data"], message=done))
+        await settled(env)
+        (given_up,) = [r for r in await notifications(env) if r["event_type"] == "resend"]
+        assert given_up["status"] == "failed" and "429" in given_up["last_error"]
+        assert "sheet" not in photos_by_caption(fake, group)
+        assert [b["text"] for b in again_buttons(fake.message(group, done["message_id"]))] == ["📥 bright, dark", "📥 sheet"]
+        # pressed again (twice at once): one new resend, and the file arrives once
+        await asyncio.gather(*(env.send(fake.callback_update(sheet["callback_data"], message=done)) for _ in range(2)))
+        await fake.wait_for(lambda: photos_by_caption(fake, group).get("sheet"), timeout=30)
+        await settled(env)
+        assert sorted(answers(env)[-2:]) == ["It is being sent again already.", "Sending it again."]
+        rows = [r for r in await notifications(env) if r["event_type"] == "resend"]
+        assert sorted(r["status"] for r in rows) == ["delivered", "failed"]
+        assert [b["text"] for b in again_buttons(fake.message(group, done["message_id"]))] == ["📥 bright, dark"]
+        # an operator sends the given-up row again: the file is no longer in doubt, nothing is sent
+        assert await env.app.resend_notifications([given_up["notification_id"]]) == [given_up["notification_id"]]
+        await settled(env)
+        assert photos_by_caption(fake, group) == {"sheet": 1}
+        assert {r["notification_id"]: r["status"] for r in await notifications(env)}[given_up["notification_id"]] == "delivered"

@@ -2,7 +2,9 @@
 
 ``Outbox.queue`` writes the row and its ``notify`` task in one transaction — the row carries a
 ``dedupe_key``, and queueing a key already queued writes nothing, so a front end that handles the
-same request twice (an update handed out again) sends its replies once. The task is created
+same request twice (an update handed out again) sends its replies once. With ``again_if_given_up``
+a key whose row was given up (``failed``) is queued anew (the given-up row lets go of it in the
+same transaction): a request repeated after its delivery failed for good is carried out again. The task is created
 leased to this process, which delivers it at once (in order, one at a time, heartbeating the
 leases it holds); if the process dies, the lease runs out and any worker delivers it, and a
 delivery that fails is rescheduled for any worker (``Notifier``'s retries). ``close`` hands the
@@ -49,6 +51,9 @@ class Notice:
     run_id: str | None = None
     dedupe_key: str | None = None
     """Queueing a key queued before writes nothing."""
+    again_if_given_up: bool = False
+    """Queue ``dedupe_key`` anew when its row was given up (``failed``: that row lets go of the key,
+    ``notifications.release_given_up``)."""
     created_at: float | None = field(default=None, compare=False)
     """When it counts as queued (its place in its chat's order, and where its horizon starts):
     the transaction's time when None."""
@@ -73,10 +78,12 @@ class Outbox:
         account_id: str,
         run_id: str | None = None,
         dedupe_key: str | None = None,
+        again_if_given_up: bool = False,
         deliver_now: bool = True,
     ) -> str | None:
-        """Queue one notification; returns its id, or None when ``dedupe_key`` was queued before."""
-        notice = Notice(channel, target, payload, event_type, account_id, run_id, dedupe_key)
+        """Queue one notification; returns its id, or None when ``dedupe_key`` was queued before
+        (and, with ``again_if_given_up``, its row was not given up)."""
+        notice = Notice(channel, target, payload, event_type, account_id, run_id, dedupe_key, again_if_given_up)
         task = await self.store.tx(lambda tx: self.queue_tx(tx, notice, time.time(), deliver_now=deliver_now))
         if task is None:
             return None
@@ -93,7 +100,7 @@ class Outbox:
         created = notice.created_at if notice.created_at is not None else now
         return _queue_tx(tx, new_id("ntf_"), notice.channel, dict(notice.target), dict(notice.payload),
                          notice.event_type, notice.account_id, notice.run_id, notice.dedupe_key, created, now, owner,
-                         self.lease_seconds)
+                         self.lease_seconds, again_if_given_up=notice.again_if_given_up)
 
     def deliver_soon(self, tasks: Iterable[tasks_q.Task]) -> None:
         """Deliver tasks ``queue_tx`` leased to this process, in order, once their transaction has
@@ -162,7 +169,7 @@ class Outbox:
 def _queue_tx(
     tx: Tx, notification_id: str, channel: str, target: dict[str, Any], payload: dict[str, Any], event_type: str,
     account_id: str, run_id: str | None, dedupe_key: str | None, created: float, now: float, owner: str | None,
-    lease: float,
+    lease: float, *, again_if_given_up: bool = False,
 ) -> tasks_q.Task | None:
     values = {
         "notification_id": notification_id, "run_id": run_id, "account_id": account_id, "channel": channel,
@@ -170,6 +177,8 @@ def _queue_tx(
         "dedupe_key": dedupe_key,
     }
     if dedupe_key is not None:
+        if again_if_given_up:
+            notes_q.release_given_up(tx, dedupe_key)
         if not notes_q.insert_once(tx, **values):
             return None
     else:

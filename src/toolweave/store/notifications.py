@@ -45,6 +45,16 @@ def insert_once(tx: Tx, **values: Any) -> bool:
     return row is not None
 
 
+def release_given_up(tx: Tx, dedupe_key: str) -> bool:
+    """The row of ``dedupe_key`` lets go of its key when it was given up (``failed``), so that the
+    key may be queued again; True when one did. The row stays as it was (``toolweave notifications
+    resend`` may still send it). In the transaction that queues the key again: two of them at once
+    (any processes, either store) release it once and queue it once."""
+    return tx.rowcount(
+        "UPDATE notifications SET dedupe_key = NULL WHERE dedupe_key = :key AND status = 'failed'", {"key": dedupe_key}
+    ) > 0
+
+
 EARLIER_PENDING = (
     "SELECT * FROM notifications WHERE channel = :channel AND chat_id = :chat AND status = 'pending' "
     "AND created_at <= :created AND (created_at < :created OR notification_id < :id) "

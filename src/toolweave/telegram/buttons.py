@@ -112,8 +112,10 @@ async def answer_button(bot: TelegramBot, query: Any, data: str) -> None:
 async def send_again(bot: TelegramBot, query: Any, ref: str) -> None:
     """The button under a delivery whose part may not have arrived: send that part again. Two
     presses before the resend is done queue one resend (its ``dedupe_key``, ``resending.resend_key``:
-    the outbox refuses a key queued before, in whichever process the presses arrive); once it
-    arrived the part is no longer in doubt and a press is refused."""
+    the outbox refuses a key queued before, in whichever process the presses arrive), unless that
+    resend was given up (its horizon passed on 429s or network errors, or it failed for good):
+    then the press queues a new one; once it arrived the part is no longer in doubt and a press is
+    refused."""
     from toolweave.telegram.resending import SENT_NAMESPACE, resend_key
 
     notification_id, _, part = ref.partition(":")
@@ -130,7 +132,7 @@ async def send_again(bot: TelegramBot, query: Any, ref: str) -> None:
     chat = query.message.chat.id if query.message is not None else original["target"].get("chatId")
     queued = await bot.app.queue_notification(
         CHANNEL, {"chatId": chat}, {"of": notification_id, "part": int(part)}, event_type="resend",
-        account_id=account, dedupe_key=resend_key(notification_id, int(part), state),
+        account_id=account, dedupe_key=resend_key(notification_id, int(part), state), again_if_given_up=True,
     )
     await answer(query, "Sending it again." if queued else "It is being sent again already.")
 

@@ -14,6 +14,11 @@ Presses are deduplicated in the outbox (``buttons.send_again``): the row's ``ded
 ``tg:resend:<notification>:<part>:<n>``, ``n`` the part's resends finished so far
 (``resends`` in the original's state), so two presses before the resend is done queue one row,
 and a press after a resend that could not send (the admin has not allowed it yet) queues a new one.
+A resend row given up before it finished (its horizon passed on 429s or network errors, or an
+error retrying cannot cure) lets go of its key when the part is asked for again
+(``again_if_given_up``): that press queues a new row, in the same transaction, so two presses at
+once still queue one. Should the given-up row be sent again later (``toolweave notifications
+resend``) after the part arrived, it sends nothing.
 """
 
 from __future__ import annotations
@@ -120,6 +125,10 @@ class Resending(PartSending):
             items = [int(i) for i in doubted.get("items", []) if 0 <= int(i) < len(whole.media)]
         again_id = str(notification.get("notification_id"))
         again: dict[str, Any] = await self.app.kv_get(SENT_NAMESPACE, again_id) or {}
+        if not again.get("finished") and index not in [int(d) for d in state.get("doubts") or []]:
+            # a resend given up, sent again by an operator after a later press's resend delivered it
+            log.info("notification %s: part %d is no longer in doubt; nothing to send again", original_id, index + 1)
+            return
         try:
             if not again.get("finished"):
                 again = await self._send_missing(again_id, again, original, whole, items, index, chat_id, state)
@@ -137,13 +146,8 @@ class Resending(PartSending):
                 again["tell"] = None
                 await self.app.kv_set(SENT_NAMESPACE, again_id, again)
         except BotAPIError as exc:
-            error = failure(f"{whole.describe()} sent again: {exc}", exc)
-            if not error.retryable and not again.get("finished"):
-                # given up before anything was recorded: a later press asks again (a new row)
-                resends = dict(state.get("resends") or {})
-                resends[str(index)] = int(resends.get(str(index), 0)) + 1
-                await self.app.kv_set(SENT_NAMESPACE, original_id, {**state, "resends": resends})
-            raise error from None
+            # given up (now, or at the horizon), this row lets a later press queue a new one
+            raise failure(f"{whole.describe()} sent again: {exc}", exc) from None
 
     async def _send_missing(self, again_id: str, again: dict[str, Any], original: Mapping[str, Any], whole: Part,
                             items: list[int], index: int, chat_id: Any, state: Mapping[str, Any]) -> dict[str, Any]:
