@@ -214,3 +214,26 @@ async def test_a_reply_may_choose_only_a_candidate_that_was_shown(db_url: str, t
         run = (await env.app.list_runs("telegram-42", limit=1)).items[0]
         pick = next(s for s in (await env.app.get_run(run["jobRunId"]))["stepStatuses"] if s["stepId"] == "pick")
         assert pick["outputs"]["chosenIndexes"] == [3]
+
+
+async def test_pruning_a_run_that_asked_in_a_chat_takes_its_record_of_asking(db_url: str, tmp_path: Path) -> None:
+    async with telegram_env(tmp_path, definitions=[EXAMPLES / "ask"], database_url=db_url) as env:
+        fake = env.fake
+
+        async def records() -> list[str]:
+            keys: list[str] = await env.app.store.read(lambda tx: sorted(
+                r.key for r in tx.all("SELECT key FROM kv WHERE namespace = 'telegram.asked'")))
+            return keys
+
+        # one run asks and is answered (it finishes); another asks in the same chat and waits
+        await start(env)
+        (first,) = await asked(env)
+        await env.send(fake.message_update("#2", reply_to=first))
+        await finished(env)
+        await start(env)
+        second = (await asked(env, 2))[-1]
+        ids = [m.group(1) for m in (questions.MARK.search(q["text"]) for q in (first, second)) if m]
+        assert len(ids) == 2 and await records() == sorted(f"42:{q}" for q in ids)
+        report = await env.app.prune(older_than=0.0)
+        assert report["runs"] >= 1
+        assert await records() == [f"42:{ids[1]}"]

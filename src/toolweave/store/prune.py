@@ -40,6 +40,11 @@ NOTIFICATION_STATE = ("telegram.sent",)
 delivery (so that sending it again, at any time, sends nothing twice). It lives as long as the
 notification row, and goes with it."""
 
+QUESTION_STATE = ("telegram.asked",)
+"""``kv`` namespaces keyed ``<chat>:<question id>``: where a front end asked a run's question (the
+Telegram delivery that asked it in that chat). They go with the question. (``telegram.rights`` is
+kept per chat, of no run: it stays.)"""
+
 RUN_TABLES = (
     "runs", "events", "step_runs", "step_items", "generations", "tasks", "notifications", "questions", "step_cache",
 )
@@ -156,12 +161,21 @@ def delete_runs(tx: Tx, run_ids: Sequence[str]) -> dict[str, int]:
         f"AND key IN (SELECT notification_id FROM notifications WHERE run_id IN {marks})",
         {**params, **space_params},
     )
+    asked = [str(r.question_id) for r in tx.all(f"SELECT question_id FROM questions WHERE run_id IN {marks}", params)]
+    # the key ends with ":<question id>" (ids are lower-case letters, digits and "_", escaped here)
+    tx.many("DELETE FROM kv WHERE namespace = :ns AND key LIKE :key ESCAPE '!'",
+            [{"ns": space, "key": "%:" + _like_literal(question)} for space in QUESTION_STATE for question in asked])
     counts: dict[str, int] = {}
     for table in (
         "events", "notifications", "tasks", "questions", "step_cache", "step_items", "generations", "step_runs", "runs",
     ):
         counts[table] = tx.rowcount(f"DELETE FROM {table} WHERE run_id IN {marks}", params)
     return {table: counts[table] for table in RUN_TABLES}
+
+
+def _like_literal(text: str) -> str:
+    """``text`` matched as it is by ``LIKE … ESCAPE '!'``."""
+    return text.replace("!", "!!").replace("%", "!%").replace("_", "!_")
 
 
 # --- artifacts -------------------------------------------------------------------------------
