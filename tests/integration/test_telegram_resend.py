@@ -10,9 +10,43 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from tests.fakes.telegram_api import TelegramEnv
+from tests.fakes.telegram_api import DEFINITIONS, TelegramEnv
 from tests.fakes.telegram_api import telegram_env as env_on
 from tests.integration.test_telegram_hostile import jpeg, notifications, photos_by_caption, results, settled
+
+from toolweave.telegram import notes as notes_
+
+LONG_JOB = """
+- jobId: tg_long
+  displayName: Long
+  commandName: long
+  description: Two long texts and a contact sheet sent as a file.
+  inputSchema:
+    image: {type: image, required: true}
+    text: {type: text, required: true}
+  outputSchema:
+    a: {type: text, sourceStepId: a, sourceOutputName: text}
+    b: {type: text, sourceStepId: b, sourceOutputName: text}
+    sheet: {type: image, sourceStepId: sheet, sourceOutputName: image}
+  deliveryHints:
+    telegram:
+      outputs:
+        sheet: {send-as: document, filename: sheet.png}
+  steps:
+    - stepId: a
+      toolId: text.template
+      inputMappings:
+        - {template: "{{ job.text }}{{ job.text }}{{ job.text }}", targetInputName: template}
+    - stepId: b
+      toolId: text.template
+      inputMappings:
+        - {template: "{{ job.text }}{{ job.text }}", targetInputName: template}
+    - stepId: sheet
+      toolId: image.resize
+      inputMappings:
+        - {sourceJobInput: image, targetInputName: image}
+        - {value: 32, targetInputName: width}
+"""
 
 
 def again_buttons(message: dict[str, Any]) -> list[dict[str, str]]:
@@ -117,3 +151,40 @@ async def test_a_press_after_a_resend_was_given_up_sends_it_again(db_url: str, t
         await settled(env)
         assert photos_by_caption(fake, group) == {"sheet": 1}
         assert {r["notification_id"]: r["status"] for r in await notifications(env)}[given_up["notification_id"]] == "delivered"
+
+
+async def test_a_closing_text_that_takes_fewer_messages_after_a_resend_no_longer_says_the_file_is_missing(
+        db_url: str, tmp_path: Path) -> None:
+    group = -7474
+    defs = tmp_path / "defs"
+    defs.mkdir()
+    (defs / "jobs.yaml").write_text(LONG_JOB)
+    # a text whose closing message takes two messages while it says the sheet is missing, one once
+    # it says the sheet was sent again
+    head, missing = "✅ Long is done.", notes_.withheld(["sheet"], "documents", 0)["text"]
+    sent_again = notes_.resent(["sheet"], 0)["text"]
+    fixed = len(f"{head}\na: \nb: \n{sent_again}")
+    text = "x" * ((4096 - fixed) // 5)
+    assert fixed + 5 * len(text) <= 4096 < fixed + 5 * len(text) - len(sent_again) + len(missing)
+    async with env_on(tmp_path / "home", database_url=db_url, definitions=[DEFINITIONS, defs]) as env:
+        fake = env.fake
+        fake.restrict(group, "documents")
+        await env.send(fake.message_update(f"/long {text}", chat_id=group, photo=jpeg()))
+        (done,) = await fake.wait_for(lambda: results(env, group), timeout=60)
+        await settled(env)
+        first, last = [m for m in fake.sent_to(group) if m.get("text")][-2:]
+        assert last["message_id"] == done["message_id"] and first["text"].startswith(head)
+        assert missing in last["text"]
+        (sheet,) = again_buttons(done)
+        fake.restrict(group)
+        edits = len(fake.edits)
+        await env.send(fake.callback_update(sheet["callback_data"], message=done))
+        await fake.wait_for(lambda: photos_by_caption(fake, group).get("sheet"), timeout=60)
+        await settled(env)
+        shown = [fake.message(group, m["message_id"]) for m in (first, last)]
+        assert "not sent" not in shown[0]["text"] + shown[1]["text"]
+        assert sent_again in shown[1]["text"] and not again_buttons(shown[1])
+        # the text is spread over the same two messages: the first, which says the same, is not edited
+        assert {e["message_id"] for e in fake.edits[edits:]} == {last["message_id"]}
+        assert "\n".join(m["text"] for m in shown) == f"{head}\na: {text * 3}\nb: {text * 2}\n{sent_again}"
+        assert any(b["callback_data"].startswith("r:") for row in shown[1]["reply_markup"]["inline_keyboard"] for b in row)

@@ -13,7 +13,7 @@ from toolweave.model.definitions import InputParam, JobDefinition, ParamType
 from toolweave.model.records import ArtifactRef
 from toolweave.notify.dispatcher import backoff
 from toolweave.telegram.commands import OWN_COMMANDS, CommandEntry, ask_hint, help_pages, plain
-from toolweave.telegram.parts import MAX_CAPTION, MAX_TEXT, Part, photo_fits, plan_results, split_text
+from toolweave.telegram.parts import MAX_CAPTION, MAX_TEXT, Part, photo_fits, plan_results, split_text, spread
 
 
 def image(mime: str = "image/png", width: int | None = 100, height: int | None = 80, size: int = 1000, **kw: Any) -> dict[str, Any]:
@@ -149,3 +149,14 @@ def test_the_notification_settings_are_seconds_and_a_bad_one_is_named() -> None:
     assert settings.notification_horizon_seconds == 3600.0 and settings.notification_max_backoff_seconds == 2.5
     with pytest.raises(ValueError, match=r"notification_horizon_seconds = 'abc'.*must be a number of seconds"):
         Settings.load({"TOOLWEAVE_HOME": "/nonexistent-home", "TOOLWEAVE_NOTIFICATION_HORIZON_SECONDS": "abc"})
+
+
+def test_a_shorter_text_is_spread_over_as_many_messages_as_before() -> None:
+    # cut where the old first message ended: it says the same
+    assert spread(["head\nmore\nlast"], 2, ["head", "old\nlines"]) == ["head", "more\nlast"]
+    # else at the last line end, then a space, then anywhere; never an empty message
+    assert spread(["a\nb c"], 3, []) == ["a", "b", "c"]
+    assert spread(["abcd"], 2, []) == ["ab", "cd"]
+    assert spread(["x"], 2, []) == ["x"]
+    assert spread(["a\n\n"], 2, []) == ["a\n\n"]
+    assert spread(["one", "two"], 2, []) == ["one", "two"]

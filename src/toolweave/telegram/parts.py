@@ -109,6 +109,29 @@ def split_text(text: str, limit: int = MAX_TEXT) -> list[str]:
     return pieces
 
 
+def spread(pieces: list[str], count: int, like: list[str]) -> list[str]:
+    """``split_text``'s ``pieces`` of a text in ``count`` messages when they are fewer (the text of
+    messages sent before got shorter, and is edited into them): the last piece is cut in two until
+    there are ``count`` — where the piece ``like[i]`` at its place ended (it starts the same: that
+    message says the same and needs no edit), else at its last line end, else its last space, else
+    in the middle. Fewer than ``count`` when no piece is left to cut."""
+    out = list(pieces)
+    while 0 < len(out) < count:
+        index = len(out) - 1
+        piece = out[index]
+        cuts = [len(like[index])] if index < len(like) and piece.startswith(like[index]) else []
+        cuts += [piece.rfind("\n"), piece.rfind(" "), len(piece) // 2]
+        for cut in (c for c in cuts if c > 0):
+            head, tail = piece[:cut], piece[cut:]
+            tail = tail[1:] if tail[:1] in ("\n", " ") else tail
+            if head.strip() and tail.strip():
+                out[index:] = [head, tail]
+                break
+        else:
+            break
+    return out
+
+
 def hints(definition: JobDefinition | None, output: str) -> dict[str, Any]:
     """Delivery hints for one output: ``deliveryHints.telegram`` (``send-as``, ``filename``), then
     ``deliveryHints.telegram.outputs.<name>``; ``sendAs``/``send_as`` spellings accepted."""

@@ -31,7 +31,7 @@ from toolweave.notify.dispatcher import DeliveryError
 from toolweave.telegram import notes as notes_
 from toolweave.telegram import reconcile
 from toolweave.telegram.botapi import BotAPIError
-from toolweave.telegram.parts import Part
+from toolweave.telegram.parts import Part, spread
 from toolweave.telegram.rights import ChatRights
 from toolweave.telegram.sending import PartSending, failure, ids_of
 
@@ -88,6 +88,28 @@ def resolved(before: Mapping[str, Any], index: int, part: Part, items: list[int]
     resends = dict(before.get("resends") or {})
     resends[str(index)] = int(resends.get(str(index), 0)) + 1
     return {"notes": notes, "doubts": doubts, "itemDoubts": in_doubt, "resends": resends}
+
+
+def as_many_messages(old: list[Part], new: list[Part]) -> list[Part]:
+    """The plan ``new`` with its closing text in as many messages as in ``old`` (the same parts
+    before it), when it takes fewer: edited into the messages sent, the text no longer says
+    anywhere what it said before (``parts.spread``). ``new`` as it is when that cannot be done."""
+
+    def closing_count(parts: list[Part]) -> int:
+        count = 0
+        while count < len(parts) and parts[-1 - count].method == "sendMessage" and not parts[-1 - count].media:
+            count += 1
+        return count
+
+    was, now = closing_count(old), closing_count(new)
+    if not 0 < now < was or len(old) - was != len(new) - now:
+        return new
+    pieces = spread([p.text or "" for p in new[-now:]], was, [p.text or "" for p in old[-was:]])
+    if len(pieces) != was:
+        return new
+    closing = [Part("sendMessage", text=piece) for piece in pieces]
+    closing[-1].keyboard = new[-1].keyboard
+    return [*new[:-now], *closing]
 
 
 class Resending(PartSending):
@@ -181,13 +203,15 @@ class Resending(PartSending):
                             after: Mapping[str, Any], pinned: JobDefinition | None) -> None:
         """Edit the original's closing messages (or question) from what they said ``before`` to
         what they say ``after``: only the messages that change. When the closing text now takes
-        fewer messages, only the buttons under its last one are brought up to date."""
+        fewer messages it is spread over as many as before (``as_many_messages``); should it take
+        more, only the buttons under its last one are brought up to date."""
         original_id = str(original["notification_id"])
         sent = list(state.get("sent") or [])
         old = self.plan(original, list(before.get("notes") or []),
                         resend_buttons(original_id, list(before.get("doubts") or []), {**state, **before}), pinned)
-        new = self.plan(original, list(after.get("notes") or []),
-                        resend_buttons(original_id, list(after.get("doubts") or []), {**state, **after}), pinned)
+        new = as_many_messages(old, self.plan(
+            original, list(after.get("notes") or []),
+            resend_buttons(original_id, list(after.get("doubts") or []), {**state, **after}), pinned))
         target = original.get("target") or {}
         chat_id = await self._current_chat(state.get("chat", target.get("chatId") if isinstance(target, Mapping) else None))
         if chat_id is None or not sent:
