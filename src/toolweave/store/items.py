@@ -13,6 +13,7 @@ from decimal import Decimal
 from typing import Any
 
 from toolweave.model.status import StepStatus
+from toolweave.store import schema
 from toolweave.store.db import Row, Tx
 from toolweave.store.runs import NEW_ATTEMPT
 
@@ -57,18 +58,28 @@ def evaluated(row: Row) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
     return wrapped.get("inputs"), wrapped.get("inputsError")
 
 
-ACTIVE = (
+_ACTIVE = (
     "SELECT i.item_index, i.status, i.item, i.attempt, i.tool_id, i.using_fallback, i.generation_id, "
     "i.child_run_id, i.next_attempt_at, i.started_at, "
     "g.status AS work_status, g.outputs AS work_outputs, g.error AS work_error, "
     "c.status AS child_status, c.final_outputs AS child_outputs, c.error AS child_error "
     "FROM step_items i LEFT JOIN generations g ON g.generation_id = i.generation_id "
     "LEFT JOIN runs c ON c.run_id = i.child_run_id "
-    "WHERE i.run_id = :run_id AND i.step_id = :step_id AND i.status IN ('running', 'waiting_retry') "
+    "WHERE i.run_id = :run_id AND i.step_id = :step_id AND {in_flight} "
     "ORDER BY i.item_index"
 )
-"""Read through ``ix_step_items_in_flight`` (its condition is this statement's, word for word, as
-SQLite needs to use a partial index)."""
+ACTIVE_SQL = {
+    dialect: _ACTIVE.format(in_flight=condition.replace("status", "i.status"))
+    for dialect, condition in schema.IN_FLIGHT.items()
+}
+"""Read through ``ix_step_items_in_flight``: its condition as the store's index states it, word for
+word, as SQLite needs to use a partial index (on SQLite comparisons, migration 0020)."""
+
+
+def active_sql(tx: Tx) -> str:
+    return ACTIVE_SQL["postgresql" if tx.is_postgres else "sqlite"]
+
+
 WAITING = (
     "SELECT item_index, item FROM step_items WHERE run_id = :run_id AND step_id = :step_id "
     "AND status = 'pending' ORDER BY item_index LIMIT :limit"
@@ -79,7 +90,7 @@ WAITING = (
 def active(tx: Tx, run_id: str, step_id: str) -> list[Row]:
     """The items in flight (running or waiting for a retry), each with its work's status, outputs
     and error: its generation's, or its child run's (``child_*``); in index order."""
-    return tx.all(ACTIVE, {"run_id": run_id, "step_id": step_id})
+    return tx.all(active_sql(tx), {"run_id": run_id, "step_id": step_id})
 
 
 def waiting(tx: Tx, run_id: str, step_id: str, limit: int) -> list[Row]:

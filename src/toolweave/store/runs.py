@@ -463,8 +463,8 @@ UNFINISHED = {
     "postgresql": "status IN ('queued', 'running', 'waiting_input')",
     "sqlite": "(status = 'queued' OR status = 'running' OR status = 'waiting_input')",
 }
-"""The condition of the partial indexes of unfinished runs (``ix_runs_unfinished``,
-``ix_runs_account_unfinished``) as each store's index states it: SQLite uses a partial index only for
+"""The condition of the partial index of unfinished runs (``ix_runs_account_unfinished``, which the
+sweep for stranded runs reads as well) as each store's index states it: SQLite uses a partial index only for
 a query that states its condition word for word, and there it is comparisons, not an ``IN`` list,
 which SQLite tested by building a temporary table at every write of a run's status (migration
 0019)."""

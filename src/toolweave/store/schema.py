@@ -185,16 +185,13 @@ _UNFINISHED_COMPARED = sa.text(" OR ".join(f"status = '{s}'" for s in UNFINISHED
 table each time a run's status is written (0019); its queries state it word for word
 (``runs.unfinished``)."""
 sa.Index(
-    "ix_runs_unfinished", runs.c.created_at,
-    sqlite_where=_UNFINISHED_COMPARED, postgresql_where=runs.c.status.in_(UNFINISHED),
-)
-"""Partial: the sweep for stranded runs reads only unfinished runs, however many have finished (0004, 0007, 0011)."""
-sa.Index(
     "ix_runs_account_unfinished", runs.c.master_account_id, runs.c.queue_at,
     sqlite_where=_UNFINISHED_COMPARED, postgresql_where=runs.c.status.in_(UNFINISHED),
 )
 """Partial: an account's runs in flight (counted against its limit) and the latest place among them
-(where its next run goes in the fair claiming order) (0012)."""
+(where its next run goes in the fair claiming order) (0012); and every unfinished run, which the
+sweep for stranded runs reads, however many have finished (``ix_runs_unfinished``, on
+``created_at``, held the same runs for the sweep alone until 0020)."""
 sa.Index(
     "ix_runs_queued", runs.c.queue_at,
     sqlite_where=runs.c.status == "queued", postgresql_where=runs.c.status == "queued",
@@ -275,11 +272,16 @@ step_items = sa.Table(
 )
 """The items of map steps: one row per item, like a step run of its own (status, attempts, current
 generation or child run, outputs, error, cost). ``item`` is the item's value from the list."""
-_IN_FLIGHT = sa.text("status IN ('running', 'waiting_retry')")
+IN_FLIGHT = {
+    "postgresql": "status IN ('running', 'waiting_retry')",
+    "sqlite": "(status = 'running' OR status = 'waiting_retry')",
+}
+"""The condition of ``ix_step_items_in_flight`` as each store's index states it (on SQLite as
+comparisons, 0020: see ``UNFINISHED``); its query states it word for word (``items.active_sql``)."""
 _PENDING = sa.text("status = 'pending'")
 sa.Index(
     "ix_step_items_in_flight", step_items.c.run_id, step_items.c.step_id, step_items.c.item_index,
-    sqlite_where=_IN_FLIGHT, postgresql_where=_IN_FLIGHT,
+    sqlite_where=sa.text(IN_FLIGHT["sqlite"][1:-1]), postgresql_where=sa.text(IN_FLIGHT["postgresql"]),
 )
 sa.Index(
     "ix_step_items_pending", step_items.c.run_id, step_items.c.step_id, step_items.c.item_index,
@@ -398,9 +400,11 @@ lease is simply claimable again, with the attempt counted. Finished tasks are de
 ids are never reused: a worker holding a finished task's id must never reach a newer task
 (``AUTOINCREMENT`` on SQLite, whose plain rowids are reused after a delete; 64 bits on PostgreSQL,
 whose sequence would otherwise run out within weeks at full speed) (migration 0004)."""
-sa.Index("ix_tasks_available", tasks.c.available_at, tasks.c.priority)
 sa.Index("ix_tasks_due", tasks.c.priority.desc(), tasks.c.available_at)
-"""The order claims take tasks in: a claim stops at its limit however long the queue is."""
+"""The order claims take tasks in: a claim stops at its limit however long the queue is. The
+earliest ``available_at`` (the next task due, the oldest waiting) is read from it once per distinct
+priority (``tasks.PRIORITIES``); ``ix_tasks_available`` (the same columns in the other order) was
+written by every task's insert, claim and delete for those reads alone (gone in 0020)."""
 sa.Index("ix_tasks_ref", tasks.c.kind, tasks.c.ref_id)
 
 events = sa.Table(

@@ -16,6 +16,19 @@ def overview(tx: Tx, now: float) -> dict[str, Any]:
     }
 
 
+OLDEST_WAITING = (
+    tasks.PRIORITIES + ", firsts(task_id) AS (SELECT (SELECT task_id FROM tasks WHERE priority = priorities.p "
+    "AND available_at <= :now AND lease_owner IS NULL ORDER BY available_at LIMIT 1) FROM priorities "
+    "WHERE priorities.p IS NOT NULL) "
+    "SELECT t.kind, t.run_id, t.available_at, g.service_name FROM tasks t "
+    "LEFT JOIN generations g ON g.generation_id = t.ref_id AND t.kind IN ('dispatch', 'poll', 'cancel') "
+    "WHERE t.task_id = (SELECT f.task_id FROM firsts f WHERE f.task_id IS NOT NULL "
+    "ORDER BY (SELECT x.available_at FROM tasks x WHERE x.task_id = f.task_id) LIMIT 1)"
+)
+"""The task due the longest that no worker holds: the first of each priority in ``ix_tasks_due``, then
+the earliest of those (``tasks.PRIORITIES``), each row found by its key."""
+
+
 def queue(tx: Tx, now: float) -> dict[str, Any]:
     """The queue as people need to see it: per service, the steps waiting for a worker (due now),
     those scheduled later (retries, a full backend), those being sent and those waiting at their
@@ -49,12 +62,7 @@ def queue(tx: Tx, now: float) -> dict[str, Any]:
         else:
             counts = other.setdefault(r.kind, {"kind": r.kind, "waiting": 0, "scheduled": 0, "running": 0})
             counts["running" if leased else "waiting" if due else "scheduled"] += n
-    oldest = tx.one(
-        "SELECT t.kind, t.run_id, t.available_at, g.service_name FROM tasks t "
-        "LEFT JOIN generations g ON g.generation_id = t.ref_id AND t.kind IN ('dispatch', 'poll', 'cancel') "
-        "WHERE t.lease_owner IS NULL AND t.available_at <= :now ORDER BY t.available_at LIMIT 1",
-        {"now": now},
-    )
+    oldest = tx.one(OLDEST_WAITING, {"now": now})
     held = tx.all(
         "SELECT lease_owner, COUNT(*) AS n FROM tasks WHERE lease_owner IS NOT NULL GROUP BY lease_owner"
     )

@@ -317,9 +317,26 @@ def schedule_evaluation(
                    lease_owner=lease_owner, lease_seconds=lease_seconds)
 
 
+PRIORITIES = (
+    "WITH RECURSIVE priorities(p) AS (SELECT MAX(priority) FROM tasks "
+    "UNION ALL SELECT (SELECT MAX(priority) FROM tasks WHERE priority < priorities.p) FROM priorities "
+    "WHERE priorities.p IS NOT NULL) "
+)
+"""The distinct priorities of the queue, read from ``ix_tasks_due`` one seek each (a loose index
+scan): the queue's earliest ``available_at`` is the earliest of each priority's first entries
+(``SELECT … FROM priorities WHERE p IS NOT NULL``). There is no index on ``available_at`` alone
+(migration 0020): every task would write an entry in it for these reads only."""
+
+
+NEXT_DUE = (
+    PRIORITIES + "SELECT MIN((SELECT MIN(available_at) FROM tasks WHERE priority = priorities.p "
+    "AND available_at > :now)) AS at FROM priorities WHERE priorities.p IS NOT NULL"
+)
+
+
 def next_due(tx: Tx, now: float) -> float | None:
     """When the next task falls due (leased ones included: their lease may expire)."""
-    row = tx.one("SELECT MIN(available_at) AS at FROM tasks WHERE available_at > :now", {"now": now})
+    row = tx.one(NEXT_DUE, {"now": now})
     return None if row is None or row.at is None else float(row.at)
 
 
@@ -331,6 +348,9 @@ def depth(tx: Tx, now: float) -> dict[str, int]:
 def oldest_due(tx: Tx, now: float) -> float | None:
     """How long the oldest due, unclaimed task has waited (queue lag), in seconds."""
     row = tx.one(
-        "SELECT MIN(available_at) AS at FROM tasks WHERE available_at <= :now AND lease_owner IS NULL", {"now": now}
+        PRIORITIES + "SELECT MIN((SELECT available_at FROM tasks WHERE priority = priorities.p "
+        "AND available_at <= :now AND lease_owner IS NULL ORDER BY available_at LIMIT 1)) AS at "
+        "FROM priorities WHERE priorities.p IS NOT NULL",
+        {"now": now},
     )
     return None if row is None or row.at is None else max(0.0, now - float(row.at))

@@ -79,13 +79,39 @@ class Tx:
     def defer(self, sql: str, rows: Sequence[Mapping[str, Any]]) -> None:
         """Queue insert rows that nothing reads back in this transaction; they are written just
         before the commit, in the order queued, as one statement on PostgreSQL (``multirow``;
-        e.g. the events of a whole batch) and one ``executemany`` on SQLite."""
+        e.g. the events of a whole batch) and as multi-row INSERTs on SQLite (``_insert_sqlite``)."""
         self.deferred.setdefault(sql, []).extend(rows)
 
     def flush_deferred(self) -> None:
         for sql, rows in self.deferred.items():
-            self.many(sql, rows)
+            if self.dialect == "sqlite" and len(rows) > 1 and (insert := _sqlite_insert(sql)) is not None:
+                self._insert_sqlite(insert, rows)
+            else:
+                self.many(sql, rows)
         self.deferred.clear()
+
+    def _insert_sqlite(self, insert: tuple[str, tuple[str, ...]], rows: Sequence[Mapping[str, Any]]) -> None:
+        """Deferred insert rows as multi-row ``INSERT … VALUES (…), (…)`` statements on SQLite, in
+        chunks of 32, 16, … 1 rows (a few statement texts, each prepared once). ``executemany``
+        runs the statement once per row, and an ``AUTOINCREMENT`` table (``events``) reads and
+        writes its counter in ``sqlite_sequence`` at each run: about 5,700 instructions per row
+        more (docs/benchmarks.md, "2026-12-05"). The rows go in the order queued."""
+        head, names = insert
+        if self._batch:
+            self._send_batch()
+        done = 0
+        while done < len(rows):
+            size = 32
+            while size > len(rows) - done:
+                size //= 2
+            chunk = rows[done:done + size]
+            values: list[Any] = []
+            for row in chunk:
+                encoded = _encode(row)
+                values.extend(encoded[name] for name in names)
+            self.cursor.execute(_sqlite_values(head, len(names), size), values)
+            self.statements += 1
+            done += size
 
     # --- statements ----------------------------------------------------------------------------
 
@@ -439,6 +465,25 @@ def checked_sql(sql: str) -> str:
 def check_failed(exc: BaseException) -> bool:
     """Whether ``exc`` is a checked statement's failure (``checked_sql``)."""
     return getattr(exc, "sqlstate", None) == "22P02" and _CHECK_FAILED in str(exc)
+
+
+_PLAIN_INSERT = re.compile(r"^(INSERT INTO \w+ \([\w, ]+\) VALUES) \(((?::\w+, )*:\w+)\)$")
+
+
+@functools.lru_cache(maxsize=32)
+def _sqlite_insert(sql: str) -> tuple[str, tuple[str, ...]] | None:
+    """``INSERT INTO t (a, b) VALUES (:a, :b)`` as its head and its parameters' names, or None for
+    any other statement."""
+    found = _PLAIN_INSERT.match(sql)
+    if found is None:
+        return None
+    return found.group(1), tuple(name.strip()[1:] for name in found.group(2).split(","))
+
+
+@functools.lru_cache(maxsize=64)
+def _sqlite_values(head: str, width: int, rows: int) -> str:
+    one = "(" + ", ".join(["?"] * width) + ")"
+    return head + " " + ", ".join([one] * rows)
 
 
 @functools.lru_cache(maxsize=512)
