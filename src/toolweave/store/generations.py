@@ -8,6 +8,7 @@ from typing import Any
 
 from toolweave.model.status import GENERATION_ALLOWED_PRIOR, GenerationStatus
 from toolweave.store.db import Row, Tx, in_list
+from toolweave.store.tx import one_of
 
 
 def insert(tx: Tx, **values: Any) -> None:
@@ -71,9 +72,9 @@ def for_runs(tx: Tx, run_ids: list[str]) -> list[Row]:
 
 @functools.lru_cache(maxsize=128)
 def _set_status_sql(status: GenerationStatus, columns: tuple[str, ...]) -> str:
-    prior = ", ".join(f"'{s.value}'" for s in GENERATION_ALLOWED_PRIOR[status])
     sets = ", ".join(["status = :status", *(f"{c} = :{c}" for c in columns)])
-    return f"UPDATE generations SET {sets} WHERE generation_id = :id_ AND status IN ({prior}) RETURNING *"
+    return (f"UPDATE generations SET {sets} WHERE generation_id = :id_ "
+            f"AND {one_of('status', GENERATION_ALLOWED_PRIOR[status])} RETURNING *")
 
 
 def set_status(tx: Tx, generation_id: str, status: GenerationStatus, **values: Any) -> Row | None:

@@ -16,6 +16,7 @@ from toolweave.model.status import StepStatus
 from toolweave.store import schema
 from toolweave.store.db import Row, Tx
 from toolweave.store.runs import NEW_ATTEMPT
+from toolweave.store.tx import one_of
 
 OPEN = (StepStatus.PENDING, StepStatus.RUNNING, StepStatus.WAITING_RETRY)
 """The statuses of an item that has not ended."""
@@ -105,16 +106,12 @@ def get(tx: Tx, run_id: str, step_id: str, index: int) -> Row | None:
     )
 
 
-def _in(statuses: Sequence[StepStatus]) -> str:
-    return ", ".join(f"'{s.value}'" for s in statuses)
-
-
 @functools.lru_cache(maxsize=128)
 def _update_sql(prior: tuple[StepStatus, ...], columns: tuple[str, ...]) -> str:
     sets = ", ".join(f"{c} = :{c}" for c in columns)
     return (
         f"UPDATE step_items SET {sets} WHERE run_id = :run_id_ AND step_id = :step_id_ AND item_index = :i_ "
-        f"AND status IN ({_in(prior)})"
+        f"AND {one_of('status', prior)}"
     )
 
 
@@ -167,7 +164,7 @@ def close(tx: Tx, run_id: str, step_id: str, reason: str, now: float) -> list[Ro
     )
     tx.q(
         f"UPDATE step_items SET status = 'cancelled', error = :error, finished_at = :now WHERE run_id = :run_id "
-        f"AND step_id = :step_id AND status IN ({_in(OPEN)})",
+        f"AND step_id = :step_id AND {one_of('status', OPEN)}",
         {"run_id": run_id, "step_id": step_id, "now": now, "error": {"message": reason, "code": "cancelled"}},
     )
     return running

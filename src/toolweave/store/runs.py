@@ -13,6 +13,7 @@ from toolweave.model.status import RUN_ALLOWED_PRIOR, RunStatus, StepStatus
 from toolweave.store import codec
 from toolweave.store import events as events_q
 from toolweave.store.db import Row, Tx, in_list
+from toolweave.store.tx import one_of
 
 _STEP_COLUMNS = (
     "run_id, step_id, position, status, attempt, tool_id, using_fallback, generation_id, generation_ids, "
@@ -294,14 +295,10 @@ def step_rows(tx: Tx, run_id: str, wanted: Collection[str] | None = None) -> Ste
     return StepRows(statuses, rows, lambda: steps_with_work(tx, run_id))
 
 
-def _in(values: Any) -> str:
-    return ", ".join(f"'{v.value}'" for v in values)
-
-
 @functools.lru_cache(maxsize=64)
 def _set_status_sql(status: RunStatus, columns: tuple[str, ...]) -> str:
     sets = ", ".join(["status = :status", "updated_at = :now", *(f"{c} = :{c}" for c in columns)])
-    return f"UPDATE runs SET {sets} WHERE run_id = :id AND status IN ({_in(RUN_ALLOWED_PRIOR[status])})"
+    return f"UPDATE runs SET {sets} WHERE run_id = :id AND {one_of('status', RUN_ALLOWED_PRIOR[status])}"
 
 
 def set_status(tx: Tx, run_id: str, status: RunStatus, now: float, **values: Any) -> bool:
@@ -371,7 +368,8 @@ def mark_picked_up(tx: Tx, run_ids: list[str], now: float, *, nested: bool = Tru
 def request_cancel(tx: Tx, run_id: str, now: float) -> bool:
     return (
         tx.rowcount(
-            "UPDATE runs SET cancel_requested = :t, updated_at = :now WHERE run_id = :id AND status IN ('queued', 'running', 'waiting_input')",
+            "UPDATE runs SET cancel_requested = :t, updated_at = :now WHERE run_id = :id "
+            "AND (status = 'queued' OR status = 'running' OR status = 'waiting_input')",
             {"t": True, "now": now, "id": run_id},
         )
         == 1
@@ -381,7 +379,7 @@ def request_cancel(tx: Tx, run_id: str, now: float) -> bool:
 @functools.lru_cache(maxsize=256)
 def _update_step_sql(prior: tuple[StepStatus, ...], columns: tuple[str, ...]) -> str:
     sets = ", ".join(f"{c} = :{c}" for c in columns)
-    return f"UPDATE step_runs SET {sets} WHERE run_id = :run_id_ AND step_id = :step_id_ AND status IN ({_in(prior)})"
+    return f"UPDATE step_runs SET {sets} WHERE run_id = :run_id_ AND step_id = :step_id_ AND {one_of('status', prior)}"
 
 
 def update_step(
@@ -396,7 +394,7 @@ def update_step(
 
 
 NEW_ATTEMPT = (
-    "((status IN ('pending', 'waiting_retry', 'running') AND attempt < :attempt) "
+    "(((status = 'pending' OR status = 'waiting_retry' OR status = 'running') AND attempt < :attempt) "
     "OR (status = 'ready' AND attempt <= :attempt))"
 )
 """The rows an attempt numbered ``:attempt`` may start on (a step, or an item of a map step): one

@@ -22,7 +22,7 @@ from typing import Any
 from toolweave.model.status import TaskKind
 from toolweave.store import generations as gens_q
 from toolweave.store.db import Row, Tx
-from toolweave.store.tx import text_array
+from toolweave.store.tx import one_of, text_array
 
 
 @dataclass(frozen=True)
@@ -55,9 +55,12 @@ def new_token() -> str:
 
 _INSERT = (
     "INSERT INTO tasks (kind, run_id, ref_id, priority, available_at, lease_owner, claim_token, attempts, created_at) "
-    "VALUES (:kind, :run_id, :ref_id, :priority, :available_at, :lease_owner, :token, :attempts, :created_at) "
-    "RETURNING task_id"
+    "VALUES (:kind, :run_id, :ref_id, :priority, :available_at, :lease_owner, :token, :attempts, :created_at)"
 )
+_INSERT_RETURNING = _INSERT + " RETURNING task_id"
+"""On PostgreSQL; on SQLite a leased task's id is the rowid its insert made (``lastrowid``): SQLite
+gathers a RETURNING clause's rows in a temporary table, about 33,000 instructions a statement
+(docs/benchmarks.md, "2026-12-05")."""
 
 _INSERT_QUEUED = (
     "INSERT INTO tasks (kind, run_id, ref_id, priority, available_at, attempts, created_at) "
@@ -109,15 +112,16 @@ def enqueue(
         return Task(0, kind, run_id, ref_id, attempts)
     available = now + lease_seconds
     token = new_token()
-    row = tx.q(
-        _INSERT,
-        {
-            "kind": kind.value, "run_id": run_id, "ref_id": ref_id, "priority": priority,
-            "available_at": available, "lease_owner": lease_owner, "token": token, "attempts": attempts,
-            "created_at": now,
-        },
-    ).fetchone()
-    return Task(int(row[0]), kind, run_id, ref_id, attempts, token)
+    params = {
+        "kind": kind.value, "run_id": run_id, "ref_id": ref_id, "priority": priority,
+        "available_at": available, "lease_owner": lease_owner, "token": token, "attempts": attempts,
+        "created_at": now,
+    }
+    if tx.is_postgres:
+        task_id = tx.q(_INSERT_RETURNING, params).fetchone()[0]
+    else:
+        task_id = tx.q(_INSERT, params).lastrowid
+    return Task(int(task_id), kind, run_id, ref_id, attempts, token)
 
 
 def enqueue_leased(
@@ -127,19 +131,19 @@ def enqueue_leased(
     """Add a task already claimed by ``owner`` (``enqueue`` with a ``lease_owner``); ``then(task)``
     hears of it once its id is known (with the commit: the statement is pipelined)."""
     token = new_token()
+    params = {
+        "kind": kind.value, "run_id": run_id, "ref_id": ref_id, "priority": priority,
+        "available_at": now + lease_seconds, "lease_owner": owner, "token": token, "attempts": 1,
+        "created_at": now,
+    }
+    if not tx.is_postgres:
+        then(Task(int(tx.q(_INSERT, params).lastrowid), kind, run_id, ref_id, 1, token))
+        return
 
     def made(row: Any) -> None:
         then(Task(int(row["task_id"]), kind, run_id, ref_id, 1, token))
 
-    tx.put(
-        _INSERT,
-        {
-            "kind": kind.value, "run_id": run_id, "ref_id": ref_id, "priority": priority,
-            "available_at": now + lease_seconds, "lease_owner": owner, "token": token, "attempts": 1,
-            "created_at": now,
-        },
-        then=made,
-    )
+    tx.put(_INSERT_RETURNING, params, then=made)
 
 
 def enqueue_many(tx: Tx, rows: list[dict[str, Any]]) -> None:
@@ -277,8 +281,7 @@ def put_back(tx: Tx, claim: Claim, at: float) -> bool:
 
 
 def delete_for(tx: Tx, ref_id: str, kinds: tuple[TaskKind, ...]) -> None:
-    names = ", ".join(f"'{k.value}'" for k in kinds)
-    tx.q(f"DELETE FROM tasks WHERE ref_id = :ref AND kind IN ({names})", {"ref": ref_id})
+    tx.q(f"DELETE FROM tasks WHERE ref_id = :ref AND {one_of('kind', kinds)}", {"ref": ref_id})
 
 
 def is_leased(tx: Tx, ref_id: str, kind: TaskKind) -> bool:
