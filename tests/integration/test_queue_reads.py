@@ -91,3 +91,27 @@ def test_the_queue_reads_and_the_sweep_use_the_indexes_left(store: Store) -> Non
             assert "SCAN tasks" not in found_plan and "SCAN t " not in found_plan, found_plan
     sweep = plan(lambda tx: (runs_q._STRANDED.format(unfinished=runs_q.unfinished(tx, "r."), only=""), {"limit": 5}))
     assert "ix_runs_account_unfinished" in sweep, sweep
+
+
+def test_a_claim_takes_due_tasks_by_priority_then_age_and_leases_them(store: Store) -> None:
+    """A claim leases the due tasks, highest priority first, then the longest due (``ix_tasks_due``),
+    with their attempt counted and one token; tasks due later stay."""
+    rows = _fill(store, 8)
+    due = sorted((r for r in rows if r["available_at"] <= NOW), key=lambda r: (-r["priority"], r["available_at"]))
+    ids = store.read_sync(lambda tx: {r.run_id: r.task_id for r in tx.all("SELECT run_id, task_id FROM tasks")})
+
+    claimed = store.run_sync(lambda tx: tasks_q.claim(tx, "w9", 5, NOW, 30.0))
+    assert sorted(t.task_id for t in claimed) == sorted(ids[r["run_id"]] for r in due[:5])
+    assert len({t.token for t in claimed}) == 1 and claimed[0].token
+    by_run = {r["run_id"]: r for r in rows}
+    assert all(t.attempts == by_run[str(t.run_id)]["attempts"] + 1 for t in claimed)
+    leased = store.read_sync(lambda tx: tx.all(
+        "SELECT lease_owner, claim_token, available_at, attempts FROM tasks WHERE lease_owner = 'w9'"
+    ))
+    assert len(leased) == 5
+    assert all((r.claim_token, r.available_at) == (claimed[0].token, NOW + 30.0) for r in leased)
+
+    rest = store.run_sync(lambda tx: tasks_q.claim(tx, "w10", 100, NOW, 30.0))
+    assert sorted(t.task_id for t in rest) == sorted(ids[r["run_id"]] for r in due[5:])
+    assert store.run_sync(lambda tx: tasks_q.claim(tx, "w11", 5, NOW, 30.0)) == []
+    assert store.run_sync(lambda tx: tasks_q.finish(tx, claimed[0].claim))
