@@ -2,6 +2,7 @@
 
     python bench/instructions.py --variant chain --n 200
     python bench/instructions.py --variant fanout --n 150
+    python bench/instructions.py --variant chain --n 400 --store postgres
 
 Runs this script twice under ``valgrind --tool=cachegrind``: both times it makes a fresh SQLite
 store and submits N runs of a ``bench/engine.py`` job (``App.submit_many``); the first time one
@@ -9,7 +10,9 @@ worker (8 slots) then works them in this process (``Worker.run_until_idle``), th
 does not. The difference of the two instruction counts divided by N is the worker's instructions
 per job (start-up and submission cancel out). Group commit's batch sizes follow the timing, so the
 count moves by a few per cent between runs; compare trees with two runs each. Needs ``valgrind``;
-about half a minute per run of 200 chain jobs.
+about half a minute per run of 200 chain jobs. With ``--store postgres`` each run has a new database
+on the server of ``bench/engine.py`` (``TOOLWEAVE_BENCH_POSTGRES``): the count is the worker's side
+alone (its Python, psycopg and libpq), not the server's, and not the kernel's.
 """
 
 from __future__ import annotations
@@ -28,12 +31,12 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "bench"))
 
 
-async def work(n: int, variant: str, with_worker: bool) -> None:
+async def work(n: int, variant: str, with_worker: bool, url: str | None) -> None:
     from engine import make_app
 
     home = Path(tempfile.mkdtemp(prefix="toolweave-instructions-"))
     os.environ["TOOLWEAVE_TEST_STATE"] = str(home / "state")
-    app = make_app(home, None)
+    app = make_app(home, url)
     for first in range(0, n, 500):
         rows = [{"value": i} for i in range(first, min(n, first + 500))]
         await app.submit_many(f"bench_{variant}", rows, account_id="bench")
@@ -44,13 +47,25 @@ async def work(n: int, variant: str, with_worker: bool) -> None:
     await app.aclose()
 
 
-def count(n: int, variant: str, with_worker: bool) -> int:
+def count(n: int, variant: str, with_worker: bool, store: str) -> int:
     """Instructions of one run of this script under cachegrind."""
     args = [sys.executable, __file__, "--n", str(n), "--variant", variant, "--inner", "work" if with_worker else "submit"]
-    out = subprocess.run(
-        ["valgrind", "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null", *args],
-        capture_output=True, text=True, check=True,
-    )
+    name = None
+    if store == "postgres":
+        from engine import create_pg_database
+
+        url, name = create_pg_database()
+        args += ["--url", url]
+    try:
+        out = subprocess.run(
+            ["valgrind", "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null", *args],
+            capture_output=True, text=True, check=True,
+        )
+    finally:
+        if name is not None:
+            from engine import drop_pg_database
+
+            drop_pg_database(name)
     found = re.search(r"I\s+refs:\s+([\d,]+)", out.stderr)
     assert found, out.stderr[-2000:]
     return int(found.group(1).replace(",", ""))
@@ -60,14 +75,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=200)
     parser.add_argument("--variant", default="chain", help="a bench/engine.py variant (chain, fanout, …)")
+    parser.add_argument("--store", choices=["sqlite", "postgres"], default="sqlite")
     parser.add_argument("--inner", choices=["work", "submit"], help=argparse.SUPPRESS)
+    parser.add_argument("--url", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.inner:
-        asyncio.run(work(args.n, args.variant, args.inner == "work"))
+        asyncio.run(work(args.n, args.variant, args.inner == "work", args.url))
         return
-    with_worker, without = count(args.n, args.variant, True), count(args.n, args.variant, False)
+    with_worker = count(args.n, args.variant, True, args.store)
+    without = count(args.n, args.variant, False, args.store)
     print(f"{args.variant}: {(with_worker - without) / args.n / 1e6:.3f} M instructions per job of the worker "
-          f"({args.n} runs, {ROOT.name})")
+          f"({args.n} runs, {args.store}, {ROOT.name})")
 
 
 if __name__ == "__main__":

@@ -59,7 +59,9 @@ class _Connections:
         import psycopg
         from psycopg.types.json import set_json_loads
 
-        pg = psycopg.connect(self.target, autocommit=False)
+        # transactions begin with an explicit BEGIN (``Store._attempt``): psycopg's own, in pipeline
+        # mode, waits for the server before the first statement is sent, a round trip per transaction
+        pg = psycopg.connect(self.target, autocommit=True)
         set_json_loads(loads, pg)  # orjson: the standard library's json showed in every step
         return pg
 

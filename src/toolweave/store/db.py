@@ -190,11 +190,16 @@ class Store:
             if pipelined:
                 with dbapi.pipeline() as pipeline:
                     tx.pipeline = pipeline
+                    # sent with the first statements, not a round trip of its own (``_Connections``)
+                    cursor.execute("BEGIN")
                     result = self._body(tx, fn, args)
-                    dbapi.commit()  # the queued writes' results come back with it
-                    tx.returned()
+                    # the queued writes and the commit go in the round trip that leaves the pipeline
+                    cursor.execute("COMMIT")
                 tx.pipeline = None
+                tx.returned()
             else:
+                if self.dialect == "postgresql":
+                    cursor.execute("BEGIN")
                 result = self._body(tx, fn, args)
                 dbapi.commit()
         except Exception as exc:
