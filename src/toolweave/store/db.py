@@ -54,6 +54,7 @@ from toolweave.store.connections import (
 )
 from toolweave.store.tx import NOTIFY_CHANNEL, Row, Tx, Unexpected, _sql_for, among, check_failed, in_list
 from toolweave.store.wake import Wakeups
+from toolweave.store.wire import Wire
 
 __all__ = ["NOTIFY_CHANNEL", "Row", "Store", "Tx", "Unexpected", "WriteLockTimeout", "_sql_for", "among", "in_list"]
 
@@ -179,30 +180,40 @@ class Store:
         self, dbapi: Any, fn: Callable[..., T], args: tuple[Any, ...], readonly: bool, pipelined: bool,
         wait: _LockWait | None = None,
     ) -> T:
+        if self.dialect == "postgresql":
+            return self._attempt_pg(dbapi, fn, args, pipelined)
         cursor = dbapi.cursor()
         tx = Tx(cursor, self.dialect, columns=self._columns)
         try:
-            if self.dialect == "sqlite":
-                if readonly:
-                    cursor.execute("BEGIN")
-                else:
-                    _begin_write(cursor, wait or self._lock_wait(None))
-            if pipelined:
-                with dbapi.pipeline() as pipeline:
-                    tx.pipeline = pipeline
-                    # sent with the first statements, not a round trip of its own (``_Connections``)
-                    cursor.execute("BEGIN")
-                    result = self._body(tx, fn, args)
-                    # the queued writes and the commit go in the round trip that leaves the pipeline
-                    cursor.execute("COMMIT")
-                tx.pipeline = None
-                tx.returned()
+            if readonly:
+                cursor.execute("BEGIN")
             else:
-                if self.dialect == "postgresql":
-                    cursor.execute("BEGIN")
-                result = self._body(tx, fn, args)
-                dbapi.commit()
+                _begin_write(cursor, wait or self._lock_wait(None))
+            result = self._body(tx, fn, args)
+            dbapi.commit()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                dbapi.rollback()
+            raise
+        finally:
+            cursor.close()
+        self._committed(tx)
+        return result
+
+    def _attempt_pg(self, dbapi: Any, fn: Callable[..., T], args: tuple[Any, ...], pipelined: bool) -> T:
+        """One PostgreSQL transaction on libpq (``store/wire.py``): its ``BEGIN`` goes with its first
+        statements, its ``COMMIT`` with its last writes; pipelined, a statement waits only when the
+        function reads its result."""
+        wire = Wire(dbapi, pipelined=pipelined)
+        tx = Tx(wire.cursor(), self.dialect, pipeline=wire if pipelined else None, columns=self._columns)
+        try:
+            wire.command(b"BEGIN")
+            result = self._body(tx, fn, args)
+            wire.commit()  # the queued writes' results come back with it
+            tx.pipeline = None
+            tx.returned()
         except Exception as exc:
+            wire.close()
             with contextlib.suppress(Exception):
                 dbapi.rollback()
             if _connection_lost(dbapi, exc):
@@ -213,11 +224,14 @@ class Store:
                 raise Unexpected(str(exc)) from exc
             raise
         except BaseException:
+            wire.close()
             with contextlib.suppress(Exception):
                 dbapi.rollback()
             raise
-        finally:
-            cursor.close()
+        self._committed(tx)
+        return result
+
+    def _committed(self, tx: Tx) -> None:
         for callback in tx.committed:
             callback()
         if tx.event_runs:
@@ -227,7 +241,6 @@ class Store:
             self._signal()
             if self._wakeups is not None:
                 self._wakeups.notify()
-        return result
 
     def _lock_wait(self, spin: float | None) -> _LockWait:
         return _LockWait(self.write_lock_timeout, self._connections.target, spin, on_wait=self._count_wait)
