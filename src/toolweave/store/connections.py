@@ -59,8 +59,7 @@ class _Connections:
         import psycopg
         from psycopg.types.json import set_json_loads
 
-        # transactions begin with an explicit BEGIN (``Store._attempt``): psycopg's own, in pipeline
-        # mode, waits for the server before the first statement is sent, a round trip per transaction
+        # transactions send their own BEGIN and COMMIT (``store/wire.py``)
         pg = psycopg.connect(self.target, autocommit=True)
         set_json_loads(loads, pg)  # orjson: the standard library's json showed in every step
         return pg

@@ -10,9 +10,10 @@ run on a pool of threads sized to the worker's slots, each with a connection of 
 (``_Connections``).
 SQLAlchemy provides the schema and, through Alembic, the migrations; it is not loaded otherwise.
 
-On PostgreSQL a writer's statements are pipelined (psycopg's pipeline mode): a statement whose
-result the transaction function does not read at once is sent without waiting for the server, so a
-transaction costs a round trip per read it makes and one to commit, not one per statement. A
+On PostgreSQL transactions run on libpq (``store/wire.py``) and a writer's statements are
+pipelined: a statement whose result the transaction function does not read at once is buffered
+and sent with the next read or the commit, so a transaction costs a round trip per read it makes
+and one to commit (its ``BEGIN`` goes with its first statements), not one per statement. A
 compare-and-set the function can predict (``Tx.expect``: a step row under its run's lock) is taken
 as applied and checked by the server in the commit's round trip (its statement fails unless it
 changed its row, which aborts the commit sent after it: ``tx.checked_sql``); if one did not apply,

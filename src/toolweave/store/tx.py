@@ -1,5 +1,5 @@
-"""One transaction's statements: ``Tx`` runs plain SQL (``:name`` parameters) on a DB-API cursor,
-pipelined on PostgreSQL (see ``store/db.py``), with writes queued and sent together, and many
+"""One transaction's statements: ``Tx`` runs plain SQL (``:name`` parameters) on a DB-API cursor
+(on PostgreSQL ``store/wire.py``'s, pipelined for writers: see ``store/db.py``), with writes queued and sent together, and many
 rows' writes of one statement sent as one statement (``store/multirow.py``).
 """
 
@@ -56,7 +56,7 @@ class Tx:
         """The tables' column types (PostgreSQL): many rows' writes go as one statement (``multirow``)."""
         self.dialect = dialect
         self.pipeline = pipeline
-        """psycopg's pipeline when this transaction's statements are pipelined, else None."""
+        """The ``Wire`` (``store/wire.py``) when this transaction's statements are pipelined, else None."""
         self.statements = 0
         """Statements whose results came back (a transaction that failed at 0 never began)."""
         self._batch: dict[str, list[tuple[Mapping[str, Any], int, Callable[[Row | None], None] | None]]] = {}
@@ -341,8 +341,8 @@ class Tx:
 
     def _plan(self, sql: str, cur: Any) -> tuple[tuple[str, ...], _Decoders] | None:
         """The result's column names and decoders; None when the statement returned no rows. On
-        PostgreSQL the cached plan is checked against the result's column count: psycopg builds
-        its ``description`` anew on each use, which cost more than reading the rows."""
+        PostgreSQL the cached plan is checked against the result's column count: a cursor's
+        ``description`` is built anew on each use, which cost more than reading the rows."""
         if self.dialect == "postgresql":
             res = cur.pgresult
             if res is None or res.status not in _PG_ROWS:
@@ -513,7 +513,7 @@ def in_list(prefix: str, values: Sequence[Any]) -> tuple[str, dict[str, Any]]:
 def among(dialect: str, column: str, name: str, values: Sequence[str]) -> tuple[str, dict[str, Any]]:
     """``column`` is one of ``values`` (text), and its parameters. On PostgreSQL ``column =
     ANY(:name)`` with the values as one array: the statement's text is the same however many
-    values there are, so psycopg prepares it and PostgreSQL keeps its plan (an ``IN (:p0, :p1, …)``
+    values there are, so it is prepared once (``store/wire.py``) and PostgreSQL keeps its plan (an ``IN (:p0, :p1, …)``
     list is a new statement for every length, planned anew at each execution). On SQLite an
     ``IN`` list (``in_list``)."""
     if dialect == "postgresql":
