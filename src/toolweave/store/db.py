@@ -55,7 +55,6 @@ from toolweave.store.connections import (
 )
 from toolweave.store.tx import NOTIFY_CHANNEL, Row, Tx, Unexpected, _sql_for, among, check_failed, in_list
 from toolweave.store.wake import Wakeups
-from toolweave.store.wire import Wire
 
 __all__ = ["NOTIFY_CHANNEL", "Row", "Store", "Tx", "Unexpected", "WriteLockTimeout", "_sql_for", "among", "in_list"]
 
@@ -205,6 +204,8 @@ class Store:
         """One PostgreSQL transaction on libpq (``store/wire.py``): its ``BEGIN`` goes with its first
         statements, its ``COMMIT`` with its last writes; pipelined, a statement waits only when the
         function reads its result."""
+        from toolweave.store.wire import Wire  # psycopg: not loaded by a process on SQLite
+
         wire = Wire(dbapi, pipelined=pipelined)
         tx = Tx(wire.cursor(), self.dialect, pipeline=wire if pipelined else None, columns=self._columns)
         try:
