@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -26,8 +27,14 @@ class _Server(uvicorn.Server):
 
 
 @contextlib.asynccontextmanager
-async def serve_asgi(app: Any, *, graceful_seconds: int = 1) -> AsyncIterator[str]:
-    """Serve ``app`` on a free loopback port for the duration of the block; yields the base URL."""
+async def serve_asgi(
+    app: Any, *, graceful_seconds: int = 1, send_buffer_bytes: int | None = None
+) -> AsyncIterator[str]:
+    """Serve ``app`` on a free loopback port for the duration of the block; yields the base URL.
+
+    ``send_buffer_bytes`` fixes the send buffer (``SO_SNDBUF``) of the connections it accepts (set
+    on the listening socket, which they inherit; the kernel then no longer grows it up to
+    ``net.ipv4.tcp_wmem``): for a test of a client that stops reading, whatever the machine's."""
     config = uvicorn.Config(
         app,
         host="127.0.0.1",
@@ -48,7 +55,11 @@ async def serve_asgi(app: Any, *, graceful_seconds: int = 1) -> AsyncIterator[st
             task.result()  # raises the startup error
         if not server.started:
             raise RuntimeError("the loopback server did not start")
-        port = server.servers[0].sockets[0].getsockname()[1]
+        listening = server.servers[0].sockets
+        if send_buffer_bytes is not None:
+            for sock in listening:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, send_buffer_bytes)
+        port = listening[0].getsockname()[1]
         yield f"http://127.0.0.1:{port}"
     finally:
         server.should_exit = True

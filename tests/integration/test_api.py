@@ -41,8 +41,9 @@ class Server:
 
 
 @contextlib.asynccontextmanager
-async def running_server(home: Path, **settings: Any) -> AsyncIterator[Server]:
-    """The API with an embedded worker on 127.0.0.1 (port 0), and keys for two accounts."""
+async def running_server(home: Path, *, send_buffer_bytes: int | None = None, **settings: Any) -> AsyncIterator[Server]:
+    """The API with an embedded worker on 127.0.0.1 (port 0), and keys for two accounts
+    (``send_buffer_bytes``: see ``serve_asgi``)."""
     options: dict[str, Any] = {
         "home": home, "definitions": [JOBS], "test_tools": True, "admin_key": ADMIN_KEY,
         "callback_allow_private_urls": True, "worker_slots": 4,
@@ -53,7 +54,7 @@ async def running_server(home: Path, **settings: Any) -> AsyncIterator[Server]:
         _, alice = await app.create_key("alice", "tests")
         _, bob = await app.create_key("bob", "tests")
         api = create_app(app, run_worker=True, slots=4)
-        async with api.router.lifespan_context(api), serve_asgi(api) as url:
+        async with api.router.lifespan_context(api), serve_asgi(api, send_buffer_bytes=send_buffer_bytes) as url:
             yield Server(app, url, alice, bob)
     finally:
         await app.aclose()

@@ -33,14 +33,35 @@ WAITS = {  # a run that waits for a person: it stays open without holding a work
 }
 
 
+# The socket buffers between the server and a client that stops reading, fixed small and known
+# (left alone, the kernel grows a sender's up to net.ipv4.tcp_wmem's largest, which varies by machine)
+SEND_BUFFER = RECEIVE_BUFFER = 64 * 1024
+EVENT_BYTES = 8000  # the size of the padding of each event a run appends while its client reads nothing
+
+
 @pytest.fixture
 async def server(tmp_path: Path, db_url: str) -> AsyncIterator[Server]:
     folder = tmp_path / "defs"
     folder.mkdir()
     (folder / "waits.yaml").write_text(yaml.safe_dump(WAITS))
     async with running_server(tmp_path / "home", database_url=db_url, definitions=[JOBS, folder],
-                              sse_max_streams_per_account=2) as srv:
+                              sse_max_streams_per_account=2, send_buffer_bytes=SEND_BUFFER) as srv:
         yield srv
+
+
+def _granted(option: int, size: int) -> int:
+    """The buffer the kernel gives a TCP socket asked for ``size`` (doubled, capped by net.core)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, option, size)
+        return int(probe.getsockopt(socket.SOL_SOCKET, option))
+
+
+def _events_in_flight() -> int:
+    """At most how many of the padded events the way to a client that reads nothing can hold: the
+    server's send buffer and the client's receive buffer as the kernel grants them, and a
+    generous 256 kB for what the server's transport and the client's HTTP reader buffer."""
+    room = _granted(socket.SO_SNDBUF, SEND_BUFFER) + _granted(socket.SO_RCVBUF, RECEIVE_BUFFER) + 256 * 1024
+    return room // EVENT_BYTES + 1
 
 
 @contextlib.asynccontextmanager
@@ -171,8 +192,11 @@ async def test_a_client_that_stops_reading_holds_a_bounded_number_of_live_events
 
     monkeypatch.setattr(sse, "format_event", format_event)
 
-    # a client with a receive buffer of its own size (not grown to megabytes) that reads the stream's first line, then nothing
-    transport = httpx.AsyncHTTPTransport(socket_options=[(socket.SOL_SOCKET, socket.SO_RCVBUF, 256 * 1024)])
+    # a client with a receive buffer of its own size (not grown to megabytes) that reads the stream's first line, then
+    # nothing; the run appends what fills the sockets' buffers and three times the bound more
+    transport = httpx.AsyncHTTPTransport(socket_options=[(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)])
+    chunks = -(-(_events_in_flight() + 3 * live) // 250)
+    appended = 250 * chunks
     async with server.client(server.alice, transport=transport) as alice:
         run_id = (await alice.post("/api/v1/runs", json={"jobId": "waits"})).json()["jobRunId"]
         async with alice.stream("GET", f"/api/v1/runs/{run_id}/events") as response:
@@ -180,8 +204,8 @@ async def test_a_client_that_stops_reading_holds_a_bounded_number_of_live_events
             lines = response.aiter_lines()
             assert (await anext(lines)).startswith("retry:")
             # the run goes on: many events of 8 kB (more than the sockets buffer), committed while the client reads nothing
-            pad = "x" * 8000
-            for chunk in range(12):
+            pad = "x" * EVENT_BYTES
+            for chunk in range(chunks):
                 now = time.time()
                 await app.store.tx(events_q.append_many, [
                     {"run_id": run_id, "type": "step.progress", "step_id": "ask", "data": {"n": chunk * 250 + n, "pad": pad},
@@ -197,12 +221,12 @@ async def test_a_client_that_stops_reading_holds_a_bounded_number_of_live_events
                 await asyncio.sleep(0.05)
             for _ in range(20):
                 await asyncio.sleep(0.01)
-            assert len(taken) < 3000 - 2 * live  # the client did stop the stream
+            assert len(taken) < appended - 2 * live  # the client did stop the stream
             assert held["most"] <= live, (held, len(taken))
 
             # the run ends; the client reads everything: every event once, in order
             await alice.post(f"/api/v1/runs/{run_id}/cancel")
             ids = [int(line[4:]) async for line in lines if line.startswith("id: ")]
     everything = [e["id"] for e in await app.events(run_id, "alice", 0, limit=10_000)]
-    assert len(everything) > 3000 and everything[-1] > last
+    assert len(everything) > appended and everything[-1] > last
     assert ids == everything
