@@ -10,6 +10,8 @@ import pytest
 from tests.helpers.databases import PostgresDatabase, require_postgres
 from toolweave.store.db import Store
 
+pytest_plugins = ["tests.helpers.fixtures"]
+
 
 @pytest.fixture(scope="session")
 def postgres_db() -> Iterator[PostgresDatabase]:

@@ -31,6 +31,13 @@ from starlette.routing import Route
 from tests.fakes.comfyui_server import SAMPLE_PNG
 from tests.fakes.server import LoopbackServer
 
+DEPLOY_TOOL = {  # a tool definition for deployment "d-1" of this fake: a prompt in, an image out
+    "toolId": "cd-invert",
+    "service": "comfydeploy",
+    "inputSchema": {"prompt": {"type": "text", "default": "x"}},
+    "outputSchema": {"image": {"type": "image"}},
+    "metadata": {"deploymentId": "d-1"},
+}
 RUNNING = [
     ("not-started", 0.0, None),
     ("queued", 0.0, None),

@@ -1,7 +1,9 @@
-"""What the attack tests share: a second account's view of the API (uploads, sign-in, listings)."""
+"""What the attack tests share: a second account's view of the API (uploads, sign-in, listings, waiting
+for a run's status)."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 from typing import Any
 
@@ -38,3 +40,13 @@ async def web_login(client: httpx.AsyncClient, key: str) -> None:
 async def runs_of(client: httpx.AsyncClient) -> list[dict[str, Any]]:
     items: list[dict[str, Any]] = (await client.get("/api/v1/runs", params={"limit": 200})).json()["items"]
     return items
+
+
+async def run_with_status(client: httpx.AsyncClient, run_id: str, status: str) -> dict[str, Any]:
+    """The run as the client reads it, once it has ``status`` (asked every 50 ms, for up to 20 s)."""
+    for _ in range(400):
+        run: dict[str, Any] = (await client.get(f"/api/v1/runs/{run_id}")).json()
+        if run["status"] == status:
+            return run
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"run {run_id} is {run['status']}, not {status}")

@@ -10,12 +10,10 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
-import httpx
 import pytest
 import yaml
-from tests.helpers.accounts import web_login
+from tests.helpers.accounts import run_with_status, web_login
 from tests.integration.test_api import ADMIN_KEY, JOBS, Server, assert_problem, running_server
 
 JOB = {
@@ -44,21 +42,12 @@ async def server(tmp_path: Path) -> AsyncIterator[Server]:
         yield srv
 
 
-async def until(client: httpx.AsyncClient, run_id: str, status: str) -> dict[str, Any]:
-    for _ in range(300):
-        run: dict[str, Any] = (await client.get(f"/api/v1/runs/{run_id}")).json()
-        if run["status"] == status:
-            return run
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"run {run_id} is {run['status']}, not {status}")
-
-
 async def test_answering_over_http(server: Server) -> None:
     carol_key = (await server.app.create_key("carol", "tests"))[1]
     async with server.client(server.alice) as alice, server.client(server.bob) as bob, \
             server.client(carol_key) as carol:
         run_id = (await alice.post("/api/v1/runs", json={"jobId": "approve_note", "inputs": {"value": 4}})).json()["jobRunId"]
-        run = await until(alice, run_id, "waiting_input")
+        run = await run_with_status(alice, run_id, "waiting_input")
         assert run["statusDetail"].startswith("your run needs you")
         (question,) = run["waitingFor"]
         assert question["values"] == {"note": "value is 5", "times": 2} and question["fields"][0]["name"] == "note"
@@ -96,7 +85,7 @@ async def test_answering_over_http(server: Server) -> None:
         again = (await carol.post(answer_url, json={"values": {"times": 3}, "comment": "ok"})).json()
         assert again["repeated"] is True
         assert_problem(await alice.post(answer_url, json={"decision": "reject"}), 409)
-        run = await until(alice, run_id, "completed")
+        run = await run_with_status(alice, run_id, "completed")
         after = next(s for s in run["stepStatuses"] if s["stepId"] == "after")
         assert after["outputs"] == {"value": 4, "note": "value is 5"}
 
@@ -127,7 +116,7 @@ async def test_the_run_page_asks_with_thumbnails_and_buttons_and_takes_the_answe
             sample = (examples / "assets" / "sample.png").read_bytes()
             response = await alice.post("/api/v1/runs", data={"jobId": "pick_best"}, files={"image": ("s.png", sample, "image/png")})
             run_id = response.json()["jobRunId"]
-            run = await until(alice, run_id, "waiting_input")
+            run = await run_with_status(alice, run_id, "waiting_input")
             candidates = run["waitingFor"][0]["candidates"]
         async with server.client(follow_redirects=False) as web, server.client(follow_redirects=False) as mallory:
             await web_login(web, server.alice)
@@ -148,7 +137,7 @@ async def test_the_run_page_asks_with_thumbnails_and_buttons_and_takes_the_answe
             assert response.status_code == 303 and response.headers["location"] == f"/runs/{run_id}#step-pick"
             assert (await web.post(url, data={"csrf": csrf, "chosen": "2"})).status_code == 409
         async with server.client(server.alice) as alice:
-            run = await until(alice, run_id, "completed")
+            run = await run_with_status(alice, run_id, "completed")
             pick = next(s for s in run["stepStatuses"] if s["stepId"] == "pick")
             assert pick["outputs"]["chosen"] == candidates[1] and pick["outputs"]["answeredBy"] == "alice"
         async with server.client(follow_redirects=False) as web:
@@ -170,7 +159,7 @@ async def test_the_callback_url_hears_that_the_run_needs_you(tmp_path: Path) -> 
     ) as server, server.client(server.alice) as alice:
         response = await alice.post("/api/v1/runs", json={"jobId": "approve_note", "callbackUrl": f"{hook_url}/hook"})
         run_id = response.json()["jobRunId"]
-        await until(alice, run_id, "waiting_input")
+        await run_with_status(alice, run_id, "waiting_input")
         for _ in range(200):
             if receiver.received:
                 break
@@ -187,7 +176,7 @@ async def test_an_approver_answers_from_the_needs_you_page(server: Server) -> No
     carol_key = (await server.app.create_key("carol", "tests"))[1]
     async with server.client(server.alice) as alice:
         run_id = (await alice.post("/api/v1/runs", json={"jobId": "approve_note", "inputs": {"value": 1}})).json()["jobRunId"]
-        await until(alice, run_id, "waiting_input")
+        await run_with_status(alice, run_id, "waiting_input")
     async with server.client(follow_redirects=False) as carol, server.client(follow_redirects=False) as bob:
         await web_login(carol, carol_key)
         await web_login(bob, server.bob)
@@ -200,5 +189,5 @@ async def test_an_approver_answers_from_the_needs_you_page(server: Server) -> No
         assert response.status_code == 303 and response.headers["location"] == "/questions"
         assert 'id="no-questions"' in (await carol.get("/questions")).text
     async with server.client(server.alice) as alice:
-        run = await until(alice, run_id, "completed")
+        run = await run_with_status(alice, run_id, "completed")
         assert next(s for s in run["stepStatuses"] if s["stepId"] == "after")["outputs"]["value"] == 5  # times + 1

@@ -34,13 +34,6 @@ async def fake() -> AsyncIterator[FakeComfyDeploy]:
     await server.stop()
 
 
-@pytest.fixture
-async def host(tmp_path: Path) -> AsyncIterator[FakeHost]:
-    h = FakeHost(tmp_path)
-    yield h
-    await h.close()
-
-
 def make_service(
     host: FakeHost, fake: FakeComfyDeploy, tmp_path: Path, key: str = API_KEY
 ) -> ComfyDeployService:

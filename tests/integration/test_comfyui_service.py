@@ -29,13 +29,6 @@ async def fake() -> AsyncIterator[FakeComfyUI]:
 
 
 @pytest.fixture
-async def host(tmp_path: Path) -> AsyncIterator[FakeHost]:
-    h = FakeHost(tmp_path)
-    yield h
-    await h.close()
-
-
-@pytest.fixture
 async def service(fake: FakeComfyUI, host: FakeHost, tmp_path: Path) -> AsyncIterator[ComfyUIService]:
     settings = Settings(
         home=tmp_path,

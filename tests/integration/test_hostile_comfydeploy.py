@@ -74,13 +74,6 @@ async def fake() -> AsyncIterator[FakeComfyDeploy]:
     await server.stop()
 
 
-@pytest.fixture
-async def host(tmp_path: Path) -> AsyncIterator[FakeHost]:
-    h = FakeHost(tmp_path)
-    yield h
-    await h.close()
-
-
 async def _finish_pointing_at(
     fake: FakeComfyDeploy, host: FakeHost, tmp_path: Path, url: str, timeout: float = 5.0, private: bool = True
 ) -> object:

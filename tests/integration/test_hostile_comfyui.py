@@ -67,13 +67,6 @@ async def fake() -> AsyncIterator[_BadView]:
     await server.stop()
 
 
-@pytest.fixture
-async def host(tmp_path: Path) -> AsyncIterator[FakeHost]:
-    h = FakeHost(tmp_path)
-    yield h
-    await h.close()
-
-
 def _service(fake: FakeComfyUI, host: FakeHost, tmp_path: Path, **settings: object) -> ComfyUIService:
     chosen: dict[str, object] = {"http_timeout_seconds": 5.0, **settings}
     return ComfyUIService(host, Settings(home=tmp_path, comfyui_servers=[ComfyServer("local", fake.base_url, 2)],

@@ -35,13 +35,6 @@ async def api() -> AsyncIterator[FakeOpenAI]:
     await fake.stop()
 
 
-@pytest.fixture
-async def host(tmp_path: Path) -> AsyncIterator[FakeHost]:
-    h = FakeHost(tmp_path)
-    yield h
-    await h.close()
-
-
 def catalog_for(tmp_path: Path, api: FakeOpenAI, env: dict[str, str] | None = None) -> ServiceCatalog:
     settings = Settings(home=tmp_path, services={"openai": {"base_url": f"{api.base_url}/v1"}})
     return ServiceCatalog(settings, env={"OPENAI_API_KEY": TOKEN} if env is None else env, plugins=[])

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 import yaml
-from tests.fakes.comfydeploy_server import FakeComfyDeploy
+from tests.fakes.comfydeploy_server import DEPLOY_TOOL, FakeComfyDeploy
 from tests.fakes.comfyui_server import FakeComfyUI
 from tests.helpers.invariants import assert_no_stranded_runs
 from tests.helpers.worker import lease_dispatch, running_worker, sent_at, submit_context, work_until_done
@@ -38,25 +38,11 @@ COMFY_TOOL = {
     "outputSchema": {"image": {"type": "image"}},
     "metadata": {"workflow": WORKFLOW, "outputMap": {"image": {"node": "3", "kind": "images"}}},
 }
-DEPLOY_TOOL = {
-    "toolId": "cd-invert",
-    "service": "comfydeploy",
-    "inputSchema": {"prompt": {"type": "text", "default": "x"}},
-    "outputSchema": {"image": {"type": "image"}},
-    "metadata": {"deploymentId": "d-1"},
-}
 
 
 @pytest.fixture
 async def comfy() -> AsyncIterator[FakeComfyUI]:
     fake = await FakeComfyUI().start()
-    yield fake
-    await fake.stop()
-
-
-@pytest.fixture
-async def deploy() -> AsyncIterator[FakeComfyDeploy]:
-    fake = await FakeComfyDeploy().start()
     yield fake
     await fake.stop()
 

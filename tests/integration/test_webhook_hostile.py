@@ -5,30 +5,13 @@ again — never a 500 — and changes nothing: the poll or a later webhook finis
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 import yaml
-from tests.fakes.comfydeploy_server import DeployCase, FakeComfyDeploy
+from tests.fakes.comfydeploy_server import DEPLOY_TOOL, DeployCase, FakeComfyDeploy
 from tests.integration.test_api import running_server
-
-DEPLOY_TOOL = {
-    "toolId": "cd-invert",
-    "service": "comfydeploy",
-    "inputSchema": {"prompt": {"type": "text", "default": "x"}},
-    "outputSchema": {"image": {"type": "image"}},
-    "metadata": {"deploymentId": "d-1"},
-}
-
-
-@pytest.fixture
-async def deploy() -> AsyncIterator[FakeComfyDeploy]:
-    fake = await FakeComfyDeploy().start()
-    yield fake
-    await fake.stop()
 
 
 async def test_a_success_whose_output_cannot_be_downloaded_is_a_503_and_changes_nothing(

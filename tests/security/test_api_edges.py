@@ -4,15 +4,12 @@ step that is not a map step."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
-import httpx
 import pytest
 import yaml
-from tests.helpers.accounts import png, upload
+from tests.helpers.accounts import png, run_with_status, upload
 from tests.integration.test_api import JOBS, Server, assert_problem, running_server
 
 INC_ALL = {
@@ -34,15 +31,6 @@ async def server(tmp_path: Path, db_url: str) -> AsyncIterator[Server]:
     (folder / "inc_all.yaml").write_text(yaml.safe_dump(INC_ALL))
     async with running_server(tmp_path / "home", database_url=db_url, definitions=[JOBS, folder]) as srv:
         yield srv
-
-
-async def _until(client: httpx.AsyncClient, run_id: str, status: str) -> dict[str, Any]:
-    for _ in range(400):
-        run: dict[str, Any] = (await client.get(f"/api/v1/runs/{run_id}")).json()
-        if run["status"] == status:
-            return run
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"run {run_id} is {run['status']}, not {status}")
 
 
 async def test_a_bad_range_on_an_artifact_is_a_problem_document(server: Server) -> None:
@@ -68,7 +56,7 @@ async def test_a_bad_range_on_an_artifact_is_a_problem_document(server: Server) 
 async def test_the_items_of_a_step_that_is_not_a_map_step_are_a_422_naming_it(server: Server) -> None:
     async with server.client(server.alice) as alice:
         run_id = (await alice.post("/api/v1/runs", json={"jobId": "inc_all", "inputs": {"values": [1, 2, 3]}})).json()["jobRunId"]
-        await _until(alice, run_id, "completed")
+        await run_with_status(alice, run_id, "completed")
         problem = assert_problem(await alice.get(f"/api/v1/runs/{run_id}/steps/first/items"), 422)
         assert problem["errors"][0]["field"] == "path.step_id" and "not a map step" in problem["detail"]
         page = (await alice.get(f"/api/v1/runs/{run_id}/steps/inc/items")).json()

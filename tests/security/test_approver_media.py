@@ -6,15 +6,12 @@ for an account the question does not name."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
-import httpx
 import pytest
 import yaml
-from tests.helpers.accounts import web_login
+from tests.helpers.accounts import run_with_status, web_login
 from tests.integration.test_api import JOBS, Server, assert_problem, running_server
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -33,15 +30,6 @@ async def server(tmp_path: Path, db_url: str) -> AsyncIterator[Server]:
         yield srv
 
 
-async def _until(client: httpx.AsyncClient, run_id: str, status: str) -> dict[str, Any]:
-    for _ in range(400):
-        run: dict[str, Any] = (await client.get(f"/api/v1/runs/{run_id}")).json()
-        if run["status"] == status:
-            return run
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"run {run_id} is {run['status']}, not {status}")
-
-
 async def test_an_approver_reads_the_candidates_of_its_question_and_nothing_else(server: Server) -> None:
     carol_key = (await server.app.create_key("carol", "tests"))[1]
     sample = (EXAMPLES / "assets" / "sample.png").read_bytes()
@@ -50,7 +38,7 @@ async def test_an_approver_reads_the_candidates_of_its_question_and_nothing_else
         response = await alice.post("/api/v1/runs", data={"jobId": "pick_reviewed"},
                                     files={"image": ("s.png", sample, "image/png")})
         run_id = response.json()["jobRunId"]
-        run = await _until(alice, run_id, "waiting_input")
+        run = await run_with_status(alice, run_id, "waiting_input")
         (listed,) = (await carol.get("/api/v1/questions")).json()["items"]
         qid, candidates = listed["questionId"], listed["candidates"]
         shas = [c["sha256"] for c in candidates]
@@ -89,7 +77,7 @@ async def test_an_approver_reads_the_candidates_of_its_question_and_nothing_else
 
         answered = await carol.post(f"/api/v1/runs/{run_id}/steps/pick/answer", json={"chosen": 2})
         assert answered.status_code == 200, answered.text
-        run = await _until(alice, run_id, "completed")
+        run = await run_with_status(alice, run_id, "completed")
         upscaled = run["finalOutputs"]["upscaled"]["sha256"]
         # answered: the question still reads for its approver, and so does what it showed
         assert (await carol.get(f"/api/v1/runs/{run_id}/steps/pick/question")).json()["answeredBy"] == "carol"

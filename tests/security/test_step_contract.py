@@ -53,13 +53,6 @@ MAP_JOB = {  # the same tool once per width of a list: each item is held to the 
 
 
 @pytest.fixture
-async def deploy() -> AsyncIterator[FakeComfyDeploy]:
-    fake = await FakeComfyDeploy().start()
-    yield fake
-    await fake.stop()
-
-
-@pytest.fixture
 async def app(db_url: str, tmp_path: Path, deploy: FakeComfyDeploy) -> AsyncIterator[App]:
     instance = App(Settings(
         home=tmp_path / "home", database_url=db_url, definitions=[ROOT / "examples" / "seed" / "tools.yaml"],
