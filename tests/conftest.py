@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.databases import PostgresDatabase, require_postgres
+from tests.helpers.databases import PostgresDatabase, migrated_sqlite, require_postgres
 from toolweave.store.db import Store
 
 pytest_plugins = ["tests.helpers.fixtures"]
@@ -25,9 +25,10 @@ def postgres_db() -> Iterator[PostgresDatabase]:
 
 @pytest.fixture(params=["sqlite", "postgres"])
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A database URL for each store kind; PostgreSQL is emptied before each test."""
+    """A database URL for each store kind, at the newest revision: a new SQLite file (a copy of a
+    migrated one), or PostgreSQL emptied before each test."""
     if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'toolweave.db'}"
+        yield migrated_sqlite(tmp_path / "toolweave.db")
         return
     db: PostgresDatabase = request.getfixturevalue("postgres_db")
     db.truncate()

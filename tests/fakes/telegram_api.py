@@ -738,6 +738,7 @@ class TelegramEnv:
 async def telegram_env(home: Path, *, worker: bool = True, start_bot: bool = True, **overrides: Any) -> AsyncIterator[TelegramEnv]:
     """A real App (SQLite under ``home``, builtin tools, the test jobs), a real worker, the bot, and
     the fake Bot API server on loopback."""
+    from tests.helpers.databases import seed_home_store
     from tests.helpers.loopback import serve_asgi
     from toolweave.app import App
     from toolweave.settings import Settings
@@ -750,6 +751,7 @@ async def telegram_env(home: Path, *, worker: bool = True, start_bot: bool = Tru
             "telegram_api_url": url, "telegram_edit_interval_seconds": 0.0, "worker_slots": 4,
         }
         options.update(overrides)
+        seed_home_store(options["home"], options.get("database_url"))
         app = App(Settings(**options))
         bot = TelegramBot(app, tracker_interval=0.05)
         run_worker = app.make_worker(4) if worker else None

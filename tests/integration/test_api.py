@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 from PIL import Image
+from tests.helpers.databases import seed_home_store
 from tests.helpers.loopback import serve_asgi
 
 from toolweave.api import create_app
@@ -49,6 +50,7 @@ async def running_server(home: Path, *, send_buffer_bytes: int | None = None, **
         "callback_allow_private_urls": True, "worker_slots": 4,
     }
     options.update(settings)
+    seed_home_store(options["home"], options.get("database_url"))
     app = App(Settings(**options))
     try:
         _, alice = await app.create_key("alice", "tests")
