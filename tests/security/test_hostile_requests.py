@@ -23,10 +23,9 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-from tests.helpers.accounts import png, upload, web_login
+from tests.helpers.accounts import png, run_with_status, upload, web_login
 from tests.integration.test_api import ADMIN_KEY, JOBS, Server, assert_problem, running_server
 from tests.integration.test_api_questions import JOB as ASKING_JOB
-from tests.integration.test_api_questions import until
 
 
 @pytest.fixture
@@ -46,7 +45,7 @@ async def _finished_run(client: httpx.AsyncClient) -> str:
     response = await client.post("/api/v1/runs", json={"toolId": "test.instant", "inputs": {"value": 1}})
     assert response.status_code == 201, response.text
     run_id: str = response.json()["jobRunId"]
-    await until(client, run_id, "completed")
+    await run_with_status(client, run_id, "completed")
     return run_id
 
 
@@ -54,7 +53,7 @@ async def test_a_nul_in_a_path_or_query_parameter_is_a_422_naming_it(server: Ser
     async with server.client(server.alice) as alice, server.client(ADMIN_KEY) as admin:
         run_id = await _finished_run(alice)
         waiting = (await alice.post("/api/v1/runs", json={"jobId": "approve_note"})).json()["jobRunId"]
-        await until(alice, waiting, "waiting_input")
+        await run_with_status(alice, waiting, "waiting_input")
         cases: list[tuple[httpx.AsyncClient, str, str, dict[str, Any], str]] = [
             (alice, "GET", "/api/v1/runs", {"job": "test\x00instant"}, "query.job"),
             (alice, "GET", f"/api/v1/runs/{run_id}/steps/a%00b/items", {}, "path.step_id"),
@@ -176,7 +175,7 @@ async def test_event_streams_closed_by_their_clients_leave_nothing_behind(server
             await asyncio.sleep(0.05)
         assert hub._watchers == {} and hub._task is None
         await alice.post(f"/api/v1/runs/{run_id}/cancel")
-        assert (await until(alice, run_id, "cancelled"))["status"] == "cancelled"
+        assert (await run_with_status(alice, run_id, "cancelled"))["status"] == "cancelled"
 
 
 class _Errors(logging.Handler):
@@ -260,7 +259,7 @@ async def test_the_admin_key_reads_another_accounts_run_but_does_not_change_it(s
         await admin.post("/api/v1/accounts/alice/credits", json={"amount": "100"})
         done = await _finished_run(alice)
         waiting = (await alice.post("/api/v1/runs", json={"jobId": "approve_note"})).json()["jobRunId"]
-        await until(alice, waiting, "waiting_input")
+        await run_with_status(alice, waiting, "waiting_input")
         ledger = (await alice.get("/api/v1/credits/history")).json()["items"]
         for path, body in (
             (f"/api/v1/runs/{waiting}/cancel", None),
@@ -385,7 +384,7 @@ async def test_a_runs_outputs_zip_is_streamed_without_a_copy_on_disk(
                                    files={"image": ("big.png", photo, "image/png")})
         assert created.status_code == 201, created.text
         run_id = created.json()["jobRunId"]
-        run = await until(alice, run_id, "completed")
+        run = await run_with_status(alice, run_id, "completed")
         url = f"/api/v1/runs/{run_id}/outputs.zip"
         async with alice.stream("GET", url) as response:
             assert response.status_code == 200 and response.headers["content-type"] == "application/zip"
@@ -420,7 +419,7 @@ async def test_an_error_lists_at_most_fifty_problems(server: Server) -> None:
         assert batch.status_code == 200 and batch.json()["created"] == 1
         assert len(batch.json()["items"][0]["error"]["errors"]) == 50
         waiting = (await alice.post("/api/v1/runs", json={"jobId": "approve_note"})).json()["jobRunId"]
-        await until(alice, waiting, "waiting_input")
+        await run_with_status(alice, waiting, "waiting_input")
         response = await alice.post(f"/api/v1/runs/{waiting}/steps/review/answer",
                                     json={"values": {f"f{i}": 1 for i in range(5000)}})
         problem = assert_problem(response, 422)
