@@ -154,10 +154,11 @@ async def test_a_body_nested_past_the_parser_is_a_422_on_every_route(server: Ser
 
 
 async def test_event_streams_closed_by_their_clients_leave_nothing_behind(server: Server) -> None:
-    """Twenty clients follow a running run and hang up mid-stream: the process's event hub
-    forgets each of them (no watcher, no reading task left)."""
+    """Twenty clients follow an open run and hang up mid-stream: the process's event hub
+    forgets each of them (no watcher, no reading task left). The run waits for a person: it stays
+    open without a generation in flight, which the worker would finish before the server stops."""
     async with server.client(server.alice) as alice:
-        response = await alice.post("/api/v1/runs", json={"toolId": "test.sleep", "inputs": {"seconds": 30}})
+        response = await alice.post("/api/v1/runs", json={"jobId": "approve_note"})
         assert response.status_code == 201, response.text
         run_id = response.json()["jobRunId"]
 
