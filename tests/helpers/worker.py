@@ -33,6 +33,20 @@ async def work_until_done(app: App, run_id: str, timeout: float = 20.0, **option
         return await app.wait(run_id, timeout=timeout)
 
 
+async def work_until_submitted(app: App, run_id: str, timeout: float = 30.0) -> str:
+    """Run a worker until the run's generation is submitted to its backend and waits on it
+    (``processing``); its id. For a backend that takes long: ``run_until_idle`` would sit out its
+    whole timeout, since the generation's next poll is always due soon."""
+    deadline = time.monotonic() + timeout
+    async with running_worker(app):
+        while True:
+            generations = (await app.get_run(run_id))["generations"]
+            if generations and generations[0]["status"] == "processing":
+                return str(generations[0]["generationId"])
+            assert time.monotonic() < deadline, f"run {run_id} was not submitted in {timeout} s: {generations}"
+            await asyncio.sleep(0.05)
+
+
 async def lease_dispatch(app: App, owner: str = "doomed-worker") -> DispatchWork:
     """Lease the one due dispatch task to ``owner``, as a worker's claim does, and nothing more: a
     worker that dies now (its lease runs out) never sent anything."""

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from tests.helpers.invariants import assert_no_stranded_runs
-from tests.helpers.worker import running_worker
+from tests.helpers.worker import running_worker, work_until_submitted
 
 from toolweave.accounting import InsufficientCredits
 from toolweave.app import App
@@ -158,9 +158,7 @@ async def test_a_generation_that_failed_at_the_backend_is_not_charged(app: App, 
     assert app.registry.register(slow) == []
     await app.credits.grant("acme", Decimal("10"))
     run_id = await app.submit("test.slow_async", {"seconds": 3600}, account_id="acme")
-    worker = app.make_worker(2)
-    await worker.run_until_idle(5)  # submitted; now waiting on the backend
-    gen_id = (await app.get_run(run_id))["generations"][0]["generationId"]
+    gen_id = await work_until_submitted(app, run_id)  # submitted; now waiting on the backend
     failed = RunUpdate(status=GenerationStatus.FAILED, cost_usd=Decimal("9"),
                        error=ServiceErrorInfo(message="the backend broke", retryable=False))
     assert await app.apply_update(gen_id, failed)
@@ -312,8 +310,7 @@ async def test_a_repeated_or_late_update_charges_nothing_more(app: App) -> None:
     assert app.registry.register(slow) == []
     await app.credits.grant("acme", Decimal("10"))
     run_id = await app.submit("test.slow_async", {"seconds": 3600}, account_id="acme")
-    await app.make_worker(2).run_until_idle(5)
-    gen_id = (await app.get_run(run_id))["generations"][0]["generationId"]
+    gen_id = await work_until_submitted(app, run_id)
     done = RunUpdate(status=GenerationStatus.COMPLETED, outputs={"note": "", "waited": 1.0})
     assert await app.apply_update(gen_id, done)
     for again in (done, RunUpdate(status=GenerationStatus.COMPLETED, outputs={"note": "x", "waited": 2.0}, cost_usd=Decimal(3))):

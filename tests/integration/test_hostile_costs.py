@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import yaml
 from pydantic import ValidationError
+from tests.helpers.worker import work_until_submitted
 from tests.integration.test_credits import PRICE, ledger, make_app, priced, sums
 
 from toolweave.accounting import InsufficientCredits
@@ -35,8 +36,7 @@ async def app(db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> A
 async def _waiting_generation(app: App) -> tuple[str, str]:
     await app.credits.grant("acme", Decimal("10"))
     run_id = await app.submit("test.slow_async", {"seconds": 3600}, account_id="acme")
-    await app.make_worker(2).run_until_idle(5)
-    return run_id, (await app.get_run(run_id))["generations"][0]["generationId"]
+    return run_id, await work_until_submitted(app, run_id)
 
 
 @pytest.mark.parametrize("reported", [Decimal("-5"), Decimal("-0.00000001")])
