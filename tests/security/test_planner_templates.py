@@ -52,7 +52,10 @@ def definition(job_id: str, template: str) -> JobDefinition:
 
 @pytest.fixture
 async def app(db_url: str, tmp_path: Path) -> AsyncIterator[App]:
-    instance = App(Settings(home=tmp_path / "home", database_url=db_url, test_tools=True))
+    # budgets of 10 ms, not 100: what the hostile templates cannot stop is killed after the hard deadline
+    # (evaluate.Budgets.hard_seconds: 5 s + 20 times the budgets), which the power case waits out
+    instance = App(Settings(home=tmp_path / "home", database_url=db_url, test_tools=True,
+                            template_budget_ms=10, condition_budget_ms=10))
     for name, (template, _) in HOSTILE.items():
         assert instance.registry.register(definition(name, template)) == []
     for i, template in enumerate(ORDINARY):
