@@ -33,6 +33,9 @@ class StepView:
     """Status of the step's current generation (or child run, for a nested job)."""
     work_outputs: dict[str, Any] | None = None
     work_error: dict[str, Any] | None = None
+    work_sending: bool = False
+    """The generation's submit was sent (its mark) and has not recorded what became of it: past
+    the step's deadline it is left to that submit's worker (``plan_rules.SENT_GRACE_SECONDS``)."""
     map: MapView | None = None
     """A map step once its list is known: its items' counts and the items the planner must see."""
     question: dict[str, Any] | None = None
@@ -60,6 +63,8 @@ class ItemView:
     work_status: GenerationStatus | None = None
     work_outputs: dict[str, Any] | None = None
     work_error: dict[str, Any] | None = None
+    work_sending: bool = False
+    """As ``StepView.work_sending``."""
     inputs: dict[str, Any] | None = None
     """The item's inputs as an evaluator resolved them when the map opened (a map step whose
     templates loop: ``engine.evaluate``); None otherwise."""

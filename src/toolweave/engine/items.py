@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from toolweave.engine import actions as act
+from toolweave.engine.plan_rules import work_sending
 from toolweave.model.definitions import MapSpec
 from toolweave.model.status import GenerationStatus, RunStatus, StepStatus
 from toolweave.store import items as items_q
@@ -55,6 +56,7 @@ def map_view(tx: Tx, run_id: str, row: Any, spec: MapSpec) -> act.MapView:
 
 def _item_view(r: Row) -> act.ItemView:
     work_status = work_outputs = work_error = None
+    sending = False
     if r.status == StepStatus.RUNNING.value:
         if r.child_run_id:
             work_status = _CHILD_WORK.get(r.child_status or "")
@@ -62,11 +64,12 @@ def _item_view(r: Row) -> act.ItemView:
         elif r.work_status is not None:
             work_status = _GENERATION_STATUS[r.work_status]
             work_outputs, work_error = r.work_outputs, r.work_error
+            sending = work_sending(r.work_status, r.work_sent_at, r.work_run_id)
     inputs, inputs_error = items_q.evaluated(r)
     return act.ItemView(
         index=r.item_index, status=StepStatus(r.status), value=items_q.value(r), attempt=r.attempt, tool_id=r.tool_id,
         using_fallback=bool(r.using_fallback), next_attempt_at=r.next_attempt_at, started_at=r.started_at,
-        work_status=work_status, work_outputs=work_outputs, work_error=work_error, inputs=inputs,
+        work_status=work_status, work_outputs=work_outputs, work_error=work_error, work_sending=sending, inputs=inputs,
         inputs_error=inputs_error,
     )
 

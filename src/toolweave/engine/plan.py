@@ -57,12 +57,13 @@ from toolweave.engine.plan_asks import AskPlanning
 from toolweave.engine.plan_maps import MapPlanning
 from toolweave.engine.plan_rules import (
     MAX_RETRY_AFTER_SECONDS,
+    SENT_GRACE_SECONDS,
     Graph,
+    deadline_error,
     graph_of,
     resolve_job_outputs,
     retry_delay,
     topological_order,
-    with_last_poll,
 )
 from toolweave.engine.plan_rules import error as _error
 from toolweave.model.definitions import Step
@@ -116,10 +117,12 @@ class _Planner(MapPlanning, AskPlanning):
         if timeout is not None and view.started_at is not None:
             deadline = view.started_at + timeout
             if self.now >= deadline:
+                if view.work_sending and self.now < deadline + SENT_GRACE_SECONDS:
+                    self.wake_at(deadline + SENT_GRACE_SECONDS)  # its submit's worker records what became of it
+                    return
                 self.actions.append(ExpireWork(sid))
-                err = _error(with_last_poll(f"timed out after {timeout:g} s", view.work_error), retryable=True,
-                             code="timeout")
-                self.failure(step, view, err, attempt=view.attempt)
+                self.failure(step, view, deadline_error(timeout, view.work_error, sending=view.work_sending),
+                             attempt=view.attempt)
                 return
             self.wake_at(deadline)
 

@@ -23,8 +23,8 @@ from toolweave.engine.actions import (
 from toolweave.engine.evaluate import templates_loop
 from toolweave.engine.mapping import MappingError, resolve_map_items
 from toolweave.engine.plan_base import PlannerBase
+from toolweave.engine.plan_rules import SENT_GRACE_SECONDS, deadline_error
 from toolweave.engine.plan_rules import error as _error
-from toolweave.engine.plan_rules import with_last_poll
 from toolweave.model.definitions import ErrorStrategy, Step
 from toolweave.model.status import GenerationStatus, StepStatus
 
@@ -131,9 +131,11 @@ class MapPlanning(PlannerBase):
         if timeout is not None and item.started_at is not None:
             deadline = item.started_at + timeout
             if self.now >= deadline:
+                if item.work_sending and self.now < deadline + SENT_GRACE_SECONDS:
+                    self.wake_at(deadline + SENT_GRACE_SECONDS)  # its submit's worker records what became of it
+                    return "in_flight"
                 self.actions.append(ExpireWork(sid, item=item.index))
-                err = _error(with_last_poll(f"timed out after {timeout:g} s", item.work_error), retryable=True,
-                             code="timeout")
+                err = deadline_error(timeout, item.work_error, sending=item.work_sending)
                 return self.item_failure(step, item, err, tool_may_help=True)
             self.wake_at(deadline)
         return "in_flight"

@@ -14,7 +14,7 @@ from toolweave.engine.actions import StepView
 from toolweave.engine.mapping import MappingError, follow_path
 from toolweave.model.definitions import JobDefinition, Step
 from toolweave.model.graph import output_source, sink_steps, step_order
-from toolweave.model.status import StepStatus
+from toolweave.model.status import GenerationStatus, StepStatus
 
 
 def topological_order(job: JobDefinition) -> list[str]:
@@ -143,6 +143,31 @@ def resolve_job_outputs(job: JobDefinition, steps: Mapping[str, StepView]) -> di
 
 def error(message: str, *, retryable: bool = False, code: str | None = None) -> dict[str, Any]:
     return {"message": message, "retryable": retryable, "code": code}
+
+
+SENT_GRACE_SECONDS = 120.0
+"""How long past its step's deadline a generation whose submit was sent (marked, no platform id
+yet) is left to the worker submitting it, which records what became of it: its own deadline, a
+look-up (``service_calls.LOOKUP_SECONDS``) and, if it died, another worker's recovery. The step's
+deadline does not make it a retryable timeout meanwhile: a retry would send it again."""
+
+
+def work_sending(status: str, sent_at: float | None, platform_run_id: str | None) -> bool:
+    """A generation's submit was sent (marked) and has not recorded what became of it: no platform
+    run id yet, not ended (a service's stream may have reported progress meanwhile)."""
+    return sent_at is not None and platform_run_id is None and not GenerationStatus(status).terminal
+
+
+def deadline_error(timeout: float, work_error: dict[str, Any] | None, *, sending: bool) -> dict[str, Any]:
+    """The failure of work past its step's deadline (``timeout``): a retryable timeout, unless its
+    submit was sent and never recorded what became of it (``sending``, past ``SENT_GRACE_SECONDS``):
+    then it may have been taken, and paid for, and is not sent again."""
+    if sending:
+        found = error(f"timed out after {timeout:g} s with its request sent and no outcome recorded "
+                      f"{SENT_GRACE_SECONDS:g} s later (it may have been taken and paid for): not sent again",
+                      code="unknown_outcome")
+        return {**found, "details": {"cause": "timeout", "maybePaid": True}}
+    return error(with_last_poll(f"timed out after {timeout:g} s", work_error), retryable=True, code="timeout")
 
 
 def with_last_poll(message: str, work_error: dict[str, Any] | None) -> str:

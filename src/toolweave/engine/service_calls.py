@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -33,6 +34,9 @@ CAPACITY_RETRY_SECONDS = 0.5
 """How soon a dispatch that found its service's concurrency limit reached is tried again."""
 LOST = "lost"
 """The ServiceError code of a poll whose backend no longer knows the run (e.g. ComfyUI restarted)."""
+LOOKUP_SECONDS = 30.0
+"""The time a service is given to find out what became of a submit the step's deadline ended
+after its request may have been sent (``ServiceCalls._after_deadline``)."""
 
 
 class ServiceCalls:
@@ -58,12 +62,12 @@ class ServiceCalls:
     def _context(self, work: DispatchWork) -> GenerationContext:
         return work.context(self.webhook_url(work.tool.service, work.generation_id) if self.webhook_url else None)
 
-    def _submit_context(self, service: Service, work: DispatchWork) -> GenerationContext:
+    def _submit_context(self, service: Service, work: DispatchWork, marked: list[float]) -> GenerationContext:
         """The context of a submit: a service that marks before sending (``marks_sending``) gets
-        the mark (``Engine.mark_sending_tx``), and is told ``recovering`` only when an earlier
-        submit got as far as its mark; any other service keeps the rule of
-        ``DispatchWork.recovering``. A mark the store failed to write is not the service's
-        failure: the dispatch is handed back, as when recording fails (``_MarkFailed``)."""
+        the mark (``Engine.mark_sending_tx``; ``marked`` gets its time), and is told
+        ``recovering`` only when an earlier submit got as far as its mark; any other service keeps
+        the rule of ``DispatchWork.recovering``. A mark the store failed to write is not the
+        service's failure: the dispatch is handed back, as when recording fails (``_MarkFailed``)."""
         marks = getattr(service, "marks_sending", False) is True
         webhook = self.webhook_url(work.tool.service, work.generation_id) if self.webhook_url else None
 
@@ -75,6 +79,8 @@ class ServiceCalls:
                 )
             except Exception as exc:
                 raise _MarkFailed from exc
+            if held:
+                marked.append(now)
             return held
 
         return work.context(webhook, marks_sending=marks, on_sending=mark if marks else None)
@@ -111,7 +117,8 @@ class ServiceCalls:
         elif refused is not None:
             update = _failed(refused, retryable=False, code="forbidden_artifact")
         else:
-            ctx = self._submit_context(service, work)
+            marked: list[float] = []
+            ctx = self._submit_context(service, work, marked)
             try:
                 async with asyncio.timeout(ctx.timeout_seconds):  # no task of its own, unlike wait_for
                     submission = await service.submit(ctx)
@@ -127,14 +134,55 @@ class ServiceCalls:
             except ServiceError as exc:
                 update = RunUpdate(status=GenerationStatus.FAILED, error=exc.info())
             except TimeoutError:
-                update = RunUpdate(
-                    status=GenerationStatus.TIMEOUT,
-                    error=ServiceErrorInfo(message=f"no answer within {ctx.timeout_seconds:.0f} s", retryable=True, code="timeout"),
-                )
+                if marked or (ctx.recovering and ctx.on_sending is not None):  # its request may have been sent
+                    platform_id, update, poll_after = await self._after_deadline(service, ctx)
+                else:  # nothing reached the backend (or a service that does not mark cannot tell)
+                    update = _timed_out(ctx)
             except Exception as exc:  # a bug in an adapter must not kill the worker
                 log.exception("service %s failed on submit", work.tool.service)
                 update = _failed(f"{type(exc).__name__}: {exc}", retryable=False)
         return await self._record(Outcome(work, platform_id, update, requested_at, time.time(), poll_after))
+
+    async def _after_deadline(
+        self, service: Service, ctx: GenerationContext
+    ) -> tuple[str | None, RunUpdate, float | None]:
+        """The outcome of a submit the step's deadline ended after its mark (``gen.sending()``): its
+        request may have reached the backend, which may be running it and charging for it. Sent
+        again by a retry, it could run, and be paid for, twice. The service is asked what became of
+        it as after a crash past the mark (``recovering``), and may not send it again: a service
+        that finds it by our id follows it (ComfyUI: ``prompt_id`` = the generation id); one that
+        says it would send it again holds the request harmless to repeat (an ``idempotent`` HTTP
+        tool, a ComfyUI prompt it did not find): a retryable timeout, as before; any other answer
+        (ComfyUI Deploy, a non-idempotent HTTP tool, a look-up that failed) is ``unknown_outcome``,
+        maybe paid, not retried."""
+        cause = (f"no answer from {ctx.tool.service} within the step's {ctx.timeout_seconds:g} s after the request "
+                 "was sent (it may have been taken)")
+        lookup = dataclasses.replace(ctx, recovering=True, timeout_seconds=LOOKUP_SECONDS, on_sending=_no_resend)
+        try:
+            async with asyncio.timeout(LOOKUP_SECONDS):
+                found = await service.submit(lookup)
+        except _Resend:
+            return None, _timed_out(ctx), None
+        except ServiceError as exc:
+            if exc.code == "unknown_outcome":  # the service's own word on why it does not send again
+                message = f"{cause}: {exc.message}"
+            else:
+                message = f"{cause}; looking for it failed ({exc.message}): not sent again"
+        except TimeoutError:
+            message = f"{cause}; looking for it got no answer within {LOOKUP_SECONDS:g} s either: not sent again"
+        except Exception as exc:  # a bug in an adapter must not kill the worker
+            log.exception("service %s failed looking for a submit its deadline ended", ctx.tool.service)
+            message = f"{cause}; looking for it failed ({type(exc).__name__}: {exc}): not sent again"
+        else:
+            log.warning("generation %s: the step's deadline ended its submit; %s had it: following it",
+                        ctx.generation_id, ctx.tool.service)
+            update = found.update or RunUpdate(status=GenerationStatus.PROCESSING, platform_run_id=found.platform_run_id)
+            # still running past its step's deadline: the first poll, at once, ends it as timed out
+            # and cancels it at the backend (now that its id is known), before a retry sends another
+            return found.platform_run_id, update, None if update.status.terminal else 0.0
+        error = ServiceErrorInfo(message=message, retryable=False, code="unknown_outcome",
+                                 details={"cause": "timeout", "maybePaid": True})
+        return None, RunUpdate(status=GenerationStatus.FAILED, error=error), None
 
     async def _unheld_artifact(self, work: DispatchWork) -> str | None:
         """Why a step may not run: one of its inputs refers to an artifact its run's account does not
@@ -234,6 +282,22 @@ def _take_capacity_tx(tx: Any, work: DispatchWork, key: str, limit: int, retry_a
         return True
     tasks_q.put_back(tx, work.claim, retry_at)
     return False
+
+
+class _Resend(Exception):
+    """Raised by the mark of a look-up after the deadline (``_after_deadline``): the service would
+    send the request again, which that look-up never lets it do."""
+
+
+async def _no_resend() -> bool:
+    raise _Resend
+
+
+def _timed_out(ctx: GenerationContext) -> RunUpdate:
+    return RunUpdate(
+        status=GenerationStatus.TIMEOUT,
+        error=ServiceErrorInfo(message=f"no answer within {ctx.timeout_seconds:.0f} s", retryable=True, code="timeout"),
+    )
 
 
 class _MarkFailed(Exception):

@@ -8,6 +8,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from toolweave.engine import plan
+from toolweave.engine.plan_rules import work_sending
 from toolweave.model.status import GenerationStatus, StepStatus
 from toolweave.store import runs as runs_q
 
@@ -91,11 +92,14 @@ def _step_view(row: Any) -> plan.StepView:
     work = row["work_status"]
     work_status: GenerationStatus | None = None
     work_outputs = work_error = None
+    sending = False
     if status is StepStatus.RUNNING and work is not None and not row["child_run_id"]:
         work_status, work_outputs, work_error = _GENERATION_STATUS[work], row["work_outputs"], row["work_error"]
+        sending = work_sending(work, row["work_sent_at"], row["work_run_id"])
     return plan.StepView(
         step_id=row["step_id"], status=status, attempt=row["attempt"], tool_id=row["tool_id"],
         using_fallback=row["using_fallback"], outputs=row["outputs"], skipped_by_error=row["skipped_by_error"],
         reason=row["reason"], next_attempt_at=row["next_attempt_at"], started_at=row["started_at"],
-        work_status=work_status, work_outputs=work_outputs, work_error=work_error,
+        work_status=work_status, work_outputs=work_outputs, work_error=work_error, work_sending=sending,
     )
+

@@ -63,6 +63,7 @@ _ACTIVE = (
     "SELECT i.item_index, i.status, i.item, i.attempt, i.tool_id, i.using_fallback, i.generation_id, "
     "i.child_run_id, i.next_attempt_at, i.started_at, "
     "g.status AS work_status, g.outputs AS work_outputs, g.error AS work_error, "
+    "g.sent_at AS work_sent_at, g.platform_specific_run_id AS work_run_id, "
     "c.status AS child_status, c.final_outputs AS child_outputs, c.error AS child_error "
     "FROM step_items i LEFT JOIN generations g ON g.generation_id = i.generation_id "
     "LEFT JOIN runs c ON c.run_id = i.child_run_id "

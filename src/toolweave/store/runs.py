@@ -195,7 +195,8 @@ _WITH_WORK = (
     "SELECT s.run_id, s.step_id, s.position, s.status, s.attempt, s.tool_id, s.using_fallback, "
     "s.generation_id, s.generation_ids, s.child_run_id, s.outputs, s.reason, s.error, s.skipped_by_error, "
     "s.progress, s.next_attempt_at, s.started_at, s.finished_at, s.items_total, s.items_succeeded, s.items_failed, s.question_id, "
-    "g.status AS work_status, g.outputs AS work_outputs, g.error AS work_error "
+    "g.status AS work_status, g.outputs AS work_outputs, g.error AS work_error, "
+    "g.sent_at AS work_sent_at, g.platform_specific_run_id AS work_run_id "
     "FROM step_runs s LEFT JOIN generations g ON g.generation_id = s.generation_id "
 )
 
