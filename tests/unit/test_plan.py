@@ -49,6 +49,7 @@ from toolweave.engine.plan import (
     retry_delay,
     topological_order,
 )
+from toolweave.engine.plan_rules import SENT_GRACE_SECONDS
 from toolweave.model.definitions import JobDefinition, ToolDefinition
 from toolweave.model.status import GenerationStatus, RunStatus, StepStatus
 
@@ -665,6 +666,24 @@ def test_a_step_past_its_timeout_expires_its_work_and_the_timeout_is_retryable()
     assert actions[0] == ExpireWork("a")
     (retry,) = of(actions, RetryStep)
     assert retry.error is not None and retry.error["code"] == "timeout" and retry.error["retryable"]
+
+
+def test_a_step_whose_submit_was_sent_is_left_to_its_worker_past_its_timeout() -> None:
+    """Its request was sent (marked) and no outcome recorded: a retry now could send it again. The
+    worker submitting it records what became of it; the planner looks again after the grace."""
+    job = make_job(st("a", timeoutSeconds=30, errorHandling=RETRY))
+    sending = replace(running("a", started_at=100.0, work=GenerationStatus.PENDING), work_sending=True)
+    assert decide(view(job, sending), 130.0) == [Wake(130.0 + SENT_GRACE_SECONDS)]
+
+
+def test_a_sent_submit_that_never_recorded_its_outcome_is_not_retried() -> None:
+    job = make_job(st("a", timeoutSeconds=30, errorHandling=RETRY))
+    sending = replace(running("a", started_at=100.0, work=GenerationStatus.PENDING), work_sending=True)
+    actions = decide(view(job, sending), 130.0 + SENT_GRACE_SECONDS)
+    assert actions[0] == ExpireWork("a") and not of(actions, RetryStep)
+    (failed,) = of(actions, FailStep)
+    assert failed.error is not None and failed.error["code"] == "unknown_outcome" and not failed.error["retryable"]
+    assert failed.error["details"] == {"cause": "timeout", "maybePaid": True}
 
 
 def test_a_timeout_reported_by_the_backend_is_marked_as_a_timeout() -> None:

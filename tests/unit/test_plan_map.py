@@ -46,6 +46,7 @@ from toolweave.engine.plan import (
     decide,
     retry_delay,
 )
+from toolweave.engine.plan_rules import SENT_GRACE_SECONDS
 from toolweave.model.definitions import JobDefinition, ToolDefinition
 from toolweave.model.status import GenerationStatus, RunStatus, StepStatus
 
@@ -274,6 +275,15 @@ def test_an_item_past_its_timeout_expires_and_counts_as_a_failed_attempt() -> No
     assert of(ExpireWork, actions) == [ExpireWork("m", item=0)]
     assert of(FinishItem, actions)[0].error["code"] == "timeout"
     assert of(Wake, actions) == [Wake(8.0)]  # item 1's timeout
+
+
+def test_an_item_whose_submit_was_sent_is_left_to_its_worker_past_its_timeout() -> None:
+    job = job_with(map_step(timeoutSeconds=5, map={"minSuccess": 0}))
+    m = mapping(1, active=[item(0, started_at=0.0, work=GenerationStatus.PENDING, work_sending=True)])
+    assert not of(ExpireWork, decide(view(job, {"m": m}), 6.0))
+    actions = decide(view(job, {"m": m}), 5.0 + SENT_GRACE_SECONDS)
+    assert of(ExpireWork, actions) == [ExpireWork("m", item=0)]
+    assert of(FinishItem, actions)[0].error["code"] == "unknown_outcome"
 
 
 def test_min_success_tolerates_failures_and_the_run_ends_partially_completed() -> None:

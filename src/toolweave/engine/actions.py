@@ -33,9 +33,6 @@ class StepView:
     """Status of the step's current generation (or child run, for a nested job)."""
     work_outputs: dict[str, Any] | None = None
     work_error: dict[str, Any] | None = None
-    work_sending: bool = False
-    """The generation's submit was sent (its mark) and has not recorded what became of it: past
-    the step's deadline it is left to that submit's worker (``plan_rules.SENT_GRACE_SECONDS``)."""
     map: MapView | None = None
     """A map step once its list is known: its items' counts and the items the planner must see."""
     question: dict[str, Any] | None = None
@@ -46,6 +43,9 @@ class StepView:
     child_waiting: bool = False
     """A step running a nested job whose run waits for a person (or a map step one of whose items'
     nested runs does): this run waits for one too."""
+    work_sending: bool = False
+    """The generation's submit was sent (its mark) and has not recorded what became of it: past
+    the step's deadline it is left to that submit's worker (``plan_rules.SENT_GRACE_SECONDS``)."""
 
 
 @dataclass(slots=True)
@@ -63,13 +63,13 @@ class ItemView:
     work_status: GenerationStatus | None = None
     work_outputs: dict[str, Any] | None = None
     work_error: dict[str, Any] | None = None
-    work_sending: bool = False
-    """As ``StepView.work_sending``."""
     inputs: dict[str, Any] | None = None
     """The item's inputs as an evaluator resolved them when the map opened (a map step whose
     templates loop: ``engine.evaluate``); None otherwise."""
     inputs_error: dict[str, Any] | None = None
     """Why the evaluator could not resolve them (its budget, a template error): the item fails."""
+    work_sending: bool = False
+    """As ``StepView.work_sending``."""
 
 
 @dataclass(slots=True)
