@@ -20,7 +20,7 @@ from toolweave.engine import ask_steps, cache, items, plan, run_end
 from toolweave.engine.actions import StepEvaluation
 from toolweave.engine.evaluate import EvaluateWork
 from toolweave.engine.grants import made_media
-from toolweave.engine.plan_rules import with_last_poll
+from toolweave.engine.plan_rules import with_last_poll, work_sending
 from toolweave.engine.snapshots import Snapshots
 from toolweave.engine.step_views import Statuses, StepViews, unfinished, wanted_rows
 from toolweave.engine.work import (
@@ -486,7 +486,11 @@ class Transitions(Snapshots):
         if gen is None:
             return
         error: dict[str, Any] = {"message": reason, "retryable": False}
-        if status is GenerationStatus.TIMEOUT:  # a running generation's error is its last poll's failure
+        if status is GenerationStatus.TIMEOUT and work_sending(gen.status, gen.sent_at, gen.platform_specific_run_id):
+            error = {"message": f"{reason} with its request sent and no outcome recorded (it may have been taken "
+                                "and paid for)", "retryable": False, "code": "unknown_outcome",
+                     "details": {"cause": "timeout", "maybePaid": True}}  # (``plan_rules.deadline_error``)
+        elif status is GenerationStatus.TIMEOUT:  # a running generation's error is its last poll's failure
             error = {"message": with_last_poll(reason, gen.error), "retryable": True, "code": "timeout"}
         if gens_q.set_status(
             tx, gen.generation_id, status, error=error,
