@@ -51,8 +51,12 @@ def import_comfyui(
     from toolweave.comfy import ObjectInfo, WorkflowImportError, parse_workflow, tool_from_workflow
 
     try:
-        try:
-            text = workflow_file.read_bytes()
+        from toolweave.registry.loader import read_definition_text
+
+        try:  # bounded, and refusing a pipe or device (which would block or never end)
+            text = read_definition_text(workflow_file)
+        except UnicodeDecodeError as exc:
+            raise WorkflowImportError("invalid_json", f"{workflow_file} is not UTF-8 text (byte {exc.start})") from None
         except OSError as exc:
             raise WorkflowImportError("invalid_json", f"cannot read {workflow_file}: {exc.strerror or exc}") from None
         workflow = parse_workflow(text, source=str(workflow_file))

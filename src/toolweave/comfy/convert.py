@@ -27,6 +27,7 @@ from typing import Any
 
 from toolweave.comfy.errors import WorkflowImportError
 from toolweave.comfy.objectinfo import WIDGET_TYPES, InputSpec, ObjectInfo
+from toolweave.comfy.shape import MAX_NODES, check_links, link_target
 
 VIRTUAL_TYPES = frozenset({"Note", "MarkdownNote", "Reroute", "PrimitiveNode"})
 """Frontend-only nodes: never sent to the server."""
@@ -47,6 +48,8 @@ def parse_workflow(text: str | bytes, *, source: str = "workflow") -> dict[str, 
         data = json.loads(text)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise WorkflowImportError("invalid_json", f"{source} is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise WorkflowImportError("invalid_json", f"{source} is nested too deeply to read") from None
     if not isinstance(data, dict):
         raise WorkflowImportError(
             "unsupported_format", f"{source} is a JSON {type(data).__name__}, not a ComfyUI workflow object"
@@ -96,6 +99,8 @@ class _Link:
 
 def _parse_links(raw: Any, where: str) -> dict[int, _Link]:
     links: dict[int, _Link] = {}
+    if not isinstance(raw, list | None):
+        raise WorkflowImportError("invalid_workflow", f"the links of {where} are not a list")
     for item in raw or []:
         try:
             if isinstance(item, Mapping):
@@ -111,8 +116,8 @@ def _parse_links(raw: Any, where: str) -> dict[int, _Link]:
                 link = _Link(
                     int(item[0]), int(item[1]), int(item[2]), int(item[3]), int(item[4]), str(item[5])
                 )
-        except (KeyError, IndexError, TypeError, ValueError):
-            raise WorkflowImportError("invalid_workflow", f"malformed link in {where}: {item!r}") from None
+        except (KeyError, IndexError, TypeError, ValueError, OverflowError):
+            raise WorkflowImportError("invalid_workflow", f"malformed link in {where}: {str(item)[:80]}") from None
         links[link.id] = link
     return links
 
@@ -120,7 +125,7 @@ def _parse_links(raw: Any, where: str) -> dict[int, _Link]:
 def _node_id(node: Mapping[str, Any], where: str) -> int:
     try:
         return int(node["id"])
-    except (KeyError, TypeError, ValueError):
+    except (KeyError, TypeError, ValueError, OverflowError):
         raise WorkflowImportError(
             "invalid_workflow", f"a node in {where} has no numeric id: {str(node)[:80]}"
         ) from None
@@ -159,10 +164,19 @@ class _Scope:
         self.where = where
         self.nodes: dict[int, Mapping[str, Any]] = {}
         self.order: list[Mapping[str, Any]] = []
+        converter.node_count += len(nodes)
+        if converter.node_count > MAX_NODES:
+            raise WorkflowImportError(
+                "invalid_workflow",
+                f"the workflow expands to more than {MAX_NODES:,} nodes (subgraph instances counted inside)",
+            )
         for node in nodes:
             if not isinstance(node, Mapping):
                 raise WorkflowImportError("invalid_workflow", f"a node in {where} is not an object")
-            self.nodes[_node_id(node, where)] = node
+            node_id = _node_id(node, where)
+            if node_id in self.nodes:
+                raise WorkflowImportError("invalid_workflow", f"node id {node_id} appears twice in {where}")
+            self.nodes[node_id] = node
             self.order.append(node)
         self.links = links
         self.prefix = prefix
@@ -398,13 +412,17 @@ class _Converter:
         self.workflow = workflow
         self.object_info = object_info
         self.missing: set[str] = set()
+        self.node_count = 0
         self.subgraphs: dict[str, Mapping[str, Any]] = {}
         self._collect_subgraphs(workflow.get("definitions"))
 
     def _collect_subgraphs(self, definitions: Any) -> None:
         if not isinstance(definitions, Mapping):
             return
-        for sub in definitions.get("subgraphs") or []:
+        subgraphs = definitions.get("subgraphs") or []
+        if not isinstance(subgraphs, list):
+            raise WorkflowImportError("invalid_workflow", "definitions.subgraphs is not a list")
+        for sub in subgraphs:
             if (
                 isinstance(sub, Mapping)
                 and sub.get("id") is not None
@@ -422,7 +440,7 @@ class _Converter:
             )
         top = _Scope(
             self,
-            list(self.workflow.get("nodes") or []),
+            self.workflow["nodes"],
             _parse_links(self.workflow.get("links"), "the workflow"),
         )
         out: dict[str, Any] = {}
@@ -434,6 +452,7 @@ class _Converter:
             for name, value in list(node["inputs"].items()):
                 if _is_link(value) and value[0] not in out:
                     del node["inputs"][name]
+        check_links(out)
         return out
 
 
@@ -449,13 +468,7 @@ def missing_nodes_error(missing: set[str], object_info: ObjectInfo) -> WorkflowI
 
 
 def _is_link(value: Any) -> bool:
-    return (
-        isinstance(value, list)
-        and len(value) == 2
-        and isinstance(value[0], str)
-        and isinstance(value[1], int)
-        and not isinstance(value[1], bool)
-    )
+    return link_target(value) is not None
 
 
 def check_api_format(workflow: Mapping[str, Any], object_info: ObjectInfo) -> None:
@@ -472,16 +485,28 @@ def check_api_format(workflow: Mapping[str, Any], object_info: ObjectInfo) -> No
             missing.add(node["class_type"])
     if missing:
         raise missing_nodes_error(missing, object_info)
+    check_links(workflow)
 
 
 def to_api(workflow: Mapping[str, Any], object_info: ObjectInfo) -> dict[str, Any]:
     """Convert a UI-format workflow to an API prompt; an API-format one is returned unchanged after a check.
 
     Raises ``WorkflowImportError`` (never anything else for bad input): ``unsupported_format``,
-    ``invalid_workflow``, ``unsupported_feature`` or ``missing_nodes`` (naming the classes).
+    ``invalid_workflow`` (also for links that form a cycle or name a missing node, duplicate node
+    ids, more than ``MAX_NODES`` nodes, and fields of the wrong type), ``unsupported_feature`` or
+    ``missing_nodes`` (naming the classes).
     """
     kind = workflow_format(workflow)
     if kind == "api":
         check_api_format(workflow, object_info)
         return copy.deepcopy(dict(workflow))
-    return _Converter(workflow, object_info).convert()
+    try:
+        return _Converter(workflow, object_info).convert()
+    except WorkflowImportError:
+        raise
+    except (TypeError, AttributeError, KeyError, IndexError, ValueError, OverflowError, RecursionError) as exc:
+        # A field of the wrong type somewhere (a number where a list belongs, null for an object):
+        # the file is broken, not the importer.
+        raise WorkflowImportError(
+            "invalid_workflow", f"the workflow is malformed: a field has the wrong type ({type(exc).__name__}: {exc})"
+        ) from None

@@ -42,6 +42,9 @@ if TYPE_CHECKING:
     import yaml
 
 SUFFIXES = (".yaml", ".yml", ".json")
+MAX_FILE_BYTES = 32 * 1024 * 1024
+"""The largest definition file read (a tool imported from a big workflow is a few hundred KB): a
+file past it is refused unread rather than filling memory."""
 MAX_EXPANDED_NODES = 100_000
 """The most values (scalars, lists, mappings, with every alias counted as the copy it stands for)
 one YAML document may expand to; a large workflow definition has a few thousand."""
@@ -249,8 +252,27 @@ def iter_files(paths: Iterable[Path]) -> Iterator[tuple[Path, Problem | None]]:
                 yield path, Problem(str(path), "", "is not a .yaml, .yml or .json file")
             else:
                 yield path, None
+        elif path.exists():
+            yield path, Problem(str(path), "", "is not a regular file (a device, pipe or socket); it is not read")
         else:
             yield path, Problem(str(path), "", "does not exist")
+
+
+def read_definition_text(path: Path) -> str:
+    """A definition file's text; ``OSError`` for a file that is not regular or is larger than
+    ``MAX_FILE_BYTES``, ``UnicodeDecodeError`` for one that is not UTF-8. Never blocks on a pipe
+    and never reads more than the limit (a file that grows while read included)."""
+    import os
+    import stat
+
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError("is not a regular file (a device, pipe or socket)")
+        data = handle.read(MAX_FILE_BYTES + 1)
+    if len(data) > MAX_FILE_BYTES:
+        raise OSError(f"is larger than {MAX_FILE_BYTES // (1024 * 1024)} MiB")
+    return data.decode("utf-8")
 
 
 def format_loc(loc: tuple[int | str, ...], raw: Any) -> str:
@@ -327,7 +349,7 @@ def declared_ids(path: Path) -> set[str]:
     """The ``toolId``/``jobId`` values a definition file declares, however invalid the rest of it is
     (empty when it cannot be read or parsed)."""
     try:
-        data = parse_text(path.read_text(encoding="utf-8"), path.suffix.lower())
+        data = parse_text(read_definition_text(path), path.suffix.lower())
     except (OSError, UnicodeDecodeError, ValueError):
         return set()
     items = data if isinstance(data, list) else [data]
@@ -343,9 +365,12 @@ def declared_ids(path: Path) -> set[str]:
 def load_file(path: Path, result: LoadResult) -> None:
     file = str(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        result.problems.append(Problem(file, "", f"cannot be read: {exc}"))
+        text = read_definition_text(path)
+    except UnicodeDecodeError as exc:
+        result.problems.append(Problem(file, "", f"is not UTF-8 text (byte {exc.start})"))
+        return
+    except OSError as exc:
+        result.problems.append(Problem(file, "", f"cannot be read: {exc.strerror or exc}"))
         return
     try:
         data = parse_text(text, path.suffix.lower())
@@ -390,6 +415,7 @@ def load_definitions(paths: Iterable[Path]) -> tuple[list[Definition], list[Prob
 
 __all__ = [
     "MAX_EXPANDED_NODES",
+    "MAX_FILE_BYTES",
     "SUFFIXES",
     "Definition",
     "LoadResult",
@@ -400,5 +426,6 @@ __all__ = [
     "load_file",
     "load_files",
     "parse_text",
+    "read_definition_text",
     "strip_json_comments",
 ]
