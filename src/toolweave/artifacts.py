@@ -171,7 +171,7 @@ class ArtifactStore:
             sha256=sha, mimeType=mime, size=len(data), width=width, height=height, filename=filename
         )
         path = self._path(sha)
-        if not self._still_there(path):
+        if not self._still_there(path, len(data)):
             path.parent.mkdir(parents=True, exist_ok=True)
             meta = ref.model_dump(by_alias=True, exclude_none=True, exclude={"filename"})
             _write_atomically(path, data)
@@ -186,14 +186,17 @@ class ArtifactStore:
             return None
 
     @staticmethod
-    def _still_there(path: Path) -> bool:
-        """Whether the file and its sidecar exist; the file's time is set to now, so that a prune
-        removing it meanwhile sees it was just wanted again (``set_aside``)."""
+    def _still_there(path: Path, size: int) -> bool:
+        """Whether the file, whole, and its sidecar exist; the file's time is set to now, so that a
+        prune removing it meanwhile sees it was just wanted again (``set_aside``). A file of
+        another size (cut short by a crash or a full disk before its bytes reached the disk) is
+        not the content its name promises: it is written again."""
         try:
             os.utime(path)
+            found = os.stat(path).st_size
         except FileNotFoundError:
             return False
-        return path.with_suffix(".json").exists()
+        return found == size and path.with_suffix(".json").exists()
 
     def put_file(self, source: Path, mime_type: str | None = None) -> ArtifactRef:
         source = Path(source)

@@ -247,6 +247,8 @@ def _as_media(param: InputParam, value: Any, allow_paths: bool) -> Any:
             raise _Invalid("local paths are not accepted here; give an http(s) URL or a data: URI")
         path = Path(text).expanduser()
         if not path.is_file():
+            if path.exists():  # a folder, pipe, device or socket: never read (it may never end)
+                raise _Invalid(f"is not a regular file: {text}")
             raise _Invalid(f"no such file: {text}")
         return str(path)
     return text

@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import math
+import os
+import stat
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -441,8 +443,13 @@ class Submitting(Definitions):
                         continue
                     filename, label = None, "the data: URI"
                 else:
-                    data, mime, filename = await asyncio.to_thread(_read_local, text), None, Path(text).name
+                    filename, mime = Path(text).name, None
                     label = filename
+                    try:
+                        data = await asyncio.to_thread(_read_local, text, self.settings.media_max_bytes)
+                    except (OSError, ValueError) as exc:  # its message follows the file's name
+                        problems.append(FieldProblem(name, f"{label} {exc}"))
+                        continue
             problem = media_problem(param.type.value, data)
             if problem:
                 problems.append(FieldProblem(name, f"{label} {problem}"))
@@ -464,5 +471,21 @@ class Submitting(Definitions):
         return value
 
 
-def _read_local(text: str) -> bytes:
-    return Path(text).expanduser().read_bytes()
+def _read_local(text: str, limit: int) -> bytes:
+    """A local file's bytes, at most ``limit`` of them: ``ValueError`` with a phrase to follow the
+    file's name for a file past the limit (one growing while read included), a pipe or a device
+    (never a blocking read), or one that cannot be read."""
+    try:
+        fd = os.open(Path(text).expanduser(), os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except OSError as exc:
+        raise ValueError(f"cannot be read: {exc.strerror or exc}") from None
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ValueError("is not a regular file (a device, pipe or socket)")
+        try:
+            data = handle.read(limit + 1)
+        except OSError as exc:
+            raise ValueError(f"cannot be read: {exc.strerror or exc}") from None
+    if len(data) > limit:
+        raise ValueError(f"is larger than the limit of {limit} bytes")
+    return data

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -76,3 +77,50 @@ async def test_a_text_file_for_an_image_input_is_refused_at_submit(app: App, tmp
     run_id = await app.submit("look", {"photo": str(good)}, account_id="a", allow_local_paths=True)
     run = await app.get_run(run_id)
     assert run["jobInputs"]["photo"]["mimeType"] == "image/png"
+
+
+async def test_local_paths_that_never_end_or_are_too_large_are_refused_unread(tmp_path: Path) -> None:
+    """A pipe (a blocking read), /dev/zero (a read without end) and a file past media_max_bytes
+    (read whole into memory before) are refused naming the input; no artifact is written."""
+    defs = tmp_path / "defs"
+    defs.mkdir()
+    (defs / "tool.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "toolId": "look",
+                "service": "builtin",
+                "inputSchema": {"photo": {"type": "image", "required": True}},
+                "outputSchema": {"image": {"type": "image"}},
+            }
+        )
+    )
+    tw = App(Settings(home=tmp_path / "home", definitions=[defs], media_max_bytes=1000))
+    try:
+        big = tmp_path / "big.png"
+        big.write_bytes(png() + b"\x00" * 1000)
+        with pytest.raises(InputError) as caught:
+            await tw.submit("look", {"photo": str(big)}, account_id="a", allow_local_paths=True)
+        assert [str(p) for p in caught.value.problems] == ["photo: big.png is larger than the limit of 1000 bytes"]
+        zero = tmp_path / "zero.png"
+        zero.symlink_to("/dev/zero")
+        fifo = tmp_path / "pipe.png"
+        os.mkfifo(fifo)
+        for path in (zero, fifo):
+            with pytest.raises(InputError, match=f"photo: is not a regular file: {path}"):
+                await tw.submit("look", {"photo": str(path)}, account_id="a", allow_local_paths=True)
+        assert not any(p.is_file() for p in (tmp_path / "home").rglob("*") if len(p.name) == 64)
+    finally:
+        await tw.aclose()
+
+
+def test_a_local_file_replaced_by_a_pipe_after_the_check_is_not_read(tmp_path: Path) -> None:
+    from toolweave.submitting import _read_local
+
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)
+    with pytest.raises(ValueError, match="is not a regular file"):
+        _read_local(str(fifo), 1000)
+    grows = tmp_path / "grows.bin"
+    grows.write_bytes(b"x" * 2000)
+    with pytest.raises(ValueError, match="larger than the limit of 1000 bytes"):
+        _read_local(str(grows), 1000)
