@@ -191,3 +191,42 @@ def test_cli_import_of_a_pipe_or_a_broken_workflow_exits_1_without_a_traceback(t
     assert result.exit_code == 1, result.output
     assert isinstance(result.exception, SystemExit)
     assert "invalid_workflow" in result.output
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (
+            {"toolId": "t", "service": "string", "inputSchema": 5},
+            "inputSchema must be an object keyed by name",
+        ),
+        ({"toolId": "t", "service": "string", "metadata": [1]}, "metadata must be an object keyed by name"),
+        ({"toolId": "t", "service": "openai", "platformHints": "x"}, "platformHints must be an object"),
+        ({"toolId": "t", "service": "string", "inputSchema": {"p": None}}, "t.json"),
+    ],
+    ids=["inputs-a-number", "metadata-a-list", "hints-a-string", "input-null"],
+)
+def test_cli_import_predecessor_of_wrong_types_exits_1_naming_the_field(
+    tmp_path: Path, content: dict[str, Any], expected: str
+) -> None:
+    path = tmp_path / "t.json"
+    path.write_text(json.dumps(content))
+    result = runner.invoke(app, ["import", "predecessor", str(path)])
+    assert result.exception is None or isinstance(result.exception, SystemExit), (
+        result.exception
+    )  # no traceback
+    assert result.exit_code in (0, 1)
+    assert expected in result.output
+
+
+def test_cli_import_predecessor_of_deep_json_or_a_pipe_exits_1(tmp_path: Path) -> None:
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 200_000 + "]" * 200_000)
+    result = runner.invoke(app, ["import", "predecessor", str(deep)])
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit)
+    assert "nested too deeply" in result.output
+    if hasattr(os, "mkfifo"):
+        fifo = tmp_path / "pipe.json"
+        os.mkfifo(fifo)  # read_text would wait for a writer for ever
+        result = runner.invoke(app, ["import", "predecessor", str(fifo)])
+        assert result.exit_code == 1 and "not a regular file" in result.output

@@ -106,13 +106,18 @@ def import_predecessor(
     """Convert the predecessor's tool definitions; say on stderr what changed and what was not kept."""
     import json
 
+    from toolweave.registry.loader import read_definition_text
     from toolweave.registry.predecessor import ConversionError, convert
 
     failed = 0
     written: list[tuple[str, dict[str, Any], list[str]]] = []
     for path in files:
         try:
-            conversion = convert(json.loads(path.read_text(encoding="utf-8")), path.name)
+            conversion = convert(json.loads(read_definition_text(path)), path.name)
+        except RecursionError:
+            err_console.print(Text(f"error: {path}: not JSON (nested too deeply to read)", style="red"))
+            failed += 1
+            continue
         except OSError as exc:
             err_console.print(Text(f"error: cannot read {path}: {exc.strerror or exc}", style="red"))
             failed += 1

@@ -182,6 +182,19 @@ def convert(data: Any, source: str = "") -> Conversion:
     """Convert one predecessor tool definition; raises ``ConversionError`` for anything else."""
     if not isinstance(data, Mapping) or not isinstance(data.get("toolId"), str) or not data.get("toolId"):
         raise ConversionError("not a predecessor tool definition (no toolId)")
+    for section in ("inputSchema", "outputSchema", "metadata", "platformHints", "humanDefaults", "costingModel"):
+        if data.get(section) is not None and not isinstance(data[section], Mapping):
+            kind = type(data[section]).__name__
+            raise ConversionError(f"{section} must be an object keyed by name, not a JSON {kind}")
+    try:
+        return _convert(data, source)
+    except (TypeError, AttributeError, KeyError, IndexError, ValueError, RecursionError) as exc:
+        if isinstance(exc, ConversionError):
+            raise
+        raise ConversionError(f"a field has the wrong type ({type(exc).__name__}: {exc})") from None
+
+
+def _convert(data: Mapping[str, Any], source: str) -> Conversion:
     conv = Conversion(source)
     tool_id = str(data["toolId"])
     metadata = dict(data.get("metadata") or {})
