@@ -230,3 +230,40 @@ def test_cli_import_predecessor_of_deep_json_or_a_pipe_exits_1(tmp_path: Path) -
         os.mkfifo(fifo)  # read_text would wait for a writer for ever
         result = runner.invoke(app, ["import", "predecessor", str(fifo)])
         assert result.exit_code == 1 and "not a regular file" in result.output
+
+
+def test_validate_refuses_a_comfyui_tool_whose_inline_workflow_cannot_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Such a tool was "valid" and then failed at every run."""
+    import yaml
+
+    monkeypatch.setenv("TOOLWEAVE_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("TOOLWEAVE_COMFYUI_SERVERS", "local=http://127.0.0.1:9")
+    defs = tmp_path / "defs"
+    defs.mkdir()
+    workflows: dict[str, Any] = {
+        "cycle": {
+            "1": {"class_type": "ImageInvert", "inputs": {"image": ["2", 0]}},
+            "2": {"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}},
+        },
+        "number": 5,
+        "listinputs": {"1": {"class_type": "SaveImage", "inputs": [1]}},
+    }
+    for name, workflow in workflows.items():
+        (defs / f"{name}.yaml").write_text(
+            yaml.safe_dump(
+                {
+                    "toolId": f"c-{name}",
+                    "service": "comfyui",
+                    "inputSchema": {"p": {"type": "string"}},
+                    "outputSchema": {"image": {"type": "image"}},
+                    "metadata": {"workflow": workflow},
+                }
+            )
+        )
+    result = runner.invoke(app, ["validate", str(defs)])
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
+    assert "cycle.yaml: metadata.workflow: links form a cycle: nodes 1 → 2 → 1" in result.output
+    assert "number.yaml: metadata.workflow:" in result.output
+    assert "listinputs.yaml: metadata.workflow: node '1' has inputs that are not an object" in result.output

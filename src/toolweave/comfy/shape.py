@@ -33,7 +33,12 @@ def check_links(prompt: Mapping[str, Any]) -> None:
     edges: dict[str, list[str]] = {}
     for node_id, node in prompt.items():
         targets: list[str] = []
-        for name, value in (node.get("inputs") or {}).items():
+        inputs = node.get("inputs") if isinstance(node, Mapping) else None
+        if not isinstance(inputs, Mapping | None):
+            raise WorkflowImportError(
+                "invalid_workflow", f"node {node_id!r} has inputs that are not an object"
+            )
+        for name, value in (inputs or {}).items():
             target = link_target(value)
             if target is None:
                 continue

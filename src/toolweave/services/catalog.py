@@ -142,6 +142,9 @@ class ServiceCatalog:
             names = [s.name for s in self.settings.comfyui_servers]
             if server is not None and server not in names:
                 problems.append(("metadata.server", f"ComfyUI server {server!r} is not configured (servers: {', '.join(names)})"))
+            from toolweave.services.comfy_workflows import inline_workflow_problems
+
+            problems.extend(inline_workflow_problems(tool))
         kind = self.kinds.get(instance.kind)
         check = getattr(kind, "check_tool", None)
         if check is not None:

@@ -63,6 +63,28 @@ def load_workflow(tool: ToolDefinition) -> dict[str, Any]:
     return data
 
 
+def inline_workflow_problems(tool: ToolDefinition) -> list[tuple[str, str]]:
+    """What is wrong with the shape of a workflow written into the tool (``metadata.workflow`` as
+    an object; a file path is read at run time): not API format, links to missing nodes, links
+    that form a cycle. Checked at registration, so that such a tool is refused, not failed at
+    every run."""
+    spec = tool.metadata.get("workflow")
+    if spec is None or isinstance(spec, str):
+        return []
+    try:
+        workflow = load_workflow(tool)
+        from toolweave.comfy.shape import MAX_NODES, check_links
+
+        if len(workflow) > MAX_NODES:
+            return [("metadata.workflow", f"the workflow has more than {MAX_NODES:,} nodes")]
+        check_links(workflow)
+    except ServiceError as exc:
+        return [("metadata.workflow", exc.message)]
+    except comfy.WorkflowImportError as exc:
+        return [("metadata.workflow", exc.message)]
+    return []
+
+
 def workflow_problems(tool: ToolDefinition, object_info: comfy.ObjectInfo) -> list[tuple[str, str]]:
     """Why a server with this ``/object_info`` would refuse the tool's workflow, as ``(path,
     sentence)`` pairs: node classes it lacks, required inputs missing, links of the wrong type.
