@@ -9,8 +9,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import math
-import os
-import stat
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -475,17 +473,11 @@ def _read_local(text: str, limit: int) -> bytes:
     """A local file's bytes, at most ``limit`` of them: ``ValueError`` with a phrase to follow the
     file's name for a file past the limit (one growing while read included), a pipe or a device
     (never a blocking read), or one that cannot be read."""
+    from toolweave.registry.loader import read_regular_file
+
     try:
-        fd = os.open(Path(text).expanduser(), os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        return read_regular_file(Path(text).expanduser(), limit)
     except OSError as exc:
-        raise ValueError(f"cannot be read: {exc.strerror or exc}") from None
-    with os.fdopen(fd, "rb") as handle:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise ValueError("is not a regular file (a device, pipe or socket)")
-        try:
-            data = handle.read(limit + 1)
-        except OSError as exc:
-            raise ValueError(f"cannot be read: {exc.strerror or exc}") from None
-    if len(data) > limit:
-        raise ValueError(f"is larger than the limit of {limit} bytes")
-    return data
+        if exc.strerror:
+            raise ValueError(f"cannot be read: {exc.strerror}") from None
+        raise ValueError(str(exc)) from None

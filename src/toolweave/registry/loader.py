@@ -258,10 +258,10 @@ def iter_files(paths: Iterable[Path]) -> Iterator[tuple[Path, Problem | None]]:
             yield path, Problem(str(path), "", "does not exist")
 
 
-def read_definition_text(path: Path) -> str:
-    """A definition file's text; ``OSError`` for a file that is not regular or is larger than
-    ``MAX_FILE_BYTES``, ``UnicodeDecodeError`` for one that is not UTF-8. Never blocks on a pipe
-    and never reads more than the limit (a file that grows while read included)."""
+def read_regular_file(path: Path, limit: int) -> bytes:
+    """A file's bytes, at most ``limit`` of them; ``OSError`` (with a phrase to follow the file's
+    name) for a file that is not regular or is larger than ``limit``. Never blocks on a pipe and
+    never reads more than the limit (a file that grows while read included)."""
     import os
     import stat
 
@@ -269,10 +269,16 @@ def read_definition_text(path: Path) -> str:
     with os.fdopen(fd, "rb") as handle:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise OSError("is not a regular file (a device, pipe or socket)")
-        data = handle.read(MAX_FILE_BYTES + 1)
-    if len(data) > MAX_FILE_BYTES:
-        raise OSError(f"is larger than {MAX_FILE_BYTES // (1024 * 1024)} MiB")
-    return data.decode("utf-8")
+        data = handle.read(limit + 1)
+    if len(data) > limit:
+        raise OSError(f"is larger than the limit of {limit} bytes")
+    return data
+
+
+def read_definition_text(path: Path) -> str:
+    """A definition file's text (``read_regular_file`` with ``MAX_FILE_BYTES``);
+    ``UnicodeDecodeError`` for one that is not UTF-8."""
+    return read_regular_file(path, MAX_FILE_BYTES).decode("utf-8")
 
 
 def format_loc(loc: tuple[int | str, ...], raw: Any) -> str:
@@ -427,5 +433,6 @@ __all__ = [
     "load_files",
     "parse_text",
     "read_definition_text",
+    "read_regular_file",
     "strip_json_comments",
 ]
