@@ -473,7 +473,7 @@ def _read_local(text: str, limit: int) -> bytes:
     """A local file's bytes, at most ``limit`` of them: ``ValueError`` with a phrase to follow the
     file's name for a file past the limit (one growing while read included), a pipe or a device
     (never a blocking read), or one that cannot be read."""
-    from toolweave.registry.loader import read_regular_file
+    from toolweave.files import read_regular_file
 
     try:
         return read_regular_file(Path(text).expanduser(), limit)

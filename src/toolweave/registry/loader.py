@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ValidationError
 
+from toolweave.files import read_regular_file
 from toolweave.model.definitions import (
     CostingModel,
     ErrorHandling,
@@ -256,23 +257,6 @@ def iter_files(paths: Iterable[Path]) -> Iterator[tuple[Path, Problem | None]]:
             yield path, Problem(str(path), "", "is not a regular file (a device, pipe or socket); it is not read")
         else:
             yield path, Problem(str(path), "", "does not exist")
-
-
-def read_regular_file(path: Path, limit: int) -> bytes:
-    """A file's bytes, at most ``limit`` of them; ``OSError`` (with a phrase to follow the file's
-    name) for a file that is not regular or is larger than ``limit``. Never blocks on a pipe and
-    never reads more than the limit (a file that grows while read included)."""
-    import os
-    import stat
-
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-    with os.fdopen(fd, "rb") as handle:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise OSError("is not a regular file (a device, pipe or socket)")
-        data = handle.read(limit + 1)
-    if len(data) > limit:
-        raise OSError(f"is larger than the limit of {limit} bytes")
-    return data
 
 
 def read_definition_text(path: Path) -> str:

@@ -15,10 +15,13 @@ from pathlib import Path
 from typing import Any
 
 from toolweave import comfy
+from toolweave.files import read_regular_file
 from toolweave.model.definitions import ParamType, ToolDefinition
 from toolweave.services.base import ServiceError
 
 EXTERNAL_PREFIX = "ComfyUIDeployExternal"
+MAX_WORKFLOW_BYTES = 32 * 1024 * 1024
+"""The largest workflow file (``metadata.workflow`` as a path) a worker reads, as for definition files."""
 
 
 # --- workflow inputs ----------------------------------------------------------------------------
@@ -38,11 +41,13 @@ def load_workflow(tool: ToolDefinition) -> dict[str, Any]:
         if not path.is_absolute() and tool.source:
             path = Path(tool.source).parent / path
         try:
-            data = json.loads(path.read_text())
+            data = json.loads(read_regular_file(path, MAX_WORKFLOW_BYTES))
         except OSError as exc:
             raise ServiceError(
-                f"tool {tool.tool_id}: cannot read workflow file {spec!r}: {exc.strerror}"
+                f"tool {tool.tool_id}: cannot read workflow file {spec!r}: {exc.strerror or exc}"
             ) from exc
+        except RecursionError:
+            raise ServiceError(f"tool {tool.tool_id}: workflow file {spec!r} is nested too deeply") from None
         except ValueError as exc:
             raise ServiceError(f"tool {tool.tool_id}: workflow file {spec!r} is not JSON: {exc}") from exc
     elif isinstance(spec, dict):
