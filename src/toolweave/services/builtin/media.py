@@ -29,6 +29,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from toolweave.artifacts import DataURITooLarge, decode_data_uri, sniff_mime
+from toolweave.files import FileTooLarge, read_resolved_file
 from toolweave.model.definitions import InputParam, OutputParam, ParamType, PlatformHints, ToolDefinition
 from toolweave.model.records import ArtifactRef
 from toolweave.netguard import (
@@ -170,10 +171,13 @@ def _read_local(source: str, roots: list[Path], limit: int) -> tuple[bytes, str]
     size = path.stat().st_size
     if size > limit:
         raise _too_large(limit, size)
-    with path.open("rb") as fh:
-        data = fh.read(limit + 1)
-    if len(data) > limit:
-        raise _too_large(limit)
+    try:  # the checked path, opened without following a symlink swapped in since the check
+        data = read_resolved_file(path, limit)
+    except FileTooLarge:
+        raise _too_large(limit) from None
+    except OSError as exc:
+        raise bad_input(f"input 'source': {raw!r} cannot be read: {exc.strerror or exc}",
+                        code="not_found") from None
     return data, path.name
 
 
