@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from toolweave.cli import credits as credits_cli
 from toolweave.cli.common import LOCAL_ACCOUNT, CliError, print_json
+from toolweave.files import read_regular_file
 
 if TYPE_CHECKING:
     from toolweave.app import App
@@ -47,6 +48,10 @@ def read_at_files(job: JobDefinition, raw: dict[str, str]) -> tuple[dict[str, An
     return out, paths
 
 
+TEXT_FILE_MAX_BYTES = 8 * 1024 * 1024
+"""The largest file ``-i name=@file`` reads as the text of an input that is not media (docs/security.md)."""
+
+
 def at_files(
     job: JobDefinition, raw: Mapping[str, Any], folder: Path | None = None
 ) -> tuple[dict[str, Any], bool, list[str]]:
@@ -75,8 +80,10 @@ def at_files(
             paths = True
         else:
             try:
-                out[key] = path.read_text(encoding="utf-8")
-            except (OSError, UnicodeDecodeError) as exc:
+                out[key] = read_regular_file(path, TEXT_FILE_MAX_BYTES).decode("utf-8")
+            except OSError as exc:
+                problems.append(f"{key}: cannot read {value[1:]} as text: {exc.strerror or exc}")
+            except UnicodeDecodeError as exc:
                 problems.append(f"{key}: cannot read {value[1:]} as text: {exc}")
     return out, paths, problems
 
