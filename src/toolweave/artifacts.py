@@ -16,7 +16,9 @@ import io
 import json
 import mimetypes
 import os
+import stat
 import tempfile
+import time
 from pathlib import Path
 from urllib.parse import unquote
 
@@ -138,15 +140,38 @@ def decode_data_uri(uri: str, limit: int | None = None) -> tuple[bytes, str]:
 def _write_atomically(path: Path, data: bytes) -> None:
     """Write a file under a temporary name of its own, then rename it into place: two processes
     storing the same bytes at once each rename a whole file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=TEMPORARY_PREFIX)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())  # the bytes on the disk before the name: never a short file after a crash
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+    _sync_folder(path.parent)
+
+
+def _sync_folder(folder: Path) -> None:
+    """The folder's entries (a rename into it) on the disk, where the platform can open a folder."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:  # Windows cannot open a folder; its renames are ordered by NTFS's journal
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # some file systems refuse fsync on a folder
+        pass
+    finally:
+        os.close(fd)
+
+
+TEMPORARY_PREFIX = ".tmp-"
+TEMPORARY_GRACE_SECONDS = 3600.0
+"""A temporary file (``.tmp-*``) untouched this long was left by a crash (a write takes far less):
+``remove_stale_temporary`` removes it."""
 
 
 class ArtifactStore:
@@ -177,6 +202,23 @@ class ArtifactStore:
             _write_atomically(path, data)
             _write_atomically(path.with_suffix(".json"), json.dumps(meta).encode())
         return ref
+
+    def remove_stale_temporary(self, now: float | None = None) -> tuple[int, int]:
+        """Remove the temporary files (``.tmp-*``) a crash left in the store's folders, those not
+        modified for ``TEMPORARY_GRACE_SECONDS`` (one being written now is newer); (files, bytes)."""
+        cutoff = (time.time() if now is None else now) - TEMPORARY_GRACE_SECONDS
+        files = size = 0
+        for path in self.root.glob(f"??/??/{TEMPORARY_PREFIX}*"):
+            try:
+                found = path.lstat()
+                if found.st_mtime > cutoff or not stat.S_ISREG(found.st_mode):
+                    continue
+                path.unlink()
+            except FileNotFoundError:  # removed meanwhile (another prune)
+                continue
+            files += 1
+            size += found.st_size
+        return files, size
 
     def mtime(self, sha256: str) -> float | None:
         """When the file was last written or found again by ``put_bytes``; None if there is none."""

@@ -77,6 +77,8 @@ class PruneReport:
     """Files (and their bytes) removed from the artifact folder (a dry run: that would be)."""
     files_deferred: int = 0
     """Files no record holds any more but used too recently to remove yet (a later prune will)."""
+    temporary_files: int = 0
+    """Temporary files a crash left in the artifact folder (untouched for an hour), removed."""
     batches: int = 0
 
     def as_dict(self) -> dict[str, Any]:
@@ -89,7 +91,8 @@ class PruneReport:
             "rows": {_CAMEL.get(k, k): v for k, v in self.rows.items()},
             "runsKept": self.runs_kept, "expiredCacheEntries": self.expired_cache,
             "artifactRecords": self.artifact_records, "files": self.files, "bytes": self.bytes,
-            "filesDeferred": self.files_deferred, "batches": self.batches,
+            "filesDeferred": self.files_deferred, "temporaryFiles": self.temporary_files,
+            "batches": self.batches,
         }
 
 
@@ -143,6 +146,7 @@ class Pruner:
         report = PruneReport(dry_run=dry_run, cutoff=now - older_than)
         if not dry_run:
             await self._remove_queued_files(report)  # what an interrupted prune left
+            report.temporary_files, _ = await self._io(self.artifacts.remove_stale_temporary)  # a crash's
         gone = await self._runs(report)
         if not dry_run:
             while count := await self._tx(cache_q.delete_expired, now, self.batch_artifacts):

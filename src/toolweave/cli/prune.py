@@ -38,6 +38,8 @@ def render_report(report: dict[str, Any]) -> Table:
     table.add_row("artifact files", f"{report['files']} ({size_text(report['bytes'])})")
     if report["filesDeferred"]:
         table.add_row("files left for a later prune (stored in the last 15 min)", str(report["filesDeferred"]))
+    if report.get("temporaryFiles"):
+        table.add_row("temporary files a crash left", str(report["temporaryFiles"]))
     return table
 
 
