@@ -476,7 +476,9 @@ class ComfyDeployService:
         if mime in ("", "application/octet-stream", "binary/octet-stream"):
             mime = ""
         filename = item.item.get("filename")
-        ref = self.host.artifacts.put_bytes(data, mime or None, str(filename) if filename else None)
+        ref = await asyncio.to_thread(
+            self.host.artifacts.put_bytes, data, mime or None, str(filename) if filename else None
+        )
         return ref.as_value()
 
     def _cost(self, tool: ToolDefinition, raw: Mapping[str, Any], outputs: Any) -> Decimal | None:

@@ -555,7 +555,7 @@ class ComfyUIService(_Streaming):
             )
         if mime in (None, "application/octet-stream"):
             mime = None
-        ref = self.host.artifacts.put_bytes(data, mime, params["filename"])
+        ref = await asyncio.to_thread(self.host.artifacts.put_bytes, data, mime, params["filename"])
         return ref.as_value()
 
     # cancel ------------------------------------------------------------------------------------
