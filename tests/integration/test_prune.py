@@ -479,3 +479,21 @@ async def test_a_run_waiting_for_a_person_stays_and_its_question_goes_with_it_on
     assert report["runs"] == 1 and report["rows"]["questions"] == 1 and report["rows"]["tasks"] == 1
     assert count(app, "SELECT COUNT(*) AS n FROM questions") == 0
     assert_store_consistent(app.store, app.artifacts)
+
+
+async def test_prune_removes_temporary_files_a_crash_left(app: App) -> None:
+    """A ``.tmp-*`` file untouched for an hour was left by a crash mid-write and goes; a newer one
+    may be a write in progress and stays; a dry run removes nothing."""
+    ref = await asyncio.to_thread(app.artifacts.put_bytes, png())
+    folder = app.artifacts.path(ref).parent
+    stale, writing = folder / ".tmp-crashed", folder / ".tmp-writing"
+    stale.write_bytes(b"half a file")
+    writing.write_bytes(b"being written")
+    old = time.time() - 2 * 3600
+    os.utime(stale, (old, old))
+    dry = await app.prune(MONTH, dry_run=True)
+    assert dry["temporaryFiles"] == 0 and stale.exists()
+    report = await app.prune(MONTH)
+    assert report["temporaryFiles"] == 1
+    assert not stale.exists() and writing.exists()
+    assert app.artifacts.read(ref) == png()
