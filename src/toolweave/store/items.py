@@ -13,7 +13,6 @@ from decimal import Decimal
 from typing import Any
 
 from toolweave.model.status import StepStatus
-from toolweave.store import schema
 from toolweave.store.db import Row, Tx
 from toolweave.store.runs import NEW_ATTEMPT
 from toolweave.store.tx import one_of
@@ -59,6 +58,14 @@ def evaluated(row: Row) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
     return wrapped.get("inputs"), wrapped.get("inputsError")
 
 
+IN_FLIGHT = {
+    "postgresql": "status IN ('running', 'waiting_retry')",
+    "sqlite": "(status = 'running' OR status = 'waiting_retry')",
+}
+"""The condition of ``ix_step_items_in_flight`` as each store's index states it (on SQLite as
+comparisons, 0020: see ``runs.UNFINISHED``); its query states it word for word (``active_sql``).
+Kept here, not in ``schema``, so that reading the store does not import SQLAlchemy."""
+
 _ACTIVE = (
     "SELECT i.item_index, i.status, i.item, i.attempt, i.tool_id, i.using_fallback, i.generation_id, "
     "i.child_run_id, i.next_attempt_at, i.started_at, "
@@ -72,7 +79,7 @@ _ACTIVE = (
 )
 ACTIVE_SQL = {
     dialect: _ACTIVE.format(in_flight=condition.replace("status", "i.status"))
-    for dialect, condition in schema.IN_FLIGHT.items()
+    for dialect, condition in IN_FLIGHT.items()
 }
 """Read through ``ix_step_items_in_flight``: its condition as the store's index states it, word for
 word, as SQLite needs to use a partial index (on SQLite comparisons, migration 0020)."""

@@ -25,6 +25,7 @@ from toolweave.model.status import (
     StepStatus,
     TaskKind,
 )
+from toolweave.store.items import IN_FLIGHT
 
 metadata = sa.MetaData(
     naming_convention={
@@ -272,12 +273,6 @@ step_items = sa.Table(
 )
 """The items of map steps: one row per item, like a step run of its own (status, attempts, current
 generation or child run, outputs, error, cost). ``item`` is the item's value from the list."""
-IN_FLIGHT = {
-    "postgresql": "status IN ('running', 'waiting_retry')",
-    "sqlite": "(status = 'running' OR status = 'waiting_retry')",
-}
-"""The condition of ``ix_step_items_in_flight`` as each store's index states it (on SQLite as
-comparisons, 0020: see ``UNFINISHED``); its query states it word for word (``items.active_sql``)."""
 _PENDING = sa.text("status = 'pending'")
 sa.Index(
     "ix_step_items_in_flight", step_items.c.run_id, step_items.c.step_id, step_items.c.item_index,
