@@ -417,6 +417,5 @@ __all__ = [
     "load_files",
     "parse_text",
     "read_definition_text",
-    "read_regular_file",
     "strip_json_comments",
 ]

@@ -83,9 +83,7 @@ def inline_workflow_problems(tool: ToolDefinition) -> list[tuple[str, str]]:
         if len(workflow) > MAX_NODES:
             return [("metadata.workflow", f"the workflow has more than {MAX_NODES:,} nodes")]
         check_links(workflow)
-    except ServiceError as exc:
-        return [("metadata.workflow", exc.message)]
-    except comfy.WorkflowImportError as exc:
+    except (ServiceError, comfy.WorkflowImportError) as exc:
         return [("metadata.workflow", exc.message)]
     return []
 
